@@ -1,0 +1,20 @@
+//! Files that carry results between runs and tools: the official head-score format, HeadScope's
+//! per-test records (`tests.jsonl`) and run provenance (`run.json`).
+
+pub mod head_scores;
+pub mod records;
+pub mod run_info;
+
+pub use head_scores::{read_head_scores, write_head_scores};
+pub use records::{head_scores_from_records, TestLog, TestRecord};
+pub use run_info::{short_hash, MaskInfo, ModelInfo, RunInfo};
+
+use crate::error::{CoreError, Result};
+use std::path::Path;
+
+/// Writes `bytes` to `path` atomically (temp file + rename), so a crash never leaves half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    std::fs::write(&tmp, bytes).map_err(|e| CoreError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| CoreError::io(path, e))
+}

@@ -1,0 +1,206 @@
+//! `tests.jsonl`: one record per finished test, appended and flushed as each test ends, so a run that
+//! stops (crash, Ctrl-C, time limit) loses at most the test in flight and resumes where it stopped.
+
+use crate::error::{CoreError, Result};
+use crate::head::{HeadId, HeadShape};
+use crate::score::{passes_gate, HeadHits, HeadScores};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Everything about one finished NIAH test.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TestRecord {
+    /// The sweep cell's id ([`crate::sweep::TestKey::id`]); a rerun skips ids it finds.
+    pub id: String,
+    /// Index of the needle in the needles list.
+    pub needle_index: usize,
+    /// The needle sentence.
+    pub needle: String,
+    /// Requested prompt length in tokens.
+    pub length: usize,
+    /// Actual prompt length in tokens (equal to `length` unless the tokenizer made it unreachable).
+    pub prompt_tokens: usize,
+    /// Requested depth in percent.
+    pub depth_percent: f64,
+    /// Where the needle landed, in percent of the context.
+    pub placed_depth_percent: f64,
+    /// Hash of the prompt's token ids.
+    pub prompt_hash: String,
+    /// Token positions `[start, end)` of the needle sentence.
+    pub needle_tokens: [usize; 2],
+    /// Token positions `[start, end)` of the answer span (eq. 1's span).
+    pub answer_tokens: [usize; 2],
+    /// The generated token ids, first answer token first.
+    pub generated_ids: Vec<u32>,
+    /// The generated text.
+    pub answer: String,
+    /// ROUGE-1 recall of the answer against the expected answer.
+    pub recall: f64,
+    /// Per head that hit: the distinct answer positions it retrieved.
+    pub hits: BTreeMap<HeadId, Vec<u32>>,
+    /// The heads masked during this test (empty when none).
+    #[serde(default)]
+    pub masked_heads: Vec<HeadId>,
+    /// The prompt's token ids, when the run saves prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Wall time of the test in seconds (prefill + decode).
+    pub seconds: f64,
+}
+
+impl TestRecord {
+    /// The per-head hits of this record on a model of `shape`.
+    pub fn head_hits(&self, shape: HeadShape) -> Result<HeadHits> {
+        let span = self.answer_tokens[1].saturating_sub(self.answer_tokens[0]);
+        HeadHits::from_sparse(shape, span, &self.hits).map_err(|e| CoreError::invalid(format!("test {}: {e}", self.id)))
+    }
+}
+
+/// Head scores over every record whose answer passes `gate` (a per-head list of per-test scores).
+pub fn head_scores_from_records<'a>(shape: HeadShape, records: impl IntoIterator<Item = &'a TestRecord>, gate: f64) -> Result<HeadScores> {
+    let mut scores = HeadScores::new(shape);
+    for r in records {
+        if passes_gate(r.recall, gate) {
+            scores.push(&r.head_hits(shape)?)?;
+        }
+    }
+    Ok(scores)
+}
+
+/// An append-only `tests.jsonl`, with the records already in it.
+pub struct TestLog {
+    path: PathBuf,
+    file: std::fs::File,
+    records: Vec<TestRecord>,
+    index: HashMap<String, usize>,
+}
+
+impl TestLog {
+    /// Opens (or creates) the log at `path` and reads its records. A last line cut off by a crash is
+    /// dropped from the file (that test runs again); a malformed line elsewhere is an error.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut records = Vec::new();
+        if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+            let complete = match text.rfind('\n') {
+                Some(i) => i + 1,
+                None => 0,
+            };
+            for (i, line) in text[..complete].lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let r: TestRecord = serde_json::from_str(line).map_err(|e| CoreError::malformed(path, format!("line {}: {e}", i + 1)))?;
+                records.push(r);
+            }
+            if complete < text.len() {
+                tracing::warn!("{}: dropping an unfinished last line (a run stopped while writing it)", path.display());
+                let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| CoreError::io(path, e))?;
+                f.set_len(complete as u64).map_err(|e| CoreError::io(path, e))?;
+            }
+        }
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| CoreError::io(path, e))?;
+        let index = records.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+        Ok(TestLog { path: path.to_owned(), file, records, index })
+    }
+
+    /// Whether a test with this id is already recorded.
+    pub fn contains(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// The recorded test with this id.
+    pub fn get(&self, id: &str) -> Option<&TestRecord> {
+        self.index.get(id).map(|&i| &self.records[i])
+    }
+
+    /// All records, in the order they were written.
+    pub fn records(&self) -> &[TestRecord] {
+        &self.records
+    }
+
+    /// Appends a record and flushes it to disk before returning.
+    pub fn append(&mut self, record: TestRecord) -> Result<()> {
+        if self.contains(&record.id) {
+            return Err(CoreError::invalid(format!("test {} is already recorded in {}", record.id, self.path.display())));
+        }
+        let mut line = serde_json::to_string(&record).map_err(|e| CoreError::invalid(format!("test {}: {e}", record.id)))?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes()).map_err(|e| CoreError::io(&self.path, e))?;
+        self.file.sync_data().map_err(|e| CoreError::io(&self.path, e))?;
+        self.index.insert(record.id.clone(), self.records.len());
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn record(id: &str, recall: f64, hits: &[(HeadId, Vec<u32>)]) -> TestRecord {
+        TestRecord {
+            id: id.into(),
+            needle_index: 0,
+            needle: "n".into(),
+            length: 100,
+            prompt_tokens: 100,
+            depth_percent: 50.0,
+            placed_depth_percent: 48.0,
+            prompt_hash: "00".into(),
+            needle_tokens: [40, 50],
+            answer_tokens: [44, 48],
+            generated_ids: vec![1, 2],
+            answer: "a".into(),
+            recall,
+            hits: hits.iter().cloned().collect(),
+            masked_heads: vec![],
+            prompt_ids: None,
+            seconds: 0.1,
+        }
+    }
+
+    #[test]
+    fn log_appends_survives_reopen_and_truncated_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tests.jsonl");
+        let mut log = TestLog::open(&p).unwrap();
+        log.append(record("a", 1.0, &[(HeadId::new(0, 1), vec![44, 45])])).unwrap();
+        log.append(record("b", 0.0, &[])).unwrap();
+        assert!(log.append(record("a", 1.0, &[])).is_err());
+        drop(log);
+        // Simulate a crash in the middle of writing a third record.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"id\": \"c\", \"needle_in").unwrap();
+        drop(f);
+        let mut log = TestLog::open(&p).unwrap();
+        assert_eq!(log.records().len(), 2);
+        assert!(log.contains("a") && log.contains("b") && !log.contains("c"));
+        assert_eq!(log.get("a").unwrap().hits[&HeadId::new(0, 1)], vec![44, 45]);
+        log.append(record("c", 0.5, &[])).unwrap();
+        drop(log);
+        assert_eq!(TestLog::open(&p).unwrap().records().len(), 3);
+    }
+
+    #[test]
+    fn malformed_middle_line_is_an_error_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tests.jsonl");
+        let good = serde_json::to_string(&record("a", 1.0, &[])).unwrap();
+        std::fs::write(&p, format!("{good}\nnot json\n{good}\n")).unwrap();
+        let e = TestLog::open(&p).err().unwrap().to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn gate_selects_which_tests_are_scored() {
+        let shape = HeadShape::new(1, 2);
+        let recs = [record("a", 1.0, &[(HeadId::new(0, 0), vec![44, 45])]), record("b", 0.2, &[(HeadId::new(0, 0), vec![44])])];
+        let gated = head_scores_from_records(shape, &recs, 0.5).unwrap();
+        assert_eq!(gated.scores(HeadId::new(0, 0)), &[0.5]);
+        let all = head_scores_from_records(shape, &recs, 0.0).unwrap();
+        assert_eq!(all.scores(HeadId::new(0, 0)), &[0.5, 0.25]);
+        assert_eq!(all.scores(HeadId::new(0, 1)), &[0.0, 0.0]);
+    }
+}

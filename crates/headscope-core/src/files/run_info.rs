@@ -1,0 +1,146 @@
+//! `run.json`: what produced a run's results (model, tokenizer, prompt format, inputs, masks, version),
+//! so results can be trusted, reproduced, and never mixed with those of a different setup on resume.
+
+use super::write_atomic;
+use crate::error::{CoreError, Result};
+use crate::head::HeadId;
+use std::path::Path;
+
+/// The model a run used.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelInfo {
+    /// The model directory as given.
+    pub dir: String,
+    /// Content hash of the model directory (config, tokenizer, weights' headers and sizes).
+    pub hash: String,
+    /// `model_type` from config.json.
+    pub model_type: String,
+    /// Number of layers.
+    pub layers: usize,
+    /// Query heads per layer.
+    pub heads: usize,
+    /// Key/value heads per layer.
+    pub kv_heads: usize,
+    /// Weight dtype the run computed in.
+    pub dtype: String,
+    /// Device the run computed on.
+    pub device: String,
+}
+
+/// The heads a run masked, and how.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MaskInfo {
+    /// How the heads were chosen (`top-K from FILE`, `random-K seed S`, `list`).
+    pub plan: String,
+    /// The masked heads.
+    pub heads: Vec<HeadId>,
+    /// `uniform` or `zero`.
+    pub mode: String,
+    /// `decode` or `all`.
+    pub scope: String,
+}
+
+/// Provenance of one output directory.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunInfo {
+    /// HeadScope version that wrote the run.
+    pub headscope_version: String,
+    /// The subcommand (`detect`, `niah`).
+    pub command: String,
+    /// The model.
+    pub model: ModelInfo,
+    /// Hash of tokenizer.json.
+    pub tokenizer_hash: String,
+    /// `plain` or `chat`.
+    pub prompt_format: String,
+    /// Hash of the needles.
+    pub needles_hash: String,
+    /// Hash of the haystack text.
+    pub haystack_hash: String,
+    /// Most tokens generated per test.
+    pub max_new_tokens: usize,
+    /// The masked heads, if any.
+    pub mask: Option<MaskInfo>,
+    /// Seed of any random choice in the run.
+    pub seed: Option<u64>,
+}
+
+impl RunInfo {
+    /// The fields whose change makes earlier results incomparable, with their values, for resume checks.
+    fn identity(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("command", self.command.clone()),
+            ("model hash", self.model.hash.clone()),
+            ("dtype", self.model.dtype.clone()),
+            ("tokenizer", self.tokenizer_hash.clone()),
+            ("prompt format", self.prompt_format.clone()),
+            ("needles", self.needles_hash.clone()),
+            ("haystack", self.haystack_hash.clone()),
+            ("max new tokens", self.max_new_tokens.to_string()),
+            ("mask", format!("{:?}", self.mask)),
+        ]
+    }
+
+    /// Checks that a run directory's existing `run.json` (if any) describes the same setup, then writes
+    /// this one. Sweep sizes may differ: a rerun may add lengths or depths to a finished run.
+    pub fn check_and_write(&self, path: &Path) -> Result<()> {
+        if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+            let old: RunInfo = serde_json::from_str(&text).map_err(|e| CoreError::malformed(path, e.to_string()))?;
+            let differ: Vec<String> = old
+                .identity()
+                .into_iter()
+                .zip(self.identity())
+                .filter(|(a, b)| a.1 != b.1)
+                .map(|(a, b)| format!("{}: was {}, now {}", a.0, a.1, b.1))
+                .collect();
+            if !differ.is_empty() {
+                return Err(CoreError::invalid(format!(
+                    "{} belongs to a different run ({}); use another --out directory to keep both",
+                    path.parent().unwrap_or(path).display(),
+                    differ.join("; ")
+                )));
+            }
+        }
+        let text = serde_json::to_string_pretty(self).map_err(|e| CoreError::invalid(e.to_string()))?;
+        write_atomic(path, text.as_bytes())
+    }
+}
+
+/// Hex SHA-256 prefix (16 hex digits) of some bytes: the short hashes in provenance.
+pub fn short_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> RunInfo {
+        RunInfo {
+            headscope_version: "0".into(),
+            command: "detect".into(),
+            model: ModelInfo { dir: "m".into(), hash: "h".into(), model_type: "llama".into(), layers: 2, heads: 4, kv_heads: 2, dtype: "f32".into(), device: "cpu".into() },
+            tokenizer_hash: "t".into(),
+            prompt_format: "plain".into(),
+            needles_hash: "n".into(),
+            haystack_hash: "s".into(),
+            max_new_tokens: 20,
+            mask: None,
+            seed: None,
+        }
+    }
+
+    #[test]
+    fn resume_accepts_same_setup_and_refuses_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.json");
+        info().check_and_write(&p).unwrap();
+        info().check_and_write(&p).unwrap();
+        let mut other = info();
+        other.model.hash = "different".into();
+        let e = other.check_and_write(&p).unwrap_err().to_string();
+        assert!(e.contains("model hash") && e.contains("another --out"), "{e}");
+    }
+}

@@ -1,0 +1,473 @@
+//! Needle-in-a-haystack test construction: a needle sentence inserted at a depth of a haystack, cut so
+//! that the whole prompt has exactly the requested number of tokens, with the answer's token span found
+//! exactly from the tokenizer's byte offsets.
+//!
+//! Unlike the official harness (which tokenizes the needle on its own, BOS included, and splices ids),
+//! the prompt here is always *text* encoded once, so no special token can land inside the needle, and the
+//! answer span is the set of tokens whose byte ranges overlap the answer's bytes: no fuzzy window.
+
+use crate::error::{CoreError, Result};
+use crate::prompt::{niah_user_message, PromptFormat, CONTEXT_OFFSET_IN_MESSAGE};
+use crate::tokenize::{Encoded, TextTokenizer};
+use sha2::{Digest, Sha256};
+use std::ops::Range;
+use std::path::Path;
+
+/// A needle as in the paper's `needles.jsonl`: the sentence, the question, and the answer it contains.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Needle {
+    /// The sentence inserted into the haystack.
+    pub needle: String,
+    /// The question asked after the context.
+    pub question: String,
+    /// The expected answer: a part of `needle` (case may differ, as in the paper's third needle).
+    pub real_needle: String,
+}
+
+impl Needle {
+    /// Checks that no field is empty and returns the byte range of the answer inside `needle`.
+    ///
+    /// The answer is looked up verbatim, then ignoring ASCII case, then without trailing punctuation;
+    /// the paper's own needles need the second step ("Because he is..." inside "...everyone because he is...").
+    pub fn answer_range(&self) -> Result<Range<usize>> {
+        for (name, v) in [("needle", &self.needle), ("question", &self.question), ("real_needle", &self.real_needle)] {
+            if v.trim().is_empty() {
+                return Err(CoreError::invalid(format!("the needle's `{name}` is empty")));
+            }
+        }
+        let hay = self.needle.to_ascii_lowercase();
+        let answer = self.real_needle.trim();
+        let candidates = [answer.to_owned(), answer.to_ascii_lowercase(), answer.trim_end_matches(['.', '!', '?', ',', ';']).to_ascii_lowercase()];
+        for (i, c) in candidates.iter().enumerate() {
+            let found = if i == 0 { self.needle.find(c.as_str()) } else { hay.find(c.as_str()) };
+            if let Some(start) = found.filter(|_| !c.is_empty()) {
+                return Ok(start..start + c.len());
+            }
+        }
+        Err(CoreError::invalid(format!(
+            "the answer {:?} is not part of the needle {:?}: real_needle must be a span of needle",
+            self.real_needle, self.needle
+        )))
+    }
+}
+
+/// The San Francisco needle of the NIAH harness, the default example.
+pub fn san_francisco_needle() -> Needle {
+    Needle {
+        needle: "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.".into(),
+        question: "What is the best thing to do in San Francisco?".into(),
+        real_needle: "eat a sandwich and sit in Dolores Park on a sunny day".into(),
+    }
+}
+
+/// Parses needles JSONL text (one object per line with `needle`, `question`, `real_needle`).
+/// `origin` names the input in errors.
+pub fn parse_needles_jsonl(text: &str, origin: &Path) -> Result<Vec<Needle>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let n: Needle = serde_json::from_str(line)
+            .map_err(|e| CoreError::malformed(origin, format!("line {}: {e} (each line needs needle, question, real_needle)", i + 1)))?;
+        n.answer_range().map_err(|e| CoreError::malformed(origin, format!("line {}: {e}", i + 1)))?;
+        out.push(n);
+    }
+    if out.is_empty() {
+        return Err(CoreError::malformed(origin, "no needles in the file"));
+    }
+    Ok(out)
+}
+
+/// Reads a needles JSONL file.
+pub fn read_needles_jsonl(path: &Path) -> Result<Vec<Needle>> {
+    let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+    parse_needles_jsonl(&text, path)
+}
+
+/// One built test: the prompt's token ids and where the needle and its answer sit in them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NiahTest {
+    /// Prompt token ids, BOS and template included.
+    pub prompt_ids: Vec<u32>,
+    /// The prompt text those ids encode.
+    pub prompt_text: String,
+    /// The requested prompt length in tokens.
+    pub length: usize,
+    /// The requested depth, in percent of the context.
+    pub depth_percent: f64,
+    /// Where the needle actually landed, in percent of the context's tokens (after snapping to a sentence start).
+    pub placed_depth_percent: f64,
+    /// Token positions of the whole needle sentence.
+    pub needle_tokens: Range<usize>,
+    /// Token positions of the answer inside the needle: the span of eq. 1.
+    pub answer_tokens: Range<usize>,
+}
+
+impl NiahTest {
+    /// A short content hash of the prompt ids (hex SHA-256 prefix), to recognise the same prompt later.
+    pub fn prompt_hash(&self) -> String {
+        prompt_hash(&self.prompt_ids)
+    }
+}
+
+/// Hex SHA-256 prefix (16 hex digits) of token ids as little-endian u32s.
+pub fn prompt_hash(ids: &[u32]) -> String {
+    let mut h = Sha256::new();
+    for id in ids {
+        h.update(id.to_le_bytes());
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds NIAH tests from one haystack with one tokenizer and prompt format.
+pub struct NiahBuilder<'t, T: TextTokenizer + ?Sized> {
+    tokenizer: &'t T,
+    format: PromptFormat,
+    /// The haystack source texts, joined; repeated into `haystack` as long as needed.
+    source: String,
+    haystack: String,
+    haystack_tokens: Encoded,
+}
+
+/// Sentence ends after which a needle may be inserted.
+const SENTENCE_ENDS: [char; 3] = ['.', '!', '?'];
+
+impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
+    /// A builder over the concatenation of `texts` (separated by blank lines).
+    pub fn new(tokenizer: &'t T, format: PromptFormat, texts: &[String]) -> Result<Self> {
+        let source = texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
+        if source.is_empty() {
+            return Err(CoreError::invalid("the haystack is empty: give at least one non-empty text"));
+        }
+        let haystack_tokens = tokenizer.encode(&source, false)?;
+        if haystack_tokens.ids.is_empty() {
+            return Err(CoreError::invalid("the haystack encodes to no tokens"));
+        }
+        Ok(NiahBuilder { tokenizer, format, haystack: source.clone(), source, haystack_tokens })
+    }
+
+    /// The prompt format in use.
+    pub fn format(&self) -> &PromptFormat {
+        &self.format
+    }
+
+    /// Repeats the source text until the haystack has at least `tokens` tokens.
+    fn ensure_haystack(&mut self, tokens: usize) -> Result<()> {
+        while self.haystack_tokens.ids.len() < tokens {
+            let per_copy = self.haystack_tokens.ids.len().max(1) as f64 / (self.haystack.len() as f64 / self.source.len() as f64);
+            let copies = ((tokens as f64 / per_copy).ceil() as usize + 1).max(2);
+            self.haystack = vec![self.source.as_str(); copies].join("\n\n");
+            self.haystack_tokens = self.tokenizer.encode(&self.haystack, false)?;
+        }
+        Ok(())
+    }
+
+    /// Builds the test for `needle` at `depth_percent` (0-100) with a prompt of exactly `length` tokens.
+    ///
+    /// `length` counts every prompt token: BOS, template, context and question. If the tokenizer's
+    /// merges make the exact count unreachable the closest shorter prompt is returned (its
+    /// `prompt_ids.len()` says so); that has not been seen with real tokenizers.
+    pub fn build(&mut self, needle: &Needle, length: usize, depth_percent: f64) -> Result<NiahTest> {
+        if !(0.0..=100.0).contains(&depth_percent) {
+            return Err(CoreError::invalid(format!("depth {depth_percent} is outside 0..100 percent")));
+        }
+        let answer_in_needle = needle.answer_range()?;
+        // Smallest prompt: the needle alone in the context.
+        let shortest = self.candidate(needle, 0, depth_percent)?;
+        if shortest.ids.len() > length {
+            return Err(CoreError::invalid(format!(
+                "a {length}-token prompt is too short: the needle, question and template alone take {} tokens",
+                shortest.ids.len()
+            )));
+        }
+        self.ensure_haystack(length + 64)?;
+        let max_n = self.haystack_tokens.ids.len();
+        let mut n = (length - shortest.ids.len()).min(max_n);
+        let mut best: Option<(usize, Candidate)> = None;
+        let mut tried = std::collections::HashSet::new();
+        // Newton-like steps on the haystack cut: tokenization is nearly additive, so this lands in 1-3 steps.
+        for _ in 0..12 {
+            if !tried.insert(n) {
+                break;
+            }
+            let c = self.candidate(needle, n, depth_percent)?;
+            let len = c.ids.len();
+            if len <= length && best.as_ref().is_none_or(|(_, b)| b.ids.len() < len) {
+                best = Some((n, c));
+            }
+            if len == length {
+                break;
+            }
+            n = (n as i64 + length as i64 - len as i64).clamp(0, max_n as i64) as usize;
+        }
+        // Merges at the cut can make one count unreachable by the step above: search nearby cuts.
+        if best.as_ref().is_none_or(|(_, b)| b.ids.len() != length) {
+            let center = best.as_ref().map_or(n, |(bn, _)| *bn);
+            for delta in 1..=16usize {
+                for m in [center + delta, center.saturating_sub(delta)] {
+                    if m > max_n || !tried.insert(m) {
+                        continue;
+                    }
+                    let c = self.candidate(needle, m, depth_percent)?;
+                    if c.ids.len() <= length && best.as_ref().is_none_or(|(_, b)| b.ids.len() < c.ids.len()) {
+                        best = Some((m, c));
+                    }
+                }
+                if best.as_ref().is_some_and(|(_, b)| b.ids.len() == length) {
+                    break;
+                }
+            }
+        }
+        let (_, c) = best.ok_or_else(|| CoreError::invalid(format!("no prompt of at most {length} tokens could be built")))?;
+        c.into_test(length, depth_percent, answer_in_needle)
+    }
+
+    /// The prompt with the first `n` haystack tokens and the needle at `depth_percent` of them.
+    fn candidate(&self, needle: &Needle, n: usize, depth_percent: f64) -> Result<Candidate> {
+        let cut_end = if n == 0 { 0 } else { floor_char_boundary(&self.haystack, self.haystack_tokens.offsets[n - 1].1) };
+        let hay = self.haystack[..cut_end].trim_end();
+        // Depth counts haystack tokens; the needle then moves back to the sentence start before that point.
+        let target_token = ((depth_percent / 100.0) * n as f64).floor() as usize;
+        let target_byte = if target_token >= n { hay.len() } else { self.haystack_tokens.offsets[target_token].0.min(hay.len()) };
+        let at = sentence_start_at_or_before(hay, floor_char_boundary(hay, target_byte));
+        let (before, after) = hay.split_at(at);
+        let (context, needle_offset) = if before.trim().is_empty() {
+            (format!("{} {}", needle.needle, after.trim_start()).trim_end().to_owned(), 0)
+        } else {
+            (format!("{} {}{}", before, needle.needle, after), before.len() + 1)
+        };
+        let message = niah_user_message(&context, &needle.question);
+        let rendered = self.format.render(&message)?;
+        let encoded = self.tokenizer.encode(&rendered.text, rendered.add_special_tokens)?;
+        let needle_start = rendered.message_offset + CONTEXT_OFFSET_IN_MESSAGE + needle_offset;
+        let placed_depth = if n == 0 { 0.0 } else { 100.0 * self.haystack_tokens.offsets.partition_point(|o| o.0 < at) as f64 / n as f64 };
+        Ok(Candidate {
+            ids: encoded.ids,
+            offsets: encoded.offsets,
+            text: rendered.text,
+            needle_bytes: needle_start..needle_start + needle.needle.len(),
+            placed_depth: placed_depth.min(100.0),
+        })
+    }
+}
+
+/// A prompt under consideration while searching for the exact length.
+struct Candidate {
+    ids: Vec<u32>,
+    offsets: Vec<(usize, usize)>,
+    text: String,
+    needle_bytes: Range<usize>,
+    placed_depth: f64,
+}
+
+impl Candidate {
+    fn into_test(self, length: usize, depth_percent: f64, answer_in_needle: Range<usize>) -> Result<NiahTest> {
+        let answer_bytes = self.needle_bytes.start + answer_in_needle.start..self.needle_bytes.start + answer_in_needle.end;
+        let needle_tokens = overlapping_tokens(&self.offsets, &self.needle_bytes);
+        let answer_tokens = overlapping_tokens(&self.offsets, &answer_bytes);
+        if answer_tokens.is_empty() {
+            return Err(CoreError::invalid("the answer was not found among the prompt's tokens after tokenization"));
+        }
+        Ok(NiahTest {
+            prompt_ids: self.ids,
+            prompt_text: self.text,
+            length,
+            depth_percent,
+            placed_depth_percent: self.placed_depth,
+            needle_tokens,
+            answer_tokens,
+        })
+    }
+}
+
+/// The tokens whose (non-empty) byte ranges overlap `bytes`, as a range of positions.
+fn overlapping_tokens(offsets: &[(usize, usize)], bytes: &Range<usize>) -> Range<usize> {
+    let hit = |o: &(usize, usize)| o.1 > o.0 && o.0 < bytes.end && o.1 > bytes.start;
+    match offsets.iter().position(hit) {
+        Some(first) => {
+            let last = offsets.iter().rposition(hit).unwrap_or(first);
+            first..last + 1
+        }
+        None => 0..0,
+    }
+}
+
+/// The start of the sentence that contains byte `at` (or `at` itself if a sentence ends right there).
+fn sentence_start_at_or_before(text: &str, at: usize) -> usize {
+    let bytes = text.as_bytes();
+    let mut p = at.min(text.len());
+    while p > 0 {
+        let ends_sentence = SENTENCE_ENDS.contains(&(bytes[p - 1] as char));
+        let followed_by_space = p == text.len() || bytes[p].is_ascii_whitespace();
+        if ends_sentence && followed_by_space {
+            return p;
+        }
+        p -= 1;
+    }
+    0
+}
+
+/// The largest char boundary of `s` at or below `i`.
+fn floor_char_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::prompt::ChatTemplate;
+
+    /// A toy tokenizer: each word and each punctuation mark is a token, whitespace is dropped;
+    /// `add_special_tokens` prepends id 1 (BOS) with an empty range.
+    pub struct WordTokenizer;
+
+    impl TextTokenizer for WordTokenizer {
+        fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Encoded> {
+            let mut e = Encoded::default();
+            if add_special_tokens {
+                e.ids.push(1);
+                e.offsets.push((0, 0));
+            }
+            let mut start = None;
+            for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+                let word_char = c.is_alphanumeric() || c == '\'';
+                if let Some(s) = start {
+                    if !word_char {
+                        e.ids.push(word_id(&text[s..i]));
+                        e.offsets.push((s, i));
+                        start = None;
+                    }
+                }
+                if word_char && start.is_none() {
+                    start = Some(i);
+                } else if !word_char && !c.is_whitespace() {
+                    e.ids.push(word_id(&text[i..i + c.len_utf8()]));
+                    e.offsets.push((i, i + c.len_utf8()));
+                }
+            }
+            Ok(e)
+        }
+        fn decode(&self, _ids: &[u32]) -> Result<String> {
+            Err(CoreError::Tokenizer("toy tokenizer cannot decode".into()))
+        }
+    }
+
+    fn word_id(w: &str) -> u32 {
+        2 + w.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 50_000
+    }
+
+    pub fn haystack() -> Vec<String> {
+        vec!["The river ran past the mill. Children played by the water! Who built the bridge? Nobody remembers now. \
+              Bread was baked every morning in the old stone oven, and the smell filled the lane."
+            .to_string()]
+    }
+
+    #[test]
+    fn prompt_has_exact_length_and_exact_span() {
+        let tok = WordTokenizer;
+        let mut b = NiahBuilder::new(&tok, PromptFormat::Plain, &haystack()).unwrap();
+        let needle = san_francisco_needle();
+        for &len in &[60usize, 61, 200, 1000] {
+            for &d in &[0.0, 33.0, 50.0, 100.0] {
+                let t = b.build(&needle, len, d).unwrap();
+                assert_eq!(t.prompt_ids.len(), len, "length {len} depth {d}");
+                assert_eq!(t.prompt_ids[0], 1, "BOS first");
+                assert_eq!(t.prompt_ids.iter().filter(|&&i| i == 1).count(), 1, "exactly one BOS");
+                let enc = tok.encode(&t.prompt_text, true).unwrap();
+                assert_eq!(enc.ids, t.prompt_ids);
+                let span = &enc.offsets[t.answer_tokens.clone()];
+                let answer_text = &t.prompt_text[span[0].0..span[span.len() - 1].1];
+                assert_eq!(answer_text, needle.real_needle);
+                let n = &enc.offsets[t.needle_tokens.clone()];
+                assert_eq!(&t.prompt_text[n[0].0..n[n.len() - 1].1], needle.needle);
+                assert!(t.needle_tokens.start <= t.answer_tokens.start && t.answer_tokens.end <= t.needle_tokens.end);
+            }
+        }
+    }
+
+    #[test]
+    fn needle_goes_to_a_sentence_start_before_the_depth() {
+        let tok = WordTokenizer;
+        let mut b = NiahBuilder::new(&tok, PromptFormat::Plain, &haystack()).unwrap();
+        let needle = san_francisco_needle();
+        let mut last = -1.0;
+        for d in [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 100.0] {
+            let t = b.build(&needle, 400, d).unwrap();
+            let ctx_start = t.prompt_text.find("<book>").unwrap() + "<book>".len();
+            let before = &t.prompt_text[ctx_start..t.prompt_text.find(&needle.needle).unwrap()];
+            let before = before.trim_end();
+            assert!(before.is_empty() || before.ends_with(['.', '!', '?']), "depth {d}: needle not at a sentence start: ...{}", &before[before.len().saturating_sub(30)..]);
+            assert!(t.placed_depth_percent <= d + 1e-9, "snaps backwards only");
+            assert!(d - t.placed_depth_percent < 12.0, "depth {d} placed at {}", t.placed_depth_percent);
+            assert!(t.placed_depth_percent >= last);
+            last = t.placed_depth_percent;
+        }
+        let t0 = b.build(&needle, 400, 0.0).unwrap();
+        assert!(t0.prompt_text.starts_with(&format!("<book>{}", needle.needle)));
+    }
+
+    #[test]
+    fn chat_format_adds_no_bos_of_its_own() {
+        let tok = WordTokenizer;
+        let fmt = PromptFormat::Chat(ChatTemplate { source: "[INST] {{ messages[0]['content'] }} [/INST]".into(), bos_token: None, eos_token: None });
+        let mut b = NiahBuilder::new(&tok, fmt, &haystack()).unwrap();
+        let t = b.build(&san_francisco_needle(), 300, 50.0).unwrap();
+        assert_eq!(t.prompt_ids.len(), 300);
+        assert!(!t.prompt_ids.contains(&1));
+        assert!(t.prompt_text.starts_with("[INST] <book>"));
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let tok = WordTokenizer;
+        assert!(NiahBuilder::new(&tok, PromptFormat::Plain, &["  ".into()]).is_err());
+        let mut b = NiahBuilder::new(&tok, PromptFormat::Plain, &haystack()).unwrap();
+        let n = san_francisco_needle();
+        let e = b.build(&n, 10, 50.0).unwrap_err().to_string();
+        assert!(e.contains("too short"), "{e}");
+        assert!(b.build(&n, 100, 101.0).is_err());
+        let bad = Needle { real_needle: "a hot dog".into(), ..n.clone() };
+        assert!(b.build(&bad, 100, 50.0).unwrap_err().to_string().contains("not part of the needle"));
+        let empty = Needle { needle: " ".into(), ..n };
+        assert!(empty.answer_range().unwrap_err().to_string().contains("`needle` is empty"));
+    }
+
+    #[test]
+    fn answer_lookup_handles_the_papers_needles() {
+        let n = Needle {
+            question: "Why does everyone dislikes Mr Green ?".into(),
+            needle: "Mr Green is disliked by everyone because he is a mean person and also he can't ride a horse or dive a car.".into(),
+            real_needle: "Because he is a mean person and also he can't ride a horse or dive a car.".into(),
+        };
+        let r = n.answer_range().unwrap();
+        assert_eq!(&n.needle[r], "because he is a mean person and also he can't ride a horse or dive a car.");
+    }
+
+    #[test]
+    fn needles_jsonl_errors_name_the_line() {
+        let p = Path::new("needles.jsonl");
+        let ok = r#"{"needle": "The key is blue.", "question": "What colour is the key?", "real_needle": "blue"}"#;
+        assert_eq!(parse_needles_jsonl(ok, p).unwrap().len(), 1);
+        let e = parse_needles_jsonl(&format!("{ok}\n{{\"needle\": 3}}"), p).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        assert!(parse_needles_jsonl("\n\n", p).unwrap_err().to_string().contains("no needles"));
+        let e = parse_needles_jsonl(r#"{"needle": "The key is blue.", "question": "Q?", "real_needle": "red"}"#, p).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("not part of the needle"), "{e}");
+    }
+
+    #[test]
+    fn papers_needles_file_parses_when_present() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/refs/needles.jsonl");
+        if !p.exists() {
+            eprintln!("skipped: {} is absent (it ships with the developers' shared folder only)", p.display());
+            return;
+        }
+        let needles = read_needles_jsonl(&p).unwrap();
+        assert_eq!(needles.len(), 3);
+    }
+}

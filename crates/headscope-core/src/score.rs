@@ -1,0 +1,328 @@
+//! The retrieval score of Wu et al. (2024), eq. 1, and its aggregation over tests.
+//!
+//! At every decode step and for every query head, let `j` be the argmax of the head's attention over the
+//! context. The head *hits* when `j` lies in the needle's answer span and the token at `j` is the token
+//! the step generated. A test's score for a head is the number of distinct span positions it hit divided by
+//! the span length, so it lies in [0, 1] (the official code counted repeated hits of one position again and
+//! could exceed 1). The first decode step is the one at the last prompt position, which produces the first
+//! answer token; its attention counts like any other step's.
+
+use crate::error::{CoreError, Result};
+use crate::head::{HeadId, HeadShape};
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// A head whose mean retrieval score exceeds this is a retrieval head (the paper's 0.1).
+pub const RETRIEVAL_THRESHOLD: f64 = 0.1;
+
+/// What the model reports for one decode step: the token it generated and each query head's argmax.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DecodeStep {
+    /// The token generated from this step's logits.
+    pub token: u32,
+    /// For each query head (layer-major, see [`HeadShape::index`]), the context position its attention peaked at.
+    pub argmax: Vec<u32>,
+}
+
+/// Per head, the distinct answer-span positions it retrieved during one test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadHits {
+    shape: HeadShape,
+    span_len: usize,
+    positions: Vec<Vec<u32>>,
+}
+
+/// Applies eq. 1 to one test: which answer positions each head copied.
+///
+/// `prompt_ids` are the prompt's tokens, `span` the answer's token positions in it, `steps` the decode
+/// steps in order, starting with the step at the last prompt position.
+pub fn retrieval_hits(shape: HeadShape, prompt_ids: &[u32], span: Range<usize>, steps: &[DecodeStep]) -> Result<HeadHits> {
+    if span.is_empty() || span.end > prompt_ids.len() {
+        return Err(CoreError::invalid(format!("answer span {span:?} is empty or outside the {}-token prompt", prompt_ids.len())));
+    }
+    let mut positions = vec![Vec::new(); shape.count()];
+    for (s, step) in steps.iter().enumerate() {
+        if step.argmax.len() != shape.count() {
+            return Err(CoreError::invalid(format!(
+                "decode step {s} reports {} heads, the model has {} ({} layers x {} heads)",
+                step.argmax.len(),
+                shape.count(),
+                shape.layers,
+                shape.heads
+            )));
+        }
+        for (h, &j) in step.argmax.iter().enumerate() {
+            let j_usize = j as usize;
+            if span.contains(&j_usize) && prompt_ids[j_usize] == step.token && !positions[h].contains(&j) {
+                positions[h].push(j);
+            }
+        }
+    }
+    for p in &mut positions {
+        p.sort_unstable();
+    }
+    Ok(HeadHits { shape, span_len: span.len(), positions })
+}
+
+impl HeadHits {
+    /// The head grid these hits cover.
+    pub fn shape(&self) -> HeadShape {
+        self.shape
+    }
+
+    /// Length of the answer span the score divides by.
+    pub fn span_len(&self) -> usize {
+        self.span_len
+    }
+
+    /// The distinct answer positions `head` retrieved.
+    pub fn positions(&self, head: HeadId) -> &[u32] {
+        self.shape.index(head).map_or(&[], |i| &self.positions[i])
+    }
+
+    /// This test's retrieval score of the head at flat index `i`: distinct hits / span length.
+    pub fn score_at(&self, i: usize) -> f64 {
+        self.positions[i].len() as f64 / self.span_len as f64
+    }
+
+    /// This test's retrieval score of `head` (0 for a head outside the grid).
+    pub fn score(&self, head: HeadId) -> f64 {
+        self.shape.index(head).map_or(0.0, |i| self.score_at(i))
+    }
+
+    /// The heads that hit at least once, with their positions: the sparse form stored in `tests.jsonl`.
+    pub fn to_sparse(&self) -> BTreeMap<HeadId, Vec<u32>> {
+        self.shape
+            .iter()
+            .zip(&self.positions)
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(h, p)| (h, p.clone()))
+            .collect()
+    }
+
+    /// Rebuilds hits from their sparse form (as read back from `tests.jsonl`).
+    pub fn from_sparse(shape: HeadShape, span_len: usize, sparse: &BTreeMap<HeadId, Vec<u32>>) -> Result<Self> {
+        if span_len == 0 {
+            return Err(CoreError::invalid("a test record has an empty answer span"));
+        }
+        let mut positions = vec![Vec::new(); shape.count()];
+        for (h, p) in sparse {
+            let i = shape.index(*h).ok_or_else(|| CoreError::invalid(format!("head {h} is outside the {}x{} grid", shape.layers, shape.heads)))?;
+            let mut p = p.clone();
+            p.sort_unstable();
+            p.dedup();
+            if p.len() > span_len {
+                return Err(CoreError::invalid(format!("head {h} has {} hits for a {span_len}-token span", p.len())));
+            }
+            positions[i] = p;
+        }
+        Ok(HeadHits { shape, span_len, positions })
+    }
+}
+
+/// Whether a test's answer passes the gate: ROUGE-1 recall at least `gate` (the paper scores only tests
+/// the model answered, recall 0.5; a gate of 0 scores every test).
+pub fn passes_gate(recall: f64, gate: f64) -> bool {
+    recall >= gate
+}
+
+/// Retrieval scores of every head over many tests: per head, one score per scored test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadScores {
+    shape: HeadShape,
+    per_head: Vec<Vec<f64>>,
+}
+
+impl HeadScores {
+    /// No tests yet.
+    pub fn new(shape: HeadShape) -> Self {
+        HeadScores { shape, per_head: vec![Vec::new(); shape.count()] }
+    }
+
+    /// Scores as given, per head in flat order (each list one entry per test).
+    pub fn from_lists(shape: HeadShape, per_head: Vec<Vec<f64>>) -> Result<Self> {
+        if per_head.len() != shape.count() {
+            return Err(CoreError::invalid(format!("{} score lists for {} heads", per_head.len(), shape.count())));
+        }
+        Ok(HeadScores { shape, per_head })
+    }
+
+    /// The head grid.
+    pub fn shape(&self) -> HeadShape {
+        self.shape
+    }
+
+    /// Adds one scored test.
+    pub fn push(&mut self, hits: &HeadHits) -> Result<()> {
+        if hits.shape != self.shape {
+            return Err(CoreError::invalid(format!("a test of a {:?} model cannot join scores of a {:?} model", hits.shape, self.shape)));
+        }
+        for (i, list) in self.per_head.iter_mut().enumerate() {
+            list.push(hits.score_at(i));
+        }
+        Ok(())
+    }
+
+    /// Number of tests scored (the longest list, for files whose lists differ).
+    pub fn tests(&self) -> usize {
+        self.per_head.iter().map(Vec::len).max().unwrap_or(0)
+    }
+
+    /// The per-test scores of `head`.
+    pub fn scores(&self, head: HeadId) -> &[f64] {
+        self.shape.index(head).map_or(&[], |i| &self.per_head[i])
+    }
+
+    /// Mean retrieval score of `head` (0 with no tests): the number that ranks heads.
+    pub fn mean(&self, head: HeadId) -> f64 {
+        mean(self.scores(head))
+    }
+
+    /// Share of tests in which `head` hit at least once.
+    pub fn activation_frequency(&self, head: HeadId) -> f64 {
+        let s = self.scores(head);
+        if s.is_empty() {
+            0.0
+        } else {
+            s.iter().filter(|&&v| v > 0.0).count() as f64 / s.len() as f64
+        }
+    }
+
+    /// Every head with its mean, highest first (ties broken by head order, so rankings are stable).
+    pub fn ranked(&self) -> Vec<(HeadId, f64)> {
+        let mut v: Vec<(HeadId, f64)> = self.shape.iter().map(|h| (h, self.mean(h))).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    /// The retrieval heads: mean above `threshold`, highest first.
+    pub fn retrieval_heads(&self, threshold: f64) -> Vec<(HeadId, f64)> {
+        self.ranked().into_iter().filter(|(_, m)| *m > threshold).collect()
+    }
+
+    /// Means as a layers x heads matrix (row = layer), for heatmaps.
+    pub fn mean_grid(&self) -> Vec<Vec<f64>> {
+        (0..self.shape.layers).map(|l| (0..self.shape.heads).map(|h| self.mean(HeadId::new(l, h))).collect()).collect()
+    }
+
+    /// The per-head lists in flat order.
+    pub fn lists(&self) -> &[Vec<f64>] {
+        &self.per_head
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Prompt of 10 tokens; answer span = positions 4..7 holding tokens 40, 50, 60.
+    const PROMPT: [u32; 10] = [1, 10, 20, 30, 40, 50, 60, 70, 80, 90];
+    const SPAN: Range<usize> = 4..7;
+
+    fn step(token: u32, argmax: &[u32]) -> DecodeStep {
+        DecodeStep { token, argmax: argmax.to_vec() }
+    }
+
+    #[test]
+    fn hit_needs_position_in_span_and_matching_token() {
+        let shape = HeadShape::new(1, 4);
+        // head 0: in span, token matches -> hit. head 1: in span, wrong token. head 2: token 40 matches but
+        // outside the span (position 1 holds 10, not 40) -> no. head 3: argmax at a non-span position.
+        let steps = [step(40, &[4, 5, 1, 9])];
+        let hits = retrieval_hits(shape, &PROMPT, SPAN, &steps).unwrap();
+        assert_eq!(hits.positions(HeadId::new(0, 0)), &[4]);
+        assert!(hits.positions(HeadId::new(0, 1)).is_empty());
+        assert!(hits.positions(HeadId::new(0, 2)).is_empty());
+        assert!(hits.positions(HeadId::new(0, 3)).is_empty());
+        assert!((hits.score(HeadId::new(0, 0)) - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_position_counts_once_so_scores_stay_in_unit_interval() {
+        let shape = HeadShape::new(1, 1);
+        // The head copies position 4 at three steps that all generate token 40, then 5 and 6.
+        let steps = [step(40, &[4]), step(40, &[4]), step(40, &[4]), step(50, &[5]), step(60, &[6])];
+        let hits = retrieval_hits(shape, &PROMPT, SPAN, &steps).unwrap();
+        assert_eq!(hits.positions(HeadId::new(0, 0)), &[4, 5, 6]);
+        assert_eq!(hits.score(HeadId::new(0, 0)), 1.0);
+        // Without de-duplication this would be 5/3.
+    }
+
+    #[test]
+    fn first_step_at_last_prompt_position_counts() {
+        // The step that produced the first answer token (from the last prompt position) is steps[0].
+        let shape = HeadShape::new(1, 1);
+        let hits = retrieval_hits(shape, &PROMPT, SPAN, &[step(40, &[4]), step(2, &[0])]).unwrap();
+        assert_eq!(hits.score(HeadId::new(0, 0)), 1.0 / 3.0);
+    }
+
+    #[test]
+    fn gqa_heads_are_scored_per_query_head() {
+        // 2 layers x 4 query heads (e.g. 2 KV heads of 2 queries each): two query heads that share a KV
+        // head are scored separately, and the flat index is layer-major.
+        let shape = HeadShape::new(2, 4);
+        let mut argmax = vec![0u32; 8];
+        argmax[shape.index(HeadId::new(1, 2)).unwrap()] = 5; // hit
+        argmax[shape.index(HeadId::new(1, 3)).unwrap()] = 2; // same KV group, looked elsewhere
+        let hits = retrieval_hits(shape, &PROMPT, SPAN, &[step(50, &argmax)]).unwrap();
+        assert_eq!(hits.score(HeadId::new(1, 2)), 1.0 / 3.0);
+        assert_eq!(hits.score(HeadId::new(1, 3)), 0.0);
+        assert_eq!(hits.to_sparse().len(), 1);
+        assert!(hits.to_sparse().contains_key(&HeadId::new(1, 2)));
+    }
+
+    #[test]
+    fn wrong_head_count_is_an_error() {
+        let e = retrieval_hits(HeadShape::new(2, 2), &PROMPT, SPAN, &[step(1, &[0, 0, 0])]).unwrap_err();
+        assert!(e.to_string().contains("reports 3 heads"));
+        assert!(retrieval_hits(HeadShape::new(1, 1), &PROMPT, 9..12, &[]).is_err());
+    }
+
+    #[test]
+    fn aggregation_means_frequency_and_threshold() {
+        let shape = HeadShape::new(1, 3);
+        let mut scores = HeadScores::new(shape);
+        // Test A: head 0 gets all 3 positions, head 1 gets one. Test B: head 0 gets none, head 1 one.
+        let a = retrieval_hits(shape, &PROMPT, SPAN, &[step(40, &[4, 4, 0]), step(50, &[5, 0, 0]), step(60, &[6, 0, 0])]).unwrap();
+        let b = retrieval_hits(shape, &PROMPT, SPAN, &[step(60, &[0, 6, 0])]).unwrap();
+        scores.push(&a).unwrap();
+        scores.push(&b).unwrap();
+        assert_eq!(scores.tests(), 2);
+        assert_eq!(scores.scores(HeadId::new(0, 0)), &[1.0, 0.0]);
+        assert_eq!(scores.mean(HeadId::new(0, 0)), 0.5);
+        assert_eq!(scores.activation_frequency(HeadId::new(0, 0)), 0.5);
+        assert_eq!(scores.activation_frequency(HeadId::new(0, 1)), 1.0);
+        assert_eq!(scores.activation_frequency(HeadId::new(0, 2)), 0.0);
+        let rh = scores.retrieval_heads(RETRIEVAL_THRESHOLD);
+        assert_eq!(rh.iter().map(|r| r.0).collect::<Vec<_>>(), vec![HeadId::new(0, 0), HeadId::new(0, 1)]);
+        // Exactly at the threshold is not a retrieval head (the paper: mean > 0.1).
+        let at = HeadScores::from_lists(HeadShape::new(1, 1), vec![vec![0.1]]).unwrap();
+        assert!(at.retrieval_heads(0.1).is_empty());
+    }
+
+    #[test]
+    fn gate_is_inclusive_and_zero_scores_everything() {
+        assert!(passes_gate(0.5, 0.5));
+        assert!(!passes_gate(0.49, 0.5));
+        assert!(passes_gate(0.0, 0.0));
+    }
+
+    #[test]
+    fn sparse_round_trip() {
+        let shape = HeadShape::new(2, 2);
+        let hits = retrieval_hits(shape, &PROMPT, SPAN, &[step(40, &[4, 0, 0, 4]), step(50, &[5, 0, 0, 0])]).unwrap();
+        let back = HeadHits::from_sparse(shape, 3, &hits.to_sparse()).unwrap();
+        assert_eq!(back, hits);
+        let mut bad = hits.to_sparse();
+        bad.insert(HeadId::new(5, 0), vec![4]);
+        assert!(HeadHits::from_sparse(shape, 3, &bad).is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! HeadScope's charts: retrieval-head heatmaps and needle-in-a-haystack pass grids.
+//!
+//! Where this sits in the data flow: **core computes scores** (`headscope-core`) -> **plot draws
+//! them** (this crate) -> the CLI writes them to PNG/SVG files ([`save_head_heatmap`],
+//! [`save_niah_grid`]) and the web app shows them on an HTML canvas (plotters' `CanvasBackend`
+//! passed to [`draw_head_heatmap`] / [`draw_niah_grid`], which are generic over any
+//! [`DrawingBackend`]).
+//!
+//! Text uses the embedded DejaVu Sans font ([`FONT_TTF`], registered with plotters' `ab_glyph`
+//! support before the first drawing), so PNGs look the same on every machine. SVG and canvas
+//! output name the font family [`FONT_FAMILY`]; the web app should load [`FONT_TTF`] under that
+//! name (a CSS `@font-face` or the `FontFace` API) so browsers render the same glyphs.
+//!
+//! The crate only depends on plotters and thiserror; it knows nothing of models or tensors.
+
+mod chart;
+pub mod colormap;
+mod error;
+mod font;
+mod grid;
+mod heatmap;
+mod niah;
+mod save;
+
+#[cfg(test)]
+mod tests;
+
+pub use colormap::{pass_color, score_color};
+pub use error::PlotError;
+pub use font::{FONT_FAMILY, FONT_TTF};
+pub use grid::Grid;
+pub use heatmap::{draw_head_heatmap, head_heatmap_size};
+pub use niah::{draw_niah_grid, NIAH_SIZE};
+pub use save::{save_head_heatmap, save_niah_grid};
+
+pub use plotters::prelude::{DrawingArea, DrawingBackend};
+pub use plotters::coord::Shift;

@@ -1,0 +1,112 @@
+//! Writing charts to PNG or SVG files (what the CLI uses).
+
+use crate::error::PlotError;
+use crate::grid::Grid;
+use crate::heatmap::{draw_head_heatmap, head_heatmap_size};
+use crate::niah::{draw_niah_grid, NIAH_SIZE};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::Path;
+
+/// The file formats the save helpers write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Png,
+    Svg,
+}
+
+/// The format `path`'s extension names (case-insensitive), or an error naming the extension.
+fn format_of(path: &Path) -> Result<Format, PlotError> {
+    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    match ext.to_ascii_lowercase().as_str() {
+        "png" => Ok(Format::Png),
+        "svg" => Ok(Format::Svg),
+        _ => Err(PlotError::UnknownFormat { path: path.to_path_buf(), ext }),
+    }
+}
+
+/// Draws with `draw` into a `size` image and writes it to `path` as PNG or SVG.
+fn save_with(
+    path: &Path,
+    size: (u32, u32),
+    draw_png: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), PlotError>,
+    draw_svg: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), PlotError>,
+) -> Result<(), PlotError> {
+    let io = |source| PlotError::Io { path: path.to_path_buf(), source };
+    match format_of(path)? {
+        Format::Svg => {
+            let mut svg = String::new();
+            {
+                let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+                draw_svg(&area)?;
+                area.present().map_err(PlotError::drawing)?;
+            }
+            std::fs::write(path, svg).map_err(io)
+        }
+        Format::Png => save_png(path, size, draw_png),
+    }
+}
+
+/// Renders into memory, then encodes the PNG to `path` (failing early, as an I/O error, when the
+/// file cannot be created).
+#[cfg(not(target_arch = "wasm32"))]
+fn save_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), PlotError>,
+) -> Result<(), PlotError> {
+    std::fs::File::create(path).map_err(|source| PlotError::Io { path: path.to_path_buf(), source })?;
+    let result = {
+        let area = BitMapBackend::new(path, size).into_drawing_area();
+        draw(&area).and_then(|()| area.present().map_err(PlotError::drawing))
+    };
+    if result.is_err() {
+        // Leave no half-drawn file behind (the backend is dropped, so it wrote whatever it had).
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// PNG files cannot be encoded on wasm32 (plotters has no encoder there): draw on a canvas instead.
+#[cfg(target_arch = "wasm32")]
+fn save_png(
+    path: &Path,
+    _size: (u32, u32),
+    _draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), PlotError>,
+) -> Result<(), PlotError> {
+    Err(PlotError::Drawing(format!(
+        "cannot write {}: PNG encoding is not available on wasm32",
+        path.display()
+    )))
+}
+
+/// Saves [`draw_head_heatmap`] to `path`, PNG or SVG by extension, sized by [`head_heatmap_size`]
+/// (width grows with heads, at least 640x480).
+pub fn save_head_heatmap(path: &Path, scores: &Grid, title: &str) -> Result<(), PlotError> {
+    crate::chart::check_shape(scores, scores.rows, scores.cols)?;
+    format_of(path)?;
+    save_with(
+        path,
+        head_heatmap_size(scores),
+        |a| draw_head_heatmap(a, scores, title),
+        |a| draw_head_heatmap(a, scores, title),
+    )
+}
+
+/// Saves [`draw_niah_grid`] to `path`, PNG or SVG by extension, [`NIAH_SIZE`] (900x500).
+pub fn save_niah_grid(
+    path: &Path,
+    grid: &Grid,
+    lengths: &[usize],
+    depths: &[f64],
+    title: &str,
+) -> Result<(), PlotError> {
+    crate::chart::check_shape(grid, depths.len(), lengths.len())?;
+    format_of(path)?;
+    save_with(
+        path,
+        NIAH_SIZE,
+        |a| draw_niah_grid(a, grid, lengths, depths, title),
+        |a| draw_niah_grid(a, grid, lengths, depths, title),
+    )
+}

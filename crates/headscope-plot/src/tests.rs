@@ -1,0 +1,373 @@
+//! Tests of the colour maps, the layout, the drawing and the file helpers.
+
+use crate::chart::{nice_ticks, Layout};
+use crate::colormap::{pass_color, score_color, MISSING_COLOR};
+use crate::heatmap::{head_heatmap_size, heatmap_layout, scale_max};
+use crate::niah::niah_layout;
+use crate::*;
+use plotters::prelude::*;
+use std::path::Path;
+
+const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1A, b'\n'];
+
+fn hex(c: RGBColor) -> String {
+    format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
+}
+
+/// Width and height from a PNG's IHDR chunk, after checking the signature.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert!(bytes.len() > 24, "PNG of {} bytes is too short", bytes.len());
+    assert_eq!(bytes[..8], PNG_SIGNATURE, "not a PNG signature");
+    assert_eq!(&bytes[12..16], b"IHDR", "first chunk is not IHDR");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (be(&bytes[16..20]), be(&bytes[20..24]))
+}
+
+/// A `rows` x `cols` grid of scores in 0..1 with a few holes.
+fn sample_scores(rows: usize, cols: usize) -> Grid {
+    let mut g = Grid::new(rows, cols);
+    for r in 0..rows {
+        for c in 0..cols {
+            if (r * 7 + c * 3) % 11 != 0 {
+                g.set(r, c, ((r * 31 + c * 17) % 23) as f64 / 22.0 * 0.8);
+            }
+        }
+    }
+    g
+}
+
+fn sample_niah() -> (Grid, Vec<usize>, Vec<f64>) {
+    let lengths = vec![1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000];
+    let depths: Vec<f64> = (0..=10).map(|i| i as f64 * 10.0).collect();
+    let mut g = Grid::new(depths.len(), lengths.len());
+    for r in 0..depths.len() {
+        for c in 0..lengths.len() {
+            if c == lengths.len() - 1 && r % 3 == 0 {
+                continue; // a missing cell
+            }
+            g.set(r, c, if c < 4 { 1.0 } else { 1.0 - ((r + c) % 5) as f64 / 4.0 });
+        }
+    }
+    (g, lengths, depths)
+}
+
+/// Pixel (x, y) of an RGB buffer `w` pixels wide.
+fn pixel(buf: &[u8], w: u32, (x, y): (i32, i32)) -> RGBColor {
+    let i = (y as usize * w as usize + x as usize) * 3;
+    RGBColor(buf[i], buf[i + 1], buf[i + 2])
+}
+
+// ---- colour maps -------------------------------------------------------------------------------
+
+#[test]
+fn score_color_endpoints_and_midpoint_are_viridis() {
+    assert_eq!(hex(score_color(0.0, 1.0)), "#440154");
+    assert_eq!(hex(score_color(0.5, 1.0)), "#21918C");
+    assert_eq!(hex(score_color(1.0, 1.0)), "#FDE725");
+    // Scale-free: only v/max matters.
+    assert_eq!(score_color(0.2, 0.4), score_color(0.5, 1.0));
+    // In between two stops it interpolates (strictly between the neighbours' green channels).
+    let c = score_color(0.45, 1.0);
+    assert!(c.1 > 0x78 && c.1 < 0x91, "{}", hex(c));
+}
+
+#[test]
+fn score_color_clamps_nan_negative_and_over_max() {
+    let low = score_color(0.0, 1.0);
+    let high = score_color(1.0, 1.0);
+    assert_eq!(score_color(f64::NAN, 1.0), low);
+    assert_eq!(score_color(-3.0, 1.0), low);
+    assert_eq!(score_color(f64::NEG_INFINITY, 1.0), low);
+    assert_eq!(score_color(7.0, 1.0), high);
+    assert_eq!(score_color(f64::INFINITY, 1.0), high);
+    // A degenerate max: positive values go to the top, zero to the bottom, no panic.
+    assert_eq!(score_color(0.3, 0.0), high);
+    assert_eq!(score_color(0.3, f64::NAN), high);
+    assert_eq!(score_color(0.0, 0.0), low);
+}
+
+#[test]
+fn pass_color_endpoints_and_midpoint_are_the_niah_palette() {
+    assert_eq!(hex(pass_color(0.0)), "#F0496E");
+    assert_eq!(hex(pass_color(0.5)), "#EBB839");
+    assert_eq!(hex(pass_color(1.0)), "#0CD79F");
+    let quarter = pass_color(0.25);
+    assert_eq!(quarter, RGBColor(0xEE, 0x81, 0x54)); // halfway between red and yellow, rounded
+}
+
+#[test]
+fn pass_color_clamps_nan_negative_and_over_one() {
+    assert_eq!(pass_color(f64::NAN), pass_color(0.0));
+    assert_eq!(pass_color(-0.5), pass_color(0.0));
+    assert_eq!(pass_color(1.5), pass_color(1.0));
+    assert_eq!(pass_color(f64::INFINITY), pass_color(1.0));
+}
+
+#[test]
+fn missing_colour_differs_from_every_map_colour_at_the_ends() {
+    for c in [score_color(0.0, 1.0), score_color(1.0, 1.0), pass_color(0.0), pass_color(0.5), pass_color(1.0)] {
+        assert_ne!(c, MISSING_COLOR);
+    }
+}
+
+// ---- grid and scale ----------------------------------------------------------------------------
+
+#[test]
+fn grid_get_set_round_trip_and_out_of_range_is_none() {
+    let mut g = Grid::new(2, 3);
+    assert_eq!(g.values.len(), 6);
+    assert_eq!(g.get(1, 2), None);
+    g.set(1, 2, 0.75);
+    assert_eq!(g.get(1, 2), Some(0.75));
+    assert_eq!(g.values[5], Some(0.75));
+    assert_eq!(g.get(2, 0), None);
+    assert_eq!(g.get(0, 3), None);
+}
+
+#[test]
+fn scale_max_is_grid_max_but_at_least_a_tenth_and_ignores_nan() {
+    let mut g = Grid::new(1, 3);
+    assert_eq!(scale_max(&g), 0.1);
+    g.set(0, 0, 0.0);
+    g.set(0, 1, f64::NAN);
+    assert_eq!(scale_max(&g), 0.1);
+    g.set(0, 2, 0.62);
+    assert_eq!(scale_max(&g), 0.62);
+}
+
+#[test]
+fn nice_ticks_cover_zero_to_max() {
+    let labels = |m: f64| nice_ticks(m).into_iter().map(|(_, s)| s).collect::<Vec<_>>();
+    assert_eq!(labels(1.0), ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
+    assert_eq!(labels(0.1), ["0.00", "0.02", "0.04", "0.06", "0.08", "0.10"]);
+    assert_eq!(labels(0.87), ["0.0", "0.2", "0.4", "0.6", "0.8"]);
+    assert_eq!(labels(1.2), ["0.00", "0.25", "0.50", "0.75", "1.00"]);
+    assert_eq!(labels(f64::NAN), ["0"]);
+}
+
+#[test]
+fn heatmap_size_grows_with_heads_from_640x480() {
+    assert_eq!(head_heatmap_size(&Grid::new(2, 4)), (640, 480));
+    assert_eq!(head_heatmap_size(&Grid::new(40, 40)), (800, 540));
+    let (w32, _) = head_heatmap_size(&Grid::new(32, 32));
+    let (w64, h64) = head_heatmap_size(&Grid::new(64, 64));
+    assert!(w64 > w32 && w32 >= 640 && h64 > 480);
+}
+
+// ---- layout and pixels -------------------------------------------------------------------------
+
+/// Draws a heatmap of `grid` into a fresh `w` x `h` RGB buffer and returns it with its layout.
+fn render_heatmap(grid: &Grid, (w, h): (u32, u32)) -> (Vec<u8>, Layout) {
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    let layout;
+    {
+        let area = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        layout = heatmap_layout(&area, grid, "pixel test").unwrap();
+        draw_head_heatmap(&area, grid, "pixel test").unwrap();
+        area.present().unwrap();
+    }
+    (buf, layout)
+}
+
+#[test]
+fn heatmap_max_cell_pixel_differs_from_zero_cell_pixel() {
+    let mut g = Grid::new(2, 4);
+    for r in 0..2 {
+        for c in 0..4 {
+            g.set(r, c, 0.0);
+        }
+    }
+    g.set(1, 2, 0.9);
+    let size = head_heatmap_size(&g);
+    let (buf, layout) = render_heatmap(&g, size);
+    let hot = pixel(&buf, size.0, layout.cell_center(1, 2));
+    let cold = pixel(&buf, size.0, layout.cell_center(0, 0));
+    assert_ne!(hot, cold);
+    assert_eq!(hot, score_color(1.0, 1.0), "max cell should be the top of the scale");
+    assert_eq!(cold, score_color(0.0, 1.0), "zero cell should be the bottom of the scale");
+    // Layer 0 is the top row: its cells lie above layer 1's.
+    assert!(layout.cell_rect(0, 0).y1 <= layout.cell_rect(1, 0).y0);
+}
+
+#[test]
+fn heatmap_cells_tile_the_plot_and_large_grids_thin_their_labels() {
+    let g = sample_scores(40, 40);
+    let size = head_heatmap_size(&g);
+    let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
+    let area = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+    let l = heatmap_layout(&area, &g, "tiling").unwrap();
+    assert_eq!(l.cell_rect(0, 0).x0, l.plot.x0);
+    assert_eq!(l.cell_rect(0, 0).y0, l.plot.y0);
+    assert_eq!(l.cell_rect(39, 39).x1, l.plot.x1);
+    assert_eq!(l.cell_rect(39, 39).y1, l.plot.y1);
+    for c in 0..39 {
+        assert_eq!(l.cell_rect(0, c).x1, l.cell_rect(0, c + 1).x0);
+    }
+    assert!(l.row_step > 1, "40 layers in {}px should not label every row", l.plot.height());
+    assert!(l.bar.x0 > l.plot.x1 && l.bar.x1 < size.0 as i32);
+    // A 2x4 grid labels every layer and head.
+    let small = heatmap_layout(&area, &Grid::new(2, 4), "t").unwrap();
+    assert_eq!((small.row_step, small.col_step), (1, 1));
+}
+
+#[test]
+fn niah_missing_and_nan_cells_are_grey_and_full_recall_is_green() {
+    let (mut g, lengths, depths) = sample_niah();
+    g.set(2, 1, f64::NAN);
+    let (w, h) = NIAH_SIZE;
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    let layout;
+    {
+        let area = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        layout = niah_layout(&area, &g, &lengths, &depths, "niah pixels").unwrap();
+        draw_niah_grid(&area, &g, &lengths, &depths, "niah pixels").unwrap();
+        area.present().unwrap();
+    }
+    assert!(layout.swatch, "a grid with holes shows the no-data swatch");
+    assert_eq!(pixel(&buf, w, layout.cell_center(0, 7)), MISSING_COLOR);
+    assert_eq!(pixel(&buf, w, layout.cell_center(2, 1)), MISSING_COLOR);
+    assert_eq!(pixel(&buf, w, layout.cell_center(0, 0)), pass_color(1.0));
+    // Depth 0% is the top row.
+    assert!(layout.cell_rect(0, 0).y0 < layout.cell_rect(10, 0).y0);
+}
+
+// ---- files -------------------------------------------------------------------------------------
+
+fn check_png(path: &Path, expected: (u32, u32)) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(png_size(&bytes), expected, "{}", path.display());
+}
+
+fn check_svg(path: &Path, title: &str, expected: (u32, u32)) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.trim_start().starts_with("<svg"), "not an SVG: {}", &text[..text.len().min(80)]);
+    assert!(text.contains(title), "SVG lacks the title {title:?}");
+    assert!(text.contains(&format!("width=\"{}\"", expected.0)), "SVG width is not {}", expected.0);
+    assert!(text.contains(FONT_FAMILY), "SVG text does not name the embedded font family");
+}
+
+#[test]
+fn save_head_heatmap_png_and_svg_small_and_large() {
+    let dir = tempfile::tempdir().unwrap();
+    for (rows, cols) in [(2, 4), (40, 40)] {
+        let g = sample_scores(rows, cols);
+        let title = format!("Retrieval heads {rows}x{cols}");
+        let png = dir.path().join(format!("heads-{rows}x{cols}.png"));
+        let svg = dir.path().join(format!("heads-{rows}x{cols}.SVG"));
+        save_head_heatmap(&png, &g, &title).unwrap();
+        save_head_heatmap(&svg, &g, &title).unwrap();
+        check_png(&png, head_heatmap_size(&g));
+        check_svg(&svg, &title, head_heatmap_size(&g));
+    }
+    check_png(&dir.path().join("heads-2x4.png"), (640, 480));
+    check_png(&dir.path().join("heads-40x40.png"), (800, 540));
+}
+
+#[test]
+fn save_niah_grid_png_and_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, lengths, depths) = sample_niah();
+    let png = dir.path().join("niah.png");
+    let svg = dir.path().join("niah.svg");
+    save_niah_grid(&png, &g, &lengths, &depths, "NIAH sweep").unwrap();
+    save_niah_grid(&svg, &g, &lengths, &depths, "NIAH sweep").unwrap();
+    check_png(&png, (900, 500));
+    check_svg(&svg, "NIAH sweep", (900, 500));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("128000") && text.contains("100%"), "SVG lacks the axis labels");
+}
+
+#[test]
+fn all_zero_and_all_nan_grids_still_draw() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut zeros = Grid::new(3, 3);
+    let mut nans = Grid::new(3, 3);
+    for r in 0..3 {
+        for c in 0..3 {
+            zeros.set(r, c, 0.0);
+            nans.set(r, c, f64::NAN);
+        }
+    }
+    save_head_heatmap(&dir.path().join("zeros.png"), &zeros, "zeros").unwrap();
+    save_head_heatmap(&dir.path().join("nans.png"), &nans, "nans").unwrap();
+    save_niah_grid(&dir.path().join("nans-niah.png"), &nans, &[1, 2, 3], &[0.0, 50.0, 100.0], "").unwrap();
+    check_png(&dir.path().join("nans.png"), (640, 480));
+}
+
+// ---- errors ------------------------------------------------------------------------------------
+
+#[test]
+fn empty_grid_is_a_shape_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for g in [Grid::new(0, 4), Grid::new(3, 0), Grid::default()] {
+        let path = dir.path().join("empty.png");
+        let err = save_head_heatmap(&path, &g, "empty").unwrap_err();
+        assert!(matches!(err, PlotError::Shape { .. }), "{err:?}");
+        assert!(err.to_string().contains("empty"), "{err}");
+        assert!(!path.exists(), "no file is left behind for a rejected grid");
+        let mut buf = vec![0u8; 640 * 480 * 3];
+        let area = BitMapBackend::with_buffer(&mut buf, (640, 480)).into_drawing_area();
+        assert!(matches!(draw_head_heatmap(&area, &g, "x"), Err(PlotError::Shape { .. })));
+        assert!(matches!(draw_niah_grid(&area, &g, &[], &[], "x"), Err(PlotError::Shape { .. })));
+    }
+}
+
+#[test]
+fn values_of_the_wrong_length_are_a_shape_error() {
+    let g = Grid { rows: 2, cols: 2, values: vec![Some(1.0); 3] };
+    let dir = tempfile::tempdir().unwrap();
+    let err = save_head_heatmap(&dir.path().join("bad.svg"), &g, "bad").unwrap_err();
+    assert!(matches!(err, PlotError::Shape { rows: 2, cols: 2, .. }), "{err:?}");
+    assert!(err.to_string().contains("3 cells"), "{err}");
+}
+
+#[test]
+fn mismatched_niah_labels_are_a_shape_error() {
+    let (g, lengths, depths) = sample_niah();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("niah.png");
+    let err = save_niah_grid(&path, &g, &lengths[1..], &depths, "t").unwrap_err();
+    assert!(matches!(err, PlotError::Shape { .. }), "{err:?}");
+    assert!(err.to_string().contains("7 column labels given for 8 columns"), "{err}");
+    let err = save_niah_grid(&path, &g, &lengths, &depths[..3], "t").unwrap_err();
+    assert!(err.to_string().contains("3 row labels given for 11 rows"), "{err}");
+    let mut buf = vec![0u8; 900 * 500 * 3];
+    let area = BitMapBackend::with_buffer(&mut buf, NIAH_SIZE).into_drawing_area();
+    assert!(matches!(draw_niah_grid(&area, &g, &lengths, &[], "t"), Err(PlotError::Shape { .. })));
+}
+
+#[test]
+fn unknown_extension_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = sample_scores(2, 4);
+    let err = save_head_heatmap(&dir.path().join("heads.bmp"), &g, "t").unwrap_err();
+    match &err {
+        PlotError::UnknownFormat { ext, .. } => assert_eq!(ext, "bmp"),
+        other => panic!("expected UnknownFormat, got {other:?}"),
+    }
+    assert!(err.to_string().contains("\"bmp\""), "{err}");
+    let (n, l, d) = sample_niah();
+    let err = save_niah_grid(&dir.path().join("niah"), &n, &l, &d, "t").unwrap_err();
+    assert!(matches!(err, PlotError::UnknownFormat { ref ext, .. } if ext.is_empty()), "{err:?}");
+    assert!(!dir.path().join("heads.bmp").exists());
+}
+
+#[test]
+fn unwritable_path_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = sample_scores(2, 4);
+    for name in ["heads.png", "heads.svg"] {
+        let path = dir.path().join("no-such-dir").join(name);
+        let err = save_head_heatmap(&path, &g, "t").unwrap_err();
+        assert!(matches!(err, PlotError::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
+    }
+}
+
+#[test]
+fn too_small_area_is_an_error_not_a_panic() {
+    let mut buf = vec![0u8; 40 * 30 * 3];
+    let area = BitMapBackend::with_buffer(&mut buf, (40, 30)).into_drawing_area();
+    let err = draw_head_heatmap(&area, &sample_scores(2, 4), "tiny").unwrap_err();
+    assert!(matches!(err, PlotError::Drawing(ref m) if m.contains("too small")), "{err:?}");
+}
