@@ -1,1 +1,33 @@
-//! placeholder
+//! HeadScope's instrumented transformer, on candle.
+//!
+//! Where this sits in the data flow: the core crate builds prompts -> **this crate runs them** through a
+//! Llama-family model loaded from a Hugging Face directory ([`LoadedModel`]) and reports, for every decode
+//! step and every query head, where that head's attention peaked ([`StepOutput`]); masks ([`HeadMask`])
+//! knock heads out -> the core scores the reports. The crate knows nothing of needles or scores.
+//!
+//! CPU everywhere; CUDA with the `cuda` feature (the device is a parameter throughout).
+
+pub mod attention;
+pub mod error;
+pub mod families;
+pub mod generate;
+pub mod loader;
+pub mod mask;
+pub mod mlp;
+pub mod rope;
+pub mod spec;
+pub mod tokenizer;
+pub mod transformer;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use error::{ModelError, Result};
+pub use generate::{greedy_decode, DecodeTrace};
+pub use loader::{LoadOptions, LoadedModel};
+pub use mask::{HeadMask, MaskMode, MaskScope};
+pub use spec::{ModelSpec, SUPPORTED_MODEL_TYPES};
+pub use tokenizer::HfTokenizer;
+pub use transformer::{AttentionRow, Probe, StepOutput, Transformer};
+
+pub use candle_core::{DType, Device};

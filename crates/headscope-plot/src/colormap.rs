@@ -62,6 +62,10 @@ fn ramp(stops: &[RGBColor], t: f64) -> RGBColor {
     let i = (x.floor() as usize).min(last.saturating_sub(1));
     let f = x - i as f64;
     let (a, b) = (stops[i], stops[(i + 1).min(last)]);
-    let mix = |p: u8, q: u8| (p as f64 + (q as f64 - p as f64) * f).round().clamp(0.0, 255.0) as u8;
+    let mix = |p: u8, q: u8| {
+        (p as f64 + (q as f64 - p as f64) * f)
+            .round()
+            .clamp(0.0, 255.0) as u8
+    };
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }

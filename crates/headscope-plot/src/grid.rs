@@ -14,7 +14,11 @@ pub struct Grid {
 impl Grid {
     /// A `rows` x `cols` grid with every cell empty (None).
     pub fn new(rows: usize, cols: usize) -> Self {
-        Grid { rows, cols, values: vec![None; rows.saturating_mul(cols)] }
+        Grid {
+            rows,
+            cols,
+            values: vec![None; rows.saturating_mul(cols)],
+        }
     }
 
     /// The value at row `r`, column `c`; None when the cell is empty or outside the grid.
@@ -52,7 +56,12 @@ impl Grid {
 
     /// The largest finite value, if any cell holds one.
     pub(crate) fn finite_max(&self) -> Option<f64> {
-        self.values.iter().flatten().copied().filter(|v| v.is_finite()).reduce(f64::max)
+        self.values
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|v| v.is_finite())
+            .reduce(f64::max)
     }
 
     /// Whether some cell is empty, NaN or infinite (so the legend shows the "no data" swatch).

@@ -16,7 +16,10 @@ pub fn head_heatmap_size(scores: &Grid) -> (u32, u32) {
     let grow = |base: usize, per: usize, n: usize, min: usize| {
         base.saturating_add(per.saturating_mul(n)).clamp(min, 4000) as u32
     };
-    (grow(240, 14, scores.cols, 640), grow(140, 10, scores.rows, 480))
+    (
+        grow(240, 14, scores.cols, 640),
+        grow(140, 10, scores.rows, 480),
+    )
 }
 
 /// Top of the colour scale: the largest finite score, at least [`MIN_SCALE`].
@@ -35,7 +38,12 @@ fn with_spec<T>(scores: &Grid, title: &str, f: impl FnOnce(&ChartSpec) -> T) -> 
         y_name: "layer",
         col_labels: (0..scores.cols).map(|c| c.to_string()).collect(),
         row_labels: (0..scores.rows).map(|r| r.to_string()).collect(),
-        legend: Legend { min: 0.0, max, ticks: nice_ticks(max), caption: "score".to_string() },
+        legend: Legend {
+            min: 0.0,
+            max,
+            ticks: nice_ticks(max),
+            caption: "score".to_string(),
+        },
         color: &color,
     };
     f(&spec)

@@ -4,14 +4,18 @@
 //! them** (this crate) -> the CLI writes them to PNG/SVG files ([`save_head_heatmap`],
 //! [`save_niah_grid`]) and the web app shows them on an HTML canvas (plotters' `CanvasBackend`
 //! passed to [`draw_head_heatmap`] / [`draw_niah_grid`], which are generic over any
-//! [`DrawingBackend`]).
+//! [`DrawingBackend`](plotters::prelude::DrawingBackend)).
 //!
 //! Text uses the embedded DejaVu Sans font ([`FONT_TTF`], registered with plotters' `ab_glyph`
 //! support before the first drawing), so PNGs look the same on every machine. SVG and canvas
 //! output name the font family [`FONT_FAMILY`]; the web app should load [`FONT_TTF`] under that
 //! name (a CSS `@font-face` or the `FontFace` API) so browsers render the same glyphs.
 //!
-//! The crate only depends on plotters and thiserror; it knows nothing of models or tensors.
+//! PNG text is rasterised by this crate (glyph placement in plotters' own `ab_glyph` path is
+//! uneven); everything else, and all SVG/canvas output, is plain plotters. The crate knows nothing
+//! of models or tensors: callers fill a [`Grid`].
+
+#![warn(missing_docs)]
 
 mod chart;
 pub mod colormap;
@@ -21,6 +25,8 @@ mod grid;
 mod heatmap;
 mod niah;
 mod save;
+#[cfg(not(target_arch = "wasm32"))]
+mod text;
 
 #[cfg(test)]
 mod tests;
@@ -33,5 +39,5 @@ pub use heatmap::{draw_head_heatmap, head_heatmap_size};
 pub use niah::{draw_niah_grid, NIAH_SIZE};
 pub use save::{save_head_heatmap, save_niah_grid};
 
-pub use plotters::prelude::{DrawingArea, DrawingBackend};
-pub use plotters::coord::Shift;
+/// The plotters version the drawing functions take, so callers name the same `DrawingArea` type.
+pub use plotters;

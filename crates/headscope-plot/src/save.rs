@@ -8,6 +8,15 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 
+/// What PNG files are drawn on: the bitmap backend with text rasterised from the embedded font.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type PngBackend<'a> = crate::text::EmbeddedText<BitMapBackend<'a>>;
+/// On wasm32 no PNG is written; the plain bitmap backend only keeps the signatures alike.
+#[cfg(target_arch = "wasm32")]
+pub(crate) type PngBackend<'a> = BitMapBackend<'a>;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::text::EmbeddedText;
+
 /// The file formats the save helpers write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -17,11 +26,17 @@ enum Format {
 
 /// The format `path`'s extension names (case-insensitive), or an error naming the extension.
 fn format_of(path: &Path) -> Result<Format, PlotError> {
-    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match ext.to_ascii_lowercase().as_str() {
         "png" => Ok(Format::Png),
         "svg" => Ok(Format::Svg),
-        _ => Err(PlotError::UnknownFormat { path: path.to_path_buf(), ext }),
+        _ => Err(PlotError::UnknownFormat {
+            path: path.to_path_buf(),
+            ext,
+        }),
     }
 }
 
@@ -29,10 +44,13 @@ fn format_of(path: &Path) -> Result<Format, PlotError> {
 fn save_with(
     path: &Path,
     size: (u32, u32),
-    draw_png: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), PlotError>,
+    draw_png: impl FnOnce(&DrawingArea<PngBackend, Shift>) -> Result<(), PlotError>,
     draw_svg: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), PlotError>,
 ) -> Result<(), PlotError> {
-    let io = |source| PlotError::Io { path: path.to_path_buf(), source };
+    let io = |source| PlotError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     match format_of(path)? {
         Format::Svg => {
             let mut svg = String::new();
@@ -53,11 +71,14 @@ fn save_with(
 fn save_png(
     path: &Path,
     size: (u32, u32),
-    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), PlotError>,
+    draw: impl FnOnce(&DrawingArea<PngBackend, Shift>) -> Result<(), PlotError>,
 ) -> Result<(), PlotError> {
-    std::fs::File::create(path).map_err(|source| PlotError::Io { path: path.to_path_buf(), source })?;
+    std::fs::File::create(path).map_err(|source| PlotError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let result = {
-        let area = BitMapBackend::new(path, size).into_drawing_area();
+        let area = EmbeddedText::new(BitMapBackend::new(path, size)).into_drawing_area();
         draw(&area).and_then(|()| area.present().map_err(PlotError::drawing))
     };
     if result.is_err() {
@@ -72,7 +93,7 @@ fn save_png(
 fn save_png(
     path: &Path,
     _size: (u32, u32),
-    _draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), PlotError>,
+    _draw: impl FnOnce(&DrawingArea<PngBackend, Shift>) -> Result<(), PlotError>,
 ) -> Result<(), PlotError> {
     Err(PlotError::Drawing(format!(
         "cannot write {}: PNG encoding is not available on wasm32",

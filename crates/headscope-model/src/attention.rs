@@ -1,0 +1,232 @@
+//! Grouped-query self-attention as a first-class, instrumented type: it reports each query head's
+//! argmax position and, on request, whole attention rows, and it applies head masks. Keys and values
+//! live in a preallocated per-layer cache; a prefill chunk of `C` queries builds a `C x S` score block,
+//! never the full `T x T` matrix.
+//!
+//! Query head `h` reads key/value head `h / (heads / kv_heads)`, as Hugging Face's `repeat_kv` does; the
+//! grouped matmul below (queries of one KV group stacked as rows) computes the same thing without
+//! copying keys and values per query head.
+
+use crate::error::{ModelError, Result};
+use crate::mask::MaskMode;
+use crate::rope::Rope;
+use crate::spec::ModelSpec;
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{Linear, Module, VarBuilder};
+
+/// A layer's key/value cache: `[1, kv_heads, capacity, head_dim]` each, written in place.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    k: Tensor,
+    v: Tensor,
+}
+
+impl LayerCache {
+    /// A zeroed cache for `capacity` positions.
+    pub fn new(spec: &ModelSpec, capacity: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let shape = (1, spec.kv_heads, capacity, spec.head_dim);
+        Ok(LayerCache { k: Tensor::zeros(shape, dtype, device)?, v: Tensor::zeros(shape, dtype, device)? })
+    }
+
+    /// Positions the cache holds.
+    pub fn capacity(&self) -> usize {
+        self.k.dims()[2]
+    }
+
+    /// A larger cache holding the first `keep` positions of this one.
+    pub fn grown(&self, spec: &ModelSpec, capacity: usize, keep: usize) -> Result<Self> {
+        let bigger = LayerCache::new(spec, capacity, self.k.dtype(), self.k.device())?;
+        if keep > 0 {
+            bigger.k.slice_set(&self.k.narrow(2, 0, keep)?.contiguous()?, 2, 0)?;
+            bigger.v.slice_set(&self.v.narrow(2, 0, keep)?.contiguous()?, 2, 0)?;
+        }
+        Ok(bigger)
+    }
+}
+
+/// How one attention call is instrumented and masked.
+#[derive(Debug, Clone, Default)]
+pub struct AttentionControl<'a> {
+    /// Per query head 1 (kept) or 0 (masked), shape `[1, heads, 1, 1]`, when a mask applies to this call.
+    pub keep: Option<&'a Tensor>,
+    /// How masked heads are knocked out.
+    pub mode: MaskMode,
+    /// Whether to return each head's argmax position (single-query calls only).
+    pub argmax: bool,
+    /// Query heads whose full attention row to return (single-query calls only).
+    pub rows: &'a [usize],
+}
+
+/// What an instrumented single-query attention call observed.
+#[derive(Debug, Clone)]
+pub struct AttentionProbe {
+    /// `[heads]` u32 on the device: per query head, the argmax key position relative to `first_key`.
+    pub argmax: Option<Tensor>,
+    /// Absolute position of the first key the query could see (non-zero with a sliding window).
+    pub first_key: usize,
+    /// Requested rows: (query head, weights over keys `first_key..`).
+    pub rows: Vec<(usize, Vec<f32>)>,
+}
+
+/// One layer's attention: projections plus the instrumented score computation.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    window: Option<usize>,
+}
+
+impl Attention {
+    /// Loads `self_attn.{q,k,v,o}_proj` for layer `layer`.
+    pub fn new(spec: &ModelSpec, layer: usize, vb: VarBuilder) -> Result<Self> {
+        let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
+        Ok(Attention {
+            q_proj: candle_nn::linear_b(spec.hidden_size, h * d, spec.qkv_bias, vb.pp("q_proj"))?,
+            k_proj: candle_nn::linear_b(spec.hidden_size, kv * d, spec.qkv_bias, vb.pp("k_proj"))?,
+            v_proj: candle_nn::linear_b(spec.hidden_size, kv * d, spec.qkv_bias, vb.pp("v_proj"))?,
+            o_proj: candle_nn::linear_b(h * d, spec.hidden_size, spec.o_bias, vb.pp("o_proj"))?,
+            heads: h,
+            kv_heads: kv,
+            head_dim: d,
+            window: spec.sliding_windows.get(layer).copied().flatten(),
+        })
+    }
+
+    /// The sliding window of this layer, if any.
+    pub fn window(&self) -> Option<usize> {
+        self.window
+    }
+
+    /// Projects `x` (`[batch, seq, hidden]`) into rotated q `[b, heads, seq, d]`, rotated k and v `[b, kv, seq, d]`.
+    fn qkv(&self, x: &Tensor, pos: usize, rope: &Rope) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, c, _) = x.dims3()?;
+        let split = |t: Tensor, n: usize| -> Result<Tensor> { Ok(t.reshape((b, c, n, self.head_dim))?.transpose(1, 2)?.contiguous()?) };
+        let q = rope.apply(&split(self.q_proj.forward(x)?, self.heads)?, pos)?;
+        let k = rope.apply(&split(self.k_proj.forward(x)?, self.kv_heads)?, pos)?;
+        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
+        Ok((q, k, v))
+    }
+
+    /// Softmax attention of q `[b, heads, c, d]` over k, v `[b, kv, s, d]` with an additive f32 `mask`
+    /// `[c, s]`. Returns the head outputs `[b, heads, c, d]` and the weights `[b, kv, group, c, s]` (f32).
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, control: &AttentionControl) -> Result<(Tensor, Tensor)> {
+        let (b, _, c, d) = q.dims4()?;
+        let s = k.dims()[2];
+        let group = self.heads / self.kv_heads;
+        let q = match (control.keep, control.mode) {
+            (Some(keep), MaskMode::Uniform) => q.broadcast_mul(keep)?,
+            _ => q.clone(),
+        };
+        let qg = q.reshape((b, self.kv_heads, group * c, d))?;
+        let scores = (qg.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let mut scores = scores.to_dtype(DType::F32)?.reshape((b, self.kv_heads, group, c, s))?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = weights.to_dtype(v.dtype())?.reshape((b, self.kv_heads, group * c, s))?.matmul(&v.contiguous()?)?;
+        let mut out = out.reshape((b, self.heads, c, d))?;
+        if let (Some(keep), MaskMode::Zero) = (control.keep, control.mode) {
+            out = out.broadcast_mul(keep)?;
+        }
+        Ok((out, weights))
+    }
+
+    /// Merges head outputs `[b, heads, c, d]` and applies the output projection.
+    fn merge(&self, out: Tensor) -> Result<Tensor> {
+        let (b, _, c, _) = out.dims4()?;
+        Ok(self.o_proj.forward(&out.transpose(1, 2)?.reshape((b, c, self.heads * self.head_dim))?)?)
+    }
+
+    /// First key visible to a query at absolute position `pos` (sliding window: the last `window` keys).
+    fn first_visible(&self, pos: usize) -> usize {
+        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+    }
+
+    /// Attention for `x` (`[1, c, hidden]`) at positions `pos..pos+c`, writing keys and values into
+    /// `cache`. `masks` gives the additive mask for a chunk of `c > 1` queries per window setting.
+    pub fn forward_cached(
+        &self,
+        x: &Tensor,
+        pos: usize,
+        cache: &mut LayerCache,
+        rope: &Rope,
+        masks: &mut MaskCache,
+        control: &AttentionControl,
+    ) -> Result<(Tensor, Option<AttentionProbe>)> {
+        let c = x.dims()[1];
+        let (q, k, v) = self.qkv(x, pos, rope)?;
+        if pos + c > cache.capacity() {
+            return Err(ModelError::TooLong(format!("position {} is past the KV cache ({} positions)", pos + c, cache.capacity())));
+        }
+        cache.k.slice_set(&k, 2, pos)?;
+        cache.v.slice_set(&v, 2, pos)?;
+        let first = self.first_visible(pos);
+        let s = pos + c - first;
+        let keys = cache.k.narrow(2, first, s)?;
+        let values = cache.v.narrow(2, first, s)?;
+        let mask = if c > 1 { Some(masks.get(pos, c, first, self.window, x.device())?) } else { None };
+        let (out, weights) = self.attend(&q, &keys, &values, mask.as_ref(), control)?;
+        let probe = if c == 1 && (control.argmax || !control.rows.is_empty()) {
+            let flat = weights.reshape((self.heads, s))?;
+            let argmax = if control.argmax { Some(flat.argmax(D::Minus1)?) } else { None };
+            let mut rows = Vec::with_capacity(control.rows.len());
+            for &h in control.rows {
+                rows.push((h, flat.get(h)?.to_vec1::<f32>()?));
+            }
+            Some(AttentionProbe { argmax, first_key: first, rows })
+        } else {
+            None
+        };
+        Ok((self.merge(out)?, probe))
+    }
+
+    /// Full causal attention over `x` (`[b, t, hidden]`) with no cache: for training and evaluation.
+    pub fn forward_sequence(&self, x: &Tensor, rope: &Rope, masks: &mut MaskCache, control: &AttentionControl) -> Result<Tensor> {
+        let t = x.dims()[1];
+        let (q, k, v) = self.qkv(x, 0, rope)?;
+        let mask = masks.get(0, t, 0, self.window, x.device())?;
+        let (out, _) = self.attend(&q, &k, &v, Some(&mask), control)?;
+        self.merge(out)
+    }
+}
+
+/// Additive causal (and sliding-window) masks for one chunk, shared by the layers that use the same window.
+#[derive(Debug, Default)]
+pub struct MaskCache {
+    key: Option<(usize, usize)>,
+    by_window: Vec<((usize, Option<usize>), Tensor)>,
+}
+
+impl MaskCache {
+    /// The `[c, s]` mask for queries at `pos..pos+c` over keys `first..pos+c`: 0 where visible, -inf elsewhere.
+    pub fn get(&mut self, pos: usize, c: usize, first: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+        if self.key != Some((pos, c)) {
+            self.key = Some((pos, c));
+            self.by_window.clear();
+        }
+        if let Some((_, m)) = self.by_window.iter().find(|(k, _)| *k == (first, window)) {
+            return Ok(m.clone());
+        }
+        let s = pos + c - first;
+        let mut data = vec![0f32; c * s];
+        for i in 0..c {
+            let qpos = pos + i;
+            for (j, cell) in data[i * s..(i + 1) * s].iter_mut().enumerate() {
+                let kpos = first + j;
+                let visible = kpos <= qpos && window.is_none_or(|w| kpos + w > qpos);
+                if !visible {
+                    *cell = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let m = Tensor::from_vec(data, (c, s), device)?;
+        self.by_window.push(((first, window), m.clone()));
+        Ok(m)
+    }
+}

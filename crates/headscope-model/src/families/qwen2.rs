@@ -1,0 +1,19 @@
+//! Qwen2 (and Qwen1.5, which uses the same `model_type`): biases on the q/k/v projections; a sliding
+//! window only when `use_sliding_window` is true, and then only from layer `max_window_layers` on
+//! (as Hugging Face's `layer_types` default does).
+
+use crate::error::Result;
+use crate::spec::{fields::*, ModelSpec};
+use serde_json::Value;
+
+/// Reads a Qwen2 config.json.
+pub fn spec(v: &Value) -> Result<ModelSpec> {
+    let mut s = super::common(v, "qwen2", 10_000.0)?;
+    s.qkv_bias = true;
+    if bool_or(v, "use_sliding_window", false)? {
+        let window = usize_opt(v, "sliding_window")?;
+        let from = usize_opt(v, "max_window_layers")?.unwrap_or(s.layers);
+        s.sliding_windows = (0..s.layers).map(|i| if i >= from { window } else { None }).collect();
+    }
+    Ok(s)
+}

@@ -1,0 +1,200 @@
+//! Loading a Hugging Face model directory: `config.json`, `model.safetensors` or a sharded
+//! `model.safetensors.index.json`, `tokenizer.json` (+ `tokenizer_config.json`, `generation_config.json`).
+//! Weights are memory-mapped and converted tensor by tensor, so no second copy of the checkpoint is made
+//! in host memory. Pickle checkpoints (`.bin`, `.pt`) are refused: loading them runs arbitrary code.
+
+use crate::error::{ModelError, Result};
+use crate::spec::ModelSpec;
+use crate::tokenizer::HfTokenizer;
+use crate::transformer::Transformer;
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use headscope_core::prompt::PromptFormat;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Compute dtype; `None` picks f32 on CPU and bf16 on CUDA.
+    pub dtype: Option<DType>,
+    /// Where the weights go.
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { dtype: None, device: Device::Cpu }
+    }
+}
+
+/// A loaded model directory: the transformer, its tokenizer and the facts provenance needs.
+pub struct LoadedModel {
+    /// The directory it came from.
+    pub dir: PathBuf,
+    /// The architecture.
+    pub spec: ModelSpec,
+    /// The instrumented transformer.
+    pub model: Transformer,
+    /// The tokenizer.
+    pub tokenizer: HfTokenizer,
+    /// Tokens that end generation (generation_config.json, config.json, tokenizer_config.json).
+    pub eos_token_ids: Vec<u32>,
+    /// Content hash of the directory ([`model_dir_hash`]).
+    pub hash: String,
+    /// Hash of tokenizer.json.
+    pub tokenizer_hash: String,
+}
+
+/// The safetensors files of a model directory: the shards named by `model.safetensors.index.json`, or
+/// every `*.safetensors` file.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::Io { path: index.clone(), source: e })?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::config(&index, format!("not JSON: {e}")))?;
+        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::config(&index, "no `weight_map` object"))?;
+        let mut files: Vec<PathBuf> = Vec::new();
+        for shard in map.values() {
+            let name = shard.as_str().ok_or_else(|| ModelError::config(&index, "a weight_map entry is not a file name"))?;
+            let p = dir.join(name);
+            if !files.contains(&p) {
+                if !p.exists() {
+                    return Err(ModelError::config(&index, format!("shard {name} is missing from the directory")));
+                }
+                files.push(p);
+            }
+        }
+        files.sort();
+        return Ok(files);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::Io { path: dir.to_owned(), source: e })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        let pickles = ["pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "consolidated.00.pth"];
+        let hint = if pickles.iter().any(|p| dir.join(p).exists()) {
+            "this checkpoint is in PyTorch pickle format (.bin/.pt), which HeadScope refuses because loading it can run arbitrary code; convert it with transformers' save_pretrained(..., safe_serialization=True)"
+        } else {
+            "expected model.safetensors or model.safetensors.index.json"
+        };
+        return Err(ModelError::Missing { dir: dir.to_owned(), what: "safetensors weights".into(), hint: hint.into() });
+    }
+    Ok(files)
+}
+
+/// A content hash of a model directory: config.json, tokenizer.json, and per weight file its name, size,
+/// first and last MiB (the safetensors header and a sample of values; hashing every byte of a 100 GB
+/// checkpoint would take minutes).
+pub fn model_dir_hash(dir: &Path, weights: &[PathBuf]) -> Result<String> {
+    const SAMPLE: u64 = 1 << 20;
+    let mut h = Sha256::new();
+    for name in ["config.json", "tokenizer.json"] {
+        let p = dir.join(name);
+        h.update(std::fs::read(&p).map_err(|e| ModelError::Io { path: p.clone(), source: e })?);
+    }
+    for w in weights {
+        let io = |e| ModelError::Io { path: w.clone(), source: e };
+        let mut f = std::fs::File::open(w).map_err(io)?;
+        let size = f.metadata().map_err(io)?.len();
+        h.update(w.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
+        h.update(size.to_le_bytes());
+        let mut buf = Vec::new();
+        (&mut f).take(SAMPLE).read_to_end(&mut buf).map_err(io)?;
+        if size > SAMPLE {
+            f.seek(SeekFrom::Start(size.saturating_sub(SAMPLE).max(SAMPLE))).map_err(io)?;
+            f.take(SAMPLE).read_to_end(&mut buf).map_err(io)?;
+        }
+        h.update(&buf);
+    }
+    Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+/// The dtype named by `auto`, `f32`, `f16`, `bf16`.
+pub fn parse_dtype(s: &str) -> Result<Option<DType>> {
+    match s {
+        "auto" => Ok(None),
+        "f32" => Ok(Some(DType::F32)),
+        "f16" => Ok(Some(DType::F16)),
+        "bf16" => Ok(Some(DType::BF16)),
+        other => Err(ModelError::Invalid(format!("dtype `{other}`: expected auto, f32, f16 or bf16"))),
+    }
+}
+
+/// The name of a dtype as [`parse_dtype`] reads it.
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        _ => "other",
+    }
+}
+
+impl LoadedModel {
+    /// Loads the model directory `dir`.
+    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(ModelError::Missing { dir: dir.to_owned(), what: "model directory".into(), hint: "give a Hugging Face model directory".into() });
+        }
+        let config = dir.join("config.json");
+        if !config.exists() {
+            return Err(ModelError::Missing { dir: dir.to_owned(), what: "config.json".into(), hint: "is this a Hugging Face model directory?".into() });
+        }
+        let spec = ModelSpec::from_config_file(&config)?;
+        let tokenizer = HfTokenizer::from_dir(dir)?;
+        if tokenizer.vocab_size() > spec.vocab_size {
+            return Err(ModelError::config(
+                &config,
+                format!("the tokenizer has {} tokens but the model's vocab_size is {}", tokenizer.vocab_size(), spec.vocab_size),
+            ));
+        }
+        let files = weight_files(dir)?;
+        let dtype = options.dtype.unwrap_or(if options.device.is_cpu() { DType::F32 } else { DType::BF16 });
+        // SAFETY: the files are memory-mapped read-only; candle reads them only while building tensors,
+        // and a file changed underneath would at worst give wrong weights, never memory unsafety in Rust
+        // code that checks every length (candle validates headers and offsets).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, &options.device) }
+            .map_err(|e| ModelError::Weights(format!("{}: {e}", dir.display())))?;
+        let model = Transformer::new(&spec, vb).map_err(|e| match e {
+            ModelError::Candle(c) => ModelError::Weights(format!("{}: {c}", dir.display())),
+            other => other,
+        })?;
+        let mut eos = read_generation_eos(dir)?;
+        if eos.is_empty() {
+            eos = spec.eos_token_ids.clone();
+        }
+        if eos.is_empty() {
+            eos.extend(tokenizer.eos_token_id());
+        }
+        let hash = model_dir_hash(dir, &files)?;
+        let tokenizer_hash = {
+            let p = dir.join("tokenizer.json");
+            headscope_core::files::short_hash(&std::fs::read(&p).map_err(|e| ModelError::Io { path: p, source: e })?)
+        };
+        Ok(LoadedModel { dir: dir.to_owned(), spec, model, tokenizer, eos_token_ids: eos, hash, tokenizer_hash })
+    }
+
+    /// The prompt format: the chat template if the tokenizer has one and `plain` is not forced.
+    pub fn prompt_format(&self, plain: bool) -> PromptFormat {
+        match self.tokenizer.chat_template() {
+            Some(t) if !plain => PromptFormat::Chat(t),
+            _ => PromptFormat::Plain,
+        }
+    }
+}
+
+/// `eos_token_id` of generation_config.json, if the file exists.
+fn read_generation_eos(dir: &Path) -> Result<Vec<u32>> {
+    let p = dir.join("generation_config.json");
+    if !p.exists() {
+        return Ok(vec![]);
+    }
+    let text = std::fs::read_to_string(&p).map_err(|e| ModelError::Io { path: p.clone(), source: e })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::config(&p, format!("not JSON: {e}")))?;
+    Ok(crate::spec::fields::token_ids(&v, "eos_token_id"))
+}

@@ -1,0 +1,105 @@
+//! Feed-forward blocks: the SwiGLU MLP of the Llama family, and Mixtral's sparse mixture of experts.
+
+use crate::error::Result;
+use crate::spec::ModelSpec;
+use candle_core::{DType, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
+
+/// `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct SwiGlu {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl SwiGlu {
+    /// Loads `gate`, `up`, `down` projections under the given names.
+    fn load(spec: &ModelSpec, vb: &VarBuilder, names: [&str; 3], bias: bool) -> Result<Self> {
+        let (h, i) = (spec.hidden_size, spec.intermediate_size);
+        Ok(SwiGlu {
+            gate: candle_nn::linear_b(h, i, bias, vb.pp(names[0]))?,
+            up: candle_nn::linear_b(h, i, bias, vb.pp(names[1]))?,
+            down: candle_nn::linear_b(i, h, bias, vb.pp(names[2]))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let a = candle_nn::ops::silu(&self.gate.forward(x)?)?;
+        Ok(self.down.forward(&(a * self.up.forward(x)?)?)?)
+    }
+}
+
+/// Mixtral's router and experts.
+#[derive(Debug, Clone)]
+pub struct SparseMoe {
+    router: Linear,
+    experts: Vec<SwiGlu>,
+    top_k: usize,
+}
+
+impl SparseMoe {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let flat = x.reshape((b * t, h))?;
+        let probs = candle_nn::ops::softmax_last_dim(&self.router.forward(&flat)?.to_dtype(DType::F32)?)?.to_vec2::<f32>()?;
+        // Route on the host: per expert, the rows it serves and their renormalised weights.
+        let mut rows = vec![Vec::<u32>::new(); self.experts.len()];
+        let mut weights = vec![Vec::<f32>::new(); self.experts.len()];
+        for (r, p) in probs.iter().enumerate() {
+            let mut order: Vec<usize> = (0..p.len()).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+            let chosen = &order[..self.top_k];
+            let total: f32 = chosen.iter().map(|&e| p[e]).sum();
+            for &e in chosen {
+                rows[e].push(r as u32);
+                weights[e].push(p[e] / total);
+            }
+        }
+        let mut out = flat.zeros_like()?;
+        for (e, expert) in self.experts.iter().enumerate() {
+            if rows[e].is_empty() {
+                continue;
+            }
+            let idx = Tensor::new(rows[e].as_slice(), x.device())?;
+            let w = Tensor::new(weights[e].as_slice(), x.device())?.to_dtype(x.dtype())?.unsqueeze(1)?;
+            let y = expert.forward(&flat.index_select(&idx, 0)?)?.broadcast_mul(&w)?;
+            out = out.index_add(&idx, &y, 0)?;
+        }
+        Ok(out.reshape((b, t, h))?)
+    }
+}
+
+/// A layer's feed-forward block.
+#[derive(Debug, Clone)]
+pub enum FeedForward {
+    /// Dense SwiGLU (`mlp.{gate,up,down}_proj`).
+    Dense(SwiGlu),
+    /// Mixture of experts (`block_sparse_moe.{gate, experts.N.w1/w3/w2}`).
+    Moe(SparseMoe),
+}
+
+impl FeedForward {
+    /// Loads the block of one layer (`vb` at `model.layers.N`).
+    pub fn new(spec: &ModelSpec, vb: &VarBuilder) -> Result<Self> {
+        match &spec.moe {
+            None => Ok(FeedForward::Dense(SwiGlu::load(spec, &vb.pp("mlp"), ["gate_proj", "up_proj", "down_proj"], spec.mlp_bias)?)),
+            Some(moe) => {
+                let vb = vb.pp("block_sparse_moe");
+                let router = candle_nn::linear_no_bias(spec.hidden_size, moe.experts, vb.pp("gate"))?;
+                let experts = (0..moe.experts)
+                    .map(|e| SwiGlu::load(spec, &vb.pp("experts").pp(e), ["w1", "w3", "w2"], false))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(FeedForward::Moe(SparseMoe { router, experts, top_k: moe.experts_per_token }))
+            }
+        }
+    }
+
+    /// Applies the block to `[batch, seq, hidden]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            FeedForward::Dense(m) => m.forward(x),
+            FeedForward::Moe(m) => m.forward(x),
+        }
+    }
+}

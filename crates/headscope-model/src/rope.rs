@@ -1,0 +1,84 @@
+//! Rotary position embeddings (the non-interleaved "rotate half" form of Hugging Face Llama), with the
+//! scalings of [`RopeScaling`]. Tables are built once for the run's capacity.
+
+use crate::error::Result;
+use crate::spec::{ModelSpec, RopeScaling};
+use candle_core::{DType, Device, Tensor};
+
+/// Inverse frequencies per rotary pair, after scaling.
+pub fn inverse_frequencies(spec: &ModelSpec) -> Vec<f64> {
+    let d = spec.head_dim;
+    let base: Vec<f64> = (0..d).step_by(2).map(|i| 1.0 / spec.rope_theta.powf(i as f64 / d as f64)).collect();
+    match &spec.rope_scaling {
+        RopeScaling::None => base,
+        RopeScaling::Linear { factor } => base.into_iter().map(|f| f / factor).collect(),
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            let original = *original_max_position_embeddings as f64;
+            let low_wavelen = original / low_freq_factor;
+            let high_wavelen = original / high_freq_factor;
+            base.into_iter()
+                .map(|f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (original / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// cos/sin tables for positions `0..capacity`, in the model's dtype.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    inv_freq: Vec<f64>,
+}
+
+impl Rope {
+    /// Tables for `capacity` positions.
+    pub fn new(spec: &ModelSpec, capacity: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let inv_freq = inverse_frequencies(spec);
+        let (cos, sin) = Self::tables(&inv_freq, capacity, dtype, device)?;
+        Ok(Rope { cos, sin, inv_freq })
+    }
+
+    fn tables(inv_freq: &[f64], capacity: usize, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = inv_freq.len();
+        let mut angles = Vec::with_capacity(capacity * half);
+        for p in 0..capacity {
+            angles.extend(inv_freq.iter().map(|f| (p as f64 * f) as f32));
+        }
+        let angles = Tensor::from_vec(angles, (capacity, half), device)?;
+        Ok((angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?))
+    }
+
+    /// Positions the tables cover.
+    pub fn capacity(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// Grows the tables to at least `capacity` positions.
+    pub fn ensure(&mut self, capacity: usize) -> Result<()> {
+        if capacity > self.capacity() {
+            let (cos, sin) = Self::tables(&self.inv_freq, capacity, self.cos.dtype(), self.cos.device())?;
+            self.cos = cos;
+            self.sin = sin;
+        }
+        Ok(())
+    }
+
+    /// Rotates `x` (`[batch, heads, seq, head_dim]`, contiguous) whose first position is `pos`.
+    pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        let seq = x.dims()[2];
+        let cos = self.cos.narrow(0, pos, seq)?;
+        let sin = self.sin.narrow(0, pos, seq)?;
+        Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?)
+    }
+}

@@ -1,0 +1,212 @@
+//! The architecture of a checkpoint in one shape: every supported Hugging Face family's `config.json`
+//! is read by its own module in [`crate::families`] and described here, so one transformer
+//! implementation ([`crate::Transformer`]) runs them all.
+
+use crate::error::{ModelError, Result};
+use std::path::Path;
+
+/// How rotary position embeddings are scaled (the `rope_scaling` of config.json).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    None,
+    /// Positions divided by `factor` (Hugging Face "linear").
+    Linear {
+        /// The factor.
+        factor: f64,
+    },
+    /// Llama 3's frequency-dependent scaling.
+    Llama3 {
+        /// Overall factor.
+        factor: f64,
+        /// Wavelengths above `original / low_freq_factor` are scaled fully.
+        low_freq_factor: f64,
+        /// Wavelengths below `original / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// The pre-training context.
+        original_max_position_embeddings: usize,
+    },
+}
+
+/// Mixture-of-experts feed-forward settings (Mixtral).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeSpec {
+    /// Number of experts per layer.
+    pub experts: usize,
+    /// Experts each token is routed to.
+    pub experts_per_token: usize,
+}
+
+/// Everything the forward pass needs to know about an architecture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// `model_type` from config.json.
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Residual width.
+    pub hidden_size: usize,
+    /// Feed-forward width (per expert for MoE).
+    pub intermediate_size: usize,
+    /// Number of layers.
+    pub layers: usize,
+    /// Query heads per layer.
+    pub heads: usize,
+    /// Key/value heads per layer (GQA: fewer than `heads`).
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// RoPE scaling.
+    pub rope_scaling: RopeScaling,
+    /// Longest context the model was built for.
+    pub max_position_embeddings: usize,
+    /// Per layer, the sliding attention window (`None` = full attention).
+    pub sliding_windows: Vec<Option<usize>>,
+    /// Whether q/k/v projections have biases.
+    pub qkv_bias: bool,
+    /// Whether the output projection has a bias.
+    pub o_bias: bool,
+    /// Whether the MLP projections have biases.
+    pub mlp_bias: bool,
+    /// Whether the LM head shares the embedding matrix.
+    pub tie_word_embeddings: bool,
+    /// Mixture-of-experts settings, for MoE models.
+    pub moe: Option<MoeSpec>,
+    /// `bos_token_id` from config.json.
+    pub bos_token_id: Option<u32>,
+    /// `eos_token_id` from config.json (may be several).
+    pub eos_token_ids: Vec<u32>,
+    /// `torch_dtype` (or `dtype`) from config.json.
+    pub torch_dtype: Option<String>,
+}
+
+/// The architectures HeadScope runs, by `model_type`.
+pub const SUPPORTED_MODEL_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "mixtral"];
+
+impl ModelSpec {
+    /// Reads config.json and describes its architecture.
+    pub fn from_config_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io { path: path.to_owned(), source: e })?;
+        Self::from_config_json(&text, path)
+    }
+
+    /// Describes the architecture of config.json text (`origin` names it in errors).
+    pub fn from_config_json(text: &str, origin: &Path) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ModelError::config(origin, format!("not JSON: {e}")))?;
+        let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        let spec = match model_type {
+            "llama" => crate::families::llama::spec(&value),
+            "mistral" => crate::families::mistral::spec(&value),
+            "qwen2" => crate::families::qwen2::spec(&value),
+            "mixtral" => crate::families::mixtral::spec(&value),
+            "" => return Err(ModelError::config(origin, "no `model_type`: is this a Hugging Face config.json?")),
+            other => {
+                return Err(ModelError::Unsupported(format!(
+                    "{}: model_type `{other}` is not supported; HeadScope runs {}",
+                    origin.display(),
+                    SUPPORTED_MODEL_TYPES.join(", ")
+                )))
+            }
+        }
+        .map_err(|e| match e {
+            ModelError::Invalid(m) => ModelError::config(origin, m),
+            other => other,
+        })?;
+        spec.validate().map_err(|m| ModelError::config(origin, m))?;
+        Ok(spec)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.layers),
+            ("num_attention_heads", self.heads),
+            ("num_key_value_heads", self.kv_heads),
+            ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("`{name}` must be positive"));
+        }
+        if self.heads % self.kv_heads != 0 {
+            return Err(format!("num_attention_heads ({}) is not a multiple of num_key_value_heads ({})", self.heads, self.kv_heads));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(format!("head_dim {} is odd: rotary embeddings need an even width", self.head_dim));
+        }
+        if let Some(m) = &self.moe {
+            if m.experts == 0 || m.experts_per_token == 0 || m.experts_per_token > m.experts {
+                return Err(format!("{} experts per token of {} experts", m.experts_per_token, m.experts));
+            }
+        }
+        Ok(())
+    }
+
+    /// Query heads that share one key/value head.
+    pub fn group_size(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+
+    /// The grid of query heads, in the core crate's terms.
+    pub fn head_shape(&self) -> headscope_core::HeadShape {
+        headscope_core::HeadShape::new(self.layers, self.heads)
+    }
+}
+
+/// Helpers the family modules share to read config.json fields.
+pub(crate) mod fields {
+    use crate::error::{ModelError, Result};
+    use serde_json::Value;
+
+    /// A required unsigned field.
+    pub fn usize_req(v: &Value, key: &str) -> Result<usize> {
+        v.get(key)
+            .and_then(Value::as_u64)
+            .map(|x| x as usize)
+            .ok_or_else(|| ModelError::Invalid(format!("`{key}` is missing or not a whole number")))
+    }
+
+    /// An optional unsigned field (absent or null gives `None`).
+    pub fn usize_opt(v: &Value, key: &str) -> Result<Option<usize>> {
+        match v.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x.as_u64().map(|x| Some(x as usize)).ok_or_else(|| ModelError::Invalid(format!("`{key}` is not a whole number"))),
+        }
+    }
+
+    /// A float field with a default.
+    pub fn f64_or(v: &Value, key: &str, default: f64) -> Result<f64> {
+        match v.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(x) => x.as_f64().ok_or_else(|| ModelError::Invalid(format!("`{key}` is not a number"))),
+        }
+    }
+
+    /// A boolean field with a default.
+    pub fn bool_or(v: &Value, key: &str, default: bool) -> Result<bool> {
+        match v.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(x) => x.as_bool().ok_or_else(|| ModelError::Invalid(format!("`{key}` is not true/false"))),
+        }
+    }
+
+    /// Token ids given as a number or a list of numbers.
+    pub fn token_ids(v: &Value, key: &str) -> Vec<u32> {
+        match v.get(key) {
+            Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// A string field.
+    pub fn str_opt(v: &Value, key: &str) -> Option<String> {
+        v.get(key).and_then(Value::as_str).map(str::to_owned)
+    }
+}

@@ -1,0 +1,332 @@
+//! The instrumented Llama-family decoder: embedding, layers of (RMSNorm, [`Attention`], RMSNorm,
+//! [`FeedForward`]), final norm and LM head, with a preallocated KV cache. Inference runs as a chunked
+//! [`Transformer::prefill`] followed by [`Transformer::step`]s, each of which reports every query head's
+//! argmax position; [`Transformer::forward_sequence`] runs whole sequences without a cache (training,
+//! evaluation).
+
+use crate::attention::{Attention, AttentionControl, LayerCache, MaskCache};
+use crate::error::{ModelError, Result};
+use crate::mask::{HeadMask, MaskMode, MaskScope};
+use crate::mlp::FeedForward;
+use crate::rope::Rope;
+use crate::spec::ModelSpec;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{Embedding, Linear, Module, VarBuilder};
+use headscope_core::HeadId;
+
+/// What to record at a decode step besides the argmax positions.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    /// Heads whose full attention row to return (the "where did this head look" view).
+    pub rows: Vec<HeadId>,
+}
+
+/// One head's attention weights over every context position at one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionRow {
+    /// The head.
+    pub head: HeadId,
+    /// Weight per context position `0..=position` (0 outside a sliding window).
+    pub weights: Vec<f32>,
+}
+
+/// The result of one decode step.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// Next-token logits `[vocab]`, f32, on the model's device.
+    pub logits: Tensor,
+    /// For every query head (layer-major), the context position its attention peaked at.
+    pub argmax_position: Vec<u32>,
+    /// The rows asked for in the [`Probe`].
+    pub attention_rows: Vec<AttentionRow>,
+}
+
+impl StepOutput {
+    /// The greedy next token.
+    pub fn greedy_token(&self) -> Result<u32> {
+        Ok(self.logits.argmax(0)?.to_scalar::<u32>()?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    input_norm: Tensor,
+    attention: Attention,
+    post_attention_norm: Tensor,
+    feed_forward: FeedForward,
+}
+
+/// A mask as applied: per layer, the `[1, heads, 1, 1]` keep vector of layers that have masked heads.
+#[derive(Debug, Clone)]
+struct ActiveMask {
+    mask: HeadMask,
+    keep: Vec<Option<Tensor>>,
+}
+
+/// The instrumented transformer.
+pub struct Transformer {
+    spec: ModelSpec,
+    embed: Embedding,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Linear,
+    rope: Rope,
+    cache: Vec<LayerCache>,
+    position: usize,
+    mask: Option<ActiveMask>,
+    prefill_chunk: usize,
+    device: Device,
+    dtype: DType,
+}
+
+/// Queries per prefill chunk when unset: bounds the score block at chunk x context per head.
+pub const DEFAULT_PREFILL_CHUNK: usize = 512;
+
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?)
+}
+
+impl Transformer {
+    /// Builds the model from weights named as in Hugging Face checkpoints (`vb` at the root).
+    pub fn new(spec: &ModelSpec, vb: VarBuilder) -> Result<Self> {
+        let device = vb.device().clone();
+        let dtype = vb.dtype();
+        let m = vb.pp("model");
+        let embed = candle_nn::embedding(spec.vocab_size, spec.hidden_size, m.pp("embed_tokens"))?;
+        let mut layers = Vec::with_capacity(spec.layers);
+        for i in 0..spec.layers {
+            let l = m.pp("layers").pp(i);
+            layers.push(Layer {
+                input_norm: l.pp("input_layernorm").get(spec.hidden_size, "weight")?,
+                attention: Attention::new(spec, i, l.pp("self_attn"))?,
+                post_attention_norm: l.pp("post_attention_layernorm").get(spec.hidden_size, "weight")?,
+                feed_forward: FeedForward::new(spec, &l)?,
+            });
+        }
+        let norm = m.pp("norm").get(spec.hidden_size, "weight")?;
+        let lm_head = if spec.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
+            Linear::new(embed.embeddings().clone(), None)
+        } else {
+            candle_nn::linear_no_bias(spec.hidden_size, spec.vocab_size, vb.pp("lm_head"))?
+        };
+        let rope = Rope::new(spec, 0, dtype, &device)?;
+        Ok(Transformer {
+            spec: spec.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            cache: Vec::new(),
+            position: 0,
+            mask: None,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
+            device,
+            dtype,
+        })
+    }
+
+    /// The architecture.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype of weights and cache.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Positions already in the cache (the next token's position).
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Sets how many prompt tokens one prefill chunk processes (memory: chunk x context scores per head).
+    pub fn set_prefill_chunk(&mut self, chunk: usize) {
+        self.prefill_chunk = chunk.max(1);
+    }
+
+    /// Allocates the KV cache (and RoPE tables) for `capacity` positions and empties it. Call once with
+    /// the run's longest context: later sequences reuse the buffers.
+    pub fn reserve(&mut self, capacity: usize) -> Result<()> {
+        self.check_fits(capacity)?;
+        if self.cache.first().is_none_or(|c| c.capacity() < capacity) {
+            self.cache.clear();
+            for _ in 0..self.spec.layers {
+                self.cache.push(LayerCache::new(&self.spec, capacity, self.dtype, &self.device)?);
+            }
+        }
+        self.rope.ensure(capacity)?;
+        self.position = 0;
+        Ok(())
+    }
+
+    /// Empties the cache (keeping its buffers) for a new sequence.
+    pub fn reset(&mut self) {
+        self.position = 0;
+    }
+
+    fn check_fits(&self, positions: usize) -> Result<()> {
+        if positions > self.spec.max_position_embeddings {
+            return Err(ModelError::TooLong(format!(
+                "{positions} positions exceed the model's context of {} tokens (max_position_embeddings)",
+                self.spec.max_position_embeddings
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes room for `extra` more positions, growing the cache (copying what it holds) if needed.
+    fn make_room(&mut self, extra: usize) -> Result<()> {
+        let need = self.position + extra;
+        self.check_fits(need)?;
+        let have = self.cache.first().map_or(0, LayerCache::capacity);
+        if need > have {
+            let capacity = need.max(have * 2).min(self.spec.max_position_embeddings).max(need);
+            tracing::debug!("growing the KV cache from {have} to {capacity} positions");
+            let keep = self.position;
+            self.cache = if self.cache.is_empty() {
+                (0..self.spec.layers).map(|_| LayerCache::new(&self.spec, capacity, self.dtype, &self.device)).collect::<Result<_>>()?
+            } else {
+                self.cache.iter().map(|c| c.grown(&self.spec, capacity, keep)).collect::<Result<_>>()?
+            };
+        }
+        self.rope.ensure(need)?;
+        Ok(())
+    }
+
+    /// Applies `mask` to subsequent calls (`None` removes it). Unknown heads are an error.
+    pub fn set_mask(&mut self, mask: Option<HeadMask>) -> Result<()> {
+        let Some(mask) = mask else {
+            self.mask = None;
+            return Ok(());
+        };
+        let shape = self.spec.head_shape();
+        shape.check(&mask.heads).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        let mut keep = Vec::with_capacity(self.spec.layers);
+        for layer in 0..self.spec.layers {
+            let masked: Vec<usize> = mask.heads.iter().filter(|h| h.layer == layer).map(|h| h.head).collect();
+            keep.push(if masked.is_empty() {
+                None
+            } else {
+                let v: Vec<f32> = (0..self.spec.heads).map(|h| if masked.contains(&h) { 0.0 } else { 1.0 }).collect();
+                Some(Tensor::from_vec(v, (1, self.spec.heads, 1, 1), &self.device)?.to_dtype(self.dtype)?)
+            });
+        }
+        self.mask = Some(ActiveMask { mask, keep });
+        Ok(())
+    }
+
+    /// The mask in effect.
+    pub fn mask(&self) -> Option<&HeadMask> {
+        self.mask.as_ref().map(|m| &m.mask)
+    }
+
+    /// The keep vector and mode that apply to `layer` in a decode step (`decoding`) or a prefill.
+    fn keep_for(&self, layer: usize, decoding: bool) -> (Option<Tensor>, MaskMode) {
+        match &self.mask {
+            Some(m) if decoding || m.mask.scope == MaskScope::All => (m.keep[layer].clone(), m.mask.mode),
+            _ => (None, MaskMode::Uniform),
+        }
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.spec.vocab_size) {
+            return Err(ModelError::Invalid(format!("token id {bad} is outside the vocabulary ({} tokens)", self.spec.vocab_size)));
+        }
+        Ok(())
+    }
+
+    /// Runs `ids` through the model in chunks, filling the cache; produces no logits. The prompt's last
+    /// token should go to [`Transformer::step`] instead, so that its attention is observed.
+    pub fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+        self.check_ids(ids)?;
+        self.make_room(ids.len())?;
+        let mut masks = MaskCache::default();
+        for chunk in ids.chunks(self.prefill_chunk) {
+            let x = self.embed.forward(&Tensor::new(chunk, &self.device)?.unsqueeze(0)?)?;
+            self.run_layers(x, false, &mut masks, &[])?;
+            self.position += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Feeds one token, observes attention, and returns the next-token logits and per-head argmax positions.
+    pub fn step(&mut self, id: u32, probe: &Probe) -> Result<StepOutput> {
+        self.check_ids(&[id])?;
+        self.make_room(1)?;
+        let shape = self.spec.head_shape();
+        shape.check(&probe.rows).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        let x = self.embed.forward(&Tensor::new(&[id], &self.device)?.unsqueeze(0)?)?;
+        let mut masks = MaskCache::default();
+        let (x, observed) = self.run_layers(x, true, &mut masks, &probe.rows)?;
+        self.position += 1;
+        let x = rms_norm(&x, &self.norm, self.spec.rms_norm_eps)?;
+        let logits = self.lm_head.forward(&x)?.flatten_all()?.to_dtype(DType::F32)?;
+        // One device-to-host copy for every layer's argmax.
+        let (argmax_tensors, first_keys, rows): (Vec<Tensor>, Vec<usize>, Vec<AttentionRow>) = observed;
+        let raw = Tensor::cat(&argmax_tensors, 0)?.to_vec1::<u32>()?;
+        let heads = self.spec.heads;
+        let argmax_position = raw.iter().enumerate().map(|(i, &a)| a + first_keys[i / heads] as u32).collect();
+        Ok(StepOutput { logits, argmax_position, attention_rows: rows })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run_layers(&mut self, mut x: Tensor, decoding: bool, masks: &mut MaskCache, rows: &[HeadId]) -> Result<(Tensor, (Vec<Tensor>, Vec<usize>, Vec<AttentionRow>))> {
+        let eps = self.spec.rms_norm_eps;
+        let mut argmax = Vec::new();
+        let mut first_keys = Vec::new();
+        let mut out_rows = Vec::new();
+        let position = self.position;
+        for i in 0..self.layers.len() {
+            let (keep, mode) = self.keep_for(i, decoding);
+            let layer_rows: Vec<usize> = rows.iter().filter(|h| h.layer == i).map(|h| h.head).collect();
+            let control = AttentionControl { keep: keep.as_ref(), mode, argmax: decoding, rows: &layer_rows };
+            let layer = &self.layers[i];
+            let h = rms_norm(&x, &layer.input_norm, eps)?;
+            let (a, probe) = layer.attention.forward_cached(&h, position, &mut self.cache[i], &self.rope, masks, &control)?;
+            x = (x + a)?;
+            let h = rms_norm(&x, &layer.post_attention_norm, eps)?;
+            x = (&x + layer.feed_forward.forward(&h)?)?;
+            if let Some(p) = probe {
+                if let Some(a) = p.argmax {
+                    argmax.push(a);
+                    first_keys.push(p.first_key);
+                }
+                for (head, w) in p.rows {
+                    let mut weights = vec![0f32; p.first_key];
+                    weights.extend(w);
+                    out_rows.push(AttentionRow { head: HeadId::new(i, head), weights });
+                }
+            }
+        }
+        Ok((x, (argmax, first_keys, out_rows)))
+    }
+
+    /// Logits `[batch, seq, vocab]` (f32) for whole sequences `ids` (`[batch, seq]` u32), causal, no cache.
+    /// A mask with scope `all` applies; one with scope `decode` does not (there is no decoding here).
+    pub fn forward_sequence(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        self.check_fits(t)?;
+        let mut rope = self.rope.clone();
+        rope.ensure(t)?;
+        let eps = self.spec.rms_norm_eps;
+        let mut masks = MaskCache::default();
+        let mut x = self.embed.forward(ids)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (keep, mode) = self.keep_for(i, false);
+            let control = AttentionControl { keep: keep.as_ref(), mode, ..Default::default() };
+            let h = rms_norm(&x, &layer.input_norm, eps)?;
+            x = (&x + layer.attention.forward_sequence(&h, &rope, &mut masks, &control)?)?;
+            let h = rms_norm(&x, &layer.post_attention_norm, eps)?;
+            x = (&x + layer.feed_forward.forward(&h)?)?;
+        }
+        let x = rms_norm(&x, &self.norm, eps)?;
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+}
