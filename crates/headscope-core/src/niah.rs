@@ -174,7 +174,7 @@ impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
         }
         let answer_in_needle = needle.answer_range()?;
         // Smallest prompt: the needle alone in the context.
-        let shortest = self.candidate(needle, 0, depth_percent)?;
+        let shortest = self.candidate(needle, 0, depth_percent, false)?;
         if shortest.ids.len() > length {
             return Err(CoreError::invalid(format!(
                 "a {length}-token prompt is too short: the needle, question and template alone take {} tokens",
@@ -185,36 +185,46 @@ impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
         let max_n = self.haystack_tokens.ids.len();
         let mut n = (length - shortest.ids.len()).min(max_n);
         let mut best: Option<(usize, Candidate)> = None;
+        let keep_best = |cut: usize, c: Candidate, best: &mut Option<(usize, Candidate)>| {
+            if c.ids.len() <= length && best.as_ref().is_none_or(|(_, b)| b.ids.len() < c.ids.len()) {
+                *best = Some((cut, c));
+            }
+        };
         let mut tried = std::collections::HashSet::new();
-        // Newton-like steps on the haystack cut: tokenization is nearly additive, so this lands in 1-3 steps.
+        // Newton-like steps on the number of haystack tokens: tokenization is nearly additive, so this
+        // lands in 1-3 steps.
         for _ in 0..12 {
-            if !tried.insert(n) {
+            let cut = self.cut_after_tokens(n);
+            if !tried.insert(cut) {
                 break;
             }
-            let c = self.candidate(needle, n, depth_percent)?;
+            let c = self.candidate(needle, cut, depth_percent, false)?;
             let len = c.ids.len();
-            if len <= length && best.as_ref().is_none_or(|(_, b)| b.ids.len() < len) {
-                best = Some((n, c));
-            }
+            keep_best(cut, c, &mut best);
             if len == length {
                 break;
             }
             n = (n as i64 + length as i64 - len as i64).clamp(0, max_n as i64) as usize;
         }
-        // Merges at the cut can make one count unreachable by the step above: search nearby cuts.
+        // Where one more haystack token adds two prompt tokens (a lone space token, a merge at the cut),
+        // cut between characters, and also try ending the haystack with a line break: a byte-level
+        // tokenizer can jump by two at a cut, but not at both variants of it.
         if best.as_ref().is_none_or(|(_, b)| b.ids.len() != length) {
-            let center = best.as_ref().map_or(n, |(bn, _)| *bn);
-            for delta in 1..=16usize {
-                for m in [center + delta, center.saturating_sub(delta)] {
-                    if m > max_n || !tried.insert(m) {
-                        continue;
-                    }
-                    let c = self.candidate(needle, m, depth_percent)?;
-                    if c.ids.len() <= length && best.as_ref().is_none_or(|(_, b)| b.ids.len() < c.ids.len()) {
-                        best = Some((m, c));
+            let from = best.as_ref().map_or(0, |(cut, _)| *cut);
+            let mut cut = from;
+            'search: for _ in 0..256 {
+                for newline in [true, false] {
+                    if newline || cut != from {
+                        let c = self.candidate(needle, cut, depth_percent, newline)?;
+                        let len = c.ids.len();
+                        keep_best(cut, c, &mut best);
+                        if len == length || (!newline && len > length) {
+                            break 'search;
+                        }
                     }
                 }
-                if best.as_ref().is_some_and(|(_, b)| b.ids.len() == length) {
+                cut += self.haystack[cut..].chars().next().map_or(1, char::len_utf8);
+                if cut > self.haystack.len() {
                     break;
                 }
             }
@@ -223,20 +233,33 @@ impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
         c.into_test(length, depth_percent, answer_in_needle)
     }
 
-    /// The prompt with the first `n` haystack tokens and the needle at `depth_percent` of them.
-    fn candidate(&self, needle: &Needle, n: usize, depth_percent: f64) -> Result<Candidate> {
-        let cut_end = if n == 0 { 0 } else { floor_char_boundary(&self.haystack, self.haystack_tokens.offsets[n - 1].1) };
-        let hay = self.haystack[..cut_end].trim_end();
+    /// The byte offset where the first `n` haystack tokens end.
+    fn cut_after_tokens(&self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            floor_char_boundary(&self.haystack, self.haystack_tokens.offsets[n - 1].1)
+        }
+    }
+
+    /// The prompt with the haystack cut at byte `cut` and the needle at `depth_percent` of its tokens.
+    /// `newline` ends the haystack with a line break (a second way to reach an exact length).
+    fn candidate(&self, needle: &Needle, cut: usize, depth_percent: f64, newline: bool) -> Result<Candidate> {
+        let hay = &self.haystack[..floor_char_boundary(&self.haystack, cut)];
+        let n = self.haystack_tokens.offsets.partition_point(|o| o.1 <= hay.len());
         // Depth counts haystack tokens; the needle then moves back to the sentence start before that point.
         let target_token = ((depth_percent / 100.0) * n as f64).floor() as usize;
         let target_byte = if target_token >= n { hay.len() } else { self.haystack_tokens.offsets[target_token].0.min(hay.len()) };
         let at = sentence_start_at_or_before(hay, floor_char_boundary(hay, target_byte));
         let (before, after) = hay.split_at(at);
-        let (context, needle_offset) = if before.trim().is_empty() {
+        let (mut context, needle_offset) = if before.trim().is_empty() {
             (format!("{} {}", needle.needle, after.trim_start()).trim_end().to_owned(), 0)
         } else {
             (format!("{} {}{}", before, needle.needle, after), before.len() + 1)
         };
+        if newline {
+            context.push('\n');
+        }
         let message = niah_user_message(&context, &needle.question);
         let rendered = self.format.render(&message)?;
         let encoded = self.tokenizer.encode(&rendered.text, rendered.add_special_tokens)?;
