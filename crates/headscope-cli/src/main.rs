@@ -1,1 +1,199 @@
-fn main() {}
+//! `headscope`: the command-line shell over headscope-core (tests, scores, files) and headscope-model
+//! (the instrumented transformer). It parses flags and wires the libraries; the work lives in them.
+
+mod outputs;
+mod sweep;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use headscope_model::{MaskMode, MaskScope};
+use std::path::PathBuf;
+
+/// Retrieval heads, measured: needle-in-a-haystack tests, per-head retrieval scores, head masking.
+#[derive(Parser, Debug)]
+#[command(name = "headscope", version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Find retrieval heads: run a NIAH sweep, score every head (eq. 1), write head_scores.json,
+    /// tests.jsonl, heads.png and niah.png.
+    Detect(DetectArgs),
+    /// Run a NIAH sweep, optionally with heads masked, and print the pass rate.
+    Niah(NiahArgs),
+    /// Write a tiny random model in the Hugging Face layout (for trying HeadScope out and for tests).
+    TinyModel(TinyArgs),
+}
+
+/// Flags shared by every command that runs a sweep.
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json). Default: the bundled
+    /// lab model in public/models/lab.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Output directory; rerunning with the same one resumes (finished tests are kept, not redone).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Needles JSONL (`needle`, `question`, `real_needle` per line). Default: the San Francisco needle.
+    #[arg(long)]
+    pub needles: Option<PathBuf>,
+    /// Haystack text files, joined and repeated to length. Default: public/haystacks/village.txt (built in).
+    #[arg(long, num_args = 1..)]
+    pub haystack: Vec<PathBuf>,
+    /// Prompt lengths in tokens: MIN:MAX:N (N evenly spaced) or one length.
+    #[arg(long, default_value = "1000:4000:4")]
+    pub lengths: String,
+    /// Number of needle depths, evenly spaced over 0-100 %.
+    #[arg(long, default_value_t = 5)]
+    pub depths: usize,
+    /// Most tokens to generate per test.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), f32, f16, bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Device: cpu, or cuda / cuda:N (needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Use the plain prompt even if the model has a chat template.
+    #[arg(long)]
+    pub plain: bool,
+    /// Also store every prompt's token ids in tests.jsonl.
+    #[arg(long)]
+    pub save_prompts: bool,
+    /// Prompt tokens per prefill chunk (memory: chunk x context scores per head).
+    #[arg(long, default_value_t = headscope_model::transformer::DEFAULT_PREFILL_CHUNK)]
+    pub prefill_chunk: usize,
+}
+
+#[derive(Args, Debug)]
+struct DetectArgs {
+    #[command(flatten)]
+    sweep: SweepArgs,
+    /// Score only tests whose answer has at least this ROUGE-1 recall (0 scores every test).
+    #[arg(long, default_value_t = 0.5)]
+    gate: f64,
+    /// A head whose mean score exceeds this is a retrieval head.
+    #[arg(long, default_value_t = headscope_core::RETRIEVAL_THRESHOLD)]
+    threshold: f64,
+}
+
+#[derive(Args, Debug)]
+struct NiahArgs {
+    #[command(flatten)]
+    sweep: SweepArgs,
+    /// Mask the K heads with the highest mean score in --scores.
+    #[arg(long, value_name = "K", requires = "scores", conflicts_with_all = ["mask_random", "mask_heads"])]
+    mask_top: Option<usize>,
+    /// Mask K random non-retrieval heads of --scores (mean <= --threshold), drawn with --seed.
+    #[arg(long, value_name = "K", requires = "scores", conflicts_with = "mask_heads")]
+    mask_random: Option<usize>,
+    /// Mask these heads: layer-head list, e.g. 16-19,11-15.
+    #[arg(long, value_name = "HEADS")]
+    mask_heads: Option<String>,
+    /// Head-score file (official format) for --mask-top / --mask-random.
+    #[arg(long)]
+    scores: Option<PathBuf>,
+    /// Seed of --mask-random.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Retrieval-head threshold for --mask-random.
+    #[arg(long, default_value_t = headscope_core::RETRIEVAL_THRESHOLD)]
+    threshold: f64,
+    /// uniform: the head's query is zeroed, it attends uniformly (the paper); zero: its output is zeroed.
+    #[arg(long, default_value = "uniform", value_parser = parse_mode)]
+    mask_mode: MaskMode,
+    /// decode: mask at decode steps only, the prompt's cache intact (the paper); all: everywhere.
+    #[arg(long, default_value = "decode", value_parser = parse_scope)]
+    mask_scope: MaskScope,
+    /// Answers with at least this ROUGE-1 recall pass.
+    #[arg(long, default_value_t = 0.5)]
+    pass: f64,
+}
+
+fn parse_mode(s: &str) -> Result<MaskMode, String> {
+    s.parse()
+}
+
+fn parse_scope(s: &str) -> Result<MaskScope, String> {
+    s.parse()
+}
+
+#[derive(Args, Debug)]
+struct TinyArgs {
+    /// Directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Family: llama, mistral, qwen2, mixtral.
+    #[arg(long, default_value = "llama")]
+    arch: String,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Add a chat template to tokenizer_config.json.
+    #[arg(long)]
+    chat: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Detect(a) => sweep::detect(&a.sweep, a.gate, a.threshold),
+        Command::Niah(a) => niah(a),
+        Command::TinyModel(a) => tiny_model(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn niah(a: NiahArgs) -> Result<()> {
+    let plan = match (a.mask_top, a.mask_random, &a.mask_heads) {
+        (Some(k), _, _) => Some(sweep::MaskChoice::Top { k, scores: a.scores.clone().context("--mask-top needs --scores")? }),
+        (_, Some(k), _) => Some(sweep::MaskChoice::Random {
+            k,
+            seed: a.seed,
+            threshold: a.threshold,
+            scores: a.scores.clone().context("--mask-random needs --scores")?,
+        }),
+        (_, _, Some(list)) => Some(sweep::MaskChoice::List(headscope_core::head::parse_head_list(list)?)),
+        _ => None,
+    };
+    if !(0.0..=1.0).contains(&a.pass) {
+        bail!("--pass must be between 0 and 1");
+    }
+    sweep::niah(&a.sweep, plan, a.mask_mode, a.mask_scope, a.pass)
+}
+
+fn tiny_model(a: TinyArgs) -> Result<()> {
+    use headscope_model::testkit::{TinyArch, TinyModel};
+    let arch = match a.arch.as_str() {
+        "llama" => TinyArch::Llama,
+        "mistral" => TinyArch::Mistral(None),
+        "qwen2" => TinyArch::Qwen2,
+        "mixtral" => TinyArch::Mixtral,
+        other => bail!("--arch `{other}`: expected llama, mistral, qwen2 or mixtral"),
+    };
+    TinyModel { seed: a.seed, chat_template: a.chat, ..TinyModel::new(arch) }
+        .write(&a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!("wrote a tiny random {} model to {}", a.arch, a.out.display());
+    Ok(())
+}

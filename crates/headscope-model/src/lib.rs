@@ -24,7 +24,7 @@ pub mod testkit;
 
 pub use error::{ModelError, Result};
 pub use generate::{greedy_decode, DecodeTrace};
-pub use loader::{LoadOptions, LoadedModel};
+pub use loader::{LoadOptions, LoadedModel, ModelDir};
 pub use mask::{HeadMask, MaskMode, MaskScope};
 pub use spec::{ModelSpec, SUPPORTED_MODEL_TYPES};
 pub use tokenizer::HfTokenizer;

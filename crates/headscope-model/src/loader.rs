@@ -135,9 +135,28 @@ pub fn dtype_name(d: DType) -> &'static str {
     }
 }
 
-impl LoadedModel {
-    /// Loads the model directory `dir`.
-    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+/// A model directory read without its weights: architecture, tokenizer, file list and hash. Cheap,
+/// so a run can check what it would do (or that nothing is left to do) before loading gigabytes.
+pub struct ModelDir {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The architecture.
+    pub spec: ModelSpec,
+    /// The tokenizer.
+    pub tokenizer: HfTokenizer,
+    /// Tokens that end generation (generation_config.json, config.json, tokenizer_config.json).
+    pub eos_token_ids: Vec<u32>,
+    /// The safetensors files.
+    pub weight_files: Vec<PathBuf>,
+    /// Content hash of the directory ([`model_dir_hash`]).
+    pub hash: String,
+    /// Hash of tokenizer.json.
+    pub tokenizer_hash: String,
+}
+
+impl ModelDir {
+    /// Reads config, tokenizer and weight file list of `dir`, checking they fit together.
+    pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(ModelError::Missing { dir: dir.to_owned(), what: "model directory".into(), hint: "give a Hugging Face model directory".into() });
         }
@@ -153,17 +172,7 @@ impl LoadedModel {
                 format!("the tokenizer has {} tokens but the model's vocab_size is {}", tokenizer.vocab_size(), spec.vocab_size),
             ));
         }
-        let files = weight_files(dir)?;
-        let dtype = options.dtype.unwrap_or(if options.device.is_cpu() { DType::F32 } else { DType::BF16 });
-        // SAFETY: the files are memory-mapped read-only; candle reads them only while building tensors,
-        // and a file changed underneath would at worst give wrong weights, never memory unsafety in Rust
-        // code that checks every length (candle validates headers and offsets).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, &options.device) }
-            .map_err(|e| ModelError::Weights(format!("{}: {e}", dir.display())))?;
-        let model = Transformer::new(&spec, vb).map_err(|e| match e {
-            ModelError::Candle(c) => ModelError::Weights(format!("{}: {c}", dir.display())),
-            other => other,
-        })?;
+        let weight_files = weight_files(dir)?;
         let mut eos = read_generation_eos(dir)?;
         if eos.is_empty() {
             eos = spec.eos_token_ids.clone();
@@ -171,20 +180,65 @@ impl LoadedModel {
         if eos.is_empty() {
             eos.extend(tokenizer.eos_token_id());
         }
-        let hash = model_dir_hash(dir, &files)?;
+        let hash = model_dir_hash(dir, &weight_files)?;
         let tokenizer_hash = {
             let p = dir.join("tokenizer.json");
             headscope_core::files::short_hash(&std::fs::read(&p).map_err(|e| ModelError::Io { path: p, source: e })?)
         };
-        Ok(LoadedModel { dir: dir.to_owned(), spec, model, tokenizer, eos_token_ids: eos, hash, tokenizer_hash })
+        Ok(ModelDir { dir: dir.to_owned(), spec, tokenizer, eos_token_ids: eos, weight_files, hash, tokenizer_hash })
+    }
+
+    /// The dtype `options` resolve to: as given, else f32 on CPU and bf16 on CUDA.
+    pub fn resolve_dtype(options: &LoadOptions) -> DType {
+        options.dtype.unwrap_or(if options.device.is_cpu() { DType::F32 } else { DType::BF16 })
+    }
+
+    /// Loads the weights into the instrumented transformer.
+    pub fn load_weights(&self, options: &LoadOptions) -> Result<Transformer> {
+        let dtype = Self::resolve_dtype(options);
+        // SAFETY: the files are memory-mapped read-only and candle validates headers and offsets; a file
+        // changed underneath would give wrong weights, not unsafety in code that checks every length.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&self.weight_files, dtype, &options.device) }
+            .map_err(|e| ModelError::Weights(format!("{}: {e}", self.dir.display())))?;
+        Transformer::new(&self.spec, vb).map_err(|e| match e {
+            ModelError::Candle(c) => ModelError::Weights(format!("{}: {c}", self.dir.display())),
+            other => other,
+        })
     }
 
     /// The prompt format: the chat template if the tokenizer has one and `plain` is not forced.
     pub fn prompt_format(&self, plain: bool) -> PromptFormat {
-        match self.tokenizer.chat_template() {
-            Some(t) if !plain => PromptFormat::Chat(t),
-            _ => PromptFormat::Plain,
-        }
+        prompt_format(&self.tokenizer, plain)
+    }
+}
+
+impl LoadedModel {
+    /// Loads the model directory `dir`, weights included.
+    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        let md = ModelDir::open(dir)?;
+        let model = md.load_weights(options)?;
+        Ok(LoadedModel {
+            dir: md.dir,
+            spec: md.spec,
+            model,
+            tokenizer: md.tokenizer,
+            eos_token_ids: md.eos_token_ids,
+            hash: md.hash,
+            tokenizer_hash: md.tokenizer_hash,
+        })
+    }
+
+    /// The prompt format: the chat template if the tokenizer has one and `plain` is not forced.
+    pub fn prompt_format(&self, plain: bool) -> PromptFormat {
+        prompt_format(&self.tokenizer, plain)
+    }
+}
+
+/// The chat template of `tokenizer` as the prompt format, unless it has none or `plain` is forced.
+fn prompt_format(tokenizer: &HfTokenizer, plain: bool) -> PromptFormat {
+    match tokenizer.chat_template() {
+        Some(t) if !plain => PromptFormat::Chat(t),
+        _ => PromptFormat::Plain,
     }
 }
 

@@ -223,16 +223,6 @@ fn normal(rng: &mut SplitMix64) -> f32 {
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
 }
 
-/// Text the tiny tokenizer is trained on, and a haystack for tests (written for this project).
-pub const TINY_TEXT: &str = "The village sat at the bend of a slow river. Every morning the baker lit the oven before the sun rose, \
-and the smell of bread drifted down the lane to the mill. The miller was an old man who kept a ledger of every sack of grain. \
-Children walked to school along the towpath, counting the boats that passed. In spring the meadows flooded and the herons came back. \
-The schoolteacher kept a map of the county on the wall and a jar of river stones on her desk. \
-On market days the square filled with carts of apples, cheese and wool. Travellers stopped at the inn to rest their horses. \
-Nobody could remember who had built the stone bridge, but everyone agreed it was older than the church. \
-In the evenings people sat outside and talked about the weather, the harvest and the price of salt. \
-The best thing to do on a sunny day was to sit by the water and watch the light move across the fields. \
-When winter came the river froze at the edges and the children skated on the ponds behind the mill. \
-The blacksmith made new shoes for the horses and mended the iron gates of the churchyard. \
-Letters arrived twice a week with the post coach, and the postmaster read the news aloud to anyone who asked. \
-What does a new report say? Where is the key? Who will answer the question about the park, the sandwich and the day?";
+/// Text the tiny tokenizer is trained on, and the default haystack (written for this project; it is
+/// `public/haystacks/village.txt`).
+pub const TINY_TEXT: &str = include_str!("../../../public/haystacks/village.txt");

@@ -1,0 +1,100 @@
+//! What a run leaves behind besides tests.jsonl: heatmaps and printed summaries.
+
+use anyhow::{Context, Result};
+use headscope_core::files::{write_atomic, TestRecord};
+use headscope_core::{HeadId, HeadScores};
+use headscope_plot::Grid;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Layers x heads heatmap of mean retrieval scores.
+pub fn save_head_heatmap(path: &Path, scores: &HeadScores, title: &str) -> Result<()> {
+    let shape = scores.shape();
+    let mut grid = Grid::new(shape.layers, shape.heads);
+    for h in shape.iter() {
+        grid.set(h.layer, h.head, scores.mean(h));
+    }
+    headscope_plot::save_head_heatmap(path, &grid, title).with_context(|| format!("drawing {}", path.display()))
+}
+
+/// The NIAH grid of the records: mean answer recall per (depth, length) cell over needles.
+pub fn niah_grid(records: &[TestRecord]) -> (Grid, Vec<usize>, Vec<f64>) {
+    let mut lengths: Vec<usize> = records.iter().map(|r| r.length).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    let mut depths: Vec<f64> = records.iter().map(|r| r.depth_percent).collect();
+    depths.sort_by(f64::total_cmp);
+    depths.dedup();
+    let mut sums: BTreeMap<(usize, usize), (f64, usize)> = BTreeMap::new();
+    for r in records {
+        let c = lengths.binary_search(&r.length).unwrap_or(0);
+        let d = depths.iter().position(|&x| x == r.depth_percent).unwrap_or(0);
+        let e = sums.entry((d, c)).or_default();
+        e.0 += r.recall;
+        e.1 += 1;
+    }
+    let mut grid = Grid::new(depths.len(), lengths.len());
+    for ((d, c), (sum, n)) in sums {
+        grid.set(d, c, sum / n as f64);
+    }
+    (grid, lengths, depths)
+}
+
+/// Draws the NIAH grid of `records` (nothing to draw without records).
+pub fn save_niah(path: &Path, records: &[TestRecord], title: &str) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let (grid, lengths, depths) = niah_grid(records);
+    headscope_plot::save_niah_grid(path, &grid, &lengths, &depths, title).with_context(|| format!("drawing {}", path.display()))
+}
+
+fn pass_rate(records: &[TestRecord], pass: f64) -> (usize, usize) {
+    (records.iter().filter(|r| r.recall >= pass).count(), records.len())
+}
+
+/// Prints the outcome of `detect`.
+pub fn print_detect_summary(records: &[TestRecord], ran: usize, scores: &HeadScores, gate: f64, threshold: f64) {
+    let (passed, total) = pass_rate(records, 0.5);
+    println!("{total} tests ({ran} run now, {} from earlier runs); NIAH pass rate {:.1}% ({passed}/{total}, recall >= 0.5)", total - ran, percent(passed, total));
+    let scored = scores.tests();
+    if scored == 0 {
+        println!("no test reached the gate (recall >= {gate}): no head scores; lower --gate (0 scores every test)");
+        return;
+    }
+    let retrieval = scores.retrieval_heads(threshold);
+    println!(
+        "{scored} tests scored (recall >= {gate}); {} of {} heads are retrieval heads (mean score > {threshold})",
+        retrieval.len(),
+        scores.shape().count()
+    );
+    let top: Vec<String> = scores.ranked().into_iter().take(10).map(|(h, m)| format!("{h} {m:.3} (active {:.0}%)", 100.0 * scores.activation_frequency(h))).collect();
+    println!("strongest heads: {}", top.join(", "));
+}
+
+/// Prints the outcome of `niah` and writes summary.json beside the results.
+pub fn print_niah_summary(out: &Path, records: &[TestRecord], pass: f64, masked: &[HeadId], plan: &str) -> Result<()> {
+    let (passed, total) = pass_rate(records, pass);
+    let rate = percent(passed, total);
+    if masked.is_empty() {
+        println!("NIAH pass rate {rate:.1}% ({passed}/{total} tests with recall >= {pass}), no heads masked");
+    } else {
+        let names: Vec<String> = masked.iter().map(HeadId::to_string).collect();
+        println!("NIAH pass rate {rate:.1}% ({passed}/{total} tests with recall >= {pass}), {} heads masked ({plan}): {}", masked.len(), names.join(","));
+    }
+    let mean_recall = if total == 0 { 0.0 } else { records.iter().map(|r| r.recall).sum::<f64>() / total as f64 };
+    let summary = serde_json::json!({
+        "tests": total, "passed": passed, "pass_threshold": pass, "pass_rate": rate / 100.0,
+        "mean_recall": mean_recall, "masked_heads": masked, "mask_plan": plan,
+    });
+    write_atomic(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    Ok(())
+}
+
+fn percent(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        100.0 * a as f64 / b as f64
+    }
+}

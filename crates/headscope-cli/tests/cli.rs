@@ -1,0 +1,251 @@
+//! End to end: the `headscope` binary on tiny random models in the Hugging Face layout. Checks every
+//! output file against what it must contain, resume, masking, and that bad input gives a clear error.
+
+use headscope_core::files::{head_scores_from_records, read_head_scores, RunInfo, TestLog};
+use headscope_core::{HeadShape, TextTokenizer};
+use headscope_model::HfTokenizer;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn headscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_headscope")).args(args).output().expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let out = headscope(args);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "headscope {args:?} failed\nstdout: {stdout}\nstderr: {stderr}");
+    (stdout, stderr)
+}
+
+/// Runs a command that must fail cleanly: exit code 1, an error naming `expect`, no panic.
+fn fails(args: &[&str], expect: &str) {
+    let out = headscope(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "headscope {args:?} should fail with 1; stderr: {stderr}");
+    assert!(stderr.contains("error:") && stderr.contains(expect), "headscope {args:?}: expected `{expect}` in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn tiny(dir: &Path, arch: &str, seed: u64, chat: bool) -> String {
+    let d = dir.join(format!("{arch}-{seed}-{chat}"));
+    let mut args = vec!["tiny-model", "--out", d.to_str().unwrap(), "--arch", arch];
+    let seed_s = seed.to_string();
+    args.extend(["--seed", &seed_s]);
+    if chat {
+        args.push("--chat");
+    }
+    ok(&args);
+    d.to_string_lossy().into_owned()
+}
+
+const SWEEP: [&str; 6] = ["--lengths", "160:400:3", "--depths", "3", "--max-new-tokens", "8"];
+
+fn p(dir: &Path, name: &str) -> String {
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+fn is_png(path: &Path) -> bool {
+    std::fs::read(path).map(|b| b.starts_with(b"\x89PNG\r\n\x1a\n")).unwrap_or(false)
+}
+
+#[test]
+fn detect_writes_every_file_correctly_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama", 0, false);
+    let out = tmp.path().join("detect");
+    let out_s = out.to_str().unwrap();
+    let mut args = vec!["detect", "--model", &model, "--out", out_s, "--gate", "0", "--save-prompts"];
+    args.extend(SWEEP);
+    let (stdout, stderr) = ok(&args);
+    assert!(stdout.contains("9 tests (9 run now, 0 from earlier runs)"), "{stdout}");
+    assert!(stderr.contains("[1/9]") && stderr.contains("[9/9]"), "progress per test: {stderr}");
+    for f in ["head_scores.json", "tests.jsonl", "heads.png", "niah.png", "run.json"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    assert!(is_png(&out.join("heads.png")) && is_png(&out.join("niah.png")));
+
+    // tests.jsonl: one record per cell, exact lengths, the answer span decodes to the answer, hits are eq. 1 hits.
+    let log = TestLog::open(&out.join("tests.jsonl")).unwrap();
+    let records = log.records();
+    assert_eq!(records.len(), 9);
+    let tok = HfTokenizer::from_dir(Path::new(&model)).unwrap();
+    let mut ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 9);
+    for r in records {
+        let prompt = r.prompt_ids.as_ref().expect("--save-prompts stores prompts");
+        assert_eq!(prompt.len(), r.length);
+        assert_eq!(r.prompt_tokens, r.length);
+        assert_eq!(headscope_core::niah::prompt_hash(prompt), r.prompt_hash);
+        let answer = tok.decode(&prompt[r.answer_tokens[0]..r.answer_tokens[1]]).unwrap();
+        assert_eq!(answer.trim(), "eat a sandwich and sit in Dolores Park on a sunny day");
+        assert!(r.needle_tokens[0] <= r.answer_tokens[0] && r.answer_tokens[1] <= r.needle_tokens[1]);
+        assert!(!r.generated_ids.is_empty() && r.generated_ids.len() <= 8);
+        assert_eq!(r.answer, tok.decode(&r.generated_ids).unwrap());
+        assert!((0.0..=1.0).contains(&r.recall));
+        for (head, positions) in &r.hits {
+            for &pos in positions {
+                let pos = pos as usize;
+                assert!((r.answer_tokens[0]..r.answer_tokens[1]).contains(&pos), "{head} hit outside the span");
+                assert!(r.generated_ids.contains(&prompt[pos]), "{head} hit a token never generated");
+            }
+        }
+        assert!(r.masked_heads.is_empty());
+    }
+
+    // head_scores.json: the official format, one score per test (gate 0), equal to re-aggregating tests.jsonl.
+    let scores = read_head_scores(&out.join("head_scores.json")).unwrap();
+    assert_eq!(scores.shape(), HeadShape::new(2, 4));
+    assert_eq!(scores.tests(), 9);
+    assert_eq!(scores, head_scores_from_records(HeadShape::new(2, 4), records, 0.0).unwrap());
+    let text = std::fs::read_to_string(out.join("head_scores.json")).unwrap();
+    assert!(text.starts_with("{\"0-0\": ["), "{}", &text[..20]);
+
+    // run.json: provenance.
+    let info: RunInfo = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!((info.command.as_str(), info.model.layers, info.model.heads, info.model.kv_heads), ("detect", 2, 4, 2));
+    assert_eq!(info.prompt_format, "plain");
+    assert_eq!(info.model.hash.len(), 16);
+
+    // A second run does no work and changes nothing.
+    let before = std::fs::read(out.join("tests.jsonl")).unwrap();
+    let (stdout, stderr) = ok(&args);
+    assert!(stdout.contains("(0 run now, 9 from earlier runs)"), "{stdout}");
+    assert!(stderr.contains("nothing to run") && !stderr.contains("loading"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("tests.jsonl")).unwrap(), before);
+
+    // A run cut off mid-write resumes: finished tests stay as they were, the rest run.
+    let text = String::from_utf8(before.clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(out.join("tests.jsonl"), format!("{}\n{}\n{}\n{}", lines[0], lines[1], lines[2], &lines[3][..40])).unwrap();
+    let (stdout, _) = ok(&args);
+    assert!(stdout.contains("9 tests (6 run now, 3 from earlier runs)"), "{stdout}");
+    let after = std::fs::read_to_string(out.join("tests.jsonl")).unwrap();
+    assert!(after.starts_with(&format!("{}\n{}\n{}\n", lines[0], lines[1], lines[2])));
+    let resumed = TestLog::open(&out.join("tests.jsonl")).unwrap();
+    assert_eq!(resumed.records().len(), 9);
+    // Greedy decoding is deterministic: the rerun tests produce the same tokens as the first time.
+    for r in records {
+        assert_eq!(resumed.get(&r.id).unwrap().generated_ids, r.generated_ids, "{}", r.id);
+    }
+
+    // Extending the sweep in the same directory adds only the new cells.
+    let mut more = vec!["detect", "--model", &model, "--out", out_s, "--gate", "0", "--save-prompts"];
+    more.extend(["--lengths", "160:400:3", "--depths", "5", "--max-new-tokens", "8"]);
+    let (stdout, _) = ok(&more);
+    assert!(stdout.contains("15 tests (6 run now, 9 from earlier runs)"), "{stdout}");
+
+    // Another model in the same directory is refused rather than mixed in.
+    let other = tiny(tmp.path(), "llama", 1, false);
+    let mut args2 = vec!["detect", "--model", &other, "--out", out_s];
+    args2.extend(SWEEP);
+    fails(&args2, "different run");
+}
+
+#[test]
+fn niah_masks_heads_and_records_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama", 2, true);
+    let clean = tmp.path().join("clean");
+    let mut a = vec!["niah", "--model", &model, "--out", clean.to_str().unwrap()];
+    a.extend(SWEEP);
+    let (stdout, _) = ok(&a);
+    assert!(stdout.contains("NIAH pass rate") && stdout.contains("no heads masked"), "{stdout}");
+    let clean_log = TestLog::open(&clean.join("tests.jsonl")).unwrap();
+    let info: RunInfo = serde_json::from_str(&std::fs::read_to_string(clean.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info.prompt_format, "chat", "the chat template is used when the model has one");
+
+    for (mode, scope) in [("uniform", "decode"), ("zero", "all")] {
+        let out = tmp.path().join(format!("masked-{mode}"));
+        let mut a = vec!["niah", "--model", &model, "--out", out.to_str().unwrap(), "--mask-heads", "0-0,0-1,0-2,0-3,1-1", "--mask-mode", mode, "--mask-scope", scope];
+        a.extend(SWEEP);
+        let (stdout, _) = ok(&a);
+        assert!(stdout.contains("5 heads masked") && stdout.contains("0-0,0-1,0-2,0-3,1-1"), "{stdout}");
+        let log = TestLog::open(&out.join("tests.jsonl")).unwrap();
+        assert_eq!(log.records().len(), 9);
+        assert!(log.records().iter().all(|r| r.masked_heads.len() == 5 && r.masked_heads[4].to_string() == "1-1"));
+        let changed = log.records().iter().filter(|r| clean_log.get(&r.id).unwrap().generated_ids != r.generated_ids).count();
+        assert!(changed > 0, "{mode}/{scope}: masking a layer's every head changed no answer");
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["tests"], 9);
+        assert!(is_png(&out.join("niah.png")));
+        let info: RunInfo = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+        let mask = info.mask.expect("run.json records the mask");
+        assert_eq!((mask.mode.as_str(), mask.scope.as_str(), mask.heads.len()), (mode, scope, 5));
+    }
+
+    // Top-K and seeded random-K from a score file.
+    let det = tmp.path().join("det");
+    let mut d = vec!["detect", "--model", &model, "--out", det.to_str().unwrap(), "--gate", "0"];
+    d.extend(SWEEP);
+    ok(&d);
+    let scores = p(&det, "head_scores.json");
+    let top = tmp.path().join("top");
+    let mut t = vec!["niah", "--model", &model, "--out", top.to_str().unwrap(), "--mask-top", "2", "--scores", &scores];
+    t.extend(SWEEP);
+    ok(&t);
+    let ranked: Vec<String> = read_head_scores(Path::new(&scores)).unwrap().ranked().iter().take(2).map(|(h, _)| h.to_string()).collect();
+    let log = TestLog::open(&top.join("tests.jsonl")).unwrap();
+    assert_eq!(log.records()[0].masked_heads.iter().map(|h| h.to_string()).collect::<Vec<_>>(), ranked);
+
+    let draw = |seed: &str, dir: &str| -> Vec<String> {
+        let out = tmp.path().join(dir);
+        let mut r = vec!["niah", "--model", &model, "--out", out.to_str().unwrap(), "--mask-random", "3", "--seed", seed, "--scores", &scores];
+        r.extend(SWEEP);
+        ok(&r);
+        TestLog::open(&out.join("tests.jsonl")).unwrap().records()[0].masked_heads.iter().map(|h| h.to_string()).collect()
+    };
+    let a = draw("7", "r7");
+    assert_eq!(a.len(), 3);
+    assert_eq!(draw("7", "r7b"), a, "the same seed draws the same heads");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama", 0, false);
+    let out = p(tmp.path(), "out");
+    let run = |extra: &[&str], expect: &str| {
+        let mut a = vec!["detect", "--model", &model, "--out", &out, "--depths", "3", "--max-new-tokens", "8"];
+        if !extra.contains(&"--lengths") {
+            a.extend(["--lengths", "160:400:3"]);
+        }
+        a.extend(extra);
+        fails(&a, expect);
+    };
+    // Unsupported architecture.
+    let gpt2 = tmp.path().join("gpt2");
+    std::fs::create_dir_all(&gpt2).unwrap();
+    std::fs::write(gpt2.join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+    fails(&["detect", "--model", gpt2.to_str().unwrap(), "--out", &out], "model_type `gpt2` is not supported");
+    fails(&["detect", "--model", &p(tmp.path(), "nope"), "--out", &out], "model directory");
+    // Context longer than the model's maximum (2048 positions).
+    run(&["--lengths", "4000"], "the model's context is 2048 tokens");
+    // Too short for the needle.
+    run(&["--lengths", "20"], "too short");
+    // Needles: missing file, malformed, empty, answer not in the needle.
+    run(&["--needles", &p(tmp.path(), "none.jsonl")], "none.jsonl");
+    let write = |name: &str, text: &str| {
+        let f = tmp.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        f.to_string_lossy().into_owned()
+    };
+    run(&["--needles", &write("bad.jsonl", "{\"needle\": 1}\n")], "line 1");
+    run(&["--needles", &write("empty.jsonl", "\n")], "no needles");
+    run(&["--needles", &write("blank.jsonl", r#"{"needle": "", "question": "q?", "real_needle": "x"}"#)], "`needle` is empty");
+    run(&["--needles", &write("nf.jsonl", r#"{"needle": "The key is blue.", "question": "Key?", "real_needle": "red"}"#)], "not part of the needle");
+    run(&["--haystack", &write("empty.txt", "   \n")], "haystack is empty");
+    run(&["--lengths", "5:1:2"], "--lengths");
+    run(&["--dtype", "f64"], "dtype `f64`");
+    run(&["--device", "tpu"], "--device `tpu`");
+    fails(&["niah", "--model", &model, "--out", &out, "--mask-heads", "9-9"], "head 9-9 does not exist");
+    fails(&["niah", "--model", &model, "--out", &out, "--mask-heads", "x"], "not a head");
+    let wrong = write("wrong.json", r#"{"0-0": [1], "0-1": [0]}"#);
+    fails(&["niah", "--model", &model, "--out", &out, "--mask-top", "1", "--scores", &wrong], "the model has 2 x 4");
+    let broken = write("broken.json", "{\"0-0\": [1]");
+    fails(&["niah", "--model", &model, "--out", &out, "--mask-top", "1", "--scores", &broken], "not JSON");
+    // No finished result was lost or made up along the way.
+    assert!(!PathBuf::from(&out).join("head_scores.json").exists());
+}
