@@ -56,7 +56,11 @@ fn pass_rate(records: &[TestRecord], pass: f64) -> (usize, usize) {
 /// Prints the outcome of `detect`.
 pub fn print_detect_summary(records: &[TestRecord], ran: usize, scores: &HeadScores, gate: f64, threshold: f64) {
     let (passed, total) = pass_rate(records, 0.5);
-    println!("{total} tests ({ran} run now, {} from earlier runs); NIAH pass rate {:.1}% ({passed}/{total}, recall >= 0.5)", total - ran, percent(passed, total));
+    println!(
+        "{total} tests ({ran} run now, {} from earlier runs); NIAH pass rate {:.1}% ({passed}/{total}, recall >= 0.5)",
+        total - ran,
+        percent(passed, total)
+    );
     let scored = scores.tests();
     if scored == 0 {
         println!("no test reached the gate (recall >= {gate}): no head scores; lower --gate (0 scores every test)");
@@ -68,7 +72,12 @@ pub fn print_detect_summary(records: &[TestRecord], ran: usize, scores: &HeadSco
         retrieval.len(),
         scores.shape().count()
     );
-    let top: Vec<String> = scores.ranked().into_iter().take(10).map(|(h, m)| format!("{h} {m:.3} (active {:.0}%)", 100.0 * scores.activation_frequency(h))).collect();
+    let top: Vec<String> = scores
+        .ranked()
+        .into_iter()
+        .take(10)
+        .map(|(h, m)| format!("{h} {m:.3} (active {:.0}%)", 100.0 * scores.activation_frequency(h)))
+        .collect();
     println!("strongest heads: {}", top.join(", "));
 }
 
@@ -80,7 +89,11 @@ pub fn print_niah_summary(out: &Path, records: &[TestRecord], pass: f64, masked:
         println!("NIAH pass rate {rate:.1}% ({passed}/{total} tests with recall >= {pass}), no heads masked");
     } else {
         let names: Vec<String> = masked.iter().map(HeadId::to_string).collect();
-        println!("NIAH pass rate {rate:.1}% ({passed}/{total} tests with recall >= {pass}), {} heads masked ({plan}): {}", masked.len(), names.join(","));
+        println!(
+            "NIAH pass rate {rate:.1}% ({passed}/{total} tests with recall >= {pass}), {} heads masked ({plan}): {}",
+            masked.len(),
+            names.join(",")
+        );
     }
     let mean_recall = if total == 0 { 0.0 } else { records.iter().map(|r| r.recall).sum::<f64>() / total as f64 };
     let summary = serde_json::json!({

@@ -50,10 +50,15 @@ fn parse_device(s: &str) -> Result<Device> {
         _ => {
             let ordinal = match s.strip_prefix("cuda") {
                 Some("") => 0,
-                Some(rest) => rest.strip_prefix(':').and_then(|n| n.parse().ok()).with_context(|| format!("--device `{s}`: expected cpu, cuda or cuda:N"))?,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .with_context(|| format!("--device `{s}`: expected cpu, cuda or cuda:N"))?,
                 None => bail!("--device `{s}`: expected cpu, cuda or cuda:N"),
             };
-            Device::new_cuda(ordinal).with_context(|| format!("--device {s}: CUDA is not available (build with --features cuda and run on a machine with an NVIDIA GPU)"))
+            Device::new_cuda(ordinal).with_context(|| {
+                format!("--device {s}: CUDA is not available (build with --features cuda and run on a machine with an NVIDIA GPU)")
+            })
         }
     }
 }
@@ -169,8 +174,12 @@ impl Sweep {
             let test = builder.build(needle, key.length, key.depth_percent).with_context(|| format!("building test {}", key.id()))?;
             let trace = greedy_decode(&mut model, &test.prompt_ids, args.max_new_tokens, &md.eos_token_ids, &Probe::default(), |_| true)
                 .with_context(|| format!("running test {}", key.id()))?;
-            let steps: Vec<DecodeStep> =
-                trace.tokens.iter().zip(&trace.argmax_position).map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() }).collect();
+            let steps: Vec<DecodeStep> = trace
+                .tokens
+                .iter()
+                .zip(&trace.argmax_position)
+                .map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() })
+                .collect();
             let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
             let answer = md.tokenizer.decode(&trace.tokens)?;
             let recall = rouge1_recall(&answer, &needle.real_needle);
@@ -273,7 +282,12 @@ pub fn niah(args: &SweepArgs, choice: Option<MaskChoice>, mode: MaskMode, scope:
     };
     spec_shape.check(&heads)?;
     let mask = (!heads.is_empty()).then(|| HeadMask { heads: heads.clone(), mode, scope });
-    let mask_info = mask.as_ref().map(|m| MaskInfo { plan: plan_name.clone(), heads: m.heads.clone(), mode: mode.to_string(), scope: scope.to_string() });
+    let mask_info = mask.as_ref().map(|m| MaskInfo {
+        plan: plan_name.clone(),
+        heads: m.heads.clone(),
+        mode: mode.to_string(),
+        scope: scope.to_string(),
+    });
     let mut sweep = Sweep::prepare(args, "niah", mask_info)?;
     if let Some(MaskChoice::Random { seed, .. }) = &choice {
         sweep.info.seed = Some(*seed);
@@ -281,7 +295,8 @@ pub fn niah(args: &SweepArgs, choice: Option<MaskChoice>, mode: MaskMode, scope:
     let mut log = open_out(args, &sweep.info)?;
     sweep.run(args, &mut log, mask)?;
     let model_name = model_name(&sweep.model_dir.dir);
-    let title = if heads.is_empty() { format!("NIAH: {model_name}") } else { format!("NIAH: {model_name}, {} heads masked ({mode})", heads.len()) };
+    let title =
+        if heads.is_empty() { format!("NIAH: {model_name}") } else { format!("NIAH: {model_name}, {} heads masked ({mode})", heads.len()) };
     outputs::save_niah(&args.out.join("niah.png"), log.records(), &title)?;
     outputs::print_niah_summary(&args.out, log.records(), pass, &heads, &plan_name)?;
     Ok(())
@@ -303,5 +318,8 @@ fn read_scores_for(path: &Path, shape: headscope_core::HeadShape) -> Result<head
 }
 
 fn model_name(dir: &Path) -> String {
-    dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| dir.display().to_string())
+    dir.canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string())
 }

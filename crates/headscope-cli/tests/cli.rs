@@ -159,7 +159,19 @@ fn niah_masks_heads_and_records_them() {
 
     for (mode, scope) in [("uniform", "decode"), ("zero", "all")] {
         let out = tmp.path().join(format!("masked-{mode}"));
-        let mut a = vec!["niah", "--model", &model, "--out", out.to_str().unwrap(), "--mask-heads", "0-0,0-1,0-2,0-3,1-1", "--mask-mode", mode, "--mask-scope", scope];
+        let mut a = vec![
+            "niah",
+            "--model",
+            &model,
+            "--out",
+            out.to_str().unwrap(),
+            "--mask-heads",
+            "0-0,0-1,0-2,0-3,1-1",
+            "--mask-mode",
+            mode,
+            "--mask-scope",
+            scope,
+        ];
         a.extend(SWEEP);
         let (stdout, _) = ok(&a);
         assert!(stdout.contains("5 heads masked") && stdout.contains("0-0,0-1,0-2,0-3,1-1"), "{stdout}");
@@ -192,7 +204,8 @@ fn niah_masks_heads_and_records_them() {
 
     let draw = |seed: &str, dir: &str| -> Vec<String> {
         let out = tmp.path().join(dir);
-        let mut r = vec!["niah", "--model", &model, "--out", out.to_str().unwrap(), "--mask-random", "3", "--seed", seed, "--scores", &scores];
+        let mut r =
+            vec!["niah", "--model", &model, "--out", out.to_str().unwrap(), "--mask-random", "3", "--seed", seed, "--scores", &scores];
         r.extend(SWEEP);
         ok(&r);
         TestLog::open(&out.join("tests.jsonl")).unwrap().records()[0].masked_heads.iter().map(|h| h.to_string()).collect()
@@ -235,7 +248,10 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
     run(&["--needles", &write("bad.jsonl", "{\"needle\": 1}\n")], "line 1");
     run(&["--needles", &write("empty.jsonl", "\n")], "no needles");
     run(&["--needles", &write("blank.jsonl", r#"{"needle": "", "question": "q?", "real_needle": "x"}"#)], "`needle` is empty");
-    run(&["--needles", &write("nf.jsonl", r#"{"needle": "The key is blue.", "question": "Key?", "real_needle": "red"}"#)], "not part of the needle");
+    run(
+        &["--needles", &write("nf.jsonl", r#"{"needle": "The key is blue.", "question": "Key?", "real_needle": "red"}"#)],
+        "not part of the needle",
+    );
     run(&["--haystack", &write("empty.txt", "   \n")], "haystack is empty");
     run(&["--lengths", "5:1:2"], "--lengths");
     run(&["--dtype", "f64"], "dtype `f64`");

@@ -7,11 +7,7 @@ use std::collections::HashMap;
 /// rouge_score keeps only `[a-z0-9]`; this keeps every Unicode alphanumeric character so that
 /// non-English answers are not scored as empty.
 pub fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
+    text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_owned).collect()
 }
 
 /// ROUGE-1 recall of `prediction` against `reference`: the share of the reference's words (with

@@ -37,7 +37,8 @@ impl Needle {
         }
         let hay = self.needle.to_ascii_lowercase();
         let answer = self.real_needle.trim();
-        let candidates = [answer.to_owned(), answer.to_ascii_lowercase(), answer.trim_end_matches(['.', '!', '?', ',', ';']).to_ascii_lowercase()];
+        let candidates =
+            [answer.to_owned(), answer.to_ascii_lowercase(), answer.trim_end_matches(['.', '!', '?', ',', ';']).to_ascii_lowercase()];
         for (i, c) in candidates.iter().enumerate() {
             let found = if i == 0 { self.needle.find(c.as_str()) } else { hay.find(c.as_str()) };
             if let Some(start) = found.filter(|_| !c.is_empty()) {
@@ -424,7 +425,11 @@ pub(crate) mod tests {
             let ctx_start = t.prompt_text.find("<book>").unwrap() + "<book>".len();
             let before = &t.prompt_text[ctx_start..t.prompt_text.find(&needle.needle).unwrap()];
             let before = before.trim_end();
-            assert!(before.is_empty() || before.ends_with(['.', '!', '?']), "depth {d}: needle not at a sentence start: ...{}", &before[before.len().saturating_sub(30)..]);
+            assert!(
+                before.is_empty() || before.ends_with(['.', '!', '?']),
+                "depth {d}: needle not at a sentence start: ...{}",
+                &before[before.len().saturating_sub(30)..]
+            );
             assert!(t.placed_depth_percent <= d + 1e-9, "snaps backwards only");
             assert!(d - t.placed_depth_percent < 12.0, "depth {d} placed at {}", t.placed_depth_percent);
             assert!(t.placed_depth_percent >= last);
@@ -437,7 +442,11 @@ pub(crate) mod tests {
     #[test]
     fn chat_format_adds_no_bos_of_its_own() {
         let tok = WordTokenizer;
-        let fmt = PromptFormat::Chat(ChatTemplate { source: "[INST] {{ messages[0]['content'] }} [/INST]".into(), bos_token: None, eos_token: None });
+        let fmt = PromptFormat::Chat(ChatTemplate {
+            source: "[INST] {{ messages[0]['content'] }} [/INST]".into(),
+            bos_token: None,
+            eos_token: None,
+        });
         let mut b = NiahBuilder::new(&tok, fmt, &haystack()).unwrap();
         let t = b.build(&san_francisco_needle(), 300, 50.0).unwrap();
         assert_eq!(t.prompt_ids.len(), 300);
@@ -479,7 +488,8 @@ pub(crate) mod tests {
         let e = parse_needles_jsonl(&format!("{ok}\n{{\"needle\": 3}}"), p).unwrap_err().to_string();
         assert!(e.contains("line 2"), "{e}");
         assert!(parse_needles_jsonl("\n\n", p).unwrap_err().to_string().contains("no needles"));
-        let e = parse_needles_jsonl(r#"{"needle": "The key is blue.", "question": "Q?", "real_needle": "red"}"#, p).unwrap_err().to_string();
+        let e =
+            parse_needles_jsonl(r#"{"needle": "The key is blue.", "question": "Q?", "real_needle": "red"}"#, p).unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("not part of the needle"), "{e}");
     }
 

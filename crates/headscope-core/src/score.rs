@@ -92,12 +92,7 @@ impl HeadHits {
 
     /// The heads that hit at least once, with their positions: the sparse form stored in `tests.jsonl`.
     pub fn to_sparse(&self) -> BTreeMap<HeadId, Vec<u32>> {
-        self.shape
-            .iter()
-            .zip(&self.positions)
-            .filter(|(_, p)| !p.is_empty())
-            .map(|(h, p)| (h, p.clone()))
-            .collect()
+        self.shape.iter().zip(&self.positions).filter(|(_, p)| !p.is_empty()).map(|(h, p)| (h, p.clone())).collect()
     }
 
     /// Rebuilds hits from their sparse form (as read back from `tests.jsonl`).
@@ -107,7 +102,9 @@ impl HeadHits {
         }
         let mut positions = vec![Vec::new(); shape.count()];
         for (h, p) in sparse {
-            let i = shape.index(*h).ok_or_else(|| CoreError::invalid(format!("head {h} is outside the {}x{} grid", shape.layers, shape.heads)))?;
+            let i = shape
+                .index(*h)
+                .ok_or_else(|| CoreError::invalid(format!("head {h} is outside the {}x{} grid", shape.layers, shape.heads)))?;
             let mut p = p.clone();
             p.sort_unstable();
             p.dedup();

@@ -158,11 +158,19 @@ impl ModelDir {
     /// Reads config, tokenizer and weight file list of `dir`, checking they fit together.
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(ModelError::Missing { dir: dir.to_owned(), what: "model directory".into(), hint: "give a Hugging Face model directory".into() });
+            return Err(ModelError::Missing {
+                dir: dir.to_owned(),
+                what: "model directory".into(),
+                hint: "give a Hugging Face model directory".into(),
+            });
         }
         let config = dir.join("config.json");
         if !config.exists() {
-            return Err(ModelError::Missing { dir: dir.to_owned(), what: "config.json".into(), hint: "is this a Hugging Face model directory?".into() });
+            return Err(ModelError::Missing {
+                dir: dir.to_owned(),
+                what: "config.json".into(),
+                hint: "is this a Hugging Face model directory?".into(),
+            });
         }
         let spec = ModelSpec::from_config_file(&config)?;
         let tokenizer = HfTokenizer::from_dir(dir)?;

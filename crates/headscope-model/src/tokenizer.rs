@@ -37,7 +37,11 @@ impl HfTokenizer {
         }
         let json = std::fs::read(&path).map_err(|e| ModelError::Io { path: path.clone(), source: e })?;
         let cfg_path = dir.join("tokenizer_config.json");
-        let cfg = if cfg_path.exists() { Some(std::fs::read(&cfg_path).map_err(|e| ModelError::Io { path: cfg_path.clone(), source: e })?) } else { None };
+        let cfg = if cfg_path.exists() {
+            Some(std::fs::read(&cfg_path).map_err(|e| ModelError::Io { path: cfg_path.clone(), source: e })?)
+        } else {
+            None
+        };
         Self::from_bytes(&json, cfg.as_deref()).map_err(|e| match e {
             ModelError::Tokenizer(m) => ModelError::config(&path, m),
             other => other,
@@ -126,7 +130,10 @@ pub fn train_byte_level_bpe(texts: &[String], vocab_size: usize, specials: &[&st
         .build();
     let post = match bos {
         Some(b) => {
-            let id = specials.iter().position(|s| *s == b).ok_or_else(|| ModelError::Invalid(format!("BOS {b} is not among the special tokens")))? as u32;
+            let id = specials
+                .iter()
+                .position(|s| *s == b)
+                .ok_or_else(|| ModelError::Invalid(format!("BOS {b} is not among the special tokens")))? as u32;
             Some(PostProcessorWrapper::Template(
                 TemplateProcessing::builder()
                     .try_single(format!("{b} $A"))

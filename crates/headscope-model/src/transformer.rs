@@ -277,7 +277,13 @@ impl Transformer {
     }
 
     #[allow(clippy::type_complexity)]
-    fn run_layers(&mut self, mut x: Tensor, decoding: bool, masks: &mut MaskCache, rows: &[HeadId]) -> Result<(Tensor, (Vec<Tensor>, Vec<usize>, Vec<AttentionRow>))> {
+    fn run_layers(
+        &mut self,
+        mut x: Tensor,
+        decoding: bool,
+        masks: &mut MaskCache,
+        rows: &[HeadId],
+    ) -> Result<(Tensor, (Vec<Tensor>, Vec<usize>, Vec<AttentionRow>))> {
         let eps = self.spec.rms_norm_eps;
         let mut argmax = Vec::new();
         let mut first_keys = Vec::new();

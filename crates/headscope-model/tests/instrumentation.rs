@@ -118,7 +118,9 @@ fn decode_scope_leaves_prefill_alone_and_all_scope_does_not() {
     let input = Tensor::new(prompt.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let clean = m.model.forward_sequence(&input).unwrap();
     let heads = vec![HeadId::new(0, 0), HeadId::new(0, 1), HeadId::new(1, 3)];
-    let diff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_keepdim(0).unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let diff = |a: &Tensor, b: &Tensor| {
+        (a - b).unwrap().abs().unwrap().max_keepdim(0).unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    };
 
     m.model.set_mask(Some(HeadMask { heads: heads.clone(), mode: MaskMode::Uniform, scope: MaskScope::Decode })).unwrap();
     assert_eq!(diff(&m.model.forward_sequence(&input).unwrap(), &clean), 0.0, "decode scope must not touch a prefill");

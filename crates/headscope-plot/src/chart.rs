@@ -110,25 +110,15 @@ fn font(px: f64) -> TextStyle<'static> {
 }
 
 /// Width and height of `text` in `style` as the backend will draw it.
-fn measure<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    text: &str,
-    style: &TextStyle,
-) -> Result<(i32, i32), PlotError> {
+fn measure<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, text: &str, style: &TextStyle) -> Result<(i32, i32), PlotError> {
     if text.is_empty() {
         return Ok((0, 0));
     }
-    let (w, h) = area
-        .estimate_text_size(text, style)
-        .map_err(PlotError::drawing)?;
+    let (w, h) = area.estimate_text_size(text, style).map_err(PlotError::drawing)?;
     Ok((w as i32, h as i32))
 }
 
-fn max_size<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    texts: &[String],
-    style: &TextStyle,
-) -> Result<(i32, i32), PlotError> {
+fn max_size<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, texts: &[String], style: &TextStyle) -> Result<(i32, i32), PlotError> {
     let mut m = (0, 0);
     for t in texts {
         let (w, h) = measure(area, t, style)?;
@@ -147,55 +137,27 @@ fn label_step(cell: f64, need: i32, count: usize) -> usize {
 }
 
 /// Checks that `grid` is drawable with one label per row and column.
-pub(crate) fn check_shape(
-    grid: &Grid,
-    row_labels: usize,
-    col_labels: usize,
-) -> Result<(), PlotError> {
+pub(crate) fn check_shape(grid: &Grid, row_labels: usize, col_labels: usize) -> Result<(), PlotError> {
     let (rows, cols) = (grid.rows, grid.cols);
     if rows == 0 || cols == 0 {
-        return Err(PlotError::shape(
-            rows,
-            cols,
-            "the grid is empty, there is nothing to draw",
-        ));
+        return Err(PlotError::shape(rows, cols, "the grid is empty, there is nothing to draw"));
     }
-    let cells = rows
-        .checked_mul(cols)
-        .ok_or_else(|| PlotError::shape(rows, cols, "too many cells"))?;
+    let cells = rows.checked_mul(cols).ok_or_else(|| PlotError::shape(rows, cols, "too many cells"))?;
     if grid.values.len() != cells {
-        return Err(PlotError::shape(
-            rows,
-            cols,
-            format!(
-                "values holds {} cells, expected rows x cols = {cells}",
-                grid.values.len()
-            ),
-        ));
+        return Err(PlotError::shape(rows, cols, format!("values holds {} cells, expected rows x cols = {cells}", grid.values.len())));
     }
     if row_labels != rows {
-        return Err(PlotError::shape(
-            rows,
-            cols,
-            format!("{row_labels} row labels given for {rows} rows"),
-        ));
+        return Err(PlotError::shape(rows, cols, format!("{row_labels} row labels given for {rows} rows")));
     }
     if col_labels != cols {
-        return Err(PlotError::shape(
-            rows,
-            cols,
-            format!("{col_labels} column labels given for {cols} columns"),
-        ));
+        return Err(PlotError::shape(rows, cols, format!("{col_labels} column labels given for {cols} columns")));
     }
     Ok(())
 }
 
 impl Layout {
     /// Places `spec` on `area` (checks the grid shape first).
-    pub fn compute<DB: DrawingBackend>(
-        area: &DrawingArea<DB, Shift>,
-        spec: &ChartSpec,
-    ) -> Result<Layout, PlotError> {
+    pub fn compute<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &ChartSpec) -> Result<Layout, PlotError> {
         check_shape(spec.grid, spec.row_labels.len(), spec.col_labels.len())?;
         ensure_font()?;
         let (rows, cols) = (spec.grid.rows, spec.grid.cols);
@@ -213,31 +175,16 @@ impl Layout {
         let x_name_h = measure(area, spec.x_name, &name)?.1;
         let y_name_h = measure(area, spec.y_name, &name)?.1;
         let swatch = spec.grid.has_missing();
-        let no_data_w = if swatch {
-            SWATCH + 4 + measure(area, NO_DATA, &tick)?.0
-        } else {
-            0
-        };
+        let no_data_w = if swatch { SWATCH + 4 + measure(area, NO_DATA, &tick)?.0 } else { 0 };
 
         let title_y = (!spec.title.is_empty()).then_some(PAD);
-        let top =
-            PAD + if spec.title.is_empty() {
-                0
-            } else {
-                title_h + 8
-            } + cap_h
-                + 8;
+        let top = PAD + if spec.title.is_empty() { 0 } else { title_h + 8 } + cap_h + 8;
         let left = PAD + y_name_h + 8 + row_w + 4 + TICK_LEN;
         let bottom = TICK_LEN + 3 + col_h + 8 + x_name_h.max(SWATCH) + PAD;
         let bar_right = BAR_W + TICK_LEN + 3 + leg_w;
         let right = BAR_GAP + bar_right.max(no_data_w).max(BAR_W / 2 + cap_w / 2) + PAD;
 
-        let plot = Rect {
-            x0: left,
-            y0: top,
-            x1: width - right,
-            y1: height - bottom,
-        };
+        let plot = Rect { x0: left, y0: top, x1: width - right, y1: height - bottom };
         if plot.width() < 1 || plot.height() < 1 {
             return Err(PlotError::Drawing(format!(
                 "the drawing area {width}x{height} is too small for a chart (needs about {}x{} pixels)",
@@ -247,20 +194,11 @@ impl Layout {
         }
         let cell_w = plot.width() as f64 / cols as f64;
         let cell_h = plot.height() as f64 / rows as f64;
-        let gap = if cell_w >= 10.0 && cell_h >= 10.0 {
-            1
-        } else {
-            0
-        };
+        let gap = if cell_w >= 10.0 && cell_h >= 10.0 { 1 } else { 0 };
         let col_step = label_step(cell_w, col_w + 8, cols);
         let row_step = label_step(cell_h, row_h + 2, rows);
 
-        let bar = Rect {
-            x0: plot.x1 + BAR_GAP,
-            y0: plot.y0,
-            x1: plot.x1 + BAR_GAP + BAR_W,
-            y1: plot.y1,
-        };
+        let bar = Rect { x0: plot.x1 + BAR_GAP, y0: plot.y0, x1: plot.x1 + BAR_GAP + BAR_W, y1: plot.y1 };
         // Label every tick the bar has room for; otherwise every 2nd, 3rd, ... tick from 0.
         let n = spec.legend.ticks.len();
         let mut legend_ticks: Vec<usize> = (0..n).collect();
@@ -318,21 +256,13 @@ impl Layout {
     /// The bar pixel row that shows `v`.
     fn bar_y(&self, legend: &Legend, v: f64) -> i32 {
         let span = legend.max - legend.min;
-        let t = if span > 0.0 {
-            ((v - legend.min) / span).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        let t = if span > 0.0 { ((v - legend.min) / span).clamp(0.0, 1.0) } else { 0.0 };
         self.bar.y1 - 1 - (t * (self.bar.height() - 1) as f64).round() as i32
     }
 }
 
 /// Draws `spec` onto `area` at the places `layout` gives.
-pub(crate) fn render<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    spec: &ChartSpec,
-    layout: &Layout,
-) -> Result<(), PlotError> {
+pub(crate) fn render<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &ChartSpec, layout: &Layout) -> Result<(), PlotError> {
     let d = PlotError::drawing;
     area.fill(&WHITE).map_err(d)?;
     let grid = spec.grid;
@@ -347,29 +277,16 @@ pub(crate) fn render<DB: DrawingBackend>(
                 continue;
             }
             let color = grid.finite(r, c).map_or(MISSING_COLOR, spec.color);
-            area.draw(&Rectangle::new(
-                [(rect.x0, rect.y0), (x1, y1)],
-                color.filled(),
-            ))
-            .map_err(d)?;
+            area.draw(&Rectangle::new([(rect.x0, rect.y0), (x1, y1)], color.filled())).map_err(d)?;
         }
     }
     let p = layout.plot;
-    area.draw(&Rectangle::new(
-        [(p.x0 - 1, p.y0 - 1), (p.x1, p.y1)],
-        FRAME.stroke_width(1),
-    ))
-    .map_err(d)?;
+    area.draw(&Rectangle::new([(p.x0 - 1, p.y0 - 1), (p.x1, p.y1)], FRAME.stroke_width(1))).map_err(d)?;
 
     // Title.
     if let Some(y) = layout.title_y {
         let style = font(TITLE_PX).pos(Pos::new(HPos::Center, VPos::Top));
-        area.draw(&Text::new(
-            spec.title.to_string(),
-            (layout.width / 2, y),
-            style,
-        ))
-        .map_err(d)?;
+        area.draw(&Text::new(spec.title.to_string(), (layout.width / 2, y), style)).map_err(d)?;
     }
 
     // Column ticks and labels.
@@ -377,53 +294,23 @@ pub(crate) fn render<DB: DrawingBackend>(
     let col_style = tick.pos(Pos::new(HPos::Center, VPos::Top));
     for c in (0..layout.cols).step_by(layout.col_step) {
         let (x, _) = layout.cell_center(0, c);
-        area.draw(&PathElement::new(
-            vec![(x, p.y1), (x, p.y1 + TICK_LEN)],
-            FRAME,
-        ))
-        .map_err(d)?;
-        area.draw(&Text::new(
-            spec.col_labels[c].clone(),
-            (x, layout.col_label_y),
-            col_style.clone(),
-        ))
-        .map_err(d)?;
+        area.draw(&PathElement::new(vec![(x, p.y1), (x, p.y1 + TICK_LEN)], FRAME)).map_err(d)?;
+        area.draw(&Text::new(spec.col_labels[c].clone(), (x, layout.col_label_y), col_style.clone())).map_err(d)?;
     }
     // Row ticks and labels.
     let row_style = tick.pos(Pos::new(HPos::Right, VPos::Center));
     for r in (0..layout.rows).step_by(layout.row_step) {
         let (_, y) = layout.cell_center(r, 0);
-        area.draw(&PathElement::new(
-            vec![(p.x0 - 1 - TICK_LEN, y), (p.x0 - 1, y)],
-            FRAME,
-        ))
-        .map_err(d)?;
-        area.draw(&Text::new(
-            spec.row_labels[r].clone(),
-            (layout.row_label_x, y),
-            row_style.clone(),
-        ))
-        .map_err(d)?;
+        area.draw(&PathElement::new(vec![(p.x0 - 1 - TICK_LEN, y), (p.x0 - 1, y)], FRAME)).map_err(d)?;
+        area.draw(&Text::new(spec.row_labels[r].clone(), (layout.row_label_x, y), row_style.clone())).map_err(d)?;
     }
 
     // Axis names.
     let name = font(NAME_PX);
     let x_name = name.pos(Pos::new(HPos::Center, VPos::Center));
-    area.draw(&Text::new(
-        spec.x_name.to_string(),
-        ((p.x0 + p.x1) / 2, layout.x_name_y),
-        x_name,
-    ))
-    .map_err(d)?;
-    let y_name = name
-        .transform(FontTransform::Rotate270)
-        .pos(Pos::new(HPos::Center, VPos::Center));
-    area.draw(&Text::new(
-        spec.y_name.to_string(),
-        (layout.y_name_x, (p.y0 + p.y1) / 2),
-        y_name,
-    ))
-    .map_err(d)?;
+    area.draw(&Text::new(spec.x_name.to_string(), ((p.x0 + p.x1) / 2, layout.x_name_y), x_name)).map_err(d)?;
+    let y_name = name.transform(FontTransform::Rotate270).pos(Pos::new(HPos::Center, VPos::Center));
+    area.draw(&Text::new(spec.y_name.to_string(), (layout.y_name_x, (p.y0 + p.y1) / 2), y_name)).map_err(d)?;
 
     // Colour bar: one line per pixel row, top = legend max.
     let legend = &spec.legend;
@@ -432,61 +319,26 @@ pub(crate) fn render<DB: DrawingBackend>(
     for y in b.y0..b.y1 {
         let t = (b.y1 - 1 - y) as f64 / bar_h;
         let v = legend.min + t * (legend.max - legend.min);
-        area.draw(&Rectangle::new(
-            [(b.x0, y), (b.x1, y + 1)],
-            (spec.color)(v).filled(),
-        ))
-        .map_err(d)?;
+        area.draw(&Rectangle::new([(b.x0, y), (b.x1, y + 1)], (spec.color)(v).filled())).map_err(d)?;
     }
-    area.draw(&Rectangle::new(
-        [(b.x0 - 1, b.y0 - 1), (b.x1, b.y1)],
-        FRAME.stroke_width(1),
-    ))
-    .map_err(d)?;
+    area.draw(&Rectangle::new([(b.x0 - 1, b.y0 - 1), (b.x1, b.y1)], FRAME.stroke_width(1))).map_err(d)?;
     let leg_style = tick.pos(Pos::new(HPos::Left, VPos::Center));
     for &i in &layout.legend_ticks {
         let (v, label) = &legend.ticks[i];
         let y = layout.bar_y(legend, *v);
-        area.draw(&PathElement::new(
-            vec![(b.x1, y), (b.x1 + TICK_LEN, y)],
-            FRAME,
-        ))
-        .map_err(d)?;
-        area.draw(&Text::new(
-            label.clone(),
-            (b.x1 + TICK_LEN + 3, y),
-            leg_style.clone(),
-        ))
-        .map_err(d)?;
+        area.draw(&PathElement::new(vec![(b.x1, y), (b.x1 + TICK_LEN, y)], FRAME)).map_err(d)?;
+        area.draw(&Text::new(label.clone(), (b.x1 + TICK_LEN + 3, y), leg_style.clone())).map_err(d)?;
     }
     let cap_style = tick.pos(Pos::new(HPos::Center, VPos::Bottom));
-    area.draw(&Text::new(
-        legend.caption.clone(),
-        ((b.x0 + b.x1) / 2, b.y0 - 6),
-        cap_style,
-    ))
-    .map_err(d)?;
+    area.draw(&Text::new(legend.caption.clone(), ((b.x0 + b.x1) / 2, b.y0 - 6), cap_style)).map_err(d)?;
 
     // "No data" swatch, level with the x-axis name.
     if layout.swatch {
         let (x, y) = (b.x0, layout.x_name_y - SWATCH / 2);
-        area.draw(&Rectangle::new(
-            [(x, y), (x + SWATCH, y + SWATCH)],
-            MISSING_COLOR.filled(),
-        ))
-        .map_err(d)?;
-        area.draw(&Rectangle::new(
-            [(x, y), (x + SWATCH - 1, y + SWATCH - 1)],
-            FRAME.stroke_width(1),
-        ))
-        .map_err(d)?;
+        area.draw(&Rectangle::new([(x, y), (x + SWATCH, y + SWATCH)], MISSING_COLOR.filled())).map_err(d)?;
+        area.draw(&Rectangle::new([(x, y), (x + SWATCH - 1, y + SWATCH - 1)], FRAME.stroke_width(1))).map_err(d)?;
         let style = tick.pos(Pos::new(HPos::Left, VPos::Center));
-        area.draw(&Text::new(
-            NO_DATA,
-            (x + SWATCH + 4, layout.x_name_y),
-            style,
-        ))
-        .map_err(d)?;
+        area.draw(&Text::new(NO_DATA, (x + SWATCH + 4, layout.x_name_y), style)).map_err(d)?;
     }
     Ok(())
 }

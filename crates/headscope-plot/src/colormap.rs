@@ -28,11 +28,7 @@ const VIRIDIS: [RGBColor; 11] = [
 ];
 
 /// NIAH recall stops: red at 0, yellow at 0.5, green at 1.
-const PASS: [RGBColor; 3] = [
-    RGBColor(0xF0, 0x49, 0x6E),
-    RGBColor(0xEB, 0xB8, 0x39),
-    RGBColor(0x0C, 0xD7, 0x9F),
-];
+const PASS: [RGBColor; 3] = [RGBColor(0xF0, 0x49, 0x6E), RGBColor(0xEB, 0xB8, 0x39), RGBColor(0x0C, 0xD7, 0x9F)];
 
 /// Viridis colour of score `v` on a 0..`max` scale: `v/max` clamped to 0..1, NaN and negatives
 /// give the 0 colour `#440154`, `v >= max` the top colour `#FDE725`; a `max` that is not a positive
@@ -62,10 +58,6 @@ fn ramp(stops: &[RGBColor], t: f64) -> RGBColor {
     let i = (x.floor() as usize).min(last.saturating_sub(1));
     let f = x - i as f64;
     let (a, b) = (stops[i], stops[(i + 1).min(last)]);
-    let mix = |p: u8, q: u8| {
-        (p as f64 + (q as f64 - p as f64) * f)
-            .round()
-            .clamp(0.0, 255.0) as u8
-    };
+    let mix = |p: u8, q: u8| (p as f64 + (q as f64 - p as f64) * f).round().clamp(0.0, 255.0) as u8;
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }

@@ -40,11 +40,7 @@ pub enum PlotError {
 impl PlotError {
     /// A `Shape` error for `rows` x `cols` with `reason`.
     pub(crate) fn shape(rows: usize, cols: usize, reason: impl Into<String>) -> Self {
-        PlotError::Shape {
-            rows,
-            cols,
-            reason: reason.into(),
-        }
+        PlotError::Shape { rows, cols, reason: reason.into() }
     }
 
     /// Wraps any plotters drawing-area error.

@@ -20,9 +20,8 @@ pub(crate) fn ensure_font() -> Result<(), PlotError> {
     REGISTERED
         .get_or_init(|| {
             for family in [FONT_FAMILY, "sans-serif"] {
-                register_font(family, FontStyle::Normal, FONT_TTF).map_err(|_| {
-                    format!("the embedded font is not a valid TrueType file ({family})")
-                })?;
+                register_font(family, FontStyle::Normal, FONT_TTF)
+                    .map_err(|_| format!("the embedded font is not a valid TrueType file ({family})"))?;
             }
             Ok(())
         })

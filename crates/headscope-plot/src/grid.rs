@@ -14,11 +14,7 @@ pub struct Grid {
 impl Grid {
     /// A `rows` x `cols` grid with every cell empty (None).
     pub fn new(rows: usize, cols: usize) -> Self {
-        Grid {
-            rows,
-            cols,
-            values: vec![None; rows.saturating_mul(cols)],
-        }
+        Grid { rows, cols, values: vec![None; rows.saturating_mul(cols)] }
     }
 
     /// The value at row `r`, column `c`; None when the cell is empty or outside the grid.
@@ -34,18 +30,10 @@ impl Grid {
     /// # Panics
     /// When `r` or `c` lies outside the grid, or `values` is shorter than `rows * cols`.
     pub fn set(&mut self, r: usize, c: usize, v: f64) {
-        assert!(
-            r < self.rows && c < self.cols,
-            "Grid::set({r}, {c}) is outside the {}x{} grid",
-            self.rows,
-            self.cols
-        );
+        assert!(r < self.rows && c < self.cols, "Grid::set({r}, {c}) is outside the {}x{} grid", self.rows, self.cols);
         let i = r * self.cols + c;
         let len = self.values.len();
-        let cell = self
-            .values
-            .get_mut(i)
-            .unwrap_or_else(|| panic!("Grid::set({r}, {c}): values holds only {len} cells"));
+        let cell = self.values.get_mut(i).unwrap_or_else(|| panic!("Grid::set({r}, {c}): values holds only {len} cells"));
         *cell = Some(v);
     }
 
@@ -56,12 +44,7 @@ impl Grid {
 
     /// The largest finite value, if any cell holds one.
     pub(crate) fn finite_max(&self) -> Option<f64> {
-        self.values
-            .iter()
-            .flatten()
-            .copied()
-            .filter(|v| v.is_finite())
-            .reduce(f64::max)
+        self.values.iter().flatten().copied().filter(|v| v.is_finite()).reduce(f64::max)
     }
 
     /// Whether some cell is empty, NaN or infinite (so the legend shows the "no data" swatch).

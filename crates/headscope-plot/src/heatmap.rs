@@ -13,13 +13,8 @@ const MIN_SCALE: f64 = 0.1;
 /// Pixel size `(width, height)` of a saved head heatmap: 240 + 14 px per head wide and
 /// 140 + 10 px per layer high, at least 640x480 and at most 4000x4000.
 pub fn head_heatmap_size(scores: &Grid) -> (u32, u32) {
-    let grow = |base: usize, per: usize, n: usize, min: usize| {
-        base.saturating_add(per.saturating_mul(n)).clamp(min, 4000) as u32
-    };
-    (
-        grow(240, 14, scores.cols, 640),
-        grow(140, 10, scores.rows, 480),
-    )
+    let grow = |base: usize, per: usize, n: usize, min: usize| base.saturating_add(per.saturating_mul(n)).clamp(min, 4000) as u32;
+    (grow(240, 14, scores.cols, 640), grow(140, 10, scores.rows, 480))
 }
 
 /// Top of the colour scale: the largest finite score, at least [`MIN_SCALE`].
@@ -38,12 +33,7 @@ fn with_spec<T>(scores: &Grid, title: &str, f: impl FnOnce(&ChartSpec) -> T) -> 
         y_name: "layer",
         col_labels: (0..scores.cols).map(|c| c.to_string()).collect(),
         row_labels: (0..scores.rows).map(|r| r.to_string()).collect(),
-        legend: Legend {
-            min: 0.0,
-            max,
-            ticks: nice_ticks(max),
-            caption: "score".to_string(),
-        },
+        legend: Legend { min: 0.0, max, ticks: nice_ticks(max), caption: "score".to_string() },
         color: &color,
     };
     f(&spec)
@@ -51,11 +41,7 @@ fn with_spec<T>(scores: &Grid, title: &str, f: impl FnOnce(&ChartSpec) -> T) -> 
 
 #[cfg_attr(not(test), allow(dead_code))]
 /// Where a head heatmap of `scores` goes on `area` (the same layout [`draw_head_heatmap`] uses).
-pub(crate) fn heatmap_layout<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    scores: &Grid,
-    title: &str,
-) -> Result<Layout, PlotError> {
+pub(crate) fn heatmap_layout<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scores: &Grid, title: &str) -> Result<Layout, PlotError> {
     with_spec(scores, title, |spec| Layout::compute(area, spec))
 }
 
@@ -63,11 +49,7 @@ pub(crate) fn heatmap_layout<DB: DrawingBackend>(
 /// x axis = head, colour = viridis score from 0 to the grid max (at least 0.1 so an all-zero model
 /// does not stretch noise), a colour bar legend with ticks, the caller's title, axis labels "head"
 /// and "layer"; missing/NaN cells are grey.
-pub fn draw_head_heatmap<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    scores: &Grid,
-    title: &str,
-) -> Result<(), PlotError> {
+pub fn draw_head_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scores: &Grid, title: &str) -> Result<(), PlotError> {
     with_spec(scores, title, |spec| {
         let layout = Layout::compute(area, spec)?;
         render(area, spec, &layout)

@@ -35,12 +35,7 @@ fn with_spec<T>(
         y_name: "needle depth",
         col_labels: lengths.iter().map(|l| l.to_string()).collect(),
         row_labels: depths.iter().map(|&d| depth_label(d)).collect(),
-        legend: Legend {
-            min: 0.0,
-            max: 1.0,
-            ticks: nice_ticks(1.0),
-            caption: "recall".to_string(),
-        },
+        legend: Legend { min: 0.0, max: 1.0, ticks: nice_ticks(1.0), caption: "recall".to_string() },
         color: &color,
     };
     f(&spec)
@@ -55,9 +50,7 @@ pub(crate) fn niah_layout<DB: DrawingBackend>(
     depths: &[f64],
     title: &str,
 ) -> Result<Layout, PlotError> {
-    with_spec(grid, lengths, depths, title, |spec| {
-        Layout::compute(area, spec)
-    })
+    with_spec(grid, lengths, depths, title, |spec| Layout::compute(area, spec))
 }
 
 /// NIAH pass grid like Greg Kamradt's needle-in-a-haystack plots: x = context length in tokens

@@ -26,17 +26,11 @@ enum Format {
 
 /// The format `path`'s extension names (case-insensitive), or an error naming the extension.
 fn format_of(path: &Path) -> Result<Format, PlotError> {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
     match ext.to_ascii_lowercase().as_str() {
         "png" => Ok(Format::Png),
         "svg" => Ok(Format::Svg),
-        _ => Err(PlotError::UnknownFormat {
-            path: path.to_path_buf(),
-            ext,
-        }),
+        _ => Err(PlotError::UnknownFormat { path: path.to_path_buf(), ext }),
     }
 }
 
@@ -47,10 +41,7 @@ fn save_with(
     draw_png: impl FnOnce(&DrawingArea<PngBackend, Shift>) -> Result<(), PlotError>,
     draw_svg: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), PlotError>,
 ) -> Result<(), PlotError> {
-    let io = |source| PlotError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| PlotError::Io { path: path.to_path_buf(), source };
     match format_of(path)? {
         Format::Svg => {
             let mut svg = String::new();
@@ -73,10 +64,7 @@ fn save_png(
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<PngBackend, Shift>) -> Result<(), PlotError>,
 ) -> Result<(), PlotError> {
-    std::fs::File::create(path).map_err(|source| PlotError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    std::fs::File::create(path).map_err(|source| PlotError::Io { path: path.to_path_buf(), source })?;
     let result = {
         let area = EmbeddedText::new(BitMapBackend::new(path, size)).into_drawing_area();
         draw(&area).and_then(|()| area.present().map_err(PlotError::drawing))
@@ -95,10 +83,7 @@ fn save_png(
     _size: (u32, u32),
     _draw: impl FnOnce(&DrawingArea<PngBackend, Shift>) -> Result<(), PlotError>,
 ) -> Result<(), PlotError> {
-    Err(PlotError::Drawing(format!(
-        "cannot write {}: PNG encoding is not available on wasm32",
-        path.display()
-    )))
+    Err(PlotError::Drawing(format!("cannot write {}: PNG encoding is not available on wasm32", path.display())))
 }
 
 /// Saves [`draw_head_heatmap`] to `path`, PNG or SVG by extension, sized by [`head_heatmap_size`]
@@ -106,28 +91,12 @@ fn save_png(
 pub fn save_head_heatmap(path: &Path, scores: &Grid, title: &str) -> Result<(), PlotError> {
     crate::chart::check_shape(scores, scores.rows, scores.cols)?;
     format_of(path)?;
-    save_with(
-        path,
-        head_heatmap_size(scores),
-        |a| draw_head_heatmap(a, scores, title),
-        |a| draw_head_heatmap(a, scores, title),
-    )
+    save_with(path, head_heatmap_size(scores), |a| draw_head_heatmap(a, scores, title), |a| draw_head_heatmap(a, scores, title))
 }
 
 /// Saves [`draw_niah_grid`] to `path`, PNG or SVG by extension, [`NIAH_SIZE`] (900x500).
-pub fn save_niah_grid(
-    path: &Path,
-    grid: &Grid,
-    lengths: &[usize],
-    depths: &[f64],
-    title: &str,
-) -> Result<(), PlotError> {
+pub fn save_niah_grid(path: &Path, grid: &Grid, lengths: &[usize], depths: &[f64], title: &str) -> Result<(), PlotError> {
     crate::chart::check_shape(grid, depths.len(), lengths.len())?;
     format_of(path)?;
-    save_with(
-        path,
-        NIAH_SIZE,
-        |a| draw_niah_grid(a, grid, lengths, depths, title),
-        |a| draw_niah_grid(a, grid, lengths, depths, title),
-    )
+    save_with(path, NIAH_SIZE, |a| draw_niah_grid(a, grid, lengths, depths, title), |a| draw_niah_grid(a, grid, lengths, depths, title))
 }

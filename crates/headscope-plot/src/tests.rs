@@ -18,11 +18,7 @@ fn hex(c: RGBColor) -> String {
 
 /// Width and height from a PNG's IHDR chunk, after checking the signature.
 fn png_size(bytes: &[u8]) -> (u32, u32) {
-    assert!(
-        bytes.len() > 24,
-        "PNG of {} bytes is too short",
-        bytes.len()
-    );
+    assert!(bytes.len() > 24, "PNG of {} bytes is too short", bytes.len());
     assert_eq!(bytes[..8], PNG_SIGNATURE, "not a PNG signature");
     assert_eq!(&bytes[12..16], b"IHDR", "first chunk is not IHDR");
     let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
@@ -51,15 +47,7 @@ fn sample_niah() -> (Grid, Vec<usize>, Vec<f64>) {
             if c == lengths.len() - 1 && r % 3 == 0 {
                 continue; // a missing cell
             }
-            g.set(
-                r,
-                c,
-                if c < 4 {
-                    1.0
-                } else {
-                    1.0 - ((r + c) % 5) as f64 / 4.0
-                },
-            );
+            g.set(r, c, if c < 4 { 1.0 } else { 1.0 - ((r + c) % 5) as f64 / 4.0 });
         }
     }
     (g, lengths, depths)
@@ -119,13 +107,7 @@ fn pass_color_clamps_nan_negative_and_over_one() {
 
 #[test]
 fn missing_colour_differs_from_every_map_colour_at_the_ends() {
-    for c in [
-        score_color(0.0, 1.0),
-        score_color(1.0, 1.0),
-        pass_color(0.0),
-        pass_color(0.5),
-        pass_color(1.0),
-    ] {
+    for c in [score_color(0.0, 1.0), score_color(1.0, 1.0), pass_color(0.0), pass_color(0.5), pass_color(1.0)] {
         assert_ne!(c, MISSING_COLOR);
     }
 }
@@ -157,17 +139,9 @@ fn scale_max_is_grid_max_but_at_least_a_tenth_and_ignores_nan() {
 
 #[test]
 fn nice_ticks_cover_zero_to_max() {
-    let labels = |m: f64| {
-        nice_ticks(m)
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect::<Vec<_>>()
-    };
+    let labels = |m: f64| nice_ticks(m).into_iter().map(|(_, s)| s).collect::<Vec<_>>();
     assert_eq!(labels(1.0), ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
-    assert_eq!(
-        labels(0.1),
-        ["0.00", "0.02", "0.04", "0.06", "0.08", "0.10"]
-    );
+    assert_eq!(labels(0.1), ["0.00", "0.02", "0.04", "0.06", "0.08", "0.10"]);
     assert_eq!(labels(0.87), ["0.0", "0.2", "0.4", "0.6", "0.8"]);
     assert_eq!(labels(1.2), ["0.00", "0.25", "0.50", "0.75", "1.00"]);
     assert_eq!(labels(f64::NAN), ["0"]);
@@ -189,8 +163,7 @@ fn render_heatmap(grid: &Grid, (w, h): (u32, u32)) -> (Vec<u8>, Layout) {
     let mut buf = vec![0u8; (w * h * 3) as usize];
     let layout;
     {
-        let area =
-            EmbeddedText::new(BitMapBackend::with_buffer(&mut buf, (w, h))).into_drawing_area();
+        let area = EmbeddedText::new(BitMapBackend::with_buffer(&mut buf, (w, h))).into_drawing_area();
         layout = heatmap_layout(&area, grid, "pixel test").unwrap();
         draw_head_heatmap(&area, grid, "pixel test").unwrap();
         area.present().unwrap();
@@ -212,16 +185,8 @@ fn heatmap_max_cell_pixel_differs_from_zero_cell_pixel() {
     let hot = pixel(&buf, size.0, layout.cell_center(1, 2));
     let cold = pixel(&buf, size.0, layout.cell_center(0, 0));
     assert_ne!(hot, cold);
-    assert_eq!(
-        hot,
-        score_color(1.0, 1.0),
-        "max cell should be the top of the scale"
-    );
-    assert_eq!(
-        cold,
-        score_color(0.0, 1.0),
-        "zero cell should be the bottom of the scale"
-    );
+    assert_eq!(hot, score_color(1.0, 1.0), "max cell should be the top of the scale");
+    assert_eq!(cold, score_color(0.0, 1.0), "zero cell should be the bottom of the scale");
     // Layer 0 is the top row: its cells lie above layer 1's.
     assert!(layout.cell_rect(0, 0).y1 <= layout.cell_rect(1, 0).y0);
 }
@@ -240,11 +205,7 @@ fn heatmap_cells_tile_the_plot_and_large_grids_thin_their_labels() {
     for c in 0..39 {
         assert_eq!(l.cell_rect(0, c).x1, l.cell_rect(0, c + 1).x0);
     }
-    assert!(
-        l.row_step > 1,
-        "40 layers in {}px should not label every row",
-        l.plot.height()
-    );
+    assert!(l.row_step > 1, "40 layers in {}px should not label every row", l.plot.height());
     assert!(l.bar.x0 > l.plot.x1 && l.bar.x1 < size.0 as i32);
     // A 2x4 grid labels every layer and head.
     let small = heatmap_layout(&area, &Grid::new(2, 4), "t").unwrap();
@@ -278,19 +239,13 @@ fn embedded_text_draws_ink_inside_its_estimated_box() {
     let mut buf = vec![255u8; (w * h * 3) as usize];
     let (tw, th);
     {
-        let area =
-            EmbeddedText::new(BitMapBackend::with_buffer(&mut buf, (w, h))).into_drawing_area();
-        let style =
-            TextStyle::from((FONT_FAMILY, 20.0).into_font()).pos(Pos::new(HPos::Left, VPos::Top));
+        let area = EmbeddedText::new(BitMapBackend::with_buffer(&mut buf, (w, h))).into_drawing_area();
+        let style = TextStyle::from((FONT_FAMILY, 20.0).into_font()).pos(Pos::new(HPos::Left, VPos::Top));
         (tw, th) = area.estimate_text_size("score 0.10", &style).unwrap();
-        area.draw(&Text::new("score 0.10", (20, 10), style))
-            .unwrap();
+        area.draw(&Text::new("score 0.10", (20, 10), style)).unwrap();
         area.present().unwrap();
     }
-    assert!(
-        tw > 60 && tw < 140 && th > 10 && th < 30,
-        "estimate {tw}x{th}"
-    );
+    assert!(tw > 60 && tw < 140 && th > 10 && th < 30, "estimate {tw}x{th}");
     let mut ink = Vec::new();
     for y in 0..h as i32 {
         for x in 0..w as i32 {
@@ -300,24 +255,10 @@ fn embedded_text_draws_ink_inside_its_estimated_box() {
         }
     }
     assert!(ink.len() > 50, "hardly any text pixels: {}", ink.len());
-    let (min_x, max_x) = (
-        ink.iter().map(|p| p.0).min().unwrap(),
-        ink.iter().map(|p| p.0).max().unwrap(),
-    );
-    let (min_y, max_y) = (
-        ink.iter().map(|p| p.1).min().unwrap(),
-        ink.iter().map(|p| p.1).max().unwrap(),
-    );
-    assert!(
-        min_x >= 19 && max_x <= 20 + tw as i32 + 1,
-        "ink x {min_x}..{max_x} outside 20..{}",
-        20 + tw
-    );
-    assert!(
-        min_y >= 9 && max_y <= 10 + th as i32 + 1,
-        "ink y {min_y}..{max_y} outside 10..{}",
-        10 + th
-    );
+    let (min_x, max_x) = (ink.iter().map(|p| p.0).min().unwrap(), ink.iter().map(|p| p.0).max().unwrap());
+    let (min_y, max_y) = (ink.iter().map(|p| p.1).min().unwrap(), ink.iter().map(|p| p.1).max().unwrap());
+    assert!(min_x >= 19 && max_x <= 20 + tw as i32 + 1, "ink x {min_x}..{max_x} outside 20..{}", 20 + tw);
+    assert!(min_y >= 9 && max_y <= 10 + th as i32 + 1, "ink y {min_y}..{max_y} outside 10..{}", 10 + th);
 }
 
 // ---- files -------------------------------------------------------------------------------------
@@ -329,21 +270,10 @@ fn check_png(path: &Path, expected: (u32, u32)) {
 
 fn check_svg(path: &Path, title: &str, expected: (u32, u32)) {
     let text = std::fs::read_to_string(path).unwrap();
-    assert!(
-        text.trim_start().starts_with("<svg"),
-        "not an SVG: {}",
-        &text[..text.len().min(80)]
-    );
+    assert!(text.trim_start().starts_with("<svg"), "not an SVG: {}", &text[..text.len().min(80)]);
     assert!(text.contains(title), "SVG lacks the title {title:?}");
-    assert!(
-        text.contains(&format!("width=\"{}\"", expected.0)),
-        "SVG width is not {}",
-        expected.0
-    );
-    assert!(
-        text.contains(FONT_FAMILY),
-        "SVG text does not name the embedded font family"
-    );
+    assert!(text.contains(&format!("width=\"{}\"", expected.0)), "SVG width is not {}", expected.0);
+    assert!(text.contains(FONT_FAMILY), "SVG text does not name the embedded font family");
 }
 
 #[test]
@@ -374,10 +304,7 @@ fn save_niah_grid_png_and_svg() {
     check_png(&png, (900, 500));
     check_svg(&svg, "NIAH sweep", (900, 500));
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(
-        text.contains("128000") && text.contains("100%"),
-        "SVG lacks the axis labels"
-    );
+    assert!(text.contains("128000") && text.contains("100%"), "SVG lacks the axis labels");
 }
 
 #[test]
@@ -393,14 +320,7 @@ fn all_zero_and_all_nan_grids_still_draw() {
     }
     save_head_heatmap(&dir.path().join("zeros.png"), &zeros, "zeros").unwrap();
     save_head_heatmap(&dir.path().join("nans.png"), &nans, "nans").unwrap();
-    save_niah_grid(
-        &dir.path().join("nans-niah.png"),
-        &nans,
-        &[1, 2, 3],
-        &[0.0, 50.0, 100.0],
-        "",
-    )
-    .unwrap();
+    save_niah_grid(&dir.path().join("nans-niah.png"), &nans, &[1, 2, 3], &[0.0, 50.0, 100.0], "").unwrap();
     check_png(&dir.path().join("nans.png"), (640, 480));
 }
 
@@ -417,37 +337,17 @@ fn empty_grid_is_a_shape_error() {
         assert!(!path.exists(), "no file is left behind for a rejected grid");
         let mut buf = vec![0u8; 640 * 480 * 3];
         let area = BitMapBackend::with_buffer(&mut buf, (640, 480)).into_drawing_area();
-        assert!(matches!(
-            draw_head_heatmap(&area, &g, "x"),
-            Err(PlotError::Shape { .. })
-        ));
-        assert!(matches!(
-            draw_niah_grid(&area, &g, &[], &[], "x"),
-            Err(PlotError::Shape { .. })
-        ));
+        assert!(matches!(draw_head_heatmap(&area, &g, "x"), Err(PlotError::Shape { .. })));
+        assert!(matches!(draw_niah_grid(&area, &g, &[], &[], "x"), Err(PlotError::Shape { .. })));
     }
 }
 
 #[test]
 fn values_of_the_wrong_length_are_a_shape_error() {
-    let g = Grid {
-        rows: 2,
-        cols: 2,
-        values: vec![Some(1.0); 3],
-    };
+    let g = Grid { rows: 2, cols: 2, values: vec![Some(1.0); 3] };
     let dir = tempfile::tempdir().unwrap();
     let err = save_head_heatmap(&dir.path().join("bad.svg"), &g, "bad").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PlotError::Shape {
-                rows: 2,
-                cols: 2,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, PlotError::Shape { rows: 2, cols: 2, .. }), "{err:?}");
     assert!(err.to_string().contains("3 cells"), "{err}");
 }
 
@@ -458,22 +358,12 @@ fn mismatched_niah_labels_are_a_shape_error() {
     let path = dir.path().join("niah.png");
     let err = save_niah_grid(&path, &g, &lengths[1..], &depths, "t").unwrap_err();
     assert!(matches!(err, PlotError::Shape { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains("7 column labels given for 8 columns"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("7 column labels given for 8 columns"), "{err}");
     let err = save_niah_grid(&path, &g, &lengths, &depths[..3], "t").unwrap_err();
-    assert!(
-        err.to_string().contains("3 row labels given for 11 rows"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("3 row labels given for 11 rows"), "{err}");
     let mut buf = vec![0u8; 900 * 500 * 3];
     let area = BitMapBackend::with_buffer(&mut buf, NIAH_SIZE).into_drawing_area();
-    assert!(matches!(
-        draw_niah_grid(&area, &g, &lengths, &[], "t"),
-        Err(PlotError::Shape { .. })
-    ));
+    assert!(matches!(draw_niah_grid(&area, &g, &lengths, &[], "t"), Err(PlotError::Shape { .. })));
 }
 
 #[test]
@@ -488,10 +378,7 @@ fn unknown_extension_is_an_error_naming_it() {
     assert!(err.to_string().contains("\"bmp\""), "{err}");
     let (n, l, d) = sample_niah();
     let err = save_niah_grid(&dir.path().join("niah"), &n, &l, &d, "t").unwrap_err();
-    assert!(
-        matches!(err, PlotError::UnknownFormat { ref ext, .. } if ext.is_empty()),
-        "{err:?}"
-    );
+    assert!(matches!(err, PlotError::UnknownFormat { ref ext, .. } if ext.is_empty()), "{err:?}");
     assert!(!dir.path().join("heads.bmp").exists());
 }
 
@@ -512,8 +399,5 @@ fn too_small_area_is_an_error_not_a_panic() {
     let mut buf = vec![0u8; 40 * 30 * 3];
     let area = BitMapBackend::with_buffer(&mut buf, (40, 30)).into_drawing_area();
     let err = draw_head_heatmap(&area, &sample_scores(2, 4), "tiny").unwrap_err();
-    assert!(
-        matches!(err, PlotError::Drawing(ref m) if m.contains("too small")),
-        "{err:?}"
-    );
+    assert!(matches!(err, PlotError::Drawing(ref m) if m.contains("too small")), "{err:?}");
 }

@@ -10,9 +10,7 @@ use crate::font::FONT_TTF;
 use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
 use plotters::prelude::DrawingBackend;
 use plotters_backend::text_anchor::{HPos, VPos};
-use plotters_backend::{
-    BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind,
-};
+use plotters_backend::{BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind};
 use std::sync::OnceLock;
 
 /// Pixels per em for a plotters text size (plotters' SVG backend uses the same ratio).
@@ -23,8 +21,7 @@ const X_HEIGHT_EM: f32 = 0.547;
 /// The embedded font, parsed once (None if it cannot be parsed, which the tests rule out).
 fn font() -> Option<&'static FontRef<'static>> {
     static FONT: OnceLock<Option<FontRef<'static>>> = OnceLock::new();
-    FONT.get_or_init(|| FontRef::try_from_slice(FONT_TTF).ok())
-        .as_ref()
+    FONT.get_or_init(|| FontRef::try_from_slice(FONT_TTF).ok()).as_ref()
 }
 
 /// The error text drawing reports when the embedded font is unusable.
@@ -90,11 +87,7 @@ impl<DB: DrawingBackend> DrawingBackend for EmbeddedText<DB> {
         self.inner.present()
     }
 
-    fn draw_pixel(
-        &mut self,
-        point: BackendCoord,
-        color: BackendColor,
-    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+    fn draw_pixel(&mut self, point: BackendCoord, color: BackendColor) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         self.inner.draw_pixel(point, color)
     }
 
@@ -143,12 +136,7 @@ impl<DB: DrawingBackend> DrawingBackend for EmbeddedText<DB> {
         self.inner.fill_polygon(vert, style)
     }
 
-    fn blit_bitmap(
-        &mut self,
-        pos: BackendCoord,
-        size: (u32, u32),
-        src: &[u8],
-    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+    fn blit_bitmap(&mut self, pos: BackendCoord, size: (u32, u32), src: &[u8]) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         self.inner.blit_bitmap(pos, size, src)
     }
 
@@ -218,13 +206,7 @@ impl<DB: DrawingBackend> DrawingBackend for EmbeddedText<DB> {
                 let (x, y) = (pos.0 + dx, pos.1 + dy);
                 if x >= 0 && y >= 0 && x < w as i32 && y < h as i32 {
                     let alpha = color.alpha * f64::from(coverage.min(1.0));
-                    result = self.inner.draw_pixel(
-                        (x, y),
-                        BackendColor {
-                            alpha,
-                            rgb: color.rgb,
-                        },
-                    );
+                    result = self.inner.draw_pixel((x, y), BackendColor { alpha, rgb: color.rgb });
                 }
             });
             result?;

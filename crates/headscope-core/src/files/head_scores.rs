@@ -23,7 +23,11 @@ pub fn parse_head_scores(text: &str, origin: &Path) -> Result<HeadScores> {
         let list = v.as_array().ok_or_else(|| CoreError::malformed(origin, format!("head {key}: expected a list of scores")))?;
         let scores = list
             .iter()
-            .map(|x| x.as_f64().filter(|f| f.is_finite()).ok_or_else(|| CoreError::malformed(origin, format!("head {key}: `{x}` is not a number"))))
+            .map(|x| {
+                x.as_f64()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| CoreError::malformed(origin, format!("head {key}: `{x}` is not a number")))
+            })
             .collect::<Result<Vec<f64>>>()?;
         entries.push((head, scores));
     }

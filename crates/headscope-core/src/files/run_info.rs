@@ -121,7 +121,16 @@ mod tests {
         RunInfo {
             headscope_version: "0".into(),
             command: "detect".into(),
-            model: ModelInfo { dir: "m".into(), hash: "h".into(), model_type: "llama".into(), layers: 2, heads: 4, kv_heads: 2, dtype: "f32".into(), device: "cpu".into() },
+            model: ModelInfo {
+                dir: "m".into(),
+                hash: "h".into(),
+                model_type: "llama".into(),
+                layers: 2,
+                heads: 4,
+                kv_heads: 2,
+                dtype: "f32".into(),
+                device: "cpu".into(),
+            },
             tokenizer_hash: "t".into(),
             prompt_format: "plain".into(),
             needles_hash: "n".into(),
