@@ -3,6 +3,7 @@
 
 mod outputs;
 mod sweep;
+mod train;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -29,6 +30,33 @@ enum Command {
     Niah(NiahArgs),
     /// Write a tiny random model in the Hugging Face layout (for trying HeadScope out and for tests).
     TinyModel(TinyArgs),
+    /// Train a model from a recipe (the lab model: public/models/lab/recipe.toml); resumes from --out.
+    Train(TrainArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Recipe file.
+    #[arg(long, default_value = "public/models/lab/recipe.toml")]
+    recipe: PathBuf,
+    /// Folder with the corpus files the recipe names (make it with scripts/prepare-corpus.sh).
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Output: the model directory, checkpoint/ and loss.csv. Rerunning resumes.
+    #[arg(long)]
+    out: PathBuf,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Stop with a checkpoint after this many minutes (rerun to resume).
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// Stop at this step (checkpoint and export), keeping the recipe's schedule; rerun to continue.
+    #[arg(long)]
+    stop_at: Option<usize>,
+    /// Threads that build batches (default: all cores but one).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 /// Flags shared by every command that runs a sweep.
@@ -159,6 +187,7 @@ fn main() {
         Command::Detect(a) => sweep::detect(&a.sweep, a.gate, a.threshold),
         Command::Niah(a) => niah(a),
         Command::TinyModel(a) => tiny_model(a),
+        Command::Train(a) => train(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -182,6 +211,19 @@ fn niah(a: NiahArgs) -> Result<()> {
         bail!("--pass must be between 0 and 1");
     }
     sweep::niah(&a.sweep, plan, a.mask_mode, a.mask_scope, a.pass)
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let workers = a.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)));
+    train::train(train::TrainOptions {
+        recipe: a.recipe,
+        corpus: a.corpus,
+        out: a.out,
+        device: sweep::parse_device(&a.device)?,
+        max_minutes: a.max_minutes,
+        stop_at: a.stop_at,
+        workers,
+    })
 }
 
 fn tiny_model(a: TinyArgs) -> Result<()> {

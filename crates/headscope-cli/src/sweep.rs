@@ -44,7 +44,8 @@ struct Sweep {
     info: RunInfo,
 }
 
-fn parse_device(s: &str) -> Result<Device> {
+/// The device named by `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device> {
     match s {
         "cpu" => Ok(Device::Cpu),
         _ => {

@@ -10,6 +10,7 @@
 //! model crate implements, and the model's per-step output arrives as plain vectors ([`DecodeStep`]).
 
 pub mod error;
+pub mod exercises;
 pub mod files;
 pub mod head;
 pub mod masking;

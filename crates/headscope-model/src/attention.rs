@@ -55,6 +55,8 @@ pub struct AttentionControl<'a> {
     pub argmax: bool,
     /// Query heads whose full attention row to return (single-query calls only).
     pub rows: &'a [usize],
+    /// Use ops that autograd can differentiate (slower; for training).
+    pub differentiable: bool,
 }
 
 /// What an instrumented single-query attention call observed.
@@ -103,11 +105,11 @@ impl Attention {
     }
 
     /// Projects `x` (`[batch, seq, hidden]`) into rotated q `[b, heads, seq, d]`, rotated k and v `[b, kv, seq, d]`.
-    fn qkv(&self, x: &Tensor, pos: usize, rope: &Rope) -> Result<(Tensor, Tensor, Tensor)> {
+    fn qkv(&self, x: &Tensor, pos: usize, rope: &Rope, differentiable: bool) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, c, _) = x.dims3()?;
         let split = |t: Tensor, n: usize| -> Result<Tensor> { Ok(t.reshape((b, c, n, self.head_dim))?.transpose(1, 2)?.contiguous()?) };
-        let q = rope.apply(&split(self.q_proj.forward(x)?, self.heads)?, pos)?;
-        let k = rope.apply(&split(self.k_proj.forward(x)?, self.kv_heads)?, pos)?;
+        let q = rope.apply(&split(self.q_proj.forward(x)?, self.heads)?, pos, differentiable)?;
+        let k = rope.apply(&split(self.k_proj.forward(x)?, self.kv_heads)?, pos, differentiable)?;
         let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
         Ok((q, k, v))
     }
@@ -128,7 +130,8 @@ impl Attention {
         if let Some(mask) = mask {
             scores = scores.broadcast_add(mask)?;
         }
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let weights =
+            if control.differentiable { candle_nn::ops::softmax(&scores, D::Minus1)? } else { candle_nn::ops::softmax_last_dim(&scores)? };
         let out = weights.to_dtype(v.dtype())?.reshape((b, self.kv_heads, group * c, s))?.matmul(&v.contiguous()?)?;
         let mut out = out.reshape((b, self.heads, c, d))?;
         if let (Some(keep), MaskMode::Zero) = (control.keep, control.mode) {
@@ -160,7 +163,7 @@ impl Attention {
         control: &AttentionControl,
     ) -> Result<(Tensor, Option<AttentionProbe>)> {
         let c = x.dims()[1];
-        let (q, k, v) = self.qkv(x, pos, rope)?;
+        let (q, k, v) = self.qkv(x, pos, rope, false)?;
         if pos + c > cache.capacity() {
             return Err(ModelError::TooLong(format!("position {} is past the KV cache ({} positions)", pos + c, cache.capacity())));
         }
@@ -189,7 +192,7 @@ impl Attention {
     /// Full causal attention over `x` (`[b, t, hidden]`) with no cache: for training and evaluation.
     pub fn forward_sequence(&self, x: &Tensor, rope: &Rope, masks: &mut MaskCache, control: &AttentionControl) -> Result<Tensor> {
         let t = x.dims()[1];
-        let (q, k, v) = self.qkv(x, 0, rope)?;
+        let (q, k, v) = self.qkv(x, 0, rope, control.differentiable)?;
         let mask = masks.get(0, t, 0, self.window, x.device())?;
         let (out, _) = self.attend(&q, &k, &v, Some(&mask), control)?;
         self.merge(out)

@@ -17,6 +17,7 @@ pub mod mlp;
 pub mod rope;
 pub mod spec;
 pub mod tokenizer;
+pub mod train;
 pub mod transformer;
 
 #[cfg(feature = "testkit")]
@@ -30,4 +31,4 @@ pub use spec::{ModelSpec, SUPPORTED_MODEL_TYPES};
 pub use tokenizer::HfTokenizer;
 pub use transformer::{AttentionRow, Probe, StepOutput, Transformer};
 
-pub use candle_core::{DType, Device};
+pub use candle_core::{self, DType, Device};

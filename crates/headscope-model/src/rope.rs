@@ -74,11 +74,16 @@ impl Rope {
         Ok(())
     }
 
-    /// Rotates `x` (`[batch, heads, seq, head_dim]`, contiguous) whose first position is `pos`.
-    pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+    /// Rotates `x` (`[batch, heads, seq, head_dim]`) whose first position is `pos`; `differentiable`
+    /// picks the composed version that autograd can follow (the fused kernel has no backward).
+    pub fn apply(&self, x: &Tensor, pos: usize, differentiable: bool) -> Result<Tensor> {
         let seq = x.dims()[2];
         let cos = self.cos.narrow(0, pos, seq)?;
         let sin = self.sin.narrow(0, pos, seq)?;
-        Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?)
+        if differentiable {
+            Ok(candle_nn::rotary_emb::rope_slow(x, &cos, &sin)?)
+        } else {
+            Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?)
+        }
     }
 }

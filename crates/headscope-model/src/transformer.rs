@@ -86,6 +86,11 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?)
 }
 
+/// RMSNorm composed of basic ops, which autograd can differentiate (the fused kernel has no backward).
+fn rms_norm_differentiable(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(candle_nn::ops::rms_norm_slow(x, weight, eps as f32)?)
+}
+
 impl Transformer {
     /// Builds the model from weights named as in Hugging Face checkpoints (`vb` at the root).
     pub fn new(spec: &ModelSpec, vb: VarBuilder) -> Result<Self> {
@@ -292,7 +297,7 @@ impl Transformer {
         for i in 0..self.layers.len() {
             let (keep, mode) = self.keep_for(i, decoding);
             let layer_rows: Vec<usize> = rows.iter().filter(|h| h.layer == i).map(|h| h.head).collect();
-            let control = AttentionControl { keep: keep.as_ref(), mode, argmax: decoding, rows: &layer_rows };
+            let control = AttentionControl { keep: keep.as_ref(), mode, argmax: decoding, rows: &layer_rows, differentiable: false };
             let layer = &self.layers[i];
             let h = rms_norm(&x, &layer.input_norm, eps)?;
             let (a, probe) = layer.attention.forward_cached(&h, position, &mut self.cache[i], &self.rope, masks, &control)?;
@@ -317,6 +322,16 @@ impl Transformer {
     /// Logits `[batch, seq, vocab]` (f32) for whole sequences `ids` (`[batch, seq]` u32), causal, no cache.
     /// A mask with scope `all` applies; one with scope `decode` does not (there is no decoding here).
     pub fn forward_sequence(&self, ids: &Tensor) -> Result<Tensor> {
+        self.forward_sequence_with(ids, false)
+    }
+
+    /// [`Transformer::forward_sequence`] built only from ops autograd can differentiate, for training.
+    pub fn forward_sequence_differentiable(&self, ids: &Tensor) -> Result<Tensor> {
+        self.forward_sequence_with(ids, true)
+    }
+
+    fn forward_sequence_with(&self, ids: &Tensor, differentiable: bool) -> Result<Tensor> {
+        let norm = if differentiable { rms_norm_differentiable } else { rms_norm };
         let (_, t) = ids.dims2()?;
         self.check_fits(t)?;
         let mut rope = self.rope.clone();
@@ -326,13 +341,13 @@ impl Transformer {
         let mut x = self.embed.forward(ids)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let (keep, mode) = self.keep_for(i, false);
-            let control = AttentionControl { keep: keep.as_ref(), mode, ..Default::default() };
-            let h = rms_norm(&x, &layer.input_norm, eps)?;
+            let control = AttentionControl { keep: keep.as_ref(), mode, differentiable, ..Default::default() };
+            let h = norm(&x, &layer.input_norm, eps)?;
             x = (&x + layer.attention.forward_sequence(&h, &rope, &mut masks, &control)?)?;
-            let h = rms_norm(&x, &layer.post_attention_norm, eps)?;
+            let h = norm(&x, &layer.post_attention_norm, eps)?;
             x = (&x + layer.feed_forward.forward(&h)?)?;
         }
-        let x = rms_norm(&x, &self.norm, eps)?;
+        let x = norm(&x, &self.norm, eps)?;
         Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
     }
 }

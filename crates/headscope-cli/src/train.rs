@@ -1,0 +1,387 @@
+//! `headscope train`: trains the lab model from a recipe. Data: public-domain text as plain language
+//! modelling, mixed with generated retrieval exercises laid out exactly like a NIAH prompt (built by the
+//! core crate's NIAH builder) followed by the answer. Each batch is a pure function of the seed and the
+//! step, so a resumed run sees the same data as an uninterrupted one.
+
+use anyhow::{bail, Context, Result};
+use headscope_core::exercises::ExerciseGenerator;
+use headscope_core::niah::NiahBuilder;
+use headscope_core::prompt::PromptFormat;
+use headscope_core::rng::SplitMix64;
+use headscope_core::TextTokenizer;
+use headscope_model::tokenizer::train_byte_level_bpe;
+use headscope_model::train::{AdamWConfig, Trainer};
+use headscope_model::{DType, Device, HfTokenizer, ModelSpec};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The recipe file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    seed: u64,
+    model: ModelRecipe,
+    tokenizer: TokenizerRecipe,
+    data: DataRecipe,
+    train: TrainRecipe,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelRecipe {
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+    max_position_embeddings: usize,
+    rope_theta: f64,
+    rms_norm_eps: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenizerRecipe {
+    vocab_size: usize,
+    exercise_samples: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataRecipe {
+    corpus: Vec<String>,
+    exercise_share: f64,
+    answer_weight: f32,
+    lengths: Vec<LengthRecipe>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct LengthRecipe {
+    tokens: usize,
+    batch: usize,
+    share: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainRecipe {
+    steps: usize,
+    lr: f64,
+    min_lr: f64,
+    warmup: usize,
+    weight_decay: f64,
+    grad_clip: f64,
+    checkpoint_every: usize,
+    log_every: usize,
+}
+
+/// Flags of `headscope train`.
+pub struct TrainOptions {
+    /// Recipe file.
+    pub recipe: PathBuf,
+    /// Folder holding the corpus files the recipe names.
+    pub corpus: PathBuf,
+    /// Output (model directory + checkpoint/ + loss.csv); training resumes from it.
+    pub out: PathBuf,
+    /// Device.
+    pub device: Device,
+    /// Stop (with a checkpoint) after this many minutes.
+    pub max_minutes: Option<f64>,
+    /// Stop at this step (with a checkpoint and an export) instead of the recipe's last; the learning
+    /// rate schedule stays the recipe's, so a later run continues exactly.
+    pub stop_at: Option<usize>,
+    /// Worker threads building batches.
+    pub workers: usize,
+}
+
+const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
+const BOS: u32 = 1;
+const EOS: u32 = 2;
+
+fn read_recipe(path: &Path) -> Result<Recipe> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading recipe {}", path.display()))?;
+    let r: Recipe = toml::from_str(&text).with_context(|| format!("recipe {}", path.display()))?;
+    if r.data.lengths.is_empty() || r.data.lengths.iter().any(|l| l.tokens < 64 || l.batch == 0 || l.share <= 0.0) {
+        bail!("recipe {}: data.lengths needs entries with tokens >= 64, batch >= 1, share > 0", path.display());
+    }
+    if r.data.lengths.iter().any(|l| l.tokens + 1 > r.model.max_position_embeddings) {
+        bail!("recipe {}: a training length exceeds max_position_embeddings", path.display());
+    }
+    Ok(r)
+}
+
+/// Writes config.json, tokenizer.json (trained here), tokenizer_config.json and generation_config.json
+/// into `out`, unless they are there already (a resumed run keeps its tokenizer).
+fn write_model_files(r: &Recipe, corpus_text: &[String], out: &Path) -> Result<()> {
+    let m = &r.model;
+    let config = serde_json::json!({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"],
+        "vocab_size": r.tokenizer.vocab_size, "hidden_size": m.hidden_size, "intermediate_size": m.intermediate_size,
+        "num_hidden_layers": m.num_hidden_layers, "num_attention_heads": m.num_attention_heads,
+        "num_key_value_heads": m.num_key_value_heads, "max_position_embeddings": m.max_position_embeddings,
+        "rope_theta": m.rope_theta, "rms_norm_eps": m.rms_norm_eps, "hidden_act": "silu",
+        "bos_token_id": BOS, "eos_token_id": EOS, "tie_word_embeddings": false, "torch_dtype": "float16",
+    });
+    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)?)?;
+    std::fs::write(
+        out.join("generation_config.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"bos_token_id": BOS, "eos_token_id": EOS}))?,
+    )?;
+    std::fs::write(
+        out.join("tokenizer_config.json"),
+        serde_json::to_string_pretty(
+            &serde_json::json!({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": true}),
+        )?,
+    )?;
+    let tok_path = out.join("tokenizer.json");
+    if !tok_path.exists() {
+        eprintln!("training a {}-token byte-level BPE tokenizer", r.tokenizer.vocab_size);
+        let mut texts: Vec<String> = corpus_text.to_vec();
+        let mut g = ExerciseGenerator::new(r.seed ^ 0x7070);
+        texts.extend((0..r.tokenizer.exercise_samples).map(|_| {
+            let n = g.next_needle();
+            format!("{} {} {}", n.needle, n.question, n.real_needle)
+        }));
+        let tok = train_byte_level_bpe(&texts, r.tokenizer.vocab_size, &SPECIALS, Some("<s>"))?;
+        tok.save(&tok_path, false).map_err(|e| anyhow::anyhow!("saving {}: {e}", tok_path.display()))?;
+    }
+    Ok(())
+}
+
+/// One training batch: inputs, targets and loss weights, `[batch, tokens]` each, row-major.
+struct Batch {
+    tokens: usize,
+    rows: usize,
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+    weights: Vec<f32>,
+}
+
+/// Everything batch building needs, shared by the worker threads.
+struct DataSource {
+    tokenizer: HfTokenizer,
+    corpus_text: Vec<String>,
+    corpus_tokens: Vec<u32>,
+    exercise_share: f64,
+    answer_weight: f32,
+    lengths: Vec<LengthRecipe>,
+    seed: u64,
+}
+
+impl DataSource {
+    fn length_for_step(&self, rng: &mut SplitMix64) -> LengthRecipe {
+        let total: f64 = self.lengths.iter().map(|l| l.share).sum();
+        let mut x = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+        for l in &self.lengths {
+            if x < l.share {
+                return *l;
+            }
+            x -= l.share;
+        }
+        *self.lengths.last().expect("checked non-empty")
+    }
+
+    /// The batch of `step`: a pure function of the seed and the step.
+    fn batch(&self, step: usize) -> Result<Batch> {
+        let mut rng = SplitMix64::new(self.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let len = self.length_for_step(&mut rng);
+        let t = len.tokens;
+        let mut b = Batch { tokens: t, rows: len.batch, inputs: vec![], targets: vec![], weights: vec![] };
+        for _ in 0..len.batch {
+            let row_seed = rng.next_u64();
+            let (seq, w) = if (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= self.exercise_share {
+                self.exercise(t, row_seed)?
+            } else {
+                self.plain_text(t, row_seed)
+            };
+            b.inputs.extend_from_slice(&seq[..t]);
+            b.targets.extend_from_slice(&seq[1..=t]);
+            b.weights.extend_from_slice(&w[1..=t]);
+        }
+        Ok(b)
+    }
+
+    /// `t + 1` consecutive corpus tokens.
+    fn plain_text(&self, t: usize, seed: u64) -> (Vec<u32>, Vec<f32>) {
+        let mut r = SplitMix64::new(seed);
+        let start = r.below((self.corpus_tokens.len() - t - 1) as u64) as usize;
+        (self.corpus_tokens[start..start + t + 1].to_vec(), vec![1.0; t + 1])
+    }
+
+    /// A NIAH prompt over a random corpus passage, then the answer and EOS: `t + 1` tokens.
+    fn exercise(&self, t: usize, seed: u64) -> Result<(Vec<u32>, Vec<f32>)> {
+        let mut r = SplitMix64::new(seed);
+        let needle = ExerciseGenerator::new(r.next_u64()).next_needle();
+        let mut answer = self.tokenizer.encode(&format!(" {}", needle.real_needle), false)?.ids;
+        answer.push(EOS);
+        // A passage long enough for the prompt: paragraphs from a random start, about 6 bytes per token.
+        let doc = &self.corpus_text[r.below(self.corpus_text.len() as u64) as usize];
+        let paragraphs: Vec<&str> = doc.split('\n').filter(|p| !p.trim().is_empty()).collect();
+        let mut i = r.below(paragraphs.len() as u64) as usize;
+        let mut passage = String::new();
+        while passage.len() < t * 6 {
+            passage.push_str(paragraphs[i % paragraphs.len()]);
+            passage.push('\n');
+            i += 1;
+        }
+        let mut builder = NiahBuilder::new(&self.tokenizer, PromptFormat::Plain, &[passage])?;
+        let depth = r.below(10_001) as f64 / 100.0;
+        let prompt_len = t + 1 - answer.len();
+        let test = builder.build(&needle, prompt_len, depth)?;
+        let mut seq = test.prompt_ids;
+        let mut w = vec![1.0; seq.len()];
+        seq.extend_from_slice(&answer);
+        w.extend(std::iter::repeat_n(self.answer_weight, answer.len()));
+        // A prompt the tokenizer could not bring to the exact length is padded with ignored EOS tokens.
+        while seq.len() < t + 1 {
+            seq.push(EOS);
+            w.push(0.0);
+        }
+        Ok((seq, w))
+    }
+}
+
+fn lr_at(step: usize, r: &TrainRecipe) -> f64 {
+    if step < r.warmup {
+        return r.lr * (step + 1) as f64 / r.warmup as f64;
+    }
+    let progress = ((step - r.warmup) as f64 / (r.steps.saturating_sub(r.warmup)).max(1) as f64).min(1.0);
+    r.min_lr + 0.5 * (r.lr - r.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// `headscope train`.
+pub fn train(o: TrainOptions) -> Result<()> {
+    let recipe = read_recipe(&o.recipe)?;
+    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+    let corpus_text = recipe
+        .data
+        .corpus
+        .iter()
+        .map(|f| {
+            let p = o.corpus.join(f);
+            std::fs::read_to_string(&p).with_context(|| format!("corpus file {} (make it with scripts/prepare-corpus.sh)", p.display()))
+        })
+        .collect::<Result<Vec<String>>>()?;
+    std::fs::copy(&o.recipe, o.out.join("recipe.toml")).ok();
+    write_model_files(&recipe, &corpus_text, &o.out)?;
+    let tokenizer = HfTokenizer::from_dir(&o.out)?;
+    let spec = ModelSpec::from_config_file(&o.out.join("config.json"))?;
+    let t0 = Instant::now();
+    let mut corpus_tokens = Vec::new();
+    for text in &corpus_text {
+        corpus_tokens.extend(tokenizer.encode(text, false)?.ids);
+    }
+    eprintln!(
+        "corpus: {} bytes, {} tokens (encoded in {:.1}s)",
+        corpus_text.iter().map(String::len).sum::<usize>(),
+        corpus_tokens.len(),
+        t0.elapsed().as_secs_f64()
+    );
+
+    let adamw = AdamWConfig { weight_decay: recipe.train.weight_decay, grad_clip: recipe.train.grad_clip, ..Default::default() };
+    let mut trainer = Trainer::new(&spec, &o.device, recipe.seed, adamw)?;
+    let ckpt = o.out.join("checkpoint");
+    if ckpt.join("trainer.json").exists() {
+        trainer.restore(&ckpt)?;
+        eprintln!("resumed from {} at step {}", ckpt.display(), trainer.step());
+    }
+    eprintln!("{} parameters; training to step {}", trainer.parameter_count(), recipe.train.steps);
+    if !o.device.is_cpu() {
+        // TF32 matmuls: f32 accuracy is not needed for a 4096-token vocabulary softmax at this scale.
+        headscope_model::candle_core::cuda::set_gemm_reduced_precision_f32(true);
+    }
+
+    let source = Arc::new(DataSource {
+        tokenizer: HfTokenizer::from_dir(&o.out)?,
+        corpus_text,
+        corpus_tokens,
+        exercise_share: recipe.data.exercise_share,
+        answer_weight: recipe.data.answer_weight,
+        lengths: recipe.data.lengths.clone(),
+        seed: recipe.seed,
+    });
+    let first = trainer.step();
+    let last = o.stop_at.map_or(recipe.train.steps, |s| s.min(recipe.train.steps));
+    let workers = o.workers.max(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<Batch>)>(workers * 2);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for w in 0..workers {
+        let (tx, source, stop) = (tx.clone(), source.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut step = first + w;
+            while step < last && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if tx.send((step, source.batch(step))).is_err() {
+                    break;
+                }
+                step += workers;
+            }
+        });
+    }
+    drop(tx);
+
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(o.out.join("loss.csv"))?;
+    if log.metadata()?.len() == 0 {
+        writeln!(log, "step,tokens,rows,loss,grad_norm,lr,seconds")?;
+    }
+    let started = Instant::now();
+    let mut pending: BTreeMap<usize, Result<Batch>> = BTreeMap::new();
+    let mut window = (0f64, 0usize, 0usize, Instant::now());
+    while trainer.step() < last {
+        let step = trainer.step();
+        let batch = loop {
+            if let Some(b) = pending.remove(&step) {
+                break b?;
+            }
+            let (s, b) = rx.recv().context("the batch workers stopped")?;
+            pending.insert(s, b);
+        };
+        let dev = &o.device;
+        let inputs = headscope_model::candle_core::Tensor::from_vec(batch.inputs, (batch.rows, batch.tokens), dev)?;
+        let targets = headscope_model::candle_core::Tensor::from_vec(batch.targets, (batch.rows, batch.tokens), dev)?;
+        let weights = headscope_model::candle_core::Tensor::from_vec(batch.weights, (batch.rows, batch.tokens), dev)?;
+        let lr = lr_at(step, &recipe.train);
+        let stats = trainer.train_step(&inputs, &targets, &weights, lr)?;
+        if !stats.loss.is_finite() {
+            bail!("loss became {} at step {step}; the last checkpoint in {} is intact", stats.loss, ckpt.display());
+        }
+        writeln!(
+            log,
+            "{},{},{},{:.5},{:.4},{:.6},{:.2}",
+            step + 1,
+            batch.tokens,
+            batch.rows,
+            stats.loss,
+            stats.grad_norm,
+            lr,
+            started.elapsed().as_secs_f64()
+        )?;
+        window.0 += stats.loss as f64;
+        window.1 += 1;
+        window.2 += batch.tokens * batch.rows;
+        if (step + 1) % recipe.train.log_every == 0 {
+            let secs = window.3.elapsed().as_secs_f64();
+            eprintln!("step {:>6} loss {:.4} lr {lr:.2e} {:.0} tokens/s", step + 1, window.0 / window.1 as f64, window.2 as f64 / secs);
+            window = (0.0, 0, 0, Instant::now());
+        }
+        let out_of_time = o.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
+        if (step + 1) % recipe.train.checkpoint_every == 0 || trainer.step() == last || out_of_time {
+            trainer.save(&ckpt)?;
+            log.flush()?;
+        }
+        if out_of_time {
+            eprintln!("time limit reached at step {}: checkpoint saved; rerun the same command to resume", trainer.step());
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The model directory always holds the latest weights, so a stopped run can be evaluated as it is.
+    trainer.export(&o.out.join("model.safetensors"), DType::F16)?;
+    let done = if trainer.step() >= recipe.train.steps { "finished" } else { "stopped at" };
+    eprintln!("{done} step {} of {}; wrote {}", trainer.step(), recipe.train.steps, o.out.join("model.safetensors").display());
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! Training the instrumented transformer with candle autograd: the same [`Transformer`] that inference
+//! uses, built over trainable variables, with AdamW whose state is saved beside the weights so a run
+//! resumes exactly where it stopped. Knows nothing about what the token batches contain.
+
+use crate::error::{ModelError, Result};
+use crate::spec::ModelSpec;
+use crate::transformer::Transformer;
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
+use headscope_core::rng::SplitMix64;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// AdamW settings (decoupled weight decay, Loshchilov & Hutter), with global gradient-norm clipping.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamWConfig {
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Weight decay for matrices (norm weights are not decayed).
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0 = no clipping).
+    pub grad_clip: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, grad_clip: 1.0 }
+    }
+}
+
+struct Param {
+    name: String,
+    var: Var,
+    m: Tensor,
+    v: Tensor,
+    decay: bool,
+}
+
+/// Outcome of one optimisation step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    /// Weighted mean cross-entropy of the batch (nats per token).
+    pub loss: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+}
+
+/// A trainable model and its optimiser.
+pub struct Trainer {
+    spec: ModelSpec,
+    model: Transformer,
+    params: Vec<Param>,
+    config: AdamWConfig,
+    step: usize,
+    device: Device,
+}
+
+/// Initial weights drawn from a fixed-sequence generator on the host, so a seed gives the same model on
+/// every device: normal(0, 0.02) for embeddings and projections, output projections scaled down by
+/// sqrt(2 * layers) (GPT-2), norm weights 1.
+fn initial_value(name: &str, shape: &[usize], layers: usize, rng: &mut SplitMix64) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    if name.ends_with("norm.weight") {
+        return vec![1.0; n];
+    }
+    if name.ends_with(".bias") {
+        return vec![0.0; n];
+    }
+    let mut std = 0.02f32;
+    if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+        std /= (2.0 * layers as f32).sqrt();
+    }
+    (0..n).map(|_| std * normal(rng)).collect()
+}
+
+fn normal(rng: &mut SplitMix64) -> f32 {
+    let u1 = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+impl Trainer {
+    /// A freshly initialised model of `spec` (f32 weights) on `device`.
+    pub fn new(spec: &ModelSpec, device: &Device, seed: u64, config: AdamWConfig) -> Result<Self> {
+        // The map only hands out the variables; the trainer keeps them (they share storage).
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let model = Transformer::new(spec, vb)?;
+        let mut named: Vec<(String, Var)> =
+            varmap.data().lock().map_err(|_| ModelError::Invalid("variable map poisoned".into()))?.clone().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut rng = SplitMix64::new(seed);
+        for (name, var) in &named {
+            let shape = var.dims().to_vec();
+            let values = initial_value(name, &shape, spec.layers, &mut rng);
+            var.set(&Tensor::from_vec(values, shape.as_slice(), device)?)?;
+        }
+        let params = named
+            .into_iter()
+            .map(|(name, var)| {
+                let m = var.zeros_like()?;
+                let v = var.zeros_like()?;
+                let decay = var.rank() >= 2 && !name.contains("embed_tokens");
+                Ok(Param { name, var, m, v, decay })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Trainer { spec: spec.clone(), model, params, config, step: 0, device: device.clone() })
+    }
+
+    /// The model being trained (for evaluation between steps).
+    pub fn model(&self) -> &Transformer {
+        &self.model
+    }
+
+    /// Optimisation steps taken.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// Number of trainable parameters.
+    pub fn parameter_count(&self) -> usize {
+        self.params.iter().map(|p| p.var.elem_count()).sum()
+    }
+
+    /// Weighted mean next-token cross-entropy of `inputs` (`[b, t]` u32) against `targets` (`[b, t]` u32)
+    /// with per-token `weights` (`[b, t]` f32; 0 ignores a token).
+    pub fn loss(&self, inputs: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Tensor> {
+        let logits = self.model.forward_sequence_differentiable(inputs)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let picked = logp.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
+        let total = weights.sum_all()?;
+        Ok((picked.mul(weights)?.sum_all()?.neg()? / total)?)
+    }
+
+    /// One AdamW step at learning rate `lr` on a batch; returns the loss before the step.
+    pub fn train_step(&mut self, inputs: &Tensor, targets: &Tensor, weights: &Tensor, lr: f64) -> Result<StepStats> {
+        let loss = self.loss(inputs, targets, weights)?;
+        let grads = loss.backward()?;
+        let mut squares = Vec::with_capacity(self.params.len());
+        for p in &self.params {
+            if let Some(g) = grads.get(&p.var) {
+                squares.push(g.sqr()?.sum_all()?);
+            }
+        }
+        let grad_norm = Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
+        let c = self.config;
+        let scale = if c.grad_clip > 0.0 && grad_norm as f64 > c.grad_clip { c.grad_clip / grad_norm as f64 } else { 1.0 };
+        self.step += 1;
+        let t = self.step as i32;
+        let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+        for p in &mut self.params {
+            let Some(g) = grads.get(&p.var) else { continue };
+            let g = (g * scale)?;
+            p.m = ((&p.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
+            p.v = ((&p.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+            let update = ((&p.m / bc1)? / ((&p.v / bc2)?.sqrt()? + c.eps)?)?;
+            let mut w = p.var.as_tensor().clone();
+            if p.decay {
+                w = (&w * (1.0 - lr * c.weight_decay))?;
+            }
+            p.var.set(&(w - (update * lr)?)?)?;
+        }
+        Ok(StepStats { loss: loss.to_scalar::<f32>()?, grad_norm })
+    }
+
+    /// Saves weights (`weights.safetensors`, f32), optimiser moments (`optimizer.safetensors`) and the step
+    /// (`trainer.json`) into `dir`, each written to a temporary name first so a crash never leaves half a
+    /// checkpoint.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let io = |e: std::io::Error| ModelError::Io { path: dir.to_owned(), source: e };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut weights = HashMap::new();
+        let mut moments = HashMap::new();
+        for p in &self.params {
+            weights.insert(p.name.clone(), p.var.as_tensor().clone());
+            moments.insert(format!("m.{}", p.name), p.m.clone());
+            moments.insert(format!("v.{}", p.name), p.v.clone());
+        }
+        candle_core::safetensors::save(&weights, dir.join("weights.safetensors.tmp"))?;
+        candle_core::safetensors::save(&moments, dir.join("optimizer.safetensors.tmp"))?;
+        let meta = serde_json::json!({"step": self.step, "adamw": self.config, "parameters": self.parameter_count()});
+        std::fs::write(dir.join("trainer.json.tmp"), meta.to_string()).map_err(io)?;
+        for f in ["weights.safetensors", "optimizer.safetensors", "trainer.json"] {
+            std::fs::rename(dir.join(format!("{f}.tmp")), dir.join(f)).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Restores a checkpoint written by [`Trainer::save`] into this (same-shaped) trainer.
+    pub fn restore(&mut self, dir: &Path) -> Result<()> {
+        let weights = candle_core::safetensors::load(dir.join("weights.safetensors"), &self.device)?;
+        let moments = candle_core::safetensors::load(dir.join("optimizer.safetensors"), &self.device)?;
+        let meta_path = dir.join("trainer.json");
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&meta_path).map_err(|e| ModelError::Io { path: meta_path.clone(), source: e })?)
+                .map_err(|e| ModelError::config(&meta_path, e.to_string()))?;
+        for p in &mut self.params {
+            let missing = |what: &str| ModelError::Weights(format!("checkpoint {} lacks {what}", dir.display()));
+            p.var.set(weights.get(&p.name).ok_or_else(|| missing(&p.name))?)?;
+            p.m = moments.get(&format!("m.{}", p.name)).ok_or_else(|| missing("first moments"))?.clone();
+            p.v = moments.get(&format!("v.{}", p.name)).ok_or_else(|| missing("second moments"))?.clone();
+        }
+        self.step = meta.get("step").and_then(|s| s.as_u64()).ok_or_else(|| ModelError::config(&meta_path, "no `step`"))? as usize;
+        Ok(())
+    }
+
+    /// Writes the weights as a Hugging Face `model.safetensors` in `dtype` (e.g. f16 for shipping).
+    pub fn export(&self, path: &Path, dtype: DType) -> Result<()> {
+        let mut out = HashMap::new();
+        for p in &self.params {
+            out.insert(p.name.clone(), p.var.as_tensor().to_dtype(dtype)?.to_device(&Device::Cpu)?);
+        }
+        candle_core::safetensors::save(&out, path)?;
+        Ok(())
+    }
+
+    /// The architecture.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+}
