@@ -53,9 +53,16 @@ fn pass_rate(records: &[TestRecord], pass: f64) -> (usize, usize) {
     (records.iter().filter(|r| r.recall >= pass).count(), records.len())
 }
 
-/// Prints the outcome of `detect`.
-pub fn print_detect_summary(records: &[TestRecord], ran: usize, scores: &HeadScores, gate: f64, threshold: f64) {
+/// Prints the outcome of `detect` and writes summary.json beside the results.
+pub fn print_detect_summary(out: &Path, records: &[TestRecord], ran: usize, scores: &HeadScores, gate: f64, threshold: f64) -> Result<()> {
     let (passed, total) = pass_rate(records, 0.5);
+    let retrieval = scores.retrieval_heads(threshold);
+    let summary = serde_json::json!({
+        "tests": total, "passed": passed, "pass_threshold": 0.5, "pass_rate": percent(passed, total) / 100.0,
+        "scored_tests": scores.tests(), "gate": gate, "threshold": threshold, "heads": scores.shape().count(),
+        "retrieval_heads": retrieval.iter().map(|(h, m)| serde_json::json!({"head": h, "mean": m, "activation_frequency": scores.activation_frequency(*h)})).collect::<Vec<_>>(),
+    });
+    write_atomic(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     println!(
         "{total} tests ({ran} run now, {} from earlier runs); NIAH pass rate {:.1}% ({passed}/{total}, recall >= 0.5)",
         total - ran,
@@ -64,9 +71,8 @@ pub fn print_detect_summary(records: &[TestRecord], ran: usize, scores: &HeadSco
     let scored = scores.tests();
     if scored == 0 {
         println!("no test reached the gate (recall >= {gate}): no head scores; lower --gate (0 scores every test)");
-        return;
+        return Ok(());
     }
-    let retrieval = scores.retrieval_heads(threshold);
     println!(
         "{scored} tests scored (recall >= {gate}); {} of {} heads are retrieval heads (mean score > {threshold})",
         retrieval.len(),
@@ -79,6 +85,7 @@ pub fn print_detect_summary(records: &[TestRecord], ran: usize, scores: &HeadSco
         .map(|(h, m)| format!("{h} {m:.3} (active {:.0}%)", 100.0 * scores.activation_frequency(h)))
         .collect();
     println!("strongest heads: {}", top.join(", "));
+    Ok(())
 }
 
 /// Prints the outcome of `niah` and writes summary.json beside the results.

@@ -261,8 +261,8 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64) -> Result<()> {
     let model_name = model_name(&sweep.model_dir.dir);
     outputs::save_head_heatmap(&args.out.join("heads.png"), &scores, &format!("retrieval scores: {model_name}"))?;
     outputs::save_niah(&args.out.join("niah.png"), log.records(), &format!("NIAH: {model_name}"))?;
-    outputs::print_detect_summary(log.records(), ran, &scores, gate, threshold);
-    println!("wrote {}/{{head_scores.json, tests.jsonl, heads.png, niah.png, run.json}}", args.out.display());
+    outputs::print_detect_summary(&args.out, log.records(), ran, &scores, gate, threshold)?;
+    println!("wrote {}/{{head_scores.json, tests.jsonl, heads.png, niah.png, summary.json, run.json}}", args.out.display());
     Ok(())
 }
 

@@ -400,3 +400,18 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod shipped_file {
+    use super::*;
+    use crate::niah::read_needles_jsonl;
+
+    /// public/needles/heldout.jsonl is the San Francisco needle plus [`heldout_needles`], verbatim.
+    #[test]
+    fn shipped_heldout_file_matches_the_code() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../public/needles/heldout.jsonl");
+        let mut expected = vec![san_francisco_needle()];
+        expected.extend(heldout_needles());
+        assert_eq!(read_needles_jsonl(&path).unwrap(), expected);
+    }
+}
