@@ -176,7 +176,7 @@ struct DataSource {
 impl DataSource {
     fn length_for_step(&self, rng: &mut SplitMix64) -> LengthRecipe {
         let total: f64 = self.lengths.iter().map(|l| l.share).sum();
-        let mut x = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let mut x = rng.unit() * total;
         for l in &self.lengths {
             if x < l.share {
                 return *l;
@@ -194,7 +194,7 @@ impl DataSource {
         let mut b = Batch { tokens: t, rows: len.batch, inputs: vec![], targets: vec![], weights: vec![] };
         for _ in 0..len.batch {
             let row_seed = rng.next_u64();
-            let (seq, w) = if (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= self.exercise_share {
+            let (seq, w) = if rng.unit() <= self.exercise_share {
                 self.exercise(t, row_seed)?
             } else {
                 self.plain_text(t, row_seed)

@@ -32,6 +32,18 @@ impl SplitMix64 {
         }
     }
 
+    /// A uniform float in [0, 1) with 53 random bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A standard normal draw (Box-Muller), for seeded weight initialisation.
+    pub fn normal(&mut self) -> f32 {
+        let u1 = 1.0 - self.unit(); // in (0, 1], so the logarithm is finite
+        let u2 = self.unit();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+
     /// Shuffles `items` in place (Fisher-Yates).
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
@@ -51,6 +63,16 @@ mod tests {
         let mut r = SplitMix64::new(0);
         assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn normal_draws_have_unit_variance() {
+        let mut r = SplitMix64::new(3);
+        let v: Vec<f64> = (0..20_000).map(|_| r.normal() as f64).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / v.len() as f64;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
+        assert!(v.iter().all(|x| x.is_finite()));
     }
 
     #[test]

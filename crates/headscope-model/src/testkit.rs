@@ -210,18 +210,12 @@ struct WeightWriter {
 impl WeightWriter {
     fn put(&mut self, name: &str, shape: &[usize], mean: f32, std: f32) -> Result<()> {
         let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n).map(|_| mean + normal(&mut self.rng) * std).collect();
+        let data: Vec<f32> = (0..n).map(|_| mean + self.rng.normal() * std).collect();
         self.out.insert(name.to_owned(), Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(self.dtype)?);
         Ok(())
     }
 }
 
-/// A standard normal draw (Box-Muller) from the fixed-sequence generator.
-fn normal(rng: &mut SplitMix64) -> f32 {
-    let u1 = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-}
 
 /// Text the tiny tokenizer is trained on, and the default haystack (written for this project; it is
 /// `public/haystacks/village.txt`).

@@ -74,14 +74,9 @@ fn initial_value(name: &str, shape: &[usize], layers: usize, rng: &mut SplitMix6
     if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
         std /= (2.0 * layers as f32).sqrt();
     }
-    (0..n).map(|_| std * normal(rng)).collect()
+    (0..n).map(|_| std * rng.normal()).collect()
 }
 
-fn normal(rng: &mut SplitMix64) -> f32 {
-    let u1 = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-}
 
 impl Trainer {
     /// A freshly initialised model of `spec` (f32 weights) on `device`.
