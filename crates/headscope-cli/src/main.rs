@@ -1,6 +1,7 @@
 //! `headscope`: the command-line shell over headscope-core (tests, scores, files) and headscope-model
 //! (the instrumented transformer). It parses flags and wires the libraries; the work lives in them.
 
+mod lm;
 mod outputs;
 mod sweep;
 mod train;
@@ -32,6 +33,45 @@ enum Command {
     TinyModel(TinyArgs),
     /// Train a model from a recipe (the lab model: public/models/lab/recipe.toml); resumes from --out.
     Train(TrainArgs),
+    /// Continue a prompt greedily (is the model's free-running text English?).
+    Generate(GenerateArgs),
+    /// Perplexity of a model on a text file (held-out text for a trained model).
+    Perplexity(PerplexityArgs),
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Model directory (default: the bundled lab model).
+    #[arg(long, default_value = sweep::LAB_MODEL_DIR)]
+    model: PathBuf,
+    /// Text to continue.
+    #[arg(long)]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 60)]
+    max_new_tokens: usize,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args, Debug)]
+struct PerplexityArgs {
+    /// Model directory (default: the bundled lab model).
+    #[arg(long, default_value = sweep::LAB_MODEL_DIR)]
+    model: PathBuf,
+    /// Text file.
+    #[arg(long)]
+    text: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512)]
+    window: usize,
+    /// Most windows to evaluate.
+    #[arg(long, default_value_t = 64)]
+    max_windows: usize,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +228,11 @@ fn main() {
         Command::Niah(a) => niah(a),
         Command::TinyModel(a) => tiny_model(a),
         Command::Train(a) => train(a),
+        Command::Generate(a) => sweep::parse_device(&a.device)
+            .and_then(|device| lm::generate(&a.model, &a.prompt, a.max_new_tokens, &headscope_model::LoadOptions { dtype: None, device })),
+        Command::Perplexity(a) => sweep::parse_device(&a.device).and_then(|device| {
+            lm::perplexity(&a.model, &a.text, a.window, a.max_windows, &headscope_model::LoadOptions { dtype: None, device }).map(|_| ())
+        }),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -32,3 +32,4 @@ pub use tokenizer::HfTokenizer;
 pub use transformer::{AttentionRow, Probe, StepOutput, Transformer};
 
 pub use candle_core::{self, DType, Device};
+pub use candle_nn;
