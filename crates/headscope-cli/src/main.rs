@@ -1,6 +1,7 @@
 //! `headscope`: the command-line shell over headscope-core (tests, scores, files) and headscope-model
 //! (the instrumented transformer). It parses flags and wires the libraries; the work lives in them.
 
+mod compare;
 mod outputs;
 mod sweep;
 
@@ -29,6 +30,8 @@ enum Command {
     Niah(NiahArgs),
     /// Write a tiny random model in the Hugging Face layout (for trying HeadScope out and for tests).
     TinyModel(TinyArgs),
+    /// Correlate the retrieval scores of several models (Pearson and Spearman of per-head means).
+    Compare(compare::CompareArgs),
 }
 
 /// Flags shared by every command that runs a sweep.
@@ -159,6 +162,7 @@ fn main() {
         Command::Detect(a) => sweep::detect(&a.sweep, a.gate, a.threshold),
         Command::Niah(a) => niah(a),
         Command::TinyModel(a) => tiny_model(a),
+        Command::Compare(a) => compare::compare(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
