@@ -1,6 +1,7 @@
 //! `headscope`: the command-line shell over headscope-core (tests, scores, files) and headscope-model
 //! (the instrumented transformer). It parses flags and wires the libraries; the work lives in them.
 
+mod compare;
 mod lm;
 mod outputs;
 mod sweep;
@@ -37,6 +38,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Perplexity of a model on a text file (held-out text for a trained model).
     Perplexity(PerplexityArgs),
+    /// Correlate the retrieval scores of several models (Pearson and Spearman of per-head means).
+    Compare(compare::CompareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -233,6 +236,7 @@ fn main() {
         Command::Perplexity(a) => sweep::parse_device(&a.device).and_then(|device| {
             lm::perplexity(&a.model, &a.text, a.window, a.max_windows, &headscope_model::LoadOptions { dtype: None, device }).map(|_| ())
         }),
+        Command::Compare(a) => compare::compare(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

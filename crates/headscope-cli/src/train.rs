@@ -194,11 +194,7 @@ impl DataSource {
         let mut b = Batch { tokens: t, rows: len.batch, inputs: vec![], targets: vec![], weights: vec![] };
         for _ in 0..len.batch {
             let row_seed = rng.next_u64();
-            let (seq, w) = if rng.unit() <= self.exercise_share {
-                self.exercise(t, row_seed)?
-            } else {
-                self.plain_text(t, row_seed)
-            };
+            let (seq, w) = if rng.unit() <= self.exercise_share { self.exercise(t, row_seed)? } else { self.plain_text(t, row_seed) };
             b.inputs.extend_from_slice(&seq[..t]);
             b.targets.extend_from_slice(&seq[1..=t]);
             b.weights.extend_from_slice(&w[1..=t]);

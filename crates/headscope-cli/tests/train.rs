@@ -96,11 +96,22 @@ fn train_resumes_exactly_and_exports_a_loadable_model() {
 
     // Language-model views: perplexity on held-out text is below the uniform guess; generation continues a prompt.
     let john = repo().join("public/haystacks/kjv-john.txt");
-    let (ok, stdout, stderr) = headscope(&["perplexity", "--model", straight.to_str().unwrap(), "--text", john.to_str().unwrap(), "--window", "128", "--max-windows", "4"]);
+    let (ok, stdout, stderr) = headscope(&[
+        "perplexity",
+        "--model",
+        straight.to_str().unwrap(),
+        "--text",
+        john.to_str().unwrap(),
+        "--window",
+        "128",
+        "--max-windows",
+        "4",
+    ]);
     assert!(ok, "{stderr}");
     let ppl: f64 = stdout.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(ppl > 1.0 && ppl < 512.0, "perplexity {ppl}");
-    let (ok, stdout, stderr) = headscope(&["generate", "--model", straight.to_str().unwrap(), "--prompt", "In the beginning", "--max-new-tokens", "5"]);
+    let (ok, stdout, stderr) =
+        headscope(&["generate", "--model", straight.to_str().unwrap(), "--prompt", "In the beginning", "--max-new-tokens", "5"]);
     assert!(ok && stdout.starts_with("In the beginning"), "{stdout} {stderr}");
 
     // A recipe with an unknown field is refused with its name.

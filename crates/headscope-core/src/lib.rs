@@ -4,11 +4,13 @@
 //! needle-in-a-haystack tests** ([`niah`]) -> the model runs them and reports, for every decode step,
 //! each query head's argmax position -> **core scores them** ([`score`], eq. 1 of Wu et al. 2024) and
 //! aggregates ([`HeadScores`]) -> plots, CLI and web present the results. Files that carry results
-//! between runs and tools live in [`files`]; masking plans in [`masking`].
+//! between runs and tools live in [`files`]; masking plans in [`masking`]; the numbers behind the paper's
+//! figures (score distributions, correlations between models, failure classes) in [`analysis`].
 //!
 //! The crate knows nothing of any ML framework: the tokenizer is a trait ([`TextTokenizer`]) that the
 //! model crate implements, and the model's per-step output arrives as plain vectors ([`DecodeStep`]).
 
+pub mod analysis;
 pub mod error;
 pub mod exercises;
 pub mod files;

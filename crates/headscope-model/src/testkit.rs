@@ -216,7 +216,6 @@ impl WeightWriter {
     }
 }
 
-
 /// Text the tiny tokenizer is trained on, and the default haystack (written for this project; it is
 /// `public/haystacks/village.txt`).
 pub const TINY_TEXT: &str = include_str!("../../../public/haystacks/village.txt");

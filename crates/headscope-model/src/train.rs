@@ -77,7 +77,6 @@ fn initial_value(name: &str, shape: &[usize], layers: usize, rng: &mut SplitMix6
     (0..n).map(|_| std * rng.normal()).collect()
 }
 
-
 impl Trainer {
     /// A freshly initialised model of `spec` (f32 weights) on `device`.
     pub fn new(spec: &ModelSpec, device: &Device, seed: u64, config: AdamWConfig) -> Result<Self> {

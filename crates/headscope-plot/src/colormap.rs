@@ -5,6 +5,8 @@
 //!   `#21918C`, the maximum = yellow `#FDE725`.
 //! * [`pass_color`]: NIAH recall, red `#F0496E` (0) -> yellow `#EBB839` (0.5) -> green `#0CD79F`
 //!   (1), the palette of Greg Kamradt's needle-in-a-haystack plots.
+//! * [`correlation_color`]: correlations, a diverging blue-white-red map (ColorBrewer's RdBu, 7
+//!   classes, reversed): -1 = blue `#2166AC`, 0 = near-white `#F7F7F7`, +1 = red `#B2182B`.
 //! * [`MISSING_COLOR`]: cells without data.
 
 use plotters::style::RGBColor;
@@ -29,6 +31,24 @@ const VIRIDIS: [RGBColor; 11] = [
 
 /// NIAH recall stops: red at 0, yellow at 0.5, green at 1.
 const PASS: [RGBColor; 3] = [RGBColor(0xF0, 0x49, 0x6E), RGBColor(0xEB, 0xB8, 0x39), RGBColor(0x0C, 0xD7, 0x9F)];
+
+/// ColorBrewer RdBu (7 classes) from -1 to +1: blue for negative, red for positive correlations.
+const RDBU: [RGBColor; 7] = [
+    RGBColor(0x21, 0x66, 0xAC),
+    RGBColor(0x67, 0xA9, 0xCF),
+    RGBColor(0xD1, 0xE5, 0xF0),
+    RGBColor(0xF7, 0xF7, 0xF7),
+    RGBColor(0xFD, 0xDB, 0xC7),
+    RGBColor(0xEF, 0x8A, 0x62),
+    RGBColor(0xB2, 0x18, 0x2B),
+];
+
+/// Diverging colour of correlation `v` in -1..1: `#2166AC` at -1, `#F7F7F7` at 0, `#B2182B` at +1,
+/// linear in between; values outside -1..1 are clamped and NaN gets the colour of 0.
+pub fn correlation_color(v: f64) -> RGBColor {
+    let v = if v.is_nan() { 0.0 } else { v };
+    ramp(&RDBU, (v + 1.0) / 2.0)
+}
 
 /// Viridis colour of score `v` on a 0..`max` scale: `v/max` clamped to 0..1, NaN and negatives
 /// give the 0 colour `#440154`, `v >= max` the top colour `#FDE725`; a `max` that is not a positive

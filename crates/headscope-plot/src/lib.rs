@@ -1,9 +1,11 @@
-//! HeadScope's charts: retrieval-head heatmaps and needle-in-a-haystack pass grids.
+//! HeadScope's charts: retrieval-head heatmaps, needle-in-a-haystack pass grids and model x model
+//! correlation matrices.
 //!
 //! Where this sits in the data flow: **core computes scores** (`headscope-core`) -> **plot draws
 //! them** (this crate) -> the CLI writes them to PNG/SVG files ([`save_head_heatmap`],
-//! [`save_niah_grid`]) and the web app shows them on an HTML canvas (plotters' `CanvasBackend`
-//! passed to [`draw_head_heatmap`] / [`draw_niah_grid`], which are generic over any
+//! [`save_niah_grid`], [`save_correlation_matrix`]) and the web app shows them on an HTML canvas
+//! (plotters' `CanvasBackend` passed to [`draw_head_heatmap`] / [`draw_niah_grid`] /
+//! [`draw_correlation_matrix`], which are generic over any
 //! [`DrawingBackend`](plotters::prelude::DrawingBackend)).
 //!
 //! Text uses the embedded DejaVu Sans font ([`FONT_TTF`], registered with plotters' `ab_glyph`
@@ -19,6 +21,7 @@
 
 mod chart;
 pub mod colormap;
+mod correlation;
 mod error;
 mod font;
 mod grid;
@@ -31,13 +34,14 @@ mod text;
 #[cfg(test)]
 mod tests;
 
-pub use colormap::{pass_color, score_color};
+pub use colormap::{correlation_color, pass_color, score_color};
+pub use correlation::{correlation_matrix_size, draw_correlation_matrix};
 pub use error::PlotError;
 pub use font::{FONT_FAMILY, FONT_TTF};
 pub use grid::Grid;
 pub use heatmap::{draw_head_heatmap, head_heatmap_size};
 pub use niah::{draw_niah_grid, NIAH_SIZE};
-pub use save::{save_head_heatmap, save_niah_grid};
+pub use save::{save_correlation_matrix, save_head_heatmap, save_niah_grid};
 
 /// The plotters version the drawing functions take, so callers name the same `DrawingArea` type.
 pub use plotters;

@@ -1,5 +1,6 @@
 //! Writing charts to PNG or SVG files (what the CLI uses).
 
+use crate::correlation::{correlation_matrix_size, draw_correlation_matrix};
 use crate::error::PlotError;
 use crate::grid::Grid;
 use crate::heatmap::{draw_head_heatmap, head_heatmap_size};
@@ -99,4 +100,14 @@ pub fn save_niah_grid(path: &Path, grid: &Grid, lengths: &[usize], depths: &[f64
     crate::chart::check_shape(grid, depths.len(), lengths.len())?;
     format_of(path)?;
     save_with(path, NIAH_SIZE, |a| draw_niah_grid(a, grid, lengths, depths, title), |a| draw_niah_grid(a, grid, lengths, depths, title))
+}
+
+/// Saves [`draw_correlation_matrix`] to `path`, PNG or SVG by extension, sized by
+/// [`correlation_matrix_size`] (wide enough for every name).
+pub fn save_correlation_matrix(path: &Path, names: &[String], matrix: &[Vec<f64>], title: &str) -> Result<(), PlotError> {
+    // A matrix that does not fit the names (or no names at all) fails before any file is created.
+    crate::chart::check_shape(&crate::correlation::to_grid(names, matrix)?, names.len(), names.len())?;
+    format_of(path)?;
+    let size = correlation_matrix_size(names);
+    save_with(path, size, |a| draw_correlation_matrix(a, names, matrix, title), |a| draw_correlation_matrix(a, names, matrix, title))
 }

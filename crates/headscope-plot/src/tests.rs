@@ -1,7 +1,8 @@
 //! Tests of the colour maps, the layout, the drawing and the file helpers.
 
 use crate::chart::{nice_ticks, Layout};
-use crate::colormap::{pass_color, score_color, MISSING_COLOR};
+use crate::colormap::{correlation_color, pass_color, score_color, MISSING_COLOR};
+use crate::correlation::correlation_layout;
 use crate::heatmap::{head_heatmap_size, heatmap_layout, scale_max};
 use crate::niah::niah_layout;
 use crate::text::EmbeddedText;
@@ -400,4 +401,101 @@ fn too_small_area_is_an_error_not_a_panic() {
     let area = BitMapBackend::with_buffer(&mut buf, (40, 30)).into_drawing_area();
     let err = draw_head_heatmap(&area, &sample_scores(2, 4), "tiny").unwrap_err();
     assert!(matches!(err, PlotError::Drawing(ref m) if m.contains("too small")), "{err:?}");
+}
+
+// ---- correlation matrix ------------------------------------------------------------------------
+
+fn sample_models() -> (Vec<String>, Vec<Vec<f64>>) {
+    let names = ["Mistral-7B-v0.2-hf", "Mixtral-8x7B-v0.1", "llama-2-7b-80k"].map(String::from).to_vec();
+    let m = vec![vec![1.0, 0.9638, -0.0095], vec![0.9638, 1.0, -0.5], vec![-0.0095, -0.5, 1.0]];
+    (names, m)
+}
+
+#[test]
+fn correlation_color_is_blue_white_red() {
+    assert_eq!(hex(correlation_color(-1.0)), "#2166AC");
+    assert_eq!(hex(correlation_color(0.0)), "#F7F7F7");
+    assert_eq!(hex(correlation_color(1.0)), "#B2182B");
+    assert_eq!(correlation_color(f64::NAN), correlation_color(0.0));
+    assert_eq!(correlation_color(-3.0), correlation_color(-1.0));
+    assert_eq!(correlation_color(2.0), correlation_color(1.0));
+    let warm = correlation_color(0.5);
+    assert!(warm.0 > warm.2, "positive is red-ish: {}", hex(warm));
+    let cool = correlation_color(-0.5);
+    assert!(cool.2 > cool.0, "negative is blue-ish: {}", hex(cool));
+}
+
+#[test]
+fn correlation_cells_are_coloured_and_every_name_is_labelled() {
+    let (names, m) = sample_models();
+    let size = correlation_matrix_size(&names);
+    let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
+    let layout;
+    {
+        let area = EmbeddedText::new(BitMapBackend::with_buffer(&mut buf, size)).into_drawing_area();
+        layout = correlation_layout(&area, &names, &m, "correlations").unwrap();
+        draw_correlation_matrix(&area, &names, &m, "correlations").unwrap();
+        area.present().unwrap();
+    }
+    assert_eq!((layout.rows, layout.cols), (3, 3));
+    assert_eq!((layout.row_step, layout.col_step), (1, 1), "every model name is written on both axes");
+    // Sample a corner of each cell: the centre holds the printed value.
+    let corner = |r, c| {
+        let rect = layout.cell_rect(r, c);
+        pixel(&buf, size.0, (rect.x0 + 2, rect.y0 + 2))
+    };
+    assert_eq!(corner(0, 0), correlation_color(1.0));
+    assert_eq!(corner(1, 2), correlation_color(-0.5));
+    assert_eq!(corner(2, 1), correlation_color(-0.5));
+    // The printed value leaves ink in the middle of the cell that differs from the cell colour.
+    let rect = layout.cell_rect(0, 1);
+    let inked = (rect.x0..rect.x1 - layout.gap)
+        .flat_map(|x| (rect.y0..rect.y1 - layout.gap).map(move |y| (x, y)))
+        .filter(|&p| pixel(&buf, size.0, p) != correlation_color(0.9638))
+        .count();
+    assert!(inked > 20, "no value printed in cell (0, 1): {inked} pixels");
+}
+
+#[test]
+fn save_correlation_matrix_png_and_svg_with_names_and_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (names, m) = sample_models();
+    let png = dir.path().join("corr.png");
+    let svg = dir.path().join("corr.svg");
+    save_correlation_matrix(&png, &names, &m, "Pearson r of mean scores").unwrap();
+    save_correlation_matrix(&svg, &names, &m, "Pearson r of mean scores").unwrap();
+    let size = correlation_matrix_size(&names);
+    assert!(size.0 >= 480 && size.1 >= 400);
+    check_png(&png, size);
+    check_svg(&svg, "Pearson r of mean scores", size);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    for want in ["Mistral-7B-v0.2-hf", "Mixtral-8x7B-v0.1", "llama-2-7b-80k", "0.96", "-0.50", "1.00", "-0.01"] {
+        // plotters writes each text on a line of its own inside <text>.
+        assert!(text.contains(&format!("\n{want}\n")), "SVG lacks the text {want}");
+    }
+    // Long names widen the image.
+    let long = vec!["a-very-long-model-name-of-forty-characters".to_string(), "b".to_string()];
+    assert!(correlation_matrix_size(&long).0 > correlation_matrix_size(&names[..2]).0);
+}
+
+#[test]
+fn bad_correlation_matrices_are_shape_errors_and_leave_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (names, m) = sample_models();
+    let path = dir.path().join("corr.png");
+    let err = save_correlation_matrix(&path, &names[..2], &m, "t").unwrap_err();
+    assert!(matches!(err, PlotError::Shape { rows: 3, cols: 3, .. }), "{err:?}");
+    assert!(err.to_string().contains("2 models"), "{err}");
+    let ragged = vec![vec![1.0, 0.5], vec![0.5]];
+    assert!(matches!(save_correlation_matrix(&path, &names[..2], &ragged, "t"), Err(PlotError::Shape { .. })));
+    let err = save_correlation_matrix(&path, &[], &[], "t").unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+    assert!(!path.exists());
+    let mut buf = vec![0u8; 640 * 480 * 3];
+    let area = BitMapBackend::with_buffer(&mut buf, (640, 480)).into_drawing_area();
+    assert!(matches!(draw_correlation_matrix(&area, &names, &m[..2], "t"), Err(PlotError::Shape { .. })));
+    // NaN cells draw grey, without a printed value.
+    let mut nan = m.clone();
+    nan[0][2] = f64::NAN;
+    save_correlation_matrix(&dir.path().join("nan.svg"), &names, &nan, "t").unwrap();
 }
