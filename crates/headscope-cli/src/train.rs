@@ -142,7 +142,8 @@ fn write_model_files(r: &Recipe, corpus_text: &[String], out: &Path) -> Result<(
     if !tok_path.exists() {
         eprintln!("training a {}-token byte-level BPE tokenizer", r.tokenizer.vocab_size);
         let mut texts: Vec<String> = corpus_text.to_vec();
-        let mut g = ExerciseGenerator::new(r.seed ^ 0x7070);
+        let words = std::sync::Arc::new(corpus_text.iter().flat_map(|t| ExerciseGenerator::words_of(t)).collect::<Vec<_>>());
+        let mut g = ExerciseGenerator::new(r.seed ^ 0x7070, words);
         texts.extend((0..r.tokenizer.exercise_samples).map(|_| {
             let n = g.next_needle();
             format!("{} {} {}", n.needle, n.question, n.real_needle)
@@ -167,6 +168,7 @@ struct DataSource {
     tokenizer: HfTokenizer,
     corpus_text: Vec<String>,
     corpus_tokens: Vec<u32>,
+    corpus_words: Arc<Vec<String>>,
     exercise_share: f64,
     answer_weight: f32,
     lengths: Vec<LengthRecipe>,
@@ -212,7 +214,7 @@ impl DataSource {
     /// A NIAH prompt over a random corpus passage, then the answer and EOS: `t + 1` tokens.
     fn exercise(&self, t: usize, seed: u64) -> Result<(Vec<u32>, Vec<f32>)> {
         let mut r = SplitMix64::new(seed);
-        let needle = ExerciseGenerator::new(r.next_u64()).next_needle();
+        let needle = ExerciseGenerator::new(r.next_u64(), self.corpus_words.clone()).next_needle();
         let mut answer = self.tokenizer.encode(&format!(" {}", needle.real_needle), false)?.ids;
         answer.push(EOS);
         // A passage long enough for the prompt: paragraphs from a random start, about 6 bytes per token.
@@ -294,6 +296,7 @@ pub fn train(o: TrainOptions) -> Result<()> {
 
     let source = Arc::new(DataSource {
         tokenizer: HfTokenizer::from_dir(&o.out)?,
+        corpus_words: Arc::new(corpus_text.iter().flat_map(|t| ExerciseGenerator::words_of(t)).collect()),
         corpus_text,
         corpus_tokens,
         exercise_share: recipe.data.exercise_share,

@@ -7,12 +7,6 @@
 use crate::niah::{san_francisco_needle, Needle};
 use crate::rng::SplitMix64;
 
-const NAMES: &[&str] = &[
-    "Alice", "Bram", "Clara", "Dmitri", "Elena", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars", "Mira", "Nadia", "Oscar",
-    "Priya", "Quentin", "Rosa", "Soren", "Tamsin", "Ugo", "Vera", "Wendell", "Xenia", "Yusuf", "Zora", "Arlo", "Bettina", "Cyril",
-    "Delphine", "Emil", "Fiona", "Gideon", "Hazel", "Ivo", "Juno", "Kasimir", "Lena", "Magnus", "Nell", "Otto", "Petra", "Rufus", "Selma",
-    "Tobias", "Ulla", "Viktor", "Wilma", "Yara", "Zeno", "Agnes", "Basil", "Celeste", "Dorian", "Edith", "Felix", "Hilda",
-];
 const PLACES: &[&str] = &[
     "Lisbon",
     "Oslo",
@@ -64,121 +58,11 @@ const PLACES: &[&str] = &[
     "Rennes",
     "Split",
 ];
-const VERBS: &[&str] = &[
-    "walk along",
-    "visit",
-    "sit beside",
-    "explore",
-    "photograph",
-    "climb",
-    "row across",
-    "sketch",
-    "wander through",
-    "picnic near",
-    "cycle around",
-    "swim in",
-    "read a book in",
-    "listen to music in",
-    "feed the ducks at",
-    "watch the boats from",
-    "buy flowers at",
-];
-const SIGHTS: &[&str] = &[
-    "the old harbour",
-    "the castle gardens",
-    "the river path",
-    "the covered market",
-    "the stone bridge",
-    "the botanical garden",
-    "the lighthouse",
-    "the cathedral square",
-    "the northern cliffs",
-    "the silver lake",
-    "the pine forest",
-    "the fish market",
-    "the university library",
-    "the clock tower",
-    "the eastern beach",
-    "the rose garden",
-    "the railway museum",
-    "the windmill",
-];
-const ACTIVITIES: &[&str] = &[
-    "drink a glass of cider",
-    "eat warm almond cake",
-    "try the grilled sardines",
-    "share a pot of mint tea",
-    "eat a bowl of noodles",
-    "taste the local cheese",
-    "buy a jar of honey",
-    "order hot chocolate",
-    "listen to a street violinist",
-    "play a game of chess",
-];
-const TIMES: &[&str] = &[
-    "at sunrise",
-    "in the late afternoon",
-    "on a foggy morning",
-    "after the first snow",
-    "during the spring festival",
-    "at dusk",
-    "on a windy evening",
-    "before breakfast",
-    "under a full moon",
-    "on a quiet Sunday",
-    "in early autumn",
-    "after a summer storm",
-];
 const CATEGORIES: &[&str] = &["colour", "book", "song", "fruit", "animal", "city", "season", "flower", "dish", "instrument"];
-const VALUES: &[&str] = &[
-    "deep turquoise",
-    "a faded copy of an old atlas",
-    "a slow waltz in minor key",
-    "the yellow plum",
-    "the grey heron",
-    "the harbour town of Bergen",
-    "the first week of autumn",
-    "the wild purple iris",
-    "lentil soup with lemon",
-    "the battered cello",
-    "burnt orange",
-    "a book of sea charts",
-    "the red fox",
-    "crisp green apples",
-    "a ballad about a lighthouse keeper",
-    "the snowdrop",
-    "the old oboe",
-    "baked trout with fennel",
-];
 const OBJECTS: &[&str] =
     &["brass key", "silver locket", "map of the caves", "old diary", "spare lantern", "box of letters", "wooden flute", "green umbrella"];
-const HIDING: &[&str] = &[
-    "under the loose floorboard beside the stove",
-    "inside the hollow oak at the edge of the orchard",
-    "behind the third brick of the garden wall",
-    "in a tin box buried beneath the apple tree",
-    "on the top shelf of the attic cupboard",
-    "inside the piano in the music room",
-    "under the stone steps of the chapel",
-    "in the drawer of the blue writing desk",
-    "beneath the boat shed by the pier",
-];
 const TOPICS: &[&str] =
     &["harbour repairs", "spring harvest", "library budget", "school concert", "railway timetable", "bridge inspection", "winter market"];
-const DAYS: &[&str] =
-    &["Monday morning", "Tuesday at noon", "Wednesday evening", "Thursday at nine", "Friday afternoon", "Saturday at dawn"];
-const ROOMS: &[&str] =
-    &["the east wing hall", "the small council room", "the library annex", "the old ballroom", "the lighthouse office", "the greenhouse"];
-const REASONS: &[&str] = &[
-    "she repaired the village well without asking for payment",
-    "he taught every child in the valley to read",
-    "she carried medicine across the mountains in winter",
-    "he always returns what he borrows twice as good",
-    "she rescued three fishermen during the great storm",
-    "he planted a thousand trees along the river",
-];
-const WORDS: &[&str] =
-    &["amber", "falcon", "cobalt", "thistle", "granite", "willow", "ember", "harbour", "quartz", "meadow", "raven", "saffron"];
 
 /// The facts the paper used for detection, plus the San Francisco needle: held out from training.
 pub fn paper_needles() -> Vec<Needle> {
@@ -260,27 +144,71 @@ pub fn reserved_needles() -> Vec<Needle> {
     v
 }
 
-/// Draws training needles from the templates.
+/// Syllables of made-up names: names the model cannot have memorised, so the question's name must be
+/// matched against the context.
+const SYLLABLES: &[&str] = &[
+    "ba", "ke", "lo", "mi", "ra", "su", "ten", "vo", "dri", "gal", "hen", "jor", "kas", "lin", "mor", "nel", "pra", "quin", "ros",
+    "sel", "tor", "ul", "var", "wen", "yst", "zan", "cor", "dal", "fen", "gris", "hal", "ith", "kel", "lum", "nor", "ost", "pel",
+];
+
+/// Draws training needles. Names are made up from syllables and every answer is a random span of the
+/// phrase source (corpus text), so no answer can be guessed from the question or memorised from
+/// earlier exercises: the only way to answer is to find the fact in the context and copy it.
 pub struct ExerciseGenerator {
     rng: SplitMix64,
+    words: std::sync::Arc<Vec<String>>,
     reserved: Vec<String>,
 }
 
 impl ExerciseGenerator {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        ExerciseGenerator { rng: SplitMix64::new(seed), reserved: reserved_needles().into_iter().map(|n| n.needle).collect() }
+    /// A generator seeded with `seed` drawing answer spans from `words` (a corpus split into words).
+    pub fn new(seed: u64, words: std::sync::Arc<Vec<String>>) -> Self {
+        assert!(words.len() >= 64, "the phrase source needs at least 64 words");
+        let reserved = reserved_needles().into_iter().map(|n| n.needle).collect();
+        ExerciseGenerator { rng: SplitMix64::new(seed), words, reserved }
+    }
+
+    /// Words of `text` for [`ExerciseGenerator::new`]: whitespace-separated, with surrounding punctuation
+    /// other than apostrophes removed.
+    pub fn words_of(text: &str) -> Vec<String> {
+        text.split_whitespace()
+            .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\''))
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     fn pick<'a>(&mut self, list: &[&'a str]) -> &'a str {
         list[self.rng.below(list.len() as u64) as usize]
     }
 
+    /// A made-up capitalised name of 2-3 syllables.
+    fn name(&mut self) -> String {
+        let n = 2 + self.rng.below(2);
+        let mut s: String = (0..n).map(|_| self.pick(SYLLABLES)).collect();
+        s[..1].make_ascii_uppercase();
+        s
+    }
+
+    /// A random span of 3-10 words of the phrase source, lower-cased at its start.
+    fn span(&mut self) -> String {
+        let len = 3 + self.rng.below(8) as usize;
+        let start = self.rng.below((self.words.len() - len) as u64) as usize;
+        let mut s = self.words[start..start + len].join(" ");
+        if let Some(first) = s.get(..1) {
+            if first != "I" {
+                let lower = first.to_lowercase();
+                s.replace_range(..1, &lower);
+            }
+        }
+        s
+    }
+
     /// The next exercise (never a reserved needle).
     pub fn next_needle(&mut self) -> Needle {
         loop {
             let n = self.draw();
-            if !self.reserved.contains(&n.needle) {
+            if !self.reserved.contains(&n.needle) && n.answer_range().is_ok() {
                 return n;
             }
         }
@@ -288,56 +216,43 @@ impl ExerciseGenerator {
 
     fn draw(&mut self) -> Needle {
         let n = |needle: String, question: String, answer: String| Needle { needle, question, real_needle: answer };
+        let answer = self.span();
         match self.rng.below(8) {
             0 | 1 => {
-                let place = self.pick(PLACES);
-                let answer = match self.rng.below(3) {
-                    0 => format!("{} {} {}", self.pick(VERBS), self.pick(SIGHTS), self.pick(TIMES)),
-                    1 => format!("{} {} and {}", self.pick(VERBS), self.pick(SIGHTS), self.pick(ACTIVITIES)),
-                    _ => format!("{} {}", self.pick(ACTIVITIES), self.pick(TIMES)),
-                };
+                let place = if self.rng.below(2) == 0 { self.pick(PLACES).to_string() } else { self.name() };
                 let to = if self.rng.below(2) == 0 { "to " } else { "" };
                 n(format!("The best thing to do in {place} is {to}{answer}."), format!("What is the best thing to do in {place}?"), answer)
             }
             2 => {
-                let (who, cat, val) = (self.pick(NAMES), self.pick(CATEGORIES), self.pick(VALUES));
-                n(format!("{who}'s favourite {cat} is {val}."), format!("What is {who}'s favourite {cat}?"), val.to_string())
+                let (who, cat) = (self.name(), self.pick(CATEGORIES));
+                n(format!("{who}'s favourite {cat} is {answer}."), format!("What is {who}'s favourite {cat}?"), answer)
             }
             3 => {
-                let (who, obj, loc) = (self.pick(NAMES), self.pick(OBJECTS), self.pick(HIDING));
-                n(format!("{who} hid the {obj} {loc}."), format!("Where did {who} hide the {obj}?"), loc.to_string())
+                let (who, obj) = (self.name(), self.pick(OBJECTS));
+                n(format!("{who} hid the {obj} under {answer}."), format!("Where did {who} hide the {obj}?"), format!("under {answer}"))
             }
             4 => {
-                let thing = self.pick(SIGHTS).trim_start_matches("the ").to_string();
-                let code = format!("{} {} {}", self.pick(WORDS), self.pick(WORDS), 10 + self.rng.below(90));
-                n(format!("The secret password for the {thing} is {code}."), format!("What is the secret password for the {thing}?"), code)
+                let thing = format!("{} {}", self.pick(&["north", "old", "red", "hidden", "upper", "second"]), self.pick(&["gate", "vault", "tower", "archive", "cellar"]));
+                n(format!("The secret password for the {thing} is {answer}."), format!("What is the secret password for the {thing}?"), answer)
             }
             5 => {
-                let (topic, day, room) = (self.pick(TOPICS), self.pick(DAYS), self.pick(ROOMS));
-                let answer = format!("on {day} in {room}");
+                let topic = self.pick(TOPICS);
+                let who = self.name();
                 n(
-                    format!("The meeting about the {topic} will be held {answer}."),
-                    format!("When and where will the meeting about the {topic} be held?"),
+                    format!("The meeting about the {topic} with {who} will be held {answer}."),
+                    format!("When will the meeting about the {topic} with {who} be held?"),
                     answer,
                 )
             }
             6 => {
-                let (who, why) = (self.pick(NAMES), self.pick(REASONS));
-                let answer = format!("because {why}");
+                let who = self.name();
+                let answer = format!("because {answer}");
                 n(format!("{who} is admired by everyone {answer}."), format!("Why is {who} admired by everyone?"), answer)
             }
             _ => {
-                let place = self.pick(SIGHTS);
-                let animal = ["heron", "badger", "otter", "goat", "owl", "hedgehog", "swan"][self.rng.below(7) as usize];
-                let food = ["wild berries", "fresh clover", "small crabs", "bread crusts", "beech nuts", "river snails"]
-                    [self.rng.below(6) as usize];
-                let when = self.pick(TIMES);
-                let answer = format!("{food} {when}");
-                n(
-                    format!("The {animal} that lives near {place} eats {answer}."),
-                    format!("What does the {animal} that lives near {place} eat?"),
-                    answer,
-                )
+                let animal = self.pick(&["heron", "badger", "otter", "goat", "owl", "hedgehog", "swan"]);
+                let who = self.name();
+                n(format!("The {animal} of {who} eats {answer}."), format!("What does the {animal} of {who} eat?"), answer)
             }
         }
     }
@@ -348,9 +263,28 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    fn words() -> std::sync::Arc<Vec<String>> {
+        let text = "The river ran past the mill, and the baker's bread was warm. Children counted boats; herons came back in spring. \
+                    Nobody remembered who built the bridge, but it was older than the church on the hill above the square.";
+        std::sync::Arc::new(ExerciseGenerator::words_of(&text.repeat(3)))
+    }
+
+    #[test]
+    fn answers_are_spans_of_the_phrase_source() {
+        let w = words();
+        let joined = w.join(" ").to_lowercase();
+        let mut g = ExerciseGenerator::new(9, w.clone());
+        for _ in 0..500 {
+            let n = g.next_needle();
+            let a = n.real_needle.trim_start_matches("because ").trim_start_matches("under ").to_lowercase();
+            assert!(joined.contains(&a), "{a:?} is not a span of the source");
+            assert!((3..=10).contains(&a.split_whitespace().count()));
+        }
+    }
+
     #[test]
     fn every_exercise_is_a_valid_needle_and_the_generator_is_varied() {
-        let mut g = ExerciseGenerator::new(1);
+        let mut g = ExerciseGenerator::new(1, words());
         let mut seen = HashSet::new();
         for _ in 0..20_000 {
             let n = g.next_needle();
@@ -358,8 +292,8 @@ mod tests {
             seen.insert(n.needle);
         }
         assert!(seen.len() > 10_000, "only {} distinct exercises in 20000", seen.len());
-        let mut a = ExerciseGenerator::new(5);
-        let mut b = ExerciseGenerator::new(5);
+        let mut a = ExerciseGenerator::new(5, words());
+        let mut b = ExerciseGenerator::new(5, words());
         assert_eq!(a.next_needle(), b.next_needle());
     }
 
@@ -390,7 +324,7 @@ mod tests {
             "clockmaker",
             "geothermal",
         ];
-        let mut g = ExerciseGenerator::new(0);
+        let mut g = ExerciseGenerator::new(0, words());
         for _ in 0..50_000 {
             let n = g.next_needle();
             let text = format!("{} {} {}", n.needle, n.question, n.real_needle);
