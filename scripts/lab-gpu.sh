@@ -16,7 +16,8 @@ train=${LAB_TRAIN:-/root/lab-train}
 mkdir -p "$out"
 case "${1:?train or eval}" in
   train)
-    "$bin" train --recipe public/models/lab/recipe.toml --corpus .carry/corpus --out "$train" --device cuda --max-minutes "${2:-8}" 2>&1 | tee "$out/train.log"
+    # RECIPE and INIT_FROM select a further stage (see public/models/lab/recipe-stage2.toml).
+    "$bin" train --recipe "${RECIPE:-public/models/lab/recipe.toml}" ${INIT_FROM:+--init-from "$INIT_FROM"} --corpus .carry/corpus --out "$train" --device cuda --max-minutes "${2:-8}" 2>&1 | tee "$out/train.log"
     for f in model.safetensors tokenizer.json config.json generation_config.json tokenizer_config.json loss.csv; do cp "$train/$f" "$out/"; done
     ;;
   eval)

@@ -100,6 +100,9 @@ struct TrainArgs {
     /// Threads that build batches (default: all cores but one).
     #[arg(long)]
     workers: Option<usize>,
+    /// Start from this model directory's weights and tokenizer (a further training stage).
+    #[arg(long)]
+    init_from: Option<PathBuf>,
 }
 
 /// Flags shared by every command that runs a sweep.
@@ -271,6 +274,7 @@ fn train(a: TrainArgs) -> Result<()> {
         device: sweep::parse_device(&a.device)?,
         max_minutes: a.max_minutes,
         stop_at: a.stop_at,
+        init_from: a.init_from,
         workers,
     })
 }

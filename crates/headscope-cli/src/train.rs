@@ -97,6 +97,8 @@ pub struct TrainOptions {
     pub stop_at: Option<usize>,
     /// Worker threads building batches.
     pub workers: usize,
+    /// Start from this model directory's weights and tokenizer (a further training stage).
+    pub init_from: Option<PathBuf>,
 }
 
 const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
@@ -217,6 +219,10 @@ impl DataSource {
         let needle = ExerciseGenerator::new(r.next_u64(), self.corpus_words.clone()).next_needle();
         let mut answer = self.tokenizer.encode(&format!(" {}", needle.real_needle), false)?.ids;
         answer.push(EOS);
+        if answer.len() * 4 > t {
+            // An answer that would crowd out the context is no exercise: use plain text for this row.
+            return Ok(self.plain_text(t, seed));
+        }
         // A passage long enough for the prompt: paragraphs from a random start, about 6 bytes per token.
         let doc = &self.corpus_text[r.below(self.corpus_text.len() as u64) as usize];
         let paragraphs: Vec<&str> = doc.split('\n').filter(|p| !p.trim().is_empty()).collect();
@@ -266,6 +272,13 @@ pub fn train(o: TrainOptions) -> Result<()> {
         })
         .collect::<Result<Vec<String>>>()?;
     std::fs::copy(&o.recipe, o.out.join("recipe.toml")).ok();
+    if let Some(init) = &o.init_from {
+        // A further stage keeps the earlier stage's tokenizer: the weights are tied to its ids.
+        let tok = o.out.join("tokenizer.json");
+        if !tok.exists() {
+            std::fs::copy(init.join("tokenizer.json"), &tok).with_context(|| format!("copying the tokenizer of {}", init.display()))?;
+        }
+    }
     write_model_files(&recipe, &corpus_text, &o.out)?;
     let tokenizer = HfTokenizer::from_dir(&o.out)?;
     let spec = ModelSpec::from_config_file(&o.out.join("config.json"))?;
@@ -287,6 +300,9 @@ pub fn train(o: TrainOptions) -> Result<()> {
     if ckpt.join("trainer.json").exists() {
         trainer.restore(&ckpt)?;
         eprintln!("resumed from {} at step {}", ckpt.display(), trainer.step());
+    } else if let Some(init) = &o.init_from {
+        trainer.init_from(&headscope_model::loader::weight_files(init)?)?;
+        eprintln!("starting from the weights of {}", init.display());
     }
     eprintln!("{} parameters; training to step {}", trainer.parameter_count(), recipe.train.steps);
     if !o.device.is_cpu() {

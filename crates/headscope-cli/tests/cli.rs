@@ -265,3 +265,23 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
     // No finished result was lost or made up along the way.
     assert!(!PathBuf::from(&out).join("head_scores.json").exists());
 }
+
+/// Without --model, the commands use the bundled lab model (run from the repository root).
+#[test]
+fn the_bundled_lab_model_is_the_default() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    assert!(root.join("public/models/lab/model.safetensors").exists(), "the lab model ships with the repository");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lab");
+    let o = Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .current_dir(&root)
+        .args(["detect", "--out", out.to_str().unwrap(), "--lengths", "300", "--depths", "2", "--max-new-tokens", "16", "--gate", "0"])
+        .args(["--haystack", "public/haystacks/kjv-john.txt", "--plain"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let info: RunInfo = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!((info.model.dir.as_str(), info.model.layers, info.model.heads, info.model.kv_heads), ("public/models/lab", 6, 8, 2));
+    assert_eq!(read_head_scores(&out.join("head_scores.json")).unwrap().shape(), HeadShape::new(6, 8));
+}

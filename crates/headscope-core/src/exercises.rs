@@ -147,8 +147,8 @@ pub fn reserved_needles() -> Vec<Needle> {
 /// Syllables of made-up names: names the model cannot have memorised, so the question's name must be
 /// matched against the context.
 const SYLLABLES: &[&str] = &[
-    "ba", "ke", "lo", "mi", "ra", "su", "ten", "vo", "dri", "gal", "hen", "jor", "kas", "lin", "mor", "nel", "pra", "quin", "ros",
-    "sel", "tor", "ul", "var", "wen", "yst", "zan", "cor", "dal", "fen", "gris", "hal", "ith", "kel", "lum", "nor", "ost", "pel",
+    "ba", "ke", "lo", "mi", "ra", "su", "ten", "vo", "dri", "gal", "hen", "jor", "kas", "lin", "mor", "nel", "pra", "quin", "ros", "sel",
+    "tor", "ul", "var", "wen", "yst", "zan", "cor", "dal", "fen", "gris", "hal", "ith", "kel", "lum", "nor", "ost", "pel",
 ];
 
 /// Draws training needles. Names are made up from syllables and every answer is a random span of the
@@ -173,7 +173,8 @@ impl ExerciseGenerator {
     pub fn words_of(text: &str) -> Vec<String> {
         text.split_whitespace()
             .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\''))
-            .filter(|w| !w.is_empty())
+            // Long unbroken strings (URLs, ASCII art) are no phrases to copy.
+            .filter(|w| !w.is_empty() && w.chars().count() <= 20)
             .map(str::to_owned)
             .collect()
     }
@@ -232,8 +233,16 @@ impl ExerciseGenerator {
                 n(format!("{who} hid the {obj} under {answer}."), format!("Where did {who} hide the {obj}?"), format!("under {answer}"))
             }
             4 => {
-                let thing = format!("{} {}", self.pick(&["north", "old", "red", "hidden", "upper", "second"]), self.pick(&["gate", "vault", "tower", "archive", "cellar"]));
-                n(format!("The secret password for the {thing} is {answer}."), format!("What is the secret password for the {thing}?"), answer)
+                let thing = format!(
+                    "{} {}",
+                    self.pick(&["north", "old", "red", "hidden", "upper", "second"]),
+                    self.pick(&["gate", "vault", "tower", "archive", "cellar"])
+                );
+                n(
+                    format!("The secret password for the {thing} is {answer}."),
+                    format!("What is the secret password for the {thing}?"),
+                    answer,
+                )
             }
             5 => {
                 let topic = self.pick(TOPICS);

@@ -131,6 +131,10 @@ pub struct NiahBuilder<'t, T: TextTokenizer + ?Sized> {
     haystack_tokens: Encoded,
 }
 
+/// The longest prompt the builder makes: far beyond any model's context, it stops a mistaken length
+/// (an underflow, a typo) before it asks for gigabytes of haystack.
+pub const MAX_PROMPT_TOKENS: usize = 16 << 20;
+
 /// Sentence ends after which a needle may be inserted.
 const SENTENCE_ENDS: [char; 3] = ['.', '!', '?'];
 
@@ -157,7 +161,7 @@ impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
     fn ensure_haystack(&mut self, tokens: usize) -> Result<()> {
         while self.haystack_tokens.ids.len() < tokens {
             let per_copy = self.haystack_tokens.ids.len().max(1) as f64 / (self.haystack.len() as f64 / self.source.len() as f64);
-            let copies = ((tokens as f64 / per_copy).ceil() as usize + 1).max(2);
+            let copies = ((tokens as f64 / per_copy.max(1.0)).ceil() as usize).saturating_add(1).max(2);
             self.haystack = vec![self.source.as_str(); copies].join("\n\n");
             self.haystack_tokens = self.tokenizer.encode(&self.haystack, false)?;
         }
@@ -170,6 +174,11 @@ impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
     /// merges make the exact count unreachable the closest shorter prompt is returned (its
     /// `prompt_ids.len()` says so); that has not been seen with real tokenizers.
     pub fn build(&mut self, needle: &Needle, length: usize, depth_percent: f64) -> Result<NiahTest> {
+        if length > MAX_PROMPT_TOKENS {
+            return Err(CoreError::invalid(format!(
+                "a {length}-token prompt is longer than HeadScope builds ({MAX_PROMPT_TOKENS} tokens)"
+            )));
+        }
         if !(0.0..=100.0).contains(&depth_percent) {
             return Err(CoreError::invalid(format!("depth {depth_percent} is outside 0..100 percent")));
         }
@@ -463,6 +472,7 @@ pub(crate) mod tests {
         let e = b.build(&n, 10, 50.0).unwrap_err().to_string();
         assert!(e.contains("too short"), "{e}");
         assert!(b.build(&n, 100, 101.0).is_err());
+        assert!(b.build(&n, usize::MAX - 3, 50.0).unwrap_err().to_string().contains("longer than HeadScope builds"));
         let bad = Needle { real_needle: "a hot dog".into(), ..n.clone() };
         assert!(b.build(&bad, 100, 50.0).unwrap_err().to_string().contains("not part of the needle"));
         let empty = Needle { needle: " ".into(), ..n };

@@ -202,6 +202,28 @@ impl Trainer {
         Ok(())
     }
 
+    /// Starts from the weights of a Hugging Face model directory's safetensors (any dtype; cast to f32),
+    /// keeping this trainer's fresh optimiser state and step 0: the start of a further training stage.
+    pub fn init_from(&mut self, weight_files: &[std::path::PathBuf]) -> Result<()> {
+        let mut tensors = HashMap::new();
+        for f in weight_files {
+            tensors.extend(candle_core::safetensors::load(f, &self.device)?);
+        }
+        for p in &self.params {
+            let t = tensors.get(&p.name).ok_or_else(|| ModelError::Weights(format!("the initial weights lack {}", p.name)))?;
+            if t.dims() != p.var.dims() {
+                return Err(ModelError::Weights(format!(
+                    "{}: shape {:?} in the initial weights, {:?} in the recipe",
+                    p.name,
+                    t.dims(),
+                    p.var.dims()
+                )));
+            }
+            p.var.set(&t.to_dtype(DType::F32)?)?;
+        }
+        Ok(())
+    }
+
     /// Writes the weights as a Hugging Face `model.safetensors` in `dtype` (e.g. f16 for shipping).
     pub fn export(&self, path: &Path, dtype: DType) -> Result<()> {
         let mut out = HashMap::new();
