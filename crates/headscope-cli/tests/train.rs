@@ -74,6 +74,29 @@ fn train_resumes_exactly_and_exports_a_loadable_model() {
     let first: f64 = a[0].1.parse().unwrap();
     assert!((first - (512f64).ln()).abs() < 1.0, "initial loss {first} should be near ln(512)");
 
+    // A further stage starts from the trained weights (and keeps their tokenizer): its first loss is
+    // already below the fresh model's.
+    let stage = tmp.path().join("stage2");
+    let (ok, _, stderr) = headscope(&[
+        "train",
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        stage.to_str().unwrap(),
+        "--init-from",
+        straight.to_str().unwrap(),
+        "--stop-at",
+        "1",
+        "--workers",
+        "1",
+    ]);
+    assert!(ok && stderr.contains("starting from the weights"), "{stderr}");
+    assert_eq!(std::fs::read(stage.join("tokenizer.json")).unwrap(), std::fs::read(straight.join("tokenizer.json")).unwrap());
+    let staged: f64 = losses(&stage)[0].1.parse().unwrap();
+    assert!(staged < first - 0.3, "stage 2 starts at {staged}, a fresh model at {first}");
+
     // The exported model is a Hugging Face directory that the detection pipeline runs.
     let det = tmp.path().join("det");
     let (ok, stdout, stderr) = headscope(&[
