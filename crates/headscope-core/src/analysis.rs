@@ -390,7 +390,6 @@ pub fn ranking_stability(records: &[TestRecord], shape: HeadShape, gate: f64, k:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12
@@ -569,26 +568,10 @@ mod tests {
         assert!(!attends_to_sink(&[0, 0], 0));
     }
 
+    /// A test record with these hits (the records module's test helper, with slices for brevity).
     fn record(id: &str, recall: f64, hits: &[(HeadId, &[u32])]) -> TestRecord {
-        TestRecord {
-            id: id.into(),
-            needle_index: 0,
-            needle: "n".into(),
-            length: 100,
-            prompt_tokens: 100,
-            depth_percent: 50.0,
-            placed_depth_percent: 50.0,
-            prompt_hash: "00".into(),
-            needle_tokens: [40, 50],
-            answer_tokens: [44, 48],
-            generated_ids: vec![1],
-            answer: "a".into(),
-            recall,
-            hits: hits.iter().map(|(h, p)| (*h, p.to_vec())).collect::<BTreeMap<_, _>>(),
-            masked_heads: vec![],
-            prompt_ids: None,
-            seconds: 0.0,
-        }
+        let hits: Vec<(HeadId, Vec<u32>)> = hits.iter().map(|(h, p)| (*h, p.to_vec())).collect();
+        crate::files::records::tests::record(id, recall, &hits)
     }
 
     #[test]

@@ -136,7 +136,7 @@ impl TestLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn record(id: &str, recall: f64, hits: &[(HeadId, Vec<u32>)]) -> TestRecord {
