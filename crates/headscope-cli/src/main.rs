@@ -40,6 +40,21 @@ enum Command {
     Perplexity(PerplexityArgs),
     /// Correlate the retrieval scores of several models (Pearson and Spearman of per-head means).
     Compare(compare::CompareArgs),
+    /// Draw training-loss curves from `headscope train` logs (stages one after another).
+    PlotLoss(PlotLossArgs),
+}
+
+#[derive(Args, Debug)]
+struct PlotLossArgs {
+    /// loss.csv files, in training order.
+    #[arg(long = "log", required = true)]
+    logs: Vec<PathBuf>,
+    /// Output image (.png or .svg).
+    #[arg(long)]
+    out: PathBuf,
+    /// Moving-mean window in steps.
+    #[arg(long, default_value_t = 50)]
+    smooth: usize,
 }
 
 #[derive(Args, Debug)]
@@ -240,6 +255,7 @@ fn main() {
             lm::perplexity(&a.model, &a.text, a.window, a.max_windows, &headscope_model::LoadOptions { dtype: None, device }).map(|_| ())
         }),
         Command::Compare(a) => compare::compare(&a),
+        Command::PlotLoss(a) => train::plot_loss(&a.logs, &a.out, a.smooth),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -137,6 +137,23 @@ fn train_resumes_exactly_and_exports_a_loadable_model() {
         headscope(&["generate", "--model", straight.to_str().unwrap(), "--prompt", "In the beginning", "--max-new-tokens", "5"]);
     assert!(ok && stdout.starts_with("In the beginning"), "{stdout} {stderr}");
 
+    // Loss curves of both stages, one after another.
+    let png = tmp.path().join("loss.png");
+    let (ok, _, stderr) = headscope(&[
+        "plot-loss",
+        "--log",
+        straight.join("loss.csv").to_str().unwrap(),
+        "--log",
+        stage.join("loss.csv").to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+        "--smooth",
+        "3",
+    ]);
+    assert!(ok && std::fs::read(&png).unwrap().starts_with(b"\x89PNG"), "{stderr}");
+    let (ok, _, stderr) = headscope(&["plot-loss", "--log", recipe.to_str().unwrap(), "--out", png.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("loss.csv") && !stderr.contains("panicked"), "{stderr}");
+
     // A recipe with an unknown field is refused with its name.
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, std::fs::read_to_string(&recipe).unwrap().replace("seed = 7", "seed = 7\nsede = 8")).unwrap();

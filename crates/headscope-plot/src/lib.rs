@@ -26,6 +26,7 @@ mod error;
 mod font;
 mod grid;
 mod heatmap;
+mod line;
 mod niah;
 mod save;
 #[cfg(not(target_arch = "wasm32"))]
@@ -40,8 +41,9 @@ pub use error::PlotError;
 pub use font::{FONT_FAMILY, FONT_TTF};
 pub use grid::Grid;
 pub use heatmap::{draw_head_heatmap, head_heatmap_size};
+pub use line::{draw_line_chart, Series, LINE_CHART_SIZE};
 pub use niah::{draw_niah_grid, NIAH_SIZE};
-pub use save::{save_correlation_matrix, save_head_heatmap, save_niah_grid};
+pub use save::{save_correlation_matrix, save_head_heatmap, save_line_chart, save_niah_grid};
 
 /// The plotters version the drawing functions take, so callers name the same `DrawingArea` type.
 pub use plotters;

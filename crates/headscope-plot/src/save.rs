@@ -4,6 +4,7 @@ use crate::correlation::{correlation_matrix_size, draw_correlation_matrix};
 use crate::error::PlotError;
 use crate::grid::Grid;
 use crate::heatmap::{draw_head_heatmap, head_heatmap_size};
+use crate::line::{draw_line_chart, Series, LINE_CHART_SIZE};
 use crate::niah::{draw_niah_grid, NIAH_SIZE};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -110,4 +111,14 @@ pub fn save_correlation_matrix(path: &Path, names: &[String], matrix: &[Vec<f64>
     format_of(path)?;
     let size = correlation_matrix_size(names);
     save_with(path, size, |a| draw_correlation_matrix(a, names, matrix, title), |a| draw_correlation_matrix(a, names, matrix, title))
+}
+
+/// Writes a line chart ([`draw_line_chart`]) to `path` (PNG or SVG by extension).
+pub fn save_line_chart(path: &Path, series: &[Series], title: &str, x_label: &str, y_label: &str) -> Result<(), PlotError> {
+    save_with(
+        path,
+        LINE_CHART_SIZE,
+        |a| draw_line_chart(a, series, title, x_label, y_label),
+        |a| draw_line_chart(a, series, title, x_label, y_label),
+    )
 }

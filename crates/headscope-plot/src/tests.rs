@@ -499,3 +499,21 @@ fn bad_correlation_matrices_are_shape_errors_and_leave_no_file() {
     nan[0][2] = f64::NAN;
     save_correlation_matrix(&dir.path().join("nan.svg"), &names, &nan, "t").unwrap();
 }
+
+#[test]
+fn line_charts_save_as_png_and_svg_and_refuse_empty_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = vec![
+        Series { name: "stage 1".into(), points: (0..100).map(|i| (i as f64, 8.0 / (1.0 + i as f64 / 10.0))).collect() },
+        Series { name: "stage 2".into(), points: (100..200).map(|i| (i as f64, f64::NAN.min(1.0) + 0.5)).collect() },
+    ];
+    let png = dir.path().join("loss.png");
+    save_line_chart(&png, &s, "training loss", "step", "loss").unwrap();
+    assert_eq!(png_size(&std::fs::read(&png).unwrap()), LINE_CHART_SIZE);
+    let svg = dir.path().join("loss.svg");
+    save_line_chart(&svg, &s, "training loss", "step", "loss").unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("training loss") && text.contains("stage 2"));
+    let empty = [Series { name: "x".into(), points: vec![(0.0, f64::NAN)] }];
+    assert!(matches!(save_line_chart(&dir.path().join("e.png"), &empty, "t", "x", "y"), Err(PlotError::Shape { .. })));
+}
