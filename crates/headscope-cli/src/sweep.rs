@@ -68,19 +68,23 @@ fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading haystack {}", path.display()))
 }
 
-impl Sweep {
-    fn prepare(args: &SweepArgs, command: &str, mask: Option<MaskInfo>) -> Result<Sweep> {
-        let model_path = match &args.model {
-            Some(p) => p.clone(),
-            None => {
-                let lab = PathBuf::from(LAB_MODEL_DIR);
-                if !lab.join("config.json").exists() {
-                    bail!("no --model given and the bundled lab model is not in {LAB_MODEL_DIR} (run from the repository root, or pass --model DIR)");
-                }
-                lab
+/// Opens `--model`, or the bundled lab model when it is not given.
+fn open_model(args: &SweepArgs) -> Result<ModelDir> {
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => {
+            let lab = PathBuf::from(LAB_MODEL_DIR);
+            if !lab.join("config.json").exists() {
+                bail!("no --model given and the bundled lab model is not in {LAB_MODEL_DIR} (run from the repository root, or pass --model DIR)");
             }
-        };
-        let model_dir = ModelDir::open(&model_path)?;
+            lab
+        }
+    };
+    Ok(ModelDir::open(&path)?)
+}
+
+impl Sweep {
+    fn prepare(args: &SweepArgs, command: &str, model_dir: ModelDir, mask: Option<MaskInfo>) -> Result<Sweep> {
         let device = parse_device(&args.device)?;
         let options = LoadOptions { dtype: parse_dtype(&args.dtype)?, device };
         let needles = match &args.needles {
@@ -251,7 +255,7 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&gate) {
         bail!("--gate must be between 0 and 1");
     }
-    let sweep = Sweep::prepare(args, "detect", None)?;
+    let sweep = Sweep::prepare(args, "detect", open_model(args)?, None)?;
     let mut log = open_out(args, &sweep.info)?;
     let ran = sweep.run(args, &mut log, None)?;
     let shape = sweep.model_dir.spec.head_shape();
@@ -268,7 +272,8 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64) -> Result<()> {
 
 /// `headscope niah`.
 pub fn niah(args: &SweepArgs, choice: Option<MaskChoice>, mode: MaskMode, scope: MaskScope, pass: f64) -> Result<()> {
-    let spec_shape = ModelDir::open(args.model.as_deref().unwrap_or(Path::new(LAB_MODEL_DIR)))?.spec.head_shape();
+    let model_dir = open_model(args)?;
+    let spec_shape = model_dir.spec.head_shape();
     let (plan_name, heads) = match &choice {
         None => (String::new(), vec![]),
         Some(MaskChoice::List(h)) => ("list".to_string(), h.clone()),
@@ -289,7 +294,7 @@ pub fn niah(args: &SweepArgs, choice: Option<MaskChoice>, mode: MaskMode, scope:
         mode: mode.to_string(),
         scope: scope.to_string(),
     });
-    let mut sweep = Sweep::prepare(args, "niah", mask_info)?;
+    let mut sweep = Sweep::prepare(args, "niah", model_dir, mask_info)?;
     if let Some(MaskChoice::Random { seed, .. }) = &choice {
         sweep.info.seed = Some(*seed);
     }

@@ -311,7 +311,7 @@ pub fn train(o: TrainOptions) -> Result<()> {
     }
 
     let source = Arc::new(DataSource {
-        tokenizer: HfTokenizer::from_dir(&o.out)?,
+        tokenizer,
         corpus_words: Arc::new(corpus_text.iter().flat_map(|t| ExerciseGenerator::words_of(t)).collect()),
         corpus_text,
         corpus_tokens,
