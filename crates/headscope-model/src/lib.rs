@@ -24,8 +24,8 @@ pub mod transformer;
 pub mod testkit;
 
 pub use error::{ModelError, Result};
-pub use generate::{greedy_decode, DecodeTrace};
-pub use loader::{LoadOptions, LoadedModel, ModelDir};
+pub use generate::{greedy_decode, greedy_decode_from, DecodeTrace};
+pub use loader::{LoadOptions, LoadedModel, ModelDir, ModelFiles, ModelMeta};
 pub use mask::{HeadMask, MaskMode, MaskScope};
 pub use spec::{ModelSpec, SUPPORTED_MODEL_TYPES};
 pub use tokenizer::HfTokenizer;

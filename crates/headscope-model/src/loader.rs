@@ -242,6 +242,158 @@ impl LoadedModel {
     }
 }
 
+/// A model directory's files as bytes, for places without a filesystem (the browser): what [`ModelDir`]
+/// reads from disk, handed over by whoever fetched or picked the files.
+#[derive(Debug, Clone, Default)]
+pub struct ModelFiles {
+    /// A name for messages and provenance (the folder name or URL).
+    pub name: String,
+    /// `config.json`.
+    pub config_json: Vec<u8>,
+    /// `tokenizer.json`.
+    pub tokenizer_json: Vec<u8>,
+    /// `tokenizer_config.json`, if present.
+    pub tokenizer_config_json: Option<Vec<u8>>,
+    /// `generation_config.json`, if present.
+    pub generation_config_json: Option<Vec<u8>>,
+    /// The safetensors files by file name.
+    pub safetensors: Vec<(String, Vec<u8>)>,
+}
+
+impl ModelFiles {
+    /// Sorts a flat list of `(file name, bytes)` (a picked or dropped folder) into a model's files;
+    /// other files are ignored, paths keep only their last component. Missing required files and
+    /// pickle checkpoints are named errors, as with [`ModelDir::open`].
+    pub fn from_named(name: &str, files: Vec<(String, Vec<u8>)>) -> Result<Self> {
+        let dir = PathBuf::from(name);
+        let mut out = ModelFiles { name: name.to_owned(), ..Default::default() };
+        let (mut config, mut tokenizer, mut pickle) = (None, None, false);
+        for (path, bytes) in files {
+            let file = path.rsplit(['/', '\\']).next().unwrap_or(&path).to_owned();
+            match file.as_str() {
+                "config.json" => config = Some(bytes),
+                "tokenizer.json" => tokenizer = Some(bytes),
+                "tokenizer_config.json" => out.tokenizer_config_json = Some(bytes),
+                "generation_config.json" => out.generation_config_json = Some(bytes),
+                f if f.ends_with(".safetensors") => out.safetensors.push((file, bytes)),
+                f if f.ends_with(".bin") || f.ends_with(".pt") || f.ends_with(".pth") => pickle = true,
+                _ => {}
+            }
+        }
+        out.config_json = config.ok_or_else(|| ModelError::Missing {
+            dir: dir.clone(),
+            what: "config.json".into(),
+            hint: "is this a Hugging Face model directory?".into(),
+        })?;
+        out.tokenizer_json = tokenizer.ok_or_else(|| ModelError::Missing {
+            dir: dir.clone(),
+            what: "tokenizer.json".into(),
+            hint: "HeadScope needs the fast-tokenizer file; convert a sentencepiece model with transformers' save_pretrained".into(),
+        })?;
+        if out.safetensors.is_empty() {
+            let hint = if pickle {
+                "this checkpoint is in PyTorch pickle format (.bin/.pt), which HeadScope refuses because loading it can run arbitrary code; convert it with transformers' save_pretrained(..., safe_serialization=True)"
+            } else {
+                "expected model.safetensors or model.safetensors.index.json with its shards"
+            };
+            return Err(ModelError::Missing { dir, what: "safetensors weights".into(), hint: hint.into() });
+        }
+        out.safetensors.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The same content hash [`model_dir_hash`] gives the directory these files came from.
+    pub fn hash(&self) -> String {
+        const SAMPLE: usize = 1 << 20;
+        let mut h = Sha256::new();
+        h.update(&self.config_json);
+        h.update(&self.tokenizer_json);
+        for (name, bytes) in &self.safetensors {
+            h.update(name.as_bytes());
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes[..bytes.len().min(SAMPLE)]);
+            if bytes.len() > SAMPLE {
+                h.update(&bytes[(bytes.len() - SAMPLE).max(SAMPLE)..]);
+            }
+        }
+        h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// What a model's small files say: architecture, tokenizer and stop tokens (the weights not read).
+pub struct ModelMeta {
+    /// The architecture.
+    pub spec: ModelSpec,
+    /// The tokenizer.
+    pub tokenizer: HfTokenizer,
+    /// Tokens that end generation (generation_config.json, config.json, tokenizer_config.json).
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl ModelFiles {
+    /// Reads config, tokenizer and stop tokens, checking they fit together (as [`ModelDir::open`] does).
+    pub fn meta(&self) -> Result<ModelMeta> {
+        let dir = PathBuf::from(&self.name);
+        let config = dir.join("config.json");
+        let text = std::str::from_utf8(&self.config_json).map_err(|_| ModelError::config(&config, "not UTF-8 text"))?;
+        let spec = ModelSpec::from_config_json(text, &config)?;
+        let tokenizer = HfTokenizer::from_bytes(&self.tokenizer_json, self.tokenizer_config_json.as_deref()).map_err(|e| match e {
+            ModelError::Tokenizer(m) => ModelError::config(dir.join("tokenizer.json"), m),
+            other => other,
+        })?;
+        if tokenizer.vocab_size() > spec.vocab_size {
+            return Err(ModelError::config(
+                &config,
+                format!("the tokenizer has {} tokens but the model's vocab_size is {}", tokenizer.vocab_size(), spec.vocab_size),
+            ));
+        }
+        let mut eos = match &self.generation_config_json {
+            Some(b) => {
+                let p = dir.join("generation_config.json");
+                let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| ModelError::config(&p, format!("not JSON: {e}")))?;
+                crate::spec::fields::token_ids(&v, "eos_token_id")
+            }
+            None => vec![],
+        };
+        if eos.is_empty() {
+            eos = spec.eos_token_ids.clone();
+        }
+        if eos.is_empty() {
+            eos.extend(tokenizer.eos_token_id());
+        }
+        Ok(ModelMeta { spec, tokenizer, eos_token_ids: eos })
+    }
+}
+
+impl LoadedModel {
+    /// Loads a model from its files' bytes (see [`ModelFiles`]); checks as [`ModelDir::open`] does.
+    pub fn from_files(files: &ModelFiles, options: &LoadOptions) -> Result<Self> {
+        let ModelMeta { spec, tokenizer, eos_token_ids: eos } = files.meta()?;
+        let dir = PathBuf::from(&files.name);
+        let dtype = ModelDir::resolve_dtype(options);
+        let weights_err = |e: candle_core::Error| ModelError::Weights(format!("{}: {e}", files.name));
+        // One file is read in place; shards are gathered into one tensor map first.
+        let vb = match files.safetensors.as_slice() {
+            [(_, bytes)] => VarBuilder::from_slice_safetensors(bytes, dtype, &options.device).map_err(weights_err)?,
+            shards => {
+                let mut tensors = std::collections::HashMap::new();
+                for (name, bytes) in shards {
+                    let t = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+                        .map_err(|e| ModelError::Weights(format!("{}/{name}: {e}", files.name)))?;
+                    tensors.extend(t);
+                }
+                VarBuilder::from_tensors(tensors, dtype, &options.device)
+            }
+        };
+        let model = Transformer::new(&spec, vb).map_err(|e| match e {
+            ModelError::Candle(c) => ModelError::Weights(format!("{}: {c}", files.name)),
+            other => other,
+        })?;
+        let tokenizer_hash = headscope_core::files::short_hash(&files.tokenizer_json);
+        Ok(LoadedModel { dir, spec, model, tokenizer, eos_token_ids: eos, hash: files.hash(), tokenizer_hash })
+    }
+}
+
 /// The chat template of `tokenizer` as the prompt format, unless it has none or `plain` is forced.
 fn prompt_format(tokenizer: &HfTokenizer, plain: bool) -> PromptFormat {
     match tokenizer.chat_template() {

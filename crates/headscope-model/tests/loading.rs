@@ -171,3 +171,70 @@ fn niah_lengths_are_exact_across_a_dense_grid() {
     }
     assert_eq!(n, 22 * 11);
 }
+
+/// Every file of a model directory as `(name, bytes)`, as a browser hands over a picked folder.
+fn dir_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (format!("picked/{}", p.file_name().unwrap().to_string_lossy()), std::fs::read(&p).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn loading_from_bytes_equals_loading_the_directory() {
+    use headscope_model::loader::ModelFiles;
+    use headscope_model::Probe;
+    for shards in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        TinyModel { shards, ..TinyModel::new(TinyArch::Llama) }.write(dir.path()).unwrap();
+        let mut from_dir = LoadedModel::load(dir.path(), &LoadOptions::default()).unwrap();
+        let files = ModelFiles::from_named("picked", dir_files(dir.path())).unwrap();
+        assert_eq!(files.safetensors.len(), shards);
+        let mut from_bytes = LoadedModel::from_files(&files, &LoadOptions::default()).unwrap();
+        assert_eq!(from_bytes.hash, from_dir.hash, "same content hash as the directory");
+        assert_eq!(from_bytes.tokenizer_hash, from_dir.tokenizer_hash);
+        assert_eq!(from_bytes.eos_token_ids, from_dir.eos_token_ids);
+        assert_eq!(from_bytes.spec, from_dir.spec);
+        let ids = from_dir.tokenizer.encode(TINY_TEXT, true).unwrap().ids;
+        let ids = &ids[..ids.len().min(40)];
+        let mut outs = Vec::new();
+        for m in [&mut from_dir, &mut from_bytes] {
+            m.model.reset();
+            m.model.prefill(&ids[..ids.len() - 1]).unwrap();
+            let out = m.model.step(ids[ids.len() - 1], &Probe::default()).unwrap();
+            outs.push((out.logits.to_vec1::<f32>().unwrap(), out.argmax_position));
+        }
+        assert_eq!(outs[0], outs[1], "shards {shards}: same logits and argmax positions");
+    }
+}
+
+#[test]
+fn bad_byte_models_are_named_errors() {
+    use headscope_model::loader::ModelFiles;
+    let dir = tiny_dir(TinyArch::Llama);
+    let all = dir_files(dir.path());
+    let without = |name: &str| all.iter().filter(|(n, _)| !n.ends_with(name)).cloned().collect::<Vec<_>>();
+    for (files, expect) in [
+        (without("config.json"), "config.json"),
+        (without("/tokenizer.json"), "tokenizer.json"),
+        (without(".safetensors"), "safetensors"),
+        (vec![("x/notes.txt".to_string(), b"hello".to_vec())], "config.json"),
+    ] {
+        let e = ModelFiles::from_named("picked", files).unwrap_err().to_string();
+        assert!(e.contains(expect), "{e}");
+    }
+    let mut pickle = without(".safetensors");
+    pickle.push(("picked/pytorch_model.bin".into(), vec![0; 8]));
+    assert!(ModelFiles::from_named("picked", pickle).unwrap_err().to_string().contains("pickle"));
+    let mut broken = ModelFiles::from_named("picked", all.clone()).unwrap();
+    broken.safetensors[0].1.truncate(100);
+    let e = LoadedModel::from_files(&broken, &LoadOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("weights") && e.contains("picked"), "{e}");
+    let mut broken = ModelFiles::from_named("picked", all).unwrap();
+    broken.config_json = b"{ not json".to_vec();
+    let e = LoadedModel::from_files(&broken, &LoadOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("config.json"), "{e}");
+}
