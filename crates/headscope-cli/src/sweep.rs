@@ -205,6 +205,7 @@ impl Sweep {
                 hits: hits.to_sparse(),
                 masked_heads: masked_heads.clone(),
                 prompt_ids: args.save_prompts.then(|| test.prompt_ids.clone()),
+                head_argmax: None,
                 seconds: started.elapsed().as_secs_f64(),
             };
             log.append(record)?;

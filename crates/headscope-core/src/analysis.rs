@@ -348,6 +348,130 @@ pub fn attends_to_sink(argmax_positions: &[u32], sink_len: usize) -> bool {
     2 * on_sink > argmax_positions.len()
 }
 
+/// How many first prompt tokens count as the attention sink (the BOS and the few tokens after it, as
+/// in StreamingLLM's four sink tokens).
+pub const SINK_TOKENS: usize = 4;
+
+/// Fig. 9's verdict on one recorded test: its class, and where the watched heads looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct FailureJudgement {
+    /// What kind of answer it was ([`classify_failure`]).
+    pub class: FailureClass,
+    /// Whether the watched heads that were not masked in the test mostly looked at the attention sink
+    /// ([`attends_to_sink`] over all their decode steps); None when the record holds no argmax positions
+    /// of such heads (the run watched none, or every watched head was masked).
+    pub on_sink: Option<bool>,
+}
+
+/// Judges a recorded NIAH test for fig. 9: [`classify_failure`] of its answer against `expected` in
+/// `context` (the prompt text the model saw), and [`attends_to_sink`] over the recorded argmax positions
+/// (`head_argmax`) of `watched` heads that the test did not mask, with a sink of `sink_len` tokens.
+///
+/// Masked heads are left out of the sink note because a uniformly masked head has no peak to speak of.
+pub fn judge_record(
+    record: &TestRecord,
+    expected: &str,
+    context: &str,
+    pass: f64,
+    watched: &[HeadId],
+    sink_len: usize,
+) -> FailureJudgement {
+    let class = classify_failure(&record.answer, expected, context, pass);
+    let positions: Option<Vec<u32>> = record.head_argmax.as_ref().and_then(|argmax| {
+        let mut any = false;
+        let mut all = Vec::new();
+        for h in watched.iter().filter(|h| !record.masked_heads.contains(h)) {
+            if let Some(p) = argmax.get(h) {
+                any = true;
+                all.extend_from_slice(p);
+            }
+        }
+        (any && !all.is_empty()).then_some(all)
+    });
+    FailureJudgement { class, on_sink: positions.map(|p| attends_to_sink(&p, sink_len)) }
+}
+
+/// Fig. 9's counts for one set of tests (one mask): answers per class, and how many hallucinations came
+/// with the watched heads on the attention sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FailureCounts {
+    /// Tests counted.
+    pub tests: usize,
+    /// Answers that passed.
+    pub passed: usize,
+    /// Part of the answer.
+    pub incomplete_retrieval: usize,
+    /// Made up.
+    pub hallucination: usize,
+    /// Copied from the wrong place of the context.
+    pub wrong_extraction: usize,
+    /// No words at all.
+    pub empty: usize,
+    /// Hallucinations whose watched heads mostly looked at the attention sink.
+    pub hallucination_on_sink: usize,
+    /// Hallucinations for which the sink could be judged (argmax positions of unmasked watched heads recorded).
+    pub hallucination_sink_known: usize,
+}
+
+impl FailureCounts {
+    /// Counts one judged test.
+    pub fn add(&mut self, j: &FailureJudgement) {
+        self.tests += 1;
+        match j.class {
+            FailureClass::Passed => self.passed += 1,
+            FailureClass::IncompleteRetrieval => self.incomplete_retrieval += 1,
+            FailureClass::Hallucination => {
+                self.hallucination += 1;
+                if let Some(on_sink) = j.on_sink {
+                    self.hallucination_sink_known += 1;
+                    self.hallucination_on_sink += usize::from(on_sink);
+                }
+            }
+            FailureClass::WrongExtraction => self.wrong_extraction += 1,
+            FailureClass::Empty => self.empty += 1,
+        }
+    }
+
+    /// Tests that did not pass.
+    pub fn failed(&self) -> usize {
+        self.tests - self.passed
+    }
+}
+
+// ---- fig. 7 and 8: means over seeds --------------------------------------------------------------
+
+/// The mean of several runs (random-K over seeds) and how far they spread.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Spread {
+    /// Number of values.
+    pub n: usize,
+    /// Their mean.
+    pub mean: f64,
+    /// Population standard deviation (0 for one value).
+    pub std: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+/// Mean, standard deviation and range of `values`; None when there are none or one is not finite.
+pub fn spread(values: &[f64]) -> Option<Spread> {
+    if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    Some(Spread {
+        n: values.len(),
+        mean,
+        std: var.sqrt(),
+        min: values.iter().copied().fold(f64::INFINITY, f64::min),
+        max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    })
+}
+
 // ---- fig. 13: how soon the ranking settles --------------------------------------------------------
 
 /// After each scored test (records in order, those passing `gate`), the share of the final top-`k` heads
@@ -566,6 +690,68 @@ mod tests {
         assert!(!attends_to_sink(&[10, 20, 30], 4));
         assert!(!attends_to_sink(&[], 4));
         assert!(!attends_to_sink(&[0, 0], 0));
+    }
+
+    /// A record of `answer` whose heads 5-0 and 5-2 looked at `argmax` (per step), with `masked` heads masked.
+    fn watched_record(answer: &str, argmax: Option<(&[u32], &[u32])>, masked: &[HeadId]) -> TestRecord {
+        let mut r = record("t", 0.0, &[]);
+        r.answer = answer.to_owned();
+        r.masked_heads = masked.to_vec();
+        r.head_argmax = argmax.map(|(a, b)| [(HeadId::new(5, 0), a.to_vec()), (HeadId::new(5, 2), b.to_vec())].into_iter().collect());
+        r
+    }
+
+    #[test]
+    fn records_are_judged_by_answer_and_unmasked_watched_heads() {
+        let watched = [HeadId::new(5, 0), HeadId::new(5, 2)];
+        let judge = |r: &TestRecord| judge_record(r, EXPECTED, CONTEXT, 0.5, &watched, SINK_TOKENS);
+        // Made up while both heads sat on positions 0-3: a hallucination on the sink.
+        let sink = watched_record("Go surfing at Ocean Beach.", Some((&[0, 1, 0], &[2, 0, 3])), &[]);
+        assert_eq!(judge(&sink), FailureJudgement { class: FailureClass::Hallucination, on_sink: Some(true) });
+        // Same answer, heads on the needle (positions 44-47): not the sink.
+        let needle = watched_record("Go surfing at Ocean Beach.", Some((&[44, 45, 0], &[46, 0, 47])), &[]);
+        assert_eq!(judge(&needle).on_sink, Some(false));
+        // 5-0 is masked: only 5-2 counts, and it looked at the needle.
+        let masked = watched_record("Go surfing at Ocean Beach.", Some((&[0, 0, 0], &[44, 45, 46])), &[HeadId::new(5, 0)]);
+        assert_eq!(judge(&masked).on_sink, Some(false));
+        // Every watched head masked, or nothing recorded (an older file): the sink cannot be judged.
+        let all_masked = watched_record("Go surfing.", Some((&[0], &[0])), &watched);
+        assert_eq!(judge(&all_masked), FailureJudgement { class: FailureClass::Hallucination, on_sink: None });
+        assert_eq!(judge(&watched_record("Go surfing.", None, &[])).on_sink, None);
+        assert_eq!(judge_record(&sink, EXPECTED, CONTEXT, 0.5, &[], SINK_TOKENS).on_sink, None);
+        // The other classes come from the answer alone.
+        assert_eq!(judge(&watched_record("Eat a sandwich.", None, &[])).class, FailureClass::IncompleteRetrieval);
+        assert_eq!(judge(&watched_record("Ride the cable cars.", None, &[])).class, FailureClass::WrongExtraction);
+        assert_eq!(judge(&watched_record("", None, &[])).class, FailureClass::Empty);
+        assert_eq!(judge(&watched_record(EXPECTED, None, &[])).class, FailureClass::Passed);
+
+        let mut counts = FailureCounts::default();
+        for r in [&sink, &needle, &all_masked, &watched_record("Eat a sandwich.", None, &[]), &watched_record(EXPECTED, None, &[])] {
+            counts.add(&judge(r));
+        }
+        assert_eq!(
+            counts,
+            FailureCounts {
+                tests: 5,
+                passed: 1,
+                incomplete_retrieval: 1,
+                hallucination: 3,
+                wrong_extraction: 0,
+                empty: 0,
+                hallucination_on_sink: 1,
+                hallucination_sink_known: 2
+            }
+        );
+        assert_eq!(counts.failed(), 4);
+    }
+
+    #[test]
+    fn spread_by_hand() {
+        let s = spread(&[0.2, 0.4, 0.6]).unwrap();
+        assert_eq!((s.n, s.min, s.max), (3, 0.2, 0.6));
+        assert!(close(s.mean, 0.4) && close(s.std, (0.08f64 / 3.0).sqrt()), "{s:?}");
+        assert_eq!(spread(&[0.5]).unwrap().std, 0.0);
+        assert!(spread(&[]).is_none() && spread(&[1.0, f64::NAN]).is_none());
     }
 
     /// A test record with these hits (the records module's test helper, with slices for brevity).

@@ -5,7 +5,8 @@
 //! each query head's argmax position -> **core scores them** ([`score`], eq. 1 of Wu et al. 2024) and
 //! aggregates ([`HeadScores`]) -> plots, CLI and web present the results. Files that carry results
 //! between runs and tools live in [`files`]; masking plans in [`masking`]; the numbers behind the paper's
-//! figures (score distributions, correlations between models, failure classes) in [`analysis`].
+//! figures (score distributions, correlations between models, failure classes) in [`analysis`];
+//! extractive QA items and their scoring (fig. 8) in [`qa`].
 //!
 //! The crate knows nothing of any ML framework: the tokenizer is a trait ([`TextTokenizer`]) that the
 //! model crate implements, and the model's per-step output arrives as plain vectors ([`DecodeStep`]).
@@ -19,6 +20,7 @@ pub mod masking;
 pub mod metrics;
 pub mod niah;
 pub mod prompt;
+pub mod qa;
 pub mod rng;
 pub mod score;
 pub mod sweep;

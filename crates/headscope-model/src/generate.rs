@@ -29,17 +29,37 @@ pub fn greedy_decode(
     max_new_tokens: usize,
     stop: &[u32],
     probe: &Probe,
-    mut on_token: impl FnMut(u32) -> bool,
+    on_token: impl FnMut(u32) -> bool,
 ) -> Result<DecodeTrace> {
     let (&last, context) = prompt.split_last().ok_or_else(|| ModelError::Invalid("the prompt is empty".into()))?;
     if max_new_tokens == 0 {
         return Err(ModelError::Invalid("max_new_tokens must be at least 1".into()));
     }
     model.reset();
-    let mut trace = DecodeTrace::default();
     let t0 = Instant::now();
     model.prefill(context)?;
-    trace.prefill_seconds = t0.elapsed().as_secs_f64();
+    let prefill_seconds = t0.elapsed().as_secs_f64();
+    let mut trace = greedy_decode_from(model, last, max_new_tokens, stop, probe, on_token)?;
+    trace.prefill_seconds = prefill_seconds;
+    Ok(trace)
+}
+
+/// The decode half of [`greedy_decode`]: feeds `last` (the prompt's last token) at the model's current
+/// position, after a prefill of the rest of the prompt that the caller did, and decodes greedily from
+/// there. With [`Transformer::truncate`] back to the prefilled length, one prefill serves several
+/// decodes under different decode-scope masks. `prefill_seconds` is left 0.
+pub fn greedy_decode_from(
+    model: &mut Transformer,
+    last: u32,
+    max_new_tokens: usize,
+    stop: &[u32],
+    probe: &Probe,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<DecodeTrace> {
+    if max_new_tokens == 0 {
+        return Err(ModelError::Invalid("max_new_tokens must be at least 1".into()));
+    }
+    let mut trace = DecodeTrace::default();
     let t1 = Instant::now();
     let mut input = last;
     for _ in 0..max_new_tokens {

@@ -24,7 +24,7 @@ pub mod transformer;
 pub mod testkit;
 
 pub use error::{ModelError, Result};
-pub use generate::{greedy_decode, DecodeTrace};
+pub use generate::{greedy_decode, greedy_decode_from, DecodeTrace};
 pub use loader::{LoadOptions, LoadedModel, ModelDir, ModelFiles, ModelMeta};
 pub use mask::{HeadMask, MaskMode, MaskScope};
 pub use spec::{ModelSpec, SUPPORTED_MODEL_TYPES};

@@ -176,6 +176,20 @@ impl Transformer {
         self.position = 0;
     }
 
+    /// Forgets every position from `position` on and keeps the cache before it, so that several decodes
+    /// (with different masks) can start from one prefilled prompt. Only prompts prefilled without a mask,
+    /// or with a mask of scope `decode`, are the same for every such decode.
+    pub fn truncate(&mut self, position: usize) -> Result<()> {
+        if position > self.position {
+            return Err(ModelError::Invalid(format!(
+                "cannot truncate to position {position}: the cache holds {} positions",
+                self.position
+            )));
+        }
+        self.position = position;
+        Ok(())
+    }
+
     fn check_fits(&self, positions: usize) -> Result<()> {
         if positions > self.spec.max_position_embeddings {
             return Err(ModelError::TooLong(format!(

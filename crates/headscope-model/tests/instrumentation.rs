@@ -6,7 +6,7 @@ use headscope_core::HeadId;
 use headscope_model::attention::{Attention, AttentionControl, LayerCache, MaskCache};
 use headscope_model::rope::Rope;
 use headscope_model::testkit::{TinyArch, TinyModel};
-use headscope_model::{greedy_decode, HeadMask, LoadOptions, LoadedModel, MaskMode, MaskScope, ModelSpec, Probe};
+use headscope_model::{greedy_decode, greedy_decode_from, HeadMask, LoadOptions, LoadedModel, MaskMode, MaskScope, ModelSpec, Probe};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -179,6 +179,39 @@ fn greedy_decode_reports_one_argmax_set_per_generated_token() {
     let stopped = greedy_decode(&mut m.model, &prompt, 6, &[trace.tokens[2]], &Probe::default(), |_| true).unwrap();
     assert!(stopped.tokens.len() <= 3);
     assert!(greedy_decode(&mut m.model, &[], 6, &[], &Probe::default(), |_| true).is_err());
+}
+
+/// One prefill, several decodes: truncating back to the prefilled prompt and decoding under another
+/// decode-scope mask gives exactly what a fresh prefill and decode under that mask gives.
+#[test]
+fn decodes_from_one_shared_prefill_equal_fresh_decodes() {
+    let (_d, mut m, _) = load(TinyArch::Llama);
+    let prompt = ids(24);
+    let masks = [
+        None,
+        Some(HeadMask { heads: vec![HeadId::new(0, 1), HeadId::new(1, 2)], mode: MaskMode::Uniform, scope: MaskScope::Decode }),
+        Some(HeadMask { heads: vec![HeadId::new(1, 0)], mode: MaskMode::Zero, scope: MaskScope::Decode }),
+        None,
+    ];
+    let fresh: Vec<_> = masks
+        .iter()
+        .map(|mask| {
+            m.model.set_mask(mask.clone()).unwrap();
+            greedy_decode(&mut m.model, &prompt, 8, &[], &Probe::default(), |_| true).unwrap()
+        })
+        .collect();
+    assert_ne!(fresh[0].argmax_position, fresh[1].argmax_position, "the masks must change something for this test to mean anything");
+    m.model.set_mask(None).unwrap();
+    m.model.reset();
+    m.model.prefill(&prompt[..23]).unwrap();
+    for (mask, want) in masks.iter().zip(&fresh) {
+        m.model.truncate(23).unwrap();
+        m.model.set_mask(mask.clone()).unwrap();
+        let got = greedy_decode_from(&mut m.model, prompt[23], 8, &[], &Probe::default(), |_| true).unwrap();
+        assert_eq!((&got.tokens, &got.argmax_position), (&want.tokens, &want.argmax_position), "{mask:?}");
+    }
+    assert_eq!(m.model.position(), 23 + 8, "each of the 8 steps fed one token");
+    assert!(m.model.truncate(40).unwrap_err().to_string().contains("holds 31 positions"));
 }
 
 #[test]

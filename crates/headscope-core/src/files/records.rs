@@ -45,6 +45,12 @@ pub struct TestRecord {
     /// The prompt's token ids, when the run saves prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_ids: Option<Vec<u32>>,
+    /// Per watched head, where its attention peaked at every decode step (aligned with
+    /// `generated_ids`), when the run watched heads (the report watches the retrieval heads, for the
+    /// attention-sink note of fig. 9). Absent in runs that watched none and in files written before
+    /// the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_argmax: Option<BTreeMap<HeadId, Vec<u32>>>,
     /// Wall time of the test in seconds (prefill + decode).
     pub seconds: f64,
 }
@@ -157,6 +163,7 @@ pub(crate) mod tests {
             hits: hits.iter().cloned().collect(),
             masked_heads: vec![],
             prompt_ids: None,
+            head_argmax: None,
             seconds: 0.1,
         }
     }
@@ -181,6 +188,21 @@ pub(crate) mod tests {
         log.append(record("c", 0.5, &[])).unwrap();
         drop(log);
         assert_eq!(TestLog::open(&p).unwrap().records().len(), 3);
+    }
+
+    #[test]
+    fn head_argmax_is_optional_so_older_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tests.jsonl");
+        // A line as written before `head_argmax` existed: no such key.
+        let mut old = serde_json::to_value(record("old", 1.0, &[])).unwrap();
+        assert!(old.as_object_mut().unwrap().remove("head_argmax").is_none(), "None is not written");
+        let mut watched = record("new", 0.0, &[]);
+        watched.head_argmax = Some([(HeadId::new(0, 1), vec![0, 3, 0])].into_iter().collect());
+        std::fs::write(&p, format!("{old}\n{}\n", serde_json::to_string(&watched).unwrap())).unwrap();
+        let log = TestLog::open(&p).unwrap();
+        assert_eq!(log.get("old").unwrap().head_argmax, None);
+        assert_eq!(log.get("new").unwrap(), &watched);
     }
 
     #[test]
