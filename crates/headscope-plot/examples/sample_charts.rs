@@ -1,7 +1,10 @@
-//! Writes sample charts (small and large head heatmaps, a NIAH grid) as PNG and SVG into a folder,
+//! Writes sample charts (small and large head heatmaps, a NIAH grid, bar, sorted-heads and banded line
+//! charts) as PNG and SVG into a folder,
 //! for eyeballing the layout: `cargo run -p headscope-plot --example sample_charts -- OUT_DIR`.
 
-use headscope_plot::{save_head_heatmap, save_niah_grid, Grid};
+use headscope_plot::{
+    save_bar_chart, save_head_activity, save_head_heatmap, save_line_chart_with_bands, save_niah_grid, Band, Bars, Grid, Series,
+};
 use std::path::PathBuf;
 
 /// A deterministic, sparse-ish score pattern: most heads near 0, a few strong retrieval heads.
@@ -41,6 +44,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for ext in ["png", "svg"] {
         save_niah_grid(&out.join(format!("niah.{ext}")), &g, &lengths, &depths, "Needle in a haystack: tiny-llama")?;
+    }
+    let bands = ["0", "(0, 0.1]", "(0.1, 0.5]", "> 0.5"].map(String::from);
+    let share = Bars { name: "share of heads".into(), values: vec![0.52, 0.44, 0.03, 0.01] };
+    let ks: Vec<String> = (0..=8).map(|k| k.to_string()).collect();
+    let classes = ["passed", "incomplete retrieval", "hallucination", "wrong extraction", "empty"];
+    let stacks: Vec<Bars> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Bars { name: c.to_string(), values: (0..=8).map(|k| ((k * 7 + i * 5) % 9) as f64).collect() })
+        .collect();
+    let heads: Vec<String> = (0..48).map(|i| format!("{}-{}", i / 8, i % 8)).collect();
+    let scores: Vec<f64> = (0..48).map(|i| if i < 2 { 0.6 } else { 0.01 / i as f64 }).collect();
+    let freq: Vec<f64> = (0..48).map(|i| if i < 2 { 1.0 } else { 0.5 / i as f64 }).collect();
+    let top = Series { name: "top-K".into(), points: (0..=8).map(|k| (k as f64, 0.4 * (1.0 - k as f64 / 3.0).max(0.0))).collect() };
+    let random = Series { name: "random-K".into(), points: (0..=8).map(|k| (k as f64, 0.4 - 0.01 * k as f64)).collect() };
+    let band = Band { series: 1, points: random.points.iter().map(|&(x, y)| (x, y - 0.03, y + 0.02)).collect() };
+    for ext in ["png", "svg"] {
+        save_bar_chart(
+            &out.join(format!("bands.{ext}")),
+            &bands,
+            std::slice::from_ref(&share),
+            false,
+            "Mean retrieval scores",
+            "band",
+            "share of heads",
+        )?;
+        save_bar_chart(&out.join(format!("failures.{ext}")), &ks, &stacks, true, "Failures by K", "K heads masked", "tests")?;
+        save_head_activity(&out.join(format!("activity.{ext}")), &heads, &scores, &freq, "Heads by mean score")?;
+        save_line_chart_with_bands(
+            &out.join(format!("masking.{ext}")),
+            &[top.clone(), random.clone()],
+            std::slice::from_ref(&band),
+            Some((0.0, 1.0)),
+            "NIAH pass rate with K heads masked",
+            "K",
+            "pass rate",
+        )?;
     }
     println!("wrote samples to {}", out.display());
     Ok(())

@@ -1,5 +1,5 @@
-//! HeadScope's charts: retrieval-head heatmaps, needle-in-a-haystack pass grids and model x model
-//! correlation matrices.
+//! HeadScope's charts: retrieval-head heatmaps, needle-in-a-haystack pass grids, model x model
+//! correlation matrices, and the line, bar and sorted-heads charts of the paper's other figures.
 //!
 //! Where this sits in the data flow: **core computes scores** (`headscope-core`) -> **plot draws
 //! them** (this crate) -> the CLI writes them to PNG/SVG files ([`save_head_heatmap`],
@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+mod bars;
 mod chart;
 pub mod colormap;
 mod correlation;
@@ -35,15 +36,19 @@ mod text;
 #[cfg(test)]
 mod tests;
 
+pub use bars::{draw_bar_chart, draw_head_activity, Bars, BAR_CHART_SIZE};
 pub use colormap::{correlation_color, pass_color, score_color};
 pub use correlation::{correlation_matrix_size, draw_correlation_matrix};
 pub use error::PlotError;
 pub use font::{FONT_FAMILY, FONT_TTF};
 pub use grid::Grid;
 pub use heatmap::{draw_head_heatmap, head_heatmap_size};
-pub use line::{draw_line_chart, Series, LINE_CHART_SIZE};
+pub use line::{draw_line_chart, draw_line_chart_with_bands, Band, Series, LINE_CHART_SIZE};
 pub use niah::{draw_niah_grid, NIAH_SIZE};
-pub use save::{save_correlation_matrix, save_head_heatmap, save_line_chart, save_niah_grid};
+pub use save::{
+    save_bar_chart, save_correlation_matrix, save_head_activity, save_head_heatmap, save_line_chart, save_line_chart_with_bands,
+    save_niah_grid,
+};
 
 /// The plotters version the drawing functions take, so callers name the same `DrawingArea` type.
 pub use plotters;

@@ -1,10 +1,11 @@
 //! Writing charts to PNG or SVG files (what the CLI uses).
 
+use crate::bars::{check_bars, check_heads, draw_bar_chart, draw_head_activity, Bars, BAR_CHART_SIZE};
 use crate::correlation::{correlation_matrix_size, draw_correlation_matrix};
 use crate::error::PlotError;
 use crate::grid::Grid;
 use crate::heatmap::{draw_head_heatmap, head_heatmap_size};
-use crate::line::{draw_line_chart, Series, LINE_CHART_SIZE};
+use crate::line::{check_lines, draw_line_chart, draw_line_chart_with_bands, Band, Series, LINE_CHART_SIZE};
 use crate::niah::{draw_niah_grid, NIAH_SIZE};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -120,5 +121,60 @@ pub fn save_line_chart(path: &Path, series: &[Series], title: &str, x_label: &st
         LINE_CHART_SIZE,
         |a| draw_line_chart(a, series, title, x_label, y_label),
         |a| draw_line_chart(a, series, title, x_label, y_label),
+    )
+}
+
+/// Writes a line chart with bands ([`draw_line_chart_with_bands`]) to `path` (PNG or SVG by extension),
+/// [`LINE_CHART_SIZE`]; bad input fails before any file is created.
+pub fn save_line_chart_with_bands(
+    path: &Path,
+    series: &[Series],
+    bands: &[Band],
+    y_range: Option<(f64, f64)>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+) -> Result<(), PlotError> {
+    check_lines(series, bands, y_range)?;
+    format_of(path)?;
+    save_with(
+        path,
+        LINE_CHART_SIZE,
+        |a| draw_line_chart_with_bands(a, series, bands, y_range, title, x_label, y_label),
+        |a| draw_line_chart_with_bands(a, series, bands, y_range, title, x_label, y_label),
+    )
+}
+
+/// Writes a bar chart ([`draw_bar_chart`]) to `path` (PNG or SVG by extension), [`BAR_CHART_SIZE`];
+/// bad input fails before any file is created.
+pub fn save_bar_chart(
+    path: &Path,
+    categories: &[String],
+    bars: &[Bars],
+    stacked: bool,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+) -> Result<(), PlotError> {
+    check_bars(categories, bars)?;
+    format_of(path)?;
+    save_with(
+        path,
+        BAR_CHART_SIZE,
+        |a| draw_bar_chart(a, categories, bars, stacked, title, x_label, y_label),
+        |a| draw_bar_chart(a, categories, bars, stacked, title, x_label, y_label),
+    )
+}
+
+/// Writes the sorted-heads chart ([`draw_head_activity`]) to `path` (PNG or SVG by extension),
+/// [`BAR_CHART_SIZE`]; bad input fails before any file is created.
+pub fn save_head_activity(path: &Path, heads: &[String], scores: &[f64], frequencies: &[f64], title: &str) -> Result<(), PlotError> {
+    check_heads(heads, scores, frequencies)?;
+    format_of(path)?;
+    save_with(
+        path,
+        BAR_CHART_SIZE,
+        |a| draw_head_activity(a, heads, scores, frequencies, title),
+        |a| draw_head_activity(a, heads, scores, frequencies, title),
     )
 }

@@ -517,3 +517,101 @@ fn line_charts_save_as_png_and_svg_and_refuse_empty_series() {
     let empty = [Series { name: "x".into(), points: vec![(0.0, f64::NAN)] }];
     assert!(matches!(save_line_chart(&dir.path().join("e.png"), &empty, "t", "x", "y"), Err(PlotError::Shape { .. })));
 }
+
+// ---- bar, sorted-heads and banded line charts ---------------------------------------------------
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn bar_charts_save_side_by_side_and_stacked_with_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let cats = names(&["0", "(0, 0.1]", "(0.1, 0.5]", "> 0.5"]);
+    let share = Bars { name: "share of heads".into(), values: vec![0.52, 0.44, 0.03, 0.01] };
+    let png = dir.path().join("bands.png");
+    save_bar_chart(&png, &cats, std::slice::from_ref(&share), false, "score bands", "band", "share").unwrap();
+    assert_eq!(png_size(&std::fs::read(&png).unwrap()), BAR_CHART_SIZE);
+    let svg = dir.path().join("bands.svg");
+    save_bar_chart(&svg, &cats, &[share], false, "score bands", "band", "share").unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    for want in ["score bands", "(0.1, 0.5]", "0.52", "0.03"] {
+        assert!(text.contains(want), "the SVG lacks {want:?}");
+    }
+    // Stacked: each stack's total is printed over it; with two sets a legend names them.
+    let ks = names(&["0", "1"]);
+    let stacks =
+        [Bars { name: "hallucination".into(), values: vec![2.0, 5.0] }, Bars { name: "wrong extraction".into(), values: vec![1.0, 4.0] }];
+    let svg = dir.path().join("stack.svg");
+    save_bar_chart(&svg, &ks, &stacks, true, "failures", "K", "tests").unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("\n3\n"), "the total 3 is printed");
+    assert!(text.contains("\n9\n") && text.contains("wrong extraction"), "the total 9 and the legend");
+    assert!(text.matches("<rect").count() >= 4);
+}
+
+#[test]
+fn bad_bar_charts_are_shape_errors_and_leave_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.png");
+    let two = Bars { name: "x".into(), values: vec![1.0, 2.0] };
+    let e = save_bar_chart(&path, &names(&["a", "b", "c"]), std::slice::from_ref(&two), false, "t", "x", "y").unwrap_err();
+    assert!(matches!(e, PlotError::Shape { .. }) && e.to_string().contains("2 values for 3 categories"), "{e}");
+    assert!(matches!(save_bar_chart(&path, &[], std::slice::from_ref(&two), false, "t", "x", "y"), Err(PlotError::Shape { .. })));
+    assert!(matches!(save_bar_chart(&path, &names(&["a", "b"]), &[], true, "t", "x", "y"), Err(PlotError::Shape { .. })));
+    assert!(!path.exists());
+    // Non-finite values draw no bar but are no error; all zeros still draw.
+    let odd = Bars { name: "x".into(), values: vec![f64::NAN, 0.0] };
+    save_bar_chart(&path, &names(&["a", "b"]), &[odd], false, "t", "x", "y").unwrap();
+    assert!(png_size(&std::fs::read(&path).unwrap()) == BAR_CHART_SIZE);
+}
+
+#[test]
+fn head_activity_names_the_strongest_heads_and_checks_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let heads = names(&["5-0", "5-2", "1-4", "0-0"]);
+    let svg = dir.path().join("activity.svg");
+    save_head_activity(&svg, &heads, &[0.6, 0.59, 0.004, 0.0], &[1.0, 1.0, 0.1, 0.0], "heads by score").unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("5-0") && text.contains("1-4") && text.contains("activation frequency"));
+    assert!(!text.contains("0-0"), "a head that never scored is not named");
+    let png = dir.path().join("activity.png");
+    save_head_activity(&png, &heads, &[0.6, 0.59, 0.004, 0.0], &[1.0, 1.0, 0.1, 0.0], "heads").unwrap();
+    assert_eq!(png_size(&std::fs::read(&png).unwrap()), BAR_CHART_SIZE);
+    let e = save_head_activity(&dir.path().join("bad.png"), &heads, &[0.6], &[1.0; 4], "t").unwrap_err();
+    assert!(e.to_string().contains("got 1 and 4"), "{e}");
+    assert!(save_head_activity(&dir.path().join("none.png"), &[], &[], &[], "t").is_err());
+}
+
+#[test]
+fn banded_line_charts_shade_the_band_and_check_their_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = Series { name: "top-K".into(), points: vec![(0.0, 0.4), (1.0, 0.2), (2.0, 0.0)] };
+    let random = Series { name: "random-K".into(), points: vec![(0.0, 0.4), (1.0, 0.38), (2.0, 0.37)] };
+    let band = Band { series: 1, points: vec![(0.0, 0.4, 0.4), (1.0, 0.35, 0.4), (2.0, 0.33, 0.41)] };
+    let svg = dir.path().join("k.svg");
+    save_line_chart_with_bands(
+        &svg,
+        &[top.clone(), random.clone()],
+        std::slice::from_ref(&band),
+        Some((0.0, 1.0)),
+        "pass rate",
+        "K",
+        "rate",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<polygon") && text.contains("random-K") && text.contains("pass rate"));
+    let png = dir.path().join("k.png");
+    save_line_chart_with_bands(&png, std::slice::from_ref(&top), &[], None, "one", "K", "rate").unwrap();
+    assert_eq!(png_size(&std::fs::read(&png).unwrap()), LINE_CHART_SIZE);
+    // A lone point still draws.
+    let lone = Series { name: "K = 0".into(), points: vec![(0.0, 0.5)] };
+    save_line_chart_with_bands(&dir.path().join("lone.png"), &[lone], &[], Some((0.0, 1.0)), "t", "K", "rate").unwrap();
+    let bad_band = Band { series: 2, ..band };
+    let e = save_line_chart_with_bands(&dir.path().join("b.png"), &[top.clone(), random], &[bad_band], None, "t", "x", "y").unwrap_err();
+    assert!(e.to_string().contains("series 2 but there are 2"), "{e}");
+    let e = save_line_chart_with_bands(&dir.path().join("r.png"), &[top], &[], Some((1.0, 1.0)), "t", "x", "y").unwrap_err();
+    assert!(e.to_string().contains("y range"), "{e}");
+    assert!(!dir.path().join("b.png").exists() && !dir.path().join("r.png").exists());
+}
