@@ -261,6 +261,70 @@ impl Layout {
     }
 }
 
+/// Where the cells of a drawn chart lie, in pixels of its drawing area: for mapping a click to a cell
+/// and for marking cells on top of a drawing (the web page outlines selected and masked heads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellMap {
+    /// Left edge of the cell block.
+    pub x0: i32,
+    /// Top edge of the cell block.
+    pub y0: i32,
+    /// Right edge (exclusive).
+    pub x1: i32,
+    /// Bottom edge (exclusive).
+    pub y1: i32,
+    /// Rows of cells (row 0 at the top).
+    pub rows: usize,
+    /// Columns of cells.
+    pub cols: usize,
+}
+
+impl CellMap {
+    fn layout(&self) -> Layout {
+        Layout {
+            width: self.x1,
+            height: self.y1,
+            rows: self.rows,
+            cols: self.cols,
+            plot: Rect { x0: self.x0, y0: self.y0, x1: self.x1, y1: self.y1 },
+            bar: Rect { x0: 0, y0: 0, x1: 0, y1: 0 },
+            row_step: 1,
+            col_step: 1,
+            gap: 0,
+            title_y: None,
+            x_name_y: 0,
+            y_name_x: 0,
+            col_label_y: 0,
+            row_label_x: 0,
+            swatch: false,
+            legend_ticks: vec![],
+        }
+    }
+
+    /// The `(row, column)` of the cell under pixel (`x`, `y`), if any.
+    pub fn cell_at(&self, x: i32, y: i32) -> Option<(usize, usize)> {
+        if x < self.x0 || x >= self.x1 || y < self.y0 || y >= self.y1 {
+            return None;
+        }
+        let layout = self.layout();
+        let r = (0..self.rows).find(|&r| y < layout.cell_rect(r, 0).y1)?;
+        let c = (0..self.cols).find(|&c| x < layout.cell_rect(0, c).x1)?;
+        Some((r, c))
+    }
+
+    /// The pixels `(x0, y0, x1, y1)` of cell (`r`, `c`), `x1`/`y1` exclusive, as the chart drew it.
+    pub fn cell_rect(&self, r: usize, c: usize) -> (i32, i32, i32, i32) {
+        let rect = self.layout().cell_rect(r, c);
+        (rect.x0, rect.y0, rect.x1, rect.y1)
+    }
+}
+
+impl From<&Layout> for CellMap {
+    fn from(l: &Layout) -> Self {
+        CellMap { x0: l.plot.x0, y0: l.plot.y0, x1: l.plot.x1, y1: l.plot.y1, rows: l.rows, cols: l.cols }
+    }
+}
+
 /// Draws `spec` onto `area` at the places `layout` gives.
 pub(crate) fn render<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &ChartSpec, layout: &Layout) -> Result<(), PlotError> {
     let d = PlotError::drawing;

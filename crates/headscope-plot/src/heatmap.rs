@@ -1,6 +1,6 @@
 //! The layers x heads retrieval-score heatmap (paper fig. 5).
 
-use crate::chart::{nice_ticks, render, ChartSpec, Layout, Legend};
+use crate::chart::{nice_ticks, render, CellMap, ChartSpec, Layout, Legend};
 use crate::colormap::score_color;
 use crate::error::PlotError;
 use crate::grid::Grid;
@@ -24,6 +24,11 @@ pub(crate) fn scale_max(scores: &Grid) -> f64 {
 
 /// Builds the chart description of a head heatmap and hands it to `f`.
 fn with_spec<T>(scores: &Grid, title: &str, f: impl FnOnce(&ChartSpec) -> T) -> T {
+    with_caption(scores, title, "score", f)
+}
+
+/// [`with_spec`] with the legend captioned `caption`.
+fn with_caption<T>(scores: &Grid, title: &str, caption: &str, f: impl FnOnce(&ChartSpec) -> T) -> T {
     let max = scale_max(scores);
     let color = move |v: f64| score_color(v, max);
     let spec = ChartSpec {
@@ -33,13 +38,12 @@ fn with_spec<T>(scores: &Grid, title: &str, f: impl FnOnce(&ChartSpec) -> T) -> 
         y_name: "layer",
         col_labels: (0..scores.cols).map(|c| c.to_string()).collect(),
         row_labels: (0..scores.rows).map(|r| r.to_string()).collect(),
-        legend: Legend { min: 0.0, max, ticks: nice_ticks(max), caption: "score".to_string() },
+        legend: Legend { min: 0.0, max, ticks: nice_ticks(max), caption: caption.to_string() },
         color: &color,
     };
     f(&spec)
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 /// Where a head heatmap of `scores` goes on `area` (the same layout [`draw_head_heatmap`] uses).
 pub(crate) fn heatmap_layout<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scores: &Grid, title: &str) -> Result<Layout, PlotError> {
     with_spec(scores, title, |spec| Layout::compute(area, spec))
@@ -54,4 +58,24 @@ pub fn draw_head_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scor
         let layout = Layout::compute(area, spec)?;
         render(area, spec, &layout)
     })
+}
+
+/// [`draw_head_heatmap`] of another per-head value (e.g. activation frequency), its legend captioned
+/// `caption` instead of "score".
+pub fn draw_head_heatmap_captioned<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    values: &Grid,
+    title: &str,
+    caption: &str,
+) -> Result<(), PlotError> {
+    with_caption(values, title, caption, |spec| {
+        let layout = Layout::compute(area, spec)?;
+        render(area, spec, &layout)
+    })
+}
+
+/// Where the cells of [`draw_head_heatmap`] (or its captioned form, same layout for the same caption
+/// width) lie on `area`: row = layer, column = head.
+pub fn head_heatmap_cells<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scores: &Grid, title: &str) -> Result<CellMap, PlotError> {
+    heatmap_layout(area, scores, title).map(|l| CellMap::from(&l))
 }

@@ -1,6 +1,6 @@
 //! The needle-in-a-haystack pass grid (after Greg Kamradt's plots).
 
-use crate::chart::{nice_ticks, render, ChartSpec, Layout, Legend};
+use crate::chart::{nice_ticks, render, CellMap, ChartSpec, Layout, Legend};
 use crate::colormap::pass_color;
 use crate::error::PlotError;
 use crate::grid::Grid;
@@ -42,7 +42,6 @@ fn with_spec<T>(
 }
 
 /// Where a NIAH grid goes on `area` (the same layout [`draw_niah_grid`] uses).
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn niah_layout<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     grid: &Grid,
@@ -68,4 +67,15 @@ pub fn draw_niah_grid<DB: DrawingBackend>(
         let layout = Layout::compute(area, spec)?;
         render(area, spec, &layout)
     })
+}
+
+/// Where the cells of [`draw_niah_grid`] lie on `area`: row = depth, column = length.
+pub fn niah_grid_cells<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    grid: &Grid,
+    lengths: &[usize],
+    depths: &[f64],
+    title: &str,
+) -> Result<CellMap, PlotError> {
+    niah_layout(area, grid, lengths, depths, title).map(|l| CellMap::from(&l))
 }

@@ -615,3 +615,34 @@ fn banded_line_charts_shade_the_band_and_check_their_input() {
     assert!(e.to_string().contains("y range"), "{e}");
     assert!(!dir.path().join("b.png").exists() && !dir.path().join("r.png").exists());
 }
+
+#[test]
+fn cell_maps_find_the_cell_under_every_pixel_and_ignore_the_margins() {
+    let mut g = Grid::new(6, 8);
+    g.set(4, 5, 0.7);
+    let size = head_heatmap_size(&g);
+    let (buf, layout) = render_heatmap(&g, size);
+    let mut small = vec![0u8; (size.0 * size.1 * 3) as usize];
+    let area = EmbeddedText::new(BitMapBackend::with_buffer(&mut small, size)).into_drawing_area();
+    let cells = head_heatmap_cells(&area, &g, "pixel test").unwrap();
+    assert_eq!((cells.rows, cells.cols), (6, 8));
+    for r in 0..6 {
+        for c in 0..8 {
+            let rect = layout.cell_rect(r, c);
+            assert_eq!(cells.cell_rect(r, c), (rect.x0, rect.y0, rect.x1, rect.y1));
+            assert_eq!(cells.cell_at(rect.x0, rect.y0), Some((r, c)));
+            assert_eq!(cells.cell_at(rect.x1 - 1, rect.y1 - 1), Some((r, c)));
+        }
+    }
+    // The coloured cell is where the map says it is.
+    let (x0, y0, x1, y1) = cells.cell_rect(4, 5);
+    assert_eq!(pixel(&buf, size.0, ((x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2)), score_color(0.7, 0.7));
+    assert_eq!(cells.cell_at(0, 0), None, "the title corner is no cell");
+    assert_eq!(cells.cell_at(cells.x1, cells.y0), None);
+    let lengths = [256, 640, 1024];
+    let depths = [0.0, 50.0, 100.0];
+    let n = niah_grid_cells(&area, &Grid::new(3, 3), &lengths, &depths, "niah").unwrap();
+    assert_eq!((n.rows, n.cols), (3, 3));
+    let (x0, y0, _, _) = n.cell_rect(2, 1);
+    assert_eq!(n.cell_at(x0, y0), Some((2, 1)));
+}
