@@ -6,12 +6,12 @@ use crate::SweepArgs;
 use anyhow::{bail, Context, Result};
 use headscope_core::files::{self, read_head_scores, short_hash, MaskInfo, ModelInfo, RunInfo, TestLog, TestRecord};
 use headscope_core::metrics::rouge1_recall;
-use headscope_core::niah::{read_needles_jsonl, san_francisco_needle, Needle, NiahBuilder};
+use headscope_core::niah::{read_needles_jsonl, san_francisco_needle, Needle, NiahBuilder, NiahTest};
 use headscope_core::score::{retrieval_hits, DecodeStep};
 use headscope_core::sweep::{depths, parse_lengths, plan, TestKey};
 use headscope_core::{masking, HeadId, TextTokenizer};
 use headscope_model::loader::{dtype_name, parse_dtype};
-use headscope_model::{greedy_decode, Device, HeadMask, LoadOptions, MaskMode, MaskScope, ModelDir, Probe};
+use headscope_model::{greedy_decode_from, DecodeTrace, Device, HeadMask, LoadOptions, MaskMode, MaskScope, ModelDir, Probe};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -145,13 +145,34 @@ impl Sweep {
         Ok(Sweep { model_dir, options, needles, haystack, keys, info })
     }
 
-    /// Runs every test not yet in `log`; returns how many ran.
-    fn run(&self, args: &SweepArgs, log: &mut TestLog, mask: Option<HeadMask>) -> Result<usize> {
-        let todo: Vec<&TestKey> = self.keys.iter().filter(|k| !log.contains(&k.id())).collect();
-        let total = self.keys.len();
-        let already = total - todo.len();
-        if todo.is_empty() {
-            eprintln!("all {total} tests are already in {}: nothing to run", log_path(args).display());
+    /// Runs every test not yet in `log` (no mask); returns how many ran, and the log.
+    fn run(&self, args: &SweepArgs, log: TestLog) -> Result<(usize, TestLog)> {
+        let mut variants = [Variant { out: args.out.clone(), log, mask: None, watch: vec![] }];
+        let ran = self.run_variants(args, &mut variants)?;
+        let [v] = variants;
+        Ok((ran, v.log))
+    }
+
+    /// Runs every test of the grid that some variant's log lacks, test by test: the prompt is built and
+    /// prefilled once, then decoded under each variant's mask that still needs it. Decode-scope masks
+    /// leave the prompt's cache as the prefill left it, so they share it; a mask of scope `all` changes
+    /// the prefill and gets its own. Returns how many decodes ran.
+    fn run_variants(&self, args: &SweepArgs, variants: &mut [Variant]) -> Result<usize> {
+        let todo: Vec<(&TestKey, Vec<usize>)> = self
+            .keys
+            .iter()
+            .map(|k| (k, (0..variants.len()).filter(|&v| !variants[v].log.contains(&k.id())).collect::<Vec<_>>()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        let total = self.keys.len() * variants.len();
+        let pending: usize = todo.iter().map(|(_, v)| v.len()).sum();
+        if pending == 0 {
+            match variants {
+                [one] => {
+                    eprintln!("all {} tests are already in {}: nothing to run", self.keys.len(), one.out.join("tests.jsonl").display())
+                }
+                _ => eprintln!("all {} tests of the {} runs are already done: nothing to run", self.keys.len(), variants.len()),
+            }
             return Ok(0);
         }
         let md = &self.model_dir;
@@ -166,60 +187,117 @@ impl Sweep {
         );
         let mut model = md.load_weights(&self.options)?;
         model.set_prefill_chunk(args.prefill_chunk);
-        let longest = todo.iter().map(|k| k.length).max().unwrap_or(0) + args.max_new_tokens;
+        let longest = todo.iter().map(|(k, _)| k.length).max().unwrap_or(0) + args.max_new_tokens;
         model.reserve(longest)?;
-        model.set_mask(mask.clone())?;
-        let masked_heads = mask.map(|m| m.heads).unwrap_or_default();
         let shape = md.spec.head_shape();
-
-        let bar = progress_bar(total as u64, already as u64);
-        for key in &todo {
-            let needle = &self.needles[key.needle_index];
-            let started = Instant::now();
-            let test = builder.build(needle, key.length, key.depth_percent).with_context(|| format!("building test {}", key.id()))?;
-            let trace = greedy_decode(&mut model, &test.prompt_ids, args.max_new_tokens, &md.eos_token_ids, &Probe::default(), |_| true)
-                .with_context(|| format!("running test {}", key.id()))?;
-            let steps: Vec<DecodeStep> = trace
-                .tokens
-                .iter()
-                .zip(&trace.argmax_position)
-                .map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() })
-                .collect();
-            let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
-            let answer = md.tokenizer.decode(&trace.tokens)?;
-            let recall = rouge1_recall(&answer, &needle.real_needle);
-            let record = TestRecord {
-                id: key.id(),
-                needle_index: key.needle_index,
-                needle: needle.needle.clone(),
-                length: key.length,
-                prompt_tokens: test.prompt_ids.len(),
-                depth_percent: key.depth_percent,
-                placed_depth_percent: test.placed_depth_percent,
-                prompt_hash: test.prompt_hash(),
-                needle_tokens: [test.needle_tokens.start, test.needle_tokens.end],
-                answer_tokens: [test.answer_tokens.start, test.answer_tokens.end],
-                generated_ids: trace.tokens.clone(),
-                answer: answer.clone(),
-                recall,
-                hits: hits.to_sparse(),
-                masked_heads: masked_heads.clone(),
-                prompt_ids: args.save_prompts.then(|| test.prompt_ids.clone()),
-                head_argmax: None,
-                seconds: started.elapsed().as_secs_f64(),
-            };
-            log.append(record)?;
-            let line = format!("{} recall {recall:.2} {:.1}s: {:?}", key.id(), started.elapsed().as_secs_f64(), answer.trim());
-            if bar.is_hidden() {
-                eprintln!("[{}/{total}] {line}", bar.position() + 1);
-            } else {
-                bar.set_message(line);
+        for v in variants.iter() {
+            if let Some(m) = &v.mask {
+                shape.check(&m.heads)?;
             }
-            bar.inc(1);
+            shape.check(&v.watch)?;
+        }
+
+        let batch = variants.len() > 1;
+        let bar = progress_bar(total as u64, (total - pending) as u64);
+        for (key, which) in &todo {
+            let needle = &self.needles[key.needle_index];
+            let test = builder.build(needle, key.length, key.depth_percent).with_context(|| format!("building test {}", key.id()))?;
+            let (&last, context) = test.prompt_ids.split_last().context("the prompt is empty")?;
+            // The prompt length the shared prefill left in the cache, and what that prefill cost.
+            let mut shared: Option<(usize, f64)> = None;
+            for &vi in which {
+                let variant = &mut variants[vi];
+                let own_prefill = variant.mask.as_ref().is_some_and(|m| m.scope == MaskScope::All);
+                model.set_mask(variant.mask.clone())?;
+                let prefill_seconds = match shared {
+                    Some((position, seconds)) if !own_prefill => {
+                        model.truncate(position)?;
+                        seconds
+                    }
+                    _ => {
+                        let started = Instant::now();
+                        model.reset();
+                        model.prefill(context).with_context(|| format!("running test {}", key.id()))?;
+                        let seconds = started.elapsed().as_secs_f64();
+                        // A prefill under an `all` mask is this variant's alone.
+                        shared = if own_prefill { None } else { Some((model.position(), seconds)) };
+                        seconds
+                    }
+                };
+                let trace = greedy_decode_from(&mut model, last, args.max_new_tokens, &md.eos_token_ids, &Probe::default(), |_| true)
+                    .with_context(|| format!("running test {}", key.id()))?;
+                let seconds = prefill_seconds + trace.decode_seconds;
+                let record = self.record(args, key, &test, &trace, variant, seconds)?;
+                let line = format!("{} recall {:.2} {seconds:.1}s: {:?}", key.id(), record.recall, record.answer.trim());
+                variant.log.append(record)?;
+                let line = if batch { format!("{}: {line}", variant.out.display()) } else { line };
+                if bar.is_hidden() {
+                    eprintln!("[{}/{total}] {line}", bar.position() + 1);
+                } else {
+                    bar.set_message(line);
+                }
+                bar.inc(1);
+            }
         }
         bar.finish_and_clear();
-        Ok(todo.len())
+        Ok(pending)
     }
+
+    /// The record of one finished test.
+    fn record(
+        &self,
+        args: &SweepArgs,
+        key: &TestKey,
+        test: &NiahTest,
+        trace: &DecodeTrace,
+        variant: &Variant,
+        seconds: f64,
+    ) -> Result<TestRecord> {
+        let md = &self.model_dir;
+        let shape = md.spec.head_shape();
+        let needle = &self.needles[key.needle_index];
+        let steps: Vec<DecodeStep> =
+            trace.tokens.iter().zip(&trace.argmax_position).map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() }).collect();
+        let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
+        let answer = md.tokenizer.decode(&trace.tokens)?;
+        let recall = rouge1_recall(&answer, &needle.real_needle);
+        let head_argmax = (!variant.watch.is_empty()).then(|| {
+            variant
+                .watch
+                .iter()
+                .filter_map(|&h| shape.index(h).map(|i| (h, trace.argmax_position.iter().map(|step| step[i]).collect())))
+                .collect()
+        });
+        Ok(TestRecord {
+            id: key.id(),
+            needle_index: key.needle_index,
+            needle: needle.needle.clone(),
+            length: key.length,
+            prompt_tokens: test.prompt_ids.len(),
+            depth_percent: key.depth_percent,
+            placed_depth_percent: test.placed_depth_percent,
+            prompt_hash: test.prompt_hash(),
+            needle_tokens: [test.needle_tokens.start, test.needle_tokens.end],
+            answer_tokens: [test.answer_tokens.start, test.answer_tokens.end],
+            generated_ids: trace.tokens.clone(),
+            answer,
+            recall,
+            hits: hits.to_sparse(),
+            masked_heads: variant.mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default(),
+            prompt_ids: args.save_prompts.then(|| test.prompt_ids.clone()),
+            head_argmax,
+            seconds,
+        })
+    }
+}
+
+/// One run of a batch: its output directory, its log, what it masks and which heads' argmax it keeps.
+struct Variant {
+    out: PathBuf,
+    log: TestLog,
+    mask: Option<HeadMask>,
+    /// Heads whose argmax position at every step goes into each record (`head_argmax`); empty: none.
+    watch: Vec<HeadId>,
 }
 
 fn progress_bar(total: u64, done: u64) -> ProgressBar {
@@ -234,16 +312,12 @@ fn progress_bar(total: u64, done: u64) -> ProgressBar {
     bar
 }
 
-fn log_path(args: &SweepArgs) -> PathBuf {
-    args.out.join("tests.jsonl")
-}
-
 /// Creates the output directory, checks and writes run.json, and opens tests.jsonl. A run.json with
 /// no finished test behind it protects nothing and is replaced.
-fn open_out(args: &SweepArgs, info: &RunInfo) -> Result<TestLog> {
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let log = TestLog::open(&log_path(args))?;
-    let run_json = args.out.join("run.json");
+fn open_out(out: &Path, info: &RunInfo) -> Result<TestLog> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let log = TestLog::open(&out.join("tests.jsonl"))?;
+    let run_json = out.join("run.json");
     if log.records().is_empty() && run_json.exists() {
         std::fs::remove_file(&run_json).with_context(|| format!("replacing {}", run_json.display()))?;
     }
@@ -257,8 +331,8 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64) -> Result<()> {
         bail!("--gate must be between 0 and 1");
     }
     let sweep = Sweep::prepare(args, "detect", open_model(args)?, None)?;
-    let mut log = open_out(args, &sweep.info)?;
-    let ran = sweep.run(args, &mut log, None)?;
+    let log = open_out(&args.out, &sweep.info)?;
+    let (ran, log) = sweep.run(args, log)?;
     let shape = sweep.model_dir.spec.head_shape();
     let scores = files::head_scores_from_records(shape, log.records(), gate)?;
     let scores_path = args.out.join("head_scores.json");
@@ -273,39 +347,80 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64) -> Result<()> {
 
 /// `headscope niah`.
 pub fn niah(args: &SweepArgs, choice: Option<MaskChoice>, mode: MaskMode, scope: MaskScope, pass: f64) -> Result<()> {
-    let model_dir = open_model(args)?;
-    let spec_shape = model_dir.spec.head_shape();
-    let (plan_name, heads) = match &choice {
+    niah_batch(args, &[MaskRun { out: args.out.clone(), choice, plan_name: None }], mode, scope, pass, &[])
+}
+
+/// One `niah` run of a batch ([`niah_batch`]): its output directory and the heads it masks.
+#[derive(Debug, Clone)]
+pub struct MaskRun {
+    /// Output directory, laid out as `headscope niah --out` lays it out.
+    pub out: PathBuf,
+    /// The heads to mask (None: no mask).
+    pub choice: Option<MaskChoice>,
+    /// The plan's name in run.json, instead of the one `niah` gives it (which names the score file's
+    /// path as given): the report names its score file relative to its own directory, so that a rerun
+    /// with the directory spelled or placed differently still resumes.
+    pub plan_name: Option<String>,
+}
+
+/// The mask plan's name for provenance and the heads it picks on a model of `shape`.
+fn resolve_choice(choice: &Option<MaskChoice>, shape: headscope_core::HeadShape) -> Result<(String, Vec<HeadId>)> {
+    let (name, heads) = match choice {
         None => (String::new(), vec![]),
         Some(MaskChoice::List(h)) => ("list".to_string(), h.clone()),
         Some(MaskChoice::Top { k, scores }) => {
-            let s = read_scores_for(scores, spec_shape)?;
+            let s = read_scores_for(scores, shape)?;
             (format!("top-{k} of {}", scores.display()), masking::top_k(&s, *k)?)
         }
         Some(MaskChoice::Random { k, seed, threshold, scores }) => {
-            let s = read_scores_for(scores, spec_shape)?;
+            let s = read_scores_for(scores, shape)?;
             (format!("random-{k} seed {seed} of {} (mean <= {threshold})", scores.display()), masking::random_k(&s, *k, *seed, *threshold)?)
         }
     };
-    spec_shape.check(&heads)?;
-    let mask = (!heads.is_empty()).then(|| HeadMask { heads: heads.clone(), mode, scope });
-    let mask_info = mask.as_ref().map(|m| MaskInfo {
-        plan: plan_name.clone(),
-        heads: m.heads.clone(),
-        mode: mode.to_string(),
-        scope: scope.to_string(),
-    });
-    let mut sweep = Sweep::prepare(args, "niah", model_dir, mask_info)?;
-    if let Some(MaskChoice::Random { seed, .. }) = &choice {
-        sweep.info.seed = Some(*seed);
+    shape.check(&heads)?;
+    Ok((name, heads))
+}
+
+/// Several `niah` runs over one grid (the grid, model and inputs of `args`; `args.out` is not used),
+/// each into its own directory exactly as `headscope niah` writes it (tests.jsonl, run.json, niah.png,
+/// summary.json), run test by test so that decode-scope masks share each prompt's prefill. `watch`
+/// names heads whose argmax positions every record keeps. Finished tests are skipped, as in `niah`.
+pub fn niah_batch(args: &SweepArgs, runs: &[MaskRun], mode: MaskMode, scope: MaskScope, pass: f64, watch: &[HeadId]) -> Result<()> {
+    let model_dir = open_model(args)?;
+    let shape = model_dir.spec.head_shape();
+    let mut plans = Vec::with_capacity(runs.len());
+    for run in runs {
+        let (name, heads) = resolve_choice(&run.choice, shape)?;
+        plans.push((run.plan_name.clone().unwrap_or(name), heads));
     }
-    let mut log = open_out(args, &sweep.info)?;
-    sweep.run(args, &mut log, mask)?;
+    let sweep = Sweep::prepare(args, "niah", model_dir, None)?;
+    let mut variants = Vec::with_capacity(runs.len());
+    for (run, (plan_name, heads)) in runs.iter().zip(&plans) {
+        let mask = (!heads.is_empty()).then(|| HeadMask { heads: heads.clone(), mode, scope });
+        let mut info = sweep.info.clone();
+        info.mask = mask.as_ref().map(|m| MaskInfo {
+            plan: plan_name.clone(),
+            heads: m.heads.clone(),
+            mode: mode.to_string(),
+            scope: scope.to_string(),
+        });
+        if let Some(MaskChoice::Random { seed, .. }) = &run.choice {
+            info.seed = Some(*seed);
+        }
+        let log = open_out(&run.out, &info)?;
+        variants.push(Variant { out: run.out.clone(), log, mask, watch: watch.to_vec() });
+    }
+    sweep.run_variants(args, &mut variants)?;
     let model_name = model_name(&sweep.model_dir.dir);
-    let title =
-        if heads.is_empty() { format!("NIAH: {model_name}") } else { format!("NIAH: {model_name}, {} heads masked ({mode})", heads.len()) };
-    outputs::save_niah(&args.out.join("niah.png"), log.records(), &title)?;
-    outputs::print_niah_summary(&args.out, log.records(), pass, &heads, &plan_name)?;
+    for (v, (plan_name, heads)) in variants.iter().zip(&plans) {
+        let title = if heads.is_empty() {
+            format!("NIAH: {model_name}")
+        } else {
+            format!("NIAH: {model_name}, {} heads masked ({mode})", heads.len())
+        };
+        outputs::save_niah(&v.out.join("niah.png"), v.log.records(), &title)?;
+        outputs::print_niah_summary(&v.out, v.log.records(), pass, heads, plan_name)?;
+    }
     Ok(())
 }
 

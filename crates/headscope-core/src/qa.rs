@@ -6,6 +6,7 @@
 //! and scores the answers** ([`prediction`], [`crate::metrics::token_f1`]) -> plots and report.
 
 use crate::error::{CoreError, Result};
+use crate::head::HeadId;
 use crate::metrics::{squad_tokens, token_f1};
 use crate::prompt::niah_user_message;
 use std::path::Path;
@@ -82,6 +83,40 @@ pub fn prediction(generated: &str) -> String {
 /// Token F1 of the [`prediction`] in `generated` against the item's answers.
 pub fn score(item: &QaItem, generated: &str) -> f64 {
     token_f1(&prediction(generated), &item.answers)
+}
+
+/// One answered item: a line of a QA run's `qa.jsonl`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QaRecord {
+    /// The item's index in the QA file (0-based); a rerun skips indices it finds.
+    pub index: usize,
+    /// The question asked.
+    pub question: String,
+    /// The accepted answers.
+    pub answers: Vec<String>,
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// The generated token ids.
+    pub generated_ids: Vec<u32>,
+    /// The generated text.
+    pub answer: String,
+    /// The part of `answer` that is scored ([`prediction`]).
+    pub prediction: String,
+    /// Token F1 of the prediction against the answers.
+    pub f1: f64,
+    /// The heads masked while answering (empty when none).
+    pub masked_heads: Vec<HeadId>,
+    /// Wall time in seconds (prefill + decode).
+    pub seconds: f64,
+}
+
+/// Mean token F1 of `records` (0 for none).
+pub fn mean_f1(records: &[QaRecord]) -> f64 {
+    if records.is_empty() {
+        0.0
+    } else {
+        records.iter().map(|r| r.f1).sum::<f64>() / records.len() as f64
+    }
 }
 
 #[cfg(test)]
