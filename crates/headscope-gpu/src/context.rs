@@ -1,0 +1,115 @@
+//! The GPU a run uses: adapter, device and queue, opened once and shared by every model loaded on it.
+//! Where this sits: the web worker (or a native test) opens a [`GpuContext`], loads a
+//! [`crate::GpuModel`] on it, and the page shows [`AdapterSummary`] so users know what computed their
+//! heatmap (a real GPU, or SwiftShader/lavapipe on the CPU).
+
+use crate::error::{GpuError, Result};
+use std::sync::{Arc, Mutex};
+
+/// What the adapter is, in words a page can show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterSummary {
+    /// Adapter name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)", or a browser's description).
+    pub name: String,
+    /// Backend: "vulkan", "webgpu", ...
+    pub backend: String,
+    /// Kind of device: "discrete GPU", "integrated GPU", "CPU (software)", ...
+    pub device_type: String,
+    /// Driver name and version, when the platform reports them.
+    pub driver: String,
+}
+
+impl AdapterSummary {
+    fn from_info(info: &wgpu::AdapterInfo) -> Self {
+        let device_type = match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+            wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+            wgpu::DeviceType::VirtualGpu => "virtual GPU",
+            wgpu::DeviceType::Cpu => "CPU (software)",
+            wgpu::DeviceType::Other => "unknown kind",
+        };
+        let driver =
+            [info.driver.as_str(), info.driver_info.as_str()].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ");
+        AdapterSummary { name: info.name.clone(), backend: info.backend.to_string(), device_type: device_type.into(), driver }
+    }
+
+    /// One line: "name (backend, kind)".
+    pub fn describe(&self) -> String {
+        let name = if self.name.is_empty() { "unnamed adapter" } else { self.name.as_str() };
+        format!("{name} ({}, {})", self.backend, self.device_type)
+    }
+}
+
+/// An opened GPU: device, queue and what it is.
+#[derive(Debug, Clone)]
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    summary: AdapterSummary,
+    /// Errors the device reported outside any error scope (wgpu's default handler would panic).
+    pub(crate) errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl GpuContext {
+    /// Opens the system's preferred adapter (high performance) with the largest limits it offers, so
+    /// bigger models fit than WebGPU's defaults (128 MiB per storage binding) allow.
+    pub async fn new() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(no_adapter_hint(&e.to_string())))?;
+        let summary = AdapterSummary::from_info(&adapter.get_info());
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("headscope"),
+                required_features: wgpu::Features::empty(),
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Device(format!("{}: {e}", summary.describe())))?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        Ok(GpuContext { device, queue, summary, errors })
+    }
+
+    /// What the adapter is.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    /// The device's limits (what the largest model and context can use).
+    pub fn limits(&self) -> wgpu::Limits {
+        self.device.limits()
+    }
+
+    /// Turns errors the device reported since the last call into one [`GpuError::Device`].
+    pub(crate) fn take_errors(&self) -> Result<()> {
+        let mut v = self.errors.lock().map_err(|_| GpuError::Device("the error log's lock is poisoned".into()))?;
+        if v.is_empty() {
+            return Ok(());
+        }
+        let all = v.drain(..).collect::<Vec<_>>().join("; ");
+        Err(GpuError::Device(all))
+    }
+}
+
+/// Adds what to do to wgpu's "no adapter" message.
+fn no_adapter_hint(message: &str) -> String {
+    if cfg!(target_arch = "wasm32") {
+        format!("{message} (this browser offers no WebGPU adapter; in Chromium try --enable-unsafe-webgpu, or use a browser with WebGPU)")
+    } else {
+        format!(
+            "{message} (no Vulkan driver found; on Debian `apt-get install mesa-vulkan-drivers libvulkan1` gives the lavapipe CPU driver)"
+        )
+    }
+}

@@ -1,0 +1,204 @@
+//! The compute pipelines, built once when a model loads: one WGSL module per kernel (each prefixed with
+//! `common.wgsl`), explicit bind group layouts (so the matmul's two pipelines share bind groups), and the
+//! uniform structs the kernels read, laid out to match the WGSL.
+
+use crate::error::{GpuError, Result};
+use bytemuck::{Pod, Zeroable};
+
+const COMMON: &str = include_str!("shaders/common.wgsl");
+
+/// Per submission: rows in the chunk, position of its first row, whether this is a decode step.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub(crate) struct RunUniform {
+    pub rows: u32,
+    pub pos: u32,
+    pub decoding: u32,
+    pub pad: u32,
+}
+
+/// `embed.wgsl`'s Op.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub(crate) struct EmbedOp {
+    pub hidden: u32,
+    pub pad: [u32; 3],
+}
+
+/// `rmsnorm.wgsl`'s Op.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub(crate) struct NormOp {
+    pub n: u32,
+    pub eps: f32,
+    pub pad: [u32; 2],
+}
+
+/// Epilogue of a matmul: store, add into the output (residual), or SwiGLU of interleaved pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Epilogue {
+    Store = 0,
+    Accumulate = 1,
+    SwiGlu = 2,
+}
+
+/// `matmul.wgsl`'s Op.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub(crate) struct MatOp {
+    pub k: u32,
+    pub n: u32,
+    pub n4: u32,
+    pub ld: u32,
+    pub mode: u32,
+    pub has_bias: u32,
+    pub pad: [u32; 2],
+}
+
+impl MatOp {
+    /// A `[rows, k] x [k, n]` product written with `epilogue`.
+    pub fn new(k: usize, n: usize, epilogue: Epilogue, has_bias: bool) -> Self {
+        let ld = if epilogue == Epilogue::SwiGlu { n / 2 } else { n };
+        MatOp {
+            k: k as u32,
+            n: n as u32,
+            n4: n.div_ceil(4) as u32,
+            ld: ld as u32,
+            mode: epilogue as u32,
+            has_bias: has_bias as u32,
+            pad: [0; 2],
+        }
+    }
+}
+
+/// `rope.wgsl`'s Op.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub(crate) struct RopeOp {
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub dim: u32,
+    pub capacity: u32,
+}
+
+/// `attention.wgsl`'s Op.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub(crate) struct AttentionOp {
+    pub layer: u32,
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub dim: u32,
+    pub group: u32,
+    pub capacity: u32,
+    pub window: u32,
+    pub scale: f32,
+    pub total: u32,
+    pub pad: [u32; 3],
+}
+
+/// How a kernel binds one buffer.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// A pipeline and the layout its bind groups use.
+#[derive(Debug)]
+pub(crate) struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// Every pipeline of the forward.
+#[derive(Debug)]
+pub(crate) struct Kernels {
+    pub embed: Kernel,
+    pub norm: Kernel,
+    /// One-row matmul (decode steps); shares `gemm.layout`.
+    pub gemv: wgpu::ComputePipeline,
+    pub gemm: Kernel,
+    pub rope: Kernel,
+    pub attention: Kernel,
+}
+
+fn layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::BindGroupLayout {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match s {
+                    Slot::Uniform => wgpu::BufferBindingType::Uniform,
+                    Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries })
+}
+
+fn pipeline(device: &wgpu::Device, label: &str, source: &str, layout: &wgpu::BindGroupLayout, entry: &str) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{source}").into()),
+    });
+    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(label),
+        bind_group_layouts: &[Some(layout)],
+        immediate_size: 0,
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: Some(&pl),
+        module: &module,
+        entry_point: Some(entry),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+fn kernel(device: &wgpu::Device, label: &str, source: &str, slots: &[Slot]) -> Kernel {
+    let layout = layout(device, label, slots);
+    Kernel { pipeline: pipeline(device, label, source, &layout, "main"), layout }
+}
+
+impl Kernels {
+    /// Compiles every kernel, turning validation errors (WGSL the platform rejects) into an error.
+    pub async fn build(device: &wgpu::Device) -> Result<Self> {
+        use Slot::*;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mm_layout = layout(device, "matmul", &[Uniform, Uniform, Read, Read, Read, ReadWrite]);
+        let mm_source = include_str!("shaders/matmul.wgsl");
+        let kernels = Kernels {
+            embed: kernel(device, "embed", include_str!("shaders/embed.wgsl"), &[Uniform, Uniform, Read, Read, ReadWrite]),
+            norm: kernel(device, "rmsnorm", include_str!("shaders/rmsnorm.wgsl"), &[Uniform, Uniform, Read, Read, ReadWrite]),
+            gemv: pipeline(device, "gemv", mm_source, &mm_layout, "gemv"),
+            gemm: Kernel { pipeline: pipeline(device, "gemm", mm_source, &mm_layout, "gemm"), layout: mm_layout },
+            rope: kernel(
+                device,
+                "rope",
+                include_str!("shaders/rope.wgsl"),
+                &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+            ),
+            attention: kernel(
+                device,
+                "attention",
+                include_str!("shaders/attention.wgsl"),
+                &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite, Read, ReadWrite],
+            ),
+        };
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError::Validation(e.to_string()));
+        }
+        Ok(kernels)
+    }
+}

@@ -1,0 +1,752 @@
+//! [`GpuModel`]: the instrumented forward of [`headscope_model::Transformer`] on the GPU. Weights are
+//! uploaded once ([`GpuModel::load`]); the KV cache, activations and readback buffers are sized once per
+//! run ([`GpuModel::reserve`]) and every bind group is built then, so a decode step allocates nothing:
+//! it writes two small uniforms, records ~9 dispatches per layer in one compute pass, and maps one
+//! staging buffer holding the logits, every query head's argmax position and any requested attention
+//! rows.
+//!
+//! Per layer: RMSNorm -> fused q|k|v matmul -> RoPE (q to its buffer, k and v into the cache) ->
+//! attention (masks, argmax, rows) -> output matmul added into the residual -> RMSNorm -> fused
+//! gate|up matmul with a SwiGLU epilogue -> down matmul added into the residual.
+
+use crate::context::GpuContext;
+use crate::error::{GpuError, Result};
+use crate::kernels::{AttentionOp, EmbedOp, Epilogue, Kernels, MatOp, NormOp, RopeOp, RunUniform};
+use crate::signal::signal;
+use crate::weights::{check_supported, interleaved, pad4, reorder_bias, straight, transpose_columns, Checkpoint, HostTensor};
+use headscope_core::HeadId;
+use headscope_model::{AttentionRow, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};
+use wgpu::util::DeviceExt;
+
+/// Bytes the attention score scratch may take for one prefill chunk (it bounds the chunk length).
+const SCRATCH_BUDGET: u64 = 64 << 20;
+/// Longest prefill chunk: longer chunks gain nothing once the matmul tiles are full.
+const MAX_CHUNK: usize = 256;
+/// Attention-row slots allocated before any probe asks for more.
+const INITIAL_ROW_SLOTS: usize = 4;
+/// `control` value of a head with no attention-row slot.
+const NO_SLOT: u32 = u32::MAX;
+
+/// The result of one decode step, read back from the GPU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput {
+    /// Next-token logits `[vocab]`.
+    pub logits: Vec<f32>,
+    /// For every query head (layer-major), the context position its attention peaked at.
+    pub argmax_position: Vec<u32>,
+    /// The rows asked for in the [`Probe`], grouped by layer (as [`headscope_model::Transformer::step`] returns them).
+    pub attention_rows: Vec<AttentionRow>,
+}
+
+impl StepOutput {
+    /// The greedy next token (the first maximum, as candle's argmax).
+    pub fn greedy_token(&self) -> u32 {
+        let mut best = 0;
+        for (i, &v) in self.logits.iter().enumerate() {
+            if v > self.logits[best] {
+                best = i;
+            }
+        }
+        best as u32
+    }
+}
+
+/// One layer's weights on the GPU.
+struct LayerWeights {
+    input_norm: wgpu::Buffer,
+    post_norm: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    qkv_bias: Option<wgpu::Buffer>,
+    o: wgpu::Buffer,
+    o_bias: Option<wgpu::Buffer>,
+    gate_up: wgpu::Buffer,
+    gate_up_bias: Option<wgpu::Buffer>,
+    down: wgpu::Buffer,
+    down_bias: Option<wgpu::Buffer>,
+}
+
+/// Every weight on the GPU, plus the static per-kernel uniforms.
+struct Weights {
+    embed: wgpu::Buffer,
+    layers: Vec<LayerWeights>,
+    norm: wgpu::Buffer,
+    lm_head: wgpu::Buffer,
+    /// Bound where a matmul has no bias (a binding cannot be left empty).
+    no_bias: wgpu::Buffer,
+    embed_op: wgpu::Buffer,
+    norm_op: wgpu::Buffer,
+    qkv_op: wgpu::Buffer,
+    o_op: wgpu::Buffer,
+    gate_up_op: wgpu::Buffer,
+    down_op: wgpu::Buffer,
+    lm_op: wgpu::Buffer,
+}
+
+/// Bind groups of one layer.
+struct LayerGroups {
+    norm_in: wgpu::BindGroup,
+    qkv: wgpu::BindGroup,
+    rope: wgpu::BindGroup,
+    attention: wgpu::BindGroup,
+    o: wgpu::BindGroup,
+    norm_post: wgpu::BindGroup,
+    gate_up: wgpu::BindGroup,
+    down: wgpu::BindGroup,
+}
+
+/// Buffers and bind groups of a run, sized for `capacity` positions.
+struct RunState {
+    capacity: usize,
+    /// Prefill rows per submission.
+    chunk: usize,
+    /// Attention rows the probe buffer can hold per step.
+    row_slots: usize,
+    run: wgpu::Buffer,
+    ids: wgpu::Buffer,
+    cache_k: Vec<wgpu::Buffer>,
+    cache_v: Vec<wgpu::Buffer>,
+    /// `[prefill mask | decode mask | row slot]`, one u32 per query head each.
+    control: wgpu::Buffer,
+    /// `[argmax per query head | row_slots x capacity weights]`.
+    probe: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    /// Activations, RoPE tables, score scratch and per-layer uniforms: only the bind groups use them,
+    /// held here so the run visibly owns its memory.
+    _held: Vec<wgpu::Buffer>,
+    embed_group: wgpu::BindGroup,
+    layers: Vec<LayerGroups>,
+    norm_final: wgpu::BindGroup,
+    lm_head: wgpu::BindGroup,
+}
+
+/// The instrumented transformer on the GPU.
+pub struct GpuModel {
+    ctx: GpuContext,
+    spec: ModelSpec,
+    kernels: Kernels,
+    weights: Weights,
+    state: Option<RunState>,
+    position: usize,
+    mask: Option<HeadMask>,
+    /// Per query head: 0 keep, 1 uniform, 2 zero; at prefill and at decode steps.
+    prefill_codes: Vec<u32>,
+    decode_codes: Vec<u32>,
+}
+
+fn storage(device: &wgpu::Device, label: &str, bytes: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.max(16),
+        usage: wgpu::BufferUsages::STORAGE | extra,
+        mapped_at_creation: false,
+    })
+}
+
+fn uniform<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, value: &T) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::bytes_of(value),
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
+fn group(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, label: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> =
+        buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
+}
+
+/// The bias buffer if the layer has one, else the placeholder.
+fn or<'a>(bias: &'a Option<wgpu::Buffer>, none: &'a wgpu::Buffer) -> &'a wgpu::Buffer {
+    bias.as_ref().unwrap_or(none)
+}
+
+/// Checks that a buffer of `bytes` can be created and bound on this device.
+fn check_size(limits: &wgpu::Limits, what: &str, bytes: u64) -> Result<()> {
+    let max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+    if bytes > max {
+        return Err(GpuError::Limits(format!(
+            "{what} needs {:.1} MiB, more than this device binds in one buffer ({:.1} MiB)",
+            bytes as f64 / 1048576.0,
+            max as f64 / 1048576.0
+        )));
+    }
+    Ok(())
+}
+
+impl GpuModel {
+    /// Uploads a checkpoint described by `spec` from the bytes of its safetensors files (one, or every
+    /// shard) and builds the pipelines. f16/bf16 weights become f32 on upload.
+    pub async fn load(ctx: &GpuContext, spec: &ModelSpec, safetensors_files: &[&[u8]]) -> Result<Self> {
+        check_supported(spec)?;
+        let checkpoint = Checkpoint::parse(safetensors_files)?;
+        let device = &ctx.device;
+        let kernels = Kernels::build(device).await?;
+        let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let weights = Self::upload(ctx, spec, &checkpoint);
+        let invalid = validation.pop().await;
+        let oom = memory.pop().await;
+        let weights = weights?;
+        if let Some(e) = invalid {
+            return Err(GpuError::Validation(format!("uploading weights: {e}")));
+        }
+        if let Some(e) = oom {
+            return Err(GpuError::Device(format!("out of GPU memory uploading the weights: {e}")));
+        }
+        let total = spec.layers * spec.heads;
+        Ok(GpuModel {
+            ctx: ctx.clone(),
+            spec: spec.clone(),
+            kernels,
+            weights,
+            state: None,
+            position: 0,
+            mask: None,
+            prefill_codes: vec![0; total],
+            decode_codes: vec![0; total],
+        })
+    }
+
+    fn upload(ctx: &GpuContext, spec: &ModelSpec, ck: &Checkpoint) -> Result<Weights> {
+        let device = &ctx.device;
+        let limits = device.limits();
+        let put = |name: &str, data: &[f32]| -> Result<wgpu::Buffer> {
+            check_size(&limits, &format!("weight {name}"), 4 * data.len() as u64)?;
+            Ok(device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(name),
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::STORAGE,
+            }))
+        };
+        let (hidden, inter) = (spec.hidden_size, spec.intermediate_size);
+        let (qw, kvw) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
+        let embed = ck.get("model.embed_tokens.weight", &[spec.vocab_size, hidden])?;
+        let mut layers = Vec::with_capacity(spec.layers);
+        for l in 0..spec.layers {
+            let p = format!("model.layers.{l}");
+            let a = format!("{p}.self_attn");
+            let m = format!("{p}.mlp");
+            let q = ck.get(&format!("{a}.q_proj.weight"), &[qw, hidden])?;
+            let k = ck.get(&format!("{a}.k_proj.weight"), &[kvw, hidden])?;
+            let v = ck.get(&format!("{a}.v_proj.weight"), &[kvw, hidden])?;
+            let o = ck.get(&format!("{a}.o_proj.weight"), &[hidden, qw])?;
+            let gate = ck.get(&format!("{m}.gate_proj.weight"), &[inter, hidden])?;
+            let up = ck.get(&format!("{m}.up_proj.weight"), &[inter, hidden])?;
+            let down = ck.get(&format!("{m}.down_proj.weight"), &[hidden, inter])?;
+            let qkv_order = straight(qw + 2 * kvw);
+            let bias = |present: bool, parts: &[(&str, usize)], order: &[usize]| -> Result<Option<wgpu::Buffer>> {
+                if !present {
+                    return Ok(None);
+                }
+                let tensors = parts.iter().map(|(n, len)| ck.get(n, &[*len])).collect::<Result<Vec<HostTensor>>>()?;
+                let refs: Vec<&HostTensor> = tensors.iter().collect();
+                put(&format!("{p} bias {}", parts[0].0), &reorder_bias(&refs, order)).map(Some)
+            };
+            let gu_order = interleaved(inter);
+            layers.push(LayerWeights {
+                input_norm: put(&format!("{p}.input_layernorm.weight"), &ck.get(&format!("{p}.input_layernorm.weight"), &[hidden])?.data)?,
+                post_norm: put(
+                    &format!("{p}.post_attention_layernorm.weight"),
+                    &ck.get(&format!("{p}.post_attention_layernorm.weight"), &[hidden])?.data,
+                )?,
+                qkv: put(&format!("{a}.qkv (fused)"), &transpose_columns(&[&q, &k, &v], &qkv_order))?,
+                qkv_bias: bias(
+                    spec.qkv_bias,
+                    &[(&format!("{a}.q_proj.bias"), qw), (&format!("{a}.k_proj.bias"), kvw), (&format!("{a}.v_proj.bias"), kvw)],
+                    &qkv_order,
+                )?,
+                o: put(&format!("{a}.o_proj.weight"), &transpose_columns(&[&o], &straight(hidden)))?,
+                o_bias: bias(spec.o_bias, &[(&format!("{a}.o_proj.bias"), hidden)], &straight(hidden))?,
+                gate_up: put(&format!("{m}.gate_up (interleaved)"), &transpose_columns(&[&gate, &up], &gu_order))?,
+                gate_up_bias: bias(
+                    spec.mlp_bias,
+                    &[(&format!("{m}.gate_proj.bias"), inter), (&format!("{m}.up_proj.bias"), inter)],
+                    &gu_order,
+                )?,
+                down: put(&format!("{m}.down_proj.weight"), &transpose_columns(&[&down], &straight(hidden)))?,
+                down_bias: bias(spec.mlp_bias, &[(&format!("{m}.down_proj.bias"), hidden)], &straight(hidden))?,
+            });
+        }
+        let norm = ck.get("model.norm.weight", &[hidden])?;
+        // As candle's loader: tied embeddings serve as the LM head unless the checkpoint has its own.
+        let lm = if spec.tie_word_embeddings && !ck.contains("lm_head.weight") {
+            transpose_columns(&[&embed], &straight(spec.vocab_size))
+        } else {
+            transpose_columns(&[&ck.get("lm_head.weight", &[spec.vocab_size, hidden])?], &straight(spec.vocab_size))
+        };
+        let eps = spec.rms_norm_eps as f32;
+        Ok(Weights {
+            embed: put("model.embed_tokens.weight", &embed.data)?,
+            layers,
+            norm: put("model.norm.weight", &norm.data)?,
+            lm_head: put("lm_head.weight", &lm)?,
+            no_bias: storage(device, "no bias", 16, wgpu::BufferUsages::empty()),
+            embed_op: uniform(device, "embed op", &EmbedOp { hidden: hidden as u32, pad: [0; 3] }),
+            norm_op: uniform(device, "norm op", &NormOp { n: hidden as u32, eps, pad: [0; 2] }),
+            qkv_op: uniform(device, "qkv op", &MatOp::new(hidden, qw + 2 * kvw, Epilogue::Store, spec.qkv_bias)),
+            o_op: uniform(device, "o op", &MatOp::new(qw, hidden, Epilogue::Accumulate, spec.o_bias)),
+            gate_up_op: uniform(device, "gate_up op", &MatOp::new(hidden, 2 * inter, Epilogue::SwiGlu, spec.mlp_bias)),
+            down_op: uniform(device, "down op", &MatOp::new(inter, hidden, Epilogue::Accumulate, spec.mlp_bias)),
+            lm_op: uniform(device, "lm_head op", &MatOp::new(hidden, spec.vocab_size, Epilogue::Store, false)),
+        })
+    }
+
+    /// The architecture.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The GPU it runs on.
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Positions already in the cache (the next token's position).
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Positions the KV cache holds now (0 before the first [`GpuModel::reserve`] or run).
+    pub fn capacity(&self) -> usize {
+        self.state.as_ref().map_or(0, |s| s.capacity)
+    }
+
+    /// Prompt tokens one prefill submission processes (set by the capacity: scores take chunk x heads x capacity floats).
+    pub fn prefill_chunk(&self) -> usize {
+        self.state.as_ref().map_or(0, |s| s.chunk)
+    }
+
+    /// Allocates the KV cache and every per-run buffer for `capacity` positions and empties the cache.
+    /// Call once with the run's longest context: later sequences reuse the buffers. A run that outgrows
+    /// it grows the cache (copying what it holds), as the candle path does.
+    pub fn reserve(&mut self, capacity: usize) -> Result<()> {
+        self.check_fits(capacity)?;
+        if self.state.as_ref().is_none_or(|s| s.capacity < capacity) {
+            let slots = self.state.as_ref().map_or(INITIAL_ROW_SLOTS, |s| s.row_slots);
+            self.state = None;
+            self.state = Some(self.build_state(capacity.max(1), slots)?);
+        }
+        self.position = 0;
+        Ok(())
+    }
+
+    /// Empties the cache (keeping its buffers) for a new sequence.
+    pub fn reset(&mut self) {
+        self.position = 0;
+    }
+
+    /// Applies `mask` to subsequent calls (`None` removes it), with the semantics of
+    /// [`headscope_model::Transformer::set_mask`]. Unknown heads are an error.
+    pub fn set_mask(&mut self, mask: Option<HeadMask>) -> Result<()> {
+        let total = self.spec.layers * self.spec.heads;
+        let (mut prefill, mut decode) = (vec![0u32; total], vec![0u32; total]);
+        if let Some(m) = &mask {
+            self.spec.head_shape().check(&m.heads).map_err(|e| GpuError::Invalid(e.to_string()))?;
+            let code = match m.mode {
+                MaskMode::Uniform => 1,
+                MaskMode::Zero => 2,
+            };
+            for h in &m.heads {
+                let i = h.layer * self.spec.heads + h.head;
+                decode[i] = code;
+                if m.scope == MaskScope::All {
+                    prefill[i] = code;
+                }
+            }
+        }
+        self.prefill_codes = prefill;
+        self.decode_codes = decode;
+        self.mask = mask;
+        if let Some(s) = &self.state {
+            self.write_masks(s);
+        }
+        Ok(())
+    }
+
+    /// The mask in effect.
+    pub fn mask(&self) -> Option<&HeadMask> {
+        self.mask.as_ref()
+    }
+
+    fn write_masks(&self, s: &RunState) {
+        let codes: Vec<u32> = self.prefill_codes.iter().chain(&self.decode_codes).copied().collect();
+        self.ctx.queue.write_buffer(&s.control, 0, bytemuck::cast_slice(&codes));
+    }
+
+    fn check_fits(&self, positions: usize) -> Result<()> {
+        if positions > self.spec.max_position_embeddings {
+            return Err(GpuError::TooLong(format!(
+                "{positions} positions exceed the model's context of {} tokens (max_position_embeddings)",
+                self.spec.max_position_embeddings
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.spec.vocab_size) {
+            return Err(GpuError::Invalid(format!("token id {bad} is outside the vocabulary ({} tokens)", self.spec.vocab_size)));
+        }
+        Ok(())
+    }
+
+    /// Makes room for `extra` more positions, growing the cache (and copying what it holds) if needed.
+    fn make_room(&mut self, extra: usize) -> Result<()> {
+        let need = self.position + extra;
+        self.check_fits(need)?;
+        let have = self.capacity();
+        if need <= have {
+            return Ok(());
+        }
+        let capacity = need.max(have * 2).min(self.spec.max_position_embeddings).max(need);
+        let slots = self.state.as_ref().map_or(INITIAL_ROW_SLOTS, |s| s.row_slots);
+        let fresh = self.build_state(capacity, slots)?;
+        if let Some(old) = &self.state {
+            let bytes = (self.position * self.spec.kv_heads * self.spec.head_dim * 4) as u64;
+            if bytes > 0 {
+                let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("grow cache") });
+                for l in 0..self.spec.layers {
+                    enc.copy_buffer_to_buffer(&old.cache_k[l], 0, &fresh.cache_k[l], 0, bytes);
+                    enc.copy_buffer_to_buffer(&old.cache_v[l], 0, &fresh.cache_v[l], 0, bytes);
+                }
+                self.ctx.queue.submit([enc.finish()]);
+            }
+        }
+        self.state = Some(fresh);
+        Ok(())
+    }
+
+    /// Makes the probe buffer hold at least `slots` attention rows per step.
+    fn ensure_row_slots(&mut self, slots: usize) -> Result<()> {
+        let Some(s) = &self.state else { return Ok(()) };
+        if slots <= s.row_slots {
+            return Ok(());
+        }
+        let (capacity, position) = (s.capacity, self.position);
+        let fresh = self.build_state(capacity, slots.max(s.row_slots * 2).min(self.spec.layers * self.spec.heads))?;
+        let old = self.state.take().expect("checked above");
+        let bytes = (position * self.spec.kv_heads * self.spec.head_dim * 4) as u64;
+        if bytes > 0 {
+            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("more row slots") });
+            for l in 0..self.spec.layers {
+                enc.copy_buffer_to_buffer(&old.cache_k[l], 0, &fresh.cache_k[l], 0, bytes);
+                enc.copy_buffer_to_buffer(&old.cache_v[l], 0, &fresh.cache_v[l], 0, bytes);
+            }
+            self.ctx.queue.submit([enc.finish()]);
+        }
+        self.state = Some(fresh);
+        Ok(())
+    }
+
+    /// Allocates the buffers of a run and builds every bind group.
+    fn build_state(&self, capacity: usize, row_slots: usize) -> Result<RunState> {
+        let spec = &self.spec;
+        let device = &self.ctx.device;
+        let limits = device.limits();
+        let (hidden, inter, vocab) = (spec.hidden_size as u64, spec.intermediate_size as u64, spec.vocab_size as u64);
+        let (heads, dim) = (spec.heads as u64, spec.head_dim as u64);
+        let (qw, kvw) = (heads * dim, spec.kv_heads as u64 * dim);
+        let total = (spec.layers * spec.heads) as u64;
+        let cap = capacity as u64;
+        let bind_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let per_row = heads * cap * 4;
+        let chunk = (SCRATCH_BUDGET.min(bind_max) / per_row).min(MAX_CHUNK as u64) as usize;
+        if chunk == 0 {
+            return Err(GpuError::Limits(format!(
+                "attention scores for {capacity} positions x {} heads need {:.1} MiB per query, more than this device binds ({:.1} MiB)",
+                spec.heads,
+                per_row as f64 / 1048576.0,
+                bind_max as f64 / 1048576.0
+            )));
+        }
+        let rows = chunk as u64;
+        let sizes = [
+            ("the key/value cache of one layer", cap * kvw * 4),
+            ("the RoPE tables", 2 * cap * dim / 2 * 4),
+            ("the attention rows", (total + row_slots as u64 * cap) * 4),
+            ("the fused q/k/v activations", rows * (qw + 2 * kvw) * 4),
+            ("the MLP activations", rows * inter * 4),
+        ];
+        for (what, bytes) in sizes {
+            check_size(&limits, what, bytes)?;
+        }
+        let copy = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        let none = wgpu::BufferUsages::empty();
+        let run = uniform(device, "run", &RunUniform { rows: 0, pos: 0, decoding: 0, pad: 0 });
+        let ids = storage(device, "ids", rows * 4, wgpu::BufferUsages::COPY_DST);
+        let x = storage(device, "x", rows * hidden * 4, none);
+        let h = storage(device, "h", rows * hidden * 4, none);
+        let qkv = storage(device, "qkv", rows * (qw + 2 * kvw) * 4, none);
+        let q = storage(device, "q", rows * qw * 4, none);
+        let attn = storage(device, "attn", rows * qw * 4, none);
+        let mlp = storage(device, "mlp", rows * inter * 4, none);
+        let cache_k: Vec<wgpu::Buffer> = (0..spec.layers).map(|l| storage(device, &format!("cache_k {l}"), cap * kvw * 4, copy)).collect();
+        let cache_v: Vec<wgpu::Buffer> = (0..spec.layers).map(|l| storage(device, &format!("cache_v {l}"), cap * kvw * 4, copy)).collect();
+        let rope = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("rope"),
+            contents: bytemuck::cast_slice(&rope_tables(spec, capacity)),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let scratch = storage(device, "scratch", rows * per_row, none);
+        let control = storage(device, "control", 3 * total * 4, wgpu::BufferUsages::COPY_DST);
+        let probe = storage(device, "probe", (total + row_slots as u64 * cap) * 4, wgpu::BufferUsages::COPY_SRC);
+        let logits = storage(device, "logits", pad4(spec.vocab_size) as u64 * 4, wgpu::BufferUsages::COPY_SRC);
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging"),
+            size: (vocab + total + row_slots as u64 * cap) * 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let rope_op = uniform(
+            device,
+            "rope op",
+            &RopeOp { heads: spec.heads as u32, kv_heads: spec.kv_heads as u32, dim: dim as u32, capacity: capacity as u32 },
+        );
+        let attention_ops: Vec<wgpu::Buffer> = (0..spec.layers)
+            .map(|l| {
+                let op = AttentionOp {
+                    layer: l as u32,
+                    heads: spec.heads as u32,
+                    kv_heads: spec.kv_heads as u32,
+                    dim: dim as u32,
+                    group: spec.group_size() as u32,
+                    capacity: capacity as u32,
+                    window: spec.sliding_windows.get(l).copied().flatten().unwrap_or(0) as u32,
+                    scale: (1.0 / (spec.head_dim as f64).sqrt()) as f32,
+                    total: total as u32,
+                    pad: [0; 3],
+                };
+                uniform(device, &format!("attention op {l}"), &op)
+            })
+            .collect();
+
+        let k = &self.kernels;
+        let w = &self.weights;
+        let mut layers = Vec::with_capacity(spec.layers);
+        for (l, lw) in w.layers.iter().enumerate() {
+            let (qkv_b, o_b, gu_b, down_b) =
+                (or(&lw.qkv_bias, &w.no_bias), or(&lw.o_bias, &w.no_bias), or(&lw.gate_up_bias, &w.no_bias), or(&lw.down_bias, &w.no_bias));
+            layers.push(LayerGroups {
+                norm_in: group(device, &k.norm.layout, "norm_in", &[&run, &w.norm_op, &x, &lw.input_norm, &h]),
+                qkv: group(device, &k.gemm.layout, "qkv", &[&run, &w.qkv_op, &h, &lw.qkv, qkv_b, &qkv]),
+                rope: group(device, &k.rope.layout, "rope", &[&run, &rope_op, &qkv, &rope, &q, &cache_k[l], &cache_v[l]]),
+                attention: group(
+                    device,
+                    &k.attention.layout,
+                    "attention",
+                    &[&run, &attention_ops[l], &q, &cache_k[l], &cache_v[l], &attn, &scratch, &control, &probe],
+                ),
+                o: group(device, &k.gemm.layout, "o", &[&run, &w.o_op, &attn, &lw.o, o_b, &x]),
+                norm_post: group(device, &k.norm.layout, "norm_post", &[&run, &w.norm_op, &x, &lw.post_norm, &h]),
+                gate_up: group(device, &k.gemm.layout, "gate_up", &[&run, &w.gate_up_op, &h, &lw.gate_up, gu_b, &mlp]),
+                down: group(device, &k.gemm.layout, "down", &[&run, &w.down_op, &mlp, &lw.down, down_b, &x]),
+            });
+        }
+        let embed_group = group(device, &k.embed.layout, "embed", &[&run, &w.embed_op, &ids, &w.embed, &x]);
+        let norm_final = group(device, &k.norm.layout, "norm_final", &[&run, &w.norm_op, &x, &w.norm, &h]);
+        let lm_head = group(device, &k.gemm.layout, "lm_head", &[&run, &w.lm_op, &h, &w.lm_head, &w.no_bias, &logits]);
+        let state = RunState {
+            capacity,
+            chunk,
+            row_slots,
+            run,
+            ids,
+            cache_k,
+            cache_v,
+            control,
+            probe,
+            logits,
+            staging,
+            _held: [x, h, qkv, q, attn, mlp, rope, scratch, rope_op].into_iter().chain(attention_ops).collect(),
+            embed_group,
+            layers,
+            norm_final,
+            lm_head,
+        };
+        self.write_masks(&state);
+        Ok(state)
+    }
+
+    /// Records the layers for `rows` rows (embedding included) into `pass`.
+    fn encode_layers(&self, s: &RunState, pass: &mut wgpu::ComputePass, rows: u32) {
+        let spec = &self.spec;
+        let k = &self.kernels;
+        let matmul = |pass: &mut wgpu::ComputePass, g: &wgpu::BindGroup, n: usize| {
+            let groups_x = n.div_ceil(4).div_ceil(16) as u32;
+            if rows == 1 {
+                pass.set_pipeline(&k.gemv);
+                pass.set_bind_group(0, g, &[]);
+                pass.dispatch_workgroups(groups_x, 1, 1);
+            } else {
+                pass.set_pipeline(&k.gemm.pipeline);
+                pass.set_bind_group(0, g, &[]);
+                pass.dispatch_workgroups(groups_x, rows.div_ceil(64), 1);
+            }
+        };
+        let (qw, kvw) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
+        pass.set_pipeline(&k.embed.pipeline);
+        pass.set_bind_group(0, &s.embed_group, &[]);
+        pass.dispatch_workgroups(spec.hidden_size.div_ceil(64) as u32, rows, 1);
+        let rope_items = (spec.heads + spec.kv_heads) * spec.head_dim / 2 + kvw;
+        for g in &s.layers {
+            pass.set_pipeline(&k.norm.pipeline);
+            pass.set_bind_group(0, &g.norm_in, &[]);
+            pass.dispatch_workgroups(rows, 1, 1);
+            matmul(pass, &g.qkv, qw + 2 * kvw);
+            pass.set_pipeline(&k.rope.pipeline);
+            pass.set_bind_group(0, &g.rope, &[]);
+            pass.dispatch_workgroups(rope_items.div_ceil(64) as u32, rows, 1);
+            pass.set_pipeline(&k.attention.pipeline);
+            pass.set_bind_group(0, &g.attention, &[]);
+            pass.dispatch_workgroups(spec.heads as u32, rows, 1);
+            matmul(pass, &g.o, spec.hidden_size);
+            pass.set_pipeline(&k.norm.pipeline);
+            pass.set_bind_group(0, &g.norm_post, &[]);
+            pass.dispatch_workgroups(rows, 1, 1);
+            matmul(pass, &g.gate_up, 2 * spec.intermediate_size);
+            matmul(pass, &g.down, spec.hidden_size);
+        }
+    }
+
+    /// Runs `ids` through the model in chunks, filling the cache; produces no logits. The prompt's last
+    /// token should go to [`GpuModel::step`] instead, so that its attention is observed. Resolves when
+    /// the GPU has finished.
+    pub async fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+        self.check_ids(ids)?;
+        self.make_room(ids.len())?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let s = self.state.as_ref().expect("make_room allocated the run state");
+        for chunk in ids.chunks(s.chunk) {
+            let rows = chunk.len() as u32;
+            let run = RunUniform { rows, pos: self.position as u32, decoding: 0, pad: 0 };
+            self.ctx.queue.write_buffer(&s.run, 0, bytemuck::bytes_of(&run));
+            self.ctx.queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(chunk));
+            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("prefill") });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("prefill"), timestamp_writes: None });
+                self.encode_layers(s, &mut pass, rows);
+            }
+            self.ctx.queue.submit([enc.finish()]);
+            self.position += chunk.len();
+        }
+        let (tx, rx) = signal::<()>();
+        self.ctx.queue.on_submitted_work_done(move || tx.send(()));
+        self.wait().await?;
+        rx.await.ok_or_else(|| GpuError::Device("the GPU dropped the prefill's completion callback".into()))?;
+        self.ctx.take_errors()
+    }
+
+    /// Natively, blocks until submitted work is done and callbacks ran; in the browser this is a no-op
+    /// (the browser runs callbacks from its event loop while we await).
+    async fn wait(&self) -> Result<()> {
+        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Device(format!("waiting for the GPU: {e}")))?;
+        Ok(())
+    }
+
+    /// Feeds one token, observes attention, and returns the next-token logits, every query head's
+    /// argmax position and the attention rows `probe` asks for, read back in one buffer map.
+    pub async fn step(&mut self, id: u32, probe: &Probe) -> Result<StepOutput> {
+        self.check_ids(&[id])?;
+        self.spec.head_shape().check(&probe.rows).map_err(|e| GpuError::Invalid(e.to_string()))?;
+        self.make_room(1)?;
+        // Rows in the candle path's order: by layer, then as asked. Each distinct head gets a slot.
+        let mut wanted: Vec<HeadId> = probe.rows.clone();
+        wanted.sort_by_key(|h| h.layer);
+        let mut distinct: Vec<HeadId> = Vec::new();
+        for h in &wanted {
+            if !distinct.contains(h) {
+                distinct.push(*h);
+            }
+        }
+        self.ensure_row_slots(distinct.len())?;
+        let s = self.state.as_ref().expect("make_room allocated the run state");
+        let spec = &self.spec;
+        let total = spec.layers * spec.heads;
+        let mut slots = vec![NO_SLOT; total];
+        for (i, h) in distinct.iter().enumerate() {
+            slots[h.layer * spec.heads + h.head] = i as u32;
+        }
+        let pos = self.position;
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&s.control, (2 * total * 4) as u64, bytemuck::cast_slice(&slots));
+        queue.write_buffer(&s.run, 0, bytemuck::bytes_of(&RunUniform { rows: 1, pos: pos as u32, decoding: 1, pad: 0 }));
+        queue.write_buffer(&s.ids, 0, bytemuck::bytes_of(&id));
+        let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+            self.encode_layers(s, &mut pass, 1);
+            pass.set_pipeline(&self.kernels.norm.pipeline);
+            pass.set_bind_group(0, &s.norm_final, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+            pass.set_pipeline(&self.kernels.gemv);
+            pass.set_bind_group(0, &s.lm_head, &[]);
+            pass.dispatch_workgroups(spec.vocab_size.div_ceil(4).div_ceil(16) as u32, 1, 1);
+        }
+        let vocab = spec.vocab_size as u64;
+        let row_len = (pos + 1) as u64;
+        enc.copy_buffer_to_buffer(&s.logits, 0, &s.staging, 0, vocab * 4);
+        enc.copy_buffer_to_buffer(&s.probe, 0, &s.staging, vocab * 4, total as u64 * 4);
+        let rows_at = vocab + total as u64;
+        for i in 0..distinct.len() as u64 {
+            let src = (total as u64 + i * s.capacity as u64) * 4;
+            enc.copy_buffer_to_buffer(&s.probe, src, &s.staging, (rows_at + i * row_len) * 4, row_len * 4);
+        }
+        let bytes = (rows_at + distinct.len() as u64 * row_len) * 4;
+        queue.submit([enc.finish()]);
+        let (tx, rx) = signal();
+        s.staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+        self.wait().await?;
+        let mapped = rx.await.ok_or_else(|| GpuError::Readback("the GPU dropped the map callback".into()))?;
+        if let Err(e) = mapped {
+            self.ctx.take_errors()?;
+            return Err(GpuError::Readback(e.to_string()));
+        }
+        let values: Vec<u32> = {
+            let view = s.staging.slice(..bytes).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+        };
+        s.staging.unmap();
+        self.ctx.take_errors()?;
+        let vocab = vocab as usize;
+        let logits: Vec<f32> = values[..vocab].iter().map(|&b| f32::from_bits(b)).collect();
+        let argmax_position = values[vocab..vocab + total].to_vec();
+        let rows_at = rows_at as usize;
+        let row_len = row_len as usize;
+        let attention_rows = wanted
+            .iter()
+            .map(|h| {
+                let slot = distinct.iter().position(|d| d == h).expect("every wanted head has a slot");
+                let first = spec.sliding_windows.get(h.layer).copied().flatten().map_or(0, |w| (pos + 1).saturating_sub(w));
+                let start = rows_at + slot * row_len;
+                let weights = values[start..start + row_len]
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &b)| if j < first { 0.0 } else { f32::from_bits(b) })
+                    .collect();
+                AttentionRow { head: *h, weights }
+            })
+            .collect();
+        self.position += 1;
+        Ok(StepOutput { logits, argmax_position, attention_rows })
+    }
+}
+
+/// cos then sin tables, `[capacity, head_dim / 2]` each, built as the candle path builds them: angles
+/// in f64 rounded to f32, then f32 cos/sin.
+fn rope_tables(spec: &ModelSpec, capacity: usize) -> Vec<f32> {
+    let inv = headscope_model::rope::inverse_frequencies(spec);
+    let half = inv.len();
+    let mut out = vec![0f32; 2 * capacity * half];
+    for p in 0..capacity {
+        for (i, f) in inv.iter().enumerate() {
+            let angle = (p as f64 * f) as f32;
+            out[p * half + i] = angle.cos();
+            out[capacity * half + p * half + i] = angle.sin();
+        }
+    }
+    out
+}
