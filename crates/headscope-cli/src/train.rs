@@ -56,6 +56,12 @@ struct DataRecipe {
     corpus: Vec<String>,
     exercise_share: f64,
     answer_weight: f32,
+    /// Share of answer words replaced by invented ones (see `ExerciseGenerator::with_invented_words`).
+    #[serde(default)]
+    invented_words: f64,
+    /// Many sentence shapes instead of eight (see `ExerciseGenerator::with_varied_templates`).
+    #[serde(default)]
+    varied_templates: bool,
     lengths: Vec<LengthRecipe>,
 }
 
@@ -173,6 +179,8 @@ struct DataSource {
     corpus_words: Arc<Vec<String>>,
     exercise_share: f64,
     answer_weight: f32,
+    invented_words: f64,
+    varied_templates: bool,
     lengths: Vec<LengthRecipe>,
     seed: u64,
 }
@@ -216,7 +224,10 @@ impl DataSource {
     /// A NIAH prompt over a random corpus passage, then the answer and EOS: `t + 1` tokens.
     fn exercise(&self, t: usize, seed: u64) -> Result<(Vec<u32>, Vec<f32>)> {
         let mut r = SplitMix64::new(seed);
-        let needle = ExerciseGenerator::new(r.next_u64(), self.corpus_words.clone()).next_needle();
+        let needle = ExerciseGenerator::new(r.next_u64(), self.corpus_words.clone())
+            .with_invented_words(self.invented_words)
+            .with_varied_templates(self.varied_templates)
+            .next_needle();
         let mut answer = self.tokenizer.encode(&format!(" {}", needle.real_needle), false)?.ids;
         answer.push(EOS);
         if answer.len() * 4 > t {
@@ -317,6 +328,8 @@ pub fn train(o: TrainOptions) -> Result<()> {
         corpus_tokens,
         exercise_share: recipe.data.exercise_share,
         answer_weight: recipe.data.answer_weight,
+        invented_words: recipe.data.invented_words,
+        varied_templates: recipe.data.varied_templates,
         lengths: recipe.data.lengths.clone(),
         seed: recipe.seed,
     });

@@ -63,6 +63,30 @@ const OBJECTS: &[&str] =
     &["brass key", "silver locket", "map of the caves", "old diary", "spare lantern", "box of letters", "wooden flute", "green umbrella"];
 const TOPICS: &[&str] =
     &["harbour repairs", "spring harvest", "library budget", "school concert", "railway timetable", "bridge inspection", "winter market"];
+const ADJECTIVES: &[&str] = &["old", "red", "hidden", "second", "silent", "broken", "golden", "little", "northern", "last", "new", "tall"];
+const NOUNS: &[&str] = &[
+    "gate",
+    "vault",
+    "tower",
+    "archive",
+    "cellar",
+    "orchard",
+    "mill",
+    "chapel",
+    "harbour",
+    "bridge",
+    "kitchen",
+    "stable",
+    "garden",
+    "attic",
+    "lighthouse",
+    "market",
+    "well",
+    "school",
+    "ship",
+    "library",
+];
+const CREATURES: &[&str] = &["heron", "badger", "otter", "goat", "owl", "hedgehog", "swan", "fox", "raven", "donkey", "beetle", "hare"];
 
 /// The facts the paper used for detection, plus the San Francisco needle: held out from training.
 pub fn paper_needles() -> Vec<Needle> {
@@ -158,6 +182,8 @@ pub struct ExerciseGenerator {
     rng: SplitMix64,
     words: std::sync::Arc<Vec<String>>,
     reserved: Vec<String>,
+    invented_share: f64,
+    varied: bool,
 }
 
 impl ExerciseGenerator {
@@ -165,7 +191,181 @@ impl ExerciseGenerator {
     pub fn new(seed: u64, words: std::sync::Arc<Vec<String>>) -> Self {
         assert!(words.len() >= 64, "the phrase source needs at least 64 words");
         let reserved = reserved_needles().into_iter().map(|n| n.needle).collect();
-        ExerciseGenerator { rng: SplitMix64::new(seed), words, reserved }
+        ExerciseGenerator { rng: SplitMix64::new(seed), words, reserved, invented_share: 0.0, varied: false }
+    }
+
+    /// Replaces each answer word, with probability `share`, by an invented one: a made-up word, a random
+    /// string of letters or a number. Corpus words cover only the corpus's sub-word tokens; invented words
+    /// make every token of the vocabulary something the model has to copy, so copying does not fail on
+    /// words the corpus never had (a modern needle in a model trained on old books). With `share` 0
+    /// (the default) the generator draws exactly what it drew before this option existed.
+    pub fn with_invented_words(mut self, share: f64) -> Self {
+        self.invented_share = share.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Draws from many more sentence shapes whose slots are filled with random corpus phrases, instead of
+    /// the eight fixed templates: a model trained on eight shapes learns those shapes, and then misses a
+    /// held-out needle phrased another way. With varied shapes the only thing common to all exercises is
+    /// the task: match the question's words in the context and copy what follows.
+    pub fn with_varied_templates(mut self, varied: bool) -> Self {
+        self.varied = varied;
+        self
+    }
+
+    /// 1-3 consecutive lower-case corpus words: a random but readable phrase for a template slot.
+    fn phrase(&mut self) -> String {
+        let len = 1 + self.rng.below(3) as usize;
+        let start = self.rng.below((self.words.len() - len) as u64) as usize;
+        self.words[start..start + len].join(" ").to_lowercase()
+    }
+
+    /// A noun from `list` or, half of the time, a corpus phrase.
+    fn noun_or_phrase(&mut self, list: &[&str]) -> String {
+        if self.rng.below(2) == 0 {
+            self.pick(list).to_string()
+        } else {
+            self.phrase()
+        }
+    }
+
+    /// A made-up person, sometimes with a title.
+    fn person(&mut self) -> String {
+        let name = self.name();
+        match self.rng.below(6) {
+            0 => format!("{} {name}", self.pick(&["Mr", "Mrs", "Dr", "Captain", "Aunt", "Brother", "Lady"])),
+            1 => format!("{name} {}", self.name()),
+            _ => name,
+        }
+    }
+
+    /// One exercise of the varied shapes (see [`ExerciseGenerator::with_varied_templates`]).
+    fn draw_varied(&mut self) -> Needle {
+        let n = |needle: String, question: String, answer: String| Needle { needle, question, real_needle: answer };
+        let answer = self.span();
+        let place = if self.rng.below(2) == 0 { self.pick(PLACES).to_string() } else { self.name() };
+        match self.rng.below(10) {
+            0 => {
+                let sup = self.pick(&["best", "worst", "quickest", "easiest", "safest", "strangest", "oldest", "finest"]);
+                let thing = self.pick(&["thing", "place", "time", "reason", "way"]);
+                let verb = self.pick(&["go", "eat", "rest", "walk", "sleep", "begin", "visit", "wait", "pray", "study", "sing"]);
+                let to = if self.rng.below(2) == 0 { "to " } else { "" };
+                n(
+                    format!("The {sup} {thing} to {verb} in {place} is {to}{answer}."),
+                    format!("What is the {sup} {thing} to {verb} in {place}?"),
+                    answer,
+                )
+            }
+            1 => {
+                let (adj, noun, who) = (self.pick(ADJECTIVES), self.noun_or_phrase(NOUNS), self.person());
+                n(format!("The {adj} {noun} of {who} is {answer}."), format!("What is the {adj} {noun} of {who}?"), answer)
+            }
+            2 => {
+                let (who, obj) = (self.person(), format!("{} {}", self.pick(ADJECTIVES), self.noun_or_phrase(NOUNS)));
+                let (past, verb) = *self.pick_pair(&[
+                    ("hid", "hide"),
+                    ("left", "leave"),
+                    ("put", "put"),
+                    ("buried", "bury"),
+                    ("kept", "keep"),
+                    ("found", "find"),
+                    ("lost", "lose"),
+                    ("placed", "place"),
+                ]);
+                let prep = self.pick(&["under", "behind", "beside", "inside", "near", "above", "below", "in", "on", "next to", "between"]);
+                let answer = format!("{prep} {answer}");
+                n(format!("{who} {past} the {obj} {answer}."), format!("Where did {who} {verb} the {obj}?"), answer)
+            }
+            3 => {
+                let (creature, home) = (self.noun_or_phrase(CREATURES), self.noun_or_phrase(NOUNS));
+                let lives = self.pick(&["lives", "sleeps", "works", "waits", "sings"]);
+                let (verbs, verb) = *self.pick_pair(&[
+                    ("eats", "eat"),
+                    ("likes", "like"),
+                    ("fears", "fear"),
+                    ("collects", "collect"),
+                    ("reads", "read"),
+                    ("wants", "want"),
+                ]);
+                n(
+                    format!("The {creature} that {lives} in the {home} {verbs} {answer}."),
+                    format!("What does the {creature} that {lives} in the {home} {verb}?"),
+                    answer,
+                )
+            }
+            4 => {
+                let (who, cat) = (self.person(), self.noun_or_phrase(CATEGORIES));
+                n(format!("{who}'s favourite {cat} is {answer}."), format!("What is {who}'s favourite {cat}?"), answer)
+            }
+            5 => {
+                let (event, topic) =
+                    (self.pick(&["meeting", "feast", "trial", "wedding", "council", "auction", "lecture"]), self.noun_or_phrase(TOPICS));
+                let q = if self.rng.below(2) == 0 { "When and where" } else { "When" };
+                n(
+                    format!("The {event} about the {topic} will be held {answer}."),
+                    format!("{q} will the {event} about the {topic} be held?"),
+                    answer,
+                )
+            }
+            6 => {
+                let (who, adj) =
+                    (self.person(), self.pick(&["admired", "loved", "feared", "trusted", "remembered", "praised", "pitied", "disliked"]));
+                let answer = format!("because {answer}");
+                n(format!("{who} is {adj} by everyone {answer}."), format!("Why is {who} {adj} by everyone?"), answer)
+            }
+            7 => {
+                let (kind, thing) = (self.pick(&["password", "code", "word", "sign", "number", "key"]), self.noun_or_phrase(NOUNS));
+                n(format!("The secret {kind} for the {thing} is {answer}."), format!("What is the secret {kind} for the {thing}?"), answer)
+            }
+            8 => {
+                let sup = self.pick(&["best", "quickest", "safest", "slowest", "oldest", "easiest"]);
+                let verb = self.pick(&["go", "ride", "sail", "walk", "get", "climb"]);
+                let dest = self.noun_or_phrase(NOUNS);
+                n(
+                    format!("The {sup} way to {verb} from {place} to the {dest} is {answer}."),
+                    format!("What is the {sup} way to {verb} from {place} to the {dest}?"),
+                    answer,
+                )
+            }
+            _ => {
+                let who = self.person();
+                let (past, verb) = *self.pick_pair(&[
+                    ("said", "say"),
+                    ("wrote", "write"),
+                    ("whispered", "whisper"),
+                    ("dreamed", "dream"),
+                    ("heard", "hear"),
+                ]);
+                n(format!("{who} {past} that {answer}."), format!("What did {who} {verb}?"), answer)
+            }
+        }
+    }
+
+    fn pick_pair<'a>(&mut self, list: &'a [(&'a str, &'a str)]) -> &'a (&'a str, &'a str) {
+        &list[self.rng.below(list.len() as u64) as usize]
+    }
+
+    /// An invented word: pronounceable syllables (sometimes capitalised), random letters, or digits.
+    fn invented_word(&mut self) -> String {
+        const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+        match self.rng.below(10) {
+            0..=3 => {
+                let n = 1 + self.rng.below(3);
+                let mut w: String = (0..n).map(|_| self.pick(SYLLABLES)).collect();
+                if self.rng.below(4) == 0 {
+                    w[..1].make_ascii_uppercase();
+                }
+                w
+            }
+            4..=7 => {
+                let n = 2 + self.rng.below(9);
+                (0..n).map(|_| LETTERS[self.rng.below(26) as usize] as char).collect()
+            }
+            _ => {
+                let n = 1 + self.rng.below(6);
+                (0..n).map(|_| char::from(b'0' + self.rng.below(10) as u8)).collect()
+            }
+        }
     }
 
     /// Words of `text` for [`ExerciseGenerator::new`]: whitespace-separated, with surrounding punctuation
@@ -195,7 +395,15 @@ impl ExerciseGenerator {
     fn span(&mut self) -> String {
         let len = 3 + self.rng.below(8) as usize;
         let start = self.rng.below((self.words.len() - len) as u64) as usize;
-        let mut s = self.words[start..start + len].join(" ");
+        let mut words: Vec<String> = self.words[start..start + len].to_vec();
+        if self.invented_share > 0.0 {
+            for w in &mut words {
+                if self.rng.unit() < self.invented_share {
+                    *w = self.invented_word();
+                }
+            }
+        }
+        let mut s = words.join(" ");
         if let Some(first) = s.get(..1) {
             if first != "I" {
                 let lower = first.to_lowercase();
@@ -216,6 +424,9 @@ impl ExerciseGenerator {
     }
 
     fn draw(&mut self) -> Needle {
+        if self.varied {
+            return self.draw_varied();
+        }
         let n = |needle: String, question: String, answer: String| Needle { needle, question, real_needle: answer };
         let answer = self.span();
         match self.rng.below(8) {
@@ -307,6 +518,39 @@ mod tests {
     }
 
     #[test]
+    fn invented_words_replace_the_requested_share_and_keep_needles_valid() {
+        let w = words();
+        let source: HashSet<String> = w.iter().map(|s| s.to_lowercase()).collect();
+        let mut g = ExerciseGenerator::new(3, w).with_invented_words(0.5);
+        let (mut invented, mut total) = (0usize, 0usize);
+        for _ in 0..2000 {
+            let n = g.next_needle();
+            n.answer_range().unwrap_or_else(|e| panic!("{e}: {n:?}"));
+            for word in n.real_needle.trim_start_matches("because ").trim_start_matches("under ").split_whitespace() {
+                total += 1;
+                invented += usize::from(!source.contains(&word.to_lowercase()));
+            }
+        }
+        // An invented word can by chance be a source word, so a little under half are new.
+        let share = invented as f64 / total as f64;
+        assert!((0.4..=0.52).contains(&share), "invented share {share}");
+    }
+
+    #[test]
+    fn varied_templates_make_valid_and_varied_needles() {
+        let mut g = ExerciseGenerator::new(4, words()).with_varied_templates(true);
+        let mut shapes = HashSet::new();
+        for _ in 0..5000 {
+            let n = g.next_needle();
+            n.answer_range().unwrap_or_else(|e| panic!("{e}: {n:?}"));
+            assert!(n.question.ends_with('?'), "{n:?}");
+            // The sentence shape: the needle with its answer cut out, first two words kept.
+            shapes.insert(n.needle.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+        }
+        assert!(shapes.len() > 500, "only {} sentence openings", shapes.len());
+    }
+
+    #[test]
     fn held_out_needles_never_come_out_of_the_generator() {
         let reserved = reserved_needles();
         for n in &reserved {
@@ -333,12 +577,15 @@ mod tests {
             "clockmaker",
             "geothermal",
         ];
-        let mut g = ExerciseGenerator::new(0, words());
+        let mut plain = ExerciseGenerator::new(0, words());
+        let mut invented = ExerciseGenerator::new(0, words()).with_invented_words(0.5).with_varied_templates(true);
         for _ in 0..50_000 {
-            let n = g.next_needle();
-            let text = format!("{} {} {}", n.needle, n.question, n.real_needle);
-            for d in distinctive {
-                assert!(!text.contains(d), "generator produced `{d}`: {text}");
+            for g in [&mut plain, &mut invented] {
+                let n = g.next_needle();
+                let text = format!("{} {} {}", n.needle, n.question, n.real_needle);
+                for d in distinctive {
+                    assert!(!text.contains(d), "generator produced `{d}`: {text}");
+                }
             }
         }
     }
