@@ -1,0 +1,584 @@
+//! The lab's work with no browser in it: load a model from bytes, prepare a sweep, run one NIAH test
+//! on an [`Engine`] and turn what the model reports into the page's results.
+//!
+//! Where this sits in the data flow: the page's inputs -> **core builds the tests** (`NiahBuilder`, as
+//! `headscope detect` does) -> an [`Engine`] (candle on the CPU, or WebGPU) decodes them and reports
+//! each query head's argmax -> **core scores them** (`retrieval_hits`, ROUGE-1 recall) into the same
+//! [`TestRecord`] the CLI writes -> the page aggregates (`head_scores_from_records`) and draws. The
+//! worker ([`crate::worker`]) only moves these results over `postMessage`, so everything here runs in
+//! native tests too.
+
+use crate::clock;
+use crate::protocol::{AnswerToken, HeadStep, HeadViewResult, MaskRequest, ModelSummary, TestAt, TestResult, TestSetup};
+use headscope_core::files::TestRecord;
+use headscope_core::metrics::rouge1_recall;
+use headscope_core::niah::{NiahBuilder, NiahTest};
+use headscope_core::prompt::PromptFormat;
+use headscope_core::score::{retrieval_hits, DecodeStep};
+use headscope_core::sweep::{depths, parse_lengths, plan, TestKey};
+use headscope_core::{CoreError, HeadId, HeadShape, TextTokenizer};
+use headscope_gpu::{GpuContext, GpuError, GpuModel};
+use headscope_model::{
+    AttentionRow, HeadMask, HfTokenizer, LoadOptions, LoadedModel, MaskMode, MaskScope, ModelError, ModelFiles, ModelMeta, ModelSpec,
+    Probe, Transformer,
+};
+use std::rc::Rc;
+
+/// Everything that can stop a lab request, worded for the page.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// Bad NIAH input (needle, haystack, lengths, ...).
+    #[error("{0}")]
+    Core(#[from] CoreError),
+    /// The model could not be loaded or run.
+    #[error("{0}")]
+    Model(#[from] ModelError),
+    /// The WebGPU path failed.
+    #[error("WebGPU: {0}")]
+    Gpu(String),
+    /// A request that makes no sense as given.
+    #[error("{0}")]
+    Invalid(String),
+    /// The user cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Result with [`LabError`].
+pub type Result<T, E = LabError> = std::result::Result<T, E>;
+
+/// Bytes of weights the CPU path accepts: wasm32 addresses 4 GiB, and the f32 copy of the weights,
+/// the file bytes and the KV cache must fit in it together.
+pub const CPU_WEIGHT_BYTES_LIMIT: usize = 1 << 30;
+
+/// One decode step as the lab uses it.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The greedy next token.
+    pub token: u32,
+    /// Each query head's argmax position, layer-major.
+    pub argmax: Vec<u32>,
+    /// Attention rows of the probed heads.
+    pub rows: Vec<AttentionRow>,
+}
+
+/// What runs the forward pass: candle on the CPU (native or WebAssembly), or WebGPU.
+pub enum Engine {
+    /// The instrumented candle transformer, f32 on the CPU.
+    Cpu(Box<Transformer>),
+    /// The WGSL forward of headscope-gpu (f32 on the GPU).
+    Gpu(Box<GpuModel>),
+}
+
+impl Engine {
+    /// Whether this is the WebGPU path.
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Engine::Gpu(_))
+    }
+
+    /// Prepares buffers for sequences of up to `capacity` positions.
+    pub async fn reserve(&mut self, capacity: usize) -> Result<()> {
+        match self {
+            Engine::Cpu(m) => Ok(m.reserve(capacity)?),
+            Engine::Gpu(g) => g.reserve(capacity).map_err(gpu_err),
+        }
+    }
+
+    /// Starts a new sequence and runs `ids` through the model, filling the cache.
+    pub async fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+        match self {
+            Engine::Cpu(m) => {
+                m.reset();
+                Ok(m.prefill(ids)?)
+            }
+            Engine::Gpu(g) => {
+                g.reset();
+                g.prefill(ids).await.map_err(gpu_err)
+            }
+        }
+    }
+
+    /// Feeds one token and reports the greedy next token and every head's argmax.
+    pub async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step> {
+        match self {
+            Engine::Cpu(m) => {
+                let out = m.step(id, probe)?;
+                Ok(Step { token: out.greedy_token()?, argmax: out.argmax_position, rows: out.attention_rows })
+            }
+            Engine::Gpu(g) => {
+                let out = g.step(id, probe).await.map_err(gpu_err)?;
+                Ok(Step { token: out.greedy_token(), argmax: out.argmax_position, rows: out.attention_rows })
+            }
+        }
+    }
+
+    /// Applies a head mask to later calls (`None` removes it).
+    pub fn set_mask(&mut self, mask: Option<HeadMask>) -> Result<()> {
+        match self {
+            Engine::Cpu(m) => Ok(m.set_mask(mask)?),
+            Engine::Gpu(g) => g.set_mask(mask).map_err(gpu_err),
+        }
+    }
+}
+
+/// A GPU error for the page: limits and unsupported models keep their own words.
+fn gpu_err(e: GpuError) -> LabError {
+    match e {
+        GpuError::Model(m) => LabError::Model(m),
+        GpuError::TooLong(m) | GpuError::Invalid(m) => LabError::Invalid(m),
+        other => LabError::Gpu(other.to_string()),
+    }
+}
+
+/// A loaded model: its tokenizer and facts beside the engine that runs it.
+pub struct LabModel {
+    /// Name (folder or URL).
+    pub name: String,
+    /// Architecture.
+    pub spec: ModelSpec,
+    /// Tokenizer (shared, so test builders can borrow it while the engine runs).
+    pub tokenizer: Rc<HfTokenizer>,
+    /// Tokens that end generation.
+    pub eos_token_ids: Vec<u32>,
+    /// Content hash.
+    pub hash: String,
+    /// The engine.
+    pub engine: Engine,
+    /// The backend in words.
+    pub backend: String,
+    /// Why WebGPU is not used, when it was wanted.
+    pub fallback_reason: Option<String>,
+}
+
+/// Number of weights of a model of `spec` (embedding, layers, norms, LM head).
+pub fn parameter_count(spec: &ModelSpec) -> usize {
+    let (h, i, v) = (spec.hidden_size, spec.intermediate_size, spec.vocab_size);
+    let q = spec.heads * spec.head_dim;
+    let kv = spec.kv_heads * spec.head_dim;
+    let experts = spec.moe.as_ref().map_or(1, |m| m.experts);
+    let router = spec.moe.as_ref().map_or(0, |m| m.experts * h);
+    let attn = h * q + 2 * h * kv + q * h + if spec.qkv_bias { q + 2 * kv } else { 0 };
+    let mlp = experts * 3 * h * i + router;
+    let lm_head = if spec.tie_word_embeddings { 0 } else { v * h };
+    v * h + spec.layers * (attn + mlp + 2 * h) + h + lm_head
+}
+
+impl LabModel {
+    /// Loads `files` on the CPU engine (f32, as `headscope detect` computes on the CPU).
+    pub fn load_cpu(files: &ModelFiles) -> Result<Self> {
+        let weight_bytes: usize = files.safetensors.iter().map(|(_, b)| b.len()).sum();
+        // f32 weights beside the file bytes: a checkpoint stored in 16 bits doubles.
+        let f32_bytes = weight_bytes.saturating_mul(2);
+        if f32_bytes > CPU_WEIGHT_BYTES_LIMIT {
+            return Err(LabError::Invalid(format!(
+                "{} is too large for the browser's CPU path: {} MB of weights need about {} MB as f32, more than the {} MB WebAssembly can hold; use WebGPU or a smaller model",
+                files.name,
+                weight_bytes >> 20,
+                f32_bytes >> 20,
+                CPU_WEIGHT_BYTES_LIMIT >> 20
+            )));
+        }
+        let m = LoadedModel::from_files(files, &LoadOptions::default())?;
+        Ok(LabModel {
+            name: files.name.clone(),
+            spec: m.spec,
+            tokenizer: Rc::new(m.tokenizer),
+            eos_token_ids: m.eos_token_ids,
+            hash: m.hash,
+            engine: Engine::Cpu(Box::new(m.model)),
+            backend: "CPU (candle in WebAssembly)".into(),
+            fallback_reason: None,
+        })
+    }
+
+    /// Loads `files` on the GPU of `ctx` (weights converted to f32 there).
+    pub async fn load_gpu(ctx: &GpuContext, files: &ModelFiles) -> Result<Self> {
+        let ModelMeta { spec, tokenizer, eos_token_ids } = files.meta()?;
+        let shards: Vec<&[u8]> = files.safetensors.iter().map(|(_, b)| b.as_slice()).collect();
+        let model = GpuModel::load(ctx, &spec, &shards).await.map_err(gpu_err)?;
+        Ok(LabModel {
+            name: files.name.clone(),
+            spec,
+            tokenizer: Rc::new(tokenizer),
+            eos_token_ids,
+            hash: files.hash(),
+            engine: Engine::Gpu(Box::new(model)),
+            backend: format!("WebGPU: {}", ctx.adapter().describe()),
+            fallback_reason: None,
+        })
+    }
+
+    /// The query-head grid.
+    pub fn shape(&self) -> HeadShape {
+        self.spec.head_shape()
+    }
+
+    /// The prompt format: the chat template unless the model has none or `plain` is asked for.
+    pub fn prompt_format(&self, plain: bool) -> PromptFormat {
+        match self.tokenizer.chat_template() {
+            Some(t) if !plain => PromptFormat::Chat(t),
+            _ => PromptFormat::Plain,
+        }
+    }
+
+    /// What the page shows about the model.
+    pub fn summary(&self, load_seconds: f64) -> ModelSummary {
+        ModelSummary {
+            name: self.name.clone(),
+            model_type: self.spec.model_type.clone(),
+            layers: self.spec.layers,
+            heads: self.spec.heads,
+            kv_heads: self.spec.kv_heads,
+            max_positions: self.spec.max_position_embeddings,
+            parameters: parameter_count(&self.spec),
+            hash: self.hash.clone(),
+            chat_template: self.tokenizer.chat_template().is_some(),
+            backend: self.backend.clone(),
+            gpu: self.engine.is_gpu(),
+            fallback_reason: self.fallback_reason.clone(),
+            load_seconds,
+        }
+    }
+
+    /// The model's mask for a page's mask request, checked against the head grid.
+    pub fn head_mask(&self, m: &MaskRequest) -> Result<HeadMask> {
+        let mode: MaskMode = m.mode.parse().map_err(LabError::Invalid)?;
+        let scope: MaskScope = m.scope.parse().map_err(LabError::Invalid)?;
+        if m.heads.is_empty() {
+            return Err(LabError::Invalid(
+                "no heads are selected for masking: click heads in the heatmap, or use mask top-K / random-K".into(),
+            ));
+        }
+        self.shape().check(&m.heads)?;
+        Ok(HeadMask { heads: m.heads.clone(), mode, scope })
+    }
+
+    /// A test builder over `setup`'s haystack, borrowing the shared tokenizer.
+    pub fn builder<'t>(&self, tokenizer: &'t HfTokenizer, setup: &TestSetup) -> Result<NiahBuilder<'t, HfTokenizer>> {
+        Ok(NiahBuilder::new(tokenizer, self.prompt_format(setup.plain), std::slice::from_ref(&setup.haystack))?)
+    }
+}
+
+/// A checked sweep: its grid and the tests to run, in the CLI's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepPlan {
+    /// Context lengths.
+    pub lengths: Vec<usize>,
+    /// Needle depths in percent.
+    pub depths: Vec<f64>,
+    /// Every test, needle-major, then length, then depth.
+    pub keys: Vec<TestKey>,
+}
+
+/// Checks a sweep's inputs as `headscope detect` does before it loads weights: lengths and depths
+/// parse, the longest test fits the model's context, every needle builds at the shortest length.
+pub fn plan_sweep(model: &LabModel, setup: &TestSetup, lengths: &str, depth_count: usize) -> Result<SweepPlan> {
+    check_setup(setup)?;
+    let lengths = parse_lengths(lengths)?;
+    let depths = depths(depth_count)?;
+    let longest = lengths.iter().max().copied().unwrap_or(0);
+    check_fits(model, longest, setup.max_new_tokens)?;
+    let tokenizer = model.tokenizer.clone();
+    let mut builder = model.builder(&tokenizer, setup)?;
+    let shortest = lengths.iter().min().copied().unwrap_or(0);
+    for (i, n) in setup.needles.iter().enumerate() {
+        builder.build(n, shortest, 50.0).map_err(|e| LabError::Invalid(format!("needle {} ({:?}): {e}", i + 1, n.needle)))?;
+    }
+    let keys = plan(setup.needles.len(), &lengths, &depths);
+    Ok(SweepPlan { lengths, depths, keys })
+}
+
+/// Checks what every run needs: needles with answers inside them, a haystack, tokens to generate.
+pub fn check_setup(setup: &TestSetup) -> Result<()> {
+    if setup.needles.is_empty() {
+        return Err(LabError::Invalid("no needle: give a needle, a question and its answer, or a needles JSONL file".into()));
+    }
+    for (i, n) in setup.needles.iter().enumerate() {
+        n.answer_range().map_err(|e| {
+            if setup.needles.len() == 1 {
+                LabError::Core(e)
+            } else {
+                LabError::Invalid(format!("needle {}: {e}", i + 1))
+            }
+        })?;
+    }
+    if setup.haystack.trim().is_empty() {
+        return Err(LabError::Invalid("the haystack is empty: paste a text or upload a .txt file".into()));
+    }
+    if setup.max_new_tokens == 0 {
+        return Err(LabError::Invalid("max new tokens must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// Refuses tests whose prompt and answer would not fit the model's context (as the CLI does).
+pub fn check_fits(model: &LabModel, length: usize, max_new_tokens: usize) -> Result<()> {
+    let max = model.spec.max_position_embeddings;
+    if length + max_new_tokens > max {
+        return Err(LabError::Invalid(format!(
+            "a {length}-token context plus {max_new_tokens} new tokens needs {} positions, but {} handles at most {max} (max_position_embeddings); choose shorter lengths",
+            length + max_new_tokens,
+            model.name
+        )));
+    }
+    Ok(())
+}
+
+/// What a greedy decode produced and observed.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// Generated tokens (a stop token, if reached, is the last one).
+    pub tokens: Vec<u32>,
+    /// Per step, every head's argmax.
+    pub argmax: Vec<Vec<u32>>,
+    /// Per step, the probed rows.
+    pub rows: Vec<Vec<AttentionRow>>,
+    /// Seconds of prefill.
+    pub prefill_seconds: f64,
+    /// Seconds of decode steps.
+    pub decode_seconds: f64,
+}
+
+/// Greedy decoding exactly as `headscope_model::greedy_decode` does it (prefill `prompt[:-1]`, then step
+/// from `prompt[-1]`, stop after a stop token), but over any [`Engine`] and with the browser's clock.
+/// `cancelled` is asked before every step.
+pub async fn greedy_decode(
+    engine: &mut Engine,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    stop: &[u32],
+    probe: &Probe,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Trace> {
+    let (&last, context) = prompt.split_last().ok_or_else(|| LabError::Invalid("the prompt is empty".into()))?;
+    if max_new_tokens == 0 {
+        return Err(LabError::Invalid("max new tokens must be at least 1".into()));
+    }
+    let mut trace = Trace::default();
+    let t0 = clock::now();
+    engine.prefill(context).await?;
+    trace.prefill_seconds = clock::now() - t0;
+    let t1 = clock::now();
+    let mut input = last;
+    for _ in 0..max_new_tokens {
+        if cancelled() {
+            return Err(LabError::Cancelled);
+        }
+        let step = engine.step(input, probe).await?;
+        trace.tokens.push(step.token);
+        trace.argmax.push(step.argmax);
+        trace.rows.push(step.rows);
+        if stop.contains(&step.token) {
+            break;
+        }
+        input = step.token;
+    }
+    trace.decode_seconds = clock::now() - t1;
+    Ok(trace)
+}
+
+/// A built and decoded test.
+pub struct RunOutput {
+    /// The page's result.
+    pub result: TestResult,
+    /// The built test.
+    pub test: NiahTest,
+    /// The decode trace (attention rows included when probed).
+    pub trace: Trace,
+}
+
+/// Builds the test `at` of `setup` and decodes it on `model` with `mask` (which stays set afterwards)
+/// and `probe`; scores it as `headscope detect` does and returns the record and the page's views.
+pub async fn run_test(
+    model: &mut LabModel,
+    setup: &TestSetup,
+    at: TestAt,
+    mask: Option<HeadMask>,
+    probe: &Probe,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<RunOutput> {
+    check_setup(setup)?;
+    check_fits(model, at.length, setup.max_new_tokens)?;
+    let needle = setup
+        .needles
+        .get(at.needle_index)
+        .ok_or_else(|| LabError::Invalid(format!("needle {} does not exist ({} given)", at.needle_index + 1, setup.needles.len())))?;
+    let key = TestKey { needle_index: at.needle_index, length: at.length, depth_percent: at.depth_percent };
+    let started = clock::now();
+    let tokenizer = model.tokenizer.clone();
+    let test = model.builder(&tokenizer, setup)?.build(needle, at.length, at.depth_percent)?;
+    let masked_heads = mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default();
+    model.engine.set_mask(mask)?;
+    model.engine.reserve(test.prompt_ids.len() + setup.max_new_tokens).await?;
+    let trace = greedy_decode(&mut model.engine, &test.prompt_ids, setup.max_new_tokens, &model.eos_token_ids, probe, cancelled).await?;
+    let shape = model.shape();
+    let steps: Vec<DecodeStep> =
+        trace.tokens.iter().zip(&trace.argmax).map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() }).collect();
+    let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
+    let text = tokenizer.decode(&trace.tokens)?;
+    let recall = rouge1_recall(&text, &needle.real_needle);
+    let answer = answer_tokens(&*tokenizer, shape, &test, &steps)?;
+    let record = TestRecord {
+        id: key.id(),
+        needle_index: at.needle_index,
+        needle: needle.needle.clone(),
+        length: at.length,
+        prompt_tokens: test.prompt_ids.len(),
+        depth_percent: at.depth_percent,
+        placed_depth_percent: test.placed_depth_percent,
+        prompt_hash: test.prompt_hash(),
+        needle_tokens: [test.needle_tokens.start, test.needle_tokens.end],
+        answer_tokens: [test.answer_tokens.start, test.answer_tokens.end],
+        generated_ids: trace.tokens.clone(),
+        answer: text,
+        recall,
+        hits: hits.to_sparse(),
+        masked_heads,
+        prompt_ids: None,
+        head_argmax: None,
+        seconds: clock::now() - started,
+    };
+    let result = TestResult {
+        record,
+        answer,
+        argmax: trace.argmax.clone(),
+        prefill_tokens: test.prompt_ids.len().saturating_sub(1),
+        prefill_seconds: trace.prefill_seconds,
+        decode_tokens: trace.tokens.len(),
+        decode_seconds: trace.decode_seconds,
+    };
+    Ok(RunOutput { result, test, trace })
+}
+
+/// The answer token by token, each marked when it was copied: some head's argmax at that step is an
+/// eq. 1 hit (core's `retrieval_hits` on that one step).
+pub fn answer_tokens(tokenizer: &dyn TextTokenizer, shape: HeadShape, test: &NiahTest, steps: &[DecodeStep]) -> Result<Vec<AnswerToken>> {
+    let mut out = Vec::with_capacity(steps.len());
+    let mut previous = String::new();
+    for i in 0..steps.len() {
+        // Decoding growing prefixes keeps characters split over several byte-level tokens whole.
+        let ids: Vec<u32> = steps[..=i].iter().map(|s| s.token).collect();
+        let text = tokenizer.decode(&ids)?;
+        let piece = match text.strip_prefix(previous.as_str()) {
+            Some(rest) => rest.to_owned(),
+            None => tokenizer.decode(&ids[i..])?,
+        };
+        previous = text;
+        let hit = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps[i..=i])?;
+        let copied = shape.iter().any(|h| !hit.positions(h).is_empty());
+        out.push(AnswerToken { text: piece, copied });
+    }
+    Ok(out)
+}
+
+/// Most bins of a head view's attention strip.
+pub const STRIP_BINS: usize = 480;
+
+/// Context tokens shown on each side of a head's argmax.
+pub const WINDOW: usize = 6;
+
+/// Runs test `at` with `head`'s attention rows probed and returns, per decode step, where it looked.
+pub async fn head_view(
+    model: &mut LabModel,
+    setup: &TestSetup,
+    at: TestAt,
+    head: HeadId,
+    mask: Option<HeadMask>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<HeadViewResult> {
+    model.shape().check(&[head])?;
+    let probe = Probe { rows: vec![head] };
+    let out = run_test(model, setup, at, mask, &probe, cancelled).await?;
+    let plain = matches!(model.prompt_format(setup.plain), PromptFormat::Plain);
+    head_view_from(&model.tokenizer, model.shape(), head, &out, plain)
+}
+
+/// Assembles a [`HeadViewResult`] from a run that probed `head`'s rows.
+pub fn head_view_from(tokenizer: &HfTokenizer, shape: HeadShape, head: HeadId, out: &RunOutput, plain: bool) -> Result<HeadViewResult> {
+    let test = &out.test;
+    let index = shape.index(head).ok_or_else(|| LabError::Invalid(format!("head {head} is outside the model")))?;
+    let encoded = tokenizer.encode(&test.prompt_text, plain)?;
+    if encoded.ids != test.prompt_ids {
+        return Err(LabError::Invalid("the prompt does not re-encode to the same tokens; cannot show token texts".into()));
+    }
+    let context = test.prompt_ids.len();
+    let generated: Vec<String> = out.trace.tokens.iter().map(|&t| tokenizer.decode(&[t]).unwrap_or_default()).collect();
+    // Keys past the prompt are the tokens generated so far (step s sees generated[..s]).
+    let token_text = |p: usize| -> String {
+        if p >= context {
+            return generated.get(p - context).cloned().unwrap_or_default();
+        }
+        let (a, b) = encoded.offsets[p];
+        if b > a {
+            test.prompt_text.get(a..b).unwrap_or("?").to_owned()
+        } else {
+            tokenizer.inner().id_to_token(test.prompt_ids[p]).unwrap_or_default()
+        }
+    };
+    let bin = context.div_ceil(STRIP_BINS).max(1);
+    let mut steps = Vec::with_capacity(out.trace.tokens.len());
+    for (s, &token) in out.trace.tokens.iter().enumerate() {
+        let argmax = out.trace.argmax[s][index];
+        let row = out.trace.rows[s].iter().find(|r| r.head == head).map(|r| r.weights.as_slice()).unwrap_or(&[]);
+        let a = argmax as usize;
+        let peak = row.get(a).copied().unwrap_or(0.0);
+        let one = DecodeStep { token, argmax: out.trace.argmax[s].clone() };
+        let hit = !retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &[one])?.positions(head).is_empty();
+        let visible = context + s;
+        let window = (a.saturating_sub(WINDOW)..(a + WINDOW + 1).min(visible)).map(|p| (p as u32, token_text(p))).collect();
+        // Positions past the prompt (earlier generated tokens) are left out of the strip.
+        let strip = row[..row.len().min(context)].chunks(bin).map(|c| c.iter().copied().fold(0f32, f32::max)).collect();
+        let token = generated[s].clone();
+        steps.push(HeadStep { token, argmax, peak, hit, window, strip });
+    }
+    Ok(HeadViewResult {
+        head,
+        test_id: out.result.record.id.clone(),
+        context,
+        needle_tokens: [test.needle_tokens.start, test.needle_tokens.end],
+        answer_tokens: [test.answer_tokens.start, test.answer_tokens.end],
+        bin,
+        steps,
+    })
+}
+
+/// The base URL of a model directory: trailing slashes dropped, and a Hugging Face model page
+/// (`https://huggingface.co/org/name`) turned into its file URL (`.../resolve/main`).
+pub fn model_base_url(url: &str) -> Result<String> {
+    let url = url.trim().trim_end_matches('/');
+    if url.is_empty() {
+        return Err(LabError::Invalid("the model URL is empty".into()));
+    }
+    if let Some(rest) = url.strip_prefix("https://huggingface.co/") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        if parts.len() == 2 {
+            return Ok(format!("{url}/resolve/main"));
+        }
+        if parts.len() >= 4 && parts[2] == "tree" {
+            return Ok(format!("https://huggingface.co/{}/{}/resolve/{}", parts[0], parts[1], parts[3..].join("/")));
+        }
+    }
+    Ok(url.to_owned())
+}
+
+/// The shard files named by a `model.safetensors.index.json`, sorted, each once.
+pub fn shard_names(index_json: &[u8]) -> Result<Vec<String>> {
+    let bad = |why: &str| LabError::Invalid(format!("model.safetensors.index.json: {why}"));
+    let v: serde_json::Value = serde_json::from_slice(index_json).map_err(|e| bad(&format!("not JSON: {e}")))?;
+    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object"))?;
+    let mut names: Vec<String> = Vec::new();
+    for shard in map.values() {
+        let name = shard.as_str().ok_or_else(|| bad("a weight_map entry is not a file name"))?;
+        if name.contains('/') || name.contains("..") || !name.ends_with(".safetensors") {
+            return Err(bad(&format!("`{name}` is not a safetensors file beside the index")));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    if names.is_empty() {
+        return Err(bad("the weight map is empty"));
+    }
+    names.sort();
+    Ok(names)
+}

@@ -1,0 +1,353 @@
+//! The Web Worker that runs the model, so the page stays responsive while tests run.
+//!
+//! Where this sits in the data flow: the page posts a [`Request`] -> this worker fetches or receives
+//! the model's bytes, loads them on WebGPU (headscope-gpu) or the CPU (candle), and runs the
+//! [`lab`](crate::lab) functions -> it posts [`Event`]s back as each test ends. One request runs at a
+//! time; `Cancel` is honoured between decode steps (WebGPU awaits every step, so the worker sees the
+//! message at once) or between tests (the CPU path computes without yielding).
+
+use crate::lab::{self, LabError, LabModel};
+use crate::protocol::{BackendChoice, Event, MaskRequest, ModelSource, Request, TestAt, TestSetup};
+use headscope_core::sweep::TestKey;
+use headscope_model::{HeadMask, ModelFiles, Probe};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::DedicatedWorkerGlobalScope;
+
+/// Where the bundled lab model is served, relative to the worker's script.
+pub const BUNDLED_MODEL_URL: &str = "models/lab";
+
+/// The Cache API store that keeps models fetched from URLs.
+const CACHE_NAME: &str = "headscope-models-v1";
+
+/// The worker's state between messages.
+#[derive(Default)]
+struct State {
+    /// The loaded model; taken out while a request runs on it.
+    model: RefCell<Option<LabModel>>,
+    /// The GPU, opened once.
+    gpu: RefCell<Option<Rc<headscope_gpu::GpuContext>>>,
+    /// A request is running.
+    busy: Cell<bool>,
+    /// The page asked to stop.
+    cancel: Cell<bool>,
+}
+
+fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+/// Posts an event to the page.
+fn post(event: &Event) {
+    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+    match serde::Serialize::serialize(event, &serializer) {
+        Ok(v) => {
+            if let Err(e) = scope().post_message(&v) {
+                web_sys::console::error_2(&"headscope worker: postMessage failed".into(), &e);
+            }
+        }
+        Err(e) => web_sys::console::error_1(&format!("headscope worker: cannot encode an event: {e}").into()),
+    }
+}
+
+fn post_error(context: &str, e: impl std::fmt::Display) {
+    post(&Event::Error { context: context.into(), message: e.to_string() });
+}
+
+/// Starts the worker: installs the panic reporter and the message handler, and says it is ready.
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.to_string();
+        web_sys::console::error_1(&format!("headscope worker panicked: {message}").into());
+        post(&Event::Crashed { message });
+    }));
+    let state = Rc::new(State::default());
+    let handler = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| on_message(&state, e));
+    scope().set_onmessage(Some(handler.as_ref().unchecked_ref()));
+    // The handler lives as long as the worker.
+    handler.forget();
+    let webgpu = js_sys::Reflect::get(&scope().navigator(), &"gpu".into()).map(|g| !g.is_undefined() && !g.is_null()).unwrap_or(false);
+    post(&Event::Ready { webgpu });
+}
+
+fn on_message(state: &Rc<State>, e: web_sys::MessageEvent) {
+    let data = e.data();
+    let request: Request = match js_sys::Reflect::get(&data, &"request".into())
+        .map_err(|_| "no request".to_string())
+        .and_then(|r| serde_wasm_bindgen::from_value(r).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => return post_error("reading the page's message", e),
+    };
+    if request == Request::Cancel {
+        state.cancel.set(true);
+        return;
+    }
+    if state.busy.get() {
+        return post_error("starting", "the worker is still busy with the previous request: wait for it or cancel it");
+    }
+    let buffers: Vec<js_sys::ArrayBuffer> = js_sys::Reflect::get(&data, &"buffers".into())
+        .ok()
+        .filter(|b| b.is_array())
+        .map(|b| js_sys::Array::from(&b).iter().filter_map(|x| x.dyn_into().ok()).collect())
+        .unwrap_or_default();
+    state.busy.set(true);
+    state.cancel.set(false);
+    let state = state.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        handle(&state, request, buffers).await;
+        state.busy.set(false);
+    });
+}
+
+async fn handle(state: &Rc<State>, request: Request, buffers: Vec<js_sys::ArrayBuffer>) {
+    match request {
+        Request::LoadModel { source, backend } => {
+            if let Err(e) = load(state, source, backend, buffers).await {
+                post_error("loading the model", e);
+            }
+        }
+        Request::Sweep { setup, lengths, depths, mask } => {
+            let Some(mut model) = state.model.borrow_mut().take() else {
+                return post_error("running the sweep", "no model is loaded yet");
+            };
+            let result = sweep(state, &mut model, &setup, &lengths, depths, mask.as_ref()).await;
+            let _ = model.engine.set_mask(None);
+            *state.model.borrow_mut() = Some(model);
+            if let Err(e) = result {
+                post_error("running the sweep", e);
+            }
+        }
+        Request::Rerun { setup, at, mask } => {
+            let Some(mut model) = state.model.borrow_mut().take() else {
+                return post_error("rerunning the test", "no model is loaded yet");
+            };
+            let result = rerun(state, &mut model, &setup, at, &mask).await;
+            let _ = model.engine.set_mask(None);
+            *state.model.borrow_mut() = Some(model);
+            match result {
+                Ok(e) => post(&e),
+                Err(e) => post_error("rerunning the test", e),
+            }
+        }
+        Request::HeadView { setup, at, head, mask } => {
+            let Some(mut model) = state.model.borrow_mut().take() else {
+                return post_error("showing the head", "no model is loaded yet");
+            };
+            let cancel = state.clone();
+            let result = async {
+                let mask = mask.as_ref().map(|m| model.head_mask(m)).transpose()?;
+                lab::head_view(&mut model, &setup, at, head, mask, &|| cancel.cancel.get()).await
+            }
+            .await;
+            let _ = model.engine.set_mask(None);
+            *state.model.borrow_mut() = Some(model);
+            match result {
+                Ok(v) => post(&Event::HeadView(Box::new(v))),
+                Err(e) => post_error(&format!("showing head {head}"), e),
+            }
+        }
+        Request::Cancel => {}
+    }
+}
+
+/// Fetches or takes the model's files and loads them on the chosen backend.
+async fn load(state: &Rc<State>, source: ModelSource, backend: BackendChoice, buffers: Vec<js_sys::ArrayBuffer>) -> Result<(), LabError> {
+    let started = crate::clock::now();
+    // The old model goes first: two models may not fit in memory together.
+    state.model.borrow_mut().take();
+    let files = match source {
+        ModelSource::Bundled => {
+            post(&Event::Status { message: "fetching the bundled lab model".into() });
+            fetch_model(BUNDLED_MODEL_URL, "lab model (bundled)", false).await?
+        }
+        ModelSource::Url { url } => fetch_model(&url, &url, true).await?,
+        ModelSource::Files { name, names } => {
+            if names.len() != buffers.len() {
+                return Err(LabError::Invalid(format!("{} file names but {} file contents arrived", names.len(), buffers.len())));
+            }
+            let files = names.into_iter().zip(buffers).map(|(n, b)| (n, js_sys::Uint8Array::new(&b).to_vec())).collect();
+            ModelFiles::from_named(&name, files)?
+        }
+    };
+    post(&Event::Status { message: format!("loading {} ({} MB of weights)", files.name, weight_bytes(&files) >> 20) });
+    let model = match backend {
+        BackendChoice::Cpu => LabModel::load_cpu(&files)?,
+        BackendChoice::Gpu => load_gpu(state, &files).await?,
+        BackendChoice::Auto => match load_gpu(state, &files).await {
+            Ok(m) => m,
+            Err(e) => {
+                post(&Event::Status { message: format!("WebGPU unavailable ({e}); loading on the CPU") });
+                let mut m = LabModel::load_cpu(&files)?;
+                m.fallback_reason = Some(e.to_string());
+                m
+            }
+        },
+    };
+    post(&Event::ModelLoaded(model.summary(crate::clock::now() - started)));
+    *state.model.borrow_mut() = Some(model);
+    Ok(())
+}
+
+fn weight_bytes(files: &ModelFiles) -> usize {
+    files.safetensors.iter().map(|(_, b)| b.len()).sum()
+}
+
+/// Loads `files` on WebGPU, opening the GPU on first use.
+async fn load_gpu(state: &Rc<State>, files: &ModelFiles) -> Result<LabModel, LabError> {
+    let webgpu = js_sys::Reflect::get(&scope().navigator(), &"gpu".into()).map(|g| !g.is_undefined()).unwrap_or(false);
+    if !webgpu {
+        return Err(LabError::Gpu("this browser does not offer WebGPU to workers (navigator.gpu is missing)".into()));
+    }
+    let existing = state.gpu.borrow().clone();
+    let ctx = match existing {
+        Some(c) => c,
+        None => {
+            let c = Rc::new(headscope_gpu::GpuContext::new().await.map_err(|e| LabError::Gpu(e.to_string()))?);
+            *state.gpu.borrow_mut() = Some(c.clone());
+            c
+        }
+    };
+    LabModel::load_gpu(&ctx, files).await
+}
+
+/// Fetches a model directory's files from `base` (`{base}/config.json`, ...). With `cache`, each file is
+/// looked up in the Cache API first and stored there after a download, so a URL is fetched once.
+async fn fetch_model(base: &str, name: &str, cache: bool) -> Result<ModelFiles, LabError> {
+    let base = lab::model_base_url(base)?;
+    let store = if cache { open_cache().await } else { None };
+    let mut files = Vec::new();
+    for (file, required) in
+        [("config.json", true), ("tokenizer.json", true), ("tokenizer_config.json", false), ("generation_config.json", false)]
+    {
+        if let Some(bytes) = fetch_file(&base, file, required, store.as_ref()).await? {
+            files.push((file.to_string(), bytes));
+        }
+    }
+    let shards = match fetch_file(&base, "model.safetensors.index.json", false, store.as_ref()).await? {
+        Some(index) => lab::shard_names(&index)?,
+        None => vec!["model.safetensors".to_string()],
+    };
+    for (i, shard) in shards.iter().enumerate() {
+        post(&Event::Status { message: format!("fetching {shard} ({}/{})", i + 1, shards.len()) });
+        if let Some(bytes) = fetch_file(&base, shard, true, store.as_ref()).await? {
+            files.push((shard.clone(), bytes));
+        }
+    }
+    Ok(ModelFiles::from_named(name, files)?)
+}
+
+async fn open_cache() -> Option<web_sys::Cache> {
+    let caches = scope().caches().ok()?;
+    JsFuture::from(caches.open(CACHE_NAME)).await.ok()?.dyn_into().ok()
+}
+
+/// One file of a model directory: `None` when it is optional and absent (404).
+async fn fetch_file(base: &str, file: &str, required: bool, cache: Option<&web_sys::Cache>) -> Result<Option<Vec<u8>>, LabError> {
+    let url = format!("{base}/{file}");
+    let failed = |why: String| LabError::Invalid(format!("fetching {url}: {why}"));
+    let js_err = |e: JsValue| e.as_string().or_else(|| js_sys::JSON::stringify(&e).ok().and_then(|s| s.as_string())).unwrap_or_default();
+    if let Some(c) = cache {
+        if let Ok(hit) = JsFuture::from(c.match_with_str(&url)).await {
+            if let Ok(resp) = hit.dyn_into::<web_sys::Response>() {
+                let buf = JsFuture::from(resp.array_buffer().map_err(|e| failed(js_err(e)))?).await.map_err(|e| failed(js_err(e)))?;
+                return Ok(Some(js_sys::Uint8Array::new(&buf).to_vec()));
+            }
+        }
+    }
+    let resp: web_sys::Response = JsFuture::from(scope().fetch_with_str(&url))
+        .await
+        .map_err(|e| failed(format!("{} (is the URL right, and does the server allow cross-origin requests?)", js_err(e))))?
+        .unchecked_into();
+    if resp.status() == 404 && !required {
+        return Ok(None);
+    }
+    if !resp.ok() {
+        return Err(failed(format!("HTTP {} {}", resp.status(), resp.status_text())));
+    }
+    if let Some(c) = cache {
+        if let Ok(copy) = resp.clone() {
+            // A failed store (quota) only costs a download next time.
+            let _ = JsFuture::from(c.put_with_str(&url, &copy)).await;
+        }
+    }
+    let buf = JsFuture::from(resp.array_buffer().map_err(|e| failed(js_err(e)))?).await.map_err(|e| failed(js_err(e)))?;
+    Ok(Some(js_sys::Uint8Array::new(&buf).to_vec()))
+}
+
+/// Lets the event loop run (so a `Cancel` message can arrive) before the next test.
+async fn yield_now() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+/// Runs a sweep, posting each test as it ends.
+async fn sweep(
+    state: &Rc<State>,
+    model: &mut LabModel,
+    setup: &TestSetup,
+    lengths: &str,
+    depths: usize,
+    mask: Option<&MaskRequest>,
+) -> Result<(), LabError> {
+    let plan = lab::plan_sweep(model, setup, lengths, depths)?;
+    let mask: Option<HeadMask> = mask.map(|m| model.head_mask(m)).transpose()?;
+    let masked = mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default();
+    let total = plan.keys.len();
+    post(&Event::SweepStarted { total, lengths: plan.lengths.clone(), depths: plan.depths.clone(), masked });
+    let longest = plan.lengths.iter().max().copied().unwrap_or(0) + setup.max_new_tokens;
+    model.engine.reserve(longest).await?;
+    let started = crate::clock::now();
+    let (mut decode_tokens, mut decode_seconds, mut prefill_tokens, mut prefill_seconds) = (0, 0.0, 0, 0.0);
+    let mut ran = 0;
+    let mut cancelled = false;
+    for (index, key) in plan.keys.iter().enumerate() {
+        yield_now().await;
+        if state.cancel.get() {
+            cancelled = true;
+            break;
+        }
+        let TestKey { needle_index, length, depth_percent } = *key;
+        let at = TestAt { needle_index, length, depth_percent };
+        let out = match lab::run_test(model, setup, at, mask.clone(), &Probe::default(), &|| state.cancel.get()).await {
+            Ok(o) => o,
+            Err(LabError::Cancelled) => {
+                cancelled = true;
+                break;
+            }
+            Err(e) => return Err(LabError::Invalid(format!("test {}: {e}", key.id()))),
+        };
+        let r = out.result;
+        decode_tokens += r.decode_tokens;
+        decode_seconds += r.decode_seconds;
+        prefill_tokens += r.prefill_tokens;
+        prefill_seconds += r.prefill_seconds;
+        ran += 1;
+        post(&Event::TestDone { index, total, result: Box::new(r) });
+    }
+    post(&Event::SweepDone {
+        cancelled,
+        tests: ran,
+        seconds: crate::clock::now() - started,
+        decode_tokens,
+        decode_seconds,
+        prefill_tokens,
+        prefill_seconds,
+    });
+    Ok(())
+}
+
+/// Runs one test unmasked and masked.
+async fn rerun(state: &Rc<State>, model: &mut LabModel, setup: &TestSetup, at: TestAt, mask: &MaskRequest) -> Result<Event, LabError> {
+    let mask = model.head_mask(mask)?;
+    let masked = mask.heads.clone();
+    let cancelled = || state.cancel.get();
+    let before = lab::run_test(model, setup, at, None, &Probe::default(), &cancelled).await?.result;
+    let after = lab::run_test(model, setup, at, Some(mask), &Probe::default(), &cancelled).await?.result;
+    Ok(Event::RerunDone { before: Box::new(before), after: Box::new(after), masked })
+}
