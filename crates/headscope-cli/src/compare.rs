@@ -71,7 +71,7 @@ pub fn compare(a: &CompareArgs) -> Result<()> {
 
 /// A name per file: its stem, or, where two files share a stem (`runs/a/head_scores.json`,
 /// `runs/b/head_scores.json`), the path as given, so no two rows look alike.
-fn names_of(files: &[PathBuf]) -> Vec<String> {
+pub(crate) fn names_of(files: &[PathBuf]) -> Vec<String> {
     let stem = |p: &Path| p.file_stem().map_or_else(|| p.display().to_string(), |s| s.to_string_lossy().into_owned());
     let stems: Vec<String> = files.iter().map(|p| stem(p)).collect();
     files

@@ -4,6 +4,8 @@
 mod compare;
 mod lm;
 mod outputs;
+mod qa;
+mod report;
 mod sweep;
 mod train;
 
@@ -42,6 +44,9 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Draw training-loss curves from `headscope train` logs (stages one after another).
     PlotLoss(PlotLossArgs),
+    /// The paper's figures for one model (figs. 3-9, 13): runs or resumes detection, masking and QA
+    /// sub-runs in --out, draws PNG/SVG with their JSON/CSV data, and writes a self-contained report.html.
+    Report(report::ReportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -256,6 +261,7 @@ fn main() {
         }),
         Command::Compare(a) => compare::compare(&a),
         Command::PlotLoss(a) => train::plot_loss(&a.logs, &a.out, a.smooth),
+        Command::Report(a) => report::report(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

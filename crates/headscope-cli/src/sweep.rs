@@ -68,8 +68,23 @@ fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading haystack {}", path.display()))
 }
 
+/// What run.json records about the model of a run.
+pub(crate) fn model_info(model_dir: &ModelDir, options: &LoadOptions, device: &str) -> ModelInfo {
+    let spec = &model_dir.spec;
+    ModelInfo {
+        dir: model_dir.dir.display().to_string(),
+        hash: model_dir.hash.clone(),
+        model_type: spec.model_type.clone(),
+        layers: spec.layers,
+        heads: spec.heads,
+        kv_heads: spec.kv_heads,
+        dtype: dtype_name(ModelDir::resolve_dtype(options)).to_string(),
+        device: device.to_string(),
+    }
+}
+
 /// Opens `--model`, or the bundled lab model when it is not given.
-fn open_model(args: &SweepArgs) -> Result<ModelDir> {
+pub(crate) fn open_model(args: &SweepArgs) -> Result<ModelDir> {
     let path = match &args.model {
         Some(p) => p.clone(),
         None => {
@@ -112,20 +127,10 @@ impl Sweep {
             );
         }
         let format = model_dir.prompt_format(args.plain);
-        let spec = &model_dir.spec;
         let info = RunInfo {
             headscope_version: headscope_core::VERSION.to_string(),
             command: command.to_string(),
-            model: ModelInfo {
-                dir: model_dir.dir.display().to_string(),
-                hash: model_dir.hash.clone(),
-                model_type: spec.model_type.clone(),
-                layers: spec.layers,
-                heads: spec.heads,
-                kv_heads: spec.kv_heads,
-                dtype: dtype_name(ModelDir::resolve_dtype(&options)).to_string(),
-                device: args.device.clone(),
-            },
+            model: model_info(&model_dir, &options, &args.device),
             tokenizer_hash: model_dir.tokenizer_hash.clone(),
             prompt_format: format.name().to_string(),
             needles_hash: short_hash(serde_json::to_string(&needles)?.as_bytes()),
@@ -439,7 +444,7 @@ fn read_scores_for(path: &Path, shape: headscope_core::HeadShape) -> Result<head
     Ok(s)
 }
 
-fn model_name(dir: &Path) -> String {
+pub(crate) fn model_name(dir: &Path) -> String {
     dir.canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))

@@ -106,9 +106,13 @@ fn draw_lines<DB: DrawingBackend>(
         .y_label_area_size(60)
         .build_cartesian_2d((x0 - xpad)..(x1 + xpad), y0..y1)
         .map_err(PlotError::drawing)?;
+    // Whole-number x (K heads, test counts) over a short range: a label at every whole number, none between.
+    let whole = all.iter().all(|p| p.0.fract() == 0.0) && x1 - x0 <= 24.0;
+    let x_format = |v: &f64| if whole && v.fract() != 0.0 { String::new() } else { short_number(v) };
     chart
         .configure_mesh()
-        .x_label_formatter(&short_number)
+        .x_labels(if whole { (x1 - x0) as usize + 1 } else { 10 })
+        .x_label_formatter(&x_format)
         .x_desc(x_label)
         .y_desc(y_label)
         .label_style((FONT_FAMILY, 13))
