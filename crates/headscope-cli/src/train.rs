@@ -62,6 +62,11 @@ struct DataRecipe {
     /// Many sentence shapes instead of eight (see `ExerciseGenerator::with_varied_templates`).
     #[serde(default)]
     varied_templates: bool,
+    /// Ends exercises at a random point of the row and fills the rest with corpus text. With every
+    /// answer ending exactly at the row's end, a model learns to answer "end of text" at that absolute
+    /// position, and then fails a test whose prompt is exactly a training length long.
+    #[serde(default)]
+    vary_prompt_length: bool,
     lengths: Vec<LengthRecipe>,
 }
 
@@ -181,6 +186,7 @@ struct DataSource {
     answer_weight: f32,
     invented_words: f64,
     varied_templates: bool,
+    vary_prompt_length: bool,
     lengths: Vec<LengthRecipe>,
     seed: u64,
 }
@@ -246,12 +252,22 @@ impl DataSource {
         }
         let mut builder = NiahBuilder::new(&self.tokenizer, PromptFormat::Plain, &[passage])?;
         let depth = r.below(10_001) as f64 / 100.0;
-        let prompt_len = t + 1 - answer.len();
+        let mut prompt_len = t + 1 - answer.len();
+        if self.vary_prompt_length {
+            // Anywhere in the last quarter of the row.
+            prompt_len -= r.below(prompt_len as u64 / 4 + 1) as usize;
+        }
         let test = builder.build(&needle, prompt_len, depth)?;
         let mut seq = test.prompt_ids;
         let mut w = vec![1.0; seq.len()];
         seq.extend_from_slice(&answer);
         w.extend(std::iter::repeat_n(self.answer_weight, answer.len()));
+        if self.vary_prompt_length && seq.len() < t + 1 {
+            // The rest of the row is ordinary text, as when documents are packed.
+            let (text, _) = self.plain_text(t - seq.len(), r.next_u64());
+            w.extend(std::iter::repeat_n(1.0, text.len()));
+            seq.extend(text);
+        }
         // A prompt the tokenizer could not bring to the exact length is padded with ignored EOS tokens.
         while seq.len() < t + 1 {
             seq.push(EOS);
@@ -330,6 +346,7 @@ pub fn train(o: TrainOptions) -> Result<()> {
         answer_weight: recipe.data.answer_weight,
         invented_words: recipe.data.invented_words,
         varied_templates: recipe.data.varied_templates,
+        vary_prompt_length: recipe.data.vary_prompt_length,
         lengths: recipe.data.lengths.clone(),
         seed: recipe.seed,
     });
@@ -453,4 +470,59 @@ pub fn plot_loss(logs: &[PathBuf], out: &Path, smooth: usize) -> Result<()> {
         .with_context(|| format!("drawing {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(vary_prompt_length: bool) -> DataSource {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let tokenizer = HfTokenizer::from_dir(&repo.join("public/models/lab")).unwrap();
+        let corpus_text = vec![std::fs::read_to_string(repo.join("public/haystacks/village.txt")).unwrap()];
+        let corpus_tokens = tokenizer.encode(&corpus_text[0], false).unwrap().ids;
+        DataSource {
+            tokenizer,
+            corpus_words: Arc::new(ExerciseGenerator::words_of(&corpus_text[0])),
+            corpus_text,
+            corpus_tokens,
+            exercise_share: 1.0,
+            answer_weight: 8.0,
+            invented_words: 0.5,
+            varied_templates: true,
+            vary_prompt_length,
+            lengths: vec![LengthRecipe { tokens: 256, batch: 1, share: 1.0 }],
+            seed: 1,
+        }
+    }
+
+    /// Where each exercise's answer ends (its EOS target), for rows of 256 tokens.
+    fn answer_ends(s: &DataSource) -> Vec<usize> {
+        (0..40u64)
+            .map(|seed| {
+                let (seq, w) = s.exercise(256, seed).unwrap();
+                assert_eq!((seq.len(), w.len()), (257, 257));
+                let last = w.iter().rposition(|&x| x == 8.0).expect("an answer");
+                assert_eq!(seq[last], EOS, "the answer ends with EOS");
+                last
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exercises_end_at_the_row_end_unless_prompt_lengths_vary() {
+        assert!(answer_ends(&source(false)).iter().all(|&e| e == 256), "a fixed layout ends every answer at the last position");
+        let s = source(true);
+        let ends = answer_ends(&s);
+        let distinct: std::collections::BTreeSet<_> = ends.iter().collect();
+        assert!(distinct.len() > 20, "answers end at only {} distinct positions", distinct.len());
+        assert!(ends.iter().all(|&e| e >= 150), "prompts stay in the row's last quarter: {ends:?}");
+        // After the answer comes corpus text at full weight, not padding.
+        let (seq, w) = s.exercise(256, 3).unwrap();
+        let last = w.iter().rposition(|&x| x == 8.0).unwrap();
+        if last < 256 {
+            assert!(w[last + 1..].iter().all(|&x| x == 1.0));
+            assert!(seq[last + 1..].iter().any(|&t| t != EOS));
+        }
+    }
 }
