@@ -1132,6 +1132,11 @@ impl App {
     fn mark_heads(&self, grid: &Grid, title: &str) -> Res<()> {
         let canvas = &self.dom.heads_canvas;
         let cells = cells_of(canvas, |a| headscope_plot::head_heatmap_cells(a, grid, title))?;
+        if let Ok(window) = dom::window() {
+            let json =
+                serde_json::json!({"x0": cells.x0, "y0": cells.y0, "x1": cells.x1, "y1": cells.y1, "rows": cells.rows, "cols": cells.cols});
+            let _ = js_sys::Reflect::set(&window, &"__headscopeHeadCells".into(), &json.to_string().into());
+        }
         let ctx = context_2d(canvas)?;
         for h in &self.masked {
             if h.layer >= cells.rows || h.head >= cells.cols {
@@ -1283,6 +1288,9 @@ impl App {
             set("tracesJson", serde_json::Value::Object(traces).to_string().into());
             set("sweepDone", s.done.as_ref().map_or(JsValue::NULL, |d| d.to_string().into()));
             set("testsDone", JsValue::from(s.results.len() as u32));
+        }
+        if let Ok(cells) = js_sys::Reflect::get(&window, &"__headscopeHeadCells".into()) {
+            set("headCells", cells);
         }
         if let Some(v) = &self.head_view {
             set("headView", serde_json::to_string(v).map_or(JsValue::NULL, |s| s.into()));

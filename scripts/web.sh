@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The browser lab in one command. Installs the pinned tools when missing (trunk, wasm-bindgen-cli,
+# wasm-opt from npm binaryen, and for tests Chromium), then:
+#
+#   scripts/web.sh serve [trunk args]   build the page (release) and serve it on http://127.0.0.1:8080
+#   scripts/web.sh build                build the page into dist/ (release, wasm-opt)
+#   scripts/web.sh e2e                  build, then the end-to-end test in headless Chromium (WebGPU + CPU)
+#   scripts/web.sh bench                build, then decode tokens/s and sweep time, WebGPU vs CPU
+#   scripts/web.sh screenshots          build, then the README's screenshots into docs/
+#   scripts/web.sh tools                only install the tools
+#
+# Versions are pinned to the set checked together (see the README): trunk 0.21.14 (0.22 needs a newer
+# rustc), wasm-bindgen-cli 0.2.130 (must equal the wasm-bindgen crate in Cargo.lock), binaryen 132.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+TRUNK_VERSION=0.21.14
+WASM_BINDGEN_VERSION=0.2.130
+E2E=$ROOT/tests/e2e
+export PATH="$E2E/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+
+log() { echo "web.sh: $*" >&2; }
+
+# `cargo +stable` where rustup manages toolchains (trunk's lockfile wants a stable compiler).
+cargo_stable() {
+    if command -v rustup >/dev/null 2>&1; then cargo +stable "$@"; else cargo "$@"; fi
+}
+
+install_tools() {
+    if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+        log "adding the wasm32-unknown-unknown target"
+        rustup target add wasm32-unknown-unknown
+    fi
+    if ! trunk --version 2>/dev/null | grep -q " $TRUNK_VERSION"; then
+        log "installing trunk $TRUNK_VERSION (about 10 minutes on two cores)"
+        cargo_stable install --locked trunk --version "$TRUNK_VERSION"
+    fi
+    if ! wasm-bindgen --version 2>/dev/null | grep -q " $WASM_BINDGEN_VERSION"; then
+        # Without --locked: its lockfile names a crate version this registry mirror lacks.
+        log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 5 minutes)"
+        cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+    fi
+    if [ ! -x "$E2E/node_modules/.bin/wasm-opt" ] || [ ! -d "$E2E/node_modules/playwright-core" ]; then
+        command -v npm >/dev/null 2>&1 || { log "npm is missing: install Node.js 18 or newer (Debian: apt-get install nodejs npm)"; exit 1; }
+        log "installing wasm-opt (npm binaryen) and playwright-core into tests/e2e/node_modules"
+        (cd "$E2E" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
+install_browser() {
+    if [ -x "${CHROMIUM:-/usr/bin/chromium}" ]; then return; fi
+    log "installing Debian's chromium"
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
+build() {
+    trunk build --release --offline --skip-version-check
+    local wasm
+    for wasm in dist/*.wasm; do log "$(basename "$wasm"): $(( $(stat -c %s "$wasm") / 1024 )) KiB"; done
+}
+
+cmd=${1:-serve}
+shift || true
+case "$cmd" in
+    serve)
+        install_tools
+        log "serving the lab on http://127.0.0.1:8080 (Ctrl+C stops)"
+        exec trunk serve --release --offline --skip-version-check "$@"
+        ;;
+    build)
+        install_tools
+        build
+        ;;
+    e2e)
+        install_tools
+        install_browser
+        build
+        node "$E2E/e2e.mjs"
+        ;;
+    bench)
+        install_tools
+        install_browser
+        build
+        node "$E2E/bench.mjs" "$@"
+        ;;
+    screenshots)
+        install_tools
+        install_browser
+        build
+        node "$E2E/screenshots.mjs"
+        ;;
+    tools)
+        install_tools
+        install_browser
+        ;;
+    *)
+        log "unknown command $cmd: use serve, build, e2e, bench, screenshots or tools"
+        exit 2
+        ;;
+esac

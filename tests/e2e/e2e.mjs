@@ -1,0 +1,250 @@
+// End-to-end test of the lab page in headless Chromium (WebGPU through SwiftShader).
+//
+// 1. `headscope detect` runs a small sweep on the lab model (the reference).
+// 2. The page runs the same sweep on the CPU path (candle in WebAssembly): the heatmaps must appear,
+//    the exported head_scores.json and tests.jsonl must match the CLI's (same greedy tokens, same hits,
+//    head scores within 1e-6).
+// 3. The page runs it on WebGPU: same greedy tokens as the CPU path, the same argmax for >= 99 % of
+//    (step, head) pairs, head scores within 0.02.
+// 4. The page's other views and its errors: a head's view, masking and the before/after rerun,
+//    importing a head-score file, and bad inputs that must give messages, not crashes.
+//
+// Run it with `scripts/web.sh e2e` (builds the page first). Exit code 0 = every check passed.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serve, launch, openLab, runSweep, labState, waitState } from './lib.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const DIST = process.env.HEADSCOPE_DIST ?? path.join(ROOT, 'dist');
+const SWEEP = { lengths: '256:512:2', depths: 2, maxNew: 16 };
+const failures = [];
+
+function check(ok, what, detail = '') {
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}${detail ? `: ${detail}` : ''}`);
+  if (!ok) failures.push(what);
+}
+
+/** The reference: `headscope detect` on the same inputs. */
+function cliDetect() {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'headscope-e2e-'));
+  const args = [
+    'run', '-q', '--locked', '-p', 'headscope-cli', '--', 'detect', '--out', out,
+    '--haystack', 'public/haystacks/kjv-john.txt', '--lengths', SWEEP.lengths, '--depths', String(SWEEP.depths),
+    '--max-new-tokens', String(SWEEP.maxNew), '--plain',
+  ];
+  console.log(`reference: cargo ${args.join(' ')}`);
+  execFileSync('cargo', args, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  const scores = JSON.parse(fs.readFileSync(path.join(out, 'head_scores.json'), 'utf8'));
+  const tests = fs.readFileSync(path.join(out, 'tests.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  fs.rmSync(out, { recursive: true, force: true });
+  return { scores, tests };
+}
+
+const mean = (v) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : 0);
+
+/** Largest difference of per-head mean scores, and the heads present in only one. */
+function scoreDiff(a, b) {
+  let max = 0;
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  for (const k of keys) {
+    if (!(k in a) || !(k in b)) return { max: Infinity, missing: k };
+    max = Math.max(max, Math.abs(mean(a[k]) - mean(b[k])));
+  }
+  return { max, heads: keys.size };
+}
+
+/** How much of the drawing on a canvas is not white, and how many colours it uses. */
+async function canvasInk(page, id) {
+  return page.evaluate((id) => {
+    const c = document.getElementById(id);
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let ink = 0;
+    const colours = new Set();
+    for (let i = 0; i < d.length; i += 4) {
+      if (d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250) ink++;
+      colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+    }
+    return { share: ink / (d.length / 4), colours: colours.size, width: c.width, height: c.height };
+  }, id);
+}
+
+/** Clicks an export button and returns the downloaded file's text. */
+async function download(page, button) {
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.click(button)]);
+  const file = await dl.path();
+  return { name: dl.suggestedFilename(), text: fs.readFileSync(file, 'utf8') };
+}
+
+/** Where to click on the heatmap canvas (CSS pixels from its corner) to hit the centre of cell (layer,
+ * head), from the cell map the page publishes (headscope-plot's CellMap of the drawn chart). */
+async function headCellPoint(page, layer, head) {
+  await page.locator('#heads-canvas').scrollIntoViewIfNeeded();
+  const box = await page.locator('#heads-canvas').boundingBox();
+  const m = await page.evaluate(() => {
+    const c = document.getElementById('heads-canvas');
+    return { cells: JSON.parse(window.__headscope.headCells), w: c.width, h: c.height };
+  });
+  const { x0, y0, x1, y1, rows, cols } = m.cells;
+  if (layer >= rows || head >= cols) return null;
+  // The cell spans of CellMap::cell_rect: origin + floor(k * len / n).
+  const at = (o, len, k, n) => o + Math.floor((k * len) / n);
+  const cx = (at(x0, x1 - x0, head, cols) + at(x0, x1 - x0, head + 1, cols)) / 2;
+  const cy = (at(y0, y1 - y0, layer, rows) + at(y0, y1 - y0, layer + 1, rows)) / 2;
+  return { x: cx * (box.width / m.w), y: cy * (box.height / m.h) };
+}
+
+async function main() {
+  const reference = cliDetect();
+  const srv = await serve(DIST);
+  const { browser, close } = await launch();
+  try {
+    // ---- CPU path vs the CLI ----------------------------------------------------------------------
+    const cpu = await openLab(browser, srv.url, 'cpu');
+    const cpuModel = (await labState(cpu.page)).model;
+    check(cpuModel && !cpuModel.gpu, 'the CPU path loads the lab model', cpuModel?.backend);
+    const c = await runSweep(cpu.page, { ...SWEEP, log: cpu.log });
+    check(c.tests.length === reference.tests.length, 'the page ran every test of the sweep', `${c.tests.length} of ${reference.tests.length}`);
+    for (const id of ['niah-canvas', 'heads-canvas', 'activation-canvas']) {
+      const ink = await canvasInk(cpu.page, id);
+      check(ink.share > 0.1 && ink.colours > 20, `heatmap #${id} is drawn`, `${(ink.share * 100).toFixed(0)} % inked, ${ink.colours} colours, ${ink.width}x${ink.height}`);
+    }
+    const scoresFile = await download(cpu.page, '#export-scores');
+    const testsFile = await download(cpu.page, '#export-tests');
+    const pageScores = JSON.parse(scoresFile.text);
+    const pageTests = testsFile.text.trim().split('\n').map((l) => JSON.parse(l));
+    check(scoresFile.name === 'head_scores.json' && testsFile.name === 'tests.jsonl', 'exports are named as the CLI names them');
+    let sameTokens = 0;
+    let sameHits = 0;
+    for (const r of reference.tests) {
+      const p = pageTests.find((t) => t.id === r.id);
+      if (!p) continue;
+      if (JSON.stringify(p.generated_ids) === JSON.stringify(r.generated_ids)) sameTokens++;
+      if (JSON.stringify(p.hits) === JSON.stringify(r.hits)) sameHits++;
+      if (p.prompt_hash !== r.prompt_hash) check(false, `test ${r.id} has the CLI's prompt`, `${p.prompt_hash} vs ${r.prompt_hash}`);
+    }
+    check(sameTokens === reference.tests.length, 'CPU page and CLI generate the same greedy tokens', `${sameTokens}/${reference.tests.length} tests`);
+    check(sameHits === reference.tests.length, 'CPU page and CLI find the same retrieval hits', `${sameHits}/${reference.tests.length} tests`);
+    const d = scoreDiff(pageScores, reference.scores);
+    check(d.max <= 1e-6, 'head_scores.json of the page equals the CLI\'s', `max |mean difference| ${d.max} over ${d.heads} heads`);
+
+    // ---- WebGPU vs the CPU path --------------------------------------------------------------------
+    const gpu = await openLab(browser, srv.url, 'gpu');
+    const gpuModel = (await labState(gpu.page)).model;
+    check(gpuModel && gpuModel.gpu, 'the WebGPU path loads the lab model', gpuModel?.backend);
+    if (gpuModel?.gpu) {
+      const g = await runSweep(gpu.page, { ...SWEEP, log: gpu.log });
+      let tokensSame = 0;
+      let pairs = 0;
+      let agree = 0;
+      for (const t of c.tests) {
+        const o = g.tests.find((x) => x.id === t.id);
+        if (!o) continue;
+        if (JSON.stringify(o.generated_ids) === JSON.stringify(t.generated_ids)) tokensSame++;
+        const a = c.traces[t.id] ?? [];
+        const b = g.traces[t.id] ?? [];
+        for (let s = 0; s < Math.min(a.length, b.length); s++) {
+          for (let h = 0; h < a[s].length; h++) {
+            pairs++;
+            if (a[s][h] === b[s][h]) agree++;
+          }
+        }
+      }
+      check(tokensSame === c.tests.length, 'WebGPU and CPU generate the same greedy tokens', `${tokensSame}/${c.tests.length} tests`);
+      check(pairs > 0 && agree / pairs >= 0.99, 'WebGPU and CPU agree on the argmax of >= 99 % of (step, head) pairs', `${agree}/${pairs} = ${((100 * agree) / Math.max(pairs, 1)).toFixed(2)} %`);
+      const gd = scoreDiff(g.scores, c.scores);
+      check(gd.max <= 0.02, 'WebGPU head scores match the CPU path\'s', `max |mean difference| ${gd.max}`);
+      console.log(`timings: CPU sweep ${c.sweep.seconds.toFixed(1)} s (${c.sweep.decode_tokens_per_second.toFixed(0)} tok/s decode), WebGPU sweep ${g.sweep.seconds.toFixed(1)} s (${g.sweep.decode_tokens_per_second.toFixed(0)} tok/s decode)`);
+    }
+    await gpu.page.close();
+
+    // ---- the other views, on the CPU page ----------------------------------------------------------
+    const page = cpu.page;
+    const ranked = Object.entries(c.scores).map(([k, v]) => [k, mean(v)]).sort((a, b) => b[1] - a[1]);
+    const [layer, head] = ranked[0][0].split('-').map(Number);
+    const point = await headCellPoint(page, layer, head);
+    check(point !== null, `the heatmap cell of head ${layer}-${head} is found`);
+    if (point) {
+      await page.locator('#heads-canvas').click({ position: point });
+      await waitState(page, ['ready'], 120_000, cpu.log);
+      const s = await labState(page);
+      const rows = await page.locator('#head-steps tr').count();
+      check(s.headView && s.headView.head === `${layer}-${head}` && rows === s.headView.steps.length + 1,
+        `clicking head ${layer}-${head} shows where it looked at every step`, `${rows - 1} steps`);
+      check(s.headView.steps.some((st) => st.hit) === (ranked[0][1] > 0), 'the head view marks the copied answer tokens');
+      // Shift+click masks the head; "mask top-K" replaces the set.
+      await page.locator('#heads-canvas').click({ position: point, modifiers: ['Shift'] });
+      check((await page.locator('#masked-list .chip').allTextContents()).join(',') === `${layer}-${head}`, 'Shift+click masks a head');
+    }
+    await page.fill('#mask-k', '2');
+    await page.click('#mask-top');
+    const masked = await page.locator('#masked-list .chip').allTextContents();
+    check(masked.length === 2 && masked[0] === ranked[0][0], 'mask top-K takes the best heads', masked.join(','));
+    await page.click('#rerun');
+    await waitState(page, ['ready'], 120_000, cpu.log);
+    const before = await page.getAttribute('#rerun-result', 'data-before');
+    const after = await page.getAttribute('#rerun-result', 'data-after');
+    const cols = await page.locator('#rerun-result > div').count();
+    check(cols === 2 && before !== null && after !== null, 'the rerun shows the answer before and after masking side by side', `${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
+    await page.fill('#mask-random-k', '3');
+    await page.fill('#mask-seed', '7');
+    await page.click('#mask-random');
+    const random = await page.locator('#masked-list .chip').allTextContents();
+    check(random.length === 3 && random.every((h) => mean(c.scores[h]) <= 0.1), 'mask K random draws only non-retrieval heads', random.join(','));
+
+    // Import: the page's own export, then a published file when the shared folder is present.
+    const exported = path.join(os.tmpdir(), 'headscope-e2e-scores.json');
+    fs.writeFileSync(exported, scoresFile.text);
+    await page.setInputFiles('#import-scores', exported);
+    await page.waitForFunction(() => document.getElementById('import-info').textContent.includes('layers'));
+    check((await page.textContent('#import-info')).includes('6 layers x 8 heads'), 'an exported head-score file imports back', await page.textContent('#import-info'));
+    const published = path.join(ROOT, '../shared/refs/head_score/Mistral-7B-v0.2-hf.json');
+    if (fs.existsSync(published)) {
+      await page.setInputFiles('#import-scores', published);
+      await page.waitForFunction(() => document.getElementById('import-info').textContent.includes('Mistral'));
+      const ink = await canvasInk(page, 'heads-canvas');
+      check(ink.width > 640 && ink.colours > 20, 'a published 32 x 32 head-score file is drawn', `${ink.width}x${ink.height}`);
+      await page.click('#mask-top');
+      const err = await page.textContent('#error-text');
+      check(err.includes('32 x 32') || err.includes('32 layers'), 'masking by scores of another model is refused with a message', err);
+    } else {
+      console.log('skip: ../shared/refs/head_score is absent (published files ship with the developers\' shared folder)');
+    }
+
+    // Bad inputs: messages in the page, never a crash.
+    await page.selectOption('#scores-source', 'sweep');
+    await page.fill('#answer', 'ride a cable car');
+    await page.click('#run');
+    await page.waitForFunction(() => document.getElementById('error-text').textContent.includes('not part of the needle'), null, { timeout: 30_000 });
+    check(true, 'an answer that is not in the needle is reported');
+    await page.fill('#answer', 'eat a sandwich and sit in Dolores Park on a sunny day');
+    await page.fill('#lengths', '9000');
+    await page.click('#run');
+    await page.waitForFunction(() => document.getElementById('error-text').textContent.includes('max_position_embeddings'), null, { timeout: 30_000 });
+    check(true, 'a context longer than the model handles is reported');
+    const notModel = fs.mkdtempSync(path.join(os.tmpdir(), 'headscope-e2e-notmodel-'));
+    fs.writeFileSync(path.join(notModel, 'notes.txt'), 'not a model');
+    await page.setInputFiles('#model-files', notModel);
+    await page.waitForFunction(() => document.getElementById('error-text').textContent.includes('config.json'), null, { timeout: 30_000 });
+    check(true, 'a file that is not a model is reported', await page.textContent('#error-text'));
+    await page.click('#load-bundled');
+    await waitState(page, ['ready'], 120_000, cpu.log);
+    const crashes = cpu.log.filter((l) => l.includes('panicked') || l.includes('[pageerror]'));
+    check(crashes.length === 0, 'no panic or page error during the whole run', crashes.join(' | '));
+  } finally {
+    await close();
+    srv.close();
+  }
+  if (failures.length) {
+    console.log(`\n${failures.length} check(s) failed: ${failures.join('; ')}`);
+    process.exit(1);
+  }
+  console.log('\nall end-to-end checks passed');
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

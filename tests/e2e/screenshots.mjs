@@ -1,0 +1,45 @@
+// The README's screenshots of the lab page, taken in headless Chromium on the CPU path:
+// docs/web-lab.png (the whole page after a sweep), docs/web-heatmaps.png (results),
+// docs/web-head-view.png (where the best head looked), docs/web-masking.png (before/after masking).
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serve, launch, openLab, runSweep, waitState } from './lib.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const DOCS = path.join(ROOT, 'docs');
+fs.mkdirSync(DOCS, { recursive: true });
+const srv = await serve(process.env.HEADSCOPE_DIST ?? path.join(ROOT, 'dist'));
+const { browser, close } = await launch();
+try {
+  const { page, log } = await openLab(browser, srv.url, 'cpu', { width: 1400, height: 900 });
+  const s = await runSweep(page, { lengths: '256:1024:4', depths: 5, maxNew: 24, log });
+  const mean = (v) => v.reduce((a, b) => a + b, 0) / Math.max(v.length, 1);
+  const best = Object.entries(s.scores).sort((a, b) => mean(b[1]) - mean(a[1]))[0][0];
+  // A passing test at the longest length, for the head view and the rerun.
+  const tests = s.tests;
+  const pick = tests.findIndex((t) => t.recall >= 0.5 && t.length === Math.max(...tests.map((x) => x.length)));
+  await page.click(`#tests li[data-index="${Math.max(pick, 0)}"]`);
+  const [layer, head] = best.split('-').map(Number);
+  await page.locator('#heads-canvas').scrollIntoViewIfNeeded();
+  const box = await page.locator('#heads-canvas').boundingBox();
+  const m = await page.evaluate(() => JSON.parse(window.__headscope.headCells));
+  const at = (o, len, k, n) => o + Math.floor((k * len) / n);
+  const cx = (at(m.x0, m.x1 - m.x0, head, m.cols) + at(m.x0, m.x1 - m.x0, head + 1, m.cols)) / 2;
+  const cy = (at(m.y0, m.y1 - m.y0, layer, m.rows) + at(m.y0, m.y1 - m.y0, layer + 1, m.rows)) / 2;
+  const c = await page.evaluate(() => ({ w: document.getElementById('heads-canvas').width, h: document.getElementById('heads-canvas').height }));
+  await page.locator('#heads-canvas').click({ position: { x: cx * (box.width / c.w), y: cy * (box.height / c.h) } });
+  await waitState(page, ['ready'], 120_000, log);
+  await page.fill('#mask-k', '2');
+  await page.click('#mask-top');
+  await page.click('#rerun');
+  await waitState(page, ['ready'], 120_000, log);
+  await page.screenshot({ path: path.join(DOCS, 'web-lab.png'), fullPage: true });
+  await page.locator('#results-panel').screenshot({ path: path.join(DOCS, 'web-heatmaps.png') });
+  await page.locator('#head-panel').screenshot({ path: path.join(DOCS, 'web-head-view.png') });
+  await page.locator('#mask-panel').screenshot({ path: path.join(DOCS, 'web-masking.png') });
+  console.log(`wrote docs/web-{lab,heatmaps,head-view,masking}.png (best head ${best})`);
+} finally {
+  await close();
+  srv.close();
+}
