@@ -974,6 +974,12 @@ fn fig13(figures: &Path, scores: &HeadScores, records: &[TestRecord], gate: f64,
 
 // ---- the page ----------------------------------------------------------------------------------------
 
+/// The command that made the report, as typed (program name shortened to `headscope`).
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect();
+    format!("headscope {}", args.join(" "))
+}
+
 /// Escapes text for HTML.
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -1019,7 +1025,7 @@ impl Html {
             "<h1>Retrieval heads of {model}</h1><p>Model <code>{}</code> ({}, {} layers x {} query heads, {} KV heads; hash {}). \
              NIAH grid: lengths {}, {} depths, needles <code>{}</code>, haystack <code>{}</code>; {} tests, pass rate {} (ROUGE-1 recall &ge; {}). \
              {} scored tests (recall &ge; {}); <b>{} retrieval heads</b> (mean score &gt; {}){}.</p>\
-             <p>Made by <code>headscope report</code> (HeadScope {}). Masks: {} mode, {} scope; top-K for K = 1..{}, random-K from non-retrieval heads for K = 1..{} with {} seeds.</p>",
+             <p>Made by <code>{}</code> (HeadScope {}). Masks: {} mode, {} scope; top-K for K = 1..{}, random-K from non-retrieval heads for K = 1..{} with {} seeds.</p>",
             esc(&md.dir.display().to_string()),
             esc(&spec.model_type),
             spec.layers,
@@ -1038,6 +1044,7 @@ impl Html {
             plan.retrieval.len(),
             a.threshold,
             if heads.is_empty() { String::new() } else { format!(": {}", esc(&heads.join(", "))) },
+            esc(&command_line()),
             headscope_core::VERSION,
             a.mask_mode,
             a.mask_scope,
