@@ -132,7 +132,9 @@ impl Attention {
         }
         let weights =
             if control.differentiable { candle_nn::ops::softmax(&scores, D::Minus1)? } else { candle_nn::ops::softmax_last_dim(&scores)? };
-        let out = weights.to_dtype(v.dtype())?.reshape((b, self.kv_heads, group * c, s))?.matmul(&v.contiguous()?)?;
+        // `v` may be a view of the preallocated cache (strided over its capacity): the batched matmul
+        // takes that stride as is, where a contiguous copy would move the whole V cache at every step.
+        let out = weights.to_dtype(v.dtype())?.reshape((b, self.kv_heads, group * c, s))?.matmul(v)?;
         let mut out = out.reshape((b, self.heads, c, d))?;
         if let (Some(keep), MaskMode::Zero) = (control.keep, control.mode) {
             out = out.broadcast_mul(keep)?;
@@ -208,6 +210,7 @@ pub struct MaskCache {
 
 impl MaskCache {
     /// The `[c, s]` mask for queries at `pos..pos+c` over keys `first..pos+c`: 0 where visible, -inf elsewhere.
+    /// Built on `device` from position vectors, so a long context's chunk never fills a `c x s` host buffer.
     pub fn get(&mut self, pos: usize, c: usize, first: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
         if self.key != Some((pos, c)) {
             self.key = Some((pos, c));
@@ -217,18 +220,17 @@ impl MaskCache {
             return Ok(m.clone());
         }
         let s = pos + c - first;
-        let mut data = vec![0f32; c * s];
-        for i in 0..c {
-            let qpos = pos + i;
-            for (j, cell) in data[i * s..(i + 1) * s].iter_mut().enumerate() {
-                let kpos = first + j;
-                let visible = kpos <= qpos && window.is_none_or(|w| kpos + w > qpos);
-                if !visible {
-                    *cell = f32::NEG_INFINITY;
-                }
-            }
+        // Positions as f32 are exact below 2^24 tokens; the difference query - key decides visibility.
+        let queries = Tensor::arange(pos as f32, (pos + c) as f32, device)?.reshape((c, 1))?;
+        let keys = Tensor::arange(first as f32, (pos + c) as f32, device)?.reshape((1, s))?;
+        let distance = queries.broadcast_sub(&keys)?;
+        let mut visible = distance.ge(0f64)?;
+        if let Some(w) = window {
+            visible = (visible * distance.lt(w as f64)?)?;
         }
-        let m = Tensor::from_vec(data, (c, s), device)?;
+        let zero = Tensor::zeros((), DType::F32, device)?.broadcast_as((c, s))?;
+        let blocked = Tensor::new(f32::NEG_INFINITY, device)?.broadcast_as((c, s))?;
+        let m = visible.where_cond(&zero, &blocked)?;
         self.by_window.push(((first, window), m.clone()));
         Ok(m)
     }

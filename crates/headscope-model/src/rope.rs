@@ -50,6 +50,10 @@ impl Rope {
     }
 
     fn tables(inv_freq: &[f64], capacity: usize, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+        // Never an empty table: candle launches its CUDA cast kernel even for zero elements (a grid of
+        // zero blocks, CUDA_ERROR_INVALID_VALUE), and `Transformer::new` starts with capacity 0, so a
+        // bf16/f16 model failed to load on CUDA while f32 (no cast) worked.
+        let capacity = capacity.max(1);
         let half = inv_freq.len();
         let mut angles = Vec::with_capacity(capacity * half);
         for p in 0..capacity {
@@ -85,5 +89,25 @@ impl Rope {
         } else {
             Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn tables_are_never_empty_so_no_zero_element_cast_reaches_the_device() {
+        let config = r#"{"model_type":"llama","vocab_size":16,"hidden_size":8,"intermediate_size":16,
+            "num_hidden_layers":1,"num_attention_heads":2}"#;
+        let spec = ModelSpec::from_config_json(config, Path::new("config.json")).unwrap();
+        let mut rope = Rope::new(&spec, 0, DType::BF16, &Device::Cpu).unwrap();
+        assert_eq!(rope.capacity(), 1);
+        assert_eq!(rope.cos.dtype(), DType::BF16);
+        rope.ensure(5).unwrap();
+        assert_eq!(rope.capacity(), 5);
+        // Position 0 rotates by nothing.
+        assert_eq!(rope.cos.get(0).unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap(), vec![1.0; 2]);
     }
 }

@@ -75,12 +75,18 @@ pub struct Transformer {
     position: usize,
     mask: Option<ActiveMask>,
     prefill_chunk: usize,
+    score_budget: usize,
     device: Device,
     dtype: DType,
 }
 
 /// Queries per prefill chunk when unset: bounds the score block at chunk x context per head.
 pub const DEFAULT_PREFILL_CHUNK: usize = 512;
+
+/// Bytes of f32 attention scores one prefill chunk may hold (all heads) when unset: long contexts get
+/// shorter chunks, so the transient memory of a chunk (scores, mask, softmax: a few times this) stays
+/// flat as the context grows instead of growing with it.
+pub const DEFAULT_PREFILL_SCORE_BUDGET: usize = 1 << 30;
 
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?)
@@ -126,6 +132,7 @@ impl Transformer {
             position: 0,
             mask: None,
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
+            score_budget: DEFAULT_PREFILL_SCORE_BUDGET,
             device,
             dtype,
         })
@@ -154,6 +161,38 @@ impl Transformer {
     /// Sets how many prompt tokens one prefill chunk processes (memory: chunk x context scores per head).
     pub fn set_prefill_chunk(&mut self, chunk: usize) {
         self.prefill_chunk = chunk.max(1);
+    }
+
+    /// Sets how many bytes of f32 scores a prefill chunk may hold (see [`DEFAULT_PREFILL_SCORE_BUDGET`]).
+    pub fn set_prefill_score_budget(&mut self, bytes: usize) {
+        self.score_budget = bytes.max(1);
+    }
+
+    /// Queries in the next prefill chunk at the current position, `remaining` prompt tokens left: at most
+    /// the prefill chunk, and fewer when its `heads x chunk x keys` f32 scores would pass the budget.
+    pub fn prefill_chunk_at(&self, remaining: usize) -> usize {
+        let keys = self.position + self.prefill_chunk.min(remaining);
+        let per_query = (self.spec.heads * keys * 4).max(1);
+        (self.score_budget / per_query).clamp(1, self.prefill_chunk).min(remaining)
+    }
+
+    /// Frees the KV cache (the next prefill or [`Transformer::reserve`] allocates it again): memory
+    /// probes that tried a context too long for the device start over from here.
+    pub fn release_cache(&mut self) {
+        self.cache.clear();
+        self.position = 0;
+    }
+
+    /// Moves to `position` without computing anything: the cache entries before it keep whatever they
+    /// hold (zeros after [`Transformer::reserve`]). Only for memory probes, which need the shapes of a
+    /// long context's last chunk and decode step but not its values.
+    pub fn pretend_filled(&mut self, position: usize) -> Result<()> {
+        let have = self.cache.first().map_or(0, LayerCache::capacity);
+        if position > have {
+            return Err(ModelError::TooLong(format!("position {position} is past the KV cache ({have} positions): reserve it first")));
+        }
+        self.position = position;
+        Ok(())
     }
 
     /// Allocates the KV cache (and RoPE tables) for `capacity` positions and empties it. Call once with
@@ -267,10 +306,13 @@ impl Transformer {
         self.check_ids(ids)?;
         self.make_room(ids.len())?;
         let mut masks = MaskCache::default();
-        for chunk in ids.chunks(self.prefill_chunk) {
+        let mut rest = ids;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(self.prefill_chunk_at(rest.len()));
             let x = self.embed.forward(&Tensor::new(chunk, &self.device)?.unsqueeze(0)?)?;
             self.run_layers(x, false, &mut masks, &[])?;
             self.position += chunk.len();
+            rest = tail;
         }
         Ok(())
     }

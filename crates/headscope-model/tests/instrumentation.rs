@@ -222,3 +222,45 @@ fn contexts_past_the_model_maximum_are_refused() {
     assert!(e.contains("exceed the model's context"), "{e}");
     assert!(m.model.prefill(&[100_000]).unwrap_err().to_string().contains("outside the vocabulary"));
 }
+
+/// Long contexts get shorter prefill chunks (the score budget), and how a prompt is chunked never
+/// changes what the model computes.
+#[test]
+fn prefill_chunks_shrink_with_the_context_and_give_the_same_result() {
+    let (_d, mut m, tiny) = load(TinyArch::Mistral(Some(7)));
+    let prompt = ids(40);
+    m.model.reserve(41).unwrap();
+    let whole = greedy_decode(&mut m.model, &prompt, 4, &[], &Probe::default(), |_| true).unwrap();
+    // Chunks of at most 8 queries, and room for 60 query-key scores per chunk: 7 queries (over 8 keys)
+    // at the start, one query past position 30.
+    m.model.set_prefill_chunk(8);
+    m.model.set_prefill_score_budget(tiny.heads * 60 * 4);
+    m.model.reset();
+    assert_eq!(m.model.prefill_chunk_at(40), 7);
+    assert_eq!(m.model.prefill_chunk_at(3), 3, "never more than the prompt has left");
+    m.model.prefill(&prompt[..30]).unwrap();
+    assert_eq!(m.model.prefill_chunk_at(10), 1);
+    m.model.reset();
+    let chunked = greedy_decode(&mut m.model, &prompt, 4, &[], &Probe::default(), |_| true).unwrap();
+    assert_eq!(chunked.tokens, whole.tokens);
+    assert_eq!(chunked.argmax_position, whole.argmax_position);
+}
+
+/// A memory probe: reserve a context, jump to its end without computing it, run a step there; too
+/// long a jump is refused, and a released cache is allocated again by the next reserve.
+#[test]
+fn memory_probe_jumps_to_the_end_of_a_reserved_context() {
+    let (_d, mut m, tiny) = load(TinyArch::Llama);
+    m.model.reserve(64).unwrap();
+    assert!(m.model.pretend_filled(65).unwrap_err().to_string().contains("past the KV cache"));
+    m.model.pretend_filled(60).unwrap();
+    m.model.prefill(&ids(3)).unwrap();
+    let out = m.model.step(5, &Probe::default()).unwrap();
+    assert_eq!(m.model.position(), 64);
+    assert_eq!(out.argmax_position.len(), tiny.layers * tiny.heads);
+    assert!(out.argmax_position.iter().all(|&p| p < 64));
+    m.model.release_cache();
+    assert!(m.model.pretend_filled(1).is_err(), "no cache after release");
+    m.model.reserve(8).unwrap();
+    m.model.pretend_filled(8).unwrap();
+}
