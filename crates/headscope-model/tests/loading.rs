@@ -238,3 +238,28 @@ fn bad_byte_models_are_named_errors() {
     let e = LoadedModel::from_files(&broken, &LoadOptions::default()).err().unwrap().to_string();
     assert!(e.contains("config.json"), "{e}");
 }
+
+/// transformers 5 writes RoPE settings as `rope_parameters` (no top-level `rope_theta`) and Qwen2's
+/// per-layer attention as `layer_types`: both must be read, not silently replaced by defaults.
+#[test]
+fn transformers_5_configs_keep_their_rope_base_scaling_and_layer_types() {
+    use headscope_model::spec::RopeScaling;
+    let origin = Path::new("config.json");
+    let llama = r#"{"model_type":"llama","vocab_size":100,"hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+        "num_attention_heads":4,"num_key_value_heads":2,"rope_parameters":{"factor":4.0,"rope_theta":5000000.0,"rope_type":"linear"}}"#;
+    let s = headscope_model::ModelSpec::from_config_json(llama, origin).unwrap();
+    assert_eq!(s.rope_theta, 5_000_000.0);
+    assert_eq!(s.rope_scaling, RopeScaling::Linear { factor: 4.0 });
+    // The transformers 4 spelling still wins where both are present.
+    let old = llama.replace(r#""rope_parameters""#, r#""rope_theta":20000.0,"rope_parameters""#);
+    assert_eq!(headscope_model::ModelSpec::from_config_json(&old, origin).unwrap().rope_theta, 20_000.0);
+    let qwen = r#"{"model_type":"qwen2","vocab_size":100,"hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+        "num_attention_heads":4,"num_key_value_heads":2,"layer_types":["full_attention","sliding_attention"],"sliding_window":64,
+        "use_sliding_window":true,"max_window_layers":1,"rope_parameters":{"rope_theta":1000000.0,"rope_type":"default"}}"#;
+    let s = headscope_model::ModelSpec::from_config_json(qwen, origin).unwrap();
+    assert_eq!(s.sliding_windows, vec![None, Some(64)]);
+    assert_eq!((s.rope_theta, s.rope_scaling), (1_000_000.0, RopeScaling::None));
+    let bad = qwen.replace(r#""sliding_attention"]"#, r#""local"]"#);
+    let e = headscope_model::ModelSpec::from_config_json(&bad, origin).unwrap_err().to_string();
+    assert!(e.contains("layer_types"), "{e}");
+}

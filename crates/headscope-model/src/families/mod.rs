@@ -28,7 +28,7 @@ pub(crate) fn common(v: &Value, model_type: &str, rope_theta_default: f64) -> Re
         kv_heads: usize_opt(v, "num_key_value_heads")?.unwrap_or(heads),
         head_dim: usize_opt(v, "head_dim")?.unwrap_or(hidden_size / heads),
         rms_norm_eps: f64_or(v, "rms_norm_eps", 1e-6)?,
-        rope_theta: f64_or(v, "rope_theta", rope_theta_default)?,
+        rope_theta: rope_theta(v, rope_theta_default)?,
         rope_scaling: rope_scaling(v)?,
         max_position_embeddings: usize_opt(v, "max_position_embeddings")?.unwrap_or(4096),
         sliding_windows: vec![None; layers],
@@ -43,9 +43,28 @@ pub(crate) fn common(v: &Value, model_type: &str, rope_theta_default: f64) -> Re
     })
 }
 
-/// `rope_scaling`: absent/null/default, `linear`, or `llama3`; anything else is refused by name.
+/// The RoPE settings object: `rope_scaling` (transformers 4), else `rope_parameters` (transformers 5
+/// writes this one, with `rope_theta` inside and no top-level `rope_theta` or `rope_scaling`).
+fn rope_object(v: &Value) -> Option<&Value> {
+    v.get("rope_scaling").filter(|x| !x.is_null()).or_else(|| v.get("rope_parameters").filter(|x| !x.is_null()))
+}
+
+/// `rope_theta` at the top level, else inside `rope_parameters`, else the family's default: a
+/// transformers 5 config read for its top-level field alone would silently get the default base.
+fn rope_theta(v: &Value, default: f64) -> Result<f64> {
+    match v.get("rope_theta").filter(|x| !x.is_null()) {
+        Some(_) => f64_or(v, "rope_theta", default),
+        None => match v.get("rope_parameters").filter(|x| !x.is_null()) {
+            Some(rp) => f64_or(rp, "rope_theta", default),
+            None => Ok(default),
+        },
+    }
+}
+
+/// `rope_scaling` / `rope_parameters`: absent/null/default, `linear`, or `llama3`; anything else is
+/// refused by name.
 fn rope_scaling(v: &Value) -> Result<RopeScaling> {
-    let Some(rs) = v.get("rope_scaling").filter(|x| !x.is_null()) else {
+    let Some(rs) = rope_object(v) else {
         return Ok(RopeScaling::None);
     };
     let kind = str_opt(rs, "rope_type").or_else(|| str_opt(rs, "type")).unwrap_or_default();
@@ -66,4 +85,27 @@ fn rope_scaling(v: &Value) -> Result<RopeScaling> {
 /// A sliding window read from `sliding_window` (null = none) for every layer.
 pub(crate) fn uniform_window(v: &Value, layers: usize) -> Result<Vec<Option<usize>>> {
     Ok(vec![usize_opt(v, "sliding_window")?; layers])
+}
+
+/// Per layer windows from transformers 5's `layer_types` (`sliding_attention` layers get
+/// `sliding_window`, `full_attention` layers none), or `None` when the config has no such list.
+pub(crate) fn layer_types_windows(v: &Value, layers: usize) -> Result<Option<Vec<Option<usize>>>> {
+    let Some(list) = v.get("layer_types").filter(|x| !x.is_null()) else {
+        return Ok(None);
+    };
+    let list = list.as_array().ok_or_else(|| ModelError::Invalid("`layer_types` is not a list".into()))?;
+    if list.len() != layers {
+        return Err(ModelError::Invalid(format!("`layer_types` has {} entries for {layers} layers", list.len())));
+    }
+    let window = usize_opt(v, "sliding_window")?;
+    list.iter()
+        .map(|t| match t.as_str() {
+            Some("full_attention") => Ok(None),
+            Some("sliding_attention") => window
+                .map(Some)
+                .ok_or_else(|| ModelError::Invalid("`layer_types` has sliding layers but `sliding_window` is not set".into())),
+            _ => Err(ModelError::Invalid(format!("`layer_types` entry {t} is not full_attention or sliding_attention"))),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }

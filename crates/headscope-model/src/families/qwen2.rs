@@ -1,6 +1,6 @@
 //! Qwen2 (and Qwen1.5, which uses the same `model_type`): biases on the q/k/v projections; a sliding
 //! window only when `use_sliding_window` is true, and then only from layer `max_window_layers` on
-//! (as Hugging Face's `layer_types` default does).
+//! (as Hugging Face's `layer_types` default does); transformers 5 writes that `layer_types` list out.
 
 use crate::error::Result;
 use crate::spec::{fields::*, ModelSpec};
@@ -10,7 +10,10 @@ use serde_json::Value;
 pub fn spec(v: &Value) -> Result<ModelSpec> {
     let mut s = super::common(v, "qwen2", 10_000.0)?;
     s.qkv_bias = true;
-    if bool_or(v, "use_sliding_window", false)? {
+    if let Some(windows) = super::layer_types_windows(v, s.layers)? {
+        // transformers 5 spells the per-layer choice out; it is derived from the fields below.
+        s.sliding_windows = windows;
+    } else if bool_or(v, "use_sliding_window", false)? {
         let window = usize_opt(v, "sliding_window")?;
         let from = usize_opt(v, "max_window_layers")?.unwrap_or(s.layers);
         s.sliding_windows = (0..s.layers).map(|i| if i >= from { window } else { None }).collect();
