@@ -121,7 +121,33 @@ pub(crate) struct Kernels {
     pub gemv: wgpu::ComputePipeline,
     pub gemm: Kernel,
     pub rope: Kernel,
-    pub attention: Kernel,
+    /// Attention of a prefill chunk (online softmax, nothing observed).
+    pub attention_prefill: Kernel,
+    /// Decode-step attention in three passes sharing `attention_values.layout`.
+    pub attention_scores: wgpu::ComputePipeline,
+    pub attention_softmax: wgpu::ComputePipeline,
+    pub attention_values: Kernel,
+}
+
+/// Invocations per workgroup of every kernel but `gemv` (16) and `gemm` (32).
+pub(crate) const WORKGROUP: u32 = 64;
+
+/// The attention sources for heads of `head_dim` (a multiple of 4): `D4` and the unrolled blocks that
+/// keep one query, and one accumulator, per 4 dimensions in registers.
+fn attention_source(kernel: &str, head_dim: usize) -> String {
+    let d4 = head_dim / 4;
+    let lines = |f: &dyn Fn(usize) -> String| (0..d4).map(f).collect::<Vec<_>>().join("\n");
+    let dot = (0..d4)
+        .map(|i| if i == 0 { "dot(q0, cache_k[kp])".to_string() } else { format!("dot(q{i}, cache_k[kp + {i}u])") })
+        .collect::<Vec<_>>();
+    format!("{}\n{kernel}", include_str!("shaders/attention.wgsl"))
+        .replace("{{D4}}", &d4.to_string())
+        .replace("{{LOAD_Q}}", &lines(&|i| format!("    let q{i} = q[qb + {i}u] * keep;")))
+        .replace("{{ZERO_ACC}}", &lines(&|i| format!("    var a{i} = vec4<f32>(0.0);")))
+        .replace("{{DOT}}", &dot.join(" + "))
+        .replace("{{RESCALE_ACC}}", &lines(&|i| format!("            a{i} *= c;")))
+        .replace("{{ADD_V}}", &lines(&|i| format!("        a{i} += e * cache_v[kp + {i}u];")))
+        .replace("{{STORE_OUT}}", &lines(&|i| format!("    out[qb + {i}u] = a{i} * inv;")))
 }
 
 fn layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::BindGroupLayout {
@@ -172,12 +198,16 @@ fn kernel(device: &wgpu::Device, label: &str, source: &str, slots: &[Slot]) -> K
 }
 
 impl Kernels {
-    /// Compiles every kernel, turning validation errors (WGSL the platform rejects) into an error.
-    pub async fn build(device: &wgpu::Device) -> Result<Self> {
+    /// Compiles every kernel for heads of `head_dim`, turning validation errors (WGSL the platform
+    /// rejects) into an error.
+    pub async fn build(device: &wgpu::Device, head_dim: usize) -> Result<Self> {
         use Slot::*;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mm_layout = layout(device, "matmul", &[Uniform, Uniform, Read, Read, Read, ReadWrite]);
         let mm_source = include_str!("shaders/matmul.wgsl");
+        let decode_layout =
+            layout(device, "attention_decode", &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite, Read, ReadWrite]);
+        let decode_source = attention_source(include_str!("shaders/attention_decode.wgsl"), head_dim);
         let kernels = Kernels {
             embed: kernel(device, "embed", include_str!("shaders/embed.wgsl"), &[Uniform, Uniform, Read, Read, ReadWrite]),
             norm: kernel(device, "rmsnorm", include_str!("shaders/rmsnorm.wgsl"), &[Uniform, Uniform, Read, Read, ReadWrite]),
@@ -189,12 +219,18 @@ impl Kernels {
                 include_str!("shaders/rope.wgsl"),
                 &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
             ),
-            attention: kernel(
+            attention_prefill: kernel(
                 device,
-                "attention",
-                include_str!("shaders/attention.wgsl"),
-                &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite, Read, ReadWrite],
+                "attention_prefill",
+                &attention_source(include_str!("shaders/attention_prefill.wgsl"), head_dim),
+                &[Uniform, Uniform, Read, Read, Read, ReadWrite, Read],
             ),
+            attention_scores: pipeline(device, "attention_scores", &decode_source, &decode_layout, "scores"),
+            attention_softmax: pipeline(device, "attention_softmax", &decode_source, &decode_layout, "softmax"),
+            attention_values: Kernel {
+                pipeline: pipeline(device, "attention_values", &decode_source, &decode_layout, "values"),
+                layout: decode_layout,
+            },
         };
         if let Some(e) = scope.pop().await {
             return Err(GpuError::Validation(e.to_string()));

@@ -1,27 +1,34 @@
 //! [`GpuModel`]: the instrumented forward of [`headscope_model::Transformer`] on the GPU. Weights are
 //! uploaded once ([`GpuModel::load`]); the KV cache, activations and readback buffers are sized once per
 //! run ([`GpuModel::reserve`]) and every bind group is built then, so a decode step allocates nothing:
-//! it writes two small uniforms, records ~9 dispatches per layer in one compute pass, and maps one
-//! staging buffer holding the logits, every query head's argmax position and any requested attention
-//! rows.
+//! it writes three small buffers, records about ten dispatches per layer in one compute pass, and maps
+//! one staging buffer holding the logits, every query head's argmax position and any requested
+//! attention rows.
 //!
 //! Per layer: RMSNorm -> fused q|k|v matmul -> RoPE (q to its buffer, k and v into the cache) ->
-//! attention (masks, argmax, rows) -> output matmul added into the residual -> RMSNorm -> fused
-//! gate|up matmul with a SwiGLU epilogue -> down matmul added into the residual.
+//! attention (masks; at decode steps argmax and rows) -> output matmul added into the residual ->
+//! RMSNorm -> fused gate|up matmul with a SwiGLU epilogue -> down matmul added into the residual.
+//!
+//! The kernels avoid workgroup barriers altogether: the GPU a student's browser falls back to is often
+//! SwiftShader on the CPU, where barriers are expensive coroutine switches (see shaders/matmul.wgsl).
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::kernels::{AttentionOp, EmbedOp, Epilogue, Kernels, MatOp, NormOp, RopeOp, RunUniform};
+use crate::kernels::{AttentionOp, EmbedOp, Epilogue, Kernels, MatOp, NormOp, RopeOp, RunUniform, WORKGROUP};
 use crate::signal::signal;
 use crate::weights::{check_supported, interleaved, pad4, reorder_bias, straight, transpose_columns, Checkpoint, HostTensor};
 use headscope_core::HeadId;
 use headscope_model::{AttentionRow, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};
 use wgpu::util::DeviceExt;
 
-/// Bytes the attention score scratch may take for one prefill chunk (it bounds the chunk length).
-const SCRATCH_BUDGET: u64 = 64 << 20;
-/// Longest prefill chunk: longer chunks gain nothing once the matmul tiles are full.
-const MAX_CHUNK: usize = 256;
+/// Column groups (of 4 outputs) per `gemv` workgroup.
+const GEMV_GROUPS: usize = 16;
+/// Column groups per `gemm` workgroup, and rows.
+const GEMM_GROUPS: usize = 64;
+const GEMM_ROWS: u32 = 4;
+/// Prompt tokens per prefill submission: enough rows to fill the matmul tiles, few enough that one
+/// submission stays short (a browser may reset a GPU whose work runs for seconds).
+const PREFILL_CHUNK: usize = 256;
 /// Attention-row slots allocated before any probe asks for more.
 const INITIAL_ROW_SLOTS: usize = 4;
 /// `control` value of a head with no attention-row slot.
@@ -88,6 +95,7 @@ struct LayerGroups {
     qkv: wgpu::BindGroup,
     rope: wgpu::BindGroup,
     attention: wgpu::BindGroup,
+    attention_prefill: wgpu::BindGroup,
     o: wgpu::BindGroup,
     norm_post: wgpu::BindGroup,
     gate_up: wgpu::BindGroup,
@@ -97,7 +105,7 @@ struct LayerGroups {
 /// Buffers and bind groups of a run, sized for `capacity` positions.
 struct RunState {
     capacity: usize,
-    /// Prefill rows per submission.
+    /// Prefill rows per submission ([`PREFILL_CHUNK`]).
     chunk: usize,
     /// Attention rows the probe buffer can hold per step.
     row_slots: usize,
@@ -182,7 +190,7 @@ impl GpuModel {
         check_supported(spec)?;
         let checkpoint = Checkpoint::parse(safetensors_files)?;
         let device = &ctx.device;
-        let kernels = Kernels::build(device).await?;
+        let kernels = Kernels::build(device, spec.head_dim).await?;
         let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let weights = Self::upload(ctx, spec, &checkpoint);
@@ -313,7 +321,7 @@ impl GpuModel {
         self.state.as_ref().map_or(0, |s| s.capacity)
     }
 
-    /// Prompt tokens one prefill submission processes (set by the capacity: scores take chunk x heads x capacity floats).
+    /// Prompt tokens one prefill submission processes (0 before the first reservation).
     pub fn prefill_chunk(&self) -> usize {
         self.state.as_ref().map_or(0, |s| s.chunk)
     }
@@ -450,20 +458,11 @@ impl GpuModel {
         let (qw, kvw) = (heads * dim, spec.kv_heads as u64 * dim);
         let total = (spec.layers * spec.heads) as u64;
         let cap = capacity as u64;
-        let bind_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let per_row = heads * cap * 4;
-        let chunk = (SCRATCH_BUDGET.min(bind_max) / per_row).min(MAX_CHUNK as u64) as usize;
-        if chunk == 0 {
-            return Err(GpuError::Limits(format!(
-                "attention scores for {capacity} positions x {} heads need {:.1} MiB per query, more than this device binds ({:.1} MiB)",
-                spec.heads,
-                per_row as f64 / 1048576.0,
-                bind_max as f64 / 1048576.0
-            )));
-        }
+        let chunk = PREFILL_CHUNK;
         let rows = chunk as u64;
         let sizes = [
             ("the key/value cache of one layer", cap * kvw * 4),
+            ("the attention scores of a decode step", heads * cap * 4),
             ("the RoPE tables", 2 * cap * dim / 2 * 4),
             ("the attention rows", (total + row_slots as u64 * cap) * 4),
             ("the fused q/k/v activations", rows * (qw + 2 * kvw) * 4),
@@ -489,7 +488,7 @@ impl GpuModel {
             contents: bytemuck::cast_slice(&rope_tables(spec, capacity)),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        let scratch = storage(device, "scratch", rows * per_row, none);
+        let scratch = storage(device, "scratch", heads * cap * 4, none);
         let control = storage(device, "control", 3 * total * 4, wgpu::BufferUsages::COPY_DST);
         let probe = storage(device, "probe", (total + row_slots as u64 * cap) * 4, wgpu::BufferUsages::COPY_SRC);
         let logits = storage(device, "logits", pad4(spec.vocab_size) as u64 * 4, wgpu::BufferUsages::COPY_SRC);
@@ -534,9 +533,15 @@ impl GpuModel {
                 rope: group(device, &k.rope.layout, "rope", &[&run, &rope_op, &qkv, &rope, &q, &cache_k[l], &cache_v[l]]),
                 attention: group(
                     device,
-                    &k.attention.layout,
+                    &k.attention_values.layout,
                     "attention",
                     &[&run, &attention_ops[l], &q, &cache_k[l], &cache_v[l], &attn, &scratch, &control, &probe],
+                ),
+                attention_prefill: group(
+                    device,
+                    &k.attention_prefill.layout,
+                    "attention_prefill",
+                    &[&run, &attention_ops[l], &q, &cache_k[l], &cache_v[l], &attn, &control],
                 ),
                 o: group(device, &k.gemm.layout, "o", &[&run, &w.o_op, &attn, &lw.o, o_b, &x]),
                 norm_post: group(device, &k.norm.layout, "norm_post", &[&run, &w.norm_op, &x, &lw.post_norm, &h]),
@@ -569,42 +574,56 @@ impl GpuModel {
         Ok(state)
     }
 
-    /// Records the layers for `rows` rows (embedding included) into `pass`.
-    fn encode_layers(&self, s: &RunState, pass: &mut wgpu::ComputePass, rows: u32) {
+    /// Records the layers for `rows` rows at positions `pos..` (embedding included) into `pass`.
+    fn encode_layers(&self, s: &RunState, pass: &mut wgpu::ComputePass, rows: u32, pos: usize) {
         let spec = &self.spec;
         let k = &self.kernels;
         let matmul = |pass: &mut wgpu::ComputePass, g: &wgpu::BindGroup, n: usize| {
-            let groups_x = n.div_ceil(4).div_ceil(16) as u32;
+            let n4 = n.div_ceil(4);
             if rows == 1 {
                 pass.set_pipeline(&k.gemv);
                 pass.set_bind_group(0, g, &[]);
-                pass.dispatch_workgroups(groups_x, 1, 1);
+                pass.dispatch_workgroups(n4.div_ceil(GEMV_GROUPS) as u32, 1, 1);
             } else {
                 pass.set_pipeline(&k.gemm.pipeline);
                 pass.set_bind_group(0, g, &[]);
-                pass.dispatch_workgroups(groups_x, rows.div_ceil(64), 1);
+                pass.dispatch_workgroups(n4.div_ceil(GEMM_GROUPS) as u32, rows.div_ceil(GEMM_ROWS), 1);
             }
         };
+        let groups = |n: usize| n.div_ceil(WORKGROUP as usize) as u32;
         let (qw, kvw) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
+        let heads = spec.heads as u32;
         pass.set_pipeline(&k.embed.pipeline);
         pass.set_bind_group(0, &s.embed_group, &[]);
-        pass.dispatch_workgroups(spec.hidden_size.div_ceil(64) as u32, rows, 1);
+        pass.dispatch_workgroups(groups(spec.hidden_size), rows, 1);
         let rope_items = (spec.heads + spec.kv_heads) * spec.head_dim / 2 + kvw;
-        for g in &s.layers {
+        for (l, g) in s.layers.iter().enumerate() {
             pass.set_pipeline(&k.norm.pipeline);
             pass.set_bind_group(0, &g.norm_in, &[]);
-            pass.dispatch_workgroups(rows, 1, 1);
+            pass.dispatch_workgroups(groups(rows as usize), 1, 1);
             matmul(pass, &g.qkv, qw + 2 * kvw);
             pass.set_pipeline(&k.rope.pipeline);
             pass.set_bind_group(0, &g.rope, &[]);
-            pass.dispatch_workgroups(rope_items.div_ceil(64) as u32, rows, 1);
-            pass.set_pipeline(&k.attention.pipeline);
-            pass.set_bind_group(0, &g.attention, &[]);
-            pass.dispatch_workgroups(spec.heads as u32, rows, 1);
+            pass.dispatch_workgroups(groups(rope_items), rows, 1);
+            if rows > 1 {
+                pass.set_pipeline(&k.attention_prefill.pipeline);
+                pass.set_bind_group(0, &g.attention_prefill, &[]);
+                pass.dispatch_workgroups(groups(rows as usize), heads, 1);
+            } else {
+                // Keys this step's query sees in this layer (its window may cut the context).
+                let visible = spec.sliding_windows.get(l).copied().flatten().map_or(pos + 1, |w| w.min(pos + 1));
+                pass.set_bind_group(0, &g.attention, &[]);
+                pass.set_pipeline(&k.attention_scores);
+                pass.dispatch_workgroups(groups(visible), heads, 1);
+                pass.set_pipeline(&k.attention_softmax);
+                pass.dispatch_workgroups(groups(spec.heads), 1, 1);
+                pass.set_pipeline(&k.attention_values.pipeline);
+                pass.dispatch_workgroups(groups(qw / 4), 1, 1);
+            }
             matmul(pass, &g.o, spec.hidden_size);
             pass.set_pipeline(&k.norm.pipeline);
             pass.set_bind_group(0, &g.norm_post, &[]);
-            pass.dispatch_workgroups(rows, 1, 1);
+            pass.dispatch_workgroups(groups(rows as usize), 1, 1);
             matmul(pass, &g.gate_up, 2 * spec.intermediate_size);
             matmul(pass, &g.down, spec.hidden_size);
         }
@@ -628,7 +647,7 @@ impl GpuModel {
             let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("prefill") });
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("prefill"), timestamp_writes: None });
-                self.encode_layers(s, &mut pass, rows);
+                self.encode_layers(s, &mut pass, rows, self.position);
             }
             self.ctx.queue.submit([enc.finish()]);
             self.position += chunk.len();
@@ -678,13 +697,13 @@ impl GpuModel {
         let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
-            self.encode_layers(s, &mut pass, 1);
+            self.encode_layers(s, &mut pass, 1, pos);
             pass.set_pipeline(&self.kernels.norm.pipeline);
             pass.set_bind_group(0, &s.norm_final, &[]);
             pass.dispatch_workgroups(1, 1, 1);
             pass.set_pipeline(&self.kernels.gemv);
             pass.set_bind_group(0, &s.lm_head, &[]);
-            pass.dispatch_workgroups(spec.vocab_size.div_ceil(4).div_ceil(16) as u32, 1, 1);
+            pass.dispatch_workgroups(spec.vocab_size.div_ceil(4).div_ceil(GEMV_GROUPS) as u32, 1, 1);
         }
         let vocab = spec.vocab_size as u64;
         let row_len = (pos + 1) as u64;

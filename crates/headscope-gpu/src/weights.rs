@@ -113,6 +113,12 @@ pub(crate) fn check_supported(spec: &ModelSpec) -> Result<()> {
             spec.model_type
         )));
     }
+    if !spec.hidden_size.is_multiple_of(4) || !spec.intermediate_size.is_multiple_of(4) {
+        return Err(GpuError::Unsupported(format!(
+            "hidden_size {} / intermediate_size {} (the matmul kernels read inputs 4 at a time: both must be multiples of 4)",
+            spec.hidden_size, spec.intermediate_size
+        )));
+    }
     if !spec.head_dim.is_multiple_of(4) || spec.head_dim > 256 {
         return Err(GpuError::Unsupported(format!("head_dim {} (the attention kernel needs a multiple of 4, at most 256)", spec.head_dim)));
     }

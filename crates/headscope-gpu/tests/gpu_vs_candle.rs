@@ -3,12 +3,12 @@
 //! modes and scopes, GQA, biases, sliding windows, chunked prefill and cache growth.
 //!
 //! Tolerance: both paths compute in f32 from identical f32 weights (f16/bf16 checkpoints are widened
-//! the same way), so they differ only by summation order (tiled and tree reductions here, candle's gemm
-//! blocking there) and by the rounding of exp/sqrt: ~1e-7 relative per operation, compounded over a few
-//! layers; measured gaps are 1e-6..5e-6 of the logits' scale. The bound, 1e-4 of that scale, leaves
-//! 20x headroom, while real errors (a wrong position, a missed bias or mask) move logits by whole
-//! units. Attention argmaxes may flip only where two weights tie to within that noise, so at least 99%
-//! of (step, head) pairs must agree (measured: all of them).
+//! the same way), so they differ only by summation order (register tiles and an online softmax here,
+//! candle's gemm blocking there) and by the rounding of exp/sqrt: ~1e-7 relative per operation,
+//! compounded over a few layers; measured gaps are 1e-6..5e-6 of the logits' scale. The bound, 1e-4 of
+//! that scale, leaves 20x headroom, while real errors (a wrong position, a missed bias or mask) move
+//! logits by whole units. Attention argmaxes may flip only where two weights tie to within that noise,
+//! so at least 99% of (step, head) pairs must agree (measured: all of them).
 //!
 //! Without a GPU adapter (no Vulkan driver) each test prints why it skips and passes.
 

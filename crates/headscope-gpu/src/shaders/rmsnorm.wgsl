@@ -1,5 +1,6 @@
-// y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight, one workgroup per row (as candle's rms_norm:
-// divide by the root, then scale).
+// y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight, one invocation per row (as candle's
+// rms_norm: divide by the root, then scale). Rows are read as vec4 (hidden_size is a multiple of 4).
+// No barriers: see matmul.wgsl for why that matters on CPU implementations.
 struct Op {
     n: u32,
     eps: f32,
@@ -9,32 +10,25 @@ struct Op {
 
 @group(0) @binding(0) var<uniform> run: Run;
 @group(0) @binding(1) var<uniform> op: Op;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read> weight: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-var<workgroup> part: array<f32, 64>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> weight: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let r = wid.x;
-    let t = lid.x;
-    let base = r * op.n;
-    var s = 0.0;
-    for (var i = t; i < op.n; i += 64u) {
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    if (r >= run.rows) {
+        return;
+    }
+    let n4 = op.n / 4u;
+    let base = r * n4;
+    var s = vec4<f32>(0.0);
+    for (var i = 0u; i < n4; i++) {
         let v = x[base + i];
         s += v * v;
     }
-    part[t] = s;
-    workgroupBarrier();
-    for (var k = 32u; k > 0u; k >>= 1u) {
-        if (t < k) {
-            part[t] += part[t + k];
-        }
-        workgroupBarrier();
-    }
-    let root = sqrt(part[0] / f32(op.n) + op.eps);
-    for (var i = t; i < op.n; i += 64u) {
+    let root = sqrt((s.x + s.y + s.z + s.w) / f32(op.n) + op.eps);
+    for (var i = 0u; i < n4; i++) {
         y[base + i] = x[base + i] / root * weight[i];
     }
 }
