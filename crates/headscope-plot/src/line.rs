@@ -26,6 +26,9 @@ pub struct Band {
     pub points: Vec<(f64, f64, f64)>,
 }
 
+/// A series with more points than this is drawn as a line alone, without dots.
+const MAX_DOTS: usize = 40;
+
 /// Default size of a line chart.
 pub const LINE_CHART_SIZE: (u32, u32) = (900, 500);
 
@@ -54,7 +57,7 @@ pub fn draw_line_chart<DB: DrawingBackend>(
     draw_lines(area, series, &[], None, false, (title, x_label, y_label))
 }
 
-/// Draws `series` as lines with a dot at every point, each band shaded in its series' colour under the
+/// Draws `series` as lines with a dot at every point (series of at most 40 points), each band shaded in its series' colour under the
 /// lines, with axis labels and a legend. `y_range` fixes the y axis (pass rates: `Some((0.0, 1.0))`);
 /// None fits it to the data. Non-finite points are skipped; a band naming a series that does not exist
 /// is a shape error.
@@ -140,7 +143,8 @@ fn draw_lines<DB: DrawingBackend>(
             .map_err(PlotError::drawing)?
             .label(s.name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
-        if dots {
+        // Dots mark the measured points where they are few enough to tell apart.
+        if dots && pts.len() <= MAX_DOTS {
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(PlotError::drawing)?;
         }
     }
