@@ -132,22 +132,47 @@ pub(crate) struct Kernels {
 /// Invocations per workgroup of every kernel but `gemv` (16) and `gemm` (32).
 pub(crate) const WORKGROUP: u32 = 64;
 
+/// Query rows per prefill attention invocation (they share every key and value load).
+pub(crate) const PREFILL_ATTENTION_ROWS: usize = 2;
+
 /// The attention sources for heads of `head_dim` (a multiple of 4): `D4` and the unrolled blocks that
-/// keep one query, and one accumulator, per 4 dimensions in registers.
+/// keep queries and accumulators (one per 4 dimensions and row) in registers.
 fn attention_source(kernel: &str, head_dim: usize) -> String {
     let d4 = head_dim / 4;
-    let lines = |f: &dyn Fn(usize) -> String| (0..d4).map(f).collect::<Vec<_>>().join("\n");
+    let rows = PREFILL_ATTENTION_ROWS;
+    let each = |f: &dyn Fn(usize) -> String| (0..d4).map(f).collect::<Vec<_>>().join("\n");
+    let mut setup = Vec::new();
+    let mut step = Vec::new();
+    let mut store = Vec::new();
+    for t in 0..rows {
+        setup.push(format!(
+            "    let r{t} = min(first + {t}u, last);\n    let p{t} = run.pos + r{t};\n    let lo{t} = first_visible(p{t});\n    \
+             let qb{t} = (r{t} * op.heads + h) * D4;\n    var m{t} = neg;\n    var l{t} = 0.0;"
+        ));
+        setup.push(each(&|i| format!("    let q{t}_{i} = q[qb{t} + {i}u] * keep;\n    var a{t}_{i} = vec4<f32>(0.0);")));
+        let dot = (0..d4).map(|i| format!("dot(q{t}_{i}, k{i})")).collect::<Vec<_>>().join(" + ");
+        step.push(format!(
+            "        let seen{t} = j >= lo{t} && j <= p{t};\n        let s{t} = select(neg, ({dot}) * op.scale, seen{t});\n        \
+             let n{t} = max(m{t}, s{t});\n        let c{t} = exp(m{t} - n{t});\n        let e{t} = select(0.0, exp(s{t} - n{t}), seen{t});\n        \
+             l{t} = l{t} * c{t} + e{t};\n        m{t} = n{t};"
+        ));
+        step.push(each(&|i| format!("        a{t}_{i} = a{t}_{i} * c{t} + e{t} * v{i};")));
+        store.push(format!("    if (first + {t}u <= last) {{\n        let inv{t} = zero / l{t};"));
+        store.push(each(&|i| format!("        out[qb{t} + {i}u] = a{t}_{i} * inv{t};")));
+        store.push("    }".to_string());
+    }
     let dot = (0..d4)
         .map(|i| if i == 0 { "dot(q0, cache_k[kp])".to_string() } else { format!("dot(q{i}, cache_k[kp + {i}u])") })
         .collect::<Vec<_>>();
     format!("{}\n{kernel}", include_str!("shaders/attention.wgsl"))
         .replace("{{D4}}", &d4.to_string())
-        .replace("{{LOAD_Q}}", &lines(&|i| format!("    let q{i} = q[qb + {i}u] * keep;")))
-        .replace("{{ZERO_ACC}}", &lines(&|i| format!("    var a{i} = vec4<f32>(0.0);")))
+        .replace("{{ROWS}}", &rows.to_string())
+        .replace("{{ROW_SETUP}}", &setup.join("\n"))
+        .replace("{{LOAD_KV}}", &each(&|i| format!("        let k{i} = cache_k[kp + {i}u];\n        let v{i} = cache_v[kp + {i}u];")))
+        .replace("{{ROW_STEP}}", &step.join("\n"))
+        .replace("{{ROW_STORE}}", &store.join("\n"))
+        .replace("{{LOAD_Q}}", &each(&|i| format!("    let q{i} = q[qb + {i}u] * keep;")))
         .replace("{{DOT}}", &dot.join(" + "))
-        .replace("{{RESCALE_ACC}}", &lines(&|i| format!("            a{i} *= c;")))
-        .replace("{{ADD_V}}", &lines(&|i| format!("        a{i} += e * cache_v[kp + {i}u];")))
-        .replace("{{STORE_OUT}}", &lines(&|i| format!("    out[qb + {i}u] = a{i} * inv;")))
 }
 
 fn layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::BindGroupLayout {

@@ -14,7 +14,7 @@
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::kernels::{AttentionOp, EmbedOp, Epilogue, Kernels, MatOp, NormOp, RopeOp, RunUniform, WORKGROUP};
+use crate::kernels::{AttentionOp, EmbedOp, Epilogue, Kernels, MatOp, NormOp, RopeOp, RunUniform, PREFILL_ATTENTION_ROWS, WORKGROUP};
 use crate::signal::signal;
 use crate::weights::{check_supported, interleaved, pad4, reorder_bias, straight, transpose_columns, Checkpoint, HostTensor};
 use headscope_core::HeadId;
@@ -25,7 +25,7 @@ use wgpu::util::DeviceExt;
 const GEMV_GROUPS: usize = 16;
 /// Column groups per `gemm` workgroup, and rows.
 const GEMM_GROUPS: usize = 64;
-const GEMM_ROWS: u32 = 4;
+const GEMM_ROWS: u32 = 8;
 /// Prompt tokens per prefill submission: enough rows to fill the matmul tiles, few enough that one
 /// submission stays short (a browser may reset a GPU whose work runs for seconds).
 const PREFILL_CHUNK: usize = 256;
@@ -608,13 +608,13 @@ impl GpuModel {
             if rows > 1 {
                 pass.set_pipeline(&k.attention_prefill.pipeline);
                 pass.set_bind_group(0, &g.attention_prefill, &[]);
-                pass.dispatch_workgroups(groups(rows as usize), heads, 1);
+                pass.dispatch_workgroups(groups((rows as usize).div_ceil(PREFILL_ATTENTION_ROWS)), heads, 1);
             } else {
                 // Keys this step's query sees in this layer (its window may cut the context).
                 let visible = spec.sliding_windows.get(l).copied().flatten().map_or(pos + 1, |w| w.min(pos + 1));
                 pass.set_bind_group(0, &g.attention, &[]);
                 pass.set_pipeline(&k.attention_scores);
-                pass.dispatch_workgroups(groups(visible), heads, 1);
+                pass.dispatch_workgroups(groups(visible.div_ceil(4)), heads, 1);
                 pass.set_pipeline(&k.attention_softmax);
                 pass.dispatch_workgroups(groups(spec.heads), 1, 1);
                 pass.set_pipeline(&k.attention_values.pipeline);

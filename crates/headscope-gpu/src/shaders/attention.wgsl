@@ -8,8 +8,8 @@
 // arithmetic. Head width is specialised at pipeline creation: `D4` (head_dim / 4) and the unrolled
 // `{{...}}` blocks are filled in by kernels.rs, so queries and accumulators stay in registers.
 //
-// Prefill (`prefill`): one invocation per (query row, head) walks its visible keys once with an online
-// softmax. Decode steps observe the weights, so they run in three passes over a score row in `scratch`
+// Prefill (attention_prefill.wgsl): one invocation per few query rows of a head walks their visible keys
+// once with an online softmax. Decode steps observe the weights, so they run in three passes over a score row in `scratch`
 // (`capacity` floats per head): `scores`, then `softmax` (normalises, records the argmax, the first
 // maximum like candle's, and copies requested rows into `probe`), then `values`.
 struct Op {

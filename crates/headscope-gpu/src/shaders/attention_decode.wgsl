@@ -6,14 +6,16 @@
 @group(0) @binding(7) var<storage, read> control: array<u32>;
 @group(0) @binding(8) var<storage, read_write> probe: array<u32>;
 
-// Pass 1: invocation (key j, head h) writes the scaled score of the j-th visible key.
+// Pass 1: invocation (key group g, head h) writes the scaled scores of visible keys 4g..4g+4 (the
+// query is loaded once for the four).
 @compute @workgroup_size(64)
 fn scores(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let j = gid.x;
+    let j0 = gid.x * 4u;
     let h = gid.y;
     let p = run.pos;
     let lo = first_visible(p);
-    if (lo + j > p) {
+    let n = p + 1u - lo;
+    if (j0 >= n) {
         return;
     }
     var keep = 1.0;
@@ -22,8 +24,12 @@ fn scores(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let qb = h * D4;
 {{LOAD_Q}}
-    let kp = (lo + j) * op.kv_heads * D4 + (h / op.group) * D4;
-    scratch[h * op.capacity + j] = ({{DOT}}) * op.scale;
+    let stride = op.kv_heads * D4;
+    let base = (h / op.group) * D4;
+    for (var j = j0; j < min(j0 + 4u, n); j++) {
+        let kp = (lo + j) * stride + base;
+        scratch[h * op.capacity + j] = ({{DOT}}) * op.scale;
+    }
 }
 
 // Pass 2: invocation h turns its score row into softmax weights (max, exponentials, division, as

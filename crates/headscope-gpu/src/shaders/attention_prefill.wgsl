@@ -4,43 +4,39 @@
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> control: array<u32>;
 
+// Invocation = ROWS consecutive query rows of one head, walking their keys together: every key and
+// value loaded serves all of them (loads, not arithmetic, bound CPU implementations). Row t of the
+// block is `r{t}` (past the chunk's end it repeats the last row, and is not stored); its running max,
+// sum and accumulators are `m{t}`, `l{t}`, `a{t}_*`. Each row counts only the keys it sees, branch-free.
+const ROWS: u32 = {{ROWS}}u;
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r = gid.x;
+    let first = gid.x * ROWS;
     let h = gid.y;
-    if (r >= run.rows) {
+    if (first >= run.rows) {
         return;
     }
-    let p = run.pos + r;
+    let last = run.rows - 1u;
     let mode = mask_mode(h);
     var keep = 1.0;
     if (mode == 1u) {
         keep = 0.0;
     }
-    let qb = (r * op.heads + h) * D4;
-{{LOAD_Q}}
-{{ZERO_ACC}}
-    var m = bitcast<f32>(0xff7fffffu);
-    var l = 0.0;
+    let neg = bitcast<f32>(0xff7fffffu);
+{{ROW_SETUP}}
     let stride = op.kv_heads * D4;
-    let lo = first_visible(p);
-    var kp = lo * stride + (h / op.group) * D4;
-    for (var j = lo; j <= p; j++) {
-        let s = ({{DOT}}) * op.scale;
-        if (s > m) {
-            let c = exp(m - s);
-            l *= c;
-{{RESCALE_ACC}}
-            m = s;
-        }
-        let e = exp(s - m);
-        l += e;
-{{ADD_V}}
+    let p_end = run.pos + min(first + ROWS - 1u, last);
+    let j_start = first_visible(run.pos + first);
+    var kp = j_start * stride + (h / op.group) * D4;
+    for (var j = j_start; j <= p_end; j++) {
+{{LOAD_KV}}
+{{ROW_STEP}}
         kp += stride;
     }
-    var inv = 1.0 / l;
+    var zero = 1.0;
     if (mode == 2u) {
-        inv = 0.0;
+        zero = 0.0;
     }
-{{STORE_OUT}}
+{{ROW_STORE}}
 }
