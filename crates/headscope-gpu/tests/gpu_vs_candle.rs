@@ -237,6 +237,28 @@ fn mistral_sliding_window_matches_candle() {
 }
 
 #[test]
+fn scaled_rope_matches_candle() {
+    let Some(ctx) = gpu() else { return };
+    let scalings = [
+        serde_json::json!({"rope_type": "linear", "factor": 4.0}),
+        // A short original context puts the prompt's wavelengths in all three llama3 bands.
+        serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+    ];
+    for scaling in scalings {
+        let (dir, t) = tiny(TinyModel { seed: 10, ..TinyModel::new(TinyArch::Llama) });
+        let path = dir.path().join("config.json");
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["rope_scaling"] = scaling.clone();
+        std::fs::write(&path, config.to_string()).unwrap();
+        let mut pair = load_pair(ctx, dir.path());
+        assert_ne!(pair.gpu.spec().rope_scaling, headscope_model::spec::RopeScaling::None);
+        let prompt = random_ids(120, t.vocab, 10);
+        let a = compare(&mut pair, &prompt, 6, None, &[HeadId::new(1, 0)], 256);
+        a.assert_close(&format!("tiny llama, rope_scaling {scaling}"));
+    }
+}
+
+#[test]
 fn f16_and_bf16_checkpoints_match_candle() {
     let Some(ctx) = gpu() else { return };
     for dtype in [DType::F16, DType::BF16] {
