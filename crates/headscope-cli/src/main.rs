@@ -1,6 +1,8 @@
 //! `headscope`: the command-line shell over headscope-core (tests, scores, files) and headscope-model
 //! (the instrumented transformer). It parses flags and wires the libraries; the work lives in them.
 
+mod agreement;
+mod bench;
 mod compare;
 mod lm;
 mod outputs;
@@ -47,6 +49,12 @@ enum Command {
     /// The paper's figures for one model (figs. 3-9, 13): runs or resumes detection, masking and QA
     /// sub-runs in --out, draws PNG/SVG with their JSON/CSV data, and writes a self-contained report.html.
     Report(report::ReportArgs),
+    /// Time the detection loop per NIAH test at several context lengths (prefill, decode step, peak
+    /// memory) and, with --max-context, find the longest context that fits on the device.
+    Bench(bench::BenchArgs),
+    /// Compare HeadScope with Hugging Face transformers on the same weights (expected.json files of
+    /// bench/hf_agreement.py): greedy tokens, logits, per-head argmax positions.
+    HfAgreement(agreement::AgreementArgs),
 }
 
 #[derive(Args, Debug)]
@@ -262,6 +270,8 @@ fn main() {
         Command::Compare(a) => compare::compare(&a),
         Command::PlotLoss(a) => train::plot_loss(&a.logs, &a.out, a.smooth),
         Command::Report(a) => report::report(&a),
+        Command::Bench(a) => bench::bench(&a),
+        Command::HfAgreement(a) => agreement::hf_agreement(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

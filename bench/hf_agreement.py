@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""HeadScope against Hugging Face transformers on the same random weights: the expected side.
+
+For each case this script builds a random-weight model with transformers (eager attention), saves it
+as a Hugging Face directory (sharded safetensors, a byte-level tokenizer.json), runs a prompt of
+random token ids through it the way the paper's detection does (prefill prompt[:-1], then one decode
+step per token starting with prompt[-1]), and writes what transformers computed to expected.json:
+the greedy tokens, every step's logits, and per step, layer and query head the context position of
+that head's attention peak (torch.argmax over the attention row, as an absolute position).
+
+`headscope hf-agreement DIR/expected.json` then runs HeadScope on the saved directory, feeding the
+same tokens (teacher forcing), and compares.
+
+Now (CPU, tiny configs of each family, f32; the committed fixture
+crates/headscope-cli/tests/fixtures/hf-agreement was made this way, so CI checks it without torch):
+    python bench/hf_agreement.py --out runs/hf-agreement
+    headscope hf-agreement runs/hf-agreement/*/expected.json
+On the GPU machine (real configs, bf16, 4K context; see scripts/gpu-bench.sh):
+    python bench/hf_agreement.py --config bench/configs/llama-2-7b/config.json --context 4096 \
+        --dtype bfloat16 --device cuda --out /root/agree
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM
+
+# Tiny configs, one per family HeadScope runs, each exercising its family's quirks: GQA everywhere,
+# a sliding window shorter than the prompt (mistral), q/k/v biases and tied embeddings (qwen2),
+# routed experts (mixtral), linear RoPE scaling (llama-rope).
+COMMON = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              vocab_size=256, max_position_embeddings=1024, rms_norm_eps=1e-5, tie_word_embeddings=False,
+              bos_token_id=None, eos_token_id=None, pad_token_id=None)
+TINY = {
+    "llama": dict(model_type="llama", rope_theta=10000.0),
+    "llama-rope": dict(model_type="llama", rope_theta=500000.0, rope_scaling={"rope_type": "linear", "factor": 4.0}),
+    "mistral": dict(model_type="mistral", rope_theta=1000000.0, sliding_window=40),
+    "qwen2": dict(model_type="qwen2", rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False),
+    "mixtral": dict(model_type="mixtral", rope_theta=1000000.0, num_local_experts=4, num_experts_per_tok=2),
+}
+
+
+def byte_level_tokenizer(path):
+    """A 256-token byte-level tokenizer.json (no merges): valid ids in every vocabulary."""
+    from tokenizers import Tokenizer, decoders, models
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = sorted(ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.save(path)
+
+
+@torch.no_grad()
+def randomize(model, seed):
+    """Weights with unit-scale activations (HF's init, std 0.02, makes attention nearly uniform, so
+    argmax positions would hinge on rounding noise); norms near 1, biases small."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    for name, p in model.named_parameters():
+        if p.dim() == 1:
+            base = 1.0 if "norm" in name else 0.0
+            v = base + 0.1 * torch.randn(p.shape, generator=g)
+        elif "embed_tokens" in name:
+            v = torch.randn(p.shape, generator=g)
+        else:
+            # fan-in is the last dimension (also for fused expert tensors [experts, out, in])
+            v = torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1])
+            if "q_proj" in name:
+                v = v * 2.0  # sharper attention peaks
+        p.copy_(v.to(p.dtype))
+
+
+def build(config, dtype, device, seed):
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    randomize(model, seed)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+@torch.no_grad()
+def run(model, prompt, steps, device, keep_logits):
+    """Prefill prompt[:-1], then `steps` greedy decode steps with eager attention returned."""
+    ids = torch.tensor([prompt], device=device)
+    t0 = time.time()
+    out = model(input_ids=ids[:, :-1], use_cache=True)
+    past = out.past_key_values
+    inp = prompt[-1]
+    tokens, argmax, logits_kept, top = [], [], [], []
+    for step in range(steps):
+        out = model(input_ids=torch.tensor([[inp]], device=device), past_key_values=past, use_cache=True, output_attentions=True)
+        past = out.past_key_values
+        logits = out.logits[0, -1].float()
+        tok = int(logits.argmax())
+        position = len(prompt) - 1 + step  # the position of the token fed at this step
+        row = []
+        for att in out.attentions:  # [1, heads, 1, keys]; a sliding cache may hold only recent keys
+            keys = att.shape[-1]
+            first = position + 1 - keys
+            row.extend(int(first + j) for j in att[0, :, -1, :].float().argmax(dim=-1).tolist())
+        argmax.append(row)
+        tokens.append(tok)
+        if keep_logits:
+            logits_kept.append([round(x, 6) for x in logits.cpu().tolist()])
+        values, indices = logits.topk(min(8, logits.numel()))
+        top.append([[int(i), round(float(v), 6)] for v, i in zip(values.cpu(), indices.cpu())])
+        inp = tok
+    return dict(tokens=tokens, argmax=argmax, logits=logits_kept or None, top_logits=top, seconds=time.time() - t0)
+
+
+def one_case(name, config, args, tokenizer_json):
+    dtype = getattr(torch, args.dtype)
+    out_dir = os.path.join(args.out, name)
+    model_dir = os.path.join(out_dir, "model")
+    os.makedirs(model_dir, exist_ok=True)
+    model = build(config, dtype, args.device, args.seed)
+    # Shards with an index, as full-size checkpoints come (tiny ones get several shards too).
+    shard = "2GB" if args.config else "40KB"
+    model.save_pretrained(model_dir, max_shard_size=shard, safe_serialization=True)
+    with open(tokenizer_json, "rb") as src, open(os.path.join(model_dir, "tokenizer.json"), "wb") as dst:
+        dst.write(src.read())
+    g = torch.Generator().manual_seed(args.seed + 1)
+    prompt = torch.randint(0, config.vocab_size, (args.context,), generator=g).tolist()
+    keep_logits = config.vocab_size * args.steps <= 4_000_000
+    result = run(model, prompt, args.steps, args.device, keep_logits)
+    expected = dict(
+        format="headscope-hf-agreement/1",
+        case=name,
+        model_type=config.model_type,
+        model_dir="model",
+        layers=config.num_hidden_layers,
+        heads=config.num_attention_heads,
+        dtype=args.dtype,
+        device=args.device,
+        transformers=transformers.__version__,
+        torch=torch.__version__,
+        prompt_ids=prompt,
+        steps=args.steps,
+        **result,
+    )
+    with open(os.path.join(out_dir, "expected.json"), "w") as f:
+        json.dump(expected, f)
+    print(f"{name}: {config.model_type} {config.num_hidden_layers}x{config.num_attention_heads} heads, "
+          f"{args.context} prompt tokens, {args.steps} steps, {result['seconds']:.2f}s -> {out_dir}/expected.json")
+    del model
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="output folder: one subfolder (model/ + expected.json) per case")
+    ap.add_argument("--config", action="append", help="a real config.json (repeatable); default: the tiny configs")
+    ap.add_argument("--cases", default=",".join(TINY), help="tiny cases to run (comma-separated)")
+    ap.add_argument("--context", type=int, default=160, help="prompt tokens")
+    ap.add_argument("--steps", type=int, default=20, help="decode steps")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tokenizer", help="tokenizer.json to ship with each model (default: a byte-level one)")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    tokenizer_json = args.tokenizer or os.path.join(args.out, "tokenizer.json")
+    if not args.tokenizer:
+        byte_level_tokenizer(tokenizer_json)
+    if args.config:
+        for path in args.config:
+            config = AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(path)))
+            name = os.path.basename(os.path.dirname(os.path.abspath(path)))
+            one_case(name, config, args, tokenizer_json)
+    else:
+        for name in args.cases.split(","):
+            spec = dict(COMMON, **TINY[name])
+            model_type = spec.pop("model_type")
+            config = transformers.AutoConfig.for_model(model_type, **spec)
+            one_case(name, config, args, tokenizer_json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+//! `headscope hf-agreement`: HeadScope against Hugging Face transformers on the same weights. The
+//! expected side is bench/hf_agreement.py, which saved a random-weight model and what transformers
+//! computed on it (eager attention): greedy tokens, logits, and every query head's attention argmax
+//! at every decode step. Here the saved model runs through HeadScope's loader and instrumented
+//! transformer the way detection runs it (prefill prompt[:-1], then observed steps), fed
+//! transformers' tokens (teacher forcing), so each step compares like with like even after a first
+//! difference.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use headscope_model::loader::{dtype_name, parse_dtype};
+use headscope_model::{DType, LoadOptions, ModelDir, Probe};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Flags of `headscope hf-agreement`.
+#[derive(Args, Debug)]
+pub struct AgreementArgs {
+    /// expected.json files written by bench/hf_agreement.py (each next to its model/ folder).
+    #[arg(required = true)]
+    pub expected: Vec<PathBuf>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype: `expected` (the one transformers ran in), auto, f32, f16, bf16.
+    #[arg(long, default_value = "expected")]
+    pub dtype: String,
+    /// Largest allowed |logit difference| (default: 1e-3 x the largest |logit| in f32, 5 % of it in
+    /// bf16/f16, whose roundings differ between the two implementations).
+    #[arg(long)]
+    pub logit_tol: Option<f64>,
+    /// Smallest share of (step, layer, head) argmax positions that must be equal.
+    #[arg(long, default_value_t = 0.99)]
+    pub min_argmax: f64,
+    /// Write the comparison as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// What bench/hf_agreement.py writes (the fields used here).
+#[derive(Debug, Deserialize)]
+struct Expected {
+    format: String,
+    case: String,
+    model_dir: String,
+    layers: usize,
+    heads: usize,
+    dtype: String,
+    transformers: String,
+    prompt_ids: Vec<u32>,
+    steps: usize,
+    tokens: Vec<u32>,
+    argmax: Vec<Vec<u32>>,
+    logits: Option<Vec<Vec<f32>>>,
+    top_logits: Vec<Vec<(u32, f32)>>,
+}
+
+/// The comparison of one case.
+#[derive(Debug, Serialize)]
+pub struct CaseResult {
+    /// Case name.
+    pub case: String,
+    /// The expected.json it read.
+    pub expected: String,
+    /// transformers version of the expected side.
+    pub transformers: String,
+    /// HeadScope's compute dtype.
+    pub dtype: String,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Decode steps compared.
+    pub steps: usize,
+    /// Steps whose greedy token equals transformers'.
+    pub tokens_equal: usize,
+    /// First step whose greedy token differs, if any.
+    pub first_token_difference: Option<usize>,
+    /// (step, layer, head) argmax positions compared.
+    pub argmax_total: usize,
+    /// Of those, equal.
+    pub argmax_equal: usize,
+    /// Largest |logit difference| over the steps (all logits, or transformers' top 8 when the file has
+    /// only those).
+    pub max_logit_difference: f64,
+    /// Largest |logit| of transformers', the scale the tolerance refers to.
+    pub logit_scale: f64,
+    /// The tolerance applied.
+    pub logit_tolerance: f64,
+    /// Whether the case meets every criterion.
+    pub pass: bool,
+}
+
+/// `headscope hf-agreement`.
+pub fn hf_agreement(args: &AgreementArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.min_argmax) {
+        bail!("--min-argmax must be between 0 and 1");
+    }
+    let device = crate::sweep::parse_device(&args.device)?;
+    let mut results = Vec::new();
+    for path in &args.expected {
+        let r = compare(path, args, &device).with_context(|| format!("comparing {}", path.display()))?;
+        println!(
+            "{}: greedy tokens {}/{} equal, argmax {}/{} ({:.2} %), max |logit diff| {:.3e} (scale {:.2}, tolerance {:.2e}), {}: {}",
+            r.case,
+            r.tokens_equal,
+            r.steps,
+            r.argmax_equal,
+            r.argmax_total,
+            100.0 * r.argmax_equal as f64 / r.argmax_total.max(1) as f64,
+            r.max_logit_difference,
+            r.logit_scale,
+            r.logit_tolerance,
+            r.dtype,
+            if r.pass { "agrees" } else { "DISAGREES" }
+        );
+        results.push(r);
+    }
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&results)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let failed: Vec<&str> = results.iter().filter(|r| !r.pass).map(|r| r.case.as_str()).collect();
+    if !failed.is_empty() {
+        bail!("HeadScope and transformers disagree on: {}", failed.join(", "));
+    }
+    println!("{} case(s) agree", results.len());
+    Ok(())
+}
+
+fn compare(path: &Path, args: &AgreementArgs, device: &headscope_model::Device) -> Result<CaseResult> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let e: Expected = serde_json::from_str(&text).context("not an expected.json of bench/hf_agreement.py")?;
+    if e.format != "headscope-hf-agreement/1" {
+        bail!("format `{}` is not headscope-hf-agreement/1", e.format);
+    }
+    if e.prompt_ids.len() < 2 || e.tokens.len() != e.steps || e.argmax.len() != e.steps || e.top_logits.len() != e.steps {
+        bail!("the file's prompt, tokens, argmax and logits do not cover {} steps", e.steps);
+    }
+    let dtype = match args.dtype.as_str() {
+        "expected" => match e.dtype.as_str() {
+            "float32" => Some(DType::F32),
+            "bfloat16" => Some(DType::BF16),
+            "float16" => Some(DType::F16),
+            other => bail!("dtype `{other}` of the expected side is not float32, bfloat16 or float16"),
+        },
+        other => parse_dtype(other)?,
+    };
+    let dir = path.parent().unwrap_or(Path::new(".")).join(&e.model_dir);
+    let md = ModelDir::open(&dir)?;
+    let heads = md.spec.layers * md.spec.heads;
+    if (md.spec.layers, md.spec.heads) != (e.layers, e.heads) || e.argmax.iter().any(|a| a.len() != heads) {
+        bail!("the file's argmax grid is not the model's {} layers x {} heads", md.spec.layers, md.spec.heads);
+    }
+    let options = LoadOptions { dtype, device: device.clone() };
+    let used = ModelDir::resolve_dtype(&options);
+    let mut model = md.load_weights(&options)?;
+    let (&last, context) = e.prompt_ids.split_last().expect("checked above");
+    model.reserve(e.prompt_ids.len() + e.steps)?;
+    model.prefill(context)?;
+    let mut input = last;
+    let (mut tokens_equal, mut first_diff, mut argmax_equal) = (0, None, 0);
+    let (mut max_diff, mut scale) = (0f64, 0f64);
+    for step in 0..e.steps {
+        let out = model.step(input, &Probe::default())?;
+        let logits = out.logits.to_vec1::<f32>()?;
+        let ours = argmax(&logits);
+        if ours == e.tokens[step] {
+            tokens_equal += 1;
+        } else if first_diff.is_none() {
+            first_diff = Some(step);
+        }
+        argmax_equal += out.argmax_position.iter().zip(&e.argmax[step]).filter(|(a, b)| a == b).count();
+        let pairs: Vec<(usize, f32)> = match &e.logits {
+            Some(all) => all[step].iter().copied().enumerate().collect(),
+            None => e.top_logits[step].iter().map(|&(i, v)| (i as usize, v)).collect(),
+        };
+        for (i, v) in pairs {
+            let ours = *logits.get(i).with_context(|| format!("logit {i} is outside the model's vocabulary"))?;
+            max_diff = max_diff.max((ours - v).abs() as f64);
+            scale = scale.max(v.abs() as f64);
+        }
+        // Teacher forcing: the next input is transformers' token, whatever HeadScope chose.
+        input = e.tokens[step];
+    }
+    let tolerance = args.logit_tol.unwrap_or(if used == DType::F32 { 1e-3 } else { 5e-2 } * scale.max(1.0));
+    let argmax_total = e.steps * heads;
+    let pass = tokens_equal == e.steps && argmax_equal as f64 >= args.min_argmax * argmax_total as f64 && max_diff <= tolerance;
+    Ok(CaseResult {
+        case: e.case,
+        expected: path.display().to_string(),
+        transformers: e.transformers,
+        dtype: dtype_name(used).to_string(),
+        prompt_tokens: e.prompt_ids.len(),
+        steps: e.steps,
+        tokens_equal,
+        first_token_difference: first_diff,
+        argmax_total,
+        argmax_equal,
+        max_logit_difference: max_diff,
+        logit_scale: scale,
+        logit_tolerance: tolerance,
+        pass,
+    })
+}
+
+/// Index of the largest value, the first one on ties (as torch.argmax).
+fn argmax(v: &[f32]) -> u32 {
+    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best }) as u32
+}

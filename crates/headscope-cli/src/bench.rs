@@ -1,0 +1,738 @@
+//! `headscope bench`: how fast HeadScope runs the paper's detection loop on one model, and how long a
+//! context fits on the device. It sits beside the sweep: the same NIAH prompt (core), the same
+//! prefill of prompt[:-1] and observed decode steps (model), the same eq. 1 scoring (core), timed per
+//! phase, with a fixed number of decode steps (stop tokens are ignored) so every run does equal work.
+//!
+//! Peak memory: candle has no allocator statistics, so on CUDA a thread polls the driver's free/total
+//! memory (`cuMemGetInfo`, every millisecond) and reports the largest amount in use on the whole GPU,
+//! the CUDA context included. On the CPU the figure is the process's peak resident set (VmHWM).
+//!
+//! The longest context (`--max-context`) is found by trying: for a length L the KV cache is allocated
+//! for L positions, the model jumps to the end of it without computing the prompt
+//! ([`Transformer::pretend_filled`]), runs one prefill chunk and one decode step there (the largest
+//! transient buffers of a real run at L), and a binary search over L keeps the longest that ran
+//! without running out of memory. Next to it stands the physical limit from the config:
+//! (device memory - weight bytes) / KV-cache bytes per token.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use headscope_core::metrics::rouge1_recall;
+use headscope_core::niah::{san_francisco_needle, NiahBuilder};
+use headscope_core::score::{retrieval_hits, DecodeStep};
+use headscope_core::TextTokenizer;
+use headscope_model::loader::{dtype_name, parse_dtype};
+use headscope_model::spec::ModelSpec;
+use headscope_model::transformer::DEFAULT_PREFILL_CHUNK;
+use headscope_model::{greedy_decode_from, Device, LoadOptions, ModelDir, Probe, Transformer};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The default haystack for timing: the public-domain text the lab uses, else the built-in one.
+const KJV_HAYSTACK: &str = "public/haystacks/kjv-john.txt";
+/// The built-in haystack (the sweep's default).
+const VILLAGE_HAYSTACK: &str = include_str!("../../../public/haystacks/village.txt");
+/// Lengths of the max-context search are multiples of this.
+const SEARCH_STEP: usize = 1024;
+
+/// Flags of `headscope bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Hugging Face model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), f32, f16, bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Prompt lengths in tokens, comma-separated (one NIAH test per length and repeat).
+    #[arg(long, value_delimiter = ',', default_value = "4096,16384,32768,65536")]
+    pub lengths: Vec<usize>,
+    /// Decode steps per test; stop tokens are ignored so that every test decodes this many.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Tests per length; the figures are means over them.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// Haystack text files (default: public/haystacks/kjv-john.txt when present, else the built-in text).
+    #[arg(long, num_args = 1..)]
+    pub haystack: Vec<PathBuf>,
+    /// Needle depth in percent of the context.
+    #[arg(long, default_value_t = 50.0)]
+    pub depth: f64,
+    /// Prompt tokens per prefill chunk (long contexts use fewer: see the score budget).
+    #[arg(long, default_value_t = DEFAULT_PREFILL_CHUNK)]
+    pub prefill_chunk: usize,
+    /// Also find the longest context that fits in device memory, by trying (see the module docs).
+    #[arg(long)]
+    pub max_context: bool,
+    /// Device memory in GiB for the physical limit and the search (default: the GPU's total; on the CPU
+    /// --max-context needs it).
+    #[arg(long)]
+    pub memory_gib: Option<f64>,
+    /// Write the figures as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write every test's prompt (ids, needle and answer spans) with HeadScope's generated tokens and
+    /// per-step argmax positions, for bench/official_loop.py (same prompts) and the argmax comparison.
+    #[arg(long)]
+    pub save_prompts: Option<PathBuf>,
+}
+
+/// Timing of one prompt length (means over the repeats).
+#[derive(Debug, Serialize)]
+pub struct LengthResult {
+    /// Requested prompt length in tokens.
+    pub length: usize,
+    /// Whether the tests ran (false: the error says why, e.g. out of memory).
+    pub fits: bool,
+    /// Why the tests did not run.
+    pub error: Option<String>,
+    /// Seconds to prefill prompt[:-1].
+    pub prefill_seconds: f64,
+    /// Prefilled tokens per second.
+    pub prefill_tokens_per_second: f64,
+    /// Milliseconds per observed decode step (forward, all heads' argmax, copy to the host).
+    pub decode_step_ms: f64,
+    /// Seconds per NIAH test: prefill, decode steps, scoring.
+    pub test_seconds: f64,
+    /// Peak memory in use while testing this length, in bytes (see `memory_method`).
+    pub peak_memory_bytes: Option<u64>,
+    /// Heads with at least one eq. 1 hit in the last test (random weights: usually none).
+    pub heads_with_hits: usize,
+}
+
+/// Result of the longest-context search.
+#[derive(Debug, Serialize)]
+pub struct MaxContext {
+    /// Device memory the limits refer to, in bytes.
+    pub memory_bytes: u64,
+    /// (memory - weight bytes) / KV bytes per token, rounded down.
+    pub physical_limit_tokens: u64,
+    /// The longest context that ran (multiple of 1024), 0 if none did.
+    pub longest_fitting_tokens: usize,
+    /// Every probe: (context length, whether it ran).
+    pub probes: Vec<(usize, bool)>,
+}
+
+/// Everything `headscope bench` measured.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// HeadScope version.
+    pub headscope_version: String,
+    /// Model directory.
+    pub model: String,
+    /// `model_type`.
+    pub model_type: String,
+    /// Layers x query heads (KV heads).
+    pub layers: usize,
+    /// Query heads per layer.
+    pub heads: usize,
+    /// KV heads per layer.
+    pub kv_heads: usize,
+    /// Parameters, counted from config.json.
+    pub parameters: u64,
+    /// Parameters stored in the safetensors files (should equal `parameters`).
+    pub stored_parameters: u64,
+    /// Bytes of weights in the compute dtype.
+    pub weight_bytes: u64,
+    /// Bytes of KV cache per context token: 2 x layers x kv_heads x head_dim x dtype size.
+    pub kv_bytes_per_token: u64,
+    /// Compute dtype.
+    pub dtype: String,
+    /// Device as given.
+    pub device: String,
+    /// Decode steps per test.
+    pub steps: usize,
+    /// Tests per length.
+    pub repeats: usize,
+    /// How peak memory was measured.
+    pub memory_method: String,
+    /// Seconds to load the weights.
+    pub load_seconds: f64,
+    /// Seconds of the warm-up test (kernel compilation, library start-up).
+    pub warmup_seconds: f64,
+    /// The model's trained context (max_position_embeddings); longer tests are timing only.
+    pub max_position_embeddings: usize,
+    /// Per prompt length.
+    pub lengths: Vec<LengthResult>,
+    /// The longest-context search, when asked for.
+    pub max_context: Option<MaxContext>,
+}
+
+/// One saved test for the PyTorch baseline and the argmax comparison.
+#[derive(Debug, Serialize)]
+struct SavedTest {
+    length: usize,
+    prompt_ids: Vec<u32>,
+    prompt_hash: String,
+    needle_tokens: [usize; 2],
+    answer_tokens: [usize; 2],
+    headscope_tokens: Vec<u32>,
+    /// Per step, per query head (layer-major), the argmax context position.
+    headscope_argmax: Vec<Vec<u32>>,
+}
+
+/// Parameters of a model as its config describes them (the checkpoint's tensors, counted).
+pub fn parameter_count(spec: &ModelSpec) -> u64 {
+    let (h, v) = (spec.hidden_size as u64, spec.vocab_size as u64);
+    let (q, kv) = ((spec.heads * spec.head_dim) as u64, (spec.kv_heads * spec.head_dim) as u64);
+    let i = spec.intermediate_size as u64;
+    let mut attention = h * q + 2 * h * kv + q * h;
+    if spec.qkv_bias {
+        attention += q + 2 * kv;
+    }
+    if spec.o_bias {
+        attention += h;
+    }
+    let dense = 3 * h * i + if spec.mlp_bias { 2 * i + h } else { 0 };
+    let ffn = match &spec.moe {
+        Some(m) => m.experts as u64 * 3 * h * i + h * m.experts as u64,
+        None => dense,
+    };
+    let per_layer = 2 * h + attention + ffn;
+    let lm_head = if spec.tie_word_embeddings { 0 } else { v * h };
+    v * h + spec.layers as u64 * per_layer + h + lm_head
+}
+
+/// KV-cache bytes per context token in `dtype_bytes`-byte elements.
+pub fn kv_bytes_per_token(spec: &ModelSpec, dtype_bytes: u64) -> u64 {
+    2 * spec.layers as u64 * spec.kv_heads as u64 * spec.head_dim as u64 * dtype_bytes
+}
+
+/// Elements stored in safetensors files, read from their headers only.
+pub fn stored_parameters(files: &[PathBuf]) -> Result<u64> {
+    use std::io::Read;
+    let mut total = 0u64;
+    for f in files {
+        let mut file = std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len).with_context(|| format!("{}: no safetensors header", f.display()))?;
+        let n = u64::from_le_bytes(len);
+        if n > 100 << 20 {
+            bail!("{}: a {n}-byte safetensors header is not plausible", f.display());
+        }
+        let mut header = vec![0u8; n as usize];
+        file.read_exact(&mut header).with_context(|| format!("{}: truncated safetensors header", f.display()))?;
+        let v: serde_json::Value = serde_json::from_slice(&header).with_context(|| format!("{}: header is not JSON", f.display()))?;
+        for (name, t) in v.as_object().into_iter().flatten() {
+            if name == "__metadata__" {
+                continue;
+            }
+            let shape =
+                t.get("shape").and_then(|s| s.as_array()).with_context(|| format!("{}: tensor {name} has no shape", f.display()))?;
+            total += shape.iter().map(|d| d.as_u64().unwrap_or(0)).product::<u64>();
+        }
+    }
+    Ok(total)
+}
+
+/// `headscope bench`.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    if args.lengths.is_empty() || args.lengths.contains(&0) {
+        bail!("--lengths needs positive prompt lengths");
+    }
+    if args.steps == 0 || args.repeats == 0 {
+        bail!("--steps and --repeats must be at least 1");
+    }
+    let device = crate::sweep::parse_device(&args.device)?;
+    let options = LoadOptions { dtype: parse_dtype(&args.dtype)?, device: device.clone() };
+    let dtype = ModelDir::resolve_dtype(&options);
+    let mut md = ModelDir::open(&args.model)?;
+    let spec = md.spec.clone();
+    let dtype_bytes = dtype.size_in_bytes() as u64;
+    let parameters = parameter_count(&spec);
+    let stored = stored_parameters(&md.weight_files)?;
+    let weight_bytes = stored.max(parameters) * dtype_bytes;
+    let kv_per_token = kv_bytes_per_token(&spec, dtype_bytes);
+    let monitor = memory::Monitor::start(&device);
+    let memory_bytes = match (args.memory_gib, monitor.total()) {
+        (Some(g), _) if g > 0.0 => Some((g * (1u64 << 30) as f64) as u64),
+        (Some(_), _) => bail!("--memory-gib must be positive"),
+        (None, total) => total,
+    };
+    if args.max_context && memory_bytes.is_none() {
+        bail!("--max-context on the CPU needs --memory-gib (the memory to fill)");
+    }
+    let physical_limit = memory_bytes.map(|m| m.saturating_sub(weight_bytes) / kv_per_token.max(1));
+
+    // Tests past the trained context are for timing only: lift the limit (random weights do not care).
+    let longest_test = args.lengths.iter().max().copied().unwrap_or(0) + args.steps;
+    let search_top = if args.max_context { physical_limit.unwrap_or(0) as usize + SEARCH_STEP + args.steps } else { 0 };
+    let trained = spec.max_position_embeddings;
+    md.spec.max_position_embeddings = trained.max(longest_test).max(search_top);
+    if longest_test > trained {
+        eprintln!("note: tests up to {longest_test} positions pass the model's trained context of {trained} (timing only)");
+    }
+
+    let haystack = if !args.haystack.is_empty() {
+        args.haystack
+            .iter()
+            .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+            .collect::<Result<_>>()?
+    } else if Path::new(KJV_HAYSTACK).exists() {
+        vec![std::fs::read_to_string(KJV_HAYSTACK)?]
+    } else {
+        vec![VILLAGE_HAYSTACK.to_string()]
+    };
+    let needle = san_francisco_needle();
+    let mut builder = NiahBuilder::new(&md.tokenizer, md.prompt_format(true), &haystack)?;
+    // Build every prompt before loading gigabytes: a bad length fails fast.
+    let mut prompts = Vec::new();
+    for &length in &args.lengths {
+        prompts.push(builder.build(&needle, length, args.depth).with_context(|| format!("building the {length}-token prompt"))?);
+    }
+
+    eprintln!(
+        "loading {} ({} layers x {} heads, {} KV heads, {} parameters) on {} as {}",
+        md.dir.display(),
+        spec.layers,
+        spec.heads,
+        spec.kv_heads,
+        count(parameters),
+        args.device,
+        dtype_name(dtype)
+    );
+    let t = Instant::now();
+    let mut model = md.load_weights(&options)?;
+    device.synchronize()?;
+    let load_seconds = t.elapsed().as_secs_f64();
+    model.set_prefill_chunk(args.prefill_chunk);
+
+    // Warm-up: kernel JIT and library start-up (12-15 s on a fresh GPU machine) stay out of the figures.
+    let t = Instant::now();
+    let warm: Vec<u32> = prompts[0].prompt_ids.iter().copied().take(64.min(prompts[0].prompt_ids.len())).collect();
+    model.reserve(warm.len() + 2)?;
+    run_test(&mut model, &device, &warm, 2)?;
+    let warmup_seconds = t.elapsed().as_secs_f64();
+
+    let shape = spec.head_shape();
+    let mut results = Vec::new();
+    let mut saved = Vec::new();
+    for test in &prompts {
+        monitor.reset_peak();
+        let length = test.prompt_ids.len();
+        let mut sums = (0.0, 0.0, 0.0);
+        let mut outcome = Ok(());
+        let mut heads_with_hits = 0;
+        for _ in 0..args.repeats {
+            let run = model.reserve(length + args.steps).and_then(|_| {
+                let t0 = Instant::now();
+                let timing = run_test(&mut model, &device, &test.prompt_ids, args.steps)?;
+                Ok((t0, timing))
+            });
+            match run {
+                Ok((t0, (prefill, decode, trace))) => {
+                    let steps: Vec<DecodeStep> = trace
+                        .tokens
+                        .iter()
+                        .zip(&trace.argmax_position)
+                        .map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() })
+                        .collect();
+                    let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
+                    let answer = md.tokenizer.decode(&trace.tokens).unwrap_or_default();
+                    let _recall = rouge1_recall(&answer, &needle.real_needle);
+                    let total = t0.elapsed().as_secs_f64();
+                    heads_with_hits = shape.iter().filter(|&h| hits.score(h) > 0.0).count();
+                    sums.0 += prefill;
+                    sums.1 += decode;
+                    sums.2 += total;
+                    if saved.iter().all(|s: &SavedTest| s.length != length) {
+                        saved.push(SavedTest {
+                            length,
+                            prompt_ids: test.prompt_ids.clone(),
+                            prompt_hash: test.prompt_hash(),
+                            needle_tokens: [test.needle_tokens.start, test.needle_tokens.end],
+                            answer_tokens: [test.answer_tokens.start, test.answer_tokens.end],
+                            headscope_tokens: trace.tokens.clone(),
+                            headscope_argmax: trace.argmax_position.clone(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        let n = args.repeats as f64;
+        let r = match outcome {
+            Ok(()) => LengthResult {
+                length,
+                fits: true,
+                error: None,
+                prefill_seconds: sums.0 / n,
+                prefill_tokens_per_second: (length - 1) as f64 / (sums.0 / n).max(1e-9),
+                decode_step_ms: 1e3 * sums.1 / n / args.steps as f64,
+                test_seconds: sums.2 / n,
+                peak_memory_bytes: monitor.peak(),
+                heads_with_hits,
+            },
+            Err(e) => {
+                if !is_out_of_memory(&e) {
+                    return Err(e).with_context(|| format!("the {length}-token test"));
+                }
+                // Free what the failed attempt left before the next length.
+                model.release_cache();
+                LengthResult {
+                    length,
+                    fits: false,
+                    error: Some(e.to_string()),
+                    prefill_seconds: 0.0,
+                    prefill_tokens_per_second: 0.0,
+                    decode_step_ms: 0.0,
+                    test_seconds: 0.0,
+                    peak_memory_bytes: monitor.peak(),
+                    heads_with_hits: 0,
+                }
+            }
+        };
+        eprintln!("{}", row(&r));
+        results.push(r);
+    }
+
+    let max_context = if args.max_context {
+        let memory = memory_bytes.expect("checked above");
+        let limit = physical_limit.unwrap_or(0);
+        let known = results.iter().filter(|r| r.fits).map(|r| r.length).max().unwrap_or(0);
+        Some(search_max_context(&mut model, &device, memory, limit, known, args)?)
+    } else {
+        None
+    };
+
+    let report = BenchReport {
+        headscope_version: headscope_core::VERSION.to_string(),
+        model: md.dir.display().to_string(),
+        model_type: spec.model_type.clone(),
+        layers: spec.layers,
+        heads: spec.heads,
+        kv_heads: spec.kv_heads,
+        parameters,
+        stored_parameters: stored,
+        weight_bytes,
+        kv_bytes_per_token: kv_per_token,
+        dtype: dtype_name(dtype).to_string(),
+        device: args.device.clone(),
+        steps: args.steps,
+        repeats: args.repeats,
+        memory_method: monitor.method().to_string(),
+        load_seconds,
+        warmup_seconds,
+        max_position_embeddings: trained,
+        lengths: results,
+        max_context,
+    };
+    print!("{}", render(&report));
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    if let Some(path) = &args.save_prompts {
+        let doc =
+            serde_json::json!({ "model": report.model, "steps": args.steps, "layers": spec.layers, "heads": spec.heads, "tests": saved });
+        write_json(path, &doc)?;
+    }
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))
+}
+
+/// One NIAH test's model work: prefill prompt[:-1] (synchronised, so the time is the device's), then
+/// `steps` observed decode steps. Returns (prefill seconds, decode seconds, trace).
+fn run_test(
+    model: &mut Transformer,
+    device: &Device,
+    prompt: &[u32],
+    steps: usize,
+) -> headscope_model::Result<(f64, f64, headscope_model::DecodeTrace)> {
+    let (&last, context) = prompt.split_last().ok_or_else(|| headscope_model::ModelError::Invalid("the prompt is empty".into()))?;
+    model.reset();
+    let t = Instant::now();
+    model.prefill(context)?;
+    device.synchronize()?;
+    let prefill = t.elapsed().as_secs_f64();
+    // Every step copies its argmax positions to the host, which waits for the device.
+    let trace = greedy_decode_from(model, last, steps, &[], &Probe::default(), |_| true)?;
+    Ok((prefill, trace.decode_seconds, trace))
+}
+
+/// Whether an error is the device running out of memory (as opposed to a bug to report).
+fn is_out_of_memory(e: &(impl std::fmt::Display + ?Sized)) -> bool {
+    let m = e.to_string().to_lowercase();
+    m.contains("out_of_memory") || m.contains("out of memory") || m.contains("alloc_failed") || m.contains("memory allocation")
+}
+
+/// Binary search for the longest context (multiple of [`SEARCH_STEP`]) whose KV cache, last prefill
+/// chunk and decode step run, between `known` (a length that ran) and the physical limit.
+fn search_max_context(
+    model: &mut Transformer,
+    device: &Device,
+    memory: u64,
+    limit: u64,
+    known: usize,
+    args: &BenchArgs,
+) -> Result<MaxContext> {
+    let mut probes = Vec::new();
+    let top = (limit as usize / SEARCH_STEP) * SEARCH_STEP;
+    let (mut lo, mut hi) = ((known / SEARCH_STEP) * SEARCH_STEP, top + SEARCH_STEP);
+    let mut probe = |model: &mut Transformer, length: usize| -> Result<bool> {
+        model.release_cache();
+        let ok = match memory_probe(model, device, length, args.steps, args.prefill_chunk) {
+            Ok(()) => true,
+            Err(e) if is_out_of_memory(&e) => false,
+            Err(e) => return Err(e).with_context(|| format!("probing a {length}-token context")),
+        };
+        model.release_cache();
+        eprintln!("max-context probe {length} tokens: {}", if ok { "fits" } else { "out of memory" });
+        probes.push((length, ok));
+        Ok(ok)
+    };
+    // The physical limit itself first: if it fits there is nothing to search.
+    if top > lo && probe(model, top)? {
+        lo = top;
+    } else {
+        hi = hi.min(top);
+        while hi > lo + SEARCH_STEP {
+            let mid = (lo + hi) / 2 / SEARCH_STEP * SEARCH_STEP;
+            if probe(model, mid)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    Ok(MaxContext { memory_bytes: memory, physical_limit_tokens: limit, longest_fitting_tokens: lo, probes })
+}
+
+/// The buffers of a real run at `length` positions without computing the prompt: the KV cache for
+/// `length + steps` positions, the last `prefill_chunk` prompt tokens (prefilled in the chunks the score
+/// budget gives there) and one decode step.
+fn memory_probe(
+    model: &mut Transformer,
+    device: &Device,
+    length: usize,
+    steps: usize,
+    prefill_chunk: usize,
+) -> headscope_model::Result<()> {
+    model.reserve(length + steps)?;
+    let tail = prefill_chunk.min(length - 1);
+    model.pretend_filled(length - 1 - tail)?;
+    model.prefill(&vec![0u32; tail])?;
+    model.step(0, &Probe::default())?;
+    device.synchronize()?;
+    Ok(())
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// A byte count in the largest unit that keeps it at least 1.
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => gib(n),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// A parameter count in billions or millions.
+fn count(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.2} B", n as f64 / 1e9)
+    } else {
+        format!("{:.2} M", n as f64 / 1e6)
+    }
+}
+
+fn row(r: &LengthResult) -> String {
+    if !r.fits {
+        return format!("| {} | does not fit: {} | | | | |", r.length, r.error.as_deref().unwrap_or(""));
+    }
+    format!(
+        "| {} | {:.3} s | {:.0} tok/s | {:.2} ms | {:.3} s | {} |",
+        r.length,
+        r.prefill_seconds,
+        r.prefill_tokens_per_second,
+        r.decode_step_ms,
+        r.test_seconds,
+        r.peak_memory_bytes.map(gib).unwrap_or_else(|| "-".into())
+    )
+}
+
+/// The report as Markdown, as it is printed.
+pub fn render(r: &BenchReport) -> String {
+    let mut s = format!(
+        "## headscope bench: {} ({} {}x{} heads, {} KV heads, {} parameters, {} on {})\n\n",
+        r.model,
+        r.model_type,
+        r.layers,
+        r.heads,
+        r.kv_heads,
+        count(r.parameters),
+        r.dtype,
+        r.device
+    );
+    s += &format!(
+        "load {:.1} s, warm-up {:.1} s; weights {}, KV cache {} per token; {} decode steps per test, {} test(s) per length\n",
+        r.load_seconds,
+        r.warmup_seconds,
+        bytes(r.weight_bytes),
+        bytes(r.kv_bytes_per_token),
+        r.steps,
+        r.repeats
+    );
+    s += &format!("peak memory: {}\n\n", r.memory_method);
+    s += "| context | prefill | prefill speed | decode step | per NIAH test | peak memory |\n|---|---|---|---|---|---|\n";
+    for l in &r.lengths {
+        s += &row(l);
+        s.push('\n');
+    }
+    if let Some(m) = &r.max_context {
+        s += &format!(
+            "\nlongest context that fits in {}: {} tokens (physical limit (memory - weights) / KV per token: {} tokens)\n",
+            bytes(m.memory_bytes),
+            m.longest_fitting_tokens,
+            m.physical_limit_tokens
+        );
+    }
+    s
+}
+
+/// Peak memory while a length is tested: the GPU's memory in use (driver query) on CUDA, the
+/// process's peak resident set on the CPU.
+mod memory {
+    use headscope_model::Device;
+
+    /// A peak-memory sampler for one device.
+    pub struct Monitor {
+        #[cfg(feature = "cuda")]
+        gpu: Option<gpu::Sampler>,
+        cpu: bool,
+    }
+
+    impl Monitor {
+        /// Starts sampling `device`.
+        pub fn start(device: &Device) -> Self {
+            #[cfg(feature = "cuda")]
+            {
+                Monitor { gpu: gpu::Sampler::start(device), cpu: device.is_cpu() }
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                Monitor { cpu: device.is_cpu() }
+            }
+        }
+
+        /// The device's total memory, when known (CUDA).
+        pub fn total(&self) -> Option<u64> {
+            #[cfg(feature = "cuda")]
+            if let Some(g) = &self.gpu {
+                return Some(g.total);
+            }
+            None
+        }
+
+        /// Forgets the peak so far (the next figure covers what follows).
+        pub fn reset_peak(&self) {
+            #[cfg(feature = "cuda")]
+            if let Some(g) = &self.gpu {
+                g.reset();
+            }
+        }
+
+        /// The peak since the last reset.
+        pub fn peak(&self) -> Option<u64> {
+            #[cfg(feature = "cuda")]
+            if let Some(g) = &self.gpu {
+                return Some(g.peak());
+            }
+            if self.cpu {
+                return peak_rss();
+            }
+            None
+        }
+
+        /// How the figure is measured, for the report.
+        pub fn method(&self) -> &'static str {
+            #[cfg(feature = "cuda")]
+            if self.gpu.is_some() {
+                return "GPU memory in use (whole device, CUDA context included): cuMemGetInfo polled every 1 ms during each length's tests";
+            }
+            if self.cpu {
+                "peak resident set of the process (VmHWM), since start"
+            } else {
+                "not measured"
+            }
+        }
+    }
+
+    /// VmHWM of /proc/self/status in bytes (Linux).
+    fn peak_rss() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    #[cfg(feature = "cuda")]
+    mod gpu {
+        use headscope_model::candle_core::cuda_backend::cudarc::driver::CudaContext;
+        use headscope_model::Device;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        use std::thread::JoinHandle;
+        use std::time::Duration;
+
+        /// A thread that polls free/total memory and keeps the largest amount in use.
+        pub struct Sampler {
+            pub total: u64,
+            peak: Arc<AtomicU64>,
+            stop: Arc<AtomicBool>,
+            handle: Option<JoinHandle<()>>,
+        }
+
+        impl Sampler {
+            pub fn start(device: &Device) -> Option<Self> {
+                let ctx: Arc<CudaContext> = device.as_cuda_device().ok()?.cuda_stream().context().clone();
+                let (free, total) = ctx.mem_get_info().ok()?;
+                let peak = Arc::new(AtomicU64::new((total - free) as u64));
+                let stop = Arc::new(AtomicBool::new(false));
+                let (p, s) = (peak.clone(), stop.clone());
+                let handle = std::thread::spawn(move || {
+                    while !s.load(Ordering::Relaxed) {
+                        if let Ok((free, total)) = ctx.mem_get_info() {
+                            p.fetch_max((total - free) as u64, Ordering::Relaxed);
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                });
+                Some(Sampler { total: total as u64, peak, stop, handle: Some(handle) })
+            }
+
+            pub fn reset(&self) {
+                self.peak.store(0, Ordering::Relaxed);
+            }
+
+            pub fn peak(&self) -> u64 {
+                self.peak.load(Ordering::Relaxed)
+            }
+        }
+
+        impl Drop for Sampler {
+            fn drop(&mut self) {
+                self.stop.store(true, Ordering::Relaxed);
+                if let Some(h) = self.handle.take() {
+                    let _ = h.join();
+                }
+            }
+        }
+    }
+}

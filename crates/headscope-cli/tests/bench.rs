@@ -1,0 +1,167 @@
+//! `headscope bench` and `headscope hf-agreement` on tiny models on the CPU: the figures are sane and
+//! consistent (no timing targets), the saved prompts are exact, and bad input is a clear error.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn headscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_headscope")).args(args).output().expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = headscope(args);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "headscope {args:?} failed\nstdout: {stdout}\nstderr: {stderr}");
+    stdout
+}
+
+fn tiny(dir: &Path, arch: &str) -> String {
+    let d = dir.join(arch);
+    ok(&["tiny-model", "--out", d.to_str().unwrap(), "--arch", arch]);
+    d.to_string_lossy().into_owned()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn bench_prints_consistent_figures_and_saves_exact_prompts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama");
+    let (report, prompts) = (tmp.path().join("bench.json"), tmp.path().join("prompts.json"));
+    let stdout = ok(&[
+        "bench",
+        "--model",
+        &model,
+        "--lengths",
+        "160,320",
+        "--steps",
+        "3",
+        "--max-context",
+        "--memory-gib",
+        "0.004",
+        "--json",
+        report.to_str().unwrap(),
+        "--save-prompts",
+        prompts.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("| context | prefill | prefill speed | decode step | per NIAH test | peak memory |"), "{stdout}");
+    assert!(stdout.contains("| 160 |") && stdout.contains("| 320 |") && stdout.contains("longest context that fits"), "{stdout}");
+
+    let r = json(&report);
+    let (layers, heads, kv_heads) = (r["layers"].as_u64().unwrap(), r["heads"].as_u64().unwrap(), r["kv_heads"].as_u64().unwrap());
+    let config = json(&Path::new(&model).join("config.json"));
+    let head_dim = config["hidden_size"].as_u64().unwrap() / config["num_attention_heads"].as_u64().unwrap();
+    assert_eq!(r["parameters"], r["stored_parameters"], "the config's parameter count is the checkpoint's");
+    assert_eq!(r["kv_bytes_per_token"].as_u64().unwrap(), 2 * layers * kv_heads * head_dim * 4);
+    assert_eq!(r["weight_bytes"].as_u64().unwrap(), r["parameters"].as_u64().unwrap() * 4);
+    for (l, want) in r["lengths"].as_array().unwrap().iter().zip([160u64, 320]) {
+        assert_eq!(l["length"].as_u64().unwrap(), want);
+        assert_eq!(l["fits"], true);
+        let (prefill, speed) = (l["prefill_seconds"].as_f64().unwrap(), l["prefill_tokens_per_second"].as_f64().unwrap());
+        assert!(prefill > 0.0 && l["decode_step_ms"].as_f64().unwrap() > 0.0);
+        assert!((speed * prefill - (want - 1) as f64).abs() < 1e-3 * want as f64, "tokens/s is prompt[:-1] over the prefill time");
+        assert!(l["test_seconds"].as_f64().unwrap() >= prefill + 3.0 * l["decode_step_ms"].as_f64().unwrap() / 1e3 * 0.999);
+        assert!(l["peak_memory_bytes"].as_u64().unwrap() > 0);
+    }
+    let m = &r["max_context"];
+    let memory = m["memory_bytes"].as_u64().unwrap();
+    assert_eq!(memory, (0.004 * (1u64 << 30) as f64) as u64);
+    let limit = (memory - r["weight_bytes"].as_u64().unwrap()) / r["kv_bytes_per_token"].as_u64().unwrap();
+    assert_eq!(m["physical_limit_tokens"].as_u64().unwrap(), limit);
+    let longest = m["longest_fitting_tokens"].as_u64().unwrap();
+    assert!(longest > 320 && longest <= limit && longest.is_multiple_of(1024), "{longest} of {limit}");
+    assert!(m["probes"].as_array().unwrap().iter().any(|p| p[0].as_u64() == Some(longest) && p[1] == true));
+
+    let p = json(&prompts);
+    let tests = p["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 2);
+    for t in tests {
+        let length = t["length"].as_u64().unwrap() as usize;
+        assert_eq!(t["prompt_ids"].as_array().unwrap().len(), length);
+        let (needle, answer) = (&t["needle_tokens"], &t["answer_tokens"]);
+        assert!(needle[0].as_u64() <= answer[0].as_u64() && answer[1].as_u64() <= needle[1].as_u64());
+        let argmax = t["headscope_argmax"].as_array().unwrap();
+        assert_eq!(argmax.len(), 3);
+        assert_eq!(t["headscope_tokens"].as_array().unwrap().len(), 3);
+        for (step, a) in argmax.iter().enumerate() {
+            let a = a.as_array().unwrap();
+            assert_eq!(a.len() as u64, layers * heads);
+            assert!(a.iter().all(|x| (x.as_u64().unwrap() as usize) < length + step), "a head looked past its position");
+        }
+    }
+}
+
+#[test]
+fn bench_counts_parameters_of_every_family_as_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in ["mistral", "qwen2", "mixtral"] {
+        let model = tiny(tmp.path(), arch);
+        let report = tmp.path().join(format!("{arch}.json"));
+        ok(&["bench", "--model", &model, "--lengths", "160", "--steps", "2", "--json", report.to_str().unwrap()]);
+        let r = json(&report);
+        assert_eq!(r["parameters"], r["stored_parameters"], "{arch}");
+        assert!(r["max_context"].is_null());
+    }
+}
+
+#[test]
+fn bench_and_agreement_refuse_bad_input_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama");
+    for (args, expect) in [
+        (vec!["bench", "--model", &model, "--lengths", "160", "--max-context"], "--memory-gib"),
+        (vec!["bench", "--model", &model, "--lengths", "0"], "positive"),
+        (vec!["bench", "--model", &model, "--lengths", "20"], "too short"),
+    ] {
+        let out = headscope(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expect) && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let bad = tmp.path().join("expected.json");
+    std::fs::write(&bad, r#"{"format":"something else"}"#).unwrap();
+    let out = headscope(&["hf-agreement", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("bench/hf_agreement.py") && !stderr.contains("panicked"), "{stderr}");
+}
+
+/// The committed fixture: tiny random models saved by transformers 5 (one per family, plus linear RoPE
+/// scaling) with what transformers computed on them (bench/hf_agreement.py). HeadScope must give the
+/// same greedy tokens, logits within 1e-3 of their scale, and the same argmax at >= 99 % of
+/// (step, layer, head); a wrong RoPE base must be caught.
+#[test]
+fn hf_agreement_fixture_matches_transformers_and_catches_a_wrong_rope_base() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-agreement");
+    let cases = ["llama", "llama-rope", "mistral", "qwen2", "mixtral"];
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("agreement.json");
+    let mut args: Vec<String> = vec!["hf-agreement".into(), "--json".into(), report.to_string_lossy().into_owned()];
+    args.extend(cases.iter().map(|c| fixture.join(c).join("expected.json").to_string_lossy().into_owned()));
+    let stdout = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(stdout.contains("5 case(s) agree"), "{stdout}");
+    for r in json(&report).as_array().unwrap() {
+        assert_eq!(r["tokens_equal"], r["steps"], "{r}");
+        assert_eq!(r["argmax_equal"], r["argmax_total"], "{r}");
+        assert!(r["max_logit_difference"].as_f64().unwrap() < 1e-4, "{r}");
+    }
+
+    // The same weights read with the default RoPE base instead of the saved one must disagree.
+    let copy = tmp.path().join("llama-rope");
+    std::fs::create_dir_all(copy.join("model")).unwrap();
+    std::fs::copy(fixture.join("llama-rope/expected.json"), copy.join("expected.json")).unwrap();
+    for f in std::fs::read_dir(fixture.join("llama-rope/model")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, copy.join("model").join(f.file_name().unwrap())).unwrap();
+    }
+    let config = copy.join("model/config.json");
+    let mut c = json(&config);
+    c["rope_parameters"]["rope_theta"] = serde_json::json!(10000.0);
+    std::fs::write(&config, c.to_string()).unwrap();
+    let out = headscope(&["hf-agreement", copy.join("expected.json").to_str().unwrap()]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("DISAGREES") && stderr.contains("disagree on: llama-rope"), "{stdout}{stderr}");
+}
