@@ -213,6 +213,31 @@ async function main() {
       console.log('skip: ../shared/refs/head_score is absent (published files ship with the developers\' shared folder)');
     }
 
+    // Cancelling a sweep stops it between tests and keeps what finished.
+    await page.fill('#answer', 'eat a sandwich and sit in Dolores Park on a sunny day');
+    await page.fill('#lengths', '256:1024:5');
+    await page.fill('#depths', '5');
+    await page.click('#run');
+    await page.waitForFunction(() => (window.__headscope?.testsDone ?? 0) >= 1, null, { timeout: 120_000 });
+    await page.click('#cancel');
+    await waitState(page, ['ready'], 120_000, cpu.log);
+    const cancelled = await labState(page);
+    check(cancelled.sweep?.cancelled === true && cancelled.tests.length >= 1 && cancelled.tests.length < 25,
+      'Cancel stops a sweep and keeps the finished tests', `${cancelled.tests.length} of 25 ran`);
+
+    // Other model sources: a chosen folder, and a URL (fetched once, then served from the Cache API).
+    await page.setInputFiles('#model-files', path.join(ROOT, 'public/models/lab'));
+    await waitState(page, ['ready'], 120_000, cpu.log);
+    const picked = (await labState(page)).model;
+    check(picked?.name === 'lab' && picked.hash === cpuModel.hash, 'a chosen model folder loads (same content hash as the bundled model)', picked?.name);
+    await page.fill('#model-url', `${srv.url}models/lab`);
+    await page.click('#load-url');
+    await waitState(page, ['ready'], 120_000, cpu.log);
+    const fromUrl = (await labState(page)).model;
+    const cached = await page.evaluate(async () => (await (await caches.open('headscope-models-v1')).keys()).map((r) => r.url));
+    check(fromUrl?.hash === cpuModel.hash && cached.some((u) => u.endsWith('/models/lab/model.safetensors')),
+      'a model URL loads and its files are kept in the Cache API', `${cached.length} cached files`);
+
     // Bad inputs: messages in the page, never a crash.
     await page.selectOption('#scores-source', 'sweep');
     await page.fill('#answer', 'ride a cable car');

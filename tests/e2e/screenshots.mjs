@@ -16,10 +16,13 @@ try {
   const s = await runSweep(page, { lengths: '256:1024:4', depths: 5, maxNew: 24, log });
   const mean = (v) => v.reduce((a, b) => a + b, 0) / Math.max(v.length, 1);
   const best = Object.entries(s.scores).sort((a, b) => mean(b[1]) - mean(a[1]))[0][0];
-  // A passing test at the longest length, for the head view and the rerun.
+  // A passing test at the longest length, the needle nearest mid-context, for the head view and the rerun.
   const tests = s.tests;
-  const pick = tests.findIndex((t) => t.recall >= 0.5 && t.length === Math.max(...tests.map((x) => x.length)));
-  await page.click(`#tests li[data-index="${Math.max(pick, 0)}"]`);
+  const longest = Math.max(...tests.map((x) => x.length));
+  const candidates = tests.map((t, i) => [t, i]).filter(([t]) => t.recall >= 0.5 && t.length === longest);
+  candidates.sort((a, b) => Math.abs(a[0].depth_percent - 50) - Math.abs(b[0].depth_percent - 50));
+  const pick = candidates.length ? candidates[0][1] : 0;
+  await page.click(`#tests li[data-index="${pick}"]`);
   const [layer, head] = best.split('-').map(Number);
   await page.locator('#heads-canvas').scrollIntoViewIfNeeded();
   const box = await page.locator('#heads-canvas').boundingBox();

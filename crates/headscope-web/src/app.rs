@@ -1315,10 +1315,15 @@ fn answer_element(r: &TestResult) -> Res<HtmlElement> {
 /// A strip of one step's attention over the whole context: grey intensity = weight, the needle band green.
 fn strip_canvas(v: &HeadViewResult, strip: &[f32]) -> Res<HtmlCanvasElement> {
     let canvas: HtmlCanvasElement = dom::document()?.create_element("canvas").map_err(|e| js_error(&e))?.unchecked_into();
-    let (w, h) = (strip.len().max(1) as u32, 14u32);
+    let (w, h) = (strip.len().max(1) as u32, 16u32);
     canvas.set_width(w);
     canvas.set_height(h);
+    // One pixel per bin, stretched to a fixed width by CSS (crisp, whatever the context length).
+    let _ = canvas.style().set_property("width", "480px");
+    let _ = canvas.style().set_property("height", &format!("{h}px"));
     let ctx = context_2d(&canvas)?;
+    ctx.set_fill_style_str("#f0f0f0");
+    ctx.fill_rect(0.0, 0.0, w as f64, h as f64);
     ctx.set_fill_style_str("#cde9d8");
     let (n0, n1) = (v.needle_tokens[0] / v.bin, v.needle_tokens[1].div_ceil(v.bin));
     ctx.fill_rect(n0 as f64, 0.0, (n1 - n0) as f64, h as f64);
