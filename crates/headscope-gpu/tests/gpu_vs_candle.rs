@@ -39,7 +39,7 @@ fn gpu() -> Option<&'static GpuContext> {
     static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
     CTX.get_or_init(|| match block_on(GpuContext::new()) {
         Ok(c) => {
-            say(&format!("headscope-gpu tests run on {}", c.adapter().describe()));
+            say(&format!("headscope-gpu tests run on {} (software: {})", c.adapter().describe(), c.adapter().is_software()));
             Some(c)
         }
         Err(e) => {
