@@ -6,7 +6,8 @@ as a Hugging Face directory (sharded safetensors, a byte-level tokenizer.json), 
 random token ids through it the way the paper's detection does (prefill prompt[:-1], then one decode
 step per token starting with prompt[-1]), and writes what transformers computed to expected.json:
 the greedy tokens, every step's logits, and per step, layer and query head the context position of
-that head's attention peak (torch.argmax over the attention row, as an absolute position).
+that head's attention peak (torch.argmax over the attention row, as an absolute position; in bf16 and
+f16, where the returned weights are rounded, also every position that shares the maximum).
 
 `headscope hf-agreement DIR/expected.json` then runs HeadScope on the saved directory, feeding the
 same tokens (teacher forcing), and compares.
@@ -22,7 +23,6 @@ On the GPU machine (real configs, bf16, 4K context; see scripts/gpu-bench.sh):
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -30,6 +30,9 @@ import time
 import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM
+
+# The same seeded weights and tokenizer as the benchmark checkpoints (this script's folder is on sys.path).
+from make_checkpoint import build_model, byte_level_tokenizer, randomize
 
 # Tiny configs, one per family HeadScope runs, each exercising its family's quirks: GQA everywhere,
 # a sliding window shorter than the prompt (mistral), q/k/v biases and tied embeddings (qwen2),
@@ -46,54 +49,25 @@ TINY = {
 }
 
 
-def byte_level_tokenizer(path):
-    """A 256-token byte-level tokenizer.json (no merges): valid ids in every vocabulary."""
-    from tokenizers import Tokenizer, decoders, models
-    from tokenizers.pre_tokenizers import ByteLevel
-
-    alphabet = sorted(ByteLevel.alphabet())
-    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    tok.pre_tokenizer = ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.save(path)
-
-
-@torch.no_grad()
-def randomize(model, seed):
-    """Weights with unit-scale activations (HF's init, std 0.02, makes attention nearly uniform, so
-    argmax positions would hinge on rounding noise); norms near 1, biases small."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    for name, p in model.named_parameters():
-        if p.dim() == 1:
-            base = 1.0 if "norm" in name else 0.0
-            v = base + 0.1 * torch.randn(p.shape, generator=g)
-        elif "embed_tokens" in name:
-            v = torch.randn(p.shape, generator=g)
-        else:
-            # fan-in is the last dimension (also for fused expert tensors [experts, out, in])
-            v = torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1])
-            if "q_proj" in name:
-                v = v * 2.0  # sharper attention peaks
-        p.copy_(v.to(p.dtype))
-
-
 def build(config, dtype, device, seed):
+    """The random-weight model, built and drawn on `device` in `dtype`, with eager attention (the
+    implementation that returns attention weights)."""
     config._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model = build_model(config, dtype, device, attn_implementation="eager")
     randomize(model, seed)
-    return model.to(device=device, dtype=dtype).eval()
+    return model
 
 
 @torch.no_grad()
-def run(model, prompt, steps, device, keep_logits):
-    """Prefill prompt[:-1], then `steps` greedy decode steps with eager attention returned."""
+def run(model, prompt, steps, device, keep_logits, forced=None):
+    """Prefill prompt[:-1], then `steps` greedy decode steps with eager attention returned (fed
+    `forced` tokens instead of its own choices when given)."""
     ids = torch.tensor([prompt], device=device)
     t0 = time.time()
     out = model(input_ids=ids[:, :-1], use_cache=True)
     past = out.past_key_values
     inp = prompt[-1]
-    tokens, argmax, logits_kept, top = [], [], [], []
+    tokens, argmax, ties, logits_kept, top = [], [], [], [], []
     for step in range(steps):
         out = model(input_ids=torch.tensor([[inp]], device=device), past_key_values=past, use_cache=True, output_attentions=True)
         past = out.past_key_values
@@ -101,18 +75,46 @@ def run(model, prompt, steps, device, keep_logits):
         tok = int(logits.argmax())
         position = len(prompt) - 1 + step  # the position of the token fed at this step
         row = []
-        for att in out.attentions:  # [1, heads, 1, keys]; a sliding cache may hold only recent keys
+        for layer, att in enumerate(out.attentions):  # [1, heads, 1, keys]; a sliding cache may hold only recent keys
             keys = att.shape[-1]
             first = position + 1 - keys
-            row.extend(int(first + j) for j in att[0, :, -1, :].float().argmax(dim=-1).tolist())
+            weights = att[0, :, -1, :]
+            row.extend(int(first + j) for j in weights.float().argmax(dim=-1).tolist())
+            # In bf16/f16 the returned weights are rounded, and several positions can share the maximum:
+            # transformers cannot tell them apart, so any of them counts as its argmax.
+            tied = weights == weights.max(dim=-1, keepdim=True).values
+            for head in (tied.sum(dim=-1) > 1).nonzero().flatten().tolist():
+                positions = (first + tied[head].nonzero().flatten()).tolist()[:64]
+                ties.append([step, layer * weights.shape[0] + head, positions])
         argmax.append(row)
         tokens.append(tok)
         if keep_logits:
             logits_kept.append([round(x, 6) for x in logits.cpu().tolist()])
         values, indices = logits.topk(min(8, logits.numel()))
         top.append([[int(i), round(float(v), 6)] for v, i in zip(values.cpu(), indices.cpu())])
-        inp = tok
-    return dict(tokens=tokens, argmax=argmax, logits=logits_kept or None, top_logits=top, seconds=time.time() - t0)
+        inp = tok if forced is None else forced[step]
+    return dict(tokens=tokens, argmax=argmax, argmax_ties=ties, logits=logits_kept or None, top_logits=top, seconds=time.time() - t0)
+
+
+def noise_floor(model, prompt, args, half):
+    """How often transformers agrees with itself when the same weights run in f32 instead of the half
+    precision: the argmax agreement that bf16/f16 rounding alone allows (teacher-forced on the
+    half-precision tokens), with the f32 argmax positions so that HeadScope's half-precision run can be
+    held against the same f32 reference. None when the f32 copy does not fit."""
+    try:
+        model.float()
+        full = run(model, prompt, args.steps, args.device, False, forced=half["tokens"])
+    except torch.cuda.OutOfMemoryError:
+        return None
+    ties = {(s, h): set(p) for s, h, p in half["argmax_ties"]}
+    total = strict = tied = 0
+    for s, (a, b) in enumerate(zip(half["argmax"], full["argmax"])):
+        for h, (x, y) in enumerate(zip(a, b)):
+            total += 1
+            strict += x == y
+            tied += x == y or y in ties.get((s, h), ())
+    return dict(argmax_total=total, argmax_equal_strict=strict, argmax_equal=tied,
+                tokens_equal=sum(x == y for x, y in zip(half["tokens"], full["tokens"])), f32_argmax=full["argmax"])
 
 
 def one_case(name, config, args, tokenizer_json):
@@ -130,6 +132,7 @@ def one_case(name, config, args, tokenizer_json):
     prompt = torch.randint(0, config.vocab_size, (args.context,), generator=g).tolist()
     keep_logits = config.vocab_size * args.steps <= 4_000_000
     result = run(model, prompt, args.steps, args.device, keep_logits)
+    noise = noise_floor(model, prompt, args, result) if args.noise_floor and dtype != torch.float32 else None
     expected = dict(
         format="headscope-hf-agreement/1",
         case=name,
@@ -143,10 +146,14 @@ def one_case(name, config, args, tokenizer_json):
         torch=torch.__version__,
         prompt_ids=prompt,
         steps=args.steps,
+        noise_floor=noise,
         **result,
     )
     with open(os.path.join(out_dir, "expected.json"), "w") as f:
         json.dump(expected, f)
+    if noise:
+        print(f"{name}: transformers {args.dtype} vs f32 on the same weights: argmax {noise['argmax_equal']}/{noise['argmax_total']} "
+              f"({noise['argmax_equal_strict']} without ties), greedy tokens {noise['tokens_equal']}/{args.steps}")
     print(f"{name}: {config.model_type} {config.num_hidden_layers}x{config.num_attention_heads} heads, "
           f"{args.context} prompt tokens, {args.steps} steps, {result['seconds']:.2f}s -> {out_dir}/expected.json")
     del model
@@ -164,6 +171,8 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--noise-floor", action="store_true",
+                    help="in bf16/f16, also run the weights in f32 and record how often transformers agrees with itself")
     ap.add_argument("--tokenizer", help="tokenizer.json to ship with each model (default: a byte-level one)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)

@@ -29,7 +29,10 @@ pub struct AgreementArgs {
     /// bf16/f16, whose roundings differ between the two implementations).
     #[arg(long)]
     pub logit_tol: Option<f64>,
-    /// Smallest share of (step, layer, head) argmax positions that must be equal.
+    /// Smallest share of (step, layer, head) argmax positions that must be equal. In bf16/f16 with a
+    /// recorded f32 reference it is also enough that HeadScope is as close to transformers-in-f32 as
+    /// transformers-in-half-precision is (within one percentage point): rounding alone moves near-tied
+    /// peaks, in either implementation.
     #[arg(long, default_value_t = 0.99)]
     pub min_argmax: f64,
     /// Write the comparison as JSON.
@@ -51,8 +54,33 @@ struct Expected {
     steps: usize,
     tokens: Vec<u32>,
     argmax: Vec<Vec<u32>>,
+    /// (step, head index, positions) where transformers' rounded weights share their maximum.
+    #[serde(default)]
+    argmax_ties: Vec<(usize, usize, Vec<u32>)>,
     logits: Option<Vec<Vec<f32>>>,
     top_logits: Vec<Vec<(u32, f32)>>,
+    /// transformers against itself in f32 on the same weights (half-precision runs with --noise-floor).
+    #[serde(default)]
+    noise_floor: Option<NoiseFloor>,
+}
+
+/// transformers in half precision against the same weights in f32, teacher-forced on the same tokens.
+#[derive(Debug, Clone, Deserialize)]
+struct NoiseFloor {
+    argmax_total: usize,
+    argmax_equal_strict: usize,
+    f32_argmax: Vec<Vec<u32>>,
+}
+
+/// Agreement with the f32 reference: transformers' half precision run, and HeadScope's.
+#[derive(Debug, Serialize)]
+pub struct F32Reference {
+    /// (step, layer, head) positions compared.
+    pub argmax_total: usize,
+    /// transformers (half precision) equal to transformers (f32).
+    pub transformers_equal: usize,
+    /// HeadScope (this run's dtype) equal to transformers (f32).
+    pub headscope_equal: usize,
 }
 
 /// The comparison of one case.
@@ -76,8 +104,10 @@ pub struct CaseResult {
     pub first_token_difference: Option<usize>,
     /// (step, layer, head) argmax positions compared.
     pub argmax_total: usize,
-    /// Of those, equal.
+    /// Of those, equal (or, where transformers' rounded weights tie at the maximum, among the tied).
     pub argmax_equal: usize,
+    /// Of those, equal to transformers' first maximum exactly.
+    pub argmax_equal_strict: usize,
     /// Largest |logit difference| over the steps (all logits, or transformers' top 8 when the file has
     /// only those).
     pub max_logit_difference: f64,
@@ -85,6 +115,8 @@ pub struct CaseResult {
     pub logit_scale: f64,
     /// The tolerance applied.
     pub logit_tolerance: f64,
+    /// Both half-precision runs against transformers in f32, when the file has that reference.
+    pub f32_reference: Option<F32Reference>,
     /// Whether the case meets every criterion.
     pub pass: bool,
 }
@@ -99,19 +131,30 @@ pub fn hf_agreement(args: &AgreementArgs) -> Result<()> {
     for path in &args.expected {
         let r = compare(path, args, &device).with_context(|| format!("comparing {}", path.display()))?;
         println!(
-            "{}: greedy tokens {}/{} equal, argmax {}/{} ({:.2} %), max |logit diff| {:.3e} (scale {:.2}, tolerance {:.2e}), {}: {}",
+            "{}: greedy tokens {}/{} equal, argmax {}/{} ({:.2} %; {} without ties), max |logit diff| {:.3e} (scale {:.2}, tolerance {:.2e}), {}: {}",
             r.case,
             r.tokens_equal,
             r.steps,
             r.argmax_equal,
             r.argmax_total,
             100.0 * r.argmax_equal as f64 / r.argmax_total.max(1) as f64,
+            r.argmax_equal_strict,
             r.max_logit_difference,
             r.logit_scale,
             r.logit_tolerance,
             r.dtype,
             if r.pass { "agrees" } else { "DISAGREES" }
         );
+        if let Some(f) = &r.f32_reference {
+            println!(
+                "{}: against transformers in f32: transformers {} argmax {:.2} %, HeadScope {} argmax {:.2} %",
+                r.case,
+                r.dtype,
+                100.0 * f.transformers_equal as f64 / f.argmax_total.max(1) as f64,
+                r.dtype,
+                100.0 * f.headscope_equal as f64 / f.argmax_total.max(1) as f64
+            );
+        }
         results.push(r);
     }
     if let Some(p) = &args.json {
@@ -131,7 +174,8 @@ fn compare(path: &Path, args: &AgreementArgs, device: &headscope_model::Device) 
     if e.format != "headscope-hf-agreement/1" {
         bail!("format `{}` is not headscope-hf-agreement/1", e.format);
     }
-    if e.prompt_ids.len() < 2 || e.tokens.len() != e.steps || e.argmax.len() != e.steps || e.top_logits.len() != e.steps {
+    let reference_ok = e.noise_floor.as_ref().is_none_or(|n| n.f32_argmax.len() == e.steps);
+    if e.prompt_ids.len() < 2 || e.tokens.len() != e.steps || e.argmax.len() != e.steps || e.top_logits.len() != e.steps || !reference_ok {
         bail!("the file's prompt, tokens, argmax and logits do not cover {} steps", e.steps);
     }
     let dtype = match args.dtype.as_str() {
@@ -156,7 +200,11 @@ fn compare(path: &Path, args: &AgreementArgs, device: &headscope_model::Device) 
     model.reserve(e.prompt_ids.len() + e.steps)?;
     model.prefill(context)?;
     let mut input = last;
-    let (mut tokens_equal, mut first_diff, mut argmax_equal) = (0, None, 0);
+    let (mut tokens_equal, mut first_diff, mut argmax_equal, mut argmax_strict, mut f32_equal) = (0, None, 0, 0, 0);
+    let mut ties: std::collections::HashMap<(usize, usize), &[u32]> = std::collections::HashMap::new();
+    for (step, head, positions) in &e.argmax_ties {
+        ties.insert((*step, *head), positions);
+    }
     let (mut max_diff, mut scale) = (0f64, 0f64);
     for step in 0..e.steps {
         let out = model.step(input, &Probe::default())?;
@@ -167,7 +215,17 @@ fn compare(path: &Path, args: &AgreementArgs, device: &headscope_model::Device) 
         } else if first_diff.is_none() {
             first_diff = Some(step);
         }
-        argmax_equal += out.argmax_position.iter().zip(&e.argmax[step]).filter(|(a, b)| a == b).count();
+        if let Some(n) = &e.noise_floor {
+            f32_equal += out.argmax_position.iter().zip(&n.f32_argmax[step]).filter(|(a, b)| a == b).count();
+        }
+        for (h, (ours, theirs)) in out.argmax_position.iter().zip(&e.argmax[step]).enumerate() {
+            if ours == theirs {
+                argmax_strict += 1;
+                argmax_equal += 1;
+            } else if ties.get(&(step, h)).is_some_and(|t| t.contains(ours)) {
+                argmax_equal += 1;
+            }
+        }
         let pairs: Vec<(usize, f32)> = match &e.logits {
             Some(all) => all[step].iter().copied().enumerate().collect(),
             None => e.top_logits[step].iter().map(|&(i, v)| (i as usize, v)).collect(),
@@ -182,7 +240,17 @@ fn compare(path: &Path, args: &AgreementArgs, device: &headscope_model::Device) 
     }
     let tolerance = args.logit_tol.unwrap_or(if used == DType::F32 { 1e-3 } else { 5e-2 } * scale.max(1.0));
     let argmax_total = e.steps * heads;
-    let pass = tokens_equal == e.steps && argmax_equal as f64 >= args.min_argmax * argmax_total as f64 && max_diff <= tolerance;
+    let share = |n: usize, total: usize| n as f64 / total.max(1) as f64;
+    let f32_reference = e.noise_floor.as_ref().map(|n| F32Reference {
+        argmax_total: n.argmax_total,
+        transformers_equal: n.argmax_equal_strict,
+        headscope_equal: f32_equal,
+    });
+    let near_reference = f32_reference
+        .as_ref()
+        .is_some_and(|r| share(r.headscope_equal, r.argmax_total) >= share(r.transformers_equal, r.argmax_total) - 0.01);
+    let argmax_ok = share(argmax_equal, argmax_total) >= args.min_argmax || near_reference;
+    let pass = tokens_equal == e.steps && argmax_ok && max_diff <= tolerance;
     Ok(CaseResult {
         case: e.case,
         expected: path.display().to_string(),
@@ -194,6 +262,8 @@ fn compare(path: &Path, args: &AgreementArgs, device: &headscope_model::Device) 
         first_token_difference: first_diff,
         argmax_total,
         argmax_equal,
+        argmax_equal_strict: argmax_strict,
+        f32_reference,
         max_logit_difference: max_diff,
         logit_scale: scale,
         logit_tolerance: tolerance,

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""A random-weight checkpoint at a real model's shape, for timing and agreement runs without a hub.
+
+Builds the model of a config.json (bench/configs/<name>/config.json: the published Hugging Face
+configs of the paper's table 1) with transformers, fills it with seeded random weights, and
+save_pretrained's it as sharded safetensors with a tokenizer.json next to it:
+
+    python bench/make_checkpoint.py --config bench/configs/llama-2-7b/config.json --out /root/ckpt/llama-2-7b
+
+Token ids. The real tokenizers cannot be fetched, and a random model does not care which text its ids
+stand for, so the checkpoint ships the lab model's tokenizer (public/models/lab/tokenizer.json: 4096
+byte-level BPE tokens, ids 0..4095). Every table-1 vocabulary is larger (32000 to 152064), so each lab
+id is a valid id of the model: prompts built with that tokenizer (headscope bench builds a real NIAH
+prompt from the KJV haystack) use the first 4096 rows of the embedding, and both HeadScope and the
+PyTorch baseline read the very same ids (bench/official_loop.py takes them from headscope bench
+--save-prompts). Ids the random model generates past 4095 decode to nothing; neither side's timing
+depends on it. --tokenizer byte-level ships a 256-token byte-level tokenizer instead.
+
+Memory and disk: the model is built on --device in --dtype (bf16: 2 bytes per parameter). Llama-2-7B
+needs 13.5 GB of GPU memory and disk; Yi-34B-200K 69 GB (fits an 80 GB GPU); Mixtral-8x7B 93 GB fits
+neither the H100 nor the 64 GB disk of a one-GPU machine: build it on an nvidia-h200-x2 machine (139 GB
+per GPU, 128 GB disk).
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import torch
+
+
+@torch.no_grad()
+def randomize(model, seed):
+    """Seeded weights with unit-scale activations. Hugging Face's own init (std 0.02) makes attention
+    nearly uniform, so argmax positions would hinge on rounding noise; here every matrix has std
+    1/sqrt(fan-in) (q_proj twice that, for sharper attention peaks), embeddings std 1, norm weights
+    1 + 0.1 N(0,1), biases 0.1 N(0,1). The generator lives on the parameters' device, so a 7B model
+    is drawn on the GPU in seconds; on the CPU the numbers are those of a CPU generator."""
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    for name, p in model.named_parameters():
+        if p.dim() == 1:
+            base = 1.0 if "norm" in name else 0.0
+            v = base + 0.1 * torch.randn(p.shape, generator=g, device=device)
+        elif "embed_tokens" in name:
+            v = torch.randn(p.shape, generator=g, device=device)
+        else:
+            # fan-in is the last dimension (also for fused expert tensors [experts, out, in])
+            v = torch.randn(p.shape, generator=g, device=device) / math.sqrt(p.shape[-1])
+            if "q_proj" in name:
+                v = v * 2.0
+        p.copy_(v.to(p.dtype))
+
+
+def byte_level_tokenizer(path):
+    """A 256-token byte-level tokenizer.json (no merges): valid ids in every vocabulary."""
+    from tokenizers import Tokenizer, decoders, models
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = sorted(ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.save(path)
+
+
+def tokenizer_vocab(path):
+    with open(path) as f:
+        t = json.load(f)
+    ids = list(t.get("model", {}).get("vocab", {}).values()) + [a["id"] for a in t.get("added_tokens", [])]
+    return max(ids) + 1 if ids else 0
+
+
+def build_model(config, dtype, device, attn_implementation=None):
+    """The model of `config` in `dtype`, its tensors created on `device` (no CPU copy first)."""
+    from transformers import AutoModelForCausalLM
+
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    with torch.device(device):
+        try:
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, **extra)
+        except TypeError:  # transformers 4 spells it torch_dtype
+            model = AutoModelForCausalLM.from_config(config, torch_dtype=dtype, **extra)
+    return model.eval()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="a config.json (e.g. bench/configs/llama-2-7b/config.json)")
+    ap.add_argument("--out", required=True, help="the model directory to write")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tokenizer", default="public/models/lab/tokenizer.json", help="tokenizer.json to ship, or byte-level")
+    ap.add_argument("--shard-size", default="5GB", help="max_shard_size of save_pretrained")
+    args = ap.parse_args()
+
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(args.config)))
+    dtype = getattr(torch, args.dtype)
+    os.makedirs(args.out, exist_ok=True)
+    if args.tokenizer == "byte-level":
+        tokenizer_json = os.path.join(args.out, "tokenizer.json")
+        byte_level_tokenizer(tokenizer_json)
+    else:
+        tokenizer_json = args.tokenizer
+    vocab = tokenizer_vocab(tokenizer_json)
+    if vocab > config.vocab_size:
+        sys.exit(f"the tokenizer has {vocab} tokens but the model's vocab_size is {config.vocab_size}")
+
+    t0 = time.time()
+    model = build_model(config, dtype, args.device)
+    params = sum(p.numel() for p in model.parameters())
+    need = params * torch.finfo(dtype).bits // 8
+    free = shutil.disk_usage(args.out).free
+    if need * 1.05 > free:
+        sys.exit(f"{args.out}: {need / 1e9:.1f} GB of weights but {free / 1e9:.1f} GB free on that disk")
+    randomize(model, args.seed)
+    t1 = time.time()
+    model.save_pretrained(args.out, max_shard_size=args.shard_size, safe_serialization=True)
+    if os.path.abspath(tokenizer_json) != os.path.abspath(os.path.join(args.out, "tokenizer.json")):
+        shutil.copyfile(tokenizer_json, os.path.join(args.out, "tokenizer.json"))
+    t2 = time.time()
+    print(
+        f"{args.out}: {config.model_type} {config.num_hidden_layers} layers x {config.num_attention_heads} heads, "
+        f"{params / 1e9:.2f} B parameters, {args.dtype}; built in {t1 - t0:.1f} s on {args.device}, saved in {t2 - t1:.1f} s; "
+        f"tokenizer {os.path.basename(tokenizer_json)} ({vocab} ids of {config.vocab_size})"
+    )
+
+
+if __name__ == "__main__":
+    main()
