@@ -227,6 +227,9 @@ async function main() {
 
     // Other model sources: a chosen folder, and a URL (fetched once, then served from the Cache API).
     await page.setInputFiles('#model-files', path.join(ROOT, 'public/models/lab'));
+    // The files are read before the load starts: wait for the model to change, not for 'ready'.
+    await page.waitForFunction(() => JSON.parse(window.__headscope?.model ?? 'null')?.name === 'lab', null, { timeout: 120_000 })
+      .catch(() => {});
     await waitState(page, ['ready'], 120_000, cpu.log);
     const picked = (await labState(page)).model;
     check(picked?.name === 'lab' && picked.hash === cpuModel.hash, 'a chosen model folder loads (same content hash as the bundled model)', picked?.name);

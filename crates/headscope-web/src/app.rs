@@ -178,6 +178,8 @@ struct App {
     busy: Busy,
     backend: BackendChoice,
     model: Option<ModelSummary>,
+    /// Content hash of the last model loaded (kept while another load runs).
+    loaded_hash: Option<String>,
     /// The last model source, with the bytes of picked files, to reload after a crash or a backend change.
     source: ModelSource,
     source_buffers: Vec<js_sys::ArrayBuffer>,
@@ -233,6 +235,7 @@ fn boot() -> Res<()> {
         busy: Busy::Starting,
         backend,
         model: None,
+        loaded_hash: None,
         source: ModelSource::Bundled,
         source_buffers: vec![],
         needles: None,
@@ -333,8 +336,15 @@ fn on_event(app: &Shared, event: Event) {
             if let Some(reason) = &summary.fallback_reason {
                 a.dom.status.set_text_content(Some(&format!("WebGPU not used ({reason}); running on the CPU")));
             }
+            // Results of another model no longer fit the heatmaps; a reload of the same one keeps them.
+            if a.loaded_hash.as_ref() != Some(&summary.hash) {
+                a.sweep = None;
+                a.selected_test = None;
+                a.selected_head = None;
+                a.masked.clear();
+            }
+            a.loaded_hash = Some(summary.hash.clone());
             a.model = Some(summary);
-            a.masked.retain(|_| false);
             a.head_view = None;
         }
         Event::SweepStarted { total, lengths, depths, masked } => {

@@ -518,7 +518,10 @@ pub fn head_view_from(tokenizer: &HfTokenizer, shape: HeadShape, head: HeadId, o
     let bin = context.div_ceil(STRIP_BINS).max(1);
     let mut steps = Vec::with_capacity(out.trace.tokens.len());
     for (s, &token) in out.trace.tokens.iter().enumerate() {
-        let argmax = out.trace.argmax[s][index];
+        let argmax = out.trace.argmax[s]
+            .get(index)
+            .copied()
+            .ok_or_else(|| LabError::Invalid(format!("step {s} reports no argmax for head {head}")))?;
         let row = out.trace.rows[s].iter().find(|r| r.head == head).map(|r| r.weights.as_slice()).unwrap_or(&[]);
         let a = argmax as usize;
         let peak = row.get(a).copied().unwrap_or(0.0);
