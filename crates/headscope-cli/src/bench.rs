@@ -429,8 +429,14 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         write_json(path, &report)?;
     }
     if let Some(path) = &args.save_prompts {
-        let doc =
-            serde_json::json!({ "model": report.model, "steps": args.steps, "layers": spec.layers, "heads": spec.heads, "tests": saved });
+        let doc = serde_json::json!({
+            "model": report.model,
+            "steps": args.steps,
+            "layers": spec.layers,
+            "heads": spec.heads,
+            "real_needle": needle.real_needle,
+            "tests": saved,
+        });
         write_json(path, &doc)?;
     }
     Ok(())

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# HeadScope against the official detection loop on full-size checkpoints, on the lent GPU machine
+# (PyTorch + transformers, no Rust, no network). A CUDA build of `headscope` travels as
+# .carry/headscope.gz; checkpoints are random weights at the real configs of bench/configs, built
+# there by bench/make_checkpoint.py into $CKPT (/root/ckpt; kept while the machine stays warm).
+# Results go to $OUT (the run tool's output folder) or .carry/out.
+#
+#   scripts/gpu-bench.sh smoke            a minute: bf16 load of the lab model on CUDA, a tiny random
+#                                          model through both sides and the report (checks the set-up)
+#   scripts/gpu-bench.sh bench MODEL [LENGTHS]
+#                                          both sides on MODEL (a folder of bench/configs, e.g. llama-2-7b,
+#                                          mistral-7b-v0.2) at LENGTHS (4096,16384,32768,65536): per NIAH
+#                                          test, prefill, decode step, peak memory, argmax agreement, and
+#                                          HeadScope's longest context next to the physical limit
+#   scripts/gpu-bench.sh agree MODEL...   HF agreement at $AGREE_CONTEXT (4096) tokens, bf16, with the
+#                                          f32 noise floor where it fits (llama-2-7b mistral-7b-v0.2
+#                                          qwen1.5-14b; mixtral-8x7b-v0.1 needs an H200 and 100 GB of disk)
+#   scripts/gpu-bench.sh report           results.md over every model folder in $OUT
+#
+# Build the binary first, on the Rust machine (see README, "Full-size checkpoints on CUDA"):
+#   source ~/.cache/cuda13/env.sh && cargo build --release -p headscope-cli --features cuda &&
+#   mkdir -p .carry && gzip -9c target/release/headscope > .carry/headscope.gz
+# and run with the run tool: command "scripts/gpu-bench.sh bench llama-2-7b", carry [".carry/headscope.gz"].
+set -euo pipefail
+# HEADSCOPE_BIN, PYTHON and DEVICE=cpu allow a dry run of the script's logic on a machine without a GPU.
+bin=${HEADSCOPE_BIN:-.carry/headscope}
+[ -x "$bin" ] || { gunzip -c .carry/headscope.gz > "$bin"; chmod +x "$bin"; }
+out=${OUT:-.carry/out}
+ckpt=${CKPT:-/root/ckpt}
+py=${PYTHON:-python3}
+device=${DEVICE:-cuda}
+mkdir -p "$out" "$ckpt"
+
+# nvidia-smi samples of memory.used (MiB) every 50 ms into $1, in the background; prints its pid.
+smi_start() {
+  if command -v nvidia-smi > /dev/null; then
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 > "$1" 2> /dev/null &
+    echo $!
+  else
+    echo ""
+  fi
+}
+smi_stop() { [ -z "$1" ] || kill "$1" 2> /dev/null || true; }
+
+checkpoint() { # MODEL: make the random-weight checkpoint once
+  local m=$1
+  [ -f "bench/configs/$m/config.json" ] || { echo "no bench/configs/$m/config.json" >&2; exit 2; }
+  if [ ! -f "$ckpt/$m/model.safetensors.index.json" ] && [ ! -f "$ckpt/$m/model.safetensors" ]; then
+    $py bench/make_checkpoint.py --config "bench/configs/$m/config.json" --out "$ckpt/$m" --device "$device" 2>&1 | grep -v "Writing model shards"
+  fi
+}
+
+both_sides() { # NAME MODEL_DIR LENGTHS [extra headscope bench flags...]
+  local name=$1 dir=$2 lengths=$3
+  shift 3
+  local d="$out/$name" pid
+  mkdir -p "$d"
+  nvidia-smi > "$d/nvidia-smi.txt" 2>&1 || true
+  pid=$(smi_start "$d/smi-headscope.csv")
+  "$bin" bench --model "$dir" --device "$device" --lengths "$lengths" --steps "${STEPS:-20}" "$@" \
+    --json "$d/headscope.json" --save-prompts "$d/prompts.json" 2>&1 | tee "$d/headscope.log"
+  smi_stop "$pid"
+  pid=$(smi_start "$d/smi-official.csv")
+  $py bench/official_loop.py --model "$dir" --device "$device" --prompts "$d/prompts.json" --json "$d/official.json" 2>&1 \
+    | grep -v "Loading weights" | tee "$d/official.log"
+  smi_stop "$pid"
+  $py bench/bench_report.py "$d" --out "$d/results.md" > /dev/null
+  cat "$d/results.md"
+}
+
+case "${1:?smoke, bench MODEL, agree MODEL..., or report}" in
+  smoke)
+    # The known CUDA bug: auto dtype (bf16) loading the lab model's f16 weights.
+    "$bin" generate --model public/models/lab --device "$device" --prompt "In the beginning was the Word" --max-new-tokens 12 \
+      2>&1 | tee "$out/smoke-generate.log"
+    tiny=/tmp/headscope-smoke
+    mkdir -p "$tiny/config"
+    cat > "$tiny/config/config.json" << 'EOF'
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 512, "intermediate_size": 1024,
+ "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 32000,
+ "max_position_embeddings": 8192, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": false,
+ "bos_token_id": 1, "eos_token_id": 2}
+EOF
+    [ -f "$tiny/model/config.json" ] || $py bench/make_checkpoint.py --config "$tiny/config/config.json" --out "$tiny/model" --shard-size 20MB --device "$device" \
+      2>&1 | grep -v "Writing model shards"
+    both_sides smoke "$tiny/model" 1024,4096 --max-context --memory-gib 4
+    ;;
+  bench)
+    m=${2:?model: a folder of bench/configs}
+    checkpoint "$m"
+    both_sides "$m" "$ckpt/$m" "${3:-4096,16384,32768,65536}" --max-context
+    ;;
+  agree)
+    shift
+    [ $# -gt 0 ] || set -- llama-2-7b mistral-7b-v0.2 qwen1.5-14b
+    for m in "$@"; do
+      d="$out/$m"
+      a=/root/agree
+      mkdir -p "$d"
+      rm -rf "${a:?}/$m"
+      $py bench/hf_agreement.py --config "bench/configs/$m/config.json" --context "${AGREE_CONTEXT:-4096}" --dtype bfloat16 \
+        --device "$device" --noise-floor --tokenizer public/models/lab/tokenizer.json --out "$a" 2>&1 | grep -v "Writing model shards" \
+        | tee "$d/hf-agreement.log"
+      # Exit status 1 means a disagreement: keep going, the report shows it.
+      "$bin" hf-agreement "$a/$m/expected.json" --device "$device" --json "$d/agreement.json" 2>&1 | tee -a "$d/hf-agreement.log" || true
+      rm -rf "${a:?}/$m" # one model on disk at a time
+    done
+    ;;
+  report)
+    dirs=()
+    for d in "$out"/*/; do [ -f "$d/headscope.json" ] || [ -f "$d/agreement.json" ] && dirs+=("$d"); done
+    $py bench/bench_report.py "${dirs[@]}" --out "$out/results.md"
+    ;;
+  *)
+    echo "usage: scripts/gpu-bench.sh smoke | bench MODEL [LENGTHS] | agree MODEL... | report" >&2
+    exit 2
+    ;;
+esac
