@@ -24,7 +24,11 @@
 set -euo pipefail
 # HEADSCOPE_BIN, PYTHON and DEVICE=cpu allow a dry run of the script's logic on a machine without a GPU.
 bin=${HEADSCOPE_BIN:-.carry/headscope}
-[ -x "$bin" ] || { gunzip -c .carry/headscope.gz > "$bin"; chmod +x "$bin"; }
+# Unpack when missing or older than the carried archive (a warm machine keeps the last one).
+if [ -z "${HEADSCOPE_BIN:-}" ] && { [ ! -x "$bin" ] || [ .carry/headscope.gz -nt "$bin" ]; }; then
+  gunzip -c .carry/headscope.gz > "$bin"
+  chmod +x "$bin"
+fi
 out=${OUT:-.carry/out}
 ckpt=${CKPT:-/root/ckpt}
 py=${PYTHON:-python3}
