@@ -11,7 +11,8 @@ const TYPES = {
   '.jsonl': 'application/x-ndjson', '.ttf': 'font/ttf', '.png': 'image/png', '.safetensors': 'application/octet-stream',
 };
 
-/** Serves `dir` on a free local port; resolves to { url, close }. */
+/** Serves `dir` on a free local port; resolves to { url, close }. Unknown paths get the page itself
+ * (200, text/html), as single-page-app hosts answer, so the lab must cope with that. */
 export function serve(dir) {
   const root = path.resolve(dir);
   const server = http.createServer((req, res) => {
@@ -19,6 +20,7 @@ export function serve(dir) {
     let file = path.join(root, decodeURIComponent(url.pathname));
     if (!file.startsWith(root)) { res.writeHead(403).end(); return; }
     if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
+    if (!fs.existsSync(file)) file = path.join(root, 'index.html');
     fs.readFile(file, (err, data) => {
       if (err) { res.writeHead(404).end('not found'); return; }
       res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' });

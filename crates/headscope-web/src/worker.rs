@@ -268,6 +268,15 @@ async fn fetch_file(base: &str, file: &str, required: bool, cache: Option<&web_s
     if !resp.ok() {
         return Err(failed(format!("HTTP {} {}", resp.status(), resp.status_text())));
     }
+    // Static hosts that answer every unknown path with the page itself (single-page-app fallback)
+    // send HTML where a model file is missing.
+    let html = resp.headers().get("content-type").ok().flatten().is_some_and(|t| t.starts_with("text/html"));
+    if html {
+        if !required {
+            return Ok(None);
+        }
+        return Err(failed("the server answered with a web page, not the file: is the URL a model folder?".into()));
+    }
     if let Some(c) = cache {
         if let Ok(copy) = resp.clone() {
             // A failed store (quota) only costs a download next time.
