@@ -126,6 +126,13 @@ def markdown(folders):
                 out.append(f"HF agreement {c['case']} ({c['dtype']}, {c['prompt_tokens']} tokens): greedy tokens {c['tokens_equal']}/{c['steps']}, "
                            f"argmax {c['argmax_equal']}/{c['argmax_total']}, max |logit diff| {c['max_logit_difference']:.3g}, "
                            f"{'agrees' if c['pass'] else 'DISAGREES'}")
+                r = c.get("f32_reference")
+                if r:
+                    pct = lambda n: 100 * n / max(1, r["argmax_total"])
+                    out.append(f"  against transformers in f32: transformers {c['dtype']} argmax {pct(r['transformers_equal']):.1f} %, tokens "
+                               f"{r['transformers_tokens_equal']}/{c['steps']}, max |logit diff| {r['transformers_max_logit_difference']:.3g}; "
+                               f"HeadScope argmax {pct(r['headscope_equal']):.1f} %, tokens {r['headscope_tokens_equal']}/{c['steps']}, "
+                               f"max |logit diff| {r['headscope_max_logit_difference']:.3g}")
         out.append("")
     out.append("Argmax equal: share of (step, layer, head) argmax positions that are the same on both sides, over the decode steps both ran on "
                "the same inputs (up to the first step whose generated token differs; the official loop's topk over bf16 weights breaks ties "

@@ -99,11 +99,13 @@ def run(model, prompt, steps, device, keep_logits, forced=None):
 def noise_floor(model, prompt, args, half):
     """How often transformers agrees with itself when the same weights run in f32 instead of the half
     precision: the argmax agreement that bf16/f16 rounding alone allows (teacher-forced on the
-    half-precision tokens), with the f32 argmax positions so that HeadScope's half-precision run can be
-    held against the same f32 reference. None when the f32 copy does not fit."""
+    half-precision tokens), and likewise for greedy tokens and logits; with the f32 run's argmax
+    positions, tokens and logits, so that HeadScope's half-precision run can be held against the same
+    f32 reference. None when the f32 copy does not fit."""
+    keep_logits = half["logits"] is not None
     try:
         model.float()
-        full = run(model, prompt, args.steps, args.device, False, forced=half["tokens"])
+        full = run(model, prompt, args.steps, args.device, keep_logits, forced=half["tokens"])
     except torch.cuda.OutOfMemoryError:
         return None
     ties = {(s, h): set(p) for s, h, p in half["argmax_ties"]}
@@ -113,8 +115,14 @@ def noise_floor(model, prompt, args, half):
             total += 1
             strict += x == y
             tied += x == y or y in ties.get((s, h), ())
+    if keep_logits:
+        logit_diff = max(abs(x - y) for a, b in zip(half["logits"], full["logits"]) for x, y in zip(a, b))
+    else:  # the half-precision run's top logits, looked up in the f32 run's top (missing ones skipped)
+        logit_diff = max((abs(v - dict(map(tuple, b)).get(i, v)) for a, b in zip(half["top_logits"], full["top_logits"]) for i, v in a),
+                         default=0.0)
     return dict(argmax_total=total, argmax_equal_strict=strict, argmax_equal=tied,
-                tokens_equal=sum(x == y for x, y in zip(half["tokens"], full["tokens"])), f32_argmax=full["argmax"])
+                tokens_equal=sum(x == y for x, y in zip(half["tokens"], full["tokens"])), max_logit_difference=logit_diff,
+                f32_argmax=full["argmax"], f32_tokens=full["tokens"], f32_logits=full["logits"], f32_top_logits=full["top_logits"])
 
 
 def one_case(name, config, args, tokenizer_json):
@@ -153,7 +161,8 @@ def one_case(name, config, args, tokenizer_json):
         json.dump(expected, f)
     if noise:
         print(f"{name}: transformers {args.dtype} vs f32 on the same weights: argmax {noise['argmax_equal']}/{noise['argmax_total']} "
-              f"({noise['argmax_equal_strict']} without ties), greedy tokens {noise['tokens_equal']}/{args.steps}")
+              f"({noise['argmax_equal_strict']} without ties), greedy tokens {noise['tokens_equal']}/{args.steps}, "
+              f"max |logit diff| {noise['max_logit_difference']:.3g}")
     print(f"{name}: {config.model_type} {config.num_hidden_layers}x{config.num_attention_heads} heads, "
           f"{args.context} prompt tokens, {args.steps} steps, {result['seconds']:.2f}s -> {out_dir}/expected.json")
     del model

@@ -148,6 +148,21 @@ fn hf_agreement_fixture_matches_transformers_and_catches_a_wrong_rope_base() {
         assert!(r["max_logit_difference"].as_f64().unwrap() < 1e-4, "{r}");
     }
 
+    // bf16 (the mistral case of `hf_agreement.py --dtype bfloat16 --noise-floor`, renamed): transformers
+    // also ran the weights in f32, and HeadScope in bf16 must be as close to that as transformers in
+    // bf16 is.
+    let bf16 = tmp.path().join("bf16.json");
+    let expected = fixture.join("mistral-bf16/expected.json");
+    let stdout = ok(&["hf-agreement", "--json", bf16.to_str().unwrap(), expected.to_str().unwrap()]);
+    assert!(stdout.contains("1 case(s) agree") && stdout.contains("against transformers in f32"), "{stdout}");
+    let r = &json(&bf16)[0];
+    assert_eq!(r["dtype"], "bf16");
+    let f = &r["f32_reference"];
+    let total = f["argmax_total"].as_f64().unwrap();
+    assert!(f["headscope_equal"].as_f64().unwrap() / total >= f["transformers_equal"].as_f64().unwrap() / total - 0.01, "{r}");
+    assert!(f["headscope_max_logit_difference"].as_f64().unwrap() <= 2.0 * f["transformers_max_logit_difference"].as_f64().unwrap());
+    assert!(f["headscope_max_logit_difference"].as_f64().unwrap() > 0.0, "bf16 rounding shows");
+
     // The same weights read with the default RoPE base instead of the saved one must disagree.
     let copy = tmp.path().join("llama-rope");
     std::fs::create_dir_all(copy.join("model")).unwrap();
