@@ -699,6 +699,7 @@ mod memory {
 
         /// A thread that polls free/total memory and keeps the largest amount in use.
         pub struct Sampler {
+            /// The device's total memory in bytes.
             pub total: u64,
             peak: Arc<AtomicU64>,
             stop: Arc<AtomicBool>,
@@ -706,6 +707,7 @@ mod memory {
         }
 
         impl Sampler {
+            /// Starts polling `device` (None when it is not a CUDA device or the query fails).
             pub fn start(device: &Device) -> Option<Self> {
                 let ctx: Arc<CudaContext> = device.as_cuda_device().ok()?.cuda_stream().context().clone();
                 let (free, total) = ctx.mem_get_info().ok()?;
@@ -723,10 +725,12 @@ mod memory {
                 Some(Sampler { total: total as u64, peak, stop, handle: Some(handle) })
             }
 
+            /// Forgets the peak so far.
             pub fn reset(&self) {
                 self.peak.store(0, Ordering::Relaxed);
             }
 
+            /// The most memory in use since the last reset, in bytes.
             pub fn peak(&self) -> u64 {
                 self.peak.load(Ordering::Relaxed)
             }
