@@ -160,6 +160,15 @@ async function main() {
     }
     await gpu.page.close();
 
+    // auto: WebGPU on a hardware adapter; on a software one (SwiftShader here) the faster CPU path,
+    // with the reason on the page.
+    const auto = await openLab(browser, srv.url, 'auto');
+    const autoModel = (await labState(auto.page)).model;
+    const software = /software|swiftshader/i.test(gpuModel?.backend ?? '');
+    check(autoModel && (gpuModel?.gpu && !software ? autoModel.gpu : !autoModel.gpu && Boolean(autoModel.fallback_reason)),
+      'auto uses WebGPU only on a hardware adapter, and says why when it does not', autoModel?.fallback_reason ?? autoModel?.backend);
+    await auto.page.close();
+
     // ---- the other views, on the CPU page ----------------------------------------------------------
     const page = cpu.page;
     const ranked = Object.entries(c.scores).map(([k, v]) => [k, mean(v)]).sort((a, b) => b[1] - a[1]);

@@ -177,15 +177,27 @@ async fn load(state: &Rc<State>, source: ModelSource, backend: BackendChoice, bu
     let model = match backend {
         BackendChoice::Cpu => LabModel::load_cpu(&files)?,
         BackendChoice::Gpu => load_gpu(state, &files).await?,
-        BackendChoice::Auto => match load_gpu(state, &files).await {
-            Ok(m) => m,
-            Err(e) => {
-                post(&Event::Status { message: format!("WebGPU unavailable ({e}); loading on the CPU") });
-                let mut m = LabModel::load_cpu(&files)?;
-                m.fallback_reason = Some(e.to_string());
-                m
+        BackendChoice::Auto => {
+            // A software adapter (SwiftShader, a browser's fallback) emulates the GPU on the CPU, where
+            // candle's CPU path is faster: auto takes WebGPU only on real hardware.
+            let gpu = match gpu_context(state).await {
+                Ok(ctx) if ctx.adapter().is_software() => Err(format!(
+                    "the WebGPU adapter ({}) is a software emulation on the CPU, where the CPU path is faster; choose \"WebGPU only\" to use it anyway",
+                    ctx.adapter().describe()
+                )),
+                Ok(_) => load_gpu(state, &files).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match gpu {
+                Ok(m) => m,
+                Err(reason) => {
+                    post(&Event::Status { message: format!("not using WebGPU ({reason}); loading on the CPU") });
+                    let mut m = LabModel::load_cpu(&files)?;
+                    m.fallback_reason = Some(reason);
+                    m
+                }
             }
-        },
+        }
     };
     post(&Event::ModelLoaded(model.summary(crate::clock::now() - started)));
     *state.model.borrow_mut() = Some(model);
@@ -196,21 +208,26 @@ fn weight_bytes(files: &ModelFiles) -> usize {
     files.safetensors.iter().map(|(_, b)| b.len()).sum()
 }
 
-/// Loads `files` on WebGPU, opening the GPU on first use.
-async fn load_gpu(state: &Rc<State>, files: &ModelFiles) -> Result<LabModel, LabError> {
+/// The GPU, opened on first use and kept for later loads.
+async fn gpu_context(state: &Rc<State>) -> Result<Rc<headscope_gpu::GpuContext>, LabError> {
     let webgpu = js_sys::Reflect::get(&scope().navigator(), &"gpu".into()).map(|g| !g.is_undefined()).unwrap_or(false);
     if !webgpu {
         return Err(LabError::Gpu("this browser does not offer WebGPU to workers (navigator.gpu is missing)".into()));
     }
     let existing = state.gpu.borrow().clone();
-    let ctx = match existing {
-        Some(c) => c,
+    match existing {
+        Some(c) => Ok(c),
         None => {
             let c = Rc::new(headscope_gpu::GpuContext::new().await.map_err(|e| LabError::Gpu(e.to_string()))?);
             *state.gpu.borrow_mut() = Some(c.clone());
-            c
+            Ok(c)
         }
-    };
+    }
+}
+
+/// Loads `files` on WebGPU.
+async fn load_gpu(state: &Rc<State>, files: &ModelFiles) -> Result<LabModel, LabError> {
+    let ctx = gpu_context(state).await?;
     LabModel::load_gpu(&ctx, files).await
 }
 
