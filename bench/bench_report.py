@@ -87,29 +87,32 @@ def markdown(folders):
         if hs:
             out.append(f"## {f['model']}: {hs['model_type']}, {hs['layers']} layers x {hs['heads']} heads, "
                        f"{hs['parameters'] / 1e9:.2f} B parameters, {hs['dtype']} on {hs['device']}")
+        else:
+            out.append(f"## {f['model']}")
         if off:
             out.append(f"official loop: torch {off['torch']}, transformers {off['transformers']}, prefill attention "
                        f"{off['prefill_attention']}, GPU {off.get('gpu')}")
-        out += ["", "| context | HeadScope per test | official per test | speed-up | HeadScope prefill | official prefill | "
-                "HeadScope decode step | official decode step | HeadScope peak memory | official peak (reserved) | argmax equal |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for row in f["rows"]:
-            h, o = row["headscope"], row["official"]
-            if not h["fits"]:
-                hcells = ["does not fit", "", "", "", ""]
-            else:
-                hcells = [f"{h['test_seconds']:.3f} s", f"{h['prefill_seconds']:.3f} s ({h['prefill_tokens_per_second']:.0f} tok/s)",
-                          f"{h['decode_step_ms']:.1f} ms", gib(h.get("peak_memory_bytes"))]
-            if o and o.get("fits"):
-                ocells = [f"{o['seconds']:.3f} s", f"{o['prefill_seconds']:.3f} s ({(o['length'] - 1) / max(o['prefill_seconds'], 1e-9):.0f} tok/s)",
-                          f"{o['decode_step_ms']:.1f} ms", gib(o.get("peak_reserved_bytes"))]
-            else:
-                ocells = ["does not fit" if o else "not run", "", "", ""]
-            speed = f"{o['seconds'] / h['test_seconds']:.1f}x" if h["fits"] and o and o.get("fits") else ""
-            a = row.get("agreement")
-            agree = f"{100 * a['argmax_equal'] / max(1, a['argmax_total']):.1f} % ({a['steps_compared']} steps)" if a else ""
-            out.append(f"| {row['length']} | {hcells[0]} | {ocells[0]} | {speed} | {hcells[1] if h['fits'] else ''} | {ocells[1]} | "
-                       f"{hcells[2] if h['fits'] else ''} | {ocells[2]} | {hcells[3] if h['fits'] else ''} | {ocells[3]} | {agree} |")
+        if f["rows"]:
+            out += ["", "| context | HeadScope per test | official per test | speed-up | HeadScope prefill | official prefill | "
+                    "HeadScope decode step | official decode step | HeadScope peak memory | official peak (reserved) | argmax equal |",
+                    "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for row in f["rows"]:
+                h, o = row["headscope"], row["official"]
+                if not h["fits"]:
+                    hcells = ["does not fit", "", "", "", ""]
+                else:
+                    hcells = [f"{h['test_seconds']:.3f} s", f"{h['prefill_seconds']:.3f} s ({h['prefill_tokens_per_second']:.0f} tok/s)",
+                              f"{h['decode_step_ms']:.1f} ms", gib(h.get("peak_memory_bytes"))]
+                if o and o.get("fits"):
+                    ocells = [f"{o['seconds']:.3f} s", f"{o['prefill_seconds']:.3f} s ({(o['length'] - 1) / max(o['prefill_seconds'], 1e-9):.0f} tok/s)",
+                              f"{o['decode_step_ms']:.1f} ms", gib(o.get("peak_reserved_bytes"))]
+                else:
+                    ocells = ["does not fit" if o else "not run", "", "", ""]
+                speed = f"{o['seconds'] / h['test_seconds']:.1f}x" if h["fits"] and o and o.get("fits") else ""
+                a = row.get("agreement")
+                agree = f"{100 * a['argmax_equal'] / max(1, a['argmax_total']):.1f} % ({a['steps_compared']} steps)" if a else ""
+                out.append(f"| {row['length']} | {hcells[0]} | {ocells[0]} | {speed} | {hcells[1] if h['fits'] else ''} | {ocells[1]} | "
+                           f"{hcells[2] if h['fits'] else ''} | {ocells[2]} | {hcells[3] if h['fits'] else ''} | {ocells[3]} | {agree} |")
         out.append("")
         if f["smi_headscope"] or f["smi_official"]:
             out.append(f"nvidia-smi peak memory.used over the whole run: HeadScope {gib(f['smi_headscope'])}, official loop {gib(f['smi_official'])}")

@@ -92,14 +92,15 @@ EOF
   bench)
     m=${2:?model: a folder of bench/configs}
     checkpoint "$m"
-    both_sides "$m" "$ckpt/$m" "${3:-4096,16384,32768,65536}" --max-context
+    # SCORE_BUDGET_MIB tries another prefill score budget (headscope bench --score-budget-mib).
+    both_sides "$m" "$ckpt/$m" "${3:-4096,16384,32768,65536}" --max-context ${SCORE_BUDGET_MIB:+--score-budget-mib "$SCORE_BUDGET_MIB"}
     ;;
   agree)
     shift
     [ $# -gt 0 ] || set -- llama-2-7b mistral-7b-v0.2 qwen1.5-14b
     for m in "$@"; do
       d="$out/$m"
-      a=/root/agree
+      a=${AGREE_DIR:-/root/agree}
       mkdir -p "$d"
       rm -rf "${a:?}/$m"
       $py bench/hf_agreement.py --config "bench/configs/$m/config.json" --context "${AGREE_CONTEXT:-4096}" --dtype bfloat16 \

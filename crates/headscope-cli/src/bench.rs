@@ -22,7 +22,7 @@ use headscope_core::score::{retrieval_hits, DecodeStep};
 use headscope_core::TextTokenizer;
 use headscope_model::loader::{dtype_name, parse_dtype};
 use headscope_model::spec::ModelSpec;
-use headscope_model::transformer::DEFAULT_PREFILL_CHUNK;
+use headscope_model::transformer::{DEFAULT_PREFILL_CHUNK, DEFAULT_PREFILL_SCORE_BUDGET};
 use headscope_model::{greedy_decode_from, Device, LoadOptions, ModelDir, Probe, Transformer};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// Prompt tokens per prefill chunk (long contexts use fewer: see the score budget).
     #[arg(long, default_value_t = DEFAULT_PREFILL_CHUNK)]
     pub prefill_chunk: usize,
+    /// MiB of f32 attention scores one prefill chunk may hold (long contexts get shorter chunks; the
+    /// chunk's transient memory is a few times this).
+    #[arg(long, default_value_t = (DEFAULT_PREFILL_SCORE_BUDGET >> 20) as u64)]
+    pub score_budget_mib: u64,
     /// Also find the longest context that fits in device memory, by trying (see the module docs).
     #[arg(long)]
     pub max_context: bool,
@@ -148,6 +152,10 @@ pub struct BenchReport {
     pub steps: usize,
     /// Tests per length.
     pub repeats: usize,
+    /// Prompt tokens per prefill chunk at most.
+    pub prefill_chunk: usize,
+    /// MiB of f32 scores a prefill chunk may hold.
+    pub score_budget_mib: u64,
     /// How peak memory was measured.
     pub memory_method: String,
     /// Seconds to load the weights.
@@ -300,6 +308,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     device.synchronize()?;
     let load_seconds = t.elapsed().as_secs_f64();
     model.set_prefill_chunk(args.prefill_chunk);
+    model.set_prefill_score_budget((args.score_budget_mib as usize) << 20);
 
     // Warm-up: kernel JIT and library start-up (12-15 s on a fresh GPU machine) stay out of the figures.
     let t = Instant::now();
@@ -417,6 +426,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         device: args.device.clone(),
         steps: args.steps,
         repeats: args.repeats,
+        prefill_chunk: args.prefill_chunk,
+        score_budget_mib: args.score_budget_mib,
         memory_method: monitor.method().to_string(),
         load_seconds,
         warmup_seconds,
@@ -587,13 +598,16 @@ pub fn render(r: &BenchReport) -> String {
         r.device
     );
     s += &format!(
-        "load {:.1} s, warm-up {:.1} s; weights {}, KV cache {} per token; {} decode steps per test, {} test(s) per length\n",
+        "load {:.1} s, warm-up {:.1} s; weights {}, KV cache {} per token; {} decode steps per test, {} test(s) per length; \
+         prefill chunks of at most {} tokens and {} MiB of scores\n",
         r.load_seconds,
         r.warmup_seconds,
         bytes(r.weight_bytes),
         bytes(r.kv_bytes_per_token),
         r.steps,
-        r.repeats
+        r.repeats,
+        r.prefill_chunk,
+        r.score_budget_mib
     );
     s += &format!("peak memory: {}\n\n", r.memory_method);
     s += "| context | prefill | prefill speed | decode step | per NIAH test | peak memory |\n|---|---|---|---|---|---|\n";
