@@ -5,9 +5,8 @@ use crate::outputs;
 use crate::SweepArgs;
 use anyhow::{bail, Context, Result};
 use headscope_core::files::{self, read_head_scores, short_hash, MaskInfo, ModelInfo, RunInfo, TestLog, TestRecord};
-use headscope_core::metrics::rouge1_recall;
 use headscope_core::niah::{read_needles_jsonl, san_francisco_needle, Needle, NiahBuilder, NiahTest};
-use headscope_core::score::{retrieval_hits, DecodeStep};
+use headscope_core::score::DecodeStep;
 use headscope_core::sweep::{depths, parse_lengths, plan, TestKey};
 use headscope_core::{masking, HeadId, TextTokenizer};
 use headscope_model::loader::{dtype_name, parse_dtype};
@@ -263,9 +262,7 @@ impl Sweep {
         let needle = &self.needles[key.needle_index];
         let steps: Vec<DecodeStep> =
             trace.tokens.iter().zip(&trace.argmax_position).map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() }).collect();
-        let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
         let answer = md.tokenizer.decode(&trace.tokens)?;
-        let recall = rouge1_recall(&answer, &needle.real_needle);
         let head_argmax = (!variant.watch.is_empty()).then(|| {
             variant
                 .watch
@@ -274,24 +271,11 @@ impl Sweep {
                 .collect()
         });
         Ok(TestRecord {
-            id: key.id(),
-            needle_index: key.needle_index,
-            needle: needle.needle.clone(),
-            length: key.length,
-            prompt_tokens: test.prompt_ids.len(),
-            depth_percent: key.depth_percent,
-            placed_depth_percent: test.placed_depth_percent,
-            prompt_hash: test.prompt_hash(),
-            needle_tokens: [test.needle_tokens.start, test.needle_tokens.end],
-            answer_tokens: [test.answer_tokens.start, test.answer_tokens.end],
-            generated_ids: trace.tokens.clone(),
-            answer,
-            recall,
-            hits: hits.to_sparse(),
             masked_heads: variant.mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default(),
             prompt_ids: args.save_prompts.then(|| test.prompt_ids.clone()),
             head_argmax,
             seconds,
+            ..TestRecord::scored(key, needle, test, shape, &steps, answer)?
         })
     }
 }

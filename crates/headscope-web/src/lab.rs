@@ -11,7 +11,6 @@
 use crate::clock;
 use crate::protocol::{AnswerToken, HeadStep, HeadViewResult, MaskRequest, ModelSummary, TestAt, TestResult, TestSetup};
 use headscope_core::files::TestRecord;
-use headscope_core::metrics::rouge1_recall;
 use headscope_core::niah::{NiahBuilder, NiahTest};
 use headscope_core::prompt::PromptFormat;
 use headscope_core::score::{retrieval_hits, DecodeStep};
@@ -414,30 +413,10 @@ pub async fn run_test(
     let shape = model.shape();
     let steps: Vec<DecodeStep> =
         trace.tokens.iter().zip(&trace.argmax).map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() }).collect();
-    let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
     let text = tokenizer.decode(&trace.tokens)?;
-    let recall = rouge1_recall(&text, &needle.real_needle);
     let answer = answer_tokens(&*tokenizer, shape, &test, &steps)?;
-    let record = TestRecord {
-        id: key.id(),
-        needle_index: at.needle_index,
-        needle: needle.needle.clone(),
-        length: at.length,
-        prompt_tokens: test.prompt_ids.len(),
-        depth_percent: at.depth_percent,
-        placed_depth_percent: test.placed_depth_percent,
-        prompt_hash: test.prompt_hash(),
-        needle_tokens: [test.needle_tokens.start, test.needle_tokens.end],
-        answer_tokens: [test.answer_tokens.start, test.answer_tokens.end],
-        generated_ids: trace.tokens.clone(),
-        answer: text,
-        recall,
-        hits: hits.to_sparse(),
-        masked_heads,
-        prompt_ids: None,
-        head_argmax: None,
-        seconds: clock::now() - started,
-    };
+    let record =
+        TestRecord { masked_heads, seconds: clock::now() - started, ..TestRecord::scored(&key, needle, &test, shape, &steps, text)? };
     let result = TestResult {
         record,
         answer,

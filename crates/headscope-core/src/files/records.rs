@@ -3,7 +3,10 @@
 
 use crate::error::{CoreError, Result};
 use crate::head::{HeadId, HeadShape};
-use crate::score::{passes_gate, HeadHits, HeadScores};
+use crate::metrics::rouge1_recall;
+use crate::niah::{Needle, NiahTest};
+use crate::score::{passes_gate, retrieval_hits, DecodeStep, HeadHits, HeadScores};
+use crate::sweep::TestKey;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,6 +59,40 @@ pub struct TestRecord {
 }
 
 impl TestRecord {
+    /// Scores a finished test (eq. 1 hits over its decode steps, ROUGE-1 recall of `answer`, the decoded
+    /// `generated` ids) and lays it out as a record. Fields only the caller knows (masked heads, saved
+    /// prompt, watched argmax, time) start empty; the CLI and the web worker both build records here.
+    pub fn scored(
+        key: &TestKey,
+        needle: &Needle,
+        test: &NiahTest,
+        shape: HeadShape,
+        steps: &[DecodeStep],
+        answer: String,
+    ) -> Result<TestRecord> {
+        let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), steps)?;
+        Ok(TestRecord {
+            id: key.id(),
+            needle_index: key.needle_index,
+            needle: needle.needle.clone(),
+            length: key.length,
+            prompt_tokens: test.prompt_ids.len(),
+            depth_percent: key.depth_percent,
+            placed_depth_percent: test.placed_depth_percent,
+            prompt_hash: test.prompt_hash(),
+            needle_tokens: [test.needle_tokens.start, test.needle_tokens.end],
+            answer_tokens: [test.answer_tokens.start, test.answer_tokens.end],
+            generated_ids: steps.iter().map(|s| s.token).collect(),
+            recall: rouge1_recall(&answer, &needle.real_needle),
+            answer,
+            hits: hits.to_sparse(),
+            masked_heads: Vec::new(),
+            prompt_ids: None,
+            head_argmax: None,
+            seconds: 0.0,
+        })
+    }
+
     /// The per-head hits of this record on a model of `shape`.
     pub fn head_hits(&self, shape: HeadShape) -> Result<HeadHits> {
         let span = self.answer_tokens[1].saturating_sub(self.answer_tokens[0]);
