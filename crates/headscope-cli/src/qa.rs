@@ -4,16 +4,15 @@
 //!
 //! Like the NIAH batch, one prefill of an item's prompt serves every decode-scope mask.
 
-use crate::sweep::model_info;
+use crate::sweep::{model_info, SharedPrefill};
 use anyhow::{bail, Context, Result};
 use headscope_core::files::{short_hash, write_atomic, MaskInfo, RunInfo};
 use headscope_core::qa::{mean_f1, prediction, QaItem, QaRecord};
 use headscope_core::{HeadId, TextTokenizer};
-use headscope_model::{greedy_decode_from, HeadMask, LoadOptions, MaskScope, ModelDir, Probe};
+use headscope_model::{greedy_decode_from, HeadMask, LoadOptions, ModelDir, Probe};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// One QA run: where it goes, what it masks, and how the mask was chosen (for run.json).
 #[derive(Debug, Clone)]
@@ -170,27 +169,13 @@ pub fn run_qa(setup: &QaSetup, items: &[QaItem], runs: &[QaRun]) -> Result<Vec<Q
         model.reserve(prompts.iter().map(Vec::len).max().unwrap_or(0) + setup.max_new_tokens)?;
         for (index, (item, ids)) in items.iter().zip(&prompts).enumerate() {
             let (&last, context) = ids.split_last().context("empty prompt")?;
-            let mut shared: Option<(usize, f64)> = None;
+            let mut shared = SharedPrefill::default();
             for (run, log) in runs.iter().zip(logs.iter_mut()) {
                 if log.done.contains(&index) {
                     continue;
                 }
-                let own_prefill = run.mask.as_ref().is_some_and(|m| m.scope == MaskScope::All);
-                model.set_mask(run.mask.clone())?;
-                let prefill_seconds = match shared {
-                    Some((position, seconds)) if !own_prefill => {
-                        model.truncate(position)?;
-                        seconds
-                    }
-                    _ => {
-                        let started = Instant::now();
-                        model.reset();
-                        model.prefill(context).with_context(|| format!("QA item {}", index + 1))?;
-                        let seconds = started.elapsed().as_secs_f64();
-                        shared = if own_prefill { None } else { Some((model.position(), seconds)) };
-                        seconds
-                    }
-                };
+                let prefill_seconds =
+                    shared.prepare(&mut model, run.mask.clone(), context).with_context(|| format!("QA item {}", index + 1))?;
                 let trace = greedy_decode_from(&mut model, last, setup.max_new_tokens, &md.eos_token_ids, &Probe::default(), |_| true)
                     .with_context(|| format!("QA item {}", index + 1))?;
                 let answer = md.tokenizer.decode(&trace.tokens)?;

@@ -207,27 +207,11 @@ impl Sweep {
             let needle = &self.needles[key.needle_index];
             let test = builder.build(needle, key.length, key.depth_percent).with_context(|| format!("building test {}", key.id()))?;
             let (&last, context) = test.prompt_ids.split_last().context("the prompt is empty")?;
-            // The prompt length the shared prefill left in the cache, and what that prefill cost.
-            let mut shared: Option<(usize, f64)> = None;
+            let mut shared = SharedPrefill::default();
             for &vi in which {
                 let variant = &mut variants[vi];
-                let own_prefill = variant.mask.as_ref().is_some_and(|m| m.scope == MaskScope::All);
-                model.set_mask(variant.mask.clone())?;
-                let prefill_seconds = match shared {
-                    Some((position, seconds)) if !own_prefill => {
-                        model.truncate(position)?;
-                        seconds
-                    }
-                    _ => {
-                        let started = Instant::now();
-                        model.reset();
-                        model.prefill(context).with_context(|| format!("running test {}", key.id()))?;
-                        let seconds = started.elapsed().as_secs_f64();
-                        // A prefill under an `all` mask is this variant's alone.
-                        shared = if own_prefill { None } else { Some((model.position(), seconds)) };
-                        seconds
-                    }
-                };
+                let prefill_seconds =
+                    shared.prepare(&mut model, variant.mask.clone(), context).with_context(|| format!("running test {}", key.id()))?;
                 let trace = greedy_decode_from(&mut model, last, args.max_new_tokens, &md.eos_token_ids, &Probe::default(), |_| true)
                     .with_context(|| format!("running test {}", key.id()))?;
                 let seconds = prefill_seconds + trace.decode_seconds;
@@ -277,6 +261,39 @@ impl Sweep {
             seconds,
             ..TestRecord::scored(key, needle, test, shape, &steps, answer)?
         })
+    }
+}
+
+/// One prompt's prefill, shared among the runs of a batch that mask decode steps only: those leave the
+/// prompt's cache as an unmasked prefill made it, so later runs rewind to its end instead of prefilling
+/// again. A run whose mask covers the prefill (scope `all`) prefills on its own.
+#[derive(Default)]
+pub(crate) struct SharedPrefill {
+    /// The prompt length the shared prefill left in the cache, and what that prefill cost.
+    done: Option<(usize, f64)>,
+}
+
+impl SharedPrefill {
+    /// Sets `mask` on `model` and brings its cache to the end of `context`, by rewinding to the shared
+    /// prefill or by prefilling; returns the prefill's seconds (the shared one's, when reused).
+    pub(crate) fn prepare(&mut self, model: &mut headscope_model::Transformer, mask: Option<HeadMask>, context: &[u32]) -> Result<f64> {
+        let own_prefill = mask.as_ref().is_some_and(|m| m.scope == MaskScope::All);
+        model.set_mask(mask)?;
+        match self.done {
+            Some((position, seconds)) if !own_prefill => {
+                model.truncate(position)?;
+                Ok(seconds)
+            }
+            _ => {
+                let started = Instant::now();
+                model.reset();
+                model.prefill(context)?;
+                let seconds = started.elapsed().as_secs_f64();
+                // A prefill under an `all` mask is this run's alone.
+                self.done = if own_prefill { None } else { Some((model.position(), seconds)) };
+                Ok(seconds)
+            }
+        }
     }
 }
 
