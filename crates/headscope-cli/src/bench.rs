@@ -22,7 +22,7 @@ use headscope_core::score::{retrieval_hits, DecodeStep};
 use headscope_core::TextTokenizer;
 use headscope_model::loader::{dtype_name, parse_dtype};
 use headscope_model::spec::ModelSpec;
-use headscope_model::transformer::{DEFAULT_PREFILL_CHUNK, DEFAULT_PREFILL_SCORE_BUDGET};
+use headscope_model::transformer::DEFAULT_PREFILL_SCORE_BUDGET;
 use headscope_model::{greedy_decode_from, Device, LoadOptions, ModelDir, Probe, Transformer};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -62,11 +62,12 @@ pub struct BenchArgs {
     /// Needle depth in percent of the context.
     #[arg(long, default_value_t = 50.0)]
     pub depth: f64,
-    /// Prompt tokens per prefill chunk (long contexts use fewer: see the score budget).
-    #[arg(long, default_value_t = DEFAULT_PREFILL_CHUNK)]
-    pub prefill_chunk: usize,
-    /// MiB of f32 attention scores one prefill chunk may hold (long contexts get shorter chunks; the
-    /// chunk's transient memory is a few times this).
+    /// Prompt tokens per prefill chunk [default: 512, or 4096 where the fused CUDA attention kernel
+    /// runs]. On the chunked path long contexts use fewer: see the score budget.
+    #[arg(long)]
+    pub prefill_chunk: Option<usize>,
+    /// MiB of f32 attention scores one prefill chunk may hold on the chunked path (long contexts get
+    /// shorter chunks; the chunk's transient memory is a few times this). The fused kernel holds none.
     #[arg(long, default_value_t = (DEFAULT_PREFILL_SCORE_BUDGET >> 20) as u64)]
     pub score_budget_mib: u64,
     /// Also find the longest context that fits in device memory, by trying (see the module docs).
@@ -154,6 +155,9 @@ pub struct BenchReport {
     pub repeats: usize,
     /// Prompt tokens per prefill chunk at most.
     pub prefill_chunk: usize,
+    /// Whether the prefill ran the fused attention kernel (else chunked attention under the score budget).
+    #[serde(default)]
+    pub flash_prefill: bool,
     /// MiB of f32 scores a prefill chunk may hold.
     pub score_budget_mib: u64,
     /// How peak memory was measured.
@@ -307,7 +311,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let mut model = md.load_weights(&options)?;
     device.synchronize()?;
     let load_seconds = t.elapsed().as_secs_f64();
-    model.set_prefill_chunk(args.prefill_chunk);
+    if let Some(chunk) = args.prefill_chunk {
+        model.set_prefill_chunk(chunk);
+    }
     model.set_prefill_score_budget((args.score_budget_mib as usize) << 20);
 
     // Warm-up: kernel JIT and library start-up (12-15 s on a fresh GPU machine) stay out of the figures.
@@ -426,7 +432,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         device: args.device.clone(),
         steps: args.steps,
         repeats: args.repeats,
-        prefill_chunk: args.prefill_chunk,
+        prefill_chunk: model.prefill_chunk(),
+        flash_prefill: model.flash_prefill(),
         score_budget_mib: args.score_budget_mib,
         memory_method: monitor.method().to_string(),
         load_seconds,
@@ -500,7 +507,7 @@ fn search_max_context(
     let (mut lo, mut hi) = ((known / SEARCH_STEP) * SEARCH_STEP, top + SEARCH_STEP);
     let mut probe = |model: &mut Transformer, length: usize| -> Result<bool> {
         model.release_cache();
-        let ok = match memory_probe(model, device, length, args.steps, args.prefill_chunk) {
+        let ok = match memory_probe(model, device, length, args.steps) {
             Ok(()) => true,
             Err(e) if is_out_of_memory(&e) => false,
             Err(e) => return Err(e).with_context(|| format!("probing a {length}-token context")),
@@ -528,17 +535,16 @@ fn search_max_context(
 }
 
 /// The buffers of a real run at `length` positions without computing the prompt: the KV cache for
-/// `length + steps` positions, the last `prefill_chunk` prompt tokens (prefilled in the chunks the score
+/// `length + steps` positions, the last prefill chunk of prompt tokens (prefilled in the chunks the score
 /// budget gives there) and one decode step.
 fn memory_probe(
     model: &mut Transformer,
     device: &Device,
     length: usize,
     steps: usize,
-    prefill_chunk: usize,
 ) -> headscope_model::Result<()> {
     model.reserve(length + steps)?;
-    let tail = prefill_chunk.min(length - 1);
+    let tail = model.prefill_chunk().min(length - 1);
     model.pretend_filled(length - 1 - tail)?;
     model.prefill(&vec![0u32; tail])?;
     model.step(0, &Probe::default())?;
@@ -599,7 +605,7 @@ pub fn render(r: &BenchReport) -> String {
     );
     s += &format!(
         "load {:.1} s, warm-up {:.1} s; weights {}, KV cache {} per token; {} decode steps per test, {} test(s) per length; \
-         prefill chunks of at most {} tokens and {} MiB of scores\n",
+         prefill chunks of at most {} tokens, {}\n",
         r.load_seconds,
         r.warmup_seconds,
         bytes(r.weight_bytes),
@@ -607,7 +613,7 @@ pub fn render(r: &BenchReport) -> String {
         r.steps,
         r.repeats,
         r.prefill_chunk,
-        r.score_budget_mib
+        if r.flash_prefill { "fused attention kernel".to_string() } else { format!("chunked attention within {} MiB of scores", r.score_budget_mib) }
     );
     s += &format!("peak memory: {}\n\n", r.memory_method);
     s += "| context | prefill | prefill speed | decode step | per NIAH test | peak memory |\n|---|---|---|---|---|---|\n";

@@ -170,9 +170,9 @@ pub struct SweepArgs {
     /// Also store every prompt's token ids in tests.jsonl.
     #[arg(long)]
     pub save_prompts: bool,
-    /// Prompt tokens per prefill chunk (memory: chunk x context scores per head).
-    #[arg(long, default_value_t = headscope_model::transformer::DEFAULT_PREFILL_CHUNK)]
-    pub prefill_chunk: usize,
+    /// Prompt tokens per prefill chunk [default: 512, or 4096 where the fused CUDA attention kernel runs].
+    #[arg(long)]
+    pub prefill_chunk: Option<usize>,
 }
 
 #[derive(Args, Debug)]

@@ -39,8 +39,8 @@ pub struct QaSetup<'a> {
     pub plain: bool,
     /// Most tokens per answer.
     pub max_new_tokens: usize,
-    /// Prompt tokens per prefill chunk.
-    pub prefill_chunk: usize,
+    /// Prompt tokens per prefill chunk (the model's default when unset).
+    pub prefill_chunk: Option<usize>,
 }
 
 /// A QA run's `qa.jsonl`: the records already in it, appended to (and flushed) one by one. A last line
@@ -165,7 +165,9 @@ pub fn run_qa(setup: &QaSetup, items: &[QaItem], runs: &[QaRun]) -> Result<Vec<Q
     } else {
         eprintln!("answering {pending} QA questions ({} items x {} masks, those not yet answered)", items.len(), runs.len());
         let mut model = md.load_weights(&setup.options)?;
-        model.set_prefill_chunk(setup.prefill_chunk);
+        if let Some(chunk) = setup.prefill_chunk {
+            model.set_prefill_chunk(chunk);
+        }
         model.reserve(prompts.iter().map(Vec::len).max().unwrap_or(0) + setup.max_new_tokens)?;
         for (index, (item, ids)) in items.iter().zip(&prompts).enumerate() {
             let (&last, context) = ids.split_last().context("empty prompt")?;

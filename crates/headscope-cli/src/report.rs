@@ -65,9 +65,9 @@ pub struct ReportArgs {
     /// Use the plain prompt even if the model has a chat template (else the template is used).
     #[arg(long)]
     pub plain: bool,
-    /// Prompt tokens per prefill chunk.
-    #[arg(long, default_value_t = headscope_model::transformer::DEFAULT_PREFILL_CHUNK)]
-    pub prefill_chunk: usize,
+    /// Prompt tokens per prefill chunk [default: 512, or 4096 where the fused CUDA attention kernel runs].
+    #[arg(long)]
+    pub prefill_chunk: Option<usize>,
     /// Detection scores only tests whose answer has at least this ROUGE-1 recall (0 scores every test).
     #[arg(long, default_value_t = 0.5)]
     pub gate: f64,

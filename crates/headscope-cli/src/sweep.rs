@@ -190,7 +190,9 @@ impl Sweep {
             args.device
         );
         let mut model = md.load_weights(&self.options)?;
-        model.set_prefill_chunk(args.prefill_chunk);
+        if let Some(chunk) = args.prefill_chunk {
+            model.set_prefill_chunk(chunk);
+        }
         let longest = todo.iter().map(|(k, _)| k.length).max().unwrap_or(0) + args.max_new_tokens;
         model.reserve(longest)?;
         let shape = md.spec.head_shape();

@@ -57,6 +57,9 @@ pub struct AttentionControl<'a> {
     pub rows: &'a [usize],
     /// Use ops that autograd can differentiate (slower; for training).
     pub differentiable: bool,
+    /// Let a multi-query (prefill) call take the fused kernel of [`crate::flash`] where it supports the
+    /// tensors; it observes nothing, which a prefill does not need.
+    pub fused_prefill: bool,
 }
 
 /// What an instrumented single-query attention call observed.
@@ -182,6 +185,18 @@ impl Attention {
         let s = pos + c - first;
         let keys = cache.k.narrow(2, first, s)?;
         let values = cache.v.narrow(2, first, s)?;
+        if c > 1 && control.fused_prefill && crate::flash::supported(&q, &keys) {
+            // A prefill chunk observes nothing, so the fused kernel can take it: no score block at all.
+            let q = match (control.keep, control.mode) {
+                (Some(keep), MaskMode::Uniform) => q.broadcast_mul(keep)?,
+                _ => q,
+            };
+            let mut out = crate::flash::prefill_attention(&q, &keys, &values, self.window)?;
+            if let (Some(keep), MaskMode::Zero) = (control.keep, control.mode) {
+                out = out.broadcast_mul(keep)?;
+            }
+            return Ok((self.merge(out)?, None));
+        }
         let mask = match (c, self.window) {
             (1, _) => None,
             // Without a window every earlier key is visible to the whole chunk.

@@ -10,6 +10,7 @@
 pub mod attention;
 pub mod error;
 pub mod families;
+pub mod flash;
 pub mod generate;
 pub mod loader;
 pub mod mask;

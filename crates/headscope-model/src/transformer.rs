@@ -74,14 +74,19 @@ pub struct Transformer {
     cache: Vec<LayerCache>,
     position: usize,
     mask: Option<ActiveMask>,
-    prefill_chunk: usize,
+    prefill_chunk: Option<usize>,
     score_budget: usize,
+    fused_prefill: bool,
     device: Device,
     dtype: DType,
 }
 
 /// Queries per prefill chunk when unset: bounds the score block at chunk x context per head.
 pub const DEFAULT_PREFILL_CHUNK: usize = 512;
+
+/// Queries per prefill chunk when unset and the fused CUDA kernel computes attention ([`crate::flash`]):
+/// no score block to bound, so chunks only bound the activations, and longer ones keep the GPU busier.
+pub const DEFAULT_FLASH_PREFILL_CHUNK: usize = 4096;
 
 /// Bytes of f32 attention scores one prefill chunk may hold (all heads) when unset: long contexts get
 /// shorter chunks, so the transient memory of a chunk (scores, mask, softmax: a few times this) stays
@@ -131,7 +136,8 @@ impl Transformer {
             cache: Vec::new(),
             position: 0,
             mask: None,
-            prefill_chunk: DEFAULT_PREFILL_CHUNK,
+            prefill_chunk: None,
+            fused_prefill: true,
             score_budget: DEFAULT_PREFILL_SCORE_BUDGET,
             device,
             dtype,
@@ -158,9 +164,32 @@ impl Transformer {
         self.position
     }
 
-    /// Sets how many prompt tokens one prefill chunk processes (memory: chunk x context scores per head).
+    /// Sets how many prompt tokens one prefill chunk processes (memory: chunk x context scores per head
+    /// on the chunked path). Unset, it is [`DEFAULT_PREFILL_CHUNK`], or [`DEFAULT_FLASH_PREFILL_CHUNK`]
+    /// where the fused kernel runs.
     pub fn set_prefill_chunk(&mut self, chunk: usize) {
-        self.prefill_chunk = chunk.max(1);
+        self.prefill_chunk = Some(chunk.max(1));
+    }
+
+    /// Whether prefills take the fused attention kernel (CUDA, bf16/f16, head dim 64 or 128, unless
+    /// turned off with [`Transformer::set_fused_prefill`]).
+    pub fn flash_prefill(&self) -> bool {
+        self.fused_prefill && crate::flash::supported_for(&self.device, self.dtype, self.spec.head_dim)
+    }
+
+    /// Allows (the default) or forbids the fused prefill kernel; forbidden, prefills take the chunked
+    /// path everywhere (for comparisons and benchmarks).
+    pub fn set_fused_prefill(&mut self, enabled: bool) {
+        self.fused_prefill = enabled;
+    }
+
+    /// Prompt tokens per prefill chunk (see [`Transformer::set_prefill_chunk`]).
+    pub fn prefill_chunk(&self) -> usize {
+        match self.prefill_chunk {
+            Some(chunk) => chunk,
+            None if self.flash_prefill() => DEFAULT_FLASH_PREFILL_CHUNK,
+            None => DEFAULT_PREFILL_CHUNK,
+        }
     }
 
     /// Sets how many bytes of f32 scores a prefill chunk may hold (see [`DEFAULT_PREFILL_SCORE_BUDGET`]).
@@ -169,11 +198,16 @@ impl Transformer {
     }
 
     /// Queries in the next prefill chunk at the current position, `remaining` prompt tokens left: at most
-    /// the prefill chunk, and fewer when its `heads x chunk x keys` f32 scores would pass the budget.
+    /// the prefill chunk, and on the chunked path fewer when its `heads x chunk x keys` f32 scores would
+    /// pass the budget (the fused kernel holds no scores).
     pub fn prefill_chunk_at(&self, remaining: usize) -> usize {
-        let keys = self.position + self.prefill_chunk.min(remaining);
+        let chunk = self.prefill_chunk();
+        if self.flash_prefill() {
+            return chunk.min(remaining);
+        }
+        let keys = self.position + chunk.min(remaining);
         let per_query = (self.spec.heads * keys * 4).max(1);
-        (self.score_budget / per_query).clamp(1, self.prefill_chunk).min(remaining)
+        (self.score_budget / per_query).clamp(1, chunk).min(remaining)
     }
 
     /// Frees the KV cache (the next prefill or [`Transformer::reserve`] allocates it again): memory
@@ -353,7 +387,14 @@ impl Transformer {
         for i in 0..self.layers.len() {
             let (keep, mode) = self.keep_for(i, decoding);
             let layer_rows: Vec<usize> = rows.iter().filter(|h| h.layer == i).map(|h| h.head).collect();
-            let control = AttentionControl { keep: keep.as_ref(), mode, argmax: decoding, rows: &layer_rows, differentiable: false };
+            let control = AttentionControl {
+                keep: keep.as_ref(),
+                mode,
+                argmax: decoding,
+                rows: &layer_rows,
+                differentiable: false,
+                fused_prefill: self.fused_prefill,
+            };
             let layer = &self.layers[i];
             let h = rms_norm(&x, &layer.input_norm, eps)?;
             let (a, probe) = layer.attention.forward_cached(&h, position, &mut self.cache[i], &self.rope, masks, &control)?;

@@ -1,0 +1,129 @@
+//! The fused CUDA prefill kernel against plain attention on the same device, and a whole model's
+//! prefill through it against the chunked path. Runs only in a CUDA build on a machine with a GPU
+//! (`cargo test -p headscope-model --features cuda --test flash`); other builds compile it to nothing.
+#![cfg(feature = "cuda")]
+
+use candle_core::{DType, Device, Tensor, D};
+use headscope_model::flash::prefill_attention;
+use headscope_model::testkit::{TinyArch, TinyModel};
+use headscope_model::{LoadOptions, LoadedModel, Probe};
+
+fn gpu() -> Option<Device> {
+    match Device::new_cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipping: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+/// Softmax attention in f32 with an explicit mask: the definition the kernel must match.
+fn reference(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>) -> Tensor {
+    let (_, heads, c, d) = q.dims4().unwrap();
+    let (_, kv, s, _) = k.dims4().unwrap();
+    let group = heads / kv;
+    let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let expand = |t: &Tensor| {
+        let (b, n, s, d) = t.dims4().unwrap();
+        f(t).unsqueeze(2).unwrap().expand((b, n, group, s, d)).unwrap().reshape((b, n * group, s, d)).unwrap()
+    };
+    let (k, v) = (expand(k), expand(v));
+    let scores = (f(q).matmul(&k.t().unwrap()).unwrap() * (1.0 / (d as f64).sqrt())).unwrap();
+    let mut mask = vec![f32::NEG_INFINITY; c * s];
+    for i in 0..c {
+        let qi = i + s - c;
+        for j in 0..s {
+            if j <= qi && window.is_none_or(|w| qi - j < w) {
+                mask[i * s + j] = 0.0;
+            }
+        }
+    }
+    let mask = Tensor::from_vec(mask, (c, s), q.device()).unwrap();
+    let w = candle_nn::ops::softmax(&scores.broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
+    w.matmul(&v).unwrap()
+}
+
+#[test]
+fn fused_prefill_matches_plain_attention() {
+    let Some(dev) = gpu() else { return };
+    // (heads, kv heads, head dim, queries, keys, window, dtype): partial tiles, a cached prefix,
+    // grouped queries, sliding windows shorter and longer than a tile, both half types.
+    let cases = [
+        (8, 2, 128, 300, 300, None, DType::BF16),
+        (8, 2, 128, 77, 1000, None, DType::BF16),
+        (4, 4, 64, 200, 200, None, DType::F16),
+        (8, 1, 64, 130, 700, Some(100), DType::BF16),
+        (4, 2, 128, 256, 512, Some(37), DType::F16),
+        (32, 8, 128, 1, 64, None, DType::BF16),
+    ];
+    for (heads, kv, d, c, s, window, dtype) in cases {
+        let q = Tensor::randn(0f32, 1.0, (1, heads, c, d), &dev).unwrap().to_dtype(dtype).unwrap();
+        // Keys and values as views of a longer cache, as the model passes them.
+        let cache = |seed: f32| {
+            (Tensor::randn(0f32, 1.0, (1, kv, s + 50, d), &dev).unwrap() * seed as f64).unwrap().to_dtype(dtype).unwrap()
+        };
+        let (kc, vc) = (cache(2.0), cache(1.0));
+        let (k, v) = (kc.narrow(2, 0, s).unwrap(), vc.narrow(2, 0, s).unwrap());
+        let got = prefill_attention(&q, &k, &v, window).unwrap().to_dtype(DType::F32).unwrap();
+        let want = reference(&q, &k, &v, window);
+        let err = (got - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        eprintln!("heads {heads}/{kv} d {d} queries {c} keys {s} window {window:?} {dtype:?}: max error {err:.2e} (max |out| {scale:.2})");
+        assert!(err <= 0.02 * scale.max(1.0), "case heads {heads}/{kv} d {d} c {c} s {s} window {window:?}: error {err}");
+    }
+}
+
+#[test]
+fn a_model_prefilled_by_the_fused_kernel_is_as_close_to_f32_as_the_chunked_path() {
+    let Some(dev) = gpu() else { return };
+    for (arch, head_dim) in [(TinyArch::Llama, 64), (TinyArch::Mistral(Some(400)), 128)] {
+        let dir = tempfile::tempdir().unwrap();
+        let tiny = TinyModel { seed: 5, head_dim, heads: 8, kv_heads: 2, layers: 3, intermediate: 512, ..TinyModel::new(arch) };
+        tiny.write(dir.path()).unwrap();
+        let mut r = headscope_core::rng::SplitMix64::new(4);
+        let prompt: Vec<u32> = (0..1500).map(|_| 3 + r.below(300) as u32).collect();
+        // An f32 run (chunked: the fused kernel is half precision only) decodes greedily and is the
+        // reference; the two bf16 runs are fed its tokens (teacher forcing), so a near tie that rounds
+        // the other way cannot send them down another path. The fused prefill must be no further from
+        // the reference than the chunked one.
+        let mut fed = vec![prompt[1499]];
+        let mut runs: Vec<Vec<(Vec<f32>, Vec<u32>)>> = Vec::new();
+        for (dtype, fused) in [(DType::F32, false), (DType::BF16, true), (DType::BF16, false)] {
+            let options = LoadOptions { dtype: Some(dtype), device: dev.clone() };
+            let mut m = LoadedModel::load(dir.path(), &options).unwrap();
+            m.model.set_fused_prefill(fused);
+            assert_eq!(m.model.flash_prefill(), fused);
+            m.model.prefill(&prompt[..1499]).unwrap();
+            let mut steps = Vec::new();
+            for i in 0..8 {
+                let out = m.model.step(fed[i], &Probe::default()).unwrap();
+                if dtype == DType::F32 {
+                    fed.push(out.greedy_token().unwrap());
+                }
+                steps.push((out.logits.to_vec1::<f32>().unwrap(), out.argmax_position));
+            }
+            runs.push(steps);
+        }
+        let compare = |other: &Vec<(Vec<f32>, Vec<u32>)>| {
+            let (mut same, mut total, mut worst) = (0, 0, 0f32);
+            for ((la, aa), (lb, ab)) in runs[0].iter().zip(other) {
+                same += aa.iter().zip(ab).filter(|(a, b)| a == b).count();
+                total += aa.len();
+                let spread = la.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let err = la.iter().zip(lb).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                worst = worst.max(err / spread.max(1e-6));
+            }
+            (same as f64 / total as f64, worst)
+        };
+        let (fused_agree, fused_err) = compare(&runs[1]);
+        let (chunked_agree, chunked_err) = compare(&runs[2]);
+        eprintln!(
+            "{arch:?} d {head_dim} vs f32: fused bf16 argmax {:.1} %, logit error {fused_err:.3}; chunked bf16 argmax {:.1} %, logit error {chunked_err:.3}",
+            100.0 * fused_agree,
+            100.0 * chunked_agree
+        );
+        assert!(fused_err <= 1.5 * chunked_err + 0.01, "fused logit error {fused_err} vs chunked {chunked_err}");
+        assert!(fused_agree >= chunked_agree - 0.02, "fused argmax agreement {fused_agree} vs chunked {chunked_agree}");
+    }
+}
