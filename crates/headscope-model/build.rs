@@ -1,4 +1,4 @@
-//! With the `cuda` feature, compiles `kernels/flash_prefill.cu` to PTX (loaded at run time by
+//! With the `cuda` feature, compiles the CUDA kernels in `kernels/` to PTX (loaded at run time by
 //! `src/flash.rs`). nvcc comes from `NVCC`, `$CUDA_HOME/bin` or `PATH`, as for candle's own kernels.
 //! The PTX targets compute_80 (the first with bf16 tensor-core mma); the driver compiles it for the
 //! GPU at hand, so one build serves Ampere, Ada and Hopper.
@@ -9,6 +9,7 @@ use std::process::Command;
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=kernels/flash_prefill.cu");
+    println!("cargo::rerun-if-changed=kernels/decode_attention.cu");
     println!("cargo::rerun-if-env-changed=NVCC");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
@@ -17,14 +18,17 @@ fn main() {
         Some(home) => PathBuf::from(home).join("bin").join("nvcc"),
         None => PathBuf::from("nvcc"),
     });
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("flash_prefill.ptx");
-    let status = Command::new(&nvcc)
-        .args(["--ptx", "-arch=compute_80", "-O3", "-std=c++17", "kernels/flash_prefill.cu", "-o"])
-        .arg(&out)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!("{} failed on kernels/flash_prefill.cu ({s})", nvcc.display()),
-        Err(e) => panic!("the cuda feature needs nvcc to build kernels/flash_prefill.cu: running {} failed: {e}", nvcc.display()),
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for kernel in ["flash_prefill", "decode_attention"] {
+        let source = format!("kernels/{kernel}.cu");
+        let status = Command::new(&nvcc)
+            .args(["--ptx", "-arch=compute_80", "-O3", "-std=c++17", &source, "-o"])
+            .arg(out_dir.join(format!("{kernel}.ptx")))
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => panic!("{} failed on {source} ({s})", nvcc.display()),
+            Err(e) => panic!("the cuda feature needs nvcc to build {source}: running {} failed: {e}", nvcc.display()),
+        }
     }
 }

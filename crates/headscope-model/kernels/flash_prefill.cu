@@ -78,7 +78,16 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(addr), "l"(gmem));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+// Waits until at most `N` of this thread's committed copy groups are still in flight.
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Four 8x8 b16 matrices from shared memory (not transposed): the B operands of two k16 steps.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem_row) {
+    uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
 
 // Copies `BLOCK_K` rows of D elements starting at key `k0` into shared memory (padded rows). Rows past
 // `keys` are zero-filled: their probabilities are 0, but 0 * garbage could still be NaN.
@@ -151,27 +160,40 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
     const int kb_end = (k_end + BLOCK_K - 1) / BLOCK_K;
     const int qa = row_a + offset, qb = row_b + offset; // this thread's rows as key indices
 
+    // Software pipeline (as FlashAttention-2): the next key tile streams in while this tile's P V runs,
+    // and this tile's values stream in while its Q K^T runs. Copy groups complete in commit order.
+    if (kb_begin < kb_end) {
+        load_tile<T, D>(k_tile, k_head, D, kb_begin * BLOCK_K, keys);
+        cp_async_commit();
+        load_tile<T, D>(v_tile, v_head, D, kb_begin * BLOCK_K, keys);
+        cp_async_commit();
+    }
+    const int mtx = lane / 8, mrow = lane % 8;
     for (int kb = kb_begin; kb < kb_end; ++kb) {
         const int k0 = kb * BLOCK_K;
-        __syncthreads(); // the previous tile is no longer read
-        load_tile<T, D>(k_tile, k_head, D, k0, keys);
-        load_tile<T, D>(v_tile, v_head, D, k0, keys);
-        cp_async_commit();
-        cp_async_wait_all();
+        const bool more = kb + 1 < kb_end;
+        cp_async_wait<1>(); // this tile's keys (its values may still be in flight)
         __syncthreads();
 
-        // S = Q K^T for this warp's 16 rows x 64 keys: 8 n-tiles of 8 keys.
+        // S = Q K^T for this warp's 16 rows x 64 keys: 8 n-tiles of 8 keys. One ldmatrix gives the B
+        // operands of two k16 steps: matrix mtx holds keys nt*8.., dims kk*16 + mtx*8...
         float s[BLOCK_K / 8][4];
 #pragma unroll
         for (int nt = 0; nt < BLOCK_K / 8; ++nt) {
             s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-            const T* krow = k_tile + (nt * 8 + lane / 4) * (D + PAD) + col;
+            const T* krow = k_tile + (nt * 8 + mrow) * (D + PAD) + mtx * 8;
 #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-                uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow + kk * 16);
-                uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + kk * 16 + 8);
-                mma<T>(s[nt], qf[kk], b0, b1);
+            for (int kk = 0; kk < D / 16; kk += 2) {
+                uint32_t b[4];
+                ldmatrix_x4(b, krow + kk * 16);
+                mma<T>(s[nt], qf[kk], b[0], b[1]);
+                mma<T>(s[nt], qf[kk + 1], b[2], b[3]);
             }
+        }
+        __syncthreads(); // every warp is done with the key tile: refill it
+        if (more) {
+            load_tile<T, D>(k_tile, k_head, D, k0 + BLOCK_K, keys);
+            cp_async_commit();
         }
 
         // Hide keys past a row's own position, outside its window, or past the filled keys. Only tiles
@@ -244,8 +266,15 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
             pf[t][3] = Pack<T>::two(p[6], p[7]); // row b, keys 16t + 8 + col
         }
 
+        // This tile's values (the next tile's keys may still be in flight).
+        if (more) {
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+
         // O += P V: per pair of 8-wide output column tiles, one transposed ldmatrix per 16-key step.
-        const int mtx = lane / 8, mrow = lane % 8;
 #pragma unroll
         for (int dt = 0; dt < D / 8; dt += 2) {
 #pragma unroll
@@ -257,6 +286,11 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
                 mma<T>(o[dt], pf[t], b[0], b[1]);
                 mma<T>(o[dt + 1], pf[t], b[2], b[3]);
             }
+        }
+        __syncthreads(); // every warp is done with the value tile: refill it
+        if (more) {
+            load_tile<T, D>(v_tile, v_head, D, k0 + BLOCK_K, keys);
+            cp_async_commit();
         }
     }
 

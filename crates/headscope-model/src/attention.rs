@@ -57,9 +57,10 @@ pub struct AttentionControl<'a> {
     pub rows: &'a [usize],
     /// Use ops that autograd can differentiate (slower; for training).
     pub differentiable: bool,
-    /// Let a multi-query (prefill) call take the fused kernel of [`crate::flash`] where it supports the
-    /// tensors; it observes nothing, which a prefill does not need.
-    pub fused_prefill: bool,
+    /// Let the call take the CUDA kernels of [`crate::flash`] where they support the tensors: the fused
+    /// prefill kernel for several queries (it observes nothing, which a prefill does not need), the
+    /// decode kernels for one query (the same probes as the plain path).
+    pub fused: bool,
 }
 
 /// What an instrumented single-query attention call observed.
@@ -152,6 +153,19 @@ impl Attention {
         Ok((out, weights))
     }
 
+    /// [`Attention::attend`] for a single query on CUDA, through the decode kernels of [`crate::flash`].
+    fn attend_decode_kernels(&self, q: &Tensor, k: &Tensor, v: &Tensor, control: &AttentionControl) -> Result<(Tensor, Tensor)> {
+        let q = match (control.keep, control.mode) {
+            (Some(keep), MaskMode::Uniform) => q.broadcast_mul(keep)?,
+            _ => q.clone(),
+        };
+        let (mut out, weights) = crate::flash::decode_attention(&q, k, v)?;
+        if let (Some(keep), MaskMode::Zero) = (control.keep, control.mode) {
+            out = out.broadcast_mul(keep)?;
+        }
+        Ok((out, weights))
+    }
+
     /// Merges head outputs `[b, heads, c, d]` and applies the output projection.
     fn merge(&self, out: Tensor) -> Result<Tensor> {
         let (b, _, c, _) = out.dims4()?;
@@ -185,7 +199,7 @@ impl Attention {
         let s = pos + c - first;
         let keys = cache.k.narrow(2, first, s)?;
         let values = cache.v.narrow(2, first, s)?;
-        if c > 1 && control.fused_prefill && crate::flash::supported(&q, &keys) {
+        if c > 1 && control.fused && crate::flash::supported(&q, &keys) {
             // A prefill chunk observes nothing, so the fused kernel can take it: no score block at all.
             let q = match (control.keep, control.mode) {
                 (Some(keep), MaskMode::Uniform) => q.broadcast_mul(keep)?,
@@ -203,7 +217,11 @@ impl Attention {
             (_, None) => Some(ChunkMask::Tail(masks.tail(c, x.device())?)),
             (_, Some(_)) => Some(ChunkMask::Full(masks.get(pos, c, first, self.window, x.device())?)),
         };
-        let (out, weights) = self.attend(&q, &keys, &values, mask.as_ref(), control)?;
+        let (out, weights) = if c == 1 && control.fused && crate::flash::decode_supported(&q, &keys) {
+            self.attend_decode_kernels(&q, &keys, &values, control)?
+        } else {
+            self.attend(&q, &keys, &values, mask.as_ref(), control)?
+        };
         let probe = if c == 1 && (control.argmax || !control.rows.is_empty()) {
             let flat = weights.reshape((self.heads, s))?;
             let argmax = if control.argmax { Some(flat.argmax(D::Minus1)?) } else { None };

@@ -1,8 +1,11 @@
-//! Fused prefill attention on CUDA (`kernels/flash_prefill.cu`, FlashAttention-2's forward pass): the
-//! prompt's queries attend to the KV cache tile by tile with an online softmax, so no `chunk x keys`
-//! score block is ever written to GPU memory. Only the prefill takes this path: it reports no
-//! per-head probe, and the decode steps, whose attention the retrieval score reads, keep the
-//! instrumented path in [`crate::attention`].
+//! Attention kernels for CUDA.
+//!
+//! - Prefill (`kernels/flash_prefill.cu`, FlashAttention-2's forward pass): the prompt's queries attend
+//!   to the KV cache tile by tile with an online softmax, so no `chunk x keys` score block is ever
+//!   written to GPU memory. It reports no per-head probe, which a prefill does not need.
+//! - Decode (`kernels/decode_attention.cu`): one query per head, in two bandwidth-bound passes over the
+//!   cache (scores, then values) around a softmax, keeping the f32 weights from which
+//!   [`crate::attention`] takes every head's argmax. Same rounding as Hugging Face's eager attention.
 //!
 //! Supported: bf16 and f16, head dimensions 64 and 128, grouped-query attention, sliding windows.
 //! Anything else (and every CPU or wasm build) takes the chunked path, which computes the same thing.
@@ -18,6 +21,23 @@ pub fn supported_for(device: &Device, dtype: DType, head_dim: usize) -> bool {
 pub fn supported(q: &Tensor, k: &Tensor) -> bool {
     k.dtype() == q.dtype() && q.dims().last().is_some_and(|&d| supported_for(q.device(), q.dtype(), d))
 }
+
+/// Attention of one decode step: `q` (`[1, heads, 1, d]`) over all of `k` and `v` (`[1, kv_heads, s, d]`,
+/// views of the cache are fine). Returns the head outputs `[1, heads, 1, d]` and the f32 softmax
+/// weights `[1, kv_heads, heads / kv_heads, 1, s]` (from which the caller takes each head's argmax),
+/// rounded as Hugging Face's eager attention rounds them.
+pub fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    imp::decode_attention(q, k, v)
+}
+
+/// Whether [`decode_attention`] can run for these tensors (besides [`supported`]: query heads per KV
+/// head at most 8).
+pub fn decode_supported(q: &Tensor, k: &Tensor) -> bool {
+    supported(q, k) && q.dims().get(1).zip(k.dims().get(1)).is_some_and(|(&h, &kv)| kv > 0 && h / kv <= MAX_GROUP)
+}
+
+/// Query heads per KV head the decode kernels handle (`MAX_GROUP` in `kernels/decode_attention.cu`).
+const MAX_GROUP: usize = 8;
 
 /// Causal attention of `q` (`[b, heads, c, d]`, the last `c` of the `s` key positions) over `k` and `v`
 /// (`[b, kv_heads, s, d]`, views of the cache are fine), with an optional sliding `window` (keys at
@@ -36,6 +56,12 @@ mod imp {
     pub const AVAILABLE: bool = true;
 
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_prefill.ptx"));
+    const DECODE_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/decode_attention.ptx"));
+    const DECODE_KEYS_PER_BLOCK: usize = 128;
+    const DECODE_VALUE_THREADS: u32 = 128;
+    /// Blocks the value pass aims for over all KV heads: a few waves of the largest GPUs' SMs, so short
+    /// contexts still fill the device and long ones add few partial sums.
+    const DECODE_VALUE_BLOCKS: usize = 2048;
     const BLOCK_Q: usize = 64;
     const BLOCK_K: usize = 64;
     const THREADS: u32 = 128;
@@ -154,6 +180,130 @@ mod imp {
     pub fn prefill_attention(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>) -> candle_core::Result<Tensor> {
         q.contiguous()?.apply_op3_no_bwd(k, v, &FlashPrefill { window })
     }
+
+    fn type_name(s: &CudaStorage) -> candle_core::Result<&'static str> {
+        match &s.slice {
+            CudaStorageSlice::BF16(_) => Ok("bf16"),
+            CudaStorageSlice::F16(_) => Ok("f16"),
+            _ => bail!("decode attention: keys and values must be bf16 or f16"),
+        }
+    }
+
+    /// Pass 1: `[1, heads, 1, d]` queries x `[1, kv, s, d]` keys -> f32 scores `[heads, s]`.
+    struct DecodeScores;
+
+    impl candle_core::CustomOp2 for DecodeScores {
+        fn name(&self) -> &'static str {
+            "decode-scores"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            bail!("decode attention runs on CUDA only")
+        }
+
+        fn cuda_fwd(&self, qs: &CudaStorage, ql: &Layout, ks: &CudaStorage, kl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let (b, heads, c, d) = ql.shape().dims4()?;
+            let (_, kv_heads, s, _) = kl.shape().dims4()?;
+            if b != 1 || c != 1 || !ql.is_contiguous() || heads % kv_heads != 0 || heads / kv_heads > super::MAX_GROUP {
+                bail!("decode attention: queries {:?} over keys {:?}", ql.dims(), kl.dims());
+            }
+            let (_, k_head) = row_major_strides(kl, "key")?;
+            let name = type_name(qs)?;
+            if type_name(ks)? != name {
+                bail!("decode attention: queries and keys differ in type");
+            }
+            let dev = qs.device().clone();
+            let func = dev.get_or_load_custom_func(&format!("decode_scores_{name}_d{d}"), "headscope_decode_attention", DECODE_PTX)?;
+            let cfg = LaunchConfig {
+                grid_dim: (s.div_ceil(DECODE_KEYS_PER_BLOCK) as u32, kv_heads as u32, 1),
+                block_dim: (DECODE_KEYS_PER_BLOCK as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: the kernel writes every score.
+            let scores = unsafe { dev.alloc::<f32>(heads * s)? };
+            let scale = 1.0 / (d as f32).sqrt();
+            macro_rules! launch {
+                ($q:expr, $k:expr) => {{
+                    let q = $q.slice(ql.start_offset()..);
+                    let k = $k.slice(kl.start_offset()..);
+                    let mut builder = func.builder();
+                    builder.arg(&q);
+                    builder.arg(&k);
+                    builder.arg(&scores);
+                    candle_core::builder_arg!(builder, heads as i32, kv_heads as i32, s as i32, k_head as i64, scale);
+                    // SAFETY: arguments match the kernel's signature; shapes were checked above.
+                    unsafe { builder.launch(cfg) }.w()?;
+                }};
+            }
+            match (&qs.slice, &ks.slice) {
+                (CudaStorageSlice::BF16(q), CudaStorageSlice::BF16(k)) => launch!(q, k),
+                (CudaStorageSlice::F16(q), CudaStorageSlice::F16(k)) => launch!(q, k),
+                _ => unreachable!("types checked above"),
+            }
+            Ok((CudaStorage::wrap_cuda_slice(scores, dev), Shape::from((heads, s))))
+        }
+    }
+
+    /// Pass 2: f32 weights `[heads, s]` x `[1, kv, s, d]` values -> f32 outputs `[heads, d]`.
+    struct DecodeValues;
+
+    impl candle_core::CustomOp2 for DecodeValues {
+        fn name(&self) -> &'static str {
+            "decode-values"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            bail!("decode attention runs on CUDA only")
+        }
+
+        fn cuda_fwd(&self, ws: &CudaStorage, wl: &Layout, vs: &CudaStorage, vl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let (heads, s) = wl.shape().dims2()?;
+            let (_, kv_heads, vs_len, d) = vl.shape().dims4()?;
+            if vs_len != s || !wl.is_contiguous() || heads % kv_heads != 0 {
+                bail!("decode attention: weights {:?} over values {:?}", wl.dims(), vl.dims());
+            }
+            let (_, v_head) = row_major_strides(vl, "value")?;
+            let name = type_name(vs)?;
+            let dev = vs.device().clone();
+            let func = dev.get_or_load_custom_func(&format!("decode_values_{name}_d{d}"), "headscope_decode_attention", DECODE_PTX)?;
+            let span = s.div_ceil((DECODE_VALUE_BLOCKS / kv_heads).max(1)).max(64);
+            let cfg = LaunchConfig {
+                grid_dim: (s.div_ceil(span) as u32, kv_heads as u32, 1),
+                block_dim: (DECODE_VALUE_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // Blocks add their share of each output atomically: start from zero.
+            let out = dev.alloc_zeros::<f32>(heads * d)?;
+            let w = ws.as_cuda_slice::<f32>()?.slice(wl.start_offset()..);
+            macro_rules! launch {
+                ($v:expr) => {{
+                    let v = $v.slice(vl.start_offset()..);
+                    let mut builder = func.builder();
+                    builder.arg(&w);
+                    builder.arg(&v);
+                    builder.arg(&out);
+                    candle_core::builder_arg!(builder, heads as i32, kv_heads as i32, s as i32, v_head as i64, span as i32);
+                    // SAFETY: arguments match the kernel's signature; shapes were checked above.
+                    unsafe { builder.launch(cfg) }.w()?;
+                }};
+            }
+            match &vs.slice {
+                CudaStorageSlice::BF16(v) => launch!(v),
+                CudaStorageSlice::F16(v) => launch!(v),
+                _ => unreachable!("types checked above"),
+            }
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((heads, d))))
+        }
+    }
+
+    pub fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (b, heads, _, d) = q.dims4()?;
+        let (_, kv_heads, s, _) = k.dims4()?;
+        let scores = q.contiguous()?.apply_op2_no_bwd(k, &DecodeScores)?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = weights.apply_op2_no_bwd(v, &DecodeValues)?.to_dtype(q.dtype())?.reshape((b, heads, 1, d))?;
+        Ok((out, weights.reshape((b, kv_heads, heads / kv_heads, 1, s))?))
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -164,5 +314,9 @@ mod imp {
 
     pub fn prefill_attention(_: &Tensor, _: &Tensor, _: &Tensor, _: Option<usize>) -> candle_core::Result<Tensor> {
         candle_core::bail!("flash prefill needs a CUDA build (--features cuda)")
+    }
+
+    pub fn decode_attention(_: &Tensor, _: &Tensor, _: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        candle_core::bail!("decode attention kernels need a CUDA build (--features cuda)")
     }
 }

@@ -393,7 +393,7 @@ impl Transformer {
                 argmax: decoding,
                 rows: &layer_rows,
                 differentiable: false,
-                fused_prefill: self.fused_prefill,
+                fused: self.fused_prefill,
             };
             let layer = &self.layers[i];
             let h = rms_norm(&x, &layer.input_norm, eps)?;

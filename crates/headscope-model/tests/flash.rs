@@ -4,7 +4,7 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor, D};
-use headscope_model::flash::prefill_attention;
+use headscope_model::flash::{decode_attention, prefill_attention};
 use headscope_model::testkit::{TinyArch, TinyModel};
 use headscope_model::{LoadOptions, LoadedModel, Probe};
 
@@ -71,6 +71,37 @@ fn fused_prefill_matches_plain_attention() {
         let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
         eprintln!("heads {heads}/{kv} d {d} queries {c} keys {s} window {window:?} {dtype:?}: max error {err:.2e} (max |out| {scale:.2})");
         assert!(err <= 0.02 * scale.max(1.0), "case heads {heads}/{kv} d {d} c {c} s {s} window {window:?}: error {err}");
+    }
+}
+
+#[test]
+fn decode_kernels_match_plain_attention_and_its_argmax() {
+    let Some(dev) = gpu() else { return };
+    // (heads, kv heads, head dim, keys, dtype): MHA, GQA groups of 4 and 8, spans past one value block.
+    for (heads, kv, d, s, dtype) in [(32, 32, 128, 3000, DType::BF16), (32, 8, 128, 5000, DType::BF16), (16, 2, 64, 700, DType::F16)] {
+        let q = Tensor::randn(0f32, 1.0, (1, heads, 1, d), &dev).unwrap().to_dtype(dtype).unwrap();
+        let cache = |scale: f64| (Tensor::randn(0f32, 1.0, (1, kv, s + 30, d), &dev).unwrap() * scale).unwrap().to_dtype(dtype).unwrap();
+        let (kc, vc) = (cache(2.0), cache(1.0));
+        let (k, v) = (kc.narrow(2, 0, s).unwrap(), vc.narrow(2, 0, s).unwrap());
+        let (out, weights) = decode_attention(&q, &k, &v).unwrap();
+        assert_eq!(weights.dims(), &[1, kv, heads / kv, 1, s]);
+        let want = reference(&q, &k, &v, None);
+        let got = out.to_dtype(DType::F32).unwrap();
+        let err = (got - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let sums = weights.sum(D::Minus1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(sums.iter().all(|x| (x - 1.0).abs() < 1e-3), "weights sum to {sums:?}");
+        // The argmax of the kernel's weights is the argmax of the half-precision scores.
+        let scores = {
+            let group = heads / kv;
+            let k = k.unsqueeze(2).unwrap().expand((1, kv, group, s, d)).unwrap().reshape((1, heads, s, d)).unwrap();
+            (q.matmul(&k.t().unwrap()).unwrap() * (1.0 / (d as f64).sqrt())).unwrap().to_dtype(DType::F32).unwrap()
+        };
+        let want_argmax = scores.flatten_all().unwrap().reshape((heads, s)).unwrap().argmax(D::Minus1).unwrap().to_vec1::<u32>().unwrap();
+        let got_argmax = weights.reshape((heads, s)).unwrap().argmax(D::Minus1).unwrap().to_vec1::<u32>().unwrap();
+        let same = want_argmax.iter().zip(&got_argmax).filter(|(a, b)| a == b).count();
+        eprintln!("decode heads {heads}/{kv} d {d} keys {s} {dtype:?}: max error {err:.2e}, argmax {same}/{heads}");
+        assert!(err < 0.02, "decode output error {err}");
+        assert!(same + 1 >= heads, "argmax agreement {same}/{heads}");
     }
 }
 
