@@ -183,6 +183,9 @@ def main():
     ap.add_argument("--noise-floor", action="store_true",
                     help="in bf16/f16, also run the weights in f32 and record how often transformers agrees with itself")
     ap.add_argument("--tokenizer", help="tokenizer.json to ship with each model (default: a byte-level one)")
+    ap.add_argument("--layers", type=int,
+                    help="keep only the first N layers of a --config (real widths, heads and experts, less memory: "
+                         "Mixtral-8x7B's 93 GB do not fit one 80 GB GPU with an f32 noise floor beside it)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     tokenizer_json = args.tokenizer or os.path.join(args.out, "tokenizer.json")
@@ -192,6 +195,11 @@ def main():
         for path in args.config:
             config = AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(path)))
             name = os.path.basename(os.path.dirname(os.path.abspath(path)))
+            if args.layers and args.layers < config.num_hidden_layers:
+                config.num_hidden_layers = args.layers
+                if getattr(config, "layer_types", None):
+                    config.layer_types = config.layer_types[:args.layers]
+                name = f"{name}-{args.layers}-layers"
             one_case(name, config, args, tokenizer_json)
     else:
         for name in args.cases.split(","):

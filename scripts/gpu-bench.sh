@@ -15,6 +15,9 @@
 #   scripts/gpu-bench.sh agree MODEL...   HF agreement at $AGREE_CONTEXT (4096) tokens, bf16, with the
 #                                          f32 noise floor where it fits (llama-2-7b mistral-7b-v0.2
 #                                          qwen1.5-14b; mixtral-8x7b-v0.1 needs an H200 and 100 GB of disk)
+#   scripts/gpu-bench.sh table1 MODEL...  each model loads, runs a short detect sweep, and a masked sweep
+#                                          (uniform and zero) on the same tests; masked.md says how many
+#                                          answers masking changed (checkpoints are deleted after each model)
 #   scripts/gpu-bench.sh report           results.md over every model folder in $OUT
 #
 # Build the binary first, on the Rust machine (see README, "Full-size checkpoints on CUDA"):
@@ -72,7 +75,7 @@ both_sides() { # NAME MODEL_DIR LENGTHS [extra headscope bench flags...]
   cat "$d/results.md"
 }
 
-case "${1:?smoke, bench MODEL, agree MODEL..., or report}" in
+case "${1:?smoke, bench MODEL, agree MODEL..., table1 MODEL..., or report}" in
   smoke)
     # The known CUDA bug: auto dtype (bf16) loading the lab model's f16 weights.
     "$bin" generate --model public/models/lab --device "$device" --prompt "In the beginning was the Word" --max-new-tokens 12 \
@@ -92,8 +95,10 @@ EOF
   bench)
     m=${2:?model: a folder of bench/configs}
     checkpoint "$m"
-    # SCORE_BUDGET_MIB tries another prefill score budget (headscope bench --score-budget-mib).
-    both_sides "$m" "$ckpt/$m" "${3:-4096,16384,32768,65536}" --max-context ${SCORE_BUDGET_MIB:+--score-budget-mib "$SCORE_BUDGET_MIB"}
+    # SCORE_BUDGET_MIB tries another prefill score budget (headscope bench --score-budget-mib); SWEEP_DEPTHS=N
+    # also times a depth sweep of N depths per length with prefix reuse (headscope bench --sweep-depths).
+    both_sides "$m" "$ckpt/$m" "${3:-4096,16384,32768,65536}" --max-context ${SCORE_BUDGET_MIB:+--score-budget-mib "$SCORE_BUDGET_MIB"} \
+      ${SWEEP_DEPTHS:+--sweep-depths "$SWEEP_DEPTHS"}
     ;;
   agree)
     shift
@@ -103,12 +108,43 @@ EOF
       a=${AGREE_DIR:-/root/agree}
       mkdir -p "$d"
       rm -rf "${a:?}/$m"
+      # AGREE_LAYERS keeps only the first N layers of each config (its case is then named MODEL-N-layers).
+      case_name=$m${AGREE_LAYERS:+-$AGREE_LAYERS-layers}
       $py bench/hf_agreement.py --config "bench/configs/$m/config.json" --context "${AGREE_CONTEXT:-4096}" --dtype bfloat16 \
-        --device "$device" --noise-floor --tokenizer public/models/lab/tokenizer.json --out "$a" 2>&1 | grep -v "Writing model shards" \
-        | tee "$d/hf-agreement.log"
+        --device "$device" --noise-floor --tokenizer public/models/lab/tokenizer.json ${AGREE_LAYERS:+--layers "$AGREE_LAYERS"} \
+        --out "$a" 2>&1 | grep -v "Writing model shards" | tee "$d/hf-agreement.log"
       # Exit status 1 means a disagreement: keep going, the report shows it.
-      "$bin" hf-agreement "$a/$m/expected.json" --device "$device" --json "$d/agreement.json" 2>&1 | tee -a "$d/hf-agreement.log" || true
-      rm -rf "${a:?}/$m" # one model on disk at a time
+      "$bin" hf-agreement "$a/$case_name/expected.json" --device "$device" --json "$d/agreement.json" 2>&1 | tee -a "$d/hf-agreement.log" || true
+      rm -rf "${a:?}/$case_name" # one model on disk at a time
+    done
+    ;;
+  table1)
+    shift
+    [ $# -gt 0 ] || { echo "table1 needs model names (folders of bench/configs)" >&2; exit 2; }
+    for m in "$@"; do
+      d="$out/$m"
+      mkdir -p "$d"
+      checkpoint "$m"
+      sweep=(--model "$ckpt/$m" --device "$device" --lengths "${TABLE1_LENGTH:-2048}" --depths 3 --max-new-tokens 16)
+      # Random weights find no needle: the sweep shows the model loads and runs, not what it retrieves.
+      "$bin" detect "${sweep[@]}" --out "$d/detect" 2>&1 | tail -n 4 | tee "$d/table1.log"
+      for mode in uniform zero; do
+        # 64 heads: enough to move a random model's near-flat logits, and drawn (seeded) from every layer.
+        "$bin" niah "${sweep[@]}" --mask-random 64 --scores "$d/detect/head_scores.json" --seed 1 --mask-mode "$mode" \
+          --out "$d/masked-$mode" 2>&1 | tail -n 2 | tee -a "$d/table1.log"
+      done
+      $py - "$d" "$m" << 'EOF2' | tee -a "$out/masked.md"
+import json, sys
+d, name = sys.argv[1], sys.argv[2]
+def answers(run):
+    return {r["id"]: r["answer"] for r in map(json.loads, open(f"{d}/{run}/tests.jsonl"))}
+base = answers("detect")
+for mode in ("uniform", "zero"):
+    masked = answers(f"masked-{mode}")
+    changed = sum(masked[k] != base[k] for k in base if k in masked)
+    print(f"| {name} | {mode} | {changed}/{len(base)} answers changed by masking 64 random heads |")
+EOF2
+      rm -rf "${ckpt:?}/$m" # one checkpoint on disk at a time
     done
     ;;
   report)
@@ -117,7 +153,7 @@ EOF
     $py bench/bench_report.py "${dirs[@]}" --out "$out/results.md"
     ;;
   *)
-    echo "usage: scripts/gpu-bench.sh smoke | bench MODEL [LENGTHS] | agree MODEL... | report" >&2
+    echo "usage: scripts/gpu-bench.sh smoke | bench MODEL [LENGTHS] | agree MODEL... | table1 MODEL... | report" >&2
     exit 2
     ;;
 esac
