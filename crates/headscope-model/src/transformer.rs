@@ -2,7 +2,8 @@
 //! [`FeedForward`]), final norm and LM head, with a preallocated KV cache. Inference runs as a chunked
 //! [`Transformer::prefill`] followed by [`Transformer::step`]s, each of which reports every query head's
 //! argmax position; [`Transformer::forward_sequence`] runs whole sequences without a cache (training,
-//! evaluation).
+//! evaluation). The model remembers which token ids its cache holds, so that
+//! [`Transformer::prefill_reusing`] computes only what a new prompt does not share with the last one.
 
 use crate::attention::{Attention, AttentionControl, LayerCache, MaskCache};
 use crate::error::{ModelError, Result};
@@ -61,6 +62,63 @@ struct Layer {
 struct ActiveMask {
     mask: HeadMask,
     keep: Vec<Option<Tensor>>,
+    /// What the keep vectors do wherever they apply, in a form that compares equal exactly when two
+    /// masks compute the same thing (None: no head is masked, the mask changes nothing).
+    effect: Option<MaskEffect>,
+}
+
+/// What a mask does to the positions it applies to: the sorted, distinct masked heads and the mode. The
+/// scope only says where it applies, so it is not part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MaskEffect {
+    heads: Vec<HeadId>,
+    mode: MaskMode,
+}
+
+/// What `mask` does to the positions of a decode step (`decoding`) or a prefill (None: nothing).
+fn effect_of(mask: &Option<ActiveMask>, decoding: bool) -> Option<&MaskEffect> {
+    match mask {
+        Some(m) if decoding || m.mask.scope == MaskScope::All => m.effect.as_ref(),
+        _ => None,
+    }
+}
+
+/// What the KV cache is known to hold, for [`Transformer::prefill_reusing`]: the token ids of its leading
+/// positions `0..ids.len()` (at most the model's position), all computed under the same mask effect.
+/// A position's keys and values depend on every position before it and on the mask in effect when it
+/// was computed, so only such a uniform leading run can stand in for a new prefill; positions past it
+/// (a decode step under a decode-scope mask, a memory probe's jump) are not tracked at all.
+#[derive(Debug, Clone, Default)]
+struct CacheContents {
+    ids: Vec<u32>,
+    effect: Option<MaskEffect>,
+}
+
+impl CacheContents {
+    /// Notes that `ids` were just computed at positions `start..` under `effect`: they extend the run
+    /// when they follow it directly and were computed as it was (an empty run takes any effect).
+    fn written(&mut self, start: usize, ids: &[u32], effect: Option<&MaskEffect>) {
+        if start != self.ids.len() {
+            return;
+        }
+        if self.ids.is_empty() {
+            self.effect = effect.cloned();
+        } else if self.effect.as_ref() != effect {
+            return;
+        }
+        self.ids.extend_from_slice(ids);
+    }
+
+    /// The cache is unknown from `position` on.
+    fn truncate(&mut self, position: usize) {
+        self.ids.truncate(position);
+    }
+
+    /// The cache is unknown altogether.
+    fn forget(&mut self) {
+        self.ids.clear();
+        self.effect = None;
+    }
 }
 
 /// The instrumented transformer.
@@ -73,6 +131,7 @@ pub struct Transformer {
     rope: Rope,
     cache: Vec<LayerCache>,
     position: usize,
+    contents: CacheContents,
     mask: Option<ActiveMask>,
     prefill_chunk: Option<usize>,
     score_budget: usize,
@@ -135,6 +194,7 @@ impl Transformer {
             rope,
             cache: Vec::new(),
             position: 0,
+            contents: CacheContents::default(),
             mask: None,
             prefill_chunk: None,
             fused_prefill: true,
@@ -215,17 +275,20 @@ impl Transformer {
     pub fn release_cache(&mut self) {
         self.cache.clear();
         self.position = 0;
+        self.contents.forget();
     }
 
     /// Moves to `position` without computing anything: the cache entries before it keep whatever they
     /// hold (zeros after [`Transformer::reserve`]). Only for memory probes, which need the shapes of a
-    /// long context's last chunk and decode step but not its values.
+    /// long context's last chunk and decode step but not its values. The cache's content counts as
+    /// unknown afterwards: nothing of it is reused.
     pub fn pretend_filled(&mut self, position: usize) -> Result<()> {
         let have = self.cache.first().map_or(0, LayerCache::capacity);
         if position > have {
             return Err(ModelError::TooLong(format!("position {position} is past the KV cache ({have} positions): reserve it first")));
         }
         self.position = position;
+        self.contents.forget();
         Ok(())
     }
 
@@ -241,12 +304,14 @@ impl Transformer {
         }
         self.rope.ensure(capacity)?;
         self.position = 0;
+        self.contents.forget();
         Ok(())
     }
 
-    /// Empties the cache (keeping its buffers) for a new sequence.
+    /// Empties the cache (keeping its buffers) for a new sequence; nothing of it is reused.
     pub fn reset(&mut self) {
         self.position = 0;
+        self.contents.forget();
     }
 
     /// Forgets every position from `position` on and keeps the cache before it, so that several decodes
@@ -260,7 +325,40 @@ impl Transformer {
             )));
         }
         self.position = position;
+        self.contents.truncate(position);
         Ok(())
+    }
+
+    /// Token ids of the leading cache positions that [`Transformer::prefill_reusing`] may reuse: those
+    /// whose ids are known and that were all computed under one mask effect (at most
+    /// [`Transformer::position`] of them).
+    pub fn cached_ids(&self) -> &[u32] {
+        &self.contents.ids
+    }
+
+    /// How many leading positions of `ids` the cache already holds as a prefill of `ids` under the
+    /// current mask would compute them: the longest common prefix of [`Transformer::cached_ids`] and
+    /// `ids`, or 0 when the cache was computed under another mask effect than a prefill applies now (a
+    /// mask of scope `all` changes the prefill; one of scope `decode`, or none, does not).
+    pub fn reusable_prefix(&self, ids: &[u32]) -> usize {
+        if self.contents.effect.as_ref() != effect_of(&self.mask, false) {
+            return 0;
+        }
+        self.contents.ids.iter().zip(ids).take_while(|(a, b)| a == b).count()
+    }
+
+    /// [`Transformer::prefill`] of `ids` as a new sequence, computing only what the cache does not
+    /// already hold: keeps the cached positions of [`Transformer::reusable_prefix`], forgets the rest and
+    /// prefills the remaining ids. Returns how many positions were reused (all of `ids` is possible:
+    /// then nothing is computed). The result is a fresh prefill's, up to the float rounding of where
+    /// chunks start; in a NIAH sweep, tests of one needle and length at different depths share the
+    /// haystack up to the shallower needle, and only the rest is computed.
+    pub fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize> {
+        self.check_ids(ids)?;
+        let reused = self.reusable_prefix(ids);
+        self.truncate(reused)?;
+        self.prefill(&ids[reused..])?;
+        Ok(reused)
     }
 
     fn check_fits(&self, positions: usize) -> Result<()> {
@@ -293,6 +391,8 @@ impl Transformer {
     }
 
     /// Applies `mask` to subsequent calls (`None` removes it). Unknown heads are an error.
+    /// The cache remembers which mask each position was computed under, so no reuse crosses masks that
+    /// compute differently.
     pub fn set_mask(&mut self, mask: Option<HeadMask>) -> Result<()> {
         let Some(mask) = mask else {
             self.mask = None;
@@ -310,7 +410,11 @@ impl Transformer {
                 Some(Tensor::from_vec(v, (1, self.spec.heads, 1, 1), &self.device)?.to_dtype(self.dtype)?)
             });
         }
-        self.mask = Some(ActiveMask { mask, keep });
+        let mut heads = mask.heads.clone();
+        heads.sort_unstable();
+        heads.dedup();
+        let effect = (!heads.is_empty()).then_some(MaskEffect { heads, mode: mask.mode });
+        self.mask = Some(ActiveMask { mask, keep, effect });
         Ok(())
     }
 
@@ -345,6 +449,8 @@ impl Transformer {
             let (chunk, tail) = rest.split_at(self.prefill_chunk_at(rest.len()));
             let x = self.embed.forward(&Tensor::new(chunk, &self.device)?.unsqueeze(0)?)?;
             self.run_layers(x, false, &mut masks, &[])?;
+            // Chunk by chunk, so that a prefill that fails part-way still knows what it computed.
+            self.contents.written(self.position, chunk, effect_of(&self.mask, false));
             self.position += chunk.len();
             rest = tail;
         }
@@ -360,6 +466,10 @@ impl Transformer {
         let x = self.embed.forward(&Tensor::new(&[id], &self.device)?.unsqueeze(0)?)?;
         let mut masks = MaskCache::default();
         let (x, observed) = self.run_layers(x, true, &mut masks, &probe.rows)?;
+        // A step computes its position as a prefill under the same mask effect would: a later prompt that
+        // continues with this token may reuse it. Under a decode-scope mask it was not computed as a
+        // prefill computes it, so the known run ends before it.
+        self.contents.written(self.position, &[id], effect_of(&self.mask, true));
         self.position += 1;
         let x = rms_norm(&x, &self.norm, self.spec.rms_norm_eps)?;
         let logits = self.lm_head.forward(&x)?.flatten_all()?.to_dtype(DType::F32)?;
