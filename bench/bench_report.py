@@ -92,10 +92,14 @@ def markdown(folders):
         if off:
             out.append(f"official loop: torch {off['torch']}, transformers {off['transformers']}, prefill attention "
                        f"{off['prefill_attention']}, GPU {off.get('gpu')}")
+        # headscope bench --sweep-depths N adds the time per test of a depth sweep with prefix reuse; older
+        # reports have no such field, and their table keeps its columns.
+        sweep = (hs or {}).get("sweep_depths") or 0
         if f["rows"]:
-            out += ["", "| context | HeadScope per test | official per test | speed-up | HeadScope prefill | official prefill | "
+            sweep_head = f"HeadScope per test in a depth sweep, prefix reused ({sweep} depths) | " if sweep else ""
+            out += ["", f"| context | HeadScope per test | {sweep_head}official per test | speed-up | HeadScope prefill | official prefill | "
                     "HeadScope decode step | official decode step | HeadScope peak memory | official peak (reserved) | argmax equal |",
-                    "|---|---|---|---|---|---|---|---|---|---|---|"]
+                    "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if sweep else "")]
             for row in f["rows"]:
                 h, o = row["headscope"], row["official"]
                 if not h["fits"]:
@@ -111,7 +115,11 @@ def markdown(folders):
                 speed = f"{o['seconds'] / h['test_seconds']:.1f}x" if h["fits"] and o and o.get("fits") else ""
                 a = row.get("agreement")
                 agree = f"{100 * a['argmax_equal'] / max(1, a['argmax_total']):.1f} % ({a['steps_compared']} steps)" if a else ""
-                out.append(f"| {row['length']} | {hcells[0]} | {ocells[0]} | {speed} | {hcells[1] if h['fits'] else ''} | {ocells[1]} | "
+                sweep_cell = ""
+                if sweep:
+                    t = h.get("sweep_test_seconds")
+                    sweep_cell = (f"{t:.3f} s ({100 * (h.get('sweep_reused_share') or 0):.0f} % of prefill reused) | " if t is not None else "- | ")
+                out.append(f"| {row['length']} | {hcells[0]} | {sweep_cell}{ocells[0]} | {speed} | {hcells[1] if h['fits'] else ''} | {ocells[1]} | "
                            f"{hcells[2] if h['fits'] else ''} | {ocells[2]} | {hcells[3] if h['fits'] else ''} | {ocells[3]} | {agree} |")
         out.append("")
         if f["smi_headscope"] or f["smi_official"]:
@@ -136,6 +144,12 @@ def markdown(folders):
                                f"{r['transformers_tokens_equal']}/{c['steps']}, max |logit diff| {r['transformers_max_logit_difference']:.3g}; "
                                f"HeadScope argmax {pct(r['headscope_equal']):.1f} %, tokens {r['headscope_tokens_equal']}/{c['steps']}, "
                                f"max |logit diff| {r['headscope_max_logit_difference']:.3g}")
+        out.append("")
+    if any((f["headscope"] or {}).get("sweep_depths") for f in folders):
+        out.append("Per test in a depth sweep, prefix reused: the mean time per test of N needle depths (0 to 100 %) at one length run "
+                   "one after another as headscope detect runs them, deepest first, each prefill reusing the KV cache of the prefix the "
+                   "test shares with the one before it; the first test's full prefill is included. The official loop prefills every "
+                   "test in full.")
         out.append("")
     out.append("Argmax equal: share of (step, layer, head) argmax positions that are the same on both sides, over the decode steps both ran on "
                "the same inputs (up to the first step whose generated token differs; the official loop's topk over bf16 weights breaks ties "

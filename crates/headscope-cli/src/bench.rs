@@ -2,6 +2,9 @@
 //! context fits on the device. It sits beside the sweep: the same NIAH prompt (core), the same
 //! prefill of prompt[:-1] and observed decode steps (model), the same eq. 1 scoring (core), timed per
 //! phase, with a fixed number of decode steps (stop tokens are ignored) so every run does equal work.
+//! Each test is timed alone (a fresh cache) and, with `--sweep-depths N`, also inside a depth sweep as
+//! `detect` runs one: N depths at one length, deepest first, each prefill reusing the cache of the
+//! prefix the test shares with the one before it ([`Transformer::prefill_reusing`]).
 //!
 //! Peak memory: candle has no allocator statistics, so on CUDA a thread polls the driver's free/total
 //! memory (`cuMemGetInfo`, every millisecond) and reports the largest amount in use on the whole GPU,
@@ -17,14 +20,14 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use headscope_core::metrics::rouge1_recall;
-use headscope_core::niah::{san_francisco_needle, NiahBuilder};
+use headscope_core::niah::{san_francisco_needle, Needle, NiahBuilder, NiahTest};
 use headscope_core::score::{retrieval_hits, DecodeStep};
-use headscope_core::TextTokenizer;
+use headscope_core::{HeadShape, TextTokenizer};
 use headscope_model::loader::{dtype_name, parse_dtype};
 use headscope_model::spec::ModelSpec;
 use headscope_model::transformer::DEFAULT_PREFILL_SCORE_BUDGET;
 use headscope_model::{greedy_decode_from, Device, LoadOptions, ModelDir, Probe, Transformer};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -62,6 +65,11 @@ pub struct BenchArgs {
     /// Needle depth in percent of the context.
     #[arg(long, default_value_t = 50.0)]
     pub depth: f64,
+    /// Also run, per length, a depth sweep of this many needle depths evenly spaced over 0..100 % as
+    /// `detect` runs one: deepest first, each prefill reusing the cache of the prefix the test shares
+    /// with the one before it; reports the mean time per test of the sweep beside the isolated one (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub sweep_depths: usize,
     /// Prompt tokens per prefill chunk [default: 512, or 4096 where the fused CUDA attention kernel
     /// runs]. On the chunked path long contexts use fewer: see the score budget.
     #[arg(long)]
@@ -87,7 +95,7 @@ pub struct BenchArgs {
 }
 
 /// Timing of one prompt length (means over the repeats).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct LengthResult {
     /// Requested prompt length in tokens.
     pub length: usize,
@@ -103,6 +111,15 @@ pub struct LengthResult {
     pub decode_step_ms: f64,
     /// Seconds per NIAH test: prefill, decode steps, scoring.
     pub test_seconds: f64,
+    /// Seconds per NIAH test in a depth sweep at this length (`--sweep-depths`): the mean over the
+    /// sweep's tests, run deepest first with prefix reuse, the first test's full prefill included. None
+    /// when no sweep ran (not asked for, or the length does not fit).
+    #[serde(default)]
+    pub sweep_test_seconds: Option<f64>,
+    /// Share of the sweep's prefill positions (prompt[:-1] of every test) taken from the cache instead
+    /// of computed.
+    #[serde(default)]
+    pub sweep_reused_share: Option<f64>,
     /// Peak memory in use while testing this length, in bytes (see `memory_method`).
     pub peak_memory_bytes: Option<u64>,
     /// Heads with at least one eq. 1 hit in the last test (random weights: usually none).
@@ -110,7 +127,7 @@ pub struct LengthResult {
 }
 
 /// Result of the longest-context search.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct MaxContext {
     /// Device memory the limits refer to, in bytes.
     pub memory_bytes: u64,
@@ -122,8 +139,9 @@ pub struct MaxContext {
     pub probes: Vec<(usize, bool)>,
 }
 
-/// Everything `headscope bench` measured.
-#[derive(Debug, Serialize)]
+/// Everything `headscope bench` measured. Fields added after the first version are serde defaults, so
+/// older reports still parse.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BenchReport {
     /// HeadScope version.
     pub headscope_version: String,
@@ -153,6 +171,9 @@ pub struct BenchReport {
     pub steps: usize,
     /// Tests per length.
     pub repeats: usize,
+    /// Depths of the per-length depth sweep with prefix reuse (0: none ran).
+    #[serde(default)]
+    pub sweep_depths: usize,
     /// Prompt tokens per prefill chunk at most.
     pub prefill_chunk: usize,
     /// Whether the prefill ran the fused attention kernel (else chunked attention under the score budget).
@@ -296,6 +317,26 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     for &length in &args.lengths {
         prompts.push(builder.build(&needle, length, args.depth).with_context(|| format!("building the {length}-token prompt"))?);
     }
+    // Per length, the depth sweep's prompts, deepest first: each test then shares with the one before
+    // it everything up to its own needle.
+    let sweep_depths = match args.sweep_depths {
+        0 => Vec::new(),
+        n => {
+            let mut d = headscope_core::sweep::depths(n)?;
+            d.reverse();
+            d
+        }
+    };
+    let mut sweeps = Vec::new();
+    for &length in &args.lengths {
+        let sweep = sweep_depths
+            .iter()
+            .map(|&depth| {
+                builder.build(&needle, length, depth).with_context(|| format!("building the {length}-token prompt at depth {depth} %"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        sweeps.push(sweep);
+    }
 
     eprintln!(
         "loading {} ({} layers x {} heads, {} KV heads, {} parameters) on {} as {}",
@@ -320,13 +361,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let t = Instant::now();
     let warm: Vec<u32> = prompts[0].prompt_ids.iter().copied().take(64.min(prompts[0].prompt_ids.len())).collect();
     model.reserve(warm.len() + 2)?;
-    run_test(&mut model, &device, &warm, 2)?;
+    run_test(&mut model, &device, &warm, 2, false)?;
     let warmup_seconds = t.elapsed().as_secs_f64();
 
     let shape = spec.head_shape();
     let mut results = Vec::new();
     let mut saved = Vec::new();
-    for test in &prompts {
+    for (test, sweep) in prompts.iter().zip(&sweeps) {
         monitor.reset_peak();
         let length = test.prompt_ids.len();
         let mut sums = (0.0, 0.0, 0.0);
@@ -335,22 +376,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         for _ in 0..args.repeats {
             let run = model.reserve(length + args.steps).and_then(|_| {
                 let t0 = Instant::now();
-                let timing = run_test(&mut model, &device, &test.prompt_ids, args.steps)?;
+                let timing = run_test(&mut model, &device, &test.prompt_ids, args.steps, false)?;
                 Ok((t0, timing))
             });
             match run {
-                Ok((t0, (prefill, decode, trace))) => {
-                    let steps: Vec<DecodeStep> = trace
-                        .tokens
-                        .iter()
-                        .zip(&trace.argmax_position)
-                        .map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() })
-                        .collect();
-                    let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
-                    let answer = md.tokenizer.decode(&trace.tokens).unwrap_or_default();
-                    let _recall = rouge1_recall(&answer, &needle.real_needle);
+                Ok((t0, (prefill, decode, _, trace))) => {
+                    heads_with_hits = score_test(shape, &md.tokenizer, &needle, test, &trace)?;
                     let total = t0.elapsed().as_secs_f64();
-                    heads_with_hits = shape.iter().filter(|&h| hits.score(h) > 0.0).count();
                     sums.0 += prefill;
                     sums.1 += decode;
                     sums.2 += total;
@@ -373,6 +405,18 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             }
         }
         let n = args.repeats as f64;
+        // The sweep runs only where the isolated test fit: at one length it needs the same memory.
+        let swept = match &outcome {
+            Ok(()) if !sweep.is_empty() => match run_sweep(&mut model, &device, sweep, args.steps, shape, &md.tokenizer, &needle) {
+                Ok(s) => Some(s),
+                Err(e) if is_out_of_memory(&e) => {
+                    model.release_cache();
+                    None
+                }
+                Err(e) => return Err(e).with_context(|| format!("the {length}-token depth sweep")),
+            },
+            _ => None,
+        };
         let r = match outcome {
             Ok(()) => LengthResult {
                 length,
@@ -382,6 +426,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 prefill_tokens_per_second: (length - 1) as f64 / (sums.0 / n).max(1e-9),
                 decode_step_ms: 1e3 * sums.1 / n / args.steps as f64,
                 test_seconds: sums.2 / n,
+                sweep_test_seconds: swept.map(|s| s.0),
+                sweep_reused_share: swept.map(|s| s.1),
                 peak_memory_bytes: monitor.peak(),
                 heads_with_hits,
             },
@@ -399,12 +445,14 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     prefill_tokens_per_second: 0.0,
                     decode_step_ms: 0.0,
                     test_seconds: 0.0,
+                    sweep_test_seconds: None,
+                    sweep_reused_share: None,
                     peak_memory_bytes: monitor.peak(),
                     heads_with_hits: 0,
                 }
             }
         };
-        eprintln!("{}", row(&r));
+        eprintln!("{}", row(&r, args.sweep_depths > 0));
         results.push(r);
     }
 
@@ -432,6 +480,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         device: args.device.clone(),
         steps: args.steps,
         repeats: args.repeats,
+        sweep_depths: args.sweep_depths,
         prefill_chunk: model.prefill_chunk(),
         flash_prefill: model.flash_prefill(),
         score_budget_mib: args.score_budget_mib,
@@ -468,22 +517,71 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 }
 
 /// One NIAH test's model work: prefill prompt[:-1] (synchronised, so the time is the device's), then
-/// `steps` observed decode steps. Returns (prefill seconds, decode seconds, trace).
+/// `steps` observed decode steps. With `reuse` the prefill keeps the cached prefix the prompt shares
+/// with what the cache holds, else it starts from an empty cache. Returns (prefill seconds, decode
+/// seconds, positions reused, trace).
 fn run_test(
     model: &mut Transformer,
     device: &Device,
     prompt: &[u32],
     steps: usize,
-) -> headscope_model::Result<(f64, f64, headscope_model::DecodeTrace)> {
+    reuse: bool,
+) -> headscope_model::Result<(f64, f64, usize, headscope_model::DecodeTrace)> {
     let (&last, context) = prompt.split_last().ok_or_else(|| headscope_model::ModelError::Invalid("the prompt is empty".into()))?;
-    model.reset();
+    if !reuse {
+        model.reset();
+    }
     let t = Instant::now();
-    model.prefill(context)?;
+    let reused = model.prefill_reusing(context)?;
     device.synchronize()?;
     let prefill = t.elapsed().as_secs_f64();
     // Every step copies its argmax positions to the host, which waits for the device.
     let trace = greedy_decode_from(model, last, steps, &[], &Probe::default(), |_| true)?;
-    Ok((prefill, trace.decode_seconds, trace))
+    Ok((prefill, trace.decode_seconds, reused, trace))
+}
+
+/// Scores a finished test as the sweep does (eq. 1 hits, the answer's ROUGE-1 recall), so that its
+/// cost is in the time per test; returns how many heads hit.
+fn score_test(
+    shape: HeadShape,
+    tokenizer: &impl TextTokenizer,
+    needle: &Needle,
+    test: &NiahTest,
+    trace: &headscope_model::DecodeTrace,
+) -> Result<usize> {
+    let steps: Vec<DecodeStep> =
+        trace.tokens.iter().zip(&trace.argmax_position).map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() }).collect();
+    let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
+    let answer = tokenizer.decode(&trace.tokens).unwrap_or_default();
+    let _recall = rouge1_recall(&answer, &needle.real_needle);
+    Ok(shape.iter().filter(|&h| hits.score(h) > 0.0).count())
+}
+
+/// A depth sweep at one length as `detect` runs it: `tests` (deepest first) one after another from an
+/// empty cache, each prefill reusing the prefix shared with the test before. Returns the mean seconds
+/// per test (model work and scoring) and the share of prefill positions reused.
+fn run_sweep(
+    model: &mut Transformer,
+    device: &Device,
+    tests: &[NiahTest],
+    steps: usize,
+    shape: HeadShape,
+    tokenizer: &impl TextTokenizer,
+    needle: &Needle,
+) -> Result<(f64, f64)> {
+    let longest = tests.iter().map(|t| t.prompt_ids.len()).max().unwrap_or(0);
+    // Empty: the sweep's first test computes its whole prompt, as the first test of a real sweep does.
+    model.reserve(longest + steps)?;
+    let (mut seconds, mut reused, mut positions) = (0.0, 0, 0);
+    for test in tests {
+        let t0 = Instant::now();
+        let (_, _, r, trace) = run_test(model, device, &test.prompt_ids, steps, true)?;
+        score_test(shape, tokenizer, needle, test, &trace)?;
+        seconds += t0.elapsed().as_secs_f64();
+        reused += r;
+        positions += test.prompt_ids.len() - 1;
+    }
+    Ok((seconds / tests.len().max(1) as f64, reused as f64 / positions.max(1) as f64))
 }
 
 /// Whether an error is the device running out of memory (as opposed to a bug to report).
@@ -575,12 +673,19 @@ fn count(n: u64) -> String {
     }
 }
 
-fn row(r: &LengthResult) -> String {
+/// One row of the table; `sweep`: with the depth-sweep column.
+fn row(r: &LengthResult, sweep: bool) -> String {
     if !r.fits {
-        return format!("| {} | does not fit: {} | | | | |", r.length, r.error.as_deref().unwrap_or(""));
+        let empty = if sweep { " | | | | | |" } else { " | | | | |" };
+        return format!("| {} | does not fit: {}{empty}", r.length, r.error.as_deref().unwrap_or(""));
     }
+    let swept = match (sweep, r.sweep_test_seconds) {
+        (false, _) => String::new(),
+        (true, Some(s)) => format!(" {s:.3} s ({:.0} % reused) |", 100.0 * r.sweep_reused_share.unwrap_or(0.0)),
+        (true, None) => " - |".into(),
+    };
     format!(
-        "| {} | {:.3} s | {:.0} tok/s | {:.2} ms | {:.3} s | {} |",
+        "| {} | {:.3} s | {:.0} tok/s | {:.2} ms | {:.3} s |{swept} {} |",
         r.length,
         r.prefill_seconds,
         r.prefill_tokens_per_second,
@@ -615,10 +720,22 @@ pub fn render(r: &BenchReport) -> String {
         r.prefill_chunk,
         if r.flash_prefill { "fused attention kernel".to_string() } else { format!("chunked attention within {} MiB of scores", r.score_budget_mib) }
     );
-    s += &format!("peak memory: {}\n\n", r.memory_method);
-    s += "| context | prefill | prefill speed | decode step | per NIAH test | peak memory |\n|---|---|---|---|---|---|\n";
+    s += &format!("peak memory: {}\n", r.memory_method);
+    let sweep = r.sweep_depths > 0;
+    if sweep {
+        s += &format!(
+            "per test in a depth sweep: {} depths from 0 to 100 % at each length, deepest first, each prefill reusing the cache of \
+             the prefix shared with the test before (as detect runs them); the mean over the sweep's tests, the first one's \
+             full prefill included\n",
+            r.sweep_depths
+        );
+        s += "\n| context | prefill | prefill speed | decode step | per NIAH test | per test in a depth sweep (prefix reused) | peak memory |\n\
+              |---|---|---|---|---|---|---|\n";
+    } else {
+        s += "\n| context | prefill | prefill speed | decode step | per NIAH test | peak memory |\n|---|---|---|---|---|---|\n";
+    }
     for l in &r.lengths {
-        s += &row(l);
+        s += &row(l, sweep);
         s.push('\n');
     }
     if let Some(m) = &r.max_context {
@@ -764,5 +881,46 @@ mod memory {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report as `headscope bench --json` wrote it before the depth sweep (and the fused kernel) existed.
+    const OLD_REPORT: &str = r#"{"headscope_version": "0.1.0", "model": "m", "model_type": "llama", "layers": 2, "heads": 4,
+        "kv_heads": 2, "parameters": 10, "stored_parameters": 10, "weight_bytes": 40, "kv_bytes_per_token": 64, "dtype": "f32",
+        "device": "cpu", "steps": 3, "repeats": 1, "prefill_chunk": 512, "score_budget_mib": 1024, "memory_method": "VmHWM",
+        "load_seconds": 0.1, "warmup_seconds": 0.2, "max_position_embeddings": 2048, "max_context": null,
+        "lengths": [{"length": 160, "fits": true, "error": null, "prefill_seconds": 0.01, "prefill_tokens_per_second": 15900.0,
+                     "decode_step_ms": 1.5, "test_seconds": 0.02, "peak_memory_bytes": 1000, "heads_with_hits": 0}]}"#;
+
+    #[test]
+    fn old_reports_parse_and_render_without_the_sweep_column() {
+        let mut r: BenchReport = serde_json::from_str(OLD_REPORT).unwrap();
+        assert_eq!((r.sweep_depths, r.lengths[0].sweep_test_seconds, r.flash_prefill), (0, None, false));
+        let text = render(&r);
+        assert!(text.contains("| per NIAH test | peak memory |\n") && !text.contains("depth sweep"), "{text}");
+        assert!(text.contains("| 160 | 0.010 s | 15900 tok/s | 1.50 ms | 0.020 s | 0.00 GiB |"), "{text}");
+
+        r.sweep_depths = 5;
+        r.lengths[0].sweep_test_seconds = Some(0.0125);
+        r.lengths[0].sweep_reused_share = Some(0.3);
+        r.lengths.push(LengthResult {
+            length: 320,
+            fits: false,
+            error: Some("out of memory".into()),
+            ..serde_json::from_str(&serde_json::to_string(&r.lengths[0]).unwrap()).unwrap()
+        });
+        let text = render(&r);
+        assert!(
+            text.contains("| per NIAH test | per test in a depth sweep (prefix reused) | peak memory |\n|---|---|---|---|---|---|---|\n"),
+            "{text}"
+        );
+        assert!(text.contains("| 0.020 s | 0.013 s (30 % reused) | 0.00 GiB |"), "{text}");
+        assert!(text.contains("| 320 | does not fit: out of memory | | | | | |"), "{text}");
+        let again: BenchReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!((again.sweep_depths, again.lengths[0].sweep_reused_share), (5, Some(0.3)));
     }
 }

@@ -1,7 +1,7 @@
 //! What a run leaves behind besides tests.jsonl: heatmaps and printed summaries.
 
 use anyhow::{Context, Result};
-use headscope_core::files::{write_atomic, TestRecord};
+use headscope_core::files::{in_plan_order, write_atomic, TestRecord};
 use headscope_core::{HeadId, HeadScores};
 use headscope_plot::Grid;
 use std::collections::BTreeMap;
@@ -26,7 +26,7 @@ pub fn niah_grid(records: &[TestRecord]) -> (Grid, Vec<usize>, Vec<f64>) {
     depths.sort_by(f64::total_cmp);
     depths.dedup();
     let mut sums: BTreeMap<(usize, usize), (f64, usize)> = BTreeMap::new();
-    for r in records {
+    for r in in_plan_order(records) {
         let c = lengths.binary_search(&r.length).unwrap_or(0);
         let d = depths.iter().position(|&x| x == r.depth_percent).unwrap_or(0);
         let e = sums.entry((d, c)).or_default();
@@ -102,7 +102,8 @@ pub fn print_niah_summary(out: &Path, records: &[TestRecord], pass: f64, masked:
             names.join(",")
         );
     }
-    let mean_recall = if total == 0 { 0.0 } else { records.iter().map(|r| r.recall).sum::<f64>() / total as f64 };
+    // Summed in plan order, so that the figure does not depend on the order the sweep ran the tests in.
+    let mean_recall = if total == 0 { 0.0 } else { in_plan_order(records).iter().map(|r| r.recall).sum::<f64>() / total as f64 };
     let summary = serde_json::json!({
         "tests": total, "passed": passed, "pass_threshold": pass, "pass_rate": rate / 100.0,
         "mean_recall": mean_recall, "masked_heads": masked, "mask_plan": plan,

@@ -4,7 +4,7 @@
 //!
 //! Like the NIAH batch, one prefill of an item's prompt serves every decode-scope mask.
 
-use crate::sweep::{model_info, SharedPrefill};
+use crate::sweep::{model_info, prefill_under};
 use anyhow::{bail, Context, Result};
 use headscope_core::files::{short_hash, write_atomic, MaskInfo, RunInfo};
 use headscope_core::qa::{mean_f1, prediction, QaItem, QaRecord};
@@ -171,13 +171,12 @@ pub fn run_qa(setup: &QaSetup, items: &[QaItem], runs: &[QaRun]) -> Result<Vec<Q
         model.reserve(prompts.iter().map(Vec::len).max().unwrap_or(0) + setup.max_new_tokens)?;
         for (index, (item, ids)) in items.iter().zip(&prompts).enumerate() {
             let (&last, context) = ids.split_last().context("empty prompt")?;
-            let mut shared = SharedPrefill::default();
             for (run, log) in runs.iter().zip(logs.iter_mut()) {
                 if log.done.contains(&index) {
                     continue;
                 }
                 let prefill_seconds =
-                    shared.prepare(&mut model, run.mask.clone(), context).with_context(|| format!("QA item {}", index + 1))?;
+                    prefill_under(&mut model, run.mask.clone(), context).with_context(|| format!("QA item {}", index + 1))?;
                 let trace = greedy_decode_from(&mut model, last, setup.max_new_tokens, &md.eos_token_ids, &Probe::default(), |_| true)
                     .with_context(|| format!("QA item {}", index + 1))?;
                 let answer = md.tokenizer.decode(&trace.tokens)?;

@@ -20,7 +20,7 @@ use headscope_core::analysis::{
     always_active, correlation_matrix, head_activity, judge_record, ranking_stability, score_distribution, spread, CorrelationMatrix,
     FailureClass, FailureCounts, FailureJudgement, HeadActivity, ScoreDistribution, Spread, SINK_TOKENS,
 };
-use headscope_core::files::{read_head_scores, write_atomic, TestLog, TestRecord};
+use headscope_core::files::{in_plan_order, read_head_scores, write_atomic, TestLog, TestRecord};
 use headscope_core::niah::{read_needles_jsonl, Needle, NiahBuilder};
 use headscope_core::qa::read_qa_jsonl;
 use headscope_core::{masking, HeadId, HeadScores, RETRIEVAL_THRESHOLD};
@@ -813,7 +813,9 @@ fn fig9(
     let mut examples: Vec<(usize, String, FailureJudgement, String)> = Vec::new();
     for (m, log) in logs {
         let mut counts = FailureCounts::default();
-        for r in log.records() {
+        // Plan order, not the order the sweep wrote them in: the CSV rows and the examples picked below
+        // stay the same however the run was scheduled or resumed.
+        for r in in_plan_order(log.records()) {
             let expected = contexts
                 .needles
                 .get(r.needle_index)

@@ -158,16 +158,24 @@ impl Sweep {
     }
 
     /// Runs every test of the grid that some variant's log lacks, test by test: the prompt is built and
-    /// prefilled once, then decoded under each variant's mask that still needs it. Decode-scope masks
-    /// leave the prompt's cache as the prefill left it, so they share it; a mask of scope `all` changes
-    /// the prefill and gets its own. Returns how many decodes ran.
+    /// prefilled once, then decoded under each variant's mask that still needs it. Each prefill reuses
+    /// the cache of the prompt before it as far as the two share their first tokens
+    /// ([`headscope_model::Transformer::prefill_reusing`]): decode-scope masks leave a prompt's cache as
+    /// the prefill left it, so they share all of it; a mask of scope `all` changes the prefill and shares
+    /// only with itself. Tests of one needle and length run from the deepest needle to the shallowest,
+    /// so that each shares with the one before it the whole haystack before its own needle. Records are
+    /// keyed by test id, so the order they are written in does not matter (readers take them in plan
+    /// order). Returns how many decodes ran.
     fn run_variants(&self, args: &SweepArgs, variants: &mut [Variant]) -> Result<usize> {
-        let todo: Vec<(&TestKey, Vec<usize>)> = self
+        let mut todo: Vec<(&TestKey, Vec<usize>)> = self
             .keys
             .iter()
             .map(|k| (k, (0..variants.len()).filter(|&v| !variants[v].log.contains(&k.id())).collect::<Vec<_>>()))
             .filter(|(_, v)| !v.is_empty())
             .collect();
+        todo.sort_by(|(a, _), (b, _)| {
+            (a.needle_index, a.length).cmp(&(b.needle_index, b.length)).then(b.depth_percent.total_cmp(&a.depth_percent))
+        });
         let total = self.keys.len() * variants.len();
         let pending: usize = todo.iter().map(|(_, v)| v.len()).sum();
         if pending == 0 {
@@ -209,11 +217,10 @@ impl Sweep {
             let needle = &self.needles[key.needle_index];
             let test = builder.build(needle, key.length, key.depth_percent).with_context(|| format!("building test {}", key.id()))?;
             let (&last, context) = test.prompt_ids.split_last().context("the prompt is empty")?;
-            let mut shared = SharedPrefill::default();
             for &vi in which {
                 let variant = &mut variants[vi];
                 let prefill_seconds =
-                    shared.prepare(&mut model, variant.mask.clone(), context).with_context(|| format!("running test {}", key.id()))?;
+                    prefill_under(&mut model, variant.mask.clone(), context).with_context(|| format!("running test {}", key.id()))?;
                 let trace = greedy_decode_from(&mut model, last, args.max_new_tokens, &md.eos_token_ids, &Probe::default(), |_| true)
                     .with_context(|| format!("running test {}", key.id()))?;
                 let seconds = prefill_seconds + trace.decode_seconds;
@@ -266,37 +273,17 @@ impl Sweep {
     }
 }
 
-/// One prompt's prefill, shared among the runs of a batch that mask decode steps only: those leave the
-/// prompt's cache as an unmasked prefill made it, so later runs rewind to its end instead of prefilling
-/// again. A run whose mask covers the prefill (scope `all`) prefills on its own.
-#[derive(Default)]
-pub(crate) struct SharedPrefill {
-    /// The prompt length the shared prefill left in the cache, and what that prefill cost.
-    done: Option<(usize, f64)>,
-}
-
-impl SharedPrefill {
-    /// Sets `mask` on `model` and brings its cache to the end of `context`, by rewinding to the shared
-    /// prefill or by prefilling; returns the prefill's seconds (the shared one's, when reused).
-    pub(crate) fn prepare(&mut self, model: &mut headscope_model::Transformer, mask: Option<HeadMask>, context: &[u32]) -> Result<f64> {
-        let own_prefill = mask.as_ref().is_some_and(|m| m.scope == MaskScope::All);
-        model.set_mask(mask)?;
-        match self.done {
-            Some((position, seconds)) if !own_prefill => {
-                model.truncate(position)?;
-                Ok(seconds)
-            }
-            _ => {
-                let started = Instant::now();
-                model.reset();
-                model.prefill(context)?;
-                let seconds = started.elapsed().as_secs_f64();
-                // A prefill under an `all` mask is this run's alone.
-                self.done = if own_prefill { None } else { Some((model.position(), seconds)) };
-                Ok(seconds)
-            }
-        }
-    }
+/// Sets `mask` on `model` and brings its cache to the end of `context` for a decode, computing only
+/// what the cache does not already hold under that mask ([`headscope_model::Transformer::prefill_reusing`]):
+/// the same prompt under another decode-scope mask computes nothing, the next prompt of a sweep only
+/// what follows the prefix it shares with the last. Returns the seconds this prefill took, so that a
+/// test's recorded time is what it cost.
+pub(crate) fn prefill_under(model: &mut headscope_model::Transformer, mask: Option<HeadMask>, context: &[u32]) -> Result<f64> {
+    model.set_mask(mask)?;
+    let started = Instant::now();
+    let reused = model.prefill_reusing(context)?;
+    tracing::debug!("prefill: {reused} of {} positions reused from the cache", context.len());
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// One run of a batch: its output directory, its log, what it masks and which heads' argmax it keeps.

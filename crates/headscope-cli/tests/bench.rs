@@ -64,7 +64,9 @@ fn bench_prints_consistent_figures_and_saves_exact_prompts() {
         assert!((speed * prefill - (want - 1) as f64).abs() < 1e-3 * want as f64, "tokens/s is prompt[:-1] over the prefill time");
         assert!(l["test_seconds"].as_f64().unwrap() >= prefill + 3.0 * l["decode_step_ms"].as_f64().unwrap() / 1e3 * 0.999);
         assert!(l["peak_memory_bytes"].as_u64().unwrap() > 0);
+        assert!(l["sweep_test_seconds"].is_null() && l["sweep_reused_share"].is_null(), "no depth sweep unless asked for");
     }
+    assert_eq!(r["sweep_depths"], 0);
     let m = &r["max_context"];
     let memory = m["memory_bytes"].as_u64().unwrap();
     assert_eq!(memory, (0.004 * (1u64 << 30) as f64) as u64);
@@ -103,6 +105,38 @@ fn bench_counts_parameters_of_every_family_as_stored() {
         let r = json(&report);
         assert_eq!(r["parameters"], r["stored_parameters"], "{arch}");
         assert!(r["max_context"].is_null());
+    }
+}
+
+/// `--sweep-depths`: per length, a depth sweep run as detect runs it (deepest first, prefixes reused),
+/// timed per test beside the isolated test.
+#[test]
+fn bench_times_a_depth_sweep_with_prefix_reuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama");
+    let report = tmp.path().join("bench.json");
+    let stdout = ok(&[
+        "bench",
+        "--model",
+        &model,
+        "--lengths",
+        "160,320",
+        "--steps",
+        "3",
+        "--sweep-depths",
+        "5",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("| per NIAH test | per test in a depth sweep (prefix reused) | peak memory |"), "{stdout}");
+    assert!(stdout.contains("5 depths from 0 to 100 %"), "{stdout}");
+    let r = json(&report);
+    assert_eq!(r["sweep_depths"], 5);
+    for l in r["lengths"].as_array().unwrap() {
+        assert!(l["sweep_test_seconds"].as_f64().unwrap() > 0.0, "{l}");
+        // The deepest test computes its whole prompt; the four after it reuse the haystack before their needles.
+        let share = l["sweep_reused_share"].as_f64().unwrap();
+        assert!(share > 0.05 && share < 0.8, "{l}");
     }
 }
 

@@ -474,8 +474,9 @@ pub fn spread(values: &[f64]) -> Option<Spread> {
 
 // ---- fig. 13: how soon the ranking settles --------------------------------------------------------
 
-/// After each scored test (records in order, those passing `gate`), the share of the final top-`k` heads
-/// that are already in the running top-`k`: `(tests scored so far, share)`. The last point is always 1.
+/// After each scored test (records in plan order as head scores take them, [`crate::files::in_plan_order`],
+/// those passing `gate`), the share of the final top-`k` heads that are already in the running top-`k`:
+/// `(tests scored so far, share)`. The last point is always 1.
 ///
 /// Rankings are by mean score with ties in head order, as [`HeadScores::ranked`] ranks them. Errors
 /// when `k` is 0 or more than the heads of `shape`, or when a record's hits do not fit `shape`. No
@@ -487,7 +488,7 @@ pub fn ranking_stability(records: &[TestRecord], shape: HeadShape, gate: f64, k:
     let n = shape.count();
     let mut sums = vec![0.0; n];
     let mut tops: Vec<Vec<usize>> = Vec::new();
-    for r in records.iter().filter(|r| passes_gate(r.recall, gate)) {
+    for r in crate::files::in_plan_order(records).into_iter().filter(|r| passes_gate(r.recall, gate)) {
         let hits = r.head_hits(shape)?;
         for (i, s) in sums.iter_mut().enumerate() {
             *s += hits.score_at(i);

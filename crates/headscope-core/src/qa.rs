@@ -106,7 +106,8 @@ pub struct QaRecord {
     pub f1: f64,
     /// The heads masked while answering (empty when none).
     pub masked_heads: Vec<HeadId>,
-    /// Wall time in seconds (prefill + decode).
+    /// Wall time in seconds: the prefill (only the part computed, not a prefix reused from the cache) and
+    /// the decode.
     pub seconds: f64,
 }
 

@@ -6,7 +6,7 @@ pub mod records;
 pub mod run_info;
 
 pub use head_scores::{read_head_scores, write_head_scores};
-pub use records::{head_scores_from_records, TestLog, TestRecord};
+pub use records::{head_scores_from_records, in_plan_order, TestLog, TestRecord};
 pub use run_info::{short_hash, MaskInfo, ModelInfo, RunInfo};
 
 use crate::error::{CoreError, Result};

@@ -54,7 +54,8 @@ pub struct TestRecord {
     /// the field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_argmax: Option<BTreeMap<HeadId, Vec<u32>>>,
-    /// Wall time of the test in seconds (prefill + decode).
+    /// Wall time of the test in seconds: its prefill (only the part it computed: a prefix reused from the
+    /// cache costs nothing) and its decode.
     pub seconds: f64,
 }
 
@@ -100,10 +101,22 @@ impl TestRecord {
     }
 }
 
-/// Head scores over every record whose answer passes `gate` (a per-head list of per-test scores).
+/// `records` in the order a sweep plans its tests ([`crate::sweep::plan`]: needle, then length, then
+/// depth), records of one cell in the order given. Sweeps run and write tests in another order (prefix
+/// reuse runs a group's depths deepest first; a resumed or extended run appends cells at the end), so
+/// whatever depends on the order of tests takes them in this one: the per-test lists of head scores,
+/// the running top-k of fig. 13, the rows of tables.
+pub fn in_plan_order<'a>(records: impl IntoIterator<Item = &'a TestRecord>) -> Vec<&'a TestRecord> {
+    let mut sorted: Vec<&TestRecord> = records.into_iter().collect();
+    sorted.sort_by(|a, b| (a.needle_index, a.length).cmp(&(b.needle_index, b.length)).then(a.depth_percent.total_cmp(&b.depth_percent)));
+    sorted
+}
+
+/// Head scores over every record whose answer passes `gate` (a per-head list of per-test scores, tests
+/// in plan order: [`in_plan_order`]).
 pub fn head_scores_from_records<'a>(shape: HeadShape, records: impl IntoIterator<Item = &'a TestRecord>, gate: f64) -> Result<HeadScores> {
     let mut scores = HeadScores::new(shape);
-    for r in records {
+    for r in in_plan_order(records) {
         if passes_gate(r.recall, gate) {
             scores.push(&r.head_hits(shape)?)?;
         }
@@ -261,5 +274,28 @@ pub(crate) mod tests {
         let all = head_scores_from_records(shape, &recs, 0.0).unwrap();
         assert_eq!(all.scores(HeadId::new(0, 0)), &[0.5, 0.25]);
         assert_eq!(all.scores(HeadId::new(0, 1)), &[0.0, 0.0]);
+    }
+
+    #[test]
+    fn scores_take_tests_in_plan_order_whatever_order_they_were_written_in() {
+        let shape = HeadShape::new(1, 1);
+        let cell = |needle_index, length, depth_percent, hits: Vec<u32>| TestRecord {
+            needle_index,
+            length,
+            depth_percent,
+            ..record("x", 1.0, &[(HeadId::new(0, 0), hits)])
+        };
+        // As a sweep that reuses prefixes writes them: depths deepest first, a second length appended.
+        let written = [
+            cell(0, 100, 100.0, vec![44]),
+            cell(0, 100, 50.0, vec![44, 45]),
+            cell(0, 100, 0.0, vec![44, 45, 46]),
+            cell(1, 100, 50.0, vec![]),
+            cell(0, 200, 50.0, vec![44, 45, 46, 47]),
+        ];
+        let order: Vec<(usize, usize, f64)> = in_plan_order(&written).iter().map(|r| (r.needle_index, r.length, r.depth_percent)).collect();
+        assert_eq!(order, [(0, 100, 0.0), (0, 100, 50.0), (0, 100, 100.0), (0, 200, 50.0), (1, 100, 50.0)]);
+        let scores = head_scores_from_records(shape, &written, 0.0).unwrap();
+        assert_eq!(scores.scores(HeadId::new(0, 0)), &[0.75, 0.5, 0.25, 1.0, 0.0]);
     }
 }
