@@ -121,6 +121,88 @@ __device__ void decode_values(const float* __restrict__ weights, const T* __rest
     }
 }
 
+// Row reductions for [rows, keys] f32 with few rows and many keys (one row per query head of a decode
+// step): one block of ROW_THREADS threads per row. candle's softmax gives each row a single warp, which
+// leaves a 32-row, 32K-column decode step latency-bound (milliseconds per step).
+#define ROW_THREADS 1024
+
+// The block's maximum and its first position, on every thread.
+__device__ void block_max_first(float& best, int& at) {
+    __shared__ float values[32];
+    __shared__ int positions[32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float v = __shfl_xor_sync(0xffffffff, best, o);
+        const int p = __shfl_xor_sync(0xffffffff, at, o);
+        if (v > best || (v == best && p < at)) {
+            best = v;
+            at = p;
+        }
+    }
+    if (lane == 0) {
+        values[warp] = best;
+        positions[warp] = at;
+    }
+    __syncthreads();
+    best = values[0];
+    at = positions[0];
+    for (int w = 1; w < (int)(blockDim.x / 32); ++w) {
+        if (values[w] > best || (values[w] == best && positions[w] < at)) {
+            best = values[w];
+            at = positions[w];
+        }
+    }
+    __syncthreads(); // the shared slots may be reused
+}
+
+__device__ float block_sum(float x) {
+    __shared__ float sums[32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffff, x, o);
+    if (lane == 0) sums[warp] = x;
+    __syncthreads();
+    float total = 0.f;
+    for (int w = 0; w < (int)(blockDim.x / 32); ++w) total += sums[w];
+    __syncthreads();
+    return total;
+}
+
+// Grid (rows), ROW_THREADS threads: dst = softmax(src) along each row (f32, as candle's softmax: exp of
+// the difference to the row maximum, times the inverse of the sum).
+extern "C" __global__ void __launch_bounds__(ROW_THREADS) row_softmax(const float* __restrict__ src, float* __restrict__ dst, int keys) {
+    const float* x = src + (int64_t)blockIdx.x * keys;
+    float* y = dst + (int64_t)blockIdx.x * keys;
+    float best = -INFINITY;
+    int at = 0;
+    for (int j = threadIdx.x; j < keys; j += blockDim.x) best = fmaxf(best, x[j]);
+    block_max_first(best, at);
+    float sum = 0.f;
+    for (int j = threadIdx.x; j < keys; j += blockDim.x) {
+        const float e = expf(x[j] - best);
+        y[j] = e;
+        sum += e;
+    }
+    const float inv = 1.f / block_sum(sum);
+    for (int j = threadIdx.x; j < keys; j += blockDim.x) y[j] *= inv;
+}
+
+// Grid (rows), ROW_THREADS threads: the first position of each row's maximum (torch.argmax's choice).
+extern "C" __global__ void __launch_bounds__(ROW_THREADS) row_argmax(const float* __restrict__ src, uint32_t* __restrict__ argmax, int keys) {
+    const float* x = src + (int64_t)blockIdx.x * keys;
+    float best = -INFINITY;
+    int at = 0x7fffffff;
+    for (int j = threadIdx.x; j < keys; j += blockDim.x) {
+        if (x[j] > best) {
+            best = x[j];
+            at = j;
+        }
+    }
+    block_max_first(best, at);
+    if (threadIdx.x == 0) argmax[blockIdx.x] = at == 0x7fffffff ? 0u : (uint32_t)at;
+}
+
 #define DECODE(T, TN, D)                                                                                               \
     extern "C" __global__ void __launch_bounds__(KEYS_PER_BLOCK) decode_scores_##TN##_d##D(                             \
         const T* q, const T* k, float* scores, int heads, int kv_heads, int keys, int64_t kv_head_stride, float scale) { \

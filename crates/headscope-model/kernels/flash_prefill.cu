@@ -12,8 +12,9 @@
 // i + (keys - q_len). It sees key j when j <= that index and, with a sliding window w > 0, when
 // index - j < w.
 //
-// Work split. One block of 4 warps takes 64 query rows of one head; each warp owns 16 rows. Keys and
-// values stream through shared memory 64 rows at a time. Tensor-core mma.sync m16n8k16 (bf16 or f16
+// Work split. One block of 8 warps takes 128 query rows of one head; each warp owns 16 rows. Keys and
+// values stream through shared memory 64 rows at a time, each tile serving all 128 rows: with 64-row
+// blocks the tile refills from L2 became the limit at long contexts. Tensor-core mma.sync m16n8k16 (bf16 or f16
 // in, f32 accumulate) computes S = Q K^T and O += P V; the S accumulator's register layout is reused
 // as P's operand layout without a trip through shared memory (the FlashAttention-2 trick). Requires
 // sm_80 or newer.
@@ -22,9 +23,9 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#define BLOCK_Q 64
+#define BLOCK_Q 128
 #define BLOCK_K 64
-#define WARPS 4
+#define WARPS 8
 // Shared-memory rows are padded by 8 elements (16 bytes): consecutive rows then start 4 banks apart,
 // so the 8 rows one fragment load touches hit distinct banks.
 #define PAD 8

@@ -153,17 +153,19 @@ impl Attention {
         Ok((out, weights))
     }
 
-    /// [`Attention::attend`] for a single query on CUDA, through the decode kernels of [`crate::flash`].
-    fn attend_decode_kernels(&self, q: &Tensor, k: &Tensor, v: &Tensor, control: &AttentionControl) -> Result<(Tensor, Tensor)> {
+    /// [`Attention::attend`] for a single query on CUDA, through the decode kernels of [`crate::flash`],
+    /// which also give every head's argmax.
+    fn attend_decode_kernels(&self, q: &Tensor, k: &Tensor, v: &Tensor, control: &AttentionControl) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let q = match (control.keep, control.mode) {
             (Some(keep), MaskMode::Uniform) => q.broadcast_mul(keep)?,
             _ => q.clone(),
         };
-        let (mut out, weights) = crate::flash::decode_attention(&q, k, v)?;
+        let decoded = crate::flash::decode_attention(&q, k, v)?;
+        let mut out = decoded.out;
         if let (Some(keep), MaskMode::Zero) = (control.keep, control.mode) {
             out = out.broadcast_mul(keep)?;
         }
-        Ok((out, weights))
+        Ok((out, decoded.weights, Some(decoded.argmax)))
     }
 
     /// Merges head outputs `[b, heads, c, d]` and applies the output projection.
@@ -217,14 +219,19 @@ impl Attention {
             (_, None) => Some(ChunkMask::Tail(masks.tail(c, x.device())?)),
             (_, Some(_)) => Some(ChunkMask::Full(masks.get(pos, c, first, self.window, x.device())?)),
         };
-        let (out, weights) = if c == 1 && control.fused && crate::flash::decode_supported(&q, &keys) {
+        let (out, weights, kernel_argmax) = if c == 1 && control.fused && crate::flash::decode_supported(&q, &keys) {
             self.attend_decode_kernels(&q, &keys, &values, control)?
         } else {
-            self.attend(&q, &keys, &values, mask.as_ref(), control)?
+            let (out, weights) = self.attend(&q, &keys, &values, mask.as_ref(), control)?;
+            (out, weights, None)
         };
         let probe = if c == 1 && (control.argmax || !control.rows.is_empty()) {
             let flat = weights.reshape((self.heads, s))?;
-            let argmax = if control.argmax { Some(flat.argmax(D::Minus1)?) } else { None };
+            let argmax = match (control.argmax, kernel_argmax) {
+                (false, _) => None,
+                (true, Some(a)) => Some(a),
+                (true, None) => Some(flat.argmax(D::Minus1)?),
+            };
             let mut rows = Vec::with_capacity(control.rows.len());
             for &h in control.rows {
                 rows.push((h, flat.get(h)?.to_vec1::<f32>()?));

@@ -4,8 +4,9 @@
 //!   to the KV cache tile by tile with an online softmax, so no `chunk x keys` score block is ever
 //!   written to GPU memory. It reports no per-head probe, which a prefill does not need.
 //! - Decode (`kernels/decode_attention.cu`): one query per head, in two bandwidth-bound passes over the
-//!   cache (scores, then values) around a softmax, keeping the f32 weights from which
-//!   [`crate::attention`] takes every head's argmax. Same rounding as Hugging Face's eager attention.
+//!   cache (scores, then values) around a softmax and an argmax with a block per row (candle's softmax
+//!   gives a row one warp, which leaves a decode step's 32 long rows latency-bound). Same rounding
+//!   as Hugging Face's eager attention.
 //!
 //! Supported: bf16 and f16, head dimensions 64 and 128, grouped-query attention, sliding windows.
 //! Anything else (and every CPU or wasm build) takes the chunked path, which computes the same thing.
@@ -22,11 +23,21 @@ pub fn supported(q: &Tensor, k: &Tensor) -> bool {
     k.dtype() == q.dtype() && q.dims().last().is_some_and(|&d| supported_for(q.device(), q.dtype(), d))
 }
 
+/// What [`decode_attention`] computed.
+#[derive(Debug)]
+pub struct DecodeAttention {
+    /// The head outputs `[1, heads, 1, d]`.
+    pub out: Tensor,
+    /// The f32 softmax weights `[1, kv_heads, heads / kv_heads, 1, s]`, rounded as Hugging Face's eager
+    /// attention rounds them.
+    pub weights: Tensor,
+    /// `[heads]` u32: each query head's first position of maximal weight.
+    pub argmax: Tensor,
+}
+
 /// Attention of one decode step: `q` (`[1, heads, 1, d]`) over all of `k` and `v` (`[1, kv_heads, s, d]`,
-/// views of the cache are fine). Returns the head outputs `[1, heads, 1, d]` and the f32 softmax
-/// weights `[1, kv_heads, heads / kv_heads, 1, s]` (from which the caller takes each head's argmax),
-/// rounded as Hugging Face's eager attention rounds them.
-pub fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+/// views of the cache are fine).
+pub fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<DecodeAttention> {
     imp::decode_attention(q, k, v)
 }
 
@@ -59,12 +70,13 @@ mod imp {
     const DECODE_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/decode_attention.ptx"));
     const DECODE_KEYS_PER_BLOCK: usize = 128;
     const DECODE_VALUE_THREADS: u32 = 128;
+    const ROW_THREADS: u32 = 1024;
     /// Blocks the value pass aims for over all KV heads: a few waves of the largest GPUs' SMs, so short
     /// contexts still fill the device and long ones add few partial sums.
     const DECODE_VALUE_BLOCKS: usize = 2048;
-    const BLOCK_Q: usize = 64;
+    const BLOCK_Q: usize = 128;
     const BLOCK_K: usize = 64;
-    const THREADS: u32 = 128;
+    const THREADS: u32 = 256;
     const PAD: usize = 8;
 
     struct FlashPrefill {
@@ -296,13 +308,64 @@ mod imp {
         }
     }
 
-    pub fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    /// Row softmax (`RowSoftmax`) or first argmax (`RowArgmax`) of f32 `[rows, keys]`, a block per row.
+    struct RowReduce {
+        argmax: bool,
+    }
+
+    impl candle_core::CustomOp1 for RowReduce {
+        fn name(&self) -> &'static str {
+            if self.argmax {
+                "row-argmax"
+            } else {
+                "row-softmax"
+            }
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            bail!("decode attention runs on CUDA only")
+        }
+
+        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let (rows, keys) = xl.shape().dims2()?;
+            if !xl.is_contiguous() {
+                bail!("{}: rows must be contiguous", self.name());
+            }
+            let dev = xs.device().clone();
+            let x = xs.as_cuda_slice::<f32>()?.slice(xl.start_offset()..);
+            let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (ROW_THREADS, 1, 1), shared_mem_bytes: 0 };
+            let kernel = if self.argmax { "row_argmax" } else { "row_softmax" };
+            let func = dev.get_or_load_custom_func(kernel, "headscope_decode_attention", DECODE_PTX)?;
+            let mut builder = func.builder();
+            builder.arg(&x);
+            if self.argmax {
+                // SAFETY: the kernel writes every row's entry.
+                let out = unsafe { dev.alloc::<u32>(rows)? };
+                builder.arg(&out);
+                candle_core::builder_arg!(builder, keys as i32);
+                // SAFETY: arguments match the kernel's signature.
+                unsafe { builder.launch(cfg) }.w()?;
+                Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(rows)))
+            } else {
+                // SAFETY: the kernel writes every element.
+                let out = unsafe { dev.alloc::<f32>(rows * keys)? };
+                builder.arg(&out);
+                candle_core::builder_arg!(builder, keys as i32);
+                // SAFETY: arguments match the kernel's signature.
+                unsafe { builder.launch(cfg) }.w()?;
+                Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((rows, keys))))
+            }
+        }
+    }
+
+    pub fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<super::DecodeAttention> {
         let (b, heads, _, d) = q.dims4()?;
         let (_, kv_heads, s, _) = k.dims4()?;
         let scores = q.contiguous()?.apply_op2_no_bwd(k, &DecodeScores)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let weights = scores.apply_op1_no_bwd(&RowReduce { argmax: false })?;
+        let argmax = weights.apply_op1_no_bwd(&RowReduce { argmax: true })?;
         let out = weights.apply_op2_no_bwd(v, &DecodeValues)?.to_dtype(q.dtype())?.reshape((b, heads, 1, d))?;
-        Ok((out, weights.reshape((b, kv_heads, heads / kv_heads, 1, s))?))
+        Ok(super::DecodeAttention { out, weights: weights.reshape((b, kv_heads, heads / kv_heads, 1, s))?, argmax })
     }
 }
 
@@ -316,7 +379,7 @@ mod imp {
         candle_core::bail!("flash prefill needs a CUDA build (--features cuda)")
     }
 
-    pub fn decode_attention(_: &Tensor, _: &Tensor, _: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    pub fn decode_attention(_: &Tensor, _: &Tensor, _: &Tensor) -> candle_core::Result<super::DecodeAttention> {
         candle_core::bail!("decode attention kernels need a CUDA build (--features cuda)")
     }
 }
