@@ -108,9 +108,10 @@ EOF
       a=${AGREE_DIR:-/root/agree}
       mkdir -p "$d"
       rm -rf "${a:?}/$m"
-      # AGREE_LAYERS keeps only the first N layers of each config (its case is then named MODEL-N-layers).
+      # AGREE_LAYERS keeps only the first N layers of each config (its case is then named MODEL-N-layers);
+      # AGREE_DTYPE=float32 compares both sides in f32 (no rounding noise; the noise floor is bf16's).
       case_name=$m${AGREE_LAYERS:+-$AGREE_LAYERS-layers}
-      $py bench/hf_agreement.py --config "bench/configs/$m/config.json" --context "${AGREE_CONTEXT:-4096}" --dtype bfloat16 \
+      $py bench/hf_agreement.py --config "bench/configs/$m/config.json" --context "${AGREE_CONTEXT:-4096}" --dtype "${AGREE_DTYPE:-bfloat16}" \
         --device "$device" --noise-floor --tokenizer public/models/lab/tokenizer.json ${AGREE_LAYERS:+--layers "$AGREE_LAYERS"} \
         --out "$a" 2>&1 | grep -v "Writing model shards" | tee "$d/hf-agreement.log"
       # Exit status 1 means a disagreement: keep going, the report shows it.

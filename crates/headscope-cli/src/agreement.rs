@@ -215,7 +215,14 @@ fn compare(path: &Path, args: &AgreementArgs, device: &headscope_model::Device) 
         other => parse_dtype(other)?,
     };
     let dir = path.parent().unwrap_or(Path::new(".")).join(&e.model_dir);
-    let md = ModelDir::open(&dir)?;
+    let mut md = ModelDir::open(&dir)?;
+    // transformers runs past max_position_embeddings (RoPE is computed for any position), and a 4K
+    // prompt plus its decode steps passes Llama-2's 4096: follow it there rather than refuse.
+    let positions = e.prompt_ids.len() + e.steps;
+    if positions > md.spec.max_position_embeddings {
+        eprintln!("note: {positions} positions pass the model's trained context of {}, as in transformers' run", md.spec.max_position_embeddings);
+        md.spec.max_position_embeddings = positions;
+    }
     let heads = md.spec.layers * md.spec.heads;
     if (md.spec.layers, md.spec.heads) != (e.layers, e.heads) || e.argmax.iter().any(|a| a.len() != heads) {
         bail!("the file's argmax grid is not the model's {} layers x {} heads", md.spec.layers, md.spec.heads);
