@@ -121,6 +121,12 @@ def main():
     if need * 1.05 > free:
         sys.exit(f"{args.out}: {need / 1e9:.1f} GB of weights but {free / 1e9:.1f} GB free on that disk")
     randomize(model, args.seed)
+    if args.device.startswith("cuda") and need > torch.cuda.get_device_properties(args.device).total_memory // 2:
+        # save_pretrained converts tensors on their device (transformers 5 splits Mixtral's fused expert
+        # tensors back into per-expert ones there): on an H200 the 93 GB of Mixtral-8x7B left no room for
+        # those copies. Drawn on the GPU (fast), saved from host memory.
+        model.to("cpu")
+        torch.cuda.empty_cache()
     t1 = time.time()
     model.save_pretrained(args.out, max_shard_size=args.shard_size, safe_serialization=True)
     if os.path.abspath(tokenizer_json) != os.path.abspath(os.path.join(args.out, "tokenizer.json")):
