@@ -220,7 +220,10 @@ fn compare(path: &Path, args: &AgreementArgs, device: &headscope_model::Device) 
     // prompt plus its decode steps passes Llama-2's 4096: follow it there rather than refuse.
     let positions = e.prompt_ids.len() + e.steps;
     if positions > md.spec.max_position_embeddings {
-        eprintln!("note: {positions} positions pass the model's trained context of {}, as in transformers' run", md.spec.max_position_embeddings);
+        eprintln!(
+            "note: {positions} positions pass the model's trained context of {}, as in transformers' run",
+            md.spec.max_position_embeddings
+        );
         md.spec.max_position_embeddings = positions;
     }
     let heads = md.spec.layers * md.spec.heads;

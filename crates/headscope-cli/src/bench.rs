@@ -482,7 +482,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         repeats: args.repeats,
         sweep_depths: args.sweep_depths,
         prefill_chunk: model.prefill_chunk(),
-        flash_prefill: model.flash_prefill(),
+        flash_prefill: model.uses_fused_attention(),
         score_budget_mib: args.score_budget_mib,
         memory_method: monitor.method().to_string(),
         load_seconds,
@@ -635,12 +635,7 @@ fn search_max_context(
 /// The buffers of a real run at `length` positions without computing the prompt: the KV cache for
 /// `length + steps` positions, the last prefill chunk of prompt tokens (prefilled in the chunks the score
 /// budget gives there) and one decode step.
-fn memory_probe(
-    model: &mut Transformer,
-    device: &Device,
-    length: usize,
-    steps: usize,
-) -> headscope_model::Result<()> {
+fn memory_probe(model: &mut Transformer, device: &Device, length: usize, steps: usize) -> headscope_model::Result<()> {
     model.reserve(length + steps)?;
     let tail = model.prefill_chunk().min(length - 1);
     model.pretend_filled(length - 1 - tail)?;
@@ -718,7 +713,11 @@ pub fn render(r: &BenchReport) -> String {
         r.steps,
         r.repeats,
         r.prefill_chunk,
-        if r.flash_prefill { "fused attention kernel".to_string() } else { format!("chunked attention within {} MiB of scores", r.score_budget_mib) }
+        if r.flash_prefill {
+            "fused attention kernel".to_string()
+        } else {
+            format!("chunked attention within {} MiB of scores", r.score_budget_mib)
+        }
     );
     s += &format!("peak memory: {}\n", r.memory_method);
     let sweep = r.sweep_depths > 0;

@@ -155,7 +155,13 @@ impl Attention {
 
     /// [`Attention::attend`] for a single query on CUDA, through the decode kernels of [`crate::flash`],
     /// which also give every head's argmax.
-    fn attend_decode_kernels(&self, q: &Tensor, k: &Tensor, v: &Tensor, control: &AttentionControl) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    fn attend_decode_kernels(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        control: &AttentionControl,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let q = match (control.keep, control.mode) {
             (Some(keep), MaskMode::Uniform) => q.broadcast_mul(keep)?,
             _ => q.clone(),

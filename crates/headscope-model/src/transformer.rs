@@ -135,7 +135,7 @@ pub struct Transformer {
     mask: Option<ActiveMask>,
     prefill_chunk: Option<usize>,
     score_budget: usize,
-    fused_prefill: bool,
+    fused_attention: bool,
     device: Device,
     dtype: DType,
 }
@@ -197,7 +197,7 @@ impl Transformer {
             contents: CacheContents::default(),
             mask: None,
             prefill_chunk: None,
-            fused_prefill: true,
+            fused_attention: true,
             score_budget: DEFAULT_PREFILL_SCORE_BUDGET,
             device,
             dtype,
@@ -231,23 +231,24 @@ impl Transformer {
         self.prefill_chunk = Some(chunk.max(1));
     }
 
-    /// Whether prefills take the fused attention kernel (CUDA, bf16/f16, head dim 64 or 128, unless
-    /// turned off with [`Transformer::set_fused_prefill`]).
-    pub fn flash_prefill(&self) -> bool {
-        self.fused_prefill && crate::flash::supported_for(&self.device, self.dtype, self.spec.head_dim)
+    /// Whether attention runs in HeadScope's CUDA kernels ([`crate::flash`]): the fused prefill and the
+    /// decode-step kernels (CUDA, bf16/f16, head dim 64 or 128, unless turned off with
+    /// [`Transformer::set_fused_attention`]).
+    pub fn uses_fused_attention(&self) -> bool {
+        self.fused_attention && crate::flash::supported_for(&self.device, self.dtype, self.spec.head_dim)
     }
 
-    /// Allows (the default) or forbids the fused prefill kernel; forbidden, prefills take the chunked
-    /// path everywhere (for comparisons and benchmarks).
-    pub fn set_fused_prefill(&mut self, enabled: bool) {
-        self.fused_prefill = enabled;
+    /// Allows (the default) or forbids HeadScope's CUDA attention kernels; forbidden, attention takes the
+    /// plain path everywhere (chunked prefill, batched matmuls at decode steps), for comparisons.
+    pub fn set_fused_attention(&mut self, enabled: bool) {
+        self.fused_attention = enabled;
     }
 
     /// Prompt tokens per prefill chunk (see [`Transformer::set_prefill_chunk`]).
     pub fn prefill_chunk(&self) -> usize {
         match self.prefill_chunk {
             Some(chunk) => chunk,
-            None if self.flash_prefill() => DEFAULT_FLASH_PREFILL_CHUNK,
+            None if self.uses_fused_attention() => DEFAULT_FLASH_PREFILL_CHUNK,
             None => DEFAULT_PREFILL_CHUNK,
         }
     }
@@ -262,7 +263,7 @@ impl Transformer {
     /// pass the budget (the fused kernel holds no scores).
     pub fn prefill_chunk_at(&self, remaining: usize) -> usize {
         let chunk = self.prefill_chunk();
-        if self.flash_prefill() {
+        if self.uses_fused_attention() {
             return chunk.min(remaining);
         }
         let keys = self.position + chunk.min(remaining);
@@ -503,7 +504,7 @@ impl Transformer {
                 argmax: decoding,
                 rows: &layer_rows,
                 differentiable: false,
-                fused: self.fused_prefill,
+                fused: self.fused_attention,
             };
             let layer = &self.layers[i];
             let h = rms_norm(&x, &layer.input_norm, eps)?;

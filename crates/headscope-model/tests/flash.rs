@@ -60,9 +60,8 @@ fn fused_prefill_matches_plain_attention() {
     for (heads, kv, d, c, s, window, dtype) in cases {
         let q = Tensor::randn(0f32, 1.0, (1, heads, c, d), &dev).unwrap().to_dtype(dtype).unwrap();
         // Keys and values as views of a longer cache, as the model passes them.
-        let cache = |seed: f32| {
-            (Tensor::randn(0f32, 1.0, (1, kv, s + 50, d), &dev).unwrap() * seed as f64).unwrap().to_dtype(dtype).unwrap()
-        };
+        let cache =
+            |seed: f32| (Tensor::randn(0f32, 1.0, (1, kv, s + 50, d), &dev).unwrap() * seed as f64).unwrap().to_dtype(dtype).unwrap();
         let (kc, vc) = (cache(2.0), cache(1.0));
         let (k, v) = (kc.narrow(2, 0, s).unwrap(), vc.narrow(2, 0, s).unwrap());
         let got = prefill_attention(&q, &k, &v, window).unwrap().to_dtype(DType::F32).unwrap();
@@ -132,8 +131,8 @@ fn a_model_prefilled_by_the_fused_kernel_is_as_close_to_f32_as_the_chunked_path(
         for (dtype, fused) in [(DType::F32, false), (DType::BF16, true), (DType::BF16, false)] {
             let options = LoadOptions { dtype: Some(dtype), device: dev.clone() };
             let mut m = LoadedModel::load(dir.path(), &options).unwrap();
-            m.model.set_fused_prefill(fused);
-            assert_eq!(m.model.flash_prefill(), fused);
+            m.model.set_fused_attention(fused);
+            assert_eq!(m.model.uses_fused_attention(), fused);
             m.model.prefill(&prompt[..1499]).unwrap();
             let mut steps = Vec::new();
             for i in 0..8 {
