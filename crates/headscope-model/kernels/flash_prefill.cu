@@ -12,20 +12,20 @@
 // i + (keys - q_len). It sees key j when j <= that index and, with a sliding window w > 0, when
 // index - j < w.
 //
-// Work split. One block of 8 warps takes 128 query rows of one head; each warp owns 16 rows. Keys and
-// values stream through shared memory 64 rows at a time, each tile serving all 128 rows: with 64-row
-// blocks the tile refills from L2 became the limit at long contexts. Tensor-core mma.sync m16n8k16 (bf16 or f16
-// in, f32 accumulate) computes S = Q K^T and O += P V; the S accumulator's register layout is reused
-// as P's operand layout without a trip through shared memory (the FlashAttention-2 trick). Requires
-// sm_80 or newer.
+// Work split. One block of WARPS warps takes 16 x WARPS query rows of one head; each warp owns 16 rows.
+// Keys and values stream through shared memory BLOCK_K rows at a time, each tile serving all the
+// block's rows. Tensor-core mma.sync m16n8k16 (bf16 or f16 in, f32 accumulate) computes S = Q K^T and
+// O += P V; the S accumulator's register layout is reused as P's operand layout without a trip through
+// shared memory (the FlashAttention-2 trick). Requires sm_80 or newer.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#define BLOCK_Q 128
-#define BLOCK_K 64
-#define WARPS 8
+// Block shapes are template parameters (WARPS warps of 16 query rows, BLOCK_K keys per tile) so that
+// several can be compiled and timed against each other (flash.rs: HEADSCOPE_FLASH_VARIANT). On the
+// H100, one 4096-query chunk over 32K keys (32 heads of 128): 4 warps x 128 keys 237 TFLOP/s, 8 x 128
+// 233, 8 x 64 219, 4 x 64 210, 8 x 32 188. The 128-key shapes spill a few registers and still win.
 // Shared-memory rows are padded by 8 elements (16 bytes): consecutive rows then start 4 banks apart,
 // so the 8 rows one fragment load touches hit distinct banks.
 #define PAD 8
@@ -92,7 +92,7 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem_row)
 
 // Copies `BLOCK_K` rows of D elements starting at key `k0` into shared memory (padded rows). Rows past
 // `keys` are zero-filled: their probabilities are 0, but 0 * garbage could still be NaN.
-template <typename T, int D>
+template <typename T, int D, int WARPS, int BLOCK_K>
 __device__ __forceinline__ void load_tile(T* tile, const T* base, int64_t row_stride, int k0, int keys) {
     constexpr int CHUNKS = D / 8; // 16-byte chunks per row
     for (int c = threadIdx.x; c < BLOCK_K * CHUNKS; c += WARPS * 32) {
@@ -106,13 +106,14 @@ __device__ __forceinline__ void load_tile(T* tile, const T* base, int64_t row_st
     }
 }
 
-template <typename T, int D>
+template <typename T, int D, int WARPS, int BLOCK_K>
 __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                               T* __restrict__ out, int heads, int kv_heads, int q_len, int keys,
                               int64_t kv_batch_stride, int64_t kv_head_stride, int window, float scale) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* k_tile = reinterpret_cast<T*>(smem_raw);
     T* v_tile = k_tile + BLOCK_K * (D + PAD);
+    constexpr int BLOCK_Q = 16 * WARPS;
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     // The last query blocks see the most keys: start them first so the grid ends evenly.
@@ -164,9 +165,9 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
     // Software pipeline (as FlashAttention-2): the next key tile streams in while this tile's P V runs,
     // and this tile's values stream in while its Q K^T runs. Copy groups complete in commit order.
     if (kb_begin < kb_end) {
-        load_tile<T, D>(k_tile, k_head, D, kb_begin * BLOCK_K, keys);
+        load_tile<T, D, WARPS, BLOCK_K>(k_tile, k_head, D, kb_begin * BLOCK_K, keys);
         cp_async_commit();
-        load_tile<T, D>(v_tile, v_head, D, kb_begin * BLOCK_K, keys);
+        load_tile<T, D, WARPS, BLOCK_K>(v_tile, v_head, D, kb_begin * BLOCK_K, keys);
         cp_async_commit();
     }
     const int mtx = lane / 8, mrow = lane % 8;
@@ -193,7 +194,7 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
         }
         __syncthreads(); // every warp is done with the key tile: refill it
         if (more) {
-            load_tile<T, D>(k_tile, k_head, D, k0 + BLOCK_K, keys);
+            load_tile<T, D, WARPS, BLOCK_K>(k_tile, k_head, D, k0 + BLOCK_K, keys);
             cp_async_commit();
         }
 
@@ -290,7 +291,7 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
         }
         __syncthreads(); // every warp is done with the value tile: refill it
         if (more) {
-            load_tile<T, D>(v_tile, v_head, D, k0 + BLOCK_K, keys);
+            load_tile<T, D, WARPS, BLOCK_K>(v_tile, v_head, D, k0 + BLOCK_K, keys);
             cp_async_commit();
         }
     }
@@ -313,15 +314,22 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
     }
 }
 
-#define FLASH_PREFILL(NAME, T, D)                                                                              \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                   \
-        NAME(const T* q, const T* k, const T* v, T* out, int heads, int kv_heads, int q_len, int keys,        \
-             int64_t kv_batch_stride, int64_t kv_head_stride, int window, float scale) {                      \
-        flash_prefill<T, D>(q, k, v, out, heads, kv_heads, q_len, keys, kv_batch_stride, kv_head_stride,      \
-                            window, scale);                                                                    \
+#define FLASH_PREFILL(NAME, T, D, W, K)                                                                        \
+    extern "C" __global__ void __launch_bounds__(W * 32)                                                       \
+        NAME##_w##W##k##K(const T* q, const T* k, const T* v, T* out, int heads, int kv_heads, int q_len,      \
+                          int keys, int64_t kv_batch_stride, int64_t kv_head_stride, int window, float scale) { \
+        flash_prefill<T, D, W, K>(q, k, v, out, heads, kv_heads, q_len, keys, kv_batch_stride, kv_head_stride,  \
+                                  window, scale);                                                              \
     }
 
-FLASH_PREFILL(flash_prefill_bf16_d64, __nv_bfloat16, 64)
-FLASH_PREFILL(flash_prefill_bf16_d128, __nv_bfloat16, 128)
-FLASH_PREFILL(flash_prefill_f16_d64, __half, 64)
-FLASH_PREFILL(flash_prefill_f16_d128, __half, 128)
+#define FLASH_PREFILL_VARIANTS(NAME, T, D)                                                                     \
+    FLASH_PREFILL(NAME, T, D, 4, 128)                                                                          \
+    FLASH_PREFILL(NAME, T, D, 8, 128)                                                                          \
+    FLASH_PREFILL(NAME, T, D, 8, 64)                                                                           \
+    FLASH_PREFILL(NAME, T, D, 4, 64)                                                                           \
+    FLASH_PREFILL(NAME, T, D, 8, 32)
+
+FLASH_PREFILL_VARIANTS(flash_prefill_bf16_d64, __nv_bfloat16, 64)
+FLASH_PREFILL_VARIANTS(flash_prefill_bf16_d128, __nv_bfloat16, 128)
+FLASH_PREFILL_VARIANTS(flash_prefill_f16_d64, __half, 64)
+FLASH_PREFILL_VARIANTS(flash_prefill_f16_d128, __half, 128)

@@ -23,6 +23,17 @@ pub fn supported(q: &Tensor, k: &Tensor) -> bool {
     k.dtype() == q.dtype() && q.dims().last().is_some_and(|&d| supported_for(q.device(), q.dtype(), d))
 }
 
+/// The prefill kernel's compiled block shapes (`w4k128`: 4 warps of 16 query rows, 128 keys per tile),
+/// the default first; empty without CUDA.
+pub fn prefill_variants() -> Vec<String> {
+    imp::prefill_variants()
+}
+
+/// [`prefill_attention`] through one compiled block shape of [`prefill_variants`], for timing them.
+pub fn prefill_attention_variant(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>, variant: &str) -> candle_core::Result<Tensor> {
+    imp::prefill_attention_variant(q, k, v, window, variant)
+}
+
 /// What [`decode_attention`] computed.
 #[derive(Debug)]
 pub struct DecodeAttention {
@@ -74,13 +85,50 @@ mod imp {
     /// Blocks the value pass aims for over all KV heads: a few waves of the largest GPUs' SMs, so short
     /// contexts still fill the device and long ones add few partial sums.
     const DECODE_VALUE_BLOCKS: usize = 2048;
-    const BLOCK_Q: usize = 128;
-    const BLOCK_K: usize = 64;
-    const THREADS: u32 = 256;
     const PAD: usize = 8;
+    /// Dynamic shared memory a kernel gets without asking for more.
+    const DEFAULT_SHARED_BYTES: usize = 48 * 1024;
+
+    /// The prefill kernel's block shape: warps of 16 query rows each, and keys per tile. The default is
+    /// the fastest measured on the H100; `HEADSCOPE_FLASH_VARIANT` (`w4k128`, `w8k128`, `w8k64`, `w4k64`,
+    /// `w8k32`) picks another compiled one, for timing them against each other.
+    #[derive(Debug, Clone, Copy)]
+    struct Variant {
+        warps: usize,
+        block_k: usize,
+    }
+
+    /// Fastest first (H100, 32K context: 237, 233, 219, 210 and 188 TFLOP/s); the first is the default.
+    const VARIANTS: [Variant; 5] = [
+        Variant { warps: 4, block_k: 128 },
+        Variant { warps: 8, block_k: 128 },
+        Variant { warps: 8, block_k: 64 },
+        Variant { warps: 4, block_k: 64 },
+        Variant { warps: 8, block_k: 32 },
+    ];
+
+    impl Variant {
+        fn name(self) -> String {
+            format!("w{}k{}", self.warps, self.block_k)
+        }
+    }
+
+    fn variant() -> candle_core::Result<Variant> {
+        static CHOSEN: std::sync::OnceLock<Result<Variant, String>> = std::sync::OnceLock::new();
+        let chosen = CHOSEN.get_or_init(|| match std::env::var("HEADSCOPE_FLASH_VARIANT") {
+            Err(_) => Ok(VARIANTS[0]),
+            Ok(name) => VARIANTS.iter().copied().find(|v| v.name() == name).ok_or_else(|| {
+                let known: Vec<String> = VARIANTS.iter().map(|v| v.name()).collect();
+                format!("HEADSCOPE_FLASH_VARIANT `{name}`: expected one of {}", known.join(", "))
+            }),
+        });
+        chosen.clone().map_err(candle_core::Error::msg)
+    }
 
     struct FlashPrefill {
         window: Option<usize>,
+        /// The block shape; `None`: [`variant`]'s.
+        shape: Option<Variant>,
     }
 
     /// `[b, n, s, d]` with rows of `d` contiguous elements: (batch stride, head stride) in elements.
@@ -141,11 +189,21 @@ mod imp {
             if d != 64 && d != 128 {
                 bail!("flash prefill: head dimension {d} (supported: 64, 128)");
             }
-            let func = dev.get_or_load_custom_func(&format!("flash_prefill_{type_name}_d{d}"), "headscope_flash_prefill", PTX)?;
+            let shape = match self.shape {
+                Some(shape) => shape,
+                None => variant()?,
+            };
+            let name = format!("flash_prefill_{type_name}_d{d}_{}", shape.name());
+            let func = dev.get_or_load_custom_func(&name, "headscope_flash_prefill", PTX)?;
+            let shared_bytes = 2 * shape.block_k * (d + PAD) * 2;
+            if shared_bytes > DEFAULT_SHARED_BYTES {
+                use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
+                func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_bytes as i32).w()?;
+            }
             let cfg = LaunchConfig {
-                grid_dim: (c.div_ceil(BLOCK_Q) as u32, heads as u32, b as u32),
-                block_dim: (THREADS, 1, 1),
-                shared_mem_bytes: (2 * BLOCK_K * (d + PAD) * 2) as u32,
+                grid_dim: (c.div_ceil(16 * shape.warps) as u32, heads as u32, b as u32),
+                block_dim: (32 * shape.warps as u32, 1, 1),
+                shared_mem_bytes: shared_bytes as u32,
             };
             let window = self.window.map_or(0, |w| w.min(i32::MAX as usize)) as i32;
             let scale = 1.0 / (d as f32).sqrt();
@@ -190,7 +248,18 @@ mod imp {
     }
 
     pub fn prefill_attention(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>) -> candle_core::Result<Tensor> {
-        q.contiguous()?.apply_op3_no_bwd(k, v, &FlashPrefill { window })
+        q.contiguous()?.apply_op3_no_bwd(k, v, &FlashPrefill { window, shape: None })
+    }
+
+    pub fn prefill_variants() -> Vec<String> {
+        VARIANTS.iter().map(|v| v.name()).collect()
+    }
+
+    pub fn prefill_attention_variant(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>, name: &str) -> candle_core::Result<Tensor> {
+        let Some(shape) = VARIANTS.iter().copied().find(|v| v.name() == name) else {
+            bail!("no prefill kernel variant `{name}`");
+        };
+        q.contiguous()?.apply_op3_no_bwd(k, v, &FlashPrefill { window, shape: Some(shape) })
     }
 
     fn type_name(s: &CudaStorage) -> candle_core::Result<&'static str> {
@@ -376,6 +445,14 @@ mod imp {
     pub const AVAILABLE: bool = false;
 
     pub fn prefill_attention(_: &Tensor, _: &Tensor, _: &Tensor, _: Option<usize>) -> candle_core::Result<Tensor> {
+        candle_core::bail!("flash prefill needs a CUDA build (--features cuda)")
+    }
+
+    pub fn prefill_variants() -> Vec<String> {
+        Vec::new()
+    }
+
+    pub fn prefill_attention_variant(_: &Tensor, _: &Tensor, _: &Tensor, _: Option<usize>, _: &str) -> candle_core::Result<Tensor> {
         candle_core::bail!("flash prefill needs a CUDA build (--features cuda)")
     }
 

@@ -4,7 +4,7 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor, D};
-use headscope_model::flash::{decode_attention, prefill_attention};
+use headscope_model::flash::{decode_attention, prefill_attention, prefill_attention_variant, prefill_variants};
 use headscope_model::testkit::{TinyArch, TinyModel};
 use headscope_model::{LoadOptions, LoadedModel, Probe};
 
@@ -70,6 +70,39 @@ fn fused_prefill_matches_plain_attention() {
         let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
         eprintln!("heads {heads}/{kv} d {d} queries {c} keys {s} window {window:?} {dtype:?}: max error {err:.2e} (max |out| {scale:.2})");
         assert!(err <= 0.02 * scale.max(1.0), "case heads {heads}/{kv} d {d} c {c} s {s} window {window:?}: error {err}");
+        for variant in prefill_variants() {
+            let other = prefill_attention_variant(&q, &k, &v, window, &variant).unwrap().to_dtype(DType::F32).unwrap();
+            let err = (other - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(err <= 0.02 * scale.max(1.0), "variant {variant}, case heads {heads}/{kv} d {d} c {c} s {s}: error {err}");
+        }
+    }
+}
+
+/// Times the prefill kernel's block shapes on one 4096-query chunk at the end of a 32K context with
+/// Llama-2-7B's attention shape (32 heads of 128): prints TFLOP/s per variant. A benchmark, not a test:
+/// `flash-... --ignored --nocapture time_prefill_variants`.
+#[test]
+#[ignore]
+fn time_prefill_variants() {
+    let Some(dev) = gpu() else { return };
+    let (heads, d, c, s) = (32, 128, 4096, 32768);
+    let q = Tensor::randn(0f32, 1.0, (1, heads, c, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+    let k = Tensor::randn(0f32, 1.0, (1, heads, s, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+    let v = Tensor::randn(0f32, 1.0, (1, heads, s, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+    // Causal: the chunk's queries see the 28K keys before them and a triangle of their own.
+    let flops = 4.0 * heads as f64 * d as f64 * (c as f64 * (s - c) as f64 + (c * c) as f64 / 2.0);
+    for variant in prefill_variants() {
+        let run = || prefill_attention_variant(&q, &k, &v, None, &variant).unwrap();
+        run();
+        dev.synchronize().unwrap();
+        let reps = 20;
+        let started = std::time::Instant::now();
+        for _ in 0..reps {
+            run();
+        }
+        dev.synchronize().unwrap();
+        let seconds = started.elapsed().as_secs_f64() / reps as f64;
+        println!("prefill variant {variant}: {:.3} ms per chunk, {:.0} TFLOP/s", 1e3 * seconds, flops / seconds / 1e12);
     }
 }
 
