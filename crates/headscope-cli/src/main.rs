@@ -133,13 +133,32 @@ struct TrainArgs {
     init_from: Option<PathBuf>,
 }
 
-/// Flags shared by every command that runs a sweep.
+/// Which model to run and how: shared by the sweep commands and `report`.
 #[derive(Args, Debug, Clone)]
-pub struct SweepArgs {
+pub struct ModelArgs {
     /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json). Default: the bundled
     /// lab model in public/models/lab.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), f32, f16, bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Device: cpu, or cuda / cuda:N (needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Use the plain prompt even if the model has a chat template (else the template is used).
+    #[arg(long)]
+    pub plain: bool,
+    /// Prompt tokens per prefill chunk [default: 512, or 4096 where the fused CUDA attention kernel runs].
+    #[arg(long)]
+    pub prefill_chunk: Option<usize>,
+}
+
+/// Flags shared by every command that runs a sweep.
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub run: ModelArgs,
     /// Output directory; rerunning with the same one resumes (finished tests are kept, not redone).
     #[arg(long)]
     pub out: PathBuf,
@@ -158,21 +177,9 @@ pub struct SweepArgs {
     /// Most tokens to generate per test.
     #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
-    /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), f32, f16, bf16.
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
-    /// Device: cpu, or cuda / cuda:N (needs a build with --features cuda).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Use the plain prompt even if the model has a chat template.
-    #[arg(long)]
-    pub plain: bool,
     /// Also store every prompt's token ids in tests.jsonl.
     #[arg(long)]
     pub save_prompts: bool,
-    /// Prompt tokens per prefill chunk [default: 512, or 4096 where the fused CUDA attention kernel runs].
-    #[arg(long)]
-    pub prefill_chunk: Option<usize>,
 }
 
 #[derive(Args, Debug)]

@@ -13,7 +13,7 @@
 
 use crate::qa::{run_qa, QaRun, QaSetup, QaSummary};
 use crate::sweep::{self, MaskChoice, MaskRun};
-use crate::SweepArgs;
+use crate::{ModelArgs, SweepArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use headscope_core::analysis::{
@@ -35,9 +35,8 @@ use std::path::{Path, PathBuf};
 /// two CPU cores; every grid flag scales it up.
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// Hugging Face model directory. Default: the bundled lab model in public/models/lab.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: ModelArgs,
     /// Report directory: sub-runs, figures/ and report.html. Rerunning resumes; finished runs are reused.
     #[arg(long)]
     pub out: PathBuf,
@@ -56,18 +55,6 @@ pub struct ReportArgs {
     /// Most tokens to generate per NIAH test.
     #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
-    /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), f32, f16, bf16.
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
-    /// Device: cpu, or cuda / cuda:N (needs a build with --features cuda).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Use the plain prompt even if the model has a chat template (else the template is used).
-    #[arg(long)]
-    pub plain: bool,
-    /// Prompt tokens per prefill chunk [default: 512, or 4096 where the fused CUDA attention kernel runs].
-    #[arg(long)]
-    pub prefill_chunk: Option<usize>,
     /// Detection scores only tests whose answer has at least this ROUGE-1 recall (0 scores every test).
     #[arg(long, default_value_t = 0.5)]
     pub gate: f64,
@@ -110,18 +97,14 @@ impl ReportArgs {
     /// The sweep flags of a sub-run writing to `out`.
     fn sweep_args(&self, out: PathBuf) -> SweepArgs {
         SweepArgs {
-            model: self.model.clone(),
+            run: self.run.clone(),
             out,
             needles: Some(self.needles.clone()),
             haystack: self.haystack.clone(),
             lengths: self.lengths.clone(),
             depths: self.depths,
             max_new_tokens: self.max_new_tokens,
-            dtype: self.dtype.clone(),
-            device: self.device.clone(),
-            plain: self.plain,
             save_prompts: false,
-            prefill_chunk: self.prefill_chunk,
         }
     }
 
@@ -347,11 +330,11 @@ fn qa_runs(
     }
     let setup = QaSetup {
         model_dir,
-        options: LoadOptions { dtype: parse_dtype(&a.dtype)?, device: sweep::parse_device(&a.device)? },
-        device: a.device.clone(),
-        plain: a.plain,
+        options: LoadOptions { dtype: parse_dtype(&a.run.dtype)?, device: sweep::parse_device(&a.run.device)? },
+        device: a.run.device.clone(),
+        plain: a.run.plain,
         max_new_tokens: a.qa_max_new_tokens,
-        prefill_chunk: a.prefill_chunk,
+        prefill_chunk: a.run.prefill_chunk,
     };
     let summaries = run_qa(&setup, items, &runs)?;
     Ok((kinds, summaries))
@@ -793,7 +776,7 @@ fn fig9(
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading haystack {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
     let mut contexts = Contexts {
-        builder: NiahBuilder::new(&model_dir.tokenizer, model_dir.prompt_format(a.plain), &haystack)?,
+        builder: NiahBuilder::new(&model_dir.tokenizer, model_dir.prompt_format(a.run.plain), &haystack)?,
         needles: read_needles_jsonl(&a.needles)?,
         cache: HashMap::new(),
     };

@@ -84,7 +84,7 @@ pub(crate) fn model_info(model_dir: &ModelDir, options: &LoadOptions, device: &s
 
 /// Opens `--model`, or the bundled lab model when it is not given.
 pub(crate) fn open_model(args: &SweepArgs) -> Result<ModelDir> {
-    let path = match &args.model {
+    let path = match &args.run.model {
         Some(p) => p.clone(),
         None => {
             let lab = PathBuf::from(LAB_MODEL_DIR);
@@ -99,8 +99,8 @@ pub(crate) fn open_model(args: &SweepArgs) -> Result<ModelDir> {
 
 impl Sweep {
     fn prepare(args: &SweepArgs, command: &str, model_dir: ModelDir, mask: Option<MaskInfo>) -> Result<Sweep> {
-        let device = parse_device(&args.device)?;
-        let options = LoadOptions { dtype: parse_dtype(&args.dtype)?, device };
+        let device = parse_device(&args.run.device)?;
+        let options = LoadOptions { dtype: parse_dtype(&args.run.dtype)?, device };
         let needles = match &args.needles {
             Some(p) => read_needles_jsonl(p)?,
             None => vec![san_francisco_needle()],
@@ -125,11 +125,11 @@ impl Sweep {
                 model_dir.dir.join("config.json").display()
             );
         }
-        let format = model_dir.prompt_format(args.plain);
+        let format = model_dir.prompt_format(args.run.plain);
         let info = RunInfo {
             headscope_version: headscope_core::VERSION.to_string(),
             command: command.to_string(),
-            model: model_info(&model_dir, &options, &args.device),
+            model: model_info(&model_dir, &options, &args.run.device),
             tokenizer_hash: model_dir.tokenizer_hash.clone(),
             prompt_format: format.name().to_string(),
             needles_hash: short_hash(serde_json::to_string(&needles)?.as_bytes()),
@@ -188,17 +188,17 @@ impl Sweep {
             return Ok(0);
         }
         let md = &self.model_dir;
-        let mut builder = NiahBuilder::new(&md.tokenizer, md.prompt_format(args.plain), &self.haystack)?;
+        let mut builder = NiahBuilder::new(&md.tokenizer, md.prompt_format(args.run.plain), &self.haystack)?;
         eprintln!(
             "loading {} ({} layers x {} heads, {} KV heads) on {}",
             md.dir.display(),
             md.spec.layers,
             md.spec.heads,
             md.spec.kv_heads,
-            args.device
+            args.run.device
         );
         let mut model = md.load_weights(&self.options)?;
-        if let Some(chunk) = args.prefill_chunk {
+        if let Some(chunk) = args.run.prefill_chunk {
             model.set_prefill_chunk(chunk);
         }
         let longest = todo.iter().map(|(k, _)| k.length).max().unwrap_or(0) + args.max_new_tokens;
