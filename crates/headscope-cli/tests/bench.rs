@@ -2,22 +2,12 @@
 //! consistent (no timing targets), the saved prompts are exact, and bad input is a clear error.
 
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn headscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_headscope")).args(args).output().expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = headscope(args);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(out.status.success(), "headscope {args:?} failed\nstdout: {stdout}\nstderr: {stderr}");
-    stdout
-}
+mod common;
+use common::{headscope, ok_stdout};
 
 fn tiny(dir: &Path, arch: &str) -> String {
     let d = dir.join(arch);
-    ok(&["tiny-model", "--out", d.to_str().unwrap(), "--arch", arch]);
+    ok_stdout(&["tiny-model", "--out", d.to_str().unwrap(), "--arch", arch]);
     d.to_string_lossy().into_owned()
 }
 
@@ -30,7 +20,7 @@ fn bench_prints_consistent_figures_and_saves_exact_prompts() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny(tmp.path(), "llama");
     let (report, prompts) = (tmp.path().join("bench.json"), tmp.path().join("prompts.json"));
-    let stdout = ok(&[
+    let stdout = ok_stdout(&[
         "bench",
         "--model",
         &model,
@@ -101,7 +91,7 @@ fn bench_counts_parameters_of_every_family_as_stored() {
     for arch in ["mistral", "qwen2", "mixtral"] {
         let model = tiny(tmp.path(), arch);
         let report = tmp.path().join(format!("{arch}.json"));
-        ok(&["bench", "--model", &model, "--lengths", "160", "--steps", "2", "--json", report.to_str().unwrap()]);
+        ok_stdout(&["bench", "--model", &model, "--lengths", "160", "--steps", "2", "--json", report.to_str().unwrap()]);
         let r = json(&report);
         assert_eq!(r["parameters"], r["stored_parameters"], "{arch}");
         assert!(r["max_context"].is_null());
@@ -115,7 +105,7 @@ fn bench_times_a_depth_sweep_with_prefix_reuse() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny(tmp.path(), "llama");
     let report = tmp.path().join("bench.json");
-    let stdout = ok(&[
+    let stdout = ok_stdout(&[
         "bench",
         "--model",
         &model,
@@ -174,7 +164,7 @@ fn hf_agreement_fixture_matches_transformers_and_catches_a_wrong_rope_base() {
     let report = tmp.path().join("agreement.json");
     let mut args: Vec<String> = vec!["hf-agreement".into(), "--json".into(), report.to_string_lossy().into_owned()];
     args.extend(cases.iter().map(|c| fixture.join(c).join("expected.json").to_string_lossy().into_owned()));
-    let stdout = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = ok_stdout(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(stdout.contains("5 case(s) agree"), "{stdout}");
     for r in json(&report).as_array().unwrap() {
         assert_eq!(r["tokens_equal"], r["steps"], "{r}");
@@ -187,7 +177,7 @@ fn hf_agreement_fixture_matches_transformers_and_catches_a_wrong_rope_base() {
     // bf16 is.
     let bf16 = tmp.path().join("bf16.json");
     let expected = fixture.join("mistral-bf16/expected.json");
-    let stdout = ok(&["hf-agreement", "--json", bf16.to_str().unwrap(), expected.to_str().unwrap()]);
+    let stdout = ok_stdout(&["hf-agreement", "--json", bf16.to_str().unwrap(), expected.to_str().unwrap()]);
     assert!(stdout.contains("1 case(s) agree") && stdout.contains("against transformers in f32"), "{stdout}");
     let r = &json(&bf16)[0];
     assert_eq!(r["dtype"], "bf16");

@@ -5,27 +5,9 @@ use headscope_core::files::{head_scores_from_records, read_head_scores, RunInfo,
 use headscope_core::{HeadShape, TextTokenizer};
 use headscope_model::HfTokenizer;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn headscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_headscope")).args(args).output().expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = headscope(args);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(out.status.success(), "headscope {args:?} failed\nstdout: {stdout}\nstderr: {stderr}");
-    (stdout, stderr)
-}
-
-/// Runs a command that must fail cleanly: exit code 1, an error naming `expect`, no panic.
-fn fails(args: &[&str], expect: &str) {
-    let out = headscope(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "headscope {args:?} should fail with 1; stderr: {stderr}");
-    assert!(stderr.contains("error:") && stderr.contains(expect), "headscope {args:?}: expected `{expect}` in: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
+use std::process::Command;
+mod common;
+use common::{fails, ok};
 
 fn tiny(dir: &Path, arch: &str, seed: u64, chat: bool) -> String {
     let d = dir.join(format!("{arch}-{seed}-{chat}"));

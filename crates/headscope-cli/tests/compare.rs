@@ -3,29 +3,8 @@
 //! errors (exit code 1, no panic) for bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn headscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_headscope")).args(args).output().expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = headscope(args);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(out.status.success(), "headscope {args:?} failed\nstdout: {stdout}\nstderr: {stderr}");
-    stdout
-}
-
-/// Runs a command that must fail cleanly: exit code 1, an error naming every one of `expect`, no panic.
-fn fails(args: &[&str], expect: &[&str]) {
-    let out = headscope(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "headscope {args:?} should fail with 1; stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    for e in expect {
-        assert!(stderr.contains("error:") && stderr.contains(e), "headscope {args:?}: expected `{e}` in: {stderr}");
-    }
-}
+mod common;
+use common::{fails_all, ok_stdout};
 
 /// The cells of the table row named `name` in the section that starts with `section` (rows start with
 /// their name; the header, which names the columns, starts with blanks).
@@ -67,7 +46,7 @@ fn published() -> Option<PathBuf> {
 fn published_files_give_the_papers_correlations() {
     let Some(dir) = published() else { return };
     let f = |name: &str| s(&dir.join(format!("{name}.json")));
-    let stdout = ok(&["compare", &f("Mistral-7B-v0.2-hf"), &f("Mixtral-8x7B-v0.1")]);
+    let stdout = ok_stdout(&["compare", &f("Mistral-7B-v0.2-hf"), &f("Mixtral-8x7B-v0.1")]);
     assert!(stdout.contains("2 models, 32 layers x 32 heads"), "{stdout}");
     assert_eq!(row(&stdout, "Pearson", "Mistral-7B-v0.2-hf"), ["1.00", "0.96"]);
     assert_eq!(row(&stdout, "Pearson", "Mixtral-8x7B-v0.1"), ["0.96", "1.00"]);
@@ -77,7 +56,7 @@ fn published_files_give_the_papers_correlations() {
     let files: Vec<String> = names.iter().map(|n| f(n)).collect();
     let mut args = vec!["compare", "--json"];
     args.extend(files.iter().map(String::as_str));
-    let v = json(&ok(&args));
+    let v = json(&ok_stdout(&args));
     assert_eq!(v["names"], serde_json::json!(names));
     let p = |i: usize, j: usize| v["pearson"][i][j].as_f64().unwrap();
     assert_eq!(v["pearson"].as_array().unwrap().len(), 4);
@@ -90,11 +69,11 @@ fn published_files_give_the_papers_correlations() {
             assert_eq!(v["spearman"][i][j], v["spearman"][j][i]);
         }
     }
-    let v = json(&ok(&["compare", "--json", &f("Qwen1.5-14B"), &f("Qwen1.5-14B-Chat")]));
+    let v = json(&ok_stdout(&["compare", "--json", &f("Qwen1.5-14B"), &f("Qwen1.5-14B-Chat")]));
     assert!(v["pearson"][0][1].as_f64().unwrap() > 0.8, "{v}");
 
     // Models with different grids are refused, naming both files and both grids.
-    fails(
+    fails_all(
         &["compare", &f("Mistral-7B-v0.2-hf"), &f("Qwen1.5-14B")],
         &["Qwen1.5-14B.json has 40 layers x 40 heads", "Mistral-7B-v0.2-hf.json has 32 layers x 32 heads"],
     );
@@ -106,14 +85,14 @@ fn hand_written_files_table_json_and_plots() {
     // Means x = 1..5 and y = 2 4 5 4 5: Pearson 6/sqrt(60) = 0.7746, Spearman (ties averaged) 7/sqrt(90) = 0.7379.
     let a = write_scores(&tmp.path().join("a.json"), &[1.0, 2.0, 3.0, 4.0, 5.0]);
     let b = write_scores(&tmp.path().join("b.json"), &[2.0, 4.0, 5.0, 4.0, 5.0]);
-    let stdout = ok(&["compare", &a, &b]);
+    let stdout = ok_stdout(&["compare", &a, &b]);
     assert_eq!(row(&stdout, "Pearson", "a"), ["1.00", "0.77"]);
     assert_eq!(row(&stdout, "Spearman", "b"), ["0.74", "1.00"]);
     // Columns line up: every row of a section has the same length as its header.
     let table: Vec<&str> = stdout.lines().skip(1).take(3).collect();
     assert!(table[1].len() == table[0].len() && table[2].len() == table[0].len(), "{table:#?}");
 
-    let v = json(&ok(&["compare", "--json", &a, &b]));
+    let v = json(&ok_stdout(&["compare", "--json", &a, &b]));
     assert_eq!(v.as_object().unwrap().len(), 3, "only names, pearson and spearman: {v}");
     assert_eq!(v["names"], serde_json::json!(["a", "b"]));
     assert!((v["pearson"][0][1].as_f64().unwrap() - 6.0 / 60f64.sqrt()).abs() < 1e-12);
@@ -121,12 +100,12 @@ fn hand_written_files_table_json_and_plots() {
 
     let svg = tmp.path().join("corr.svg");
     let png = tmp.path().join("corr.png");
-    let stdout = ok(&["compare", &a, &b, "--plot", &s(&svg)]);
+    let stdout = ok_stdout(&["compare", &a, &b, "--plot", &s(&svg)]);
     assert!(stdout.contains(&format!("wrote {}", svg.display())), "{stdout}");
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg") && text.contains("\na\n") && text.contains("\n0.77\n"), "the SVG lacks names or values");
     // With --json and --plot, stdout is the JSON alone.
-    json(&ok(&["compare", "--json", "--plot", &s(&png), &a, &b]));
+    json(&ok_stdout(&["compare", "--json", "--plot", &s(&png), &a, &b]));
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG\r\n\x1a\n"));
 
     // Two files with one stem are named by their paths.
@@ -134,7 +113,7 @@ fn hand_written_files_table_json_and_plots() {
     std::fs::create_dir_all(tmp.path().join("r2")).unwrap();
     let r1 = write_scores(&tmp.path().join("r1/head_scores.json"), &[0.0, 0.0, 0.3, 0.9, 0.1]);
     let r2 = write_scores(&tmp.path().join("r2/head_scores.json"), &[0.0, 0.1, 0.2, 0.8, 0.0]);
-    let v = json(&ok(&["compare", "--json", &r1, &r2, &a]));
+    let v = json(&ok_stdout(&["compare", "--json", &r1, &r2, &a]));
     assert_eq!(v["names"], serde_json::json!([r1, r2, "a"]));
 }
 
@@ -142,27 +121,27 @@ fn hand_written_files_table_json_and_plots() {
 fn bad_input_exits_with_1_and_a_message() {
     let tmp = tempfile::tempdir().unwrap();
     let a = write_scores(&tmp.path().join("a.json"), &[1.0, 2.0, 3.0, 4.0]);
-    fails(&["compare", &a], &["at least two head-score files, 1 given"]);
-    fails(&["compare"], &["at least two head-score files, 0 given"]);
+    fails_all(&["compare", &a], &["at least two head-score files, 1 given"]);
+    fails_all(&["compare"], &["at least two head-score files, 0 given"]);
 
     // 1 x 4 against 2 x 2: same number of heads, different grids.
     let grid = tmp.path().join("grid.json");
     std::fs::write(&grid, r#"{"0-0": [1], "0-1": [2], "1-0": [3], "1-1": [4]}"#).unwrap();
-    fails(&["compare", &a, &s(&grid)], &["grid.json has 2 layers x 2 heads", "a.json has 1 layers x 4 heads"]);
+    fails_all(&["compare", &a, &s(&grid)], &["grid.json has 2 layers x 2 heads", "a.json has 1 layers x 4 heads"]);
 
     let bad = tmp.path().join("broken.json");
     std::fs::write(&bad, r#"{"0-0": [1], "0-1": "#).unwrap();
-    fails(&["compare", &a, &s(&bad)], &["broken.json", "not JSON"]);
+    fails_all(&["compare", &a, &s(&bad)], &["broken.json", "not JSON"]);
     let not_scores = tmp.path().join("list.json");
     std::fs::write(&not_scores, "[1, 2, 3]").unwrap();
-    fails(&["compare", &s(&not_scores), &a], &["list.json", "expected an object"]);
-    fails(&["compare", &a, &s(&tmp.path().join("missing.json"))], &["missing.json"]);
+    fails_all(&["compare", &s(&not_scores), &a], &["list.json", "expected an object"]);
+    fails_all(&["compare", &a, &s(&tmp.path().join("missing.json"))], &["missing.json"]);
 
     // All heads at 0 (a model that never retrieved): the correlation is undefined, not 0 or NaN.
     let flat = write_scores(&tmp.path().join("flat.json"), &[0.0; 4]);
-    fails(&["compare", &a, &flat], &["flat", "undefined"]);
+    fails_all(&["compare", &a, &flat], &["flat", "undefined"]);
 
     let b = write_scores(&tmp.path().join("b.json"), &[4.0, 3.0, 2.0, 1.0]);
-    fails(&["compare", &a, &b, "--plot", &s(&tmp.path().join("corr.bmp"))], &["corr.bmp", "neither .png nor .svg"]);
-    fails(&["compare", &a, &b, "--plot", &s(&tmp.path().join("no-dir/corr.png"))], &["no-dir"]);
+    fails_all(&["compare", &a, &b, "--plot", &s(&tmp.path().join("corr.bmp"))], &["corr.bmp", "neither .png nor .svg"]);
+    fails_all(&["compare", &a, &b, "--plot", &s(&tmp.path().join("no-dir/corr.png"))], &["no-dir"]);
 }

@@ -8,25 +8,8 @@ use headscope_core::qa::{prediction, QaRecord};
 use headscope_core::{masking, HeadId, HeadScores};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn headscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_headscope")).args(args).output().expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = headscope(args);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(out.status.success(), "headscope {args:?} failed\nstdout: {stdout}\nstderr: {stderr}");
-    (stdout, stderr)
-}
-
-fn fails(args: &[&str], expect: &str) {
-    let out = headscope(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "headscope {args:?} should fail with 1; stderr: {stderr}");
-    assert!(stderr.contains("error:") && stderr.contains(expect) && !stderr.contains("panicked"), "expected `{expect}` in: {stderr}");
-}
+mod common;
+use common::{fails, ok};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
