@@ -63,6 +63,25 @@ pub struct AttentionControl<'a> {
     pub fused: bool,
 }
 
+impl AttentionControl<'_> {
+    /// The queries `[b, heads, c, d]` to attend with: in mode uniform, masked heads' queries are zeroed,
+    /// so their scores are all equal and they attend uniformly.
+    fn masked_queries(&self, q: &Tensor) -> Result<Tensor> {
+        Ok(match (self.keep, self.mode) {
+            (Some(keep), MaskMode::Uniform) => q.broadcast_mul(keep)?,
+            _ => q.clone(),
+        })
+    }
+
+    /// The head outputs `[b, heads, c, d]` to merge: in mode zero, masked heads' outputs are zeroed.
+    fn masked_outputs(&self, out: Tensor) -> Result<Tensor> {
+        Ok(match (self.keep, self.mode) {
+            (Some(keep), MaskMode::Zero) => out.broadcast_mul(keep)?,
+            _ => out,
+        })
+    }
+}
+
 /// What an instrumented single-query attention call observed.
 #[derive(Debug, Clone)]
 pub struct AttentionProbe {
@@ -124,11 +143,7 @@ impl Attention {
         let (b, _, c, d) = q.dims4()?;
         let s = k.dims()[2];
         let group = self.heads / self.kv_heads;
-        let q = match (control.keep, control.mode) {
-            (Some(keep), MaskMode::Uniform) => q.broadcast_mul(keep)?,
-            _ => q.clone(),
-        };
-        let qg = q.reshape((b, self.kv_heads, group * c, d))?;
+        let qg = control.masked_queries(q)?.reshape((b, self.kv_heads, group * c, d))?;
         let scores = (qg.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
         let mut scores = scores.to_dtype(DType::F32)?.reshape((b, self.kv_heads, group, c, s))?;
         match mask {
@@ -146,10 +161,7 @@ impl Attention {
         // `v` may be a view of the preallocated cache (strided over its capacity): the batched matmul
         // takes that stride as is, where a contiguous copy would move the whole V cache at every step.
         let out = weights.to_dtype(v.dtype())?.reshape((b, self.kv_heads, group * c, s))?.matmul(v)?;
-        let mut out = out.reshape((b, self.heads, c, d))?;
-        if let (Some(keep), MaskMode::Zero) = (control.keep, control.mode) {
-            out = out.broadcast_mul(keep)?;
-        }
+        let out = control.masked_outputs(out.reshape((b, self.heads, c, d))?)?;
         Ok((out, weights))
     }
 
@@ -162,16 +174,8 @@ impl Attention {
         v: &Tensor,
         control: &AttentionControl,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        let q = match (control.keep, control.mode) {
-            (Some(keep), MaskMode::Uniform) => q.broadcast_mul(keep)?,
-            _ => q.clone(),
-        };
-        let decoded = crate::flash::decode_attention(&q, k, v)?;
-        let mut out = decoded.out;
-        if let (Some(keep), MaskMode::Zero) = (control.keep, control.mode) {
-            out = out.broadcast_mul(keep)?;
-        }
-        Ok((out, decoded.weights, Some(decoded.argmax)))
+        let decoded = crate::flash::decode_attention(&control.masked_queries(q)?, k, v)?;
+        Ok((control.masked_outputs(decoded.out)?, decoded.weights, Some(decoded.argmax)))
     }
 
     /// Merges head outputs `[b, heads, c, d]` and applies the output projection.
@@ -209,15 +213,8 @@ impl Attention {
         let values = cache.v.narrow(2, first, s)?;
         if c > 1 && control.fused && crate::flash::supported(&q, &keys) {
             // A prefill chunk observes nothing, so the fused kernel can take it: no score block at all.
-            let q = match (control.keep, control.mode) {
-                (Some(keep), MaskMode::Uniform) => q.broadcast_mul(keep)?,
-                _ => q,
-            };
-            let mut out = crate::flash::prefill_attention(&q, &keys, &values, self.window)?;
-            if let (Some(keep), MaskMode::Zero) = (control.keep, control.mode) {
-                out = out.broadcast_mul(keep)?;
-            }
-            return Ok((self.merge(out)?, None));
+            let out = crate::flash::prefill_attention(&control.masked_queries(&q)?, &keys, &values, self.window)?;
+            return Ok((self.merge(control.masked_outputs(out)?)?, None));
         }
         let mask = match (c, self.window) {
             (1, _) => None,
