@@ -113,14 +113,20 @@ mod imp {
         }
     }
 
+    /// The compiled variant called `name`.
+    fn named_variant(name: &str) -> Result<Variant, String> {
+        VARIANTS.iter().copied().find(|v| v.name() == name).ok_or_else(|| {
+            let known: Vec<String> = VARIANTS.iter().map(|v| v.name()).collect();
+            format!("prefill kernel variant `{name}`: expected one of {}", known.join(", "))
+        })
+    }
+
+    /// The default variant, or `HEADSCOPE_FLASH_VARIANT`'s (read once).
     fn variant() -> candle_core::Result<Variant> {
         static CHOSEN: std::sync::OnceLock<Result<Variant, String>> = std::sync::OnceLock::new();
         let chosen = CHOSEN.get_or_init(|| match std::env::var("HEADSCOPE_FLASH_VARIANT") {
             Err(_) => Ok(VARIANTS[0]),
-            Ok(name) => VARIANTS.iter().copied().find(|v| v.name() == name).ok_or_else(|| {
-                let known: Vec<String> = VARIANTS.iter().map(|v| v.name()).collect();
-                format!("HEADSCOPE_FLASH_VARIANT `{name}`: expected one of {}", known.join(", "))
-            }),
+            Ok(name) => named_variant(&name).map_err(|e| format!("HEADSCOPE_FLASH_VARIANT: {e}")),
         });
         chosen.clone().map_err(candle_core::Error::msg)
     }
@@ -139,6 +145,19 @@ mod imp {
             bail!("flash prefill: {what} rows must be contiguous (strides {stride:?})");
         }
         Ok((stride[0], stride[1]))
+    }
+
+    /// The kernels' name for the half type all of `inputs` share: `bf16` or `f16`.
+    fn half_type(op: &str, inputs: &[&CudaStorage]) -> candle_core::Result<&'static str> {
+        let name = |s: &CudaStorage| match &s.slice {
+            CudaStorageSlice::BF16(_) => Some("bf16"),
+            CudaStorageSlice::F16(_) => Some("f16"),
+            _ => None,
+        };
+        match name(inputs[0]) {
+            Some(first) if inputs.iter().all(|s| name(s) == Some(first)) => Ok(first),
+            _ => bail!("{op}: the inputs must all be bf16 or all f16"),
+        }
     }
 
     impl CustomOp3 for FlashPrefill {
@@ -181,11 +200,7 @@ mod imp {
                 bail!("flash prefill: keys and values must share a layout");
             }
             let dev = qs.device().clone();
-            let type_name = match (&qs.slice, &ks.slice, &vs.slice) {
-                (CudaStorageSlice::BF16(_), CudaStorageSlice::BF16(_), CudaStorageSlice::BF16(_)) => "bf16",
-                (CudaStorageSlice::F16(_), CudaStorageSlice::F16(_), CudaStorageSlice::F16(_)) => "f16",
-                _ => bail!("flash prefill: q, k and v must all be bf16 or all f16"),
-            };
+            let type_name = half_type("flash prefill", &[qs, ks, vs])?;
             if d != 64 && d != 128 {
                 bail!("flash prefill: head dimension {d} (supported: 64, 128)");
             }
@@ -256,18 +271,8 @@ mod imp {
     }
 
     pub fn prefill_attention_variant(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>, name: &str) -> candle_core::Result<Tensor> {
-        let Some(shape) = VARIANTS.iter().copied().find(|v| v.name() == name) else {
-            bail!("no prefill kernel variant `{name}`");
-        };
+        let shape = named_variant(name).map_err(candle_core::Error::msg)?;
         q.contiguous()?.apply_op3_no_bwd(k, v, &FlashPrefill { window, shape: Some(shape) })
-    }
-
-    fn type_name(s: &CudaStorage) -> candle_core::Result<&'static str> {
-        match &s.slice {
-            CudaStorageSlice::BF16(_) => Ok("bf16"),
-            CudaStorageSlice::F16(_) => Ok("f16"),
-            _ => bail!("decode attention: keys and values must be bf16 or f16"),
-        }
     }
 
     /// Pass 1: `[1, heads, 1, d]` queries x `[1, kv, s, d]` keys -> f32 scores `[heads, s]`.
@@ -289,10 +294,7 @@ mod imp {
                 bail!("decode attention: queries {:?} over keys {:?}", ql.dims(), kl.dims());
             }
             let (_, k_head) = row_major_strides(kl, "key")?;
-            let name = type_name(qs)?;
-            if type_name(ks)? != name {
-                bail!("decode attention: queries and keys differ in type");
-            }
+            let name = half_type("decode attention", &[qs, ks])?;
             let dev = qs.device().clone();
             let func = dev.get_or_load_custom_func(&format!("decode_scores_{name}_d{d}"), "headscope_decode_attention", DECODE_PTX)?;
             let cfg = LaunchConfig {
@@ -344,7 +346,7 @@ mod imp {
                 bail!("decode attention: weights {:?} over values {:?}", wl.dims(), vl.dims());
             }
             let (_, v_head) = row_major_strides(vl, "value")?;
-            let name = type_name(vs)?;
+            let name = half_type("decode attention", &[vs])?;
             let dev = vs.device().clone();
             let func = dev.get_or_load_custom_func(&format!("decode_values_{name}_d{d}"), "headscope_decode_attention", DECODE_PTX)?;
             let span = s.div_ceil((DECODE_VALUE_BLOCKS / kv_heads).max(1)).max(64);
