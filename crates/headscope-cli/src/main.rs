@@ -131,6 +131,10 @@ struct TrainArgs {
     /// Start from this model directory's weights and tokenizer (a further training stage).
     #[arg(long)]
     init_from: Option<PathBuf>,
+    /// Time each step's forward pass, backward pass and update (to a device synchronisation) and
+    /// print their means with the loss.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// Which model to run and how: shared by the sweep commands and `report`.
@@ -315,6 +319,7 @@ fn train(a: TrainArgs) -> Result<()> {
         stop_at: a.stop_at,
         init_from: a.init_from,
         workers,
+        profile: a.profile,
     })
 }
 

@@ -110,6 +110,8 @@ pub struct TrainOptions {
     pub workers: usize,
     /// Start from this model directory's weights and tokenizer (a further training stage).
     pub init_from: Option<PathBuf>,
+    /// Time the phases of each step (forward, backward, update) and print their means.
+    pub profile: bool,
 }
 
 const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
@@ -332,6 +334,7 @@ pub fn train(o: TrainOptions) -> Result<()> {
         eprintln!("starting from the weights of {}", init.display());
     }
     eprintln!("{} parameters; training to step {}", trainer.parameter_count(), recipe.train.steps);
+    trainer.set_profiling(o.profile);
     if !o.device.is_cpu() {
         // TF32 matmuls: f32 accuracy is not needed for a 4096-token vocabulary softmax at this scale.
         headscope_model::candle_core::cuda::set_gemm_reduced_precision_f32(true);
@@ -376,6 +379,7 @@ pub fn train(o: TrainOptions) -> Result<()> {
     let started = Instant::now();
     let mut pending: BTreeMap<usize, Result<Batch>> = BTreeMap::new();
     let mut window = (0f64, 0usize, 0usize, Instant::now());
+    let mut phases = [0f64; 3];
     while trainer.step() < last {
         let step = trainer.step();
         let batch = loop {
@@ -408,10 +412,25 @@ pub fn train(o: TrainOptions) -> Result<()> {
         window.0 += stats.loss as f64;
         window.1 += 1;
         window.2 += batch.tokens * batch.rows;
+        if let Some(p) = stats.phase_seconds {
+            phases.iter_mut().zip(p).for_each(|(sum, s)| *sum += s);
+        }
         if (step + 1) % recipe.train.log_every == 0 {
             let secs = window.3.elapsed().as_secs_f64();
-            eprintln!("step {:>6} loss {:.4} lr {lr:.2e} {:.0} tokens/s", step + 1, window.0 / window.1 as f64, window.2 as f64 / secs);
+            let profile = if o.profile {
+                let ms = |i: usize| 1e3 * phases[i] / window.1 as f64;
+                format!(" (per step: forward {:.1} ms, backward {:.1} ms, update {:.1} ms)", ms(0), ms(1), ms(2))
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "step {:>6} loss {:.4} lr {lr:.2e} {:.0} tokens/s{profile}",
+                step + 1,
+                window.0 / window.1 as f64,
+                window.2 as f64 / secs
+            );
             window = (0.0, 0, 0, Instant::now());
+            phases = [0.0; 3];
         }
         let out_of_time = o.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
         if (step + 1) % recipe.train.checkpoint_every == 0 || trainer.step() == last || out_of_time {

@@ -47,6 +47,9 @@ pub struct StepStats {
     pub loss: f32,
     /// Global gradient norm before clipping.
     pub grad_norm: f32,
+    /// With [`Trainer::set_profiling`]: seconds in the forward pass, the backward pass and the update,
+    /// each measured to a device synchronisation.
+    pub phase_seconds: Option<[f64; 3]>,
 }
 
 /// A trainable model and its optimiser.
@@ -57,6 +60,7 @@ pub struct Trainer {
     config: AdamWConfig,
     step: usize,
     device: Device,
+    profiling: bool,
 }
 
 /// Initial weights drawn from a fixed-sequence generator on the host, so a seed gives the same model on
@@ -102,12 +106,18 @@ impl Trainer {
                 Ok(Param { name, var, m, v, decay })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Trainer { spec: spec.clone(), model, params, config, step: 0, device: device.clone() })
+        Ok(Trainer { spec: spec.clone(), model, params, config, step: 0, device: device.clone(), profiling: false })
     }
 
     /// The model being trained (for evaluation between steps).
     pub fn model(&self) -> &Transformer {
         &self.model
+    }
+
+    /// Times the phases of each step (see [`StepStats::phase_seconds`]); the synchronisations this
+    /// takes slow a step down a little.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profiling = on;
     }
 
     /// Optimisation steps taken.
@@ -132,8 +142,19 @@ impl Trainer {
 
     /// One AdamW step at learning rate `lr` on a batch; returns the loss before the step.
     pub fn train_step(&mut self, inputs: &Tensor, targets: &Tensor, weights: &Tensor, lr: f64) -> Result<StepStats> {
+        let mut clock = self.profiling.then(|| (std::time::Instant::now(), [0f64; 3]));
+        let mut lap = |phase: usize, device: &Device| -> Result<()> {
+            if let Some((start, phases)) = clock.as_mut() {
+                device.synchronize()?;
+                phases[phase] = start.elapsed().as_secs_f64();
+                *start = std::time::Instant::now();
+            }
+            Ok(())
+        };
         let loss = self.loss(inputs, targets, weights)?;
+        lap(0, &self.device)?;
         let grads = loss.backward()?;
+        lap(1, &self.device)?;
         let mut squares = Vec::with_capacity(self.params.len());
         for p in &self.params {
             if let Some(g) = grads.get(&p.var) {
@@ -158,7 +179,8 @@ impl Trainer {
             }
             p.var.set(&(w - (update * lr)?)?)?;
         }
-        Ok(StepStats { loss: loss.to_scalar::<f32>()?, grad_norm })
+        lap(2, &self.device)?;
+        Ok(StepStats { loss: loss.to_scalar::<f32>()?, grad_norm, phase_seconds: clock.map(|(_, phases)| phases) })
     }
 
     /// Saves weights (`weights.safetensors`, f32), optimiser moments (`optimizer.safetensors`) and the step
