@@ -250,6 +250,11 @@ impl Attention {
     pub fn forward_sequence(&self, x: &Tensor, rope: &Rope, masks: &mut MaskCache, control: &AttentionControl) -> Result<Tensor> {
         let t = x.dims()[1];
         let (q, k, v) = self.qkv(x, 0, rope, control.differentiable)?;
+        if control.differentiable && q.dtype() == DType::F32 {
+            // One autograd node instead of a graph of elementary ops over every t x t score.
+            let out = crate::train_attention::causal_attention(&control.masked_queries(&q)?, &k, &v, self.window)?;
+            return self.merge(control.masked_outputs(out)?);
+        }
         let mask = ChunkMask::Full(masks.get(0, t, 0, self.window, x.device())?);
         let (out, _) = self.attend(&q, &k, &v, Some(&mask), control)?;
         self.merge(out)

@@ -19,6 +19,7 @@ pub mod rope;
 pub mod spec;
 pub mod tokenizer;
 pub mod train;
+pub mod train_attention;
 pub mod transformer;
 
 #[cfg(feature = "testkit")]

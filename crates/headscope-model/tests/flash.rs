@@ -1,5 +1,6 @@
 //! The fused CUDA prefill kernel against plain attention on the same device, and a whole model's
-//! prefill through it against the chunked path. Runs only in a CUDA build on a machine with a GPU
+//! prefill through it against the chunked path; the training attention's softmax kernels against
+//! its CPU loop. Runs only in a CUDA build on a machine with a GPU
 //! (`cargo test -p headscope-model --features cuda --test flash`); other builds compile it to nothing.
 #![cfg(feature = "cuda")]
 
@@ -197,5 +198,30 @@ fn a_model_prefilled_by_the_fused_kernel_is_as_close_to_f32_as_the_chunked_path(
         );
         assert!(fused_err <= 1.5 * chunked_err + 0.01, "fused logit error {fused_err} vs chunked {chunked_err}");
         assert!(fused_agree >= chunked_agree - 0.02, "fused argmax agreement {fused_agree} vs chunked {chunked_agree}");
+    }
+}
+
+#[test]
+fn training_attention_on_the_gpu_matches_the_cpu_with_its_gradients() {
+    let Some(gpu) = gpu() else { return };
+    use candle_core::Var;
+    use headscope_model::train_attention::causal_attention;
+    for window in [None, Some(50)] {
+        let (b, heads, kv, t, d) = (2, 8, 2, 300, 32);
+        let host = |shape: (usize, usize, usize, usize)| Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap();
+        let (q, k, v, w) = (host((b, heads, t, d)), host((b, kv, t, d)), host((b, kv, t, d)), host((b, heads, t, d)));
+        let run = |dev: &Device| {
+            let vars: Vec<Var> = [&q, &k, &v].iter().map(|x| Var::from_tensor(&x.to_device(dev).unwrap()).unwrap()).collect();
+            let out = causal_attention(&vars[0], &vars[1], &vars[2], window).unwrap();
+            let grads = (&out * w.to_device(dev).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut all = vec![out.to_device(&Device::Cpu).unwrap()];
+            all.extend(vars.iter().map(|x| grads.get(x).unwrap().to_device(&Device::Cpu).unwrap()));
+            all
+        };
+        for (name, (c, g)) in ["output", "dq", "dk", "dv"].iter().zip(run(&Device::Cpu).iter().zip(run(&gpu).iter())) {
+            let diff = (c - g).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let scale = c.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff <= 1e-4 * scale.max(1.0), "window {window:?}: {name} differs by {diff} (largest {scale})");
+        }
     }
 }
