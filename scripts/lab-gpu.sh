@@ -7,7 +7,9 @@
 # Build the binary first, here: source ~/.cache/cuda13/env.sh &&
 #   cargo build --release -p headscope-cli --features cuda && gzip -9c target/release/headscope > .carry/headscope.gz
 set -euo pipefail
-bin=.carry/headscope
+# HEADSCOPE_BIN and DEVICE=cpu run `eval` with a local build (the CPU gives the same tokens, slower);
+# rerunning `eval` into the same .carry/lab-eval resumes it (every command keeps what it has run).
+bin=${HEADSCOPE_BIN:-.carry/headscope}
 [ -x "$bin" ] || { gunzip -c .carry/headscope.gz > "$bin"; chmod +x "$bin"; }
 out=${OUT:-.carry/out}
 # Outside the carried folder: a carry replaces .carry on the GPU machine, and the checkpoint must
@@ -28,7 +30,7 @@ case "${1:?train or eval}" in
     ev=.carry/lab-eval
     mkdir -p "$ev"
     pack() { tar czf "$out/lab-eval.tgz" -C .carry lab-eval; }
-    common=(--model "$model" --device cuda --dtype f32 --haystack public/haystacks/kjv-john.txt --plain)
+    common=(--model "$model" --device "${DEVICE:-cuda}" --dtype f32 --haystack public/haystacks/kjv-john.txt --plain)
     "$bin" detect "${common[@]}" --needles public/needles/heldout.jsonl --out "$ev/detect" --lengths 256:4096:8 --depths 10 2>&1 | tail -4
     pack
     k=$(python3 -c "import json;print(len(json.load(open('$ev/detect/summary.json'))['retrieval_heads']))")
