@@ -20,6 +20,7 @@ pub mod spec;
 pub mod tokenizer;
 pub mod train;
 pub mod train_attention;
+pub mod train_ops;
 pub mod transformer;
 
 #[cfg(feature = "testkit")]

@@ -79,12 +79,15 @@ impl Rope {
     }
 
     /// Rotates `x` (`[batch, heads, seq, head_dim]`) whose first position is `pos`; `differentiable`
-    /// picks the composed version that autograd can follow (the fused kernel has no backward).
+    /// picks a version autograd can follow (candle's fused kernel has no backward): the training node
+    /// for f32, candle's composed version otherwise.
     pub fn apply(&self, x: &Tensor, pos: usize, differentiable: bool) -> Result<Tensor> {
         let seq = x.dims()[2];
         let cos = self.cos.narrow(0, pos, seq)?;
         let sin = self.sin.narrow(0, pos, seq)?;
-        if differentiable {
+        if differentiable && x.dtype() == candle_core::DType::F32 {
+            crate::train_ops::rope(x, &cos, &sin)
+        } else if differentiable {
             Ok(candle_nn::rotary_emb::rope_slow(x, &cos, &sin)?)
         } else {
             Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?)

@@ -4,6 +4,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::spec::ModelSpec;
+use crate::train_ops::{adamw_update, AdamWStep};
 use crate::transformer::Transformer;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
@@ -35,9 +36,23 @@ impl Default for AdamWConfig {
 struct Param {
     name: String,
     var: Var,
-    m: Tensor,
-    v: Tensor,
+    /// AdamW's first and second moments, interleaved (`[2 n]`), as the fused update reads them.
+    moments: Tensor,
     decay: bool,
+}
+
+impl Param {
+    /// One of the moments (0: first, 1: second) in the variable's shape.
+    fn moment(&self, which: usize) -> Result<Tensor> {
+        let n = self.var.elem_count();
+        Ok(self.moments.reshape((n, 2))?.narrow(1, which, 1)?.contiguous()?.reshape(self.var.dims())?)
+    }
+
+    /// Sets both moments from tensors in the variable's shape.
+    fn set_moments(&mut self, m: &Tensor, v: &Tensor) -> Result<()> {
+        self.moments = Tensor::stack(&[m.flatten_all()?, v.flatten_all()?], 1)?.flatten_all()?.to_dtype(DType::F32)?;
+        Ok(())
+    }
 }
 
 /// Outcome of one optimisation step.
@@ -100,10 +115,9 @@ impl Trainer {
         let params = named
             .into_iter()
             .map(|(name, var)| {
-                let m = var.zeros_like()?;
-                let v = var.zeros_like()?;
+                let moments = Tensor::zeros(2 * var.elem_count(), DType::F32, device)?;
                 let decay = var.rank() >= 2 && !name.contains("embed_tokens");
-                Ok(Param { name, var, m, v, decay })
+                Ok(Param { name, var, moments, decay })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Trainer { spec: spec.clone(), model, params, config, step: 0, device: device.clone(), profiling: false })
@@ -134,10 +148,10 @@ impl Trainer {
     /// with per-token `weights` (`[b, t]` f32; 0 ignores a token).
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Tensor> {
         let logits = self.model.forward_sequence_differentiable(inputs)?;
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let picked = logp.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
+        let vocab = logits.dim(D::Minus1)?;
+        let nll = crate::train_ops::cross_entropy(&logits.reshape(((), vocab))?, &targets.flatten_all()?)?;
         let total = weights.sum_all()?;
-        Ok((picked.mul(weights)?.sum_all()?.neg()? / total)?)
+        Ok((nll.mul(&weights.flatten_all()?)?.sum_all()? / total)?)
     }
 
     /// One AdamW step at learning rate `lr` on a batch; returns the loss before the step.
@@ -166,18 +180,19 @@ impl Trainer {
         let scale = if c.grad_clip > 0.0 && grad_norm as f64 > c.grad_clip { c.grad_clip / grad_norm as f64 } else { 1.0 };
         self.step += 1;
         let t = self.step as i32;
-        let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
-        for p in &mut self.params {
+        let step = AdamWStep {
+            lr: lr as f32,
+            beta1: c.beta1 as f32,
+            beta2: c.beta2 as f32,
+            eps: c.eps as f32,
+            bias_correction: [(1.0 - c.beta1.powi(t)) as f32, (1.0 - c.beta2.powi(t)) as f32],
+            grad_scale: scale as f32,
+            keep: 1.0,
+        };
+        for p in &self.params {
             let Some(g) = grads.get(&p.var) else { continue };
-            let g = (g * scale)?;
-            p.m = ((&p.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            p.v = ((&p.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let update = ((&p.m / bc1)? / ((&p.v / bc2)?.sqrt()? + c.eps)?)?;
-            let mut w = p.var.as_tensor().clone();
-            if p.decay {
-                w = (&w * (1.0 - lr * c.weight_decay))?;
-            }
-            p.var.set(&(w - (update * lr)?)?)?;
+            let keep = if p.decay { (1.0 - lr * c.weight_decay) as f32 } else { 1.0 };
+            adamw_update(p.var.as_tensor(), &p.moments, g, &AdamWStep { keep, ..step })?;
         }
         lap(2, &self.device)?;
         Ok(StepStats { loss: loss.to_scalar::<f32>()?, grad_norm, phase_seconds: clock.map(|(_, phases)| phases) })
@@ -193,8 +208,8 @@ impl Trainer {
         let mut moments = HashMap::new();
         for p in &self.params {
             weights.insert(p.name.clone(), p.var.as_tensor().clone());
-            moments.insert(format!("m.{}", p.name), p.m.clone());
-            moments.insert(format!("v.{}", p.name), p.v.clone());
+            moments.insert(format!("m.{}", p.name), p.moment(0)?);
+            moments.insert(format!("v.{}", p.name), p.moment(1)?);
         }
         candle_core::safetensors::save(&weights, dir.join("weights.safetensors.tmp"))?;
         candle_core::safetensors::save(&moments, dir.join("optimizer.safetensors.tmp"))?;
@@ -217,8 +232,12 @@ impl Trainer {
         for p in &mut self.params {
             let missing = |what: &str| ModelError::Weights(format!("checkpoint {} lacks {what}", dir.display()));
             p.var.set(weights.get(&p.name).ok_or_else(|| missing(&p.name))?)?;
-            p.m = moments.get(&format!("m.{}", p.name)).ok_or_else(|| missing("first moments"))?.clone();
-            p.v = moments.get(&format!("v.{}", p.name)).ok_or_else(|| missing("second moments"))?.clone();
+            let m = moments.get(&format!("m.{}", p.name)).ok_or_else(|| missing("first moments"))?;
+            let v = moments.get(&format!("v.{}", p.name)).ok_or_else(|| missing("second moments"))?;
+            if m.dims() != p.var.dims() || v.dims() != p.var.dims() {
+                return Err(ModelError::Weights(format!("checkpoint {}: the moments of {} have the wrong shape", dir.display(), p.name)));
+            }
+            p.set_moments(m, v)?;
         }
         self.step = meta.get("step").and_then(|s| s.as_u64()).ok_or_else(|| ModelError::config(&meta_path, "no `step`"))? as usize;
         Ok(())

@@ -11,8 +11,7 @@
 //! the CPU; both compute exactly what `softmax(q k^T / sqrt(d) + causal mask) v` does.
 
 use crate::error::{ModelError, Result};
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
 /// Causal attention of `q` (`[b, heads, t, d]`) over `k` and `v` (`[b, kv_heads, t, d]`, query head `h`
 /// reading KV head `h / (heads / kv_heads)`), all f32, with an optional sliding `window` (keys at most
@@ -69,53 +68,12 @@ struct AttentionNode {
     out: Tensor,
 }
 
-impl AttentionNode {
-    fn stored_out(&self) -> candle_core::Result<(Storage, Shape)> {
-        let (storage, layout) = self.out.storage_and_layout();
-        let copy = match &*storage {
-            Storage::Cpu(s) => Storage::Cpu(s.try_clone(layout)?),
-            Storage::Cuda(s) => Storage::Cuda(s.try_clone(layout)?),
-            Storage::Metal(s) => Storage::Metal(s.try_clone(layout)?),
-        };
-        Ok((copy, self.out.shape().clone()))
-    }
-}
-
 impl CustomOp3 for AttentionNode {
     fn name(&self) -> &'static str {
         "causal-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        match self.stored_out()? {
-            (Storage::Cpu(s), shape) => Ok((s, shape)),
-            _ => bail!("causal attention: output on another device than the inputs"),
-        }
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        match self.stored_out()? {
-            (Storage::Cuda(s), shape) => Ok((s, shape)),
-            _ => bail!("causal attention: output on another device than the inputs"),
-        }
-    }
+    crate::train_ops::hand_out_forward!(out; q, k, v);
 
     fn bwd(
         &self,

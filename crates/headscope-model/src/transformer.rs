@@ -156,8 +156,12 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?)
 }
 
-/// RMSNorm composed of basic ops, which autograd can differentiate (the fused kernel has no backward).
+/// RMSNorm autograd can differentiate (candle's fused kernel has no backward): the training node for
+/// f32, candle's composed version otherwise.
 fn rms_norm_differentiable(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
+        return crate::train_ops::rms_norm(x, weight, eps);
+    }
     Ok(candle_nn::ops::rms_norm_slow(x, weight, eps as f32)?)
 }
 

@@ -1,6 +1,7 @@
 //! The fused CUDA prefill kernel against plain attention on the same device, and a whole model's
-//! prefill through it against the chunked path; the training attention's softmax kernels against
-//! its CPU loop. Runs only in a CUDA build on a machine with a GPU
+//! prefill through it against the chunked path; the training kernels (attention's softmax, the
+//! cross-entropy, AdamW, and the RMSNorm and RoPE nodes) against their CPU versions, and whole training
+//! steps on the GPU against the same steps on the CPU. Runs only in a CUDA build on a machine with a GPU
 //! (`cargo test -p headscope-model --features cuda --test flash`); other builds compile it to nothing.
 #![cfg(feature = "cuda")]
 
@@ -223,5 +224,99 @@ fn training_attention_on_the_gpu_matches_the_cpu_with_its_gradients() {
             let scale = c.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             assert!(diff <= 1e-4 * scale.max(1.0), "window {window:?}: {name} differs by {diff} (largest {scale})");
         }
+    }
+}
+
+/// Largest absolute difference of `a` and `b`, and the largest magnitude in `a`.
+fn difference_and_scale(a: &Tensor, b: &Tensor) -> (f32, f32) {
+    let b = b.to_device(&Device::Cpu).unwrap();
+    let max = |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    (max(&(a - b).unwrap()), max(a))
+}
+
+#[test]
+fn training_ops_on_the_gpu_match_the_cpu_with_their_gradients() {
+    let Some(gpu) = gpu() else { return };
+    use candle_core::Var;
+    use headscope_model::train_ops::{adamw_update, cross_entropy, rms_norm, rope, AdamWStep};
+    let host = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap();
+    // Each case: inputs, and the op as a function of them (on whichever device they are).
+    let angles = (host(&[300, 16]) * 3.0).unwrap();
+    let targets: Vec<u32> = (0..600u32).map(|i| (i * 7919) % 1000).collect();
+    let targets = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
+    type Op<'a> = Box<dyn Fn(&[Var]) -> Tensor + 'a>;
+    let cases: Vec<(&str, Vec<Tensor>, Op)> = vec![
+        ("rms_norm", vec![host(&[2, 300, 256]), host(&[256])], Box::new(|v: &[Var]| rms_norm(&v[0], &v[1], 1e-5).unwrap())),
+        (
+            "rope",
+            vec![host(&[2, 4, 300, 32])],
+            Box::new(|v: &[Var]| {
+                let dev = v[0].device();
+                rope(&v[0], &angles.cos().unwrap().to_device(dev).unwrap(), &angles.sin().unwrap().to_device(dev).unwrap()).unwrap()
+            }),
+        ),
+        (
+            "cross_entropy",
+            vec![(host(&[600, 1000]) * 4.0).unwrap()],
+            Box::new(|v: &[Var]| cross_entropy(&v[0], &targets.to_device(v[0].device()).unwrap()).unwrap()),
+        ),
+    ];
+    for (name, inputs, op) in &cases {
+        let run = |dev: &Device| {
+            let vars: Vec<Var> = inputs.iter().map(|x| Var::from_tensor(&x.to_device(dev).unwrap()).unwrap()).collect();
+            let out = op(&vars);
+            // Loss weights that differ per element, alike on both devices.
+            let n = out.elem_count();
+            let weights = (Tensor::arange(0f32, n as f32, dev).unwrap() * 0.37).unwrap().sin().unwrap().reshape(out.dims()).unwrap();
+            let grads = (&out * weights).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut all = vec![out.to_device(&Device::Cpu).unwrap()];
+            all.extend(vars.iter().map(|x| grads.get(x).unwrap().to_device(&Device::Cpu).unwrap()));
+            all
+        };
+        let (on_cpu, on_gpu) = (run(&Device::Cpu), run(&gpu));
+        for (i, (c, g)) in on_cpu.iter().zip(&on_gpu).enumerate() {
+            let (diff, scale) = difference_and_scale(c, g);
+            assert!(
+                diff <= 1e-4 * scale.max(1.0),
+                "{name}: {} differs by {diff} (largest {scale})",
+                if i == 0 { "output".to_string() } else { format!("gradient {i}") }
+            );
+        }
+    }
+    let step = AdamWStep { lr: 0.01, beta1: 0.9, beta2: 0.95, eps: 1e-8, bias_correction: [0.1, 0.05], grad_scale: 0.5, keep: 0.999 };
+    let (w, g, m) = (host(&[1000, 37]), host(&[1000, 37]), host(&[74000]).abs().unwrap());
+    let updated = |dev: &Device| {
+        let (w, m) = (Var::from_tensor(&w.to_device(dev).unwrap()).unwrap(), Var::from_tensor(&m.to_device(dev).unwrap()).unwrap());
+        adamw_update(&w, &m, &g.to_device(dev).unwrap(), &step).unwrap();
+        [w.as_tensor().to_device(&Device::Cpu).unwrap(), m.as_tensor().to_device(&Device::Cpu).unwrap()]
+    };
+    for (name, (c, g)) in ["weights", "moments"].iter().zip(updated(&Device::Cpu).iter().zip(updated(&gpu).iter())) {
+        let (diff, scale) = difference_and_scale(c, g);
+        assert!(diff <= 1e-5 * scale.max(1.0), "adamw: {name} differ by {diff}");
+    }
+}
+
+#[test]
+fn training_steps_on_the_gpu_follow_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    use headscope_model::train::{AdamWConfig, Trainer};
+    let c = TinyModel { vocab: 300, ..TinyModel::new(TinyArch::Llama) }.config_json();
+    let spec = headscope_model::ModelSpec::from_config_json(&c.to_string(), std::path::Path::new("config.json")).unwrap();
+    let mut rng = headscope_core::rng::SplitMix64::new(5);
+    let (b, t) = (4, 40);
+    let ids: Vec<u32> = (0..b * (t + 1)).map(|_| rng.below(300) as u32).collect();
+    let rows = |skip: usize| -> Vec<u32> { ids.chunks(t + 1).flat_map(|r| r[skip..skip + t].to_vec()).collect() };
+    let weights: Vec<f32> = (0..b * t).map(|i| 1.0 + (i % 3) as f32).collect();
+    let losses = |dev: &Device| {
+        let mut trainer = Trainer::new(&spec, dev, 11, AdamWConfig::default()).unwrap();
+        let inputs = Tensor::from_vec(rows(0), (b, t), dev).unwrap();
+        let targets = Tensor::from_vec(rows(1), (b, t), dev).unwrap();
+        let w = Tensor::from_vec(weights.clone(), (b, t), dev).unwrap();
+        (0..5).map(|_| trainer.train_step(&inputs, &targets, &w, 3e-3).unwrap().loss).collect::<Vec<f32>>()
+    };
+    let (on_cpu, on_gpu) = (losses(&Device::Cpu), losses(&gpu));
+    assert!(on_cpu[4] < on_cpu[0] - 0.05, "the loss falls: {on_cpu:?}");
+    for (c, g) in on_cpu.iter().zip(&on_gpu) {
+        assert!((c - g).abs() <= 2e-3 * c.abs().max(1.0), "losses on the CPU {on_cpu:?}, on the GPU {on_gpu:?}");
     }
 }
