@@ -4,6 +4,9 @@
 # scripts/prepare-corpus.sh). Results are copied to $OUT when it is set.
 #   scripts/lab-gpu.sh train MINUTES   train (or resume) into $LAB_TRAIN (/root/lab-train) for at most MINUTES
 #   scripts/lab-gpu.sh eval DIR        detection, NIAH and masking curves of model DIR into .carry/lab-eval
+#   scripts/lab-gpu.sh reproduce SECS  the model card's eleven stages, one after another, into $LAB_TRAIN/sN,
+#                                      as many whole stages as fit in SECS; FROM_STAGE=N INIT_FROM=DIR goes on
+#                                      from stage N-1's model DIR (what an earlier call packed into $OUT)
 # Build the binary first, here: source ~/.cache/cuda13/env.sh &&
 #   cargo build --release -p headscope-cli --features cuda && gzip -9c target/release/headscope > .carry/headscope.gz
 set -euo pipefail
@@ -21,6 +24,41 @@ case "${1:?train or eval}" in
     # RECIPE and INIT_FROM select a further stage (see public/models/lab/recipe-stage2.toml).
     "$bin" train --recipe "${RECIPE:-public/models/lab/recipe.toml}" ${INIT_FROM:+--init-from "$INIT_FROM"} --corpus .carry/corpus --out "$train" --device cuda --max-minutes "${2:-8}" 2>&1 | tee "$out/train.log"
     for f in model.safetensors tokenizer.json config.json generation_config.json tokenizer_config.json loss.csv; do cp "$train/$f" "$out/"; done
+    ;;
+  reproduce)
+    # The card's stages and where a command's time limit stopped them when they were first trained.
+    declare -A stop_at=([3]=3456 [5]=1500 [6]=1468)
+    root=${LAB_TRAIN:-/root/lab-repro}
+    budget=${2:-540}
+    prev=${INIT_FROM:-}
+    trained_steps=0 trained_seconds=0
+    mkdir -p "$out/repro"
+    for i in $(seq "${FROM_STAGE:-1}" 11); do
+      recipe=public/models/lab/recipe-stage$i.toml
+      [ "$i" = 1 ] && recipe=public/models/lab/recipe.toml
+      dir=$root/s$i
+      [ -f "$dir/done" ] && { prev=$dir; continue; }
+      steps=${stop_at[$i]:-$(sed -n 's/^steps = \([0-9]*\).*/\1/p' "$recipe")}
+      # Seconds per step measured on this machine so far (before the first stage: $SECONDS_PER_STEP or 0.08), plus 5 %.
+      predicted=$(python3 -c "print(int($steps * ($trained_seconds / $trained_steps if $trained_steps else ${SECONDS_PER_STEP:-0.08}) * 1.05) + 20)")
+      if [ $((SECONDS + predicted)) -gt "$budget" ]; then
+        echo "stage $i (about ${predicted}s) does not fit in the ${budget}s budget; go on with FROM_STAGE=$i"
+        break
+      fi
+      "$bin" train --recipe "$recipe" ${prev:+--init-from "$prev"} ${stop_at[$i]:+--stop-at "${stop_at[$i]}"} \
+        --corpus .carry/corpus --out "$dir" --device "${DEVICE:-cuda}" --max-minutes "$(python3 -c "print(max(0.5, ($budget - $SECONDS) / 60))")" > "$out/repro/train-s$i.log" 2>&1 || true
+      tail -2 "$out/repro/train-s$i.log"
+      cp "$dir/loss.csv" "$out/repro/loss-stage$i.csv"
+      grep -q "^\(finished\|stopped at\) step $steps of" "$out/repro/train-s$i.log" || { echo "stage $i did not finish"; break; }
+      touch "$dir/done"
+      trained_steps=$((trained_steps + steps))
+      trained_seconds=$(python3 -c "print($trained_seconds + float(open('$dir/loss.csv').read().split()[-1].split(',')[-1]))")
+      rm -rf "$out/repro/model" && mkdir -p "$out/repro/model"
+      for f in model.safetensors tokenizer.json config.json generation_config.json tokenizer_config.json; do cp "$dir/$f" "$out/repro/model/"; done
+      echo "$i" > "$out/repro/model/stage"
+      prev=$dir
+    done
+    tar czf "$out/repro.tgz" -C "$out" repro && rm -rf "$out/repro"
     ;;
   eval)
     # Detection on the full held-out grid, then pass rates with the top-K retrieval heads and K random
