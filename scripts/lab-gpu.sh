@@ -6,7 +6,8 @@
 #   scripts/lab-gpu.sh eval DIR        detection, NIAH and masking curves of model DIR into .carry/lab-eval
 #   scripts/lab-gpu.sh reproduce SECS  the model card's eleven stages, one after another, into $LAB_TRAIN/sN,
 #                                      as many whole stages as fit in SECS; FROM_STAGE=N INIT_FROM=DIR goes on
-#                                      from stage N-1's model DIR (what an earlier call packed into $OUT)
+#                                      from stage N-1's model DIR (what an earlier call packed into $OUT);
+#                                      LAST_STAGE=N stops after stage N
 # Build the binary first, here: source ~/.cache/cuda13/env.sh &&
 #   cargo build --release -p headscope-cli --features cuda && gzip -9c target/release/headscope > .carry/headscope.gz
 set -euo pipefail
@@ -33,7 +34,7 @@ case "${1:?train or eval}" in
     prev=${INIT_FROM:-}
     trained_steps=0 trained_seconds=0
     mkdir -p "$out/repro"
-    for i in $(seq "${FROM_STAGE:-1}" 11); do
+    for i in $(seq "${FROM_STAGE:-1}" "${LAST_STAGE:-11}"); do
       recipe=public/models/lab/recipe-stage$i.toml
       [ "$i" = 1 ] && recipe=public/models/lab/recipe.toml
       dir=$root/s$i
