@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve, launch, openLab, runSweep, labState, waitState } from './lib.mjs';
+import { serve, launch, openLab, runSweep, labState, waitState, until } from './lib.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DIST = process.env.HEADSCOPE_DIST ?? path.join(ROOT, 'dist');
@@ -249,6 +249,42 @@ async function main() {
     const cached = await page.evaluate(async () => (await (await caches.open('headscope-models-v1')).keys()).map((r) => r.url));
     check(fromUrl?.hash === cpuModel.hash && cached.some((u) => u.endsWith('/models/lab/model.safetensors')),
       'a model URL loads and its files are kept in the Cache API', `${cached.length} cached files`);
+
+    // A kept copy is checked with the server: an unchanged model is not downloaded again (a HEAD
+    // request each), a model changed at the same URL is. A second server, on another origin, serves a
+    // copy of the lab model that the test can change.
+    const changing = fs.mkdtempSync(path.join(os.tmpdir(), 'headscope-e2e-changing-'));
+    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'model.safetensors']) {
+      fs.copyFileSync(path.join(ROOT, 'public/models/lab', f), path.join(changing, f));
+    }
+    const srv2 = await serve(changing);
+    const weights = '/model.safetensors';
+    // Loads the URL and waits until the server has seen `requests` (a function) hold, then for the page.
+    const loadFrom = async (requests, what) => {
+      await page.fill('#model-url', srv2.url.replace(/\/$/, ''));
+      await page.click('#load-url');
+      await until(requests, 60_000, what).catch(async (e) => {
+        const shown = await page.evaluate(() => document.getElementById('error-text').textContent);
+        throw new Error(`${e.message}; the page says: ${shown}\n${cpu.log.slice(-10).join('\n')}`);
+      });
+      await waitState(page, ['ready'], 120_000, cpu.log);
+      return (await labState(page)).model;
+    };
+    const first = await loadFrom(() => srv2.requests('GET', weights) === 1, 'the model file is downloaded');
+    const again = await loadFrom(() => srv2.requests('HEAD', weights) === 1, 'the kept model file is checked');
+    // One weight changes (the lowest bit of the file's last byte: a mantissa bit of the last tensor).
+    const file = path.join(changing, 'model.safetensors');
+    const bytes = fs.readFileSync(file);
+    bytes[bytes.length - 1] ^= 1;
+    fs.writeFileSync(file, bytes);
+    fs.utimesSync(file, new Date(), new Date(Date.now() + 10_000));
+    const changed = await loadFrom(() => srv2.requests('GET', weights) === 2, 'the changed model file is downloaded');
+    check(first?.hash === cpuModel.hash && again?.hash === first.hash && srv2.requests('GET', weights) === 2
+      && srv2.requests('GET', '/config.json') === 1 && changed?.hash !== first.hash,
+      'a kept model is checked with its server: unchanged files are not downloaded again, a file changed at its URL is',
+      `hashes ${first?.hash?.slice(0, 8)} ${again?.hash?.slice(0, 8)} ${changed?.hash?.slice(0, 8)}`);
+    srv2.close();
+    fs.rmSync(changing, { recursive: true, force: true });
 
     // Bad inputs: messages in the page, never a crash.
     await page.selectOption('#scores-source', 'sweep');

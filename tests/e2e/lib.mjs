@@ -11,25 +11,48 @@ const TYPES = {
   '.jsonl': 'application/x-ndjson', '.ttf': 'font/ttf', '.png': 'image/png', '.safetensors': 'application/octet-stream',
 };
 
-/** Serves `dir` on a free local port; resolves to { url, close }. Unknown paths get the page itself
- * (200, text/html), as single-page-app hosts answer, so the lab must cope with that. */
+/** Serves `dir` on a free local port; resolves to { url, close, requests }. Unknown paths get the page
+ * itself (200, text/html), as single-page-app hosts answer, so the lab must cope with that. Like a
+ * static host that allows other origins, it answers GET and HEAD with an ETag (size and modification
+ * time) that other origins may read; `requests(method, path)` counts the requests for a path. */
 export function serve(dir) {
   const root = path.resolve(dir);
+  const counts = new Map();
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://localhost');
+    const key = `${req.method} ${url.pathname}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
     let file = path.join(root, decodeURIComponent(url.pathname));
     if (!file.startsWith(root)) { res.writeHead(403).end(); return; }
     if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
     if (!fs.existsSync(file)) file = path.join(root, 'index.html');
+    const cors = { 'access-control-allow-origin': '*', 'access-control-expose-headers': 'etag' };
     fs.readFile(file, (err, data) => {
-      if (err) { res.writeHead(404).end('not found'); return; }
-      res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' });
-      res.end(data);
+      if (err) { res.writeHead(404, cors).end('not found'); return; }
+      const stat = fs.statSync(file);
+      res.writeHead(200, {
+        'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store',
+        etag: `"${stat.size}-${Math.round(stat.mtimeMs)}"`, ...cors,
+      });
+      res.end(data); // without a body for HEAD (node knows the method)
     });
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
-    resolve({ url: `http://127.0.0.1:${server.address().port}/`, close: () => server.close() });
+    resolve({
+      url: `http://127.0.0.1:${server.address().port}/`,
+      close: () => server.close(),
+      requests: (method, pathname) => counts.get(`${method} ${pathname}`) ?? 0,
+    });
   }));
+}
+
+/** Polls `condition` (a function) every 100 ms until it holds; throws after `timeout` ms. */
+export async function until(condition, timeout, what) {
+  const started = Date.now();
+  while (!condition()) {
+    if (Date.now() - started > timeout) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** Headless Chromium with WebGPU and without any network chatter (flags from the project's notes).

@@ -38,7 +38,7 @@ impl BackendChoice {
 pub enum ModelSource {
     /// The bundled lab model, served beside the page under `models/lab/`.
     Bundled,
-    /// A Hugging Face model directory at a URL (fetched once, then kept in the Cache API).
+    /// A Hugging Face model directory at a URL (kept in the Cache API; a changed file is downloaded again).
     Url {
         /// The directory's URL (files are fetched as `{url}/config.json`, ...).
         url: String,

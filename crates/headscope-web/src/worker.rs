@@ -232,7 +232,7 @@ async fn load_gpu(state: &Rc<State>, files: &ModelFiles) -> Result<LabModel, Lab
 }
 
 /// Fetches a model directory's files from `base` (`{base}/config.json`, ...). With `cache`, each file is
-/// looked up in the Cache API first and stored there after a download, so a URL is fetched once.
+/// kept in the Cache API, so an unchanged file is downloaded once (see [`fetch_file`]).
 async fn fetch_model(base: &str, name: &str, cache: bool) -> Result<ModelFiles, LabError> {
     let base = lab::model_base_url(base)?;
     let store = if cache { open_cache().await } else { None };
@@ -263,22 +263,36 @@ async fn open_cache() -> Option<web_sys::Cache> {
 }
 
 /// One file of a model directory: `None` when it is optional and absent (404).
+///
+/// A copy kept in the Cache API is checked against the server before it is used: a `HEAD` request (a
+/// round trip, no body) gives the file's `ETag`, `Last-Modified` and `Content-Length`, and the file is
+/// downloaded again when any of them differs from the copy's, so a model updated at the same URL is not
+/// kept stale. `HEAD` is a simple cross-origin request (no preflight), unlike a conditional `GET`. The
+/// copy is used as it is when the server is unreachable (offline) or shows none of those headers.
 async fn fetch_file(base: &str, file: &str, required: bool, cache: Option<&web_sys::Cache>) -> Result<Option<Vec<u8>>, LabError> {
     let url = format!("{base}/{file}");
     let failed = |why: String| LabError::Invalid(format!("fetching {url}: {why}"));
     let js_err = |e: JsValue| e.as_string().or_else(|| js_sys::JSON::stringify(&e).ok().and_then(|s| s.as_string())).unwrap_or_default();
-    if let Some(c) = cache {
-        if let Ok(hit) = JsFuture::from(c.match_with_str(&url)).await {
-            if let Ok(resp) = hit.dyn_into::<web_sys::Response>() {
-                let buf = JsFuture::from(resp.array_buffer().map_err(|e| failed(js_err(e)))?).await.map_err(|e| failed(js_err(e)))?;
-                return Ok(Some(js_sys::Uint8Array::new(&buf).to_vec()));
-            }
+    let body = |resp: web_sys::Response| async move {
+        let buf = JsFuture::from(resp.array_buffer().map_err(|e| failed(js_err(e)))?).await.map_err(|e| failed(js_err(e)))?;
+        Ok::<_, LabError>(Some(js_sys::Uint8Array::new(&buf).to_vec()))
+    };
+    let copy = match cache {
+        Some(c) => JsFuture::from(c.match_with_str(&url)).await.ok().and_then(|hit| hit.dyn_into::<web_sys::Response>().ok()),
+        None => None,
+    };
+    if let Some(copy) = copy {
+        if copy_is_current(&url, &copy).await {
+            return body(copy).await;
         }
     }
-    let resp: web_sys::Response = JsFuture::from(scope().fetch_with_str(&url))
-        .await
-        .map_err(|e| failed(format!("{} (is the URL right, and does the server allow cross-origin requests?)", js_err(e))))?
-        .unchecked_into();
+    let resp: web_sys::Response = match JsFuture::from(scope().fetch_with_str(&url)).await {
+        Ok(resp) => resp.unchecked_into(),
+        // A host that allows other origins may still send its 404s without the header that allows
+        // them, which the browser reports as a network error: for an optional file, that means absent.
+        Err(_) if !required => return Ok(None),
+        Err(e) => return Err(failed(format!("{} (is the URL right, and does the server allow cross-origin requests?)", js_err(e)))),
+    };
     if resp.status() == 404 && !required {
         return Ok(None);
     }
@@ -300,8 +314,32 @@ async fn fetch_file(base: &str, file: &str, required: bool, cache: Option<&web_s
             let _ = JsFuture::from(c.put_with_str(&url, &copy)).await;
         }
     }
-    let buf = JsFuture::from(resp.array_buffer().map_err(|e| failed(js_err(e)))?).await.map_err(|e| failed(js_err(e)))?;
-    Ok(Some(js_sys::Uint8Array::new(&buf).to_vec()))
+    body(resp).await
+}
+
+/// Whether the server still has the file kept in `copy` (see [`fetch_file`]): true unless a `HEAD`
+/// request answers with an `ETag`, `Last-Modified` or `Content-Length` that differs from the copy's.
+async fn copy_is_current(url: &str, copy: &web_sys::Response) -> bool {
+    const VALIDATORS: [&str; 3] = ["etag", "last-modified", "content-length"];
+    let init = web_sys::RequestInit::new();
+    init.set_method("HEAD");
+    let Ok(head) = JsFuture::from(scope().fetch_with_str_and_init(url, &init)).await else {
+        return true; // offline: the copy is the last version there was
+    };
+    let head: web_sys::Response = head.unchecked_into();
+    if !head.ok() {
+        // Gone (404) or failing: let the download report it.
+        return false;
+    }
+    let value = |r: &web_sys::Response, name: &str| r.headers().get(name).ok().flatten();
+    let compared: Vec<bool> = VALIDATORS
+        .iter()
+        .filter_map(|name| match (value(copy, name), value(&head, name)) {
+            (Some(kept), Some(now)) => Some(kept == now),
+            _ => None,
+        })
+        .collect();
+    compared.iter().all(|same| *same)
 }
 
 /// Lets the event loop run (so a `Cancel` message can arrive) before the next test.
