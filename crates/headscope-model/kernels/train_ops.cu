@@ -39,8 +39,10 @@ extern "C" __global__ void cross_entropy_forward(const float* logits, const unsi
     sum = block_reduce<false>(sum, shared);
     if (threadIdx.x == 0) {
         float lse = max + logf(sum);
+        unsigned int target = targets[blockIdx.x];
         out[2 * blockIdx.x] = lse;
-        out[2 * blockIdx.x + 1] = lse - x[targets[blockIdx.x]];
+        // A target outside the vocabulary makes the loss NaN (which the trainer reports), not a stray read.
+        out[2 * blockIdx.x + 1] = target < (unsigned int)vocab ? lse - x[target] : NAN;
     }
 }
 
