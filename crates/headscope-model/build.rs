@@ -1,5 +1,6 @@
 //! With the `cuda` feature, compiles the CUDA kernels in `kernels/` to PTX (loaded at run time by
-//! `src/flash.rs`, `src/train_attention.rs` and `src/train_ops.rs`). nvcc comes from `NVCC`, `$CUDA_HOME/bin` or `PATH`, as for candle's own kernels.
+//! `src/flash.rs`, `src/train_attention.rs` and `src/train_ops.rs`). nvcc comes from `NVCC`,
+//! `$CUDA_HOME/bin` or `PATH`, as for candle's own kernels.
 //! The PTX targets compute_80 (the first with bf16 tensor-core mma); the driver compiles it for the
 //! GPU at hand, so one build serves Ampere, Ada and Hopper.
 

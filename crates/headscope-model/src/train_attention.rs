@@ -103,20 +103,13 @@ struct CausalSoftmax(Rows);
 /// The scores' gradient from the weights `y` and their gradient `dy`: `scale * y * (dy - sum(y * dy))`.
 struct CausalSoftmaxGrad(Rows);
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => bail!("{what}: contiguous f32 rows expected"),
-    }
-}
-
 impl CustomOp1 for CausalSoftmax {
     fn name(&self) -> &'static str {
         "causal-softmax"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let scores = contiguous_f32(s, l, self.name())?;
+        let scores = crate::train_ops::f32_rows(s, l, self.name())?;
         let Rows { t, scale, .. } = self.0;
         let mut out = vec![0f32; scores.len()];
         for (row, (x, y)) in scores.chunks_exact(t).zip(out.chunks_exact_mut(t)).enumerate() {
@@ -146,7 +139,7 @@ impl CustomOp2 for CausalSoftmaxGrad {
     }
 
     fn cpu_fwd(&self, ys: &CpuStorage, yl: &Layout, gs: &CpuStorage, gl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (y, dy) = (contiguous_f32(ys, yl, self.name())?, contiguous_f32(gs, gl, self.name())?);
+        let (y, dy) = (crate::train_ops::f32_rows(ys, yl, self.name())?, crate::train_ops::f32_rows(gs, gl, self.name())?);
         if y.len() != dy.len() {
             bail!("{}: weights {:?}, gradient {:?}", self.name(), yl.dims(), gl.dims());
         }

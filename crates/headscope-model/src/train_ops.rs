@@ -182,7 +182,8 @@ fn contiguous<'a, T>(slice: &'a [T], l: &Layout, what: &str) -> candle_core::Res
     }
 }
 
-fn f32_rows<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+/// The contiguous f32 values of a CPU tensor (`what` names the op in the error).
+pub(crate) fn f32_rows<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
     match s {
         CpuStorage::F32(v) => contiguous(v, l, what),
         _ => bail!("{what}: f32 input expected"),
