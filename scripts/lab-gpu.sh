@@ -4,7 +4,7 @@
 # scripts/prepare-corpus.sh). Results are copied to $OUT when it is set.
 #   scripts/lab-gpu.sh train MINUTES   train (or resume) into $LAB_TRAIN (/root/lab-train) for at most MINUTES
 #   scripts/lab-gpu.sh eval DIR        detection, NIAH and masking curves of model DIR into .carry/lab-eval
-#   scripts/lab-gpu.sh reproduce SECS  the model card's eleven stages, one after another, into $LAB_TRAIN/sN,
+#   scripts/lab-gpu.sh reproduce SECS  the model card's twelve stages, one after another, into $LAB_TRAIN/sN,
 #                                      as many whole stages as fit in SECS; FROM_STAGE=N INIT_FROM=DIR goes on
 #                                      from stage N-1's model DIR (what an earlier call packed into $OUT);
 #                                      LAST_STAGE=N stops after stage N
@@ -34,7 +34,7 @@ case "${1:?train or eval}" in
     prev=${INIT_FROM:-}
     trained_steps=0 trained_seconds=0
     mkdir -p "$out/repro"
-    for i in $(seq "${FROM_STAGE:-1}" "${LAST_STAGE:-11}"); do
+    for i in $(seq "${FROM_STAGE:-1}" "${LAST_STAGE:-12}"); do
       recipe=public/models/lab/recipe-stage$i.toml
       [ "$i" = 1 ] && recipe=public/models/lab/recipe.toml
       dir=$root/s$i

@@ -62,12 +62,23 @@ struct DataRecipe {
     /// Many sentence shapes instead of eight (see `ExerciseGenerator::with_varied_templates`).
     #[serde(default)]
     varied_templates: bool,
+    /// Answer spans of `[min, max]` corpus words (see `ExerciseGenerator::with_answer_words`).
+    #[serde(default = "default_answer_words")]
+    answer_words: [usize; 2],
+    /// Share of answers that repeat their own words (see `ExerciseGenerator::with_recurring_words`).
+    #[serde(default)]
+    recurring_words: f64,
     /// Ends exercises at a random point of the row and fills the rest with corpus text. With every
     /// answer ending exactly at the row's end, a model learns to answer "end of text" at that absolute
     /// position, and then fails a test whose prompt is exactly a training length long.
     #[serde(default)]
     vary_prompt_length: bool,
     lengths: Vec<LengthRecipe>,
+}
+
+/// The answer length of every recipe written before `answer_words` existed.
+fn default_answer_words() -> [usize; 2] {
+    [3, 10]
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -126,6 +137,17 @@ fn read_recipe(path: &Path) -> Result<Recipe> {
     }
     if r.data.lengths.iter().any(|l| l.tokens + 1 > r.model.max_position_embeddings) {
         bail!("recipe {}: a training length exceeds max_position_embeddings", path.display());
+    }
+    let [min_words, max_words] = r.data.answer_words;
+    if min_words == 0 || max_words < min_words || max_words > 40 {
+        bail!("recipe {}: data.answer_words must be [min, max] with 1 <= min <= max <= 40", path.display());
+    }
+    for (name, share) in
+        [("exercise_share", r.data.exercise_share), ("invented_words", r.data.invented_words), ("recurring_words", r.data.recurring_words)]
+    {
+        if !(0.0..=1.0).contains(&share) {
+            bail!("recipe {}: data.{name} must be a share between 0 and 1, not {share}", path.display());
+        }
     }
     Ok(r)
 }
@@ -188,6 +210,8 @@ struct DataSource {
     answer_weight: f32,
     invented_words: f64,
     varied_templates: bool,
+    answer_words: [usize; 2],
+    recurring_words: f64,
     vary_prompt_length: bool,
     lengths: Vec<LengthRecipe>,
     seed: u64,
@@ -235,6 +259,8 @@ impl DataSource {
         let needle = ExerciseGenerator::new(r.next_u64(), self.corpus_words.clone())
             .with_invented_words(self.invented_words)
             .with_varied_templates(self.varied_templates)
+            .with_answer_words(self.answer_words[0], self.answer_words[1])
+            .with_recurring_words(self.recurring_words)
             .next_needle();
         let mut answer = self.tokenizer.encode(&format!(" {}", needle.real_needle), false)?.ids;
         answer.push(EOS);
@@ -349,6 +375,8 @@ pub fn train(o: TrainOptions) -> Result<()> {
         answer_weight: recipe.data.answer_weight,
         invented_words: recipe.data.invented_words,
         varied_templates: recipe.data.varied_templates,
+        answer_words: recipe.data.answer_words,
+        recurring_words: recipe.data.recurring_words,
         vary_prompt_length: recipe.data.vary_prompt_length,
         lengths: recipe.data.lengths.clone(),
         seed: recipe.seed,
@@ -509,6 +537,8 @@ mod tests {
             answer_weight: 8.0,
             invented_words: 0.5,
             varied_templates: true,
+            answer_words: default_answer_words(),
+            recurring_words: 0.0,
             vary_prompt_length,
             lengths: vec![LengthRecipe { tokens: 256, batch: 1, share: 1.0 }],
             seed: 1,

@@ -184,6 +184,8 @@ pub struct ExerciseGenerator {
     reserved: Vec<String>,
     invented_share: f64,
     varied: bool,
+    span_words: (usize, usize),
+    recurring_share: f64,
 }
 
 impl ExerciseGenerator {
@@ -191,7 +193,15 @@ impl ExerciseGenerator {
     pub fn new(seed: u64, words: std::sync::Arc<Vec<String>>) -> Self {
         assert!(words.len() >= 64, "the phrase source needs at least 64 words");
         let reserved = reserved_needles().into_iter().map(|n| n.needle).collect();
-        ExerciseGenerator { rng: SplitMix64::new(seed), words, reserved, invented_share: 0.0, varied: false }
+        ExerciseGenerator {
+            rng: SplitMix64::new(seed),
+            words,
+            reserved,
+            invented_share: 0.0,
+            varied: false,
+            span_words: (3, 10),
+            recurring_share: 0.0,
+        }
     }
 
     /// Replaces each answer word, with probability `share`, by an invented one: a made-up word, a random
@@ -210,6 +220,26 @@ impl ExerciseGenerator {
     /// the task: match the question's words in the context and copy what follows.
     pub fn with_varied_templates(mut self, varied: bool) -> Self {
         self.varied = varied;
+        self
+    }
+
+    /// Answer spans of `min..=max` corpus words instead of 3-10 (`min` at least 1, `max` at least `min`;
+    /// both are clamped so). Held-out answers run to 12 words; longer spans give more words to copy in
+    /// order after the first.
+    pub fn with_answer_words(mut self, min: usize, max: usize) -> Self {
+        let min = min.max(1);
+        self.span_words = (min, max.max(min));
+        self
+    }
+
+    /// Makes a share of answers repeat their own words: each word after the first is replaced, with
+    /// probability 1/3, by an earlier word of the same answer ("the gate of the mill by the gate").
+    /// Then the word just copied does not say which word comes next, since it occurs more than once in
+    /// the answer; only the place in the needle does. A model trained without such answers copies
+    /// "behind the portrait of the admiral" as "behind the admiral": after "the" it jumps to a later
+    /// "the". With `share` 0 (the default) the generator draws exactly what it drew before.
+    pub fn with_recurring_words(mut self, share: f64) -> Self {
+        self.recurring_share = share.clamp(0.0, 1.0);
         self
     }
 
@@ -391,15 +421,25 @@ impl ExerciseGenerator {
         s
     }
 
-    /// A random span of 3-10 words of the phrase source, lower-cased at its start.
+    /// A random span of 3-10 words (see [`ExerciseGenerator::with_answer_words`]) of the phrase source,
+    /// lower-cased at its start.
     fn span(&mut self) -> String {
-        let len = 3 + self.rng.below(8) as usize;
+        let recurring = self.recurring_share > 0.0 && self.rng.unit() < self.recurring_share;
+        let (min, max) = self.span_words;
+        let len = (min + self.rng.below((max - min + 1) as u64) as usize).min(self.words.len() - 1);
         let start = self.rng.below((self.words.len() - len) as u64) as usize;
         let mut words: Vec<String> = self.words[start..start + len].to_vec();
         if self.invented_share > 0.0 {
             for w in &mut words {
                 if self.rng.unit() < self.invented_share {
                     *w = self.invented_word();
+                }
+            }
+        }
+        if recurring {
+            for i in 1..words.len() {
+                if self.rng.below(3) == 0 {
+                    words[i] = words[self.rng.below(i as u64) as usize].clone();
                 }
             }
         }
@@ -537,6 +577,35 @@ mod tests {
     }
 
     #[test]
+    fn answer_length_and_recurring_words_follow_their_options() {
+        let w = words();
+        let joined = w.join(" ").to_lowercase();
+        let mut g = ExerciseGenerator::new(6, w.clone()).with_answer_words(6, 14).with_recurring_words(1.0);
+        let (mut lengths, mut with_repeats) = (HashSet::new(), 0);
+        for _ in 0..2000 {
+            let n = g.next_needle();
+            n.answer_range().unwrap_or_else(|e| panic!("{e}: {n:?}"));
+            let answer = n.real_needle.trim_start_matches("because ").trim_start_matches("under ").to_lowercase();
+            let words: Vec<&str> = answer.split_whitespace().collect();
+            assert!((6..=14).contains(&words.len()), "{answer:?}");
+            lengths.insert(words.len());
+            // Every word is still a source word, and answers repeat words far more often than spans do.
+            assert!(words.iter().all(|w| joined.split_whitespace().any(|s| s == *w)), "{answer:?}");
+            with_repeats += usize::from(words.iter().collect::<HashSet<_>>().len() < words.len());
+        }
+        assert_eq!(lengths.len(), 9, "lengths drawn: {lengths:?}");
+        let mut plain = ExerciseGenerator::new(6, w).with_answer_words(6, 14);
+        let plain_repeats = (0..2000)
+            .filter(|_| {
+                let a = plain.next_needle().real_needle.to_lowercase();
+                let words: Vec<&str> = a.split_whitespace().collect();
+                words.iter().collect::<HashSet<_>>().len() < words.len()
+            })
+            .count();
+        assert!(with_repeats > 1800 && with_repeats > plain_repeats + 400, "{with_repeats} vs {plain_repeats} of 2000");
+    }
+
+    #[test]
     fn varied_templates_make_valid_and_varied_needles() {
         let mut g = ExerciseGenerator::new(4, words()).with_varied_templates(true);
         let mut shapes = HashSet::new();
@@ -548,6 +617,32 @@ mod tests {
             shapes.insert(n.needle.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
         }
         assert!(shapes.len() > 500, "only {} sentence openings", shapes.len());
+    }
+
+    /// FNV-1a over the first `n` exercises of `g`: a fingerprint of the generator's stream.
+    fn fingerprint(g: &mut ExerciseGenerator, n: usize) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for _ in 0..n {
+            let e = g.next_needle();
+            for b in format!("{}|{}|{}\n", e.needle, e.question, e.real_needle).bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+
+    /// The committed recipes of the lab model rely on the generator drawing, option for option, what it
+    /// drew when they ran: a new option must leave the streams of the old settings untouched.
+    #[test]
+    fn existing_settings_draw_the_same_exercises_as_when_the_lab_model_was_trained() {
+        let plain = fingerprint(&mut ExerciseGenerator::new(11, words()), 2000);
+        let invented = fingerprint(&mut ExerciseGenerator::new(11, words()).with_invented_words(0.4), 2000);
+        let varied = fingerprint(&mut ExerciseGenerator::new(11, words()).with_invented_words(0.4).with_varied_templates(true), 2000);
+        assert_eq!(
+            [plain, invented, varied],
+            [0xd1a0_3822_35ce_2788, 0xffe7_b7a4_ef4c_2a47, 0x2af3_3727_094b_0384],
+            "{plain:#x} {invented:#x} {varied:#x}"
+        );
     }
 
     #[test]
