@@ -33,7 +33,9 @@ try {
   const c = await page.evaluate(() => ({ w: document.getElementById('heads-canvas').width, h: document.getElementById('heads-canvas').height }));
   await page.locator('#heads-canvas').click({ position: { x: cx * (box.width / c.w), y: cy * (box.height / c.h) } });
   await waitState(page, ['ready'], 120_000, log);
-  await page.fill('#mask-k', '2');
+  // Mask as many top heads as there are retrieval heads (mean score > 0.1), as the model card does.
+  const retrieval = Object.values(s.scores).filter((v) => mean(v) > 0.1).length;
+  await page.fill('#mask-k', String(Math.max(retrieval, 1)));
   await page.click('#mask-top');
   await page.click('#rerun');
   await waitState(page, ['ready'], 120_000, log);
@@ -41,7 +43,7 @@ try {
   await page.locator('#results-panel').screenshot({ path: path.join(DOCS, 'web-heatmaps.png') });
   await page.locator('#head-panel').screenshot({ path: path.join(DOCS, 'web-head-view.png') });
   await page.locator('#mask-panel').screenshot({ path: path.join(DOCS, 'web-masking.png') });
-  console.log(`wrote docs/web-{lab,heatmaps,head-view,masking}.png (best head ${best})`);
+  console.log(`wrote docs/web-{lab,heatmaps,head-view,masking}.png (best head ${best}, ${retrieval} retrieval heads masked)`);
 } finally {
   await close();
   srv.close();
