@@ -167,4 +167,19 @@ fn train_resumes_exactly_and_exports_a_loadable_model() {
         tmp.path().join("x").to_str().unwrap(),
     ]);
     assert!(!ok && stderr.contains("sede") && !stderr.contains("panicked"), "{stderr}");
+
+    // Data settings out of range are refused with the setting's name.
+    for (setting, named) in [("answer_words = [5, 2]", "answer_words"), ("recurring_words = 1.5", "recurring_words")] {
+        std::fs::write(&bad, std::fs::read_to_string(&recipe).unwrap().replace("[data]", &format!("[data]\n{setting}"))).unwrap();
+        let (ok, _, stderr) = headscope(&[
+            "train",
+            "--recipe",
+            bad.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--out",
+            tmp.path().join("x").to_str().unwrap(),
+        ]);
+        assert!(!ok && stderr.contains(named) && !stderr.contains("panicked"), "{setting}: {stderr}");
+    }
 }
