@@ -283,6 +283,17 @@ async function main() {
       && srv2.requests('GET', '/config.json') === 1 && changed?.hash !== first.hash,
       'a kept model is checked with its server: unchanged files are not downloaded again, a file changed at its URL is',
       `hashes ${first?.hash?.slice(0, 8)} ${again?.hash?.slice(0, 8)} ${changed?.hash?.slice(0, 8)}`);
+    // An optional file deleted from the folder is dropped from the cache as well.
+    const kept = () => page.evaluate(async () => (await (await caches.open('headscope-models-v1')).keys()).map((r) => r.url));
+    const optional = `${srv2.url.replace(/\/$/, '')}/generation_config.json`;
+    const keptBefore = (await kept()).includes(optional);
+    fs.rmSync(path.join(changing, 'generation_config.json'));
+    const checks = srv2.requests('HEAD', weights);
+    const without = await loadFrom(() => srv2.requests('HEAD', weights) === checks + 1, 'the model is loaded again');
+    const keptAfter = (await kept()).includes(optional);
+    check(keptBefore && !keptAfter && without?.layers === 6,
+      'an optional file deleted from the model folder is dropped from the cache, and the model still loads',
+      `kept before ${keptBefore}, after ${keptAfter}`);
     srv2.close();
     fs.rmSync(changing, { recursive: true, force: true });
 

@@ -269,8 +269,18 @@ async fn open_cache() -> Option<web_sys::Cache> {
 /// downloaded again when any of them differs from the copy's, so a model updated at the same URL is not
 /// kept stale. `HEAD` is a simple cross-origin request (no preflight), unlike a conditional `GET`. The
 /// copy is used as it is when the server is unreachable (offline) or shows none of those headers.
+///
+/// An optional file that the server says it does not have (404, or its web page instead) is dropped
+/// from the cache too, so that a file deleted from the model folder does not stay kept forever.
 async fn fetch_file(base: &str, file: &str, required: bool, cache: Option<&web_sys::Cache>) -> Result<Option<Vec<u8>>, LabError> {
     let url = format!("{base}/{file}");
+    let absent = || async {
+        if let Some(c) = cache {
+            // Failing to drop it costs only the space it takes: a later load checks it again.
+            let _ = JsFuture::from(c.delete_with_str(&url)).await;
+        }
+        Ok(None)
+    };
     let failed = |why: String| LabError::Invalid(format!("fetching {url}: {why}"));
     let js_err = |e: JsValue| e.as_string().or_else(|| js_sys::JSON::stringify(&e).ok().and_then(|s| s.as_string())).unwrap_or_default();
     let body = |resp: web_sys::Response| async move {
@@ -290,11 +300,12 @@ async fn fetch_file(base: &str, file: &str, required: bool, cache: Option<&web_s
         Ok(resp) => resp.unchecked_into(),
         // A host that allows other origins may still send its 404s without the header that allows
         // them, which the browser reports as a network error: for an optional file, that means absent.
+        // The kept copy, if any, stays: a network error does not say the file is gone.
         Err(_) if !required => return Ok(None),
         Err(e) => return Err(failed(format!("{} (is the URL right, and does the server allow cross-origin requests?)", js_err(e)))),
     };
     if resp.status() == 404 && !required {
-        return Ok(None);
+        return absent().await;
     }
     if !resp.ok() {
         return Err(failed(format!("HTTP {} {}", resp.status(), resp.status_text())));
@@ -304,7 +315,7 @@ async fn fetch_file(base: &str, file: &str, required: bool, cache: Option<&web_s
     let html = resp.headers().get("content-type").ok().flatten().is_some_and(|t| t.starts_with("text/html"));
     if html {
         if !required {
-            return Ok(None);
+            return absent().await;
         }
         return Err(failed("the server answered with a web page, not the file: is the URL a model folder?".into()));
     }
