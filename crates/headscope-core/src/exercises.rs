@@ -235,9 +235,10 @@ impl ExerciseGenerator {
     /// Makes a share of answers repeat their own words: each word after the first is replaced, with
     /// probability 1/3, by an earlier word of the same answer ("the gate of the mill by the gate").
     /// Then the word just copied does not say which word comes next, since it occurs more than once in
-    /// the answer; only the place in the needle does. A model trained without such answers copies
-    /// "behind the portrait of the admiral" as "behind the admiral": after "the" it jumps to a later
-    /// "the". With `share` 0 (the default) the generator draws exactly what it drew before.
+    /// the answer; only the place in the needle does. A model trained without such answers copied
+    /// "behind the portrait of the admiral" as "behind the admit of the adm": after "the" it went on
+    /// from the later "the admiral". With `share` 0 (the default) the generator draws exactly what it
+    /// drew before.
     pub fn with_recurring_words(mut self, share: f64) -> Self {
         self.recurring_share = share.clamp(0.0, 1.0);
         self
