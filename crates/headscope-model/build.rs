@@ -1,5 +1,5 @@
 //! With the `cuda` feature, compiles the CUDA kernels in `kernels/` to PTX (loaded at run time by
-//! `src/flash.rs`, `src/train_attention.rs` and `src/train_ops.rs`). nvcc comes from `NVCC`,
+//! `src/flash.rs`, `src/fused_ops.rs`, `src/train_attention.rs` and `src/train_ops.rs`). nvcc comes from `NVCC`,
 //! `$CUDA_HOME/bin` or `PATH`, as for candle's own kernels.
 //! The PTX targets compute_80 (the first with bf16 tensor-core mma); the driver compiles it for the
 //! GPU at hand, so one build serves Ampere, Ada and Hopper.
@@ -13,6 +13,7 @@ fn main() {
     println!("cargo::rerun-if-changed=kernels/decode_attention.cu");
     println!("cargo::rerun-if-changed=kernels/causal_softmax.cu");
     println!("cargo::rerun-if-changed=kernels/train_ops.cu");
+    println!("cargo::rerun-if-changed=kernels/fused_ops.cu");
     println!("cargo::rerun-if-env-changed=NVCC");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
@@ -22,7 +23,7 @@ fn main() {
         None => PathBuf::from("nvcc"),
     });
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for kernel in ["flash_prefill", "decode_attention", "causal_softmax", "train_ops"] {
+    for kernel in ["flash_prefill", "decode_attention", "causal_softmax", "train_ops", "fused_ops"] {
         let source = format!("kernels/{kernel}.cu");
         let status = Command::new(&nvcc)
             .args(["--ptx", "-arch=compute_80", "-O3", "-std=c++17", &source, "-o"])

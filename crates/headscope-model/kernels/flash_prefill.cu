@@ -3,7 +3,9 @@
 // needs no per-head probe (the paper's score reads the decode steps' attention only), so it can take
 // this path; decode steps keep the instrumented kernels on the Rust side.
 //
-// Layout. Queries and outputs: contiguous [batch, heads, q_len, D]. Keys and values: views of the
+// Layout. Queries: rows of D contiguous elements at any batch, head and position strides (head-major
+// [batch, heads, q_len, D], or token-major [batch, q_len, heads, D] as the projections produce them);
+// the output is written with the same strides, densely. Keys and values: views of the
 // preallocated KV cache, [batch, kv_heads, keys, D] with arbitrary batch and head strides (the cache
 // holds more positions than are filled) and rows of D contiguous elements. Query head h reads KV head
 // h / (heads / kv_heads) (grouped-query attention, as Hugging Face's repeat_kv).
@@ -106,14 +108,22 @@ __device__ __forceinline__ void load_tile(T* tile, const T* base, int64_t row_st
     }
 }
 
-template <typename T, int D, int WARPS, int BLOCK_K>
+template <typename T, int D, int WARPS, int MT, int BLOCK_K>
 __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                               T* __restrict__ out, int heads, int kv_heads, int q_len, int keys,
+                              int64_t q_batch_stride, int64_t q_head_stride, int64_t q_row_stride,
                               int64_t kv_batch_stride, int64_t kv_head_stride, int window, float scale) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
+    constexpr int ROWS = 16 * MT; // query rows per warp: MT m16 tiles
+    constexpr int BLOCK_Q = ROWS * WARPS;
+    // With one m16 tile per warp the Q fragments stay in registers for the whole key loop. With two,
+    // registers cannot hold them next to twice the accumulators (FlashAttention-2 keeps Q in shared
+    // memory for head size 128 too): they are reloaded from a shared Q tile per key tile, and each K
+    // and V fragment loaded from shared memory then feeds twice as many mma instructions.
+    constexpr bool Q_IN_SMEM = MT > 1;
     T* k_tile = reinterpret_cast<T*>(smem_raw);
     T* v_tile = k_tile + BLOCK_K * (D + PAD);
-    constexpr int BLOCK_Q = 16 * WARPS;
+    T* q_tile = v_tile + BLOCK_K * (D + PAD); // BLOCK_Q rows, only when Q_IN_SMEM
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     // The last query blocks see the most keys: start them first so the grid ends evenly.
@@ -122,35 +132,52 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
     const int kv_head = head / (heads / kv_heads);
     const int offset = keys - q_len; // key index of query 0
 
-    const T* q_head = q + ((int64_t)batch * heads + head) * q_len * D;
-    T* out_head = out + ((int64_t)batch * heads + head) * q_len * D;
+    const T* q_head = q + batch * q_batch_stride + head * q_head_stride;
+    T* out_head = out + batch * q_batch_stride + head * q_head_stride;
     const T* k_head = k + batch * kv_batch_stride + kv_head * kv_head_stride;
     const T* v_head = v + batch * kv_batch_stride + kv_head * kv_head_stride;
 
-    // This thread's two rows of the warp's 16 (fragment layout of m16n8k16) and its column pair.
-    const int row_a = q_block * BLOCK_Q + warp * 16 + lane / 4;
-    const int row_b = row_a + 8;
+    // This thread's rows in m16 tile mt are row_a + 16 mt and row_a + 16 mt + 8 (fragment layout of
+    // m16n8k16); its column pair within each 8-wide tile is col, col + 1.
+    const int row_a = q_block * BLOCK_Q + warp * ROWS + lane / 4;
     const int col = (lane % 4) * 2;
+    const int mtx = lane / 8, mrow = lane % 8;
 
-    // Q fragments, held in registers for the whole key loop.
-    uint32_t qf[D / 16][4];
+    // Q fragments in registers (MT == 1 only), loaded once.
+    uint32_t qf[Q_IN_SMEM ? 1 : D / 16][4];
+    if constexpr (!Q_IN_SMEM) {
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-        const int c0 = kk * 16 + col;
-        auto ld = [&](int row, int c) -> uint32_t {
-            return row < q_len ? *reinterpret_cast<const uint32_t*>(q_head + (int64_t)row * D + c) : 0u;
-        };
-        qf[kk][0] = ld(row_a, c0);
-        qf[kk][1] = ld(row_b, c0);
-        qf[kk][2] = ld(row_a, c0 + 8);
-        qf[kk][3] = ld(row_b, c0 + 8);
+        for (int kk = 0; kk < D / 16; ++kk) {
+            const int c0 = kk * 16 + col;
+            auto ld = [&](int row, int c) -> uint32_t {
+                return row < q_len ? *reinterpret_cast<const uint32_t*>(q_head + row * q_row_stride + c) : 0u;
+            };
+            qf[kk][0] = ld(row_a, c0);
+            qf[kk][1] = ld(row_a + 8, c0);
+            qf[kk][2] = ld(row_a, c0 + 8);
+            qf[kk][3] = ld(row_a + 8, c0 + 8);
+        }
     }
-
-    float o[D / 8][4];
+    // The A operand of m16 tile mt, k16 step kk.
+    auto q_fragment = [&](uint32_t a[4], int mt, int kk) {
+        if constexpr (Q_IN_SMEM) {
+            // Matrix mtx: rows (mtx & 1) * 8 + mrow of the tile, dimensions kk * 16 + (mtx >> 1) * 8..
+            ldmatrix_x4(a, q_tile + (warp * ROWS + mt * 16 + (mtx & 1) * 8 + mrow) * (D + PAD) + kk * 16 + (mtx >> 1) * 8);
+        } else {
 #pragma unroll
-    for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-    float m_a = -INFINITY, m_b = -INFINITY; // running row maxima (log2 domain)
-    float l_a = 0.f, l_b = 0.f;             // this thread's share of the running row sums
+            for (int i = 0; i < 4; ++i) a[i] = qf[kk][i];
+        }
+    };
+
+    float o[MT][D / 8][4];
+    float m[MT][2], l[MT][2]; // running row maxima (log2 domain); this thread's share of the row sums
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.f;
+    }
     const float scale_log2 = scale * 1.4426950408889634f;
 
     // Keys this block can see: up to its last query's index; from its first query's window start.
@@ -160,36 +187,45 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
     const int k_begin = window > 0 ? max(0, first_query - window + 1) : 0;
     const int kb_begin = k_begin / BLOCK_K;
     const int kb_end = (k_end + BLOCK_K - 1) / BLOCK_K;
-    const int qa = row_a + offset, qb = row_b + offset; // this thread's rows as key indices
 
     // Software pipeline (as FlashAttention-2): the next key tile streams in while this tile's P V runs,
-    // and this tile's values stream in while its Q K^T runs. Copy groups complete in commit order.
+    // and this tile's values stream in while its Q K^T runs. Copy groups complete in commit order; the
+    // Q tile travels in the first keys' group.
     if (kb_begin < kb_end) {
+        if constexpr (Q_IN_SMEM) load_tile<T, D, WARPS, BLOCK_Q>(q_tile, q_head, q_row_stride, q_block * BLOCK_Q, q_len);
         load_tile<T, D, WARPS, BLOCK_K>(k_tile, k_head, D, kb_begin * BLOCK_K, keys);
         cp_async_commit();
         load_tile<T, D, WARPS, BLOCK_K>(v_tile, v_head, D, kb_begin * BLOCK_K, keys);
         cp_async_commit();
     }
-    const int mtx = lane / 8, mrow = lane % 8;
     for (int kb = kb_begin; kb < kb_end; ++kb) {
         const int k0 = kb * BLOCK_K;
         const bool more = kb + 1 < kb_end;
         cp_async_wait<1>(); // this tile's keys (its values may still be in flight)
         __syncthreads();
 
-        // S = Q K^T for this warp's 16 rows x 64 keys: 8 n-tiles of 8 keys. One ldmatrix gives the B
-        // operands of two k16 steps: matrix mtx holds keys nt*8.., dims kk*16 + mtx*8...
-        float s[BLOCK_K / 8][4];
+        // S = Q K^T for this warp's rows x BLOCK_K keys, in n-tiles of 8 keys. Per k16 step, one
+        // ldmatrix gives the B operands of two n-tiles (matrix mtx: keys (nt + (mtx >> 1)) * 8..,
+        // dims kk * 16 + (mtx & 1) * 8..), and every m16 tile uses them.
+        float s[MT][BLOCK_K / 8][4];
 #pragma unroll
-        for (int nt = 0; nt < BLOCK_K / 8; ++nt) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-            const T* krow = k_tile + (nt * 8 + mrow) * (D + PAD) + mtx * 8;
+        for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk += 2) {
+            for (int nt = 0; nt < BLOCK_K / 8; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) q_fragment(a[mt], mt, kk);
+#pragma unroll
+            for (int nt = 0; nt < BLOCK_K / 8; nt += 2) {
                 uint32_t b[4];
-                ldmatrix_x4(b, krow + kk * 16);
-                mma<T>(s[nt], qf[kk], b[0], b[1]);
-                mma<T>(s[nt], qf[kk + 1], b[2], b[3]);
+                ldmatrix_x4(b, k_tile + ((nt + (mtx >> 1)) * 8 + mrow) * (D + PAD) + kk * 16 + (mtx & 1) * 8);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma<T>(s[mt][nt], a[mt], b[0], b[1]);
+                    mma<T>(s[mt][nt + 1], a[mt], b[2], b[3]);
+                }
             }
         }
         __syncthreads(); // every warp is done with the key tile: refill it
@@ -204,68 +240,79 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
                           (window > 0 && k0 <= last_query - window);
         if (edge) {
 #pragma unroll
-            for (int nt = 0; nt < BLOCK_K / 8; ++nt) {
+            for (int mt = 0; mt < MT; ++mt) {
+                const int qa = row_a + 16 * mt + offset; // this thread's rows as key indices
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int key = k0 + nt * 8 + col + (e & 1);
-                    const int qi = (e < 2) ? qa : qb;
-                    bool visible = key <= qi && key < keys && (window <= 0 || qi - key < window);
-                    if (!visible) s[nt][e] = -INFINITY;
+                for (int nt = 0; nt < BLOCK_K / 8; ++nt) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int key = k0 + nt * 8 + col + (e & 1);
+                        const int qi = (e < 2) ? qa : qa + 8;
+                        bool visible = key <= qi && key < keys && (window <= 0 || qi - key < window);
+                        if (!visible) s[mt][nt][e] = -INFINITY;
+                    }
                 }
             }
         }
 
-        // Online softmax: new row maxima over the tile (reduced across the 4 lanes sharing a row).
-        float mx_a = -INFINITY, mx_b = -INFINITY;
+        // Online softmax per m16 tile, then P = exp2(S * scale - max) packed straight into mma A
+        // operands: the accumulators of n-tiles 2t and 2t+1 are exactly the A fragment of the 16-key
+        // step t (the FlashAttention-2 trick).
+        uint32_t pf[MT][BLOCK_K / 16][4];
 #pragma unroll
-        for (int nt = 0; nt < BLOCK_K / 8; ++nt) {
-            mx_a = fmaxf(mx_a, fmaxf(s[nt][0], s[nt][1]));
-            mx_b = fmaxf(mx_b, fmaxf(s[nt][2], s[nt][3]));
-        }
+        for (int mt = 0; mt < MT; ++mt) {
+            // New row maxima over the tile (reduced across the 4 lanes sharing a row).
+            float mx_a = -INFINITY, mx_b = -INFINITY;
 #pragma unroll
-        for (int sh = 1; sh < 4; sh <<= 1) {
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffff, mx_a, sh));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffff, mx_b, sh));
-        }
-        const float new_a = fmaxf(m_a, mx_a * scale_log2);
-        const float new_b = fmaxf(m_b, mx_b * scale_log2);
-        // A row with nothing visible yet keeps max -inf; subtract 0 then so exp2 gives 0, not NaN.
-        const float base_a = new_a == -INFINITY ? 0.f : new_a;
-        const float base_b = new_b == -INFINITY ? 0.f : new_b;
-        const float corr_a = exp2f(m_a - base_a);
-        const float corr_b = exp2f(m_b - base_b);
-        m_a = new_a;
-        m_b = new_b;
-        l_a *= corr_a;
-        l_b *= corr_b;
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-            o[i][0] *= corr_a;
-            o[i][1] *= corr_a;
-            o[i][2] *= corr_b;
-            o[i][3] *= corr_b;
-        }
-
-        // P = exp2(S * scale - max), packed straight into mma A operands: the accumulators of n-tiles
-        // 2t and 2t+1 are exactly the A fragment of the 16-key step t.
-        uint32_t pf[BLOCK_K / 16][4];
-#pragma unroll
-        for (int t = 0; t < BLOCK_K / 16; ++t) {
-            float p[8];
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const float* sv = s[2 * t + h];
-                p[4 * h + 0] = exp2f(sv[0] * scale_log2 - base_a);
-                p[4 * h + 1] = exp2f(sv[1] * scale_log2 - base_a);
-                p[4 * h + 2] = exp2f(sv[2] * scale_log2 - base_b);
-                p[4 * h + 3] = exp2f(sv[3] * scale_log2 - base_b);
-                l_a += p[4 * h + 0] + p[4 * h + 1];
-                l_b += p[4 * h + 2] + p[4 * h + 3];
+            for (int nt = 0; nt < BLOCK_K / 8; ++nt) {
+                mx_a = fmaxf(mx_a, fmaxf(s[mt][nt][0], s[mt][nt][1]));
+                mx_b = fmaxf(mx_b, fmaxf(s[mt][nt][2], s[mt][nt][3]));
             }
-            pf[t][0] = Pack<T>::two(p[0], p[1]); // row a, keys 16t + col
-            pf[t][1] = Pack<T>::two(p[2], p[3]); // row b, keys 16t + col
-            pf[t][2] = Pack<T>::two(p[4], p[5]); // row a, keys 16t + 8 + col
-            pf[t][3] = Pack<T>::two(p[6], p[7]); // row b, keys 16t + 8 + col
+#pragma unroll
+            for (int sh = 1; sh < 4; sh <<= 1) {
+                mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffff, mx_a, sh));
+                mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffff, mx_b, sh));
+            }
+            const float new_a = fmaxf(m[mt][0], mx_a * scale_log2);
+            const float new_b = fmaxf(m[mt][1], mx_b * scale_log2);
+            // A row with nothing visible yet keeps max -inf; subtract 0 then so exp2 gives 0, not NaN.
+            const float base_a = new_a == -INFINITY ? 0.f : new_a;
+            const float base_b = new_b == -INFINITY ? 0.f : new_b;
+            const float corr_a = exp2f(m[mt][0] - base_a);
+            const float corr_b = exp2f(m[mt][1] - base_b);
+            m[mt][0] = new_a;
+            m[mt][1] = new_b;
+            l[mt][0] *= corr_a;
+            l[mt][1] *= corr_b;
+            // Past the first tiles a row's maximum seldom moves: skip the rescale when no row of the
+            // warp's tile needs it (a warp-uniform branch).
+            if (__any_sync(0xffffffff, corr_a != 1.f || corr_b != 1.f)) {
+#pragma unroll
+                for (int i = 0; i < D / 8; ++i) {
+                    o[mt][i][0] *= corr_a;
+                    o[mt][i][1] *= corr_a;
+                    o[mt][i][2] *= corr_b;
+                    o[mt][i][3] *= corr_b;
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < BLOCK_K / 16; ++t) {
+                float p[8];
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const float* sv = s[mt][2 * t + h];
+                    p[4 * h + 0] = exp2f(fmaf(sv[0], scale_log2, -base_a));
+                    p[4 * h + 1] = exp2f(fmaf(sv[1], scale_log2, -base_a));
+                    p[4 * h + 2] = exp2f(fmaf(sv[2], scale_log2, -base_b));
+                    p[4 * h + 3] = exp2f(fmaf(sv[3], scale_log2, -base_b));
+                    l[mt][0] += p[4 * h + 0] + p[4 * h + 1];
+                    l[mt][1] += p[4 * h + 2] + p[4 * h + 3];
+                }
+                pf[mt][t][0] = Pack<T>::two(p[0], p[1]); // row a, keys 16t + col
+                pf[mt][t][1] = Pack<T>::two(p[2], p[3]); // row b, keys 16t + col
+                pf[mt][t][2] = Pack<T>::two(p[4], p[5]); // row a, keys 16t + 8 + col
+                pf[mt][t][3] = Pack<T>::two(p[6], p[7]); // row b, keys 16t + 8 + col
+            }
         }
 
         // This tile's values (the next tile's keys may still be in flight).
@@ -276,7 +323,8 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
         }
         __syncthreads();
 
-        // O += P V: per pair of 8-wide output column tiles, one transposed ldmatrix per 16-key step.
+        // O += P V: per pair of 8-wide output column tiles, one transposed ldmatrix per 16-key step,
+        // used by every m16 tile.
 #pragma unroll
         for (int dt = 0; dt < D / 8; dt += 2) {
 #pragma unroll
@@ -285,8 +333,11 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
                 const T* vrow = v_tile + (t * 16 + (mtx & 1) * 8 + mrow) * (D + PAD) + (dt + (mtx >> 1)) * 8;
                 uint32_t b[4];
                 ldmatrix_x4_trans(b, vrow);
-                mma<T>(o[dt], pf[t], b[0], b[1]);
-                mma<T>(o[dt + 1], pf[t], b[2], b[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma<T>(o[mt][dt], pf[mt][t], b[0], b[1]);
+                    mma<T>(o[mt][dt + 1], pf[mt][t], b[2], b[3]);
+                }
             }
         }
         __syncthreads(); // every warp is done with the value tile: refill it
@@ -298,36 +349,49 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
 
     // Finish the row sums across the 4 lanes of a row, normalise, write.
 #pragma unroll
-    for (int sh = 1; sh < 4; sh <<= 1) {
-        l_a += __shfl_xor_sync(0xffffffff, l_a, sh);
-        l_b += __shfl_xor_sync(0xffffffff, l_b, sh);
-    }
-    const float inv_a = l_a > 0.f ? 1.f / l_a : 0.f;
-    const float inv_b = l_b > 0.f ? 1.f / l_b : 0.f;
+    for (int mt = 0; mt < MT; ++mt) {
+        float la = l[mt][0], lb = l[mt][1];
 #pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt) {
-        const int c = dt * 8 + col;
-        if (row_a < q_len)
-            *reinterpret_cast<uint32_t*>(out_head + (int64_t)row_a * D + c) = Pack<T>::two(o[dt][0] * inv_a, o[dt][1] * inv_a);
-        if (row_b < q_len)
-            *reinterpret_cast<uint32_t*>(out_head + (int64_t)row_b * D + c) = Pack<T>::two(o[dt][2] * inv_b, o[dt][3] * inv_b);
+        for (int sh = 1; sh < 4; sh <<= 1) {
+            la += __shfl_xor_sync(0xffffffff, la, sh);
+            lb += __shfl_xor_sync(0xffffffff, lb, sh);
+        }
+        const float inv_a = la > 0.f ? 1.f / la : 0.f;
+        const float inv_b = lb > 0.f ? 1.f / lb : 0.f;
+        const int ra = row_a + 16 * mt, rb = ra + 8;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; ++dt) {
+            const int c = dt * 8 + col;
+            if (ra < q_len)
+                *reinterpret_cast<uint32_t*>(out_head + ra * q_row_stride + c) = Pack<T>::two(o[mt][dt][0] * inv_a, o[mt][dt][1] * inv_a);
+            if (rb < q_len)
+                *reinterpret_cast<uint32_t*>(out_head + rb * q_row_stride + c) = Pack<T>::two(o[mt][dt][2] * inv_b, o[mt][dt][3] * inv_b);
+        }
     }
 }
 
-#define FLASH_PREFILL(NAME, T, D, W, K)                                                                        \
+// Kernel names: NAME_w<warps>k<keys> for 16 query rows per warp, NAME_w<warps>r32k<keys> for 32.
+#define FLASH_PREFILL(NAME, SUFFIX, T, D, W, MT, K)                                                            \
     extern "C" __global__ void __launch_bounds__(W * 32)                                                       \
-        NAME##_w##W##k##K(const T* q, const T* k, const T* v, T* out, int heads, int kv_heads, int q_len,      \
-                          int keys, int64_t kv_batch_stride, int64_t kv_head_stride, int window, float scale) { \
-        flash_prefill<T, D, W, K>(q, k, v, out, heads, kv_heads, q_len, keys, kv_batch_stride, kv_head_stride,  \
-                                  window, scale);                                                              \
+        NAME##SUFFIX(const T* q, const T* k, const T* v, T* out, int heads, int kv_heads, int q_len, int keys, \
+                     int64_t q_batch_stride, int64_t q_head_stride, int64_t q_row_stride,                      \
+                     int64_t kv_batch_stride, int64_t kv_head_stride, int window, float scale) {               \
+        flash_prefill<T, D, W, MT, K>(q, k, v, out, heads, kv_heads, q_len, keys, q_batch_stride,              \
+                                      q_head_stride, q_row_stride, kv_batch_stride, kv_head_stride, window,    \
+                                      scale);                                                                  \
     }
 
 #define FLASH_PREFILL_VARIANTS(NAME, T, D)                                                                     \
-    FLASH_PREFILL(NAME, T, D, 4, 128)                                                                          \
-    FLASH_PREFILL(NAME, T, D, 8, 128)                                                                          \
-    FLASH_PREFILL(NAME, T, D, 8, 64)                                                                           \
-    FLASH_PREFILL(NAME, T, D, 4, 64)                                                                           \
-    FLASH_PREFILL(NAME, T, D, 8, 32)
+    FLASH_PREFILL(NAME, _w4k128, T, D, 4, 1, 128)                                                              \
+    FLASH_PREFILL(NAME, _w8k128, T, D, 8, 1, 128)                                                              \
+    FLASH_PREFILL(NAME, _w8k64, T, D, 8, 1, 64)                                                                \
+    FLASH_PREFILL(NAME, _w4k64, T, D, 4, 1, 64)                                                                \
+    FLASH_PREFILL(NAME, _w8k32, T, D, 8, 1, 32)                                                                \
+    FLASH_PREFILL(NAME, _w4r32k64, T, D, 4, 2, 64)                                                             \
+    FLASH_PREFILL(NAME, _w4r32k32, T, D, 4, 2, 32)                                                             \
+    FLASH_PREFILL(NAME, _w4r32k48, T, D, 4, 2, 48)                                                             \
+    FLASH_PREFILL(NAME, _w8r32k64, T, D, 8, 2, 64)                                                             \
+    FLASH_PREFILL(NAME, _w8r32k32, T, D, 8, 2, 32)
 
 FLASH_PREFILL_VARIANTS(flash_prefill_bf16_d64, __nv_bfloat16, 64)
 FLASH_PREFILL_VARIANTS(flash_prefill_bf16_d128, __nv_bfloat16, 128)

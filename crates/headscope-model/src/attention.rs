@@ -129,12 +129,55 @@ impl Attention {
 
     /// Projects `x` (`[batch, seq, hidden]`) into rotated q `[b, heads, seq, d]`, rotated k and v `[b, kv, seq, d]`.
     fn qkv(&self, x: &Tensor, pos: usize, rope: &Rope, differentiable: bool) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, c, _) = x.dims3()?;
-        let split = |t: Tensor, n: usize| -> Result<Tensor> { Ok(t.reshape((b, c, n, self.head_dim))?.transpose(1, 2)?.contiguous()?) };
-        let q = rope.apply(&split(self.q_proj.forward(x)?, self.heads)?, pos, differentiable)?;
-        let k = rope.apply(&split(self.k_proj.forward(x)?, self.kv_heads)?, pos, differentiable)?;
-        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
+        let q = rope.apply(&self.split_heads(self.q_proj.forward(x)?, self.heads)?, pos, differentiable)?;
+        let (k, v) = self.kv(x, pos, rope, differentiable)?;
         Ok((q, k, v))
+    }
+
+    /// `[b, seq, n * d]` -> contiguous `[b, n, seq, d]`.
+    fn split_heads(&self, t: Tensor, n: usize) -> Result<Tensor> {
+        let (b, c, _) = t.dims3()?;
+        Ok(t.reshape((b, c, n, self.head_dim))?.transpose(1, 2)?.contiguous()?)
+    }
+
+    /// Rotated keys and values `[b, kv, seq, d]` of `x`, in the cache's layout.
+    fn kv(&self, x: &Tensor, pos: usize, rope: &Rope, differentiable: bool) -> Result<(Tensor, Tensor)> {
+        let k = rope.apply(&self.split_heads(self.k_proj.forward(x)?, self.kv_heads)?, pos, differentiable)?;
+        let v = self.split_heads(self.v_proj.forward(x)?, self.kv_heads)?;
+        Ok((k, v))
+    }
+
+    /// Rotated queries of `x` for the fused prefill kernel: `[b, heads, seq, d]` as a view of the
+    /// token-major `[b, seq, heads, d]` projection. The kernel reads that layout and writes its output
+    /// in it, which spares two copies of the chunk's queries per layer (into head-major order and
+    /// back) that cost about a tenth of a long prefill's time outside attention on the H100.
+    fn token_major_queries(&self, x: &Tensor, pos: usize, rope: &Rope) -> Result<Tensor> {
+        let (b, c, _) = x.dims3()?;
+        let q = self.q_proj.forward(x)?.reshape((b, c, self.heads, self.head_dim))?;
+        Ok(rope.apply_token_major(&q, pos)?.transpose(1, 2)?)
+    }
+
+    /// Writes the keys and values of `x` (`[1, c, hidden]`, positions `pos..pos+c`) into `cache` and
+    /// computes nothing else: the last layer of a prefill, whose output no one reads (a prefill makes
+    /// no logits), needs only its cache filled.
+    pub fn fill_cache(&self, x: &Tensor, pos: usize, cache: &mut LayerCache, rope: &Rope) -> Result<()> {
+        let c = x.dims()[1];
+        if pos + c > cache.capacity() {
+            return Err(ModelError::TooLong(format!("position {} is past the KV cache ({} positions)", pos + c, cache.capacity())));
+        }
+        if x.device().is_cuda() {
+            // Token-major keys and values go straight into the cache (one pass each, not two).
+            let (b, c, _) = x.dims3()?;
+            let shape = (b, c, self.kv_heads, self.head_dim);
+            let k = rope.apply_token_major(&self.k_proj.forward(x)?.reshape(shape)?, pos)?;
+            crate::fused_ops::write_token_major(&cache.k, &k, pos)?;
+            crate::fused_ops::write_token_major(&cache.v, &self.v_proj.forward(x)?.reshape(shape)?, pos)?;
+        } else {
+            let (k, v) = self.kv(x, pos, rope, false)?;
+            cache.k.slice_set(&k, 2, pos)?;
+            cache.v.slice_set(&v, 2, pos)?;
+        }
+        Ok(())
     }
 
     /// Softmax attention of q `[b, heads, c, d]` over k, v `[b, kv, s, d]` with an additive f32 `mask`.
@@ -201,21 +244,18 @@ impl Attention {
         control: &AttentionControl,
     ) -> Result<(Tensor, Option<AttentionProbe>)> {
         let c = x.dims()[1];
-        let (q, k, v) = self.qkv(x, pos, rope, false)?;
-        if pos + c > cache.capacity() {
-            return Err(ModelError::TooLong(format!("position {} is past the KV cache ({} positions)", pos + c, cache.capacity())));
-        }
-        cache.k.slice_set(&k, 2, pos)?;
-        cache.v.slice_set(&v, 2, pos)?;
+        self.fill_cache(x, pos, cache, rope)?;
         let first = self.first_visible(pos);
         let s = pos + c - first;
         let keys = cache.k.narrow(2, first, s)?;
         let values = cache.v.narrow(2, first, s)?;
-        if c > 1 && control.fused && crate::flash::supported(&q, &keys) {
+        if c > 1 && control.fused && crate::flash::supported_for(x.device(), keys.dtype(), self.head_dim) && x.dtype() == keys.dtype() {
             // A prefill chunk observes nothing, so the fused kernel can take it: no score block at all.
+            let q = self.token_major_queries(x, pos, rope)?;
             let out = crate::flash::prefill_attention(&control.masked_queries(&q)?, &keys, &values, self.window)?;
             return Ok((self.merge(control.masked_outputs(out)?)?, None));
         }
+        let q = rope.apply(&self.split_heads(self.q_proj.forward(x)?, self.heads)?, pos, false)?;
         let mask = match (c, self.window) {
             (1, _) => None,
             // Without a window every earlier key is visible to the whole chunk.

@@ -63,7 +63,9 @@ const MAX_GROUP: usize = 8;
 
 /// Causal attention of `q` (`[b, heads, c, d]`, the last `c` of the `s` key positions) over `k` and `v`
 /// (`[b, kv_heads, s, d]`, views of the cache are fine), with an optional sliding `window` (keys at
-/// most `window - 1` positions back). Returns the head outputs `[b, heads, c, d]`.
+/// most `window - 1` positions back). Returns the head outputs `[b, heads, c, d]`, in `q`'s memory
+/// order: when `q` is a transposed view of token-major `[b, c, heads, d]` queries (as the projections
+/// produce them), so is the output, and merging the heads back needs no copy.
 pub fn prefill_attention(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>) -> candle_core::Result<Tensor> {
     imp::prefill_attention(q, k, v, window)
 }
@@ -89,27 +91,51 @@ mod imp {
     /// Dynamic shared memory a kernel gets without asking for more.
     const DEFAULT_SHARED_BYTES: usize = 48 * 1024;
 
-    /// The prefill kernel's block shape: warps of 16 query rows each, and keys per tile. The default is
-    /// the fastest measured on the H100; `HEADSCOPE_FLASH_VARIANT` (`w4k128`, `w8k128`, `w8k64`, `w4k64`,
-    /// `w8k32`) picks another compiled one, for timing them against each other.
+    /// The prefill kernel's block shape: warps, query rows per warp (16, or 32 with the queries in
+    /// shared memory), and keys per tile. The default is the fastest measured on the H100;
+    /// `HEADSCOPE_FLASH_VARIANT` (a name of [`VARIANTS`]: `w4k128`, `w4r32k64`, ...) picks another
+    /// compiled one, for timing them against each other.
     #[derive(Debug, Clone, Copy)]
     struct Variant {
         warps: usize,
+        rows: usize,
         block_k: usize,
     }
 
-    /// Fastest first (H100, 32K context: 237, 233, 219, 210 and 188 TFLOP/s); the first is the default.
-    const VARIANTS: [Variant; 5] = [
-        Variant { warps: 4, block_k: 128 },
-        Variant { warps: 8, block_k: 128 },
-        Variant { warps: 8, block_k: 64 },
-        Variant { warps: 4, block_k: 64 },
-        Variant { warps: 8, block_k: 32 },
+    /// Fastest first (H100, attention of a whole 64K prefill in 4096-query chunks: 296, 293, 275, 271,
+    /// 232, 238, 234, 210, 205 and 187 TFLOP/s); the first is the default.
+    const VARIANTS: [Variant; 10] = [
+        Variant { warps: 4, rows: 32, block_k: 64 },
+        Variant { warps: 4, rows: 32, block_k: 48 },
+        Variant { warps: 8, rows: 32, block_k: 64 },
+        Variant { warps: 4, rows: 32, block_k: 32 },
+        Variant { warps: 4, rows: 16, block_k: 128 },
+        Variant { warps: 8, rows: 16, block_k: 128 },
+        Variant { warps: 8, rows: 32, block_k: 32 },
+        Variant { warps: 8, rows: 16, block_k: 64 },
+        Variant { warps: 4, rows: 16, block_k: 64 },
+        Variant { warps: 8, rows: 16, block_k: 32 },
     ];
 
     impl Variant {
+        /// The kernel's suffix in `flash_prefill.cu`.
         fn name(self) -> String {
-            format!("w{}k{}", self.warps, self.block_k)
+            match self.rows {
+                16 => format!("w{}k{}", self.warps, self.block_k),
+                rows => format!("w{}r{rows}k{}", self.warps, self.block_k),
+            }
+        }
+
+        /// Query rows per block.
+        fn block_q(self) -> usize {
+            self.warps * self.rows
+        }
+
+        /// Shared memory for a head size of `d`: a key and a value tile, and with 32 rows per warp the
+        /// block's queries (rows padded as in the kernel).
+        fn shared_bytes(self, d: usize) -> usize {
+            let q_rows = if self.rows > 16 { self.block_q() } else { 0 };
+            (2 * self.block_k + q_rows) * (d + PAD) * 2
         }
     }
 
@@ -131,10 +157,13 @@ mod imp {
         chosen.clone().map_err(candle_core::Error::msg)
     }
 
+    #[derive(Clone, Copy)]
     struct FlashPrefill {
         window: Option<usize>,
         /// The block shape; `None`: [`variant`]'s.
         shape: Option<Variant>,
+        /// The queries (and so the output) are `[b, c, heads, d]`, not `[b, heads, c, d]`.
+        token_major: bool,
     }
 
     /// `[b, n, s, d]` with rows of `d` contiguous elements: (batch stride, head stride) in elements.
@@ -186,7 +215,12 @@ mod imp {
             vs: &CudaStorage,
             vl: &Layout,
         ) -> candle_core::Result<(CudaStorage, Shape)> {
-            let (b, heads, c, d) = ql.shape().dims4()?;
+            let (b, heads, c, d) = if self.token_major {
+                let (b, c, heads, d) = ql.shape().dims4()?;
+                (b, heads, c, d)
+            } else {
+                ql.shape().dims4()?
+            };
             let (kb, kv_heads, s, kd) = kl.shape().dims4()?;
             if vl.dims() != kl.dims() || kb != b || kd != d || heads % kv_heads != 0 || c > s {
                 bail!("flash prefill: q {:?}, k {:?}, v {:?} do not fit together", ql.dims(), kl.dims(), vl.dims());
@@ -210,19 +244,21 @@ mod imp {
             };
             let name = format!("flash_prefill_{type_name}_d{d}_{}", shape.name());
             let func = dev.get_or_load_custom_func(&name, "headscope_flash_prefill", PTX)?;
-            let shared_bytes = 2 * shape.block_k * (d + PAD) * 2;
+            let shared_bytes = shape.shared_bytes(d);
             if shared_bytes > DEFAULT_SHARED_BYTES {
                 use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
                 func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_bytes as i32).w()?;
             }
             let cfg = LaunchConfig {
-                grid_dim: (c.div_ceil(16 * shape.warps) as u32, heads as u32, b as u32),
+                grid_dim: (c.div_ceil(shape.block_q()) as u32, heads as u32, b as u32),
                 block_dim: (32 * shape.warps as u32, 1, 1),
                 shared_mem_bytes: shared_bytes as u32,
             };
             let window = self.window.map_or(0, |w| w.min(i32::MAX as usize)) as i32;
             let scale = 1.0 / (d as f32).sqrt();
             let elements = b * heads * c * d;
+            // (batch, head, position) strides of the queries, and of the output written alike.
+            let (q_batch, q_head, q_row) = if self.token_major { (c * heads * d, d, heads * d) } else { (heads * c * d, c * d, d) };
             macro_rules! launch {
                 ($t:ty, $q:expr, $k:expr, $v:expr) => {{
                     let q = $q.slice(ql.start_offset()..);
@@ -241,6 +277,9 @@ mod imp {
                         kv_heads as i32,
                         c as i32,
                         s as i32,
+                        q_batch as i64,
+                        q_head as i64,
+                        q_row as i64,
                         k_batch as i64,
                         k_head as i64,
                         window,
@@ -258,12 +297,33 @@ mod imp {
                 (CudaStorageSlice::F16(q), CudaStorageSlice::F16(k), CudaStorageSlice::F16(v)) => launch!(half::f16, q, k, v),
                 _ => unreachable!("dtypes checked above"),
             };
-            Ok((storage, Shape::from((b, heads, c, d))))
+            let shape = if self.token_major { Shape::from((b, c, heads, d)) } else { Shape::from((b, heads, c, d)) };
+            Ok((storage, shape))
         }
     }
 
     pub fn prefill_attention(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>) -> candle_core::Result<Tensor> {
-        q.contiguous()?.apply_op3_no_bwd(k, v, &FlashPrefill { window, shape: None })
+        run_prefill(q, k, v, FlashPrefill { window, shape: None, token_major: false })
+    }
+
+    /// Whether `q` (`[b, heads, c, d]`) is a transposed view of a contiguous `[b, c, heads, d]` tensor.
+    fn token_major(q: &Tensor) -> bool {
+        let (dims, stride) = (q.dims(), q.stride());
+        let (heads, c, d) = (dims[1], dims[2], dims[3]);
+        // Strides of dimensions of size 1 are immaterial.
+        let want = [c * heads * d, d, heads * d, 1];
+        !q.is_contiguous() && (0..4).all(|i| dims[i] == 1 || stride[i] == want[i])
+    }
+
+    /// Runs `op` on queries in either memory order (see [`super::prefill_attention`]).
+    fn run_prefill(q: &Tensor, k: &Tensor, v: &Tensor, op: FlashPrefill) -> candle_core::Result<Tensor> {
+        if q.rank() == 4 && token_major(q) {
+            // The op sees (and returns) the contiguous token-major tensor; its shape says so.
+            let out = q.transpose(1, 2)?.apply_op3_no_bwd(k, v, &FlashPrefill { token_major: true, ..op })?;
+            out.transpose(1, 2)
+        } else {
+            q.contiguous()?.apply_op3_no_bwd(k, v, &op)
+        }
     }
 
     pub fn prefill_variants() -> Vec<String> {
@@ -272,7 +332,7 @@ mod imp {
 
     pub fn prefill_attention_variant(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>, name: &str) -> candle_core::Result<Tensor> {
         let shape = named_variant(name).map_err(candle_core::Error::msg)?;
-        q.contiguous()?.apply_op3_no_bwd(k, v, &FlashPrefill { window, shape: Some(shape) })
+        run_prefill(q, k, v, FlashPrefill { window, shape: Some(shape), token_major: false })
     }
 
     /// Pass 1: `[1, heads, 1, d]` queries x `[1, kv, s, d]` keys -> f32 scores `[heads, s]`.

@@ -11,6 +11,7 @@ pub mod attention;
 pub mod error;
 pub mod families;
 pub mod flash;
+pub mod fused_ops;
 pub mod generate;
 pub mod loader;
 pub mod mask;

@@ -25,8 +25,8 @@ impl SwiGlu {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let a = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        Ok(self.down.forward(&(a * self.up.forward(x)?)?)?)
+        let gated = crate::fused_ops::silu_mul(&self.gate.forward(x)?, &self.up.forward(x)?)?;
+        Ok(self.down.forward(&gated)?)
     }
 }
 

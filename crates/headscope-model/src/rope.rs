@@ -95,6 +95,17 @@ impl Rope {
     }
 }
 
+impl Rope {
+    /// Rotates token-major `x` (`[batch, seq, heads, head_dim]`, contiguous) whose first position is
+    /// `pos`: the layout the projections produce, so no transpose is needed first. Inference only.
+    pub fn apply_token_major(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        let seq = x.dims()[1];
+        let cos = self.cos.narrow(0, pos, seq)?;
+        let sin = self.sin.narrow(0, pos, seq)?;
+        Ok(candle_nn::rotary_emb::rope_thd(&x.contiguous()?, &cos, &sin)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

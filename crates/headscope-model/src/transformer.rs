@@ -486,6 +486,9 @@ impl Transformer {
         Ok(StepOutput { logits, argmax_position, attention_rows: rows })
     }
 
+    /// Runs the layers over `x` at the current position, filling the cache; decoding, also returns the
+    /// last layer's output and what the attention probes observed. A prefill chunk (`decoding` false)
+    /// stops at the last layer's cache: the hidden state it returns is not the model's output.
     #[allow(clippy::type_complexity)]
     fn run_layers(
         &mut self,
@@ -512,6 +515,12 @@ impl Transformer {
             };
             let layer = &self.layers[i];
             let h = rms_norm(&x, &layer.input_norm, eps)?;
+            if !decoding && i + 1 == self.layers.len() {
+                // A prefill makes no logits, so no one reads the last layer's output: only its keys
+                // and values are needed (a thirty-second of a 7B model's prefill).
+                layer.attention.fill_cache(&h, position, &mut self.cache[i], &self.rope)?;
+                break;
+            }
             let (a, probe) = layer.attention.forward_cached(&h, position, &mut self.cache[i], &self.rope, masks, &control)?;
             x = (x + a)?;
             let h = rms_norm(&x, &layer.post_attention_norm, eps)?;

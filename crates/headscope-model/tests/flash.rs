@@ -72,6 +72,22 @@ fn fused_prefill_matches_plain_attention() {
         let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
         eprintln!("heads {heads}/{kv} d {d} queries {c} keys {s} window {window:?} {dtype:?}: max error {err:.2e} (max |out| {scale:.2})");
         assert!(err <= 0.02 * scale.max(1.0), "case heads {heads}/{kv} d {d} c {c} s {s} window {window:?}: error {err}");
+        // The same queries in token-major memory ([b, c, heads, d] seen as [b, heads, c, d]), as the
+        // model passes them: the same result, returned in that memory order.
+        let q_token_major = q.transpose(1, 2).unwrap().contiguous().unwrap().transpose(1, 2).unwrap();
+        let out = prefill_attention(&q_token_major, &k, &v, window).unwrap();
+        assert!(out.transpose(1, 2).unwrap().is_contiguous(), "token-major queries give a token-major output");
+        let err_token_major = (out.to_dtype(DType::F32).unwrap() - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err_token_major <= 0.02 * scale.max(1.0), "token-major queries: error {err_token_major}");
         for variant in prefill_variants() {
             let other = prefill_attention_variant(&q, &k, &v, window, &variant).unwrap().to_dtype(DType::F32).unwrap();
             let err = (other - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
@@ -80,32 +96,162 @@ fn fused_prefill_matches_plain_attention() {
     }
 }
 
-/// Times the prefill kernel's block shapes on one 4096-query chunk at the end of a 32K context with
-/// Llama-2-7B's attention shape (32 heads of 128): prints TFLOP/s per variant. A benchmark, not a test:
-/// `flash-... --ignored --nocapture time_prefill_variants`.
+#[test]
+fn fused_ops_equal_the_candle_ops_they_replace() {
+    let Some(dev) = gpu() else { return };
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        let gate = (Tensor::randn(0f32, 3.0, (1, 37, 264), &dev).unwrap()).to_dtype(dtype).unwrap();
+        let up = Tensor::randn(0f32, 1.0, (1, 37, 264), &dev).unwrap().to_dtype(dtype).unwrap();
+        let fused = headscope_model::fused_ops::silu_mul(&gate, &up).unwrap();
+        // What the kernel computes, in candle ops: the silu in f32 (as PyTorch computes it for half
+        // types; candle's own f16 silu computes in f16), rounded; the product in f32, rounded. The
+        // kernel's expf may round a result the other way: one rounding step of the element type.
+        let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let silu = candle_nn::ops::silu(&f(&gate)).unwrap().to_dtype(dtype).unwrap();
+        let plain = f(&(f(&silu) * f(&up)).unwrap().to_dtype(dtype).unwrap());
+        let fused = f(&fused);
+        let ulp = match dtype {
+            DType::BF16 => 1.0 / 128.0,
+            DType::F16 => 1.0 / 1024.0,
+            _ => 1e-6,
+        };
+        let bound = (plain.abs().unwrap() * ulp).unwrap();
+        let excess =
+            ((fused - &plain).unwrap().abs().unwrap() - bound).unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(excess <= 1e-30, "silu_mul {dtype:?}: more than one rounding step from the f32 silu, then mul ({excess})");
+
+        // A chunk of 5 token-major positions into a cache of 20, at position 9: the rest untouched.
+        let (heads, d) = (4, 64);
+        let cache = Tensor::randn(0f32, 1.0, (1, heads, 20, d), &dev).unwrap().to_dtype(dtype).unwrap();
+        let want = cache.copy().unwrap();
+        let chunk = Tensor::randn(0f32, 1.0, (1, 5, heads, d), &dev).unwrap().to_dtype(dtype).unwrap();
+        headscope_model::fused_ops::write_token_major(&cache, &chunk, 9).unwrap();
+        want.slice_set(&chunk.transpose(1, 2).unwrap().contiguous().unwrap(), 2, 9).unwrap();
+        let diff = (cache.to_dtype(DType::F32).unwrap() - want.to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(diff, 0.0, "write_token_major {dtype:?}");
+    }
+}
+
+/// Times the prefill kernel's block shapes with Llama-2-7B's attention shape (32 heads of 128): one
+/// 4096-query chunk at the end of a 32K context, then the attention of whole 32K and 64K prefills in
+/// 4096-query chunks (as `headscope bench` runs them, per layer). Prints TFLOP/s per variant. A
+/// benchmark, not a test: `flash-... --ignored --nocapture time_prefill_variants`.
 #[test]
 #[ignore]
 fn time_prefill_variants() {
     let Some(dev) = gpu() else { return };
-    let (heads, d, c, s) = (32, 128, 4096, 32768);
+    let (heads, d, c) = (32, 128, 4096);
+    let longest = 65536;
     let q = Tensor::randn(0f32, 1.0, (1, heads, c, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
-    let k = Tensor::randn(0f32, 1.0, (1, heads, s, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
-    let v = Tensor::randn(0f32, 1.0, (1, heads, s, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
-    // Causal: the chunk's queries see the 28K keys before them and a triangle of their own.
-    let flops = 4.0 * heads as f64 * d as f64 * (c as f64 * (s - c) as f64 + (c * c) as f64 / 2.0);
-    for variant in prefill_variants() {
-        let run = || prefill_attention_variant(&q, &k, &v, None, &variant).unwrap();
+    let k = Tensor::randn(0f32, 1.0, (1, heads, longest, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+    let v = Tensor::randn(0f32, 1.0, (1, heads, longest, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+    // Causal: a chunk's queries see the keys before them and a triangle of their own.
+    let chunk_flops = |s: usize| 4.0 * heads as f64 * d as f64 * (c as f64 * (s - c) as f64 + (c * c) as f64 / 2.0);
+    let time = |variant: &str, s: usize, reps: usize| {
+        let (k, v) = (k.narrow(2, 0, s).unwrap(), v.narrow(2, 0, s).unwrap());
+        let run = || prefill_attention_variant(&q, &k, &v, None, variant).unwrap();
         run();
         dev.synchronize().unwrap();
-        let reps = 20;
         let started = std::time::Instant::now();
         for _ in 0..reps {
             run();
         }
         dev.synchronize().unwrap();
-        let seconds = started.elapsed().as_secs_f64() / reps as f64;
-        println!("prefill variant {variant}: {:.3} ms per chunk, {:.0} TFLOP/s", 1e3 * seconds, flops / seconds / 1e12);
+        started.elapsed().as_secs_f64() / reps as f64
+    };
+    for variant in prefill_variants() {
+        let seconds = time(&variant, 32768, 20);
+        print!("prefill variant {variant}: last 32K chunk {:.3} ms, {:.0} TFLOP/s", 1e3 * seconds, chunk_flops(32768) / seconds / 1e12);
+        for total in [32768, 65536] {
+            let (mut seconds, mut flops) = (0.0, 0.0);
+            for s in (c..=total).step_by(c) {
+                seconds += time(&variant, s, 3);
+                flops += chunk_flops(s);
+            }
+            print!("; whole {}K prefill {:.1} ms per layer ({:.0} TFLOP/s)", total / 1024, 1e3 * seconds, flops / seconds / 1e12);
+        }
+        println!();
     }
+}
+
+/// Times each operation of one Llama-2-7B layer on a 4096-token prefill chunk (candle's kernels, as
+/// `Attention::forward_cached` and `SwiGlu` call them), to see where the prefill's time outside the
+/// attention kernel goes. A benchmark, not a test: `flash-... --ignored --nocapture time_prefill_layer_ops`.
+#[test]
+#[ignore]
+fn time_prefill_layer_ops() {
+    use candle_nn::Module;
+    let Some(dev) = gpu() else { return };
+    let (c, hidden, inter, heads, d) = (4096, 4096, 11008, 32, 128);
+    let bf = |shape: &[usize]| Tensor::randn(0f32, 0.02, shape, &dev).unwrap().to_dtype(DType::BF16).unwrap();
+    let x = bf(&[1, c, hidden]);
+    let linear = |i: usize, o: usize| candle_nn::Linear::new(bf(&[o, i]), None);
+    let (q_proj, gate, down) = (linear(hidden, hidden), linear(hidden, inter), linear(inter, hidden));
+    let norm_w = bf(&[hidden]);
+    let gated = bf(&[1, c, inter]);
+    let heads_view = bf(&[1, c, hidden]);
+    let split = heads_view.reshape((1, c, heads, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+    let table = bf(&[c, d / 2]);
+    let cache = Tensor::zeros((1, heads, 65536, d), DType::BF16, &dev).unwrap();
+    let time = |name: &str, per_layer: usize, f: &dyn Fn() -> Tensor| {
+        f();
+        dev.synchronize().unwrap();
+        let reps = 20;
+        let started = std::time::Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        dev.synchronize().unwrap();
+        let ms = 1e3 * started.elapsed().as_secs_f64() / reps as f64;
+        println!("layer op {name}: {ms:.3} ms x {per_layer} per layer = {:.3} ms", ms * per_layer as f64);
+        ms * per_layer as f64
+    };
+    let mut total = 0.0;
+    total += time("linear 4096->4096 (q, k, v, o)", 4, &|| q_proj.forward(&x).unwrap());
+    total += time("linear 4096->11008 (gate, up)", 2, &|| gate.forward(&x).unwrap());
+    total += time("linear 11008->4096 (down)", 1, &|| down.forward(&gated).unwrap());
+    total += time("rms_norm", 2, &|| candle_nn::ops::rms_norm(&x, &norm_w, 1e-5).unwrap());
+    total += time("split heads (transpose, contiguous)", 3, &|| {
+        heads_view.reshape((1, c, heads, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap()
+    });
+    total += time("rope", 2, &|| candle_nn::rotary_emb::rope(&split, &table, &table).unwrap());
+    total += time("merge heads (transpose, reshape)", 1, &|| split.transpose(1, 2).unwrap().reshape((1, c, hidden)).unwrap());
+    total += time("residual add", 2, &|| (&x + &x).unwrap());
+    total += time("silu", 1, &|| candle_nn::ops::silu(&gated).unwrap());
+    total += time("gate * up", 1, &|| (&gated * &gated).unwrap());
+    // What the model runs now in place of some of the above (headscope_model::fused_ops).
+    println!("layer ops, candle's (the model's before fused_ops): {total:.3} ms");
+    let token_major = bf(&[1, c, heads, d]);
+    time("fused silu_mul (replaces silu and gate * up)", 1, &|| headscope_model::fused_ops::silu_mul(&gated, &gated).unwrap());
+    time("rope_thd on token-major keys", 1, &|| candle_nn::rotary_emb::rope_thd(&token_major, &table, &table).unwrap());
+    let cache_tm = Tensor::zeros((1, heads, 65536, d), DType::BF16, &dev).unwrap();
+    time("write_token_major into the cache (replaces split and slice_set), k and v", 2, &|| {
+        headscope_model::fused_ops::write_token_major(&cache_tm, &token_major, 30000).unwrap();
+        token_major.clone()
+    });
+    let mut set = 0.0;
+    for _ in 0..2 {
+        cache.slice_set(&split, 2, 30000).unwrap();
+    }
+    dev.synchronize().unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        cache.slice_set(&split, 2, 30000).unwrap();
+    }
+    dev.synchronize().unwrap();
+    set += 2.0 * 1e3 * started.elapsed().as_secs_f64() / 20.0;
+    println!("layer op cache slice_set: {:.3} ms per layer (k and v)", set);
+    total += set;
+    println!("layer ops outside attention: {total:.3} ms per layer per 4096-token chunk");
 }
 
 #[test]
