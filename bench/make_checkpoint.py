@@ -17,9 +17,16 @@ PyTorch baseline read the very same ids (bench/official_loop.py takes them from 
 depends on it. --tokenizer byte-level ships a 256-token byte-level tokenizer instead.
 
 Memory and disk: the model is built on --device in --dtype (bf16: 2 bytes per parameter). Llama-2-7B
-needs 13.5 GB of GPU memory and disk; Yi-34B-200K 69 GB (fits an 80 GB GPU); Mixtral-8x7B 93 GB fits
-neither the H100 nor the 64 GB disk of a one-GPU machine: build it on an nvidia-h200-x2 machine (139 GB
-per GPU, 128 GB disk).
+needs 13.5 GB of GPU memory and disk; Yi-34B-200K 69 GB (fits an 80 GB GPU).
+
+--stream, for checkpoints larger than the machine can hold twice (Mixtral-8x7B: 93 GB, against the
+128 GB of RAM and 64 GB of disk of an nvidia-h200 machine): transformers builds and saves the model with
+one layer only, which gives the checkpoint's tensor names, shapes and dtypes in its save format (for
+Mixtral, transformers 5 splits its fused expert tensors back into per-expert ones); then each layer's
+tensors are drawn on --device by the same rule as randomize() and written as one shard, so at most one
+layer is in memory. Same distributions as the whole-model path, not the same numbers. Shards that do
+not fit on --out's disk (keeping --keep-free-gb free) go to --overflow (e.g. /dev/shm) with a symbolic
+link in --out, so the model directory looks like any other.
 """
 
 import argparse
@@ -54,6 +61,82 @@ def randomize(model, seed):
             if "q_proj" in name:
                 v = v * 2.0
         p.copy_(v.to(p.dtype))
+
+
+def draw(name, shape, dtype, g, device):
+    """A tensor named `name` of a saved checkpoint, by randomize()'s rule."""
+    if len(shape) == 1:
+        base = 1.0 if "norm" in name else 0.0
+        v = base + 0.1 * torch.randn(shape, generator=g, device=device)
+    elif "embed_tokens" in name:
+        v = torch.randn(shape, generator=g, device=device)
+    else:
+        v = torch.randn(shape, generator=g, device=device) / math.sqrt(shape[-1])
+        if "q_proj" in name:
+            v = v * 2.0
+    return v.to(dtype)
+
+
+def stream_checkpoint(config, args, dtype):
+    """Writes the checkpoint of `config` a layer per shard (see --stream); returns the parameter count."""
+    import copy
+    import re
+    import tempfile
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    one = copy.deepcopy(config)
+    one.num_hidden_layers = 1
+    model = build_model(one, dtype, args.device)
+    with tempfile.TemporaryDirectory(dir=args.out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        del model
+        layout = []  # (name, shape, dtype) as transformers saves them
+        for f in sorted(os.listdir(tmp)):
+            if f.endswith(".safetensors"):
+                with safe_open(os.path.join(tmp, f), framework="pt") as st:
+                    for name in st.keys():
+                        t = st.get_slice(name)
+                        layout.append((name, tuple(t.get_shape()), t.get_dtype()))
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    per_layer = [(re.sub(r"^model\.layers\.0\.", "", n), shape) for n, shape, _ in layout if n.startswith("model.layers.0.")]
+    others = [(n, shape) for n, shape, _ in layout if not n.startswith("model.layers.")]
+    if not per_layer or len(per_layer) + len(others) != len(layout):
+        sys.exit(f"unexpected tensor names in the one-layer save: {[n for n, _, _ in layout]}")
+
+    weight_map, total, params = {}, 0, 0
+    shards = config.num_hidden_layers + 1
+    for index in range(shards):
+        if index < config.num_hidden_layers:
+            names = [(f"model.layers.{index}.{n}", shape) for n, shape in per_layer]
+        else:
+            names = others
+        g = torch.Generator(device=args.device).manual_seed(args.seed * 100003 + index)
+        tensors = {n: draw(n, shape, dtype, g, args.device).cpu() for n, shape in names}
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        file = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
+        target = args.out
+        if shutil.disk_usage(args.out).free < size * 1.05 + args.keep_free_gb * 1e9:
+            if not args.overflow:
+                sys.exit(f"{args.out}: no room for shard {index + 1} ({size / 1e9:.1f} GB); pass --overflow DIR")
+            os.makedirs(args.overflow, exist_ok=True)
+            if shutil.disk_usage(args.overflow).free < size * 1.05:
+                sys.exit(f"{args.overflow}: no room for shard {index + 1} ({size / 1e9:.1f} GB) either")
+            target = args.overflow
+        save_file(tensors, os.path.join(target, file), metadata={"format": "pt"})
+        if target != args.out:
+            os.symlink(os.path.join(os.path.abspath(target), file), os.path.join(args.out, file))
+        for n, t in tensors.items():
+            weight_map[n] = file
+            params += t.numel()
+        total += size
+        del tensors
+    with open(os.path.join(args.out, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    config.save_pretrained(args.out)
+    return params
 
 
 def byte_level_tokenizer(path):
@@ -97,6 +180,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokenizer", default="public/models/lab/tokenizer.json", help="tokenizer.json to ship, or byte-level")
     ap.add_argument("--shard-size", default="5GB", help="max_shard_size of save_pretrained")
+    ap.add_argument("--stream", action="store_true", help="draw and write one layer at a time (see above)")
+    ap.add_argument("--overflow", help="with --stream: a folder for the shards that do not fit on --out's disk")
+    ap.add_argument("--keep-free-gb", type=float, default=2.0, help="with --stream: disk space to leave free under --out")
     args = ap.parse_args()
 
     from transformers import AutoConfig
@@ -114,6 +200,16 @@ def main():
         sys.exit(f"the tokenizer has {vocab} tokens but the model's vocab_size is {config.vocab_size}")
 
     t0 = time.time()
+    if args.stream:
+        params = stream_checkpoint(config, args, dtype)
+        if os.path.abspath(tokenizer_json) != os.path.abspath(os.path.join(args.out, "tokenizer.json")):
+            shutil.copyfile(tokenizer_json, os.path.join(args.out, "tokenizer.json"))
+        print(
+            f"{args.out}: {config.model_type} {config.num_hidden_layers} layers x {config.num_attention_heads} heads, "
+            f"{params / 1e9:.2f} B parameters, {args.dtype}; drawn and written a layer at a time in {time.time() - t0:.1f} s "
+            f"on {args.device}; tokenizer {os.path.basename(tokenizer_json)} ({vocab} ids of {config.vocab_size})"
+        )
+        return
     model = build_model(config, dtype, args.device)
     params = sum(p.numel() for p in model.parameters())
     need = params * torch.finfo(dtype).bits // 8

@@ -53,7 +53,10 @@ checkpoint() { # MODEL: make the random-weight checkpoint once
   local m=$1
   [ -f "bench/configs/$m/config.json" ] || { echo "no bench/configs/$m/config.json" >&2; exit 2; }
   if [ ! -f "$ckpt/$m/model.safetensors.index.json" ] && [ ! -f "$ckpt/$m/model.safetensors" ]; then
-    $py bench/make_checkpoint.py --config "bench/configs/$m/config.json" --out "$ckpt/$m" --device "$device" 2>&1 | grep -v "Writing model shards"
+    # CKPT_STREAM=DIR draws the checkpoint a layer at a time, shards that do not fit on the disk going to
+    # DIR (Mixtral-8x7B on an nvidia-h200: CKPT_STREAM=/dev/shm/overflow; see bench/make_checkpoint.py).
+    $py bench/make_checkpoint.py --config "bench/configs/$m/config.json" --out "$ckpt/$m" --device "$device" \
+      ${CKPT_STREAM:+--stream --overflow "$CKPT_STREAM/$m"} 2>&1 | grep -v "Writing model shards"
   fi
 }
 
@@ -145,7 +148,7 @@ for mode in ("uniform", "zero"):
     changed = sum(masked[k] != base[k] for k in base if k in masked)
     print(f"| {name} | {mode} | {changed}/{len(base)} answers changed by masking 64 random heads |")
 EOF2
-      rm -rf "${ckpt:?}/$m" # one checkpoint on disk at a time
+      rm -rf "${ckpt:?}/$m" ${CKPT_STREAM:+"$CKPT_STREAM/$m"} # one checkpoint on disk at a time
     done
     ;;
   report)
