@@ -19,6 +19,10 @@ crates/headscope-cli/tests/fixtures/hf-agreement was made this way, so CI checks
 On the GPU machine (real configs, bf16, 4K context; see scripts/gpu-bench.sh):
     python bench/hf_agreement.py --config bench/configs/llama-2-7b/config.json --context 4096 \
         --dtype bfloat16 --device cuda --out /root/agree
+On trained weights and real text instead (the lab model on a haystack: attention with clear peaks,
+where random weights give near-flat rows whose top positions bf16 rounding reorders):
+    python bench/hf_agreement.py --weights public/models/lab --text public/haystacks/kjv-john.txt \
+        --context 4096 --dtype bfloat16 --device cuda --noise-floor --out /root/agree
 """
 
 import argparse
@@ -125,19 +129,42 @@ def noise_floor(model, prompt, args, half):
                 f32_argmax=full["argmax"], f32_tokens=full["tokens"], f32_logits=full["logits"], f32_top_logits=full["top_logits"])
 
 
+def load_trained(path, dtype, device):
+    """A trained model directory, in `dtype` on `device`, with eager attention."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager")
+    except TypeError:  # transformers 4 spells it torch_dtype
+        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype, attn_implementation="eager")
+    return model.to(device).eval()
+
+
+def text_prompt(path, tokenizer_json, length):
+    """The first `length` token ids of a text file."""
+    from tokenizers import Tokenizer
+
+    with open(path) as f:
+        ids = Tokenizer.from_file(tokenizer_json).encode(f.read()).ids
+    if len(ids) < length:
+        sys.exit(f"{path}: {len(ids)} tokens, fewer than --context {length}")
+    return ids[:length]
+
+
 def one_case(name, config, args, tokenizer_json):
     dtype = getattr(torch, args.dtype)
     out_dir = os.path.join(args.out, name)
     model_dir = os.path.join(out_dir, "model")
     os.makedirs(model_dir, exist_ok=True)
-    model = build(config, dtype, args.device, args.seed)
+    model = load_trained(args.weights, dtype, args.device) if args.weights else build(config, dtype, args.device, args.seed)
     # Shards with an index, as full-size checkpoints come (tiny ones get several shards too).
     shard = "2GB" if args.config else "40KB"
     model.save_pretrained(model_dir, max_shard_size=shard, safe_serialization=True)
     with open(tokenizer_json, "rb") as src, open(os.path.join(model_dir, "tokenizer.json"), "wb") as dst:
         dst.write(src.read())
-    g = torch.Generator().manual_seed(args.seed + 1)
-    prompt = torch.randint(0, config.vocab_size, (args.context,), generator=g).tolist()
+    if args.text:
+        prompt = text_prompt(args.text, tokenizer_json, args.context)
+    else:
+        g = torch.Generator().manual_seed(args.seed + 1)
+        prompt = torch.randint(0, config.vocab_size, (args.context,), generator=g).tolist()
     keep_logits = config.vocab_size * args.steps <= 4_000_000
     result = run(model, prompt, args.steps, args.device, keep_logits)
     noise = noise_floor(model, prompt, args, result) if args.noise_floor and dtype != torch.float32 else None
@@ -182,16 +209,23 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--noise-floor", action="store_true",
                     help="in bf16/f16, also run the weights in f32 and record how often transformers agrees with itself")
-    ap.add_argument("--tokenizer", help="tokenizer.json to ship with each model (default: a byte-level one)")
+    ap.add_argument("--tokenizer", help="tokenizer.json to ship with each model (default: a byte-level one, or --weights')")
+    ap.add_argument("--weights", help="a trained model directory to compare on, instead of random weights")
+    ap.add_argument("--text", help="a text file whose first --context tokens are the prompt, instead of random ids")
     ap.add_argument("--layers", type=int,
                     help="keep only the first N layers of a --config (real widths, heads and experts, less memory: "
                          "Mixtral-8x7B's 93 GB do not fit one 80 GB GPU with an f32 noise floor beside it)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if not args.tokenizer and args.weights:
+        args.tokenizer = os.path.join(args.weights, "tokenizer.json")
     tokenizer_json = args.tokenizer or os.path.join(args.out, "tokenizer.json")
     if not args.tokenizer:
         byte_level_tokenizer(tokenizer_json)
-    if args.config:
+    if args.weights:
+        name = os.path.basename(os.path.abspath(args.weights)) + ("-text" if args.text else "")
+        one_case(name, AutoConfig.from_pretrained(args.weights), args, tokenizer_json)
+    elif args.config:
         for path in args.config:
             config = AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(path)))
             name = os.path.basename(os.path.dirname(os.path.abspath(path)))
