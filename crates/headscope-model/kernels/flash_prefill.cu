@@ -14,9 +14,9 @@
 // i + (keys - q_len). It sees key j when j <= that index and, with a sliding window w > 0, when
 // index - j < w.
 //
-// Work split. One block of WARPS warps takes 16 x WARPS query rows of one head; each warp owns 16 rows.
-// Keys and values stream through shared memory BLOCK_K rows at a time, each tile serving all the
-// block's rows. Tensor-core mma.sync m16n8k16 (bf16 or f16 in, f32 accumulate) computes S = Q K^T and
+// Work split. One block of WARPS warps takes 16 x MT x WARPS query rows of one head; each warp owns
+// 16 x MT rows (MT m16 tiles). Keys and values stream through shared memory BLOCK_K rows at a time,
+// each tile serving all the block's rows. Tensor-core mma.sync m16n8k16 (bf16 or f16 in, f32 accumulate) computes S = Q K^T and
 // O += P V; the S accumulator's register layout is reused as P's operand layout without a trip through
 // shared memory (the FlashAttention-2 trick). Requires sm_80 or newer.
 
@@ -24,10 +24,11 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-// Block shapes are template parameters (WARPS warps of 16 query rows, BLOCK_K keys per tile) so that
-// several can be compiled and timed against each other (flash.rs: HEADSCOPE_FLASH_VARIANT). On the
-// H100, one 4096-query chunk over 32K keys (32 heads of 128): 4 warps x 128 keys 237 TFLOP/s, 8 x 128
-// 233, 8 x 64 219, 4 x 64 210, 8 x 32 188. The 128-key shapes spill a few registers and still win.
+// Block shapes are template parameters (WARPS warps of 16 x MT query rows, BLOCK_K keys per tile) so
+// that several can be compiled and timed against each other (flash.rs: HEADSCOPE_FLASH_VARIANT). On
+// the H100, over the 4096-query chunks of a whole 64K prefill (32 heads of 128): 4 warps x 32 rows x 64
+// keys 296 TFLOP/s (it spills ~100 bytes of registers and still wins), 4 x 32 x 48 293, 8 x 32 x 64
+// 275, 4 x 32 x 32 271, 4 x 16 x 128 232 (bench/results/2026-11-23/kernel/variants.log).
 // Shared-memory rows are padded by 8 elements (16 bytes): consecutive rows then start 4 banks apart,
 // so the 8 rows one fragment load touches hit distinct banks.
 #define PAD 8
