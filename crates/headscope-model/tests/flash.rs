@@ -20,6 +20,12 @@ fn gpu() -> Option<Device> {
     }
 }
 
+/// The largest absolute difference between two tensors of one shape, compared in f32.
+fn max_abs_difference(a: &Tensor, b: &Tensor) -> f32 {
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    (f32(a) - f32(b)).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
 /// Softmax attention in f32 with an explicit mask: the definition the kernel must match.
 fn reference(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>) -> Tensor {
     let (_, heads, c, d) = q.dims4().unwrap();
@@ -66,9 +72,9 @@ fn fused_prefill_matches_plain_attention() {
             |seed: f32| (Tensor::randn(0f32, 1.0, (1, kv, s + 50, d), &dev).unwrap() * seed as f64).unwrap().to_dtype(dtype).unwrap();
         let (kc, vc) = (cache(2.0), cache(1.0));
         let (k, v) = (kc.narrow(2, 0, s).unwrap(), vc.narrow(2, 0, s).unwrap());
-        let got = prefill_attention(&q, &k, &v, window).unwrap().to_dtype(DType::F32).unwrap();
+        let got = prefill_attention(&q, &k, &v, window).unwrap();
         let want = reference(&q, &k, &v, window);
-        let err = (got - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let err = max_abs_difference(&got, &want);
         let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
         eprintln!("heads {heads}/{kv} d {d} queries {c} keys {s} window {window:?} {dtype:?}: max error {err:.2e} (max |out| {scale:.2})");
         assert!(err <= 0.02 * scale.max(1.0), "case heads {heads}/{kv} d {d} c {c} s {s} window {window:?}: error {err}");
@@ -77,20 +83,11 @@ fn fused_prefill_matches_plain_attention() {
         let q_token_major = q.transpose(1, 2).unwrap().contiguous().unwrap().transpose(1, 2).unwrap();
         let out = prefill_attention(&q_token_major, &k, &v, window).unwrap();
         assert!(out.transpose(1, 2).unwrap().is_contiguous(), "token-major queries give a token-major output");
-        let err_token_major = (out.to_dtype(DType::F32).unwrap() - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err_token_major = max_abs_difference(&out, &want);
         assert!(err_token_major <= 0.02 * scale.max(1.0), "token-major queries: error {err_token_major}");
         for variant in prefill_variants() {
-            let other = prefill_attention_variant(&q, &k, &v, window, &variant).unwrap().to_dtype(DType::F32).unwrap();
-            let err = (other - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let other = prefill_attention_variant(&q, &k, &v, window, &variant).unwrap();
+            let err = max_abs_difference(&other, &want);
             assert!(err <= 0.02 * scale.max(1.0), "variant {variant}, case heads {heads}/{kv} d {d} c {c} s {s}: error {err}");
         }
     }
@@ -127,17 +124,7 @@ fn fused_ops_equal_the_candle_ops_they_replace() {
         let chunk = Tensor::randn(0f32, 1.0, (1, 5, heads, d), &dev).unwrap().to_dtype(dtype).unwrap();
         headscope_model::fused_ops::write_token_major(&cache, &chunk, 9).unwrap();
         want.slice_set(&chunk.transpose(1, 2).unwrap().contiguous().unwrap(), 2, 9).unwrap();
-        let diff = (cache.to_dtype(DType::F32).unwrap() - want.to_dtype(DType::F32).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(diff, 0.0, "write_token_major {dtype:?}");
+        assert_eq!(max_abs_difference(&cache, &want), 0.0, "write_token_major {dtype:?}");
     }
 }
 
@@ -267,8 +254,7 @@ fn decode_kernels_match_plain_attention_and_its_argmax() {
         let (out, weights) = (decoded.out, decoded.weights);
         assert_eq!(weights.dims(), &[1, kv, heads / kv, 1, s]);
         let want = reference(&q, &k, &v, None);
-        let got = out.to_dtype(DType::F32).unwrap();
-        let err = (got - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let err = max_abs_difference(&out, &want);
         let sums = weights.sum(D::Minus1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(sums.iter().all(|x| (x - 1.0).abs() < 1e-3), "weights sum to {sums:?}");
         // The argmax of the kernel's weights is the argmax of the half-precision scores.
@@ -366,7 +352,7 @@ fn training_attention_on_the_gpu_matches_the_cpu_with_its_gradients() {
             all
         };
         for (name, (c, g)) in ["output", "dq", "dk", "dv"].iter().zip(run(&Device::Cpu).iter().zip(run(&gpu).iter())) {
-            let diff = (c - g).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let diff = max_abs_difference(c, g);
             let scale = c.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             assert!(diff <= 1e-4 * scale.max(1.0), "window {window:?}: {name} differs by {diff} (largest {scale})");
         }
