@@ -157,9 +157,9 @@ impl Attention {
         Ok(rope.apply_token_major(&q, pos)?.transpose(1, 2)?)
     }
 
-    /// Writes the keys and values of `x` (`[1, c, hidden]`, positions `pos..pos+c`) into `cache` and
-    /// computes nothing else: the last layer of a prefill, whose output no one reads (a prefill makes
-    /// no logits), needs only its cache filled.
+    /// Writes the rotated keys and the values of `x` (`[1, c, hidden]`, positions `pos..pos+c`) into
+    /// `cache`: the first step of every cached attention call, and all that the last layer of a
+    /// prefill needs (no one reads its output: a prefill makes no logits).
     pub fn fill_cache(&self, x: &Tensor, pos: usize, cache: &mut LayerCache, rope: &Rope) -> Result<()> {
         let c = x.dims()[1];
         if pos + c > cache.capacity() {

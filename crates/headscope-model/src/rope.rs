@@ -93,11 +93,9 @@ impl Rope {
             Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?)
         }
     }
-}
 
-impl Rope {
-    /// Rotates token-major `x` (`[batch, seq, heads, head_dim]`, contiguous) whose first position is
-    /// `pos`: the layout the projections produce, so no transpose is needed first. Inference only.
+    /// Rotates token-major `x` (`[batch, seq, heads, head_dim]`) whose first position is `pos`: the
+    /// layout the projections produce, so no transpose is needed first. Inference only (no backward).
     pub fn apply_token_major(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
         let seq = x.dims()[1];
         let cos = self.cos.narrow(0, pos, seq)?;
