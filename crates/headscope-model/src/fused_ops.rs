@@ -20,8 +20,8 @@ pub fn write_token_major(cache: &Tensor, src: &Tensor, pos: usize) -> Result<()>
 }
 
 /// `silu(gate) * up` (SwiGLU's gate): the silu computed in f32 and rounded to the element type, then
-/// the product rounded, as PyTorch's two ops (and candle's for bf16) compute it. Tensors that autograd tracks (training) take
-/// candle's ops: the kernel has no backward pass.
+/// the product rounded, as PyTorch's two ops (and candle's for bf16) compute it. Tensors that
+/// autograd tracks (training) take candle's ops: the kernel has no backward pass.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     match imp::silu_mul(gate, up)? {
         Some(out) => Ok(out),
