@@ -241,6 +241,41 @@ fn time_prefill_layer_ops() {
     println!("layer ops outside attention: {total:.3} ms per layer per 4096-token chunk");
 }
 
+/// Times one layer's decode attention (`decode_attention`: scores, softmax, argmax and values) for
+/// Llama-2-7B's (32 KV heads) and Mistral-7B's (8 KV heads) shapes at 4K, 32K and 64K keys, with the
+/// bandwidth its K and V reads reach. A benchmark, not a test: `flash-... --ignored --nocapture
+/// time_decode_attention`.
+#[test]
+#[ignore]
+fn time_decode_attention() {
+    let Some(dev) = gpu() else { return };
+    for (name, kv) in [("llama-2-7b", 32), ("mistral-7b", 8)] {
+        let (heads, d) = (32, 128);
+        let q = Tensor::randn(0f32, 1.0, (1, heads, 1, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+        let cache = || Tensor::randn(0f32, 1.0, (1, kv, 65536, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+        let (kc, vc) = (cache(), cache());
+        for s in [4096, 32768, 65536] {
+            let (k, v) = (kc.narrow(2, 0, s).unwrap(), vc.narrow(2, 0, s).unwrap());
+            decode_attention(&q, &k, &v).unwrap();
+            dev.synchronize().unwrap();
+            let reps = 50;
+            let started = std::time::Instant::now();
+            for _ in 0..reps {
+                decode_attention(&q, &k, &v).unwrap();
+            }
+            dev.synchronize().unwrap();
+            let seconds = started.elapsed().as_secs_f64() / reps as f64;
+            let bytes = 2.0 * (kv * s * d * 2) as f64;
+            println!(
+                "decode attention {name} {s} keys: {:.3} ms per layer ({:.1} ms for 32 layers), K and V read at {:.0} GB/s",
+                1e3 * seconds,
+                32e3 * seconds,
+                bytes / seconds / 1e9
+            );
+        }
+    }
+}
+
 #[test]
 fn decode_kernels_match_plain_attention_and_its_argmax() {
     let Some(dev) = gpu() else { return };
