@@ -50,27 +50,19 @@ def randomize(model, seed):
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     for name, p in model.named_parameters():
-        if p.dim() == 1:
-            base = 1.0 if "norm" in name else 0.0
-            v = base + 0.1 * torch.randn(p.shape, generator=g, device=device)
-        elif "embed_tokens" in name:
-            v = torch.randn(p.shape, generator=g, device=device)
-        else:
-            # fan-in is the last dimension (also for fused expert tensors [experts, out, in])
-            v = torch.randn(p.shape, generator=g, device=device) / math.sqrt(p.shape[-1])
-            if "q_proj" in name:
-                v = v * 2.0
-        p.copy_(v.to(p.dtype))
+        p.copy_(draw(name, p.shape, p.dtype, g, device))
 
 
 def draw(name, shape, dtype, g, device):
-    """A tensor named `name` of a saved checkpoint, by randomize()'s rule."""
+    """The tensor called `name` by randomize()'s rule (also for --stream, which has names and shapes
+    but no model): drawn from `g` on `device`, returned in `dtype`."""
     if len(shape) == 1:
         base = 1.0 if "norm" in name else 0.0
         v = base + 0.1 * torch.randn(shape, generator=g, device=device)
     elif "embed_tokens" in name:
         v = torch.randn(shape, generator=g, device=device)
     else:
+        # fan-in is the last dimension (also for fused expert tensors [experts, out, in])
         v = torch.randn(shape, generator=g, device=device) / math.sqrt(shape[-1])
         if "q_proj" in name:
             v = v * 2.0
