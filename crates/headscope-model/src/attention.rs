@@ -249,7 +249,7 @@ impl Attention {
         let s = pos + c - first;
         let keys = cache.k.narrow(2, first, s)?;
         let values = cache.v.narrow(2, first, s)?;
-        if c > 1 && control.fused && crate::flash::supported_for(x.device(), keys.dtype(), self.head_dim) && x.dtype() == keys.dtype() {
+        if c > 1 && control.fused && crate::flash::supported(x, &keys) {
             // A prefill chunk observes nothing, so the fused kernel can take it: no score block at all.
             let q = self.token_major_queries(x, pos, rope)?;
             let out = crate::flash::prefill_attention(&control.masked_queries(&q)?, &keys, &values, self.window)?;

@@ -18,9 +18,10 @@ pub fn supported_for(device: &Device, dtype: DType, head_dim: usize) -> bool {
     imp::AVAILABLE && device.is_cuda() && matches!(dtype, DType::BF16 | DType::F16) && matches!(head_dim, 64 | 128)
 }
 
-/// Whether the fused kernel can run attention for these queries and cached keys.
-pub fn supported(q: &Tensor, k: &Tensor) -> bool {
-    k.dtype() == q.dtype() && q.dims().last().is_some_and(|&d| supported_for(q.device(), q.dtype(), d))
+/// Whether the fused kernel can run attention for queries of `x`'s dtype and device (the chunk
+/// itself, or its queries: the check needs no projection first) over cached keys `k`.
+pub fn supported(x: &Tensor, k: &Tensor) -> bool {
+    k.dtype() == x.dtype() && k.dims().last().is_some_and(|&d| supported_for(x.device(), x.dtype(), d))
 }
 
 /// The prefill kernel's compiled block shapes (`w4k128`: 4 warps of 16 query rows, 128 keys per tile),
