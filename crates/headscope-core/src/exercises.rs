@@ -577,6 +577,12 @@ mod tests {
         assert!((0.4..=0.52).contains(&share), "invented share {share}");
     }
 
+    /// Whether some word occurs twice in `text`.
+    fn repeats_a_word(text: &str) -> bool {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words.iter().collect::<HashSet<_>>().len() < words.len()
+    }
+
     #[test]
     fn answer_length_and_recurring_words_follow_their_options() {
         let w = words();
@@ -592,17 +598,11 @@ mod tests {
             lengths.insert(words.len());
             // Every word is still a source word, and answers repeat words far more often than spans do.
             assert!(words.iter().all(|w| joined.split_whitespace().any(|s| s == *w)), "{answer:?}");
-            with_repeats += usize::from(words.iter().collect::<HashSet<_>>().len() < words.len());
+            with_repeats += usize::from(repeats_a_word(&answer));
         }
         assert_eq!(lengths.len(), 9, "lengths drawn: {lengths:?}");
         let mut plain = ExerciseGenerator::new(6, w).with_answer_words(6, 14);
-        let plain_repeats = (0..2000)
-            .filter(|_| {
-                let a = plain.next_needle().real_needle.to_lowercase();
-                let words: Vec<&str> = a.split_whitespace().collect();
-                words.iter().collect::<HashSet<_>>().len() < words.len()
-            })
-            .count();
+        let plain_repeats = (0..2000).filter(|_| repeats_a_word(&plain.next_needle().real_needle.to_lowercase())).count();
         assert!(with_repeats > 1800 && with_repeats > plain_repeats + 400, "{with_repeats} vs {plain_repeats} of 2000");
     }
 
