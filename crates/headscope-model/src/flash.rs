@@ -4,9 +4,10 @@
 //!   to the KV cache tile by tile with an online softmax, so no `chunk x keys` score block is ever
 //!   written to GPU memory. It reports no per-head probe, which a prefill does not need.
 //! - Decode (`kernels/decode_attention.cu`): one query per head, in two bandwidth-bound passes over the
-//!   cache (scores, then values) around a softmax and an argmax with a block per row (candle's softmax
-//!   gives a row one warp, which leaves a decode step's 32 long rows latency-bound). Same rounding
-//!   as Hugging Face's eager attention.
+//!   cache: scores, with each block of keys' softmax statistics, then values, whose blocks combine
+//!   those statistics into the softmax and the argmax themselves (a pass over the scores per row, even
+//!   with a block per row, left a decode step's 32 long rows latency-bound). Same rounding as Hugging
+//!   Face's eager attention.
 //!
 //! Supported: bf16 and f16, head dimensions 64 and 128, grouped-query attention, sliding windows.
 //! Anything else (and every CPU or wasm build) takes the chunked path, which computes the same thing.
@@ -43,7 +44,8 @@ pub struct DecodeAttention {
     /// The f32 softmax weights `[1, kv_heads, heads / kv_heads, 1, s]`, rounded as Hugging Face's eager
     /// attention rounds them.
     pub weights: Tensor,
-    /// `[heads]` u32: each query head's first position of maximal weight.
+    /// `[heads]` u32: each query head's first position of its largest score, a position of maximal
+    /// weight (the first, unless f32 exp rounds a smaller score to the same weight).
     pub argmax: Tensor,
 }
 
@@ -84,7 +86,6 @@ mod imp {
     const DECODE_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/decode_attention.ptx"));
     const DECODE_KEYS_PER_BLOCK: usize = 128;
     const DECODE_VALUE_THREADS: u32 = 128;
-    const ROW_THREADS: u32 = 1024;
     /// Blocks the value pass aims for over all KV heads: a few waves of the largest GPUs' SMs, so short
     /// contexts still fill the device and long ones add few partial sums.
     const DECODE_VALUE_BLOCKS: usize = 2048;
@@ -336,168 +337,94 @@ mod imp {
         run_prefill(q, k, v, FlashPrefill { window, shape: Some(shape), token_major: false })
     }
 
-    /// Pass 1: `[1, heads, 1, d]` queries x `[1, kv, s, d]` keys -> f32 scores `[heads, s]`.
-    struct DecodeScores;
-
-    impl candle_core::CustomOp2 for DecodeScores {
-        fn name(&self) -> &'static str {
-            "decode-scores"
+    /// One decode step in two launches: `decode_scores` writes the f32 scores `[heads, s]` and, per head
+    /// and block of keys, the statistics of their softmax; `decode_values` combines those into the
+    /// weights and the argmax and sums the values under the weights. A custom op returns one tensor, so
+    /// the kernels run on the inputs' storage directly.
+    pub fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<super::DecodeAttention> {
+        use candle_core::{op::BackpropOp, Storage};
+        let q = q.contiguous()?;
+        let (b, heads, c, d) = q.dims4()?;
+        let (kb, kv_heads, s, kd) = k.dims4()?;
+        let fits = b == 1 && c == 1 && kb == 1 && kd == d && v.dims() == k.dims() && s > 0 && kv_heads > 0 && heads % kv_heads == 0;
+        if !fits || heads / kv_heads > super::MAX_GROUP {
+            bail!("decode attention: queries {:?} over keys {:?} and values {:?}", q.dims(), k.dims(), v.dims());
         }
-
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            bail!("decode attention runs on CUDA only")
-        }
-
-        fn cuda_fwd(&self, qs: &CudaStorage, ql: &Layout, ks: &CudaStorage, kl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            let (b, heads, c, d) = ql.shape().dims4()?;
-            let (_, kv_heads, s, _) = kl.shape().dims4()?;
-            if b != 1 || c != 1 || !ql.is_contiguous() || heads % kv_heads != 0 || heads / kv_heads > super::MAX_GROUP {
-                bail!("decode attention: queries {:?} over keys {:?}", ql.dims(), kl.dims());
-            }
-            let (_, k_head) = row_major_strides(kl, "key")?;
-            let name = half_type("decode attention", &[qs, ks])?;
-            let dev = qs.device().clone();
-            let func = dev.get_or_load_custom_func(&format!("decode_scores_{name}_d{d}"), "headscope_decode_attention", DECODE_PTX)?;
-            let cfg = LaunchConfig {
-                grid_dim: (s.div_ceil(DECODE_KEYS_PER_BLOCK) as u32, kv_heads as u32, 1),
-                block_dim: (DECODE_KEYS_PER_BLOCK as u32, 1, 1),
-                shared_mem_bytes: 0,
+        let key_blocks = s.div_ceil(DECODE_KEYS_PER_BLOCK);
+        let span = s.div_ceil((DECODE_VALUE_BLOCKS / kv_heads).max(1)).max(64);
+        let scores_cfg = LaunchConfig {
+            grid_dim: (key_blocks as u32, kv_heads as u32, 1),
+            block_dim: (DECODE_KEYS_PER_BLOCK as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let values_cfg = LaunchConfig {
+            grid_dim: (s.div_ceil(span) as u32, kv_heads as u32, 1),
+            block_dim: (DECODE_VALUE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let scale = 1.0 / (d as f32).sqrt();
+        let (dev, out, weights, argmax) = {
+            let (qs, ql) = q.storage_and_layout();
+            let (ks, kl) = k.storage_and_layout();
+            let (vs, vl) = v.storage_and_layout();
+            let (Storage::Cuda(qs), Storage::Cuda(ks), Storage::Cuda(vs)) = (&*qs, &*ks, &*vs) else {
+                bail!("decode attention runs on CUDA only")
             };
-            // SAFETY: the kernel writes every score.
-            let scores = unsafe { dev.alloc::<f32>(heads * s)? };
-            let scale = 1.0 / (d as f32).sqrt();
+            let (_, k_head) = row_major_strides(kl, "key")?;
+            let (_, v_head) = row_major_strides(vl, "value")?;
+            let name = half_type("decode attention", &[qs, ks, vs])?;
+            let dev = qs.device().clone();
+            let load =
+                |kernel: &str| dev.get_or_load_custom_func(&format!("{kernel}_{name}_d{d}"), "headscope_decode_attention", DECODE_PTX);
+            let (scores_func, values_func) = (load("decode_scores")?, load("decode_values")?);
+            // SAFETY: the kernels write every element of these before anything reads it.
+            let (scores, weights, argmax) =
+                unsafe { (dev.alloc::<f32>(heads * s)?, dev.alloc::<f32>(heads * s)?, dev.alloc::<u32>(heads)?) };
+            // Per head and block of keys: the largest score and the sum of exponentials (f32 pairs), and
+            // the largest score's first position.
+            // SAFETY: as above.
+            let (block_stats, block_first) = unsafe { (dev.alloc::<f32>(2 * heads * key_blocks)?, dev.alloc::<u32>(heads * key_blocks)?) };
+            // Blocks add their share of each output atomically: start from zero.
+            let out = dev.alloc_zeros::<f32>(heads * d)?;
             macro_rules! launch {
-                ($q:expr, $k:expr) => {{
+                ($q:expr, $k:expr, $v:expr) => {{
                     let q = $q.slice(ql.start_offset()..);
                     let k = $k.slice(kl.start_offset()..);
-                    let mut builder = func.builder();
+                    let v = $v.slice(vl.start_offset()..);
+                    let mut builder = scores_func.builder();
                     builder.arg(&q);
                     builder.arg(&k);
                     builder.arg(&scores);
+                    builder.arg(&block_stats);
+                    builder.arg(&block_first);
                     candle_core::builder_arg!(builder, heads as i32, kv_heads as i32, s as i32, k_head as i64, scale);
                     // SAFETY: arguments match the kernel's signature; shapes were checked above.
-                    unsafe { builder.launch(cfg) }.w()?;
-                }};
-            }
-            match (&qs.slice, &ks.slice) {
-                (CudaStorageSlice::BF16(q), CudaStorageSlice::BF16(k)) => launch!(q, k),
-                (CudaStorageSlice::F16(q), CudaStorageSlice::F16(k)) => launch!(q, k),
-                _ => unreachable!("types checked above"),
-            }
-            Ok((CudaStorage::wrap_cuda_slice(scores, dev), Shape::from((heads, s))))
-        }
-    }
-
-    /// Pass 2: f32 weights `[heads, s]` x `[1, kv, s, d]` values -> f32 outputs `[heads, d]`.
-    struct DecodeValues;
-
-    impl candle_core::CustomOp2 for DecodeValues {
-        fn name(&self) -> &'static str {
-            "decode-values"
-        }
-
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            bail!("decode attention runs on CUDA only")
-        }
-
-        fn cuda_fwd(&self, ws: &CudaStorage, wl: &Layout, vs: &CudaStorage, vl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            let (heads, s) = wl.shape().dims2()?;
-            let (_, kv_heads, vs_len, d) = vl.shape().dims4()?;
-            if vs_len != s || !wl.is_contiguous() || heads % kv_heads != 0 {
-                bail!("decode attention: weights {:?} over values {:?}", wl.dims(), vl.dims());
-            }
-            let (_, v_head) = row_major_strides(vl, "value")?;
-            let name = half_type("decode attention", &[vs])?;
-            let dev = vs.device().clone();
-            let func = dev.get_or_load_custom_func(&format!("decode_values_{name}_d{d}"), "headscope_decode_attention", DECODE_PTX)?;
-            let span = s.div_ceil((DECODE_VALUE_BLOCKS / kv_heads).max(1)).max(64);
-            let cfg = LaunchConfig {
-                grid_dim: (s.div_ceil(span) as u32, kv_heads as u32, 1),
-                block_dim: (DECODE_VALUE_THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // Blocks add their share of each output atomically: start from zero.
-            let out = dev.alloc_zeros::<f32>(heads * d)?;
-            let w = ws.as_cuda_slice::<f32>()?.slice(wl.start_offset()..);
-            macro_rules! launch {
-                ($v:expr) => {{
-                    let v = $v.slice(vl.start_offset()..);
-                    let mut builder = func.builder();
-                    builder.arg(&w);
+                    unsafe { builder.launch(scores_cfg) }.w()?;
+                    let mut builder = values_func.builder();
+                    builder.arg(&scores);
+                    builder.arg(&block_stats);
+                    builder.arg(&block_first);
                     builder.arg(&v);
+                    builder.arg(&weights);
                     builder.arg(&out);
+                    builder.arg(&argmax);
                     candle_core::builder_arg!(builder, heads as i32, kv_heads as i32, s as i32, v_head as i64, span as i32);
-                    // SAFETY: arguments match the kernel's signature; shapes were checked above.
-                    unsafe { builder.launch(cfg) }.w()?;
+                    // SAFETY: as above.
+                    unsafe { builder.launch(values_cfg) }.w()?;
                 }};
             }
-            match &vs.slice {
-                CudaStorageSlice::BF16(v) => launch!(v),
-                CudaStorageSlice::F16(v) => launch!(v),
+            match (&qs.slice, &ks.slice, &vs.slice) {
+                (CudaStorageSlice::BF16(q), CudaStorageSlice::BF16(k), CudaStorageSlice::BF16(v)) => launch!(q, k, v),
+                (CudaStorageSlice::F16(q), CudaStorageSlice::F16(k), CudaStorageSlice::F16(v)) => launch!(q, k, v),
                 _ => unreachable!("types checked above"),
             }
-            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((heads, d))))
-        }
-    }
-
-    /// Row softmax (`RowSoftmax`) or first argmax (`RowArgmax`) of f32 `[rows, keys]`, a block per row.
-    struct RowReduce {
-        argmax: bool,
-    }
-
-    impl candle_core::CustomOp1 for RowReduce {
-        fn name(&self) -> &'static str {
-            if self.argmax {
-                "row-argmax"
-            } else {
-                "row-softmax"
-            }
-        }
-
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            bail!("decode attention runs on CUDA only")
-        }
-
-        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            let (rows, keys) = xl.shape().dims2()?;
-            if !xl.is_contiguous() {
-                bail!("{}: rows must be contiguous", self.name());
-            }
-            let dev = xs.device().clone();
-            let x = xs.as_cuda_slice::<f32>()?.slice(xl.start_offset()..);
-            let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (ROW_THREADS, 1, 1), shared_mem_bytes: 0 };
-            let kernel = if self.argmax { "row_argmax" } else { "row_softmax" };
-            let func = dev.get_or_load_custom_func(kernel, "headscope_decode_attention", DECODE_PTX)?;
-            let mut builder = func.builder();
-            builder.arg(&x);
-            if self.argmax {
-                // SAFETY: the kernel writes every row's entry.
-                let out = unsafe { dev.alloc::<u32>(rows)? };
-                builder.arg(&out);
-                candle_core::builder_arg!(builder, keys as i32);
-                // SAFETY: arguments match the kernel's signature.
-                unsafe { builder.launch(cfg) }.w()?;
-                Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(rows)))
-            } else {
-                // SAFETY: the kernel writes every element.
-                let out = unsafe { dev.alloc::<f32>(rows * keys)? };
-                builder.arg(&out);
-                candle_core::builder_arg!(builder, keys as i32);
-                // SAFETY: arguments match the kernel's signature.
-                unsafe { builder.launch(cfg) }.w()?;
-                Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((rows, keys))))
-            }
-        }
-    }
-
-    pub fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<super::DecodeAttention> {
-        let (b, heads, _, d) = q.dims4()?;
-        let (_, kv_heads, s, _) = k.dims4()?;
-        let scores = q.contiguous()?.apply_op2_no_bwd(k, &DecodeScores)?;
-        let weights = scores.apply_op1_no_bwd(&RowReduce { argmax: false })?;
-        let argmax = weights.apply_op1_no_bwd(&RowReduce { argmax: true })?;
-        let out = weights.apply_op2_no_bwd(v, &DecodeValues)?.to_dtype(q.dtype())?.reshape((b, heads, 1, d))?;
-        Ok(super::DecodeAttention { out, weights: weights.reshape((b, kv_heads, heads / kv_heads, 1, s))?, argmax })
+            (dev, out, weights, argmax)
+        };
+        let tensor = |storage: CudaStorage, shape: Shape| Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false);
+        let out = tensor(CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((b, heads, 1, d))).to_dtype(q.dtype())?;
+        let weights = tensor(CudaStorage::wrap_cuda_slice(weights, dev.clone()), Shape::from((b, kv_heads, heads / kv_heads, 1, s)));
+        let argmax = tensor(CudaStorage::wrap_cuda_slice(argmax, dev), Shape::from(heads));
+        Ok(super::DecodeAttention { out, weights, argmax })
     }
 }
 
