@@ -2,7 +2,8 @@
 //! `src/flash.rs`, `src/fused_ops.rs`, `src/train_attention.rs` and `src/train_ops.rs`). nvcc comes from `NVCC`,
 //! `$CUDA_HOME/bin` or `PATH`, as for candle's own kernels.
 //! The PTX targets compute_80 (the first with bf16 tensor-core mma); the driver compiles it for the
-//! GPU at hand, so one build serves Ampere, Ada and Hopper.
+//! GPU at hand, so one build serves Ampere, Ada and Hopper. `flash_hopper.cu` uses Hopper-only
+//! instructions (wgmma) and targets compute_90a: `src/flash.rs` loads it on compute capability 9.0 only.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,6 +11,7 @@ use std::process::Command;
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=kernels/flash_prefill.cu");
+    println!("cargo::rerun-if-changed=kernels/flash_hopper.cu");
     println!("cargo::rerun-if-changed=kernels/decode_attention.cu");
     println!("cargo::rerun-if-changed=kernels/causal_softmax.cu");
     println!("cargo::rerun-if-changed=kernels/train_ops.cu");
@@ -23,10 +25,17 @@ fn main() {
         None => PathBuf::from("nvcc"),
     });
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for kernel in ["flash_prefill", "decode_attention", "causal_softmax", "train_ops", "fused_ops"] {
+    for (kernel, arch) in [
+        ("flash_prefill", "compute_80"),
+        ("flash_hopper", "compute_90a"),
+        ("decode_attention", "compute_80"),
+        ("causal_softmax", "compute_80"),
+        ("train_ops", "compute_80"),
+        ("fused_ops", "compute_80"),
+    ] {
         let source = format!("kernels/{kernel}.cu");
         let status = Command::new(&nvcc)
-            .args(["--ptx", "-arch=compute_80", "-O3", "-std=c++17", &source, "-o"])
+            .args(["--ptx", &format!("-arch={arch}"), "-O3", "-std=c++17", &source, "-o"])
             .arg(out_dir.join(format!("{kernel}.ptx")))
             .status();
         match status {

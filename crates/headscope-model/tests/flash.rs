@@ -85,7 +85,7 @@ fn fused_prefill_matches_plain_attention() {
         assert!(out.transpose(1, 2).unwrap().is_contiguous(), "token-major queries give a token-major output");
         let err_token_major = max_abs_difference(&out, &want);
         assert!(err_token_major <= 0.02 * scale.max(1.0), "token-major queries: error {err_token_major}");
-        for variant in prefill_variants() {
+        for variant in prefill_variants(&dev, d) {
             let other = prefill_attention_variant(&q, &k, &v, window, &variant).unwrap();
             let err = max_abs_difference(&other, &want);
             assert!(err <= 0.02 * scale.max(1.0), "variant {variant}, case heads {heads}/{kv} d {d} c {c} s {s}: error {err}");
@@ -155,7 +155,7 @@ fn time_prefill_variants() {
         dev.synchronize().unwrap();
         started.elapsed().as_secs_f64() / reps as f64
     };
-    for variant in prefill_variants() {
+    for variant in prefill_variants(&dev, d) {
         let seconds = time(&variant, 32768, 20);
         print!("prefill variant {variant}: last 32K chunk {:.3} ms, {:.0} TFLOP/s", 1e3 * seconds, chunk_flops(32768) / seconds / 1e12);
         for total in [32768, 65536] {
