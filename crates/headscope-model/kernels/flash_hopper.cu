@@ -5,21 +5,27 @@
 // 32K-token prefill slower than PyTorch's SDPA; wgmma takes its B operand (and here Q) straight from
 // shared memory, and a warpgroup's 64 x 128 product is one instruction per 16-wide k step.
 //
-// Work split. A block of NWG warpgroups (128 threads each) takes 64 x NWG query rows of one head.
-// Keys and values stream through shared memory in tiles of 128 rows, STAGES tiles deep, copied with
-// cp.async by the whole block; one barrier per tile. Per tile, each warpgroup computes S = Q K^T (64 x
-// 128 f32 in registers), its online softmax, and O += P V with P taken from the S registers: the
-// accumulator layout of the first product is the register-operand layout of the second (as in
-// FlashAttention-2 and -3). Head size 128 only (every model of the paper's table 1).
+// Two kernels, both with 128-key tiles and the online softmax of `Rows`:
+// - flash_prefill_tma (the default): two warpgroups (128 queries) per block. Thread 0 copies key and
+//   value tiles with the tensor memory accelerator (TMA) through tensor maps of the cache, three tiles
+//   deep, each tile's arrival and release counted on shared-memory barriers (mbarrier), so a
+//   warpgroup waits only for its data, never for the other warpgroup. Each warpgroup computes the
+//   next tile's scores while it takes this tile's softmax (FlashAttention-3's intra-warpgroup
+//   overlap; two score tiles and an output tile take 255 registers). No producer warp: a ninth warp
+//   would leave each of the SM's four register files three warps of at most 168 registers.
+// - flash_prefill_wgmma<NWG, STAGES>: NWG warpgroups copy the tiles together with cp.async and meet at
+//   one barrier per tile; for layouts a tensor map cannot describe (16-byte alignment).
+// Per tile, a warpgroup computes S = Q K^T (64 x 128 f32 in registers), its online softmax, and
+// O += P V with P taken from the S registers: the accumulator layout of the first product is the
+// register-operand layout of the second (as in FlashAttention-2 and -3). Head size 128 only (every
+// model of the paper's table 1).
 //
-// Measured on the H100 (attention of whole 32K and 64K prefills in 4096-query chunks, Llama-2-7B's 32
-// heads; a scratch harness): mma.sync's best shape 298/308 TFLOP/s; two warpgroups 374/377, three 409/408.
-// Without the 128-byte swizzle (plain 8 x 16-byte core matrices) the wgmma kernel ran at 256: its
-// shared-memory reads conflict. Computing the next tile's scores during this tile's softmax
-// (FlashAttention-3's intra-warpgroup overlap, 243 registers) gained nothing measurable, nor did data
-// already in L2, while dropping the exponentials gained 12 %: the remaining gap to the tensor-core peak
-// is the lockstep of the block's warpgroups at each tile's barrier (FlashAttention-3 removes it with a
-// producer warp, TMA copies and barriers per stage).
+// Measured on the H100 (attention of whole 32K and 64K prefills in 4096-query chunks, Llama-2-7B's
+// 32 heads; time_prefill_variants): mma.sync's best shape 281/293 TFLOP/s; wgmma with three
+// warpgroups 378/378, two 364/374; the TMA kernel 496/516 (without the overlap 482/511 in a scratch
+// harness). Without the 128-byte swizzle the cp.async kernel ran at 256: its shared-memory reads
+// conflict. With the lockstep barrier, neither the overlap nor data already in L2 gained anything:
+// the barrier, not the copies or the exponentials, was what held the tensor cores idle.
 //
 // Shared-memory layout (the 128-byte swizzle, the canonical layout wgmma reads without conflicts): a
 // tile of R rows x 128 columns is two halves of 64 columns, each R rows of 128 bytes; 16-byte chunk c
@@ -114,15 +120,17 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 // Copies rows first..first + ROWS - 1 of a [rows, D] matrix (rows `row_stride` elements apart) into
-// the swizzled layout; rows at or past `rows` are zero-filled (their probabilities are 0, but 0 x
-// garbage could be NaN). A warp reads two whole rows; the 8 threads of each store phase write one
-// row's 8 chunks of a half, a permutation of 128 bytes: no bank conflicts.
-template <typename T, int ROWS, int THREADS>
-__device__ __forceinline__ void load_rows(unsigned char* tile, const T* base, int64_t row_stride, int first, int rows) {
+// the swizzled layout of a tile whose halves are HALF_ROWS rows apart, from row `at` of the tile on;
+// rows at or past `rows` are zero-filled (their probabilities are 0, but 0 x garbage could be NaN).
+// THREADS threads take part, `thread` being this one's index among them. A warp reads two whole rows;
+// the 8 threads of each store phase write one row's 8 chunks of a half, a permutation of 128 bytes:
+// no bank conflicts.
+template <typename T, int ROWS, int THREADS, int HALF_ROWS = ROWS>
+__device__ __forceinline__ void load_rows(unsigned char* tile, int at, const T* base, int64_t row_stride, int first, int rows, int thread) {
 #pragma unroll
-    for (int p = threadIdx.x; p < ROWS * (D / 8); p += THREADS) {
+    for (int p = thread; p < ROWS * (D / 8); p += THREADS) {
         const int r = p >> 4, chunk = p & 15;
-        unsigned char* dst = tile + (chunk >> 3) * (ROWS * 128) + r * 128 + (((chunk & 7) ^ (r & 7)) << 4);
+        unsigned char* dst = tile + (chunk >> 3) * (HALF_ROWS * 128) + (at + r) * 128 + (((chunk & 7) ^ ((at + r) & 7)) << 4);
         if (first + r < rows) {
             hopper::cp_async_16(dst, base + (int64_t)(first + r) * row_stride + chunk * 8);
         } else {
@@ -131,82 +139,42 @@ __device__ __forceinline__ void load_rows(unsigned char* tile, const T* base, in
     }
 }
 
-template <typename T, int NWG, int STAGES>
-__device__ void flash_prefill_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
-                                    int heads, int kv_heads, int q_len, int keys, int64_t q_batch_stride, int64_t q_head_stride,
-                                    int64_t q_row_stride, int64_t kv_batch_stride, int64_t kv_head_stride, int window, float scale) {
-    extern __shared__ __align__(1024) unsigned char smem_raw[];
-    // Swizzled tiles must start at multiples of 1024 bytes (the swizzle pattern's period).
-    unsigned char* smem = smem_raw + ((1024 - (static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023)) & 1023);
-    constexpr int THREADS = NWG * 128;
-    constexpr int BLOCK_Q = NWG * 64;
-    unsigned char* q_tile = smem;
-    unsigned char* k_tiles = q_tile + BLOCK_Q * D * 2;           // STAGES tiles
-    unsigned char* v_tiles = k_tiles + STAGES * TILE_BYTES;      // STAGES tiles
+// Operand descriptors over swizzled tiles. Q (a warpgroup's 64 rows from row `at`) and K: k step kk
+// is in half kk / 4, 32 bytes further per step within it; 8-row groups are 1024 bytes apart. V: 16 keys
+// (two 8-row groups) per step; its two 64-column halves are the n direction.
+template <int HALF_ROWS>
+__device__ __forceinline__ uint64_t k_major_desc(const unsigned char* tile, int at, int kk) {
+    return descriptor(tile + (kk / 4) * (HALF_ROWS * 128) + at * 128 + (kk % 4) * 32, 16, 1024);
+}
+__device__ __forceinline__ uint64_t v_desc(const unsigned char* v_tile, int t) { return descriptor(v_tile + t * 2 * 1024, BLOCK_N * 128, 1024); }
 
-    const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-    // The last query blocks see the most keys: start them first so the grid ends evenly.
-    const int q_block = gridDim.x - 1 - blockIdx.x;
-    const int head = blockIdx.y, batch = blockIdx.z;
-    const int kv_head = head / (heads / kv_heads);
-    const int offset = keys - q_len; // key index of query 0
+// The state of a warpgroup's 64 query rows: the output accumulator and the online softmax's running
+// maxima and sums. wgmma's accumulator layout: warp w of a warpgroup holds rows 16 w..16 w + 15 of its
+// 64, in the m16n8 layout of mma.sync per 8-wide column block i: values 4 i, 4 i + 1 at row lane / 4,
+// columns 8 i + col, col + 1; values 4 i + 2, 4 i + 3 at row lane / 4 + 8.
+template <typename T>
+struct Rows {
+    float o[64];
+    float m[2], l[2]; // running maxima (log2 domain); this thread's share of the row sums
+    int row_a;        // this thread's first row (the second is row_a + 8), as a query index
+    int col;          // this thread's first column of each 8-wide block
 
-    const T* q_head = q + batch * q_batch_stride + head * q_head_stride;
-    T* out_head = out + batch * q_batch_stride + head * q_head_stride;
-    const T* k_head = k + batch * kv_batch_stride + kv_head * kv_head_stride;
-    const T* v_head = v + batch * kv_batch_stride + kv_head * kv_head_stride;
-
-    // wgmma's accumulator layout: warp w of a warpgroup holds rows 16 w..16 w + 15 of its 64, in the
-    // m16n8 layout of mma.sync per 8-wide column block i: values 4 i, 4 i + 1 at row lane / 4, columns
-    // 8 i + col, col + 1; values 4 i + 2, 4 i + 3 at row lane / 4 + 8.
-    const int row_a = q_block * BLOCK_Q + wg * 64 + warp * 16 + lane / 4;
-    const int col = (lane % 4) * 2;
-
-    float o[64], s[64];
+    __device__ __forceinline__ void init(int first_row) {
 #pragma unroll
-    for (int i = 0; i < 64; ++i) o[i] = s[i] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}; // running maxima (log2 domain); row sums (this thread's share)
-    const float scale_log2 = scale * 1.4426950408889634f;
+        for (int i = 0; i < 64; ++i) o[i] = 0.f;
+        m[0] = m[1] = -INFINITY;
+        l[0] = l[1] = 0.f;
+        const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+        row_a = first_row + warp * 16 + lane / 4;
+        col = (lane % 4) * 2;
+    }
 
-    const int first_query = q_block * BLOCK_Q + offset;
-    const int last_query = min(q_block * BLOCK_Q + BLOCK_Q, q_len) - 1 + offset;
-    const int k_end = min(last_query + 1, keys);
-    const int k_begin = window > 0 ? max(0, first_query - window + 1) : 0;
-    const int kb_begin = k_begin / BLOCK_N;
-    const int kb_end = (k_end + BLOCK_N - 1) / BLOCK_N;
-
-    // Operand descriptors. Q (this warpgroup's 64 rows) and K: k step kk is in half kk / 4, 32 bytes
-    // further per step within it.
-    auto q_desc = [&](int kk) { return descriptor(q_tile + (kk / 4) * (BLOCK_Q * 128) + wg * 64 * 128 + (kk % 4) * 32, 16, 1024); };
-    auto k_desc = [&](const unsigned char* k_tile, int kk) { return descriptor(k_tile + (kk / 4) * (BLOCK_N * 128) + (kk % 4) * 32, 16, 1024); };
-    // V: 16 keys (two 8-row groups) per step; its two 64-column halves are the n direction.
-    auto v_desc = [&](const unsigned char* v_tile, int t) { return descriptor(v_tile + t * 2 * 1024, BLOCK_N * 128, 1024); };
-    // Tile kb's keys and values travel in one copy group (the first also carries Q) into stage
-    // (kb - kb_begin) % STAGES.
-    auto load_tile = [&](int kb) {
-        const int stage = (kb - kb_begin) % STAGES;
-        load_rows<T, BLOCK_N, THREADS>(k_tiles + stage * TILE_BYTES, k_head, D, kb * BLOCK_N, keys);
-        load_rows<T, BLOCK_N, THREADS>(v_tiles + stage * TILE_BYTES, v_head, D, kb * BLOCK_N, keys);
-        cp_async_commit();
-    };
-    auto k_tile_of = [&](int kb) { return k_tiles + ((kb - kb_begin) % STAGES) * TILE_BYTES; };
-    auto v_tile_of = [&](int kb) { return v_tiles + ((kb - kb_begin) % STAGES) * TILE_BYTES; };
-
-    // Issues S = Q K^T for tile kb (8 steps of 16 head dimensions; the first overwrites the
-    // accumulators) without waiting for it.
-    auto issue_scores = [&](float* acc, int kb) {
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) wgmma_ss<T>(acc, q_desc(kk), k_desc(k_tile_of(kb), kk), kk > 0);
-        wgmma_commit();
-    };
-    // Masks tile kb's scores, advances the online softmax (rescaling O) and packs P into the register
-    // A operands of the 16-key steps: column blocks 2t and 2t + 1 of S are exactly step t's fragment.
-    auto softmax = [&](float* sc, int kb, uint32_t pf[BLOCK_N / 16][4]) {
-        const int k0 = kb * BLOCK_N;
-        // Hide keys past a row's own position, outside its window, or past the filled keys. Only
-        // tiles at an edge need the check.
-        const bool edge = (k0 + BLOCK_N - 1 > first_query) || (k0 + BLOCK_N > keys) || (window > 0 && k0 <= last_query - window);
+    // Masks the scores `sc` of the key tile starting at k0 (queries at key index row + offset; keys past
+    // a row's own position, outside its window, or past the filled keys are hidden; only tiles at an
+    // edge need the check), advances the online softmax (rescaling O) and packs P into the register A
+    // operands of the 16-key steps: column blocks 2t and 2t + 1 of S are exactly step t's fragment.
+    __device__ __forceinline__ void softmax(float* sc, int k0, bool edge, int offset, int keys, int window, float scale_log2,
+                                            uint32_t pf[BLOCK_N / 16][4]) {
         if (edge) {
             const int qa = row_a + offset;
 #pragma unroll
@@ -242,8 +210,8 @@ __device__ void flash_prefill_wgmma(const T* __restrict__ q, const T* __restrict
         m[1] = new_b;
         l[0] *= corr_a;
         l[1] *= corr_b;
-        // Past the first tiles a row's maximum seldom moves: skip the rescale when no row of the
-        // warp needs it (a warp-uniform branch).
+        // Past the first tiles a row's maximum seldom moves: skip the rescale when no row of the warp
+        // needs it (a warp-uniform branch).
         if (__any_sync(0xffffffff, corr_a != 1.f || corr_b != 1.f)) {
 #pragma unroll
             for (int i = 0; i < D / 8; ++i) {
@@ -271,16 +239,114 @@ __device__ void flash_prefill_wgmma(const T* __restrict__ q, const T* __restrict
             pf[t][2] = Pack<T>::two(p[4], p[5]); // row a, keys 16t + 8 + col
             pf[t][3] = Pack<T>::two(p[6], p[7]); // row b, keys 16t + 8 + col
         }
-    };
-    // Issues O += P V for tile kb: 8 steps of 16 keys.
-    auto issue_values = [&](const uint32_t pf[BLOCK_N / 16][4], int kb) {
-        wgmma_fence();
-#pragma unroll
-        for (int t = 0; t < BLOCK_N / 16; ++t) wgmma_rs<T>(o, pf[t], v_desc(v_tile_of(kb), t));
-        wgmma_commit();
-    };
+    }
 
-    if (kb_begin < kb_end) load_rows<T, BLOCK_Q, THREADS>(q_tile, q_head, q_row_stride, q_block * BLOCK_Q, q_len);
+    // Finishes the row sums across the 4 lanes of a row, normalises, writes the rows below q_len.
+    __device__ __forceinline__ void write(T* out_head, int64_t q_row_stride, int q_len) {
+        float la = l[0], lb = l[1];
+#pragma unroll
+        for (int sh = 1; sh < 4; sh <<= 1) {
+            la += __shfl_xor_sync(0xffffffff, la, sh);
+            lb += __shfl_xor_sync(0xffffffff, lb, sh);
+        }
+        const float inv_a = la > 0.f ? 1.f / la : 0.f;
+        const float inv_b = lb > 0.f ? 1.f / lb : 0.f;
+        const int ra = row_a, rb = row_a + 8;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+            const int c = i * 8 + col;
+            if (ra < q_len) *reinterpret_cast<uint32_t*>(out_head + ra * q_row_stride + c) = Pack<T>::two(o[4 * i] * inv_a, o[4 * i + 1] * inv_a);
+            if (rb < q_len) *reinterpret_cast<uint32_t*>(out_head + rb * q_row_stride + c) = Pack<T>::two(o[4 * i + 2] * inv_b, o[4 * i + 3] * inv_b);
+        }
+    }
+};
+
+// The key tiles a block of queries [q0, q0 + block_q) sees, and which of them need masking.
+struct KeyRange {
+    int first_query, last_query; // as key indices
+    int kb_begin, kb_end;        // tiles of BLOCK_N keys
+
+    __device__ __forceinline__ KeyRange(int q0, int block_q, int q_len, int keys, int window) {
+        const int offset = keys - q_len;
+        first_query = q0 + offset;
+        last_query = min(q0 + block_q, q_len) - 1 + offset;
+        const int k_end = min(last_query + 1, keys);
+        const int k_begin = window > 0 ? max(0, first_query - window + 1) : 0;
+        kb_begin = k_begin / BLOCK_N;
+        kb_end = (k_end + BLOCK_N - 1) / BLOCK_N;
+    }
+
+    __device__ __forceinline__ bool edge(int k0, int keys, int window) const {
+        return (k0 + BLOCK_N - 1 > first_query) || (k0 + BLOCK_N > keys) || (window > 0 && k0 <= last_query - window);
+    }
+};
+
+// S = Q K^T for one key tile (8 steps of 16 head dimensions; the first overwrites the accumulators),
+// issued without waiting.
+template <typename T, int Q_HALF_ROWS>
+__device__ __forceinline__ void issue_scores(float* acc, const unsigned char* q_tile, int q_at, const unsigned char* k_tile) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) wgmma_ss<T>(acc, k_major_desc<Q_HALF_ROWS>(q_tile, q_at, kk), k_major_desc<BLOCK_N>(k_tile, 0, kk), kk > 0);
+    wgmma_commit();
+}
+
+// O += P V for one value tile: 8 steps of 16 keys, issued without waiting.
+template <typename T>
+__device__ __forceinline__ void issue_values(float* o, const uint32_t pf[BLOCK_N / 16][4], const unsigned char* v_tile) {
+    wgmma_fence();
+#pragma unroll
+    for (int t = 0; t < BLOCK_N / 16; ++t) wgmma_rs<T>(o, pf[t], v_desc(v_tile, t));
+    wgmma_commit();
+}
+
+// Swizzled tiles must start at multiples of 1024 bytes (the swizzle pattern's period).
+__device__ __forceinline__ unsigned char* aligned_smem(unsigned char* raw) {
+    return raw + ((1024 - (static_cast<uint32_t>(__cvta_generic_to_shared(raw)) & 1023)) & 1023);
+}
+
+template <typename T, int NWG, int STAGES>
+__device__ void flash_prefill_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
+                                    int heads, int kv_heads, int q_len, int keys, int64_t q_batch_stride, int64_t q_head_stride,
+                                    int64_t q_row_stride, int64_t kv_batch_stride, int64_t kv_head_stride, int window, float scale) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    unsigned char* smem = aligned_smem(smem_raw);
+    constexpr int THREADS = NWG * 128;
+    constexpr int BLOCK_Q = NWG * 64;
+    unsigned char* q_tile = smem;
+    unsigned char* k_tiles = q_tile + BLOCK_Q * D * 2;      // STAGES tiles
+    unsigned char* v_tiles = k_tiles + STAGES * TILE_BYTES; // STAGES tiles
+
+    const int wg = threadIdx.x / 128;
+    // The last query blocks see the most keys: start them first so the grid ends evenly.
+    const int q_block = gridDim.x - 1 - blockIdx.x;
+    const int head = blockIdx.y, batch = blockIdx.z;
+    const int kv_head = head / (heads / kv_heads);
+    const int offset = keys - q_len; // key index of query 0
+    const T* q_head = q + batch * q_batch_stride + head * q_head_stride;
+    T* out_head = out + batch * q_batch_stride + head * q_head_stride;
+    const T* k_head = k + batch * kv_batch_stride + kv_head * kv_head_stride;
+    const T* v_head = v + batch * kv_batch_stride + kv_head * kv_head_stride;
+
+    Rows<T> rows;
+    rows.init(q_block * BLOCK_Q + wg * 64);
+    float s[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) s[i] = 0.f;
+    const float scale_log2 = scale * 1.4426950408889634f;
+    const KeyRange range(q_block * BLOCK_Q, BLOCK_Q, q_len, keys, window);
+    const int kb_begin = range.kb_begin, kb_end = range.kb_end;
+
+    // Tile kb's keys and values travel in one copy group (the first also carries Q) into stage
+    // (kb - kb_begin) % STAGES.
+    auto stage_of = [&](int kb) { return (kb - kb_begin) % STAGES; };
+    auto load_tile = [&](int kb) {
+        const int stage = stage_of(kb);
+        load_rows<T, BLOCK_N, THREADS>(k_tiles + stage * TILE_BYTES, 0, k_head, D, kb * BLOCK_N, keys, threadIdx.x);
+        load_rows<T, BLOCK_N, THREADS>(v_tiles + stage * TILE_BYTES, 0, v_head, D, kb * BLOCK_N, keys, threadIdx.x);
+        cp_async_commit();
+    };
+    if (kb_begin < kb_end) load_rows<T, BLOCK_Q, THREADS>(q_tile, 0, q_head, q_row_stride, q_block * BLOCK_Q, q_len, threadIdx.x);
 #pragma unroll
     for (int i = 0; i < STAGES - 1; ++i) {
         if (kb_begin + i < kb_end) load_tile(kb_begin + i);
@@ -297,30 +363,144 @@ __device__ void flash_prefill_wgmma(const T* __restrict__ q, const T* __restrict
         // done with the tile of the last iteration, whose stage the next copy reuses.
         __syncthreads();
         if (kb + STAGES - 1 < kb_end) load_tile(kb + STAGES - 1);
-        issue_scores(s, kb);
+        const int stage = stage_of(kb);
+        issue_scores<T, BLOCK_Q>(s, q_tile, wg * 64, k_tiles + stage * TILE_BYTES);
         wgmma_wait_all();
         uint32_t pf[BLOCK_N / 16][4];
-        softmax(s, kb, pf);
-        issue_values(pf, kb);
+        rows.softmax(s, kb * BLOCK_N, range.edge(kb * BLOCK_N, keys, window), offset, keys, window, scale_log2, pf);
+        issue_values<T>(rows.o, pf, v_tiles + stage * TILE_BYTES);
         wgmma_wait_all();
     }
+    rows.write(out_head, q_row_stride, q_len);
+}
 
-    // Finish the row sums across the 4 lanes of a row, normalise, write.
-    float la = l[0], lb = l[1];
-#pragma unroll
-    for (int sh = 1; sh < 4; sh <<= 1) {
-        la += __shfl_xor_sync(0xffffffff, la, sh);
-        lb += __shfl_xor_sync(0xffffffff, lb, sh);
+// --- The warp-specialised kernel: TMA copies, one producer warpgroup, two consumer warpgroups ---
+
+// A CUtensorMap (cuda.h), passed by value as a __grid_constant__ kernel parameter.
+struct alignas(64) TensorMap {
+    uint64_t opaque[16];
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+// The producer's arrival: the phase completes once `bytes` more have landed (TMA's complete_tx).
+__device__ __forceinline__ void mbar_expect_bytes(uint64_t* bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+// Waits until the barrier's phase with this parity has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+    asm volatile("{\n.reg .pred done;\nWAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra WAIT;\n}\n" ::"r"(smem_u32(bar)),
+                 "r"(parity)
+                 : "memory");
+}
+// One box of a 4-d tensor map (64 columns x 128 rows x 1 x 1 here) into shared memory, counted on `bar`.
+__device__ __forceinline__ void tma_load(void* dst, const TensorMap* map, uint64_t* bar, int c0, int c1, int c2, int c3) {
+    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(
+                     smem_u32(dst)),
+                 "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_u32(bar))
+                 : "memory");
+}
+
+// Queries as flash_prefill_wgmma; keys and values through 4-d tensor maps (head dimension, keys,
+// KV heads, batch: the map's key extent is the filled length, so TMA zero-fills rows past it) with
+// boxes of 64 columns x 128 keys and the 128-byte swizzle, the layout the descriptors expect.
+template <typename T, int STAGES>
+__device__ void flash_prefill_tma(const T* __restrict__ q, const TensorMap* k_map, const TensorMap* v_map, T* __restrict__ out,
+                                  int heads, int kv_heads, int q_len, int keys, int64_t q_batch_stride, int64_t q_head_stride,
+                                  int64_t q_row_stride, int window, float scale) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    __shared__ uint64_t keys_full[STAGES], values_full[STAGES], stage_free[STAGES];
+    unsigned char* smem = aligned_smem(smem_raw);
+    constexpr int BLOCK_Q = 128;
+    unsigned char* q_tile = smem;
+    unsigned char* k_tiles = q_tile + BLOCK_Q * D * 2;
+    unsigned char* v_tiles = k_tiles + STAGES * TILE_BYTES;
+
+    const int wg = threadIdx.x / 128;
+    const int q_block = gridDim.x - 1 - blockIdx.x;
+    const int head = blockIdx.y, batch = blockIdx.z;
+    const int kv_head = head / (heads / kv_heads);
+    const int offset = keys - q_len;
+    const KeyRange range(q_block * BLOCK_Q, BLOCK_Q, q_len, keys, window);
+    const int kb_begin = range.kb_begin, kb_end = range.kb_end;
+
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < STAGES; ++i) {
+            mbar_init(&keys_full[i], 1);
+            mbar_init(&values_full[i], 1);
+            mbar_init(&stage_free[i], 256); // every thread, when its warpgroup is done with the tile
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
-    const float inv_a = la > 0.f ? 1.f / la : 0.f;
-    const float inv_b = lb > 0.f ? 1.f / lb : 0.f;
-    const int ra = row_a, rb = row_a + 8;
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) {
-        const int c = i * 8 + col;
-        if (ra < q_len) *reinterpret_cast<uint32_t*>(out_head + ra * q_row_stride + c) = Pack<T>::two(o[4 * i] * inv_a, o[4 * i + 1] * inv_a);
-        if (rb < q_len) *reinterpret_cast<uint32_t*>(out_head + rb * q_row_stride + c) = Pack<T>::two(o[4 * i + 2] * inv_b, o[4 * i + 3] * inv_b);
+    __syncthreads();
+    // Thread 0 issues the copies: tile j into stage j % STAGES once both warpgroups have released the
+    // tile that stage held. No producer warp: a ninth warp would leave each of the SM's four register
+    // files three warps, 168 registers each, too few for two score tiles and an output tile.
+    auto issue_tile = [&](int j) {
+        const int stage = j % STAGES, round = j / STAGES, kb = kb_begin + j;
+        if (round > 0) mbar_wait(&stage_free[stage], (round - 1) & 1);
+        unsigned char* kt = k_tiles + stage * TILE_BYTES;
+        unsigned char* vt = v_tiles + stage * TILE_BYTES;
+        mbar_expect_bytes(&keys_full[stage], TILE_BYTES);
+        tma_load(kt, k_map, &keys_full[stage], 0, kb * BLOCK_N, kv_head, batch);
+        tma_load(kt + BLOCK_N * 128, k_map, &keys_full[stage], 64, kb * BLOCK_N, kv_head, batch);
+        mbar_expect_bytes(&values_full[stage], TILE_BYTES);
+        tma_load(vt, v_map, &values_full[stage], 0, kb * BLOCK_N, kv_head, batch);
+        tma_load(vt + BLOCK_N * 128, v_map, &values_full[stage], 64, kb * BLOCK_N, kv_head, batch);
+    };
+    const int tiles = kb_end - kb_begin;
+    if (threadIdx.x == 0) {
+        for (int j = 0; j < min(STAGES - 1, tiles); ++j) issue_tile(j);
     }
+    const int cw = wg; // this warpgroup's query rows: cw * 64..
+    const T* q_head = q + batch * q_batch_stride + head * q_head_stride;
+    T* out_head = out + batch * q_batch_stride + head * q_head_stride;
+    // Each warpgroup copies its own 64 query rows and waits for them alone (a named barrier each).
+    load_rows<T, 64, 128, BLOCK_Q>(q_tile, cw * 64, q_head, q_row_stride, q_block * BLOCK_Q + cw * 64, q_len, threadIdx.x % 128);
+    cp_async_commit();
+    cp_async_wait<0>();
+    fence_async_shared();
+    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+
+    Rows<T> rows;
+    rows.init(q_block * BLOCK_Q + cw * 64);
+    const float scale_log2 = scale * 1.4426950408889634f;
+    float s[64], s_next[64];
+    // The next tile's scores are computed while this tile's softmax runs (FlashAttention-3's
+    // intra-warpgroup overlap): the tensor cores have work during the exponentials.
+    if (kb_begin < kb_end) {
+        mbar_wait(&keys_full[0], 0);
+        issue_scores<T, BLOCK_Q>(s, q_tile, cw * 64, k_tiles);
+        wgmma_wait_all();
+    }
+    for (int kb = kb_begin; kb < kb_end; ++kb) {
+        const int i = kb - kb_begin, stage = i % STAGES;
+        const bool more = kb + 1 < kb_end;
+        if (threadIdx.x == 0 && i + STAGES - 1 < tiles) issue_tile(i + STAGES - 1);
+        if (more) {
+            const int next = (i + 1) % STAGES;
+            mbar_wait(&keys_full[next], ((i + 1) / STAGES) & 1);
+            issue_scores<T, BLOCK_Q>(s_next, q_tile, cw * 64, k_tiles + next * TILE_BYTES);
+        }
+        uint32_t pf[BLOCK_N / 16][4];
+        rows.softmax(s, kb * BLOCK_N, range.edge(kb * BLOCK_N, keys, window), offset, keys, window, scale_log2, pf);
+        mbar_wait(&values_full[stage], (i / STAGES) & 1);
+        issue_values<T>(rows.o, pf, v_tiles + stage * TILE_BYTES);
+        wgmma_wait_all();
+        mbar_arrive(&stage_free[stage]); // this tile's keys and values are no longer read
+        if (more) {
+#pragma unroll
+            for (int j = 0; j < 64; ++j) s[j] = s_next[j];
+        }
+    }
+    rows.write(out_head, q_row_stride, q_len);
 }
 
 } // namespace hopper
@@ -337,6 +517,17 @@ __device__ void flash_prefill_wgmma(const T* __restrict__ q, const T* __restrict
                                                     window, scale);                                                    \
     }
 
+#define FLASH_PREFILL_TMA(NAME, T, STAGES)                                                                    \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                                               \
+        NAME(const T* q, const __grid_constant__ hopper::TensorMap k_map, const __grid_constant__ hopper::TensorMap v_map, \
+             T* out, int heads, int kv_heads, int q_len, int keys, int64_t q_batch_stride, int64_t q_head_stride,      \
+             int64_t q_row_stride, int window, float scale) {                                                          \
+        hopper::flash_prefill_tma<T, STAGES>(q, &k_map, &v_map, out, heads, kv_heads, q_len, keys, q_batch_stride,     \
+                                             q_head_stride, q_row_stride, window, scale);                              \
+    }
+
+FLASH_PREFILL_TMA(flash_prefill_bf16_d128_tma, __nv_bfloat16, 3)
+FLASH_PREFILL_TMA(flash_prefill_f16_d128_tma, __half, 3)
 FLASH_PREFILL_WGMMA(flash_prefill_bf16_d128_wg3, __nv_bfloat16, 3, 2)
 FLASH_PREFILL_WGMMA(flash_prefill_bf16_d128_wg2, __nv_bfloat16, 2, 3)
 FLASH_PREFILL_WGMMA(flash_prefill_f16_d128_wg3, __half, 3, 2)

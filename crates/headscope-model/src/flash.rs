@@ -4,7 +4,7 @@
 //!   to the KV cache tile by tile with an online softmax, so no `chunk x keys` score block is ever
 //!   written to GPU memory. It reports no per-head probe, which a prefill does not need. On Hopper
 //!   GPUs (compute capability 9.0) with head size 128, `kernels/flash_hopper.cu` computes the same with
-//!   warpgroup tensor-core instructions, about 1.35x faster on the H100.
+//!   warpgroup tensor-core instructions and TMA copies, about 1.8x faster on the H100.
 //! - Decode (`kernels/decode_attention.cu`): one query per head, in two bandwidth-bound passes over the
 //!   cache: scores, with each block of keys' softmax statistics, then values, whose blocks combine
 //!   those statistics into the softmax and the argmax themselves (a pass over the scores per row, even
@@ -107,13 +107,17 @@ mod imp {
         /// the queries in shared memory), keys per tile.
         MmaSync { warps: usize, rows: usize, block_k: usize },
         /// `flash_hopper.cu` (wgmma, compute capability 9.0, head size 128): warpgroups of 64 query
-        /// rows, key and value tiles of 128 rows in flight.
+        /// rows, key and value tiles of 128 rows in flight, copied by the whole block with cp.async.
         Wgmma { warpgroups: usize, stages: usize },
+        /// `flash_hopper.cu`'s TMA kernel: two warpgroups, tiles copied by the tensor memory accelerator
+        /// through tensor maps of the cache (which need 16-byte aligned keys, values and strides).
+        Tma,
     }
 
-    /// Fastest first (H100, attention of a whole 64K prefill in 4096-query chunks: wg3 408 and wg2 377
-    /// TFLOP/s; then mma.sync's 296, 293, 275, 271, 238, 234, 232, 210, 205 and 187).
-    const VARIANTS: [Variant; 12] = [
+    /// Fastest first (H100, attention of a whole 64K prefill in 4096-query chunks: tma 535, wg3 399
+    /// and wg2 361 TFLOP/s; then mma.sync's 296, 293, 275, 271, 238, 234, 232, 210, 205 and 187).
+    const VARIANTS: [Variant; 13] = [
+        Variant::Tma,
         Variant::Wgmma { warpgroups: 3, stages: 2 },
         Variant::Wgmma { warpgroups: 2, stages: 3 },
         Variant::MmaSync { warps: 4, rows: 32, block_k: 64 },
@@ -135,6 +139,7 @@ mod imp {
                 Variant::MmaSync { warps, rows: 16, block_k } => format!("w{warps}k{block_k}"),
                 Variant::MmaSync { warps, rows, block_k } => format!("w{warps}r{rows}k{block_k}"),
                 Variant::Wgmma { warpgroups, .. } => format!("wg{warpgroups}"),
+                Variant::Tma => "tma".into(),
             }
         }
 
@@ -143,6 +148,7 @@ mod imp {
             match self {
                 Variant::MmaSync { warps, rows, .. } => warps * rows,
                 Variant::Wgmma { warpgroups, .. } => 64 * warpgroups,
+                Variant::Tma => 128,
             }
         }
 
@@ -150,6 +156,7 @@ mod imp {
             match self {
                 Variant::MmaSync { warps, .. } => 32 * warps,
                 Variant::Wgmma { warpgroups, .. } => 128 * warpgroups,
+                Variant::Tma => 256,
             }
         }
 
@@ -163,6 +170,7 @@ mod imp {
                 }
                 // The queries, `stages` key and value tiles of 128 rows, and room to align to 1024 bytes.
                 Variant::Wgmma { stages, .. } => 1024 + (self.block_q() + 2 * stages * 128) * d * 2,
+                Variant::Tma => 1024 + (self.block_q() + 2 * TMA_STAGES * 128) * d * 2,
             }
         }
 
@@ -170,7 +178,7 @@ mod imp {
         fn runs_on(self, capability: (i32, i32), d: usize) -> bool {
             match self {
                 Variant::MmaSync { .. } => capability.0 >= 8 && matches!(d, 64 | 128),
-                Variant::Wgmma { .. } => capability == (9, 0) && d == 128,
+                Variant::Wgmma { .. } | Variant::Tma => capability == (9, 0) && d == 128,
             }
         }
 
@@ -178,9 +186,59 @@ mod imp {
         fn module(self) -> (&'static str, &'static str) {
             match self {
                 Variant::MmaSync { .. } => ("headscope_flash_prefill", PTX),
-                Variant::Wgmma { .. } => ("headscope_flash_hopper", HOPPER_PTX),
+                Variant::Wgmma { .. } | Variant::Tma => ("headscope_flash_hopper", HOPPER_PTX),
             }
         }
+    }
+
+    /// Key and value tiles the TMA kernel keeps in flight (`flash_prefill_tma`'s STAGES).
+    const TMA_STAGES: usize = 3;
+
+    /// A `CUtensorMap`, passed to the kernel by value.
+    #[repr(transparent)]
+    struct TensorMap(candle_core::cuda_backend::cudarc::driver::sys::CUtensorMap);
+
+    // SAFETY: a plain 128-byte value the kernel takes as a `__grid_constant__` parameter.
+    unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for TensorMap {}
+
+    /// A 4-d tensor map over the keys or values at device address `address` (head dimension `d`,
+    /// `s` keys, `kv_heads`, `b`; element strides of a head and a batch), in boxes of 64 columns x 128
+    /// keys with the 128-byte swizzle, as `flash_prefill_tma` reads them. TMA zero-fills rows past `s`.
+    /// `None` where TMA cannot address the layout (16-byte alignment of the address and strides).
+    fn tensor_map(address: u64, bf16: bool, [d, s, kv_heads, b]: [usize; 4], [head_stride, batch_stride]: [usize; 2]) -> Option<TensorMap> {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let strides = [d as u64 * 2, head_stride as u64 * 2, batch_stride as u64 * 2];
+        if !address.is_multiple_of(16) || strides.iter().any(|x| !x.is_multiple_of(16) || *x >= 1 << 40) || s >= 1 << 31 {
+            return None;
+        }
+        let dims = [d as u64, s as u64, kv_heads as u64, b as u64];
+        let boxes = [64u32, 128, 1, 1];
+        let element_strides = [1u32; 4];
+        let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
+        let data_type = if bf16 {
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+        } else {
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+        };
+        // SAFETY: the arrays have the rank's lengths (strides one fewer); the driver writes the map.
+        let result = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                map.as_mut_ptr(),
+                data_type,
+                4,
+                address as *mut std::ffi::c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxes.as_ptr(),
+                element_strides.as_ptr(),
+                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        // SAFETY: written by the driver when it reports success.
+        (result == sys::CUresult::CUDA_SUCCESS).then(|| TensorMap(unsafe { map.assume_init() }))
     }
 
     fn capability(dev: &candle_core::CudaDevice) -> candle_core::Result<(i32, i32)> {
@@ -300,24 +358,36 @@ mod imp {
             if !shape.runs_on(capability, d) {
                 bail!("flash prefill: kernel variant {} does not run for head size {d} on compute capability {capability:?}", shape.name());
             }
-            let name = format!("flash_prefill_{type_name}_d{d}_{}", shape.name());
-            let (module, ptx) = shape.module();
-            let func = dev.get_or_load_custom_func(&name, module, ptx)?;
-            let shared_bytes = shape.shared_bytes(d);
-            if shared_bytes > DEFAULT_SHARED_BYTES {
-                use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
-                func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_bytes as i32).w()?;
-            }
-            let cfg = LaunchConfig {
-                grid_dim: (c.div_ceil(shape.block_q()) as u32, heads as u32, b as u32),
-                block_dim: (shape.threads() as u32, 1, 1),
-                shared_mem_bytes: shared_bytes as u32,
+            // The kernel and its launch shape for a variant.
+            let load = |shape: Variant| -> candle_core::Result<_> {
+                let name = format!("flash_prefill_{type_name}_d{d}_{}", shape.name());
+                let (module, ptx) = shape.module();
+                let func = dev.get_or_load_custom_func(&name, module, ptx)?;
+                let shared_bytes = shape.shared_bytes(d);
+                if shared_bytes > DEFAULT_SHARED_BYTES {
+                    use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
+                    func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_bytes as i32)
+                        .w()?;
+                }
+                let cfg = LaunchConfig {
+                    grid_dim: (c.div_ceil(shape.block_q()) as u32, heads as u32, b as u32),
+                    block_dim: (shape.threads() as u32, 1, 1),
+                    shared_mem_bytes: shared_bytes as u32,
+                };
+                Ok((func, cfg))
+            };
+            // The TMA kernel takes tensor maps instead of key and value pointers; where TMA cannot
+            // address the cache (see `tensor_map`) the three-warpgroup kernel runs instead.
+            let (tma, (func, cfg)) = match shape {
+                Variant::Tma => (Some(load(shape)?), load(Variant::Wgmma { warpgroups: 3, stages: 2 })?),
+                _ => (None, load(shape)?),
             };
             let window = self.window.map_or(0, |w| w.min(i32::MAX as usize)) as i32;
             let scale = 1.0 / (d as f32).sqrt();
             let elements = b * heads * c * d;
             // (batch, head, position) strides of the queries, and of the output written alike.
             let (q_batch, q_head, q_row) = if self.token_major { (c * heads * d, d, heads * d) } else { (heads * c * d, c * d, d) };
+            let out_shape = if self.token_major { Shape::from((b, c, heads, d)) } else { Shape::from((b, heads, c, d)) };
             macro_rules! launch {
                 ($t:ty, $q:expr, $k:expr, $v:expr) => {{
                     let q = $q.slice(ql.start_offset()..);
@@ -325,6 +395,40 @@ mod imp {
                     let v = $v.slice(vl.start_offset()..);
                     // SAFETY: every element is written by the kernel before it is read.
                     let out = unsafe { dev.alloc::<$t>(elements)? };
+                    if let Some((func, cfg)) = &tma {
+                        use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+                        let stream = dev.cuda_stream();
+                        let bf16 = type_name == "bf16";
+                        let ((k_address, _k_read), (v_address, _v_read)) = (k.device_ptr(&stream), v.device_ptr(&stream));
+                        let dims = [d, s, kv_heads, b];
+                        let maps =
+                            tensor_map(k_address, bf16, dims, [k_head, k_batch]).zip(tensor_map(v_address, bf16, dims, [v_head, v_batch]));
+                        if let Some((k_map, v_map)) = maps {
+                            let mut builder = func.builder();
+                            builder.arg(&q);
+                            builder.arg(&k_map);
+                            builder.arg(&v_map);
+                            builder.arg(&out);
+                            candle_core::builder_arg!(
+                                builder,
+                                heads as i32,
+                                kv_heads as i32,
+                                c as i32,
+                                s as i32,
+                                q_batch as i64,
+                                q_head as i64,
+                                q_row as i64,
+                                window,
+                                scale
+                            );
+                            // SAFETY: arguments match the kernel's signature; shapes were checked above.
+                            unsafe { builder.launch(*cfg) }.w()?;
+                            return Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), out_shape));
+                        }
+                        if self.shape.is_some() {
+                            bail!("flash prefill: the tma variant needs 16-byte aligned keys, values and strides");
+                        }
+                    }
                     let mut builder = func.builder();
                     builder.arg(&q);
                     builder.arg(&k);
@@ -356,8 +460,7 @@ mod imp {
                 (CudaStorageSlice::F16(q), CudaStorageSlice::F16(k), CudaStorageSlice::F16(v)) => launch!(half::f16, q, k, v),
                 _ => unreachable!("dtypes checked above"),
             };
-            let shape = if self.token_major { Shape::from((b, c, heads, d)) } else { Shape::from((b, heads, c, d)) };
-            Ok((storage, shape))
+            Ok((storage, out_shape))
         }
     }
 
