@@ -12,6 +12,7 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=kernels/flash_prefill.cu");
     println!("cargo::rerun-if-changed=kernels/flash_hopper.cu");
+    println!("cargo::rerun-if-changed=kernels/half_tiles.cuh");
     println!("cargo::rerun-if-changed=kernels/decode_attention.cu");
     println!("cargo::rerun-if-changed=kernels/causal_softmax.cu");
     println!("cargo::rerun-if-changed=kernels/train_ops.cu");

@@ -44,6 +44,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "half_tiles.cuh"
+
 namespace hopper {
 
 constexpr int D = 128;                     // head size
@@ -52,20 +54,6 @@ constexpr int TILE_BYTES = BLOCK_N * D * 2; // one key or value tile
 
 #define WGMMA_ACC_REGS "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
 #define WGMMA_ACC(d) "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-
-template <typename T> struct Pack;
-template <> struct Pack<__nv_bfloat16> {
-    static __device__ __forceinline__ uint32_t two(float a, float b) {
-        __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-        return *reinterpret_cast<uint32_t*>(&v);
-    }
-};
-template <> struct Pack<__half> {
-    static __device__ __forceinline__ uint32_t two(float a, float b) {
-        __half2 v = __floats2half2_rn(a, b);
-        return *reinterpret_cast<uint32_t*>(&v);
-    }
-};
 
 // A shared-memory matrix descriptor with the 128-byte swizzle: start address, leading and stride byte
 // offsets (each stored >> 4), swizzle mode 1.
@@ -112,12 +100,6 @@ __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_grou
 // wgmma's reads (the async proxy); the barrier that follows publishes them to the other threads.
 __device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
-    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(addr), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 // Copies rows first..first + ROWS - 1 of a [rows, D] matrix (rows `row_stride` elements apart) into
 // the swizzled layout of a tile whose halves are HALF_ROWS rows apart, from row `at` of the tile on;
@@ -132,7 +114,7 @@ __device__ __forceinline__ void load_rows(unsigned char* tile, int at, const T* 
         const int r = p >> 4, chunk = p & 15;
         unsigned char* dst = tile + (chunk >> 3) * (HALF_ROWS * 128) + (at + r) * 128 + (((chunk & 7) ^ ((at + r) & 7)) << 4);
         if (first + r < rows) {
-            hopper::cp_async_16(dst, base + (int64_t)(first + r) * row_stride + chunk * 8);
+            cp_async_16(dst, base + (int64_t)(first + r) * row_stride + chunk * 8);
         } else {
             *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
         }

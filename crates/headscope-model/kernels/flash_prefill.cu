@@ -24,6 +24,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "half_tiles.cuh"
+
 // Block shapes are template parameters (WARPS warps of 16 x MT query rows, BLOCK_K keys per tile) so
 // that several can be compiled and timed against each other (flash.rs: HEADSCOPE_FLASH_VARIANT). On
 // the H100, over the 4096-query chunks of a whole 64K prefill (32 heads of 128): 4 warps x 32 rows x 64
@@ -32,20 +34,6 @@
 // Shared-memory rows are padded by 8 elements (16 bytes): consecutive rows then start 4 banks apart,
 // so the 8 rows one fragment load touches hit distinct banks.
 #define PAD 8
-
-template <typename T> struct Pack;
-template <> struct Pack<__nv_bfloat16> {
-    static __device__ __forceinline__ uint32_t two(float a, float b) {
-        __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-        return *reinterpret_cast<uint32_t*>(&v);
-    }
-};
-template <> struct Pack<__half> {
-    static __device__ __forceinline__ uint32_t two(float a, float b) {
-        __half2 v = __floats2half2_rn(a, b);
-        return *reinterpret_cast<uint32_t*>(&v);
-    }
-};
 
 // d += a * b for one m16n8k16 tile.
 template <typename T>
@@ -76,14 +64,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* sme
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));
 }
-
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
-    uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(addr), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-// Waits until at most `N` of this thread's committed copy groups are still in flight.
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // Four 8x8 b16 matrices from shared memory (not transposed): the B operands of two k16 steps.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem_row) {
