@@ -151,76 +151,12 @@ struct Rows {
         col = (lane % 4) * 2;
     }
 
-    // Masks the scores `sc` of the key tile starting at k0 (queries at key index row + offset; keys past
-    // a row's own position, outside its window, or past the filled keys are hidden; only tiles at an
-    // edge need the check), advances the online softmax (rescaling O) and packs P into the register A
-    // operands of the 16-key steps: column blocks 2t and 2t + 1 of S are exactly step t's fragment.
+    // Masks the scores of the key tile starting at k0 where it is at an edge (mask_scores), then one
+    // online-softmax step over them (online_softmax_step), P into pf.
     __device__ __forceinline__ void softmax(float* sc, int k0, bool edge, int offset, int keys, int window, float scale_log2,
                                             uint32_t pf[BLOCK_N / 16][4]) {
-        if (edge) {
-            const int qa = row_a + offset;
-#pragma unroll
-            for (int i = 0; i < BLOCK_N / 8; ++i) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int key = k0 + i * 8 + col + (e & 1);
-                    const int qi = e < 2 ? qa : qa + 8;
-                    const bool visible = key <= qi && key < keys && (window <= 0 || qi - key < window);
-                    if (!visible) sc[4 * i + e] = -INFINITY;
-                }
-            }
-        }
-        float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-        for (int i = 0; i < BLOCK_N / 8; ++i) {
-            mx_a = fmaxf(mx_a, fmaxf(sc[4 * i], sc[4 * i + 1]));
-            mx_b = fmaxf(mx_b, fmaxf(sc[4 * i + 2], sc[4 * i + 3]));
-        }
-#pragma unroll
-        for (int sh = 1; sh < 4; sh <<= 1) {
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffff, mx_a, sh));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffff, mx_b, sh));
-        }
-        const float new_a = fmaxf(m[0], mx_a * scale_log2);
-        const float new_b = fmaxf(m[1], mx_b * scale_log2);
-        // A row with nothing visible yet keeps max -inf; subtract 0 then so exp2 gives 0, not NaN.
-        const float base_a = new_a == -INFINITY ? 0.f : new_a;
-        const float base_b = new_b == -INFINITY ? 0.f : new_b;
-        const float corr_a = exp2f(m[0] - base_a);
-        const float corr_b = exp2f(m[1] - base_b);
-        m[0] = new_a;
-        m[1] = new_b;
-        l[0] *= corr_a;
-        l[1] *= corr_b;
-        // Past the first tiles a row's maximum seldom moves: skip the rescale when no row of the warp
-        // needs it (a warp-uniform branch).
-        if (__any_sync(0xffffffff, corr_a != 1.f || corr_b != 1.f)) {
-#pragma unroll
-            for (int i = 0; i < D / 8; ++i) {
-                o[4 * i] *= corr_a;
-                o[4 * i + 1] *= corr_a;
-                o[4 * i + 2] *= corr_b;
-                o[4 * i + 3] *= corr_b;
-            }
-        }
-#pragma unroll
-        for (int t = 0; t < BLOCK_N / 16; ++t) {
-            float p[8];
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const float* sv = sc + 4 * (2 * t + h);
-                p[4 * h + 0] = exp2f(fmaf(sv[0], scale_log2, -base_a));
-                p[4 * h + 1] = exp2f(fmaf(sv[1], scale_log2, -base_a));
-                p[4 * h + 2] = exp2f(fmaf(sv[2], scale_log2, -base_b));
-                p[4 * h + 3] = exp2f(fmaf(sv[3], scale_log2, -base_b));
-                l[0] += p[4 * h + 0] + p[4 * h + 1];
-                l[1] += p[4 * h + 2] + p[4 * h + 3];
-            }
-            pf[t][0] = Pack<T>::two(p[0], p[1]); // row a, keys 16t + col
-            pf[t][1] = Pack<T>::two(p[2], p[3]); // row b, keys 16t + col
-            pf[t][2] = Pack<T>::two(p[4], p[5]); // row a, keys 16t + 8 + col
-            pf[t][3] = Pack<T>::two(p[6], p[7]); // row b, keys 16t + 8 + col
-        }
+        if (edge) mask_scores<BLOCK_N>(sc, row_a + offset, col, k0, keys, window);
+        online_softmax_step<T, BLOCK_N, D>(sc, o, m, l, pf, scale_log2);
     }
 
     // Finishes the row sums across the 4 lanes of a row, normalises, writes the rows below q_len.

@@ -221,80 +221,12 @@ __device__ void flash_prefill(const T* __restrict__ q, const T* __restrict__ k, 
                           (window > 0 && k0 <= last_query - window);
         if (edge) {
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-                const int qa = row_a + 16 * mt + offset; // this thread's rows as key indices
-#pragma unroll
-                for (int nt = 0; nt < BLOCK_K / 8; ++nt) {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int key = k0 + nt * 8 + col + (e & 1);
-                        const int qi = (e < 2) ? qa : qa + 8;
-                        bool visible = key <= qi && key < keys && (window <= 0 || qi - key < window);
-                        if (!visible) s[mt][nt][e] = -INFINITY;
-                    }
-                }
-            }
+            for (int mt = 0; mt < MT; ++mt) mask_scores<BLOCK_K>(&s[mt][0][0], row_a + 16 * mt + offset, col, k0, keys, window);
         }
-
-        // Online softmax per m16 tile, then P = exp2(S * scale - max) packed straight into mma A
-        // operands: the accumulators of n-tiles 2t and 2t+1 are exactly the A fragment of the 16-key
-        // step t (the FlashAttention-2 trick).
+        // Online softmax per m16 tile, P packed straight into mma A operands.
         uint32_t pf[MT][BLOCK_K / 16][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-            // New row maxima over the tile (reduced across the 4 lanes sharing a row).
-            float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-            for (int nt = 0; nt < BLOCK_K / 8; ++nt) {
-                mx_a = fmaxf(mx_a, fmaxf(s[mt][nt][0], s[mt][nt][1]));
-                mx_b = fmaxf(mx_b, fmaxf(s[mt][nt][2], s[mt][nt][3]));
-            }
-#pragma unroll
-            for (int sh = 1; sh < 4; sh <<= 1) {
-                mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffff, mx_a, sh));
-                mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffff, mx_b, sh));
-            }
-            const float new_a = fmaxf(m[mt][0], mx_a * scale_log2);
-            const float new_b = fmaxf(m[mt][1], mx_b * scale_log2);
-            // A row with nothing visible yet keeps max -inf; subtract 0 then so exp2 gives 0, not NaN.
-            const float base_a = new_a == -INFINITY ? 0.f : new_a;
-            const float base_b = new_b == -INFINITY ? 0.f : new_b;
-            const float corr_a = exp2f(m[mt][0] - base_a);
-            const float corr_b = exp2f(m[mt][1] - base_b);
-            m[mt][0] = new_a;
-            m[mt][1] = new_b;
-            l[mt][0] *= corr_a;
-            l[mt][1] *= corr_b;
-            // Past the first tiles a row's maximum seldom moves: skip the rescale when no row of the
-            // warp's tile needs it (a warp-uniform branch).
-            if (__any_sync(0xffffffff, corr_a != 1.f || corr_b != 1.f)) {
-#pragma unroll
-                for (int i = 0; i < D / 8; ++i) {
-                    o[mt][i][0] *= corr_a;
-                    o[mt][i][1] *= corr_a;
-                    o[mt][i][2] *= corr_b;
-                    o[mt][i][3] *= corr_b;
-                }
-            }
-#pragma unroll
-            for (int t = 0; t < BLOCK_K / 16; ++t) {
-                float p[8];
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    const float* sv = s[mt][2 * t + h];
-                    p[4 * h + 0] = exp2f(fmaf(sv[0], scale_log2, -base_a));
-                    p[4 * h + 1] = exp2f(fmaf(sv[1], scale_log2, -base_a));
-                    p[4 * h + 2] = exp2f(fmaf(sv[2], scale_log2, -base_b));
-                    p[4 * h + 3] = exp2f(fmaf(sv[3], scale_log2, -base_b));
-                    l[mt][0] += p[4 * h + 0] + p[4 * h + 1];
-                    l[mt][1] += p[4 * h + 2] + p[4 * h + 3];
-                }
-                pf[mt][t][0] = Pack<T>::two(p[0], p[1]); // row a, keys 16t + col
-                pf[mt][t][1] = Pack<T>::two(p[2], p[3]); // row b, keys 16t + col
-                pf[mt][t][2] = Pack<T>::two(p[4], p[5]); // row a, keys 16t + 8 + col
-                pf[mt][t][3] = Pack<T>::two(p[6], p[7]); // row b, keys 16t + 8 + col
-            }
-        }
+        for (int mt = 0; mt < MT; ++mt) online_softmax_step<T, BLOCK_K, D>(&s[mt][0][0], &o[mt][0][0], m[mt], l[mt], pf[mt], scale_log2);
 
         // This tile's values (the next tile's keys may still be in flight).
         if (more) {
