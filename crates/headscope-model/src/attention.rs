@@ -129,9 +129,14 @@ impl Attention {
 
     /// Projects `x` (`[batch, seq, hidden]`) into rotated q `[b, heads, seq, d]`, rotated k and v `[b, kv, seq, d]`.
     fn qkv(&self, x: &Tensor, pos: usize, rope: &Rope, differentiable: bool) -> Result<(Tensor, Tensor, Tensor)> {
-        let q = rope.apply(&self.split_heads(self.q_proj.forward(x)?, self.heads)?, pos, differentiable)?;
+        let q = self.queries(x, pos, rope, differentiable)?;
         let (k, v) = self.kv(x, pos, rope, differentiable)?;
         Ok((q, k, v))
+    }
+
+    /// Rotated queries `[b, heads, seq, d]` of `x`.
+    fn queries(&self, x: &Tensor, pos: usize, rope: &Rope, differentiable: bool) -> Result<Tensor> {
+        rope.apply(&self.split_heads(self.q_proj.forward(x)?, self.heads)?, pos, differentiable)
     }
 
     /// `[b, seq, n * d]` -> contiguous `[b, n, seq, d]`.
@@ -255,7 +260,7 @@ impl Attention {
             let out = crate::flash::prefill_attention(&control.masked_queries(&q)?, &keys, &values, self.window)?;
             return Ok((self.merge(control.masked_outputs(out)?)?, None));
         }
-        let q = rope.apply(&self.split_heads(self.q_proj.forward(x)?, self.heads)?, pos, false)?;
+        let q = self.queries(x, pos, rope, false)?;
         let mask = match (c, self.window) {
             (1, _) => None,
             // Without a window every earlier key is visible to the whole chunk.

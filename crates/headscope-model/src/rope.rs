@@ -82,9 +82,7 @@ impl Rope {
     /// picks a version autograd can follow (candle's fused kernel has no backward): the training node
     /// for f32, candle's composed version otherwise.
     pub fn apply(&self, x: &Tensor, pos: usize, differentiable: bool) -> Result<Tensor> {
-        let seq = x.dims()[2];
-        let cos = self.cos.narrow(0, pos, seq)?;
-        let sin = self.sin.narrow(0, pos, seq)?;
+        let (cos, sin) = self.rows(pos, x.dims()[2])?;
         if differentiable && x.dtype() == candle_core::DType::F32 {
             crate::train_ops::rope(x, &cos, &sin)
         } else if differentiable {
@@ -97,10 +95,13 @@ impl Rope {
     /// Rotates token-major `x` (`[batch, seq, heads, head_dim]`) whose first position is `pos`: the
     /// layout the projections produce, so no transpose is needed first. Inference only (no backward).
     pub fn apply_token_major(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
-        let seq = x.dims()[1];
-        let cos = self.cos.narrow(0, pos, seq)?;
-        let sin = self.sin.narrow(0, pos, seq)?;
+        let (cos, sin) = self.rows(pos, x.dims()[1])?;
         Ok(candle_nn::rotary_emb::rope_thd(&x.contiguous()?, &cos, &sin)?)
+    }
+
+    /// The cos and sin rows of positions `pos..pos + seq`.
+    fn rows(&self, pos: usize, seq: usize) -> Result<(Tensor, Tensor)> {
+        Ok((self.cos.narrow(0, pos, seq)?, self.sin.narrow(0, pos, seq)?))
     }
 }
 
