@@ -9,14 +9,20 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
+    // Each kernel and the PTX architecture it is compiled for.
+    let kernels = [
+        ("flash_prefill", "compute_80"),
+        ("flash_hopper", "compute_90a"),
+        ("decode_attention", "compute_80"),
+        ("causal_softmax", "compute_80"),
+        ("train_ops", "compute_80"),
+        ("fused_ops", "compute_80"),
+    ];
     println!("cargo::rerun-if-changed=build.rs");
-    println!("cargo::rerun-if-changed=kernels/flash_prefill.cu");
-    println!("cargo::rerun-if-changed=kernels/flash_hopper.cu");
     println!("cargo::rerun-if-changed=kernels/half_tiles.cuh");
-    println!("cargo::rerun-if-changed=kernels/decode_attention.cu");
-    println!("cargo::rerun-if-changed=kernels/causal_softmax.cu");
-    println!("cargo::rerun-if-changed=kernels/train_ops.cu");
-    println!("cargo::rerun-if-changed=kernels/fused_ops.cu");
+    for (kernel, _) in kernels {
+        println!("cargo::rerun-if-changed=kernels/{kernel}.cu");
+    }
     println!("cargo::rerun-if-env-changed=NVCC");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
@@ -26,14 +32,7 @@ fn main() {
         None => PathBuf::from("nvcc"),
     });
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for (kernel, arch) in [
-        ("flash_prefill", "compute_80"),
-        ("flash_hopper", "compute_90a"),
-        ("decode_attention", "compute_80"),
-        ("causal_softmax", "compute_80"),
-        ("train_ops", "compute_80"),
-        ("fused_ops", "compute_80"),
-    ] {
+    for (kernel, arch) in kernels {
         let source = format!("kernels/{kernel}.cu");
         let status = Command::new(&nvcc)
             .args(["--ptx", &format!("-arch={arch}"), "-O3", "-std=c++17", &source, "-o"])
