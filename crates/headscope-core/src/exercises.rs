@@ -161,10 +161,20 @@ pub fn heldout_needles() -> Vec<Needle> {
     ]
 }
 
+/// The hand-written held-out needles of `public/needles/handwritten.jsonl`: 48 everyday facts in 16
+/// sentence shapes that no generator makes, with questions that paraphrase them; written for lab model
+/// v4 and never trained on.
+pub fn handwritten_needles() -> Vec<Needle> {
+    let text = include_str!("../../../public/needles/handwritten.jsonl");
+    crate::niah::parse_needles_jsonl(text, std::path::Path::new("public/needles/handwritten.jsonl"))
+        .expect("the shipped hand-written needles parse (a test pins them)")
+}
+
 /// Every needle that evaluation uses and training must never see.
 pub fn reserved_needles() -> Vec<Needle> {
     let mut v = paper_needles();
     v.extend(heldout_needles());
+    v.extend(handwritten_needles());
     v
 }
 

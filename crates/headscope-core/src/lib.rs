@@ -23,6 +23,7 @@ pub mod prompt;
 pub mod qa;
 pub mod rng;
 pub mod score;
+pub mod sentence_exercises;
 pub mod sweep;
 pub mod tokenize;
 

@@ -1,0 +1,820 @@
+//! Retrieval exercises of any sentence shape, answered by restating the sentence: the training data of
+//! lab models from v4 on.
+//!
+//! The template exercises of [`crate::exercises`] taught lab models up to v3 to find facts in the
+//! generator's own sentence shapes only ("The X of Y is ..."): a student's needle in another shape was
+//! missed. Here the needle is, most of the time, a sentence of the corpus itself, in whatever shape the
+//! corpus wrote it, with some of its words replaced by invented ones so that it cannot be recalled from
+//! memory; the question names some of the sentence's words in another order and form; sentences near it
+//! share words with the question but state something else; further facts sit elsewhere in the context.
+//! The answer is the whole sentence, restated, as large models answer NIAH questions: then no rule about
+//! where an answer starts inside a sentence (which depends on the sentence's shape) has to be learnt,
+//! only which sentence the question points to, and copying it.
+//!
+//! Where this sits: the trainer draws an [`Exercise`], inserts [`Exercise::inserted`] into a corpus
+//! passage with the NIAH builder, puts [`Exercise::elsewhere`] at other places of the passage, and
+//! trains on [`Exercise::answer`] after the prompt.
+
+use crate::exercises::ExerciseGenerator;
+use crate::niah::Needle;
+use crate::rng::SplitMix64;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Fewest and most words of a corpus sentence used as a needle.
+pub const SENTENCE_WORDS: (usize, usize) = (6, 32);
+
+/// Function words: never the words a question points with, never replaced by invented ones.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "and", "or", "but", "nor", "so", "yet", "for", "of", "in", "on", "at", "to", "from", "by", "with", "into", "onto",
+    "upon", "about", "over", "under", "after", "before", "as", "than", "that", "this", "these", "those", "there", "here", "which", "who",
+    "whom", "whose", "what", "when", "where", "why", "how", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did",
+    "have", "has", "had", "will", "would", "shall", "should", "can", "could", "may", "might", "must", "not", "no", "it", "its", "he",
+    "him", "his", "she", "her", "hers", "they", "them", "their", "we", "us", "our", "you", "your", "ye", "thee", "thou", "thy", "i", "me",
+    "my", "if", "then", "all", "any", "some", "every", "each", "also", "only", "very", "unto", "hath", "shalt", "thereof", "up", "out",
+    "down", "off", "again", "one", "two", "more", "most", "such", "own", "same", "other", "too", "just", "now", "even", "because", "while",
+    "though", "through", "between", "against", "without", "within", "whether", "let", "said", "saith",
+];
+
+/// Syllables of invented names and words (distinct from the template generator's, so that names here
+/// form another population; none of the held-out needles' names can be spelt from either).
+const SYLLABLES: &[&str] = &[
+    "ar", "bel", "cas", "dun", "el", "fal", "gor", "hask", "im", "jul", "kor", "lev", "mun", "nis", "ob", "pim", "quor", "rud", "sav",
+    "tam", "ub", "vel", "wyn", "xa", "yor", "zel", "bri", "cle", "dro", "fin", "gla", "hob", "ket", "lor", "mab", "nid", "orp", "pes",
+    "rin", "sto", "tev", "ung", "vor", "wes",
+];
+
+/// Question openings: a question word and, where English wants one, an auxiliary.
+const OPENINGS: &[&str] = &[
+    "What",
+    "What is",
+    "What was",
+    "What did",
+    "What does",
+    "What do",
+    "What happened when",
+    "Who",
+    "Who is",
+    "Who was",
+    "Who did",
+    "Where",
+    "Where is",
+    "Where did",
+    "Where does",
+    "When",
+    "When did",
+    "When was",
+    "When will",
+    "Why",
+    "Why did",
+    "Why does",
+    "Why is",
+    "Why was",
+    "How",
+    "How did",
+    "How does",
+    "How is",
+    "How many",
+    "How much",
+    "How long",
+    "Which",
+    "Whose",
+    "In what way did",
+    "For what reason did",
+    "What do we learn about how",
+    "What is said about why",
+    "At what time did",
+    "To whom did",
+    "From where did",
+];
+
+/// Questions that point at a sentence by its words without a question word's grammar.
+const ABOUT: &[&str] = &[
+    "What does the book say about",
+    "What does the text tell us about",
+    "What do we learn about",
+    "What is written about",
+    "What is said about",
+    "What did the story say about",
+    "Which sentence mentions",
+    "What is stated about",
+    "Remind me, what about",
+    "What was the detail about",
+];
+
+/// Corpus sentences that can become needles.
+#[derive(Debug, Default)]
+pub struct SentencePool {
+    sentences: Vec<String>,
+}
+
+impl SentencePool {
+    /// The sentences of `texts` (one paragraph a line) that read as a needle: 6-32 words, starting with a
+    /// capital letter, ending with `.`, `!` or `?`, of letters mostly.
+    /// Reserved needles (see [`crate::exercises::reserved_needles`]) and sentences that name two of the
+    /// distinctive words (names, numbers) of one of them (its one, if it has one) are left out, so that
+    /// no corpus can bring an evaluation fact into training.
+    pub fn from_texts(texts: &[String]) -> Self {
+        let reserved_needles = crate::exercises::reserved_needles();
+        let reserved: Vec<HashSet<String>> = reserved_needles.iter().map(|n| distinctive_words(&n.needle)).collect();
+        let reserved_text: HashSet<String> = reserved_needles.iter().map(|n| normalise(&n.needle)).collect();
+        let mut sentences = Vec::new();
+        for text in texts {
+            for paragraph in text.lines() {
+                sentences.extend(
+                    split_sentences(paragraph)
+                        .into_iter()
+                        .filter(|s| usable_sentence(s))
+                        .filter(|s| !reserved_text.contains(&normalise(s)) && !names_a_reserved_fact(s, &reserved))
+                        .map(str::to_owned),
+                );
+            }
+        }
+        SentencePool { sentences }
+    }
+
+    /// Number of usable sentences.
+    pub fn len(&self) -> usize {
+        self.sentences.len()
+    }
+
+    /// Whether the pool has no sentence.
+    pub fn is_empty(&self) -> bool {
+        self.sentences.is_empty()
+    }
+
+    fn pick(&self, rng: &mut SplitMix64) -> &str {
+        &self.sentences[rng.below(self.sentences.len() as u64) as usize]
+    }
+}
+
+/// The sentences of one paragraph: cut after `.`, `!` or `?` (and any closing quote or bracket) that a
+/// space follows.
+pub fn split_sentences(paragraph: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let bytes = paragraph.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if matches!(bytes[i], b'.' | b'!' | b'?') {
+            let mut end = i + 1;
+            while end < bytes.len() && matches!(bytes[end], b'"' | b'\'' | b')' | b']') {
+                end += 1;
+            }
+            if end == bytes.len() || bytes[end] == b' ' {
+                let s = paragraph[start..end].trim();
+                if !s.is_empty() {
+                    out.push(s);
+                }
+                start = end;
+                i = end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    let rest = paragraph[start..].trim();
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+fn usable_sentence(s: &str) -> bool {
+    let words = s.split_whitespace().count();
+    let letters = s.chars().filter(|c| c.is_ascii_alphabetic()).count();
+    (SENTENCE_WORDS.0..=SENTENCE_WORDS.1).contains(&words)
+        && s.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && s.ends_with(['.', '!', '?'])
+        && s.is_ascii()
+        && letters * 10 >= s.len() * 7
+        && !s.contains(['<', '>', '{', '}', '|', '_', '*', '#', '=', '\\', '[', ']'])
+}
+
+/// A word's letters, lower-cased, without surrounding punctuation: what questions and sentences are
+/// compared by.
+fn bare(word: &str) -> String {
+    word.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()
+}
+
+/// The words of a sentence that identify its fact: capitalised words after its first (names) and words
+/// with digits other than one- and two-digit numbers (which any text has), lower-cased.
+fn distinctive_words(sentence: &str) -> HashSet<String> {
+    sentence
+        .split_whitespace()
+        .enumerate()
+        .filter(|(i, w)| {
+            let core = w.trim_matches(|c: char| !c.is_alphanumeric());
+            (core.chars().any(|c| c.is_ascii_digit()) && !(core.len() <= 2 && core.chars().all(|c| c.is_ascii_digit())))
+                || (*i > 0 && core.starts_with(|c: char| c.is_uppercase()) && !STOPWORDS.contains(&core.to_lowercase().as_str()))
+        })
+        .map(|(_, w)| bare(w))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Whether `sentence` names two distinctive words of one of `reserved` (its only one, if it has one).
+fn names_a_reserved_fact(sentence: &str, reserved: &[HashSet<String>]) -> bool {
+    let words = distinctive_words(sentence);
+    !words.is_empty() && reserved.iter().any(|r| !r.is_empty() && r.intersection(&words).count() >= r.len().min(2))
+}
+
+fn is_content(word: &str) -> bool {
+    let b = bare(word);
+    b.len() >= 3 && !STOPWORDS.contains(&b.as_str())
+}
+
+/// One exercise: the sentence to find, the sentences around it, the facts elsewhere, the question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exercise {
+    /// The sentence that holds the answer (`needle`), the question, and the answer span
+    /// (`real_needle`: what a NIAH test of this needle would score; for corpus sentences the whole
+    /// sentence).
+    pub needle: Needle,
+    /// Sentences placed right before the needle: they share words with the question but are not it.
+    pub before: Vec<String>,
+    /// Likewise right after the needle.
+    pub after: Vec<String>,
+    /// Further facts placed elsewhere in the context.
+    pub elsewhere: Vec<String>,
+}
+
+impl Exercise {
+    /// The text the trainer restates after the prompt: the needle sentence.
+    pub fn answer(&self) -> &str {
+        &self.needle.needle
+    }
+
+    /// The needle as inserted into the haystack: the near sentences around the needle sentence, with
+    /// the whole needle sentence as its answer span.
+    pub fn inserted(&self) -> Needle {
+        let mut parts: Vec<&str> = self.before.iter().map(String::as_str).collect();
+        parts.push(&self.needle.needle);
+        parts.extend(self.after.iter().map(String::as_str));
+        Needle { needle: parts.join(" "), question: self.needle.question.clone(), real_needle: self.needle.needle.clone() }
+    }
+}
+
+/// Settings of [`SentenceExerciseGenerator`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SentenceExerciseSettings {
+    /// Share of needles that are corpus sentences; the rest are the template generator's facts.
+    pub corpus_sentences: f64,
+    /// Share of exercises with one or two near sentences that share words with the question.
+    pub distractors: f64,
+    /// Most further facts placed elsewhere (0..=this many, uniformly).
+    pub elsewhere: usize,
+    /// Share of answer words the template facts replace by invented ones (their `invented_words`).
+    pub invented_words: f64,
+}
+
+impl Default for SentenceExerciseSettings {
+    fn default() -> Self {
+        SentenceExerciseSettings { corpus_sentences: 0.75, distractors: 0.5, elsewhere: 3, invented_words: 0.4 }
+    }
+}
+
+/// Draws [`Exercise`]s (see the module comment). A pure function of the seed, the pool and the words.
+pub struct SentenceExerciseGenerator {
+    rng: SplitMix64,
+    pool: Arc<SentencePool>,
+    words: Arc<Vec<String>>,
+    settings: SentenceExerciseSettings,
+    reserved: HashSet<String>,
+}
+
+impl SentenceExerciseGenerator {
+    /// A generator seeded with `seed`, drawing sentences from `pool` and replacement words from `words`
+    /// (a corpus split by [`ExerciseGenerator::words_of`]; at least 64 words).
+    pub fn new(seed: u64, pool: Arc<SentencePool>, words: Arc<Vec<String>>, settings: SentenceExerciseSettings) -> Self {
+        assert!(words.len() >= 64, "the word source needs at least 64 words");
+        let reserved = crate::exercises::reserved_needles().into_iter().map(|n| normalise(&n.needle)).collect();
+        SentenceExerciseGenerator { rng: SplitMix64::new(seed), pool, words, settings, reserved }
+    }
+
+    /// The next exercise (never a reserved needle, never one whose answer cannot be found in it).
+    pub fn next_exercise(&mut self) -> Exercise {
+        loop {
+            let e = self.draw();
+            if !self.reserved.contains(&normalise(&e.needle.needle)) && e.inserted().answer_range().is_ok() {
+                return e;
+            }
+        }
+    }
+
+    fn draw(&mut self) -> Exercise {
+        let from_corpus = !self.pool.is_empty() && self.rng.unit() < self.settings.corpus_sentences;
+        let (needle, cues) = if from_corpus { self.corpus_needle() } else { self.template_needle() };
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        if self.rng.unit() < self.settings.distractors {
+            for _ in 0..1 + self.rng.below(2) {
+                let Some(d) = self.distractor(&needle.needle, &cues) else { continue };
+                if self.rng.below(2) == 0 {
+                    before.push(d);
+                } else {
+                    after.push(d);
+                }
+            }
+        }
+        let n_else = self.rng.below(self.settings.elsewhere as u64 + 1) as usize;
+        let elsewhere = (0..n_else).map(|_| self.other_fact()).collect();
+        Exercise { needle, before, after, elsewhere }
+    }
+
+    /// A corpus sentence with invented words in it, and a question that points at it; also the
+    /// question's words that the sentence has (the cues a distractor shares in part).
+    fn corpus_needle(&mut self) -> (Needle, Vec<String>) {
+        let sentence = self.pool.pick(&mut self.rng).to_owned();
+        let sentence = self.with_invented_words(&sentence);
+        let words: Vec<&str> = sentence.split_whitespace().collect();
+        let question = self.question(&words);
+        let qwords: HashSet<String> = question.split_whitespace().map(bare).collect();
+        let cues = words.iter().filter(|w| is_content(w) && qwords.contains(&bare(w))).map(|w| bare(w)).collect();
+        let answer = sentence.trim_end_matches(['.', '!', '?']).to_owned();
+        (Needle { needle: sentence, question, real_needle: answer }, cues)
+    }
+
+    /// A fact of the template generator (its varied shapes), whose question shares its words.
+    fn template_needle(&mut self) -> (Needle, Vec<String>) {
+        let n = ExerciseGenerator::new(self.rng.next_u64(), self.words.clone())
+            .with_invented_words(self.settings.invented_words)
+            .with_varied_templates(true)
+            .with_answer_words(2, 12)
+            .next_needle();
+        let qwords: HashSet<String> = n.question.split_whitespace().map(bare).collect();
+        let cues = n.needle.split_whitespace().filter(|w| is_content(w) && qwords.contains(&bare(w))).map(bare).collect();
+        (n, cues)
+    }
+
+    /// Replaces 0-3 content words of `sentence` (85 % of the time at least one) by invented names,
+    /// words or numbers, keeping their punctuation.
+    fn with_invented_words(&mut self, sentence: &str) -> String {
+        let mut words: Vec<String> = sentence.split_whitespace().map(str::to_owned).collect();
+        let content: Vec<usize> = (0..words.len()).filter(|&i| is_content(&words[i])).collect();
+        if content.is_empty() || self.rng.unit() >= 0.85 {
+            return sentence.to_owned();
+        }
+        let n = (1 + self.rng.below(3) as usize).min(content.len());
+        for _ in 0..n {
+            let i = content[self.rng.below(content.len() as u64) as usize];
+            let w = &words[i];
+            let start = w.find(|c: char| c.is_alphanumeric()).unwrap_or(0);
+            let end = w.rfind(|c: char| c.is_alphanumeric()).map_or(w.len(), |e| e + w[e..].chars().next().map_or(1, char::len_utf8));
+            let capital = w[start..].starts_with(|c: char| c.is_uppercase());
+            let new = self.invented(capital);
+            words[i] = format!("{}{new}{}", &w[..start], &w[end..]);
+        }
+        words.join(" ")
+    }
+
+    /// An invented name (capitalised), word, or number.
+    fn invented(&mut self, capital: bool) -> String {
+        match self.rng.below(10) {
+            0..=6 => {
+                let n = 2 + self.rng.below(2);
+                let mut w: String = (0..n).map(|_| SYLLABLES[self.rng.below(SYLLABLES.len() as u64) as usize]).collect();
+                if capital || self.rng.below(3) == 0 {
+                    w[..1].make_ascii_uppercase();
+                }
+                w
+            }
+            7 | 8 => (1 + self.rng.below(4000)).to_string(),
+            _ => {
+                let letters: String = (0..1 + self.rng.below(2)).map(|_| char::from(b'A' + self.rng.below(26) as u8)).collect();
+                format!("{letters}-{}", 1 + self.rng.below(99))
+            }
+        }
+    }
+
+    /// A question about the sentence of `words`: a window of its words (anywhere but, mostly, not its
+    /// opening) behind a question word, with words dropped or inflected; or its content words behind
+    /// "What does the book say about".
+    fn question(&mut self, words: &[&str]) -> String {
+        let content: Vec<String> = words.iter().filter(|w| is_content(w)).map(|w| self.question_word(w)).collect();
+        let body = if content.len() >= 2 && self.rng.below(4) == 0 {
+            // Some of its content words, in the sentence's order or shuffled.
+            let mut picked: Vec<String> = content.clone();
+            let keep = 1 + self.rng.below(picked.len().min(4) as u64) as usize;
+            while picked.len() > keep {
+                picked.remove(self.rng.below(picked.len() as u64) as usize);
+            }
+            if self.rng.below(3) == 0 {
+                self.rng.shuffle(&mut picked);
+            }
+            let joined = match picked.len() {
+                1 => picked[0].clone(),
+                n => format!("{} and {}", picked[..n - 1].join(", "), picked[n - 1]),
+            };
+            let about = ABOUT[self.rng.below(ABOUT.len() as u64) as usize];
+            return format!("{about} {joined}?");
+        } else {
+            // A window of 2-7 words.
+            let len = (2 + self.rng.below(6) as usize).min(words.len());
+            let latest = words.len() - len;
+            let start = if latest > 0 && self.rng.unit() < 0.75 { 1 + self.rng.below(latest as u64) as usize } else { 0 };
+            let mut window: Vec<String> = words[start..start + len].iter().map(|w| self.question_word(w)).collect();
+            if window.len() > 3 && self.rng.below(3) == 0 {
+                window.remove(self.rng.below(window.len() as u64) as usize);
+            }
+            if self.rng.below(2) == 0 {
+                let k = self.rng.below(window.len() as u64) as usize;
+                if is_content(&window[k]) {
+                    window[k] = inflect(&window[k], self.rng.next_u64());
+                }
+            }
+            // Words from outside the window, to point with more than one place of the sentence, and so
+            // that every question names at least two of the sentence's content words (one if it has one).
+            let wanted = content.len().min(2).max(usize::from(self.rng.below(3) == 0) + window.iter().filter(|w| is_content(w)).count());
+            for _ in 0..8 {
+                if content.is_empty() || window.iter().filter(|w| is_content(w)).count() >= wanted {
+                    break;
+                }
+                let extra = content[self.rng.below(content.len() as u64) as usize].clone();
+                if !window.contains(&extra) {
+                    let at = self.rng.below(window.len() as u64 + 1) as usize;
+                    window.insert(at, extra);
+                }
+            }
+            window.join(" ")
+        };
+        let opening = OPENINGS[self.rng.below(OPENINGS.len() as u64) as usize];
+        format!("{opening} {body}?")
+    }
+
+    /// A sentence word as a question would write it: no punctuation; lower case unless a name.
+    fn question_word(&mut self, w: &str) -> String {
+        let core = w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'' && c != '-');
+        let core = core.trim_matches('\'');
+        if core.chars().next().is_some_and(|c| c.is_uppercase()) && STOPWORDS.contains(&core.to_lowercase().as_str()) {
+            core.to_lowercase()
+        } else {
+            core.to_owned()
+        }
+    }
+
+    /// A sentence near the needle that shares some of the question's words but says something else:
+    /// the needle with part of its cue words and other words replaced, or another corpus sentence with a
+    /// cue word spliced in.
+    fn distractor(&mut self, needle: &str, cues: &[String]) -> Option<String> {
+        (0..4).map(|_| self.distractor_draw(needle, cues)).find(|d| !d.trim().is_empty() && normalise(d) != normalise(needle))
+    }
+
+    fn distractor_draw(&mut self, needle: &str, cues: &[String]) -> String {
+        let mut words: Vec<String> = if self.pool.is_empty() || self.rng.below(3) != 0 {
+            needle.split_whitespace().map(str::to_owned).collect()
+        } else {
+            let other = self.pool.pick(&mut self.rng).to_owned();
+            let mut words: Vec<String> = other.split_whitespace().map(str::to_owned).collect();
+            if let Some(cue) = cues.get(self.rng.below(cues.len().max(1) as u64) as usize) {
+                let content: Vec<usize> = (0..words.len()).filter(|&i| is_content(&words[i])).collect();
+                if let Some(&i) = content.get(self.rng.below(content.len().max(1) as u64) as usize) {
+                    words[i] = replace_core(&words[i], cue);
+                }
+            }
+            return words.join(" ");
+        };
+        // Keep at least one cue word when there are two or more; replace at least one.
+        let cue_at: Vec<usize> = (0..words.len()).filter(|&i| cues.contains(&bare(&words[i]))).collect();
+        let keep = if cue_at.len() >= 2 { Some(cue_at[self.rng.below(cue_at.len() as u64) as usize]) } else { None };
+        let mut replaced = 0;
+        for i in 0..words.len() {
+            if !is_content(&words[i]) || Some(i) == keep {
+                continue;
+            }
+            let is_cue = cue_at.contains(&i);
+            if self.rng.unit() < if is_cue { 0.6 } else { 0.35 } || (is_cue && replaced == 0 && i == *cue_at.last().unwrap_or(&0)) {
+                let capital = words[i].trim_start_matches(|c: char| !c.is_alphanumeric()).starts_with(|c: char| c.is_uppercase());
+                let new = if self.rng.below(2) == 0 {
+                    self.invented(capital)
+                } else {
+                    let w = self.words[self.rng.below(self.words.len() as u64) as usize].to_lowercase();
+                    if capital {
+                        capitalise(&w)
+                    } else {
+                        w
+                    }
+                };
+                words[i] = replace_core(&words[i], &new);
+                replaced += 1;
+            }
+        }
+        let out = words.join(" ");
+        if out == needle {
+            // Nothing could be replaced: another sentence instead.
+            return if self.pool.is_empty() { String::new() } else { self.pool.pick(&mut self.rng).to_owned() };
+        }
+        out
+    }
+
+    /// A fact for elsewhere in the context: another corpus sentence with invented words, or a template fact.
+    fn other_fact(&mut self) -> String {
+        if !self.pool.is_empty() && self.rng.below(2) == 0 {
+            let s = self.pool.pick(&mut self.rng).to_owned();
+            self.with_invented_words(&s)
+        } else {
+            self.template_needle().0.needle
+        }
+    }
+}
+
+/// `word` with its alphanumeric core replaced by `new`, surrounding punctuation kept.
+fn replace_core(word: &str, new: &str) -> String {
+    let start = word.find(|c: char| c.is_alphanumeric()).unwrap_or(0);
+    let end = word.rfind(|c: char| c.is_alphanumeric()).map_or(word.len(), |e| e + word[e..].chars().next().map_or(1, char::len_utf8));
+    format!("{}{new}{}", &word[..start], &word[end.max(start)..])
+}
+
+fn capitalise(w: &str) -> String {
+    let mut c = w.chars();
+    c.next().map_or_else(String::new, |f| f.to_uppercase().collect::<String>() + c.as_str())
+}
+
+/// Another form of a word, as questions change a verb's form ("keeps" -> "keep", "named" -> "name",
+/// "paint" -> "paints"); names and short words stay.
+fn inflect(word: &str, draw: u64) -> String {
+    if word.len() < 4 || word.chars().next().is_some_and(|c| c.is_uppercase()) || !word.chars().all(|c| c.is_ascii_lowercase()) {
+        return word.to_owned();
+    }
+    if let Some(stem) = word.strip_suffix("ing") {
+        return stem.to_owned();
+    }
+    if let Some(stem) = word.strip_suffix("ed") {
+        return if draw % 2 == 0 { stem.to_owned() } else { format!("{stem}e") };
+    }
+    if word.ends_with('s') && !word.ends_with("ss") {
+        return word[..word.len() - 1].to_owned();
+    }
+    if draw % 3 == 0 {
+        format!("{word}ed")
+    } else {
+        format!("{word}s")
+    }
+}
+
+/// A sentence reduced to its lower-case words, for comparing needles regardless of spacing and case.
+fn normalise(s: &str) -> String {
+    s.split_whitespace().map(bare).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// Inserts each of `sentences` at a random sentence boundary of `passage` within its first `limit`
+/// bytes (where there is none, at the start), as a sentence of its own.
+pub fn insert_sentences(passage: &str, sentences: &[String], limit: usize, rng: &mut SplitMix64) -> String {
+    let mut out = passage.to_owned();
+    for s in sentences.iter().filter(|s| !s.trim().is_empty()) {
+        let bound = out.len().min(limit);
+        let boundaries: Vec<usize> = out[..floor_boundary(&out, bound)]
+            .match_indices(". ")
+            .map(|(i, _)| i + 2)
+            .chain(out[..floor_boundary(&out, bound)].match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        let at = if boundaries.is_empty() { 0 } else { boundaries[rng.below(boundaries.len() as u64) as usize] };
+        out.insert_str(at, &format!("{s} "));
+    }
+    out
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts() -> Vec<String> {
+        vec![
+            "The miller's daughter walked to the market every Tuesday, carrying eggs in a basket. The river was high that year, and the ferry did not run until June. \
+             When the bells rang at noon, the children ran out of the school and down to the harbour. Nobody knew who had built the old tower on the hill above the village.\n\
+             In the spring of that year the farmers planted barley instead of wheat, because the rain came late. The baker kept his recipes in a tin box under the counter."
+                .to_owned(),
+            "A man who has never seen the sea cannot imagine how the waves sound at night. The lamps of the town were lit one by one as the evening fell over the square."
+                .to_owned(),
+        ]
+    }
+
+    fn generator(seed: u64, settings: SentenceExerciseSettings) -> SentenceExerciseGenerator {
+        let t = texts();
+        let words: Vec<String> = t.iter().flat_map(|x| ExerciseGenerator::words_of(x)).collect();
+        let words = Arc::new([words.clone(), words.clone(), words.clone(), words].concat());
+        SentenceExerciseGenerator::new(seed, Arc::new(SentencePool::from_texts(&t)), words, settings)
+    }
+
+    #[test]
+    fn sentences_split_at_sentence_ends_only() {
+        let s = split_sentences("He said \"Go.\" Then 3.5 miles on! Was it far? yes");
+        assert_eq!(s, vec!["He said \"Go.\"", "Then 3.5 miles on!", "Was it far?", "yes"]);
+        let pool = SentencePool::from_texts(&texts());
+        assert_eq!(pool.len(), 8, "{:?}", pool.sentences);
+        assert!(pool.sentences.iter().all(|s| usable_sentence(s)));
+    }
+
+    #[test]
+    fn exercises_are_valid_varied_and_reproducible() {
+        let mut g = generator(7, SentenceExerciseSettings::default());
+        let (mut with_near, mut with_else, mut corpus) = (0, 0, 0);
+        let mut questions = HashSet::new();
+        for _ in 0..2000 {
+            let e = g.next_exercise();
+            let inserted = e.inserted();
+            let range = inserted.answer_range().unwrap();
+            assert_eq!(&inserted.needle[range], e.answer(), "the answer span of the insertion is the needle sentence");
+            assert!(e.needle.question.ends_with('?'), "{:?}", e.needle.question);
+            e.needle.answer_range().unwrap();
+            with_near += usize::from(!e.before.is_empty() || !e.after.is_empty());
+            with_else += usize::from(!e.elsewhere.is_empty());
+            corpus += usize::from(e.needle.real_needle.len() + 1 == e.needle.needle.len());
+            questions.insert(e.needle.question.clone());
+            // Near sentences are never the needle itself.
+            for d in e.before.iter().chain(&e.after) {
+                assert_ne!(normalise(d), normalise(&e.needle.needle));
+            }
+        }
+        assert!((800..1200).contains(&with_near), "{with_near} of 2000 with near sentences");
+        assert!((1300..1700).contains(&with_else), "{with_else} of 2000 with facts elsewhere");
+        assert!((1300..1700).contains(&corpus), "{corpus} of 2000 from the corpus");
+        assert!(questions.len() > 1500, "only {} distinct questions", questions.len());
+        let mut a = generator(3, SentenceExerciseSettings::default());
+        let mut b = generator(3, SentenceExerciseSettings::default());
+        assert_eq!(a.next_exercise(), b.next_exercise());
+    }
+
+    #[test]
+    fn questions_point_at_their_sentence_more_than_at_the_near_ones() {
+        let mut g = generator(11, SentenceExerciseSettings { corpus_sentences: 1.0, distractors: 1.0, elsewhere: 0, invented_words: 0.4 });
+        let overlap = |q: &str, s: &str| {
+            let q: HashSet<String> = q.split_whitespace().filter(|w| is_content(w)).map(bare).collect();
+            s.split_whitespace().filter(|w| is_content(w)).map(bare).collect::<HashSet<_>>().intersection(&q).count()
+        };
+        let (mut more, mut total) = (0, 0);
+        for _ in 0..1000 {
+            let e = g.next_exercise();
+            let mine = overlap(&e.needle.question, &e.needle.needle);
+            assert!(mine >= 1 || e.needle.question.split_whitespace().filter(|w| is_content(w)).count() == 0, "{e:?}");
+            for d in e.before.iter().chain(&e.after) {
+                total += 1;
+                more += usize::from(mine > overlap(&e.needle.question, d));
+            }
+        }
+        // A spliced sentence can by chance share as many words; most near sentences share fewer.
+        assert!(more * 10 >= total * 8, "{more} of {total} near sentences share fewer question words");
+    }
+
+    #[test]
+    fn invented_words_keep_punctuation_and_inflections_change_words() {
+        let mut g = generator(5, SentenceExerciseSettings::default());
+        let mut changed = 0;
+        for _ in 0..200 {
+            let s = "The baker kept his recipes in a tin box, under the counter.";
+            let t = g.with_invented_words(s);
+            assert_eq!(t.split_whitespace().count(), s.split_whitespace().count());
+            assert!(t.ends_with('.') && t.contains(','), "{t}");
+            changed += usize::from(t != s);
+        }
+        assert!((150..=190).contains(&changed), "{changed} of 200 changed");
+        assert_eq!(inflect("keeps", 0), "keep");
+        assert_eq!(inflect("named", 0), "nam");
+        assert_eq!(inflect("named", 1), "name");
+        assert_eq!(inflect("paint", 1), "paints");
+        assert_eq!(inflect("Anand", 1), "Anand");
+    }
+
+    #[test]
+    fn insertion_lands_at_sentence_boundaries_inside_the_limit() {
+        let mut rng = SplitMix64::new(1);
+        let passage = "One two. Three four. Five six. Seven eight. Nine ten.";
+        for _ in 0..50 {
+            let out = insert_sentences(passage, &["Xa yo.".to_owned()], 25, &mut rng);
+            let at = out.find("Xa yo.").unwrap();
+            assert!(at <= 25 && (at == 0 || out[..at].ends_with(". ")), "{out}");
+            assert_eq!(out.replace("Xa yo. ", ""), passage);
+        }
+    }
+}
+#[cfg(test)]
+mod held_out {
+    use super::*;
+    use crate::exercises::handwritten_needles;
+
+    /// Whether `text` matches `pattern`, where `*` stands for any (possibly empty) run of characters.
+    fn glob(pattern: &str, text: &str) -> bool {
+        let parts: Vec<&str> = pattern.split('*').collect();
+        let (first, last) = (parts[0], parts[parts.len() - 1]);
+        if parts.len() == 1 {
+            return text == pattern;
+        }
+        if !text.starts_with(first) || !text.ends_with(last) || text.len() < first.len() + last.len() {
+            return false;
+        }
+        let mut rest = &text[first.len()..text.len() - last.len()];
+        for part in &parts[1..parts.len() - 1] {
+            match rest.find(part) {
+                Some(i) => rest = &rest[i + part.len()..],
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// The sentence shapes of the template generator (both of its modes), as patterns a shape's every
+    /// sentence matches; slots and word lists are wildcards, which makes the patterns wider than the
+    /// shapes, so a sentence that matches none is surely of no template shape.
+    const TEMPLATE_SHAPES: &[&str] = &[
+        "The * * to * in * is *",
+        "The * of * is *",
+        "* hid the * *",
+        "* left the * *",
+        "* put the * *",
+        "* buried the * *",
+        "* kept the * *",
+        "* found the * *",
+        "* lost the * *",
+        "* placed the * *",
+        "The * that * in the * *",
+        "*'s favourite * is *",
+        "The * about the * will be held *",
+        "* is * by everyone because *",
+        "The secret * for the * is *",
+        "The * way to * from * to the * is *",
+        "* said that *",
+        "* wrote that *",
+        "* whispered that *",
+        "* dreamed that *",
+        "* heard that *",
+        "The * of * eats *",
+    ];
+
+    fn template_shape(sentence: &str) -> Option<&'static str> {
+        TEMPLATE_SHAPES.iter().copied().find(|p| glob(p, sentence))
+    }
+
+    fn corpus() -> Vec<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../public/haystacks");
+        ["village.txt", "kjv-john.txt"].iter().map(|f| std::fs::read_to_string(root.join(f)).unwrap()).collect()
+    }
+
+    #[test]
+    fn the_handwritten_file_has_many_shapes_and_valid_answers() {
+        let text = include_str!("../../../public/needles/handwritten.jsonl");
+        let mut shapes = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            *shapes.entry(v["shape"].as_str().expect("every needle names its shape").to_owned()).or_insert(0) += 1;
+        }
+        let needles = handwritten_needles();
+        assert!(needles.len() >= 40, "{} needles", needles.len());
+        assert!(shapes.len() >= 12, "{} shapes", shapes.len());
+        // Most questions paraphrase: they do not end with the words that lead to the answer in the
+        // needle (as "What is the best thing to do in X?" ends with "... in X", which "is" and the answer
+        // follow), so finding the question's last words and copying on is no way to answer them.
+        let mut lead_ins = 0;
+        for n in &needles {
+            let range = n.answer_range().unwrap();
+            assert!(n.question.ends_with('?') && n.needle.ends_with('.'), "{n:?}");
+            let lead: Vec<String> = n.needle[..range.start].split_whitespace().map(bare).collect();
+            let q: Vec<String> = n.question.split_whitespace().map(bare).filter(|w| !w.is_empty()).collect();
+            let tail = &q[q.len().saturating_sub(3)..];
+            let leads_in = |skip: usize| lead.len() >= 3 + skip && lead[lead.len() - 3 - skip..lead.len() - skip] == *tail;
+            lead_ins += usize::from(leads_in(0) || leads_in(1));
+        }
+        assert!(lead_ins * 3 <= needles.len(), "{lead_ins} of {} questions end with the words before the answer", needles.len());
+    }
+
+    #[test]
+    fn no_generator_makes_a_handwritten_needle_or_its_shape() {
+        // The patterns describe the templates: every template sentence, of either mode, matches one.
+        let words = Arc::new(corpus().iter().flat_map(|t| ExerciseGenerator::words_of(t)).collect::<Vec<_>>());
+        let mut plain = ExerciseGenerator::new(1, words.clone()).with_invented_words(0.4);
+        let mut varied = ExerciseGenerator::new(2, words.clone()).with_invented_words(0.4).with_varied_templates(true);
+        for _ in 0..20_000 {
+            for n in [plain.next_needle(), varied.next_needle()] {
+                assert!(template_shape(&n.needle).is_some(), "no pattern for the template sentence {:?}", n.needle);
+            }
+        }
+        // No hand-written needle is of a template shape.
+        let handwritten = handwritten_needles();
+        for n in &handwritten {
+            assert_eq!(template_shape(&n.needle), None, "{:?} has a template shape", n.needle);
+        }
+        // A corpus that holds the hand-written needles themselves still yields none of them: the pool
+        // leaves out sentences with two of a reserved needle's names or numbers.
+        let mut texts = corpus();
+        texts.push(handwritten.iter().map(|n| n.needle.clone()).collect::<Vec<_>>().join("\n"));
+        let pool = Arc::new(SentencePool::from_texts(&texts));
+        assert!(pool.len() > 500);
+        let reserved: Vec<String> = handwritten.iter().map(|n| normalise(&n.needle)).collect();
+        let reserved_names: Vec<HashSet<String>> = handwritten.iter().map(|n| distinctive_words(&n.needle)).collect();
+        let mut g = SentenceExerciseGenerator::new(3, pool, words, SentenceExerciseSettings::default());
+        for _ in 0..20_000 {
+            let e = g.next_exercise();
+            let mut sentences: Vec<&str> = vec![&e.needle.needle, &e.needle.question];
+            sentences.extend(e.before.iter().chain(&e.after).chain(&e.elsewhere).map(String::as_str));
+            for s in sentences {
+                assert!(!reserved.contains(&normalise(s)), "the generator made the hand-written needle {s:?}");
+                assert!(!names_a_reserved_fact(s, &reserved_names), "{s:?} names a hand-written fact");
+            }
+        }
+    }
+}
