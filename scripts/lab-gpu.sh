@@ -2,8 +2,11 @@
 # The lab model's GPU steps, run on the lent GPU machine (which has no Rust): a CUDA build of
 # `headscope` is carried as .carry/headscope.gz together with the corpus (.carry/corpus, from
 # scripts/prepare-corpus.sh). Results are copied to $OUT when it is set.
-#   scripts/lab-gpu.sh train MINUTES   train (or resume) into $LAB_TRAIN (/root/lab-train) for at most MINUTES
+#   scripts/lab-gpu.sh train MINUTES   train (or resume) into $LAB_TRAIN (/root/lab-train) for at most MINUTES;
+#                                      RECIPE, INIT_FROM and STOP_AT select the stage; the model files come
+#                                      back in $OUT, model.safetensors in parts of 15 MB (join them with cat)
 #   scripts/lab-gpu.sh eval DIR        detection, NIAH and masking curves of model DIR into .carry/lab-eval
+#                                      (NEEDLES, LENGTHS and CURVE_LENGTHS change the grids)
 #   scripts/lab-gpu.sh reproduce SECS  the model card's twelve stages, one after another, into $LAB_TRAIN/sN,
 #                                      as many whole stages as fit in SECS; FROM_STAGE=N INIT_FROM=DIR goes on
 #                                      from stage N-1's model DIR (what an earlier call packed into $OUT);
@@ -14,7 +17,27 @@ set -euo pipefail
 # HEADSCOPE_BIN and DEVICE=cpu run `eval` with a local build (the CPU gives the same tokens, slower);
 # rerunning `eval` into the same .carry/lab-eval resumes it (every command keeps what it has run).
 bin=${HEADSCOPE_BIN:-.carry/headscope}
-[ -x "$bin" ] || { gunzip -c .carry/headscope.gz > "$bin"; chmod +x "$bin"; }
+# It travels gzipped (.carry/headscope.gz) or, half the size, as .carry/headscope.xz (xz -9e).
+if [ ! -x "$bin" ]; then
+  # (Python's lzma, since the GPU machine's image need not have xz.)
+  if [ -f .carry/headscope.xz ]; then
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' .carry/headscope.xz "$bin"
+  else
+    gunzip -c .carry/headscope.gz > "$bin"
+  fi
+  chmod +x "$bin"
+fi
+# The corpus travels as .carry/corpus (v3's two files) or packed as .carry/corpus.tar.xz (the larger
+# corpus of v4), unpacked once per machine outside the carried folder.
+corpus=.carry/corpus
+if [ -f .carry/corpus.tar.xz ]; then
+  corpus=/root/corpus
+  if [ ! -f "$corpus/.unpacked" ]; then
+    mkdir -p "$corpus"
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' .carry/corpus.tar.xz "$corpus"
+    touch "$corpus/.unpacked"
+  fi
+fi
 out=${OUT:-.carry/out}
 # Outside the carried folder: a carry replaces .carry on the GPU machine, and the checkpoint must
 # survive between calls while the machine stays warm.
@@ -23,8 +46,15 @@ mkdir -p "$out"
 case "${1:?train or eval}" in
   train)
     # RECIPE and INIT_FROM select a further stage (see public/models/lab/recipe-stage2.toml).
-    "$bin" train --recipe "${RECIPE:-public/models/lab/recipe.toml}" ${INIT_FROM:+--init-from "$INIT_FROM"} --corpus .carry/corpus --out "$train" --device cuda --max-minutes "${2:-8}" 2>&1 | tee "$out/train.log"
-    for f in model.safetensors tokenizer.json config.json generation_config.json tokenizer_config.json loss.csv; do cp "$train/$f" "$out/"; done
+    # A tokenizer trained beforehand (headscope train --stop-at 0, on any machine: it is deterministic)
+    # can travel as $TOKENIZER, sparing the GPU machine the BPE training.
+    mkdir -p "$train"
+    if [ -n "${TOKENIZER:-}" ] && [ ! -f "$train/tokenizer.json" ]; then cp "$TOKENIZER" "$train/tokenizer.json"; fi
+    "$bin" train --recipe "${RECIPE:-public/models/lab/recipe.toml}" ${INIT_FROM:+--init-from "$INIT_FROM"} ${STOP_AT:+--stop-at "$STOP_AT"} \
+      --corpus "$corpus" --out "$train" --device "${DEVICE:-cuda}" --max-minutes "${2:-8}" 2>&1 | tee "$out/train.log" | tail -30
+    for f in tokenizer.json config.json generation_config.json tokenizer_config.json loss.csv; do cp "$train/$f" "$out/"; done
+    # Files come back from the GPU machine in at most 16 MiB each.
+    split -b 15M -d "$train/model.safetensors" "$out/model.safetensors.part"
     ;;
   reproduce)
     # The card's stages and where a command's time limit stopped them when they were first trained.
@@ -47,7 +77,7 @@ case "${1:?train or eval}" in
         break
       fi
       "$bin" train --recipe "$recipe" ${prev:+--init-from "$prev"} ${stop_at[$i]:+--stop-at "${stop_at[$i]}"} \
-        --corpus .carry/corpus --out "$dir" --device "${DEVICE:-cuda}" --max-minutes "$(python3 -c "print(max(0.5, ($budget - $SECONDS) / 60))")" > "$out/repro/train-s$i.log" 2>&1 || true
+        --corpus "$corpus" --out "$dir" --device "${DEVICE:-cuda}" --max-minutes "$(python3 -c "print(max(0.5, ($budget - $SECONDS) / 60))")" > "$out/repro/train-s$i.log" 2>&1 || true
       tail -2 "$out/repro/train-s$i.log"
       cp "$dir/loss.csv" "$out/repro/loss-stage$i.csv"
       grep -q "^\(finished\|stopped at\) step $steps of" "$out/repro/train-s$i.log" || { echo "stage $i did not finish"; break; }
@@ -70,12 +100,13 @@ case "${1:?train or eval}" in
     mkdir -p "$ev"
     pack() { tar czf "$out/lab-eval.tgz" -C .carry lab-eval; }
     common=(--model "$model" --device "${DEVICE:-cuda}" --dtype f32 --haystack public/haystacks/kjv-john.txt --plain)
-    "$bin" detect "${common[@]}" --needles public/needles/heldout.jsonl --out "$ev/detect" --lengths 256:4096:8 --depths 10 2>&1 | tail -4
+    needles=${NEEDLES:-public/needles/heldout.jsonl}
+    "$bin" detect "${common[@]}" --needles "$needles" --out "$ev/detect" --lengths "${LENGTHS:-256:4096:8}" --depths 10 2>&1 | tail -4
     pack
     k=$(python3 -c "import json;print(len(json.load(open('$ev/detect/summary.json'))['retrieval_heads']))")
     echo "retrieval heads: $k"
-    head -n 4 public/needles/heldout.jsonl > "$ev/curve-needles.jsonl"
-    curve=(--needles "$ev/curve-needles.jsonl" --lengths 512:4096:4 --depths 5 --scores "$ev/detect/head_scores.json")
+    head -n 4 "$needles" > "$ev/curve-needles.jsonl"
+    curve=(--needles "$ev/curve-needles.jsonl" --lengths "${CURVE_LENGTHS:-512:4096:4}" --depths 5 --scores "$ev/detect/head_scores.json")
     "$bin" niah "${common[@]}" "${curve[@]}" --out "$ev/none" | tail -1
     for kk in "$k" $(seq 1 $((2 * k))); do
       [ "$SECONDS" -lt "${BUDGET:-480}" ] || { echo "budget spent before K=$kk"; break; }

@@ -8,6 +8,7 @@ use headscope_core::exercises::ExerciseGenerator;
 use headscope_core::niah::NiahBuilder;
 use headscope_core::prompt::PromptFormat;
 use headscope_core::rng::SplitMix64;
+use headscope_core::sentence_exercises::{insert_sentences, SentenceExerciseGenerator, SentenceExerciseSettings, SentencePool};
 use headscope_core::TextTokenizer;
 use headscope_model::tokenizer::train_byte_level_bpe;
 use headscope_model::train::{AdamWConfig, Trainer};
@@ -41,6 +42,9 @@ struct ModelRecipe {
     max_position_embeddings: usize,
     rope_theta: f64,
     rms_norm_eps: f64,
+    /// The LM head reuses the embedding matrix (fewer weights for the page to load).
+    #[serde(default)]
+    tie_word_embeddings: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +60,10 @@ struct DataRecipe {
     corpus: Vec<String>,
     exercise_share: f64,
     answer_weight: f32,
+    /// Loss weight of an answer's first three tokens, where the model decides which sentence it restates
+    /// (the rest is copying on); by default `answer_weight`.
+    #[serde(default)]
+    opening_weight: Option<f32>,
     /// Share of answer words replaced by invented ones (see `ExerciseGenerator::with_invented_words`).
     #[serde(default)]
     invented_words: f64,
@@ -73,7 +81,32 @@ struct DataRecipe {
     /// position, and then fails a test whose prompt is exactly a training length long.
     #[serde(default)]
     vary_prompt_length: bool,
+    /// Exercises of any sentence shape whose answer restates the needle sentence
+    /// (`headscope_core::sentence_exercises`), instead of template facts answered by their span.
+    #[serde(default)]
+    restate: bool,
+    /// With `restate`: share of needles that are corpus sentences (the rest are template facts).
+    #[serde(default = "default_corpus_sentences")]
+    corpus_sentences: f64,
+    /// With `restate`: share of exercises with sentences near the needle that share the question's words.
+    #[serde(default = "default_distractors")]
+    distractors: f64,
+    /// With `restate`: most further facts placed elsewhere in the context.
+    #[serde(default = "default_elsewhere_facts")]
+    elsewhere_facts: usize,
     lengths: Vec<LengthRecipe>,
+}
+
+fn default_corpus_sentences() -> f64 {
+    SentenceExerciseSettings::default().corpus_sentences
+}
+
+fn default_distractors() -> f64 {
+    SentenceExerciseSettings::default().distractors
+}
+
+fn default_elsewhere_facts() -> usize {
+    SentenceExerciseSettings::default().elsewhere
 }
 
 /// The answer length of every recipe written before `answer_words` existed.
@@ -125,6 +158,9 @@ pub struct TrainOptions {
     pub profile: bool,
 }
 
+/// Answer tokens weighted by a recipe's `opening_weight`.
+const OPENING_TOKENS: usize = 3;
+
 const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
 const BOS: u32 = 1;
 const EOS: u32 = 2;
@@ -142,14 +178,33 @@ fn read_recipe(path: &Path) -> Result<Recipe> {
     if min_words == 0 || max_words < min_words || max_words > 40 {
         bail!("recipe {}: data.answer_words must be [min, max] with 1 <= min <= max <= 40", path.display());
     }
-    for (name, share) in
-        [("exercise_share", r.data.exercise_share), ("invented_words", r.data.invented_words), ("recurring_words", r.data.recurring_words)]
-    {
+    for (name, share) in [
+        ("exercise_share", r.data.exercise_share),
+        ("invented_words", r.data.invented_words),
+        ("recurring_words", r.data.recurring_words),
+        ("corpus_sentences", r.data.corpus_sentences),
+        ("distractors", r.data.distractors),
+    ] {
         if !(0.0..=1.0).contains(&share) {
             bail!("recipe {}: data.{name} must be a share between 0 and 1, not {share}", path.display());
         }
     }
+    if r.data.elsewhere_facts > 16 {
+        bail!("recipe {}: data.elsewhere_facts must be at most 16, not {}", path.display(), r.data.elsewhere_facts);
+    }
     Ok(r)
+}
+
+impl DataRecipe {
+    /// The sentence-exercise settings of a `restate` recipe.
+    fn sentence_settings(&self) -> Option<SentenceExerciseSettings> {
+        self.restate.then_some(SentenceExerciseSettings {
+            corpus_sentences: self.corpus_sentences,
+            distractors: self.distractors,
+            elsewhere: self.elsewhere_facts,
+            invented_words: self.invented_words,
+        })
+    }
 }
 
 /// Writes config.json, tokenizer.json (trained here), tokenizer_config.json and generation_config.json
@@ -162,7 +217,7 @@ fn write_model_files(r: &Recipe, corpus_text: &[String], out: &Path) -> Result<(
         "num_hidden_layers": m.num_hidden_layers, "num_attention_heads": m.num_attention_heads,
         "num_key_value_heads": m.num_key_value_heads, "max_position_embeddings": m.max_position_embeddings,
         "rope_theta": m.rope_theta, "rms_norm_eps": m.rms_norm_eps, "hidden_act": "silu",
-        "bos_token_id": BOS, "eos_token_id": EOS, "tie_word_embeddings": false, "torch_dtype": "float16",
+        "bos_token_id": BOS, "eos_token_id": EOS, "tie_word_embeddings": m.tie_word_embeddings, "torch_dtype": "float16",
     });
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)?)?;
     std::fs::write(
@@ -180,11 +235,20 @@ fn write_model_files(r: &Recipe, corpus_text: &[String], out: &Path) -> Result<(
         eprintln!("training a {}-token byte-level BPE tokenizer", r.tokenizer.vocab_size);
         let mut texts: Vec<String> = corpus_text.to_vec();
         let words = std::sync::Arc::new(corpus_text.iter().flat_map(|t| ExerciseGenerator::words_of(t)).collect::<Vec<_>>());
-        let mut g = ExerciseGenerator::new(r.seed ^ 0x7070, words);
-        texts.extend((0..r.tokenizer.exercise_samples).map(|_| {
-            let n = g.next_needle();
-            format!("{} {} {}", n.needle, n.question, n.real_needle)
-        }));
+        if let Some(settings) = r.data.sentence_settings() {
+            let pool = Arc::new(SentencePool::from_texts(corpus_text));
+            let mut g = SentenceExerciseGenerator::new(r.seed ^ 0x7070, pool, words, settings);
+            texts.extend((0..r.tokenizer.exercise_samples).map(|_| {
+                let e = g.next_exercise();
+                format!("{} {} {}", e.inserted().needle, e.elsewhere.join(" "), e.needle.question)
+            }));
+        } else {
+            let mut g = ExerciseGenerator::new(r.seed ^ 0x7070, words);
+            texts.extend((0..r.tokenizer.exercise_samples).map(|_| {
+                let n = g.next_needle();
+                format!("{} {} {}", n.needle, n.question, n.real_needle)
+            }));
+        }
         let tok = train_byte_level_bpe(&texts, r.tokenizer.vocab_size, &SPECIALS, Some("<s>"))?;
         tok.save(&tok_path, false).map_err(|e| anyhow::anyhow!("saving {}: {e}", tok_path.display()))?;
     }
@@ -204,10 +268,16 @@ struct Batch {
 struct DataSource {
     tokenizer: HfTokenizer,
     corpus_text: Vec<String>,
+    /// Byte ranges of each corpus text's non-empty lines (paragraphs), found once.
+    paragraphs: Vec<Vec<std::ops::Range<usize>>>,
     corpus_tokens: Vec<u32>,
     corpus_words: Arc<Vec<String>>,
+    /// With `restate`: the corpus sentences that can be needles, and the exercise settings.
+    sentences: Arc<SentencePool>,
+    sentence_settings: Option<SentenceExerciseSettings>,
     exercise_share: f64,
     answer_weight: f32,
+    opening_weight: f32,
     invented_words: f64,
     varied_templates: bool,
     answer_words: [usize; 2],
@@ -253,30 +323,46 @@ impl DataSource {
         (self.corpus_tokens[start..start + t + 1].to_vec(), vec![1.0; t + 1])
     }
 
-    /// A NIAH prompt over a random corpus passage, then the answer and EOS: `t + 1` tokens.
+    /// A NIAH prompt over a random corpus passage, then the answer and EOS: `t + 1` tokens. The answer
+    /// is the needle's answer span, or with `restate` the whole needle sentence.
     fn exercise(&self, t: usize, seed: u64) -> Result<(Vec<u32>, Vec<f32>)> {
         let mut r = SplitMix64::new(seed);
-        let needle = ExerciseGenerator::new(r.next_u64(), self.corpus_words.clone())
-            .with_invented_words(self.invented_words)
-            .with_varied_templates(self.varied_templates)
-            .with_answer_words(self.answer_words[0], self.answer_words[1])
-            .with_recurring_words(self.recurring_words)
-            .next_needle();
-        let mut answer = self.tokenizer.encode(&format!(" {}", needle.real_needle), false)?.ids;
+        let (needle, answer_text, elsewhere) = match self.sentence_settings {
+            Some(settings) => {
+                let e = SentenceExerciseGenerator::new(r.next_u64(), self.sentences.clone(), self.corpus_words.clone(), settings)
+                    .next_exercise();
+                (e.inserted(), e.answer().to_owned(), e.elsewhere)
+            }
+            None => {
+                let needle = ExerciseGenerator::new(r.next_u64(), self.corpus_words.clone())
+                    .with_invented_words(self.invented_words)
+                    .with_varied_templates(self.varied_templates)
+                    .with_answer_words(self.answer_words[0], self.answer_words[1])
+                    .with_recurring_words(self.recurring_words)
+                    .next_needle();
+                let answer = needle.real_needle.clone();
+                (needle, answer, Vec::new())
+            }
+        };
+        let mut answer = self.tokenizer.encode(&format!(" {answer_text}"), false)?.ids;
         answer.push(EOS);
         if answer.len() * 4 > t {
             // An answer that would crowd out the context is no exercise: use plain text for this row.
             return Ok(self.plain_text(t, seed));
         }
         // A passage long enough for the prompt: paragraphs from a random start, about 6 bytes per token.
-        let doc = &self.corpus_text[r.below(self.corpus_text.len() as u64) as usize];
-        let paragraphs: Vec<&str> = doc.split('\n').filter(|p| !p.trim().is_empty()).collect();
+        let doc = r.below(self.corpus_text.len() as u64) as usize;
+        let paragraphs = &self.paragraphs[doc];
         let mut i = r.below(paragraphs.len() as u64) as usize;
         let mut passage = String::new();
         while passage.len() < t * 6 {
-            passage.push_str(paragraphs[i % paragraphs.len()]);
+            passage.push_str(&self.corpus_text[doc][paragraphs[i % paragraphs.len()].clone()]);
             passage.push('\n');
             i += 1;
+        }
+        if !elsewhere.is_empty() {
+            // Within the part of the passage that the prompt will hold (about 4 bytes per token).
+            passage = insert_sentences(&passage, &elsewhere, t * 3, &mut r);
         }
         let mut builder = NiahBuilder::new(&self.tokenizer, PromptFormat::Plain, &[passage])?;
         let depth = r.below(10_001) as f64 / 100.0;
@@ -285,11 +371,17 @@ impl DataSource {
             // Anywhere in the last quarter of the row.
             prompt_len -= r.below(prompt_len as u64 / 4 + 1) as usize;
         }
+        if builder.shortest_length(&needle)? > prompt_len {
+            // Near sentences and a long question can outgrow a short row: plain text instead.
+            return Ok(self.plain_text(t, seed));
+        }
         let test = builder.build(&needle, prompt_len, depth)?;
         let mut seq = test.prompt_ids;
         let mut w = vec![1.0; seq.len()];
         seq.extend_from_slice(&answer);
-        w.extend(std::iter::repeat_n(self.answer_weight, answer.len()));
+        let opening = answer.len().min(OPENING_TOKENS);
+        w.extend(std::iter::repeat_n(self.opening_weight, opening));
+        w.extend(std::iter::repeat_n(self.answer_weight, answer.len() - opening));
         if self.vary_prompt_length && seq.len() < t + 1 {
             // The rest of the row is ordinary text, as when documents are packed.
             let (text, _) = self.plain_text(t - seq.len(), r.next_u64());
@@ -303,6 +395,55 @@ impl DataSource {
         }
         Ok((seq, w))
     }
+}
+
+/// Byte ranges of the lines of `text` that hold more than whitespace: the paragraphs passages are cut from.
+fn paragraph_ranges(text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for line in text.split('\n') {
+        if !line.trim().is_empty() {
+            out.push(start..start + line.len());
+        }
+        start += line.len() + 1;
+    }
+    out
+}
+
+/// The token ids of `text` (no special tokens), encoded in line-aligned pieces of about `piece` bytes on
+/// `threads` threads. The byte-level pre-tokenizer splits at every line break, so the pieces encode to
+/// what the whole text does (a test checks it); a corpus of a hundred megabytes then takes seconds.
+fn encode_in_pieces(tokenizer: &HfTokenizer, text: &str, threads: usize, piece: usize) -> Result<Vec<u32>> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + piece.max(1)).min(text.len());
+        while end < text.len() && !text.is_char_boundary(end) {
+            end += 1;
+        }
+        if end < text.len() {
+            end = text[end..].find('\n').map_or(text.len(), |i| end + i + 1);
+        }
+        pieces.push(&text[start..end]);
+        start = end;
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<Vec<u32>>>>> = pieces.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(pieces.len()).max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(piece) = pieces.get(i) else { break };
+                let ids = tokenizer.encode(piece, false).map(|e| e.ids).map_err(anyhow::Error::from);
+                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(ids);
+            });
+        }
+    });
+    let mut ids = Vec::new();
+    for r in results {
+        ids.extend(r.into_inner().unwrap_or_else(|p| p.into_inner()).context("a corpus piece was not encoded")??);
+    }
+    Ok(ids)
 }
 
 fn lr_at(step: usize, r: &TrainRecipe) -> f64 {
@@ -340,7 +481,7 @@ pub fn train(o: TrainOptions) -> Result<()> {
     let t0 = Instant::now();
     let mut corpus_tokens = Vec::new();
     for text in &corpus_text {
-        corpus_tokens.extend(tokenizer.encode(text, false)?.ids);
+        corpus_tokens.extend(encode_in_pieces(&tokenizer, text, o.workers.max(1), 1 << 20)?);
     }
     eprintln!(
         "corpus: {} bytes, {} tokens (encoded in {:.1}s)",
@@ -366,13 +507,22 @@ pub fn train(o: TrainOptions) -> Result<()> {
         headscope_model::candle_core::cuda::set_gemm_reduced_precision_f32(true);
     }
 
+    let sentence_settings = recipe.data.sentence_settings();
+    let sentences = Arc::new(if sentence_settings.is_some() { SentencePool::from_texts(&corpus_text) } else { SentencePool::default() });
+    if sentence_settings.is_some() {
+        eprintln!("{} corpus sentences can be needles", sentences.len());
+    }
     let source = Arc::new(DataSource {
         tokenizer,
         corpus_words: Arc::new(corpus_text.iter().flat_map(|t| ExerciseGenerator::words_of(t)).collect()),
+        paragraphs: corpus_text.iter().map(|t| paragraph_ranges(t)).collect(),
         corpus_text,
         corpus_tokens,
+        sentences,
+        sentence_settings,
         exercise_share: recipe.data.exercise_share,
         answer_weight: recipe.data.answer_weight,
+        opening_weight: recipe.data.opening_weight.unwrap_or(recipe.data.answer_weight),
         invented_words: recipe.data.invented_words,
         varied_templates: recipe.data.varied_templates,
         answer_words: recipe.data.answer_words,
@@ -531,10 +681,14 @@ mod tests {
         DataSource {
             tokenizer,
             corpus_words: Arc::new(ExerciseGenerator::words_of(&corpus_text[0])),
+            paragraphs: corpus_text.iter().map(|t| paragraph_ranges(t)).collect(),
+            sentences: Arc::new(SentencePool::from_texts(&corpus_text)),
+            sentence_settings: None,
             corpus_text,
             corpus_tokens,
             exercise_share: 1.0,
             answer_weight: 8.0,
+            opening_weight: 8.0,
             invented_words: 0.5,
             varied_templates: true,
             answer_words: default_answer_words(),
@@ -543,6 +697,46 @@ mod tests {
             lengths: vec![LengthRecipe { tokens: 256, batch: 1, share: 1.0 }],
             seed: 1,
         }
+    }
+
+    #[test]
+    fn pieces_encode_as_the_whole_text_and_paragraphs_are_the_non_empty_lines() {
+        let s = source(false);
+        let text = &s.corpus_text[0];
+        let whole = s.tokenizer.encode(text, false).unwrap().ids;
+        for (threads, piece) in [(1, 1 << 20), (3, 200), (2, 1)] {
+            assert_eq!(encode_in_pieces(&s.tokenizer, text, threads, piece).unwrap(), whole, "{threads} threads, {piece}-byte pieces");
+        }
+        let old: Vec<&str> = text.split('\n').filter(|p| !p.trim().is_empty()).collect();
+        let new: Vec<&str> = s.paragraphs[0].iter().map(|r| &text[r.clone()]).collect();
+        assert_eq!(old, new);
+    }
+
+    #[test]
+    fn restated_exercises_answer_with_the_needle_sentence() {
+        let mut s = source(true);
+        s.sentence_settings = Some(SentenceExerciseSettings { elsewhere: 2, ..Default::default() });
+        let mut restated = 0;
+        for seed in 0..30u64 {
+            let (seq, w) = s.exercise(512, seed).unwrap();
+            assert_eq!((seq.len(), w.len()), (513, 513));
+            let Some(last) = w.iter().rposition(|&x| x == 8.0) else { continue };
+            let first = w.iter().position(|&x| x == 8.0).unwrap();
+            assert_eq!(seq[last], EOS);
+            let answer = s.tokenizer.decode(&seq[first..last]).unwrap();
+            let prompt = s.tokenizer.decode(&seq[..first]).unwrap();
+            // The answer is a whole sentence of the context, stated before the question.
+            let book = &prompt[..prompt.find("</book>").unwrap()];
+            assert!(book.contains(answer.trim()), "{answer:?} is not in the context");
+            assert!(answer.trim_end().ends_with(['.', '!', '?']), "{answer:?}");
+            restated += 1;
+        }
+        assert!(restated >= 25, "only {restated} of 30 rows were exercises");
+        // In short rows a needle with its near sentences can outgrow the prompt: such a row becomes
+        // plain text, not an error that stops training (it stopped stage 3 of v4 at step 1650).
+        s.sentence_settings = Some(SentenceExerciseSettings { distractors: 1.0, ..Default::default() });
+        let plain = (0..300u64).filter(|&seed| s.exercise(96, seed).unwrap().1.iter().all(|&x| x == 1.0)).count();
+        assert!((1..300).contains(&plain), "{plain} of 300 rows of 96 tokens were plain text");
     }
 
     /// Where each exercise's answer ends (its EOS target), for rows of 256 tokens.

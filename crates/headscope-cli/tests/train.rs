@@ -160,6 +160,9 @@ fn train_resumes_exactly_and_exports_a_loadable_model() {
         ("seed = 7", "sede = 8", "sede"),
         ("[data]", "answer_words = [5, 2]", "answer_words"),
         ("[data]", "recurring_words = 1.5", "recurring_words"),
+        ("[data]", "distractors = -0.1", "distractors"),
+        ("[data]", "corpus_sentences = 2", "corpus_sentences"),
+        ("[data]", "elsewhere_facts = 99", "elsewhere_facts"),
     ] {
         std::fs::write(&bad, std::fs::read_to_string(&recipe).unwrap().replace(at, &format!("{at}\n{added}"))).unwrap();
         let (ok, _, stderr) = headscope(&[

@@ -183,17 +183,15 @@ impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
             return Err(CoreError::invalid(format!("depth {depth_percent} is outside 0..100 percent")));
         }
         let answer_in_needle = needle.answer_range()?;
-        // Smallest prompt: the needle alone in the context.
-        let shortest = self.candidate(needle, 0, depth_percent, false)?;
-        if shortest.ids.len() > length {
+        let shortest = self.shortest_length(needle)?;
+        if shortest > length {
             return Err(CoreError::invalid(format!(
-                "a {length}-token prompt is too short: the needle, question and template alone take {} tokens",
-                shortest.ids.len()
+                "a {length}-token prompt is too short: the needle, question and template alone take {shortest} tokens"
             )));
         }
         self.ensure_haystack(length + 64)?;
         let max_n = self.haystack_tokens.ids.len();
-        let mut n = (length - shortest.ids.len()).min(max_n);
+        let mut n = (length - shortest).min(max_n);
         let mut best: Option<(usize, Candidate)> = None;
         let keep_best = |cut: usize, c: Candidate, best: &mut Option<(usize, Candidate)>| {
             if c.ids.len() <= length && best.as_ref().is_none_or(|(_, b)| b.ids.len() < c.ids.len()) {
@@ -241,6 +239,12 @@ impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
         }
         let (_, c) = best.ok_or_else(|| CoreError::invalid(format!("no prompt of at most {length} tokens could be built")))?;
         c.into_test(length, depth_percent, answer_in_needle)
+    }
+
+    /// The length in tokens of the shortest prompt for `needle`: the needle alone as the context, with
+    /// the question and template. [`NiahBuilder::build`] refuses shorter lengths.
+    pub fn shortest_length(&self, needle: &Needle) -> Result<usize> {
+        Ok(self.candidate(needle, 0, 0.0, false)?.ids.len())
     }
 
     /// The byte offset where the first `n` haystack tokens end.
