@@ -480,13 +480,13 @@ impl SentenceExerciseGenerator {
         let cue_at: Vec<usize> = (0..words.len()).filter(|&i| cues.contains(&bare(&words[i]))).collect();
         let keep = if cue_at.len() >= 2 { Some(cue_at[self.rng.below(cue_at.len() as u64) as usize]) } else { None };
         let mut replaced = 0;
-        for i in 0..words.len() {
-            if !is_content(&words[i]) || Some(i) == keep {
+        for (i, word) in words.iter_mut().enumerate() {
+            if !is_content(word) || Some(i) == keep {
                 continue;
             }
             let is_cue = cue_at.contains(&i);
             if self.rng.unit() < if is_cue { 0.6 } else { 0.35 } || (is_cue && replaced == 0 && i == *cue_at.last().unwrap_or(&0)) {
-                let capital = capitalised(&words[i]);
+                let capital = capitalised(word);
                 let new = if self.rng.below(2) == 0 {
                     self.invented(capital)
                 } else {
@@ -497,7 +497,7 @@ impl SentenceExerciseGenerator {
                         w
                     }
                 };
-                words[i] = replace_core(&words[i], &new);
+                *word = replace_core(word, &new);
                 replaced += 1;
             }
         }
@@ -558,12 +558,12 @@ fn inflect(word: &str, draw: u64) -> String {
         return stem.to_owned();
     }
     if let Some(stem) = word.strip_suffix("ed") {
-        return if draw % 2 == 0 { stem.to_owned() } else { format!("{stem}e") };
+        return if draw.is_multiple_of(2) { stem.to_owned() } else { format!("{stem}e") };
     }
     if word.ends_with('s') && !word.ends_with("ss") {
         return word[..word.len() - 1].to_owned();
     }
-    if draw % 3 == 0 {
+    if draw.is_multiple_of(3) {
         format!("{word}ed")
     } else {
         format!("{word}s")
