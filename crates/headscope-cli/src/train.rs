@@ -94,6 +94,10 @@ struct DataRecipe {
     /// With `restate`: most further facts placed elsewhere in the context.
     #[serde(default = "default_elsewhere_facts")]
     elsewhere_facts: usize,
+    /// With `restate`: corpus sentences come from the text the haystack passage is cut from (but not
+    /// from the passage), so that a needle does not stand out from its context by style.
+    #[serde(default)]
+    same_document: bool,
     lengths: Vec<LengthRecipe>,
 }
 
@@ -275,6 +279,7 @@ struct DataSource {
     /// With `restate`: the corpus sentences that can be needles, and the exercise settings.
     sentences: Arc<SentencePool>,
     sentence_settings: Option<SentenceExerciseSettings>,
+    same_document: bool,
     exercise_share: f64,
     answer_weight: f32,
     opening_weight: f32,
@@ -323,14 +328,34 @@ impl DataSource {
         (self.corpus_tokens[start..start + t + 1].to_vec(), vec![1.0; t + 1])
     }
 
+    /// A passage long enough for a `t`-token prompt (about 6 bytes per token): paragraphs of a random
+    /// corpus text from a random start; also which text.
+    fn passage(&self, t: usize, r: &mut SplitMix64) -> (usize, String) {
+        let doc = r.below(self.corpus_text.len() as u64) as usize;
+        let paragraphs = &self.paragraphs[doc];
+        let mut i = r.below(paragraphs.len() as u64) as usize;
+        let mut passage = String::new();
+        while passage.len() < t * 6 {
+            passage.push_str(&self.corpus_text[doc][paragraphs[i % paragraphs.len()].clone()]);
+            passage.push('\n');
+            i += 1;
+        }
+        (doc, passage)
+    }
+
     /// A NIAH prompt over a random corpus passage, then the answer and EOS: `t + 1` tokens. The answer
     /// is the needle's answer span, or with `restate` the whole needle sentence.
     fn exercise(&self, t: usize, seed: u64) -> Result<(Vec<u32>, Vec<f32>)> {
         let mut r = SplitMix64::new(seed);
+        // With `same_document` the passage comes first: the needle is drawn from its text.
+        let early_passage = (self.same_document && self.sentence_settings.is_some()).then(|| self.passage(t, &mut r));
         let (needle, answer_text, elsewhere) = match self.sentence_settings {
             Some(settings) => {
-                let e = SentenceExerciseGenerator::new(r.next_u64(), self.sentences.clone(), self.corpus_words.clone(), settings)
-                    .next_exercise();
+                let mut g = SentenceExerciseGenerator::new(r.next_u64(), self.sentences.clone(), self.corpus_words.clone(), settings);
+                if let Some((doc, passage)) = &early_passage {
+                    g = g.in_document(*doc, passage);
+                }
+                let e = g.next_exercise();
                 (e.inserted(), e.answer().to_owned(), e.elsewhere)
             }
             None => {
@@ -350,16 +375,10 @@ impl DataSource {
             // An answer that would crowd out the context is no exercise: use plain text for this row.
             return Ok(self.plain_text(t, seed));
         }
-        // A passage long enough for the prompt: paragraphs from a random start, about 6 bytes per token.
-        let doc = r.below(self.corpus_text.len() as u64) as usize;
-        let paragraphs = &self.paragraphs[doc];
-        let mut i = r.below(paragraphs.len() as u64) as usize;
-        let mut passage = String::new();
-        while passage.len() < t * 6 {
-            passage.push_str(&self.corpus_text[doc][paragraphs[i % paragraphs.len()].clone()]);
-            passage.push('\n');
-            i += 1;
-        }
+        let (_, mut passage) = match early_passage {
+            Some(p) => p,
+            None => self.passage(t, &mut r),
+        };
         if !elsewhere.is_empty() {
             // Within the part of the passage that the prompt will hold (about 4 bytes per token).
             passage = insert_sentences(&passage, &elsewhere, t * 3, &mut r);
@@ -520,6 +539,7 @@ pub fn train(o: TrainOptions) -> Result<()> {
         corpus_tokens,
         sentences,
         sentence_settings,
+        same_document: recipe.data.same_document,
         exercise_share: recipe.data.exercise_share,
         answer_weight: recipe.data.answer_weight,
         opening_weight: recipe.data.opening_weight.unwrap_or(recipe.data.answer_weight),
@@ -684,6 +704,7 @@ mod tests {
             paragraphs: corpus_text.iter().map(|t| paragraph_ranges(t)).collect(),
             sentences: Arc::new(SentencePool::from_texts(&corpus_text)),
             sentence_settings: None,
+            same_document: false,
             corpus_text,
             corpus_tokens,
             exercise_share: 1.0,
@@ -732,6 +753,15 @@ mod tests {
             restated += 1;
         }
         assert!(restated >= 25, "only {restated} of 30 rows were exercises");
+        // From the passage's own text the same holds (the test corpus is one text).
+        s.same_document = true;
+        for seed in 0..10u64 {
+            let (seq, w) = s.exercise(512, seed).unwrap();
+            let (Some(first), Some(last)) = (w.iter().position(|&x| x == 8.0), w.iter().rposition(|&x| x == 8.0)) else { continue };
+            let answer = s.tokenizer.decode(&seq[first..last]).unwrap();
+            assert!(s.tokenizer.decode(&seq[..first]).unwrap().contains(answer.trim()), "{answer:?}");
+        }
+        s.same_document = false;
         // In short rows a needle with its near sentences can outgrow the prompt: such a row becomes
         // plain text, not an error that stops training (it stopped stage 3 of v4 at step 1650).
         s.sentence_settings = Some(SentenceExerciseSettings { distractors: 1.0, ..Default::default() });

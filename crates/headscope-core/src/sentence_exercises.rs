@@ -106,6 +106,8 @@ const ABOUT: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct SentencePool {
     sentences: Vec<String>,
+    /// The sentences of each text given to [`SentencePool::from_texts`], as a range of `sentences`.
+    documents: Vec<std::ops::Range<usize>>,
 }
 
 impl SentencePool {
@@ -119,7 +121,9 @@ impl SentencePool {
         let reserved: Vec<HashSet<String>> = reserved_needles.iter().map(|n| distinctive_words(&n.needle)).collect();
         let reserved_text: HashSet<String> = reserved_needles.iter().map(|n| normalise(&n.needle)).collect();
         let mut sentences = Vec::new();
+        let mut documents = Vec::new();
         for text in texts {
+            let first = sentences.len();
             for paragraph in text.lines() {
                 sentences.extend(
                     split_sentences(paragraph)
@@ -129,8 +133,9 @@ impl SentencePool {
                         .map(str::to_owned),
                 );
             }
+            documents.push(first..sentences.len());
         }
-        SentencePool { sentences }
+        SentencePool { sentences, documents }
     }
 
     /// Number of usable sentences.
@@ -281,6 +286,9 @@ pub struct SentenceExerciseGenerator {
     words: Arc<Vec<String>>,
     settings: SentenceExerciseSettings,
     reserved: HashSet<String>,
+    /// With [`SentenceExerciseGenerator::in_document`]: the pool's sentences to draw from, and the text
+    /// (the haystack passage) whose sentences not to draw.
+    document: Option<(std::ops::Range<usize>, String)>,
 }
 
 impl SentenceExerciseGenerator {
@@ -289,7 +297,30 @@ impl SentenceExerciseGenerator {
     pub fn new(seed: u64, pool: Arc<SentencePool>, words: Arc<Vec<String>>, settings: SentenceExerciseSettings) -> Self {
         assert!(words.len() >= 64, "the word source needs at least 64 words");
         let reserved = crate::exercises::reserved_needles().into_iter().map(|n| normalise(&n.needle)).collect();
-        SentenceExerciseGenerator { rng: SplitMix64::new(seed), pool, words, settings, reserved }
+        SentenceExerciseGenerator { rng: SplitMix64::new(seed), pool, words, settings, reserved, document: None }
+    }
+
+    /// Draws corpus sentences (needle, near and elsewhere) from text `document` of the pool only, and
+    /// none that `passage` holds. With the haystack passage cut from the same text, a needle does not
+    /// stand out from its context by style, so only the question's words can find it; and the
+    /// unchanged original of a needle is never in the context beside it. A text without usable
+    /// sentences leaves the whole pool in use.
+    pub fn in_document(mut self, document: usize, passage: &str) -> Self {
+        self.document = self.pool.documents.get(document).filter(|r| !r.is_empty()).map(|r| (r.clone(), passage.to_owned()));
+        self
+    }
+
+    /// A corpus sentence: from the whole pool, or as [`SentenceExerciseGenerator::in_document`] says.
+    fn pick_sentence(&mut self) -> String {
+        let Some((range, passage)) = &self.document else {
+            return self.pool.pick(&mut self.rng).to_owned();
+        };
+        let sentences = &self.pool.sentences[range.clone()];
+        let start = self.rng.below(sentences.len() as u64) as usize;
+        // The first sentence from a random start on that the passage does not hold (nearly always the
+        // first one tried: a passage is a small part of a text).
+        let free = (0..sentences.len()).map(|k| &sentences[(start + k) % sentences.len()]).find(|s| !passage.contains(s.as_str()));
+        free.unwrap_or(&sentences[start]).clone()
     }
 
     /// The next exercise (never a reserved needle, never one whose answer cannot be found in it).
@@ -324,7 +355,7 @@ impl SentenceExerciseGenerator {
     /// A corpus sentence with invented words in it, and a question that points at it; also the
     /// question's words that the sentence has (the cues a distractor shares in part).
     fn corpus_needle(&mut self) -> (Needle, Vec<String>) {
-        let sentence = self.pool.pick(&mut self.rng).to_owned();
+        let sentence = self.pick_sentence();
         let sentence = self.with_invented_words(&sentence);
         let words: Vec<&str> = sentence.split_whitespace().collect();
         let question = self.question(&words);
@@ -462,7 +493,7 @@ impl SentenceExerciseGenerator {
 
     /// Another corpus sentence with one of the `cues` in place of one of its content words.
     fn spliced_sentence(&mut self, cues: &[String]) -> String {
-        let other = self.pool.pick(&mut self.rng).to_owned();
+        let other = self.pick_sentence();
         let mut words: Vec<String> = other.split_whitespace().map(str::to_owned).collect();
         if let Some(cue) = cues.get(self.rng.below(cues.len().max(1) as u64) as usize) {
             let content: Vec<usize> = (0..words.len()).filter(|&i| is_content(&words[i])).collect();
@@ -504,7 +535,7 @@ impl SentenceExerciseGenerator {
         let out = words.join(" ");
         if out == needle {
             // Nothing could be replaced: another sentence instead.
-            return if self.pool.is_empty() { String::new() } else { self.pool.pick(&mut self.rng).to_owned() };
+            return if self.pool.is_empty() { String::new() } else { self.pick_sentence() };
         }
         out
     }
@@ -512,7 +543,7 @@ impl SentenceExerciseGenerator {
     /// A fact for elsewhere in the context: another corpus sentence with invented words, or a template fact.
     fn other_fact(&mut self) -> String {
         if !self.pool.is_empty() && self.rng.below(2) == 0 {
-            let s = self.pool.pick(&mut self.rng).to_owned();
+            let s = self.pick_sentence();
             self.with_invented_words(&s)
         } else {
             self.template_needle().0.needle
@@ -714,6 +745,31 @@ mod tests {
             }
         }
         assert_eq!(h, 0xb3e1_7c5b_255f_6254, "{h:#x}");
+    }
+
+    #[test]
+    fn in_document_draws_that_texts_sentences_and_none_of_the_passage() {
+        let t = texts();
+        let pool = SentencePool::from_texts(&t);
+        assert_eq!(pool.documents, vec![0..6, 6..8]);
+        let passage = "A man who has never seen the sea cannot imagine how the waves sound at night.";
+        let settings = SentenceExerciseSettings { corpus_sentences: 1.0, distractors: 1.0, elsewhere: 2, invented_words: 0.4 };
+        for seed in 0..200 {
+            let e = generator(seed, settings).in_document(1, passage).next_exercise();
+            // Text 1 has two sentences and the passage holds one: every corpus sentence is the other,
+            // with invented words (spliced near sentences have a cue word in place of one of theirs).
+            let lamps = |s: &str| s.split_whitespace().filter(|w| "The lamps of the town were lit one by one".contains(w)).count() >= 4;
+            assert!(lamps(&e.needle.needle), "{:?}", e.needle.needle);
+            assert!(e.elsewhere.iter().all(|s| lamps(s) || template_shaped(s)), "{:?}", e.elsewhere);
+        }
+        // A text with no usable sentence leaves the whole pool in use.
+        let e = generator(1, settings).in_document(7, passage).next_exercise();
+        e.needle.answer_range().unwrap();
+    }
+
+    /// Whether `s` is one of the template generator's facts (they are not corpus sentences).
+    fn template_shaped(s: &str) -> bool {
+        !texts().iter().any(|t| t.contains(s.split_whitespace().take(2).collect::<Vec<_>>().join(" ").as_str()))
     }
 
     #[test]
