@@ -51,10 +51,12 @@ case "${1:?train or eval}" in
     mkdir -p "$train"
     if [ -n "${TOKENIZER:-}" ] && [ ! -f "$train/tokenizer.json" ]; then cp "$TOKENIZER" "$train/tokenizer.json"; fi
     "$bin" train --recipe "${RECIPE:-public/models/lab/recipe.toml}" ${INIT_FROM:+--init-from "$INIT_FROM"} ${STOP_AT:+--stop-at "$STOP_AT"} \
-      --corpus "$corpus" --out "$train" --device "${DEVICE:-cuda}" --max-minutes "${2:-8}" 2>&1 | tee "$out/train.log" | tail -30
-    for f in tokenizer.json config.json generation_config.json tokenizer_config.json loss.csv; do cp "$train/$f" "$out/"; done
+      --corpus "$corpus" --out "$train" --device "${DEVICE:-cuda}" --max-minutes "${2:-8}" 2>&1 | tee "$out/train.log" | tail -30 || status=$?
+    # Also after an error: the weights of the last checkpoint are in $train.
+    for f in tokenizer.json config.json generation_config.json tokenizer_config.json loss.csv; do [ ! -f "$train/$f" ] || cp "$train/$f" "$out/"; done
     # Files come back from the GPU machine in at most 16 MiB each.
-    split -b 15M -d "$train/model.safetensors" "$out/model.safetensors.part"
+    [ ! -f "$train/model.safetensors" ] || split -b 15M -d "$train/model.safetensors" "$out/model.safetensors.part"
+    exit "${status:-0}"
     ;;
   reproduce)
     # The card's stages and where a command's time limit stopped them when they were first trained.

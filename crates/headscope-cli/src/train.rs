@@ -633,6 +633,9 @@ pub fn train(o: TrainOptions) -> Result<()> {
         let out_of_time = o.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
         if (step + 1) % recipe.train.checkpoint_every == 0 || trainer.step() == last || out_of_time {
             trainer.save(&ckpt)?;
+            // The weights as of this checkpoint, so that a run stopped by an error still leaves them
+            // where a model directory has them (the GPU machine's commands send back only that).
+            trainer.export(&o.out.join("model.safetensors"), DType::F16)?;
             log.flush()?;
         }
         if out_of_time {
