@@ -193,6 +193,11 @@ fn read_recipe(path: &Path) -> Result<Recipe> {
             bail!("recipe {}: data.{name} must be a share between 0 and 1, not {share}", path.display());
         }
     }
+    for (name, weight) in [("answer_weight", Some(r.data.answer_weight)), ("opening_weight", r.data.opening_weight)] {
+        if let Some(w) = weight.filter(|w| !w.is_finite() || *w < 0.0) {
+            bail!("recipe {}: data.{name} must be a loss weight of 0 or more, not {w}", path.display());
+        }
+    }
     if r.data.elsewhere_facts > 16 {
         bail!("recipe {}: data.elsewhere_facts must be at most 16, not {}", path.display(), r.data.elsewhere_facts);
     }

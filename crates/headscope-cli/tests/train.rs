@@ -163,6 +163,7 @@ fn train_resumes_exactly_and_exports_a_loadable_model() {
         ("[data]", "distractors = -0.1", "distractors"),
         ("[data]", "corpus_sentences = 2", "corpus_sentences"),
         ("[data]", "elsewhere_facts = 99", "elsewhere_facts"),
+        ("[data]", "opening_weight = -1.0", "opening_weight"),
     ] {
         std::fs::write(&bad, std::fs::read_to_string(&recipe).unwrap().replace(at, &format!("{at}\n{added}"))).unwrap();
         let (ok, _, stderr) = headscope(&[
