@@ -178,6 +178,13 @@ pub fn reserved_needles() -> Vec<Needle> {
     v
 }
 
+/// The sentences of [`reserved_needles`], made once: generators are built for every training row, and
+/// the hand-written needles are parsed from JSON.
+pub(crate) fn reserved_sentences() -> &'static [String] {
+    static SENTENCES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    SENTENCES.get_or_init(|| reserved_needles().into_iter().map(|n| n.needle).collect())
+}
+
 /// Syllables of made-up names: names the model cannot have memorised, so the question's name must be
 /// matched against the context.
 const SYLLABLES: &[&str] = &[
@@ -191,7 +198,7 @@ const SYLLABLES: &[&str] = &[
 pub struct ExerciseGenerator {
     rng: SplitMix64,
     words: std::sync::Arc<Vec<String>>,
-    reserved: Vec<String>,
+    reserved: &'static [String],
     invented_share: f64,
     varied: bool,
     span_words: (usize, usize),
@@ -202,7 +209,7 @@ impl ExerciseGenerator {
     /// A generator seeded with `seed` drawing answer spans from `words` (a corpus split into words).
     pub fn new(seed: u64, words: std::sync::Arc<Vec<String>>) -> Self {
         assert!(words.len() >= 64, "the phrase source needs at least 64 words");
-        let reserved = reserved_needles().into_iter().map(|n| n.needle).collect();
+        let reserved = reserved_sentences();
         ExerciseGenerator {
             rng: SplitMix64::new(seed),
             words,

@@ -117,9 +117,8 @@ impl SentencePool {
     /// distinctive words (names, numbers) of one of them (its one, if it has one) are left out, so that
     /// no corpus can bring an evaluation fact into training.
     pub fn from_texts(texts: &[String]) -> Self {
-        let reserved_needles = crate::exercises::reserved_needles();
-        let reserved: Vec<HashSet<String>> = reserved_needles.iter().map(|n| distinctive_words(&n.needle)).collect();
-        let reserved_text: HashSet<String> = reserved_needles.iter().map(|n| normalise(&n.needle)).collect();
+        let reserved: Vec<HashSet<String>> = crate::exercises::reserved_sentences().iter().map(|s| distinctive_words(s)).collect();
+        let reserved_text = reserved_normalised();
         let mut sentences = Vec::new();
         let mut documents = Vec::new();
         for text in texts {
@@ -285,7 +284,7 @@ pub struct SentenceExerciseGenerator {
     pool: Arc<SentencePool>,
     words: Arc<Vec<String>>,
     settings: SentenceExerciseSettings,
-    reserved: HashSet<String>,
+    reserved: &'static HashSet<String>,
     /// With [`SentenceExerciseGenerator::in_document`]: the pool's sentences to draw from, and the text
     /// (the haystack passage) whose sentences not to draw.
     document: Option<(std::ops::Range<usize>, String)>,
@@ -296,7 +295,7 @@ impl SentenceExerciseGenerator {
     /// (a corpus split by [`ExerciseGenerator::words_of`]; at least 64 words).
     pub fn new(seed: u64, pool: Arc<SentencePool>, words: Arc<Vec<String>>, settings: SentenceExerciseSettings) -> Self {
         assert!(words.len() >= 64, "the word source needs at least 64 words");
-        let reserved = crate::exercises::reserved_needles().into_iter().map(|n| normalise(&n.needle)).collect();
+        let reserved = reserved_normalised();
         SentenceExerciseGenerator { rng: SplitMix64::new(seed), pool, words, settings, reserved, document: None }
     }
 
@@ -603,7 +602,13 @@ fn inflect(word: &str, draw: u64) -> String {
 
 /// A sentence reduced to its lower-case words, for comparing needles regardless of spacing and case.
 fn normalise(s: &str) -> String {
-    s.split_whitespace().map(bare).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+    crate::metrics::words(s).join(" ")
+}
+
+/// The reserved needles' sentences, normalised, made once (a generator is built for every training row).
+fn reserved_normalised() -> &'static HashSet<String> {
+    static NORMALISED: std::sync::OnceLock<HashSet<String>> = std::sync::OnceLock::new();
+    NORMALISED.get_or_init(|| crate::exercises::reserved_sentences().iter().map(|s| normalise(s)).collect())
 }
 
 /// Inserts each of `sentences` at a random sentence boundary of `passage` within its first `limit`
