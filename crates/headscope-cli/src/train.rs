@@ -124,6 +124,12 @@ struct LengthRecipe {
     tokens: usize,
     batch: usize,
     share: f64,
+    /// Exercise rows of this length hold several independent exercises one after another, each a
+    /// prompt of about `[min, max]` tokens with its answer (the last may run up to `min` longer). One
+    /// exercise per long row leaves a few answer tokens in thousands; packing short exercises gives
+    /// the retrieval skill many times the training signal for the same number of tokens.
+    #[serde(default)]
+    exercise_tokens: Option<[usize; 2]>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +183,14 @@ fn read_recipe(path: &Path) -> Result<Recipe> {
     }
     if r.data.lengths.iter().any(|l| l.tokens + 1 > r.model.max_position_embeddings) {
         bail!("recipe {}: a training length exceeds max_position_embeddings", path.display());
+    }
+    if let Some(l) = r.data.lengths.iter().find(|l| l.exercise_tokens.is_some_and(|[lo, hi]| lo < 64 || hi < lo || hi > l.tokens)) {
+        bail!(
+            "recipe {}: exercise_tokens of the {}-token rows must be [min, max] with 64 <= min <= max <= {}",
+            path.display(),
+            l.tokens,
+            l.tokens
+        );
     }
     let [min_words, max_words] = r.data.answer_words;
     if min_words == 0 || max_words < min_words || max_words > 40 {
@@ -318,7 +332,13 @@ impl DataSource {
         let mut b = Batch { tokens: t, rows: len.batch, inputs: vec![], targets: vec![], weights: vec![] };
         for _ in 0..len.batch {
             let row_seed = rng.next_u64();
-            let (seq, w) = if rng.unit() <= self.exercise_share { self.exercise(t, row_seed)? } else { self.plain_text(t, row_seed) };
+            let (seq, w) = if rng.unit() > self.exercise_share {
+                self.plain_text(t, row_seed)
+            } else if let Some([lo, hi]) = len.exercise_tokens {
+                self.packed_exercises(t, lo, hi, row_seed)?
+            } else {
+                self.exercise(t, row_seed, self.vary_prompt_length)?
+            };
             b.inputs.extend_from_slice(&seq[..t]);
             b.targets.extend_from_slice(&seq[1..=t]);
             b.weights.extend_from_slice(&w[1..=t]);
@@ -348,9 +368,29 @@ impl DataSource {
         (doc, passage)
     }
 
+    /// `t + 1` tokens of independent exercises of `lo..=hi` tokens each (see `LengthRecipe::exercise_tokens`).
+    /// Each is a whole prompt with its BOS, its answer and EOS, as documents are packed in pretraining.
+    fn packed_exercises(&self, t: usize, lo: usize, hi: usize, seed: u64) -> Result<(Vec<u32>, Vec<f32>)> {
+        let mut r = SplitMix64::new(seed);
+        let (mut seq, mut w) = (Vec::with_capacity(t + 1), Vec::with_capacity(t + 1));
+        while seq.len() < t + 1 {
+            let left = t + 1 - seq.len();
+            let mut size = lo + r.below((hi - lo + 1) as u64) as usize;
+            if left < size + lo {
+                // What would remain is too short for another exercise: this one takes it.
+                size = left;
+            }
+            let (s, sw) = if size < 64 { self.plain_text(size - 1, r.next_u64()) } else { self.exercise(size - 1, r.next_u64(), false)? };
+            seq.extend(s);
+            w.extend(sw);
+        }
+        Ok((seq, w))
+    }
+
     /// A NIAH prompt over a random corpus passage, then the answer and EOS: `t + 1` tokens. The answer
-    /// is the needle's answer span, or with `restate` the whole needle sentence.
-    fn exercise(&self, t: usize, seed: u64) -> Result<(Vec<u32>, Vec<f32>)> {
+    /// is the needle's answer span, or with `restate` the whole needle sentence. With `vary_prompt_length`
+    /// the answer ends anywhere in the row's last quarter and corpus text follows.
+    fn exercise(&self, t: usize, seed: u64, vary_prompt_length: bool) -> Result<(Vec<u32>, Vec<f32>)> {
         let mut r = SplitMix64::new(seed);
         // With `same_document` the passage comes first: the needle is drawn from its text.
         let early_passage = (self.same_document && self.sentence_settings.is_some()).then(|| self.passage(t, &mut r));
@@ -391,7 +431,7 @@ impl DataSource {
         let mut builder = NiahBuilder::new(&self.tokenizer, PromptFormat::Plain, &[passage])?;
         let depth = r.below(10_001) as f64 / 100.0;
         let mut prompt_len = t + 1 - answer.len();
-        if self.vary_prompt_length {
+        if vary_prompt_length {
             // Anywhere in the last quarter of the row.
             prompt_len -= r.below(prompt_len as u64 / 4 + 1) as usize;
         }
@@ -406,7 +446,7 @@ impl DataSource {
         let opening = answer.len().min(OPENING_TOKENS);
         w.extend(std::iter::repeat_n(self.opening_weight, opening));
         w.extend(std::iter::repeat_n(self.answer_weight, answer.len() - opening));
-        if self.vary_prompt_length && seq.len() < t + 1 {
+        if vary_prompt_length && seq.len() < t + 1 {
             // The rest of the row is ordinary text, as when documents are packed.
             let (text, _) = self.plain_text(t - seq.len(), r.next_u64());
             w.extend(std::iter::repeat_n(1.0, text.len()));
@@ -513,6 +553,10 @@ pub fn train(o: TrainOptions) -> Result<()> {
         corpus_tokens.len(),
         t0.elapsed().as_secs_f64()
     );
+    let longest = recipe.data.lengths.iter().map(|l| l.tokens).max().unwrap_or(0);
+    if corpus_tokens.len() <= 2 * longest + 1 {
+        bail!("the corpus holds {} tokens, too few for rows of {longest} tokens: give it more text", corpus_tokens.len());
+    }
 
     let adamw = AdamWConfig { weight_decay: recipe.train.weight_decay, grad_clip: recipe.train.grad_clip, ..Default::default() };
     let mut trainer = Trainer::new(&spec, &o.device, recipe.seed, adamw)?;
@@ -723,7 +767,7 @@ mod tests {
             answer_words: default_answer_words(),
             recurring_words: 0.0,
             vary_prompt_length,
-            lengths: vec![LengthRecipe { tokens: 256, batch: 1, share: 1.0 }],
+            lengths: vec![LengthRecipe { tokens: 256, batch: 1, share: 1.0, exercise_tokens: None }],
             seed: 1,
         }
     }
@@ -747,7 +791,7 @@ mod tests {
         s.sentence_settings = Some(SentenceExerciseSettings { elsewhere: 2, ..Default::default() });
         let mut restated = 0;
         for seed in 0..30u64 {
-            let (seq, w) = s.exercise(512, seed).unwrap();
+            let (seq, w) = s.exercise(512, seed, s.vary_prompt_length).unwrap();
             assert_eq!((seq.len(), w.len()), (513, 513));
             let Some(last) = w.iter().rposition(|&x| x == 8.0) else { continue };
             let first = w.iter().position(|&x| x == 8.0).unwrap();
@@ -764,7 +808,7 @@ mod tests {
         // From the passage's own text the same holds (the test corpus is one text).
         s.same_document = true;
         for seed in 0..10u64 {
-            let (seq, w) = s.exercise(512, seed).unwrap();
+            let (seq, w) = s.exercise(512, seed, s.vary_prompt_length).unwrap();
             let (Some(first), Some(last)) = (w.iter().position(|&x| x == 8.0), w.iter().rposition(|&x| x == 8.0)) else { continue };
             let answer = s.tokenizer.decode(&seq[first..last]).unwrap();
             assert!(s.tokenizer.decode(&seq[..first]).unwrap().contains(answer.trim()), "{answer:?}");
@@ -773,7 +817,7 @@ mod tests {
         // In short rows a needle with its near sentences can outgrow the prompt: such a row becomes
         // plain text, not an error that stops training (it stopped stage 3 of v4 at step 1650).
         s.sentence_settings = Some(SentenceExerciseSettings { distractors: 1.0, ..Default::default() });
-        let plain = (0..300u64).filter(|&seed| s.exercise(96, seed).unwrap().1.iter().all(|&x| x == 1.0)).count();
+        let plain = (0..300u64).filter(|&seed| s.exercise(96, seed, s.vary_prompt_length).unwrap().1.iter().all(|&x| x == 1.0)).count();
         assert!((1..300).contains(&plain), "{plain} of 300 rows of 96 tokens were plain text");
     }
 
@@ -781,7 +825,7 @@ mod tests {
     fn answer_ends(s: &DataSource) -> Vec<usize> {
         (0..40u64)
             .map(|seed| {
-                let (seq, w) = s.exercise(256, seed).unwrap();
+                let (seq, w) = s.exercise(256, seed, s.vary_prompt_length).unwrap();
                 assert_eq!((seq.len(), w.len()), (257, 257));
                 let last = w.iter().rposition(|&x| x == 8.0).expect("an answer");
                 assert_eq!(seq[last], EOS, "the answer ends with EOS");
@@ -799,11 +843,40 @@ mod tests {
         assert!(distinct.len() > 20, "answers end at only {} distinct positions", distinct.len());
         assert!(ends.iter().all(|&e| e >= 150), "prompts stay in the row's last quarter: {ends:?}");
         // After the answer comes corpus text at full weight, not padding.
-        let (seq, w) = s.exercise(256, 3).unwrap();
+        let (seq, w) = s.exercise(256, 3, s.vary_prompt_length).unwrap();
         let last = w.iter().rposition(|&x| x == 8.0).unwrap();
         if last < 256 {
             assert!(w[last + 1..].iter().all(|&x| x == 1.0));
             assert!(seq[last + 1..].iter().any(|&t| t != EOS));
         }
+    }
+
+    #[test]
+    fn packed_rows_hold_several_whole_exercises() {
+        let mut s = source(true);
+        s.sentence_settings = Some(SentenceExerciseSettings { elsewhere: 1, ..Default::default() });
+        let mut exercises = 0;
+        for seed in 0..6u64 {
+            let (seq, w) = s.packed_exercises(2048, 256, 512, seed).unwrap();
+            assert_eq!((seq.len(), w.len()), (2049, 2049));
+            assert_eq!(s.packed_exercises(2048, 256, 512, seed).unwrap(), (seq.clone(), w.clone()), "a pure function of the seed");
+            // Each answer is a run of answer-weighted tokens ending with EOS, restating a sentence of
+            // the prompt since its own BOS.
+            let mut i = 0;
+            while i < w.len() {
+                if w[i] != 8.0 {
+                    i += 1;
+                    continue;
+                }
+                let end = i + w[i..].iter().position(|&x| x != 8.0).unwrap_or(w.len() - i);
+                assert_eq!(seq[end - 1], EOS, "an answer ends with EOS");
+                let bos = seq[..i].iter().rposition(|&t| t == BOS).expect("each exercise opens with BOS");
+                let answer = s.tokenizer.decode(&seq[i..end - 1]).unwrap();
+                assert!(s.tokenizer.decode(&seq[bos..i]).unwrap().contains(answer.trim()), "{answer:?} is not in its own prompt");
+                exercises += 1;
+                i = end;
+            }
+        }
+        assert!(exercises >= 6 * 3, "{exercises} exercises in 6 rows of 2048 tokens packed with 256-512-token exercises");
     }
 }
