@@ -549,8 +549,7 @@ fn score_test(
     test: &NiahTest,
     trace: &headscope_model::DecodeTrace,
 ) -> Result<usize> {
-    let steps: Vec<DecodeStep> =
-        trace.tokens.iter().zip(&trace.argmax_position).map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() }).collect();
+    let steps: Vec<DecodeStep> = trace.steps();
     let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
     let answer = tokenizer.decode(&trace.tokens).unwrap_or_default();
     let _recall = rouge1_recall(&answer, &needle.real_needle);

@@ -253,8 +253,7 @@ impl Sweep {
         let md = &self.model_dir;
         let shape = md.spec.head_shape();
         let needle = &self.needles[key.needle_index];
-        let steps: Vec<DecodeStep> =
-            trace.tokens.iter().zip(&trace.argmax_position).map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() }).collect();
+        let steps: Vec<DecodeStep> = trace.steps();
         let answer = md.tokenizer.decode(&trace.tokens)?;
         let head_argmax = (!variant.watch.is_empty()).then(|| {
             variant

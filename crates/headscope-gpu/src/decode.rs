@@ -1,59 +1,59 @@
-//! Greedy decoding on the GPU with per-step observation: the same loop as
-//! [`headscope_model::greedy_decode`] (prefill `prompt[..n-1]`, then step `prompt[n-1]` so the attention
-//! that produces the first answer token is observed), returning the same [`DecodeTrace`].
+//! The wgpu model as an [`Engine`], and HeadScope's one greedy decode loop
+//! ([`headscope_engine::greedy_decode`]) on it: prefill `prompt[..n-1]`, then step `prompt[n-1]` so the
+//! attention that produces the first answer token is observed, with the same [`DecodeTrace`] as the
+//! candle model returns.
 
 use crate::error::{GpuError, Result};
 use crate::model::GpuModel;
-use headscope_model::{DecodeTrace, Probe};
+use headscope_engine::{DecodeTrace, Engine, HeadMask, ModelSpec, Probe, Step};
 
-/// A monotonic clock in seconds where the platform has one; 0 in the browser's wasm32 (time the
-/// promise with `performance.now()` there instead).
-fn now() -> f64 {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use std::sync::OnceLock;
-        use std::time::Instant;
-        static START: OnceLock<Instant> = OnceLock::new();
-        START.get_or_init(Instant::now).elapsed().as_secs_f64()
+impl Engine for GpuModel {
+    type Error = GpuError;
+
+    fn spec(&self) -> &ModelSpec {
+        GpuModel::spec(self)
     }
-    #[cfg(target_arch = "wasm32")]
-    {
-        0.0
+
+    fn position(&self) -> usize {
+        GpuModel::position(self)
+    }
+
+    async fn reserve(&mut self, capacity: usize) -> Result<()> {
+        GpuModel::reserve(self, capacity)
+    }
+
+    fn reset(&mut self) {
+        GpuModel::reset(self)
+    }
+
+    fn truncate(&mut self, position: usize) -> Result<()> {
+        GpuModel::truncate(self, position)
+    }
+
+    fn set_mask(&mut self, mask: Option<HeadMask>) -> Result<()> {
+        GpuModel::set_mask(self, mask)
+    }
+
+    async fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+        GpuModel::prefill(self, ids).await
+    }
+
+    async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step> {
+        let out = GpuModel::step(self, id, probe).await?;
+        Ok(Step { token: out.greedy_token(), argmax_position: out.argmax_position, attention_rows: out.attention_rows })
     }
 }
 
-/// Greedily decodes up to `max_new_tokens` after `prompt`, stopping after any token of `stop`.
-/// `on_token` sees each new token and may return `false` to stop early (cancellation).
+/// [`headscope_engine::greedy_decode`] on the wgpu model: greedily decodes up to `max_new_tokens` after
+/// `prompt`, stopping after any token of `stop`. `on_token` sees each new token and may return `false` to
+/// stop early (cancellation).
 pub async fn greedy_decode(
     model: &mut GpuModel,
     prompt: &[u32],
     max_new_tokens: usize,
     stop: &[u32],
     probe: &Probe,
-    mut on_token: impl FnMut(u32) -> bool,
+    on_token: impl FnMut(u32) -> bool,
 ) -> Result<DecodeTrace> {
-    let (&last, context) = prompt.split_last().ok_or_else(|| GpuError::Invalid("the prompt is empty".into()))?;
-    if max_new_tokens == 0 {
-        return Err(GpuError::Invalid("max_new_tokens must be at least 1".into()));
-    }
-    model.reset();
-    let mut trace = DecodeTrace::default();
-    let t0 = now();
-    model.prefill(context).await?;
-    let t1 = now();
-    trace.prefill_seconds = t1 - t0;
-    let mut input = last;
-    for _ in 0..max_new_tokens {
-        let out = model.step(input, probe).await?;
-        let next = out.greedy_token();
-        trace.tokens.push(next);
-        trace.argmax_position.push(out.argmax_position);
-        trace.attention_rows.push(out.attention_rows);
-        if stop.contains(&next) || !on_token(next) {
-            break;
-        }
-        input = next;
-    }
-    trace.decode_seconds = now() - t1;
-    Ok(trace)
+    headscope_engine::greedy_decode(model, prompt, max_new_tokens, stop, probe, on_token).await
 }

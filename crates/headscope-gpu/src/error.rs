@@ -1,7 +1,7 @@
 //! Errors of the GPU forward: each names the adapter, tensor, limit or input at fault. Nothing in this
 //! crate panics on bad input (in the browser a panic kills the worker).
 
-use headscope_model::ModelError;
+use headscope_engine::EngineError;
 
 /// What can go wrong setting up or running the GPU forward.
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +33,22 @@ pub enum GpuError {
     /// Reading results back from the GPU failed.
     #[error("reading results back from the GPU: {0}")]
     Readback(String),
-    /// An error of the model crate (the spec, the mask, the head grid).
+    /// A file error of the backend-neutral layer (reading a config.json).
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Engine(EngineError),
 }
 
 /// Result with [`GpuError`].
 pub type Result<T, E = GpuError> = std::result::Result<T, E>;
+
+/// Engine errors keep their kind: an invalid input is [`GpuError::Invalid`] whichever layer found it.
+impl From<EngineError> for GpuError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(m) => GpuError::Invalid(m),
+            EngineError::TooLong(m) => GpuError::TooLong(m),
+            EngineError::Unsupported(m) => GpuError::Unsupported(m),
+            other => GpuError::Engine(other),
+        }
+    }
+}

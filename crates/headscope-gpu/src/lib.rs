@@ -4,7 +4,7 @@
 //! Where this sits in the data flow: the core crate builds prompts -> **this crate runs them** through a
 //! Llama-family checkpoint on the GPU and reports, for every decode step and every query head, where that
 //! head's attention peaked; masks knock heads out -> the core scores the reports. It computes exactly
-//! what [`headscope_model::Transformer`] computes on candle (the tests hold the two against each other)
+//! what the candle model of `headscope-model` computes on candle (the tests hold the two against each other)
 //! and reuses that crate's types: [`ModelSpec`] parses config.json, [`HeadMask`] / [`Probe`] /
 //! [`AttentionRow`] are the same values, so callers switch backends without translating anything.
 //!
@@ -62,4 +62,4 @@ pub use decode::greedy_decode;
 pub use error::{GpuError, Result};
 pub use model::{GpuModel, StepOutput};
 
-pub use headscope_model::{AttentionRow, DecodeTrace, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};
+pub use headscope_engine::{AttentionRow, DecodeTrace, Engine, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};

@@ -1,4 +1,4 @@
-//! [`GpuModel`]: the instrumented forward of [`headscope_model::Transformer`] on the GPU. Weights are
+//! [`GpuModel`]: the instrumented forward of the candle model (`headscope-model`) on the GPU. Weights are
 //! uploaded once ([`GpuModel::load`]); the KV cache, activations and readback buffers are sized once per
 //! run ([`GpuModel::reserve`]) and every bind group is built then, so a decode step allocates nothing:
 //! it writes three small buffers, records about ten dispatches per layer in one compute pass, and maps
@@ -18,7 +18,7 @@ use crate::kernels::{AttentionOp, EmbedOp, Epilogue, Kernels, MatOp, NormOp, Rop
 use crate::signal::signal;
 use crate::weights::{check_supported, interleaved, pad4, reorder_bias, straight, transpose_columns, Checkpoint, HostTensor};
 use headscope_core::HeadId;
-use headscope_model::{AttentionRow, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};
+use headscope_engine::{AttentionRow, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};
 use wgpu::util::DeviceExt;
 
 /// Column groups (of 4 outputs) per `gemv` workgroup.
@@ -41,7 +41,7 @@ pub struct StepOutput {
     pub logits: Vec<f32>,
     /// For every query head (layer-major), the context position its attention peaked at.
     pub argmax_position: Vec<u32>,
-    /// The rows asked for in the [`Probe`], grouped by layer (as [`headscope_model::Transformer::step`] returns them).
+    /// The rows asked for in the [`Probe`], grouped by layer (as the candle model's step returns them).
     pub attention_rows: Vec<AttentionRow>,
 }
 
@@ -345,8 +345,18 @@ impl GpuModel {
         self.position = 0;
     }
 
+    /// Forgets every position from `position` on: later calls overwrite them. The keys and values
+    /// before it stay valid, so a prompt that shares them need not compute them again.
+    pub fn truncate(&mut self, position: usize) -> Result<()> {
+        if position > self.position {
+            return Err(GpuError::Invalid(format!("cannot truncate to position {position}: the cache holds {} positions", self.position)));
+        }
+        self.position = position;
+        Ok(())
+    }
+
     /// Applies `mask` to subsequent calls (`None` removes it), with the semantics of
-    /// [`headscope_model::Transformer::set_mask`]. Unknown heads are an error.
+    /// the candle model's `set_mask`. Unknown heads are an error.
     pub fn set_mask(&mut self, mask: Option<HeadMask>) -> Result<()> {
         let total = self.spec.layers * self.spec.heads;
         let (mut prefill, mut decode) = (vec![0u32; total], vec![0u32; total]);
@@ -757,7 +767,7 @@ impl GpuModel {
 /// cos then sin tables, `[capacity, head_dim / 2]` each, built as the candle path builds them: angles
 /// in f64 rounded to f32, then f32 cos/sin.
 fn rope_tables(spec: &ModelSpec, capacity: usize) -> Vec<f32> {
-    let inv = headscope_model::rope::inverse_frequencies(spec);
+    let inv = headscope_engine::rope::inverse_frequencies(spec);
     let half = inv.len();
     let mut out = vec![0f32; 2 * capacity * half];
     for p in 0..capacity {

@@ -5,7 +5,7 @@
 //! SwiGLU epilogue finds each gate next to its up).
 
 use crate::error::{GpuError, Result};
-use headscope_model::ModelSpec;
+use headscope_engine::ModelSpec;
 use safetensors::{Dtype, SafeTensors};
 
 /// The tensors of one checkpoint, spread over one or more safetensors files.

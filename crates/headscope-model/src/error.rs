@@ -60,3 +60,17 @@ impl ModelError {
 
 /// Result with [`ModelError`].
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// Every engine error has a model error of the same name and words.
+impl From<headscope_engine::EngineError> for ModelError {
+    fn from(e: headscope_engine::EngineError) -> Self {
+        use headscope_engine::EngineError as E;
+        match e {
+            E::Io { path, source } => ModelError::Io { path, source },
+            E::Config { path, message } => ModelError::Config { path, message },
+            E::Unsupported(m) => ModelError::Unsupported(m),
+            E::TooLong(m) => ModelError::TooLong(m),
+            E::Invalid(m) => ModelError::Invalid(m),
+        }
+    }
+}

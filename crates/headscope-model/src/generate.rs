@@ -1,28 +1,53 @@
-//! Greedy decoding with per-step observation: the loop the paper's detection runs. The prompt's last
-//! token is fed as the first decode step (as the official code prefills `prompt[:-1]` and decodes
-//! `prompt[-1]`), so the attention that produces the first answer token is observed too.
+//! The candle model as an [`Engine`], and HeadScope's greedy decode loop ([`headscope_engine::decode`])
+//! run synchronously on it: the prompt's last token is fed as the first decode step, so the attention
+//! that produces the first answer token is observed too.
 
 use crate::error::{ModelError, Result};
-use crate::transformer::{AttentionRow, Probe, Transformer};
-use std::time::Instant;
+use crate::transformer::{Probe, Transformer};
+use headscope_engine::{block_on, Engine, HeadMask, ModelSpec, Step};
 
-/// What a greedy decode produced and observed.
-#[derive(Debug, Clone, Default)]
-pub struct DecodeTrace {
-    /// Generated token ids (a stop token, if reached, is the last one).
-    pub tokens: Vec<u32>,
-    /// Per step (aligned with `tokens`): each query head's argmax position, layer-major.
-    pub argmax_position: Vec<Vec<u32>>,
-    /// Per step: the probed heads' attention rows.
-    pub attention_rows: Vec<Vec<AttentionRow>>,
-    /// Seconds spent in prefill.
-    pub prefill_seconds: f64,
-    /// Seconds spent in decode steps.
-    pub decode_seconds: f64,
+pub use headscope_engine::DecodeTrace;
+
+impl Engine for Transformer {
+    type Error = ModelError;
+
+    fn spec(&self) -> &ModelSpec {
+        Transformer::spec(self)
+    }
+
+    fn position(&self) -> usize {
+        Transformer::position(self)
+    }
+
+    async fn reserve(&mut self, capacity: usize) -> Result<()> {
+        Transformer::reserve(self, capacity)
+    }
+
+    fn reset(&mut self) {
+        Transformer::reset(self)
+    }
+
+    fn truncate(&mut self, position: usize) -> Result<()> {
+        Transformer::truncate(self, position)
+    }
+
+    fn set_mask(&mut self, mask: Option<HeadMask>) -> Result<()> {
+        Transformer::set_mask(self, mask)
+    }
+
+    async fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+        Transformer::prefill(self, ids)
+    }
+
+    async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step> {
+        let out = Transformer::step(self, id, probe)?;
+        Ok(Step { token: out.greedy_token()?, argmax_position: out.argmax_position, attention_rows: out.attention_rows })
+    }
 }
 
-/// Greedily decodes up to `max_new_tokens` after `prompt`, stopping after any token of `stop`.
-/// `on_token` sees each new token and may return `false` to stop early (cancellation).
+/// [`headscope_engine::greedy_decode`] on the candle model: greedily decodes up to `max_new_tokens`
+/// after `prompt`, stopping after any token of `stop`. `on_token` sees each new token and may return
+/// `false` to stop early (cancellation).
 pub fn greedy_decode(
     model: &mut Transformer,
     prompt: &[u32],
@@ -31,48 +56,19 @@ pub fn greedy_decode(
     probe: &Probe,
     on_token: impl FnMut(u32) -> bool,
 ) -> Result<DecodeTrace> {
-    let (&last, context) = prompt.split_last().ok_or_else(|| ModelError::Invalid("the prompt is empty".into()))?;
-    if max_new_tokens == 0 {
-        return Err(ModelError::Invalid("max_new_tokens must be at least 1".into()));
-    }
-    model.reset();
-    let t0 = Instant::now();
-    model.prefill(context)?;
-    let prefill_seconds = t0.elapsed().as_secs_f64();
-    let mut trace = greedy_decode_from(model, last, max_new_tokens, stop, probe, on_token)?;
-    trace.prefill_seconds = prefill_seconds;
-    Ok(trace)
+    block_on(headscope_engine::greedy_decode(model, prompt, max_new_tokens, stop, probe, on_token))
 }
 
-/// The decode half of [`greedy_decode`]: feeds `last` (the prompt's last token) at the model's current
-/// position, after a prefill of the rest of the prompt that the caller did, and decodes greedily from
-/// there. With [`Transformer::truncate`] back to the prefilled length, one prefill serves several
-/// decodes under different decode-scope masks. `prefill_seconds` is left 0.
+/// [`headscope_engine::greedy_decode_from`] on the candle model: the decode half of [`greedy_decode`],
+/// after a prefill the caller did. With [`Transformer::truncate`] back to the prefilled length, one
+/// prefill serves several decodes under different decode-scope masks. `prefill_seconds` is left 0.
 pub fn greedy_decode_from(
     model: &mut Transformer,
     last: u32,
     max_new_tokens: usize,
     stop: &[u32],
     probe: &Probe,
-    mut on_token: impl FnMut(u32) -> bool,
+    on_token: impl FnMut(u32) -> bool,
 ) -> Result<DecodeTrace> {
-    if max_new_tokens == 0 {
-        return Err(ModelError::Invalid("max_new_tokens must be at least 1".into()));
-    }
-    let mut trace = DecodeTrace::default();
-    let t1 = Instant::now();
-    let mut input = last;
-    for _ in 0..max_new_tokens {
-        let out = model.step(input, probe)?;
-        let next = out.greedy_token()?;
-        trace.tokens.push(next);
-        trace.argmax_position.push(out.argmax_position);
-        trace.attention_rows.push(out.attention_rows);
-        if stop.contains(&next) || !on_token(next) {
-            break;
-        }
-        input = next;
-    }
-    trace.decode_seconds = t1.elapsed().as_secs_f64();
-    Ok(trace)
+    block_on(headscope_engine::greedy_decode_from(model, last, max_new_tokens, stop, probe, on_token))
 }

@@ -9,15 +9,12 @@
 
 pub mod attention;
 pub mod error;
-pub mod families;
 pub mod flash;
 pub mod fused_ops;
 pub mod generate;
 pub mod loader;
-pub mod mask;
 pub mod mlp;
 pub mod rope;
-pub mod spec;
 pub mod tokenizer;
 pub mod train;
 pub mod train_attention;
@@ -28,12 +25,15 @@ pub mod transformer;
 pub mod testkit;
 
 pub use error::{ModelError, Result};
+// The backend-neutral values live in headscope-engine; these paths stay for the crate's users.
 pub use generate::{greedy_decode, greedy_decode_from, DecodeTrace};
+pub use headscope_engine::{families, mask, spec, Engine, Step};
+pub use headscope_engine::{AttentionRow, Probe};
 pub use loader::{LoadOptions, LoadedModel, ModelDir, ModelFiles, ModelMeta};
 pub use mask::{HeadMask, MaskMode, MaskScope};
 pub use spec::{ModelSpec, SUPPORTED_MODEL_TYPES};
 pub use tokenizer::HfTokenizer;
-pub use transformer::{AttentionRow, Probe, StepOutput, Transformer};
+pub use transformer::{StepOutput, Transformer};
 
 pub use candle_core::{self, DType, Device};
 pub use candle_nn;

@@ -351,7 +351,7 @@ impl ModelFiles {
             Some(b) => {
                 let p = dir.join("generation_config.json");
                 let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| ModelError::config(&p, format!("not JSON: {e}")))?;
-                crate::spec::fields::token_ids(&v, "eos_token_id")
+                crate::spec::token_ids(&v, "eos_token_id")
             }
             None => vec![],
         };
@@ -410,5 +410,5 @@ fn read_generation_eos(dir: &Path) -> Result<Vec<u32>> {
     }
     let text = std::fs::read_to_string(&p).map_err(|e| ModelError::Io { path: p.clone(), source: e })?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::config(&p, format!("not JSON: {e}")))?;
-    Ok(crate::spec::fields::token_ids(&v, "eos_token_id"))
+    Ok(crate::spec::token_ids(&v, "eos_token_id"))
 }

@@ -1,37 +1,10 @@
 //! Rotary position embeddings (the non-interleaved "rotate half" form of Hugging Face Llama), with the
-//! scalings of [`RopeScaling`]. Tables are built once for the run's capacity.
+//! scalings of [`crate::spec::RopeScaling`]. Tables are built once for the run's capacity.
 
 use crate::error::Result;
-use crate::spec::{ModelSpec, RopeScaling};
+use crate::spec::ModelSpec;
 use candle_core::{DType, Device, Tensor};
-
-/// Inverse frequencies per rotary pair, after scaling.
-pub fn inverse_frequencies(spec: &ModelSpec) -> Vec<f64> {
-    let d = spec.head_dim;
-    let base: Vec<f64> = (0..d).step_by(2).map(|i| 1.0 / spec.rope_theta.powf(i as f64 / d as f64)).collect();
-    match &spec.rope_scaling {
-        RopeScaling::None => base,
-        RopeScaling::Linear { factor } => base.into_iter().map(|f| f / factor).collect(),
-        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
-            let original = *original_max_position_embeddings as f64;
-            let low_wavelen = original / low_freq_factor;
-            let high_wavelen = original / high_freq_factor;
-            base.into_iter()
-                .map(|f| {
-                    let wavelen = 2.0 * std::f64::consts::PI / f;
-                    if wavelen < high_wavelen {
-                        f
-                    } else if wavelen > low_wavelen {
-                        f / factor
-                    } else {
-                        let smooth = (original / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
-                        (1.0 - smooth) * f / factor + smooth * f
-                    }
-                })
-                .collect()
-        }
-    }
-}
+pub use headscope_engine::rope::inverse_frequencies;
 
 /// cos/sin tables for positions `0..capacity`, in the model's dtype.
 #[derive(Debug, Clone)]

@@ -15,21 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use headscope_core::HeadId;
 
-/// What to record at a decode step besides the argmax positions.
-#[derive(Debug, Clone, Default)]
-pub struct Probe {
-    /// Heads whose full attention row to return (the "where did this head look" view).
-    pub rows: Vec<HeadId>,
-}
-
-/// One head's attention weights over every context position at one step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttentionRow {
-    /// The head.
-    pub head: HeadId,
-    /// Weight per context position `0..=position` (0 outside a sliding window).
-    pub weights: Vec<f32>,
-}
+pub use headscope_engine::{AttentionRow, Probe};
 
 /// The result of one decode step.
 #[derive(Debug, Clone)]

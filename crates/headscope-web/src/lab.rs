@@ -1,5 +1,5 @@
 //! The lab's work with no browser in it: load a model from bytes, prepare a sweep, run one NIAH test
-//! on an [`Engine`] and turn what the model reports into the page's results.
+//! on an [`Engine`] ([`Backend`]) and turn what the model reports into the page's results.
 //!
 //! Where this sits in the data flow: the page's inputs -> **core builds the tests** (`NiahBuilder`, as
 //! `headscope detect` does) -> an [`Engine`] (candle on the CPU, or WebGPU) decodes them and reports
@@ -16,10 +16,10 @@ use headscope_core::prompt::PromptFormat;
 use headscope_core::score::{retrieval_hits, DecodeStep};
 use headscope_core::sweep::{depths, parse_lengths, plan, TestKey};
 use headscope_core::{CoreError, HeadId, HeadShape, TextTokenizer};
+use headscope_engine::{DecodeTrace, Engine, EngineError, Step};
 use headscope_gpu::{GpuContext, GpuError, GpuModel};
 use headscope_model::{
-    AttentionRow, HeadMask, HfTokenizer, LoadOptions, LoadedModel, MaskMode, MaskScope, ModelError, ModelFiles, ModelMeta, ModelSpec,
-    Probe, Transformer,
+    HeadMask, HfTokenizer, LoadOptions, LoadedModel, MaskMode, MaskScope, ModelError, ModelFiles, ModelMeta, ModelSpec, Probe, Transformer,
 };
 use std::rc::Rc;
 
@@ -50,80 +50,97 @@ pub type Result<T, E = LabError> = std::result::Result<T, E>;
 /// the file bytes and the KV cache must fit in it together.
 pub const CPU_WEIGHT_BYTES_LIMIT: usize = 1 << 30;
 
-/// One decode step as the lab uses it.
-#[derive(Debug, Clone)]
-pub struct Step {
-    /// The greedy next token.
-    pub token: u32,
-    /// Each query head's argmax position, layer-major.
-    pub argmax: Vec<u32>,
-    /// Attention rows of the probed heads.
-    pub rows: Vec<AttentionRow>,
-}
-
-/// What runs the forward pass: candle on the CPU (native or WebAssembly), or WebGPU.
-pub enum Engine {
+/// What runs the forward pass: candle on the CPU (native or WebAssembly), or WebGPU. Both are
+/// [`Engine`]s; this is the one the page loaded.
+pub enum Backend {
     /// The instrumented candle transformer, f32 on the CPU.
     Cpu(Box<Transformer>),
     /// The WGSL forward of headscope-gpu (f32 on the GPU).
     Gpu(Box<GpuModel>),
 }
 
-impl Engine {
+impl Backend {
     /// Whether this is the WebGPU path.
     pub fn is_gpu(&self) -> bool {
-        matches!(self, Engine::Gpu(_))
+        matches!(self, Backend::Gpu(_))
     }
+}
 
-    /// Prepares buffers for sequences of up to `capacity` positions.
-    pub async fn reserve(&mut self, capacity: usize) -> Result<()> {
+impl Engine for Backend {
+    type Error = LabError;
+
+    fn spec(&self) -> &ModelSpec {
         match self {
-            Engine::Cpu(m) => Ok(m.reserve(capacity)?),
-            Engine::Gpu(g) => g.reserve(capacity).map_err(gpu_err),
+            Backend::Cpu(m) => m.spec(),
+            Backend::Gpu(g) => g.spec(),
         }
     }
 
-    /// Starts a new sequence and runs `ids` through the model, filling the cache.
-    pub async fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+    fn position(&self) -> usize {
         match self {
-            Engine::Cpu(m) => {
-                m.reset();
-                Ok(m.prefill(ids)?)
-            }
-            Engine::Gpu(g) => {
-                g.reset();
-                g.prefill(ids).await.map_err(gpu_err)
-            }
+            Backend::Cpu(m) => m.position(),
+            Backend::Gpu(g) => g.position(),
         }
     }
 
-    /// Feeds one token and reports the greedy next token and every head's argmax.
-    pub async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step> {
+    async fn reserve(&mut self, capacity: usize) -> Result<()> {
         match self {
-            Engine::Cpu(m) => {
-                let out = m.step(id, probe)?;
-                Ok(Step { token: out.greedy_token()?, argmax: out.argmax_position, rows: out.attention_rows })
-            }
-            Engine::Gpu(g) => {
-                let out = g.step(id, probe).await.map_err(gpu_err)?;
-                Ok(Step { token: out.greedy_token(), argmax: out.argmax_position, rows: out.attention_rows })
-            }
+            Backend::Cpu(m) => Ok(m.reserve(capacity)?),
+            Backend::Gpu(g) => g.reserve(capacity).map_err(gpu_err),
         }
     }
 
-    /// Applies a head mask to later calls (`None` removes it).
-    pub fn set_mask(&mut self, mask: Option<HeadMask>) -> Result<()> {
+    fn reset(&mut self) {
         match self {
-            Engine::Cpu(m) => Ok(m.set_mask(mask)?),
-            Engine::Gpu(g) => g.set_mask(mask).map_err(gpu_err),
+            Backend::Cpu(m) => m.reset(),
+            Backend::Gpu(g) => g.reset(),
         }
+    }
+
+    fn truncate(&mut self, position: usize) -> Result<()> {
+        match self {
+            Backend::Cpu(m) => Ok(m.truncate(position)?),
+            Backend::Gpu(g) => g.truncate(position).map_err(gpu_err),
+        }
+    }
+
+    fn set_mask(&mut self, mask: Option<HeadMask>) -> Result<()> {
+        match self {
+            Backend::Cpu(m) => Ok(m.set_mask(mask)?),
+            Backend::Gpu(g) => g.set_mask(mask).map_err(gpu_err),
+        }
+    }
+
+    async fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+        match self {
+            Backend::Cpu(m) => Ok(m.prefill(ids)?),
+            Backend::Gpu(g) => g.prefill(ids).await.map_err(gpu_err),
+        }
+    }
+
+    async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step> {
+        match self {
+            Backend::Cpu(m) => Ok(Engine::step(m.as_mut(), id, probe).await?),
+            Backend::Gpu(g) => Engine::step(g.as_mut(), id, probe).await.map_err(gpu_err),
+        }
+    }
+
+    /// The browser's `performance.now()` (std has no clock in wasm32).
+    fn now(&self) -> f64 {
+        clock::now()
+    }
+}
+
+impl From<EngineError> for LabError {
+    fn from(e: EngineError) -> Self {
+        LabError::Model(e.into())
     }
 }
 
 /// A GPU error for the page: limits and unsupported models keep their own words.
 fn gpu_err(e: GpuError) -> LabError {
     match e {
-        GpuError::Model(m) => LabError::Model(m),
+        GpuError::Engine(e) => LabError::Model(e.into()),
         GpuError::TooLong(m) | GpuError::Invalid(m) => LabError::Invalid(m),
         other => LabError::Gpu(other.to_string()),
     }
@@ -142,7 +159,7 @@ pub struct LabModel {
     /// Content hash.
     pub hash: String,
     /// The engine.
-    pub engine: Engine,
+    pub engine: Backend,
     /// The backend in words.
     pub backend: String,
     /// Why WebGPU is not used, when it was wanted.
@@ -184,7 +201,7 @@ impl LabModel {
             tokenizer: Rc::new(m.tokenizer),
             eos_token_ids: m.eos_token_ids,
             hash: m.hash,
-            engine: Engine::Cpu(Box::new(m.model)),
+            engine: Backend::Cpu(Box::new(m.model)),
             backend: "CPU (candle in WebAssembly)".into(),
             fallback_reason: None,
         })
@@ -201,7 +218,7 @@ impl LabModel {
             tokenizer: Rc::new(tokenizer),
             eos_token_ids,
             hash: files.hash(),
-            engine: Engine::Gpu(Box::new(model)),
+            engine: Backend::Gpu(Box::new(model)),
             backend: format!("WebGPU: {}", ctx.adapter().describe()),
             fallback_reason: None,
         })
@@ -323,56 +340,28 @@ pub fn check_fits(model: &LabModel, length: usize, max_new_tokens: usize) -> Res
     Ok(())
 }
 
-/// What a greedy decode produced and observed.
-#[derive(Debug, Clone, Default)]
-pub struct Trace {
-    /// Generated tokens (a stop token, if reached, is the last one).
-    pub tokens: Vec<u32>,
-    /// Per step, every head's argmax.
-    pub argmax: Vec<Vec<u32>>,
-    /// Per step, the probed rows.
-    pub rows: Vec<Vec<AttentionRow>>,
-    /// Seconds of prefill.
-    pub prefill_seconds: f64,
-    /// Seconds of decode steps.
-    pub decode_seconds: f64,
-}
-
-/// Greedy decoding exactly as `headscope_model::greedy_decode` does it (prefill `prompt[:-1]`, then step
-/// from `prompt[-1]`, stop after a stop token), but over any [`Engine`] and with the browser's clock.
-/// `cancelled` is asked before every step.
+/// HeadScope's one greedy decode loop ([`headscope_engine::greedy_decode`]) on the page's backend, with
+/// the browser's clock; `cancelled` is asked before the prefill and after every token.
 pub async fn greedy_decode(
-    engine: &mut Engine,
+    engine: &mut Backend,
     prompt: &[u32],
     max_new_tokens: usize,
     stop: &[u32],
     probe: &Probe,
     cancelled: &dyn Fn() -> bool,
-) -> Result<Trace> {
-    let (&last, context) = prompt.split_last().ok_or_else(|| LabError::Invalid("the prompt is empty".into()))?;
-    if max_new_tokens == 0 {
-        return Err(LabError::Invalid("max new tokens must be at least 1".into()));
+) -> Result<DecodeTrace> {
+    if cancelled() {
+        return Err(LabError::Cancelled);
     }
-    let mut trace = Trace::default();
-    let t0 = clock::now();
-    engine.prefill(context).await?;
-    trace.prefill_seconds = clock::now() - t0;
-    let t1 = clock::now();
-    let mut input = last;
-    for _ in 0..max_new_tokens {
-        if cancelled() {
-            return Err(LabError::Cancelled);
-        }
-        let step = engine.step(input, probe).await?;
-        trace.tokens.push(step.token);
-        trace.argmax.push(step.argmax);
-        trace.rows.push(step.rows);
-        if stop.contains(&step.token) {
-            break;
-        }
-        input = step.token;
+    let mut stopped = false;
+    let trace = headscope_engine::greedy_decode(engine, prompt, max_new_tokens, stop, probe, |_| {
+        stopped = cancelled();
+        !stopped
+    })
+    .await?;
+    if stopped {
+        return Err(LabError::Cancelled);
     }
-    trace.decode_seconds = clock::now() - t1;
     Ok(trace)
 }
 
@@ -383,7 +372,7 @@ pub struct RunOutput {
     /// The built test.
     pub test: NiahTest,
     /// The decode trace (attention rows included when probed).
-    pub trace: Trace,
+    pub trace: DecodeTrace,
 }
 
 /// Builds the test `at` of `setup` and decodes it on `model` with `mask` (which stays set afterwards)
@@ -411,8 +400,7 @@ pub async fn run_test(
     model.engine.reserve(test.prompt_ids.len() + setup.max_new_tokens).await?;
     let trace = greedy_decode(&mut model.engine, &test.prompt_ids, setup.max_new_tokens, &model.eos_token_ids, probe, cancelled).await?;
     let shape = model.shape();
-    let steps: Vec<DecodeStep> =
-        trace.tokens.iter().zip(&trace.argmax).map(|(&token, argmax)| DecodeStep { token, argmax: argmax.clone() }).collect();
+    let steps: Vec<DecodeStep> = trace.steps();
     let text = tokenizer.decode(&trace.tokens)?;
     let answer = answer_tokens(&*tokenizer, shape, &test, &steps)?;
     let record =
@@ -420,7 +408,7 @@ pub async fn run_test(
     let result = TestResult {
         record,
         answer,
-        argmax: trace.argmax.clone(),
+        argmax: trace.argmax_position.clone(),
         prefill_tokens: test.prompt_ids.len().saturating_sub(1),
         prefill_seconds: trace.prefill_seconds,
         decode_tokens: trace.tokens.len(),
@@ -497,14 +485,14 @@ pub fn head_view_from(tokenizer: &HfTokenizer, shape: HeadShape, head: HeadId, o
     let bin = context.div_ceil(STRIP_BINS).max(1);
     let mut steps = Vec::with_capacity(out.trace.tokens.len());
     for (s, &token) in out.trace.tokens.iter().enumerate() {
-        let argmax = out.trace.argmax[s]
+        let argmax = out.trace.argmax_position[s]
             .get(index)
             .copied()
             .ok_or_else(|| LabError::Invalid(format!("step {s} reports no argmax for head {head}")))?;
-        let row = out.trace.rows[s].iter().find(|r| r.head == head).map(|r| r.weights.as_slice()).unwrap_or(&[]);
+        let row = out.trace.attention_rows[s].iter().find(|r| r.head == head).map(|r| r.weights.as_slice()).unwrap_or(&[]);
         let a = argmax as usize;
         let peak = row.get(a).copied().unwrap_or(0.0);
-        let one = DecodeStep { token, argmax: out.trace.argmax[s].clone() };
+        let one = DecodeStep { token, argmax: out.trace.argmax_position[s].clone() };
         let hit = !retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &[one])?.positions(head).is_empty();
         let visible = context + s;
         let window = (a.saturating_sub(WINDOW)..(a + WINDOW + 1).min(visible)).map(|p| (p as u32, token_text(p))).collect();

@@ -9,6 +9,7 @@
 use crate::lab::{self, LabError, LabModel};
 use crate::protocol::{BackendChoice, Event, MaskRequest, ModelSource, Request, TestAt, TestSetup};
 use headscope_core::sweep::TestKey;
+use headscope_engine::Engine;
 use headscope_model::{HeadMask, ModelFiles, Probe};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

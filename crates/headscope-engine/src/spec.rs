@@ -1,8 +1,8 @@
 //! The architecture of a checkpoint in one shape: every supported Hugging Face family's `config.json`
 //! is read by its own module in [`crate::families`] and described here, so one transformer
-//! implementation ([`crate::Transformer`]) runs them all.
+//! implementation (the candle model and the wgpu model) runs them all.
 
-use crate::error::{ModelError, Result};
+use crate::error::{EngineError, Result};
 use std::path::Path;
 
 /// How rotary position embeddings are scaled (the `rope_scaling` of config.json).
@@ -90,22 +90,22 @@ pub const SUPPORTED_MODEL_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "mixt
 impl ModelSpec {
     /// Reads config.json and describes its architecture.
     pub fn from_config_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io { path: path.to_owned(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| EngineError::Io { path: path.to_owned(), source: e })?;
         Self::from_config_json(&text, path)
     }
 
     /// Describes the architecture of config.json text (`origin` names it in errors).
     pub fn from_config_json(text: &str, origin: &Path) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ModelError::config(origin, format!("not JSON: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| EngineError::config(origin, format!("not JSON: {e}")))?;
         let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
         let spec = match model_type {
             "llama" => crate::families::llama::spec(&value),
             "mistral" => crate::families::mistral::spec(&value),
             "qwen2" => crate::families::qwen2::spec(&value),
             "mixtral" => crate::families::mixtral::spec(&value),
-            "" => return Err(ModelError::config(origin, "no `model_type`: is this a Hugging Face config.json?")),
+            "" => return Err(EngineError::config(origin, "no `model_type`: is this a Hugging Face config.json?")),
             other => {
-                return Err(ModelError::Unsupported(format!(
+                return Err(EngineError::Unsupported(format!(
                     "{}: model_type `{other}` is not supported; HeadScope runs {}",
                     origin.display(),
                     SUPPORTED_MODEL_TYPES.join(", ")
@@ -113,10 +113,10 @@ impl ModelSpec {
             }
         }
         .map_err(|e| match e {
-            ModelError::Invalid(m) => ModelError::config(origin, m),
+            EngineError::Invalid(m) => EngineError::config(origin, m),
             other => other,
         })?;
-        spec.validate().map_err(|m| ModelError::config(origin, m))?;
+        spec.validate().map_err(|m| EngineError::config(origin, m))?;
         Ok(spec)
     }
 
@@ -159,9 +159,12 @@ impl ModelSpec {
     }
 }
 
+/// Token ids of a config field given as a number or a list of numbers (`eos_token_id`).
+pub use fields::token_ids;
+
 /// Helpers the family modules share to read config.json fields.
 pub(crate) mod fields {
-    use crate::error::{ModelError, Result};
+    use crate::error::{EngineError, Result};
     use serde_json::Value;
 
     /// A required unsigned field.
@@ -169,14 +172,14 @@ pub(crate) mod fields {
         v.get(key)
             .and_then(Value::as_u64)
             .map(|x| x as usize)
-            .ok_or_else(|| ModelError::Invalid(format!("`{key}` is missing or not a whole number")))
+            .ok_or_else(|| EngineError::Invalid(format!("`{key}` is missing or not a whole number")))
     }
 
     /// An optional unsigned field (absent or null gives `None`).
     pub fn usize_opt(v: &Value, key: &str) -> Result<Option<usize>> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(x) => x.as_u64().map(|x| Some(x as usize)).ok_or_else(|| ModelError::Invalid(format!("`{key}` is not a whole number"))),
+            Some(x) => x.as_u64().map(|x| Some(x as usize)).ok_or_else(|| EngineError::Invalid(format!("`{key}` is not a whole number"))),
         }
     }
 
@@ -184,7 +187,7 @@ pub(crate) mod fields {
     pub fn f64_or(v: &Value, key: &str, default: f64) -> Result<f64> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(default),
-            Some(x) => x.as_f64().ok_or_else(|| ModelError::Invalid(format!("`{key}` is not a number"))),
+            Some(x) => x.as_f64().ok_or_else(|| EngineError::Invalid(format!("`{key}` is not a number"))),
         }
     }
 
@@ -192,7 +195,7 @@ pub(crate) mod fields {
     pub fn bool_or(v: &Value, key: &str, default: bool) -> Result<bool> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(default),
-            Some(x) => x.as_bool().ok_or_else(|| ModelError::Invalid(format!("`{key}` is not true/false"))),
+            Some(x) => x.as_bool().ok_or_else(|| EngineError::Invalid(format!("`{key}` is not true/false"))),
         }
     }
 

@@ -5,7 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// How a masked head is knocked out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MaskMode {
     /// The head's query is zeroed, so it attends uniformly over the context (the paper's masking).
     #[default]
@@ -15,7 +16,8 @@ pub enum MaskMode {
 }
 
 /// When a mask applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MaskScope {
     /// Only at decode steps (the step at the last prompt position included): the prompt's KV cache is
     /// computed unmasked, as in the paper.
@@ -26,7 +28,7 @@ pub enum MaskScope {
 }
 
 /// A set of heads masked in one mode and scope.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct HeadMask {
     /// The masked query heads.
     pub heads: Vec<HeadId>,

@@ -6,7 +6,7 @@ pub mod mistral;
 pub mod mixtral;
 pub mod qwen2;
 
-use crate::error::{ModelError, Result};
+use crate::error::{EngineError, Result};
 use crate::spec::{fields::*, ModelSpec, RopeScaling};
 use serde_json::Value;
 
@@ -16,7 +16,7 @@ pub(crate) fn common(v: &Value, model_type: &str, rope_theta_default: f64) -> Re
     let heads = usize_req(v, "num_attention_heads")?;
     let layers = usize_req(v, "num_hidden_layers")?;
     if heads == 0 {
-        return Err(ModelError::Invalid("`num_attention_heads` must be positive".into()));
+        return Err(EngineError::Invalid("`num_attention_heads` must be positive".into()));
     }
     Ok(ModelSpec {
         model_type: model_type.to_owned(),
@@ -78,7 +78,7 @@ fn rope_scaling(v: &Value) -> Result<RopeScaling> {
             high_freq_factor: f64_or(rs, "high_freq_factor", 4.0)?,
             original_max_position_embeddings: usize_opt(rs, "original_max_position_embeddings")?.unwrap_or(8192),
         }),
-        other => Err(ModelError::Unsupported(format!("rope_scaling type `{other}` is not supported (supported: linear, llama3)"))),
+        other => Err(EngineError::Unsupported(format!("rope_scaling type `{other}` is not supported (supported: linear, llama3)"))),
     }
 }
 
@@ -93,9 +93,9 @@ pub(crate) fn layer_types_windows(v: &Value, layers: usize) -> Result<Option<Vec
     let Some(list) = v.get("layer_types").filter(|x| !x.is_null()) else {
         return Ok(None);
     };
-    let list = list.as_array().ok_or_else(|| ModelError::Invalid("`layer_types` is not a list".into()))?;
+    let list = list.as_array().ok_or_else(|| EngineError::Invalid("`layer_types` is not a list".into()))?;
     if list.len() != layers {
-        return Err(ModelError::Invalid(format!("`layer_types` has {} entries for {layers} layers", list.len())));
+        return Err(EngineError::Invalid(format!("`layer_types` has {} entries for {layers} layers", list.len())));
     }
     let window = usize_opt(v, "sliding_window")?;
     list.iter()
@@ -103,8 +103,8 @@ pub(crate) fn layer_types_windows(v: &Value, layers: usize) -> Result<Option<Vec
             Some("full_attention") => Ok(None),
             Some("sliding_attention") => window
                 .map(Some)
-                .ok_or_else(|| ModelError::Invalid("`layer_types` has sliding layers but `sliding_window` is not set".into())),
-            _ => Err(ModelError::Invalid(format!("`layer_types` entry {t} is not full_attention or sliding_attention"))),
+                .ok_or_else(|| EngineError::Invalid("`layer_types` has sliding layers but `sliding_window` is not set".into())),
+            _ => Err(EngineError::Invalid(format!("`layer_types` entry {t} is not full_attention or sliding_attention"))),
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
