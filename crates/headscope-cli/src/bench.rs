@@ -208,28 +208,6 @@ struct SavedTest {
     headscope_argmax: Vec<Vec<u32>>,
 }
 
-/// Parameters of a model as its config describes them (the checkpoint's tensors, counted).
-pub fn parameter_count(spec: &ModelSpec) -> u64 {
-    let (h, v) = (spec.hidden_size as u64, spec.vocab_size as u64);
-    let (q, kv) = ((spec.heads * spec.head_dim) as u64, (spec.kv_heads * spec.head_dim) as u64);
-    let i = spec.intermediate_size as u64;
-    let mut attention = h * q + 2 * h * kv + q * h;
-    if spec.qkv_bias {
-        attention += q + 2 * kv;
-    }
-    if spec.o_bias {
-        attention += h;
-    }
-    let dense = 3 * h * i + if spec.mlp_bias { 2 * i + h } else { 0 };
-    let ffn = match &spec.moe {
-        Some(m) => m.experts as u64 * 3 * h * i + h * m.experts as u64,
-        None => dense,
-    };
-    let per_layer = 2 * h + attention + ffn;
-    let lm_head = if spec.tie_word_embeddings { 0 } else { v * h };
-    v * h + spec.layers as u64 * per_layer + h + lm_head
-}
-
 /// KV-cache bytes per context token in `dtype_bytes`-byte elements.
 pub fn kv_bytes_per_token(spec: &ModelSpec, dtype_bytes: u64) -> u64 {
     2 * spec.layers as u64 * spec.kv_heads as u64 * spec.head_dim as u64 * dtype_bytes
@@ -276,7 +254,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let mut md = ModelDir::open(&args.model)?;
     let spec = md.spec.clone();
     let dtype_bytes = dtype.size_in_bytes() as u64;
-    let parameters = parameter_count(&spec);
+    let parameters = spec.parameter_count();
     let stored = stored_parameters(&md.weight_files)?;
     let weight_bytes = stored.max(parameters) * dtype_bytes;
     let kv_per_token = kv_bytes_per_token(&spec, dtype_bytes);

@@ -88,6 +88,29 @@ pub struct ModelSpec {
 pub const SUPPORTED_MODEL_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "mixtral"];
 
 impl ModelSpec {
+    /// Parameters of a model as its config describes them: the checkpoint's tensors, counted (biases,
+    /// MoE routers and an untied LM head included).
+    pub fn parameter_count(&self) -> u64 {
+        let (h, v) = (self.hidden_size as u64, self.vocab_size as u64);
+        let (q, kv) = ((self.heads * self.head_dim) as u64, (self.kv_heads * self.head_dim) as u64);
+        let i = self.intermediate_size as u64;
+        let mut attention = h * q + 2 * h * kv + q * h;
+        if self.qkv_bias {
+            attention += q + 2 * kv;
+        }
+        if self.o_bias {
+            attention += h;
+        }
+        let dense = 3 * h * i + if self.mlp_bias { 2 * i + h } else { 0 };
+        let ffn = match &self.moe {
+            Some(m) => m.experts as u64 * 3 * h * i + h * m.experts as u64,
+            None => dense,
+        };
+        let per_layer = 2 * h + attention + ffn;
+        let lm_head = if self.tie_word_embeddings { 0 } else { v * h };
+        v * h + self.layers as u64 * per_layer + h + lm_head
+    }
+
     /// Reads config.json and describes its architecture.
     pub fn from_config_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::Io { path: path.to_owned(), source: e })?;
@@ -211,5 +234,26 @@ pub(crate) mod fields {
     /// A string field.
     pub fn str_opt(v: &Value, key: &str) -> Option<String> {
         v.get(key).and_then(Value::as_str).map(str::to_owned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_counted_by_hand() {
+        let config = r#"{"model_type":"qwen2","vocab_size":10,"hidden_size":4,"intermediate_size":6,"num_hidden_layers":2,
+            "num_attention_heads":2,"num_key_value_heads":1,"max_position_embeddings":32,"tie_word_embeddings":true}"#;
+        let spec = ModelSpec::from_config_json(config, Path::new("config.json")).unwrap();
+        assert!(spec.qkv_bias, "qwen2 has q/k/v biases");
+        // head_dim 2: q 4, kv 2. Attention 4x4 + 2(4x2) + 4x4 = 48, biases 4 + 2 + 2 = 8; MLP 3x4x6 = 72;
+        // two norms 8. Per layer 136; embedding 40, final norm 4, tied head 0.
+        assert_eq!(spec.parameter_count(), 40 + 2 * 136 + 4);
+        let untied = ModelSpec { tie_word_embeddings: false, ..spec.clone() };
+        assert_eq!(untied.parameter_count(), spec.parameter_count() + 40);
+        let moe = ModelSpec { moe: Some(MoeSpec { experts: 3, experts_per_token: 2 }), ..spec.clone() };
+        // Three experts and a 4x3 router replace the one MLP.
+        assert_eq!(moe.parameter_count(), spec.parameter_count() + 2 * (2 * 72 + 12));
     }
 }

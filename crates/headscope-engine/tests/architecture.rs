@@ -52,9 +52,24 @@ fn the_crate_graph_keeps_its_rules() {
         &[&ml[..], &["headscope-model", "headscope-gpu", "headscope-plot", "headscope-cli", "headscope-web"]].concat(),
         "the engine layer is backend-neutral",
     );
-    assert_free_of(&g, "headscope-gpu", &["candle-*", "headscope-model", "headscope-cli", "headscope-web"], "the WGSL path builds without candle");
-    assert_free_of(&g, "headscope-model", &["wgpu*", "headscope-gpu", "headscope-cli", "headscope-web", "headscope-plot"], "backends know no front end");
-    assert_free_of(&g, "headscope-plot", &[&ml[..], &["headscope-model", "headscope-gpu", "headscope-engine"]].concat(), "plots draw numbers");
+    assert_free_of(
+        &g,
+        "headscope-gpu",
+        &["candle-*", "headscope-model", "headscope-cli", "headscope-web"],
+        "the WGSL path builds without candle",
+    );
+    assert_free_of(
+        &g,
+        "headscope-model",
+        &["wgpu*", "headscope-gpu", "headscope-cli", "headscope-web", "headscope-plot"],
+        "backends know no front end",
+    );
+    assert_free_of(
+        &g,
+        "headscope-plot",
+        &[&ml[..], &["headscope-model", "headscope-gpu", "headscope-engine"]].concat(),
+        "plots draw numbers",
+    );
     for (krate, deps) in &g {
         for front_end in ["headscope-cli", "headscope-web"] {
             assert!(!deps.contains(&front_end.to_owned()), "{krate} depends on the front end {front_end}");

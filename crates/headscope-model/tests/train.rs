@@ -51,6 +51,7 @@ fn loss_falls_and_checkpoints_resume_exactly() {
     let config = AdamWConfig { weight_decay: 0.0, ..Default::default() };
     let mut t = Trainer::new(&spec(), &Device::Cpu, 7, config).unwrap();
     assert!(t.parameter_count() > 10_000);
+    assert_eq!(t.parameter_count() as u64, spec().parameter_count(), "the spec counts the tensors the trainer holds");
     let (x, y, w) = batch(100);
     let initial = t.loss(&x, &y, &w).unwrap().to_scalar::<f32>().unwrap();
     assert!((initial - (64f32).ln()).abs() < 0.5, "initial loss {initial} should be near ln(vocab)");

@@ -166,19 +166,6 @@ pub struct LabModel {
     pub fallback_reason: Option<String>,
 }
 
-/// Number of weights of a model of `spec` (embedding, layers, norms, LM head).
-pub fn parameter_count(spec: &ModelSpec) -> usize {
-    let (h, i, v) = (spec.hidden_size, spec.intermediate_size, spec.vocab_size);
-    let q = spec.heads * spec.head_dim;
-    let kv = spec.kv_heads * spec.head_dim;
-    let experts = spec.moe.as_ref().map_or(1, |m| m.experts);
-    let router = spec.moe.as_ref().map_or(0, |m| m.experts * h);
-    let attn = h * q + 2 * h * kv + q * h + if spec.qkv_bias { q + 2 * kv } else { 0 };
-    let mlp = experts * 3 * h * i + router;
-    let lm_head = if spec.tie_word_embeddings { 0 } else { v * h };
-    v * h + spec.layers * (attn + mlp + 2 * h) + h + lm_head
-}
-
 impl LabModel {
     /// Loads `files` on the CPU engine (f32, as `headscope detect` computes on the CPU).
     pub fn load_cpu(files: &ModelFiles) -> Result<Self> {
@@ -246,7 +233,7 @@ impl LabModel {
             heads: self.spec.heads,
             kv_heads: self.spec.kv_heads,
             max_positions: self.spec.max_position_embeddings,
-            parameters: parameter_count(&self.spec),
+            parameters: self.spec.parameter_count() as usize,
             hash: self.hash.clone(),
             chat_template: self.tokenizer.chat_template().is_some(),
             backend: self.backend.clone(),
