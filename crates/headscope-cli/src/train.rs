@@ -231,8 +231,15 @@ impl DataRecipe {
 }
 
 /// Writes config.json, tokenizer.json (trained here), tokenizer_config.json and generation_config.json
-/// into `out`, unless they are there already (a resumed run keeps its tokenizer).
-fn write_model_files(r: &Recipe, corpus_text: &[String], out: &Path) -> Result<()> {
+/// into `out`, unless they are there already (a resumed run keeps its tokenizer). The tokenizer also
+/// learns from exercises drawn from the corpus's `words` and `sentences`, as training will see them.
+fn write_model_files(
+    r: &Recipe,
+    corpus_text: &[String],
+    words: &Arc<Vec<String>>,
+    sentences: &Arc<SentencePool>,
+    out: &Path,
+) -> Result<()> {
     let m = &r.model;
     let config = serde_json::json!({
         "model_type": "llama", "architectures": ["LlamaForCausalLM"],
@@ -257,16 +264,14 @@ fn write_model_files(r: &Recipe, corpus_text: &[String], out: &Path) -> Result<(
     if !tok_path.exists() {
         eprintln!("training a {}-token byte-level BPE tokenizer", r.tokenizer.vocab_size);
         let mut texts: Vec<String> = corpus_text.to_vec();
-        let words = std::sync::Arc::new(corpus_text.iter().flat_map(|t| ExerciseGenerator::words_of(t)).collect::<Vec<_>>());
         if let Some(settings) = r.data.sentence_settings() {
-            let pool = Arc::new(SentencePool::from_texts(corpus_text));
-            let mut g = SentenceExerciseGenerator::new(r.seed ^ 0x7070, pool, words, settings);
+            let mut g = SentenceExerciseGenerator::new(r.seed ^ 0x7070, sentences.clone(), words.clone(), settings);
             texts.extend((0..r.tokenizer.exercise_samples).map(|_| {
                 let e = g.next_exercise();
                 format!("{} {} {}", e.inserted().needle, e.elsewhere.join(" "), e.needle.question)
             }));
         } else {
-            let mut g = ExerciseGenerator::new(r.seed ^ 0x7070, words);
+            let mut g = ExerciseGenerator::new(r.seed ^ 0x7070, words.clone());
             texts.extend((0..r.tokenizer.exercise_samples).map(|_| {
                 let n = g.next_needle();
                 format!("{} {} {}", n.needle, n.question, n.real_needle)
@@ -539,7 +544,11 @@ pub fn train(o: TrainOptions) -> Result<()> {
             std::fs::copy(init.join("tokenizer.json"), &tok).with_context(|| format!("copying the tokenizer of {}", init.display()))?;
         }
     }
-    write_model_files(&recipe, &corpus_text, &o.out)?;
+    // Words and sentences of the corpus, found once: the tokenizer's exercises and training's draw on them.
+    let corpus_words = Arc::new(corpus_text.iter().flat_map(|t| ExerciseGenerator::words_of(t)).collect::<Vec<_>>());
+    let sentence_settings = recipe.data.sentence_settings();
+    let sentences = Arc::new(if sentence_settings.is_some() { SentencePool::from_texts(&corpus_text) } else { SentencePool::default() });
+    write_model_files(&recipe, &corpus_text, &corpus_words, &sentences, &o.out)?;
     let tokenizer = HfTokenizer::from_dir(&o.out)?;
     let spec = ModelSpec::from_config_file(&o.out.join("config.json"))?;
     let t0 = Instant::now();
@@ -575,14 +584,12 @@ pub fn train(o: TrainOptions) -> Result<()> {
         headscope_model::candle_core::cuda::set_gemm_reduced_precision_f32(true);
     }
 
-    let sentence_settings = recipe.data.sentence_settings();
-    let sentences = Arc::new(if sentence_settings.is_some() { SentencePool::from_texts(&corpus_text) } else { SentencePool::default() });
     if sentence_settings.is_some() {
         eprintln!("{} corpus sentences can be needles", sentences.len());
     }
     let source = Arc::new(DataSource {
         tokenizer,
-        corpus_words: Arc::new(corpus_text.iter().flat_map(|t| ExerciseGenerator::words_of(t)).collect()),
+        corpus_words,
         paragraphs: corpus_text.iter().map(|t| paragraph_ranges(t)).collect(),
         corpus_text,
         corpus_tokens,

@@ -13,11 +13,8 @@ pub fn now() -> f64 {
         / 1000.0
 }
 
-/// Seconds since an arbitrary fixed point.
+/// Seconds since an arbitrary fixed point: the engine's clock, which every native backend times with.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn now() -> f64 {
-    use std::sync::OnceLock;
-    use std::time::Instant;
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+    headscope_engine::decode::now()
 }
