@@ -5,12 +5,12 @@ use crate::outputs;
 use crate::SweepArgs;
 use anyhow::{bail, Context, Result};
 use headscope_core::files::{self, read_head_scores, short_hash, MaskInfo, ModelInfo, RunInfo, TestLog, TestRecord};
-use headscope_core::niah::{read_needles_jsonl, san_francisco_needle, Needle, NiahBuilder, NiahTest};
-use headscope_core::score::DecodeStep;
-use headscope_core::sweep::{depths, parse_lengths, plan, TestKey};
-use headscope_core::{masking, HeadId, TextTokenizer};
-use headscope_model::loader::{dtype_name, parse_dtype};
-use headscope_model::{greedy_decode_from, DecodeTrace, Device, HeadMask, LoadOptions, MaskMode, MaskScope, ModelDir, Probe};
+use headscope_core::niah::{read_needles_jsonl, san_francisco_needle, Needle};
+use headscope_core::{masking, HeadId};
+use headscope_engine::{block_on, Engine, SweepInputs, SweepPlan, SweepRunner, TestOutcome};
+use headscope_gpu::{GpuContext, GpuModel};
+use headscope_model::loader::{dtype_name, parse_dtype, weight_files};
+use headscope_model::{Device, HeadMask, HfTokenizer, LoadOptions, MaskMode, MaskScope, ModelDir, Probe};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -36,17 +36,24 @@ pub enum MaskChoice {
 /// Everything a sweep needs, resolved and checked, weights not yet loaded.
 struct Sweep {
     model_dir: ModelDir,
+    /// The candle device and dtype; unused where `wgpu` is set.
     options: LoadOptions,
+    /// Run on the wgpu engine (the page's WGSL forward) rather than candle.
+    wgpu: bool,
     needles: Vec<Needle>,
     haystack: Vec<String>,
-    keys: Vec<TestKey>,
+    plan: SweepPlan,
     info: RunInfo,
 }
 
-/// The device named by `cpu`, `cuda` or `cuda:N`.
+/// The `--device` that selects the wgpu engine.
+pub const WGPU_DEVICE: &str = "wgpu";
+
+/// The candle device named by `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {
         "cpu" => Ok(Device::Cpu),
+        WGPU_DEVICE => bail!("--device wgpu runs `detect` and `niah` only; use cpu or cuda here"),
         _ => {
             let ordinal = match s.strip_prefix("cuda") {
                 Some("") => 0,
@@ -99,8 +106,16 @@ pub(crate) fn open_model(args: &SweepArgs) -> Result<ModelDir> {
 
 impl Sweep {
     fn prepare(args: &SweepArgs, command: &str, model_dir: ModelDir, mask: Option<MaskInfo>) -> Result<Sweep> {
-        let device = parse_device(&args.run.device)?;
-        let options = LoadOptions { dtype: parse_dtype(&args.run.dtype)?, device };
+        let wgpu = args.run.device == WGPU_DEVICE;
+        let options = if wgpu {
+            // The WGSL forward computes in f32 whatever the checkpoint stores.
+            if !matches!(args.run.dtype.as_str(), "auto" | "f32") {
+                bail!("--device wgpu computes in f32: --dtype {} is not available there (leave it out or pass f32)", args.run.dtype);
+            }
+            LoadOptions { dtype: Some(headscope_model::DType::F32), device: Device::Cpu }
+        } else {
+            LoadOptions { dtype: parse_dtype(&args.run.dtype)?, device: parse_device(&args.run.device)? }
+        };
         let needles = match &args.needles {
             Some(p) => read_needles_jsonl(p)?,
             None => vec![san_francisco_needle()],
@@ -110,21 +125,6 @@ impl Sweep {
         } else {
             args.haystack.iter().map(|p| read_text(p)).collect::<Result<_>>()?
         };
-        if args.max_new_tokens == 0 {
-            bail!("--max-new-tokens must be at least 1");
-        }
-        let lengths = parse_lengths(&args.lengths)?;
-        let depths = depths(args.depths)?;
-        let longest = lengths.iter().max().copied().unwrap_or(0) + args.max_new_tokens;
-        let max = model_dir.spec.max_position_embeddings;
-        if longest > max {
-            bail!(
-                "the longest test needs {longest} positions ({} prompt + {} new tokens) but the model's context is {max} tokens (max_position_embeddings in {})",
-                longest - args.max_new_tokens,
-                args.max_new_tokens,
-                model_dir.dir.join("config.json").display()
-            );
-        }
         let format = model_dir.prompt_format(args.run.plain);
         let info = RunInfo {
             headscope_version: headscope_core::VERSION.to_string(),
@@ -138,15 +138,11 @@ impl Sweep {
             mask,
             seed: None,
         };
-        let keys = plan(needles.len(), &lengths, &depths);
-        // Every needle must build at the shortest length: catch bad needles and haystacks before any
-        // file is written or any weight is loaded.
-        let mut builder = NiahBuilder::new(&model_dir.tokenizer, format, &haystack)?;
-        let shortest = lengths.iter().min().copied().unwrap_or(0);
-        for (i, n) in needles.iter().enumerate() {
-            builder.build(n, shortest, 50.0).with_context(|| format!("needle {} ({:?})", i + 1, n.needle))?;
-        }
-        Ok(Sweep { model_dir, options, needles, haystack, keys, info })
+        // Checked before any file is written or any weight is loaded: every needle builds at the
+        // shortest length, the longest test fits the model's context.
+        let inputs = SweepInputs { needles: &needles, haystack: &haystack, max_new_tokens: args.max_new_tokens };
+        let plan = SweepPlan::new(&model_dir.spec, &model_dir.tokenizer, format, &inputs, &args.lengths, args.depths)?;
+        Ok(Sweep { model_dir, options, wgpu, needles, haystack, plan, info })
     }
 
     /// Runs every test not yet in `log` (no mask); returns how many ran, and the log.
@@ -157,38 +153,33 @@ impl Sweep {
         Ok((ran, v.log))
     }
 
-    /// Runs every test of the grid that some variant's log lacks, test by test: the prompt is built and
-    /// prefilled once, then decoded under each variant's mask that still needs it. Each prefill reuses
-    /// the cache of the prompt before it as far as the two share their first tokens
-    /// ([`headscope_model::Transformer::prefill_reusing`]): decode-scope masks leave a prompt's cache as
-    /// the prefill left it, so they share all of it; a mask of scope `all` changes the prefill and shares
-    /// only with itself. Tests of one needle and length run from the deepest needle to the shallowest,
-    /// so that each shares with the one before it the whole haystack before its own needle. Records are
-    /// keyed by test id, so the order they are written in does not matter (readers take them in plan
-    /// order). Returns how many decodes ran.
+    /// Runs every test of the grid that some variant's log lacks, on the engine's one sweep runner
+    /// ([`SweepRunner`]): each prompt is built and prefilled once, then decoded under each variant's mask
+    /// that still needs it, each prefill reusing the cache of the prompt before it. Each record is
+    /// written as its test ends; records are keyed by test id, so the order they are written in does
+    /// not matter (readers take them in plan order). Returns how many decodes ran.
     fn run_variants(&self, args: &SweepArgs, variants: &mut [Variant]) -> Result<usize> {
-        let mut todo: Vec<(&TestKey, Vec<usize>)> = self
-            .keys
-            .iter()
-            .map(|k| (k, (0..variants.len()).filter(|&v| !variants[v].log.contains(&k.id())).collect::<Vec<_>>()))
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-        todo.sort_by(|(a, _), (b, _)| {
-            (a.needle_index, a.length).cmp(&(b.needle_index, b.length)).then(b.depth_percent.total_cmp(&a.depth_percent))
-        });
-        let total = self.keys.len() * variants.len();
-        let pending: usize = todo.iter().map(|(_, v)| v.len()).sum();
+        let md = &self.model_dir;
+        let keys = &self.plan.keys;
+        let inputs = SweepInputs { needles: &self.needles, haystack: &self.haystack, max_new_tokens: args.max_new_tokens };
+        let masks = variants.iter().map(|v| v.mask.clone()).collect();
+        let shape = md.spec.head_shape();
+        for v in variants.iter() {
+            shape.check(&v.watch)?;
+        }
+        let format = md.prompt_format(args.run.plain);
+        let runner =
+            SweepRunner::new(&md.spec, &md.tokenizer, format, inputs, &self.plan, masks, &md.eos_token_ids, Probe::default(), |k, v| {
+                !variants[v].log.contains(&k.id())
+            })?;
+        let pending = runner.pending();
         if pending == 0 {
             match variants {
-                [one] => {
-                    eprintln!("all {} tests are already in {}: nothing to run", self.keys.len(), one.out.join("tests.jsonl").display())
-                }
-                _ => eprintln!("all {} tests of the {} runs are already done: nothing to run", self.keys.len(), variants.len()),
+                [one] => eprintln!("all {} tests are already in {}: nothing to run", keys.len(), one.out.join("tests.jsonl").display()),
+                _ => eprintln!("all {} tests of the {} runs are already done: nothing to run", keys.len(), variants.len()),
             }
             return Ok(0);
         }
-        let md = &self.model_dir;
-        let mut builder = NiahBuilder::new(&md.tokenizer, md.prompt_format(args.run.plain), &self.haystack)?;
         eprintln!(
             "loading {} ({} layers x {} heads, {} KV heads) on {}",
             md.dir.display(),
@@ -197,79 +188,78 @@ impl Sweep {
             md.spec.kv_heads,
             args.run.device
         );
-        let mut model = md.load_weights(&self.options)?;
-        if let Some(chunk) = args.run.prefill_chunk {
-            model.set_prefill_chunk(chunk);
-        }
-        let longest = todo.iter().map(|(k, _)| k.length).max().unwrap_or(0) + args.max_new_tokens;
-        model.reserve(longest)?;
-        let shape = md.spec.head_shape();
-        for v in variants.iter() {
-            if let Some(m) = &v.mask {
-                shape.check(&m.heads)?;
+        if self.wgpu {
+            let mut model = load_wgpu(md)?;
+            eprintln!("wgpu adapter: {}", model.context().adapter().describe());
+            self.drive(args, &mut model, runner, variants)?;
+        } else {
+            let mut model = md.load_weights(&self.options)?;
+            if let Some(chunk) = args.run.prefill_chunk {
+                model.set_prefill_chunk(chunk);
             }
-            shape.check(&v.watch)?;
+            self.drive(args, &mut model, runner, variants)?;
         }
-
-        let batch = variants.len() > 1;
-        let bar = progress_bar(total as u64, (total - pending) as u64);
-        for (key, which) in &todo {
-            let needle = &self.needles[key.needle_index];
-            let test = builder.build(needle, key.length, key.depth_percent).with_context(|| format!("building test {}", key.id()))?;
-            let (&last, context) = test.prompt_ids.split_last().context("the prompt is empty")?;
-            for &vi in which {
-                let variant = &mut variants[vi];
-                let prefill_seconds =
-                    prefill_under(&mut model, variant.mask.clone(), context).with_context(|| format!("running test {}", key.id()))?;
-                let trace = greedy_decode_from(&mut model, last, args.max_new_tokens, &md.eos_token_ids, &Probe::default(), |_| true)
-                    .with_context(|| format!("running test {}", key.id()))?;
-                let seconds = prefill_seconds + trace.decode_seconds;
-                let record = self.record(args, key, &test, &trace, variant, seconds)?;
-                let line = format!("{} recall {:.2} {seconds:.1}s: {:?}", key.id(), record.recall, record.answer.trim());
-                variant.log.append(record)?;
-                let line = if batch { format!("{}: {line}", variant.out.display()) } else { line };
-                if bar.is_hidden() {
-                    eprintln!("[{}/{total}] {line}", bar.position() + 1);
-                } else {
-                    bar.set_message(line);
-                }
-                bar.inc(1);
-            }
-        }
-        bar.finish_and_clear();
         Ok(pending)
     }
 
-    /// The record of one finished test.
-    fn record(
+    /// Runs what `runner` has left on `engine`, appending each record to its variant's log as it ends.
+    fn drive<E: Engine>(
         &self,
         args: &SweepArgs,
-        key: &TestKey,
-        test: &NiahTest,
-        trace: &DecodeTrace,
-        variant: &Variant,
-        seconds: f64,
-    ) -> Result<TestRecord> {
-        let md = &self.model_dir;
-        let shape = md.spec.head_shape();
-        let needle = &self.needles[key.needle_index];
-        let steps: Vec<DecodeStep> = trace.steps();
-        let answer = md.tokenizer.decode(&trace.tokens)?;
-        let head_argmax = (!variant.watch.is_empty()).then(|| {
-            variant
-                .watch
+        engine: &mut E,
+        mut runner: SweepRunner<'_, HfTokenizer>,
+        variants: &mut [Variant],
+    ) -> Result<()>
+    where
+        E::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let keys = &self.plan.keys;
+        block_on(engine.reserve(runner.positions()))?;
+        let total = keys.len() * variants.len();
+        let batch = variants.len() > 1;
+        let bar = progress_bar(total as u64, (total - runner.pending()) as u64);
+        while let Some(outcome) = block_on(runner.next(engine, |_| true)) {
+            let out = outcome?;
+            let key = keys[out.index];
+            tracing::debug!("{}: prefill: {} of {} positions reused from the cache", key.id(), out.reused, out.test.prompt_ids.len() - 1);
+            let variant = &mut variants[out.variant];
+            let record = self.record(args, &out, &variant.watch);
+            let line = format!("{} recall {:.2} {:.1}s: {:?}", key.id(), record.recall, record.seconds, record.answer.trim());
+            variant.log.append(record)?;
+            let line = if batch { format!("{}: {line}", variant.out.display()) } else { line };
+            if bar.is_hidden() {
+                eprintln!("[{}/{total}] {line}", bar.position() + 1);
+            } else {
+                bar.set_message(line);
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// The record of one finished test as the CLI writes it: the runner's, with the watched heads'
+    /// argmax positions and, when asked, the prompt's ids.
+    fn record(&self, args: &SweepArgs, out: &TestOutcome, watch: &[HeadId]) -> TestRecord {
+        let shape = self.model_dir.spec.head_shape();
+        let head_argmax = (!watch.is_empty()).then(|| {
+            watch
                 .iter()
-                .filter_map(|&h| shape.index(h).map(|i| (h, trace.argmax_position.iter().map(|step| step[i]).collect())))
+                .filter_map(|&h| shape.index(h).map(|i| (h, out.trace.argmax_position.iter().map(|step| step[i]).collect())))
                 .collect()
         });
-        Ok(TestRecord {
-            masked_heads: variant.mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default(),
-            prompt_ids: args.save_prompts.then(|| test.prompt_ids.clone()),
-            head_argmax,
-            seconds,
-            ..TestRecord::scored(key, needle, test, shape, &steps, answer)?
-        })
+        TestRecord { prompt_ids: args.save_prompts.then(|| out.test.prompt_ids.clone()), head_argmax, ..out.record.clone() }
     }
+}
+
+/// The model of `md` on the wgpu engine: the first adapter wgpu finds (Vulkan, Metal or DX12), the
+/// weights uploaded as f32.
+fn load_wgpu(md: &ModelDir) -> Result<GpuModel> {
+    let ctx = block_on(GpuContext::new()).context("--device wgpu: no usable GPU adapter")?;
+    let files = weight_files(&md.dir)?;
+    let bytes = files.iter().map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).collect::<Result<Vec<_>>>()?;
+    let shards: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    block_on(GpuModel::load(&ctx, &md.spec, &shards)).with_context(|| format!("loading {} on wgpu", md.dir.display()))
 }
 
 /// Sets `mask` on `model` and brings its cache to the end of `context` for a decode, computing only

@@ -217,7 +217,7 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
     fails(&["detect", "--model", gpt2.to_str().unwrap(), "--out", &out], "model_type `gpt2` is not supported");
     fails(&["detect", "--model", &p(tmp.path(), "nope"), "--out", &out], "model directory");
     // Context longer than the model's maximum (2048 positions).
-    run(&["--lengths", "4000"], "the model's context is 2048 tokens");
+    run(&["--lengths", "4000"], "the model handles at most 2048 (max_position_embeddings");
     // Too short for the needle.
     run(&["--lengths", "20"], "too short");
     // Needles: missing file, malformed, empty, answer not in the needle.

@@ -65,6 +65,15 @@ pub trait Engine {
     fn set_mask(&mut self, mask: Option<HeadMask>) -> Result<(), Self::Error>;
     /// Runs `ids` at the next positions, filling the cache.
     async fn prefill(&mut self, ids: &[u32]) -> Result<(), Self::Error>;
+    /// Prefills `ids` as a new sequence (the cache is emptied first), computing only what the cache
+    /// already holds no equal of: a backend that tracks its cache ([`crate::prefix::CachedPrefix`])
+    /// keeps the longest prefix that a prefill of `ids` under the current mask would compute the same.
+    /// Returns how many positions were reused. The default reuses nothing.
+    async fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize, Self::Error> {
+        self.reset();
+        self.prefill(ids).await?;
+        Ok(0)
+    }
     /// Feeds one token at the next position and reports the greedy next token and every head's argmax.
     async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step, Self::Error>;
     /// Seconds on a monotonic clock, for the trace's timings. The default is the platform's clock

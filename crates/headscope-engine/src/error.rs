@@ -31,6 +31,9 @@ pub enum EngineError {
     /// A caller passed something invalid (unknown head, empty prompt, ...).
     #[error("{0}")]
     Invalid(String),
+    /// A NIAH input that core refused (a needle without its answer, lengths that do not parse, ...).
+    #[error(transparent)]
+    Input(#[from] headscope_core::CoreError),
 }
 
 impl EngineError {

@@ -4,19 +4,23 @@
 //! implement, and the one greedy decode loop ([`greedy_decode`]) that every front end calls.
 //!
 //! Data flows one way: core builds tests, an engine runs them and reports per-head argmax positions,
-//! core scores them. This crate knows no tensors and no needles.
+//! core scores them. The one sweep runner ([`SweepRunner`]) drives that flow for every front end. This
+//! crate knows no tensors; it builds and scores no test itself, core does.
 #![warn(missing_docs)]
 
 pub mod decode;
 pub mod error;
 pub mod families;
 pub mod mask;
+pub mod prefix;
 pub mod probe;
 pub mod rope;
 pub mod spec;
+pub mod sweep;
 
 pub use decode::{block_on, greedy_decode, greedy_decode_from, DecodeTrace, Engine, Step};
 pub use error::{EngineError, Result};
 pub use mask::{HeadMask, MaskMode, MaskScope};
 pub use probe::{AttentionRow, Probe};
 pub use spec::{ModelSpec, SUPPORTED_MODEL_TYPES};
+pub use sweep::{SweepInputs, SweepPlan, SweepRunner, TestOutcome};

@@ -38,6 +38,10 @@ impl Engine for GpuModel {
         GpuModel::prefill(self, ids).await
     }
 
+    async fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize> {
+        GpuModel::prefill_reusing(self, ids).await
+    }
+
     async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step> {
         let out = GpuModel::step(self, id, probe).await?;
         Ok(Step { token: out.greedy_token(), argmax_position: out.argmax_position, attention_rows: out.attention_rows })

@@ -18,6 +18,7 @@ use crate::kernels::{AttentionOp, EmbedOp, Epilogue, Kernels, MatOp, NormOp, Rop
 use crate::signal::signal;
 use crate::weights::{check_supported, interleaved, pad4, reorder_bias, straight, transpose_columns, Checkpoint, HostTensor};
 use headscope_core::HeadId;
+use headscope_engine::prefix::CachedPrefix;
 use headscope_engine::{AttentionRow, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};
 use wgpu::util::DeviceExt;
 
@@ -140,6 +141,9 @@ pub struct GpuModel {
     /// Per query head: 0 keep, 1 uniform, 2 zero; at prefill and at decode steps.
     prefill_codes: Vec<u32>,
     decode_codes: Vec<u32>,
+    /// What the cache holds, for [`GpuModel::prefill_reusing`]; the effect is the mask codes the
+    /// positions were computed under.
+    contents: CachedPrefix<Vec<u32>>,
 }
 
 fn storage(device: &wgpu::Device, label: &str, bytes: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -214,6 +218,7 @@ impl GpuModel {
             mask: None,
             prefill_codes: vec![0; total],
             decode_codes: vec![0; total],
+            contents: CachedPrefix::default(),
         })
     }
 
@@ -337,12 +342,14 @@ impl GpuModel {
             self.state = Some(self.build_state(capacity.max(1), slots)?);
         }
         self.position = 0;
+        self.contents.forget();
         Ok(())
     }
 
-    /// Empties the cache (keeping its buffers) for a new sequence.
+    /// Empties the cache (keeping its buffers) for a new sequence; nothing of it is reused.
     pub fn reset(&mut self) {
         self.position = 0;
+        self.contents.forget();
     }
 
     /// Forgets every position from `position` on: later calls overwrite them. The keys and values
@@ -352,7 +359,20 @@ impl GpuModel {
             return Err(GpuError::Invalid(format!("cannot truncate to position {position}: the cache holds {} positions", self.position)));
         }
         self.position = position;
+        self.contents.truncate(position);
         Ok(())
+    }
+
+    /// [`GpuModel::prefill`] of `ids` as a new sequence, computing only what the cache does not already
+    /// hold as this prefill would compute it: the longest common prefix with the ids the cache holds,
+    /// when those were computed under the same prefill mask (a mask of scope `all` changes the prefill;
+    /// one of scope `decode`, or none, does not). Returns how many positions were reused.
+    pub async fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize> {
+        self.check_ids(ids)?;
+        let reused = self.contents.reusable(ids, &self.prefill_codes);
+        self.truncate(reused)?;
+        self.prefill(&ids[reused..]).await?;
+        Ok(reused)
     }
 
     /// Applies `mask` to subsequent calls (`None` removes it), with the semantics of
@@ -649,6 +669,7 @@ impl GpuModel {
             return Ok(());
         }
         let s = self.state.as_ref().expect("make_room allocated the run state");
+        let start = self.position;
         for chunk in ids.chunks(s.chunk) {
             let rows = chunk.len() as u32;
             let run = RunUniform { rows, pos: self.position as u32, decoding: 0, pad: 0 };
@@ -666,7 +687,9 @@ impl GpuModel {
         self.ctx.queue.on_submitted_work_done(move || tx.send(()));
         self.wait().await?;
         rx.await.ok_or_else(|| GpuError::Device("the GPU dropped the prefill's completion callback".into()))?;
-        self.ctx.take_errors()
+        self.ctx.take_errors()?;
+        self.contents.written(start, ids, &self.prefill_codes);
+        Ok(())
     }
 
     /// Natively, blocks until submitted work is done and callbacks ran; in the browser this is a no-op
@@ -759,6 +782,7 @@ impl GpuModel {
                 AttentionRow { head: *h, weights }
             })
             .collect();
+        self.contents.written(self.position, &[id], &self.decode_codes);
         self.position += 1;
         Ok(StepOutput { logits, argmax_position, attention_rows })
     }

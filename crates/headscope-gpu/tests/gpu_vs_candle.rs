@@ -338,6 +338,40 @@ fn prefill_then_decode_equals_stepping_every_token() {
     assert!(row_gap <= 1e-4);
 }
 
+/// Prefix reuse on the GPU, as on candle: a prompt prefilled after one that shares its first positions
+/// decodes as after a fresh prefill, decode-scope masks share a prompt's whole prefill, and a mask of
+/// scope `all` (which changes the prefill) shares nothing.
+#[test]
+fn prefill_reusing_a_shared_prefix_decodes_as_a_fresh_prefill() {
+    let Some(ctx) = gpu() else { return };
+    let (dir, t) = tiny(TinyModel { seed: 16, ..TinyModel::new(TinyArch::Llama) });
+    let mut pair = load_pair(ctx, dir.path());
+    let shared = random_ids(40, t.vocab, 21);
+    let a = [shared.clone(), random_ids(9, t.vocab, 22)].concat();
+    let b = [shared, random_ids(7, t.vocab, 23)].concat();
+    let (&b_last, b_context) = b.split_last().unwrap();
+    let probe = Probe { rows: vec![HeadId::new(1, 0)] };
+    let gpu = &mut pair.gpu;
+    gpu.reserve(64).unwrap();
+    block_on(gpu.prefill(b_context)).unwrap();
+    let want = block_on(gpu.step(b_last, &probe)).unwrap();
+    gpu.reset();
+    assert_eq!(block_on(gpu.prefill_reusing(&a[..a.len() - 1])).unwrap(), 0, "nothing is known after a reset");
+    block_on(gpu.step(a[a.len() - 1], &probe)).unwrap();
+    assert_eq!(block_on(gpu.prefill_reusing(b_context)).unwrap(), 40);
+    let got = block_on(gpu.step(b_last, &probe)).unwrap();
+    let scale = want.logits.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let gap = want.logits.iter().zip(&got.logits).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+    assert!(gap <= LOGIT_TOLERANCE, "logits differ by {gap}");
+    assert_eq!((got.greedy_token(), &got.argmax_position), (want.greedy_token(), &want.argmax_position));
+    let heads = vec![HeadId::new(0, 1), HeadId::new(1, 2)];
+    gpu.set_mask(Some(HeadMask { heads: heads.clone(), mode: MaskMode::Uniform, scope: MaskScope::Decode })).unwrap();
+    assert_eq!(block_on(gpu.prefill_reusing(b_context)).unwrap(), b_context.len(), "a decode-scope mask leaves the prefill as it was");
+    gpu.set_mask(Some(HeadMask { heads, mode: MaskMode::Uniform, scope: MaskScope::All })).unwrap();
+    assert_eq!(block_on(gpu.prefill_reusing(b_context)).unwrap(), 0, "a mask of scope all computes other keys");
+    assert_eq!(block_on(gpu.prefill_reusing(b_context)).unwrap(), b_context.len(), "and then shares with itself");
+}
+
 #[test]
 fn greedy_decode_matches_the_candle_loop() {
     let Some(ctx) = gpu() else { return };

@@ -71,6 +71,7 @@ impl From<headscope_engine::EngineError> for ModelError {
             E::Unsupported(m) => ModelError::Unsupported(m),
             E::TooLong(m) => ModelError::TooLong(m),
             E::Invalid(m) => ModelError::Invalid(m),
+            E::Input(e) => ModelError::Invalid(e.to_string()),
         }
     }
 }

@@ -39,6 +39,10 @@ impl Engine for Transformer {
         Transformer::prefill(self, ids)
     }
 
+    async fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize> {
+        Transformer::prefill_reusing(self, ids)
+    }
+
     async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step> {
         let out = Transformer::step(self, id, probe)?;
         Ok(Step { token: out.greedy_token()?, argmax_position: out.argmax_position, attention_rows: out.attention_rows })

@@ -14,6 +14,7 @@ use crate::spec::ModelSpec;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use headscope_core::HeadId;
+use headscope_engine::prefix::CachedPrefix;
 
 pub use headscope_engine::{AttentionRow, Probe};
 
@@ -69,44 +70,6 @@ fn effect_of(mask: &Option<ActiveMask>, decoding: bool) -> Option<&MaskEffect> {
     }
 }
 
-/// What the KV cache is known to hold, for [`Transformer::prefill_reusing`]: the token ids of its leading
-/// positions `0..ids.len()` (at most the model's position), all computed under the same mask effect.
-/// A position's keys and values depend on every position before it and on the mask in effect when it
-/// was computed, so only such a uniform leading run can stand in for a new prefill; positions past it
-/// (a decode step under a decode-scope mask, a memory probe's jump) are not tracked at all.
-#[derive(Debug, Clone, Default)]
-struct CacheContents {
-    ids: Vec<u32>,
-    effect: Option<MaskEffect>,
-}
-
-impl CacheContents {
-    /// Notes that `ids` were just computed at positions `start..` under `effect`: they extend the run
-    /// when they follow it directly and were computed as it was (an empty run takes any effect).
-    fn written(&mut self, start: usize, ids: &[u32], effect: Option<&MaskEffect>) {
-        if start != self.ids.len() {
-            return;
-        }
-        if self.ids.is_empty() {
-            self.effect = effect.cloned();
-        } else if self.effect.as_ref() != effect {
-            return;
-        }
-        self.ids.extend_from_slice(ids);
-    }
-
-    /// The cache is unknown from `position` on.
-    fn truncate(&mut self, position: usize) {
-        self.ids.truncate(position);
-    }
-
-    /// The cache is unknown altogether.
-    fn forget(&mut self) {
-        self.ids.clear();
-        self.effect = None;
-    }
-}
-
 /// The instrumented transformer.
 pub struct Transformer {
     spec: ModelSpec,
@@ -117,7 +80,9 @@ pub struct Transformer {
     rope: Rope,
     cache: Vec<LayerCache>,
     position: usize,
-    contents: CacheContents,
+    /// What the cache holds, for [`Transformer::prefill_reusing`]; the effect is that of the mask a
+    /// prefill ran under (None: no mask, or one of scope `decode`).
+    contents: CachedPrefix<Option<MaskEffect>>,
     mask: Option<ActiveMask>,
     prefill_chunk: Option<usize>,
     score_budget: usize,
@@ -184,7 +149,7 @@ impl Transformer {
             rope,
             cache: Vec::new(),
             position: 0,
-            contents: CacheContents::default(),
+            contents: CachedPrefix::default(),
             mask: None,
             prefill_chunk: None,
             fused_attention: true,
@@ -324,7 +289,7 @@ impl Transformer {
     /// whose ids are known and that were all computed under one mask effect (at most
     /// [`Transformer::position`] of them).
     pub fn cached_ids(&self) -> &[u32] {
-        &self.contents.ids
+        self.contents.ids()
     }
 
     /// How many leading positions of `ids` the cache already holds as a prefill of `ids` under the
@@ -332,10 +297,7 @@ impl Transformer {
     /// `ids`, or 0 when the cache was computed under another mask effect than a prefill applies now (a
     /// mask of scope `all` changes the prefill; one of scope `decode`, or none, does not).
     pub fn reusable_prefix(&self, ids: &[u32]) -> usize {
-        if self.contents.effect.as_ref() != effect_of(&self.mask, false) {
-            return 0;
-        }
-        self.contents.ids.iter().zip(ids).take_while(|(a, b)| a == b).count()
+        self.contents.reusable(ids, &effect_of(&self.mask, false).cloned())
     }
 
     /// [`Transformer::prefill`] of `ids` as a new sequence, computing only what the cache does not
@@ -441,7 +403,7 @@ impl Transformer {
             let x = self.embed.forward(&Tensor::new(chunk, &self.device)?.unsqueeze(0)?)?;
             self.run_layers(x, false, &mut masks, &[])?;
             // Chunk by chunk, so that a prefill that fails part-way still knows what it computed.
-            self.contents.written(self.position, chunk, effect_of(&self.mask, false));
+            self.contents.written(self.position, chunk, &effect_of(&self.mask, false).cloned());
             self.position += chunk.len();
             rest = tail;
         }
@@ -460,7 +422,7 @@ impl Transformer {
         // A step computes its position as a prefill under the same mask effect would: a later prompt that
         // continues with this token may reuse it. Under a decode-scope mask it was not computed as a
         // prefill computes it, so the known run ends before it.
-        self.contents.written(self.position, &[id], effect_of(&self.mask, true));
+        self.contents.written(self.position, &[id], &effect_of(&self.mask, true).cloned());
         self.position += 1;
         let x = rms_norm(&x, &self.norm, self.spec.rms_norm_eps)?;
         let logits = self.lm_head.forward(&x)?.flatten_all()?.to_dtype(DType::F32)?;

@@ -14,9 +14,11 @@ use headscope_core::files::TestRecord;
 use headscope_core::niah::{NiahBuilder, NiahTest};
 use headscope_core::prompt::PromptFormat;
 use headscope_core::score::{retrieval_hits, DecodeStep};
-use headscope_core::sweep::{depths, parse_lengths, plan, TestKey};
+use headscope_core::sweep::TestKey;
 use headscope_core::{CoreError, HeadId, HeadShape, TextTokenizer};
-use headscope_engine::{DecodeTrace, Engine, EngineError, Step};
+use headscope_engine::sweep::{check_fits, decode_test, score_test};
+pub use headscope_engine::SweepPlan;
+use headscope_engine::{DecodeTrace, Engine, EngineError, Step, SweepInputs};
 use headscope_gpu::{GpuContext, GpuError, GpuModel};
 use headscope_model::{
     HeadMask, HfTokenizer, LoadOptions, LoadedModel, MaskMode, MaskScope, ModelError, ModelFiles, ModelMeta, ModelSpec, Probe, Transformer,
@@ -118,6 +120,13 @@ impl Engine for Backend {
         }
     }
 
+    async fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize> {
+        match self {
+            Backend::Cpu(m) => Ok(m.prefill_reusing(ids)?),
+            Backend::Gpu(g) => Engine::prefill_reusing(g.as_mut(), ids).await.map_err(gpu_err),
+        }
+    }
+
     async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step> {
         match self {
             Backend::Cpu(m) => Ok(Engine::step(m.as_mut(), id, probe).await?),
@@ -133,7 +142,10 @@ impl Engine for Backend {
 
 impl From<EngineError> for LabError {
     fn from(e: EngineError) -> Self {
-        LabError::Model(e.into())
+        match e {
+            EngineError::Input(e) => LabError::Core(e),
+            e => LabError::Model(e.into()),
+        }
     }
 }
 
@@ -262,94 +274,25 @@ impl LabModel {
     }
 }
 
-/// A checked sweep: its grid and the tests to run, in the CLI's order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SweepPlan {
-    /// Context lengths.
-    pub lengths: Vec<usize>,
-    /// Needle depths in percent.
-    pub depths: Vec<f64>,
-    /// Every test, needle-major, then length, then depth.
-    pub keys: Vec<TestKey>,
+/// What every sweep and test of `setup` needs, as the engine's runner takes it.
+pub fn inputs(setup: &TestSetup) -> SweepInputs<'_> {
+    SweepInputs { needles: &setup.needles, haystack: std::slice::from_ref(&setup.haystack), max_new_tokens: setup.max_new_tokens }
 }
 
-/// Checks a sweep's inputs as `headscope detect` does before it loads weights: lengths and depths
-/// parse, the longest test fits the model's context, every needle builds at the shortest length.
+/// Checks a sweep's inputs as `headscope detect` does, with the engine's checks ([`SweepPlan::new`]):
+/// lengths and depths parse, the longest test fits the model's context, every needle builds at the
+/// shortest length.
 pub fn plan_sweep(model: &LabModel, setup: &TestSetup, lengths: &str, depth_count: usize) -> Result<SweepPlan> {
-    check_setup(setup)?;
-    let lengths = parse_lengths(lengths)?;
-    let depths = depths(depth_count)?;
-    let longest = lengths.iter().max().copied().unwrap_or(0);
-    check_fits(model, longest, setup.max_new_tokens)?;
-    let tokenizer = model.tokenizer.clone();
-    let mut builder = model.builder(&tokenizer, setup)?;
-    let shortest = lengths.iter().min().copied().unwrap_or(0);
-    for (i, n) in setup.needles.iter().enumerate() {
-        builder.build(n, shortest, 50.0).map_err(|e| LabError::Invalid(format!("needle {} ({:?}): {e}", i + 1, n.needle)))?;
-    }
-    let keys = plan(setup.needles.len(), &lengths, &depths);
-    Ok(SweepPlan { lengths, depths, keys })
+    let format = model.prompt_format(setup.plain);
+    SweepPlan::new(&model.spec, &*model.tokenizer, format, &inputs(setup), lengths, depth_count).map_err(|e| named(model, e))
 }
 
-/// Checks what every run needs: needles with answers inside them, a haystack, tokens to generate.
-pub fn check_setup(setup: &TestSetup) -> Result<()> {
-    if setup.needles.is_empty() {
-        return Err(LabError::Invalid("no needle: give a needle, a question and its answer, or a needles JSONL file".into()));
+/// An engine error for the page; a context too long names the model.
+fn named(model: &LabModel, e: EngineError) -> LabError {
+    match e {
+        EngineError::TooLong(m) => LabError::Invalid(format!("{}: {m}", model.name)),
+        e => e.into(),
     }
-    for (i, n) in setup.needles.iter().enumerate() {
-        n.answer_range().map_err(|e| {
-            if setup.needles.len() == 1 {
-                LabError::Core(e)
-            } else {
-                LabError::Invalid(format!("needle {}: {e}", i + 1))
-            }
-        })?;
-    }
-    if setup.haystack.trim().is_empty() {
-        return Err(LabError::Invalid("the haystack is empty: paste a text or upload a .txt file".into()));
-    }
-    if setup.max_new_tokens == 0 {
-        return Err(LabError::Invalid("max new tokens must be at least 1".into()));
-    }
-    Ok(())
-}
-
-/// Refuses tests whose prompt and answer would not fit the model's context (as the CLI does).
-pub fn check_fits(model: &LabModel, length: usize, max_new_tokens: usize) -> Result<()> {
-    let max = model.spec.max_position_embeddings;
-    if length + max_new_tokens > max {
-        return Err(LabError::Invalid(format!(
-            "a {length}-token context plus {max_new_tokens} new tokens needs {} positions, but {} handles at most {max} (max_position_embeddings); choose shorter lengths",
-            length + max_new_tokens,
-            model.name
-        )));
-    }
-    Ok(())
-}
-
-/// HeadScope's one greedy decode loop ([`headscope_engine::greedy_decode`]) on the page's backend, with
-/// the browser's clock; `cancelled` is asked before the prefill and after every token.
-pub async fn greedy_decode(
-    engine: &mut Backend,
-    prompt: &[u32],
-    max_new_tokens: usize,
-    stop: &[u32],
-    probe: &Probe,
-    cancelled: &dyn Fn() -> bool,
-) -> Result<DecodeTrace> {
-    if cancelled() {
-        return Err(LabError::Cancelled);
-    }
-    let mut stopped = false;
-    let trace = headscope_engine::greedy_decode(engine, prompt, max_new_tokens, stop, probe, |_| {
-        stopped = cancelled();
-        !stopped
-    })
-    .await?;
-    if stopped {
-        return Err(LabError::Cancelled);
-    }
-    Ok(trace)
 }
 
 /// A built and decoded test.
@@ -363,7 +306,8 @@ pub struct RunOutput {
 }
 
 /// Builds the test `at` of `setup` and decodes it on `model` with `mask` (which stays set afterwards)
-/// and `probe`; scores it as `headscope detect` does and returns the record and the page's views.
+/// and `probe`, reusing what the cache holds of its prompt; scores it as `headscope detect` does and
+/// returns the record and the page's views.
 pub async fn run_test(
     model: &mut LabModel,
     setup: &TestSetup,
@@ -372,36 +316,52 @@ pub async fn run_test(
     probe: &Probe,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<RunOutput> {
-    check_setup(setup)?;
-    check_fits(model, at.length, setup.max_new_tokens)?;
+    inputs(setup).check()?;
+    check_fits(&model.spec, at.length, setup.max_new_tokens).map_err(|e| named(model, e))?;
     let needle = setup
         .needles
         .get(at.needle_index)
         .ok_or_else(|| LabError::Invalid(format!("needle {} does not exist ({} given)", at.needle_index + 1, setup.needles.len())))?;
     let key = TestKey { needle_index: at.needle_index, length: at.length, depth_percent: at.depth_percent };
-    let started = clock::now();
     let tokenizer = model.tokenizer.clone();
     let test = model.builder(&tokenizer, setup)?.build(needle, at.length, at.depth_percent)?;
     let masked_heads = mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default();
-    model.engine.set_mask(mask)?;
-    model.engine.reserve(test.prompt_ids.len() + setup.max_new_tokens).await?;
-    let trace = greedy_decode(&mut model.engine, &test.prompt_ids, setup.max_new_tokens, &model.eos_token_ids, probe, cancelled).await?;
-    let shape = model.shape();
-    let steps: Vec<DecodeStep> = trace.steps();
-    let text = tokenizer.decode(&trace.tokens)?;
-    let answer = answer_tokens(&*tokenizer, shape, &test, &steps)?;
-    let record =
-        TestRecord { masked_heads, seconds: clock::now() - started, ..TestRecord::scored(&key, needle, &test, shape, &steps, text)? };
-    let result = TestResult {
+    if cancelled() {
+        return Err(LabError::Cancelled);
+    }
+    let mut stopped = false;
+    let (trace, reused) = decode_test(&mut model.engine, &test, mask, probe, setup.max_new_tokens, &model.eos_token_ids, |_| {
+        stopped = cancelled();
+        !stopped
+    })
+    .await?;
+    if stopped {
+        return Err(LabError::Cancelled);
+    }
+    let record = score_test(&*tokenizer, model.shape(), &key, needle, &test, &trace, masked_heads)?;
+    Ok(RunOutput { result: page_result(&tokenizer, model.shape(), &test, &trace, reused, record)?, test, trace })
+}
+
+/// The page's view of a decoded test: its record, the answer token by token, and the timings (`reused`
+/// prompt positions came from the cache and were not computed).
+pub fn page_result(
+    tokenizer: &HfTokenizer,
+    shape: HeadShape,
+    test: &NiahTest,
+    trace: &DecodeTrace,
+    reused: usize,
+    record: TestRecord,
+) -> Result<TestResult> {
+    let answer = answer_tokens(tokenizer, shape, test, &trace.steps())?;
+    Ok(TestResult {
         record,
         answer,
         argmax: trace.argmax_position.clone(),
-        prefill_tokens: test.prompt_ids.len().saturating_sub(1),
+        prefill_tokens: test.prompt_ids.len().saturating_sub(1 + reused),
         prefill_seconds: trace.prefill_seconds,
         decode_tokens: trace.tokens.len(),
         decode_seconds: trace.decode_seconds,
-    };
-    Ok(RunOutput { result, test, trace })
+    })
 }
 
 /// The answer token by token, each marked when it was copied: some head's argmax at that step is an

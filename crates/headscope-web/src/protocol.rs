@@ -183,7 +183,7 @@ pub struct TestResult {
     pub answer: Vec<AnswerToken>,
     /// Per decode step, each query head's argmax position (layer-major): the raw observation.
     pub argmax: Vec<Vec<u32>>,
-    /// Prompt tokens prefilled.
+    /// Prompt tokens prefilled: computed, not taken from the cache the test before left.
     pub prefill_tokens: usize,
     /// Seconds of prefill.
     pub prefill_seconds: f64,
@@ -277,7 +277,7 @@ pub enum Event {
         decode_tokens: usize,
         /// Seconds in decode steps.
         decode_seconds: f64,
-        /// Prompt tokens prefilled.
+        /// Prompt tokens prefilled (computed; those reused from the cache are not counted).
         prefill_tokens: usize,
         /// Seconds in prefill.
         prefill_seconds: f64,

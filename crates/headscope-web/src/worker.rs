@@ -8,8 +8,7 @@
 
 use crate::lab::{self, LabError, LabModel};
 use crate::protocol::{BackendChoice, Event, MaskRequest, ModelSource, Request, TestAt, TestSetup};
-use headscope_core::sweep::TestKey;
-use headscope_engine::Engine;
+use headscope_engine::{Engine, SweepRunner};
 use headscope_model::{HeadMask, ModelFiles, Probe};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -362,7 +361,8 @@ async fn yield_now() {
     let _ = JsFuture::from(promise).await;
 }
 
-/// Runs a sweep, posting each test as it ends.
+/// Runs a sweep on the engine's one sweep runner (deepest needle first, each prefill reusing the cache
+/// of the prompt before it), posting each test as it ends; a `Cancel` message stops it between tokens.
 async fn sweep(
     state: &Rc<State>,
     model: &mut LabModel,
@@ -376,35 +376,35 @@ async fn sweep(
     let masked = mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default();
     let total = plan.keys.len();
     post(&Event::SweepStarted { total, lengths: plan.lengths.clone(), depths: plan.depths.clone(), masked });
-    let longest = plan.lengths.iter().max().copied().unwrap_or(0) + setup.max_new_tokens;
-    model.engine.reserve(longest).await?;
+    let tokenizer = model.tokenizer.clone();
+    let (spec, shape, stop) = (model.spec.clone(), model.shape(), model.eos_token_ids.clone());
+    let format = model.prompt_format(setup.plain);
+    let mut runner =
+        SweepRunner::new(&spec, &*tokenizer, format, lab::inputs(setup), &plan, vec![mask], &stop, Probe::default(), |_, _| true)?;
+    model.engine.reserve(runner.positions()).await?;
     let started = crate::clock::now();
     let (mut decode_tokens, mut decode_seconds, mut prefill_tokens, mut prefill_seconds) = (0, 0.0, 0, 0.0);
     let mut ran = 0;
     let mut cancelled = false;
-    for (index, key) in plan.keys.iter().enumerate() {
+    loop {
         yield_now().await;
         if state.cancel.get() {
             cancelled = true;
             break;
         }
-        let TestKey { needle_index, length, depth_percent } = *key;
-        let at = TestAt { needle_index, length, depth_percent };
-        let out = match lab::run_test(model, setup, at, mask.clone(), &Probe::default(), &|| state.cancel.get()).await {
-            Ok(o) => o,
-            Err(LabError::Cancelled) => {
-                cancelled = true;
-                break;
-            }
-            Err(e) => return Err(LabError::Invalid(format!("test {}: {e}", key.id()))),
-        };
-        let r = out.result;
+        let Some(outcome) = runner.next(&mut model.engine, |_| !state.cancel.get()).await else { break };
+        if state.cancel.get() {
+            cancelled = true;
+            break;
+        }
+        let out = outcome?;
+        let r = lab::page_result(&tokenizer, shape, &out.test, &out.trace, out.reused, out.record)?;
         decode_tokens += r.decode_tokens;
         decode_seconds += r.decode_seconds;
         prefill_tokens += r.prefill_tokens;
         prefill_seconds += r.prefill_seconds;
         ran += 1;
-        post(&Event::TestDone { index, total, result: Box::new(r) });
+        post(&Event::TestDone { index: out.index, total, result: Box::new(r) });
     }
     post(&Event::SweepDone {
         cancelled,

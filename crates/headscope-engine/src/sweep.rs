@@ -1,0 +1,288 @@
+//! The one NIAH sweep runner that every front end calls: `headscope detect` / `niah` and the page.
+//!
+//! Core builds the tests ([`NiahBuilder`]) and scores them ([`TestRecord::scored`]); an [`Engine`]
+//! decodes them. What lies between is here, once: the checks a sweep makes before it loads weights
+//! ([`SweepPlan::new`]), the order tests run in, the prefill that reuses the cache of the prompt before
+//! it ([`Engine::prefill_reusing`]), one prefill shared by several masks, and the record of each test.
+//! Front ends keep only what is theirs: files and a progress bar for the CLI, messages and
+//! cancellation for the page.
+
+use crate::decode::{greedy_decode_from, DecodeTrace, Engine};
+use crate::error::EngineError;
+use crate::mask::HeadMask;
+use crate::probe::Probe;
+use crate::spec::ModelSpec;
+use headscope_core::files::TestRecord;
+use headscope_core::niah::{Needle, NiahBuilder, NiahTest};
+use headscope_core::prompt::PromptFormat;
+use headscope_core::sweep::{depths, parse_lengths, plan, TestKey};
+use headscope_core::{HeadShape, TextTokenizer};
+
+/// What every sweep and every single test needs, whatever its grid.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepInputs<'a> {
+    /// The needles, each with its question and the answer inside it.
+    pub needles: &'a [Needle],
+    /// The haystack texts (joined and repeated to length by the builder).
+    pub haystack: &'a [String],
+    /// Most tokens to generate per test.
+    pub max_new_tokens: usize,
+}
+
+impl SweepInputs<'_> {
+    /// Checks what every run needs: needles whose answers lie inside them, a haystack, tokens to
+    /// generate. Each error names the input at fault.
+    pub fn check(&self) -> Result<(), EngineError> {
+        if self.needles.is_empty() {
+            return Err(EngineError::Invalid("no needle: give a needle, a question and its answer, or a needles JSONL file".into()));
+        }
+        for (i, n) in self.needles.iter().enumerate() {
+            n.answer_range().map_err(|e| match self.needles.len() {
+                1 => EngineError::Input(e),
+                _ => EngineError::Invalid(format!("needle {}: {e}", i + 1)),
+            })?;
+        }
+        if self.haystack.iter().all(|h| h.trim().is_empty()) {
+            return Err(EngineError::Invalid("the haystack is empty: give a text (a .txt file) to hide the needle in".into()));
+        }
+        if self.max_new_tokens == 0 {
+            return Err(EngineError::Invalid("max new tokens must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a test whose prompt of `length` tokens and `max_new_tokens` answer tokens would not fit the
+/// model's context.
+pub fn check_fits(spec: &ModelSpec, length: usize, max_new_tokens: usize) -> Result<(), EngineError> {
+    let max = spec.max_position_embeddings;
+    if length + max_new_tokens > max {
+        return Err(EngineError::TooLong(format!(
+            "a {length}-token context plus {max_new_tokens} new tokens needs {} positions, but the model handles at most {max} (max_position_embeddings in its config.json); choose shorter lengths",
+            length + max_new_tokens
+        )));
+    }
+    Ok(())
+}
+
+/// A checked sweep: its grid and every test of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepPlan {
+    /// Context lengths in tokens.
+    pub lengths: Vec<usize>,
+    /// Needle depths in percent.
+    pub depths: Vec<f64>,
+    /// Every test, needle-major, then length, then depth: the order records are read in.
+    pub keys: Vec<TestKey>,
+}
+
+impl SweepPlan {
+    /// Parses and checks a sweep before any weight is loaded or file written: the inputs
+    /// ([`SweepInputs::check`]), `lengths` (`MIN:MAX:N` or one length) and `depth_count`, the longest
+    /// test against the model's context, and every needle built at the shortest length (a needle longer
+    /// than the context, a haystack too short, ... are caught here, named by the needle).
+    pub fn new<T: TextTokenizer>(
+        spec: &ModelSpec,
+        tokenizer: &T,
+        format: PromptFormat,
+        inputs: &SweepInputs,
+        lengths: &str,
+        depth_count: usize,
+    ) -> Result<SweepPlan, EngineError> {
+        inputs.check()?;
+        let lengths = parse_lengths(lengths)?;
+        let depths = depths(depth_count)?;
+        check_fits(spec, lengths.iter().max().copied().unwrap_or(0), inputs.max_new_tokens)?;
+        let mut builder = NiahBuilder::new(tokenizer, format, inputs.haystack)?;
+        let shortest = lengths.iter().min().copied().unwrap_or(0);
+        for (i, n) in inputs.needles.iter().enumerate() {
+            builder.build(n, shortest, 50.0).map_err(|e| EngineError::Invalid(format!("needle {} ({:?}): {e}", i + 1, n.needle)))?;
+        }
+        let keys = plan(inputs.needles.len(), &lengths, &depths);
+        Ok(SweepPlan { lengths, depths, keys })
+    }
+
+    /// The longest test's positions, prompt and answer: what to [`Engine::reserve`] once.
+    pub fn positions(&self, max_new_tokens: usize) -> usize {
+        self.lengths.iter().max().copied().unwrap_or(0) + max_new_tokens
+    }
+}
+
+/// One finished decode of a sweep.
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    /// Where the test sits in [`SweepPlan::keys`].
+    pub index: usize,
+    /// Which of the runner's masks it ran under.
+    pub variant: usize,
+    /// The built test.
+    pub test: NiahTest,
+    /// What the engine generated and observed.
+    pub trace: DecodeTrace,
+    /// The test scored, as `tests.jsonl` holds it.
+    pub record: TestRecord,
+    /// Prompt positions taken from the cache rather than computed.
+    pub reused: usize,
+}
+
+/// Runs a [`SweepPlan`] on an engine, one decode at a time ([`SweepRunner::next`]), so that each front
+/// end can write, post or cancel between tests.
+///
+/// Each test is built once and decoded under every mask (variant) that still needs it. Each prefill
+/// reuses the cache of the prompt before it as far as the two share their first tokens: decode-scope
+/// masks leave a prompt's cache as the prefill left it, so they share all of it; a mask of scope `all`
+/// changes the prefill and shares only with itself. Tests of one needle and length run from the
+/// deepest needle to the shallowest, so that each shares with the one before it the whole haystack
+/// before its own needle. Outcomes carry their index in the plan, so the order they come in does not
+/// matter to readers.
+pub struct SweepRunner<'a, T: TextTokenizer> {
+    builder: NiahBuilder<'a, T>,
+    tokenizer: &'a T,
+    shape: HeadShape,
+    inputs: SweepInputs<'a>,
+    stop: &'a [u32],
+    probe: Probe,
+    masks: Vec<Option<HeadMask>>,
+    /// Tests still to run, in run order: plan index and the variants that need it.
+    queue: std::collections::VecDeque<(usize, Vec<usize>)>,
+    keys: Vec<TestKey>,
+    /// The test being decoded and the variants it still awaits.
+    current: Option<(usize, NiahTest, Vec<usize>)>,
+    pending: usize,
+}
+
+impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
+    /// A runner over `plan`, decoding each test under each of `masks` (one `None`: no mask) for which
+    /// `needed(key, variant)` holds (false: already done, e.g. found in a resumed run's file). `stop`
+    /// ends a decode; `probe` names attention rows to keep.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        spec: &ModelSpec,
+        tokenizer: &'a T,
+        format: PromptFormat,
+        inputs: SweepInputs<'a>,
+        plan: &SweepPlan,
+        masks: Vec<Option<HeadMask>>,
+        stop: &'a [u32],
+        probe: Probe,
+        needed: impl Fn(&TestKey, usize) -> bool,
+    ) -> Result<Self, EngineError> {
+        inputs.check()?;
+        let shape = spec.head_shape();
+        for m in masks.iter().flatten() {
+            shape.check(&m.heads)?;
+        }
+        shape.check(&probe.rows)?;
+        let mut order: Vec<(usize, Vec<usize>)> = plan
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (i, (0..masks.len()).filter(|&v| needed(k, v)).collect::<Vec<_>>()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        let keys = plan.keys.clone();
+        order.sort_by(|&(a, _), &(b, _)| {
+            let (a, b) = (&keys[a], &keys[b]);
+            (a.needle_index, a.length).cmp(&(b.needle_index, b.length)).then(b.depth_percent.total_cmp(&a.depth_percent))
+        });
+        let pending = order.iter().map(|(_, v)| v.len()).sum();
+        Ok(SweepRunner {
+            builder: NiahBuilder::new(tokenizer, format, inputs.haystack)?,
+            tokenizer,
+            shape,
+            inputs,
+            stop,
+            probe,
+            masks,
+            queue: order.into(),
+            keys,
+            current: None,
+            pending,
+        })
+    }
+
+    /// Decodes left to run.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// The longest prompt and answer still to run: what to [`Engine::reserve`] before the first test.
+    pub fn positions(&self) -> usize {
+        let longest = self.queue.iter().map(|(i, _)| self.keys[*i].length).max().unwrap_or(0);
+        longest + self.inputs.max_new_tokens
+    }
+
+    /// Runs the next decode and returns its outcome, or `None` when the sweep is done. `on_token` sees
+    /// each new token and may return `false` to stop that decode early (cancellation: the outcome then
+    /// holds a shortened answer, and the caller should drop it).
+    pub async fn next<E: Engine>(&mut self, engine: &mut E, on_token: impl FnMut(u32) -> bool) -> Option<Result<TestOutcome, E::Error>> {
+        if self.current.is_none() {
+            let (index, variants) = self.queue.pop_front()?;
+            let key = self.keys[index];
+            let needle = &self.inputs.needles[key.needle_index];
+            let test = match self.builder.build(needle, key.length, key.depth_percent) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.pending -= variants.len();
+                    return Some(Err(EngineError::Invalid(format!("building test {}: {e}", key.id())).into()));
+                }
+            };
+            self.current = Some((index, test, variants));
+        }
+        let (index, test, variants) = self.current.as_mut().expect("set above");
+        let (index, variant) = (*index, variants.remove(0));
+        let test = if variants.is_empty() { self.current.take().expect("set above").1 } else { test.clone() };
+        self.pending -= 1;
+        let key = self.keys[index];
+        let mask = self.masks[variant].clone();
+        let masked_heads = mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default();
+        let run = decode_test(engine, &test, mask, &self.probe, self.inputs.max_new_tokens, self.stop, on_token).await;
+        Some(run.and_then(|(trace, reused)| {
+            let needle = &self.inputs.needles[key.needle_index];
+            let record = score_test(self.tokenizer, self.shape, &key, needle, &test, &trace, masked_heads)?;
+            Ok(TestOutcome { index, variant, test, trace, record, reused })
+        }))
+    }
+}
+
+/// Decodes one built test on `engine` under `mask` (which stays set afterwards): the prompt but its
+/// last token is prefilled, reusing what the cache holds of it ([`Engine::prefill_reusing`]), and the
+/// last token is fed as the first decode step. Returns the trace (prefill time included) and how many
+/// prompt positions were reused.
+pub async fn decode_test<E: Engine>(
+    engine: &mut E,
+    test: &NiahTest,
+    mask: Option<HeadMask>,
+    probe: &Probe,
+    max_new_tokens: usize,
+    stop: &[u32],
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<(DecodeTrace, usize), E::Error> {
+    let (&last, context) = test.prompt_ids.split_last().ok_or_else(|| EngineError::Invalid("the prompt is empty".into()))?;
+    engine.set_mask(mask)?;
+    let started = engine.now();
+    let reused = engine.prefill_reusing(context).await?;
+    let prefill_seconds = engine.now() - started;
+    let mut trace = greedy_decode_from(engine, last, max_new_tokens, stop, probe, on_token).await?;
+    trace.prefill_seconds = prefill_seconds;
+    Ok((trace, reused))
+}
+
+/// The record of one decoded test, as `headscope detect` writes it and the page aggregates it: the
+/// answer text, ROUGE-1 recall, and every head's eq. 1 hits. Its time is the prefill's and the decode's.
+pub fn score_test<T: TextTokenizer>(
+    tokenizer: &T,
+    shape: HeadShape,
+    key: &TestKey,
+    needle: &Needle,
+    test: &NiahTest,
+    trace: &DecodeTrace,
+    masked_heads: Vec<headscope_core::HeadId>,
+) -> Result<TestRecord, EngineError> {
+    let answer = tokenizer.decode(&trace.tokens)?;
+    Ok(TestRecord {
+        masked_heads,
+        seconds: trace.prefill_seconds + trace.decode_seconds,
+        ..TestRecord::scored(key, needle, test, shape, &trace.steps(), answer)?
+    })
+}
