@@ -87,6 +87,16 @@ pub struct ModelSpec {
 /// The architectures HeadScope runs, by `model_type`.
 pub const SUPPORTED_MODEL_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "mixtral"];
 
+/// The largest size of any one dimension (vocabulary, widths, layers, heads, context) a config may
+/// declare: 2^26, 67 M (the largest released: vocabularies of 256 K, contexts of 10 M).
+pub const MAX_DIMENSION: usize = 1 << 26;
+
+/// The most experts per layer a mixture-of-experts config may declare.
+pub const MAX_EXPERTS: usize = 1 << 12;
+
+/// The most query heads, over all layers, a config may declare (Llama-3-405B has 126 x 128 = 16 K).
+pub const MAX_QUERY_HEADS: usize = 1 << 20;
+
 impl ModelSpec {
     /// Parameters of a model as its config describes them: the checkpoint's tensors, counted (biases,
     /// MoE routers and an untied LM head included).
@@ -157,6 +167,20 @@ impl ModelSpec {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("`{name}` must be positive"));
         }
+        // Far beyond any released checkpoint, and small enough that no product of them (buffer sizes,
+        // head counts) overflows: a corrupted number is named here, not met as an allocation failure.
+        if let Some((name, v)) = positive.iter().find(|(_, v)| *v > MAX_DIMENSION) {
+            return Err(format!("`{name}` = {v} is larger than any model HeadScope can run (at most {MAX_DIMENSION})"));
+        }
+        if self.layers * self.heads > MAX_QUERY_HEADS {
+            return Err(format!(
+                "{} layers x {} heads: more query heads than HeadScope can track (at most {MAX_QUERY_HEADS})",
+                self.layers, self.heads
+            ));
+        }
+        if self.heads * self.head_dim > MAX_DIMENSION {
+            return Err(format!("{} heads x head_dim {} is wider than any model HeadScope can run", self.heads, self.head_dim));
+        }
         if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(format!("num_attention_heads ({}) is not a multiple of num_key_value_heads ({})", self.heads, self.kv_heads));
         }
@@ -164,7 +188,7 @@ impl ModelSpec {
             return Err(format!("head_dim {} is odd: rotary embeddings need an even width", self.head_dim));
         }
         if let Some(m) = &self.moe {
-            if m.experts == 0 || m.experts_per_token == 0 || m.experts_per_token > m.experts {
+            if m.experts == 0 || m.experts_per_token == 0 || m.experts_per_token > m.experts || m.experts > MAX_EXPERTS {
                 return Err(format!("{} experts per token of {} experts", m.experts_per_token, m.experts));
             }
         }
@@ -192,17 +216,25 @@ pub(crate) mod fields {
 
     /// A required unsigned field.
     pub fn usize_req(v: &Value, key: &str) -> Result<usize> {
-        v.get(key)
-            .and_then(Value::as_u64)
-            .map(|x| x as usize)
-            .ok_or_else(|| EngineError::Invalid(format!("`{key}` is missing or not a whole number")))
+        usize_opt(v, key)?.ok_or_else(|| EngineError::Invalid(format!("`{key}` is missing or not a whole number")))
     }
 
-    /// An optional unsigned field (absent or null gives `None`).
+    /// An optional unsigned field (absent or null gives `None`). Every such field is a size, a count or
+    /// a token id, so a value above [`super::MAX_DIMENSION`] is an error: a corrupted number is named
+    /// here rather than met later as an allocation of its size (or, on wasm32, silently wrapped).
     pub fn usize_opt(v: &Value, key: &str) -> Result<Option<usize>> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(x) => x.as_u64().map(|x| Some(x as usize)).ok_or_else(|| EngineError::Invalid(format!("`{key}` is not a whole number"))),
+            Some(x) => {
+                let n = x.as_u64().ok_or_else(|| EngineError::Invalid(format!("`{key}` is not a whole number")))?;
+                match usize::try_from(n) {
+                    Ok(n) if n <= super::MAX_DIMENSION => Ok(Some(n)),
+                    _ => Err(EngineError::Invalid(format!(
+                        "`{key}` = {n} is larger than any model HeadScope can run (at most {})",
+                        super::MAX_DIMENSION
+                    ))),
+                }
+            }
         }
     }
 

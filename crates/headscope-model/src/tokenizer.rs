@@ -50,7 +50,13 @@ impl HfTokenizer {
 
     /// Builds the tokenizer from the bytes of `tokenizer.json` and, if present, `tokenizer_config.json`.
     pub fn from_bytes(tokenizer_json: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json).map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
+        // Parsed as plain JSON first: the tokenizers crate panics, instead of returning an error, when
+        // its decoder section fails to buffer (a bad escape, a number out of range, nesting too deep),
+        // and a panic kills the page's worker. From a well-formed document it returns errors.
+        let value: serde_json::Value =
+            serde_json::from_slice(tokenizer_json).map_err(|e| ModelError::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
+        let inner: tokenizers::Tokenizer =
+            serde_json::from_value(value).map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
         let cfg: Value = match tokenizer_config {
             Some(b) => serde_json::from_slice(b).map_err(|e| ModelError::Tokenizer(format!("tokenizer_config.json is not JSON: {e}")))?,
             None => Value::Null,
