@@ -5,11 +5,11 @@ mod agreement;
 mod bench;
 mod compare;
 mod lm;
+mod loss_plot;
 mod outputs;
 mod qa;
 mod report;
 mod sweep;
-mod train;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -280,7 +280,7 @@ fn main() {
             lm::perplexity(&a.model, &a.text, a.window, a.max_windows, &headscope_model::LoadOptions { dtype: None, device }).map(|_| ())
         }),
         Command::Compare(a) => compare::compare(&a),
-        Command::PlotLoss(a) => train::plot_loss(&a.logs, &a.out, a.smooth),
+        Command::PlotLoss(a) => loss_plot::plot_loss(&a.logs, &a.out, a.smooth),
         Command::Report(a) => report::report(&a),
         Command::Bench(a) => bench::bench(&a),
         Command::HfAgreement(a) => agreement::hf_agreement(&a),
@@ -311,7 +311,7 @@ fn niah(a: NiahArgs) -> Result<()> {
 
 fn train(a: TrainArgs) -> Result<()> {
     let workers = a.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)));
-    train::train(train::TrainOptions {
+    headscope_train::train(headscope_train::TrainOptions {
         recipe: a.recipe,
         corpus: a.corpus,
         out: a.out,

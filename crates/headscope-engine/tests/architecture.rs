@@ -70,6 +70,12 @@ fn the_crate_graph_keeps_its_rules() {
         &[&ml[..], &["headscope-model", "headscope-gpu", "headscope-engine"]].concat(),
         "plots draw numbers",
     );
+    assert_free_of(
+        &g,
+        "headscope-train",
+        &["wgpu*", "headscope-gpu", "headscope-engine", "headscope-plot", "headscope-cli", "headscope-web"],
+        "the trainer needs the candle backend's autograd and core's exercises, nothing of the front ends",
+    );
     for (krate, deps) in &g {
         for front_end in ["headscope-cli", "headscope-web"] {
             assert!(!deps.contains(&front_end.to_owned()), "{krate} depends on the front end {front_end}");
