@@ -65,14 +65,20 @@ pub trait Engine {
     fn set_mask(&mut self, mask: Option<HeadMask>) -> Result<(), Self::Error>;
     /// Runs `ids` at the next positions, filling the cache.
     async fn prefill(&mut self, ids: &[u32]) -> Result<(), Self::Error>;
-    /// Prefills `ids` as a new sequence (the cache is emptied first), computing only what the cache
-    /// already holds no equal of: a backend that tracks its cache ([`crate::prefix::CachedPrefix`])
-    /// keeps the longest prefix that a prefill of `ids` under the current mask would compute the same.
-    /// Returns how many positions were reused. The default reuses nothing.
+    /// How many leading positions of `ids` the cache already holds as a prefill of `ids` under the
+    /// current mask would compute them. A backend that tracks its cache ([`crate::prefix::CachedPrefix`])
+    /// says; the default, for one that does not, is 0.
+    fn reusable_prefix(&self, _ids: &[u32]) -> usize {
+        0
+    }
+    /// Prefills `ids` as a new sequence, computing only what the cache does not already hold
+    /// ([`Engine::reusable_prefix`]): keeps those positions, forgets the rest, prefills the remaining
+    /// ids. Returns how many positions were reused.
     async fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize, Self::Error> {
-        self.reset();
-        self.prefill(ids).await?;
-        Ok(0)
+        let reused = self.reusable_prefix(ids);
+        self.truncate(reused)?;
+        self.prefill(&ids[reused..]).await?;
+        Ok(reused)
     }
     /// Feeds one token at the next position and reports the greedy next token and every head's argmax.
     async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step, Self::Error>;

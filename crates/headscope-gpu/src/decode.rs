@@ -38,8 +38,8 @@ impl Engine for GpuModel {
         GpuModel::prefill(self, ids).await
     }
 
-    async fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize> {
-        GpuModel::prefill_reusing(self, ids).await
+    fn reusable_prefix(&self, ids: &[u32]) -> usize {
+        GpuModel::reusable_prefix(self, ids)
     }
 
     async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step> {

@@ -141,7 +141,7 @@ pub struct GpuModel {
     /// Per query head: 0 keep, 1 uniform, 2 zero; at prefill and at decode steps.
     prefill_codes: Vec<u32>,
     decode_codes: Vec<u32>,
-    /// What the cache holds, for [`GpuModel::prefill_reusing`]; the effect is the mask codes the
+    /// What the cache holds, for [`GpuModel::reusable_prefix`]; the effect is the mask codes the
     /// positions were computed under.
     contents: CachedPrefix<Vec<u32>>,
 }
@@ -363,16 +363,13 @@ impl GpuModel {
         Ok(())
     }
 
-    /// [`GpuModel::prefill`] of `ids` as a new sequence, computing only what the cache does not already
-    /// hold as this prefill would compute it: the longest common prefix with the ids the cache holds,
-    /// when those were computed under the same prefill mask (a mask of scope `all` changes the prefill;
-    /// one of scope `decode`, or none, does not). Returns how many positions were reused.
-    pub async fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize> {
-        self.check_ids(ids)?;
-        let reused = self.contents.reusable(ids, &self.prefill_codes);
-        self.truncate(reused)?;
-        self.prefill(&ids[reused..]).await?;
-        Ok(reused)
+    /// How many leading positions of `ids` the cache holds as a prefill of `ids` under the current mask
+    /// would compute them: the longest common prefix with the ids the cache holds, when those were
+    /// computed under the same prefill mask (a mask of scope `all` changes the prefill; one of scope
+    /// `decode`, or none, does not). [`Engine::prefill_reusing`](headscope_engine::Engine::prefill_reusing)
+    /// keeps them.
+    pub fn reusable_prefix(&self, ids: &[u32]) -> usize {
+        self.contents.reusable(ids, &self.prefill_codes)
     }
 
     /// Applies `mask` to subsequent calls (`None` removes it), with the semantics of

@@ -15,6 +15,7 @@
 use headscope_core::rng::SplitMix64;
 use headscope_core::tokenize::TextTokenizer;
 use headscope_core::HeadId;
+use headscope_engine::Engine;
 use headscope_gpu::{greedy_decode, GpuContext, GpuError, GpuModel, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};
 use headscope_model::loader::weight_files;
 use headscope_model::testkit::{TinyArch, TinyModel};
@@ -356,9 +357,9 @@ fn prefill_reusing_a_shared_prefix_decodes_as_a_fresh_prefill() {
     block_on(gpu.prefill(b_context)).unwrap();
     let want = block_on(gpu.step(b_last, &probe)).unwrap();
     gpu.reset();
-    assert_eq!(block_on(gpu.prefill_reusing(&a[..a.len() - 1])).unwrap(), 0, "nothing is known after a reset");
+    assert_eq!(block_on(Engine::prefill_reusing(gpu, &a[..a.len() - 1])).unwrap(), 0, "nothing is known after a reset");
     block_on(gpu.step(a[a.len() - 1], &probe)).unwrap();
-    assert_eq!(block_on(gpu.prefill_reusing(b_context)).unwrap(), 40);
+    assert_eq!(block_on(Engine::prefill_reusing(gpu, b_context)).unwrap(), 40);
     let got = block_on(gpu.step(b_last, &probe)).unwrap();
     let scale = want.logits.iter().fold(1f32, |m, v| m.max(v.abs()));
     let gap = want.logits.iter().zip(&got.logits).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
@@ -366,10 +367,14 @@ fn prefill_reusing_a_shared_prefix_decodes_as_a_fresh_prefill() {
     assert_eq!((got.greedy_token(), &got.argmax_position), (want.greedy_token(), &want.argmax_position));
     let heads = vec![HeadId::new(0, 1), HeadId::new(1, 2)];
     gpu.set_mask(Some(HeadMask { heads: heads.clone(), mode: MaskMode::Uniform, scope: MaskScope::Decode })).unwrap();
-    assert_eq!(block_on(gpu.prefill_reusing(b_context)).unwrap(), b_context.len(), "a decode-scope mask leaves the prefill as it was");
+    assert_eq!(
+        block_on(Engine::prefill_reusing(gpu, b_context)).unwrap(),
+        b_context.len(),
+        "a decode-scope mask leaves the prefill as it was"
+    );
     gpu.set_mask(Some(HeadMask { heads, mode: MaskMode::Uniform, scope: MaskScope::All })).unwrap();
-    assert_eq!(block_on(gpu.prefill_reusing(b_context)).unwrap(), 0, "a mask of scope all computes other keys");
-    assert_eq!(block_on(gpu.prefill_reusing(b_context)).unwrap(), b_context.len(), "and then shares with itself");
+    assert_eq!(block_on(Engine::prefill_reusing(gpu, b_context)).unwrap(), 0, "a mask of scope all computes other keys");
+    assert_eq!(block_on(Engine::prefill_reusing(gpu, b_context)).unwrap(), b_context.len(), "and then shares with itself");
 }
 
 #[test]

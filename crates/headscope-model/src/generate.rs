@@ -39,8 +39,8 @@ impl Engine for Transformer {
         Transformer::prefill(self, ids)
     }
 
-    async fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize> {
-        Transformer::prefill_reusing(self, ids)
+    fn reusable_prefix(&self, ids: &[u32]) -> usize {
+        Transformer::reusable_prefix(self, ids)
     }
 
     async fn step(&mut self, id: u32, probe: &Probe) -> Result<Step> {

@@ -308,10 +308,7 @@ impl Transformer {
     /// haystack up to the shallower needle, and only the rest is computed.
     pub fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize> {
         self.check_ids(ids)?;
-        let reused = self.reusable_prefix(ids);
-        self.truncate(reused)?;
-        self.prefill(&ids[reused..])?;
-        Ok(reused)
+        headscope_engine::block_on(headscope_engine::Engine::prefill_reusing(self, ids))
     }
 
     fn check_fits(&self, positions: usize) -> Result<()> {

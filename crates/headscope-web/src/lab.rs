@@ -120,10 +120,10 @@ impl Engine for Backend {
         }
     }
 
-    async fn prefill_reusing(&mut self, ids: &[u32]) -> Result<usize> {
+    fn reusable_prefix(&self, ids: &[u32]) -> usize {
         match self {
-            Backend::Cpu(m) => Ok(m.prefill_reusing(ids)?),
-            Backend::Gpu(g) => Engine::prefill_reusing(g.as_mut(), ids).await.map_err(gpu_err),
+            Backend::Cpu(m) => m.reusable_prefix(ids),
+            Backend::Gpu(g) => g.reusable_prefix(ids),
         }
     }
 
