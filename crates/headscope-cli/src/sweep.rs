@@ -112,6 +112,9 @@ impl Sweep {
             if !matches!(args.run.dtype.as_str(), "auto" | "f32") {
                 bail!("--device wgpu computes in f32: --dtype {} is not available there (leave it out or pass f32)", args.run.dtype);
             }
+            if args.run.prefill_chunk.is_some() {
+                bail!("--prefill-chunk sets the candle path's chunks; --device wgpu chooses its own (256 tokens per submission)");
+            }
             LoadOptions { dtype: Some(headscope_model::DType::F32), device: Device::Cpu }
         } else {
             LoadOptions { dtype: parse_dtype(&args.run.dtype)?, device: parse_device(&args.run.device)? }

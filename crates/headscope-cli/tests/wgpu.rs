@@ -89,4 +89,5 @@ fn wgpu_is_refused_where_it_does_not_run() {
     let out = tmp.path().join("out").to_string_lossy().into_owned();
     ok(&["tiny-model", "--out", &model, "--arch", "llama"]);
     fails(&["detect", "--model", &model, "--out", &out, "--device", "wgpu", "--dtype", "bf16"], "computes in f32");
+    fails(&["niah", "--model", &model, "--out", &out, "--device", "wgpu", "--prefill-chunk", "64"], "chooses its own");
 }
