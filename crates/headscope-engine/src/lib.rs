@@ -23,4 +23,4 @@ pub use error::{EngineError, Result};
 pub use mask::{HeadMask, MaskMode, MaskScope};
 pub use probe::{AttentionRow, Probe};
 pub use spec::{ModelSpec, SUPPORTED_MODEL_TYPES};
-pub use sweep::{SweepInputs, SweepPlan, SweepRunner, TestOutcome};
+pub use sweep::{SweepInputs, SweepPlan, SweepRunner, TestError, TestOutcome};

@@ -125,6 +125,27 @@ pub struct TestOutcome {
     pub reused: usize,
 }
 
+/// A test of a sweep that failed: which one, and why. Its message names the test, as `test ID: why`.
+#[derive(Debug)]
+pub struct TestError<E> {
+    /// The test.
+    pub key: TestKey,
+    /// What went wrong building, decoding or scoring it.
+    pub error: E,
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for TestError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "test {}: {}", self.key.id(), self.error)
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for TestError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 /// Runs a [`SweepPlan`] on an engine, one decode at a time ([`SweepRunner::next`]), so that each front
 /// end can write, post or cancel between tests.
 ///
@@ -215,7 +236,11 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
     /// Runs the next decode and returns its outcome, or `None` when the sweep is done. `on_token` sees
     /// each new token and may return `false` to stop that decode early (cancellation: the outcome then
     /// holds a shortened answer, and the caller should drop it).
-    pub async fn next<E: Engine>(&mut self, engine: &mut E, on_token: impl FnMut(u32) -> bool) -> Option<Result<TestOutcome, E::Error>> {
+    pub async fn next<E: Engine>(
+        &mut self,
+        engine: &mut E,
+        on_token: impl FnMut(u32) -> bool,
+    ) -> Option<Result<TestOutcome, TestError<E::Error>>> {
         if self.current.is_none() {
             let (index, variants) = self.queue.pop_front()?;
             let key = self.keys[index];
@@ -224,7 +249,7 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
                 Ok(t) => t,
                 Err(e) => {
                     self.pending -= variants.len();
-                    return Some(Err(EngineError::Invalid(format!("building test {}: {e}", key.id())).into()));
+                    return Some(Err(TestError { key, error: EngineError::Input(e).into() }));
                 }
             };
             self.current = Some((index, test, variants));
@@ -237,11 +262,12 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
         let mask = self.masks[variant].clone();
         let masked_heads = mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default();
         let run = decode_test(engine, &test, mask, &self.probe, self.inputs.max_new_tokens, self.stop, on_token).await;
-        Some(run.and_then(|(trace, reused)| {
+        let outcome = run.and_then(|(trace, reused)| {
             let needle = &self.inputs.needles[key.needle_index];
             let record = score_test(self.tokenizer, self.shape, &key, needle, &test, &trace, masked_heads)?;
             Ok(TestOutcome { index, variant, test, trace, record, reused })
-        }))
+        });
+        Some(outcome.map_err(|error| TestError { key, error }))
     }
 }
 

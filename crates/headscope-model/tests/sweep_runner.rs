@@ -5,7 +5,7 @@
 use headscope_core::niah::{Needle, NiahBuilder};
 use headscope_core::prompt::PromptFormat;
 use headscope_core::HeadId;
-use headscope_engine::sweep::{score_test, SweepInputs, SweepPlan, SweepRunner};
+use headscope_engine::sweep::{score_test, SweepInputs, SweepPlan, SweepRunner, TestError};
 use headscope_engine::{block_on, EngineError};
 use headscope_model::testkit::{TinyArch, TinyModel, TINY_TEXT};
 use headscope_model::{greedy_decode, HeadMask, LoadOptions, LoadedModel, MaskMode, MaskScope, Probe};
@@ -112,4 +112,7 @@ fn bad_sweeps_are_named_before_any_decode() {
     let bad = HeadMask { heads: vec![HeadId::new(99, 0)], mode: MaskMode::Zero, scope: MaskScope::Decode };
     let r = SweepRunner::new(&m.spec, &m.tokenizer, PromptFormat::Plain, inputs, &p, vec![Some(bad)], &[], Probe::default(), |_, _| true);
     assert!(matches!(r.err(), Some(EngineError::Input(_))));
+    // A test that fails mid-sweep is named in its error.
+    let failed = TestError { key: p.keys[0], error: EngineError::Invalid("the GPU was lost".into()) };
+    assert_eq!(failed.to_string(), format!("test {}: the GPU was lost", p.keys[0].id()));
 }

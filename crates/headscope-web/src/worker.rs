@@ -397,7 +397,8 @@ async fn sweep(
             cancelled = true;
             break;
         }
-        let out = outcome?;
+        // The page names the failing test, as the CLI does.
+        let out = outcome.map_err(|e| LabError::Invalid(e.to_string()))?;
         let r = lab::page_result(&tokenizer, shape, &out.test, &out.trace, out.reused, out.record)?;
         decode_tokens += r.decode_tokens;
         decode_seconds += r.decode_seconds;
