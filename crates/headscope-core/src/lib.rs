@@ -14,6 +14,7 @@
 pub mod analysis;
 pub mod error;
 pub mod exercises;
+pub mod fact_grammar;
 pub mod files;
 pub mod head;
 pub mod masking;

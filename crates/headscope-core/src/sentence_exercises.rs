@@ -16,6 +16,7 @@
 //! trains on [`Exercise::answer`] after the prompt.
 
 use crate::exercises::ExerciseGenerator;
+use crate::fact_grammar::FactGrammar;
 use crate::niah::Needle;
 use crate::rng::SplitMix64;
 use std::collections::HashSet;
@@ -117,7 +118,7 @@ impl SentencePool {
     /// distinctive words (names, numbers) of one of them (its one, if it has one) are left out, so that
     /// no corpus can bring an evaluation fact into training.
     pub fn from_texts(texts: &[String]) -> Self {
-        let reserved: Vec<HashSet<String>> = crate::exercises::reserved_sentences().iter().map(|s| distinctive_words(s)).collect();
+        let reserved = reserved_distinctive();
         let reserved_text = reserved_normalised();
         let mut sentences = Vec::new();
         let mut documents = Vec::new();
@@ -128,7 +129,7 @@ impl SentencePool {
                     split_sentences(paragraph)
                         .into_iter()
                         .filter(|s| usable_sentence(s))
-                        .filter(|s| !reserved_text.contains(&normalise(s)) && !names_a_reserved_fact(s, &reserved))
+                        .filter(|s| !reserved_text.contains(&normalise(s)) && !names_a_reserved_fact(s, reserved))
                         .map(str::to_owned),
                 );
             }
@@ -270,11 +271,14 @@ pub struct SentenceExerciseSettings {
     pub elsewhere: usize,
     /// Share of answer words the template facts replace by invented ones (their `invented_words`).
     pub invented_words: f64,
+    /// Share of needles drawn from [`crate::fact_grammar`]: everyday facts with natural questions, and
+    /// near sentences of their own kind. Drawn first; the other shares divide the rest.
+    pub natural_facts: f64,
 }
 
 impl Default for SentenceExerciseSettings {
     fn default() -> Self {
-        SentenceExerciseSettings { corpus_sentences: 0.75, distractors: 0.5, elsewhere: 3, invented_words: 0.4 }
+        SentenceExerciseSettings { corpus_sentences: 0.75, distractors: 0.5, elsewhere: 3, invented_words: 0.4, natural_facts: 0.0 }
     }
 }
 
@@ -326,13 +330,32 @@ impl SentenceExerciseGenerator {
     pub fn next_exercise(&mut self) -> Exercise {
         loop {
             let e = self.draw();
-            if !self.reserved.contains(&normalise(&e.needle.needle)) && e.inserted().answer_range().is_ok() {
+            if !self.reserved.contains(&normalise(&e.needle.needle))
+                && e.inserted().answer_range().is_ok()
+                && !self.names_reserved_facts(&e)
+            {
                 return e;
             }
         }
     }
 
+    /// Whether a sentence of `e` that the pool did not vet (a natural or template fact, a changed
+    /// sentence) names two distinctive words of a reserved needle.
+    fn names_reserved_facts(&self, e: &Exercise) -> bool {
+        let reserved = reserved_distinctive();
+        std::iter::once(&e.needle.needle)
+            .chain(&e.before)
+            .chain(&e.after)
+            .chain(&e.elsewhere)
+            .chain(std::iter::once(&e.needle.question))
+            .any(|s| names_a_reserved_fact(s, reserved))
+    }
+
     fn draw(&mut self) -> Exercise {
+        // No draw at all when the share is 0, so that recipes without natural facts keep their stream.
+        if self.settings.natural_facts > 0.0 && self.rng.unit() < self.settings.natural_facts {
+            return self.natural_exercise();
+        }
         let from_corpus = !self.pool.is_empty() && self.rng.unit() < self.settings.corpus_sentences;
         let (needle, cues) = if from_corpus { self.corpus_needle() } else { self.template_needle() };
         let (mut before, mut after) = (Vec::new(), Vec::new());
@@ -349,6 +372,24 @@ impl SentenceExerciseGenerator {
         let n_else = self.rng.below(self.settings.elsewhere as u64 + 1) as usize;
         let elsewhere = (0..n_else).map(|_| self.other_fact()).collect();
         Exercise { needle, before, after, elsewhere }
+    }
+
+    /// A fact of [`FactGrammar`] with its own near sentences (as often as `distractors` says), and
+    /// further facts elsewhere: natural facts or corpus sentences.
+    fn natural_exercise(&mut self) -> Exercise {
+        let mut grammar = FactGrammar::new(self.rng.next_u64());
+        let fact = grammar.fact(self.rng.unit() < self.settings.distractors);
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for near in fact.near {
+            if self.rng.below(2) == 0 {
+                before.push(near);
+            } else {
+                after.push(near);
+            }
+        }
+        let n_else = self.rng.below(self.settings.elsewhere as u64 + 1) as usize;
+        let elsewhere = (0..n_else).map(|_| if self.rng.below(2) == 0 { grammar.fact(false).needle } else { self.other_fact() }).collect();
+        Exercise { needle: Needle { needle: fact.needle, question: fact.question, real_needle: fact.answer }, before, after, elsewhere }
     }
 
     /// A corpus sentence with invented words in it, and a question that points at it; also the
@@ -611,6 +652,12 @@ fn reserved_normalised() -> &'static HashSet<String> {
     NORMALISED.get_or_init(|| crate::exercises::reserved_sentences().iter().map(|s| normalise(s)).collect())
 }
 
+/// The distinctive words of each reserved needle, made once.
+fn reserved_distinctive() -> &'static [HashSet<String>] {
+    static WORDS: std::sync::OnceLock<Vec<HashSet<String>>> = std::sync::OnceLock::new();
+    WORDS.get_or_init(|| crate::exercises::reserved_sentences().iter().map(|s| distinctive_words(s)).collect())
+}
+
 /// Inserts each of `sentences` at a random sentence boundary of `passage` within its first `limit`
 /// bytes (where there is none, at the start), as a sentence of its own.
 pub fn insert_sentences(passage: &str, sentences: &[String], limit: usize, rng: &mut SplitMix64) -> String {
@@ -698,7 +745,10 @@ mod tests {
 
     #[test]
     fn questions_point_at_their_sentence_more_than_at_the_near_ones() {
-        let mut g = generator(11, SentenceExerciseSettings { corpus_sentences: 1.0, distractors: 1.0, elsewhere: 0, invented_words: 0.4 });
+        let mut g = generator(
+            11,
+            SentenceExerciseSettings { corpus_sentences: 1.0, distractors: 1.0, elsewhere: 0, invented_words: 0.4, natural_facts: 0.0 },
+        );
         let overlap = |q: &str, s: &str| {
             let q: HashSet<String> = q.split_whitespace().filter(|w| is_content(w)).map(bare).collect();
             s.split_whitespace().filter(|w| is_content(w)).map(bare).collect::<HashSet<_>>().intersection(&q).count()
@@ -758,7 +808,8 @@ mod tests {
         let pool = SentencePool::from_texts(&t);
         assert_eq!(pool.documents, vec![0..6, 6..8]);
         let passage = "A man who has never seen the sea cannot imagine how the waves sound at night.";
-        let settings = SentenceExerciseSettings { corpus_sentences: 1.0, distractors: 1.0, elsewhere: 2, invented_words: 0.4 };
+        let settings =
+            SentenceExerciseSettings { corpus_sentences: 1.0, distractors: 1.0, elsewhere: 2, invented_words: 0.4, natural_facts: 0.0 };
         for seed in 0..200 {
             let e = generator(seed, settings).in_document(1, passage).next_exercise();
             // Text 1 has two sentences and the passage holds one: every corpus sentence is the other,
@@ -902,7 +953,9 @@ mod held_out {
         assert!(pool.len() > 500);
         let reserved: Vec<String> = handwritten.iter().map(|n| normalise(&n.needle)).collect();
         let reserved_names: Vec<HashSet<String>> = handwritten.iter().map(|n| distinctive_words(&n.needle)).collect();
-        let mut g = SentenceExerciseGenerator::new(3, pool, words, SentenceExerciseSettings::default());
+        // Natural facts too (a third of the needles).
+        let settings = SentenceExerciseSettings { natural_facts: 0.35, ..Default::default() };
+        let mut g = SentenceExerciseGenerator::new(3, pool, words, settings);
         for _ in 0..20_000 {
             let e = g.next_exercise();
             let mut sentences: Vec<&str> = vec![&e.needle.needle, &e.needle.question];

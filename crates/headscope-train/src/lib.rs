@@ -94,10 +94,20 @@ struct DataRecipe {
     /// With `restate`: most further facts placed elsewhere in the context.
     #[serde(default = "default_elsewhere_facts")]
     elsewhere_facts: usize,
+    /// With `restate`: share of needles that are everyday facts with natural questions
+    /// (`headscope_core::fact_grammar`), drawn before `corpus_sentences` divides the rest.
+    #[serde(default)]
+    natural_facts: f64,
     /// With `restate`: corpus sentences come from the text the haystack passage is cut from (but not
     /// from the passage), so that a needle does not stand out from its context by style.
     #[serde(default)]
     same_document: bool,
+    /// Share of exercises whose haystack passage is short (300-3000 bytes), so that the prompt repeats
+    /// it, as the page and `headscope niah` repeat a short haystack to the asked length. Every haystack
+    /// sentence is then seen many times and the needle once; a model trained only on text that does not
+    /// repeat copies the repeated sentences instead (v4's next stages in village.txt).
+    #[serde(default)]
+    repeated_haystacks: f64,
     lengths: Vec<LengthRecipe>,
 }
 
@@ -202,6 +212,8 @@ fn read_recipe(path: &Path) -> Result<Recipe> {
         ("recurring_words", r.data.recurring_words),
         ("corpus_sentences", r.data.corpus_sentences),
         ("distractors", r.data.distractors),
+        ("natural_facts", r.data.natural_facts),
+        ("repeated_haystacks", r.data.repeated_haystacks),
     ] {
         if !(0.0..=1.0).contains(&share) {
             bail!("recipe {}: data.{name} must be a share between 0 and 1, not {share}", path.display());
@@ -226,6 +238,7 @@ impl DataRecipe {
             distractors: self.distractors,
             elsewhere: self.elsewhere_facts,
             invented_words: self.invented_words,
+            natural_facts: self.natural_facts,
         })
     }
 }
@@ -304,6 +317,7 @@ struct DataSource {
     sentences: Arc<SentencePool>,
     sentence_settings: Option<SentenceExerciseSettings>,
     same_document: bool,
+    repeated_haystacks: f64,
     exercise_share: f64,
     answer_weight: f32,
     opening_weight: f32,
@@ -358,14 +372,18 @@ impl DataSource {
         (self.corpus_tokens[start..start + t + 1].to_vec(), vec![1.0; t + 1])
     }
 
-    /// A passage long enough for a `t`-token prompt (about 6 bytes per token): paragraphs of a random
-    /// corpus text from a random start; also which text.
+    /// A passage long enough for a `t`-token prompt (about 6 bytes per token), or as often as
+    /// `repeated_haystacks` says a short one that the prompt repeats: paragraphs of a random corpus
+    /// text from a random start; also which text.
     fn passage(&self, t: usize, r: &mut SplitMix64) -> (usize, String) {
         let doc = r.below(self.corpus_text.len() as u64) as usize;
         let paragraphs = &self.paragraphs[doc];
         let mut i = r.below(paragraphs.len() as u64) as usize;
+        // No draw when the share is 0: recipes without it keep their data.
+        let short = self.repeated_haystacks > 0.0 && r.unit() < self.repeated_haystacks;
+        let bytes = if short { 300 + r.below(2700) as usize } else { t * 6 };
         let mut passage = String::new();
-        while passage.len() < t * 6 {
+        while passage.len() < bytes {
             passage.push_str(&self.corpus_text[doc][paragraphs[i % paragraphs.len()].clone()]);
             passage.push('\n');
             i += 1;
@@ -596,6 +614,7 @@ pub fn train(o: TrainOptions) -> Result<()> {
         sentences,
         sentence_settings,
         same_document: recipe.data.same_document,
+        repeated_haystacks: recipe.data.repeated_haystacks,
         exercise_share: recipe.data.exercise_share,
         answer_weight: recipe.data.answer_weight,
         opening_weight: recipe.data.opening_weight.unwrap_or(recipe.data.answer_weight),
@@ -723,6 +742,7 @@ mod tests {
             sentences: Arc::new(SentencePool::from_texts(&corpus_text)),
             sentence_settings: None,
             same_document: false,
+            repeated_haystacks: 0.0,
             corpus_text,
             corpus_tokens,
             exercise_share: 1.0,
@@ -785,6 +805,25 @@ mod tests {
         s.sentence_settings = Some(SentenceExerciseSettings { distractors: 1.0, ..Default::default() });
         let plain = (0..300u64).filter(|&seed| s.exercise(96, seed, s.vary_prompt_length).unwrap().1.iter().all(|&x| x == 1.0)).count();
         assert!((1..300).contains(&plain), "{plain} of 300 rows of 96 tokens were plain text");
+    }
+
+    #[test]
+    fn repeated_haystacks_are_short_passages_the_prompt_repeats() {
+        let mut s = source(false);
+        let longest_paragraph = s.paragraphs[0].iter().map(|r| r.len()).max().unwrap();
+        let mut r = SplitMix64::new(3);
+        assert!((0..20).all(|_| s.passage(2048, &mut r).1.len() >= 2048 * 6));
+        s.repeated_haystacks = 1.0;
+        for _ in 0..20 {
+            let (_, passage) = s.passage(2048, &mut r);
+            assert!((300..=3000 + longest_paragraph + 1).contains(&passage.len()), "{}", passage.len());
+        }
+        // A 2048-token prompt over such a passage holds its sentences many times.
+        s.sentence_settings = Some(SentenceExerciseSettings { natural_facts: 1.0, ..Default::default() });
+        let (seq, _) = s.exercise(2048, 5, false).unwrap();
+        let prompt = s.tokenizer.decode(&seq).unwrap();
+        let first_sentence = s.corpus_text[0].split(". ").next().unwrap();
+        assert!(prompt.matches(first_sentence).count() >= 3, "{prompt}");
     }
 
     /// Where each exercise's answer ends (its EOS target), for rows of 256 tokens.

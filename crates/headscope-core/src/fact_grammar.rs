@@ -1,0 +1,1212 @@
+//! Everyday facts in natural English with natural questions: the needles a student writes.
+//!
+//! The corpus-sentence exercises of [`crate::sentence_exercises`] point at their sentence with a bag of
+//! its words ("What is said about why in system the Free?"); a student asks "Where does Professor Anand
+//! keep his spare keys?". A lab model trained only on the first met the second as a new task. This
+//! grammar writes facts about people, places, times, quantities, reasons, purposes, ways and company,
+//! each an event (someone does something to something, with a circumstance), realised in one of several
+//! sentence shapes (plain order, fronted circumstance, passive with agent, cleft, appositive, perfect,
+//! attribution, trailing relative clause), in the present or past tense, and asks for one of its parts
+//! with a question of the matching kind (where, when, how often, why, what for, how, with whom, for
+//! whom, how long, how many, what, who), in English grammar: do-support, verb inflection, the subject
+//! named in another form, the verb sometimes by a synonym. Near sentences share the question's words
+//! but hold a different fact (the same person doing the same thing to something else, or someone else).
+//!
+//! The word lists are the project's own; no list holds a name, place or number of the hand-written
+//! held-out needles (`public/needles/handwritten.jsonl`), and the exercise generator also refuses any
+//! sentence naming two of a reserved needle's distinctive words.
+
+use crate::rng::SplitMix64;
+
+/// A verb's forms: base, third person singular present, past, past participle.
+#[derive(Debug, Clone, Copy)]
+struct Verb {
+    base: &'static str,
+    third: &'static str,
+    past: &'static str,
+    participle: &'static str,
+    /// A verb of like meaning (its index in [`VERBS`]) that a question may use instead, if any.
+    synonym: Option<usize>,
+}
+
+macro_rules! verbs {
+    ($(($b:expr, $t:expr, $p:expr, $pp:expr, $syn:expr)),* $(,)?) => {
+        &[$(Verb { base: $b, third: $t, past: $p, participle: $pp, synonym: $syn }),*]
+    };
+}
+
+/// Transitive verbs whose object is a thing. Synonyms point at each other by index.
+const VERBS: &[Verb] = verbs![
+    ("keep", "keeps", "kept", "kept", Some(1)),
+    ("store", "stores", "stored", "stored", Some(0)),
+    ("hide", "hides", "hid", "hidden", Some(3)),
+    ("conceal", "conceals", "concealed", "concealed", Some(2)),
+    ("repair", "repairs", "repaired", "repaired", Some(5)),
+    ("mend", "mends", "mended", "mended", Some(4)),
+    ("paint", "paints", "painted", "painted", None),
+    ("sell", "sells", "sold", "sold", None),
+    ("buy", "buys", "bought", "bought", Some(9)),
+    ("purchase", "purchases", "purchased", "purchased", Some(8)),
+    ("bake", "bakes", "baked", "baked", None),
+    ("carve", "carves", "carved", "carved", None),
+    ("polish", "polishes", "polished", "polished", Some(13)),
+    ("clean", "cleans", "cleaned", "cleaned", Some(12)),
+    ("carry", "carries", "carried", "carried", Some(15)),
+    ("bring", "brings", "brought", "brought", Some(14)),
+    ("wrap", "wraps", "wrapped", "wrapped", None),
+    ("deliver", "delivers", "delivered", "delivered", None),
+    ("collect", "collects", "collected", "collected", Some(19)),
+    ("gather", "gathers", "gathered", "gathered", Some(18)),
+    ("build", "builds", "built", "built", Some(21)),
+    ("make", "makes", "made", "made", Some(20)),
+    ("lock", "locks", "locked", "locked", None),
+    ("sew", "sews", "sewed", "sewn", None),
+    ("plant", "plants", "planted", "planted", None),
+    ("count", "counts", "counted", "counted", None),
+    ("sort", "sorts", "sorted", "sorted", Some(27)),
+    ("arrange", "arranges", "arranged", "arranged", Some(26)),
+    ("fetch", "fetches", "fetched", "fetched", None),
+    ("lend", "lends", "lent", "lent", None),
+    ("borrow", "borrows", "borrowed", "borrowed", None),
+    ("sketch", "sketches", "sketched", "sketched", Some(32)),
+    ("draw", "draws", "drew", "drawn", Some(31)),
+    ("weigh", "weighs", "weighed", "weighed", None),
+    ("hang", "hangs", "hung", "hung", None),
+    ("stack", "stacks", "stacked", "stacked", Some(36)),
+    ("pile", "piles", "piled", "piled", Some(35)),
+    ("bury", "buries", "buried", "buried", None),
+    ("photograph", "photographs", "photographed", "photographed", None),
+    ("fix", "fixes", "fixed", "fixed", Some(4)),
+    ("cook", "cooks", "cooked", "cooked", Some(41)),
+    ("prepare", "prepares", "prepared", "prepared", Some(40)),
+    ("send", "sends", "sent", "sent", Some(43)),
+    ("post", "posts", "posted", "posted", Some(42)),
+    ("guard", "guards", "guarded", "guarded", Some(45)),
+    ("watch over", "watches over", "watched over", "watched over", Some(44)),
+    ("wash", "washes", "washed", "washed", None),
+    ("load", "loads", "loaded", "loaded", None),
+    ("test", "tests", "tested", "tested", Some(49)),
+    ("check", "checks", "checked", "checked", Some(48)),
+    ("light", "lights", "lit", "lit", None),
+    ("decorate", "decorates", "decorated", "decorated", None),
+    ("grind", "grinds", "ground", "ground", None),
+    ("brew", "brews", "brewed", "brewed", None),
+    ("knit", "knits", "knitted", "knitted", None),
+    ("feed", "feeds", "fed", "fed", None),
+    ("print", "prints", "printed", "printed", None),
+    ("copy", "copies", "copied", "copied", None),
+    ("trade", "trades", "traded", "traded", Some(59)),
+    ("swap", "swaps", "swapped", "swapped", Some(58)),
+];
+
+const FIRST_NAMES: &[(&str, Pronoun)] = &[
+    ("Aiko", Pronoun::She),
+    ("Bilal", Pronoun::He),
+    ("Chidi", Pronoun::He),
+    ("Dagny", Pronoun::She),
+    ("Emeka", Pronoun::He),
+    ("Farida", Pronoun::She),
+    ("Gustav", Pronoun::He),
+    ("Hana", Pronoun::She),
+    ("Ivo", Pronoun::He),
+    ("Jamila", Pronoun::She),
+    ("Kenji", Pronoun::He),
+    ("Leona", Pronoun::She),
+    ("Mateus", Pronoun::He),
+    ("Noor", Pronoun::She),
+    ("Oskar", Pronoun::He),
+    ("Priya", Pronoun::She),
+    ("Quentin", Pronoun::He),
+    ("Rosalind", Pronoun::She),
+    ("Santiago", Pronoun::He),
+    ("Thandiwe", Pronoun::She),
+    ("Ulrich", Pronoun::He),
+    ("Valeria", Pronoun::She),
+    ("Wendell", Pronoun::He),
+    ("Ximena", Pronoun::She),
+    ("Yusuf", Pronoun::He),
+    ("Zofia", Pronoun::She),
+    ("Alder", Pronoun::They),
+    ("Beatrix", Pronoun::She),
+    ("Cormac", Pronoun::He),
+    ("Delphine", Pronoun::She),
+    ("Eamon", Pronoun::He),
+    ("Freya", Pronoun::She),
+    ("Goran", Pronoun::He),
+    ("Hester", Pronoun::She),
+    ("Idris", Pronoun::He),
+    ("Juniper", Pronoun::They),
+    ("Kofi", Pronoun::He),
+    ("Lucia", Pronoun::She),
+    ("Magnus", Pronoun::He),
+    ("Nell", Pronoun::She),
+    ("Obadiah", Pronoun::He),
+    ("Paloma", Pronoun::She),
+    ("Rafferty", Pronoun::He),
+    ("Saoirse", Pronoun::She),
+    ("Tobias", Pronoun::He),
+    ("Una", Pronoun::She),
+    ("Viktor", Pronoun::He),
+    ("Wilhelmina", Pronoun::She),
+    ("Yara", Pronoun::She),
+    ("Zeke", Pronoun::He),
+    ("Marisol", Pronoun::She),
+    ("Anselm", Pronoun::He),
+    ("Birgit", Pronoun::She),
+    ("Dmitri", Pronoun::He),
+    ("Esperanza", Pronoun::She),
+    ("Florian", Pronoun::He),
+    ("Greta", Pronoun::She),
+    ("Hamish", Pronoun::He),
+    ("Ingrid", Pronoun::She),
+    ("Jonah", Pronoun::He),
+    ("Kamala", Pronoun::She),
+    ("Lorcan", Pronoun::He),
+    ("Mei", Pronoun::She),
+    ("Niall", Pronoun::He),
+    ("Odile", Pronoun::She),
+    ("Pavel", Pronoun::He),
+    ("Rowan", Pronoun::They),
+    ("Sefa", Pronoun::She),
+];
+
+const SURNAMES: &[&str] = &[
+    "Okafor",
+    "Lindgren",
+    "Castellano",
+    "Whitcombe",
+    "Nakamura",
+    "Abernathy",
+    "Mbeki",
+    "Oyelaran",
+    "Svensson",
+    "Delacroix",
+    "Kowalczyk",
+    "Fairweather",
+    "Achebe",
+    "Moreau",
+    "Thornbury",
+    "Szabo",
+    "Quigley",
+    "Rasmussen",
+    "Bellweather",
+    "Chaudhry",
+    "Ferreira",
+    "Gallagher",
+    "Hollister",
+    "Ibarra",
+    "Jankowski",
+    "Kerrigan",
+    "Lachance",
+    "Mendoza",
+    "Novak",
+    "Oduya",
+    "Pemberton",
+    "Quaresma",
+    "Rutherford",
+    "Sorensen",
+    "Tanaka",
+    "Underhill",
+    "Vasquez",
+    "Wainwright",
+    "Yamamoto",
+    "Zielinski",
+    "Ashdown",
+    "Blackwood",
+    "Crane",
+    "Dunmore",
+    "Ellison",
+    "Fitzroy",
+    "Greaves",
+    "Hartigan",
+    "Iversen",
+    "Jessop",
+    "Kinsella",
+    "Lockhart",
+    "Marchetti",
+    "Nwosu",
+    "Osei",
+    "Pryce",
+    "Rookwood",
+    "Strand",
+    "Tregarthen",
+    "Voss",
+    "Winterbourne",
+    "Ahn",
+    "Bramble",
+    "Coppersmith",
+    "Dray",
+    "Eke",
+    "Fennimore",
+    "Goodbody",
+];
+
+const TITLES: &[(&str, Option<Pronoun>)] = &[
+    ("Professor", None),
+    ("Doctor", None),
+    ("Captain", None),
+    ("Aunt", Some(Pronoun::She)),
+    ("Uncle", Some(Pronoun::He)),
+    ("Mrs", Some(Pronoun::She)),
+    ("Mr", Some(Pronoun::He)),
+    ("Ms", Some(Pronoun::She)),
+    ("Judge", None),
+    ("Mayor", None),
+    ("Coach", None),
+    ("Chef", None),
+    ("Nurse", None),
+    ("Sergeant", None),
+    ("Grandma", Some(Pronoun::She)),
+    ("Grandpa", Some(Pronoun::He)),
+    ("Father", Some(Pronoun::He)),
+    ("Sister", Some(Pronoun::She)),
+];
+
+/// People named by what they do; "the" is added.
+const ROLES: &[&str] = &[
+    "baker",
+    "harbour master",
+    "night nurse",
+    "school caretaker",
+    "ferryman",
+    "librarian",
+    "lighthouse keeper",
+    "postwoman",
+    "postman",
+    "stationmaster",
+    "beekeeper",
+    "blacksmith",
+    "miller's daughter",
+    "innkeeper",
+    "bookbinder",
+    "clockmaker",
+    "shepherd",
+    "ship's cook",
+    "museum guard",
+    "choir master",
+    "youngest fisherman",
+    "old gardener",
+    "bus driver",
+    "village doctor",
+    "carpenter",
+    "potter",
+    "tailor",
+    "bell ringer",
+    "toy maker",
+    "head teacher",
+    "goatherd",
+    "cheesemaker",
+    "tram conductor",
+    "night watchman",
+    "market trader",
+    "printer",
+    "glassblower",
+    "piano tuner",
+    "chimney sweep",
+    "ranger",
+    "zookeeper",
+    "cartographer",
+    "locksmith",
+    "organist",
+    "weaver",
+];
+
+/// People in the plural; "the" is added.
+const GROUPS: &[&str] = &[
+    "fishermen",
+    "children",
+    "nuns",
+    "monks",
+    "twins",
+    "volunteers",
+    "students",
+    "miners",
+    "sailors",
+    "farmers",
+    "weavers",
+    "firefighters",
+    "choir singers",
+    "scouts",
+    "night porters",
+    "dock workers",
+    "three brothers",
+    "two sisters",
+    "neighbours",
+    "beekeepers",
+    "rangers",
+    "apprentices",
+    "shopkeepers",
+    "islanders",
+];
+
+/// Syllables of invented place names.
+const PLACE_SYLLABLES: &[&str] = &[
+    "ash", "bry", "cal", "dor", "eld", "fal", "gil", "har", "ish", "kel", "lan", "mar", "nor", "orm", "pen", "ros", "sal", "tav", "ul",
+    "ven", "wil", "yar", "bec", "cor", "dun", "fen", "gar", "hol", "kil", "lis", "mel", "quen", "rav", "sen", "tor", "wes",
+];
+
+const PLACE_SUFFIXES: &[&str] =
+    &["ford", "ham", "wick", "by", "mouth", "dale", "stead", "port", "holm", "ness", "ton", "field", "bury", "combe", "thorpe", "minster"];
+
+/// Named kinds of place: `{}` is an invented name.
+const NAMED_PLACES: &[&str] = &[
+    "{} Island",
+    "{} Bay",
+    "Mount {}",
+    "{} Road",
+    "{} Square",
+    "the {} Valley",
+    "{} Market",
+    "the {} Hotel",
+    "{} Station",
+    "{} Park",
+    "the {} Museum",
+    "{} Harbour",
+    "the {} Theatre",
+    "{} Farm",
+    "the {} Observatory",
+    "{} Pier",
+    "{} School",
+    "{}",
+    "{}",
+    "{}",
+];
+
+const ADJECTIVES: &[&str] = &[
+    "old", "small", "red", "blue", "green", "wooden", "copper", "brass", "silver", "leather", "cracked", "heavy", "tiny", "painted",
+    "yellow", "iron", "paper", "clay", "tin", "velvet", "striped", "black", "white", "glass", "woollen", "rusty", "spare", "round",
+];
+
+/// Things (singular, plural); objects of the verbs.
+const THINGS: &[(&str, &str)] = &[
+    ("key", "keys"),
+    ("umbrella", "umbrellas"),
+    ("kettle", "kettles"),
+    ("lantern", "lanterns"),
+    ("map", "maps"),
+    ("notebook", "notebooks"),
+    ("bicycle", "bicycles"),
+    ("clock", "clocks"),
+    ("boat", "boats"),
+    ("chair", "chairs"),
+    ("basket", "baskets"),
+    ("coat", "coats"),
+    ("violin", "violins"),
+    ("telescope", "telescopes"),
+    ("jar of plum jam", "jars of plum jam"),
+    ("loaf of rye bread", "loaves of rye bread"),
+    ("letter", "letters"),
+    ("photograph", "photographs"),
+    ("recipe book", "recipe books"),
+    ("hammer", "hammers"),
+    ("candle", "candles"),
+    ("blanket", "blankets"),
+    ("wheelbarrow", "wheelbarrows"),
+    ("sign", "signs"),
+    ("flag", "flags"),
+    ("bell", "bells"),
+    ("ladder", "ladders"),
+    ("trunk", "trunks"),
+    ("tea set", "tea sets"),
+    ("fishing net", "fishing nets"),
+    ("bottle of cider", "bottles of cider"),
+    ("wedding ring", "wedding rings"),
+    ("passport", "passports"),
+    ("pair of boots", "pairs of boots"),
+    ("sack of flour", "sacks of flour"),
+    ("radio", "radios"),
+    ("kite", "kites"),
+    ("mirror", "mirrors"),
+    ("compass", "compasses"),
+    ("rug", "rugs"),
+    ("typewriter", "typewriters"),
+    ("ledger", "ledgers"),
+    ("crate of apples", "crates of apples"),
+    ("pot of honey", "pots of honey"),
+    ("sword", "swords"),
+    ("quilt", "quilts"),
+    ("shell", "shells"),
+    ("stamp album", "stamp albums"),
+];
+
+/// Containers and spots things are kept at: (preposition, place), "the" added.
+const SPOTS: &[(&str, &str)] = &[
+    ("in", "drawer under the sink"),
+    ("behind", "clock in the hall"),
+    ("on", "top shelf of the pantry"),
+    ("under", "loose floorboard in the attic"),
+    ("in", "biscuit tin on the windowsill"),
+    ("at", "bottom of the garden"),
+    ("inside", "hollow oak by the gate"),
+    ("in", "cellar beneath the kitchen"),
+    ("beside", "stove in the back room"),
+    ("in", "glovebox of the van"),
+    ("under", "stairs"),
+    ("in", "shed behind the chapel"),
+    ("on", "hook by the back door"),
+    ("in", "cupboard above the fridge"),
+    ("inside", "piano"),
+    ("behind", "painting of the sea"),
+    ("in", "pocket of an old coat"),
+    ("in", "boathouse on the lake"),
+    ("under", "bed in the spare room"),
+    ("in", "safe at the post office"),
+    ("in", "loft of the barn"),
+    ("on", "bench outside the bakery"),
+    ("inside", "wardrobe on the landing"),
+    ("in", "basket on the bicycle"),
+    ("next to", "well in the courtyard"),
+    ("in", "tower room of the library"),
+    ("under", "counter of the shop"),
+    ("in", "suitcase on top of the wardrobe"),
+];
+
+const MONTHS: &[&str] =
+    &["January", "February", "April", "May", "June", "July", "September", "December", "spring", "summer", "autumn", "winter"];
+const WEEKDAYS: &[&str] = &["Tuesday", "Wednesday", "Friday"];
+const UNITS_OF_TIME: &[(&str, &str)] = &[("minute", "minutes"), ("hour", "hours"), ("day", "days"), ("week", "weeks"), ("year", "years")];
+
+/// Clauses after "because" (subject and verb in the past or present as written).
+const REASONS: &[&str] = &[
+    "the river floods every spring",
+    "the roof of the shed leaks",
+    "a storm once broke the old one",
+    "the gulls steal everything else",
+    "her grandmother always did the same",
+    "his father taught him to",
+    "nobody else in the village knows how",
+    "the damp ruins anything left outside",
+    "the mayor asked for it",
+    "the sea air rusts the metal",
+    "the old one was lost at sea",
+    "the children keep asking for it",
+    "it brings good luck to the harbour",
+    "a fox got into the yard last winter",
+    "the market closes early on Sundays",
+    "the bridge was washed away",
+    "the cat knocks things off the table",
+    "the doctor told them to",
+    "the ferry only runs at night",
+    "it reminds them of their first home",
+    "the shop in town stopped selling it",
+    "the wind blows everything off the cliff",
+    "the lock on the front door is broken",
+    "a promise was made to the lighthouse keeper",
+    "the letters from abroad arrive on that day",
+];
+
+/// Infinitive purposes, after "to" or "in order to".
+const PURPOSES: &[&str] = &[
+    "keep the moths away",
+    "raise money for the new lifeboat",
+    "surprise the neighbours",
+    "remember the winter of the great storm",
+    "keep the bees calm",
+    "pay for the roof of the chapel",
+    "win the prize at the summer fair",
+    "teach the apprentices",
+    "welcome the ships home",
+    "keep the children busy",
+    "thank the night nurses",
+    "frighten the crows",
+    "mark the end of the harvest",
+    "warm the old dogs",
+    "cheer up the patients",
+    "honour the first ferryman",
+];
+
+/// Ways of doing it (manner or instrument).
+const MANNERS: &[&str] = &[
+    "with a silver spoon",
+    "by hand",
+    "with a borrowed saw",
+    "using only seawater",
+    "with a feather and a bowl of wax",
+    "by candlelight",
+    "with the help of a goat",
+    "on a wooden trolley",
+    "in total silence",
+    "with a brush made of horsehair",
+    "with an old pair of pliers",
+    "by bicycle",
+    "in a rowing boat",
+    "with string and brown paper",
+    "with lemon juice and salt",
+    "in the light of the full moon",
+];
+
+const NUMBER_WORDS: &[&str] =
+    &["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "fifteen", "twenty", "forty"];
+
+const ATTRIBUTIONS: &[&str] = &["According to", "As told by", "In the words of", "As written by"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pronoun {
+    He,
+    She,
+    They,
+}
+
+impl Pronoun {
+    fn possessive(self) -> &'static str {
+        match self {
+            Pronoun::He => "his",
+            Pronoun::She => "her",
+            Pronoun::They => "their",
+        }
+    }
+}
+
+/// Someone who does something: how the needle names them, how a question may name them.
+#[derive(Debug, Clone)]
+struct Person {
+    full: String,
+    short: String,
+    pronoun: Pronoun,
+    plural: bool,
+}
+
+/// A circumstance of the event, the part a question asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Place,
+    Time,
+    Frequency,
+    Reason,
+    Purpose,
+    Manner,
+    Companion,
+    Beneficiary,
+    Duration,
+    Quantity,
+    Object,
+    Subject,
+}
+
+const ROLES_ASKED: &[Role] = &[
+    Role::Place,
+    Role::Place,
+    Role::Time,
+    Role::Frequency,
+    Role::Reason,
+    Role::Purpose,
+    Role::Manner,
+    Role::Companion,
+    Role::Beneficiary,
+    Role::Duration,
+    Role::Quantity,
+    Role::Object,
+    Role::Subject,
+];
+
+/// One event: someone does something to something, with one circumstance a question asks about and
+/// maybe a second one that it does not.
+#[derive(Debug, Clone)]
+struct Event {
+    subject: Person,
+    verb: Verb,
+    /// The object as the needle writes it, and its head noun phrase (for "How many ...").
+    object: String,
+    object_plural_noun: String,
+    past: bool,
+    asked: Role,
+    /// The asked circumstance's phrase (empty when the object or the subject is asked).
+    circumstance: String,
+    /// What the question asks with, for time phrases ("When", "In which year", ...).
+    time_question: &'static str,
+    /// Another circumstance the question does not ask about.
+    extra: Option<String>,
+}
+
+/// A natural fact and a question that asks for one of its parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NaturalFact {
+    /// The sentence.
+    pub needle: String,
+    /// The question.
+    pub question: String,
+    /// The answer: a span of `needle`.
+    pub answer: String,
+    /// Sentences that share the question's words but hold another fact (0-2).
+    pub near: Vec<String>,
+}
+
+/// Draws [`NaturalFact`]s: a pure function of its seed.
+pub struct FactGrammar {
+    rng: SplitMix64,
+}
+
+impl FactGrammar {
+    /// A grammar seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        FactGrammar { rng: SplitMix64::new(seed) }
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.rng.below(items.len() as u64) as usize]
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.rng.unit() < p
+    }
+
+    /// The next fact, with `near` sentences (0-2, drawn when `near_sentences` says so).
+    pub fn fact(&mut self, near_sentences: bool) -> NaturalFact {
+        let event = self.event();
+        let shape = self.shape(&event);
+        let (needle, answer) = self.realise(&event, shape);
+        let question = self.question(&event, shape == Shape::Perfect);
+        let mut near = Vec::new();
+        if near_sentences {
+            for _ in 0..1 + self.rng.below(2) {
+                let other = self.near_event(&event);
+                let s = self.realise(&other, shape).0;
+                if s != needle && !near.contains(&s) {
+                    near.push(s);
+                }
+            }
+        }
+        NaturalFact { needle, question, answer, near }
+    }
+
+    fn invented_place(&mut self) -> String {
+        let n = 1 + self.rng.below(2);
+        let mut name: String = (0..n).map(|_| self.pick(PLACE_SYLLABLES)).collect();
+        name.push_str(self.pick(PLACE_SUFFIXES));
+        name[..1].make_ascii_uppercase();
+        let kind = self.pick(NAMED_PLACES);
+        kind.replace("{}", &name)
+    }
+
+    fn person(&mut self) -> Person {
+        match self.rng.below(10) {
+            0..=3 => {
+                let (first, pronoun) = self.pick(FIRST_NAMES);
+                let last = self.pick(SURNAMES);
+                let short = if self.chance(0.5) { first.to_owned() } else { format!("{first} {last}") };
+                Person { full: format!("{first} {last}"), short, pronoun, plural: false }
+            }
+            4..=5 => {
+                let (title, p) = self.pick(TITLES);
+                let (mut first, mut first_pronoun) = self.pick(FIRST_NAMES);
+                while p.is_some_and(|p| p != first_pronoun) {
+                    (first, first_pronoun) = self.pick(FIRST_NAMES);
+                }
+                let last = self.pick(SURNAMES);
+                let pronoun = p.unwrap_or(first_pronoun);
+                let full = if self.chance(0.5) { format!("{title} {first} {last}") } else { format!("{title} {last}") };
+                Person { full, short: format!("{title} {last}"), pronoun, plural: false }
+            }
+            6..=7 => {
+                let role = self.pick(ROLES);
+                let pronoun = if role.ends_with("woman") || role.contains("daughter") {
+                    Pronoun::She
+                } else if role.ends_with("man") {
+                    Pronoun::He
+                } else {
+                    self.pick(&[Pronoun::He, Pronoun::She])
+                };
+                let place = self.invented_place();
+                let prep = self.pick(&["of", "at", "on", "in"]);
+                let full = format!("the {role} {prep} {place}");
+                let short = if self.chance(0.5) { full.clone() } else { format!("the {role}") };
+                Person { full, short, pronoun, plural: false }
+            }
+            _ => {
+                let group = self.pick(GROUPS);
+                let place = self.invented_place();
+                let full = format!("the {group} of {place}");
+                Person { full: full.clone(), short: full, pronoun: Pronoun::They, plural: true }
+            }
+        }
+    }
+
+    /// A thing as an object: with an article, a possessive, a number or an adjective; or a list.
+    fn object(&mut self, owner: Pronoun, quantity: bool) -> (String, String) {
+        let (one, many) = self.pick(THINGS);
+        if quantity {
+            let n = if self.chance(0.5) { self.pick(NUMBER_WORDS).to_owned() } else { (13 + self.rng.below(480)).to_string() };
+            return (format!("{n} {many}"), many.to_owned());
+        }
+        let adj = self.pick(ADJECTIVES);
+        let object = match self.rng.below(7) {
+            0 | 1 => format!("{} {adj} {one}", owner.possessive()),
+            2 => format!("the {adj} {one}"),
+            3 => format!("{} {adj} {many}", owner.possessive()),
+            4 => format!("{} {one}", if starts_with_vowel(adj) { "an" } else { "a" }.to_owned() + " " + adj),
+            5 => {
+                let (_, b) = self.pick(THINGS);
+                let (_, c) = self.pick(THINGS);
+                format!("{many}, {b} and {c}")
+            }
+            _ => format!("the {one}"),
+        };
+        (object, many.to_owned())
+    }
+
+    fn time(&mut self) -> (String, &'static str) {
+        match self.rng.below(6) {
+            0 => (format!("in {}", 1700 + self.rng.below(320)), "In which year"),
+            1 => {
+                let month = self.pick(&MONTHS[..8]);
+                (format!("in {month} {}", 1800 + self.rng.below(220)), "When")
+            }
+            2 => {
+                let h = 1 + self.rng.below(12);
+                let m = self.pick(&["", ":15", ":30", ":45"]);
+                let part = self.pick(&["in the morning", "in the evening", "at night", "in the afternoon"]);
+                (format!("at {h}{m} {part}"), "At what time")
+            }
+            3 => (format!("on the {} of {}", ordinal(1 + self.rng.below(28)), self.pick(&MONTHS[..8])), "On which day"),
+            4 => (
+                format!("just before {}", self.pick(&["sunrise", "midnight", "the first snow", "the harvest fair", "the tide turns"])),
+                "When",
+            ),
+            _ => (format!("after the {} festival", self.pick(&["lantern", "apple", "salmon", "midsummer", "kite"])), "When"),
+        }
+    }
+
+    fn frequency(&mut self) -> String {
+        match self.rng.below(4) {
+            0 => format!("every {}", self.pick(WEEKDAYS)),
+            1 => format!("every {}", self.pick(&MONTHS[8..])),
+            2 => format!("{} times a {}", self.pick(&["two", "three", "four", "five"]), self.pick(&["week", "month", "year"])),
+            _ => format!("once every {} {}", self.pick(&["two", "three", "six", "ten"]), self.pick(&["days", "weeks", "months", "years"])),
+        }
+    }
+
+    fn circumstance(&mut self, role: Role, subject: &Person) -> (String, &'static str) {
+        match role {
+            Role::Place => {
+                if self.chance(0.3) {
+                    let prep = self.pick(&["in", "at", "near", "behind"]);
+                    (format!("{prep} {}", self.invented_place()), "Where")
+                } else {
+                    let (prep, spot) = self.pick(SPOTS);
+                    (format!("{prep} the {spot}"), "Where")
+                }
+            }
+            Role::Time => self.time(),
+            Role::Frequency => (self.frequency(), "How often"),
+            Role::Reason => (format!("because {}", self.pick(REASONS)), "Why"),
+            Role::Purpose => (format!("{} {}", self.pick(&["to", "in order to"]), self.pick(PURPOSES)), "Why"),
+            Role::Manner => (self.pick(MANNERS).to_owned(), "How"),
+            Role::Companion => {
+                let other = self.person();
+                (format!("with {}", other.full), "With whom")
+            }
+            Role::Beneficiary => {
+                let mut other = self.person();
+                while other.full == subject.full {
+                    other = self.person();
+                }
+                (format!("for {}", other.full), "For whom")
+            }
+            Role::Duration => {
+                let (one, many) = self.pick(UNITS_OF_TIME);
+                let n = 1 + self.rng.below(40);
+                let unit = if n == 1 { one } else { many };
+                let n = if n <= 12 && self.chance(0.6) { number_word(n) } else { n.to_string() };
+                (format!("for {n} {unit}"), "How long")
+            }
+            Role::Quantity | Role::Object | Role::Subject => (String::new(), ""),
+        }
+    }
+
+    fn event(&mut self) -> Event {
+        let subject = self.person();
+        let verb = self.pick(VERBS);
+        let asked = self.pick(ROLES_ASKED);
+        let (object, object_plural_noun) = self.object(subject.pronoun, asked == Role::Quantity);
+        let (circumstance, time_question) = self.circumstance(asked, &subject);
+        let mut past = self.chance(0.45);
+        // A second circumstance the question does not ask about: of another role than the asked one.
+        let extra = if self.chance(0.55) {
+            let role = self.pick(&[Role::Place, Role::Time, Role::Frequency, Role::Manner, Role::Reason]);
+            let clash = role == asked
+                || (role == Role::Frequency && asked == Role::Time)
+                || (role == Role::Time && asked == Role::Frequency)
+                || (role == Role::Reason && asked == Role::Purpose);
+            (!clash).then(|| self.circumstance(role, &subject).0)
+        } else {
+            None
+        };
+        // A dated event happened: "in 1788" wants the past tense.
+        let dated = |p: &str| p.split_whitespace().any(|w| w.len() == 4 && w.chars().all(|c| c.is_ascii_digit()));
+        past |= dated(&circumstance) || extra.as_deref().is_some_and(dated);
+        Event { subject, verb, object, object_plural_noun, past, asked, circumstance, time_question, extra }
+    }
+
+    /// Another event that shares the question's words in part: the same subject and verb with another
+    /// object or circumstance, or someone else doing the same.
+    fn near_event(&mut self, e: &Event) -> Event {
+        let mut other = e.clone();
+        match self.rng.below(3) {
+            0 if !matches!(e.asked, Role::Object | Role::Quantity) => {
+                other.object = self.object(e.subject.pronoun, false).0;
+                if self.chance(0.5) {
+                    other.circumstance = self.circumstance(e.asked, &e.subject).0;
+                }
+            }
+            1 if !matches!(e.asked, Role::Subject | Role::Companion | Role::Beneficiary) => {
+                other.subject = self.person();
+                other.circumstance = self.circumstance(e.asked, &other.subject).0;
+            }
+            _ => {
+                other.verb = self.pick(VERBS);
+                let fresh = self.circumstance(e.asked, &e.subject).0;
+                if !fresh.is_empty() {
+                    other.circumstance = fresh;
+                } else {
+                    other.object = self.object(e.subject.pronoun, e.asked == Role::Quantity).0;
+                }
+            }
+        }
+        other
+    }
+
+    fn shape(&mut self, e: &Event) -> Shape {
+        let frontable = matches!(e.asked, Role::Place | Role::Time | Role::Frequency | Role::Reason | Role::Purpose | Role::Duration);
+        loop {
+            let s = self.pick(&[
+                Shape::Plain,
+                Shape::Plain,
+                Shape::Fronted,
+                Shape::Passive,
+                Shape::Cleft,
+                Shape::Appositive,
+                Shape::Perfect,
+                Shape::Attributed,
+                Shape::TrailingClause,
+            ]);
+            let ok = match s {
+                Shape::Fronted | Shape::Cleft => frontable && !e.circumstance.is_empty(),
+                // English spells out a number that opens a sentence: no passive then.
+                Shape::Passive => e.asked != Role::Object && !e.object.contains(',') && !e.object.starts_with(|c: char| c.is_ascii_digit()),
+                Shape::Perfect => !matches!(e.asked, Role::Time | Role::Frequency | Role::Duration),
+                _ => true,
+            };
+            if ok {
+                return s;
+            }
+        }
+    }
+
+    /// The needle sentence and its answer span.
+    fn realise(&mut self, e: &Event, shape: Shape) -> (String, String) {
+        let s = &e.subject;
+        let v = e.verb;
+        let verb = if e.past {
+            v.past
+        } else if s.plural {
+            v.base
+        } else {
+            v.third
+        };
+        let answer = match e.asked {
+            Role::Subject => s.full.clone(),
+            Role::Object | Role::Quantity => e.object.clone(),
+            _ => e.circumstance.clone(),
+        };
+        // The circumstances after the object: the asked one (unless fronted), the extra one; a reason
+        // reads last, after a passive's agent too.
+        let (mut middle, mut last) = (Vec::new(), Vec::new());
+        for (phrase, asked) in [(Some(&e.circumstance), true), (e.extra.as_ref(), false)] {
+            let Some(p) = phrase.filter(|p| !p.is_empty()) else { continue };
+            if p.starts_with("because") {
+                last.push(p.clone());
+            } else if asked {
+                middle.push(p.clone());
+            } else {
+                middle.insert(0, p.clone());
+            }
+        }
+        let tail = |with_asked: bool| -> String {
+            let keep = |p: &&String| with_asked || p.as_str() != e.circumstance;
+            middle.iter().chain(&last).filter(keep).cloned().collect::<Vec<_>>().join(" ")
+        };
+        let join = |words: &[&str]| words.iter().filter(|w| !w.is_empty()).copied().collect::<Vec<_>>().join(" ");
+        let sentence = match shape {
+            Shape::Plain => join(&[&s.full, verb, &e.object, &tail(true)]),
+            Shape::Fronted => {
+                let front = capitalise_first(&e.circumstance);
+                format!("{front}, {}", join(&[&s.full, verb, &e.object, &tail(false)]))
+            }
+            Shape::Passive => {
+                let be = match (e.past, plural_object(&e.object)) {
+                    (true, true) => "were",
+                    (true, false) => "was",
+                    (false, true) => "are",
+                    (false, false) => "is",
+                };
+                let object = capitalise_first(&e.object);
+                join(&[&object, be, v.participle, &middle.join(" "), "by", &s.full, &last.join(" ")])
+            }
+            Shape::Cleft => {
+                let be = if e.past { "was" } else { "is" };
+                format!("It {be} {} that {}", e.circumstance, join(&[&s.full, verb, &e.object, &tail(false)]))
+            }
+            Shape::Appositive => {
+                let description = self.description();
+                let be = if s.plural { "" } else { description };
+                if be.is_empty() {
+                    join(&[&s.full, verb, &e.object, &tail(true)])
+                } else {
+                    format!("{}, {be}, {}", s.full, join(&[verb, &e.object, &tail(true)]))
+                }
+            }
+            Shape::Perfect => {
+                let have = if s.plural { "have" } else { "has" };
+                let since = format!("since {}", 1900 + self.rng.below(120));
+                join(&[&s.full, have, v.participle, &e.object, &tail(true), &since])
+            }
+            Shape::Attributed => {
+                let by = self.person();
+                format!("{} {}, {}", self.pick(ATTRIBUTIONS), by.full, join(&[&s.full, verb, &e.object, &tail(true)]))
+            }
+            Shape::TrailingClause => {
+                let clause = self.pick(&[
+                    "which surprised nobody",
+                    "and nobody has ever asked why",
+                    "though few people know it",
+                    "as the whole street knows",
+                    "which the neighbours find strange",
+                    "and the habit has stuck",
+                ]);
+                format!("{}, {clause}", join(&[&s.full, verb, &e.object, &tail(true)]))
+            }
+        };
+        let sentence = format!("{}.", capitalise_first(&sentence));
+        // An answer that opens the sentence opens with a capital there.
+        let answer = if sentence.contains(&answer) { answer } else { capitalise_first(&answer) };
+        (sentence, answer)
+    }
+
+    fn description(&mut self) -> &'static str {
+        self.pick(&[
+            "who is eighty-one",
+            "a retired sailor",
+            "the town's oldest resident",
+            "who moved here last year",
+            "a quiet person",
+            "who never misses a market day",
+            "the best cook on the street",
+            "who grew up by the sea",
+            "",
+        ])
+    }
+
+    /// A question for the asked part of `e`, in English grammar, maybe naming the subject in its short
+    /// form and the verb by a synonym.
+    fn question(&mut self, e: &Event, perfect: bool) -> String {
+        let mut v = match e.verb.synonym {
+            Some(i) if self.chance(0.25) => VERBS[i],
+            _ => e.verb,
+        };
+        if perfect {
+            // "Where has Nell kept ...?", "Who has kept ...?"
+            let have = if e.subject.plural { "have" } else { "has" };
+            let participle = v.participle;
+            v = Verb { base: participle, third: participle, past: participle, ..v };
+            return self.question_with(e, v, have, perfect);
+        }
+        let aux = if e.past {
+            "did"
+        } else if e.subject.plural {
+            "do"
+        } else {
+            "does"
+        };
+        self.question_with(e, v, aux, perfect)
+    }
+
+    /// [`FactGrammar::question`] with the verb forms and the auxiliary chosen.
+    fn question_with(&mut self, e: &Event, v: Verb, aux: &str, perfect: bool) -> String {
+        let subject = if self.chance(0.5) { e.subject.short.clone() } else { e.subject.full.clone() };
+        // Sometimes the object is left out of the question, when something else names the event.
+        let object = if e.extra.is_some() && self.chance(0.15) { String::new() } else { e.object.clone() };
+        let extra = match &e.extra {
+            Some(x) if self.chance(0.3) => x.clone(),
+            _ => String::new(),
+        };
+        let join = |words: &[&str]| words.iter().filter(|w| !w.is_empty()).copied().collect::<Vec<_>>().join(" ");
+        let q = match e.asked {
+            Role::Place => {
+                if !perfect && self.chance(0.25) && !plural_object(&e.object) && !e.object.contains(',') {
+                    let be = if e.past { "was" } else { "is" };
+                    join(&["Where", be, &e.object, v.participle, "by", &subject])
+                } else {
+                    let opening = self.pick(&["Where", "Where", "In which place"]);
+                    join(&[opening, aux, &subject, v.base, &object, &extra])
+                }
+            }
+            Role::Time | Role::Frequency | Role::Reason | Role::Manner | Role::Duration => {
+                let opening = match e.asked {
+                    Role::Reason => self.pick(&["Why", "Why", "For what reason"]),
+                    Role::Manner => self.pick(&["How", "How", "In what way"]),
+                    Role::Time if self.chance(0.5) => "When",
+                    _ => e.time_question,
+                };
+                join(&[opening, aux, &subject, v.base, &e.object, &extra])
+            }
+            Role::Purpose => {
+                if self.chance(0.4) {
+                    join(&["What", aux, &subject, v.base, &e.object, "for"])
+                } else {
+                    join(&["Why", aux, &subject, v.base, &e.object])
+                }
+            }
+            Role::Companion => {
+                if self.chance(0.5) {
+                    join(&["Who", aux, &subject, v.base, &e.object, "with"])
+                } else {
+                    join(&["With whom", aux, &subject, v.base, &e.object])
+                }
+            }
+            Role::Beneficiary => {
+                if self.chance(0.5) {
+                    join(&["Who", aux, &subject, v.base, &e.object, "for"])
+                } else {
+                    join(&["For whom", aux, &subject, v.base, &e.object])
+                }
+            }
+            Role::Quantity => join(&["How many", &e.object_plural_noun, aux, &subject, v.base, &e.circumstance, &extra]),
+            Role::Object => {
+                let what = self.pick(&["What", "What", "Which things"]);
+                join(&[what, aux, &subject, v.base, &extra])
+            }
+            Role::Subject => {
+                let verb = if perfect {
+                    format!("has {}", v.participle)
+                } else if e.past {
+                    v.past.to_owned()
+                } else {
+                    v.third.to_owned()
+                };
+                let who = self.pick(&["Who", "Who", "Which person"]);
+                join(&[who, &verb, &e.object, &extra])
+            }
+        };
+        format!("{}?", capitalise_first(&q))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Plain,
+    Fronted,
+    Passive,
+    Cleft,
+    Appositive,
+    Perfect,
+    Attributed,
+    TrailingClause,
+}
+
+fn starts_with_vowel(w: &str) -> bool {
+    w.starts_with(['a', 'e', 'i', 'o', 'u'])
+}
+
+fn capitalise_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// Whether an object phrase is plural (takes "are"/"were").
+fn plural_object(object: &str) -> bool {
+    let head = object.split(" of ").next().unwrap_or(object);
+    object.contains(',') || object.contains(" and ") || (head.ends_with('s') && !head.ends_with("ss")) || head.contains("pair")
+}
+
+fn ordinal(n: u64) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+fn number_word(n: u64) -> String {
+    const WORDS: &[&str] = &["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"];
+    WORDS.get(n as usize).map_or_else(|| n.to_string(), |w| (*w).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_reproducible_and_answers_are_spans_of_their_needle() {
+        let (mut a, mut b) = (FactGrammar::new(5), FactGrammar::new(5));
+        for _ in 0..5000 {
+            let f = a.fact(true);
+            assert_eq!(f, b.fact(true));
+            assert!(!f.answer.is_empty() && f.needle.contains(&f.answer), "{f:?}");
+            assert!(f.needle.ends_with('.') && f.question.ends_with('?'), "{f:?}");
+            assert!(f.needle.starts_with(|c: char| c.is_uppercase()) && f.question.starts_with(|c: char| c.is_uppercase()), "{f:?}");
+            assert!(!f.needle.contains("  ") && !f.question.contains("  ") && !f.question.contains(" ?"), "{f:?}");
+            assert!(f.near.iter().all(|n| n != &f.needle));
+        }
+    }
+
+    #[test]
+    fn questions_are_of_every_kind_and_paraphrase_the_needle() {
+        let mut g = FactGrammar::new(9);
+        let mut openings = std::collections::BTreeSet::new();
+        let mut repeats_opening = 0;
+        let n = 4000;
+        for _ in 0..n {
+            let f = g.fact(false);
+            openings.insert(f.question.split_whitespace().next().unwrap().to_owned());
+            let first_two: Vec<&str> = f.needle.split_whitespace().take(2).collect();
+            repeats_opening += usize::from(f.question.contains(&first_two.join(" ")));
+        }
+        for w in ["What", "Who", "Where", "When", "Why", "How", "Which", "In", "For", "With", "At", "On"] {
+            assert!(openings.contains(w), "no question opens with {w}: {openings:?}");
+        }
+        // Questions ask in their own order: most do not start with the needle's opening.
+        let share = repeats_opening as f64 / n as f64;
+        assert!(share < 0.7, "{share}");
+    }
+
+    #[test]
+    fn english_agreement_in_a_few_known_cases() {
+        let e = Event {
+            subject: Person {
+                full: "the twins of Orford".into(),
+                short: "the twins of Orford".into(),
+                pronoun: Pronoun::They,
+                plural: true,
+            },
+            verb: VERBS[0],
+            object: "their spare keys".into(),
+            object_plural_noun: "keys".into(),
+            past: false,
+            asked: Role::Place,
+            circumstance: "under the stairs".into(),
+            time_question: "Where",
+            extra: None,
+        };
+        let mut g = FactGrammar::new(1);
+        assert_eq!(g.realise(&e, Shape::Plain).0, "The twins of Orford keep their spare keys under the stairs.");
+        assert_eq!(g.realise(&e, Shape::Passive).0, "Their spare keys are kept under the stairs by the twins of Orford.");
+        assert_eq!(g.realise(&e, Shape::Fronted).0, "Under the stairs, the twins of Orford keep their spare keys.");
+        assert_eq!(g.realise(&e, Shape::Cleft).0, "It is under the stairs that the twins of Orford keep their spare keys.");
+        let past = Event {
+            past: true,
+            subject: Person { plural: false, full: "Nell Voss".into(), short: "Nell".into(), pronoun: Pronoun::She },
+            ..e
+        };
+        assert_eq!(g.realise(&past, Shape::Plain).0, "Nell Voss kept their spare keys under the stairs.");
+        assert_eq!(
+            g.realise(&past, Shape::Perfect).0.split(" since ").next().unwrap(),
+            "Nell Voss has kept their spare keys under the stairs"
+        );
+    }
+}
