@@ -6,12 +6,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    // Not a `#[source]`: the message already holds it, and `{:#}` would print it twice.
+    #[error("{path}: {error}")]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file was read but its content is not what it should be.
     #[error("{path}: {message}")]
@@ -45,7 +46,7 @@ impl CoreError {
 
     /// A [`CoreError::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        CoreError::Io { path: path.into(), source }
+        CoreError::Io { path: path.into(), error: source }
     }
 }
 

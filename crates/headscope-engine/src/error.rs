@@ -7,12 +7,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// A file could not be read.
-    #[error("{path}: {source}")]
+    // Not a `#[source]`: the message holds it, and `{:#}` would print it twice.
+    #[error("{path}: {error}")]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A config file is malformed or inconsistent.
     #[error("{path}: {message}")]

@@ -123,7 +123,7 @@ impl ModelSpec {
 
     /// Reads config.json and describes its architecture.
     pub fn from_config_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| EngineError::Io { path: path.to_owned(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| EngineError::Io { path: path.to_owned(), error: e })?;
         Self::from_config_json(&text, path)
     }
 

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A file could not be read.
-    #[error("{path}: {source}")]
+    // Not a `#[source]`: the message holds it, and `{:#}` would print it twice.
+    #[error("{path}: {error}")]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A required file is missing from the model directory.
     #[error("{dir}: no {what} found ({hint})")]
@@ -66,7 +67,7 @@ impl From<headscope_engine::EngineError> for ModelError {
     fn from(e: headscope_engine::EngineError) -> Self {
         use headscope_engine::EngineError as E;
         match e {
-            E::Io { path, source } => ModelError::Io { path, source },
+            E::Io { path, error } => ModelError::Io { path, error },
             E::Config { path, message } => ModelError::Config { path, message },
             E::Unsupported(m) => ModelError::Unsupported(m),
             E::TooLong(m) => ModelError::TooLong(m),

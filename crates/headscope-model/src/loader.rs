@@ -52,7 +52,7 @@ pub struct LoadedModel {
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::Io { path: index.clone(), source: e })?;
+        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::Io { path: index.clone(), error: e })?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::config(&index, format!("not JSON: {e}")))?;
         let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::config(&index, "no `weight_map` object"))?;
         let mut files: Vec<PathBuf> = Vec::new();
@@ -70,7 +70,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         return Ok(files);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| ModelError::Io { path: dir.to_owned(), source: e })?
+        .map_err(|e| ModelError::Io { path: dir.to_owned(), error: e })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
@@ -95,10 +95,10 @@ pub fn model_dir_hash(dir: &Path, weights: &[PathBuf]) -> Result<String> {
     let mut h = Sha256::new();
     for name in ["config.json", "tokenizer.json"] {
         let p = dir.join(name);
-        h.update(std::fs::read(&p).map_err(|e| ModelError::Io { path: p.clone(), source: e })?);
+        h.update(std::fs::read(&p).map_err(|e| ModelError::Io { path: p.clone(), error: e })?);
     }
     for w in weights {
-        let io = |e| ModelError::Io { path: w.clone(), source: e };
+        let io = |e| ModelError::Io { path: w.clone(), error: e };
         let mut f = std::fs::File::open(w).map_err(io)?;
         let size = f.metadata().map_err(io)?.len();
         h.update(w.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
@@ -191,7 +191,7 @@ impl ModelDir {
         let hash = model_dir_hash(dir, &weight_files)?;
         let tokenizer_hash = {
             let p = dir.join("tokenizer.json");
-            headscope_core::files::short_hash(&std::fs::read(&p).map_err(|e| ModelError::Io { path: p, source: e })?)
+            headscope_core::files::short_hash(&std::fs::read(&p).map_err(|e| ModelError::Io { path: p, error: e })?)
         };
         Ok(ModelDir { dir: dir.to_owned(), spec, tokenizer, eos_token_ids: eos, weight_files, hash, tokenizer_hash })
     }
@@ -408,7 +408,7 @@ fn read_generation_eos(dir: &Path) -> Result<Vec<u32>> {
     if !p.exists() {
         return Ok(vec![]);
     }
-    let text = std::fs::read_to_string(&p).map_err(|e| ModelError::Io { path: p.clone(), source: e })?;
+    let text = std::fs::read_to_string(&p).map_err(|e| ModelError::Io { path: p.clone(), error: e })?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::config(&p, format!("not JSON: {e}")))?;
     Ok(crate::spec::token_ids(&v, "eos_token_id"))
 }

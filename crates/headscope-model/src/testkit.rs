@@ -164,7 +164,7 @@ impl TinyModel {
 
     /// Writes the model directory (created if needed).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let io = |e: std::io::Error| ModelError::Io { path: dir.to_owned(), source: e };
+        let io = |e: std::io::Error| ModelError::Io { path: dir.to_owned(), error: e };
         std::fs::create_dir_all(dir).map_err(io)?;
         let write_json = |name: &str, v: &serde_json::Value| -> Result<()> {
             std::fs::write(dir.join(name), serde_json::to_string_pretty(v).expect("JSON values serialise")).map_err(io)

@@ -35,10 +35,10 @@ impl HfTokenizer {
                 hint: "HeadScope needs the fast-tokenizer file; convert a sentencepiece model with transformers' save_pretrained".into(),
             });
         }
-        let json = std::fs::read(&path).map_err(|e| ModelError::Io { path: path.clone(), source: e })?;
+        let json = std::fs::read(&path).map_err(|e| ModelError::Io { path: path.clone(), error: e })?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg = if cfg_path.exists() {
-            Some(std::fs::read(&cfg_path).map_err(|e| ModelError::Io { path: cfg_path.clone(), source: e })?)
+            Some(std::fs::read(&cfg_path).map_err(|e| ModelError::Io { path: cfg_path.clone(), error: e })?)
         } else {
             None
         };

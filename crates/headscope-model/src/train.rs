@@ -202,7 +202,7 @@ impl Trainer {
     /// (`trainer.json`) into `dir`, each written to a temporary name first so a crash never leaves half a
     /// checkpoint.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let io = |e: std::io::Error| ModelError::Io { path: dir.to_owned(), source: e };
+        let io = |e: std::io::Error| ModelError::Io { path: dir.to_owned(), error: e };
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut weights = HashMap::new();
         let mut moments = HashMap::new();
@@ -227,7 +227,7 @@ impl Trainer {
         let moments = candle_core::safetensors::load(dir.join("optimizer.safetensors"), &self.device)?;
         let meta_path = dir.join("trainer.json");
         let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&meta_path).map_err(|e| ModelError::Io { path: meta_path.clone(), source: e })?)
+            serde_json::from_str(&std::fs::read_to_string(&meta_path).map_err(|e| ModelError::Io { path: meta_path.clone(), error: e })?)
                 .map_err(|e| ModelError::config(&meta_path, e.to_string()))?;
         for p in &mut self.params {
             let missing = |what: &str| ModelError::Weights(format!("checkpoint {} lacks {what}", dir.display()));

@@ -27,13 +27,13 @@ pub enum PlotError {
         ext: String,
     },
     /// The output file could not be written.
-    #[error("cannot write {path}: {source}")]
+    // Not a `#[source]`: the message holds it, and `{:#}` would print it twice.
+    #[error("cannot write {path}: {error}")]
     Io {
         /// The file being written.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 

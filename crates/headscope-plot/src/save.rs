@@ -44,7 +44,7 @@ fn save_with(
     draw_png: impl FnOnce(&DrawingArea<PngBackend, Shift>) -> Result<(), PlotError>,
     draw_svg: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), PlotError>,
 ) -> Result<(), PlotError> {
-    let io = |source| PlotError::Io { path: path.to_path_buf(), source };
+    let io = |source| PlotError::Io { path: path.to_path_buf(), error: source };
     match format_of(path)? {
         Format::Svg => {
             let mut svg = String::new();
@@ -67,7 +67,7 @@ fn save_png(
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<PngBackend, Shift>) -> Result<(), PlotError>,
 ) -> Result<(), PlotError> {
-    std::fs::File::create(path).map_err(|source| PlotError::Io { path: path.to_path_buf(), source })?;
+    std::fs::File::create(path).map_err(|source| PlotError::Io { path: path.to_path_buf(), error: source })?;
     let result = {
         let area = EmbeddedText::new(BitMapBackend::new(path, size)).into_drawing_area();
         draw(&area).and_then(|()| area.present().map_err(PlotError::drawing))

@@ -176,15 +176,20 @@ impl TestLog {
         &self.records
     }
 
-    /// Appends a record and flushes it to disk before returning.
+    /// Appends a record and flushes it to disk before returning. Where the write fails (a full disk),
+    /// the file is cut back to its records before it, and the error returned.
     pub fn append(&mut self, record: TestRecord) -> Result<()> {
         if self.contains(&record.id) {
             return Err(CoreError::invalid(format!("test {} is already recorded in {}", record.id, self.path.display())));
         }
         let mut line = serde_json::to_string(&record).map_err(|e| CoreError::invalid(format!("test {}: {e}", record.id)))?;
         line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(|e| CoreError::io(&self.path, e))?;
-        self.file.sync_data().map_err(|e| CoreError::io(&self.path, e))?;
+        let before = self.file.metadata().map_err(|e| CoreError::io(&self.path, e))?.len();
+        if let Err(e) = self.file.write_all(line.as_bytes()).and_then(|()| self.file.sync_data()) {
+            // A full disk can take part of the line: cut it off, so the file keeps whole records only.
+            let _ = self.file.set_len(before);
+            return Err(CoreError::io(&self.path, e));
+        }
         self.index.insert(record.id.clone(), self.records.len());
         self.records.push(record);
         Ok(())
