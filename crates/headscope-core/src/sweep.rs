@@ -19,13 +19,27 @@ pub fn parse_lengths(spec: &str) -> Result<Vec<usize>> {
     if n == 0 || min == 0 || min > max {
         return Err(bad("need 0 < MIN <= MAX and N >= 1"));
     }
+    if n > MAX_LENGTHS {
+        return Err(bad(&format!("N is at most {MAX_LENGTHS}")));
+    }
     Ok(linspace(min as f64, max as f64, n).into_iter().map(|v| v.round() as usize).fold(Vec::new(), dedup_push))
 }
+
+/// Most lengths in one sweep: far more than any study uses, few enough that a typo cannot ask for memory
+/// the machine lacks.
+pub const MAX_LENGTHS: usize = 10_000;
+
+/// Most depths in one sweep (0.1 % apart).
+pub const MAX_DEPTHS: usize = 1001;
+
+/// Most tests in one sweep (needles x lengths x depths).
+pub const MAX_TESTS: usize = 1_000_000;
 
 /// `n` depths in percent evenly spaced over 0..=100 (one depth: 50 %).
 pub fn depths(n: usize) -> Result<Vec<f64>> {
     match n {
         0 => Err(CoreError::invalid("--depths must be at least 1")),
+        n if n > MAX_DEPTHS => Err(CoreError::invalid(format!("--depths {n}: at most {MAX_DEPTHS} depths (0.1 % apart)"))),
         1 => Ok(vec![50.0]),
         _ => Ok(linspace(0.0, 100.0, n).into_iter().map(|d| (d * 1e6).round() / 1e6).collect()),
     }
@@ -85,7 +99,8 @@ mod tests {
         assert_eq!(parse_lengths("1000:4000:4").unwrap(), vec![1000, 2000, 3000, 4000]);
         assert_eq!(parse_lengths("256").unwrap(), vec![256]);
         assert_eq!(parse_lengths("10:11:5").unwrap(), vec![10, 11]);
-        for bad in ["", "1:2", "5:1:3", "0:10:2", "1:10:0", "a:b:c"] {
+        // A typo's huge N is an error, not a request for terabytes (the fuzzer's 274 GB allocation).
+        for bad in ["", "1:2", "5:1:3", "0:10:2", "1:10:0", "a:b:c", "200:600:34359738368", "1:2:10001"] {
             assert!(parse_lengths(bad).is_err(), "{bad}");
         }
     }
@@ -95,6 +110,8 @@ mod tests {
         assert_eq!(depths(5).unwrap(), vec![0.0, 25.0, 50.0, 75.0, 100.0]);
         assert_eq!(depths(1).unwrap(), vec![50.0]);
         assert!(depths(0).is_err());
+        assert!(depths(MAX_DEPTHS + 1).is_err() && depths(usize::MAX).is_err());
+        assert_eq!(depths(MAX_DEPTHS).unwrap().len(), MAX_DEPTHS);
         assert_eq!(depths(3).unwrap()[1], 50.0);
     }
 

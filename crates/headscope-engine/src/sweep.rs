@@ -92,6 +92,16 @@ impl SweepPlan {
         inputs.check()?;
         let lengths = parse_lengths(lengths)?;
         let depths = depths(depth_count)?;
+        let tests = inputs.needles.len().saturating_mul(lengths.len()).saturating_mul(depths.len());
+        if tests > headscope_core::sweep::MAX_TESTS {
+            return Err(EngineError::Invalid(format!(
+                "{} needles x {} lengths x {} depths = {tests} tests, more than the {} one sweep may hold; split it",
+                inputs.needles.len(),
+                lengths.len(),
+                depths.len(),
+                headscope_core::sweep::MAX_TESTS
+            )));
+        }
         check_fits(spec, lengths.iter().max().copied().unwrap_or(0), inputs.max_new_tokens)?;
         let mut builder = NiahBuilder::new(tokenizer, format, inputs.haystack)?;
         let shortest = lengths.iter().min().copied().unwrap_or(0);

@@ -187,7 +187,17 @@ const EOS: u32 = 2;
 
 fn read_recipe(path: &Path) -> Result<Recipe> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading recipe {}", path.display()))?;
-    let r: Recipe = toml::from_str(&text).with_context(|| format!("recipe {}", path.display()))?;
+    parse_recipe(&text, path)
+}
+
+/// Checks a training recipe's text (`path` names it in errors) as `headscope train` reads it: an error
+/// that names the recipe and the setting, never a panic.
+pub fn check_recipe(text: &str, path: &Path) -> Result<()> {
+    parse_recipe(text, path).map(drop)
+}
+
+fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
+    let r: Recipe = toml::from_str(text).with_context(|| format!("recipe {}", path.display()))?;
     if r.data.lengths.is_empty() || r.data.lengths.iter().any(|l| l.tokens < 64 || l.batch == 0 || l.share <= 0.0) {
         bail!("recipe {}: data.lengths needs entries with tokens >= 64, batch >= 1, share > 0", path.display());
     }

@@ -1,0 +1,214 @@
+//! One function per fuzz target: each takes arbitrary bytes as one outside input and runs it through the
+//! same code the CLI and the page run on that input. None may panic, hang or allocate without bound;
+//! errors are the right answer to most inputs. `fuzz/` wraps each in a cargo-fuzz target (nightly);
+//! `tests/seeds.rs` runs every seed and thousands of mutants through them on stable, in CI.
+//!
+//! Each returns whether the input was accepted (parsed, loaded, planned), so that tests can check that
+//! the seeds are valid inputs. Seeds come from the repository's own files ([`seeds`]).
+
+use headscope_core::files::head_scores::parse_head_scores;
+use headscope_core::files::{RunInfo, TestLog};
+use headscope_core::niah::{parse_needles_jsonl, Needle, NiahBuilder};
+use headscope_core::prompt::PromptFormat;
+use headscope_core::{HeadShape, TextTokenizer};
+use headscope_model::testkit::{TinyArch, TinyModel};
+use headscope_model::{HfTokenizer, LoadOptions, LoadedModel, ModelFiles};
+use headscope_web::lab::{self, LabModel};
+use headscope_web::protocol::Request;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The targets, by name: `fuzz/fuzz_targets/NAME.rs` calls the function of that name.
+pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+    ("config_json", config_json),
+    ("safetensors", safetensors),
+    ("tokenizer_json", tokenizer_json),
+    ("tokenizer_config", tokenizer_config),
+    ("generation_config", generation_config),
+    ("needles_jsonl", needles_jsonl),
+    ("haystack", haystack),
+    ("head_scores", head_scores),
+    ("tests_jsonl", tests_jsonl),
+    ("run_json", run_json),
+    ("recipe", recipe),
+    ("worker_request", worker_request),
+];
+
+/// The repository root (for the seed files).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A tiny random Llama model's files, by name, made once.
+fn tiny_files() -> &'static Vec<(String, Vec<u8>)> {
+    static FILES: OnceLock<Vec<(String, Vec<u8>)>> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        TinyModel::new(TinyArch::Llama).write(dir.path()).expect("the tiny model writes");
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.path())
+            .expect("the tiny model's folder")
+            .map(|e| {
+                let e = e.expect("a folder entry");
+                (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).expect("a tiny model file"))
+            })
+            .collect();
+        files.sort();
+        files
+    })
+}
+
+/// Loads the tiny model with file `name` replaced by `data` (added if the model has none), through the
+/// loader the page uses (in memory) and the CLI's checks.
+fn load_with(name: &str, data: &[u8]) -> bool {
+    let mut files: Vec<(String, Vec<u8>)> = tiny_files().iter().filter(|(n, _)| n != name).cloned().collect();
+    files.push((name.to_owned(), data.to_vec()));
+    let Ok(files) = ModelFiles::from_named("fuzz", files) else { return false };
+    LoadedModel::from_files(&files, &LoadOptions::default()).is_ok()
+}
+
+/// `config.json` of a model.
+pub fn config_json(data: &[u8]) -> bool {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = headscope_engine::spec::ModelSpec::from_config_json(text, Path::new("config.json"));
+    }
+    load_with("config.json", data)
+}
+
+/// A `model.safetensors` file: its header, tensor table and data.
+pub fn safetensors(data: &[u8]) -> bool {
+    load_with("model.safetensors", data)
+}
+
+/// The lab model's tokenizer, made once (for the text targets).
+fn lab_tokenizer() -> &'static HfTokenizer {
+    static TOKENIZER: OnceLock<HfTokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(|| HfTokenizer::from_dir(&repo().join("public/models/lab")).expect("the lab model's tokenizer"))
+}
+
+/// `tokenizer.json`: loaded, then used to encode and decode.
+pub fn tokenizer_json(data: &[u8]) -> bool {
+    let Ok(t) = HfTokenizer::from_bytes(data, None) else { return false };
+    let Ok(e) = t.encode("The best thing to do in San Francisco is to eat a sandwich.", true) else { return false };
+    t.decode(&e.ids).is_ok()
+}
+
+/// `tokenizer_config.json`, chat template included: loaded beside a valid tokenizer, the template
+/// rendered.
+pub fn tokenizer_config(data: &[u8]) -> bool {
+    let tokenizer = tiny_files().iter().find(|(n, _)| n == "tokenizer.json").map(|(_, b)| b.as_slice()).unwrap_or_default();
+    let Ok(t) = HfTokenizer::from_bytes(tokenizer, Some(data)) else { return false };
+    t.chat_template().is_none_or(|template| template.render_user_turn("Context. What is the answer?").is_ok())
+}
+
+/// `generation_config.json`.
+pub fn generation_config(data: &[u8]) -> bool {
+    load_with("generation_config.json", data)
+}
+
+/// A needles JSONL file: parsed, and each needle built into a prompt as a sweep's check does.
+pub fn needles_jsonl(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else { return false };
+    let Ok(needles) = parse_needles_jsonl(text, Path::new("needles.jsonl")) else { return false };
+    let Ok(mut builder) = NiahBuilder::new(lab_tokenizer(), PromptFormat::Plain, &["A haystack of plain words. ".repeat(40)]) else {
+        return false;
+    };
+    needles.iter().take(8).map(|n| n.answer_range().is_ok() & builder.build(n, 300, 50.0).is_ok()).fold(true, |a, b| a & b)
+}
+
+/// A haystack text (any bytes, read as the CLI reads a file: lossy UTF-8): a prompt built at two depths.
+pub fn haystack(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(data).into_owned();
+    let needle = Needle {
+        needle: "The best thing to do in San Francisco is eat a sandwich.".into(),
+        question: "What is the best thing to do in San Francisco?".into(),
+        real_needle: "eat a sandwich".into(),
+    };
+    let Ok(mut builder) = NiahBuilder::new(lab_tokenizer(), PromptFormat::Plain, &[text]) else { return false };
+    [0.0, 61.0].iter().map(|&depth| builder.build(&needle, 200, depth).is_ok()).fold(true, |a, b| a & b)
+}
+
+/// A head-score JSON file (`{"layer-head": [score per test]}`).
+pub fn head_scores(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else { return false };
+    parse_head_scores(text, Path::new("head_scores.json")).map(|s| s.ranked()).is_ok()
+}
+
+/// `tests.jsonl` as read back on resume, and each record's hits over a 2 x 2 grid.
+pub fn tests_jsonl(data: &[u8]) -> bool {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("tests.jsonl");
+    std::fs::write(&path, data).expect("a temporary file");
+    let Ok(log) = TestLog::open(&path) else { return false };
+    log.records().iter().map(|r| r.head_hits(HeadShape::new(2, 4)).is_ok()).fold(true, |a, b| a & b)
+}
+
+/// `run.json` as a rerun reads it: compared with the run about to start.
+pub fn run_json(data: &[u8]) -> bool {
+    let Ok(info) = serde_json::from_slice::<RunInfo>(&seed_run_json()) else { return false };
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("run.json");
+    std::fs::write(&path, data).expect("a temporary file");
+    let same_run = info.check_and_write(&path).is_ok();
+    serde_json::from_slice::<RunInfo>(data).is_ok() && same_run
+}
+
+/// A training recipe (TOML).
+pub fn recipe(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else { return false };
+    headscope_train::check_recipe(text, Path::new("recipe.toml")).is_ok()
+}
+
+thread_local! {
+    /// The page's model for the worker target: the tiny model, loaded on the CPU engine as the page loads one.
+    static LAB: Option<LabModel> = ModelFiles::from_named("tiny", tiny_files().clone()).ok().and_then(|f| LabModel::load_cpu(&f).ok());
+}
+
+/// A message to the page's worker (JSON of [`Request`], as the page's structured clone carries it): a
+/// sweep is planned, a mask and a test builder made, as the worker does before running anything; a
+/// model source's URL or shard index is read.
+pub fn worker_request(data: &[u8]) -> bool {
+    let _ = lab::shard_names(data);
+    let Ok(request) = serde_json::from_slice::<Request>(data) else { return false };
+    LAB.with(|lab| {
+        let Some(model) = lab else { return false };
+        let mask_ok = |m: &Option<headscope_web::protocol::MaskRequest>| m.as_ref().is_none_or(|m| model.head_mask(m).is_ok());
+        match &request {
+            Request::Sweep { setup, lengths, depths, mask } => lab::plan_sweep(model, setup, lengths, *depths).is_ok() & mask_ok(mask),
+            Request::Rerun { setup, mask, .. } => model.head_mask(mask).is_ok() & model.builder(&model.tokenizer, setup).is_ok(),
+            Request::HeadView { setup, mask, head, .. } => {
+                model.shape().check(std::slice::from_ref(head)).is_ok() & mask_ok(mask) & model.builder(&model.tokenizer, setup).is_ok()
+            }
+            Request::LoadModel { source: headscope_web::protocol::ModelSource::Url { url }, .. } => lab::model_base_url(url).is_ok(),
+            _ => true,
+        }
+    })
+}
+
+/// A `run.json` of a real run (made once by running the engine's bookkeeping on the tiny model's files).
+fn seed_run_json() -> Vec<u8> {
+    std::fs::read(repo().join("crates/headscope-fuzz/seeds/run.json")).unwrap_or_default()
+}
+
+/// The seed inputs of target `name`: the repository's own files of that kind.
+pub fn seeds(name: &str) -> Vec<Vec<u8>> {
+    let read = |rel: &str| std::fs::read(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let tiny = |file: &str| tiny_files().iter().find(|(n, _)| n == file).map(|(_, b)| b.clone()).unwrap_or_default();
+    match name {
+        "config_json" => vec![tiny("config.json")],
+        "safetensors" => vec![tiny("model.safetensors")],
+        "tokenizer_json" => vec![tiny("tokenizer.json")],
+        "tokenizer_config" => vec![
+            tiny("tokenizer_config.json"),
+            br#"{"bos_token":"<s>","eos_token":"</s>","chat_template":"{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"}"#.to_vec(),
+        ],
+        "generation_config" => vec![read("public/models/lab/generation_config.json")],
+        "needles_jsonl" => vec![read("public/needles/heldout.jsonl"), read("public/needles/handwritten.jsonl")],
+        "haystack" => vec![read("public/haystacks/village.txt"), read("public/haystacks/kjv-john.txt")[..4000].to_vec()],
+        "head_scores" => vec![read("crates/headscope-fuzz/seeds/head_scores.json")],
+        "tests_jsonl" => vec![read("crates/headscope-fuzz/seeds/tests.jsonl")],
+        "run_json" => vec![seed_run_json()],
+        "recipe" => vec![read("public/models/lab/recipe.toml"), read("docs/lab-v4/recipe-next-stage5.toml")],
+        "worker_request" => vec![read("crates/headscope-fuzz/seeds/sweep-request.json"), read("crates/headscope-fuzz/seeds/head-view-request.json")],
+        other => panic!("no fuzz target {other}"),
+    }
+}
