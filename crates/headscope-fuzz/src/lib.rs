@@ -18,8 +18,11 @@ use headscope_web::protocol::Request;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// A target: takes one input, says whether it was accepted.
+pub type Target = fn(&[u8]) -> bool;
+
 /// The targets, by name: `fuzz/fuzz_targets/NAME.rs` calls the function of that name.
-pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("config_json", config_json),
     ("safetensors", safetensors),
     ("tokenizer_json", tokenizer_json),
