@@ -55,6 +55,9 @@ impl HfTokenizer {
         // and a panic kills the page's worker. From a well-formed document it returns errors.
         let value: serde_json::Value =
             serde_json::from_slice(tokenizer_json).map_err(|e| ModelError::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
+        if let Some(p) = value.get("post_processor") {
+            check_post_processor(p).map_err(|m| ModelError::Tokenizer(format!("tokenizer.json: post_processor: {m}")))?;
+        }
         let inner: tokenizers::Tokenizer =
             serde_json::from_value(value).map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
         let cfg: Value = match tokenizer_config {
@@ -162,4 +165,45 @@ pub fn train_byte_level_bpe(texts: &[String], vocab_size: usize, specials: &[&st
         .map_err(err)?;
     tokenizer.train(&mut trainer, texts.iter()).map_err(err)?;
     Ok(tokenizer.into())
+}
+
+/// Checks what the tokenizers crate assumes of a `TemplateProcessing` post-processor (alone or inside a
+/// `Sequence`) but does not check when it reads one from JSON, and then panics on while encoding (found
+/// by `scripts/fuzz.sh`): every special token a template names is defined, with as many ids as tokens,
+/// and the single-sequence template names sequence A only.
+fn check_post_processor(p: &Value) -> std::result::Result<(), String> {
+    match p.get("type").and_then(Value::as_str) {
+        Some("Sequence") => {
+            for inner in p.get("processors").and_then(Value::as_array).into_iter().flatten() {
+                check_post_processor(inner)?;
+            }
+            Ok(())
+        }
+        Some("TemplateProcessing") => {
+            let specials = p.get("special_tokens").and_then(Value::as_object);
+            for (name, token) in specials.into_iter().flatten() {
+                let count = |k: &str| token.get(k).and_then(Value::as_array).map(Vec::len);
+                if count("ids") != count("tokens") {
+                    return Err(format!("special token `{name}` has {:?} ids but {:?} tokens", count("ids"), count("tokens")));
+                }
+            }
+            for template in ["single", "pair"] {
+                for piece in p.get(template).and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(id) = piece.get("SpecialToken").and_then(|t| t.get("id")).and_then(Value::as_str) {
+                        if !specials.is_some_and(|s| s.contains_key(id)) {
+                            return Err(format!(
+                                "the {template} template names the special token `{id}`, which special_tokens does not define"
+                            ));
+                        }
+                    }
+                    let sequence = piece.get("Sequence").and_then(|t| t.get("id")).and_then(Value::as_str);
+                    if template == "single" && sequence.is_some_and(|id| id != "A") {
+                        return Err("the single template names sequence B".into());
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }

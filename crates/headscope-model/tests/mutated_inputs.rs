@@ -100,3 +100,50 @@ fn mutated_tokenizer_json_is_an_error_not_a_panic() {
         assert!(e.contains("tokenizer.json"), "{what}: {e}");
     }
 }
+
+/// What `scripts/fuzz.sh` found: a template post-processor that names a special token it does not define
+/// (or sequence B in the single template) loads in the tokenizers crate and panics on the first encode.
+/// Such files are now refused by name, and an encode of each accepted variant returns.
+#[test]
+fn a_template_post_processor_naming_an_undefined_token_is_an_error_not_a_panic() {
+    let template = |single: &str, specials: &str| {
+        format!(
+            r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":null,
+            "post_processor":{{"type":"TemplateProcessing","single":{single},"pair":[{{"Sequence":{{"id":"A","type_id":0}}}},{{"Sequence":{{"id":"B","type_id":1}}}}],
+            "special_tokens":{specials}}},"decoder":null,
+            "model":{{"type":"WordLevel","vocab":{{"<unk>":0,"<s>":1,"a":2}},"unk_token":"<unk>"}}}}"#
+        )
+    };
+    let defined = r#"{"<s>":{"id":"<s>","ids":[1],"tokens":["<s>"]}}"#;
+    let cases = [
+        (
+            "an undefined special token",
+            template(r#"[{"SpecialToken":{"id":"</s","type_id":0}},{"Sequence":{"id":"A","type_id":0}}]"#, defined),
+            false,
+        ),
+        ("sequence B in the single template", template(r#"[{"Sequence":{"id":"B","type_id":0}}]"#, defined), false),
+        (
+            "ids and tokens of different lengths",
+            template(r#"[{"SpecialToken":{"id":"<s>","type_id":0}}]"#, r#"{"<s>":{"id":"<s>","ids":[1,2],"tokens":["<s>"]}}"#),
+            false,
+        ),
+        ("a valid template", template(r#"[{"SpecialToken":{"id":"<s>","type_id":0}},{"Sequence":{"id":"A","type_id":0}}]"#, defined), true),
+    ];
+    for (what, json, valid) in cases {
+        let loaded = std::panic::catch_unwind(|| HfTokenizer::from_bytes(json.as_bytes(), None))
+            .unwrap_or_else(|_| panic!("{what}: loading panicked"));
+        match loaded {
+            Ok(t) => {
+                assert!(valid, "{what} was accepted");
+                let ids = std::panic::catch_unwind(AssertUnwindSafe(|| headscope_core::TextTokenizer::encode(&t, "a", true)))
+                    .unwrap_or_else(|_| panic!("{what}: encoding panicked"))
+                    .unwrap();
+                assert_eq!(ids.ids, vec![1, 2]);
+            }
+            Err(e) => {
+                assert!(!valid, "{what}: {e}");
+                assert!(e.to_string().contains("post_processor"), "{what}: {e}");
+            }
+        }
+    }
+}
