@@ -167,43 +167,40 @@ pub fn train_byte_level_bpe(texts: &[String], vocab_size: usize, specials: &[&st
     Ok(tokenizer.into())
 }
 
-/// Checks what the tokenizers crate assumes of a `TemplateProcessing` post-processor (alone or inside a
-/// `Sequence`) but does not check when it reads one from JSON, and then panics on while encoding (found
-/// by `scripts/fuzz.sh`): every special token a template names is defined, with as many ids as tokens,
-/// and the single-sequence template names sequence A only.
+/// Checks what the tokenizers crate assumes of a template post-processor (alone or inside a sequence of
+/// processors) but does not check when it reads one from JSON, and then panics on while encoding (found
+/// by `scripts/fuzz.sh`): every special token a template names is defined under its own id, with as
+/// many ids as tokens, and the single-sequence template names sequence A only. The crate reads
+/// processors by their fields (a misspelt `type` still loads), so the fields decide here too.
 fn check_post_processor(p: &Value) -> std::result::Result<(), String> {
-    match p.get("type").and_then(Value::as_str) {
-        Some("Sequence") => {
-            for inner in p.get("processors").and_then(Value::as_array).into_iter().flatten() {
-                check_post_processor(inner)?;
-            }
-            Ok(())
-        }
-        Some("TemplateProcessing") => {
-            let specials = p.get("special_tokens").and_then(Value::as_object);
-            for (name, token) in specials.into_iter().flatten() {
-                let count = |k: &str| token.get(k).and_then(Value::as_array).map(Vec::len);
-                if count("ids") != count("tokens") {
-                    return Err(format!("special token `{name}` has {:?} ids but {:?} tokens", count("ids"), count("tokens")));
-                }
-            }
-            for template in ["single", "pair"] {
-                for piece in p.get(template).and_then(Value::as_array).into_iter().flatten() {
-                    if let Some(id) = piece.get("SpecialToken").and_then(|t| t.get("id")).and_then(Value::as_str) {
-                        if !specials.is_some_and(|s| s.contains_key(id)) {
-                            return Err(format!(
-                                "the {template} template names the special token `{id}`, which special_tokens does not define"
-                            ));
-                        }
-                    }
-                    let sequence = piece.get("Sequence").and_then(|t| t.get("id")).and_then(Value::as_str);
-                    if template == "single" && sequence.is_some_and(|id| id != "A") {
-                        return Err("the single template names sequence B".into());
-                    }
-                }
-            }
-            Ok(())
-        }
-        _ => Ok(()),
+    if let Some(inner) = p.get("processors").and_then(Value::as_array) {
+        return inner.iter().try_for_each(check_post_processor);
     }
+    if p.get("single").is_none() && p.get("pair").is_none() && p.get("special_tokens").is_none() {
+        return Ok(());
+    }
+    let specials = p.get("special_tokens").and_then(Value::as_object);
+    for (name, token) in specials.into_iter().flatten() {
+        let count = |k: &str| token.get(k).and_then(Value::as_array).map(Vec::len);
+        if count("ids") != count("tokens") {
+            return Err(format!("special token `{name}` has {:?} ids but {:?} tokens", count("ids"), count("tokens")));
+        }
+        if token.get("id").and_then(Value::as_str) != Some(name.as_str()) {
+            return Err(format!("special token `{name}` is stored under another id"));
+        }
+    }
+    for template in ["single", "pair"] {
+        for piece in p.get(template).and_then(Value::as_array).into_iter().flatten() {
+            if let Some(id) = piece.get("SpecialToken").and_then(|t| t.get("id")).and_then(Value::as_str) {
+                if !specials.is_some_and(|s| s.contains_key(id)) {
+                    return Err(format!("the {template} template names the special token `{id}`, which special_tokens does not define"));
+                }
+            }
+            let sequence = piece.get("Sequence").and_then(|t| t.get("id")).and_then(Value::as_str);
+            if template == "single" && sequence.is_some_and(|id| id != "A") {
+                return Err("the single template names sequence B".into());
+            }
+        }
+    }
+    Ok(())
 }

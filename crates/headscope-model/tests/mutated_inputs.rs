@@ -127,6 +127,12 @@ fn a_template_post_processor_naming_an_undefined_token_is_an_error_not_a_panic()
             template(r#"[{"SpecialToken":{"id":"<s>","type_id":0}}]"#, r#"{"<s>":{"id":"<s>","ids":[1,2],"tokens":["<s>"]}}"#),
             false,
         ),
+        (
+            "a misspelt type and a token stored under another id",
+            template(r#"[{"SpecialToken":{"id":"<s>","type_id":0}}]"#, r#"{"<q>":{"id":"<s>","ids":[1],"tokens":["<s>"]}}"#)
+                .replace("TemplateProcessing", "TemplateProcussing"),
+            false,
+        ),
         ("a valid template", template(r#"[{"SpecialToken":{"id":"<s>","type_id":0}},{"Sequence":{"id":"A","type_id":0}}]"#, defined), true),
     ];
     for (what, json, valid) in cases {
