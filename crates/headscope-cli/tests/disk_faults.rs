@@ -4,13 +4,11 @@
 //!
 //! Mounting needs root (or a user namespace); where the mount is refused the tests say so and skip.
 
-use serde_json::Value;
+mod common;
+
+use common::fault_sweep::{records, FaultSweep};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn repo(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel).to_string_lossy().into_owned()
-}
 
 fn headscope(args: &[String]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_headscope")).args(args).output().unwrap()
@@ -47,62 +45,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// tests.jsonl as JSON values without timings; every line must parse.
-fn records(dir: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(dir.join("tests.jsonl")).unwrap_or_default();
-    text.lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("a corrupted record in {}: {e}: {l}", dir.display()));
-            v.as_object_mut().unwrap().remove("seconds");
-            v
-        })
-        .collect()
-}
-
-struct Setup {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    model: String,
-    needles: String,
-}
-
-fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_owned();
-    let model = root.join("tiny").to_string_lossy().into_owned();
-    let made = headscope(&["tiny-model".into(), "--out".into(), model.clone(), "--arch".into(), "llama".into()]);
-    assert!(made.status.success());
-    let needles = root.join("needles.jsonl");
-    let heldout = std::fs::read_to_string(repo("public/needles/heldout.jsonl")).unwrap();
-    std::fs::write(&needles, heldout.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    Setup { _tmp: tmp, root, model, needles: needles.to_string_lossy().into_owned() }
-}
-
-fn detect(s: &Setup, out: &Path) -> Vec<String> {
-    [
-        "detect",
-        "--model",
-        &s.model,
-        "--out",
-        &out.to_string_lossy(),
-        "--needles",
-        &s.needles,
-        "--haystack",
-        &repo("public/haystacks/kjv-john.txt"),
-        "--lengths",
-        "200:600:4",
-        "--depths",
-        "6",
-        "--max-new-tokens",
-        "12",
-        "--gate",
-        "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 fn copy_folder(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -113,9 +55,9 @@ fn copy_folder(from: &Path, to: &Path) {
 
 #[test]
 fn a_full_disk_stops_the_sweep_with_a_clear_error_and_loses_nothing() {
-    let s = setup();
+    let s = FaultSweep::new();
     let reference = s.root.join("reference");
-    let done = headscope(&detect(&s, &reference));
+    let done = headscope(&s.args(&reference));
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     let want = records(&reference);
     // Room for run.json and head_scores.json (a 4 KiB page each) and about half of the records.
@@ -123,7 +65,7 @@ fn a_full_disk_stops_the_sweep_with_a_clear_error_and_loses_nothing() {
     let room = 2 * 4096 + (records_bytes / 2).next_multiple_of(4096);
     let Some(disk) = Tmpfs::mount(&s.root.join("small"), room) else { return };
     let out = disk.0.join("run");
-    let failed = headscope(&detect(&s, &out));
+    let failed = headscope(&s.args(&out));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert_eq!(failed.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("No space left on device") && stderr.contains(&*out.to_string_lossy()), "no clear error: {stderr}");
@@ -135,7 +77,7 @@ fn a_full_disk_stops_the_sweep_with_a_clear_error_and_loses_nothing() {
     // Moved to a disk with room, the same command resumes to the uninterrupted result.
     let moved = s.root.join("moved");
     copy_folder(&out, &moved);
-    let resumed = headscope(&detect(&s, &moved));
+    let resumed = headscope(&s.args(&moved));
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
     assert_eq!(records(&moved), want);
     let scores = |d: &Path| std::fs::read(d.join("head_scores.json")).unwrap();
@@ -144,12 +86,12 @@ fn a_full_disk_stops_the_sweep_with_a_clear_error_and_loses_nothing() {
 
 #[test]
 fn a_read_only_output_folder_is_refused_by_name_and_left_as_it_was() {
-    let s = setup();
+    let s = FaultSweep::new();
     let Some(disk) = Tmpfs::mount(&s.root.join("ro"), 1 << 20) else { return };
     // A run stopped half-way (its first records), then the folder made read-only.
     let out = disk.0.join("run");
     let full = s.root.join("full");
-    assert!(headscope(&detect(&s, &full)).status.success());
+    assert!(headscope(&s.args(&full)).status.success());
     std::fs::create_dir_all(&out).unwrap();
     for name in ["run.json", "tests.jsonl"] {
         let text = std::fs::read_to_string(full.join(name)).unwrap();
@@ -160,7 +102,7 @@ fn a_read_only_output_folder_is_refused_by_name_and_left_as_it_was() {
         ["run.json", "tests.jsonl"].iter().map(|n| (n.to_string(), std::fs::read(out.join(n)).unwrap())).collect();
     disk.remount("ro");
     for target in [out.clone(), disk.0.join("new")] {
-        let failed = headscope(&detect(&s, &target));
+        let failed = headscope(&s.args(&target));
         let stderr = String::from_utf8_lossy(&failed.stderr);
         assert_eq!(failed.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("Read-only file system") && stderr.contains(&*disk.0.to_string_lossy()), "no clear error: {stderr}");

@@ -36,3 +36,4 @@ pub fn fails_all(args: &[&str], expect: &[&str]) {
         assert!(stderr.contains("error:") && stderr.contains(e), "headscope {args:?}: expected `{e}` in: {stderr}");
     }
 }
+pub mod fault_sweep;
