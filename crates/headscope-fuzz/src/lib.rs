@@ -10,6 +10,7 @@ use headscope_core::files::head_scores::parse_head_scores;
 use headscope_core::files::{RunInfo, TestLog};
 use headscope_core::niah::{parse_needles_jsonl, Needle, NiahBuilder};
 use headscope_core::prompt::PromptFormat;
+use headscope_core::rng::SplitMix64;
 use headscope_core::{HeadShape, TextTokenizer};
 use headscope_model::testkit::{TinyArch, TinyModel};
 use headscope_model::{HfTokenizer, LoadOptions, LoadedModel, ModelFiles};
@@ -220,4 +221,47 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "worker_request" => vec![read("crates/headscope-fuzz/seeds/sweep-request.json"), read("crates/headscope-fuzz/seeds/head-view-request.json")],
         other => panic!("no fuzz target {other}"),
     }
+}
+
+/// One mutant of `seed` (1-3 edits: a truncation, a byte set to a character significant to JSON or TOML,
+/// an inserted extreme value or broken structure, a flipped bit), deterministic in `rng`: what the
+/// stable tests feed the parsers.
+pub fn mutant(seed: &[u8], rng: &mut SplitMix64) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"{}[]\":,=0-.\\ e\n#'\x00\xff";
+    const INSERTS: [&[u8]; 10] = [
+        b"1e999",
+        b"-1",
+        b"18446744073709551616",
+        b"null",
+        b"\"\\ud800\"",
+        b"[[[[[[[[[[[[[[[[",
+        b"{\"\":",
+        b"\xff\xfe",
+        b"4294967296",
+        b"\"\"",
+    ];
+    let mut m = seed.to_vec();
+    for _ in 0..1 + rng.below(3) {
+        match rng.below(4) {
+            0 => m.truncate(rng.below(m.len() as u64 + 1) as usize),
+            1 => {
+                let at = rng.below(m.len().max(1) as u64) as usize;
+                if at < m.len() {
+                    m[at] = ALPHABET[rng.below(ALPHABET.len() as u64) as usize];
+                }
+            }
+            2 => {
+                let at = rng.below(m.len() as u64 + 1) as usize;
+                let what = INSERTS[rng.below(INSERTS.len() as u64) as usize];
+                m.splice(at..at, what.iter().copied());
+            }
+            _ => {
+                let at = rng.below(m.len().max(1) as u64) as usize;
+                if at < m.len() {
+                    m[at] ^= 1 << rng.below(8);
+                }
+            }
+        }
+    }
+    m
 }

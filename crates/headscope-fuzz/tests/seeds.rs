@@ -4,48 +4,8 @@
 //! a panic. `HEADSCOPE_FUZZ_MUTANTS=N` sets the mutants per seed (default 150).
 
 use headscope_core::rng::SplitMix64;
-use headscope_fuzz::{seeds, TARGETS};
+use headscope_fuzz::{mutant, seeds, TARGETS};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-
-fn mutant(seed: &[u8], rng: &mut SplitMix64) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"{}[]\":,=0-.\\ e\n#'\x00\xff";
-    const INSERTS: [&[u8]; 10] = [
-        b"1e999",
-        b"-1",
-        b"18446744073709551616",
-        b"null",
-        b"\"\\ud800\"",
-        b"[[[[[[[[[[[[[[[[",
-        b"{\"\":",
-        b"\xff\xfe",
-        b"4294967296",
-        b"\"\"",
-    ];
-    let mut m = seed.to_vec();
-    for _ in 0..1 + rng.below(3) {
-        match rng.below(4) {
-            0 => m.truncate(rng.below(m.len() as u64 + 1) as usize),
-            1 => {
-                let at = rng.below(m.len().max(1) as u64) as usize;
-                if at < m.len() {
-                    m[at] = ALPHABET[rng.below(ALPHABET.len() as u64) as usize];
-                }
-            }
-            2 => {
-                let at = rng.below(m.len() as u64 + 1) as usize;
-                let what = INSERTS[rng.below(INSERTS.len() as u64) as usize];
-                m.splice(at..at, what.iter().copied());
-            }
-            _ => {
-                let at = rng.below(m.len().max(1) as u64) as usize;
-                if at < m.len() {
-                    m[at] ^= 1 << rng.below(8);
-                }
-            }
-        }
-    }
-    m
-}
 
 #[test]
 fn every_seed_is_accepted_and_no_mutant_panics() {

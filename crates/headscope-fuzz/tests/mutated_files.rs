@@ -1,5 +1,5 @@
 //! The project's own files, mutated (byte edits with JSON-significant characters, truncations, numbers
-//! out of range, deep nesting), read back by core's parsers: needles JSONL, head-score JSON, tests.jsonl
+//! out of range, deep nesting), read back by core's parsers (moved here from headscope-core to share the fuzz harness's mutator): needles JSONL, head-score JSON, tests.jsonl
 //! on resume and run.json on a rerun. Each mutant gives a value or an error, never a panic (issue 22;
 //! a panic kills the page's worker). The seeds are repository files, so this runs in every clone.
 
@@ -9,6 +9,7 @@ use headscope_core::niah::parse_needles_jsonl;
 use headscope_core::rng::SplitMix64;
 use headscope_core::sweep::TestKey;
 use headscope_core::{niah::Needle, HeadShape};
+use headscope_fuzz::mutant;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
@@ -17,34 +18,10 @@ fn repo(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// `count` mutants of `seed`, deterministic.
+/// `count` mutants of `seed` (`headscope_fuzz::mutant`, deterministic), and a deeply nested document.
 fn mutants(seed: &str, count: usize, rng_seed: u64) -> Vec<(String, Vec<u8>)> {
-    let bytes = seed.as_bytes();
     let mut rng = SplitMix64::new(rng_seed);
-    let inserts: [&[u8]; 8] =
-        [b"1e999", b"-1", b"18446744073709551616", b"null", b"\"\\ud800\"", b"[[[[[[[[[[[[[[[[", b"{\"\":", b"\xff\xfe"];
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let mut m = bytes.to_vec();
-        match i % 3 {
-            0 => m.truncate(rng.below(bytes.len() as u64 + 1) as usize),
-            1 => {
-                for _ in 0..1 + rng.below(4) {
-                    let at = rng.below(m.len().max(1) as u64) as usize;
-                    if at < m.len() {
-                        const ALPHABET: &[u8] = b"{}[]\":,0-.\\ e\n";
-                        m[at] = ALPHABET[rng.below(ALPHABET.len() as u64) as usize];
-                    }
-                }
-            }
-            _ => {
-                let at = rng.below(m.len() as u64 + 1) as usize;
-                let what = inserts[rng.below(inserts.len() as u64) as usize];
-                m.splice(at..at, what.iter().copied());
-            }
-        }
-        out.push((format!("mutant {i}"), m));
-    }
+    let mut out: Vec<(String, Vec<u8>)> = (0..count).map(|i| (format!("mutant {i}"), mutant(seed.as_bytes(), &mut rng))).collect();
     out.push(("deeply nested".into(), format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes()));
     out
 }
