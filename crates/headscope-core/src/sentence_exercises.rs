@@ -224,6 +224,32 @@ fn names_a_reserved_fact(sentence: &str, reserved: &[HashSet<String>]) -> bool {
     !words.is_empty() && reserved.iter().any(|r| !r.is_empty() && r.intersection(&words).count() >= r.len().min(2))
 }
 
+/// Where a restated answer to `needle` starts when it starts from the question's words: at the first
+/// content word of the sentence (not a function word, three letters or more) that the question also
+/// names, but never after the answer span (`real_needle`) starts, so that the answer still holds it
+/// ("In 1998 Maria planted ..." asked "When did Maria plant ...?" starts at "In"). A sentence that
+/// shares no such word with its question, or whose span is the whole sentence and comes first, starts
+/// at 0. A span that is the whole sentence (corpus sentences) does not hold the start back.
+pub fn cue_start(needle: &Needle) -> usize {
+    let sentence = needle.needle.as_str();
+    let asked: HashSet<String> = needle.question.split_whitespace().map(bare).filter(|w| !w.is_empty()).collect();
+    let whole = needle.real_needle.len() + 1 >= sentence.trim_end().len();
+    let span_start = if whole { sentence.len() } else { sentence.find(needle.real_needle.as_str()).unwrap_or(0) };
+    let mut offset = 0;
+    for word in sentence.split_inclusive(char::is_whitespace) {
+        let w = word.trim_end();
+        if offset >= span_start {
+            return span_start;
+        }
+        if is_content(w) && asked.contains(&bare(w)) {
+            // From the word's first letter, not from punctuation before it ('"Marrow' starts at 'M').
+            return offset + w.find(|c: char| c.is_alphanumeric()).unwrap_or(0);
+        }
+        offset += word.len();
+    }
+    0
+}
+
 fn is_content(word: &str) -> bool {
     let b = bare(word);
     b.len() >= 3 && !STOPWORDS.contains(&b.as_str())
@@ -242,12 +268,15 @@ pub struct Exercise {
     pub after: Vec<String>,
     /// Further facts placed elsewhere in the context.
     pub elsewhere: Vec<String>,
+    /// Byte offset in the needle sentence where the restated answer starts: 0, or with
+    /// [`SentenceExerciseSettings::cue_answers`] the first word the question names (see [`cue_start`]).
+    pub answer_start: usize,
 }
 
 impl Exercise {
-    /// The text the trainer restates after the prompt: the needle sentence.
+    /// The text the trainer restates after the prompt: the needle sentence, from `answer_start` on.
     pub fn answer(&self) -> &str {
-        &self.needle.needle
+        &self.needle.needle[self.answer_start..]
     }
 
     /// The needle as inserted into the haystack: the near sentences around the needle sentence, with
@@ -274,11 +303,25 @@ pub struct SentenceExerciseSettings {
     /// Share of needles drawn from [`crate::fact_grammar`]: everyday facts with natural questions, and
     /// near sentences of their own kind. Drawn first; the other shares divide the rest.
     pub natural_facts: f64,
+    /// Share of exercises whose answer restates the needle from the first word the question names
+    /// ("lighthouse keeper on Marrow Island paints ..." for "Why does the lighthouse keeper ...?"), not
+    /// from its first word. A sentence's first word ("The", "In", "Every") is shared by many sentences,
+    /// so choosing it is choosing the sentence, with nothing in the question to copy; the question's
+    /// own word is one the model can see, and copying on from wherever that word stands in the context
+    /// finds the needle's words even when the first choice was not the best cue.
+    pub cue_answers: f64,
 }
 
 impl Default for SentenceExerciseSettings {
     fn default() -> Self {
-        SentenceExerciseSettings { corpus_sentences: 0.75, distractors: 0.5, elsewhere: 3, invented_words: 0.4, natural_facts: 0.0 }
+        SentenceExerciseSettings {
+            corpus_sentences: 0.75,
+            distractors: 0.5,
+            elsewhere: 3,
+            invented_words: 0.4,
+            natural_facts: 0.0,
+            cue_answers: 0.0,
+        }
     }
 }
 
@@ -352,6 +395,15 @@ impl SentenceExerciseGenerator {
     }
 
     fn draw(&mut self) -> Exercise {
+        let mut e = self.draw_restating_whole();
+        // No draw at all when the share is 0, so that recipes without cue answers keep their stream.
+        if self.settings.cue_answers > 0.0 && self.rng.unit() < self.settings.cue_answers {
+            e.answer_start = cue_start(&e.needle);
+        }
+        e
+    }
+
+    fn draw_restating_whole(&mut self) -> Exercise {
         // No draw at all when the share is 0, so that recipes without natural facts keep their stream.
         if self.settings.natural_facts > 0.0 && self.rng.unit() < self.settings.natural_facts {
             return self.natural_exercise();
@@ -371,7 +423,7 @@ impl SentenceExerciseGenerator {
         }
         let n_else = self.rng.below(self.settings.elsewhere as u64 + 1) as usize;
         let elsewhere = (0..n_else).map(|_| self.other_fact()).collect();
-        Exercise { needle, before, after, elsewhere }
+        Exercise { needle, before, after, elsewhere, answer_start: 0 }
     }
 
     /// A fact of [`FactGrammar`] with its own near sentences (as often as `distractors` says), and
@@ -389,7 +441,13 @@ impl SentenceExerciseGenerator {
         }
         let n_else = self.rng.below(self.settings.elsewhere as u64 + 1) as usize;
         let elsewhere = (0..n_else).map(|_| if self.rng.below(2) == 0 { grammar.fact(false).needle } else { self.other_fact() }).collect();
-        Exercise { needle: Needle { needle: fact.needle, question: fact.question, real_needle: fact.answer }, before, after, elsewhere }
+        Exercise {
+            needle: Needle { needle: fact.needle, question: fact.question, real_needle: fact.answer },
+            before,
+            after,
+            elsewhere,
+            answer_start: 0,
+        }
     }
 
     /// A corpus sentence with invented words in it, and a question that points at it; also the
@@ -684,6 +742,58 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    fn asked(needle: &str, question: &str, span: &str) -> String {
+        let n = Needle { needle: needle.into(), question: question.into(), real_needle: span.into() };
+        n.needle[cue_start(&n)..].to_owned()
+    }
+
+    #[test]
+    fn cue_answers_start_at_the_first_word_the_question_names() {
+        let lighthouse = "The lighthouse keeper on Marrow Island paints the door blue every spring to keep the salt away.";
+        let why = "Why does the lighthouse keeper on Marrow Island paint the door blue every spring?";
+        assert_eq!(
+            asked(lighthouse, why, "to keep the salt away"),
+            "lighthouse keeper on Marrow Island paints the door blue every spring to keep the salt away."
+        );
+        // A name that opens the sentence is its own cue; function words are never cues.
+        let keys = "Professor Anand keeps his spare keys in a blue teapot.";
+        assert_eq!(asked(keys, "Where does Professor Anand keep his spare keys?", "in a blue teapot"), keys);
+        let mill = "In the end the mayor of Dunmore sold the mill.";
+        assert_eq!(asked(mill, "Who sold the mill in the end?", "the mayor of Dunmore"), "end the mayor of Dunmore sold the mill.");
+        // Never past the answer span's start, so that the answer keeps it.
+        assert_eq!(
+            asked("In 1998 Maria planted an oak tree.", "When did Maria plant an oak tree?", "In 1998"),
+            "In 1998 Maria planted an oak tree."
+        );
+        assert_eq!(
+            asked("Every winter, Jo burns a \"Straw\" whale.", "What does Jo burn every winter?", "a \"Straw\" whale"),
+            "winter, Jo burns a \"Straw\" whale."
+        );
+        // Punctuation before the cue stays out; a span that is the whole sentence does not hold it back.
+        let quoted = "They called it \"Marrow\" after the island.";
+        assert_eq!(asked(quoted, "What is marrow named after?", quoted.trim_end_matches('.')), "Marrow\" after the island.");
+        // Nothing in common: the whole sentence.
+        assert_eq!(asked("Rain fell all night.", "What happened?", "Rain fell all night"), "Rain fell all night.");
+    }
+
+    #[test]
+    fn cue_answers_are_tails_of_the_needle_that_keep_the_answer_span() {
+        let plain = SentenceExerciseSettings { natural_facts: 0.5, ..Default::default() };
+        let mut a = generator(9, plain);
+        assert!((0..50).all(|_| a.next_exercise().answer_start == 0));
+        let mut b = generator(9, SentenceExerciseSettings { cue_answers: 1.0, ..plain });
+        let mut shorter = 0;
+        for _ in 0..200 {
+            let y = b.next_exercise();
+            assert!(y.needle.needle.ends_with(y.answer()), "{:?} is not a tail of {:?}", y.answer(), y.needle.needle);
+            // The answer span stays inside the answer.
+            assert!(y.answer().contains(y.needle.real_needle.as_str()) || y.needle.real_needle.len() + 1 >= y.needle.needle.len());
+            shorter += usize::from(y.answer_start > 0);
+        }
+        assert!(shorter >= 60, "only {shorter} of 200 cue answers start after the sentence's first word");
+    }
+
     use super::*;
 
     fn texts() -> Vec<String> {
@@ -745,10 +855,7 @@ mod tests {
 
     #[test]
     fn questions_point_at_their_sentence_more_than_at_the_near_ones() {
-        let mut g = generator(
-            11,
-            SentenceExerciseSettings { corpus_sentences: 1.0, distractors: 1.0, elsewhere: 0, invented_words: 0.4, natural_facts: 0.0 },
-        );
+        let mut g = generator(11, SentenceExerciseSettings { corpus_sentences: 1.0, distractors: 1.0, elsewhere: 0, ..Default::default() });
         let overlap = |q: &str, s: &str| {
             let q: HashSet<String> = q.split_whitespace().filter(|w| is_content(w)).map(bare).collect();
             s.split_whitespace().filter(|w| is_content(w)).map(bare).collect::<HashSet<_>>().intersection(&q).count()
@@ -808,8 +915,7 @@ mod tests {
         let pool = SentencePool::from_texts(&t);
         assert_eq!(pool.documents, vec![0..6, 6..8]);
         let passage = "A man who has never seen the sea cannot imagine how the waves sound at night.";
-        let settings =
-            SentenceExerciseSettings { corpus_sentences: 1.0, distractors: 1.0, elsewhere: 2, invented_words: 0.4, natural_facts: 0.0 };
+        let settings = SentenceExerciseSettings { corpus_sentences: 1.0, distractors: 1.0, elsewhere: 2, ..Default::default() };
         for seed in 0..200 {
             let e = generator(seed, settings).in_document(1, passage).next_exercise();
             // Text 1 has two sentences and the passage holds one: every corpus sentence is the other,

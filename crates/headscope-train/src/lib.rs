@@ -108,6 +108,10 @@ struct DataRecipe {
     /// repeat copies the repeated sentences instead (v4's next stages in village.txt).
     #[serde(default)]
     repeated_haystacks: f64,
+    /// With `restate`: share of exercises whose answer restates the needle from the first word the
+    /// question names, not from the sentence's first word (`SentenceExerciseSettings::cue_answers`).
+    #[serde(default)]
+    cue_answers: f64,
     lengths: Vec<LengthRecipe>,
 }
 
@@ -224,6 +228,7 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
         ("distractors", r.data.distractors),
         ("natural_facts", r.data.natural_facts),
         ("repeated_haystacks", r.data.repeated_haystacks),
+        ("cue_answers", r.data.cue_answers),
     ] {
         if !(0.0..=1.0).contains(&share) {
             bail!("recipe {}: data.{name} must be a share between 0 and 1, not {share}", path.display());
@@ -249,6 +254,7 @@ impl DataRecipe {
             elsewhere: self.elsewhere_facts,
             invented_words: self.invented_words,
             natural_facts: self.natural_facts,
+            cue_answers: self.cue_answers,
         })
     }
 }
@@ -815,6 +821,31 @@ mod tests {
         s.sentence_settings = Some(SentenceExerciseSettings { distractors: 1.0, ..Default::default() });
         let plain = (0..300u64).filter(|&seed| s.exercise(96, seed, s.vary_prompt_length).unwrap().1.iter().all(|&x| x == 1.0)).count();
         assert!((1..300).contains(&plain), "{plain} of 300 rows of 96 tokens were plain text");
+    }
+
+    #[test]
+    fn cue_answers_restate_the_needle_from_a_word_of_the_question() {
+        let mut s = source(true);
+        s.sentence_settings = Some(SentenceExerciseSettings { natural_facts: 0.5, cue_answers: 1.0, ..Default::default() });
+        let (mut answers, mut shortened) = (0, 0);
+        for seed in 0..30u64 {
+            let (seq, w) = s.exercise(512, seed, s.vary_prompt_length).unwrap();
+            let (Some(first), Some(last)) = (w.iter().position(|&x| x == 8.0), w.iter().rposition(|&x| x == 8.0)) else { continue };
+            let answer = s.tokenizer.decode(&seq[first..last]).unwrap();
+            let prompt = s.tokenizer.decode(&seq[..first]).unwrap();
+            let (book, question) = prompt.split_at(prompt.find("</book>").unwrap());
+            // Still a run of the context's text, ending where its sentence ends ...
+            assert!(book.contains(answer.trim()), "{answer:?} is not in the context");
+            assert!(answer.trim_end().ends_with(['.', '!', '?']), "{answer:?}");
+            // ... that opens with a word of the question, unless the answer span comes first.
+            let opening = answer.split_whitespace().next().unwrap().trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+            if question.to_lowercase().contains(&opening) {
+                shortened += 1;
+            }
+            answers += 1;
+        }
+        assert!(answers >= 25, "only {answers} of 30 rows were exercises");
+        assert!(shortened * 10 >= answers * 7, "{shortened} of {answers} answers open with a word of the question");
     }
 
     #[test]
