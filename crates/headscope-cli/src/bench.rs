@@ -17,6 +17,7 @@
 //! without running out of memory. Next to it stands the physical limit from the config:
 //! (device memory - weight bytes) / KV-cache bytes per token.
 
+use crate::sweep::is_out_of_memory;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use headscope_core::metrics::rouge1_recall;
@@ -559,12 +560,6 @@ fn run_sweep(
         positions += test.prompt_ids.len() - 1;
     }
     Ok((seconds / tests.len().max(1) as f64, reused as f64 / positions.max(1) as f64))
-}
-
-/// Whether an error is the device running out of memory (as opposed to a bug to report).
-fn is_out_of_memory(e: &(impl std::fmt::Display + ?Sized)) -> bool {
-    let m = e.to_string().to_lowercase();
-    m.contains("out_of_memory") || m.contains("out of memory") || m.contains("alloc_failed") || m.contains("memory allocation")
 }
 
 /// Binary search for the longest context (multiple of [`SEARCH_STEP`]) whose KV cache, last prefill

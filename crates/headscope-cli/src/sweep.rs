@@ -194,35 +194,46 @@ impl Sweep {
         if self.wgpu {
             let mut model = load_wgpu(md)?;
             eprintln!("wgpu adapter: {}", model.context().adapter().describe());
-            self.drive(args, &mut model, runner, variants)?;
+            self.drive(args, &mut model, runner, variants, &|| None)?;
         } else {
             let mut model = md.load_weights(&self.options)?;
             if let Some(chunk) = args.run.prefill_chunk {
                 model.set_prefill_chunk(chunk);
             }
-            self.drive(args, &mut model, runner, variants)?;
+            let device = self.options.device.clone();
+            self.drive(args, &mut model, runner, variants, &|| headscope_model::loader::device_memory(&device))?;
         }
         Ok(pending)
     }
 
     /// Runs what `runner` has left on `engine`, appending each record to its variant's log as it ends.
+    /// `memory` reports the device's free and total bytes, for an out-of-memory error to name them.
     fn drive<E: Engine>(
         &self,
         args: &SweepArgs,
         engine: &mut E,
         mut runner: SweepRunner<'_, HfTokenizer>,
         variants: &mut [Variant],
+        memory: &dyn Fn() -> Option<(u64, u64)>,
     ) -> Result<()>
     where
         E::Error: std::error::Error + Send + Sync + 'static,
     {
         let keys = &self.plan.keys;
-        block_on(engine.reserve(runner.positions()))?;
+        let positions = runner.positions();
+        block_on(engine.reserve(positions)).map_err(|e| {
+            let what = format!("reserving the KV cache for {positions} positions (the longest prompt and its answer)");
+            out_of_memory_or(e.into(), &what, memory(), variants)
+        })?;
         let total = keys.len() * variants.len();
         let batch = variants.len() > 1;
         let bar = progress_bar(total as u64, (total - runner.pending()) as u64);
         while let Some(outcome) = block_on(runner.next(engine, |_| true)) {
-            let out = outcome?;
+            let out = outcome.map_err(|e| {
+                let what = format!("test {} (a {}-token prompt)", e.key.id(), e.key.length);
+                bar.finish_and_clear();
+                out_of_memory_or(e.into(), &what, memory(), variants)
+            })?;
             let key = keys[out.index];
             tracing::debug!("{}: prefill: {} of {} positions reused from the cache", key.id(), out.reused, out.test.prompt_ids.len() - 1);
             let variant = &mut variants[out.variant];
@@ -253,6 +264,33 @@ impl Sweep {
         });
         TestRecord { prompt_ids: args.save_prompts.then(|| out.test.prompt_ids.clone()), head_argmax, ..out.record.clone() }
     }
+}
+
+/// Whether an error is the device running out of memory (as opposed to a bug to report): the CUDA
+/// driver's and cuBLAS's codes, candle's and wgpu's wording.
+pub(crate) fn is_out_of_memory(e: &(impl std::fmt::Display + ?Sized)) -> bool {
+    let m = e.to_string().to_lowercase();
+    m.contains("out_of_memory") || m.contains("out of memory") || m.contains("alloc_failed") || m.contains("memory allocation")
+}
+
+/// `error` as it stops a sweep. An out-of-memory error says what ran out (`what`: the test and its
+/// length), the device's memory when it failed, that the finished tests are kept, and how to go on;
+/// any other error is returned as it is.
+fn out_of_memory_or(error: anyhow::Error, what: &str, memory: Option<(u64, u64)>, variants: &[Variant]) -> anyhow::Error {
+    if !is_out_of_memory(&format!("{error:#}")) {
+        return error;
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let memory = match memory {
+        Some((free, total)) => format!(" ({:.2} GiB of the device's {:.1} GiB free after the failure)", gib(free), gib(total)),
+        None => String::new(),
+    };
+    let kept: Vec<String> =
+        variants.iter().map(|v| format!("{} finished tests in {}", v.log.records().len(), v.out.join("tests.jsonl").display())).collect();
+    anyhow::anyhow!(
+        "{what} ran out of device memory{memory}. Kept: {}. Rerun the same command with shorter --lengths (or on a device with more memory) to go on from there. The device said: {error:#}",
+        kept.join(", ")
+    )
 }
 
 /// The model of `md` on the wgpu engine: the first adapter wgpu finds (Vulkan, Metal or DX12), the
@@ -431,4 +469,31 @@ pub(crate) fn model_name(dir: &Path) -> String {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| dir.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_memory_errors_name_the_test_the_memory_and_what_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = TestLog::open(&dir.path().join("tests.jsonl")).unwrap();
+        let variants = [Variant { out: dir.path().to_owned(), log, mask: None, watch: vec![] }];
+        // As candle reports cudarc's error.
+        let device = anyhow::anyhow!("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")");
+        let what = "test n0-L65536-d50 (a 65536-token prompt)";
+        let message = format!("{:#}", out_of_memory_or(device, what, Some((3 << 29, 140 << 30)), &variants));
+        for part in
+            [what, "ran out of device memory", "1.50 GiB of the device's 140.0 GiB free", "0 finished tests in", "shorter --lengths"]
+        {
+            assert!(message.contains(part), "{part:?} is not in {message:?}");
+        }
+        assert!(message.contains("CUDA_ERROR_OUT_OF_MEMORY"), "the device's own words stay: {message}");
+        // Without a memory query (wgpu, CPU) the rest is said all the same; other errors pass unchanged.
+        let message = format!("{:#}", out_of_memory_or(anyhow::anyhow!("out of memory"), what, None, &variants));
+        assert!(message.contains("ran out of device memory. Kept: 0 finished tests"), "{message}");
+        let other = out_of_memory_or(anyhow::anyhow!("the weights are corrupt"), what, None, &variants);
+        assert_eq!(other.to_string(), "the weights are corrupt");
+    }
 }

@@ -14,6 +14,18 @@ use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+/// Free and total memory of `device` in bytes, as the driver reports them: CUDA devices only (None on
+/// the CPU, in a build without CUDA, or when the query fails). Said in out-of-memory errors, so that
+/// the user sees how far the run was from fitting.
+pub fn device_memory(device: &Device) -> Option<(u64, u64)> {
+    #[cfg(feature = "cuda")]
+    if let Ok(cuda) = device.as_cuda_device() {
+        return cuda.cuda_stream().context().mem_get_info().ok().map(|(free, total)| (free as u64, total as u64));
+    }
+    let _ = device;
+    None
+}
+
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
