@@ -63,8 +63,19 @@ pub fn parse_device(s: &str) -> Result<Device> {
                     .with_context(|| format!("--device `{s}`: expected cpu, cuda or cuda:N"))?,
                 None => bail!("--device `{s}`: expected cpu, cuda or cuda:N"),
             };
-            Device::new_cuda(ordinal).with_context(|| {
-                format!("--device {s}: CUDA is not available (build with --features cuda and run on a machine with an NVIDIA GPU)")
+            Device::new_cuda(ordinal).map_err(|e| {
+                let e = anyhow::Error::from(e);
+                if is_out_of_memory(&format!("{e:#}")) {
+                    // The GPU is there but full: saying CUDA is missing would send the user the wrong way.
+                    anyhow::anyhow!(
+                        "--device {s}: the GPU has no memory left to start on (another process may hold it): {}",
+                        device_words(&e)
+                    )
+                } else {
+                    e.context(format!(
+                        "--device {s}: CUDA is not available (build with --features cuda and run on a machine with an NVIDIA GPU)"
+                    ))
+                }
             })
         }
     }
@@ -196,7 +207,10 @@ impl Sweep {
             eprintln!("wgpu adapter: {}", model.context().adapter().describe());
             self.drive(args, &mut model, runner, variants, &|| None)?;
         } else {
-            let mut model = md.load_weights(&self.options)?;
+            let mut model = md.load_weights(&self.options).map_err(|e| {
+                let what = format!("loading the weights of {} on {}", md.dir.display(), args.run.device);
+                out_of_memory_or(e.into(), &what, headscope_model::loader::device_memory(&self.options.device), variants)
+            })?;
             if let Some(chunk) = args.run.prefill_chunk {
                 model.set_prefill_chunk(chunk);
             }
@@ -288,9 +302,19 @@ fn out_of_memory_or(error: anyhow::Error, what: &str, memory: Option<(u64, u64)>
     let kept: Vec<String> =
         variants.iter().map(|v| format!("{} finished tests in {}", v.log.records().len(), v.out.join("tests.jsonl").display())).collect();
     anyhow::anyhow!(
-        "{what} ran out of device memory{memory}. Kept: {}. Rerun the same command with shorter --lengths (or on a device with more memory) to go on from there. The device said: {error:#}",
-        kept.join(", ")
+        "{what} ran out of device memory{memory}. Kept: {}. Rerun the same command with shorter --lengths (or on a device with more memory) to go on from there. The device said: {}",
+        kept.join(", "),
+        device_words(&error)
     )
+}
+
+/// The device's own words in `error`: the innermost line of its chain that names running out of
+/// memory (the driver's code), else the root cause's first line. Not the whole chain: candle's errors
+/// repeat their cause and may carry a backtrace of many lines.
+fn device_words(error: &anyhow::Error) -> String {
+    let lines: Vec<String> = error.chain().flat_map(|e| e.to_string().lines().map(str::to_owned).collect::<Vec<_>>()).collect();
+    let oom = lines.iter().rev().find(|l| is_out_of_memory(l.as_str()));
+    oom.or(error.root_cause().to_string().lines().next().map(str::to_owned).as_ref()).cloned().unwrap_or_default()
 }
 
 /// The model of `md` on the wgpu engine: the first adapter wgpu finds (Vulkan, Metal or DX12), the
@@ -489,7 +513,14 @@ mod tests {
         {
             assert!(message.contains(part), "{part:?} is not in {message:?}");
         }
-        assert!(message.contains("CUDA_ERROR_OUT_OF_MEMORY"), "the device's own words stay: {message}");
+        assert!(message.ends_with("The device said: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"), "{message}");
+        // Candle's error repeats its cause and carries a backtrace when RUST_BACKTRACE is set: only the
+        // driver's line is said.
+        let traced = anyhow::anyhow!("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")\n   0: <unknown>\n   1: main")
+            .context("tensor operation: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")\n   0: <unknown>")
+            .context("test n0-L8192-d100: tensor operation");
+        let message = format!("{:#}", out_of_memory_or(traced, what, None, &variants));
+        assert!(!message.contains("<unknown>") && message.matches("CUDA_ERROR_OUT_OF_MEMORY").count() == 1, "{message}");
         // Without a memory query (wgpu, CPU) the rest is said all the same; other errors pass unchanged.
         let message = format!("{:#}", out_of_memory_or(anyhow::anyhow!("out of memory"), what, None, &variants));
         assert!(message.contains("ran out of device memory. Kept: 0 finished tests"), "{message}");
