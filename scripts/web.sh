@@ -4,7 +4,9 @@
 #
 #   scripts/web.sh serve [trunk args]   build the page (release) and serve it on http://127.0.0.1:8080
 #   scripts/web.sh build                build the page into dist/ (release, wasm-opt)
-#   scripts/web.sh e2e                  build, then the end-to-end test in headless Chromium (WebGPU + CPU)
+#   scripts/web.sh e2e                  build, then the end-to-end test in headless Chromium (WebGPU + CPU),
+#                                       then the page under fuzzed uploads (12 mutants of each kind)
+#   scripts/web.sh fuzz                 build, then only the fuzzed uploads (UPLOAD_MUTANTS=N, UPLOAD_SEED=S)
 #   scripts/web.sh bench                build, then decode tokens/s and sweep time, WebGPU vs CPU
 #   scripts/web.sh screenshots          build, then the README's screenshots into docs/
 #   scripts/web.sh tools                only install the tools
@@ -63,6 +65,16 @@ build() {
     for wasm in dist/*.wasm; do log "$(basename "$wasm"): $(( $(stat -c %s "$wasm") / 1024 )) KiB"; done
 }
 
+# The page under fuzzed uploads (tests/e2e/fuzz-uploads.mjs): UPLOAD_MUTANTS mutants of each upload kind
+# (default 12, as in CI; UPLOAD_SEED picks them), written by headscope-fuzz's write_uploads example.
+fuzz_uploads() {
+    local dir
+    dir=$(mktemp -d)
+    cargo run -q --release -p headscope-fuzz --example write_uploads -- "$dir" "${UPLOAD_MUTANTS:-12}" "${UPLOAD_SEED:-1}"
+    node "$E2E/fuzz-uploads.mjs" "$dir"
+    rm -rf "$dir"
+}
+
 cmd=${1:-serve}
 shift || true
 case "$cmd" in
@@ -80,6 +92,13 @@ case "$cmd" in
         install_browser
         build
         node "$E2E/e2e.mjs"
+        fuzz_uploads
+        ;;
+    fuzz)
+        install_tools
+        install_browser
+        build
+        fuzz_uploads
         ;;
     bench)
         install_tools

@@ -44,7 +44,7 @@ pub fn repo() -> PathBuf {
 }
 
 /// A tiny random Llama model's files, by name, made once.
-fn tiny_files() -> &'static Vec<(String, Vec<u8>)> {
+pub fn tiny_files() -> &'static Vec<(String, Vec<u8>)> {
     static FILES: OnceLock<Vec<(String, Vec<u8>)>> = OnceLock::new();
     FILES.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temporary folder");
