@@ -4,8 +4,9 @@
 //!   tokenizer_config.json, generation_config.json or model.safetensors) mutated;
 //! - `needles/I.jsonl`, `haystack/I.txt`, `scores/I.json`: needles JSONL, haystack text, head-score JSON.
 //!
+//! COUNT mutants of each kind; the same SEED writes the same files:
+//!
 //!   cargo run --release -p headscope-fuzz --example write_uploads -- DIR COUNT [SEED]
-//! COUNT mutants of each kind; the same SEED writes the same files.
 use headscope_core::rng::SplitMix64;
 use headscope_fuzz::{mutant, seeds, tiny_files};
 use std::path::Path;
