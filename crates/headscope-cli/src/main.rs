@@ -147,7 +147,7 @@ pub struct ModelArgs {
     /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), f32, f16, bf16.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-    /// Device: cpu, or cuda / cuda:N (needs a build with --features cuda), or wgpu (`detect` and `niah`:
+    /// Device: cpu, or cuda / cuda:N (needs a build with --features cuda), or wgpu (`detect`, `niah`, `report`:
     /// the page's WGSL forward on Vulkan / Metal / DX12, f32).
     #[arg(long, default_value = "cpu")]
     pub device: String,

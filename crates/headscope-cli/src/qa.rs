@@ -4,12 +4,13 @@
 //!
 //! Like the NIAH batch, one prefill of an item's prompt serves every decode-scope mask.
 
-use crate::sweep::{model_info, prefill_under};
+use crate::sweep::{load_wgpu, model_info};
 use anyhow::{bail, Context, Result};
 use headscope_core::files::{short_hash, write_atomic, MaskInfo, RunInfo};
 use headscope_core::qa::{mean_f1, prediction, QaItem, QaRecord};
 use headscope_core::{HeadId, TextTokenizer};
-use headscope_model::{greedy_decode_from, HeadMask, LoadOptions, ModelDir, Probe};
+use headscope_engine::{block_on, greedy_decode_from, Engine};
+use headscope_model::{HeadMask, LoadOptions, ModelDir, Probe};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,8 +32,10 @@ pub struct QaRun {
 pub struct QaSetup<'a> {
     /// The model directory.
     pub model_dir: &'a ModelDir,
-    /// Dtype and device.
+    /// Dtype and device of the candle engine.
     pub options: LoadOptions,
+    /// Answer on the wgpu engine (the page's WGSL forward) instead of candle.
+    pub wgpu: bool,
     /// The device as the user named it (for run.json).
     pub device: String,
     /// Use the plain prompt even if the model has a chat template.
@@ -164,37 +167,14 @@ pub fn run_qa(setup: &QaSetup, items: &[QaItem], runs: &[QaRun]) -> Result<Vec<Q
         eprintln!("all {} QA items of the {} QA runs are already answered: nothing to run", items.len(), runs.len());
     } else {
         eprintln!("answering {pending} QA questions ({} items x {} masks, those not yet answered)", items.len(), runs.len());
-        let mut model = md.load_weights(&setup.options)?;
-        if let Some(chunk) = setup.prefill_chunk {
-            model.set_prefill_chunk(chunk);
-        }
-        model.reserve(prompts.iter().map(Vec::len).max().unwrap_or(0) + setup.max_new_tokens)?;
-        for (index, (item, ids)) in items.iter().zip(&prompts).enumerate() {
-            let (&last, context) = ids.split_last().context("empty prompt")?;
-            for (run, log) in runs.iter().zip(logs.iter_mut()) {
-                if log.done.contains(&index) {
-                    continue;
-                }
-                let prefill_seconds =
-                    prefill_under(&mut model, run.mask.clone(), context).with_context(|| format!("QA item {}", index + 1))?;
-                let trace = greedy_decode_from(&mut model, last, setup.max_new_tokens, &md.eos_token_ids, &Probe::default(), |_| true)
-                    .with_context(|| format!("QA item {}", index + 1))?;
-                let answer = md.tokenizer.decode(&trace.tokens)?;
-                let pred = prediction(&answer);
-                let f1 = headscope_core::metrics::token_f1(&pred, &item.answers);
-                log.append(QaRecord {
-                    index,
-                    question: item.question.clone(),
-                    answers: item.answers.clone(),
-                    prompt_tokens: ids.len(),
-                    generated_ids: trace.tokens.clone(),
-                    answer,
-                    prediction: pred,
-                    f1,
-                    masked_heads: run.mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default(),
-                    seconds: prefill_seconds + trace.decode_seconds,
-                })?;
+        if setup.wgpu {
+            answer_all(&mut load_wgpu(md)?, setup, items, &prompts, runs, &mut logs)?;
+        } else {
+            let mut model = md.load_weights(&setup.options)?;
+            if let Some(chunk) = setup.prefill_chunk {
+                model.set_prefill_chunk(chunk);
             }
+            answer_all(&mut model, setup, items, &prompts, runs, &mut logs)?;
         }
     }
     let mut summaries = Vec::with_capacity(runs.len());
@@ -215,4 +195,53 @@ pub fn run_qa(setup: &QaSetup, items: &[QaItem], runs: &[QaRun]) -> Result<Vec<Q
         summaries.push(summary);
     }
     Ok(summaries)
+}
+
+/// Answers every item that a run's log lacks on `engine`, under each run's mask: one prefill per item
+/// and mask, each reusing what the cache already holds (the same prompt under another decode-scope
+/// mask computes nothing). Each record is appended as it ends.
+fn answer_all<E: Engine>(
+    engine: &mut E,
+    setup: &QaSetup,
+    items: &[QaItem],
+    prompts: &[Vec<u32>],
+    runs: &[QaRun],
+    logs: &mut [QaLog],
+) -> Result<()>
+where
+    E::Error: std::error::Error + Send + Sync + 'static,
+{
+    let md = setup.model_dir;
+    block_on(engine.reserve(prompts.iter().map(Vec::len).max().unwrap_or(0) + setup.max_new_tokens))?;
+    for (index, (item, ids)) in items.iter().zip(prompts).enumerate() {
+        let (&last, context) = ids.split_last().context("empty prompt")?;
+        let item_context = || format!("QA item {}", index + 1);
+        for (run, log) in runs.iter().zip(logs.iter_mut()) {
+            if log.done.contains(&index) {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            engine.set_mask(run.mask.clone()).with_context(item_context)?;
+            block_on(engine.prefill_reusing(context)).with_context(item_context)?;
+            let prefill_seconds = started.elapsed().as_secs_f64();
+            let trace = block_on(greedy_decode_from(engine, last, setup.max_new_tokens, &md.eos_token_ids, &Probe::default(), |_| true))
+                .with_context(item_context)?;
+            let answer = md.tokenizer.decode(&trace.tokens)?;
+            let pred = prediction(&answer);
+            let f1 = headscope_core::metrics::token_f1(&pred, &item.answers);
+            log.append(QaRecord {
+                index,
+                question: item.question.clone(),
+                answers: item.answers.clone(),
+                prompt_tokens: ids.len(),
+                generated_ids: trace.tokens.clone(),
+                answer,
+                prediction: pred,
+                f1,
+                masked_heads: run.mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default(),
+                seconds: prefill_seconds + trace.decode_seconds,
+            })?;
+        }
+    }
+    Ok(())
 }

@@ -24,8 +24,7 @@ use headscope_core::files::{in_plan_order, read_head_scores, write_atomic, TestL
 use headscope_core::niah::{read_needles_jsonl, Needle, NiahBuilder};
 use headscope_core::qa::read_qa_jsonl;
 use headscope_core::{masking, HeadId, HeadScores, RETRIEVAL_THRESHOLD};
-use headscope_model::loader::parse_dtype;
-use headscope_model::{HeadMask, LoadOptions, MaskMode, MaskScope, ModelDir};
+use headscope_model::{HeadMask, MaskMode, MaskScope, ModelDir};
 use headscope_plot::{Band, Bars, Series};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -328,9 +327,11 @@ fn qa_runs(
         let mask = (!heads.is_empty()).then_some(HeadMask { heads, mode: a.mask_mode, scope: a.mask_scope });
         runs.push(QaRun { out: a.out.join("qa").join(&m.name), mask, plan: m.plan_name(a.threshold), seed: m.seed });
     }
+    let (options, wgpu) = sweep::engine_options(&a.run)?;
     let setup = QaSetup {
         model_dir,
-        options: LoadOptions { dtype: parse_dtype(&a.run.dtype)?, device: sweep::parse_device(&a.run.device)? },
+        options,
+        wgpu,
         device: a.run.device.clone(),
         plain: a.run.plain,
         max_new_tokens: a.qa_max_new_tokens,

@@ -2,7 +2,7 @@
 //! run the rest (each written to tests.jsonl as it ends), then aggregate.
 
 use crate::outputs;
-use crate::SweepArgs;
+use crate::{ModelArgs, SweepArgs};
 use anyhow::{bail, Context, Result};
 use headscope_core::files::{self, read_head_scores, short_hash, MaskInfo, ModelInfo, RunInfo, TestLog, TestRecord};
 use headscope_core::niah::{read_needles_jsonl, san_francisco_needle, Needle};
@@ -14,7 +14,6 @@ use headscope_model::{Device, HeadMask, HfTokenizer, LoadOptions, MaskMode, Mask
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// The default haystack, shipped in the repository (`public/haystacks/village.txt`).
 const DEFAULT_HAYSTACK: &str = include_str!("../../../public/haystacks/village.txt");
@@ -53,7 +52,7 @@ pub const WGPU_DEVICE: &str = "wgpu";
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {
         "cpu" => Ok(Device::Cpu),
-        WGPU_DEVICE => bail!("--device wgpu runs `detect` and `niah` only; use cpu or cuda here"),
+        WGPU_DEVICE => bail!("--device wgpu runs `detect`, `niah` and `report` only; use cpu or cuda here"),
         _ => {
             let ordinal = match s.strip_prefix("cuda") {
                 Some("") => 0,
@@ -79,6 +78,22 @@ pub fn parse_device(s: &str) -> Result<Device> {
             })
         }
     }
+}
+
+/// The engine that `--device` and `--dtype` choose: candle's load options, and whether the wgpu engine
+/// runs instead (its options then only name f32, which run.json records).
+pub(crate) fn engine_options(run: &ModelArgs) -> Result<(LoadOptions, bool)> {
+    if run.device != WGPU_DEVICE {
+        return Ok((LoadOptions { dtype: parse_dtype(&run.dtype)?, device: parse_device(&run.device)? }, false));
+    }
+    // The WGSL forward computes in f32 whatever the checkpoint stores.
+    if !matches!(run.dtype.as_str(), "auto" | "f32") {
+        bail!("--device wgpu computes in f32: --dtype {} is not available there (leave it out or pass f32)", run.dtype);
+    }
+    if run.prefill_chunk.is_some() {
+        bail!("--prefill-chunk sets the candle path's chunks; --device wgpu chooses its own (256 tokens per submission)");
+    }
+    Ok((LoadOptions { dtype: Some(headscope_model::DType::F32), device: Device::Cpu }, true))
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -117,19 +132,7 @@ pub(crate) fn open_model(args: &SweepArgs) -> Result<ModelDir> {
 
 impl Sweep {
     fn prepare(args: &SweepArgs, command: &str, model_dir: ModelDir, mask: Option<MaskInfo>) -> Result<Sweep> {
-        let wgpu = args.run.device == WGPU_DEVICE;
-        let options = if wgpu {
-            // The WGSL forward computes in f32 whatever the checkpoint stores.
-            if !matches!(args.run.dtype.as_str(), "auto" | "f32") {
-                bail!("--device wgpu computes in f32: --dtype {} is not available there (leave it out or pass f32)", args.run.dtype);
-            }
-            if args.run.prefill_chunk.is_some() {
-                bail!("--prefill-chunk sets the candle path's chunks; --device wgpu chooses its own (256 tokens per submission)");
-            }
-            LoadOptions { dtype: Some(headscope_model::DType::F32), device: Device::Cpu }
-        } else {
-            LoadOptions { dtype: parse_dtype(&args.run.dtype)?, device: parse_device(&args.run.device)? }
-        };
+        let (options, wgpu) = engine_options(&args.run)?;
         let needles = match &args.needles {
             Some(p) => read_needles_jsonl(p)?,
             None => vec![san_francisco_needle()],
@@ -319,25 +322,12 @@ fn device_words(error: &anyhow::Error) -> String {
 
 /// The model of `md` on the wgpu engine: the first adapter wgpu finds (Vulkan, Metal or DX12), the
 /// weights uploaded as f32.
-fn load_wgpu(md: &ModelDir) -> Result<GpuModel> {
+pub(crate) fn load_wgpu(md: &ModelDir) -> Result<GpuModel> {
     let ctx = block_on(GpuContext::new()).context("--device wgpu: no usable GPU adapter")?;
     let files = weight_files(&md.dir)?;
     let bytes = files.iter().map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).collect::<Result<Vec<_>>>()?;
     let shards: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
     block_on(GpuModel::load(&ctx, &md.spec, &shards)).with_context(|| format!("loading {} on wgpu", md.dir.display()))
-}
-
-/// Sets `mask` on `model` and brings its cache to the end of `context` for a decode, computing only
-/// what the cache does not already hold under that mask ([`headscope_model::Transformer::prefill_reusing`]):
-/// the same prompt under another decode-scope mask computes nothing, the next prompt of a sweep only
-/// what follows the prefix it shares with the last. Returns the seconds this prefill took, so that a
-/// test's recorded time is what it cost.
-pub(crate) fn prefill_under(model: &mut headscope_model::Transformer, mask: Option<HeadMask>, context: &[u32]) -> Result<f64> {
-    model.set_mask(mask)?;
-    let started = Instant::now();
-    let reused = model.prefill_reusing(context)?;
-    tracing::debug!("prefill: {reused} of {} positions reused from the cache", context.len());
-    Ok(started.elapsed().as_secs_f64())
 }
 
 /// One run of a batch: its output directory, its log, what it masks and which heads' argmax it keeps.

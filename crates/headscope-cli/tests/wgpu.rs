@@ -1,4 +1,4 @@
-//! `--device wgpu`: `detect` and `niah` on the page's WGSL forward (here on whatever Vulkan driver the
+//! `--device wgpu`: `detect`, `niah` and `report` on the page's WGSL forward (here on whatever Vulkan driver the
 //! machine has; CI's is lavapipe) give the records the candle CPU path gives: the same greedy answers
 //! and the same eq. 1 hits for at least 99 % of (test, head) pairs. Without a GPU adapter the test says
 //! why it skips and passes.
@@ -83,11 +83,96 @@ fn a_wgpu_sweep_gives_the_cpu_sweeps_records() {
 
 #[test]
 fn wgpu_is_refused_where_it_does_not_run() {
-    fails(&["generate", "--prompt", "x", "--device", "wgpu"], "detect` and `niah` only");
+    fails(&["generate", "--prompt", "x", "--device", "wgpu"], "`detect`, `niah` and `report` only");
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tiny").to_string_lossy().into_owned();
     let out = tmp.path().join("out").to_string_lossy().into_owned();
     ok(&["tiny-model", "--out", &model, "--arch", "llama"]);
     fails(&["detect", "--model", &model, "--out", &out, "--device", "wgpu", "--dtype", "bf16"], "computes in f32");
     fails(&["niah", "--model", &model, "--out", &out, "--device", "wgpu", "--prefill-chunk", "64"], "chooses its own");
+}
+
+#[test]
+fn a_wgpu_report_answers_as_the_cpu_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny").to_string_lossy().into_owned();
+    ok(&["tiny-model", "--out", &model, "--arch", "llama"]);
+    let needles = tmp.path().join("needles.jsonl");
+    let heldout = std::fs::read_to_string(repo("public/needles/heldout.jsonl")).unwrap();
+    std::fs::write(&needles, heldout.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let qa = tmp.path().join("qa.jsonl");
+    let qa_text = std::fs::read_to_string(repo("public/qa/john-qa.jsonl")).unwrap();
+    std::fs::write(&qa, qa_text.lines().take(3).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (needles, qa, haystack) =
+        (needles.to_string_lossy().into_owned(), qa.to_string_lossy().into_owned(), repo("public/haystacks/kjv-john.txt"));
+    let run = |device: &str| {
+        let out = tmp.path().join(device);
+        let o = out.to_string_lossy().into_owned();
+        let args = [
+            "report",
+            "--model",
+            &model,
+            "--out",
+            &o,
+            "--needles",
+            &needles,
+            "--haystack",
+            &haystack,
+            "--qa",
+            &qa,
+            "--lengths",
+            "160:240:2",
+            "--depths",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--gate",
+            "0",
+            "--seeds",
+            "1",
+            "--qa-max-new-tokens",
+            "4",
+            "--device",
+            device,
+        ];
+        (headscope(&args), out)
+    };
+    let (gpu, gpu_out) = run("wgpu");
+    let stderr = String::from_utf8_lossy(&gpu.stderr);
+    if !gpu.status.success() && stderr.contains("no usable GPU adapter") {
+        eprintln!("SKIPPING the wgpu report test: {stderr}");
+        return;
+    }
+    assert!(gpu.status.success(), "{stderr}");
+    let (cpu, cpu_out) = run("cpu");
+    assert!(cpu.status.success(), "{}", String::from_utf8_lossy(&cpu.stderr));
+    assert!(gpu_out.join("report.html").is_file());
+    // Every QA run (no mask, top-K, random-K) gives the same answers on both engines.
+    let answers = |dir: &Path| {
+        let mut runs: Vec<(String, Vec<(u64, serde_json::Value)>)> = std::fs::read_dir(dir.join("qa"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let text = std::fs::read_to_string(e.path().join("qa.jsonl")).unwrap();
+                let mut records: Vec<(u64, serde_json::Value)> = text
+                    .lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                    .map(|r| (r["index"].as_u64().unwrap(), r["generated_ids"].clone()))
+                    .collect();
+                records.sort_by_key(|r| r.0);
+                (e.file_name().to_string_lossy().into_owned(), records)
+            })
+            .collect();
+        runs.sort_by(|a, b| a.0.cmp(&b.0));
+        runs
+    };
+    let (g, c) = (answers(&gpu_out), answers(&cpu_out));
+    assert!(g.len() >= 3 && g.iter().all(|(_, r)| r.len() == 3), "{g:?}");
+    assert_eq!(g, c, "the QA answers of the wgpu report are the CPU report's");
+    let detect = |dir: &Path| {
+        let mut r = TestLog::open(&dir.join("detect/tests.jsonl")).unwrap().records().to_vec();
+        r.sort_by(|a, b| a.id.cmp(&b.id));
+        r.into_iter().map(|r| (r.id, r.generated_ids)).collect::<Vec<_>>()
+    };
+    assert_eq!(detect(&gpu_out), detect(&cpu_out));
 }
