@@ -201,8 +201,17 @@ impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
         let mut tried = std::collections::HashSet::new();
         // Newton-like steps on the number of haystack tokens: tokenization is nearly additive, so this
         // lands in 1-3 steps.
+        let mut step = 0i64;
         for _ in 0..12 {
-            let cut = self.cut_after_tokens(n);
+            let mut cut = self.cut_after_tokens(n);
+            // Several tokens can end at one character boundary (a character split into byte tokens, as
+            // U+FFFD is): move on in the step's direction until the cut does. Without this a step back
+            // from one token too many found the same cut and stopped with no prompt short enough, and
+            // the search below started from an empty haystack and returned a prompt tens of tokens short.
+            while step != 0 && tried.contains(&cut) && (1..max_n).contains(&n) {
+                n = (n as i64 + step.signum()) as usize;
+                cut = self.cut_after_tokens(n);
+            }
             if !tried.insert(cut) {
                 break;
             }
@@ -212,7 +221,8 @@ impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
             if len == length {
                 break;
             }
-            n = (n as i64 + length as i64 - len as i64).clamp(0, max_n as i64) as usize;
+            step = length as i64 - len as i64;
+            n = (n as i64 + step).clamp(0, max_n as i64) as usize;
         }
         // Where one more haystack token adds two prompt tokens (a lone space token, a merge at the cut),
         // cut between characters, and also try ending the haystack with a line break: a byte-level
