@@ -12,15 +12,35 @@ fn repo(rel: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel).to_string_lossy().into_owned()
 }
 
+/// A tiny Llama model and the first two held-out needles in `dir`: their paths.
+fn tiny_model_and_needles(dir: &Path) -> (String, String) {
+    let model = dir.join("tiny").to_string_lossy().into_owned();
+    ok(&["tiny-model", "--out", &model, "--arch", "llama"]);
+    let needles = dir.join("needles.jsonl");
+    let heldout = std::fs::read_to_string(repo("public/needles/heldout.jsonl")).unwrap();
+    std::fs::write(&needles, heldout.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    (model, needles.to_string_lossy().into_owned())
+}
+
+/// Runs `run` on wgpu, then on the CPU; both must succeed. None (the test then skips, saying why)
+/// where the machine has no GPU adapter.
+fn on_wgpu_and_cpu<T>(what: &str, run: impl Fn(&str) -> (std::process::Output, T)) -> Option<(String, T, T)> {
+    let (gpu, gpu_out) = run("wgpu");
+    let stderr = String::from_utf8_lossy(&gpu.stderr).into_owned();
+    if !gpu.status.success() && stderr.contains("no usable GPU adapter") {
+        eprintln!("SKIPPING the wgpu {what} test: {stderr}");
+        return None;
+    }
+    assert!(gpu.status.success(), "{stderr}");
+    let (cpu, cpu_out) = run("cpu");
+    assert!(cpu.status.success(), "{}", String::from_utf8_lossy(&cpu.stderr));
+    Some((stderr, gpu_out, cpu_out))
+}
+
 #[test]
 fn a_wgpu_sweep_gives_the_cpu_sweeps_records() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny").to_string_lossy().into_owned();
-    ok(&["tiny-model", "--out", &model, "--arch", "llama"]);
-    let needles = tmp.path().join("needles.jsonl");
-    let heldout = std::fs::read_to_string(repo("public/needles/heldout.jsonl")).unwrap();
-    std::fs::write(&needles, heldout.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    let needles = needles.to_string_lossy().into_owned();
+    let (model, needles) = tiny_model_and_needles(tmp.path());
     let haystack = repo("public/haystacks/kjv-john.txt");
     let run = |device: &str| {
         let out = tmp.path().join(device).to_string_lossy().into_owned();
@@ -45,16 +65,8 @@ fn a_wgpu_sweep_gives_the_cpu_sweeps_records() {
         ];
         (headscope(&args), out)
     };
-    let (gpu, gpu_out) = run("wgpu");
-    let stderr = String::from_utf8_lossy(&gpu.stderr);
-    if !gpu.status.success() && stderr.contains("no usable GPU adapter") {
-        eprintln!("SKIPPING the wgpu CLI test: {stderr}");
-        return;
-    }
-    assert!(gpu.status.success(), "{stderr}");
+    let Some((stderr, gpu_out, cpu_out)) = on_wgpu_and_cpu("CLI", run) else { return };
     assert!(stderr.contains("wgpu adapter:"), "{stderr}");
-    let (cpu, cpu_out) = run("cpu");
-    assert!(cpu.status.success(), "{}", String::from_utf8_lossy(&cpu.stderr));
 
     let records = |dir: &str| {
         let mut r = TestLog::open(&Path::new(dir).join("tests.jsonl")).unwrap().records().to_vec();
@@ -95,16 +107,11 @@ fn wgpu_is_refused_where_it_does_not_run() {
 #[test]
 fn a_wgpu_report_answers_as_the_cpu_report() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny").to_string_lossy().into_owned();
-    ok(&["tiny-model", "--out", &model, "--arch", "llama"]);
-    let needles = tmp.path().join("needles.jsonl");
-    let heldout = std::fs::read_to_string(repo("public/needles/heldout.jsonl")).unwrap();
-    std::fs::write(&needles, heldout.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (model, needles) = tiny_model_and_needles(tmp.path());
     let qa = tmp.path().join("qa.jsonl");
     let qa_text = std::fs::read_to_string(repo("public/qa/john-qa.jsonl")).unwrap();
     std::fs::write(&qa, qa_text.lines().take(3).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    let (needles, qa, haystack) =
-        (needles.to_string_lossy().into_owned(), qa.to_string_lossy().into_owned(), repo("public/haystacks/kjv-john.txt"));
+    let (qa, haystack) = (qa.to_string_lossy().into_owned(), repo("public/haystacks/kjv-john.txt"));
     let run = |device: &str| {
         let out = tmp.path().join(device);
         let o = out.to_string_lossy().into_owned();
@@ -137,15 +144,7 @@ fn a_wgpu_report_answers_as_the_cpu_report() {
         ];
         (headscope(&args), out)
     };
-    let (gpu, gpu_out) = run("wgpu");
-    let stderr = String::from_utf8_lossy(&gpu.stderr);
-    if !gpu.status.success() && stderr.contains("no usable GPU adapter") {
-        eprintln!("SKIPPING the wgpu report test: {stderr}");
-        return;
-    }
-    assert!(gpu.status.success(), "{stderr}");
-    let (cpu, cpu_out) = run("cpu");
-    assert!(cpu.status.success(), "{}", String::from_utf8_lossy(&cpu.stderr));
+    let Some((_, gpu_out, cpu_out)) = on_wgpu_and_cpu("report", run) else { return };
     assert!(gpu_out.join("report.html").is_file());
     // Every QA run (no mask, top-K, random-K) gives the same answers on both engines.
     let answers = |dir: &Path| {
