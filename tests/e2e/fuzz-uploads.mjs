@@ -68,8 +68,10 @@ async function main() {
       }
       const bad = log.slice(logged).filter((l) => l.includes('panicked') || l.includes('[pageerror]') || l.includes('worker was restarted')
         || l.includes('worker failed'));
-      if (bad.length) failures.push(`${path.relative(DIR, file)}: ${bad.join(' | ').slice(0, 400)}`);
-      if (bad.length) await settle(page, 120_000).catch(() => {});
+      if (bad.length) {
+        failures.push(`${path.relative(DIR, file)}: ${bad.join(' | ').slice(0, 400)}`);
+        await settle(page, 120_000).catch(() => {}); // let a restarted worker come back before the next upload
+      }
       counts[kind] ??= { accepted: 0, refused: 0, stuck: 0 };
       counts[kind][outcome] += 1;
     };

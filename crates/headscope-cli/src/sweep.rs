@@ -217,8 +217,7 @@ impl Sweep {
             if let Some(chunk) = args.run.prefill_chunk {
                 model.set_prefill_chunk(chunk);
             }
-            let device = self.options.device.clone();
-            self.drive(args, &mut model, runner, variants, &|| headscope_model::loader::device_memory(&device))?;
+            self.drive(args, &mut model, runner, variants, &|| headscope_model::loader::device_memory(&self.options.device))?;
         }
         Ok(pending)
     }
@@ -316,8 +315,12 @@ fn out_of_memory_or(error: anyhow::Error, what: &str, memory: Option<(u64, u64)>
 /// repeat their cause and may carry a backtrace of many lines.
 fn device_words(error: &anyhow::Error) -> String {
     let lines: Vec<String> = error.chain().flat_map(|e| e.to_string().lines().map(str::to_owned).collect::<Vec<_>>()).collect();
-    let oom = lines.iter().rev().find(|l| is_out_of_memory(l.as_str()));
-    oom.or(error.root_cause().to_string().lines().next().map(str::to_owned).as_ref()).cloned().unwrap_or_default()
+    lines
+        .into_iter()
+        .rev()
+        .find(|l| is_out_of_memory(l.as_str()))
+        .or_else(|| error.root_cause().to_string().lines().next().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// The model of `md` on the wgpu engine: the first adapter wgpu finds (Vulkan, Metal or DX12), the

@@ -37,6 +37,13 @@ fn on_wgpu_and_cpu<T>(what: &str, run: impl Fn(&str) -> (std::process::Output, T
     Some((stderr, gpu_out, cpu_out))
 }
 
+/// The records of a `tests.jsonl`, by test id (engines may finish tests in another order).
+fn sorted_records(path: &Path) -> Vec<headscope_core::files::TestRecord> {
+    let mut r = TestLog::open(path).unwrap().records().to_vec();
+    r.sort_by(|a, b| a.id.cmp(&b.id));
+    r
+}
+
 #[test]
 fn a_wgpu_sweep_gives_the_cpu_sweeps_records() {
     let tmp = tempfile::tempdir().unwrap();
@@ -68,11 +75,7 @@ fn a_wgpu_sweep_gives_the_cpu_sweeps_records() {
     let Some((stderr, gpu_out, cpu_out)) = on_wgpu_and_cpu("CLI", run) else { return };
     assert!(stderr.contains("wgpu adapter:"), "{stderr}");
 
-    let records = |dir: &str| {
-        let mut r = TestLog::open(&Path::new(dir).join("tests.jsonl")).unwrap().records().to_vec();
-        r.sort_by(|a, b| a.id.cmp(&b.id));
-        r
-    };
+    let records = |dir: &str| sorted_records(&Path::new(dir).join("tests.jsonl"));
     let (g, c) = (records(&gpu_out), records(&cpu_out));
     assert_eq!(g.len(), 2 * 3 * 4);
     assert_eq!(g.len(), c.len());
@@ -168,10 +171,7 @@ fn a_wgpu_report_answers_as_the_cpu_report() {
     let (g, c) = (answers(&gpu_out), answers(&cpu_out));
     assert!(g.len() >= 3 && g.iter().all(|(_, r)| r.len() == 3), "{g:?}");
     assert_eq!(g, c, "the QA answers of the wgpu report are the CPU report's");
-    let detect = |dir: &Path| {
-        let mut r = TestLog::open(&dir.join("detect/tests.jsonl")).unwrap().records().to_vec();
-        r.sort_by(|a, b| a.id.cmp(&b.id));
-        r.into_iter().map(|r| (r.id, r.generated_ids)).collect::<Vec<_>>()
-    };
+    let detect =
+        |dir: &Path| sorted_records(&dir.join("detect/tests.jsonl")).into_iter().map(|r| (r.id, r.generated_ids)).collect::<Vec<_>>();
     assert_eq!(detect(&gpu_out), detect(&cpu_out));
 }

@@ -1,6 +1,6 @@
-//! The project's own files, mutated (byte edits with JSON-significant characters, truncations, numbers
-//! out of range, deep nesting), read back by core's parsers (moved here from headscope-core to share the fuzz harness's mutator): needles JSONL, head-score JSON, tests.jsonl
-//! on resume and run.json on a rerun. Each mutant gives a value or an error, never a panic (issue 22;
+//! The project's own files, mutated by the fuzz harness's mutator (byte edits with JSON-significant
+//! characters, truncations, numbers out of range) and deeply nested, read back by core's parsers:
+//! needles JSONL, head-score JSON, tests.jsonl on resume and run.json on a rerun. Each mutant gives a value or an error, never a panic (issue 22;
 //! a panic kills the page's worker). The seeds are repository files, so this runs in every clone.
 
 use headscope_core::files::head_scores::parse_head_scores;
