@@ -631,15 +631,71 @@ pub struct NaturalFact {
     pub near: Vec<String>,
 }
 
+/// Syllables of invented names and words (a set apart from the place names', so that an invented
+/// person does not read as a place).
+const WORD_SYLLABLES: &[&str] = &[
+    "ba", "ko", "ri", "tes", "mun", "dra", "vi", "lo", "pe", "zan", "quo", "ith", "el", "sy", "gor", "fa", "nu", "tri", "ska", "we", "jo",
+    "mir", "ta", "bel", "os", "ux", "den", "ka", "ly", "pho", "ren", "sa", "gu", "hal", "ne", "vo",
+];
+
 /// Draws [`NaturalFact`]s: a pure function of its seed.
 pub struct FactGrammar {
     rng: SplitMix64,
+    /// Share of names, things, adjectives and spots that are invented words (see
+    /// [`FactGrammar::with_invented_words`]).
+    invented: f64,
 }
 
 impl FactGrammar {
     /// A grammar seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        FactGrammar { rng: SplitMix64::new(seed) }
+        FactGrammar { rng: SplitMix64::new(seed), invented: 0.0 }
+    }
+
+    /// Replaces this share of the first names, surnames, things, adjectives and spots the word lists
+    /// would give by invented words ("Doravi Kotes keeps her skavin velvet lantern ..."). A word list
+    /// of a few dozen names is soon memorised: the model then writes a likely name, not the one the
+    /// context holds. An invented word can only be copied, letter by letter, from the needle, which is
+    /// what a student's needle asks of it (names and places it never saw). At 0 no extra random
+    /// numbers are drawn, so the facts of a seed stay what they were.
+    pub fn with_invented_words(mut self, share: f64) -> Self {
+        self.invented = share;
+        self
+    }
+
+    /// Whether the next word-list pick is to be invented instead.
+    fn invent(&mut self) -> bool {
+        self.invented > 0.0 && self.chance(self.invented)
+    }
+
+    /// An invented word of 2-3 syllables, capitalised or not.
+    fn invented_word(&mut self, capital: bool) -> String {
+        let n = 2 + self.rng.below(2);
+        let mut w: String = (0..n).map(|_| self.pick(WORD_SYLLABLES)).collect();
+        if capital {
+            w[..1].make_ascii_uppercase();
+        }
+        w
+    }
+
+    /// `word`, or as often as [`FactGrammar::with_invented_words`] says an invented one.
+    fn word_or_invented(&mut self, word: &str, capital: bool) -> String {
+        if self.invent() {
+            self.invented_word(capital)
+        } else {
+            word.to_owned()
+        }
+    }
+
+    /// A thing (singular, plural) of [`THINGS`], or an invented one.
+    fn thing(&mut self) -> (String, String) {
+        let (one, many) = self.pick(THINGS);
+        if self.invent() {
+            let w = self.invented_word(false);
+            let plural = if w.ends_with(['s', 'x']) { format!("{w}es") } else { format!("{w}s") };
+            return (w, plural);
+        }
+        (one.to_owned(), many.to_owned())
     }
 
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
@@ -682,7 +738,9 @@ impl FactGrammar {
         match self.rng.below(10) {
             0..=3 => {
                 let (first, pronoun) = self.pick(FIRST_NAMES);
+                let first = self.word_or_invented(first, true);
                 let last = self.pick(SURNAMES);
+                let last = self.word_or_invented(last, true);
                 let short = if self.chance(0.5) { first.to_owned() } else { format!("{first} {last}") };
                 Person { full: format!("{first} {last}"), short, pronoun, plural: false }
             }
@@ -692,7 +750,9 @@ impl FactGrammar {
                 while p.is_some_and(|p| p != first_pronoun) {
                     (first, first_pronoun) = self.pick(FIRST_NAMES);
                 }
+                let first = self.word_or_invented(first, true);
                 let last = self.pick(SURNAMES);
+                let last = self.word_or_invented(last, true);
                 let pronoun = p.unwrap_or(first_pronoun);
                 let full = if self.chance(0.5) { format!("{title} {first} {last}") } else { format!("{title} {last}") };
                 Person { full, short: format!("{title} {last}"), pronoun, plural: false }
@@ -723,25 +783,26 @@ impl FactGrammar {
 
     /// A thing as an object: with an article, a possessive, a number or an adjective; or a list.
     fn object(&mut self, owner: Pronoun, quantity: bool) -> (String, String) {
-        let (one, many) = self.pick(THINGS);
+        let (one, many) = self.thing();
         if quantity {
             let n = if self.chance(0.5) { self.pick(NUMBER_WORDS).to_owned() } else { (13 + self.rng.below(480)).to_string() };
-            return (format!("{n} {many}"), many.to_owned());
+            return (format!("{n} {many}"), many);
         }
         let adj = self.pick(ADJECTIVES);
+        let adj = self.word_or_invented(adj, false);
         let object = match self.rng.below(7) {
             0 | 1 => format!("{} {adj} {one}", owner.possessive()),
             2 => format!("the {adj} {one}"),
             3 => format!("{} {adj} {many}", owner.possessive()),
-            4 => format!("{} {one}", if starts_with_vowel(adj) { "an" } else { "a" }.to_owned() + " " + adj),
+            4 => format!("{} {one}", if starts_with_vowel(&adj) { "an" } else { "a" }.to_owned() + " " + &adj),
             5 => {
-                let (_, b) = self.pick(THINGS);
-                let (_, c) = self.pick(THINGS);
+                let (_, b) = self.thing();
+                let (_, c) = self.thing();
                 format!("{many}, {b} and {c}")
             }
             _ => format!("the {one}"),
         };
-        (object, many.to_owned())
+        (object, many)
     }
 
     fn time(&mut self) -> (String, &'static str) {
@@ -783,6 +844,10 @@ impl FactGrammar {
                     (format!("{prep} {}", self.invented_place()), "Where")
                 } else {
                     let (prep, spot) = self.pick(SPOTS);
+                    // The spot's first word ("drawer under the sink"): invented, it is a new container.
+                    let (head, rest) = spot.split_once(' ').unwrap_or((spot, ""));
+                    let head = self.word_or_invented(head, false);
+                    let spot = if rest.is_empty() { head } else { format!("{head} {rest}") };
                     (format!("{prep} the {spot}"), "Where")
                 }
             }
@@ -1173,6 +1238,47 @@ mod tests {
         // Questions ask in their own order: most do not start with the needle's opening.
         let share = repeats_opening as f64 / n as f64;
         assert!(share < 0.7, "{share}");
+    }
+
+    #[test]
+    fn invented_words_are_new_to_the_word_lists_and_keep_facts_valid() {
+        let words = |f: &NaturalFact| -> Vec<String> {
+            f.needle
+                .split_whitespace()
+                .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase())
+                .filter(|w| !w.is_empty() && !w.chars().any(|c| c.is_ascii_digit()))
+                .collect()
+        };
+        // Every word the lists can give, as far as 20,000 facts show them.
+        let mut known = std::collections::HashSet::new();
+        let mut g = FactGrammar::new(1);
+        for _ in 0..20_000 {
+            known.extend(words(&g.fact(true)));
+        }
+        // Without invented words a seed's facts are what they were: the share draws nothing.
+        let (mut a, mut b) = (FactGrammar::new(7), FactGrammar::new(7).with_invented_words(0.0));
+        assert!((0..500).all(|_| a.fact(true) == b.fact(true)));
+        let mut g = FactGrammar::new(2).with_invented_words(0.5);
+        let (mut with_new, mut new_in_answer, mut new_in_question) = (0, 0, 0);
+        let n = 2000;
+        for _ in 0..n {
+            let f = g.fact(true);
+            assert!(!f.answer.is_empty() && f.needle.contains(&f.answer), "{f:?}");
+            assert!(f.needle.ends_with('.') && f.question.ends_with('?') && !f.needle.contains("  "), "{f:?}");
+            let new: Vec<String> = words(&f).into_iter().filter(|w| !known.contains(w)).collect();
+            with_new += usize::from(!new.is_empty());
+            new_in_answer += usize::from(new.iter().any(|w| f.answer.to_lowercase().contains(w.as_str())));
+            new_in_question += usize::from(new.iter().any(|w| f.question.to_lowercase().contains(w.as_str())));
+            // Invented words are plain letters, like the list words they stand for.
+            for w in &new {
+                assert!(w.chars().all(|c| c.is_ascii_lowercase()), "{w:?} in {f:?}");
+            }
+        }
+        // Half the picks are invented: nearly every fact holds one, most questions too, and the answers
+        // that are names, things or spots (not times, reasons or ways: about a third of them).
+        assert!(with_new * 10 >= n * 9, "{with_new} of {n}");
+        assert!(new_in_answer * 4 >= n, "{new_in_answer} of {n}");
+        assert!(new_in_question * 2 >= n, "{new_in_question} of {n}");
     }
 
     #[test]

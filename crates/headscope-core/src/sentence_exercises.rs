@@ -310,6 +310,10 @@ pub struct SentenceExerciseSettings {
     /// own word is one the model can see, and copying on from wherever that word stands in the context
     /// finds the needle's words even when the first choice was not the best cue.
     pub cue_answers: f64,
+    /// Share of the natural facts' names, things, adjectives and spots that are invented words
+    /// ([`FactGrammar::with_invented_words`]): what the model restates must then be copied from the
+    /// needle, not recalled from the grammar's word lists.
+    pub natural_invented_words: f64,
 }
 
 impl Default for SentenceExerciseSettings {
@@ -321,6 +325,7 @@ impl Default for SentenceExerciseSettings {
             invented_words: 0.4,
             natural_facts: 0.0,
             cue_answers: 0.0,
+            natural_invented_words: 0.0,
         }
     }
 }
@@ -429,7 +434,7 @@ impl SentenceExerciseGenerator {
     /// A fact of [`FactGrammar`] with its own near sentences (as often as `distractors` says), and
     /// further facts elsewhere: natural facts or corpus sentences.
     fn natural_exercise(&mut self) -> Exercise {
-        let mut grammar = FactGrammar::new(self.rng.next_u64());
+        let mut grammar = FactGrammar::new(self.rng.next_u64()).with_invented_words(self.settings.natural_invented_words);
         let fact = grammar.fact(self.rng.unit() < self.settings.distractors);
         let (mut before, mut after) = (Vec::new(), Vec::new());
         for near in fact.near {

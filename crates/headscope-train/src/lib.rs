@@ -112,6 +112,10 @@ struct DataRecipe {
     /// question names, not from the sentence's first word (`SentenceExerciseSettings::cue_answers`).
     #[serde(default)]
     cue_answers: f64,
+    /// With `natural_facts`: share of their names, things, adjectives and spots that are invented words
+    /// (`SentenceExerciseSettings::natural_invented_words`), so that restating them is copying.
+    #[serde(default)]
+    natural_invented_words: f64,
     lengths: Vec<LengthRecipe>,
 }
 
@@ -229,6 +233,7 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
         ("natural_facts", r.data.natural_facts),
         ("repeated_haystacks", r.data.repeated_haystacks),
         ("cue_answers", r.data.cue_answers),
+        ("natural_invented_words", r.data.natural_invented_words),
     ] {
         if !(0.0..=1.0).contains(&share) {
             bail!("recipe {}: data.{name} must be a share between 0 and 1, not {share}", path.display());
@@ -255,6 +260,7 @@ impl DataRecipe {
             invented_words: self.invented_words,
             natural_facts: self.natural_facts,
             cue_answers: self.cue_answers,
+            natural_invented_words: self.natural_invented_words,
         })
     }
 }
@@ -821,6 +827,57 @@ mod tests {
         s.sentence_settings = Some(SentenceExerciseSettings { distractors: 1.0, ..Default::default() });
         let plain = (0..300u64).filter(|&seed| s.exercise(96, seed, s.vary_prompt_length).unwrap().1.iter().all(|&x| x == 1.0)).count();
         assert!((1..300).contains(&plain), "{plain} of 300 rows of 96 tokens were plain text");
+    }
+
+    /// A recipe that only fails on the GPU machine costs a lent session: every committed one parses.
+    #[test]
+    fn every_committed_recipe_parses() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut checked = 0;
+        for dir in ["public/models/lab", "docs/lab-v4", "docs/lab-retrain"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    check_recipe(&text, &path).unwrap_or_else(|e| panic!("{e:#}"));
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 20, "only {checked} recipes found");
+    }
+
+    #[test]
+    fn invented_natural_words_are_copied_from_the_context() {
+        let mut s = source(true);
+        s.sentence_settings =
+            Some(SentenceExerciseSettings { natural_facts: 1.0, cue_answers: 1.0, natural_invented_words: 0.5, ..Default::default() });
+        let words_of = |t: &str| -> Vec<String> {
+            t.split_whitespace()
+                .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase())
+                .filter(|w| !w.is_empty() && !w.chars().any(|c| c.is_ascii_digit()))
+                .collect()
+        };
+        // The words a model could recall: the corpus's and those of the grammar's lists.
+        let mut known: std::collections::HashSet<String> = words_of(&s.corpus_text.concat()).into_iter().collect();
+        let mut grammar = headscope_core::fact_grammar::FactGrammar::new(1);
+        for _ in 0..20_000 {
+            known.extend(words_of(&grammar.fact(true).needle));
+        }
+        let (mut answers, mut invented) = (0, 0);
+        for seed in 0..30u64 {
+            let (seq, w) = s.exercise(512, seed, s.vary_prompt_length).unwrap();
+            let (Some(first), Some(last)) = (w.iter().position(|&x| x == 8.0), w.iter().rposition(|&x| x == 8.0)) else { continue };
+            let answer = s.tokenizer.decode(&seq[first..last]).unwrap();
+            let prompt = s.tokenizer.decode(&seq[..first]).unwrap();
+            // The answer restates the context, and holds words that neither the corpus nor the
+            // grammar's lists hold: only this context does.
+            assert!(prompt.contains(answer.trim()), "{answer:?} is not in the context");
+            answers += 1;
+            invented += usize::from(words_of(&answer).iter().any(|w| !known.contains(w)));
+        }
+        assert!(answers >= 25, "only {answers} of 30 rows were exercises");
+        assert!(invented * 2 >= answers, "{invented} of {answers} answers hold an invented word");
     }
 
     #[test]
