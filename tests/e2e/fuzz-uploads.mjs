@@ -26,9 +26,12 @@ async function settle(page, ms = 60_000) {
   }
 }
 
-/** The page's error line, cleared before each upload so that a new message can be told from an old one. */
+/** The page's error line, closed before each upload (as a user closes it) so that a new message can be
+ * told from an old one; the page empties it when closed. */
 const errorText = (page) => page.evaluate(() => document.getElementById('error-text').textContent.trim());
-const clearError = (page) => page.evaluate(() => { document.getElementById('error-text').textContent = ''; });
+const clearError = (page) => page.evaluate(() => {
+  if (!document.getElementById('error').hidden) document.getElementById('error-close').click();
+});
 
 async function main() {
   if (!DIR || !fs.existsSync(DIR)) throw new Error('usage: node fuzz-uploads.mjs DIR (a folder written by the write_uploads example)');

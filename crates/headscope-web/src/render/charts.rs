@@ -1,0 +1,152 @@
+//! The charts: the NIAH grid, the score and activation heatmaps (drawn by headscope-plot on canvases),
+//! and which cell a click on them lands in.
+
+use crate::app::{App, SweepView};
+use crate::dom::{self, js_error, Res};
+use crate::views;
+use headscope_core::HeadId;
+use headscope_plot::plotters;
+use headscope_plot::{CellMap, Grid};
+use plotters::prelude::*;
+use plotters_canvas::CanvasBackend;
+use wasm_bindgen::JsCast;
+use web_sys::HtmlCanvasElement;
+
+const NIAH_TITLE: &str = "needle in a haystack";
+
+pub(super) fn charts(a: &App) -> Res<()> {
+    // NIAH grid.
+    if let Some(s) = a.sweep.as_ref().filter(|s| !s.lengths.is_empty() && !s.depths.is_empty()) {
+        let grid = niah_grid_of(s);
+        draw_on(&a.dom.niah_canvas, (720, 400), |area| headscope_plot::draw_niah_grid(area, &grid, &s.lengths, &s.depths, NIAH_TITLE))?;
+        let records: Vec<_> = s.results.iter().map(|r| r.record.clone()).collect();
+        let (passed, total) = views::pass_rate(&records, 0.5);
+        let mut summary = format!("{passed} of {total} tests passed (answer recall ≥ 0.5)");
+        if let Some((scores, _)) = a.shown_scores().filter(|_| a.shown == crate::app::Source::Sweep) {
+            let heads = scores.retrieval_heads(headscope_core::RETRIEVAL_THRESHOLD);
+            summary += &format!(
+                "; {} tests scored (recall ≥ {}); retrieval heads (mean > 0.1): {}",
+                scores.tests(),
+                a.gate(),
+                if heads.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    heads.iter().map(|(h, m)| format!("{h} ({m:.2})")).collect::<Vec<_>>().join(", ")
+                }
+            );
+        }
+        a.dom.summary.set_text_content(Some(&summary));
+    }
+    // Head heatmaps.
+    if let Some((grid, title)) = heads_grid(a) {
+        let size = headscope_plot::head_heatmap_size(&grid);
+        draw_on(&a.dom.heads_canvas, size, |area| headscope_plot::draw_head_heatmap(area, &grid, &title))?;
+        mark_heads(a, &grid, &title)?;
+        let activation = a.shown_scores().filter(|(s, _)| s.tests() > 0).map(|(s, _)| views::activation_grid(&s));
+        let activation = activation.unwrap_or_else(|| Grid::new(grid.rows, grid.cols));
+        draw_on(&a.dom.activation_canvas, size, |area| {
+            headscope_plot::draw_head_heatmap_captioned(area, &activation, "activation frequency", "share")
+        })?;
+    }
+    Ok(())
+}
+
+/// The head heatmap's grid and title: the shown scores, or an empty grid of the model's shape.
+fn heads_grid(a: &App) -> Option<(Grid, String)> {
+    if let Some((scores, title)) = a.shown_scores() {
+        if scores.tests() > 0 {
+            return Some((views::score_grid(&scores), title));
+        }
+    }
+    let m = a.model.as_ref()?;
+    Some((Grid::new(m.layers, m.heads), format!("retrieval scores: {} (no scored test yet)", m.name)))
+}
+
+/// Outlines the selected head and crosses out masked heads on the score heatmap.
+fn mark_heads(a: &App, grid: &Grid, title: &str) -> Res<()> {
+    let canvas = &a.dom.heads_canvas;
+    let cells = cells_of(canvas, |area| headscope_plot::head_heatmap_cells(area, grid, title))?;
+    if let Ok(window) = dom::window() {
+        let json =
+            serde_json::json!({"x0": cells.x0, "y0": cells.y0, "x1": cells.x1, "y1": cells.y1, "rows": cells.rows, "cols": cells.cols});
+        let _ = js_sys::Reflect::set(&window, &"__headscopeHeadCells".into(), &json.to_string().into());
+    }
+    let ctx = context_2d(canvas)?;
+    for h in &a.masked {
+        if h.layer >= cells.rows || h.head >= cells.cols {
+            continue;
+        }
+        let (x0, y0, x1, y1) = cells.cell_rect(h.layer, h.head);
+        ctx.set_stroke_style_str("#ffffff");
+        ctx.set_line_width(2.0);
+        ctx.begin_path();
+        ctx.move_to(x0 as f64 + 3.0, y0 as f64 + 3.0);
+        ctx.line_to(x1 as f64 - 4.0, y1 as f64 - 4.0);
+        ctx.move_to(x1 as f64 - 4.0, y0 as f64 + 3.0);
+        ctx.line_to(x0 as f64 + 3.0, y1 as f64 - 4.0);
+        ctx.stroke();
+    }
+    if let Some(h) = a.selected_head.filter(|h| h.layer < cells.rows && h.head < cells.cols) {
+        let (x0, y0, x1, y1) = cells.cell_rect(h.layer, h.head);
+        ctx.set_stroke_style_str("#e8336d");
+        ctx.set_line_width(3.0);
+        ctx.stroke_rect(x0 as f64 + 1.5, y0 as f64 + 1.5, (x1 - x0) as f64 - 4.0, (y1 - y0) as f64 - 4.0);
+    }
+    Ok(())
+}
+
+/// The head under canvas pixel (`x`, `y`) of the score heatmap, if any.
+pub(crate) fn head_at(a: &App, x: i32, y: i32) -> Res<Option<HeadId>> {
+    let Some((grid, title)) = heads_grid(a) else { return Ok(None) };
+    let cells = cells_of(&a.dom.heads_canvas, |area| headscope_plot::head_heatmap_cells(area, &grid, &title))?;
+    Ok(cells.cell_at(x, y).map(|(layer, head)| HeadId::new(layer, head)))
+}
+
+/// The index in the sweep of the test under canvas pixel (`x`, `y`) of the NIAH grid, if any.
+pub(crate) fn test_at(a: &App, x: i32, y: i32) -> Res<Option<usize>> {
+    let Some(s) = a.sweep.as_ref() else { return Ok(None) };
+    let grid = niah_grid_of(s);
+    let cells = cells_of(&a.dom.niah_canvas, |area| headscope_plot::niah_grid_cells(area, &grid, &s.lengths, &s.depths, NIAH_TITLE))?;
+    let Some((d, l)) = cells.cell_at(x, y) else { return Ok(None) };
+    Ok(s.results.iter().position(|r| r.record.length == s.lengths[l] && r.record.depth_percent == s.depths[d]))
+}
+
+/// Offers the chart on `canvas` as a PNG download called `name`.
+pub(crate) fn export_png(canvas: &HtmlCanvasElement, name: &str) -> Res<()> {
+    let url = canvas.to_data_url_with_type("image/png").map_err(|e| js_error(&e))?;
+    dom::download_url(name, &url)
+}
+
+fn niah_grid_of(s: &SweepView) -> Grid {
+    let records: Vec<_> = s.results.iter().map(|r| r.record.clone()).collect();
+    views::niah_grid(&records, &s.lengths, &s.depths)
+}
+
+/// Measures the cell layout of a chart on `canvas`.
+fn cells_of(
+    canvas: &HtmlCanvasElement,
+    f: impl FnOnce(&DrawingArea<CanvasBackend, plotters::coord::Shift>) -> Result<CellMap, headscope_plot::PlotError>,
+) -> Res<CellMap> {
+    let backend = CanvasBackend::with_canvas_object(canvas.clone()).ok_or("the canvas has no 2-D context")?;
+    f(&backend.into_drawing_area()).map_err(|e| e.to_string())
+}
+
+/// Draws with `f` on `canvas`, sized `size`.
+fn draw_on(
+    canvas: &HtmlCanvasElement,
+    size: (u32, u32),
+    f: impl FnOnce(&DrawingArea<CanvasBackend, plotters::coord::Shift>) -> Result<(), headscope_plot::PlotError>,
+) -> Res<()> {
+    if canvas.width() != size.0 || canvas.height() != size.1 {
+        canvas.set_width(size.0);
+        canvas.set_height(size.1);
+    }
+    let backend = CanvasBackend::with_canvas_object(canvas.clone()).ok_or("the canvas has no 2-D context")?;
+    let area = backend.into_drawing_area();
+    f(&area).map_err(|e| e.to_string())?;
+    area.present().map_err(|e| e.to_string())
+}
+
+pub(super) fn context_2d(canvas: &HtmlCanvasElement) -> Res<web_sys::CanvasRenderingContext2d> {
+    canvas.get_context("2d").map_err(|e| js_error(&e))?.ok_or("no 2-D context")?.dyn_into().map_err(|_| "no 2-D context".to_string())
+}

@@ -1,0 +1,299 @@
+//! Draws the page from the [`App`]'s state: nothing here changes the state, and everything the page
+//! shows is drawn here (the model panel, the controls and progress here; the charts in [`charts`];
+//! the tests, masks, head view and rerun in [`results`]).
+
+mod charts;
+mod results;
+
+pub(crate) use charts::{export_png, head_at, test_at};
+
+use crate::app::{rate, App, Busy, Source};
+use crate::dom::{self, by_id, Res};
+use crate::views;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{HtmlButtonElement, HtmlCanvasElement, HtmlElement, HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
+
+/// The page's elements, looked up once.
+pub(crate) struct Dom {
+    pub badge: HtmlElement,
+    pub backend: HtmlSelectElement,
+    pub status: HtmlElement,
+    pub error: HtmlElement,
+    pub error_text: HtmlElement,
+    pub model_panel: HtmlElement,
+    pub model_files: HtmlInputElement,
+    pub model_url: HtmlInputElement,
+    pub model_info: HtmlElement,
+    pub needle: HtmlTextAreaElement,
+    pub question: HtmlInputElement,
+    pub answer: HtmlInputElement,
+    pub needles_file: HtmlInputElement,
+    pub needles_clear: HtmlButtonElement,
+    pub needles_info: HtmlElement,
+    pub haystack: HtmlTextAreaElement,
+    pub haystack_file: HtmlInputElement,
+    pub haystack_info: HtmlElement,
+    pub lengths: HtmlInputElement,
+    pub depths: HtmlInputElement,
+    pub max_new: HtmlInputElement,
+    pub gate: HtmlInputElement,
+    pub plain: HtmlInputElement,
+    pub run: HtmlButtonElement,
+    pub cancel: HtmlButtonElement,
+    pub progress: web_sys::HtmlProgressElement,
+    pub progress_text: HtmlElement,
+    pub summary: HtmlElement,
+    pub niah_canvas: HtmlCanvasElement,
+    pub heads_canvas: HtmlCanvasElement,
+    pub activation_canvas: HtmlCanvasElement,
+    pub scores_source: HtmlSelectElement,
+    pub tests: HtmlElement,
+    pub head_info: HtmlElement,
+    pub head_steps: HtmlElement,
+    pub masked_list: HtmlElement,
+    pub mask_k: HtmlInputElement,
+    pub mask_random_k: HtmlInputElement,
+    pub mask_seed: HtmlInputElement,
+    pub mask_mode: HtmlSelectElement,
+    pub mask_scope: HtmlSelectElement,
+    pub rerun: HtmlButtonElement,
+    pub sweep_masked: HtmlButtonElement,
+    pub rerun_result: HtmlElement,
+    pub import_scores: HtmlInputElement,
+    pub export_buttons: Vec<HtmlButtonElement>,
+    pub import_info: HtmlElement,
+}
+
+impl Dom {
+    pub(crate) fn find() -> Res<Dom> {
+        Ok(Dom {
+            badge: by_id("backend-badge")?,
+            backend: by_id("backend")?,
+            status: by_id("status")?,
+            error: by_id("error")?,
+            error_text: by_id("error-text")?,
+            model_panel: by_id("model-panel")?,
+            model_files: by_id("model-files")?,
+            model_url: by_id("model-url")?,
+            model_info: by_id("model-info")?,
+            needle: by_id("needle")?,
+            question: by_id("question")?,
+            answer: by_id("answer")?,
+            needles_file: by_id("needles-file")?,
+            needles_clear: by_id("needles-clear")?,
+            needles_info: by_id("needles-info")?,
+            haystack: by_id("haystack")?,
+            haystack_file: by_id("haystack-file")?,
+            haystack_info: by_id("haystack-info")?,
+            lengths: by_id("lengths")?,
+            depths: by_id("depths")?,
+            max_new: by_id("max-new")?,
+            gate: by_id("gate")?,
+            plain: by_id("plain")?,
+            run: by_id("run")?,
+            cancel: by_id("cancel")?,
+            progress: by_id("progress")?,
+            progress_text: by_id("progress-text")?,
+            summary: by_id("summary")?,
+            niah_canvas: by_id("niah-canvas")?,
+            heads_canvas: by_id("heads-canvas")?,
+            activation_canvas: by_id("activation-canvas")?,
+            scores_source: by_id("scores-source")?,
+            tests: by_id("tests")?,
+            head_info: by_id("head-info")?,
+            head_steps: by_id("head-steps")?,
+            masked_list: by_id("masked-list")?,
+            mask_k: by_id("mask-k")?,
+            mask_random_k: by_id("mask-random-k")?,
+            mask_seed: by_id("mask-seed")?,
+            mask_mode: by_id("mask-mode")?,
+            mask_scope: by_id("mask-scope")?,
+            rerun: by_id("rerun")?,
+            sweep_masked: by_id("sweep-masked")?,
+            rerun_result: by_id("rerun-result")?,
+            import_scores: by_id("import-scores")?,
+            export_buttons: ["export-scores", "export-tests", "export-niah", "export-heads", "export-activation"]
+                .iter()
+                .map(|id| by_id(id))
+                .collect::<Res<_>>()?,
+            import_info: by_id("import-info")?,
+        })
+    }
+}
+
+/// Draws the whole page.
+pub(crate) fn render(a: &App) {
+    let state = match a.busy {
+        Busy::Starting => "starting",
+        Busy::Loading => "loading",
+        Busy::Sweep => "running",
+        Busy::Test => "testing",
+        Busy::Idle if a.model.is_some() => "ready",
+        Busy::Idle => "no-model",
+    };
+    if let Some(body) = dom::document().ok().and_then(|d| d.body()) {
+        let _ = body.set_attribute("data-state", state);
+    }
+    status_lines(a);
+    model_panel(a);
+    controls(a);
+    progress(a);
+    if let Err(e) = charts::charts(a) {
+        a.dom.summary.set_text_content(Some(&format!("the charts could not be drawn: {e}")));
+    }
+    for (part, r) in [("tests", results::tests(a)), ("masks", results::masks(a)), ("head view", results::head_view(a))] {
+        if let Err(e) = r {
+            web_sys::console::warn_1(&format!("the {part} could not be drawn: {e}").into());
+        }
+    }
+    if let Err(e) = results::rerun(a) {
+        a.dom.rerun_result.set_text_content(Some(&format!("the rerun could not be shown: {e}")));
+    }
+    publish(a);
+}
+
+/// Draws what changes while typing or dragging: the status line, the error banner, the haystack's
+/// size and the drop target.
+pub(crate) fn light(a: &App) {
+    status_lines(a);
+    publish(a);
+}
+
+fn status_lines(a: &App) {
+    let d = &a.dom;
+    d.status.set_text_content(Some(&a.status));
+    match &a.banner {
+        Some(message) => {
+            d.error_text.set_text_content(Some(message));
+            d.error.set_hidden(false);
+        }
+        None => {
+            d.error_text.set_text_content(Some(""));
+            d.error.set_hidden(true);
+        }
+    }
+    d.haystack_info.set_text_content(Some(&format!("({} characters)", d.haystack.value().chars().count())));
+    let classes = d.model_panel.class_list();
+    let _ = if a.dragging { classes.add_1("dragging") } else { classes.remove_1("dragging") };
+}
+
+fn model_panel(a: &App) {
+    let d = &a.dom;
+    let (badge, class) = match (&a.model, a.busy) {
+        (Some(m), _) if m.gpu => (m.backend.clone(), "badge gpu"),
+        (Some(m), _) => (m.backend.clone(), "badge cpu"),
+        (None, Busy::Loading) => ("loading…".to_string(), "badge"),
+        (None, _) => ("no model".to_string(), "badge"),
+    };
+    d.badge.set_text_content(Some(&badge));
+    d.badge.set_class_name(class);
+    let info = match &a.model {
+        Some(m) => format!(
+            "{}: {} ({:.1} M parameters), {} layers x {} heads ({} KV heads), context {} tokens{}",
+            m.name,
+            m.model_type,
+            m.parameters as f64 / 1e6,
+            m.layers,
+            m.heads,
+            m.kv_heads,
+            m.max_positions,
+            if m.chat_template { ", has a chat template" } else { "" }
+        ),
+        None if a.busy == Busy::Loading => "loading…".into(),
+        None => "no model loaded".into(),
+    };
+    d.model_info.set_text_content(Some(&info));
+    match &a.needles {
+        Some((name, n)) => {
+            d.needles_info.set_text_content(Some(&format!("{} needles from {name} (the single needle above is not used)", n.len())));
+            dom::show(&d.needles_clear, true);
+        }
+        None => {
+            d.needles_info.set_text_content(Some(""));
+            dom::show(&d.needles_clear, false);
+        }
+    }
+    for e in [&d.needle as &HtmlElement, &d.question, &d.answer] {
+        let _ = e.style().set_property("opacity", if a.needles.is_some() { "0.5" } else { "1" });
+    }
+    d.import_info.set_text_content(Some(&a.import_info));
+}
+
+fn controls(a: &App) {
+    let d = &a.dom;
+    let idle = a.busy == Busy::Idle && a.model.is_some();
+    d.run.set_disabled(!idle);
+    d.cancel.set_disabled(a.busy != Busy::Sweep);
+    d.rerun.set_disabled(!idle || a.masked.is_empty());
+    d.sweep_masked.set_disabled(!idle || a.masked.is_empty());
+    let has_results = a.sweep.as_ref().is_some_and(|s| !s.results.is_empty());
+    let has_scores = a.shown_scores().is_some();
+    for (i, b) in d.export_buttons.iter().enumerate() {
+        b.set_disabled(match i {
+            0 => !has_scores,
+            1 | 2 => !has_results,
+            _ => a.model.is_none() && a.imported.is_none(),
+        });
+    }
+    if let Ok(opts) = d.scores_source.options().item(1).ok_or(()).and_then(|o| o.dyn_into::<web_sys::HtmlOptionElement>().map_err(|_| ())) {
+        opts.set_disabled(a.imported.is_none());
+        if let Some((name, _)) = &a.imported {
+            opts.set_text(&format!("imported: {name}"));
+        }
+    }
+    d.scores_source.set_value(if a.shown == Source::Imported { "imported" } else { "sweep" });
+}
+
+fn progress(a: &App) {
+    let d = &a.dom;
+    let Some(s) = &a.sweep else {
+        d.progress.set_value(0.0);
+        d.progress_text.set_text_content(Some(""));
+        return;
+    };
+    let n = s.results.len();
+    d.progress.set_max(s.total.max(1) as f64);
+    d.progress.set_value(n as f64);
+    let tokens: usize = s.results.iter().map(|r| r.decode_tokens).sum();
+    let seconds: f64 = s.results.iter().map(|r| r.decode_seconds).sum();
+    let text = if s.total == 0 {
+        "starting…".to_string()
+    } else if s.done.is_some() {
+        format!("{n} of {} tests · {:.0} tokens/s decoding", s.total, rate(tokens, seconds))
+    } else {
+        let elapsed = crate::clock::now() - s.started;
+        format!("test {} of {} · {:.0} tokens/s decoding · {:.0} s", (n + 1).min(s.total), s.total, rate(tokens, seconds), elapsed)
+    };
+    d.progress_text.set_text_content(Some(&text));
+}
+
+/// Mirrors the state into `window.__headscope` for scripts that drive the page.
+fn publish(a: &App) {
+    let Ok(window) = dom::window() else { return };
+    let o = js_sys::Object::new();
+    let set = |k: &str, v: JsValue| {
+        let _ = js_sys::Reflect::set(&o, &k.into(), &v);
+    };
+    set("model", a.model.as_ref().and_then(|m| serde_json::to_string(m).ok()).map_or(JsValue::NULL, |s| s.into()));
+    set("errors", JsValue::from(a.errors.iter().map(JsValue::from).collect::<js_sys::Array>()));
+    if let Some((scores, _)) = a.shown_scores() {
+        set("scoresJson", views::head_scores_json(&scores).into());
+    }
+    if let Some(s) = &a.sweep {
+        let records: Vec<_> = s.results.iter().map(|r| r.record.clone()).collect();
+        set("testsJsonl", views::tests_jsonl(&records).into());
+        let traces: serde_json::Map<String, serde_json::Value> =
+            s.results.iter().map(|r| (r.record.id.clone(), serde_json::json!(r.argmax))).collect();
+        set("tracesJson", serde_json::Value::Object(traces).to_string().into());
+        set("sweepDone", s.done.as_ref().map_or(JsValue::NULL, |d| d.to_string().into()));
+        set("testsDone", JsValue::from(s.results.len() as u32));
+    }
+    if let Ok(cells) = js_sys::Reflect::get(&window, &"__headscopeHeadCells".into()) {
+        set("headCells", cells);
+    }
+    if let Some(v) = &a.head_view {
+        set("headView", serde_json::to_string(v).map_or(JsValue::NULL, |s| s.into()));
+    }
+    let _ = js_sys::Reflect::set(&window, &"__headscope".into(), &o);
+}

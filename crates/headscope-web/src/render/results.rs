@@ -1,0 +1,162 @@
+//! The lists under the charts: the sweep's tests, the masked heads, where one head looked, and the
+//! before/after rerun with the mask.
+
+use super::charts::context_2d;
+use crate::app::{App, Rerun};
+use crate::dom::{self, append, el, js_error, Res};
+use crate::protocol::{HeadViewResult, TestResult};
+use wasm_bindgen::JsCast;
+use web_sys::{HtmlCanvasElement, HtmlElement};
+
+pub(super) fn tests(a: &App) -> Res<()> {
+    let list = &a.dom.tests;
+    dom::clear(list);
+    let Some(s) = &a.sweep else { return Ok(()) };
+    for (i, r) in s.results.iter().enumerate() {
+        let li = el("li", if Some(i) == a.selected_test { "selected" } else { "" }, "")?;
+        let _ = li.set_attribute("data-index", &i.to_string());
+        append(&li, &el("span", "id", &format!("{} ", r.record.id))?)?;
+        let pass = r.record.recall >= 0.5;
+        append(&li, &el("span", if pass { "pass" } else { "fail" }, &format!("recall {:.2} ", r.record.recall))?)?;
+        append(&li, &answer_element(r)?)?;
+        append(list, &li)?;
+    }
+    Ok(())
+}
+
+pub(super) fn masks(a: &App) -> Res<()> {
+    let d = &a.dom;
+    dom::clear(&d.masked_list);
+    if a.masked.is_empty() {
+        d.masked_list.set_text_content(Some("none"));
+    }
+    for h in &a.masked {
+        append(&d.masked_list, &el("span", "chip", &h.to_string())?)?;
+    }
+    Ok(())
+}
+
+pub(super) fn head_view(a: &App) -> Res<()> {
+    let d = &a.dom;
+    dom::clear(&d.head_steps);
+    if let Some(head) = a.watching {
+        d.head_info.set_text_content(Some(&format!("running the test again, watching head {head}…")));
+        return Ok(());
+    }
+    let Some(v) = &a.head_view else { return Ok(()) };
+    if Some(v.head) != a.selected_head {
+        return Ok(());
+    }
+    let hits = v.steps.iter().filter(|s| s.hit).count();
+    d.head_info.set_text_content(Some(&format!(
+        "Head {} on test {}: for each generated token, the context around the position its attention peaked at (needle in green, \
+         the answer span darker, the peak outlined) and its attention over the whole {}-token context (needle band in green). \
+         {hits} of {} steps copied an answer token.",
+        v.head,
+        v.test_id,
+        v.context,
+        v.steps.len()
+    )));
+    let table = el("table", "", "")?;
+    let head = el("tr", "", "")?;
+    for t in ["step", "token", "peak at", "weight", "context around the peak", "attention over the context"] {
+        append(&head, &el("th", "", t)?)?;
+    }
+    append(&table, &head)?;
+    for (i, s) in v.steps.iter().enumerate() {
+        let tr = el("tr", "", "")?;
+        append(&tr, &el("td", "", &i.to_string())?)?;
+        append(&tr, &el("td", if s.hit { "hit" } else { "" }, &format!("{:?}", s.token))?)?;
+        append(&tr, &el("td", "", &s.argmax.to_string())?)?;
+        append(&tr, &el("td", "", &format!("{:.2}", s.peak))?)?;
+        let ctx = el("td", "ctx", "")?;
+        for (p, text) in &s.window {
+            let p = *p as usize;
+            let mut class = String::new();
+            if (v.needle_tokens[0]..v.needle_tokens[1]).contains(&p) {
+                class += "needle ";
+            }
+            if (v.answer_tokens[0]..v.answer_tokens[1]).contains(&p) {
+                class += "answer ";
+            }
+            if p == s.argmax as usize {
+                class += "peak";
+            }
+            append(&ctx, &el("span", class.trim(), text)?)?;
+        }
+        append(&tr, &ctx)?;
+        let td = el("td", "", "")?;
+        append(&td, &strip_canvas(v, &s.strip)?)?;
+        append(&tr, &td)?;
+        append(&table, &tr)?;
+    }
+    append(&d.head_steps, &table)
+}
+
+pub(super) fn rerun(a: &App) -> Res<()> {
+    let d = &a.dom.rerun_result;
+    dom::clear(d);
+    let (before, after, masked) = match &a.rerun {
+        Rerun::None => return Ok(()),
+        Rerun::Running => {
+            d.set_text_content(Some("running the test without and with the mask…"));
+            return Ok(());
+        }
+        Rerun::Done { before, after, masked } => (before, after, masked),
+    };
+    for (title, result) in [("Before (no heads masked)".to_string(), before), (format!("After: {} heads masked", masked.len()), after)] {
+        let col = el("div", "", "")?;
+        append(&col, &el("h4", "", &title)?)?;
+        let pass = result.record.recall >= 0.5;
+        append(&col, &el("div", if pass { "pass" } else { "fail" }, &format!("recall {:.2}", result.record.recall))?)?;
+        append(&col, &answer_element(result)?)?;
+        append(d, &col)?;
+    }
+    let list: Vec<String> = masked.iter().map(|h| h.to_string()).collect();
+    let _ = d.set_attribute("data-masked", &list.join(","));
+    let _ = d.set_attribute("data-before", &before.record.answer);
+    let _ = d.set_attribute("data-after", &after.record.answer);
+    Ok(())
+}
+
+/// The answer of a test with copied tokens marked.
+fn answer_element(r: &TestResult) -> Res<HtmlElement> {
+    let span = el("span", "answer", "")?;
+    for t in &r.answer {
+        let piece = el(if t.copied { "mark" } else { "span" }, "", &t.text)?;
+        append(&span, &piece)?;
+    }
+    if r.answer.is_empty() {
+        span.set_text_content(Some("(no answer)"));
+    }
+    Ok(span)
+}
+
+/// A strip of one step's attention over the whole context: grey intensity = weight, the needle band green.
+fn strip_canvas(v: &HeadViewResult, strip: &[f32]) -> Res<HtmlCanvasElement> {
+    let canvas: HtmlCanvasElement = dom::document()?.create_element("canvas").map_err(|e| js_error(&e))?.unchecked_into();
+    let (w, h) = (strip.len().max(1) as u32, 16u32);
+    canvas.set_width(w);
+    canvas.set_height(h);
+    // One pixel per bin, stretched to a fixed width by CSS (crisp, whatever the context length).
+    let _ = canvas.style().set_property("width", "480px");
+    let _ = canvas.style().set_property("height", &format!("{h}px"));
+    let ctx = context_2d(&canvas)?;
+    ctx.set_fill_style_str("#f0f0f0");
+    ctx.fill_rect(0.0, 0.0, w as f64, h as f64);
+    ctx.set_fill_style_str("#cde9d8");
+    let (n0, n1) = (v.needle_tokens[0] / v.bin, v.needle_tokens[1].div_ceil(v.bin));
+    ctx.fill_rect(n0 as f64, 0.0, (n1 - n0) as f64, h as f64);
+    let max = strip.iter().copied().fold(1e-9f32, f32::max);
+    for (x, &w) in strip.iter().enumerate() {
+        let t = (w / max).clamp(0.0, 1.0);
+        if t < 0.02 {
+            continue;
+        }
+        let shade = (40.0 + 200.0 * (1.0 - t)) as u8;
+        ctx.set_fill_style_str(&format!("rgb({shade},{shade},{shade})"));
+        let bar = (h as f64 - 2.0) * t as f64;
+        ctx.fill_rect(x as f64, h as f64 - 1.0 - bar, 1.0, bar.max(1.0));
+    }
+    Ok(canvas)
+}
