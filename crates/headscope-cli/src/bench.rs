@@ -4,7 +4,8 @@
 //! phase, with a fixed number of decode steps (stop tokens are ignored) so every run does equal work.
 //! Each test is timed alone (a fresh cache) and, with `--sweep-depths N`, also inside a depth sweep as
 //! `detect` runs one: N depths at one length, deepest first, each prefill reusing the cache of the
-//! prefix the test shares with the one before it ([`Transformer::prefill_reusing`]).
+//! prefix the test shares with the one before it ([`Engine::prefill_reusing`]). The work is the same
+//! on every engine (`--device cpu`, `cuda` or `wgpu`): it is written once over the [`Engine`] trait.
 //!
 //! Peak memory: candle has no allocator statistics, so on CUDA a thread polls the driver's free/total
 //! memory (`cuMemGetInfo`, every millisecond) and reports the largest amount in use on the whole GPU,
@@ -17,17 +18,19 @@
 //! without running out of memory. Next to it stands the physical limit from the config:
 //! (device memory - weight bytes) / KV-cache bytes per token.
 
-use crate::sweep::is_out_of_memory;
+use crate::sweep::{is_out_of_memory, WGPU_DEVICE};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use headscope_core::metrics::rouge1_recall;
 use headscope_core::niah::{san_francisco_needle, Needle, NiahBuilder, NiahTest};
 use headscope_core::score::{retrieval_hits, DecodeStep};
 use headscope_core::{HeadShape, TextTokenizer};
+use headscope_engine::{block_on, greedy_decode_from, DecodeTrace, Engine};
+use headscope_gpu::GpuModel;
 use headscope_model::loader::{dtype_name, parse_dtype};
 use headscope_model::spec::ModelSpec;
 use headscope_model::transformer::DEFAULT_PREFILL_SCORE_BUDGET;
-use headscope_model::{greedy_decode_from, Device, LoadOptions, ModelDir, Probe, Transformer};
+use headscope_model::{DType, Device, LoadOptions, ModelDir, Probe, Transformer};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -45,7 +48,8 @@ pub struct BenchArgs {
     /// Hugging Face model directory.
     #[arg(long)]
     pub model: PathBuf,
-    /// Device: cpu, cuda or cuda:N.
+    /// Device: cpu, cuda, cuda:N, or wgpu (the WGSL forward on the first GPU adapter wgpu finds:
+    /// Vulkan, Metal or DX12; f32; no --max-context, --prefill-chunk or memory figures there).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), f32, f16, bf16.
@@ -249,8 +253,22 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.steps == 0 || args.repeats == 0 {
         bail!("--steps and --repeats must be at least 1");
     }
-    let device = crate::sweep::parse_device(&args.device)?;
-    let options = LoadOptions { dtype: parse_dtype(&args.dtype)?, device: device.clone() };
+    let wgpu = args.device == WGPU_DEVICE;
+    if wgpu {
+        if !matches!(args.dtype.as_str(), "auto" | "f32") {
+            bail!("--device wgpu computes in f32: --dtype {} is not available there (leave it out or pass f32)", args.dtype);
+        }
+        if args.prefill_chunk.is_some() {
+            bail!("--prefill-chunk sets the candle path's chunks; --device wgpu chooses its own ({WGPU_PREFILL_CHUNK} tokens)");
+        }
+        if args.max_context {
+            bail!("--max-context probes memory on the candle path only: use --device cpu or cuda");
+        }
+    }
+    // The wgpu engine takes its weights from the candle loader's files, as f32.
+    let device = if wgpu { Device::Cpu } else { crate::sweep::parse_device(&args.device)? };
+    let dtype = if wgpu { Some(DType::F32) } else { parse_dtype(&args.dtype)? };
+    let options = LoadOptions { dtype, device: device.clone() };
     let dtype = ModelDir::resolve_dtype(&options);
     let mut md = ModelDir::open(&args.model)?;
     let spec = md.spec.clone();
@@ -259,8 +277,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let stored = stored_parameters(&md.weight_files)?;
     let weight_bytes = stored.max(parameters) * dtype_bytes;
     let kv_per_token = kv_bytes_per_token(&spec, dtype_bytes);
-    let monitor = memory::Monitor::start(&device);
-    let memory_bytes = match (args.memory_gib, monitor.total()) {
+    // wgpu reports no memory use: no figure there rather than the host process's.
+    let monitor = (!wgpu).then(|| memory::Monitor::start(&device));
+    let memory_bytes = match (args.memory_gib, monitor.as_ref().and_then(|m| m.total())) {
         (Some(g), _) if g > 0.0 => Some((g * (1u64 << 30) as f64) as u64),
         (Some(_), _) => bail!("--memory-gib must be positive"),
         (None, total) => total,
@@ -327,122 +346,34 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         args.device,
         dtype_name(dtype)
     );
-    let t = Instant::now();
-    let mut model = md.load_weights(&options)?;
-    device.synchronize()?;
-    let load_seconds = t.elapsed().as_secs_f64();
-    if let Some(chunk) = args.prefill_chunk {
-        model.set_prefill_chunk(chunk);
-    }
-    model.set_prefill_score_budget((args.score_budget_mib as usize) << 20);
-
-    // Warm-up: kernel JIT and library start-up (12-15 s on a fresh GPU machine) stay out of the figures.
-    let t = Instant::now();
-    let warm: Vec<u32> = prompts[0].prompt_ids.iter().copied().take(64.min(prompts[0].prompt_ids.len())).collect();
-    model.reserve(warm.len() + 2)?;
-    run_test(&mut model, &device, &warm, 2, false)?;
-    let warmup_seconds = t.elapsed().as_secs_f64();
-
     let shape = spec.head_shape();
-    let mut results = Vec::new();
-    let mut saved = Vec::new();
-    for (test, sweep) in prompts.iter().zip(&sweeps) {
-        monitor.reset_peak();
-        let length = test.prompt_ids.len();
-        let mut sums = (0.0, 0.0, 0.0);
-        let mut outcome = Ok(());
-        let mut heads_with_hits = 0;
-        for _ in 0..args.repeats {
-            let run = model.reserve(length + args.steps).and_then(|_| {
-                let t0 = Instant::now();
-                let timing = run_test(&mut model, &device, &test.prompt_ids, args.steps, false)?;
-                Ok((t0, timing))
-            });
-            match run {
-                Ok((t0, (prefill, decode, _, trace))) => {
-                    heads_with_hits = score_test(shape, &md.tokenizer, &needle, test, &trace)?;
-                    let total = t0.elapsed().as_secs_f64();
-                    sums.0 += prefill;
-                    sums.1 += decode;
-                    sums.2 += total;
-                    if saved.iter().all(|s: &SavedTest| s.length != length) {
-                        saved.push(SavedTest {
-                            length,
-                            prompt_ids: test.prompt_ids.clone(),
-                            prompt_hash: test.prompt_hash(),
-                            needle_tokens: [test.needle_tokens.start, test.needle_tokens.end],
-                            answer_tokens: [test.answer_tokens.start, test.answer_tokens.end],
-                            headscope_tokens: trace.tokens.clone(),
-                            headscope_argmax: trace.argmax_position.clone(),
-                        });
-                    }
-                }
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
-            }
-        }
-        let n = args.repeats as f64;
-        // The sweep runs only where the isolated test fit: at one length it needs the same memory.
-        let swept = match &outcome {
-            Ok(()) if !sweep.is_empty() => match run_sweep(&mut model, &device, sweep, args.steps, shape, &md.tokenizer, &needle) {
-                Ok(s) => Some(s),
-                Err(e) if is_out_of_memory(&e) => {
-                    model.release_cache();
-                    None
-                }
-                Err(e) => return Err(e).with_context(|| format!("the {length}-token depth sweep")),
-            },
-            _ => None,
-        };
-        let r = match outcome {
-            Ok(()) => LengthResult {
-                length,
-                fits: true,
-                error: None,
-                prefill_seconds: sums.0 / n,
-                prefill_tokens_per_second: (length - 1) as f64 / (sums.0 / n).max(1e-9),
-                decode_step_ms: 1e3 * sums.1 / n / args.steps as f64,
-                test_seconds: sums.2 / n,
-                sweep_test_seconds: swept.map(|s| s.0),
-                sweep_reused_share: swept.map(|s| s.1),
-                peak_memory_bytes: monitor.peak(),
-                heads_with_hits,
-            },
-            Err(e) => {
-                if !is_out_of_memory(&e) {
-                    return Err(e).with_context(|| format!("the {length}-token test"));
-                }
-                // Free what the failed attempt left before the next length.
-                model.release_cache();
-                LengthResult {
-                    length,
-                    fits: false,
-                    error: Some(e.to_string()),
-                    prefill_seconds: 0.0,
-                    prefill_tokens_per_second: 0.0,
-                    decode_step_ms: 0.0,
-                    test_seconds: 0.0,
-                    sweep_test_seconds: None,
-                    sweep_reused_share: None,
-                    peak_memory_bytes: monitor.peak(),
-                    heads_with_hits: 0,
-                }
-            }
-        };
-        eprintln!("{}", row(&r, args.sweep_depths > 0));
-        results.push(r);
-    }
-
-    let max_context = if args.max_context {
-        let memory = memory_bytes.expect("checked above");
-        let limit = physical_limit.unwrap_or(0);
-        let known = results.iter().filter(|r| r.fits).map(|r| r.length).max().unwrap_or(0);
-        Some(search_max_context(&mut model, &device, memory, limit, known, args)?)
+    let work =
+        Work { args, prompts: &prompts, sweeps: &sweeps, shape, tokenizer: &md.tokenizer, needle: &needle, monitor: monitor.as_ref() };
+    let t = Instant::now();
+    let (measured, prefill_chunk, flash_prefill, max_context) = if wgpu {
+        let mut model = crate::sweep::load_wgpu(&md)?;
+        let load_seconds = t.elapsed().as_secs_f64();
+        (work.measure(&mut model, load_seconds)?, WGPU_PREFILL_CHUNK, false, None)
     } else {
-        None
+        let mut model = md.load_weights(&options)?;
+        device.synchronize()?;
+        let load_seconds = t.elapsed().as_secs_f64();
+        if let Some(chunk) = args.prefill_chunk {
+            model.set_prefill_chunk(chunk);
+        }
+        model.set_prefill_score_budget((args.score_budget_mib as usize) << 20);
+        let measured = work.measure(&mut model, load_seconds)?;
+        let max_context = if args.max_context {
+            let memory = memory_bytes.expect("checked above");
+            let limit = physical_limit.unwrap_or(0);
+            let known = measured.results.iter().filter(|r| r.fits).map(|r| r.length).max().unwrap_or(0);
+            Some(search_max_context(&mut model, &device, memory, limit, known, args)?)
+        } else {
+            None
+        };
+        (measured, model.prefill_chunk(), model.uses_fused_attention(), max_context)
     };
+    let Measured { results, saved, load_seconds, warmup_seconds } = measured;
 
     let report = BenchReport {
         headscope_version: headscope_core::VERSION.to_string(),
@@ -460,10 +391,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         steps: args.steps,
         repeats: args.repeats,
         sweep_depths: args.sweep_depths,
-        prefill_chunk: model.prefill_chunk(),
-        flash_prefill: model.uses_fused_attention(),
+        prefill_chunk,
+        flash_prefill,
         score_budget_mib: args.score_budget_mib,
-        memory_method: monitor.method().to_string(),
+        memory_method: monitor.as_ref().map_or("none (wgpu reports no memory use)", |m| m.method()).to_string(),
         load_seconds,
         warmup_seconds,
         max_position_embeddings: trained,
@@ -495,71 +426,211 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Prompt tokens per prefill submission on the wgpu engine (its own choice).
+const WGPU_PREFILL_CHUNK: usize = 256;
+
+/// What bench needs of an engine beyond [`Engine`]: waiting for its device, so that a time is the
+/// device's, and freeing its cache after an attempt that ran out of memory.
+trait Benched: Engine<Error: std::error::Error + Send + Sync + 'static> {
+    fn synchronize(&self) -> Result<()>;
+    fn release_cache(&mut self);
+}
+
+impl Benched for Transformer {
+    fn synchronize(&self) -> Result<()> {
+        Ok(self.device().synchronize()?)
+    }
+    fn release_cache(&mut self) {
+        Transformer::release_cache(self);
+    }
+}
+
+impl Benched for GpuModel {
+    /// Nothing to wait for: its prefill resolves when the GPU has finished, and every step reads its
+    /// results back.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+    fn release_cache(&mut self) {
+        self.reset();
+    }
+}
+
+/// The measurements, shared by every engine: the built prompts and what scores them.
+struct Work<'a> {
+    args: &'a BenchArgs,
+    prompts: &'a [NiahTest],
+    /// Per length, the depth sweep's prompts, deepest first.
+    sweeps: &'a [Vec<NiahTest>],
+    shape: HeadShape,
+    tokenizer: &'a headscope_model::HfTokenizer,
+    needle: &'a Needle,
+    monitor: Option<&'a memory::Monitor>,
+}
+
+/// What [`Work::measure`] found.
+struct Measured {
+    results: Vec<LengthResult>,
+    saved: Vec<SavedTest>,
+    load_seconds: f64,
+    warmup_seconds: f64,
+}
+
+impl Work<'_> {
+    /// Warms `model` up, then times every length alone (`repeats` times) and in its depth sweep.
+    fn measure<E: Benched>(&self, model: &mut E, load_seconds: f64) -> Result<Measured> {
+        let args = self.args;
+        // Warm-up: kernel JIT and library start-up (12-15 s on a fresh GPU machine) stay out of the figures.
+        let t = Instant::now();
+        let first = &self.prompts[0].prompt_ids;
+        let warm = &first[..64.min(first.len())];
+        block_on(model.reserve(warm.len() + 2))?;
+        run_test(model, warm, 2, false)?;
+        let warmup_seconds = t.elapsed().as_secs_f64();
+
+        let mut results = Vec::new();
+        let mut saved = Vec::new();
+        for (test, sweep) in self.prompts.iter().zip(self.sweeps) {
+            if let Some(m) = self.monitor {
+                m.reset_peak();
+            }
+            let length = test.prompt_ids.len();
+            let mut sums = (0.0, 0.0, 0.0);
+            let mut outcome = Ok(());
+            let mut heads_with_hits = 0;
+            for _ in 0..args.repeats {
+                let run = block_on(model.reserve(length + args.steps)).map_err(anyhow::Error::from).and_then(|_| {
+                    let t0 = Instant::now();
+                    let timing = run_test(model, &test.prompt_ids, args.steps, false)?;
+                    Ok((t0, timing))
+                });
+                match run {
+                    Ok((t0, (prefill, decode, _, trace))) => {
+                        heads_with_hits = self.score_test(test, &trace)?;
+                        sums.0 += prefill;
+                        sums.1 += decode;
+                        sums.2 += t0.elapsed().as_secs_f64();
+                        if saved.iter().all(|s: &SavedTest| s.length != length) {
+                            saved.push(SavedTest {
+                                length,
+                                prompt_ids: test.prompt_ids.clone(),
+                                prompt_hash: test.prompt_hash(),
+                                needle_tokens: [test.needle_tokens.start, test.needle_tokens.end],
+                                answer_tokens: [test.answer_tokens.start, test.answer_tokens.end],
+                                headscope_tokens: trace.tokens.clone(),
+                                headscope_argmax: trace.argmax_position.clone(),
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            let n = args.repeats as f64;
+            // The sweep runs only where the isolated test fit: at one length it needs the same memory.
+            let swept = match &outcome {
+                Ok(()) if !sweep.is_empty() => match self.run_sweep(model, sweep) {
+                    Ok(s) => Some(s),
+                    Err(e) if is_out_of_memory(&e) => {
+                        model.release_cache();
+                        None
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("the {length}-token depth sweep")),
+                },
+                _ => None,
+            };
+            let peak_memory_bytes = self.monitor.and_then(|m| m.peak());
+            let r = match outcome {
+                Ok(()) => LengthResult {
+                    length,
+                    fits: true,
+                    error: None,
+                    prefill_seconds: sums.0 / n,
+                    prefill_tokens_per_second: (length - 1) as f64 / (sums.0 / n).max(1e-9),
+                    decode_step_ms: 1e3 * sums.1 / n / args.steps as f64,
+                    test_seconds: sums.2 / n,
+                    sweep_test_seconds: swept.map(|s| s.0),
+                    sweep_reused_share: swept.map(|s| s.1),
+                    peak_memory_bytes,
+                    heads_with_hits,
+                },
+                Err(e) => {
+                    if !is_out_of_memory(&e) {
+                        return Err(e).with_context(|| format!("the {length}-token test"));
+                    }
+                    // Free what the failed attempt left before the next length.
+                    model.release_cache();
+                    LengthResult {
+                        length,
+                        fits: false,
+                        error: Some(e.to_string()),
+                        prefill_seconds: 0.0,
+                        prefill_tokens_per_second: 0.0,
+                        decode_step_ms: 0.0,
+                        test_seconds: 0.0,
+                        sweep_test_seconds: None,
+                        sweep_reused_share: None,
+                        peak_memory_bytes,
+                        heads_with_hits: 0,
+                    }
+                }
+            };
+            eprintln!("{}", row(&r, args.sweep_depths > 0));
+            results.push(r);
+        }
+        Ok(Measured { results, saved, load_seconds, warmup_seconds })
+    }
+
+    /// Scores a finished test as the sweep does (eq. 1 hits, the answer's ROUGE-1 recall), so that its
+    /// cost is in the time per test; returns how many heads hit.
+    fn score_test(&self, test: &NiahTest, trace: &DecodeTrace) -> Result<usize> {
+        let steps: Vec<DecodeStep> = trace.steps();
+        let hits = retrieval_hits(self.shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
+        let answer = self.tokenizer.decode(&trace.tokens).unwrap_or_default();
+        let _recall = rouge1_recall(&answer, &self.needle.real_needle);
+        Ok(self.shape.iter().filter(|&h| hits.score(h) > 0.0).count())
+    }
+
+    /// A depth sweep at one length as `detect` runs it: `tests` (deepest first) one after another from
+    /// an empty cache, each prefill reusing the prefix shared with the test before. Returns the mean
+    /// seconds per test (model work and scoring) and the share of prefill positions reused.
+    fn run_sweep<E: Benched>(&self, model: &mut E, tests: &[NiahTest]) -> Result<(f64, f64)> {
+        let steps = self.args.steps;
+        let longest = tests.iter().map(|t| t.prompt_ids.len()).max().unwrap_or(0);
+        // Empty: the sweep's first test computes its whole prompt, as the first test of a real sweep does.
+        model.reset();
+        block_on(model.reserve(longest + steps))?;
+        let (mut seconds, mut reused, mut positions) = (0.0, 0, 0);
+        for test in tests {
+            let t0 = Instant::now();
+            let (_, _, r, trace) = run_test(model, &test.prompt_ids, steps, true)?;
+            self.score_test(test, &trace)?;
+            seconds += t0.elapsed().as_secs_f64();
+            reused += r;
+            positions += test.prompt_ids.len() - 1;
+        }
+        Ok((seconds / tests.len().max(1) as f64, reused as f64 / positions.max(1) as f64))
+    }
+}
+
 /// One NIAH test's model work: prefill prompt[:-1] (synchronised, so the time is the device's), then
 /// `steps` observed decode steps. With `reuse` the prefill keeps the cached prefix the prompt shares
 /// with what the cache holds, else it starts from an empty cache. Returns (prefill seconds, decode
 /// seconds, positions reused, trace).
-fn run_test(
-    model: &mut Transformer,
-    device: &Device,
-    prompt: &[u32],
-    steps: usize,
-    reuse: bool,
-) -> headscope_model::Result<(f64, f64, usize, headscope_model::DecodeTrace)> {
-    let (&last, context) = prompt.split_last().ok_or_else(|| headscope_model::ModelError::Invalid("the prompt is empty".into()))?;
+fn run_test<E: Benched>(model: &mut E, prompt: &[u32], steps: usize, reuse: bool) -> Result<(f64, f64, usize, DecodeTrace)> {
+    let (&last, context) = prompt.split_last().context("the prompt is empty")?;
     if !reuse {
         model.reset();
     }
     let t = Instant::now();
-    let reused = model.prefill_reusing(context)?;
-    device.synchronize()?;
+    let reused = block_on(model.prefill_reusing(context))?;
+    model.synchronize()?;
     let prefill = t.elapsed().as_secs_f64();
     // Every step copies its argmax positions to the host, which waits for the device.
-    let trace = greedy_decode_from(model, last, steps, &[], &Probe::default(), |_| true)?;
+    let trace = block_on(greedy_decode_from(model, last, steps, &[], &Probe::default(), |_| true))?;
     Ok((prefill, trace.decode_seconds, reused, trace))
-}
-
-/// Scores a finished test as the sweep does (eq. 1 hits, the answer's ROUGE-1 recall), so that its
-/// cost is in the time per test; returns how many heads hit.
-fn score_test(
-    shape: HeadShape,
-    tokenizer: &impl TextTokenizer,
-    needle: &Needle,
-    test: &NiahTest,
-    trace: &headscope_model::DecodeTrace,
-) -> Result<usize> {
-    let steps: Vec<DecodeStep> = trace.steps();
-    let hits = retrieval_hits(shape, &test.prompt_ids, test.answer_tokens.clone(), &steps)?;
-    let answer = tokenizer.decode(&trace.tokens).unwrap_or_default();
-    let _recall = rouge1_recall(&answer, &needle.real_needle);
-    Ok(shape.iter().filter(|&h| hits.score(h) > 0.0).count())
-}
-
-/// A depth sweep at one length as `detect` runs it: `tests` (deepest first) one after another from an
-/// empty cache, each prefill reusing the prefix shared with the test before. Returns the mean seconds
-/// per test (model work and scoring) and the share of prefill positions reused.
-fn run_sweep(
-    model: &mut Transformer,
-    device: &Device,
-    tests: &[NiahTest],
-    steps: usize,
-    shape: HeadShape,
-    tokenizer: &impl TextTokenizer,
-    needle: &Needle,
-) -> Result<(f64, f64)> {
-    let longest = tests.iter().map(|t| t.prompt_ids.len()).max().unwrap_or(0);
-    // Empty: the sweep's first test computes its whole prompt, as the first test of a real sweep does.
-    model.reserve(longest + steps)?;
-    let (mut seconds, mut reused, mut positions) = (0.0, 0, 0);
-    for test in tests {
-        let t0 = Instant::now();
-        let (_, _, r, trace) = run_test(model, device, &test.prompt_ids, steps, true)?;
-        score_test(shape, tokenizer, needle, test, &trace)?;
-        seconds += t0.elapsed().as_secs_f64();
-        reused += r;
-        positions += test.prompt_ids.len() - 1;
-    }
-    Ok((seconds / tests.len().max(1) as f64, reused as f64 / positions.max(1) as f64))
 }
 
 /// Binary search for the longest context (multiple of [`SEARCH_STEP`]) whose KV cache, last prefill
@@ -687,6 +758,8 @@ pub fn render(r: &BenchReport) -> String {
         r.prefill_chunk,
         if r.flash_prefill {
             "fused attention kernel".to_string()
+        } else if r.device == WGPU_DEVICE {
+            "the WGSL forward's attention".to_string()
         } else {
             format!("chunked attention within {} MiB of scores", r.score_budget_mib)
         }

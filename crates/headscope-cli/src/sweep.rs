@@ -52,7 +52,7 @@ pub const WGPU_DEVICE: &str = "wgpu";
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {
         "cpu" => Ok(Device::Cpu),
-        WGPU_DEVICE => bail!("--device wgpu runs `detect`, `niah` and `report` only; use cpu or cuda here"),
+        WGPU_DEVICE => bail!("--device wgpu runs `detect`, `niah`, `report` and `bench` only; use cpu or cuda here"),
         _ => {
             let ordinal = match s.strip_prefix("cuda") {
                 Some("") => 0,

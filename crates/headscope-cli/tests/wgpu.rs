@@ -1,4 +1,4 @@
-//! `--device wgpu`: `detect`, `niah` and `report` on the page's WGSL forward (here on whatever Vulkan driver the
+//! `--device wgpu`: `detect`, `niah`, `report` and `bench` on the page's WGSL forward (here on whatever Vulkan driver the
 //! machine has; CI's is lavapipe) give the records the candle CPU path gives: the same greedy answers
 //! and the same eq. 1 hits for at least 99 % of (test, head) pairs. Without a GPU adapter the test says
 //! why it skips and passes.
@@ -98,13 +98,80 @@ fn a_wgpu_sweep_gives_the_cpu_sweeps_records() {
 
 #[test]
 fn wgpu_is_refused_where_it_does_not_run() {
-    fails(&["generate", "--prompt", "x", "--device", "wgpu"], "`detect`, `niah` and `report` only");
+    fails(&["generate", "--prompt", "x", "--device", "wgpu"], "`detect`, `niah`, `report` and `bench` only");
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tiny").to_string_lossy().into_owned();
     let out = tmp.path().join("out").to_string_lossy().into_owned();
     ok(&["tiny-model", "--out", &model, "--arch", "llama"]);
     fails(&["detect", "--model", &model, "--out", &out, "--device", "wgpu", "--dtype", "bf16"], "computes in f32");
     fails(&["niah", "--model", &model, "--out", &out, "--device", "wgpu", "--prefill-chunk", "64"], "chooses its own");
+    fails(&["bench", "--model", &model, "--lengths", "100", "--device", "wgpu", "--dtype", "f16"], "computes in f32");
+    fails(&["bench", "--model", &model, "--lengths", "100", "--device", "wgpu", "--max-context"], "candle path only");
+}
+
+/// `bench` times the same work on wgpu: the same prompts, the same greedy tokens and (>= 99 %) argmax
+/// positions as on the CPU, and a depth sweep that reuses prefixes there too.
+#[test]
+fn a_wgpu_bench_runs_the_cpu_benchs_tests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, _) = tiny_model_and_needles(tmp.path());
+    let run = |device: &str| {
+        let json = tmp.path().join(format!("{device}.json"));
+        let prompts = tmp.path().join(format!("{device}-prompts.json"));
+        let args = [
+            "bench",
+            "--model",
+            &model,
+            "--lengths",
+            "200,400",
+            "--steps",
+            "6",
+            "--sweep-depths",
+            "3",
+            "--device",
+            device,
+            "--json",
+            &json.to_string_lossy(),
+            "--save-prompts",
+            &prompts.to_string_lossy(),
+        ];
+        let read = |p: &Path| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p).unwrap_or_default()).ok();
+        let out = headscope(&args);
+        (out, (read(&json), read(&prompts)))
+    };
+    let Some((_, (gpu_report, gpu_prompts), (_, cpu_prompts))) = on_wgpu_and_cpu("bench", run) else { return };
+    let report = gpu_report.unwrap();
+    assert_eq!(report["device"], "wgpu");
+    assert_eq!(report["dtype"], "f32");
+    let lengths = report["lengths"].as_array().unwrap();
+    assert_eq!(lengths.len(), 2);
+    for l in lengths {
+        assert_eq!(l["fits"], true, "{l}");
+        assert!(l["decode_step_ms"].as_f64().unwrap() > 0.0 && l["prefill_seconds"].as_f64().unwrap() > 0.0, "{l}");
+        // Deepest first, each test keeps what it shares with the one before.
+        assert!(l["sweep_reused_share"].as_f64().unwrap() > 0.0, "{l}");
+    }
+    let tests = |v: Option<serde_json::Value>| v.unwrap()["tests"].as_array().unwrap().clone();
+    let (g, c) = (tests(gpu_prompts), tests(cpu_prompts));
+    assert_eq!(g.len(), 2);
+    let (mut same, mut all) = (0, 0);
+    for (g, c) in g.iter().zip(&c) {
+        assert_eq!(g["prompt_ids"], c["prompt_ids"]);
+        assert_eq!(g["headscope_tokens"], c["headscope_tokens"], "the greedy tokens differ");
+        let positions = |t: &serde_json::Value| -> Vec<u64> {
+            t["headscope_argmax"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|s| s.as_array().unwrap().iter().map(|p| p.as_u64().unwrap()))
+                .collect()
+        };
+        let (gp, cp) = (positions(g), positions(c));
+        assert_eq!(gp.len(), cp.len());
+        same += gp.iter().zip(&cp).filter(|(a, b)| a == b).count();
+        all += gp.len();
+    }
+    assert!(same * 100 >= all * 99, "{same} of {all} argmax positions agree");
 }
 
 #[test]

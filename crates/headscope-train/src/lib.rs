@@ -847,6 +847,14 @@ mod tests {
         assert!(checked >= 20, "only {checked} recipes found");
     }
 
+    /// The prompt and the answer (the tokens weighted 8, less the last: EOS) of a 512-token exercise
+    /// row of `seed`; None for a row of plain text.
+    fn prompt_and_answer(s: &DataSource, seed: u64) -> Option<(String, String)> {
+        let (seq, w) = s.exercise(512, seed, s.vary_prompt_length).unwrap();
+        let (first, last) = (w.iter().position(|&x| x == 8.0)?, w.iter().rposition(|&x| x == 8.0)?);
+        Some((s.tokenizer.decode(&seq[..first]).unwrap(), s.tokenizer.decode(&seq[first..last]).unwrap()))
+    }
+
     #[test]
     fn invented_natural_words_are_copied_from_the_context() {
         let mut s = source(true);
@@ -866,10 +874,7 @@ mod tests {
         }
         let (mut answers, mut invented) = (0, 0);
         for seed in 0..30u64 {
-            let (seq, w) = s.exercise(512, seed, s.vary_prompt_length).unwrap();
-            let (Some(first), Some(last)) = (w.iter().position(|&x| x == 8.0), w.iter().rposition(|&x| x == 8.0)) else { continue };
-            let answer = s.tokenizer.decode(&seq[first..last]).unwrap();
-            let prompt = s.tokenizer.decode(&seq[..first]).unwrap();
+            let Some((prompt, answer)) = prompt_and_answer(&s, seed) else { continue };
             // The answer restates the context, and holds words that neither the corpus nor the
             // grammar's lists hold: only this context does.
             assert!(prompt.contains(answer.trim()), "{answer:?} is not in the context");
@@ -886,10 +891,7 @@ mod tests {
         s.sentence_settings = Some(SentenceExerciseSettings { natural_facts: 0.5, cue_answers: 1.0, ..Default::default() });
         let (mut answers, mut shortened) = (0, 0);
         for seed in 0..30u64 {
-            let (seq, w) = s.exercise(512, seed, s.vary_prompt_length).unwrap();
-            let (Some(first), Some(last)) = (w.iter().position(|&x| x == 8.0), w.iter().rposition(|&x| x == 8.0)) else { continue };
-            let answer = s.tokenizer.decode(&seq[first..last]).unwrap();
-            let prompt = s.tokenizer.decode(&seq[..first]).unwrap();
+            let Some((prompt, answer)) = prompt_and_answer(&s, seed) else { continue };
             let (book, question) = prompt.split_at(prompt.find("</book>").unwrap());
             // Still a run of the context's text, ending where its sentence ends ...
             assert!(book.contains(answer.trim()), "{answer:?} is not in the context");
