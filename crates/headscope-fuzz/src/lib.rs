@@ -16,6 +16,7 @@ use headscope_model::testkit::{TinyArch, TinyModel};
 use headscope_model::{HfTokenizer, LoadOptions, LoadedModel, ModelFiles};
 use headscope_web::lab::{self, LabModel};
 use headscope_web::protocol::Request;
+use headscope_web::share::PageState;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -36,6 +37,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("run_json", run_json),
     ("recipe", recipe),
     ("worker_request", worker_request),
+    ("share_state", share_state),
 ];
 
 /// The repository root (for the seed files).
@@ -188,6 +190,43 @@ pub fn worker_request(data: &[u8]) -> bool {
     })
 }
 
+/// The page's state as a shared link's fragment carries it (compressed, base64url) or as the browser
+/// stores it (JSON, when the input opens with `{`). An accepted state must survive its own link.
+pub fn share_state(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else { return false };
+    let read = if text.starts_with('{') { PageState::from_json(text) } else { PageState::from_link_text(text) };
+    let Ok(state) = read else { return false };
+    let (link, dropped) = state.to_link_text();
+    let expected = if dropped { PageState { haystack: None, ..state.clone() } } else { state.clone() };
+    assert_eq!(PageState::from_link_text(&link).as_ref(), Ok(&expected), "a state does not survive its own link");
+    true
+}
+
+/// A page state with every field set, as the seeds of [`share_state`].
+fn seed_page_state() -> PageState {
+    PageState {
+        needle: "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.".into(),
+        question: "What is the best thing to do in San Francisco?".into(),
+        answer: "eat a sandwich and sit in Dolores Park on a sunny day".into(),
+        haystack: Some(
+            String::from_utf8_lossy(&std::fs::read(repo().join("public/haystacks/village.txt")).unwrap_or_default()).into_owned(),
+        ),
+        lengths: "256:1024:3".into(),
+        depths: "5".into(),
+        max_new: "24".into(),
+        gate: "0.5".into(),
+        masked: vec!["5-0".into(), "5-1".into()],
+        mask_origin: "top-2".into(),
+        mask_mode: "uniform".into(),
+        mask_scope: "decode".into(),
+        mask_k: "2".into(),
+        random_k: "2".into(),
+        seed: "0".into(),
+        selected_head: Some("5-0".into()),
+        ..PageState::default()
+    }
+}
+
 /// The seed `run.json`, parsed once: the run a rerun compares every input with.
 fn seed_run_info() -> Option<&'static RunInfo> {
     static INFO: OnceLock<Option<RunInfo>> = OnceLock::new();
@@ -218,6 +257,10 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "tests_jsonl" => vec![read("crates/headscope-fuzz/seeds/tests.jsonl")],
         "run_json" => vec![seed_run_json()],
         "recipe" => vec![read("public/models/lab/recipe.toml"), read("docs/lab-v4/recipe-next-stage5.toml")],
+        "share_state" => {
+            let state = seed_page_state();
+            vec![state.to_link_text().0.into_bytes(), state.to_json().into_bytes()]
+        }
         "worker_request" => vec![read("crates/headscope-fuzz/seeds/sweep-request.json"), read("crates/headscope-fuzz/seeds/head-view-request.json")],
         other => panic!("no fuzz target {other}"),
     }

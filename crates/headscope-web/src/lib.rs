@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod lab;
 pub mod protocol;
+pub mod share;
 pub mod views;
 
 #[cfg(target_arch = "wasm32")]
