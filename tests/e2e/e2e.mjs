@@ -203,6 +203,39 @@ async function main() {
     const random = await page.locator('#masked-list .chip').allTextContents();
     check(random.length === 3 && random.every((h) => mean(c.scores[h]) <= 0.1), 'mask K random draws only non-retrieval heads', random.join(','));
 
+    // Runs: a masked sweep is kept beside the unmasked one, and masking plans still rank heads by the
+    // unmasked run.
+    await page.fill('#mask-k', '2');
+    await page.click('#mask-top');
+    await page.click('#sweep-masked');
+    await page.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
+    await waitState(page, ['ready'], 600_000, cpu.log);
+    const runs = await page.locator('#runs tr').allTextContents();
+    const options = await page.locator('#run-shown option').allTextContents();
+    check(runs.length === 3 && options.length === 2 && options[1].includes('top-2') && runs[2].includes('points'),
+      'a masked sweep is kept as a second run, named by its mask, with its pass rate beside the unmasked run', runs.slice(1).join(' | '));
+    await page.click('#mask-clear');
+    await page.click('#mask-top');
+    check((await page.locator('#masked-list .chip').allTextContents()).join(',') === masked.join(','),
+      'while a masked run is shown, top-K still ranks heads by the unmasked run', masked.join(','));
+    await page.selectOption('#run-shown', '0');
+    check((await labState(page)).tests.length === c.tests.length, 'choosing a run shows its tests again');
+    // A typo in the lengths is answered at once and the runs stay.
+    const lengthsBefore = await page.inputValue('#lengths');
+    await page.fill('#lengths', '256:abc');
+    await page.click('#run');
+    const typo = await page.textContent('#error-text');
+    check(typo.includes('context lengths') && (await page.locator('#runs tr').count()) === 3 && !(await page.textContent('#progress-text')).includes('starting'),
+      'a typo in the lengths is reported and keeps the runs', typo);
+    await page.fill('#lengths', lengthsBefore);
+    await page.click('#error-close');
+    // A picture chosen as the haystack is refused, not read as text.
+    const haystackBefore = await page.inputValue('#haystack');
+    await page.setInputFiles('#haystack-file', path.join(ROOT, 'docs/web-lab.png'));
+    await page.waitForFunction(() => document.getElementById('error-text').textContent.includes('not a text file'), null, { timeout: 30_000 });
+    check((await page.inputValue('#haystack')) === haystackBefore, 'an image chosen as the haystack is refused with a message and the haystack kept');
+    await page.click('#error-close');
+
     // Import: the page's own export, then a published file when the shared folder is present.
     const exported = path.join(os.tmpdir(), 'headscope-e2e-scores.json');
     fs.writeFileSync(exported, scoresFile.text);
@@ -221,6 +254,56 @@ async function main() {
     } else {
       console.log('skip: ../shared/refs/head_score is absent (published files ship with the developers\' shared folder)');
     }
+
+    // Remember and share: a copied link opens the same experiment in a fresh browser and runs to the
+    // same head scores; a reload restores the session; "Start over" forgets it.
+    const form = ['#needle', '#question', '#answer', '#lengths', '#depths'];
+    const formBefore = await Promise.all(form.map((f) => page.inputValue(f)));
+    const experiment = ['The secret ingredient of the lighthouse soup is smoked fennel.',
+      'What is the secret ingredient of the lighthouse soup?', 'smoked fennel', '256:384:2', '2'];
+    for (const [i, f] of form.entries()) await page.fill(f, experiment[i]);
+    await page.selectOption('#scores-source', 'sweep');
+    await page.click('#mask-clear');
+    await page.fill('#mask-k', '2');
+    await page.click('#mask-top');
+    const sharedMask = await page.locator('#masked-list .chip').allTextContents();
+    await page.click('#run');
+    await page.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
+    await waitState(page, ['ready'], 600_000, cpu.log);
+    const here = await labState(page);
+    await page.click('#copy-link');
+    const link = page.url();
+    check(link.includes('#state='), 'Copy link puts the experiment in the address bar', `${link.length} characters`);
+    const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+    const fresh = await context.newPage();
+    const freshLog = [];
+    fresh.on('pageerror', (e) => freshLog.push(`[pageerror] ${e.message}`));
+    await fresh.goto(link);
+    await waitState(fresh, ['ready'], 300_000, freshLog);
+    const opened = await Promise.all(form.map((f) => fresh.inputValue(f)));
+    const freshMask = await fresh.locator('#masked-list .chip').allTextContents();
+    check(JSON.stringify(opened) === JSON.stringify(experiment) && sharedMask.length === 2 && freshMask.join(',') === sharedMask.join(','),
+      'the link opens the same inputs and masked heads in a fresh browser', `${opened[3]} x ${opened[4]}, masked ${freshMask.join(',')}`);
+    await fresh.click('#run');
+    await fresh.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
+    await waitState(fresh, ['ready'], 600_000, freshLog);
+    const there = await labState(fresh);
+    check(there.tests.length === here.tests.length && JSON.stringify(there.scores) === JSON.stringify(here.scores),
+      'run there, the link\'s experiment gives the same head scores', `${there.tests.length} tests`);
+    await fresh.fill('#lengths', '300');
+    await fresh.goto(link.split('#')[0]);
+    await waitState(fresh, ['ready'], 300_000, freshLog);
+    check((await fresh.inputValue('#lengths')) === '300' && (await fresh.inputValue('#needle')) === experiment[0]
+      && (await fresh.locator('#masked-list .chip').count()) === sharedMask.length,
+      'a reload restores the last session\'s inputs and masks');
+    await fresh.click('#start-over');
+    await fresh.waitForFunction(() => document.getElementById('lengths').value !== '300', null, { timeout: 60_000 });
+    await waitState(fresh, ['ready'], 300_000, freshLog);
+    check((await fresh.inputValue('#needle')) !== experiment[0] && (await fresh.locator('#masked-list .chip').count()) === 0
+      && freshLog.length === 0, 'Start over forgets them', freshLog.join(' | '));
+    await context.close();
+    for (const [i, f] of form.entries()) await page.fill(f, formBefore[i]);
+    await page.click('#mask-clear');
 
     // Cancelling a sweep stops it between tests and keeps what finished.
     await page.fill('#answer', 'eat a sandwich and sit in Dolores Park on a sunny day');

@@ -19,6 +19,7 @@ use crate::dom::{self, by_id, Res};
 use crate::protocol::{
     BackendChoice, Event, HeadViewResult, MaskRequest, ModelSource, ModelSummary, Request, TestAt, TestResult, TestSetup,
 };
+use crate::share::{PageState, LINK_HAYSTACK_CHARS, LINK_KEY};
 use crate::{render, views, wire};
 use headscope_core::niah::Needle;
 use headscope_core::{HeadId, HeadScores, HeadShape};
@@ -26,11 +27,16 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use wasm_bindgen::JsValue;
 use web_sys::HtmlElement;
 
 /// Where the default haystack and example needles are served, beside the page.
 const DEFAULT_HAYSTACK_URL: &str = "haystacks/kjv-john.txt";
 const EXAMPLE_NEEDLES_URL: &str = "needles/heldout.jsonl";
+/// Where the browser keeps the last session's inputs (localStorage: read at once when the page starts).
+const STORAGE_KEY: &str = "headscope-state";
+/// Haystacks longer than this are not remembered (the browser's storage holds a few megabytes).
+const STORED_HAYSTACK_CHARS: usize = 1_000_000;
 
 /// What the worker is doing for the page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +53,10 @@ pub(crate) enum Busy {
     Test,
 }
 
-/// A sweep as the page follows it.
+/// A sweep as the page follows it: one run of the session, kept when the next one starts.
 pub(crate) struct SweepView {
+    /// What the run was ("run 2: top-3 heads masked"), for the run list and the chart titles.
+    pub name: String,
     pub setup: TestSetup,
     pub lengths: Vec<usize>,
     pub depths: Vec<f64>,
@@ -126,18 +134,22 @@ pub(crate) enum Msg {
     NeedlesClear,
     HaystackDefault,
     HaystackFile(Files),
-    /// A haystack arrived; at boot it only fills an empty text box.
+    /// A haystack arrived; at boot it only fills an empty text box. `default`: it is the page's own.
     HaystackLoaded {
         text: String,
         replace: bool,
+        default: bool,
     },
-    HaystackEdited,
+    /// A field of the form was edited (typing): the haystack's size and the remembered inputs follow.
+    FormEdited,
     ScoresFile(Files),
     ScoresImported {
         name: String,
         scores: HeadScores,
     },
     ScoresSourceChanged,
+    /// Another run of the session was chosen for the charts.
+    RunChosen,
     GateChanged,
     Export(Export),
     /// A click on the head heatmap, in canvas pixels.
@@ -153,6 +165,10 @@ pub(crate) enum Msg {
     },
     TestClicked(usize),
     CloseError,
+    /// Put this experiment in the address bar and on the clipboard.
+    CopyLink,
+    /// Forget the remembered inputs and reload with the defaults.
+    StartOver,
     /// Work that waited failed: shown in the error banner.
     Failed(String),
 }
@@ -161,7 +177,7 @@ impl Msg {
     /// Whether the whole page is drawn again after it. Typing in the haystack or dragging over the
     /// model panel changes one line or one class; redrawing the charts on every keystroke would not.
     fn redraws(&self) -> bool {
-        !matches!(self, Msg::HaystackEdited | Msg::Dragging(_) | Msg::CloseError)
+        !matches!(self, Msg::FormEdited | Msg::Dragging(_) | Msg::CloseError)
     }
 }
 
@@ -190,7 +206,12 @@ pub(crate) struct App {
     pub source: ModelSource,
     pub source_buffers: Vec<js_sys::ArrayBuffer>,
     pub needles: Option<(String, Vec<Needle>)>,
-    pub sweep: Option<SweepView>,
+    /// Every sweep of the session, oldest first; the worker reports to the last one.
+    pub runs: Vec<SweepView>,
+    /// The run the charts and the test list show (an index into `runs`).
+    pub shown_run: usize,
+    /// How the masked heads were chosen ("top-3", "random-3, seed 7", "by hand"), for run names.
+    pub mask_origin: String,
     pub imported: Option<(String, HeadScores)>,
     pub import_info: String,
     pub shown: Source,
@@ -206,6 +227,11 @@ pub(crate) struct App {
     /// The error banner's text, while it shows.
     pub banner: Option<String>,
     pub dragging: bool,
+    /// The page's default haystack as fetched (a state names it instead of holding it).
+    pub default_haystack: Option<String>,
+    /// The inputs as last stored, so that only a change is written; `None` once the user started
+    /// over (nothing is stored until the page reloads).
+    pub stored: Option<String>,
     /// Every error shown, for automated checks.
     pub errors: Vec<String>,
 }
@@ -251,7 +277,9 @@ fn boot() -> Res<()> {
         source: ModelSource::Bundled,
         source_buffers: vec![],
         needles: None,
-        sweep: None,
+        runs: vec![],
+        shown_run: 0,
+        mask_origin: String::new(),
         imported: None,
         import_info: String::new(),
         shown: Source::Sweep,
@@ -264,8 +292,11 @@ fn boot() -> Res<()> {
         status: String::new(),
         banner: None,
         dragging: false,
+        default_haystack: None,
+        stored: Some(String::new()),
         errors: vec![],
     }));
+    app.borrow_mut().restore(params.get("backend").is_some());
     wire::wire(&app)?;
     let worker = wire::start_worker(&app)?;
     app.borrow_mut().worker = Some(worker);
@@ -288,6 +319,7 @@ pub(crate) fn dispatch(app: &Shared, msg: Msg) {
         } else {
             render::light(&a);
         }
+        a.store();
         effect
     };
     match effect {
@@ -338,6 +370,13 @@ pub(crate) fn rate(tokens: usize, seconds: f64) -> f64 {
     }
 }
 
+impl SweepView {
+    /// The run's test records so far.
+    pub(crate) fn records(&self) -> Vec<headscope_core::files::TestRecord> {
+        self.results.iter().map(|r| r.record.clone()).collect()
+    }
+}
+
 impl App {
     /// What `msg` does to the state; the work it leaves waiting, if any.
     fn update(&mut self, msg: Msg) -> Res<Option<Effect>> {
@@ -346,7 +385,7 @@ impl App {
                 return Ok(later(async {
                     dom::load_font(headscope_plot::FONT_FAMILY).await;
                     match dom::fetch_text(DEFAULT_HAYSTACK_URL).await {
-                        Ok(text) => Msg::HaystackLoaded { text, replace: false },
+                        Ok(text) => Msg::HaystackLoaded { text, replace: false, default: true },
                         Err(e) => Msg::Failed(format!("the default haystack could not be fetched: {e}")),
                     }
                 }))
@@ -393,17 +432,22 @@ impl App {
                 self.status = "cancelling…".into();
             }
             Msg::Rerun => self.start_rerun()?,
-            Msg::MaskClear => self.masked.clear(),
+            Msg::MaskClear => {
+                self.masked.clear();
+                self.mask_origin.clear();
+            }
             Msg::MaskTop => {
                 let k = parse_number(&self.dom.mask_k.value(), "top K")?;
                 let (scores, shape) = self.scores_for_masking()?;
                 self.masked = views::mask_top(&scores, shape, k as usize).map_err(|e| e.to_string())?;
+                self.mask_origin = format!("top-{k}");
             }
             Msg::MaskRandom => {
                 let k = parse_number(&self.dom.mask_random_k.value(), "random K")?;
                 let seed = parse_number(&self.dom.mask_seed.value(), "seed")?;
                 let (scores, shape) = self.scores_for_masking()?;
                 self.masked = views::mask_random(&scores, shape, k as usize, seed).map_err(|e| e.to_string())?;
+                self.mask_origin = format!("random-{k}, seed {seed}");
             }
             Msg::NeedlesExample => {
                 return Ok(later(async {
@@ -428,26 +472,27 @@ impl App {
             Msg::HaystackDefault => {
                 return Ok(later(async {
                     match dom::fetch_text(DEFAULT_HAYSTACK_URL).await {
-                        Ok(text) => Msg::HaystackLoaded { text, replace: true },
+                        Ok(text) => Msg::HaystackLoaded { text, replace: true, default: true },
                         Err(e) => Msg::Failed(e),
                     }
                 }))
             }
             Msg::HaystackFile(files) => {
                 return Ok(read_text(files, |name, text| {
-                    if text.trim().is_empty() {
-                        return Err(format!("{name} is empty"));
-                    }
-                    Ok(Msg::HaystackLoaded { text, replace: true })
+                    views::check_haystack_text(&name, &text)?;
+                    Ok(Msg::HaystackLoaded { text, replace: true, default: false })
                 }))
             }
-            Msg::HaystackLoaded { text, replace } => {
+            Msg::HaystackLoaded { text, replace, default } => {
                 if replace || self.dom.haystack.value().trim().is_empty() {
                     self.dom.haystack.set_value(&text);
                 }
+                if default {
+                    self.default_haystack = Some(text);
+                }
             }
-            // The text box holds the haystack; rendering counts its characters.
-            Msg::HaystackEdited => {}
+            // The form holds the inputs; rendering counts the haystack, and the dispatch remembers them.
+            Msg::FormEdited => {}
             Msg::ScoresFile(files) => {
                 return Ok(read_text(files, |name, text| {
                     let scores = views::import_head_scores(&name, &text).map_err(|e| e.to_string())?;
@@ -459,6 +504,15 @@ impl App {
                 self.import_info = format!("{name}: {} layers x {} heads, {} tests", shape.layers, shape.heads, scores.tests());
                 self.imported = Some((name, scores));
                 self.shown = Source::Imported;
+            }
+            Msg::RunChosen => {
+                let chosen = self.dom.run_shown.value().parse::<usize>().ok().filter(|&i| i < self.runs.len());
+                if let Some(i) = chosen.filter(|&i| i != self.shown_run) {
+                    self.shown_run = i;
+                    self.shown = Source::Sweep;
+                    self.selected_test = (!self.runs[i].results.is_empty()).then_some(0);
+                    self.head_view = None;
+                }
             }
             Msg::ScoresSourceChanged => {
                 self.shown = if self.dom.scores_source.value() == "imported" { Source::Imported } else { Source::Sweep };
@@ -472,6 +526,7 @@ impl App {
                     let model = self.model.as_ref().ok_or("load a model before masking heads")?;
                     HeadShape::new(model.layers, model.heads).check(&[id]).map_err(|e| e.to_string())?;
                     views::toggle(&mut self.masked, id);
+                    self.mask_origin = "chosen by hand".into();
                 } else {
                     self.selected_head = Some(id);
                     self.request_head_view()?;
@@ -484,6 +539,17 @@ impl App {
             }
             Msg::TestClicked(i) => self.select_test(i)?,
             Msg::CloseError => self.banner = None,
+            Msg::CopyLink => self.copy_link()?,
+            Msg::StartOver => {
+                self.stored = None;
+                let storage = dom::window()?.local_storage().ok().flatten();
+                if let Some(s) = storage {
+                    let _ = s.remove_item(STORAGE_KEY);
+                }
+                let location = dom::window()?.location();
+                let page = format!("{}{}", location.pathname().unwrap_or_default(), location.search().unwrap_or_default());
+                location.replace(&page).map_err(|e| dom::js_error(&e))?;
+            }
             Msg::Failed(e) => return Err(e),
         }
         Ok(None)
@@ -509,18 +575,23 @@ impl App {
                     None => format!("model loaded in {:.1} s", summary.load_seconds),
                 };
                 // Results of another model no longer fit the heatmaps; a reload of the same one keeps them.
-                if self.loaded_hash.as_ref() != Some(&summary.hash) {
-                    self.sweep = None;
+                if self.loaded_hash.as_ref().is_some_and(|h| h != &summary.hash) {
+                    self.runs.clear();
+                    self.shown_run = 0;
                     self.selected_test = None;
                     self.selected_head = None;
                     self.masked.clear();
                 }
+                // Heads a remembered or shared experiment names that this model lacks are dropped.
+                let shape = HeadShape::new(summary.layers, summary.heads);
+                self.masked.retain(|h| shape.check(&[*h]).is_ok());
+                self.selected_head = self.selected_head.filter(|h| shape.check(&[*h]).is_ok());
                 self.loaded_hash = Some(summary.hash.clone());
                 self.model = Some(summary);
                 self.head_view = None;
             }
             Event::SweepStarted { total, lengths, depths, masked } => {
-                if let Some(s) = self.sweep.as_mut() {
+                if let Some(s) = self.runs.last_mut() {
                     s.total = total;
                     s.lengths = lengths;
                     s.depths = depths;
@@ -533,7 +604,7 @@ impl App {
                 };
             }
             Event::TestDone { result, .. } => {
-                if let Some(s) = self.sweep.as_mut() {
+                if let Some(s) = self.runs.last_mut() {
                     s.results.push(*result);
                 }
                 if self.selected_test.is_none() {
@@ -549,9 +620,10 @@ impl App {
                     "prefill_tokens": prefill_tokens, "prefill_seconds": prefill_seconds,
                     "prefill_tokens_per_second": rate(prefill_tokens, prefill_seconds), "backend": backend,
                 });
-                if let Some(s) = self.sweep.as_mut() {
+                if let Some(s) = self.runs.last_mut() {
                     s.done = Some(stats);
                 }
+                self.default_mask_k();
                 self.status = format!(
                     "{} {tests} tests in {seconds:.1} s ({:.0} tokens/s decoding)",
                     if cancelled { "cancelled after" } else { "finished" },
@@ -570,6 +642,11 @@ impl App {
             Event::Error { context, message } => {
                 if self.busy == Busy::Loading {
                     self.model = None;
+                }
+                // A sweep refused before its first test leaves no run: the one shown before stays.
+                if self.busy == Busy::Sweep && self.runs.last().is_some_and(|r| r.results.is_empty()) {
+                    self.runs.pop();
+                    self.shown_run = self.runs.len().saturating_sub(1);
                 }
                 self.busy = Busy::Idle;
                 self.watching = None;
@@ -591,6 +668,145 @@ impl App {
         self.model = None;
         self.watching = None;
         Some(Effect::RestartWorker)
+    }
+
+    /// The page's inputs as they stand.
+    fn page_state(&self) -> PageState {
+        let d = &self.dom;
+        let haystack = d.haystack.value();
+        let default = self.default_haystack.as_deref() == Some(haystack.as_str()) || haystack.trim().is_empty();
+        PageState {
+            backend: d.backend.value(),
+            needle: d.needle.value(),
+            question: d.question.value(),
+            answer: d.answer.value(),
+            haystack: (!default).then_some(haystack),
+            lengths: d.lengths.value(),
+            depths: d.depths.value(),
+            max_new: d.max_new.value(),
+            gate: d.gate.value(),
+            plain: d.plain.checked(),
+            masked: self.masked.iter().map(HeadId::to_string).collect(),
+            mask_origin: self.mask_origin.clone(),
+            mask_mode: d.mask_mode.value(),
+            mask_scope: d.mask_scope.value(),
+            mask_k: d.mask_k.value(),
+            random_k: d.mask_random_k.value(),
+            seed: d.mask_seed.value(),
+            selected_head: self.selected_head.map(|h| h.to_string()),
+            ..PageState::default()
+        }
+    }
+
+    /// Fills the form from `state`; fields it leaves empty keep the page's defaults. The backend of
+    /// the state is taken unless the address names one (`?backend=`).
+    fn apply(&mut self, state: &PageState, backend_in_address: bool) {
+        let d = &self.dom;
+        if !backend_in_address {
+            if let Some(b) = BackendChoice::parse(&state.backend) {
+                self.backend = b;
+                d.backend.set_value(&state.backend);
+            }
+        }
+        for (field, value) in [
+            (&d.lengths, &state.lengths),
+            (&d.depths, &state.depths),
+            (&d.max_new, &state.max_new),
+            (&d.gate, &state.gate),
+            (&d.mask_k, &state.mask_k),
+            (&d.mask_random_k, &state.random_k),
+            (&d.mask_seed, &state.seed),
+            (&d.question, &state.question),
+            (&d.answer, &state.answer),
+        ] {
+            if !value.is_empty() {
+                field.set_value(value);
+            }
+        }
+        if !state.needle.is_empty() {
+            d.needle.set_value(&state.needle);
+        }
+        if let Some(h) = &state.haystack {
+            d.haystack.set_value(h);
+        }
+        d.plain.set_checked(state.plain);
+        for (select, value) in [(&d.mask_mode, &state.mask_mode), (&d.mask_scope, &state.mask_scope)] {
+            if !value.is_empty() {
+                select.set_value(value);
+            }
+        }
+        self.masked = state.masked_heads().unwrap_or_default();
+        self.mask_origin = state.mask_origin.clone();
+        self.selected_head = state.selected().unwrap_or_default();
+    }
+
+    /// At start: the experiment of a shared link (`#state=...`), else the inputs of the last session.
+    fn restore(&mut self, backend_in_address: bool) {
+        let Ok(window) = dom::window() else { return };
+        let hash = window.location().hash().unwrap_or_default();
+        if let Some(text) = hash.strip_prefix('#').and_then(|h| h.strip_prefix(LINK_KEY)) {
+            match PageState::from_link_text(text) {
+                Ok(state) => {
+                    self.apply(&state, backend_in_address);
+                    self.status = "opened the experiment of the link: press Run to run it".into();
+                }
+                Err(e) => self.error(&format!("this link's experiment could not be read: {e}. The page starts with its defaults.")),
+            }
+            return;
+        }
+        let stored = window.local_storage().ok().flatten().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten());
+        if let Some(json) = stored {
+            match PageState::from_json(&json) {
+                Ok(state) => self.apply(&state, backend_in_address),
+                // A state this page cannot read is dropped, not shown: the user did nothing wrong.
+                Err(e) => web_sys::console::warn_1(&format!("the remembered inputs were not restored: {e}").into()),
+            }
+        }
+    }
+
+    /// Remembers the inputs in the browser when they changed (not after "Start over").
+    fn store(&mut self) {
+        let Some(last) = &self.stored else { return };
+        let mut state = self.page_state();
+        if state.haystack.as_ref().is_some_and(|h| h.chars().count() > STORED_HAYSTACK_CHARS) {
+            state.haystack = None;
+        }
+        let json = state.to_json();
+        if &json == last {
+            return;
+        }
+        let storage = dom::window().ok().and_then(|w| w.local_storage().ok().flatten());
+        if let Some(s) = storage {
+            if let Err(e) = s.set_item(STORAGE_KEY, &json) {
+                web_sys::console::warn_1(&format!("the inputs could not be remembered: {}", dom::js_error(&e)).into());
+            }
+        }
+        self.stored = Some(json);
+    }
+
+    /// Puts the experiment's link in the address bar and, where the browser allows, on the clipboard.
+    fn copy_link(&mut self) -> Res<()> {
+        let (text, dropped) = self.page_state().to_link_text();
+        let window = dom::window()?;
+        let location = window.location();
+        let link = format!(
+            "{}{}{}#{LINK_KEY}{text}",
+            location.origin().unwrap_or_default(),
+            location.pathname().unwrap_or_default(),
+            location.search().unwrap_or_default()
+        );
+        window.history().and_then(|h| h.replace_state_with_url(&JsValue::NULL, "", Some(&link))).map_err(|e| dom::js_error(&e))?;
+        // The clipboard may be refused (no permission, no secure context): the address bar has the link.
+        let _ = window.navigator().clipboard().write_text(&link);
+        self.status = if dropped {
+            format!(
+                "link copied (also in the address bar). The haystack is longer than {LINK_HAYSTACK_CHARS} characters, \
+                 too long for a link: it opens with the page's default haystack"
+            )
+        } else {
+            "link copied (also in the address bar): it opens this experiment on any machine".into()
+        };
+        Ok(())
     }
 
     /// Shows an error in the banner (and keeps it for automated checks).
@@ -667,8 +883,19 @@ impl App {
         let setup = self.setup()?;
         let depths = parse_number(&self.dom.depths.value(), "depths")? as usize;
         let lengths = self.dom.lengths.value();
+        // Checked here too, so that a typo is answered at once and the shown run stays.
+        headscope_core::sweep::parse_lengths(&lengths).map_err(|e| format!("context lengths: {e}"))?;
+        headscope_core::sweep::depths(depths).map_err(|e| format!("needle depths: {e}"))?;
         self.send(&Request::Sweep { setup: setup.clone(), lengths, depths, mask: mask.clone() }, &[]);
-        self.sweep = Some(SweepView {
+        let what = match &mask {
+            None => "no heads masked".to_string(),
+            Some(m) => {
+                let origin = if self.mask_origin.is_empty() { "chosen by hand" } else { &self.mask_origin };
+                format!("{} heads masked ({origin}; {})", m.heads.len(), m.mode)
+            }
+        };
+        self.runs.push(SweepView {
+            name: format!("run {}: {what}", self.runs.len() + 1),
             setup,
             lengths: vec![],
             depths: vec![],
@@ -678,6 +905,7 @@ impl App {
             started: crate::clock::now(),
             done: None,
         });
+        self.shown_run = self.runs.len() - 1;
         self.selected_test = None;
         self.head_view = None;
         self.shown = Source::Sweep;
@@ -689,7 +917,7 @@ impl App {
     /// The test the head view and the rerun use: the selected test of the sweep, else the form's
     /// first length at 50 % depth.
     fn current_test(&self) -> Res<(TestSetup, TestAt, Option<MaskRequest>)> {
-        if let Some(s) = &self.sweep {
+        if let Some(s) = self.sweep() {
             if let Some(r) = self.selected_test.and_then(|i| s.results.get(i)).or(s.results.first()) {
                 let at = TestAt { needle_index: r.record.needle_index, length: r.record.length, depth_percent: r.record.depth_percent };
                 return Ok((s.setup.clone(), at, s.mask.clone()));
@@ -752,9 +980,32 @@ impl App {
         }
     }
 
+    /// The run the charts show.
+    pub(crate) fn sweep(&self) -> Option<&SweepView> {
+        self.runs.get(self.shown_run)
+    }
+
     /// The sweep's test records so far.
     pub(crate) fn records(&self) -> Option<Vec<headscope_core::files::TestRecord>> {
-        self.sweep.as_ref().map(|s| s.results.iter().map(|r| r.record.clone()).collect())
+        self.sweep().map(SweepView::records)
+    }
+
+    /// The head scores of `run` for the loaded model, at the page's gate.
+    pub(crate) fn run_scores(&self, run: &SweepView) -> Option<HeadScores> {
+        let model = self.model.as_ref()?;
+        views::sweep_scores(HeadShape::new(model.layers, model.heads), &run.records(), self.gate()).ok()
+    }
+
+    /// After an unmasked run: K of the masking plans becomes its number of retrieval heads, the size of
+    /// the set whose masking the paper compares with as many random heads.
+    fn default_mask_k(&self) {
+        let Some(run) = self.runs.last().filter(|r| r.mask.is_none()) else { return };
+        let Some(scores) = self.run_scores(run) else { return };
+        let heads = scores.retrieval_heads(headscope_core::RETRIEVAL_THRESHOLD).len();
+        if heads > 0 {
+            self.dom.mask_k.set_value(&heads.to_string());
+            self.dom.mask_random_k.set_value(&heads.to_string());
+        }
     }
 
     /// The scores the heatmaps show and their title.
@@ -762,18 +1013,23 @@ impl App {
         match self.shown {
             Source::Imported => self.imported.as_ref().map(|(n, s)| (s.clone(), format!("imported: {n}"))),
             Source::Sweep => {
-                let records = self.records()?;
+                let run = self.sweep()?;
+                let scores = self.run_scores(run)?;
                 let model = self.model.as_ref()?;
-                let shape = HeadShape::new(model.layers, model.heads);
-                let scores = views::sweep_scores(shape, &records, self.gate()).ok()?;
-                Some((scores, format!("retrieval scores: {}", model.name)))
+                Some((scores, format!("retrieval scores: {}, {}", model.name, run.name)))
             }
         }
     }
 
+    /// The scores masking plans rank heads by: the imported file while it is shown, else the last run
+    /// without a mask (a masked run's scores are not the model's: its masked heads cannot hit).
     fn scores_for_masking(&self) -> Res<(HeadScores, HeadShape)> {
         let model = self.model.as_ref().ok_or("load a model first")?;
-        let (scores, _) = self.shown_scores().ok_or("no head scores yet: run a sweep or import a head-score file")?;
+        let scores = match self.shown {
+            Source::Imported => self.shown_scores().map(|(s, _)| s),
+            Source::Sweep => self.runs.iter().rev().find(|r| r.mask.is_none()).and_then(|r| self.run_scores(r)),
+        };
+        let scores = scores.ok_or("no head scores yet: run a sweep without masked heads, or import a head-score file")?;
         if scores.tests() == 0 {
             return Err("no test has been scored yet (none reached the gate): there is nothing to rank heads by".into());
         }

@@ -107,6 +107,23 @@ pub fn toggle(masked: &mut Vec<HeadId>, head: HeadId) {
     }
 }
 
+/// Checks that a chosen haystack file is text: not empty, and not a binary file (an image, a PDF, a
+/// zip) that the browser decoded as text. Binary files hold NUL bytes or, decoded as UTF-8, many
+/// replacement characters and control characters; prose holds none of either.
+pub fn check_haystack_text(name: &str, text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err(format!("{name} is empty: choose a text file with some prose in it"));
+    }
+    let chars = text.chars().count();
+    let odd = text.chars().filter(|&c| c == '\u{FFFD}' || (c.is_control() && !matches!(c, '\n' | '\r' | '\t'))).count();
+    if text.contains('\0') || odd * 100 > chars {
+        return Err(format!(
+            "{name} is not a text file ({odd} of its {chars} characters are not text; an image or a PDF?): choose a plain .txt file"
+        ));
+    }
+    Ok(())
+}
+
 /// Pass rate of the records: (passed, total) at recall >= `pass`.
 pub fn pass_rate(records: &[TestRecord], pass: f64) -> (usize, usize) {
     (records.iter().filter(|r| r.recall >= pass).count(), records.len())
@@ -115,6 +132,19 @@ pub fn pass_rate(records: &[TestRecord], pass: f64) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_files_are_not_haystacks() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let prose = std::fs::read_to_string(repo.join("public/haystacks/village.txt")).unwrap();
+        assert!(check_haystack_text("village.txt", &prose).is_ok());
+        // Text in other scripts, with tabs and Windows line ends, is text.
+        assert!(check_haystack_text("a.txt", "第一章\t天地玄黄。\r\nΚαλημέρα κόσμε.\r\n").is_ok());
+        let png = std::fs::read(repo.join("docs/web-lab.png")).unwrap();
+        let e = check_haystack_text("web-lab.png", &String::from_utf8_lossy(&png)).unwrap_err();
+        assert!(e.contains("web-lab.png is not a text file"), "{e}");
+        assert!(check_haystack_text("empty.txt", " \n ").unwrap_err().contains("empty"));
+    }
 
     fn record(length: usize, depth: f64, recall: f64, hits: &[(HeadId, Vec<u32>)]) -> TestRecord {
         TestRecord {

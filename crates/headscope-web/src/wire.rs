@@ -14,7 +14,7 @@ type Control<'a> = (&'a HtmlElement, fn() -> Msg);
 /// Listens to every control of the page.
 pub(crate) fn wire(app: &Shared) -> Res<()> {
     let d = &app.borrow().dom;
-    let controls: [Control; 20] = [
+    let controls: [Control; 23] = [
         (&by_id("error-close")?, || Msg::CloseError),
         (&by_id("load-bundled")?, || Msg::LoadBundled),
         (&by_id("load-url")?, || Msg::LoadUrl),
@@ -35,6 +35,9 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
         (&d.export_buttons[4], || Msg::Export(Export::ActivationPng)),
         (&d.backend, || Msg::BackendChanged),
         (&d.scores_source, || Msg::ScoresSourceChanged),
+        (&d.run_shown, || Msg::RunChosen),
+        (&by_id("copy-link")?, || Msg::CopyLink),
+        (&by_id("start-over")?, || Msg::StartOver),
     ];
     for (element, msg) in controls {
         // Selects send `change`, buttons `click`.
@@ -44,8 +47,27 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
     }
     let a = app.clone();
     on(&d.gate, "change", move |_: web_sys::Event| dispatch(&a, Msg::GateChanged))?;
-    let a = app.clone();
-    on(&d.haystack, "input", move |_: web_sys::Event| dispatch(&a, Msg::HaystackEdited))?;
+    // Typing in the form: the haystack's size and the remembered inputs follow every edit.
+    let fields: [&HtmlElement; 14] = [
+        &d.needle,
+        &d.question,
+        &d.answer,
+        &d.haystack,
+        &d.lengths,
+        &d.depths,
+        &d.max_new,
+        &d.gate,
+        &d.plain,
+        &d.mask_k,
+        &d.mask_random_k,
+        &d.mask_seed,
+        &d.mask_mode,
+        &d.mask_scope,
+    ];
+    for field in fields {
+        let a = app.clone();
+        on(field, "input", move |_: web_sys::Event| dispatch(&a, Msg::FormEdited))?;
+    }
     file_input(app, &d.haystack_file, Msg::HaystackFile)?;
     file_input(app, &d.needles_file, Msg::NeedlesFile)?;
     file_input(app, &d.import_scores, Msg::ScoresFile)?;

@@ -16,12 +16,11 @@ const NIAH_TITLE: &str = "needle in a haystack";
 
 pub(super) fn charts(a: &App) -> Res<()> {
     // NIAH grid.
-    if let Some(s) = a.sweep.as_ref().filter(|s| !s.lengths.is_empty() && !s.depths.is_empty()) {
+    if let Some(s) = a.sweep().filter(|s| !s.lengths.is_empty() && !s.depths.is_empty()) {
         let grid = niah_grid_of(s);
         draw_on(&a.dom.niah_canvas, (720, 400), |area| headscope_plot::draw_niah_grid(area, &grid, &s.lengths, &s.depths, NIAH_TITLE))?;
-        let records: Vec<_> = s.results.iter().map(|r| r.record.clone()).collect();
-        let (passed, total) = views::pass_rate(&records, 0.5);
-        let mut summary = format!("{passed} of {total} tests passed (answer recall ≥ 0.5)");
+        let (passed, total) = views::pass_rate(&s.records(), 0.5);
+        let mut summary = format!("{}: {passed} of {total} tests passed (answer recall ≥ 0.5)", s.name);
         if let Some((scores, _)) = a.shown_scores().filter(|_| a.shown == crate::app::Source::Sweep) {
             let heads = scores.retrieval_heads(headscope_core::RETRIEVAL_THRESHOLD);
             summary += &format!(
@@ -104,7 +103,7 @@ pub(crate) fn head_at(a: &App, x: i32, y: i32) -> Res<Option<HeadId>> {
 
 /// The index in the sweep of the test under canvas pixel (`x`, `y`) of the NIAH grid, if any.
 pub(crate) fn test_at(a: &App, x: i32, y: i32) -> Res<Option<usize>> {
-    let Some(s) = a.sweep.as_ref() else { return Ok(None) };
+    let Some(s) = a.sweep() else { return Ok(None) };
     let grid = niah_grid_of(s);
     let cells = cells_of(&a.dom.niah_canvas, |area| headscope_plot::niah_grid_cells(area, &grid, &s.lengths, &s.depths, NIAH_TITLE))?;
     let Some((d, l)) = cells.cell_at(x, y) else { return Ok(None) };

@@ -48,6 +48,8 @@ pub(crate) struct Dom {
     pub heads_canvas: HtmlCanvasElement,
     pub activation_canvas: HtmlCanvasElement,
     pub scores_source: HtmlSelectElement,
+    pub run_shown: HtmlSelectElement,
+    pub runs: HtmlElement,
     pub tests: HtmlElement,
     pub head_info: HtmlElement,
     pub head_steps: HtmlElement,
@@ -100,6 +102,8 @@ impl Dom {
             heads_canvas: by_id("heads-canvas")?,
             activation_canvas: by_id("activation-canvas")?,
             scores_source: by_id("scores-source")?,
+            run_shown: by_id("run-shown")?,
+            runs: by_id("runs")?,
             tests: by_id("tests")?,
             head_info: by_id("head-info")?,
             head_steps: by_id("head-steps")?,
@@ -142,7 +146,9 @@ pub(crate) fn render(a: &App) {
     if let Err(e) = charts::charts(a) {
         a.dom.summary.set_text_content(Some(&format!("the charts could not be drawn: {e}")));
     }
-    for (part, r) in [("tests", results::tests(a)), ("masks", results::masks(a)), ("head view", results::head_view(a))] {
+    for (part, r) in
+        [("runs", results::runs(a)), ("tests", results::tests(a)), ("masks", results::masks(a)), ("head view", results::head_view(a))]
+    {
         if let Err(e) = r {
             web_sys::console::warn_1(&format!("the {part} could not be drawn: {e}").into());
         }
@@ -227,7 +233,7 @@ fn controls(a: &App) {
     d.cancel.set_disabled(a.busy != Busy::Sweep);
     d.rerun.set_disabled(!idle || a.masked.is_empty());
     d.sweep_masked.set_disabled(!idle || a.masked.is_empty());
-    let has_results = a.sweep.as_ref().is_some_and(|s| !s.results.is_empty());
+    let has_results = a.sweep().is_some_and(|s| !s.results.is_empty());
     let has_scores = a.shown_scores().is_some();
     for (i, b) in d.export_buttons.iter().enumerate() {
         b.set_disabled(match i {
@@ -247,7 +253,8 @@ fn controls(a: &App) {
 
 fn progress(a: &App) {
     let d = &a.dom;
-    let Some(s) = &a.sweep else {
+    // The progress of the run under way (the last), whichever run the charts show.
+    let Some(s) = a.runs.last() else {
         d.progress.set_value(0.0);
         d.progress_text.set_text_content(Some(""));
         return;
@@ -280,9 +287,8 @@ fn publish(a: &App) {
     if let Some((scores, _)) = a.shown_scores() {
         set("scoresJson", views::head_scores_json(&scores).into());
     }
-    if let Some(s) = &a.sweep {
-        let records: Vec<_> = s.results.iter().map(|r| r.record.clone()).collect();
-        set("testsJsonl", views::tests_jsonl(&records).into());
+    if let Some(s) = a.sweep() {
+        set("testsJsonl", views::tests_jsonl(&s.records()).into());
         let traces: serde_json::Map<String, serde_json::Value> =
             s.results.iter().map(|r| (r.record.id.clone(), serde_json::json!(r.argmax))).collect();
         set("tracesJson", serde_json::Value::Object(traces).to_string().into());

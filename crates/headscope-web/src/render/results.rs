@@ -5,23 +5,93 @@ use super::charts::context_2d;
 use crate::app::{App, Rerun};
 use crate::dom::{self, append, el, js_error, Res};
 use crate::protocol::{HeadViewResult, TestResult};
+use crate::views;
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlCanvasElement, HtmlElement};
 
 pub(super) fn tests(a: &App) -> Res<()> {
     let list = &a.dom.tests;
     dom::clear(list);
-    let Some(s) = &a.sweep else { return Ok(()) };
+    let Some(s) = a.sweep() else { return Ok(()) };
     for (i, r) in s.results.iter().enumerate() {
         let li = el("li", if Some(i) == a.selected_test { "selected" } else { "" }, "")?;
         let _ = li.set_attribute("data-index", &i.to_string());
         append(&li, &el("span", "id", &format!("{} ", r.record.id))?)?;
+        // With several needles, which question the test asked.
+        if let Some(n) = s.setup.needles.get(r.record.needle_index).filter(|_| s.setup.needles.len() > 1) {
+            append(&li, &el("span", "question", &format!("{} ", shortened(&n.question, 60)))?)?;
+        }
         let pass = r.record.recall >= 0.5;
         append(&li, &el("span", if pass { "pass" } else { "fail" }, &format!("recall {:.2} ", r.record.recall))?)?;
         append(&li, &answer_element(r)?)?;
         append(list, &li)?;
     }
     Ok(())
+}
+
+/// The session's runs, each with its pass rate beside the last run without a mask before it, and the
+/// choice of the run the charts show.
+pub(super) fn runs(a: &App) -> Res<()> {
+    let select = &a.dom.run_shown;
+    dom::clear(select);
+    for (i, run) in a.runs.iter().enumerate() {
+        let option = el("option", "", &run.name)?;
+        let _ = option.set_attribute("value", &i.to_string());
+        append(select, &option)?;
+    }
+    select.set_value(&a.shown_run.to_string());
+    select.set_disabled(a.runs.len() < 2);
+    let table = &a.dom.runs;
+    dom::clear(table);
+    if a.runs.is_empty() {
+        return Ok(());
+    }
+    let head = el("tr", "", "")?;
+    for t in ["run", "tests", "passed", "vs. the unmasked run before", "retrieval heads (mean > 0.1)"] {
+        append(&head, &el("th", "", t)?)?;
+    }
+    append(table, &head)?;
+    let mut baseline: Option<f64> = None;
+    for (i, run) in a.runs.iter().enumerate() {
+        let (passed, total) = views::pass_rate(&run.records(), 0.5);
+        let rate = (total > 0).then(|| passed as f64 / total as f64);
+        let tr = el("tr", if i == a.shown_run { "selected" } else { "" }, "")?;
+        append(&tr, &el("td", "", &run.name)?)?;
+        append(&tr, &el("td", "", &total.to_string())?)?;
+        append(&tr, &el("td", "", &rate.map_or("-".into(), |r| format!("{passed} ({:.0} %)", 100.0 * r)))?)?;
+        let change = match (run.mask.is_some(), baseline, rate) {
+            (true, Some(b), Some(r)) => format!("{:+.0} points", 100.0 * (r - b)),
+            _ => "-".into(),
+        };
+        append(&tr, &el("td", "", &change)?)?;
+        let heads = match (run.mask.is_none(), a.run_scores(run)) {
+            (true, Some(scores)) if scores.tests() > 0 => {
+                let heads = scores.retrieval_heads(headscope_core::RETRIEVAL_THRESHOLD);
+                if heads.is_empty() {
+                    "none".to_string()
+                } else {
+                    heads.iter().map(|(h, _)| h.to_string()).collect::<Vec<_>>().join(", ")
+                }
+            }
+            // A masked run's scores are not the model's: its masked heads cannot hit.
+            (false, _) => "(masked run)".into(),
+            _ => "-".into(),
+        };
+        append(&tr, &el("td", "", &heads)?)?;
+        append(table, &tr)?;
+        if run.mask.is_none() && rate.is_some() {
+            baseline = rate;
+        }
+    }
+    Ok(())
+}
+
+/// `text` cut to `max` characters, with an ellipsis when cut.
+fn shortened(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
 }
 
 pub(super) fn masks(a: &App) -> Res<()> {
