@@ -229,13 +229,16 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
     };
     run(&["--needles", &write("bad.jsonl", "{\"needle\": 1}\n")], "line 1");
     run(&["--needles", &write("empty.jsonl", "\n")], "no needles");
-    run(&["--needles", &write("blank.jsonl", r#"{"needle": "", "question": "q?", "real_needle": "x"}"#)], "`needle` is empty");
+    run(
+        &["--needles", &write("blank.jsonl", r#"{"needle": "", "question": "q?", "real_needle": "x"}"#)],
+        "the needle is empty (`needle` in a needles file)",
+    );
     run(
         &["--needles", &write("nf.jsonl", r#"{"needle": "The key is blue.", "question": "Key?", "real_needle": "red"}"#)],
         "not part of the needle",
     );
     run(&["--haystack", &write("empty.txt", "   \n")], "haystack is empty");
-    run(&["--lengths", "5:1:2"], "--lengths");
+    run(&["--lengths", "5:1:2"], "the context lengths `5:1:2`");
     run(&["--dtype", "f64"], "dtype `f64`");
     run(&["--device", "tpu"], "--device `tpu`");
     fails(&["niah", "--model", &model, "--out", &out, "--mask-heads", "9-9"], "head 9-9 does not exist");

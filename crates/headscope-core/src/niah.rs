@@ -30,9 +30,14 @@ impl Needle {
     /// The answer is looked up verbatim, then ignoring ASCII case, then without trailing punctuation;
     /// the paper's own needles need the second step ("Because he is..." inside "...everyone because he is...").
     pub fn answer_range(&self) -> Result<Range<usize>> {
-        for (name, v) in [("needle", &self.needle), ("question", &self.question), ("real_needle", &self.real_needle)] {
+        // Said in words a student reads, with the field's name for those who write needles files.
+        for (name, v, what, fix) in [
+            ("needle", &self.needle, "the needle", "write the sentence to hide in the haystack"),
+            ("question", &self.question, "the question", "write the question the model must answer from the needle"),
+            ("real_needle", &self.real_needle, "the expected answer", "copy the words of the needle that answer the question"),
+        ] {
             if v.trim().is_empty() {
-                return Err(CoreError::invalid(format!("the needle's `{name}` is empty")));
+                return Err(CoreError::invalid(format!("{what} is empty (`{name}` in a needles file): {fix}")));
             }
         }
         let hay = self.needle.to_ascii_lowercase();
@@ -46,7 +51,8 @@ impl Needle {
             }
         }
         Err(CoreError::invalid(format!(
-            "the answer {:?} is not part of the needle {:?}: real_needle must be a span of needle",
+            "the expected answer {:?} is not part of the needle {:?}: copy the answer's words from the needle sentence (in a needles \
+             file, `real_needle` must be a span of `needle`)",
             self.real_needle, self.needle
         )))
     }
@@ -490,7 +496,7 @@ pub(crate) mod tests {
         let bad = Needle { real_needle: "a hot dog".into(), ..n.clone() };
         assert!(b.build(&bad, 100, 50.0).unwrap_err().to_string().contains("not part of the needle"));
         let empty = Needle { needle: " ".into(), ..n };
-        assert!(empty.answer_range().unwrap_err().to_string().contains("`needle` is empty"));
+        assert!(empty.answer_range().unwrap_err().to_string().contains("the needle is empty (`needle` in a needles file)"));
     }
 
     #[test]

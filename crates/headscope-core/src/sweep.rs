@@ -5,7 +5,12 @@ use crate::error::{CoreError, Result};
 /// `N` integers evenly spaced from `min` to `max` inclusive, parsed from `MIN:MAX:N` (like numpy's
 /// `linspace(min, max, n).round()` in the official harness); duplicates after rounding are dropped.
 pub fn parse_lengths(spec: &str) -> Result<Vec<usize>> {
-    let bad = |why: &str| CoreError::invalid(format!("--lengths `{spec}`: {why} (write MIN:MAX:N, e.g. 1000:4000:4, or one length)"));
+    let bad = |why: &str| {
+        CoreError::invalid(format!(
+            "the context lengths `{spec}`: {why} (write MIN:MAX:N, e.g. 1000:4000:4 for four lengths from 1000 to 4000 tokens, or \
+             one length)"
+        ))
+    };
     let parts: Vec<&str> = spec.split(':').map(str::trim).collect();
     let num = |s: &str| s.parse::<usize>().map_err(|_| bad(&format!("`{s}` is not a whole number")));
     let (min, max, n) = match parts.as_slice() {
@@ -38,8 +43,8 @@ pub const MAX_TESTS: usize = 1_000_000;
 /// `n` depths in percent evenly spaced over 0..=100 (one depth: 50 %).
 pub fn depths(n: usize) -> Result<Vec<f64>> {
     match n {
-        0 => Err(CoreError::invalid("--depths must be at least 1")),
-        n if n > MAX_DEPTHS => Err(CoreError::invalid(format!("--depths {n}: at most {MAX_DEPTHS} depths (0.1 % apart)"))),
+        0 => Err(CoreError::invalid("the number of needle depths must be at least 1")),
+        n if n > MAX_DEPTHS => Err(CoreError::invalid(format!("{n} needle depths: at most {MAX_DEPTHS} (0.1 % apart)"))),
         1 => Ok(vec![50.0]),
         _ => Ok(linspace(0.0, 100.0, n).into_iter().map(|d| (d * 1e6).round() / 1e6).collect()),
     }

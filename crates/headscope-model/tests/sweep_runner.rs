@@ -97,7 +97,7 @@ fn bad_sweeps_are_named_before_any_decode() {
     assert!(plan(&[], &haystack, "150", 4).contains("no needle"));
     assert!(plan(&needles, &[" \n".into()], "150", 4).contains("haystack is empty"));
     assert!(plan(&needles, &haystack, "150", 0).contains("at least 1"));
-    assert!(plan(&needles, &haystack, "60:", 4).contains("--lengths"));
+    assert!(plan(&needles, &haystack, "60:", 4).contains("the context lengths `60:`"));
     let context = m.spec.max_position_embeddings;
     assert!(plan(&needles, &haystack, &context.to_string(), 4).contains("max_position_embeddings"));
     let mut wrong = needles.clone();

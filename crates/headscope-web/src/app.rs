@@ -884,8 +884,8 @@ impl App {
         let depths = parse_number(&self.dom.depths.value(), "depths")? as usize;
         let lengths = self.dom.lengths.value();
         // Checked here too, so that a typo is answered at once and the shown run stays.
-        headscope_core::sweep::parse_lengths(&lengths).map_err(|e| format!("context lengths: {e}"))?;
-        headscope_core::sweep::depths(depths).map_err(|e| format!("needle depths: {e}"))?;
+        headscope_core::sweep::parse_lengths(&lengths).map_err(|e| e.to_string())?;
+        headscope_core::sweep::depths(depths).map_err(|e| e.to_string())?;
         self.send(&Request::Sweep { setup: setup.clone(), lengths, depths, mask: mask.clone() }, &[]);
         let what = match &mask {
             None => "no heads masked".to_string(),

@@ -181,10 +181,14 @@ async fn load(state: &Rc<State>, source: ModelSource, backend: BackendChoice, bu
             // A software adapter (SwiftShader, a browser's fallback) emulates the GPU on the CPU, where
             // candle's CPU path is faster: auto takes WebGPU only on real hardware.
             let gpu = match gpu_context(state).await {
-                Ok(ctx) if ctx.adapter().is_software() => Err(format!(
-                    "the WebGPU adapter ({}) is a software emulation on the CPU, where the CPU path is faster; choose \"WebGPU only\" to use it anyway",
-                    ctx.adapter().describe()
-                )),
+                Ok(ctx) if ctx.adapter().is_software() => {
+                    let name = &ctx.adapter().name;
+                    let what = if name.is_empty() { "a software emulation".to_string() } else { format!("{name}, a software emulation") };
+                    Err(format!(
+                        "this browser's WebGPU runs on the CPU ({what}), where the lab's CPU path is faster; \
+                         choose \"WebGPU only\" to use it anyway"
+                    ))
+                }
                 Ok(_) => load_gpu(state, &files).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
@@ -282,7 +286,8 @@ async fn fetch_file(base: &str, file: &str, required: bool, cache: Option<&web_s
         Ok(None)
     };
     let failed = |why: String| LabError::Invalid(format!("fetching {url}: {why}"));
-    let js_err = |e: JsValue| e.as_string().or_else(|| js_sys::JSON::stringify(&e).ok().and_then(|s| s.as_string())).unwrap_or_default();
+    // An Error's message ("Failed to fetch"): JSON of an Error object is "{}".
+    let js_err = |e: JsValue| crate::dom::js_error(&e);
     let body = |resp: web_sys::Response| async move {
         let buf = JsFuture::from(resp.array_buffer().map_err(|e| failed(js_err(e)))?).await.map_err(|e| failed(js_err(e)))?;
         Ok::<_, LabError>(Some(js_sys::Uint8Array::new(&buf).to_vec()))
