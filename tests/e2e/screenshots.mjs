@@ -39,6 +39,11 @@ try {
   await page.click('#mask-top');
   await page.click('#rerun');
   await waitState(page, ['ready'], 120_000, log);
+  // The same sweep with those heads masked, kept as a second run; the charts go back to the first.
+  await page.click('#sweep-masked');
+  await page.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
+  await waitState(page, ['ready'], 600_000, log);
+  await page.selectOption('#run-shown', '0');
   await page.screenshot({ path: path.join(DOCS, 'web-lab.png'), fullPage: true });
   await page.locator('#results-panel').screenshot({ path: path.join(DOCS, 'web-heatmaps.png') });
   await page.locator('#head-panel').screenshot({ path: path.join(DOCS, 'web-head-view.png') });

@@ -91,6 +91,9 @@ pub(crate) struct Layout {
     pub gap: i32,
     /// Baseline-free top of the title line (None: no title).
     pub title_y: Option<i32>,
+    /// The title as drawn, fitted to the width ([`fit_title`]), and its font size.
+    pub title: String,
+    pub title_px: f64,
     /// Vertical centre of the x-axis name (and of the "no data" swatch).
     pub x_name_y: i32,
     /// Horizontal centre of the rotated y-axis name.
@@ -116,6 +119,33 @@ fn measure<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, text: &str, style:
     }
     let (w, h) = area.estimate_text_size(text, style).map_err(PlotError::drawing)?;
     Ok((w as i32, h as i32))
+}
+
+/// Smallest font size a title shrinks to before it is cut.
+const MIN_TITLE_PX: f64 = 14.0;
+
+/// `title` as it fits in `max_width` pixels: at [`TITLE_PX`], else at a smaller size down to
+/// [`MIN_TITLE_PX`], else cut with an ellipsis at that size. A title never runs off the chart's edges
+/// (a narrow heatmap of a few heads has room for little).
+fn fit_title<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, max_width: i32) -> Result<(String, f64), PlotError> {
+    let mut px = TITLE_PX;
+    loop {
+        if measure(area, title, &font(px))?.0 <= max_width {
+            return Ok((title.to_string(), px));
+        }
+        if px <= MIN_TITLE_PX {
+            break;
+        }
+        px = (px - 2.0).max(MIN_TITLE_PX);
+    }
+    let chars: Vec<char> = title.chars().collect();
+    for keep in (0..chars.len()).rev() {
+        let cut = format!("{}…", chars[..keep].iter().collect::<String>().trim_end());
+        if measure(area, &cut, &font(px))?.0 <= max_width {
+            return Ok((cut, px));
+        }
+    }
+    Ok((String::new(), px))
 }
 
 fn max_size<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, texts: &[String], style: &TextStyle) -> Result<(i32, i32), PlotError> {
@@ -166,7 +196,8 @@ impl Layout {
 
         let tick = font(TICK_PX);
         let name = font(NAME_PX);
-        let title_h = measure(area, spec.title, &font(TITLE_PX))?.1;
+        let (title, title_px) = fit_title(area, spec.title, width - 2 * PAD)?;
+        let title_h = measure(area, &title, &font(title_px))?.1;
         let (row_w, row_h) = max_size(area, &spec.row_labels, &tick)?;
         let (col_w, col_h) = max_size(area, &spec.col_labels, &tick)?;
         let legend_labels: Vec<String> = spec.legend.ticks.iter().map(|(_, s)| s.clone()).collect();
@@ -225,6 +256,8 @@ impl Layout {
             col_step,
             gap,
             title_y,
+            title,
+            title_px,
             x_name_y: height - PAD - x_name_h.max(SWATCH) / 2,
             y_name_x: PAD + y_name_h / 2,
             col_label_y: plot.y1 + TICK_LEN + 3,
@@ -292,6 +325,8 @@ impl CellMap {
             col_step: 1,
             gap: 0,
             title_y: None,
+            title: String::new(),
+            title_px: TITLE_PX,
             x_name_y: 0,
             y_name_x: 0,
             col_label_y: 0,
@@ -349,8 +384,8 @@ pub(crate) fn render<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &C
 
     // Title.
     if let Some(y) = layout.title_y {
-        let style = font(TITLE_PX).pos(Pos::new(HPos::Center, VPos::Top));
-        area.draw(&Text::new(spec.title.to_string(), (layout.width / 2, y), style)).map_err(d)?;
+        let style = font(layout.title_px).pos(Pos::new(HPos::Center, VPos::Top));
+        area.draw(&Text::new(layout.title.clone(), (layout.width / 2, y), style)).map_err(d)?;
     }
 
     // Column ticks and labels.

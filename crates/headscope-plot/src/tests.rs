@@ -214,6 +214,35 @@ fn heatmap_cells_tile_the_plot_and_large_grids_thin_their_labels() {
 }
 
 #[test]
+fn long_titles_shrink_then_are_cut_and_never_pass_the_edges() {
+    let g = sample_scores(6, 8);
+    let size = head_heatmap_size(&g);
+    let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
+    let area = EmbeddedText::new(BitMapBackend::with_buffer(&mut buf, size)).into_drawing_area();
+    let style = |px: f64| TextStyle::from((FONT_FAMILY, px).into_font());
+    let width = |l: &Layout| area.estimate_text_size(&l.title, &style(l.title_px)).unwrap().0 as i32;
+    // A short title keeps its size and its words.
+    let short = heatmap_layout(&area, &g, "retrieval scores").unwrap();
+    assert_eq!((short.title.as_str(), short.title_px), ("retrieval scores", 24.0));
+    // A longer one is drawn smaller, whole.
+    let medium = "retrieval scores: lab model (bundled), run 2: 3 heads masked (top-3; uniform)";
+    let l = heatmap_layout(&area, &g, medium).unwrap();
+    assert!(
+        l.title == medium && l.title_px < 24.0 && width(&l) <= size.0 as i32 - 20,
+        "{} at {}: {} of {} px",
+        l.title,
+        l.title_px,
+        width(&l),
+        size.0
+    );
+    // One too long for the smallest size is cut with an ellipsis, inside the chart.
+    let long = "retrieval scores: a model with a very long name indeed (bundled), run 12: 3 heads masked (random-3, seed 7; uniform)";
+    let l = heatmap_layout(&area, &g, long).unwrap();
+    assert!(l.title.ends_with('…') && long.starts_with(l.title.trim_end_matches('…')), "{}", l.title);
+    assert!(width(&l) <= size.0 as i32 - 20, "{} px", width(&l));
+}
+
+#[test]
 fn niah_missing_and_nan_cells_are_grey_and_full_recall_is_green() {
     let (mut g, lengths, depths) = sample_niah();
     g.set(2, 1, f64::NAN);

@@ -76,14 +76,17 @@ fn mark_heads(a: &App, grid: &Grid, title: &str) -> Res<()> {
             continue;
         }
         let (x0, y0, x1, y1) = cells.cell_rect(h.layer, h.head);
-        ctx.set_stroke_style_str("#ffffff");
-        ctx.set_line_width(2.0);
-        ctx.begin_path();
-        ctx.move_to(x0 as f64 + 3.0, y0 as f64 + 3.0);
-        ctx.line_to(x1 as f64 - 4.0, y1 as f64 - 4.0);
-        ctx.move_to(x1 as f64 - 4.0, y0 as f64 + 3.0);
-        ctx.line_to(x0 as f64 + 3.0, y1 as f64 - 4.0);
-        ctx.stroke();
+        // A white cross over a dark one: legible on the dark and on the yellow end of the colour scale.
+        for (colour, width) in [("#1a1a1a", 4.0), ("#ffffff", 2.0)] {
+            ctx.set_stroke_style_str(colour);
+            ctx.set_line_width(width);
+            ctx.begin_path();
+            ctx.move_to(x0 as f64 + 3.0, y0 as f64 + 3.0);
+            ctx.line_to(x1 as f64 - 4.0, y1 as f64 - 4.0);
+            ctx.move_to(x1 as f64 - 4.0, y0 as f64 + 3.0);
+            ctx.line_to(x0 as f64 + 3.0, y1 as f64 - 4.0);
+            ctx.stroke();
+        }
     }
     if let Some(h) = a.selected_head.filter(|h| h.layer < cells.rows && h.head < cells.cols) {
         let (x0, y0, x1, y1) = cells.cell_rect(h.layer, h.head);
