@@ -160,6 +160,17 @@ async function main() {
     }
     await gpu.page.close();
 
+    // A laptop's screen (1366x768) shows the inputs, the Run button and the top of the results at once.
+    {
+      const small = await openLab(browser, srv.url, 'cpu', { width: 1366, height: 768 });
+      const run = await small.page.locator('#run').boundingBox();
+      const results = await small.page.locator('#summary').boundingBox();
+      const needle = await small.page.locator('#needle').boundingBox();
+      check(run.y + run.height <= 768 && results.y + results.height <= 768 && needle.y >= 0,
+        'at 1366x768 the inputs, Run and the results fit one screen', `Run at y ${Math.round(run.y)}, results at y ${Math.round(results.y)}`);
+      await small.page.close();
+    }
+
     // auto: WebGPU on a hardware adapter; on a software one (SwiftShader here) the faster CPU path,
     // with the reason on the page.
     const auto = await openLab(browser, srv.url, 'auto');

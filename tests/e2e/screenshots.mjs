@@ -1,5 +1,5 @@
 // The README's screenshots of the lab page, taken in headless Chromium on the CPU path:
-// docs/web-lab.png (the whole page after a sweep), docs/web-heatmaps.png (results),
+// docs/web-lab.png (the page after a sweep, as a 1366x768 screen shows it), docs/web-heatmaps.png (results),
 // docs/web-head-view.png (where the best head looked), docs/web-masking.png (before/after masking).
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,7 +12,8 @@ fs.mkdirSync(DOCS, { recursive: true });
 const srv = await serve(process.env.HEADSCOPE_DIST ?? path.join(ROOT, 'dist'));
 const { browser, close } = await launch();
 try {
-  const { page, log } = await openLab(browser, srv.url, 'cpu', { width: 1400, height: 900 });
+  // A laptop's screen: the page must show inputs, Run and results at once there.
+  const { page, log } = await openLab(browser, srv.url, 'cpu', { width: 1366, height: 768 });
   const s = await runSweep(page, { lengths: '256:1024:4', depths: 5, maxNew: 24, log });
   const mean = (v) => v.reduce((a, b) => a + b, 0) / Math.max(v.length, 1);
   const best = Object.entries(s.scores).sort((a, b) => mean(b[1]) - mean(a[1]))[0][0];
@@ -44,7 +45,8 @@ try {
   await page.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
   await waitState(page, ['ready'], 600_000, log);
   await page.selectOption('#run-shown', '0');
-  await page.screenshot({ path: path.join(DOCS, 'web-lab.png'), fullPage: true });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(DOCS, 'web-lab.png') });
   await page.locator('#results-panel').screenshot({ path: path.join(DOCS, 'web-heatmaps.png') });
   await page.locator('#head-panel').screenshot({ path: path.join(DOCS, 'web-head-view.png') });
   await page.locator('#mask-panel').screenshot({ path: path.join(DOCS, 'web-masking.png') });

@@ -227,6 +227,8 @@ pub(crate) struct App {
     /// The error banner's text, while it shows.
     pub banner: Option<String>,
     pub dragging: bool,
+    /// Set when a sweep starts: the next drawing brings the results into view if they are below it.
+    pub scroll_to_results: std::cell::Cell<bool>,
     /// The page's default haystack as fetched (a state names it instead of holding it).
     pub default_haystack: Option<String>,
     /// The inputs as last stored, so that only a change is written; `None` once the user started
@@ -292,6 +294,7 @@ fn boot() -> Res<()> {
         status: String::new(),
         banner: None,
         dragging: false,
+        scroll_to_results: std::cell::Cell::new(false),
         default_haystack: None,
         stored: Some(String::new()),
         errors: vec![],
@@ -597,6 +600,7 @@ impl App {
                     s.depths = depths;
                     s.started = crate::clock::now();
                 }
+                self.scroll_to_results.set(true);
                 self.status = if masked.is_empty() {
                     format!("running {total} tests")
                 } else {

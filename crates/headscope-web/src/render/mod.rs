@@ -153,6 +153,13 @@ pub(crate) fn render(a: &App) {
             web_sys::console::warn_1(&format!("the {part} could not be drawn: {e}").into());
         }
     }
+    // On a narrow screen the results are below the inputs: a starting sweep brings them into view.
+    if a.scroll_to_results.replace(false) {
+        let below = dom::window().ok().and_then(|w| w.inner_height().ok()).and_then(|h| h.as_f64());
+        if below.is_some_and(|h| a.dom.summary.get_bounding_client_rect().top() > h) {
+            a.dom.summary.scroll_into_view();
+        }
+    }
     if let Err(e) = results::rerun(a) {
         a.dom.rerun_result.set_text_content(Some(&format!("the rerun could not be shown: {e}")));
     }
