@@ -75,13 +75,35 @@ fuzz_uploads() {
     rm -rf "$dir"
 }
 
+# Serves dist/ with trunk and says where only once the page answers there (trunk builds again first).
+serve() {
+    local port=8080 arg prev=""
+    for arg in "$@"; do
+        if [ "$prev" = "--port" ]; then port=$arg; fi
+        case "$arg" in --port=*) port=${arg#--port=} ;; esac
+        prev=$arg
+    done
+    trunk serve --release --offline --skip-version-check "$@" &
+    local pid=$!
+    trap 'kill "$pid" 2>/dev/null' INT TERM
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid"
+            exit $?
+        fi
+        sleep 1
+    done
+    log "serving the lab on http://127.0.0.1:$port (Ctrl+C stops)"
+    wait "$pid"
+}
+
 cmd=${1:-serve}
 shift || true
 case "$cmd" in
     serve)
         install_tools
-        log "serving the lab on http://127.0.0.1:8080 (Ctrl+C stops)"
-        exec trunk serve --release --offline --skip-version-check "$@"
+        log "building the page (the first build compiles candle and wgpu to WebAssembly: several minutes)"
+        serve "$@"
         ;;
     build)
         install_tools
