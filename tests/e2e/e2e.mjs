@@ -171,6 +171,34 @@ async function main() {
       await small.page.close();
     }
 
+    // Offline: after a first visit the service worker keeps the page and the lab model; with the
+    // network cut, the page loads again and runs a sweep.
+    {
+      const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+      const p = await context.newPage();
+      const offlineLog = [];
+      p.on('pageerror', (e) => offlineLog.push(`[pageerror] ${e.message}`));
+      await p.goto(`${srv.url}?backend=cpu`);
+      await waitState(p, ['ready'], 300_000, offlineLog);
+      await p.waitForFunction(async () => {
+        const r = await navigator.serviceWorker.getRegistration();
+        const kept = await (await caches.open('headscope-lab-v1')).keys();
+        return Boolean(r?.active) && kept.some((k) => k.url.endsWith('model.safetensors')) && kept.some((k) => k.url.endsWith('.wasm'));
+      }, null, { timeout: 120_000, polling: 500 });
+      await context.setOffline(true);
+      await p.reload();
+      await waitState(p, ['ready'], 300_000, offlineLog);
+      await p.fill('#lengths', '256');
+      await p.fill('#depths', '2');
+      await p.click('#run');
+      await p.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
+      await waitState(p, ['ready'], 300_000, offlineLog);
+      const offline = await labState(p);
+      check(offline.tests.length === 2 && offline.sweep && !offline.sweep.cancelled && offlineLog.length === 0,
+        'with the network cut after a first visit, the page loads and runs a sweep', `${offline.tests.length} tests`);
+      await context.close();
+    }
+
     // auto: WebGPU on a hardware adapter; on a software one (SwiftShader here) the faster CPU path,
     // with the reason on the page.
     const auto = await openLab(browser, srv.url, 'auto');

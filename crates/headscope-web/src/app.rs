@@ -304,7 +304,21 @@ fn boot() -> Res<()> {
     let worker = wire::start_worker(&app)?;
     app.borrow_mut().worker = Some(worker);
     dispatch(&app, Msg::Boot);
+    register_service_worker();
     Ok(())
+}
+
+/// Registers `sw.js`, which keeps the page and the lab model for use without a network. Where the
+/// browser offers no service workers (a `file://` page, a private window) the page works as before.
+fn register_service_worker() {
+    let Ok(window) = dom::window() else { return };
+    let container = window.navigator().service_worker();
+    let registration = container.register("./sw.js");
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Err(e) = dom::wait(registration).await {
+            web_sys::console::warn_1(&format!("the page will not work offline: {e}").into());
+        }
+    });
 }
 
 /// The one way anything changes the page: `msg` goes through [`App::update`], errors go to the
