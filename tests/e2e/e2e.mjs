@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve, launch, openLab, runSweep, labState, waitState, until } from './lib.mjs';
+import { serve, launch, openLab, runSweep, labState, waitState, until, clickAndWait } from './lib.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DIST = process.env.HEADSCOPE_DIST ?? path.join(ROOT, 'dist');
@@ -190,9 +190,7 @@ async function main() {
       await waitState(p, ['ready'], 300_000, offlineLog);
       await p.fill('#lengths', '256');
       await p.fill('#depths', '2');
-      await p.click('#run');
-      await p.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
-      await waitState(p, ['ready'], 300_000, offlineLog);
+      await clickAndWait(p, '#run', offlineLog, 300_000);
       const offline = await labState(p);
       check(offline.tests.length === 2 && offline.sweep && !offline.sweep.cancelled && offlineLog.length === 0,
         'with the network cut after a first visit, the page loads and runs a sweep', `${offline.tests.length} tests`);
@@ -246,9 +244,7 @@ async function main() {
     // unmasked run.
     await page.fill('#mask-k', '2');
     await page.click('#mask-top');
-    await page.click('#sweep-masked');
-    await page.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
-    await waitState(page, ['ready'], 600_000, cpu.log);
+    await clickAndWait(page, '#sweep-masked', cpu.log);
     const runs = await page.locator('#runs tr').allTextContents();
     const options = await page.locator('#run-shown option').allTextContents();
     check(runs.length === 3 && options.length === 2 && options[1].includes('top-2') && runs[2].includes('points'),
@@ -306,9 +302,7 @@ async function main() {
     await page.fill('#mask-k', '2');
     await page.click('#mask-top');
     const sharedMask = await page.locator('#masked-list .chip').allTextContents();
-    await page.click('#run');
-    await page.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
-    await waitState(page, ['ready'], 600_000, cpu.log);
+    await clickAndWait(page, '#run', cpu.log);
     const here = await labState(page);
     await page.click('#copy-link');
     const link = page.url();
@@ -323,9 +317,7 @@ async function main() {
     const freshMask = await fresh.locator('#masked-list .chip').allTextContents();
     check(JSON.stringify(opened) === JSON.stringify(experiment) && sharedMask.length === 2 && freshMask.join(',') === sharedMask.join(','),
       'the link opens the same inputs and masked heads in a fresh browser', `${opened[3]} x ${opened[4]}, masked ${freshMask.join(',')}`);
-    await fresh.click('#run');
-    await fresh.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
-    await waitState(fresh, ['ready'], 600_000, freshLog);
+    await clickAndWait(fresh, '#run', freshLog);
     const there = await labState(fresh);
     check(there.tests.length === here.tests.length && JSON.stringify(there.scores) === JSON.stringify(here.scores),
       'run there, the link\'s experiment gives the same head scores', `${there.tests.length} tests`);

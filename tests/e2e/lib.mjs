@@ -116,6 +116,13 @@ export async function labState(page) {
   });
 }
 
+/** Clicks `button` (Run, a masked sweep), waits until the page leaves 'ready', then until it is ready again. */
+export async function clickAndWait(page, button, log = [], timeout = 600_000) {
+  await page.click(button);
+  await page.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
+  await waitState(page, ['ready'], timeout, log);
+}
+
 /** Fills the sweep settings and runs it; resolves when it finished. */
 export async function runSweep(page, { lengths, depths, maxNew, log = [], timeout = 1_200_000 }) {
   await page.fill('#lengths', lengths);

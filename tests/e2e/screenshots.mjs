@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve, launch, openLab, runSweep, waitState } from './lib.mjs';
+import { serve, launch, openLab, runSweep, waitState, clickAndWait } from './lib.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DOCS = path.join(ROOT, 'docs');
@@ -41,9 +41,7 @@ try {
   await page.click('#rerun');
   await waitState(page, ['ready'], 120_000, log);
   // The same sweep with those heads masked, kept as a second run; the charts go back to the first.
-  await page.click('#sweep-masked');
-  await page.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
-  await waitState(page, ['ready'], 600_000, log);
+  await clickAndWait(page, '#sweep-masked', log);
   await page.selectOption('#run-shown', '0');
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: path.join(DOCS, 'web-lab.png') });

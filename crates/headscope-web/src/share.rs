@@ -125,11 +125,9 @@ impl PageState {
     }
 }
 
-/// `layer-head`, as the head-score files write a head.
+/// `layer-head`, read as core reads a head; the message quotes at most 40 characters of a link's text.
 fn parse_head(text: &str) -> Result<HeadId, String> {
-    let bad = || format!("`{}` is not a head (layer-head, as 5-0)", text.chars().take(40).collect::<String>());
-    let (layer, head) = text.split_once('-').ok_or_else(bad)?;
-    Ok(HeadId::new(layer.parse().map_err(|_| bad())?, head.parse().map_err(|_| bad())?))
+    text.parse().map_err(|_| format!("`{}` is not a head (layer-head, as 5-0)", text.chars().take(40).collect::<String>()))
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

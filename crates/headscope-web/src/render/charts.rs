@@ -4,7 +4,7 @@
 use crate::app::{App, SweepView};
 use crate::dom::{self, js_error, Res};
 use crate::views;
-use headscope_core::HeadId;
+use headscope_core::{HeadId, HeadScores};
 use headscope_plot::plotters;
 use headscope_plot::{CellMap, Grid};
 use plotters::prelude::*;
@@ -14,14 +14,17 @@ use web_sys::HtmlCanvasElement;
 
 const NIAH_TITLE: &str = "needle in a haystack";
 
-pub(super) fn charts(a: &App) -> Res<()> {
+/// The shown head scores and their title ([`App::shown_scores`]), computed once per drawing.
+pub(super) type Shown<'a> = Option<&'a (HeadScores, String)>;
+
+pub(super) fn charts(a: &App, shown: Shown) -> Res<()> {
     // NIAH grid.
     if let Some(s) = a.sweep().filter(|s| !s.lengths.is_empty() && !s.depths.is_empty()) {
         let grid = niah_grid_of(s);
         draw_on(&a.dom.niah_canvas, (720, 400), |area| headscope_plot::draw_niah_grid(area, &grid, &s.lengths, &s.depths, NIAH_TITLE))?;
         let (passed, total) = views::pass_rate(&s.records(), 0.5);
         let mut summary = format!("{}: {passed} of {total} tests passed (answer recall ≥ 0.5)", s.name);
-        if let Some((scores, _)) = a.shown_scores().filter(|_| a.shown == crate::app::Source::Sweep) {
+        if let Some((scores, _)) = shown.filter(|_| a.shown == crate::app::Source::Sweep) {
             let heads = scores.retrieval_heads(headscope_core::RETRIEVAL_THRESHOLD);
             summary += &format!(
                 "; {} tests scored (recall ≥ {}); retrieval heads (mean > 0.1): {}",
@@ -37,11 +40,11 @@ pub(super) fn charts(a: &App) -> Res<()> {
         a.dom.summary.set_text_content(Some(&summary));
     }
     // Head heatmaps.
-    if let Some((grid, title)) = heads_grid(a) {
+    if let Some((grid, title)) = heads_grid(a, shown) {
         let size = headscope_plot::head_heatmap_size(&grid);
         draw_on(&a.dom.heads_canvas, size, |area| headscope_plot::draw_head_heatmap(area, &grid, &title))?;
         mark_heads(a, &grid, &title)?;
-        let activation = a.shown_scores().filter(|(s, _)| s.tests() > 0).map(|(s, _)| views::activation_grid(&s));
+        let activation = shown.filter(|(s, _)| s.tests() > 0).map(|(s, _)| views::activation_grid(s));
         let activation = activation.unwrap_or_else(|| Grid::new(grid.rows, grid.cols));
         draw_on(&a.dom.activation_canvas, size, |area| {
             headscope_plot::draw_head_heatmap_captioned(area, &activation, "activation frequency", "share")
@@ -51,10 +54,10 @@ pub(super) fn charts(a: &App) -> Res<()> {
 }
 
 /// The head heatmap's grid and title: the shown scores, or an empty grid of the model's shape.
-fn heads_grid(a: &App) -> Option<(Grid, String)> {
-    if let Some((scores, title)) = a.shown_scores() {
+fn heads_grid(a: &App, shown: Shown) -> Option<(Grid, String)> {
+    if let Some((scores, title)) = shown {
         if scores.tests() > 0 {
-            return Some((views::score_grid(&scores), title));
+            return Some((views::score_grid(scores), title.clone()));
         }
     }
     let m = a.model.as_ref()?;
@@ -99,7 +102,7 @@ fn mark_heads(a: &App, grid: &Grid, title: &str) -> Res<()> {
 
 /// The head under canvas pixel (`x`, `y`) of the score heatmap, if any.
 pub(crate) fn head_at(a: &App, x: i32, y: i32) -> Res<Option<HeadId>> {
-    let Some((grid, title)) = heads_grid(a) else { return Ok(None) };
+    let Some((grid, title)) = heads_grid(a, a.shown_scores().as_ref()) else { return Ok(None) };
     let cells = cells_of(&a.dom.heads_canvas, |area| headscope_plot::head_heatmap_cells(area, &grid, &title))?;
     Ok(cells.cell_at(x, y).map(|(layer, head)| HeadId::new(layer, head)))
 }
@@ -120,8 +123,7 @@ pub(crate) fn export_png(canvas: &HtmlCanvasElement, name: &str) -> Res<()> {
 }
 
 fn niah_grid_of(s: &SweepView) -> Grid {
-    let records: Vec<_> = s.results.iter().map(|r| r.record.clone()).collect();
-    views::niah_grid(&records, &s.lengths, &s.depths)
+    views::niah_grid(&s.records(), &s.lengths, &s.depths)
 }
 
 /// Measures the cell layout of a chart on `canvas`.

@@ -139,11 +139,13 @@ pub(crate) fn render(a: &App) {
     if let Some(body) = dom::document().ok().and_then(|d| d.body()) {
         let _ = body.set_attribute("data-state", state);
     }
+    // Aggregated from the records once per drawing, for the charts, the buttons and the mirror.
+    let shown = a.shown_scores();
     status_lines(a);
     model_panel(a);
-    controls(a);
+    controls(a, shown.is_some());
     progress(a);
-    if let Err(e) = charts::charts(a) {
+    if let Err(e) = charts::charts(a, shown.as_ref()) {
         a.dom.summary.set_text_content(Some(&format!("the charts could not be drawn: {e}")));
     }
     for (part, r) in
@@ -163,14 +165,14 @@ pub(crate) fn render(a: &App) {
     if let Err(e) = results::rerun(a) {
         a.dom.rerun_result.set_text_content(Some(&format!("the rerun could not be shown: {e}")));
     }
-    publish(a);
+    publish(a, shown.as_ref());
 }
 
 /// Draws what changes while typing or dragging: the status line, the error banner, the haystack's
-/// size and the drop target.
+/// size and the drop target. Nothing `window.__headscope` mirrors changes then (those messages
+/// cannot fail), so the sweep is not serialised again on every keystroke.
 pub(crate) fn light(a: &App) {
     status_lines(a);
-    publish(a);
 }
 
 fn status_lines(a: &App) {
@@ -233,7 +235,7 @@ fn model_panel(a: &App) {
     d.import_info.set_text_content(Some(&a.import_info));
 }
 
-fn controls(a: &App) {
+fn controls(a: &App, has_scores: bool) {
     let d = &a.dom;
     let idle = a.busy == Busy::Idle && a.model.is_some();
     d.run.set_disabled(!idle);
@@ -241,7 +243,6 @@ fn controls(a: &App) {
     d.rerun.set_disabled(!idle || a.masked.is_empty());
     d.sweep_masked.set_disabled(!idle || a.masked.is_empty());
     let has_results = a.sweep().is_some_and(|s| !s.results.is_empty());
-    let has_scores = a.shown_scores().is_some();
     for (i, b) in d.export_buttons.iter().enumerate() {
         b.set_disabled(match i {
             0 => !has_scores,
@@ -283,7 +284,7 @@ fn progress(a: &App) {
 }
 
 /// Mirrors the state into `window.__headscope` for scripts that drive the page.
-fn publish(a: &App) {
+fn publish(a: &App, shown: charts::Shown) {
     let Ok(window) = dom::window() else { return };
     let o = js_sys::Object::new();
     let set = |k: &str, v: JsValue| {
@@ -291,8 +292,8 @@ fn publish(a: &App) {
     };
     set("model", a.model.as_ref().and_then(|m| serde_json::to_string(m).ok()).map_or(JsValue::NULL, |s| s.into()));
     set("errors", JsValue::from(a.errors.iter().map(JsValue::from).collect::<js_sys::Array>()));
-    if let Some((scores, _)) = a.shown_scores() {
-        set("scoresJson", views::head_scores_json(&scores).into());
+    if let Some((scores, _)) = shown {
+        set("scoresJson", views::head_scores_json(scores).into());
     }
     if let Some(s) = a.sweep() {
         set("testsJsonl", views::tests_jsonl(&s.records()).into());
