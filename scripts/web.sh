@@ -4,6 +4,9 @@
 #
 #   scripts/web.sh serve [trunk args]   build the page (release) and serve it on http://127.0.0.1:8080
 #   scripts/web.sh build                build the page into dist/ (release, wasm-opt)
+#   scripts/web.sh bundle               the page as one folder and zip a teacher can host anywhere:
+#                                       bundle/headscope-lab/ and bundle/headscope-lab.zip (relative paths,
+#                                       so any static host or subfolder serves it; a README.txt inside)
 #   scripts/web.sh e2e                  build, then the end-to-end test in headless Chromium (WebGPU + CPU),
 #                                       then the page under fuzzed uploads (12 mutants of each kind)
 #   scripts/web.sh fuzz                 build, then only the fuzzed uploads (UPLOAD_MUTANTS=N, UPLOAD_SEED=S)
@@ -65,6 +68,34 @@ build() {
     for wasm in dist/*.wasm; do log "$(basename "$wasm"): $(( $(stat -c %s "$wasm") / 1024 )) KiB"; done
 }
 
+# The built page with relative paths, so that it runs from any folder of any static host (a school's
+# web space, GitHub Pages, `python3 -m http.server` on a laptop from a USB stick), as a folder and a zip.
+# (dist/ has relative paths already: Trunk.toml's public_url.)
+bundle() {
+    local out=$ROOT/bundle dir=$ROOT/bundle/headscope-lab
+    rm -rf "$out"
+    mkdir -p "$out"
+    cp -r dist "$dir"
+    cat > "$dir/README.txt" <<'TXT'
+HeadScope lab: retrieval heads in the browser (https://arxiv.org/abs/2404.15574)
+
+This folder is the whole lab: the page, its WebAssembly programs, the bundled lab model and the default
+haystack and needles. Nothing in it calls the internet.
+
+Put it on any static web host, in any folder (a school's web space, GitHub Pages, an intranet server),
+and open the folder's address. After a first visit the page also works offline.
+
+On a laptop, from a USB stick: browsers do not run a page's programs from file:// addresses, so serve
+the folder with any local web server, for example (Python 3, installed on most machines):
+
+    python3 -m http.server 8080 --directory headscope-lab
+
+then open http://127.0.0.1:8080/ in Chrome, Edge, Firefox or Safari.
+TXT
+    (cd "$out" && python3 -m zipfile -c headscope-lab.zip headscope-lab/)
+    log "bundle: $dir ($(du -sh "$dir" | cut -f1)) and $out/headscope-lab.zip ($(du -sh "$out/headscope-lab.zip" | cut -f1))"
+}
+
 # The page under fuzzed uploads (tests/e2e/fuzz-uploads.mjs): UPLOAD_MUTANTS mutants of each upload kind
 # (default 12, as in CI; UPLOAD_SEED picks them), written by headscope-fuzz's write_uploads example.
 fuzz_uploads() {
@@ -109,11 +140,18 @@ case "$cmd" in
         install_tools
         build
         ;;
+    bundle)
+        install_tools
+        build
+        bundle
+        ;;
     e2e)
         install_tools
         install_browser
         build
         node "$E2E/e2e.mjs"
+        bundle
+        node "$E2E/bundle.mjs" bundle
         fuzz_uploads
         ;;
     fuzz)
@@ -139,7 +177,7 @@ case "$cmd" in
         install_browser
         ;;
     *)
-        log "unknown command $cmd: use serve, build, e2e, bench, screenshots or tools"
+        log "unknown command $cmd: use serve, build, bundle, e2e, bench, screenshots or tools"
         exit 2
         ;;
 esac
