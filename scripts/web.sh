@@ -46,9 +46,9 @@ install_tools() {
         log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 5 minutes)"
         cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
     fi
-    if [ ! -x "$E2E/node_modules/.bin/wasm-opt" ] || [ ! -d "$E2E/node_modules/playwright-core" ]; then
+    if [ ! -x "$E2E/node_modules/.bin/wasm-opt" ] || [ ! -d "$E2E/node_modules/playwright-core" ] || [ ! -d "$E2E/node_modules/axe-core" ]; then
         command -v npm >/dev/null 2>&1 || { log "npm is missing: install Node.js 18 or newer (Debian: apt-get install nodejs npm)"; exit 1; }
-        log "installing wasm-opt (npm binaryen) and playwright-core into tests/e2e/node_modules"
+        log "installing wasm-opt (npm binaryen), playwright-core and axe-core into tests/e2e/node_modules"
         (cd "$E2E" && npm ci --no-audit --no-fund --loglevel=error)
     fi
 }
@@ -150,6 +150,7 @@ case "$cmd" in
         install_browser
         build
         node "$E2E/e2e.mjs"
+        node "$E2E/lessons.mjs"
         bundle
         node "$E2E/bundle.mjs" bundle
         fuzz_uploads

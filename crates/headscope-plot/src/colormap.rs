@@ -5,6 +5,9 @@
 //!   `#21918C`, the maximum = yellow `#FDE725`.
 //! * [`pass_color`]: NIAH recall, red `#F0496E` (0) -> yellow `#EBB839` (0.5) -> green `#0CD79F`
 //!   (1), the palette of Greg Kamradt's needle-in-a-haystack plots.
+//! * [`recall_color`] with [`RecallPalette::ColourBlind`]: NIAH recall on matplotlib's **cividis**
+//!   (dark blue `#00224E` at 0 -> grey -> yellow `#FEE838` at 1), made for readers with red-green
+//!   colour blindness, for whom the red-green palette's ends look alike.
 //! * [`correlation_color`]: correlations, a diverging blue-white-red map (ColorBrewer's RdBu, 7
 //!   classes, reversed): -1 = blue `#2166AC`, 0 = near-white `#F7F7F7`, +1 = red `#B2182B`.
 //! * [`MISSING_COLOR`]: cells without data.
@@ -28,6 +31,39 @@ const VIRIDIS: [RGBColor; 11] = [
     RGBColor(0xBD, 0xDF, 0x26),
     RGBColor(0xFD, 0xE7, 0x25),
 ];
+
+/// Cividis sampled at 0, 0.1, ..., 1 (matplotlib's values); intermediate values are interpolated.
+const CIVIDIS: [RGBColor; 11] = [
+    RGBColor(0x00, 0x22, 0x4E),
+    RGBColor(0x0C, 0x34, 0x70),
+    RGBColor(0x35, 0x45, 0x6C),
+    RGBColor(0x4F, 0x57, 0x6C),
+    RGBColor(0x66, 0x69, 0x70),
+    RGBColor(0x7D, 0x7C, 0x78),
+    RGBColor(0x94, 0x8E, 0x77),
+    RGBColor(0xAD, 0xA2, 0x72),
+    RGBColor(0xC8, 0xB8, 0x66),
+    RGBColor(0xE5, 0xCF, 0x52),
+    RGBColor(0xFE, 0xE8, 0x38),
+];
+
+/// How NIAH recall is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecallPalette {
+    /// Red-yellow-green, as needle-in-a-haystack plots are usually drawn ([`pass_color`]).
+    #[default]
+    Niah,
+    /// Cividis: blue-grey-yellow, readable with any colour vision.
+    ColourBlind,
+}
+
+/// The colour of recall `v` in 0..1 in `palette` (clamped; NaN counts as 0).
+pub fn recall_color(v: f64, palette: RecallPalette) -> RGBColor {
+    match palette {
+        RecallPalette::Niah => pass_color(v),
+        RecallPalette::ColourBlind => ramp(&CIVIDIS, v),
+    }
+}
 
 /// NIAH recall stops: red at 0, yellow at 0.5, green at 1.
 const PASS: [RGBColor; 3] = [RGBColor(0xF0, 0x49, 0x6E), RGBColor(0xEB, 0xB8, 0x39), RGBColor(0x0C, 0xD7, 0x9F)];

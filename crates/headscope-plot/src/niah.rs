@@ -1,7 +1,7 @@
 //! The needle-in-a-haystack pass grid (after Greg Kamradt's plots).
 
 use crate::chart::{nice_ticks, render, CellMap, ChartSpec, Layout, Legend};
-use crate::colormap::pass_color;
+use crate::colormap::{recall_color, RecallPalette};
 use crate::error::PlotError;
 use crate::grid::Grid;
 use plotters::coord::Shift;
@@ -25,9 +25,10 @@ fn with_spec<T>(
     lengths: &[usize],
     depths: &[f64],
     title: &str,
+    palette: RecallPalette,
     f: impl FnOnce(&ChartSpec) -> Result<T, PlotError>,
 ) -> Result<T, PlotError> {
-    let color = |v: f64| pass_color(v);
+    let color = |v: f64| recall_color(v, palette);
     let spec = ChartSpec {
         title,
         grid,
@@ -49,7 +50,7 @@ pub(crate) fn niah_layout<DB: DrawingBackend>(
     depths: &[f64],
     title: &str,
 ) -> Result<Layout, PlotError> {
-    with_spec(grid, lengths, depths, title, |spec| Layout::compute(area, spec))
+    with_spec(grid, lengths, depths, title, RecallPalette::Niah, |spec| Layout::compute(area, spec))
 }
 
 /// NIAH pass grid like Greg Kamradt's needle-in-a-haystack plots: x = context length in tokens
@@ -63,7 +64,19 @@ pub fn draw_niah_grid<DB: DrawingBackend>(
     depths: &[f64],
     title: &str,
 ) -> Result<(), PlotError> {
-    with_spec(grid, lengths, depths, title, |spec| {
+    draw_niah_grid_in(area, grid, lengths, depths, title, RecallPalette::Niah)
+}
+
+/// [`draw_niah_grid`] in another palette (the layout is the same).
+pub fn draw_niah_grid_in<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    grid: &Grid,
+    lengths: &[usize],
+    depths: &[f64],
+    title: &str,
+    palette: RecallPalette,
+) -> Result<(), PlotError> {
+    with_spec(grid, lengths, depths, title, palette, |spec| {
         let layout = Layout::compute(area, spec)?;
         render(area, spec, &layout)
     })

@@ -106,6 +106,34 @@ fn pass_color_clamps_nan_negative_and_over_one() {
     assert_eq!(pass_color(f64::INFINITY), pass_color(1.0));
 }
 
+/// Relative luminance (WCAG 2), which is what a reader without colour vision still sees.
+fn luminance(c: RGBColor) -> f64 {
+    let lin = |v: u8| {
+        let v = f64::from(v) / 255.0;
+        if v <= 0.04045 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    0.2126 * lin(c.0) + 0.7152 * lin(c.1) + 0.0722 * lin(c.2)
+}
+
+#[test]
+fn the_colour_blind_palette_is_told_apart_by_lightness_alone() {
+    use crate::{recall_color, RecallPalette};
+    assert_eq!(recall_color(0.3, RecallPalette::Niah), pass_color(0.3));
+    assert_eq!(hex(recall_color(0.0, RecallPalette::ColourBlind)), "#00224E");
+    assert_eq!(hex(recall_color(1.0, RecallPalette::ColourBlind)), "#FEE838");
+    // Lightness rises with recall, so failed and passed cells differ without hue ...
+    let steps: Vec<f64> = (0..=20).map(|i| luminance(recall_color(f64::from(i) / 20.0, RecallPalette::ColourBlind))).collect();
+    assert!(steps.windows(2).all(|w| w[1] > w[0]), "{steps:?}");
+    let contrast = |a: f64, b: f64| (a.max(b) + 0.05) / (a.min(b) + 0.05);
+    assert!(contrast(steps[0], steps[20]) > 10.0);
+    // ... where the red and green ends of the usual palette are about as light as each other.
+    assert!(contrast(luminance(pass_color(0.0)), luminance(pass_color(1.0))) < 2.5);
+}
+
 #[test]
 fn missing_colour_differs_from_every_map_colour_at_the_ends() {
     for c in [score_color(0.0, 1.0), score_color(1.0, 1.0), pass_color(0.0), pass_color(0.5), pass_color(1.0)] {

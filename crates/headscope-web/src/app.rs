@@ -16,6 +16,7 @@
 //! tests, per-step argmax traces, sweep timings) and `<body data-state>`.
 
 use crate::dom::{self, by_id, Res};
+use crate::lessons::{self, MaskPreset, NeedlePreset};
 use crate::protocol::{
     BackendChoice, Event, HeadViewResult, MaskRequest, ModelSource, ModelSummary, Request, TestAt, TestResult, TestSetup,
 };
@@ -150,14 +151,28 @@ pub(crate) enum Msg {
     ScoresSourceChanged,
     /// Another run of the session was chosen for the charts.
     RunChosen,
-    GateChanged,
+    /// A setting the charts read from the form changed (the score gate, the palette): draw again.
+    ChartSettingChanged,
     Export(Export),
+    /// A head was clicked or chosen with the keyboard: show its view, or with `shift` mask it.
+    HeadPicked {
+        head: HeadId,
+        shift: bool,
+    },
     /// A click on the head heatmap, in canvas pixels.
     HeadsClicked {
         x: i32,
         y: i32,
         shift: bool,
     },
+    /// A key on the focused score heatmap: arrows move between heads, Enter shows the head's view,
+    /// Shift+Enter masks it.
+    HeadsKey {
+        key: String,
+        shift: bool,
+    },
+    /// An arrow key on the focused test list.
+    TestsKey(String),
     /// A click on the NIAH grid, in canvas pixels.
     NiahClicked {
         x: i32,
@@ -169,6 +184,12 @@ pub(crate) enum Msg {
     CopyLink,
     /// Forget the remembered inputs and reload with the defaults.
     StartOver,
+    /// Open or close the lessons.
+    LessonToggle,
+    /// Go to the lesson step this many steps away.
+    LessonStep(isize),
+    /// Load the shown step's preset.
+    LessonLoad,
     /// Work that waited failed: shown in the error banner.
     Failed(String),
 }
@@ -236,6 +257,10 @@ pub(crate) struct App {
     pub stored: Option<String>,
     /// Every error shown, for automated checks.
     pub errors: Vec<String>,
+    /// The lesson step shown ([`crate::lessons::STEPS`]); `None`: the lessons are closed.
+    pub lesson: Option<usize>,
+    /// The head the keyboard is on in the score heatmap (arrow keys move it).
+    pub head_cursor: Option<HeadId>,
 }
 
 pub(crate) type Shared = Rc<RefCell<App>>;
@@ -298,7 +323,10 @@ fn boot() -> Res<()> {
         default_haystack: None,
         stored: Some(String::new()),
         errors: vec![],
+        lesson: None,
+        head_cursor: None,
     }));
+    render::glossary()?;
     app.borrow_mut().restore(params.get("backend").is_some());
     wire::wire(&app)?;
     let worker = wire::start_worker(&app)?;
@@ -534,19 +562,53 @@ impl App {
             Msg::ScoresSourceChanged => {
                 self.shown = if self.dom.scores_source.value() == "imported" { Source::Imported } else { Source::Sweep };
             }
-            // The gate is read from its field when scores are computed.
-            Msg::GateChanged => {}
+            // The gate and the palette are read from their fields when the charts are drawn.
+            Msg::ChartSettingChanged => {}
             Msg::Export(what) => self.export(what)?,
             Msg::HeadsClicked { x, y, shift } => {
-                let Some(id) = render::head_at(self, x, y)? else { return Ok(None) };
+                let Some(head) = render::head_at(self, x, y)? else { return Ok(None) };
+                return self.update(Msg::HeadPicked { head, shift });
+            }
+            Msg::HeadsKey { key, shift } => {
+                let Some((rows, cols)) = render::heads_shape(self) else { return Ok(None) };
+                let at = self.head_cursor.or(self.selected_head).filter(|h| h.layer < rows && h.head < cols);
+                let at = at.unwrap_or(HeadId::new(0, 0));
+                let (layer, head) = (at.layer, at.head);
+                match key.as_str() {
+                    "ArrowUp" => self.head_cursor = Some(HeadId::new(layer.saturating_sub(1), head)),
+                    "ArrowDown" => self.head_cursor = Some(HeadId::new((layer + 1).min(rows - 1), head)),
+                    "ArrowLeft" => self.head_cursor = Some(HeadId::new(layer, head.saturating_sub(1))),
+                    "ArrowRight" => self.head_cursor = Some(HeadId::new(layer, (head + 1).min(cols - 1))),
+                    "Enter" => return self.update(Msg::HeadPicked { head: at, shift }),
+                    _ => {}
+                }
+            }
+            Msg::HeadPicked { head, shift } => {
+                self.head_cursor = Some(head);
                 if shift {
                     let model = self.model.as_ref().ok_or("load a model before masking heads")?;
-                    HeadShape::new(model.layers, model.heads).check(&[id]).map_err(|e| e.to_string())?;
-                    views::toggle(&mut self.masked, id);
+                    HeadShape::new(model.layers, model.heads).check(&[head]).map_err(|e| e.to_string())?;
+                    views::toggle(&mut self.masked, head);
                     self.mask_origin = "chosen by hand".into();
                 } else {
-                    self.selected_head = Some(id);
+                    self.selected_head = Some(head);
                     self.request_head_view()?;
+                }
+            }
+            Msg::TestsKey(key) => {
+                let n = self.sweep().map_or(0, |s| s.results.len());
+                if n > 0 {
+                    let at = self.selected_test.unwrap_or(0);
+                    let to = match key.as_str() {
+                        "ArrowUp" => at.saturating_sub(1),
+                        "ArrowDown" => (at + 1).min(n - 1),
+                        "Home" => 0,
+                        "End" => n - 1,
+                        _ => at,
+                    };
+                    if Some(to) != self.selected_test {
+                        self.select_test(to)?;
+                    }
                 }
             }
             Msg::NiahClicked { x, y } => {
@@ -567,9 +629,58 @@ impl App {
                 let page = format!("{}{}", location.pathname().unwrap_or_default(), location.search().unwrap_or_default());
                 location.replace(&page).map_err(|e| dom::js_error(&e))?;
             }
+            Msg::LessonToggle => self.lesson = if self.lesson.is_some() { None } else { Some(0) },
+            Msg::LessonStep(by) => {
+                let last = lessons::STEPS.len() - 1;
+                self.lesson = Some(self.lesson.unwrap_or(0).saturating_add_signed(by).min(last));
+            }
+            Msg::LessonLoad => return self.load_lesson(),
             Msg::Failed(e) => return Err(e),
         }
         Ok(None)
+    }
+
+    /// Loads the shown lesson step's preset: its inputs into the form, its masks from the last
+    /// unmasked run, the best head's view; the held-out needles arrive as a message.
+    fn load_lesson(&mut self) -> Res<Option<Effect>> {
+        let Some(step) = self.lesson.and_then(|i| lessons::STEPS.get(i)) else { return Ok(None) };
+        let preset = step.preset;
+        let state = preset.apply_to(&self.page_state());
+        self.apply(&state, true);
+        if preset.default_haystack {
+            let text = self.default_haystack.clone().ok_or("the default haystack has not arrived yet: load the step again in a moment")?;
+            self.dom.haystack.set_value(&text);
+        }
+        let needs_scores = "this step works with the head scores of an unmasked sweep: run step 1's sweep first (press Run), \
+                            then load this step again";
+        match preset.mask {
+            MaskPreset::Keep | MaskPreset::Clear => {}
+            MaskPreset::Top(k) => {
+                let (scores, shape) = self.scores_for_masking().map_err(|_| needs_scores.to_string())?;
+                self.masked = views::mask_top(&scores, shape, k).map_err(|e| e.to_string())?;
+                self.mask_origin = format!("top-{k}");
+            }
+            MaskPreset::Random { k, seed } => {
+                let (scores, shape) = self.scores_for_masking().map_err(|_| needs_scores.to_string())?;
+                self.masked = views::mask_random(&scores, shape, k, seed).map_err(|e| e.to_string())?;
+                self.mask_origin = format!("random-{k}, seed {seed}");
+            }
+        }
+        if preset.select_best_head {
+            let (scores, _) = self.scores_for_masking().map_err(|_| needs_scores.to_string())?;
+            let best = scores.ranked().into_iter().next().ok_or(needs_scores)?;
+            self.selected_head = Some(best.0);
+            self.request_head_view()?;
+        }
+        self.status = format!("loaded the inputs of lesson step {}: {}", self.lesson.unwrap_or(0) + 1, step.title);
+        Ok(match preset.needles {
+            NeedlePreset::Keep => None,
+            NeedlePreset::SanFrancisco => {
+                self.needles = None;
+                None
+            }
+            NeedlePreset::HeldOut => self.update(Msg::NeedlesExample)?,
+        })
     }
 
     /// What a worker's event does.
@@ -712,6 +823,8 @@ impl App {
             random_k: d.mask_random_k.value(),
             seed: d.mask_seed.value(),
             selected_head: self.selected_head.map(|h| h.to_string()),
+            lesson: self.lesson,
+            palette: d.palette.value(),
             ..PageState::default()
         }
     }
@@ -748,7 +861,7 @@ impl App {
             d.haystack.set_value(h);
         }
         d.plain.set_checked(state.plain);
-        for (select, value) in [(&d.mask_mode, &state.mask_mode), (&d.mask_scope, &state.mask_scope)] {
+        for (select, value) in [(&d.mask_mode, &state.mask_mode), (&d.mask_scope, &state.mask_scope), (&d.palette, &state.palette)] {
             if !value.is_empty() {
                 select.set_value(value);
             }
@@ -756,6 +869,7 @@ impl App {
         self.masked = state.masked_heads().unwrap_or_default();
         self.mask_origin = state.mask_origin.clone();
         self.selected_head = state.selected().unwrap_or_default();
+        self.lesson = state.lesson.filter(|&i| i < lessons::STEPS.len());
     }
 
     /// At start: the experiment of a shared link (`#state=...`), else the inputs of the last session.

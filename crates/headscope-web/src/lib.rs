@@ -13,6 +13,7 @@
 
 pub mod clock;
 pub mod lab;
+pub mod lessons;
 pub mod protocol;
 pub mod share;
 pub mod views;

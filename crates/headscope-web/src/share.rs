@@ -47,6 +47,10 @@ pub struct PageState {
     pub seed: String,
     /// The head whose view was asked for, as `layer-head`.
     pub selected_head: Option<String>,
+    /// The lesson step shown (0-based); `None`: the lessons are closed.
+    pub lesson: Option<usize>,
+    /// The needle grid's colours: `niah` (red to green) or `colour-blind`.
+    pub palette: String,
 }
 
 impl Default for PageState {
@@ -71,6 +75,8 @@ impl Default for PageState {
             random_k: String::new(),
             seed: String::new(),
             selected_head: None,
+            lesson: None,
+            palette: String::new(),
         }
     }
 }
@@ -178,6 +184,7 @@ mod tests {
             masked: vec!["5-0".into(), "3-7".into()],
             mask_origin: "top-2".into(),
             selected_head: Some("5-0".into()),
+            lesson: Some(4),
             ..PageState::default()
         }
     }

@@ -14,7 +14,7 @@ type Control<'a> = (&'a HtmlElement, fn() -> Msg);
 /// Listens to every control of the page.
 pub(crate) fn wire(app: &Shared) -> Res<()> {
     let d = &app.borrow().dom;
-    let controls: [Control; 23] = [
+    let controls: [Control; 29] = [
         (&by_id("error-close")?, || Msg::CloseError),
         (&by_id("load-bundled")?, || Msg::LoadBundled),
         (&by_id("load-url")?, || Msg::LoadUrl),
@@ -38,6 +38,12 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
         (&d.run_shown, || Msg::RunChosen),
         (&by_id("copy-link")?, || Msg::CopyLink),
         (&by_id("start-over")?, || Msg::StartOver),
+        (&d.lesson_toggle, || Msg::LessonToggle),
+        (&by_id("lesson-close")?, || Msg::LessonToggle),
+        (&d.lesson_prev, || Msg::LessonStep(-1)),
+        (&d.lesson_next, || Msg::LessonStep(1)),
+        (&by_id("lesson-load")?, || Msg::LessonLoad),
+        (&d.palette, || Msg::ChartSettingChanged),
     ];
     for (element, msg) in controls {
         // Selects send `change`, buttons `click`.
@@ -46,7 +52,7 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
         on(element, event, move |_: web_sys::Event| dispatch(&a, msg()))?;
     }
     let a = app.clone();
-    on(&d.gate, "change", move |_: web_sys::Event| dispatch(&a, Msg::GateChanged))?;
+    on(&d.gate, "change", move |_: web_sys::Event| dispatch(&a, Msg::ChartSettingChanged))?;
     // Typing in the form: the haystack's size and the remembered inputs follow every edit.
     let fields: [&HtmlElement; 14] = [
         &d.needle,
@@ -96,6 +102,23 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
     on(&d.heads_canvas, "click", move |e: web_sys::MouseEvent| {
         let (x, y) = canvas_point(&canvas, &e);
         dispatch(&a, Msg::HeadsClicked { x, y, shift: e.shift_key() });
+    })?;
+    // The keyboard on the score heatmap and the test list.
+    let a = app.clone();
+    on(&d.heads_canvas, "keydown", move |e: web_sys::KeyboardEvent| {
+        let key = e.key();
+        if matches!(key.as_str(), "ArrowUp" | "ArrowDown" | "ArrowLeft" | "ArrowRight" | "Enter") {
+            e.prevent_default();
+            dispatch(&a, Msg::HeadsKey { key, shift: e.shift_key() });
+        }
+    })?;
+    let a = app.clone();
+    on(&d.tests, "keydown", move |e: web_sys::KeyboardEvent| {
+        let key = e.key();
+        if matches!(key.as_str(), "ArrowUp" | "ArrowDown" | "Home" | "End") {
+            e.prevent_default();
+            dispatch(&a, Msg::TestsKey(key));
+        }
     })?;
     let a = app.clone();
     let canvas = d.niah_canvas.clone();

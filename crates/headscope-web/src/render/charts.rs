@@ -6,7 +6,7 @@ use crate::dom::{self, js_error, Res};
 use crate::views;
 use headscope_core::{HeadId, HeadScores};
 use headscope_plot::plotters;
-use headscope_plot::{CellMap, Grid};
+use headscope_plot::{CellMap, Grid, RecallPalette};
 use plotters::prelude::*;
 use plotters_canvas::CanvasBackend;
 use wasm_bindgen::JsCast;
@@ -21,7 +21,10 @@ pub(super) fn charts(a: &App, shown: Shown) -> Res<()> {
     // NIAH grid.
     if let Some(s) = a.sweep().filter(|s| !s.lengths.is_empty() && !s.depths.is_empty()) {
         let grid = niah_grid_of(s);
-        draw_on(&a.dom.niah_canvas, (720, 400), |area| headscope_plot::draw_niah_grid(area, &grid, &s.lengths, &s.depths, NIAH_TITLE))?;
+        let palette = if a.dom.palette.value() == "colour-blind" { RecallPalette::ColourBlind } else { RecallPalette::Niah };
+        draw_on(&a.dom.niah_canvas, (720, 400), |area| {
+            headscope_plot::draw_niah_grid_in(area, &grid, &s.lengths, &s.depths, NIAH_TITLE, palette)
+        })?;
         let (passed, total) = views::pass_rate(&s.records(), 0.5);
         let mut summary = format!("{}: {passed} of {total} tests passed (answer recall ≥ 0.5)", s.name);
         if let Some((scores, _)) = shown.filter(|_| a.shown == crate::app::Source::Sweep) {
@@ -91,6 +94,22 @@ fn mark_heads(a: &App, grid: &Grid, title: &str) -> Res<()> {
             ctx.stroke();
         }
     }
+    // The keyboard's head: a dashed outline, white over dark.
+    if let Some(h) = a.head_cursor.filter(|h| h.layer < cells.rows && h.head < cells.cols) {
+        let (x0, y0, x1, y1) = cells.cell_rect(h.layer, h.head);
+        for (colour, width, dash) in [("#1a1a1a", 4.0, 0.0), ("#ffffff", 2.0, 4.0)] {
+            ctx.set_stroke_style_str(colour);
+            ctx.set_line_width(width);
+            let pattern = js_sys::Array::new();
+            if dash > 0.0 {
+                pattern.push(&dash.into());
+                pattern.push(&dash.into());
+            }
+            let _ = ctx.set_line_dash(&pattern);
+            ctx.stroke_rect(x0 as f64 + 1.0, y0 as f64 + 1.0, (x1 - x0) as f64 - 3.0, (y1 - y0) as f64 - 3.0);
+        }
+        let _ = ctx.set_line_dash(&js_sys::Array::new());
+    }
     if let Some(h) = a.selected_head.filter(|h| h.layer < cells.rows && h.head < cells.cols) {
         let (x0, y0, x1, y1) = cells.cell_rect(h.layer, h.head);
         ctx.set_stroke_style_str("#e8336d");
@@ -98,6 +117,25 @@ fn mark_heads(a: &App, grid: &Grid, title: &str) -> Res<()> {
         ctx.stroke_rect(x0 as f64 + 1.5, y0 as f64 + 1.5, (x1 - x0) as f64 - 4.0, (y1 - y0) as f64 - 4.0);
     }
     Ok(())
+}
+
+/// Layers x heads of the score heatmap as drawn.
+pub(crate) fn heads_shape(a: &App) -> Option<(usize, usize)> {
+    heads_grid(a, a.shown_scores().as_ref()).map(|(g, _)| (g.rows, g.cols)).filter(|&(r, c)| r > 0 && c > 0)
+}
+
+/// What the keyboard's head is, for screen readers and the caption.
+pub(super) fn head_cursor_text(a: &App, shown: Shown) -> String {
+    let Some(h) = a.head_cursor else { return String::new() };
+    let score = shown.filter(|(s, _)| s.tests() > 0 && s.shape().check(&[h]).is_ok()).map(|(s, _)| s.mean(h));
+    let mut text = format!("head {h}");
+    if let Some(m) = score {
+        text += &format!(": retrieval score {m:.2}{}", if m > headscope_core::RETRIEVAL_THRESHOLD { " (a retrieval head)" } else { "" });
+    }
+    if a.masked.contains(&h) {
+        text += ", masked";
+    }
+    text + ". Enter: where it looked; Shift+Enter: mask or unmask."
 }
 
 /// The head under canvas pixel (`x`, `y`) of the score heatmap, if any.

@@ -5,11 +5,11 @@
 mod charts;
 mod results;
 
-pub(crate) use charts::{export_png, head_at, test_at};
+pub(crate) use charts::{export_png, head_at, heads_shape, test_at};
 
 use crate::app::{rate, App, Busy, Source};
 use crate::dom::{self, by_id, Res};
-use crate::views;
+use crate::{lessons, views};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlButtonElement, HtmlCanvasElement, HtmlElement, HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
@@ -65,6 +65,15 @@ pub(crate) struct Dom {
     pub import_scores: HtmlInputElement,
     pub export_buttons: Vec<HtmlButtonElement>,
     pub import_info: HtmlElement,
+    pub lesson_toggle: HtmlButtonElement,
+    pub lesson_panel: HtmlElement,
+    pub lesson_title: HtmlElement,
+    pub lesson_count: HtmlElement,
+    pub lesson_body: HtmlElement,
+    pub lesson_prev: HtmlButtonElement,
+    pub lesson_next: HtmlButtonElement,
+    pub heads_cursor: HtmlElement,
+    pub palette: HtmlSelectElement,
 }
 
 impl Dom {
@@ -122,6 +131,15 @@ impl Dom {
                 .map(|id| by_id(id))
                 .collect::<Res<_>>()?,
             import_info: by_id("import-info")?,
+            lesson_toggle: by_id("lesson-toggle")?,
+            lesson_panel: by_id("lesson-panel")?,
+            lesson_title: by_id("lesson-title")?,
+            lesson_count: by_id("lesson-count")?,
+            lesson_body: by_id("lesson-body")?,
+            lesson_prev: by_id("lesson-prev")?,
+            lesson_next: by_id("lesson-next")?,
+            heads_cursor: by_id("heads-cursor")?,
+            palette: by_id("palette")?,
         })
     }
 }
@@ -142,9 +160,11 @@ pub(crate) fn render(a: &App) {
     // Aggregated from the records once per drawing, for the charts, the buttons and the mirror.
     let shown = a.shown_scores();
     status_lines(a);
+    lesson(a);
     model_panel(a);
     controls(a, shown.is_some());
     progress(a);
+    a.dom.heads_cursor.set_text_content(Some(&charts::head_cursor_text(a, shown.as_ref())));
     if let Err(e) = charts::charts(a, shown.as_ref()) {
         a.dom.summary.set_text_content(Some(&format!("the charts could not be drawn: {e}")));
     }
@@ -193,6 +213,55 @@ fn status_lines(a: &App) {
     let _ = if a.dragging { classes.add_1("dragging") } else { classes.remove_1("dragging") };
 }
 
+/// The lessons' side panel: the shown step, or hidden.
+fn lesson(a: &App) {
+    let d = &a.dom;
+    let step = a.lesson.and_then(|i| Some((i, lessons::STEPS.get(i)?)));
+    d.lesson_panel.set_hidden(step.is_none());
+    let _ = d.lesson_toggle.set_attribute("aria-expanded", if step.is_some() { "true" } else { "false" });
+    if let Some(body) = dom::document().ok().and_then(|doc| doc.body()) {
+        let classes = body.class_list();
+        let _ = if step.is_some() { classes.add_1("lesson-open") } else { classes.remove_1("lesson-open") };
+    }
+    let Some((i, step)) = step else { return };
+    d.lesson_count.set_text_content(Some(&format!("step {} of {}", i + 1, lessons::STEPS.len())));
+    d.lesson_title.set_text_content(Some(step.title));
+    // Drawn only when the step changed: a redraw must not reset a student's text selection.
+    if d.lesson_body.get_attribute("data-step").as_deref() != Some(&i.to_string()) {
+        if let Err(e) = lesson_body(&d.lesson_body, step) {
+            web_sys::console::warn_1(&format!("the lesson could not be drawn: {e}").into());
+        }
+        let _ = d.lesson_body.set_attribute("data-step", &i.to_string());
+    }
+    d.lesson_prev.set_disabled(i == 0);
+    d.lesson_next.set_disabled(i + 1 >= lessons::STEPS.len());
+}
+
+fn lesson_body(body: &HtmlElement, step: &lessons::Step) -> Res<()> {
+    dom::clear(body);
+    for p in step.explain {
+        dom::append(body, &dom::el("p", "", p)?)?;
+    }
+    for (class, label, text) in [("try", "Try: ", step.try_this), ("ask", "Question: ", step.question)] {
+        let p = dom::el("p", class, "")?;
+        dom::append(&p, &dom::el("b", "", label)?)?;
+        p.append_with_str_1(text).map_err(|e| dom::js_error(&e))?;
+        dom::append(body, &p)?;
+    }
+    Ok(())
+}
+
+/// The glossary's terms, drawn once at start.
+pub(crate) fn glossary() -> Res<()> {
+    let list: HtmlElement = by_id("glossary-list")?;
+    dom::clear(&list);
+    for (term, meaning) in lessons::GLOSSARY {
+        dom::append(&list, &dom::el("dt", "", term)?)?;
+        dom::append(&list, &dom::el("dd", "", meaning)?)?;
+    }
+    Ok(())
+}
+
 fn model_panel(a: &App) {
     let d = &a.dom;
     let (badge, class) = match (&a.model, a.busy) {
@@ -230,7 +299,7 @@ fn model_panel(a: &App) {
         }
     }
     for e in [&d.needle as &HtmlElement, &d.question, &d.answer] {
-        let _ = e.style().set_property("opacity", if a.needles.is_some() { "0.5" } else { "1" });
+        let _ = e.class_list().toggle_with_force("unused", a.needles.is_some());
     }
     d.import_info.set_text_content(Some(&a.import_info));
 }
