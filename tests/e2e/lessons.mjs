@@ -128,9 +128,24 @@ async function main() {
     check(masked === 3 && (await page.inputValue('#lengths')) === '256:1024:3', 'step 5 masks the 3 best heads on step 1\'s inputs', `${masked} heads masked`);
     await clickAndWait(page, '#sweep-masked', log);
     const top = await labState(page);
+    // The masked run is shown beside step 1's unmasked run of the same tests, with the score change.
+    const compared = await page.textContent('#compare-summary');
+    check(await page.isVisible('#compare') && compared.includes('run 1:') && compared.includes('points'),
+      'step 5: the masked run is shown beside the unmasked run of the same tests', compared);
     await page.click('#mask-random');
     await clickAndWait(page, '#sweep-masked', log);
     const random = await labState(page);
+    // Random-3 keeps passing, so its score change against run 1 is drawn.
+    const versus = await page.textContent('#compare-summary');
+    const drawn = await page.evaluate(() => {
+      const c = document.getElementById('compare-diff-canvas');
+      const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      const colours = new Set();
+      for (let i = 0; i < px.length; i += 4) colours.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
+      return { width: c.width, colours: colours.size };
+    });
+    check(versus.includes('run 1:') && !versus.includes('no score change') && drawn.colours > 20,
+      'step 5: the random-3 run is compared with run 1 on a score-change heatmap', `${versus}; ${drawn.colours} colours`);
     const [u, t, r] = [passRate(first.tests), passRate(top.tests), passRate(random.tests)];
     check(top.tests.length === 15 && random.tests.length === 15, 'step 5: both masked sweeps ran');
     check(t < u, 'step 5: masking the top-3 heads lowers the pass rate', `unmasked ${pct(u)}, top-3 ${pct(t)}, random-3 ${pct(r)}`);

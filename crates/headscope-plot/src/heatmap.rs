@@ -1,7 +1,7 @@
 //! The layers x heads retrieval-score heatmap (paper fig. 5).
 
 use crate::chart::{nice_ticks, render, CellMap, ChartSpec, Layout, Legend};
-use crate::colormap::score_color;
+use crate::colormap::{correlation_color, score_color};
 use crate::error::PlotError;
 use crate::grid::Grid;
 use plotters::coord::Shift;
@@ -78,4 +78,35 @@ pub fn draw_head_heatmap_captioned<DB: DrawingBackend>(
 /// width) lie on `area`: row = layer, column = head.
 pub fn head_heatmap_cells<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scores: &Grid, title: &str) -> Result<CellMap, PlotError> {
     heatmap_layout(area, scores, title).map(|l| CellMap::from(&l))
+}
+
+/// The largest change [`draw_head_difference`] colours fully: the largest |value|, at least
+/// [`MIN_SCALE`], so that noise between two runs is not stretched to full colour.
+pub(crate) fn difference_scale(diff: &Grid) -> f64 {
+    let m = diff.values.iter().flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
+    m.max(MIN_SCALE)
+}
+
+/// Layers x heads heatmap of a change between two runs (`diff` = one run's scores minus
+/// another's): blue where a head lost score, white where it kept it, red where it gained, on a scale
+/// symmetric about 0 (ColorBrewer's RdBu, [`correlation_color`]); same layout as
+/// [`draw_head_heatmap`].
+pub fn draw_head_difference<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, diff: &Grid, title: &str) -> Result<(), PlotError> {
+    let m = difference_scale(diff);
+    let color = move |v: f64| correlation_color(v / m);
+    let up = nice_ticks(m);
+    let mut ticks: Vec<(f64, String)> = up.iter().rev().filter(|(v, _)| *v > 0.0).map(|(v, l)| (-v, format!("-{l}"))).collect();
+    ticks.extend(up);
+    let spec = ChartSpec {
+        title,
+        grid: diff,
+        x_name: "head",
+        y_name: "layer",
+        col_labels: (0..diff.cols).map(|c| c.to_string()).collect(),
+        row_labels: (0..diff.rows).map(|r| r.to_string()).collect(),
+        legend: Legend { min: -m, max: m, ticks, caption: "change".to_string() },
+        color: &color,
+    };
+    let layout = Layout::compute(area, &spec)?;
+    render(area, &spec, &layout)
 }

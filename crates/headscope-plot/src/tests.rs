@@ -221,6 +221,29 @@ fn heatmap_max_cell_pixel_differs_from_zero_cell_pixel() {
 }
 
 #[test]
+fn a_difference_heatmap_is_blue_for_losses_white_for_none_red_for_gains() {
+    let mut g = Grid::new(2, 3);
+    for (c, v) in [(0, -0.6), (1, 0.0), (2, 0.3)] {
+        g.set(0, c, v);
+    }
+    let size = head_heatmap_size(&g);
+    let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let area = EmbeddedText::new(BitMapBackend::with_buffer(&mut buf, size)).into_drawing_area();
+        crate::draw_head_difference(&area, &g, "score change").unwrap();
+        area.present().unwrap();
+    }
+    let mut scratch = vec![0u8; (size.0 * size.1 * 3) as usize];
+    let area = BitMapBackend::with_buffer(&mut scratch, size).into_drawing_area();
+    let l = heatmap_layout(&area, &g, "score change").unwrap();
+    // The scale is symmetric about the largest change: -0.6 is full blue, 0 white, +0.3 half red.
+    assert_eq!(pixel(&buf, size.0, l.cell_center(0, 0)), correlation_color(-1.0));
+    assert_eq!(pixel(&buf, size.0, l.cell_center(0, 1)), correlation_color(0.0));
+    assert_eq!(pixel(&buf, size.0, l.cell_center(0, 2)), correlation_color(0.5));
+    assert_eq!(pixel(&buf, size.0, l.cell_center(1, 0)), MISSING_COLOR);
+}
+
+#[test]
 fn heatmap_cells_tile_the_plot_and_large_grids_thin_their_labels() {
     let g = sample_scores(40, 40);
     let size = head_heatmap_size(&g);

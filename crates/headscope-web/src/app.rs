@@ -151,6 +151,8 @@ pub(crate) enum Msg {
     ScoresSourceChanged,
     /// Another run of the session was chosen for the charts.
     RunChosen,
+    /// Another run was chosen to compare the shown one with.
+    CompareChosen,
     /// A setting the charts read from the form changed (the score gate, the palette): draw again.
     ChartSettingChanged,
     Export(Export),
@@ -261,6 +263,8 @@ pub(crate) struct App {
     pub lesson: Option<usize>,
     /// The head the keyboard is on in the score heatmap (arrow keys move it).
     pub head_cursor: Option<HeadId>,
+    /// The run shown beside the shown run (an index into `runs`).
+    pub compare_run: Option<usize>,
 }
 
 pub(crate) type Shared = Rc<RefCell<App>>;
@@ -325,6 +329,7 @@ fn boot() -> Res<()> {
         errors: vec![],
         lesson: None,
         head_cursor: None,
+        compare_run: None,
     }));
     render::glossary()?;
     app.borrow_mut().restore(params.get("backend").is_some());
@@ -559,6 +564,9 @@ impl App {
                     self.head_view = None;
                 }
             }
+            Msg::CompareChosen => {
+                self.compare_run = self.dom.run_compare.value().parse::<usize>().ok().filter(|&i| i < self.runs.len());
+            }
             Msg::ScoresSourceChanged => {
                 self.shown = if self.dom.scores_source.value() == "imported" { Source::Imported } else { Source::Sweep };
             }
@@ -706,6 +714,7 @@ impl App {
                 if self.loaded_hash.as_ref().is_some_and(|h| h != &summary.hash) {
                     self.runs.clear();
                     self.shown_run = 0;
+                    self.compare_run = None;
                     self.selected_test = None;
                     self.selected_head = None;
                     self.masked.clear();
@@ -724,6 +733,14 @@ impl App {
                     s.lengths = lengths;
                     s.depths = depths;
                     s.started = crate::clock::now();
+                }
+                // A masked run is shown beside the last unmasked run of the same tests (else the last
+                // unmasked run, whose scores ranked its heads).
+                if let Some((new, earlier)) = self.runs.split_last().filter(|(new, _)| new.mask.is_some()) {
+                    let same = |r: &SweepView| r.setup == new.setup && r.lengths == new.lengths && r.depths == new.depths;
+                    let unmasked = |r: &&SweepView| r.mask.is_none();
+                    self.compare_run =
+                        earlier.iter().rposition(|r| unmasked(&r) && same(r)).or_else(|| earlier.iter().rposition(|r| unmasked(&r)));
                 }
                 self.scroll_to_results.set(true);
                 self.status = if masked.is_empty() {
@@ -776,6 +793,7 @@ impl App {
                 if self.busy == Busy::Sweep && self.runs.last().is_some_and(|r| r.results.is_empty()) {
                     self.runs.pop();
                     self.shown_run = self.runs.len().saturating_sub(1);
+                    self.compare_run = self.compare_run.filter(|&i| i < self.runs.len() && i != self.shown_run);
                 }
                 self.busy = Busy::Idle;
                 self.watching = None;
@@ -1115,6 +1133,12 @@ impl App {
     /// The run the charts show.
     pub(crate) fn sweep(&self) -> Option<&SweepView> {
         self.runs.get(self.shown_run)
+    }
+
+    /// The run shown beside the shown one, if one is chosen (and it is another).
+    pub(crate) fn compared(&self) -> Option<(usize, &SweepView)> {
+        let i = self.compare_run.filter(|&i| i != self.shown_run)?;
+        Some((i, self.runs.get(i)?))
     }
 
     /// The sweep's test records so far.

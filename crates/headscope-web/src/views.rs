@@ -24,6 +24,21 @@ pub fn score_grid(scores: &HeadScores) -> Grid {
     head_grid(scores.shape(), |h| scores.mean(h))
 }
 
+/// How each head's mean score changed from run `before` to run `after` (`after - before`); heads of
+/// a run that scored no test are empty. The two must be of one model.
+pub fn score_change(after: &HeadScores, before: &HeadScores) -> Result<Grid, String> {
+    if after.shape() != before.shape() {
+        return Err("the two runs are of models of different shapes".into());
+    }
+    let mut grid = Grid::new(after.shape().layers, after.shape().heads);
+    if after.tests() > 0 && before.tests() > 0 {
+        for h in after.shape().iter() {
+            grid.set(h.layer, h.head, after.mean(h) - before.mean(h));
+        }
+    }
+    Ok(grid)
+}
+
 /// Activation frequency per head: the share of scored tests in which it hit at least once.
 pub fn activation_grid(scores: &HeadScores) -> Grid {
     head_grid(scores.shape(), |h| scores.activation_frequency(h))
@@ -167,6 +182,25 @@ mod tests {
             head_argmax: None,
             seconds: 0.0,
         }
+    }
+
+    #[test]
+    fn a_score_change_is_after_minus_before_per_head() {
+        let shape = HeadShape::new(2, 2);
+        let (a, b) = (HeadId::new(1, 0), HeadId::new(0, 1));
+        let unmasked = [record(100, 0.0, 1.0, &[(a, vec![0, 1, 2, 3]), (b, vec![0])])];
+        let masked = [record(100, 0.0, 1.0, &[(b, vec![0, 1])])];
+        let before = sweep_scores(shape, &unmasked, 0.5).unwrap();
+        let after = sweep_scores(shape, &masked, 0.5).unwrap();
+        let g = score_change(&after, &before).unwrap();
+        // The answer span holds 4 tokens: head 1-0 lost all 4 hits, head 0-1 gained one.
+        assert_eq!(g.get(1, 0), Some(-1.0));
+        assert_eq!(g.get(0, 1), Some(0.25));
+        assert_eq!(g.get(0, 0), Some(0.0));
+        let nothing = sweep_scores(shape, &[record(100, 0.0, 0.0, &[])], 0.5).unwrap();
+        assert_eq!(score_change(&nothing, &before).unwrap().get(1, 0), None, "a run with no scored test has no change");
+        let other = sweep_scores(HeadShape::new(3, 2), &unmasked, 0.5).unwrap();
+        assert!(score_change(&other, &before).is_err());
     }
 
     #[test]

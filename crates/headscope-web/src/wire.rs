@@ -14,7 +14,7 @@ type Control<'a> = (&'a HtmlElement, fn() -> Msg);
 /// Listens to every control of the page.
 pub(crate) fn wire(app: &Shared) -> Res<()> {
     let d = &app.borrow().dom;
-    let controls: [Control; 29] = [
+    let controls: [Control; 30] = [
         (&by_id("error-close")?, || Msg::CloseError),
         (&by_id("load-bundled")?, || Msg::LoadBundled),
         (&by_id("load-url")?, || Msg::LoadUrl),
@@ -44,6 +44,7 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
         (&d.lesson_next, || Msg::LessonStep(1)),
         (&by_id("lesson-load")?, || Msg::LessonLoad),
         (&d.palette, || Msg::ChartSettingChanged),
+        (&d.run_compare, || Msg::CompareChosen),
     ];
     for (element, msg) in controls {
         // Selects send `change`, buttons `click`.

@@ -21,7 +21,7 @@ pub(super) fn charts(a: &App, shown: Shown) -> Res<()> {
     // NIAH grid.
     if let Some(s) = a.sweep().filter(|s| !s.lengths.is_empty() && !s.depths.is_empty()) {
         let grid = niah_grid_of(s);
-        let palette = if a.dom.palette.value() == "colour-blind" { RecallPalette::ColourBlind } else { RecallPalette::Niah };
+        let palette = palette(a);
         draw_on(&a.dom.niah_canvas, (720, 400), |area| {
             headscope_plot::draw_niah_grid_in(area, &grid, &s.lengths, &s.depths, NIAH_TITLE, palette)
         })?;
@@ -42,6 +42,7 @@ pub(super) fn charts(a: &App, shown: Shown) -> Res<()> {
         }
         a.dom.summary.set_text_content(Some(&summary));
     }
+    compare(a)?;
     // Head heatmaps.
     if let Some((grid, title)) = heads_grid(a, shown) {
         let size = headscope_plot::head_heatmap_size(&grid);
@@ -54,6 +55,61 @@ pub(super) fn charts(a: &App, shown: Shown) -> Res<()> {
         })?;
     }
     Ok(())
+}
+
+/// The shown run beside the compared one: pass rates, the compared run's needle grid, and how every
+/// head's score changed between them.
+fn compare(a: &App) -> Res<()> {
+    let d = &a.dom;
+    let (Some(shown), Some((_, other))) = (a.sweep(), a.compared()) else {
+        d.compare.set_hidden(true);
+        return Ok(());
+    };
+    d.compare.set_hidden(false);
+    let rate = |run: &SweepView| {
+        let (passed, total) = views::pass_rate(&run.records(), 0.5);
+        (passed, total, (total > 0).then(|| 100.0 * passed as f64 / total as f64))
+    };
+    let describe = |run: &SweepView| {
+        let (passed, total, pct) = rate(run);
+        format!("{}: {passed} of {total} passed{}", run.name, pct.map_or(String::new(), |p| format!(" ({p:.0} %)")))
+    };
+    let mut summary = format!("{} · {}", describe(shown), describe(other));
+    if let (Some(p), Some(q)) = (rate(shown).2, rate(other).2) {
+        summary += &format!(" · pass rate {:+.0} points", p - q);
+    }
+    if !other.lengths.is_empty() && !other.depths.is_empty() {
+        let grid = niah_grid_of(other);
+        let palette = palette(a);
+        draw_on(&d.compare_niah_canvas, (720, 400), |area| {
+            headscope_plot::draw_niah_grid_in(area, &grid, &other.lengths, &other.depths, &other.name, palette)
+        })?;
+    }
+    match (a.run_scores(shown), a.run_scores(other)) {
+        (Some(after), Some(before)) if after.tests() > 0 && before.tests() > 0 => {
+            let change = views::score_change(&after, &before)?;
+            let title = format!("score change: {} minus {}", short_name(&shown.name), short_name(&other.name));
+            draw_on(&d.compare_diff_canvas, headscope_plot::head_heatmap_size(&change), |area| {
+                headscope_plot::draw_head_difference(area, &change, &title)
+            })?;
+        }
+        _ => summary += " · (no score change: a run has no test that reached the score gate)",
+    }
+    d.compare_summary.set_text_content(Some(&summary));
+    Ok(())
+}
+
+/// "run 2" of "run 2: 3 heads masked (...)".
+fn short_name(name: &str) -> &str {
+    name.split(':').next().unwrap_or(name)
+}
+
+fn palette(a: &App) -> RecallPalette {
+    if a.dom.palette.value() == "colour-blind" {
+        RecallPalette::ColourBlind
+    } else {
+        RecallPalette::Niah
+    }
 }
 
 /// The head heatmap's grid and title: the shown scores, or an empty grid of the model's shape.

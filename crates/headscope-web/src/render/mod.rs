@@ -74,6 +74,11 @@ pub(crate) struct Dom {
     pub lesson_next: HtmlButtonElement,
     pub heads_cursor: HtmlElement,
     pub palette: HtmlSelectElement,
+    pub run_compare: HtmlSelectElement,
+    pub compare: HtmlElement,
+    pub compare_summary: HtmlElement,
+    pub compare_niah_canvas: HtmlCanvasElement,
+    pub compare_diff_canvas: HtmlCanvasElement,
 }
 
 impl Dom {
@@ -140,6 +145,11 @@ impl Dom {
             lesson_next: by_id("lesson-next")?,
             heads_cursor: by_id("heads-cursor")?,
             palette: by_id("palette")?,
+            run_compare: by_id("run-compare")?,
+            compare: by_id("compare")?,
+            compare_summary: by_id("compare-summary")?,
+            compare_niah_canvas: by_id("compare-niah-canvas")?,
+            compare_diff_canvas: by_id("compare-diff-canvas")?,
         })
     }
 }

@@ -41,6 +41,18 @@ pub(super) fn runs(a: &App) -> Res<()> {
     }
     select.set_value(&a.shown_run.to_string());
     select.set_disabled(a.runs.len() < 2);
+    let compare = &a.dom.run_compare;
+    dom::clear(compare);
+    let none = el("option", "", "nothing")?;
+    let _ = none.set_attribute("value", "");
+    append(compare, &none)?;
+    for (i, run) in a.runs.iter().enumerate().filter(|&(i, _)| i != a.shown_run) {
+        let option = el("option", "", &run.name)?;
+        let _ = option.set_attribute("value", &i.to_string());
+        append(compare, &option)?;
+    }
+    compare.set_value(&a.compared().map_or(String::new(), |(i, _)| i.to_string()));
+    compare.set_disabled(a.runs.len() < 2);
     let table = &a.dom.runs;
     dom::clear(table);
     if a.runs.is_empty() {
