@@ -181,6 +181,30 @@ async function main() {
     const bad = await axe(page);
     check(bad.length === 0, 'axe-core: no serious or critical violation after the last step', bad.map((v) => v.id).join(', '));
 
+    // Save the session to a file and open it in a fresh browser: the runs and their results come back.
+    const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#save-session')]);
+    const sessionFile = path.join(os.tmpdir(), 'headscope-lesson-session.json');
+    await dl.saveAs(sessionFile);
+    const savedRuns = await page.locator('#run-shown option').count();
+    const fresh = await browser.newContext();
+    const other = await fresh.newPage({ viewport: { width: 1366, height: 768 } });
+    await other.goto(`${srv.url}?backend=cpu`);
+    await waitState(other, ['ready'], 300_000, log);
+    await other.setInputFiles('#open-session', sessionFile);
+    await other.waitForFunction(() => document.getElementById('status').textContent.startsWith('opened'), null, { timeout: 30_000 });
+    const reopened = await other.locator('#run-shown option').count();
+    check(reopened === savedRuns && savedRuns === 5, 'a saved session opens with every run in a fresh browser', `${reopened} of ${savedRuns} runs`);
+    await other.selectOption('#run-shown', '0');
+    const firstAgain = await labState(other);
+    check(JSON.stringify(firstAgain.tests.map((t) => [t.id, t.recall])) === JSON.stringify(first.tests.map((t) => [t.id, t.recall])),
+      'the reopened first run has step 1\'s tests and answers', `${firstAgain.tests.length} tests`);
+    fs.writeFileSync(sessionFile, '{"0-0": [0.5]}');
+    await other.setInputFiles('#open-session', sessionFile);
+    await other.waitForFunction(() => !document.getElementById('error').hidden, null, { timeout: 30_000 });
+    const refused = await other.textContent('#error-text');
+    check(refused.includes('not a saved session'), 'a head-score file opened as a session is refused with a message', refused);
+    await fresh.close();
+
     // The step travels with the page's state: a reload opens the lessons where they were.
     await page.reload();
     await waitState(page, ['ready'], 300_000, log);

@@ -16,6 +16,8 @@ use headscope_model::testkit::{TinyArch, TinyModel};
 use headscope_model::{HfTokenizer, LoadOptions, LoadedModel, ModelFiles};
 use headscope_web::lab::{self, LabModel};
 use headscope_web::protocol::Request;
+use headscope_web::protocol::{TestResult, TestSetup};
+use headscope_web::session::{SavedModel, SavedRun, SavedSession};
 use headscope_web::share::PageState;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -38,6 +40,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("recipe", recipe),
     ("worker_request", worker_request),
     ("share_state", share_state),
+    ("saved_session", saved_session),
 ];
 
 /// The repository root (for the seed files).
@@ -202,6 +205,64 @@ pub fn share_state(data: &[u8]) -> bool {
     true
 }
 
+/// A session file as the page opens it ("Open a saved session"). An accepted session must fit a
+/// model of its own shape and be written back to a file that opens again.
+pub fn saved_session(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(data);
+    let Ok(session) = SavedSession::from_json("session.json", &text) else { return false };
+    assert!(session.fits(session.model.layers, session.model.heads, &session.model.hash) == Ok(true));
+    assert!(SavedSession::from_json("again.json", &session.to_json()).is_ok(), "a session does not open from its own file");
+    true
+}
+
+/// A saved session of the seed `tests.jsonl` (the tiny model, 2 layers x 4 heads): an unmasked run
+/// and a masked one, as the seed of [`saved_session`].
+fn seed_session() -> SavedSession {
+    let text = std::fs::read_to_string(repo().join("crates/headscope-fuzz/seeds/tests.jsonl")).unwrap_or_default();
+    let results: Vec<TestResult> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .map(|record: headscope_core::files::TestRecord| TestResult {
+            answer: vec![],
+            argmax: vec![vec![0; 8]; record.generated_ids.len()],
+            prefill_tokens: record.prompt_tokens,
+            prefill_seconds: 0.01,
+            decode_tokens: record.generated_ids.len(),
+            decode_seconds: 0.01,
+            record,
+        })
+        .collect();
+    let state = seed_page_state();
+    let setup = TestSetup {
+        needles: vec![Needle { needle: state.needle.clone(), question: state.question.clone(), real_needle: state.answer.clone() }],
+        haystack: "A short haystack. ".repeat(20),
+        max_new_tokens: 24,
+        plain: true,
+    };
+    let run = SavedRun {
+        name: "run 1: no heads masked".into(),
+        setup,
+        lengths: vec![200],
+        depths: vec![0.0, 100.0],
+        total: results.len(),
+        mask: None,
+        results,
+        done: Some(serde_json::json!({"seconds": 1.0})),
+    };
+    let masked = SavedRun {
+        name: "run 2: 2 heads masked (top-2; uniform)".into(),
+        mask: Some(headscope_web::protocol::MaskRequest {
+            heads: vec![headscope_core::HeadId::new(1, 0), headscope_core::HeadId::new(1, 1)],
+            mode: "uniform".into(),
+            scope: "decode".into(),
+        }),
+        ..run.clone()
+    };
+    let model = SavedModel { name: "tiny".into(), hash: "0123".into(), layers: 2, heads: 4 };
+    let state = PageState { masked: vec!["1-0".into()], selected_head: Some("1-1".into()), ..state };
+    SavedSession::new(model, state, vec![run, masked], 1, Some(0))
+}
+
 /// A page state with every field set, as the seeds of [`share_state`].
 fn seed_page_state() -> PageState {
     PageState {
@@ -261,6 +322,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
             let state = seed_page_state();
             vec![state.to_link_text().0.into_bytes(), state.to_json().into_bytes()]
         }
+        "saved_session" => vec![seed_session().to_json().into_bytes()],
         "worker_request" => vec![read("crates/headscope-fuzz/seeds/sweep-request.json"), read("crates/headscope-fuzz/seeds/head-view-request.json")],
         other => panic!("no fuzz target {other}"),
     }

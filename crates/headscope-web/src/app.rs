@@ -20,6 +20,7 @@ use crate::lessons::{self, MaskPreset, NeedlePreset};
 use crate::protocol::{
     BackendChoice, Event, HeadViewResult, MaskRequest, ModelSource, ModelSummary, Request, TestAt, TestResult, TestSetup,
 };
+use crate::session::{self, SavedModel, SavedRun, SavedSession};
 use crate::share::{PageState, LINK_HAYSTACK_CHARS, LINK_KEY};
 use crate::{render, views, wire};
 use headscope_core::niah::Needle;
@@ -151,6 +152,15 @@ pub(crate) enum Msg {
     ScoresSourceChanged,
     /// Another run of the session was chosen for the charts.
     RunChosen,
+    /// Download every run and the inputs as one file.
+    SaveSession,
+    /// A saved session file was chosen.
+    SessionFile(Files),
+    /// A saved session was read and checked.
+    SessionOpened {
+        name: String,
+        session: Box<SavedSession>,
+    },
     /// Another run was chosen to compare the shown one with.
     CompareChosen,
     /// A setting the charts read from the form changed (the score gate, the palette): draw again.
@@ -564,6 +574,18 @@ impl App {
                     self.head_view = None;
                 }
             }
+            Msg::SaveSession => self.save_session()?,
+            Msg::SessionFile(files) => {
+                let size = files.first().map_or(0.0, |(_, f)| f.size());
+                if size > session::MAX_BYTES as f64 {
+                    return Err(format!("this file is {:.0} MB: a saved session is at most {} MB", size / 1e6, session::MAX_BYTES >> 20));
+                }
+                return Ok(read_text(files, |name, text| {
+                    let session = Box::new(SavedSession::from_json(&name, &text)?);
+                    Ok(Msg::SessionOpened { name, session })
+                }));
+            }
+            Msg::SessionOpened { name, session } => self.open_session(&name, *session)?,
             Msg::CompareChosen => {
                 self.compare_run = self.dom.run_compare.value().parse::<usize>().ok().filter(|&i| i < self.runs.len());
             }
@@ -646,6 +668,82 @@ impl App {
             Msg::Failed(e) => return Err(e),
         }
         Ok(None)
+    }
+
+    /// Offers every run with its results and the page's inputs as one file.
+    fn save_session(&self) -> Res<()> {
+        let model = self.model.as_ref().ok_or("load a model and run a sweep first")?;
+        if self.busy == Busy::Sweep {
+            return Err("a sweep is running: save the session when it has finished (or cancel it)".into());
+        }
+        let runs: Vec<SavedRun> = self
+            .runs
+            .iter()
+            .map(|r| SavedRun {
+                name: r.name.clone(),
+                setup: r.setup.clone(),
+                lengths: r.lengths.clone(),
+                depths: r.depths.clone(),
+                total: r.total,
+                mask: r.mask.clone(),
+                results: r.results.clone(),
+                done: r.done.clone(),
+            })
+            .collect();
+        if runs.iter().all(|r| r.results.is_empty()) {
+            return Err("no results yet: run a sweep first".into());
+        }
+        let saved_model = SavedModel { name: model.name.clone(), hash: model.hash.clone(), layers: model.layers, heads: model.heads };
+        let mut file = SavedSession::new(saved_model, self.page_state(), runs, self.shown_run, self.compare_run);
+        file.saved = js_sys::Date::new_0().to_iso_string().into();
+        dom::download_bytes("headscope-session.json", "application/json", file.to_json().as_bytes())
+    }
+
+    /// Puts a saved session's inputs and runs back, when its model is loaded.
+    fn open_session(&mut self, name: &str, s: SavedSession) -> Res<()> {
+        let model = self.model.as_ref().ok_or("load the session's model first, then open the session")?;
+        let same = s.fits(model.layers, model.heads, &model.hash)?;
+        if self.busy != Busy::Idle {
+            return Err("the model is busy: open the session when the sweep has finished (or cancel it)".into());
+        }
+        self.apply(&s.state, true);
+        if let Some(h) = &s.state.haystack {
+            self.dom.haystack.set_value(h);
+        } else if let Some(text) = &self.default_haystack {
+            self.dom.haystack.set_value(text);
+        }
+        let count = s.runs.len();
+        self.runs = s
+            .runs
+            .into_iter()
+            .map(|r| SweepView {
+                name: r.name,
+                setup: r.setup,
+                lengths: r.lengths,
+                depths: r.depths,
+                total: r.total,
+                mask: r.mask,
+                results: r.results,
+                started: 0.0,
+                done: r.done,
+            })
+            .collect();
+        self.shown_run = s.shown_run.min(count.saturating_sub(1));
+        self.compare_run = s.compare_run;
+        self.shown = Source::Sweep;
+        // A batch of needles is not in the form: it comes back from the shown run.
+        self.needles = self.sweep().map(|r| r.setup.needles.clone()).filter(|n| n.len() > 1).map(|n| (name.to_string(), n));
+        self.selected_test = self.sweep().filter(|r| !r.results.is_empty()).map(|_| 0);
+        self.head_view = None;
+        self.status = if same {
+            format!("opened {name}: {count} runs of {}", s.model.name)
+        } else {
+            format!(
+                "opened {name}: {count} runs made with {} (another model of the same shape: these results are not the loaded model's)",
+                s.model.name
+            )
+        };
+        Ok(())
     }
 
     /// Loads the shown lesson step's preset: its inputs into the form, its masks from the last

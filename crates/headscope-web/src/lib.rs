@@ -15,6 +15,7 @@ pub mod clock;
 pub mod lab;
 pub mod lessons;
 pub mod protocol;
+pub mod session;
 pub mod share;
 pub mod views;
 

@@ -14,7 +14,7 @@ type Control<'a> = (&'a HtmlElement, fn() -> Msg);
 /// Listens to every control of the page.
 pub(crate) fn wire(app: &Shared) -> Res<()> {
     let d = &app.borrow().dom;
-    let controls: [Control; 30] = [
+    let controls: [Control; 31] = [
         (&by_id("error-close")?, || Msg::CloseError),
         (&by_id("load-bundled")?, || Msg::LoadBundled),
         (&by_id("load-url")?, || Msg::LoadUrl),
@@ -45,6 +45,7 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
         (&by_id("lesson-load")?, || Msg::LessonLoad),
         (&d.palette, || Msg::ChartSettingChanged),
         (&d.run_compare, || Msg::CompareChosen),
+        (&d.save_session, || Msg::SaveSession),
     ];
     for (element, msg) in controls {
         // Selects send `change`, buttons `click`.
@@ -78,6 +79,7 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
     file_input(app, &d.haystack_file, Msg::HaystackFile)?;
     file_input(app, &d.needles_file, Msg::NeedlesFile)?;
     file_input(app, &d.import_scores, Msg::ScoresFile)?;
+    file_input(app, &d.open_session, Msg::SessionFile)?;
     file_input(app, &d.model_files, Msg::ModelFiles)?;
 
     // Dropping a model folder (or its files) on the model panel.

@@ -79,6 +79,8 @@ pub(crate) struct Dom {
     pub compare_summary: HtmlElement,
     pub compare_niah_canvas: HtmlCanvasElement,
     pub compare_diff_canvas: HtmlCanvasElement,
+    pub save_session: HtmlButtonElement,
+    pub open_session: HtmlInputElement,
 }
 
 impl Dom {
@@ -150,6 +152,8 @@ impl Dom {
             compare_summary: by_id("compare-summary")?,
             compare_niah_canvas: by_id("compare-niah-canvas")?,
             compare_diff_canvas: by_id("compare-diff-canvas")?,
+            save_session: by_id("save-session")?,
+            open_session: by_id("open-session")?,
         })
     }
 }
@@ -322,6 +326,7 @@ fn controls(a: &App, has_scores: bool) {
     d.rerun.set_disabled(!idle || a.masked.is_empty());
     d.sweep_masked.set_disabled(!idle || a.masked.is_empty());
     let has_results = a.sweep().is_some_and(|s| !s.results.is_empty());
+    d.save_session.set_disabled(a.busy == Busy::Sweep || a.model.is_none() || !a.runs.iter().any(|r| !r.results.is_empty()));
     for (i, b) in d.export_buttons.iter().enumerate() {
         b.set_disabled(match i {
             0 => !has_scores,

@@ -1,0 +1,224 @@
+//! A session saved to a file and opened again: the page's inputs and every run with its results
+//! (records, answers, per-step argmax), so that a class's results survive the browser and can be
+//! handed in, compared later or opened on another machine with the same model.
+//!
+//! The file is outside input when it is opened: it is read with limits and checked against the loaded
+//! model, and a file that does not fit is refused with a message (a fuzz target runs it).
+
+use crate::protocol::{MaskRequest, TestResult, TestSetup};
+use crate::share::PageState;
+use headscope_core::HeadShape;
+use serde::{Deserialize, Serialize};
+
+/// What the file says it is.
+pub const FORMAT: &str = "headscope-lab-session";
+/// This format's version; a later one is refused with a message, not misread.
+const VERSION: u32 = 1;
+/// The largest session file the page opens (a long batch on a large model stays far below).
+pub const MAX_BYTES: usize = 256 << 20;
+
+/// The model the runs were made with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedModel {
+    pub name: String,
+    /// Content hash, as the page and `run.json` write it.
+    pub hash: String,
+    pub layers: usize,
+    pub heads: usize,
+}
+
+/// One run of the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedRun {
+    pub name: String,
+    pub setup: TestSetup,
+    pub lengths: Vec<usize>,
+    pub depths: Vec<f64>,
+    pub total: usize,
+    pub mask: Option<MaskRequest>,
+    pub results: Vec<TestResult>,
+    /// The sweep's timings as the page keeps them.
+    pub done: Option<serde_json::Value>,
+}
+
+/// The saved session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedSession {
+    /// Always [`FORMAT`].
+    pub format: String,
+    pub v: u32,
+    /// When it was saved (ISO 8601, the browser's clock).
+    pub saved: String,
+    pub model: SavedModel,
+    pub state: PageState,
+    pub runs: Vec<SavedRun>,
+    pub shown_run: usize,
+    pub compare_run: Option<usize>,
+}
+
+impl SavedSession {
+    /// A session of `runs` made with `model`.
+    pub fn new(model: SavedModel, state: PageState, runs: Vec<SavedRun>, shown_run: usize, compare_run: Option<usize>) -> Self {
+        SavedSession { format: FORMAT.into(), v: VERSION, saved: String::new(), model, state, runs, shown_run, compare_run }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A session file's text, checked to be one and to hold runs of a model of its own shape; the
+    /// message says what is wrong.
+    pub fn from_json(name: &str, text: &str) -> Result<SavedSession, String> {
+        if text.len() > MAX_BYTES {
+            return Err(format!("{name} is {} MB: a saved session is at most {} MB", text.len() >> 20, MAX_BYTES >> 20));
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("{name} is not a saved session of this page (it is not JSON: {e})"))?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(FORMAT) => {}
+            _ => {
+                return Err(format!(
+                    "{name} is not a saved session of this page (head-score files are opened with \"Import head scores\", \
+                     tests.jsonl is the CLI's)"
+                ))
+            }
+        }
+        let s: SavedSession = serde_json::from_value(value).map_err(|e| format!("{name} is a damaged saved session: {e}"))?;
+        if s.v > VERSION {
+            return Err(format!("{name} was saved by a newer version of the page (format {}, this page reads {VERSION})", s.v));
+        }
+        let shape = HeadShape::new(s.model.layers, s.model.heads);
+        if s.model.layers == 0 || s.model.heads == 0 {
+            return Err(format!("{name} names a model of {} layers x {} heads", s.model.layers, s.model.heads));
+        }
+        let heads = s.model.layers.checked_mul(s.model.heads).ok_or_else(|| format!("{name} names an impossible model shape"))?;
+        for (i, run) in s.runs.iter().enumerate() {
+            let damaged = |what: String| format!("{name} is a damaged saved session: run {} {what}", i + 1);
+            if let Some(mask) = &run.mask {
+                shape.check(&mask.heads).map_err(|e| damaged(format!("masks {e}")))?;
+            }
+            for r in &run.results {
+                let hits: Vec<_> = r.record.hits.keys().copied().collect();
+                shape.check(&hits).map_err(|e| damaged(format!("test {}: {e}", r.record.id)))?;
+                if r.argmax.iter().any(|step| step.len() != heads) {
+                    return Err(damaged(format!("test {}: an argmax step does not hold one position per head", r.record.id)));
+                }
+            }
+        }
+        if s.shown_run >= s.runs.len().max(1) || s.compare_run.is_some_and(|c| c >= s.runs.len()) {
+            return Err(format!("{name} is a damaged saved session: it shows a run it does not hold"));
+        }
+        s.state.masked_heads().and_then(|m| shape.check(&m).map_err(|e| e.to_string())).map_err(|e| format!("{name}: {e}"))?;
+        Ok(s)
+    }
+
+    /// Whether the runs fit a model of `layers` x `heads` with content hash `hash`: `Err` when the
+    /// shape differs (the heatmaps and head views need the same model), `Ok(false)` when only the
+    /// hash does (another model of the same shape: the runs show, but are not that model's).
+    pub fn fits(&self, layers: usize, heads: usize, hash: &str) -> Result<bool, String> {
+        if (layers, heads) != (self.model.layers, self.model.heads) {
+            return Err(format!(
+                "this session's runs were made with {} ({} layers x {} heads); the loaded model has {layers} x {heads}: \
+                 load that model first, then open the session again",
+                self.model.name, self.model.layers, self.model.heads
+            ));
+        }
+        Ok(hash == self.model.hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::AnswerToken;
+    use headscope_core::files::TestRecord;
+    use headscope_core::niah::Needle;
+    use headscope_core::HeadId;
+
+    fn sample() -> SavedSession {
+        let record = TestRecord {
+            id: "n0-L256-d50".into(),
+            needle_index: 0,
+            needle: "The key is under the mat.".into(),
+            length: 256,
+            prompt_tokens: 256,
+            depth_percent: 50.0,
+            placed_depth_percent: 50.0,
+            prompt_hash: "ab".into(),
+            needle_tokens: [100, 108],
+            answer_tokens: [104, 107],
+            generated_ids: vec![5, 6, 7],
+            answer: "under the mat".into(),
+            recall: 1.0,
+            hits: [(HeadId::new(1, 0), vec![0, 1])].into_iter().collect(),
+            masked_heads: vec![],
+            prompt_ids: None,
+            head_argmax: None,
+            seconds: 0.1,
+        };
+        let result = TestResult {
+            record,
+            answer: vec![AnswerToken { text: "under".into(), copied: true }],
+            argmax: vec![vec![0, 104, 3, 4], vec![0, 105, 3, 4]],
+            prefill_tokens: 256,
+            prefill_seconds: 0.01,
+            decode_tokens: 3,
+            decode_seconds: 0.02,
+        };
+        let setup = TestSetup {
+            needles: vec![Needle {
+                needle: "The key is under the mat.".into(),
+                question: "Where is the key?".into(),
+                real_needle: "under the mat".into(),
+            }],
+            haystack: "hay ".repeat(50),
+            max_new_tokens: 16,
+            plain: true,
+        };
+        let run = SavedRun {
+            name: "run 1: no heads masked".into(),
+            setup,
+            lengths: vec![256],
+            depths: vec![50.0],
+            total: 1,
+            mask: None,
+            results: vec![result],
+            done: Some(serde_json::json!({"seconds": 1.5})),
+        };
+        let masked = SavedRun {
+            name: "run 2: 1 heads masked".into(),
+            mask: Some(MaskRequest { heads: vec![HeadId::new(1, 0)], mode: "uniform".into(), scope: "decode".into() }),
+            ..run.clone()
+        };
+        let model = SavedModel { name: "lab model".into(), hash: "feed".into(), layers: 2, heads: 2 };
+        SavedSession::new(model, PageState { lengths: "256".into(), ..PageState::default() }, vec![run, masked], 1, Some(0))
+    }
+
+    #[test]
+    fn a_session_survives_its_file() {
+        let s = sample();
+        assert_eq!(SavedSession::from_json("s.json", &s.to_json()).unwrap(), s);
+        assert_eq!(s.fits(2, 2, "feed"), Ok(true));
+        assert_eq!(s.fits(2, 2, "other"), Ok(false), "another model of the same shape shows the runs with a warning");
+        assert!(s.fits(3, 2, "feed").unwrap_err().contains("load that model first"));
+    }
+
+    #[test]
+    fn files_that_are_not_sessions_or_are_damaged_are_refused_with_a_reason() {
+        let good = sample().to_json();
+        let cases: Vec<(String, &str)> = vec![
+            ("not json".into(), "not JSON"),
+            (r#"{"0-0": [0.5]}"#.into(), "Import head scores"),
+            (good.replace("\"v\":1", "\"v\":9"), "newer version"),
+            (good.replace("\"layers\":2", "\"layers\":0"), "0 layers"),
+            (good.replace("\"shown_run\":1", "\"shown_run\":7"), "does not hold"),
+            (good.replace("[0,104,3,4]", "[0,104]"), "one position per head"),
+            (good.replace("\"1-0\"", "\"9-0\""), "run 1"),
+            (good.replace("\"runs\":[", "\"runs\":[1,"), "damaged"),
+        ];
+        for (text, why) in cases {
+            let e = SavedSession::from_json("s.json", &text).unwrap_err();
+            assert!(e.contains(why) && e.contains("s.json"), "{why}: {e}");
+        }
+    }
+}
