@@ -209,6 +209,21 @@ async function main() {
     await page.reload();
     await waitState(page, ['ready'], 300_000, log);
     check(await page.isVisible('#lesson-panel') && (await page.textContent('#lesson-count')).startsWith('step 7'), 'a reload reopens the lessons at the same step');
+    // The page in Simplified Chinese: the markup's strings, the lesson and the glossary switch; the
+    // choice is remembered.
+    await page.selectOption('#lang', 'zh');
+    const zh = { run: await page.textContent('#run'), title: await page.textContent('#lesson-title'),
+      count: await page.textContent('#lesson-count'), body: await page.textContent('#lesson-body'),
+      term: await page.textContent('#glossary-list dt'), lang: await page.getAttribute('html', 'lang') };
+    check(zh.run === '运行测试' && zh.lang === 'zh-Hans' && zh.count.startsWith('第 7 步'), 'the page switches to Simplified Chinese', JSON.stringify(zh).slice(0, 200));
+    check(/[\u4e00-\u9fff]/.test(zh.title) && !/[a-z]{4,}/.test(zh.body.replace(/head_score|json|HeadScope|Llama|Mistral|Qwen|Yi/g, '')), 'the lesson reads in Chinese', zh.body.slice(0, 80));
+    const zhAxe = await axe(page);
+    check(zhAxe.length === 0, 'axe-core: no serious or critical violation in Chinese', zhAxe.map((v) => v.id).join(', '));
+    await page.reload();
+    await waitState(page, ['ready'], 300_000, log);
+    check((await page.textContent('#run')) === '运行测试', 'a reload keeps the language');
+    await page.selectOption('#lang', 'en');
+    check((await page.textContent('#run')) === 'Run the sweep', 'and English comes back');
     await page.click('#lesson-close');
     check(!(await page.isVisible('#lesson-panel')), 'the close button hides the lessons');
     const errors = (await labState(page)).errors;

@@ -22,6 +22,7 @@ use crate::protocol::{
 };
 use crate::session::{self, SavedModel, SavedRun, SavedSession};
 use crate::share::{PageState, LINK_HAYSTACK_CHARS, LINK_KEY};
+use crate::strings::Lang;
 use crate::{render, views, wire};
 use headscope_core::niah::Needle;
 use headscope_core::{HeadId, HeadScores, HeadShape};
@@ -161,6 +162,8 @@ pub(crate) enum Msg {
         name: String,
         session: Box<SavedSession>,
     },
+    /// Another language was chosen.
+    LangChanged,
     /// Another run was chosen to compare the shown one with.
     CompareChosen,
     /// A setting the charts read from the form changed (the score gate, the palette): draw again.
@@ -275,6 +278,10 @@ pub(crate) struct App {
     pub head_cursor: Option<HeadId>,
     /// The run shown beside the shown run (an index into `runs`).
     pub compare_run: Option<usize>,
+    /// The page's language.
+    pub lang: Lang,
+    /// The language the markup's strings were last set in.
+    pub lang_shown: std::cell::Cell<Option<Lang>>,
 }
 
 pub(crate) type Shared = Rc<RefCell<App>>;
@@ -340,8 +347,9 @@ fn boot() -> Res<()> {
         lesson: None,
         head_cursor: None,
         compare_run: None,
+        lang: dom::browser_lang().unwrap_or_default(),
+        lang_shown: std::cell::Cell::new(None),
     }));
-    render::glossary()?;
     app.borrow_mut().restore(params.get("backend").is_some());
     wire::wire(&app)?;
     let worker = wire::start_worker(&app)?;
@@ -586,6 +594,7 @@ impl App {
                 }));
             }
             Msg::SessionOpened { name, session } => self.open_session(&name, *session)?,
+            Msg::LangChanged => self.lang = Lang::parse(&self.dom.lang.value()).unwrap_or_default(),
             Msg::CompareChosen => {
                 self.compare_run = self.dom.run_compare.value().parse::<usize>().ok().filter(|&i| i < self.runs.len());
             }
@@ -778,7 +787,7 @@ impl App {
             self.selected_head = Some(best.0);
             self.request_head_view()?;
         }
-        self.status = format!("loaded the inputs of lesson step {}: {}", self.lesson.unwrap_or(0) + 1, step.title);
+        self.status = format!("loaded the inputs of lesson step {}: {}", self.lesson.unwrap_or(0) + 1, step.title.get(self.lang));
         Ok(match preset.needles {
             NeedlePreset::Keep => None,
             NeedlePreset::SanFrancisco => {
@@ -941,6 +950,7 @@ impl App {
             selected_head: self.selected_head.map(|h| h.to_string()),
             lesson: self.lesson,
             palette: d.palette.value(),
+            lang: self.lang.code().into(),
             ..PageState::default()
         }
     }
@@ -986,6 +996,9 @@ impl App {
         self.mask_origin = state.mask_origin.clone();
         self.selected_head = state.selected().unwrap_or_default();
         self.lesson = state.lesson.filter(|&i| i < lessons::STEPS.len());
+        if let Some(lang) = Lang::parse(&state.lang) {
+            self.lang = lang;
+        }
     }
 
     /// At start: the experiment of a shared link (`#state=...`), else the inputs of the last session.

@@ -194,3 +194,10 @@ pub async fn dropped_files(dt: &web_sys::DataTransfer) -> Res<Vec<(String, web_s
     }
     Ok(out)
 }
+
+/// The browser's preferred language, where the page has it.
+pub fn browser_lang() -> Option<crate::strings::Lang> {
+    let navigator = window().ok()?.navigator();
+    let languages = navigator.languages();
+    languages.iter().filter_map(|l| l.as_string()).chain(navigator.language()).find_map(|l| crate::strings::Lang::parse(&l))
+}

@@ -17,6 +17,7 @@ pub mod lessons;
 pub mod protocol;
 pub mod session;
 pub mod share;
+pub mod strings;
 pub mod views;
 
 #[cfg(target_arch = "wasm32")]

@@ -14,7 +14,7 @@ type Control<'a> = (&'a HtmlElement, fn() -> Msg);
 /// Listens to every control of the page.
 pub(crate) fn wire(app: &Shared) -> Res<()> {
     let d = &app.borrow().dom;
-    let controls: [Control; 31] = [
+    let controls: [Control; 32] = [
         (&by_id("error-close")?, || Msg::CloseError),
         (&by_id("load-bundled")?, || Msg::LoadBundled),
         (&by_id("load-url")?, || Msg::LoadUrl),
@@ -46,6 +46,7 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
         (&d.palette, || Msg::ChartSettingChanged),
         (&d.run_compare, || Msg::CompareChosen),
         (&d.save_session, || Msg::SaveSession),
+        (&d.lang, || Msg::LangChanged),
     ];
     for (element, msg) in controls {
         // Selects send `change`, buttons `click`.

@@ -9,6 +9,7 @@ pub(crate) use charts::{export_png, head_at, heads_shape, test_at};
 
 use crate::app::{rate, App, Busy, Source};
 use crate::dom::{self, by_id, Res};
+use crate::strings::{self, Lang};
 use crate::{lessons, views};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -81,6 +82,7 @@ pub(crate) struct Dom {
     pub compare_diff_canvas: HtmlCanvasElement,
     pub save_session: HtmlButtonElement,
     pub open_session: HtmlInputElement,
+    pub lang: HtmlSelectElement,
 }
 
 impl Dom {
@@ -154,6 +156,7 @@ impl Dom {
             compare_diff_canvas: by_id("compare-diff-canvas")?,
             save_session: by_id("save-session")?,
             open_session: by_id("open-session")?,
+            lang: by_id("lang")?,
         })
     }
 }
@@ -173,6 +176,7 @@ pub(crate) fn render(a: &App) {
     }
     // Aggregated from the records once per drawing, for the charts, the buttons and the mirror.
     let shown = a.shown_scores();
+    language(a);
     status_lines(a);
     lesson(a);
     model_panel(a);
@@ -227,6 +231,44 @@ fn status_lines(a: &App) {
     let _ = if a.dragging { classes.add_1("dragging") } else { classes.remove_1("dragging") };
 }
 
+/// Sets the markup's strings ([`strings::UI`]) and the glossary in the page's language when it changed.
+fn language(a: &App) {
+    a.dom.lang.set_value(a.lang.code());
+    if a.lang_shown.get() == Some(a.lang) {
+        return;
+    }
+    a.lang_shown.set(Some(a.lang));
+    let Ok(doc) = dom::document() else { return };
+    if let Some(root) = doc.document_element() {
+        let _ = root.set_attribute("lang", if a.lang == Lang::Zh { "zh-Hans" } else { "en" });
+    }
+    for (selector, attribute) in [
+        ("[data-i18n]", None),
+        ("[data-i18n-title]", Some("title")),
+        ("[data-i18n-placeholder]", Some("placeholder")),
+        ("[data-i18n-aria-label]", Some("aria-label")),
+    ] {
+        let Ok(nodes) = doc.query_selector_all(selector) else { continue };
+        let data = selector.trim_matches(|c| c == '[' || c == ']');
+        for i in 0..nodes.length() {
+            let Some(e) = nodes.item(i).and_then(|n| n.dyn_into::<web_sys::Element>().ok()) else { continue };
+            let Some(text) = e.get_attribute(data).and_then(|k| strings::lookup(&k, a.lang)) else { continue };
+            let _ = match attribute {
+                None => {
+                    e.set_text_content(Some(text));
+                    Ok(())
+                }
+                Some(name) => e.set_attribute(name, text),
+            };
+        }
+    }
+    if let Err(e) = glossary(a.lang) {
+        web_sys::console::warn_1(&format!("the glossary could not be drawn: {e}").into());
+    }
+    // The lesson is drawn again in the new language.
+    let _ = a.dom.lesson_body.remove_attribute("data-step");
+}
+
 /// The lessons' side panel: the shown step, or hidden.
 fn lesson(a: &App) {
     let d = &a.dom;
@@ -238,11 +280,15 @@ fn lesson(a: &App) {
         let _ = if step.is_some() { classes.add_1("lesson-open") } else { classes.remove_1("lesson-open") };
     }
     let Some((i, step)) = step else { return };
-    d.lesson_count.set_text_content(Some(&format!("step {} of {}", i + 1, lessons::STEPS.len())));
-    d.lesson_title.set_text_content(Some(step.title));
+    let count = match a.lang {
+        Lang::En => format!("step {} of {}", i + 1, lessons::STEPS.len()),
+        Lang::Zh => format!("第 {} 步，共 {} 步", i + 1, lessons::STEPS.len()),
+    };
+    d.lesson_count.set_text_content(Some(&count));
+    d.lesson_title.set_text_content(Some(step.title.get(a.lang)));
     // Drawn only when the step changed: a redraw must not reset a student's text selection.
     if d.lesson_body.get_attribute("data-step").as_deref() != Some(&i.to_string()) {
-        if let Err(e) = lesson_body(&d.lesson_body, step) {
+        if let Err(e) = lesson_body(&d.lesson_body, step, a.lang) {
             web_sys::console::warn_1(&format!("the lesson could not be drawn: {e}").into());
         }
         let _ = d.lesson_body.set_attribute("data-step", &i.to_string());
@@ -251,27 +297,31 @@ fn lesson(a: &App) {
     d.lesson_next.set_disabled(i + 1 >= lessons::STEPS.len());
 }
 
-fn lesson_body(body: &HtmlElement, step: &lessons::Step) -> Res<()> {
+fn lesson_body(body: &HtmlElement, step: &lessons::Step, lang: Lang) -> Res<()> {
     dom::clear(body);
     for p in step.explain {
-        dom::append(body, &dom::el("p", "", p)?)?;
+        dom::append(body, &dom::el("p", "", p.get(lang))?)?;
     }
-    for (class, label, text) in [("try", "Try: ", step.try_this), ("ask", "Question: ", step.question)] {
+    let labels = match lang {
+        Lang::En => ["Try: ", "Question: "],
+        Lang::Zh => ["试一试：", "问题："],
+    };
+    for (class, label, text) in [("try", labels[0], step.try_this), ("ask", labels[1], step.question)] {
         let p = dom::el("p", class, "")?;
         dom::append(&p, &dom::el("b", "", label)?)?;
-        p.append_with_str_1(text).map_err(|e| dom::js_error(&e))?;
+        p.append_with_str_1(text.get(lang)).map_err(|e| dom::js_error(&e))?;
         dom::append(body, &p)?;
     }
     Ok(())
 }
 
-/// The glossary's terms, drawn once at start.
-pub(crate) fn glossary() -> Res<()> {
+/// The glossary's terms in `lang`.
+fn glossary(lang: Lang) -> Res<()> {
     let list: HtmlElement = by_id("glossary-list")?;
     dom::clear(&list);
     for (term, meaning) in lessons::GLOSSARY {
-        dom::append(&list, &dom::el("dt", "", term)?)?;
-        dom::append(&list, &dom::el("dd", "", meaning)?)?;
+        dom::append(&list, &dom::el("dt", "", term.get(lang))?)?;
+        dom::append(&list, &dom::el("dd", "", meaning.get(lang))?)?;
     }
     Ok(())
 }
