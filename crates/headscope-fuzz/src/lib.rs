@@ -247,6 +247,7 @@ fn seed_session() -> SavedSession {
         total: results.len(),
         mask: None,
         results,
+        started: 0.0,
         done: Some(serde_json::json!({"seconds": 1.0})),
     };
     let masked = SavedRun {

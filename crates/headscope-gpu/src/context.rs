@@ -44,6 +44,21 @@ impl AdapterSummary {
         self.device_type == CPU_KIND || ["swiftshader", "llvmpipe", "lavapipe", "software"].iter().any(|s| name.contains(s))
     }
 
+    /// What a reader calls it: the adapter's name, or where the browser hides it, its kind in words
+    /// ("a software renderer on the CPU", "a graphics card").
+    pub fn plain(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        match self.device_type.as_str() {
+            "discrete GPU" => "a graphics card".into(),
+            "integrated GPU" => "the built-in graphics".into(),
+            "virtual GPU" => "a virtual GPU".into(),
+            CPU_KIND => "a software renderer on the CPU".into(),
+            _ => "a GPU the browser does not name".into(),
+        }
+    }
+
     /// One line: "name (backend, kind)".
     pub fn describe(&self) -> String {
         let name = if self.name.is_empty() { "unnamed adapter" } else { self.name.as_str() };
@@ -122,5 +137,24 @@ fn no_adapter_hint(message: &str) -> String {
         format!(
             "{message} (no Vulkan driver found; on Debian `apt-get install mesa-vulkan-drivers libvulkan1` gives the lavapipe CPU driver)"
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unnamed_adapter_is_called_by_its_kind() {
+        let summary = |name: &str, kind: &str| AdapterSummary {
+            name: name.into(),
+            backend: "webgpu".into(),
+            device_type: kind.into(),
+            driver: String::new(),
+        };
+        assert_eq!(summary("NVIDIA H200", "discrete GPU").plain(), "NVIDIA H200");
+        assert_eq!(summary("", CPU_KIND).plain(), "a software renderer on the CPU");
+        assert_eq!(summary("", "integrated GPU").plain(), "the built-in graphics");
+        assert!(!summary("", "unknown kind").plain().contains("unnamed"));
     }
 }

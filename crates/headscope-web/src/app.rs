@@ -56,19 +56,9 @@ pub(crate) enum Busy {
     Test,
 }
 
-/// A sweep as the page follows it: one run of the session, kept when the next one starts.
-pub(crate) struct SweepView {
-    /// What the run was ("run 2: top-3 heads masked"), for the run list and the chart titles.
-    pub name: String,
-    pub setup: TestSetup,
-    pub lengths: Vec<usize>,
-    pub depths: Vec<f64>,
-    pub total: usize,
-    pub mask: Option<MaskRequest>,
-    pub results: Vec<TestResult>,
-    pub started: f64,
-    pub done: Option<serde_json::Value>,
-}
+/// A sweep as the page follows it: one run of the session, kept when the next one starts (and saved
+/// with the session).
+pub(crate) type SweepView = SavedRun;
 
 /// Which scores the heatmaps show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,13 +428,6 @@ pub(crate) fn rate(tokens: usize, seconds: f64) -> f64 {
     }
 }
 
-impl SweepView {
-    /// The run's test records so far.
-    pub(crate) fn records(&self) -> Vec<headscope_core::files::TestRecord> {
-        self.results.iter().map(|r| r.record.clone()).collect()
-    }
-}
-
 impl App {
     /// What `msg` does to the state; the work it leaves waiting, if any.
     fn update(&mut self, msg: Msg) -> Res<Option<Effect>> {
@@ -685,20 +668,7 @@ impl App {
         if self.busy == Busy::Sweep {
             return Err("a sweep is running: save the session when it has finished (or cancel it)".into());
         }
-        let runs: Vec<SavedRun> = self
-            .runs
-            .iter()
-            .map(|r| SavedRun {
-                name: r.name.clone(),
-                setup: r.setup.clone(),
-                lengths: r.lengths.clone(),
-                depths: r.depths.clone(),
-                total: r.total,
-                mask: r.mask.clone(),
-                results: r.results.clone(),
-                done: r.done.clone(),
-            })
-            .collect();
+        let runs = self.runs.clone();
         if runs.iter().all(|r| r.results.is_empty()) {
             return Err("no results yet: run a sweep first".into());
         }
@@ -722,21 +692,7 @@ impl App {
             self.dom.haystack.set_value(text);
         }
         let count = s.runs.len();
-        self.runs = s
-            .runs
-            .into_iter()
-            .map(|r| SweepView {
-                name: r.name,
-                setup: r.setup,
-                lengths: r.lengths,
-                depths: r.depths,
-                total: r.total,
-                mask: r.mask,
-                results: r.results,
-                started: 0.0,
-                done: r.done,
-            })
-            .collect();
+        self.runs = s.runs;
         self.shown_run = s.shown_run.min(count.saturating_sub(1));
         self.compare_run = s.compare_run;
         self.shown = Source::Sweep;

@@ -218,7 +218,7 @@ impl LabModel {
             eos_token_ids,
             hash: files.hash(),
             engine: Backend::Gpu(Box::new(model)),
-            backend: format!("WebGPU: {}", ctx.adapter().describe()),
+            backend: format!("WebGPU on {}", ctx.adapter().plain()),
             fallback_reason: None,
         })
     }

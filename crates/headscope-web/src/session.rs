@@ -27,9 +27,11 @@ pub struct SavedModel {
     pub heads: usize,
 }
 
-/// One run of the session.
+/// One run of the session: a sweep's inputs and results, as the page follows it while it runs and
+/// as the session file keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedRun {
+    /// What the run was ("run 2: top-3 heads masked"), for the run list and the chart titles.
     pub name: String,
     pub setup: TestSetup,
     pub lengths: Vec<usize>,
@@ -37,8 +39,18 @@ pub struct SavedRun {
     pub total: usize,
     pub mask: Option<MaskRequest>,
     pub results: Vec<TestResult>,
-    /// The sweep's timings as the page keeps them.
+    /// When it started (the page's clock, seconds); not saved.
+    #[serde(skip)]
+    pub started: f64,
+    /// The sweep's timings once it finished.
     pub done: Option<serde_json::Value>,
+}
+
+impl SavedRun {
+    /// The run's test records so far.
+    pub fn records(&self) -> Vec<headscope_core::files::TestRecord> {
+        self.results.iter().map(|r| r.record.clone()).collect()
+    }
 }
 
 /// The saved session.
@@ -183,6 +195,7 @@ mod tests {
             total: 1,
             mask: None,
             results: vec![result],
+            started: 0.0,
             done: Some(serde_json::json!({"seconds": 1.5})),
         };
         let masked = SavedRun {
