@@ -1,6 +1,8 @@
 // The README's screenshots of the lab page, taken in headless Chromium on the CPU path:
 // docs/web-lab.png (the page after a sweep, as a 1366x768 screen shows it), docs/web-heatmaps.png (results),
-// docs/web-head-view.png (where the best head looked), docs/web-masking.png (before/after masking).
+// docs/web-head-view.png (where the best head looked), docs/web-masking.png (before/after masking),
+// docs/web-compare.png (the masked run beside the unmasked one), docs/web-lessons.png (the lessons'
+// masking step beside the page) and docs/web-lab-zh.png (the same in Simplified Chinese).
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,7 +50,21 @@ try {
   await page.locator('#results-panel').screenshot({ path: path.join(DOCS, 'web-heatmaps.png') });
   await page.locator('#head-panel').screenshot({ path: path.join(DOCS, 'web-head-view.png') });
   await page.locator('#mask-panel').screenshot({ path: path.join(DOCS, 'web-masking.png') });
-  console.log(`wrote docs/web-{lab,heatmaps,head-view,masking}.png (best head ${best}, ${retrieval} retrieval heads masked)`);
+  // The masked run beside the unmasked one.
+  await page.selectOption('#run-shown', '1');
+  await page.selectOption('#run-compare', '0');
+  await page.locator('#compare').screenshot({ path: path.join(DOCS, 'web-compare.png') });
+  // The lessons at their masking step, in English and in Chinese.
+  await page.selectOption('#run-shown', '0');
+  await page.click('#lesson-toggle');
+  for (let i = 0; i < 4; i++) await page.click('#lesson-next');
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(DOCS, 'web-lessons.png') });
+  await page.selectOption('#lang', 'zh');
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(DOCS, 'web-lab-zh.png') });
+  await page.selectOption('#lang', 'en');
+  console.log(`wrote docs/web-{lab,heatmaps,head-view,masking,compare,lessons,lab-zh}.png (best head ${best}, ${retrieval} retrieval heads masked)`);
 } finally {
   await close();
   srv.close();
