@@ -42,7 +42,7 @@ pub(super) fn charts(a: &App, shown: Shown) -> Res<()> {
         }
         a.dom.summary.set_text_content(Some(&summary));
     }
-    compare(a)?;
+    compare(a, shown)?;
     // Head heatmaps.
     if let Some((grid, title)) = heads_grid(a, shown) {
         let size = headscope_plot::head_heatmap_size(&grid);
@@ -58,8 +58,9 @@ pub(super) fn charts(a: &App, shown: Shown) -> Res<()> {
 }
 
 /// The shown run beside the compared one: pass rates, the compared run's needle grid, and how every
-/// head's score changed between them.
-fn compare(a: &App) -> Res<()> {
+/// head's score changed between them. `shown` are the shown run's scores when the charts show the
+/// sweep (aggregated once per drawing); only the compared run's are aggregated here.
+fn compare(a: &App, shown_scores: Shown) -> Res<()> {
     let d = &a.dom;
     let (Some(shown), Some((_, other))) = (a.sweep(), a.compared()) else {
         d.compare.set_hidden(true);
@@ -85,7 +86,11 @@ fn compare(a: &App) -> Res<()> {
             headscope_plot::draw_niah_grid_in(area, &grid, &other.lengths, &other.depths, &other.name, palette)
         })?;
     }
-    match (a.run_scores(shown), a.run_scores(other)) {
+    let after = match shown_scores.filter(|_| a.shown == crate::app::Source::Sweep) {
+        Some((scores, _)) => Some(std::borrow::Cow::Borrowed(scores)),
+        None => a.run_scores(shown).map(std::borrow::Cow::Owned),
+    };
+    match (after, a.run_scores(other)) {
         (Some(after), Some(before)) if after.tests() > 0 && before.tests() > 0 => {
             let change = views::score_change(&after, &before)?;
             let title = format!("score change: {} minus {}", short_name(&shown.name), short_name(&other.name));
