@@ -731,11 +731,6 @@ impl App {
                 self.masked = views::mask_top(&scores, shape, k).map_err(|e| e.to_string())?;
                 self.mask_origin = format!("top-{k}");
             }
-            MaskPreset::Random { k, seed } => {
-                let (scores, shape) = self.scores_for_masking().map_err(|_| needs_scores.to_string())?;
-                self.masked = views::mask_random(&scores, shape, k, seed).map_err(|e| e.to_string())?;
-                self.mask_origin = format!("random-{k}, seed {seed}");
-            }
         }
         if preset.select_best_head {
             let (scores, _) = self.scores_for_masking().map_err(|_| needs_scores.to_string())?;

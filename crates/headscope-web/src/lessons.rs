@@ -25,10 +25,9 @@ pub enum MaskPreset {
     Keep,
     /// No head is masked.
     Clear,
-    /// The `k` best heads of the last unmasked run (core's top-K plan).
+    /// The `k` best heads of the last unmasked run (core's top-K plan); the random-K control is set
+    /// to the same `k`.
     Top(usize),
-    /// `k` random heads that are not retrieval heads, drawn with `seed` (core's random-K plan).
-    Random { k: usize, seed: u64 },
 }
 
 /// The needles a step runs.
@@ -90,12 +89,7 @@ impl Preset {
             }
             MaskPreset::Top(k) => {
                 s.mask_k = k.to_string();
-                s.mask_mode = "uniform".into();
-                s.mask_scope = "decode".into();
-            }
-            MaskPreset::Random { k, seed } => {
                 s.random_k = k.to_string();
-                s.seed = seed.to_string();
                 s.mask_mode = "uniform".into();
                 s.mask_scope = "decode".into();
             }
@@ -314,6 +308,7 @@ mod tests {
         assert_eq!(kept, mine);
         let top = Preset { mask: MaskPreset::Top(3), ..Preset::KEEP }.apply_to(&mine);
         assert_eq!((top.mask_k.as_str(), top.mask_mode.as_str(), top.mask_scope.as_str()), ("3", "uniform", "decode"));
+        assert_eq!(top.random_k, "3", "the random control masks as many heads");
         // Every preset's lengths and depths are ones the page accepts.
         for s in STEPS {
             if let Some(l) = s.preset.lengths {
