@@ -38,6 +38,9 @@ enum Command {
     TinyModel(TinyArgs),
     /// Train a model from a recipe (the lab model: public/models/lab/recipe.toml); resumes from --out.
     Train(TrainArgs),
+    /// Write a recipe's training batches to stdout, for an outside trainer (the PyTorch one in
+    /// crates/headscope-train/torch): the same batches `train` uses, step for step.
+    TrainData(TrainDataArgs),
     /// Continue a prompt greedily (is the model's free-running text English?).
     Generate(GenerateArgs),
     /// Perplexity of a model on a text file (held-out text for a trained model).
@@ -135,6 +138,31 @@ struct TrainArgs {
     /// print their means with the loss.
     #[arg(long)]
     profile: bool,
+}
+
+#[derive(Args, Debug)]
+struct TrainDataArgs {
+    /// Recipe file.
+    #[arg(long)]
+    recipe: PathBuf,
+    /// Folder with the corpus files the recipe names.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Where the model files go (config.json, tokenizer.json, ...), as for `train --out`.
+    #[arg(long)]
+    out: PathBuf,
+    /// A further stage's starting model directory (its tokenizer is kept).
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// First step to write.
+    #[arg(long, default_value_t = 0)]
+    from_step: usize,
+    /// Step to stop before (default: the recipe's last).
+    #[arg(long)]
+    to_step: Option<usize>,
+    /// Threads that build batches (default: all cores but one).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 /// Which model to run and how: shared by the sweep commands and `report`.
@@ -274,6 +302,18 @@ fn main() {
         Command::Niah(a) => niah(a),
         Command::TinyModel(a) => tiny_model(a),
         Command::Train(a) => train(a),
+        Command::TrainData(a) => headscope_train::write_batches(
+            &headscope_train::BatchOptions {
+                recipe: a.recipe,
+                corpus: a.corpus,
+                out: a.out,
+                init_from: a.init_from,
+                from_step: a.from_step,
+                to_step: a.to_step,
+                workers: a.workers.unwrap_or_else(default_workers),
+            },
+            &mut std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
+        ),
         Command::Generate(a) => sweep::parse_device(&a.device)
             .and_then(|device| lm::generate(&a.model, &a.prompt, a.max_new_tokens, &headscope_model::LoadOptions { dtype: None, device })),
         Command::Perplexity(a) => sweep::parse_device(&a.device).and_then(|device| {
@@ -309,8 +349,13 @@ fn niah(a: NiahArgs) -> Result<()> {
     sweep::niah(&a.sweep, plan, a.mask_mode, a.mask_scope, a.pass)
 }
 
+/// Batch-building threads: all cores but one.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 fn train(a: TrainArgs) -> Result<()> {
-    let workers = a.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)));
+    let workers = a.workers.unwrap_or_else(default_workers);
     headscope_train::train(headscope_train::TrainOptions {
         recipe: a.recipe,
         corpus: a.corpus,

@@ -178,3 +178,87 @@ fn train_resumes_exactly_and_exports_a_loadable_model() {
         assert!(!ok && stderr.contains(named) && !stderr.contains("panicked"), "{added}: {stderr}");
     }
 }
+
+/// The batches of a `headscope train-data` stream: (step, rows, tokens, inputs, targets, weights).
+type StreamBatch = (u32, usize, usize, Vec<u32>, Vec<u32>, Vec<f32>);
+
+fn parse_batch_stream(bytes: &[u8]) -> Vec<StreamBatch> {
+    assert_eq!(&bytes[..8], b"HSBATCH1", "the stream starts with its magic");
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let mut at = 8;
+    let mut out = vec![];
+    while at < bytes.len() {
+        let (step, rows, tokens) = (word(at), word(at + 4) as usize, word(at + 8) as usize);
+        at += 12;
+        let n = rows * tokens;
+        let ids: Vec<u32> = (0..2 * n).map(|i| word(at + 4 * i)).collect();
+        at += 8 * n;
+        let weights: Vec<f32> = (0..n).map(|i| f32::from_bits(word(at + 4 * i))).collect();
+        at += 4 * n;
+        out.push((step, rows, tokens, ids[..n].to_vec(), ids[n..].to_vec(), weights));
+    }
+    assert_eq!(at, bytes.len(), "the stream ends at a batch's end");
+    out
+}
+
+#[test]
+fn train_data_streams_the_batches_that_train_draws() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipe-smoke.toml");
+    let corpus = repo().join("public/haystacks");
+    let stream = |out: &Path, from: &str, to: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_headscope"))
+            .args(["train-data", "--recipe", recipe.to_str().unwrap(), "--corpus", corpus.to_str().unwrap()])
+            .args(["--out", out.to_str().unwrap(), "--from-step", from, "--to-step", to, "--workers", "2"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    let dir = tmp.path().join("model");
+    let all = parse_batch_stream(&stream(&dir, "0", "100"));
+    // The recipe's 12 steps (a later --to-step is cut to them), in order, each of one of its row shapes.
+    assert_eq!(all.iter().map(|b| b.0).collect::<Vec<_>>(), (0..12).collect::<Vec<_>>());
+    for (step, rows, tokens, inputs, targets, weights) in &all {
+        assert!([(2, 256), (1, 384)].contains(&(*rows, *tokens)), "step {step}: {rows}x{tokens}");
+        for r in 0..*rows {
+            let row = r * tokens..(r + 1) * tokens;
+            // Targets are the inputs shifted by one token.
+            assert_eq!(inputs[row.start + 1..row.end], targets[row.start..row.end - 1], "step {step} row {r}");
+        }
+        assert!(weights.iter().all(|w| w.is_finite() && *w >= 0.0), "step {step}: weights");
+    }
+    assert!(all.iter().any(|b| b.5.iter().any(|w| *w > 1.0)), "exercises weigh their answers more");
+    // The model files a trainer needs are written beside it, as `train` writes them.
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    // A stream started later (a resumed trainer's) holds the same batches.
+    let part = parse_batch_stream(&stream(&dir, "5", "8"));
+    assert_eq!(part, all[5..8].to_vec());
+    // The shapes are the ones `train` logs for the same steps.
+    let trained = tmp.path().join("trained");
+    let (ok, _, stderr) = headscope(&[
+        "train",
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        trained.to_str().unwrap(),
+        "--workers",
+        "2",
+    ]);
+    assert!(ok, "{stderr}");
+    let log = std::fs::read_to_string(trained.join("loss.csv")).unwrap();
+    let logged: Vec<(usize, usize)> = log
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[2].parse().unwrap(), f[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(logged, all.iter().map(|b| (b.1, b.2)).collect::<Vec<_>>());
+    assert_eq!(std::fs::read(trained.join("tokenizer.json")).unwrap(), std::fs::read(dir.join("tokenizer.json")).unwrap());
+}

@@ -563,23 +563,31 @@ fn lr_at(step: usize, r: &TrainRecipe) -> f64 {
     r.min_lr + 0.5 * (r.lr - r.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// `headscope train`.
-pub fn train(o: TrainOptions) -> Result<()> {
-    let recipe = read_recipe(&o.recipe)?;
-    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+/// What `headscope train` and `headscope train-data` share: the recipe, the model files written into
+/// the output folder, and the source of the recipe's batches.
+struct Prepared {
+    recipe: Recipe,
+    spec: ModelSpec,
+    source: Arc<DataSource>,
+}
+
+/// Reads the recipe and the corpus, writes the model files into `out` (training the tokenizer unless
+/// one is there, or copying `init_from`'s: its weights are tied to its ids) and encodes the corpus.
+fn prepare(recipe_path: &Path, corpus: &Path, out: &Path, init_from: Option<&Path>, workers: usize) -> Result<Prepared> {
+    let recipe = read_recipe(recipe_path)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let corpus_text = recipe
         .data
         .corpus
         .iter()
         .map(|f| {
-            let p = o.corpus.join(f);
+            let p = corpus.join(f);
             std::fs::read_to_string(&p).with_context(|| format!("corpus file {} (make it with scripts/prepare-corpus.sh)", p.display()))
         })
         .collect::<Result<Vec<String>>>()?;
-    std::fs::copy(&o.recipe, o.out.join("recipe.toml")).ok();
-    if let Some(init) = &o.init_from {
-        // A further stage keeps the earlier stage's tokenizer: the weights are tied to its ids.
-        let tok = o.out.join("tokenizer.json");
+    std::fs::copy(recipe_path, out.join("recipe.toml")).ok();
+    if let Some(init) = init_from {
+        let tok = out.join("tokenizer.json");
         if !tok.exists() {
             std::fs::copy(init.join("tokenizer.json"), &tok).with_context(|| format!("copying the tokenizer of {}", init.display()))?;
         }
@@ -588,13 +596,13 @@ pub fn train(o: TrainOptions) -> Result<()> {
     let corpus_words = Arc::new(corpus_text.iter().flat_map(|t| ExerciseGenerator::words_of(t)).collect::<Vec<_>>());
     let sentence_settings = recipe.data.sentence_settings();
     let sentences = Arc::new(if sentence_settings.is_some() { SentencePool::from_texts(&corpus_text) } else { SentencePool::default() });
-    write_model_files(&recipe, &corpus_text, &corpus_words, &sentences, &o.out)?;
-    let tokenizer = HfTokenizer::from_dir(&o.out)?;
-    let spec = ModelSpec::from_config_file(&o.out.join("config.json"))?;
+    write_model_files(&recipe, &corpus_text, &corpus_words, &sentences, out)?;
+    let tokenizer = HfTokenizer::from_dir(out)?;
+    let spec = ModelSpec::from_config_file(&out.join("config.json"))?;
     let t0 = Instant::now();
     let mut corpus_tokens = Vec::new();
     for text in &corpus_text {
-        corpus_tokens.extend(encode_in_pieces(&tokenizer, text, o.workers.max(1), 1 << 20)?);
+        corpus_tokens.extend(encode_in_pieces(&tokenizer, text, workers.max(1), 1 << 20)?);
     }
     eprintln!(
         "corpus: {} bytes, {} tokens (encoded in {:.1}s)",
@@ -606,24 +614,6 @@ pub fn train(o: TrainOptions) -> Result<()> {
     if corpus_tokens.len() <= 2 * longest + 1 {
         bail!("the corpus holds {} tokens, too few for rows of {longest} tokens: give it more text", corpus_tokens.len());
     }
-
-    let adamw = AdamWConfig { weight_decay: recipe.train.weight_decay, grad_clip: recipe.train.grad_clip, ..Default::default() };
-    let mut trainer = Trainer::new(&spec, &o.device, recipe.seed, adamw)?;
-    let ckpt = o.out.join("checkpoint");
-    if ckpt.join("trainer.json").exists() {
-        trainer.restore(&ckpt)?;
-        eprintln!("resumed from {} at step {}", ckpt.display(), trainer.step());
-    } else if let Some(init) = &o.init_from {
-        trainer.init_from(&headscope_model::loader::weight_files(init)?)?;
-        eprintln!("starting from the weights of {}", init.display());
-    }
-    eprintln!("{} parameters; training to step {}", trainer.parameter_count(), recipe.train.steps);
-    trainer.set_profiling(o.profile);
-    if !o.device.is_cpu() {
-        // TF32 matmuls: f32 accuracy is not needed for a 4096-token vocabulary softmax at this scale.
-        headscope_model::candle_core::cuda::set_gemm_reduced_precision_f32(true);
-    }
-
     if sentence_settings.is_some() {
         eprintln!("{} corpus sentences can be needles", sentences.len());
     }
@@ -648,42 +638,89 @@ pub fn train(o: TrainOptions) -> Result<()> {
         lengths: recipe.data.lengths.clone(),
         seed: recipe.seed,
     });
+    Ok(Prepared { recipe, spec, source })
+}
+
+/// The batches of steps `first..last`, built by `workers` threads ahead of use and handed out in step
+/// order; the threads stop when this is dropped.
+struct Batches {
+    rx: std::sync::mpsc::Receiver<(usize, Result<Batch>)>,
+    pending: BTreeMap<usize, Result<Batch>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Batches {
+    fn start(source: &Arc<DataSource>, first: usize, last: usize, workers: usize) -> Batches {
+        let workers = workers.max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<Batch>)>(workers * 2);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for w in 0..workers {
+            let (tx, source, stop) = (tx.clone(), source.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut step = first + w;
+                while step < last && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if tx.send((step, source.batch(step))).is_err() {
+                        break;
+                    }
+                    step += workers;
+                }
+            });
+        }
+        Batches { rx, pending: BTreeMap::new(), stop }
+    }
+
+    /// The batch of `step` (each step is asked for once, in order).
+    fn take(&mut self, step: usize) -> Result<Batch> {
+        loop {
+            if let Some(b) = self.pending.remove(&step) {
+                return b;
+            }
+            let (s, b) = self.rx.recv().context("the batch workers stopped")?;
+            self.pending.insert(s, b);
+        }
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `headscope train`.
+pub fn train(o: TrainOptions) -> Result<()> {
+    let Prepared { recipe, spec, source } = prepare(&o.recipe, &o.corpus, &o.out, o.init_from.as_deref(), o.workers)?;
+    let adamw = AdamWConfig { weight_decay: recipe.train.weight_decay, grad_clip: recipe.train.grad_clip, ..Default::default() };
+    let mut trainer = Trainer::new(&spec, &o.device, recipe.seed, adamw)?;
+    let ckpt = o.out.join("checkpoint");
+    if ckpt.join("trainer.json").exists() {
+        trainer.restore(&ckpt)?;
+        eprintln!("resumed from {} at step {}", ckpt.display(), trainer.step());
+    } else if let Some(init) = &o.init_from {
+        trainer.init_from(&headscope_model::loader::weight_files(init)?)?;
+        eprintln!("starting from the weights of {}", init.display());
+    }
+    eprintln!("{} parameters; training to step {}", trainer.parameter_count(), recipe.train.steps);
+    trainer.set_profiling(o.profile);
+    if !o.device.is_cpu() {
+        // TF32 matmuls: f32 accuracy is not needed for a 4096-token vocabulary softmax at this scale.
+        headscope_model::candle_core::cuda::set_gemm_reduced_precision_f32(true);
+    }
+
     let first = trainer.step();
     let last = o.stop_at.map_or(recipe.train.steps, |s| s.min(recipe.train.steps));
-    let workers = o.workers.max(1);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<Batch>)>(workers * 2);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for w in 0..workers {
-        let (tx, source, stop) = (tx.clone(), source.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut step = first + w;
-            while step < last && !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if tx.send((step, source.batch(step))).is_err() {
-                    break;
-                }
-                step += workers;
-            }
-        });
-    }
-    drop(tx);
+    let mut batches = Batches::start(&source, first, last, o.workers);
 
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(o.out.join("loss.csv"))?;
     if log.metadata()?.len() == 0 {
         writeln!(log, "step,tokens,rows,loss,grad_norm,lr,seconds")?;
     }
     let started = Instant::now();
-    let mut pending: BTreeMap<usize, Result<Batch>> = BTreeMap::new();
     let mut window = (0f64, 0usize, 0usize, Instant::now());
     let mut phases = [0f64; 3];
     while trainer.step() < last {
         let step = trainer.step();
-        let batch = loop {
-            if let Some(b) = pending.remove(&step) {
-                break b?;
-            }
-            let (s, b) = rx.recv().context("the batch workers stopped")?;
-            pending.insert(s, b);
-        };
+        let batch = batches.take(step)?;
         let dev = &o.device;
         let inputs = headscope_model::candle_core::Tensor::from_vec(batch.inputs, (batch.rows, batch.tokens), dev)?;
         let targets = headscope_model::candle_core::Tensor::from_vec(batch.targets, (batch.rows, batch.tokens), dev)?;
@@ -740,11 +777,60 @@ pub fn train(o: TrainOptions) -> Result<()> {
             break;
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(batches);
     // The model directory always holds the latest weights, so a stopped run can be evaluated as it is.
     trainer.export(&o.out.join("model.safetensors"), DType::F16)?;
     let done = if trainer.step() >= recipe.train.steps { "finished" } else { "stopped at" };
     eprintln!("{done} step {} of {}; wrote {}", trainer.step(), recipe.train.steps, o.out.join("model.safetensors").display());
+    Ok(())
+}
+
+/// First bytes of a `headscope train-data` stream; then, per step in order: the step, the rows and
+/// the tokens per row (u32 each), then the inputs and the targets (u32 each) and the loss weights (f32),
+/// `rows x tokens` each, row-major; all little-endian. The trainer's own batches, byte for byte, for an
+/// outside trainer (`crates/headscope-train/torch/train_lab.py`) to consume.
+pub const BATCH_STREAM_MAGIC: &[u8; 8] = b"HSBATCH1";
+
+/// Flags of `headscope train-data`.
+pub struct BatchOptions {
+    pub recipe: PathBuf,
+    pub corpus: PathBuf,
+    /// Where the model files go (config.json, tokenizer.json, ...), as `headscope train --out`.
+    pub out: PathBuf,
+    /// A further stage's starting model: its tokenizer is kept.
+    pub init_from: Option<PathBuf>,
+    /// The first step to write.
+    pub from_step: usize,
+    /// The step to stop before (default: the recipe's last).
+    pub to_step: Option<usize>,
+    pub workers: usize,
+}
+
+/// `headscope train-data`: writes the batches of steps `from_step..to_step` to `sink` as
+/// [`BATCH_STREAM_MAGIC`] describes. A closed sink (the reader stopped) ends it without an error.
+pub fn write_batches(o: &BatchOptions, sink: &mut impl Write) -> Result<()> {
+    let Prepared { recipe, source, .. } = prepare(&o.recipe, &o.corpus, &o.out, o.init_from.as_deref(), o.workers)?;
+    let last = o.to_step.map_or(recipe.train.steps, |s| s.min(recipe.train.steps));
+    let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+    match sink.write_all(BATCH_STREAM_MAGIC) {
+        Err(e) if closed(&e) => return Ok(()),
+        r => r.context("writing the batch stream")?,
+    }
+    let mut batches = Batches::start(&source, o.from_step, last, o.workers);
+    for step in o.from_step..last {
+        let b = batches.take(step)?;
+        let mut bytes = Vec::with_capacity(12 + 12 * b.inputs.len());
+        for v in [step, b.rows, b.tokens] {
+            bytes.extend_from_slice(&u32::try_from(v).context("a step or a batch size beyond u32")?.to_le_bytes());
+        }
+        b.inputs.iter().chain(&b.targets).for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+        b.weights.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+        match sink.write_all(&bytes) {
+            Err(e) if closed(&e) => return Ok(()),
+            r => r.context("writing the batch stream")?,
+        }
+    }
+    sink.flush().or_else(|e| if closed(&e) { Ok(()) } else { Err(e) }).context("writing the batch stream")?;
     Ok(())
 }
 
