@@ -217,6 +217,27 @@ async function main() {
       term: await page.textContent('#glossary-list dt'), lang: await page.getAttribute('html', 'lang') };
     check(zh.run === '运行测试' && zh.lang === 'zh-Hans' && zh.count.startsWith('第 7 步'), 'the page switches to Simplified Chinese', JSON.stringify(zh).slice(0, 200));
     check(/[\u4e00-\u9fff]/.test(zh.title) && !/[a-z]{4,}/.test(zh.body.replace(/head_score|json|HeadScope|Llama|Mistral|Qwen|Yi/g, '')), 'the lesson reads in Chinese', zh.body.slice(0, 80));
+    // Everything the page writes itself reads in Chinese too: the status line, the summary, the run
+    // table and lists, the model panel, the progress and the chart controls (the experiment's own
+    // text, i.e. needles, answers, contexts and file or model names, stays as it is).
+    const english = await page.evaluate(() => {
+      const content = 'textarea, input, .answer, .question, .ctx, .id, #head-steps td:nth-child(2), a[href^="http"], #lang, #error';
+      const names = /lab model \(bundled\)|HeadScope|WebGPU|WebAssembly|CPU|KV|Shift|Enter|llama|[\w.-]+\.(json|jsonl|txt|png)|head_score|\bK\b/g;
+      const found = [];
+      const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+      for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+        const el = n.parentElement;
+        if (!el || el.closest(content) || el.closest('[hidden]') || !el.getClientRects().length) continue;
+        const text = n.textContent.replace(names, '');
+        if (/[A-Za-z]{3,}/.test(text)) found.push(n.textContent.trim().slice(0, 80));
+      }
+      // The choices of the drop-down lists (run shown, compare with, masking mode, ...).
+      for (const o of document.querySelectorAll('select:not(#lang) option')) {
+        if (/[A-Za-z]{3,}/.test(o.textContent.replace(names, ''))) found.push(`option: ${o.textContent.trim().slice(0, 80)}`);
+      }
+      return found;
+    });
+    check(english.length === 0, 'the Chinese page shows no English text of its own', english.slice(0, 8).join(' | '));
     const zhAxe = await axe(page);
     check(zhAxe.length === 0, 'axe-core: no serious or critical violation in Chinese', zhAxe.map((v) => v.id).join(', '));
     await page.reload();

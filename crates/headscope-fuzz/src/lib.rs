@@ -240,6 +240,7 @@ fn seed_session() -> SavedSession {
         plain: true,
     };
     let run = SavedRun {
+        origin: String::new(),
         name: "run 1: no heads masked".into(),
         setup,
         lengths: vec![200],
@@ -251,6 +252,7 @@ fn seed_session() -> SavedSession {
         done: Some(serde_json::json!({"seconds": 1.0})),
     };
     let masked = SavedRun {
+        origin: "top-2".into(),
         name: "run 2: 2 heads masked (top-2; uniform)".into(),
         mask: Some(headscope_web::protocol::MaskRequest {
             heads: vec![headscope_core::HeadId::new(1, 0), headscope_core::HeadId::new(1, 1)],

@@ -22,6 +22,28 @@ const BAR_GAP: i32 = 16;
 const BAR_W: i32 = 16;
 const SWATCH: i32 = 12;
 const NO_DATA: &str = "no data";
+
+/// The words a grid chart writes besides its title and tick labels: the axis names and the legend's
+/// caption. The constants are the English ones the CLI's files use; a page in another language
+/// passes its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AxisNames<'a> {
+    /// Under the x axis.
+    pub x: &'a str,
+    /// Beside the y axis.
+    pub y: &'a str,
+    /// Over the colour bar.
+    pub legend: &'a str,
+}
+
+impl AxisNames<'static> {
+    /// The NIAH grid's.
+    pub const NIAH: AxisNames<'static> = AxisNames { x: "context length (tokens)", y: "needle depth", legend: "recall" };
+    /// A head heatmap of retrieval scores.
+    pub const HEAD_SCORES: AxisNames<'static> = AxisNames { x: "head", y: "layer", legend: "score" };
+    /// A head heatmap of a change between two runs.
+    pub const HEAD_CHANGE: AxisNames<'static> = AxisNames { x: "head", y: "layer", legend: "change" };
+}
 const TEXT: RGBColor = RGBColor(0x20, 0x20, 0x20);
 const FRAME: RGBColor = RGBColor(0x60, 0x60, 0x60);
 

@@ -1,6 +1,6 @@
 //! The layers x heads retrieval-score heatmap (paper fig. 5).
 
-use crate::chart::{nice_ticks, render, CellMap, ChartSpec, Layout, Legend};
+use crate::chart::{nice_ticks, render, AxisNames, CellMap, ChartSpec, Layout, Legend};
 use crate::colormap::{correlation_color, score_color};
 use crate::error::PlotError;
 use crate::grid::Grid;
@@ -22,29 +22,51 @@ pub(crate) fn scale_max(scores: &Grid) -> f64 {
     scores.finite_max().unwrap_or(0.0).max(MIN_SCALE)
 }
 
-/// Builds the chart description of a head heatmap and hands it to `f`.
-fn with_spec<T>(scores: &Grid, title: &str, f: impl FnOnce(&ChartSpec) -> T) -> T {
-    with_caption(scores, title, "score", f)
+/// How a head grid's values map to colours.
+#[derive(Clone, Copy)]
+enum Scale {
+    /// Viridis from 0 to the largest value (at least [`MIN_SCALE`]).
+    FromZero,
+    /// Blue-white-red, symmetric about 0 ([`difference_scale`]).
+    Symmetric,
 }
 
-/// [`with_spec`] with the legend captioned `caption`.
-fn with_caption<T>(scores: &Grid, title: &str, caption: &str, f: impl FnOnce(&ChartSpec) -> T) -> T {
-    let max = scale_max(scores);
-    let color = move |v: f64| score_color(v, max);
+/// Builds the chart description of a layers x heads grid and hands it to `f`: the one layout every
+/// head chart (scores, shares, score changes) shares.
+fn head_spec<T>(values: &Grid, title: &str, names: &AxisNames, scale: Scale, f: impl FnOnce(&ChartSpec) -> T) -> T {
+    let (legend, color): (Legend, Box<dyn Fn(f64) -> RGBColor>) = match scale {
+        Scale::FromZero => {
+            let max = scale_max(values);
+            (Legend { min: 0.0, max, ticks: nice_ticks(max), caption: names.legend.to_string() }, Box::new(move |v| score_color(v, max)))
+        }
+        Scale::Symmetric => {
+            let m = difference_scale(values);
+            let up = nice_ticks(m);
+            let mut ticks: Vec<(f64, String)> = up.iter().rev().filter(|(v, _)| *v > 0.0).map(|(v, l)| (-v, format!("-{l}"))).collect();
+            ticks.extend(up);
+            (Legend { min: -m, max: m, ticks, caption: names.legend.to_string() }, Box::new(move |v| correlation_color(v / m)))
+        }
+    };
     let spec = ChartSpec {
         title,
-        grid: scores,
-        x_name: "head",
-        y_name: "layer",
-        col_labels: (0..scores.cols).map(|c| c.to_string()).collect(),
-        row_labels: (0..scores.rows).map(|r| r.to_string()).collect(),
-        legend: Legend { min: 0.0, max, ticks: nice_ticks(max), caption: caption.to_string() },
-        color: &color,
+        grid: values,
+        x_name: names.x,
+        y_name: names.y,
+        col_labels: (0..values.cols).map(|c| c.to_string()).collect(),
+        row_labels: (0..values.rows).map(|r| r.to_string()).collect(),
+        legend,
+        color: &*color,
     };
     f(&spec)
 }
 
+/// Builds the chart description of a head heatmap and hands it to `f`.
+fn with_spec<T>(scores: &Grid, title: &str, f: impl FnOnce(&ChartSpec) -> T) -> T {
+    head_spec(scores, title, &AxisNames::HEAD_SCORES, Scale::FromZero, f)
+}
+
 /// Where a head heatmap of `scores` goes on `area` (the same layout [`draw_head_heatmap`] uses).
+#[cfg(test)]
 pub(crate) fn heatmap_layout<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scores: &Grid, title: &str) -> Result<Layout, PlotError> {
     with_spec(scores, title, |spec| Layout::compute(area, spec))
 }
@@ -60,24 +82,28 @@ pub fn draw_head_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scor
     })
 }
 
-/// [`draw_head_heatmap`] of another per-head value (e.g. activation frequency), its legend captioned
-/// `caption` instead of "score".
-pub fn draw_head_heatmap_captioned<DB: DrawingBackend>(
+/// [`draw_head_heatmap`] of any per-head value (e.g. activation frequency) with the axis and legend
+/// words of `names` (e.g. in the reader's language); the layout is the same for the same words.
+pub fn draw_head_heatmap_named<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     values: &Grid,
     title: &str,
-    caption: &str,
+    names: &AxisNames,
 ) -> Result<(), PlotError> {
-    with_caption(values, title, caption, |spec| {
+    head_spec(values, title, names, Scale::FromZero, |spec| {
         let layout = Layout::compute(area, spec)?;
         render(area, spec, &layout)
     })
 }
 
-/// Where the cells of [`draw_head_heatmap`] (or its captioned form, same layout for the same caption
-/// width) lie on `area`: row = layer, column = head.
-pub fn head_heatmap_cells<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scores: &Grid, title: &str) -> Result<CellMap, PlotError> {
-    heatmap_layout(area, scores, title).map(|l| CellMap::from(&l))
+/// Where the cells of [`draw_head_heatmap_named`] with `names` lie on `area`: row = layer, column = head.
+pub fn head_heatmap_cells<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    scores: &Grid,
+    title: &str,
+    names: &AxisNames,
+) -> Result<CellMap, PlotError> {
+    head_spec(scores, title, names, Scale::FromZero, |spec| Layout::compute(area, spec)).map(|l| CellMap::from(&l))
 }
 
 /// The largest change [`draw_head_difference`] colours fully: the largest |value|, at least
@@ -91,22 +117,14 @@ pub(crate) fn difference_scale(diff: &Grid) -> f64 {
 /// another's): blue where a head lost score, white where it kept it, red where it gained, on a scale
 /// symmetric about 0 (ColorBrewer's RdBu, [`correlation_color`]); same layout as
 /// [`draw_head_heatmap`].
-pub fn draw_head_difference<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, diff: &Grid, title: &str) -> Result<(), PlotError> {
-    let m = difference_scale(diff);
-    let color = move |v: f64| correlation_color(v / m);
-    let up = nice_ticks(m);
-    let mut ticks: Vec<(f64, String)> = up.iter().rev().filter(|(v, _)| *v > 0.0).map(|(v, l)| (-v, format!("-{l}"))).collect();
-    ticks.extend(up);
-    let spec = ChartSpec {
-        title,
-        grid: diff,
-        x_name: "head",
-        y_name: "layer",
-        col_labels: (0..diff.cols).map(|c| c.to_string()).collect(),
-        row_labels: (0..diff.rows).map(|r| r.to_string()).collect(),
-        legend: Legend { min: -m, max: m, ticks, caption: "change".to_string() },
-        color: &color,
-    };
-    let layout = Layout::compute(area, &spec)?;
-    render(area, &spec, &layout)
+pub fn draw_head_difference<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    diff: &Grid,
+    title: &str,
+    names: &AxisNames,
+) -> Result<(), PlotError> {
+    head_spec(diff, title, names, Scale::Symmetric, |spec| {
+        let layout = Layout::compute(area, spec)?;
+        render(area, spec, &layout)
+    })
 }

@@ -37,13 +37,13 @@ mod text;
 mod tests;
 
 pub use bars::{draw_bar_chart, draw_head_activity, Bars, BAR_CHART_SIZE};
-pub use chart::CellMap;
+pub use chart::{AxisNames, CellMap};
 pub use colormap::{correlation_color, pass_color, recall_color, score_color, RecallPalette};
 pub use correlation::{correlation_matrix_size, draw_correlation_matrix};
 pub use error::PlotError;
 pub use font::{FONT_FAMILY, FONT_TTF};
 pub use grid::Grid;
-pub use heatmap::{draw_head_difference, draw_head_heatmap, draw_head_heatmap_captioned, head_heatmap_cells, head_heatmap_size};
+pub use heatmap::{draw_head_difference, draw_head_heatmap, draw_head_heatmap_named, head_heatmap_cells, head_heatmap_size};
 pub use line::{draw_line_chart, draw_line_chart_with_bands, Band, Series, LINE_CHART_SIZE};
 pub use niah::{draw_niah_grid, draw_niah_grid_in, niah_grid_cells, NIAH_SIZE};
 pub use save::{

@@ -1,6 +1,6 @@
 //! The needle-in-a-haystack pass grid (after Greg Kamradt's plots).
 
-use crate::chart::{nice_ticks, render, CellMap, ChartSpec, Layout, Legend};
+use crate::chart::{nice_ticks, render, AxisNames, CellMap, ChartSpec, Layout, Legend};
 use crate::colormap::{recall_color, RecallPalette};
 use crate::error::PlotError;
 use crate::grid::Grid;
@@ -26,17 +26,18 @@ fn with_spec<T>(
     depths: &[f64],
     title: &str,
     palette: RecallPalette,
+    names: &AxisNames,
     f: impl FnOnce(&ChartSpec) -> Result<T, PlotError>,
 ) -> Result<T, PlotError> {
     let color = |v: f64| recall_color(v, palette);
     let spec = ChartSpec {
         title,
         grid,
-        x_name: "context length (tokens)",
-        y_name: "needle depth",
+        x_name: names.x,
+        y_name: names.y,
         col_labels: lengths.iter().map(|l| l.to_string()).collect(),
         row_labels: depths.iter().map(|&d| depth_label(d)).collect(),
-        legend: Legend { min: 0.0, max: 1.0, ticks: nice_ticks(1.0), caption: "recall".to_string() },
+        legend: Legend { min: 0.0, max: 1.0, ticks: nice_ticks(1.0), caption: names.legend.to_string() },
         color: &color,
     };
     f(&spec)
@@ -49,8 +50,9 @@ pub(crate) fn niah_layout<DB: DrawingBackend>(
     lengths: &[usize],
     depths: &[f64],
     title: &str,
+    names: &AxisNames,
 ) -> Result<Layout, PlotError> {
-    with_spec(grid, lengths, depths, title, RecallPalette::Niah, |spec| Layout::compute(area, spec))
+    with_spec(grid, lengths, depths, title, RecallPalette::Niah, names, |spec| Layout::compute(area, spec))
 }
 
 /// NIAH pass grid like Greg Kamradt's needle-in-a-haystack plots: x = context length in tokens
@@ -64,10 +66,11 @@ pub fn draw_niah_grid<DB: DrawingBackend>(
     depths: &[f64],
     title: &str,
 ) -> Result<(), PlotError> {
-    draw_niah_grid_in(area, grid, lengths, depths, title, RecallPalette::Niah)
+    draw_niah_grid_in(area, grid, lengths, depths, title, RecallPalette::Niah, &AxisNames::NIAH)
 }
 
-/// [`draw_niah_grid`] in another palette (the layout is the same).
+/// [`draw_niah_grid`] in another palette, with the axis and legend words of `names` (the layout is
+/// the same for the same words).
 pub fn draw_niah_grid_in<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     grid: &Grid,
@@ -75,20 +78,22 @@ pub fn draw_niah_grid_in<DB: DrawingBackend>(
     depths: &[f64],
     title: &str,
     palette: RecallPalette,
+    names: &AxisNames,
 ) -> Result<(), PlotError> {
-    with_spec(grid, lengths, depths, title, palette, |spec| {
+    with_spec(grid, lengths, depths, title, palette, names, |spec| {
         let layout = Layout::compute(area, spec)?;
         render(area, spec, &layout)
     })
 }
 
-/// Where the cells of [`draw_niah_grid`] lie on `area`: row = depth, column = length.
+/// Where the cells of [`draw_niah_grid_in`] with `names` lie on `area`: row = depth, column = length.
 pub fn niah_grid_cells<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     grid: &Grid,
     lengths: &[usize],
     depths: &[f64],
     title: &str,
+    names: &AxisNames,
 ) -> Result<CellMap, PlotError> {
-    niah_layout(area, grid, lengths, depths, title).map(|l| CellMap::from(&l))
+    niah_layout(area, grid, lengths, depths, title, names).map(|l| CellMap::from(&l))
 }

@@ -230,7 +230,7 @@ fn a_difference_heatmap_is_blue_for_losses_white_for_none_red_for_gains() {
     let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
     {
         let area = EmbeddedText::new(BitMapBackend::with_buffer(&mut buf, size)).into_drawing_area();
-        crate::draw_head_difference(&area, &g, "score change").unwrap();
+        crate::draw_head_difference(&area, &g, "score change", &crate::AxisNames::HEAD_CHANGE).unwrap();
         area.present().unwrap();
     }
     let mut scratch = vec![0u8; (size.0 * size.1 * 3) as usize];
@@ -302,7 +302,7 @@ fn niah_missing_and_nan_cells_are_grey_and_full_recall_is_green() {
     let layout;
     {
         let area = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        layout = niah_layout(&area, &g, &lengths, &depths, "niah pixels").unwrap();
+        layout = niah_layout(&area, &g, &lengths, &depths, "niah pixels", &crate::AxisNames::NIAH).unwrap();
         draw_niah_grid(&area, &g, &lengths, &depths, "niah pixels").unwrap();
         area.present().unwrap();
     }
@@ -704,7 +704,7 @@ fn cell_maps_find_the_cell_under_every_pixel_and_ignore_the_margins() {
     let (buf, layout) = render_heatmap(&g, size);
     let mut small = vec![0u8; (size.0 * size.1 * 3) as usize];
     let area = EmbeddedText::new(BitMapBackend::with_buffer(&mut small, size)).into_drawing_area();
-    let cells = head_heatmap_cells(&area, &g, "pixel test").unwrap();
+    let cells = head_heatmap_cells(&area, &g, "pixel test", &crate::AxisNames::HEAD_SCORES).unwrap();
     assert_eq!((cells.rows, cells.cols), (6, 8));
     for r in 0..6 {
         for c in 0..8 {
@@ -721,7 +721,7 @@ fn cell_maps_find_the_cell_under_every_pixel_and_ignore_the_margins() {
     assert_eq!(cells.cell_at(cells.x1, cells.y0), None);
     let lengths = [256, 640, 1024];
     let depths = [0.0, 50.0, 100.0];
-    let n = niah_grid_cells(&area, &Grid::new(3, 3), &lengths, &depths, "niah").unwrap();
+    let n = niah_grid_cells(&area, &Grid::new(3, 3), &lengths, &depths, "niah", &crate::AxisNames::NIAH).unwrap();
     assert_eq!((n.rows, n.cols), (3, 3));
     let (x0, y0, _, _) = n.cell_rect(2, 1);
     assert_eq!(n.cell_at(x0, y0), Some((2, 1)));

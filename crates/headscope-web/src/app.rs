@@ -22,7 +22,8 @@ use crate::protocol::{
 };
 use crate::session::{self, SavedModel, SavedRun, SavedSession};
 use crate::share::{PageState, LINK_HAYSTACK_CHARS, LINK_KEY};
-use crate::strings::Lang;
+use crate::strings::{msg, Lang, Text};
+use crate::views::{BY_HAND_ORIGIN, TOP_ORIGIN};
 use crate::{render, views, wire};
 use headscope_core::niah::Needle;
 use headscope_core::{HeadId, HeadScores, HeadShape};
@@ -40,6 +41,9 @@ const EXAMPLE_NEEDLES_URL: &str = "needles/heldout.jsonl";
 const STORAGE_KEY: &str = "headscope-state";
 /// Haystacks longer than this are not remembered (the browser's storage holds a few megabytes).
 const STORED_HAYSTACK_CHARS: usize = 1_000_000;
+
+/// A message worded when it is drawn, in the page's language then.
+pub(crate) type Said = Rc<dyn Fn(Lang) -> String>;
 
 /// What the worker is doing for the page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +243,6 @@ pub(crate) struct App {
     /// How the masked heads were chosen ("top-3", "random-3, seed 7", "by hand"), for run names.
     pub mask_origin: String,
     pub imported: Option<(String, HeadScores)>,
-    pub import_info: String,
     pub shown: Source,
     pub masked: Vec<HeadId>,
     pub selected_test: Option<usize>,
@@ -248,8 +251,8 @@ pub(crate) struct App {
     pub watching: Option<HeadId>,
     pub head_view: Option<HeadViewResult>,
     pub rerun: Rerun,
-    /// The status line.
-    pub status: String,
+    /// The status line, worded in whichever language the page shows when it is drawn.
+    pub status: Said,
     /// The error banner's text, while it shows.
     pub banner: Option<String>,
     pub dragging: bool,
@@ -278,7 +281,13 @@ pub(crate) type Shared = Rc<RefCell<App>>;
 
 /// Starts the page: reports panics on the page, wires every control, starts the worker.
 pub fn start() {
-    std::panic::set_hook(Box::new(|info| show_fatal(&format!("internal error: {info}. Reload the page to start over."))));
+    std::panic::set_hook(Box::new(|info| {
+        show_fatal(&format!(
+            "{} / {}",
+            msg::INTERNAL_ERROR.fill(Lang::En, &[("info", &info)]),
+            msg::INTERNAL_ERROR.fill(Lang::Zh, &[("info", &info)])
+        ))
+    }));
     if let Err(e) = boot() {
         show_fatal(&e);
     }
@@ -319,7 +328,6 @@ fn boot() -> Res<()> {
         shown_run: 0,
         mask_origin: String::new(),
         imported: None,
-        import_info: String::new(),
         shown: Source::Sweep,
         masked: vec![],
         selected_test: None,
@@ -327,7 +335,7 @@ fn boot() -> Res<()> {
         watching: None,
         head_view: None,
         rerun: Rerun::None,
-        status: String::new(),
+        status: Rc::new(|_| String::new()),
         banner: None,
         dragging: false,
         scroll_to_results: std::cell::Cell::new(false),
@@ -397,7 +405,10 @@ pub(crate) fn dispatch(app: &Shared, msg: Msg) {
                     a.worker = Some(w);
                     a.busy = Busy::Starting;
                 }
-                Err(e) => a.error(&format!("the worker could not be restarted: {e}")),
+                Err(e) => {
+                    let m = a.say(msg::WORKER_RESTART_FAILED, &[("error", &e)]);
+                    a.error(&m)
+                }
             }
             render::render(&a);
         }
@@ -405,10 +416,10 @@ pub(crate) fn dispatch(app: &Shared, msg: Msg) {
 }
 
 /// Reads the first chosen file as text, then makes a message of (its name, its text).
-fn read_text(files: Files, then: impl FnOnce(String, String) -> Res<Msg> + 'static) -> Option<Effect> {
+fn read_text(files: Files, lang: Lang, then: impl FnOnce(String, String) -> Res<Msg> + 'static) -> Option<Effect> {
     later(async move {
         let r = async {
-            let (name, file) = files.into_iter().next().ok_or("no file chosen")?;
+            let (name, file) = files.into_iter().next().ok_or_else(|| msg::NO_FILES_CHOSEN.get(lang).to_string())?;
             let text = dom::file_text(&file).await?;
             then(name, text)
         };
@@ -416,8 +427,9 @@ fn read_text(files: Files, then: impl FnOnce(String, String) -> Res<Msg> + 'stat
     })
 }
 
-fn parse_number(s: &str, what: &str) -> Res<u64> {
-    s.trim().parse::<u64>().map_err(|_| format!("{what}: `{s}` is not a whole number"))
+/// A whole number from a field named `what` (a message of the table, in `lang`).
+fn parse_number(s: &str, what: Text, lang: Lang) -> Res<u64> {
+    s.trim().parse::<u64>().map_err(|_| msg::NOT_A_WHOLE_NUMBER.fill(lang, &[("what", &what.get(lang)), ("value", &s)]))
 }
 
 pub(crate) fn rate(tokens: usize, seconds: f64) -> f64 {
@@ -433,22 +445,26 @@ impl App {
     fn update(&mut self, msg: Msg) -> Res<Option<Effect>> {
         match msg {
             Msg::Boot => {
-                return Ok(later(async {
+                let lang = self.lang;
+                return Ok(later(async move {
                     dom::load_font(headscope_plot::FONT_FAMILY).await;
                     match dom::fetch_text(DEFAULT_HAYSTACK_URL).await {
                         Ok(text) => Msg::HaystackLoaded { text, replace: false, default: true },
-                        Err(e) => Msg::Failed(format!("the default haystack could not be fetched: {e}")),
+                        Err(e) => Msg::Failed(msg::DEFAULT_HAYSTACK_FAILED.fill(lang, &[("error", &e)])),
                     }
-                }))
+                }));
             }
             Msg::Worker(event) => return Ok(self.on_event(event)),
-            Msg::WorkerUnreadable(e) => return Err(format!("a message from the worker could not be read: {e}")),
-            Msg::WorkerFailed(message) => return Ok(self.crashed(&format!("the model's worker failed: {message}"))),
+            Msg::WorkerUnreadable(e) => return Err(self.say(msg::WORKER_UNREADABLE, &[("error", &e)])),
+            Msg::WorkerFailed(message) => {
+                let m = self.say(msg::WORKER_FAILED, &[("error", &message)]);
+                return Ok(self.crashed(&m));
+            }
             Msg::LoadBundled => self.send_load(ModelSource::Bundled, vec![]),
             Msg::LoadUrl => {
                 let url = self.dom.model_url.value();
                 if url.trim().is_empty() {
-                    return Err("type the URL of a model folder first".into());
+                    return Err(self.say(msg::TYPE_URL_FIRST, &[]));
                 }
                 self.send_load(ModelSource::Url { url: url.trim().to_string() }, vec![]);
             }
@@ -458,17 +474,19 @@ impl App {
                 self.send_load(source, buffers);
             }
             Msg::ModelFiles(files) => {
-                self.status = "reading the model's files…".into();
-                return Ok(later(async move { read_model_files(files).await.unwrap_or_else(Msg::Failed) }));
+                self.status = Rc::new(|l| msg::READING_MODEL_FILES.get(l).into());
+                let lang = self.lang;
+                return Ok(later(async move { read_model_files(files, lang).await.unwrap_or_else(Msg::Failed) }));
             }
             Msg::ModelDropped(dt) => {
                 self.dragging = false;
+                let lang = self.lang;
                 return Ok(later(async move {
                     let read = match dom::dropped_files(&dt).await {
-                        Ok(files) => read_model_files(files).await,
+                        Ok(files) => read_model_files(files, lang).await,
                         Err(e) => Err(e),
                     };
-                    read.unwrap_or_else(|e| Msg::Failed(format!("the dropped files: {e}")))
+                    read.unwrap_or_else(|e| Msg::Failed(msg::DROPPED_FILES.fill(lang, &[("error", &e)])))
                 }));
             }
             Msg::ModelFilesRead { folder, names, buffers } => self.send_load(ModelSource::Files { name: folder, names }, buffers),
@@ -480,7 +498,7 @@ impl App {
             }
             Msg::Cancel => {
                 self.send(&Request::Cancel, &[]);
-                self.status = "cancelling…".into();
+                self.status = Rc::new(|l| msg::CANCELLING.get(l).into());
             }
             Msg::Rerun => self.start_rerun()?,
             Msg::MaskClear => {
@@ -488,17 +506,17 @@ impl App {
                 self.mask_origin.clear();
             }
             Msg::MaskTop => {
-                let k = parse_number(&self.dom.mask_k.value(), "top K")?;
+                let k = parse_number(&self.dom.mask_k.value(), msg::FIELD_TOP_K, self.lang)?;
                 let (scores, shape) = self.scores_for_masking()?;
                 self.masked = views::mask_top(&scores, shape, k as usize).map_err(|e| e.to_string())?;
-                self.mask_origin = format!("top-{k}");
+                self.mask_origin = format!("{TOP_ORIGIN}{k}");
             }
             Msg::MaskRandom => {
-                let k = parse_number(&self.dom.mask_random_k.value(), "random K")?;
-                let seed = parse_number(&self.dom.mask_seed.value(), "seed")?;
+                let k = parse_number(&self.dom.mask_random_k.value(), msg::FIELD_RANDOM_K, self.lang)?;
+                let seed = parse_number(&self.dom.mask_seed.value(), msg::FIELD_SEED, self.lang)?;
                 let (scores, shape) = self.scores_for_masking()?;
                 self.masked = views::mask_random(&scores, shape, k as usize, seed).map_err(|e| e.to_string())?;
-                self.mask_origin = format!("random-{k}, seed {seed}");
+                self.mask_origin = views::random_origin(k, seed);
             }
             Msg::NeedlesExample => {
                 return Ok(later(async {
@@ -513,7 +531,7 @@ impl App {
                 }))
             }
             Msg::NeedlesFile(files) => {
-                return Ok(read_text(files, |name, text| {
+                return Ok(read_text(files, self.lang, |name, text| {
                     let needles = views::import_needles(&name, &text).map_err(|e| e.to_string())?;
                     Ok(Msg::NeedlesLoaded { name, needles })
                 }))
@@ -529,7 +547,7 @@ impl App {
                 }))
             }
             Msg::HaystackFile(files) => {
-                return Ok(read_text(files, |name, text| {
+                return Ok(read_text(files, self.lang, |name, text| {
                     views::check_haystack_text(&name, &text)?;
                     Ok(Msg::HaystackLoaded { text, replace: true, default: false })
                 }))
@@ -545,14 +563,12 @@ impl App {
             // The form holds the inputs; rendering counts the haystack, and the dispatch remembers them.
             Msg::FormEdited => {}
             Msg::ScoresFile(files) => {
-                return Ok(read_text(files, |name, text| {
+                return Ok(read_text(files, self.lang, |name, text| {
                     let scores = views::import_head_scores(&name, &text).map_err(|e| e.to_string())?;
                     Ok(Msg::ScoresImported { name, scores })
                 }))
             }
             Msg::ScoresImported { name, scores } => {
-                let shape = scores.shape();
-                self.import_info = format!("{name}: {} layers x {} heads, {} tests", shape.layers, shape.heads, scores.tests());
                 self.imported = Some((name, scores));
                 self.shown = Source::Imported;
             }
@@ -569,9 +585,10 @@ impl App {
             Msg::SessionFile(files) => {
                 let size = files.first().map_or(0.0, |(_, f)| f.size());
                 if size > session::MAX_BYTES as f64 {
-                    return Err(format!("this file is {:.0} MB: a saved session is at most {} MB", size / 1e6, session::MAX_BYTES >> 20));
+                    let mb = format!("{:.0}", size / 1e6);
+                    return Err(self.say(msg::SESSION_TOO_LARGE, &[("mb", &mb), ("max", &(session::MAX_BYTES >> 20))]));
                 }
-                return Ok(read_text(files, |name, text| {
+                return Ok(read_text(files, self.lang, |name, text| {
                     let session = Box::new(SavedSession::from_json(&name, &text)?);
                     Ok(Msg::SessionOpened { name, session })
                 }));
@@ -608,10 +625,10 @@ impl App {
             Msg::HeadPicked { head, shift } => {
                 self.head_cursor = Some(head);
                 if shift {
-                    let model = self.model.as_ref().ok_or("load a model before masking heads")?;
+                    let model = self.model.as_ref().ok_or_else(|| self.say(msg::LOAD_MODEL_BEFORE_MASKING, &[]))?;
                     HeadShape::new(model.layers, model.heads).check(&[head]).map_err(|e| e.to_string())?;
                     views::toggle(&mut self.masked, head);
-                    self.mask_origin = "chosen by hand".into();
+                    self.mask_origin = BY_HAND_ORIGIN.into();
                 } else {
                     self.selected_head = Some(head);
                     self.request_head_view()?;
@@ -664,13 +681,13 @@ impl App {
 
     /// Offers every run with its results and the page's inputs as one file.
     fn save_session(&self) -> Res<()> {
-        let model = self.model.as_ref().ok_or("load a model and run a sweep first")?;
+        let model = self.model.as_ref().ok_or_else(|| self.say(msg::SAVE_NEEDS_RESULTS, &[]))?;
         if self.busy == Busy::Sweep {
-            return Err("a sweep is running: save the session when it has finished (or cancel it)".into());
+            return Err(self.say(msg::SAVE_WHILE_RUNNING, &[]));
         }
         let runs = self.runs.clone();
         if runs.iter().all(|r| r.results.is_empty()) {
-            return Err("no results yet: run a sweep first".into());
+            return Err(self.say(msg::NO_RESULTS_YET, &[]));
         }
         let saved_model = SavedModel { name: model.name.clone(), hash: model.hash.clone(), layers: model.layers, heads: model.heads };
         let mut file = SavedSession::new(saved_model, self.page_state(), runs, self.shown_run, self.compare_run);
@@ -680,10 +697,10 @@ impl App {
 
     /// Puts a saved session's inputs and runs back, when its model is loaded.
     fn open_session(&mut self, name: &str, s: SavedSession) -> Res<()> {
-        let model = self.model.as_ref().ok_or("load the session's model first, then open the session")?;
+        let model = self.model.as_ref().ok_or_else(|| self.say(msg::OPEN_NEEDS_MODEL, &[]))?;
         let same = s.fits(model.layers, model.heads, &model.hash)?;
         if self.busy != Busy::Idle {
-            return Err("the model is busy: open the session when the sweep has finished (or cancel it)".into());
+            return Err(self.say(msg::OPEN_WHILE_BUSY, &[]));
         }
         self.apply(&s.state, true);
         if let Some(h) = &s.state.haystack {
@@ -700,14 +717,9 @@ impl App {
         self.needles = self.sweep().map(|r| r.setup.needles.clone()).filter(|n| n.len() > 1).map(|n| (name.to_string(), n));
         self.selected_test = self.sweep().filter(|r| !r.results.is_empty()).map(|_| 0);
         self.head_view = None;
-        self.status = if same {
-            format!("opened {name}: {count} runs of {}", s.model.name)
-        } else {
-            format!(
-                "opened {name}: {count} runs made with {} (another model of the same shape: these results are not the loaded model's)",
-                s.model.name
-            )
-        };
+        let m = if same { msg::OPENED_SESSION } else { msg::OPENED_SESSION_OTHER_MODEL };
+        let (name, model) = (name.to_string(), s.model.name.clone());
+        self.status = Rc::new(move |l| m.fill(l, &[("name", &name), ("count", &count), ("model", &model)]));
         Ok(())
     }
 
@@ -719,26 +731,26 @@ impl App {
         let state = preset.apply_to(&self.page_state());
         self.apply(&state, true);
         if preset.default_haystack {
-            let text = self.default_haystack.clone().ok_or("the default haystack has not arrived yet: load the step again in a moment")?;
+            let text = self.default_haystack.clone().ok_or_else(|| self.say(msg::HAYSTACK_NOT_YET, &[]))?;
             self.dom.haystack.set_value(&text);
         }
-        let needs_scores = "this step works with the head scores of an unmasked sweep: run step 1's sweep first (press Run), \
-                            then load this step again";
+        let needs_scores = self.say(msg::STEP_NEEDS_SCORES, &[]);
         match preset.mask {
             MaskPreset::Keep | MaskPreset::Clear => {}
             MaskPreset::Top(k) => {
-                let (scores, shape) = self.scores_for_masking().map_err(|_| needs_scores.to_string())?;
+                let (scores, shape) = self.scores_for_masking().map_err(|_| needs_scores.clone())?;
                 self.masked = views::mask_top(&scores, shape, k).map_err(|e| e.to_string())?;
-                self.mask_origin = format!("top-{k}");
+                self.mask_origin = format!("{TOP_ORIGIN}{k}");
             }
         }
         if preset.select_best_head {
-            let (scores, _) = self.scores_for_masking().map_err(|_| needs_scores.to_string())?;
+            let (scores, _) = self.scores_for_masking().map_err(|_| needs_scores.clone())?;
             let best = scores.ranked().into_iter().next().ok_or(needs_scores)?;
             self.selected_head = Some(best.0);
             self.request_head_view()?;
         }
-        self.status = format!("loaded the inputs of lesson step {}: {}", self.lesson.unwrap_or(0) + 1, step.title.get(self.lang));
+        let (number, title) = (self.lesson.unwrap_or(0) + 1, step.title);
+        self.status = Rc::new(move |l| msg::LESSON_LOADED.fill(l, &[("step", &number), ("title", &title.get(l))]));
         Ok(match preset.needles {
             NeedlePreset::Keep => None,
             NeedlePreset::SanFrancisco => {
@@ -752,22 +764,27 @@ impl App {
     /// What a worker's event does.
     fn on_event(&mut self, event: Event) -> Option<Effect> {
         match event {
-            Event::Crashed { message } => return self.crashed(&format!("the model's worker crashed: {message}")),
+            Event::Crashed { message } => {
+                let m = self.say(msg::WORKER_CRASHED, &[("error", &message)]);
+                return self.crashed(&m);
+            }
             Event::Ready { webgpu } => {
                 self.busy = Busy::Idle;
                 if !webgpu && self.backend == BackendChoice::Gpu {
-                    self.error("this browser offers no WebGPU to workers: choose the CPU path");
+                    let m = self.say(msg::NO_WEBGPU_IN_WORKERS, &[]);
+                    self.error(&m);
                 }
                 let (source, buffers) = (self.source.clone(), self.source_buffers.clone());
                 self.send_load(source, buffers);
             }
-            Event::Status { message } => self.status = message,
+            Event::Status(status) => self.status = Rc::new(move |l| status.say(l)),
             Event::ModelLoaded(summary) => {
                 self.busy = Busy::Idle;
-                self.status = match &summary.fallback_reason {
-                    Some(reason) => format!("WebGPU not used ({reason}); running on the CPU"),
-                    None => format!("model loaded in {:.1} s", summary.load_seconds),
-                };
+                let (reason, seconds) = (summary.fallback_reason.clone(), format!("{:.1}", summary.load_seconds));
+                self.status = Rc::new(move |l| match &reason {
+                    Some(reason) => msg::WEBGPU_NOT_USED.fill(l, &[("reason", &reason.say(l))]),
+                    None => msg::MODEL_LOADED.fill(l, &[("seconds", &seconds)]),
+                });
                 // Results of another model no longer fit the heatmaps; a reload of the same one keeps them.
                 if self.loaded_hash.as_ref().is_some_and(|h| h != &summary.hash) {
                     self.runs.clear();
@@ -801,11 +818,14 @@ impl App {
                         earlier.iter().rposition(|r| unmasked(&r) && same(r)).or_else(|| earlier.iter().rposition(|r| unmasked(&r)));
                 }
                 self.scroll_to_results.set(true);
-                self.status = if masked.is_empty() {
-                    format!("running {total} tests")
-                } else {
-                    format!("running {total} tests with {} heads masked", masked.len())
-                };
+                let masked = masked.len();
+                self.status = Rc::new(move |l| {
+                    if masked == 0 {
+                        msg::RUNNING.fill(l, &[("total", &total)])
+                    } else {
+                        msg::RUNNING_MASKED.fill(l, &[("total", &total), ("masked", &masked)])
+                    }
+                });
             }
             Event::TestDone { result, .. } => {
                 if let Some(s) = self.runs.last_mut() {
@@ -828,11 +848,9 @@ impl App {
                     s.done = Some(stats);
                 }
                 self.default_mask_k();
-                self.status = format!(
-                    "{} {tests} tests in {seconds:.1} s ({:.0} tokens/s decoding)",
-                    if cancelled { "cancelled after" } else { "finished" },
-                    rate(decode_tokens, decode_seconds)
-                );
+                let m = if cancelled { msg::CANCELLED } else { msg::FINISHED };
+                let (seconds, rate) = (format!("{seconds:.1}"), format!("{:.0}", rate(decode_tokens, decode_seconds)));
+                self.status = Rc::new(move |l| m.fill(l, &[("tests", &tests), ("seconds", &seconds), ("rate", &rate)]));
             }
             Event::RerunDone { before, after, masked } => {
                 self.busy = Busy::Idle;
@@ -858,7 +876,8 @@ impl App {
                 if matches!(self.rerun, Rerun::Running) {
                     self.rerun = Rerun::None;
                 }
-                self.error(&format!("{context}: {message}"));
+                let m = self.say(msg::ERROR_IN, &[("context", &context.say(self.lang)), ("message", &message)]);
+                self.error(&m);
             }
         }
         None
@@ -869,7 +888,8 @@ impl App {
         if let Some(w) = self.worker.take() {
             w.terminate();
         }
-        self.error(&format!("{message}\nThe worker was restarted; the model is loading again."));
+        let m = self.say(msg::WORKER_RESTARTED, &[("message", &message)]);
+        self.error(&m);
         self.model = None;
         self.watching = None;
         Some(Effect::RestartWorker)
@@ -960,9 +980,12 @@ impl App {
             match PageState::from_link_text(text) {
                 Ok(state) => {
                     self.apply(&state, backend_in_address);
-                    self.status = "opened the experiment of the link: press Run to run it".into();
+                    self.status = Rc::new(|l| msg::LINK_OPENED.get(l).into());
                 }
-                Err(e) => self.error(&format!("this link's experiment could not be read: {e}. The page starts with its defaults.")),
+                Err(e) => {
+                    let m = self.say(msg::LINK_UNREADABLE, &[("error", &e)]);
+                    self.error(&m)
+                }
             }
             return;
         }
@@ -1010,18 +1033,22 @@ impl App {
         window.history().and_then(|h| h.replace_state_with_url(&JsValue::NULL, "", Some(&link))).map_err(|e| dom::js_error(&e))?;
         // The clipboard may be refused (no permission, no secure context): the address bar has the link.
         let _ = window.navigator().clipboard().write_text(&link);
-        self.status = if dropped {
-            format!(
-                "link copied (also in the address bar). The haystack is longer than {LINK_HAYSTACK_CHARS} characters, \
-                 too long for a link: it opens with the page's default haystack"
-            )
-        } else {
-            "link copied (also in the address bar): it opens this experiment on any machine".into()
-        };
+        self.status = Rc::new(move |l| {
+            if dropped {
+                msg::LINK_COPIED_NO_HAYSTACK.fill(l, &[("chars", &LINK_HAYSTACK_CHARS)])
+            } else {
+                msg::LINK_COPIED.get(l).into()
+            }
+        });
         Ok(())
     }
 
     /// Shows an error in the banner (and keeps it for automated checks).
+    /// A message of the table in the page's language.
+    pub(crate) fn say(&self, m: Text, args: &[(&str, &dyn std::fmt::Display)]) -> String {
+        m.fill(self.lang, args)
+    }
+
     pub(crate) fn error(&mut self, message: &str) {
         web_sys::console::warn_1(&message.into());
         self.errors.push(message.to_string());
@@ -1072,7 +1099,7 @@ impl App {
             Some((_, n)) => n.clone(),
             None => vec![Needle { needle: d.needle.value(), question: d.question.value(), real_needle: d.answer.value() }],
         };
-        let max_new_tokens = parse_number(&d.max_new.value(), "new tokens")? as usize;
+        let max_new_tokens = parse_number(&d.max_new.value(), msg::FIELD_NEW_TOKENS, self.lang)? as usize;
         Ok(TestSetup { needles, haystack: d.haystack.value(), max_new_tokens, plain: d.plain.checked() })
     }
 
@@ -1083,31 +1110,30 @@ impl App {
 
     fn mask_request(&self) -> Res<MaskRequest> {
         if self.masked.is_empty() {
-            return Err("no heads are masked: Shift+click heads in the heatmap, or use mask top-K / random-K".into());
+            return Err(self.say(msg::NO_HEADS_MASKED, &[]));
         }
         Ok(MaskRequest { heads: self.masked.clone(), mode: self.dom.mask_mode.value(), scope: self.dom.mask_scope.value() })
     }
 
     fn start_sweep(&mut self, mask: Option<MaskRequest>) -> Res<()> {
         if self.model.is_none() {
-            return Err("no model is loaded yet".into());
+            return Err(self.say(msg::NO_MODEL_YET, &[]));
         }
         let setup = self.setup()?;
-        let depths = parse_number(&self.dom.depths.value(), "depths")? as usize;
+        let depths = parse_number(&self.dom.depths.value(), msg::FIELD_DEPTHS, self.lang)? as usize;
         let lengths = self.dom.lengths.value();
         // Checked here too, so that a typo is answered at once and the shown run stays.
         headscope_core::sweep::parse_lengths(&lengths).map_err(|e| e.to_string())?;
         headscope_core::sweep::depths(depths).map_err(|e| e.to_string())?;
         self.send(&Request::Sweep { setup: setup.clone(), lengths, depths, mask: mask.clone() }, &[]);
-        let what = match &mask {
-            None => "no heads masked".to_string(),
-            Some(m) => {
-                let origin = if self.mask_origin.is_empty() { "chosen by hand" } else { &self.mask_origin };
-                format!("{} heads masked ({origin}; {})", m.heads.len(), m.mode)
-            }
+        let origin = match &mask {
+            None => String::new(),
+            Some(_) if self.mask_origin.is_empty() => BY_HAND_ORIGIN.to_string(),
+            Some(_) => self.mask_origin.clone(),
         };
-        self.runs.push(SweepView {
-            name: format!("run {}: {what}", self.runs.len() + 1),
+        let mut run = SweepView {
+            name: String::new(),
+            origin,
             setup,
             lengths: vec![],
             depths: vec![],
@@ -1116,7 +1142,10 @@ impl App {
             results: vec![],
             started: crate::clock::now(),
             done: None,
-        });
+        };
+        // The saved file names the run in English; the page labels it in its language when it draws.
+        run.name = views::run_label(Lang::En, self.runs.len(), &run);
+        self.runs.push(run);
         self.shown_run = self.runs.len() - 1;
         self.selected_test = None;
         self.head_view = None;
@@ -1150,12 +1179,10 @@ impl App {
 
     fn request_head_view(&mut self) -> Res<()> {
         let Some(head) = self.selected_head else { return Ok(()) };
-        let model = self.model.as_ref().ok_or("load a model first")?;
-        HeadShape::new(model.layers, model.heads)
-            .check(&[head])
-            .map_err(|e| format!("{e} (the heatmap shows imported scores of another model)"))?;
+        let model = self.model.as_ref().ok_or_else(|| self.say(msg::LOAD_MODEL_FIRST, &[]))?;
+        HeadShape::new(model.layers, model.heads).check(&[head]).map_err(|e| self.say(msg::OTHER_MODELS_SCORES, &[("error", &e)]))?;
         if self.busy != Busy::Idle {
-            return Err("the model is busy: wait for the sweep to finish (or cancel it) to see where a head looked".into());
+            return Err(self.say(msg::BUSY_FOR_HEAD_VIEW, &[]));
         }
         let (setup, at, mask) = self.current_test()?;
         self.send(&Request::HeadView { setup, at, head, mask }, &[]);
@@ -1167,7 +1194,7 @@ impl App {
     fn start_rerun(&mut self) -> Res<()> {
         let mask = self.mask_request()?;
         if self.model.is_none() {
-            return Err("no model is loaded yet".into());
+            return Err(self.say(msg::NO_MODEL_YET, &[]));
         }
         let (setup, at, _) = self.current_test()?;
         self.send(&Request::Rerun { setup, at, mask }, &[]);
@@ -1179,11 +1206,11 @@ impl App {
     fn export(&self, what: Export) -> Res<()> {
         match what {
             Export::Scores => {
-                let (scores, _) = self.shown_scores().ok_or("no head scores yet: run a sweep")?;
+                let (scores, _) = self.shown_scores().ok_or_else(|| self.say(msg::NO_SCORES_TO_EXPORT, &[]))?;
                 dom::download_bytes("head_scores.json", "application/json", views::head_scores_json(&scores).as_bytes())
             }
             Export::Tests => {
-                let records = self.records().filter(|r| !r.is_empty()).ok_or("no tests yet: run a sweep")?;
+                let records = self.records().filter(|r| !r.is_empty()).ok_or_else(|| self.say(msg::NO_TESTS_TO_EXPORT, &[]))?;
                 dom::download_bytes("tests.jsonl", "application/x-ndjson", views::tests_jsonl(&records).as_bytes())
             }
             Export::NiahPng => render::export_png(&self.dom.niah_canvas, "niah.png"),
@@ -1229,12 +1256,13 @@ impl App {
     /// The scores the heatmaps show and their title.
     pub(crate) fn shown_scores(&self) -> Option<(HeadScores, String)> {
         match self.shown {
-            Source::Imported => self.imported.as_ref().map(|(n, s)| (s.clone(), format!("imported: {n}"))),
+            Source::Imported => self.imported.as_ref().map(|(n, s)| (s.clone(), self.say(msg::IMPORTED, &[("name", n)]))),
             Source::Sweep => {
                 let run = self.sweep()?;
                 let scores = self.run_scores(run)?;
                 let model = self.model.as_ref()?;
-                Some((scores, format!("retrieval scores: {}, {}", model.name, run.name)))
+                let label = views::run_label(self.lang, self.shown_run, run);
+                Some((scores, self.say(msg::SCORES_TITLE, &[("model", &model.name), ("run", &label)])))
             }
         }
     }
@@ -1242,14 +1270,14 @@ impl App {
     /// The scores masking plans rank heads by: the imported file while it is shown, else the last run
     /// without a mask (a masked run's scores are not the model's: its masked heads cannot hit).
     fn scores_for_masking(&self) -> Res<(HeadScores, HeadShape)> {
-        let model = self.model.as_ref().ok_or("load a model first")?;
+        let model = self.model.as_ref().ok_or_else(|| self.say(msg::LOAD_MODEL_FIRST, &[]))?;
         let scores = match self.shown {
             Source::Imported => self.shown_scores().map(|(s, _)| s),
             Source::Sweep => self.runs.iter().rev().find(|r| r.mask.is_none()).and_then(|r| self.run_scores(r)),
         };
-        let scores = scores.ok_or("no head scores yet: run a sweep without masked heads, or import a head-score file")?;
+        let scores = scores.ok_or_else(|| self.say(msg::NO_SCORES_TO_RANK, &[]))?;
         if scores.tests() == 0 {
-            return Err("no test has been scored yet (none reached the gate): there is nothing to rank heads by".into());
+            return Err(self.say(msg::NOTHING_SCORED, &[]));
         }
         Ok((scores, HeadShape::new(model.layers, model.heads)))
     }
@@ -1258,13 +1286,13 @@ impl App {
 /// Reads the files of a model folder the user chose: only the files a model needs are read; a
 /// pickle checkpoint is passed by name (empty) so the worker can say why it refuses it without
 /// reading gigabytes.
-async fn read_model_files(files: Files) -> Res<Msg> {
+async fn read_model_files(files: Files, lang: Lang) -> Res<Msg> {
     if files.is_empty() {
-        return Err("no files were chosen".into());
+        return Err(msg::NO_FILES_CHOSEN.get(lang).into());
     }
     let depth = |p: &str| p.split('/').count();
     let top = files.iter().map(|(p, _)| depth(p)).min().unwrap_or(1);
-    let folder = files[0].0.split('/').next().filter(|_| top > 1).unwrap_or("chosen files").to_string();
+    let folder = files[0].0.split('/').next().filter(|_| top > 1).unwrap_or(msg::CHOSEN_FILES.get(lang)).to_string();
     let mut names = Vec::new();
     let mut buffers = Vec::new();
     for (path, file) in files.iter().filter(|(p, _)| depth(p) == top) {

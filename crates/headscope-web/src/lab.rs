@@ -9,7 +9,9 @@
 //! native tests too.
 
 use crate::clock;
-use crate::protocol::{AnswerToken, HeadStep, HeadViewResult, MaskRequest, ModelSummary, TestAt, TestResult, TestSetup};
+use crate::protocol::{
+    AdapterInfo, AnswerToken, Fallback, HeadStep, HeadViewResult, MaskRequest, ModelSummary, TestAt, TestResult, TestSetup,
+};
 use headscope_core::files::TestRecord;
 use headscope_core::niah::{NiahBuilder, NiahTest};
 use headscope_core::prompt::PromptFormat;
@@ -175,7 +177,9 @@ pub struct LabModel {
     /// The backend in words.
     pub backend: String,
     /// Why WebGPU is not used, when it was wanted.
-    pub fallback_reason: Option<String>,
+    pub fallback_reason: Option<Fallback>,
+    /// The WebGPU adapter, on the GPU path.
+    pub adapter: Option<AdapterInfo>,
 }
 
 impl LabModel {
@@ -202,6 +206,7 @@ impl LabModel {
             hash: m.hash,
             engine: Backend::Cpu(Box::new(m.model)),
             backend: "CPU (candle in WebAssembly)".into(),
+            adapter: None,
             fallback_reason: None,
         })
     }
@@ -219,6 +224,7 @@ impl LabModel {
             hash: files.hash(),
             engine: Backend::Gpu(Box::new(model)),
             backend: format!("WebGPU on {}", ctx.adapter().plain()),
+            adapter: Some(AdapterInfo { name: ctx.adapter().name.clone(), kind: ctx.adapter().device_type.clone() }),
             fallback_reason: None,
         })
     }
@@ -249,6 +255,7 @@ impl LabModel {
             hash: self.hash.clone(),
             chat_template: self.tokenizer.chat_template().is_some(),
             backend: self.backend.clone(),
+            adapter: self.adapter.clone(),
             gpu: self.engine.is_gpu(),
             fallback_reason: self.fallback_reason.clone(),
             load_seconds,

@@ -2,6 +2,7 @@
 //! travel beside them as transferred `ArrayBuffer`s); the worker answers with [`Event`]s as work
 //! proceeds. Both sides are this crate, so one set of serde types describes the wire format.
 
+use crate::strings::{msg, Lang};
 use headscope_core::files::TestRecord;
 use headscope_core::niah::Needle;
 use headscope_core::HeadId;
@@ -154,12 +155,16 @@ pub struct ModelSummary {
     pub hash: String,
     /// Whether the tokenizer has a chat template.
     pub chat_template: bool,
-    /// The backend in use, in words (e.g. "WebGPU (google swiftshader)" or "CPU (WebAssembly)").
+    /// The backend in use, in English words for files and logs (e.g. "WebGPU on a graphics card" or
+    /// "CPU (WebAssembly)"); the page words it from `gpu` and `adapter`.
     pub backend: String,
+    /// The WebGPU adapter, when the backend is WebGPU.
+    #[serde(default)]
+    pub adapter: Option<AdapterInfo>,
     /// Whether the backend is WebGPU.
     pub gpu: bool,
     /// Why WebGPU is not used, when the choice was `auto` and it fell back to the CPU.
-    pub fallback_reason: Option<String>,
+    pub fallback_reason: Option<Fallback>,
     /// Seconds the load took.
     pub load_seconds: f64,
 }
@@ -238,11 +243,8 @@ pub enum Event {
         /// `navigator.gpu` exists in the worker.
         webgpu: bool,
     },
-    /// Something slow is under way (fetching, loading).
-    Status {
-        /// What, in words.
-        message: String,
-    },
+    /// Something slow is under way (fetching, loading); the page words it in its language.
+    Status(Status),
     /// A model is loaded and ready.
     ModelLoaded(ModelSummary),
     /// A sweep has started.
@@ -296,7 +298,7 @@ pub enum Event {
     /// A request failed; the worker is ready for the next one.
     Error {
         /// What was being done.
-        context: String,
+        context: ErrorContext,
         /// What went wrong, for the user.
         message: String,
     },
@@ -305,4 +307,106 @@ pub enum Event {
         /// The panic message.
         message: String,
     },
+}
+
+/// A WebGPU adapter as the page names it: its name where the browser tells it, else its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdapterInfo {
+    /// The adapter's name ("" where the browser hides it).
+    pub name: String,
+    /// wgpu's device type in words ("discrete GPU", "integrated GPU", "virtual GPU", "CPU (software)").
+    pub kind: String,
+}
+
+impl AdapterInfo {
+    pub fn say(&self, lang: Lang) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        match self.kind.as_str() {
+            "discrete GPU" => msg::ADAPTER_DISCRETE,
+            "integrated GPU" => msg::ADAPTER_INTEGRATED,
+            "virtual GPU" => msg::ADAPTER_VIRTUAL,
+            k if k.starts_with("CPU") => msg::ADAPTER_CPU,
+            _ => msg::ADAPTER_UNNAMED,
+        }
+        .get(lang)
+        .to_string()
+    }
+}
+
+/// Why the `auto` choice did not take WebGPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fallback {
+    /// The only adapter emulates a GPU on the CPU (named, where the browser names it), where the CPU
+    /// path is faster.
+    Software { adapter: String },
+    /// WebGPU could not be opened or the model not loaded on it.
+    Unavailable { error: String },
+}
+
+impl Fallback {
+    pub fn say(&self, lang: Lang) -> String {
+        match self {
+            Fallback::Software { adapter } => {
+                let what = if adapter.is_empty() {
+                    msg::SOFTWARE_EMULATION.get(lang).to_string()
+                } else {
+                    msg::NAMED_SOFTWARE_EMULATION.fill(lang, &[("name", adapter)])
+                };
+                msg::SOFTWARE_ADAPTER.fill(lang, &[("what", &what)])
+            }
+            Fallback::Unavailable { error } => error.clone(),
+        }
+    }
+}
+
+/// What the worker is busy with, for the status line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Status {
+    /// Fetching the lab model the page ships.
+    FetchingBundled,
+    /// Loading a model's weights.
+    Loading { name: String, megabytes: usize },
+    /// WebGPU is not used; the model loads on the CPU.
+    CpuFallback(Fallback),
+    /// Fetching one weight file of several.
+    FetchingShard { shard: String, index: usize, count: usize },
+}
+
+impl Status {
+    pub fn say(&self, lang: Lang) -> String {
+        match self {
+            Status::FetchingBundled => msg::FETCHING_BUNDLED.get(lang).to_string(),
+            Status::Loading { name, megabytes } => msg::LOADING_WEIGHTS.fill(lang, &[("name", name), ("mb", megabytes)]),
+            Status::CpuFallback(reason) => msg::CPU_FALLBACK.fill(lang, &[("reason", &reason.say(lang))]),
+            Status::FetchingShard { shard, index, count } => {
+                msg::FETCHING_SHARD.fill(lang, &[("shard", shard), ("i", &(index + 1)), ("n", count)])
+            }
+        }
+    }
+}
+
+/// What the worker was doing when a request failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ErrorContext {
+    ReadingMessage,
+    Starting,
+    Loading,
+    Sweep,
+    Rerun,
+    HeadView(HeadId),
+}
+
+impl ErrorContext {
+    pub fn say(&self, lang: Lang) -> String {
+        match self {
+            ErrorContext::ReadingMessage => msg::CONTEXT_READING_MESSAGE.get(lang).to_string(),
+            ErrorContext::Starting => msg::CONTEXT_STARTING.get(lang).to_string(),
+            ErrorContext::Loading => msg::CONTEXT_LOADING.get(lang).to_string(),
+            ErrorContext::Sweep => msg::CONTEXT_SWEEP.get(lang).to_string(),
+            ErrorContext::Rerun => msg::CONTEXT_RERUN.get(lang).to_string(),
+            ErrorContext::HeadView(head) => msg::CONTEXT_HEAD_VIEW.fill(lang, &[("head", head)]),
+        }
+    }
 }

@@ -31,8 +31,13 @@ pub struct SavedModel {
 /// as the session file keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedRun {
-    /// What the run was ("run 2: top-3 heads masked"), for the run list and the chart titles.
+    /// What the run was, in English ("run 2: 3 heads masked (top-3; uniform)"), for a reader of the
+    /// file; the page labels runs in its own language ([`crate::views::run_label`]).
     pub name: String,
+    /// How its masked heads were chosen ("top-3", "random-3, seed 1", "chosen by hand"; empty without
+    /// a mask, and in files of earlier versions, whose runs are then labelled by `name`).
+    #[serde(default)]
+    pub origin: String,
     pub setup: TestSetup,
     pub lengths: Vec<usize>,
     pub depths: Vec<f64>,
@@ -188,6 +193,7 @@ mod tests {
             plain: true,
         };
         let run = SavedRun {
+            origin: String::new(),
             name: "run 1: no heads masked".into(),
             setup,
             lengths: vec![256],
@@ -199,12 +205,41 @@ mod tests {
             done: Some(serde_json::json!({"seconds": 1.5})),
         };
         let masked = SavedRun {
+            origin: "top-2".into(),
             name: "run 2: 1 heads masked".into(),
             mask: Some(MaskRequest { heads: vec![HeadId::new(1, 0)], mode: "uniform".into(), scope: "decode".into() }),
             ..run.clone()
         };
         let model = SavedModel { name: "lab model".into(), hash: "feed".into(), layers: 2, heads: 2 };
         SavedSession::new(model, PageState { lengths: "256".into(), ..PageState::default() }, vec![run, masked], 1, Some(0))
+    }
+
+    #[test]
+    fn runs_are_labelled_in_the_page_language_from_what_they_were() {
+        use crate::strings::Lang;
+        use crate::views::{random_origin, run_label};
+        let s = sample();
+        let (plain, mut masked) = (&s.runs[0], s.runs[1].clone());
+        assert_eq!(run_label(Lang::En, 0, plain), "run 1: no heads masked");
+        assert_eq!(run_label(Lang::Zh, 0, plain), "第 1 次运行：未屏蔽任何头");
+        assert_eq!(run_label(Lang::En, 1, &masked), "run 2: 1 heads masked (top-2; uniform)");
+        assert_eq!(run_label(Lang::Zh, 1, &masked), "第 2 次运行：屏蔽了 1 个头（得分最高的 2 个；均匀注意力）");
+        masked.origin = random_origin(3, 7);
+        assert_eq!(run_label(Lang::En, 1, &masked), "run 2: 1 heads masked (random-3, seed 7; uniform)");
+        assert_eq!(run_label(Lang::Zh, 1, &masked), "第 2 次运行：屏蔽了 1 个头（随机 3 个，种子 7；均匀注意力）");
+        masked.origin = "chosen by hand".into();
+        assert!(run_label(Lang::Zh, 1, &masked).contains("手动选择"));
+        // A masked run of an earlier file, which does not say how its heads were chosen, keeps its name;
+        // such a file still opens.
+        masked.origin.clear();
+        assert_eq!(run_label(Lang::Zh, 1, &masked), "run 2: 1 heads masked");
+        let mut value: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        for run in value["runs"].as_array_mut().unwrap() {
+            run.as_object_mut().unwrap().remove("origin").expect("a run says how its heads were chosen");
+        }
+        let old = value.to_string();
+        let reopened = SavedSession::from_json("old.json", &old).unwrap();
+        assert_eq!(run_label(Lang::En, 1, &reopened.runs[1]), "run 2: 1 heads masked");
     }
 
     #[test]

@@ -161,6 +161,191 @@ pub const UI: &[(&str, Text)] = &[
     ("footer", t("HeadScope: retrieval heads, measured. The model runs in your browser; nothing is uploaded.", "HeadScope：检索头，量出来看。模型在你的浏览器里运行，什么都不会上传。")),
 ];
 
+impl Text {
+    /// The text in `lang` with each `{name}` slot set from `args`: the messages the page writes itself.
+    pub fn fill(&self, lang: Lang, args: &[(&str, &dyn std::fmt::Display)]) -> String {
+        let mut out = self.get(lang).to_string();
+        for (name, value) in args {
+            out = out.replace(&format!("{{{name}}}"), &value.to_string());
+        }
+        out
+    }
+}
+
+/// Declares each message as a constant and lists them all in [`MESSAGES`] for the tests.
+macro_rules! messages {
+    ($($(#[$doc:meta])* $name:ident: $en:literal, $zh:literal;)*) => {
+        $($(#[$doc])* pub const $name: Text = t($en, $zh);)*
+        /// Every message the page writes itself, by name.
+        pub const MESSAGES: &[(&str, Text)] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+/// The messages the page writes itself (status line, errors, summaries, run names, chart words), with
+/// `{name}` slots that [`Text::fill`] sets. Details that come from a file or from the model's code
+/// (a parser's complaint, an HTTP status) are set into them as they are.
+pub mod msg {
+    use super::t;
+    use super::Text;
+    messages! {
+        READING_MODEL_FILES: "reading the model's files…", "正在读取模型文件…";
+        CANCELLING: "cancelling…", "正在取消…";
+        OPENED_SESSION: "opened {name}: {count} runs of {model}", "已打开 {name}：{model} 的 {count} 次运行";
+        OPENED_SESSION_OTHER_MODEL: "opened {name}: {count} runs made with {model} (another model of the same shape: these results are not the loaded model's)",
+            "已打开 {name}：用 {model} 做的 {count} 次运行（另一个形状相同的模型：这些结果不属于当前载入的模型）";
+        LESSON_LOADED: "loaded the inputs of lesson step {step}: {title}", "已载入课程第 {step} 步的输入：{title}";
+        WEBGPU_NOT_USED: "WebGPU not used ({reason}); running on the CPU", "未使用 WebGPU（{reason}）；在 CPU 上运行";
+        MODEL_LOADED: "model loaded in {seconds} s", "模型已载入，用时 {seconds} 秒";
+        RUNNING: "running {total} tests", "正在运行 {total} 个测试";
+        RUNNING_MASKED: "running {total} tests with {masked} heads masked", "正在运行 {total} 个测试，屏蔽了 {masked} 个头";
+        FINISHED: "finished {tests} tests in {seconds} s ({rate} tokens/s decoding)", "完成 {tests} 个测试，用时 {seconds} 秒（解码 {rate} 词元/秒）";
+        CANCELLED: "cancelled after {tests} tests in {seconds} s ({rate} tokens/s decoding)", "已取消：完成了 {tests} 个测试，用时 {seconds} 秒（解码 {rate} 词元/秒）";
+        FETCHING_BUNDLED: "fetching the bundled lab model", "正在获取内置的实验模型";
+        LOADING_WEIGHTS: "loading {name} ({mb} MB of weights)", "正在载入 {name}（{mb} MB 权重）";
+        CPU_FALLBACK: "not using WebGPU ({reason}); loading on the CPU", "不使用 WebGPU（{reason}）；在 CPU 上载入";
+        FETCHING_SHARD: "fetching {shard} ({i}/{n})", "正在获取 {shard}（{i}/{n}）";
+        SOFTWARE_ADAPTER: "the only WebGPU adapter is {what}: the CPU path is faster", "唯一的 WebGPU 适配器是{what}：CPU 路径更快";
+        SOFTWARE_EMULATION: "a software emulation", "软件模拟";
+        NAMED_SOFTWARE_EMULATION: "{name}, a software emulation", "{name}（软件模拟）";
+
+        TYPE_URL_FIRST: "type the URL of a model folder first", "请先输入模型文件夹的网址";
+        NOT_A_WHOLE_NUMBER: "{what}: `{value}` is not a whole number", "{what}：“{value}”不是整数";
+        FIELD_TOP_K: "top K", "最高 K";
+        FIELD_RANDOM_K: "random K", "随机 K";
+        FIELD_SEED: "seed", "种子";
+        FIELD_DEPTHS: "depths", "深度数";
+        DEFAULT_HAYSTACK_FAILED: "the default haystack could not be fetched: {error}", "无法获取默认的干草堆：{error}";
+        WORKER_UNREADABLE: "a message from the worker could not be read: {error}", "无法读取后台线程的消息：{error}";
+        WORKER_FAILED: "the model's worker failed: {error}", "模型的后台线程出错：{error}";
+        WORKER_CRASHED: "the model's worker crashed: {error}", "模型的后台线程崩溃了：{error}";
+        WORKER_RESTARTED: "{message}\nThe worker was restarted; the model is loading again.", "{message}\n后台线程已重启，模型正在重新载入。";
+        DROPPED_FILES: "the dropped files: {error}", "拖入的文件：{error}";
+        NO_FILES_CHOSEN: "no file was chosen", "没有选择文件";
+        SESSION_TOO_LARGE: "this file is {mb} MB: a saved session is at most {max} MB", "这个文件有 {mb} MB：保存的会话最多 {max} MB";
+        STEP_NEEDS_SCORES: "this step works with the head scores of an unmasked sweep: run step 1's sweep first (press Run), then load this step again",
+            "这一步要用未屏蔽扫描的头得分：先运行第 1 步的扫描（按“运行”），再重新载入这一步";
+        HAYSTACK_NOT_YET: "the default haystack has not arrived yet: load the step again in a moment", "默认的干草堆还没有下载完：稍后再载入这一步";
+        NO_WEBGPU_IN_WORKERS: "this browser offers no WebGPU to workers: choose the CPU path", "这个浏览器不向后台线程提供 WebGPU：请选择 CPU 路径";
+        ERROR_IN: "{context}: {message}", "{context}：{message}";
+        CONTEXT_READING_MESSAGE: "reading the page's message", "读取页面消息时";
+        CONTEXT_STARTING: "starting", "开始时";
+        CONTEXT_LOADING: "loading the model", "载入模型时";
+        CONTEXT_SWEEP: "running the sweep", "运行扫描时";
+        CONTEXT_RERUN: "rerunning the test", "重新运行测试时";
+        CONTEXT_HEAD_VIEW: "showing head {head}", "显示头 {head} 时";
+        WORKER_BUSY: "the worker is still busy with the previous request: wait for it or cancel it", "后台线程仍在处理上一个请求：请等待或取消";
+        NO_HEADS_MASKED: "no heads are masked: Shift+click heads in the heatmap, or use mask top-K / random-K", "没有屏蔽任何头：在热图中按住 Shift 点击头，或使用“屏蔽最高 K 个”/“随机 K 个”";
+        NO_MODEL_YET: "no model is loaded yet", "还没有载入模型";
+        LOAD_MODEL_FIRST: "load a model first", "请先载入模型";
+        LOAD_MODEL_BEFORE_MASKING: "load a model before masking heads", "屏蔽头之前请先载入模型";
+        BUSY_FOR_HEAD_VIEW: "the model is busy: wait for the sweep to finish (or cancel it) to see where a head looked", "模型正忙：等扫描结束（或取消它）后再查看头关注的位置";
+        OTHER_MODELS_SCORES: "{error} (the heatmap shows imported scores of another model)", "{error}（热图显示的是另一个模型的导入得分）";
+        NO_SCORES_TO_EXPORT: "no head scores yet: run a sweep", "还没有头得分：先运行一次扫描";
+        NO_TESTS_TO_EXPORT: "no tests yet: run a sweep", "还没有测试：先运行一次扫描";
+        NO_SCORES_TO_RANK: "no head scores yet: run a sweep without masked heads, or import a head-score file", "还没有头得分：先运行一次不屏蔽头的扫描，或导入一个头得分文件";
+        NOTHING_SCORED: "no test has been scored yet (none reached the gate): there is nothing to rank heads by", "还没有计分的测试（没有测试达到门槛）：无法给头排序";
+        SAVE_NEEDS_RESULTS: "load a model and run a sweep first", "请先载入模型并运行一次扫描";
+        SAVE_WHILE_RUNNING: "a sweep is running: save the session when it has finished (or cancel it)", "扫描正在运行：结束（或取消）后再保存会话";
+        NO_RESULTS_YET: "no results yet: run a sweep first", "还没有结果：先运行一次扫描";
+        OPEN_NEEDS_MODEL: "load the session's model first, then open the session", "请先载入会话所用的模型，再打开会话";
+        OPEN_WHILE_BUSY: "the model is busy: open the session when the sweep has finished (or cancel it)", "模型正忙：扫描结束（或取消）后再打开会话";
+        LINK_UNREADABLE: "this link's experiment could not be read: {error}. The page starts with its defaults.", "无法读取这个链接里的实验：{error}。页面使用默认设置。";
+
+        RUN_NAME: "run {n}: {what}", "第 {n} 次运行：{what}";
+        RUN_SHORT: "run {n}", "第 {n} 次运行";
+        RUN_UNMASKED: "no heads masked", "未屏蔽任何头";
+        RUN_MASKED: "{count} heads masked ({origin}; {mode})", "屏蔽了 {count} 个头（{origin}；{mode}）";
+        ORIGIN_TOP: "top-{k}", "得分最高的 {k} 个";
+        ORIGIN_RANDOM: "random-{k}, seed {seed}", "随机 {k} 个，种子 {seed}";
+        ORIGIN_BY_HAND: "chosen by hand", "手动选择";
+        MODE_UNIFORM: "uniform", "均匀注意力";
+        MODE_ZERO: "zero output", "输出置零";
+
+        NIAH_TITLE: "needle in a haystack", "大海捞针";
+        SUMMARY: "{run}: {passed} of {total} tests passed (answer recall ≥ 0.5)", "{run}：{total} 个测试中通过 {passed} 个（答案召回率 ≥ 0.5）";
+        SUMMARY_SCORES: "; {tests} tests scored (recall ≥ {gate}); retrieval heads (mean > 0.1): {heads}", "；{tests} 个测试参与计分（召回率 ≥ {gate}）；检索头（平均分 > 0.1）：{heads}";
+        NONE_YET: "none yet", "暂无";
+        NONE: "none", "无";
+        ACTIVATION_TITLE: "activation frequency", "激活频率";
+        COMPARE_RUN: "{run}: {passed} of {total} passed", "{run}：{total} 个中通过 {passed} 个";
+        PERCENT: " ({pct} %)", "（{pct}%）";
+        COMPARE_CHANGE: " · pass rate {delta} points", " · 通过率变化 {delta} 个百分点";
+        COMPARE_NO_SCORES: " · (no score change: a run has no test that reached the score gate)", " · （没有得分变化：有一次运行没有达到计分门槛的测试）";
+        SCORE_CHANGE_TITLE: "score change: {a} minus {b}", "得分变化：{a} 减 {b}";
+        SCORES_TITLE: "retrieval scores: {model}, {run}", "检索得分：{model}，{run}";
+        SCORES_TITLE_EMPTY: "retrieval scores: {model} (no scored test yet)", "检索得分：{model}（还没有计分的测试）";
+        IMPORTED: "imported: {name}", "导入：{name}";
+        AXIS_LENGTH: "context length (tokens)", "上下文长度（词元）";
+        AXIS_DEPTH: "needle depth", "针的深度";
+        AXIS_RECALL: "recall", "召回率";
+        AXIS_HEAD: "head", "头";
+        AXIS_LAYER: "layer", "层";
+        AXIS_SCORE: "score", "得分";
+        AXIS_SHARE: "share", "比例";
+        AXIS_CHANGE: "change", "变化";
+        HEAD_CURSOR: "head {head}", "头 {head}";
+        HEAD_CURSOR_SCORE: ": retrieval score {score}", "：检索得分 {score}";
+        HEAD_CURSOR_RETRIEVAL: " (a retrieval head)", "（检索头）";
+        HEAD_CURSOR_MASKED: ", masked", "，已屏蔽";
+        HEAD_CURSOR_KEYS: ". Enter: where it looked; Shift+Enter: mask or unmask.", "。回车：查看它关注的位置；Shift+回车：屏蔽或取消屏蔽。";
+        CHARTS_FAILED: "the charts could not be drawn: {error}", "无法绘制图表：{error}";
+        RERUN_FAILED: "the rerun could not be shown: {error}", "无法显示重新运行的结果：{error}";
+        HAYSTACK_SIZE: "({count} characters)", "（{count} 个字符）";
+        BADGE_LOADING: "loading…", "正在载入…";
+        BADGE_NO_MODEL: "no model", "没有模型";
+        BACKEND_WEBGPU: "WebGPU on {adapter}", "WebGPU，运行于{adapter}";
+        BACKEND_CPU: "CPU (WebAssembly)", "CPU（WebAssembly）";
+        ADAPTER_DISCRETE: "a graphics card", "独立显卡";
+        ADAPTER_INTEGRATED: "the built-in graphics", "集成显卡";
+        ADAPTER_VIRTUAL: "a virtual GPU", "虚拟 GPU";
+        ADAPTER_CPU: "a software renderer on the CPU", "CPU 上的软件渲染器";
+        ADAPTER_UNNAMED: "a GPU the browser does not name", "浏览器未具名的 GPU";
+        MODEL_INFO: "{name}: {type} ({params} M parameters), {layers} layers x {heads} heads ({kv} KV heads), context {context} tokens",
+            "{name}：{type}（{params} M 参数），{layers} 层 × {heads} 个头（{kv} 个 KV 头），上下文 {context} 个词元";
+        MODEL_INFO_CHAT: ", has a chat template", "，带对话模板";
+        NO_MODEL_LOADED: "no model loaded", "没有载入模型";
+        NEEDLES_INFO: "{count} needles from {name} (the single needle above is not used)", "来自 {name} 的 {count} 根针（上面的单根针不使用）";
+        IMPORT_INFO: "{name}: {layers} layers x {heads} heads, {tests} tests", "{name}：{layers} 层 × {heads} 个头，{tests} 个测试";
+        PROGRESS_STARTING: "starting…", "正在开始…";
+        PROGRESS_DONE: "{n} of {total} tests · {rate} tokens/s decoding", "{total} 个测试中的 {n} 个 · 解码 {rate} 词元/秒";
+        PROGRESS_RUNNING: "test {i} of {total} · {rate} tokens/s decoding · {seconds} s", "第 {i} 个测试，共 {total} 个 · 解码 {rate} 词元/秒 · {seconds} 秒";
+        RECALL: "recall {recall}", "召回率 {recall}";
+        COMPARE_NOTHING: "nothing", "不比较";
+        TABLE_RUN: "run", "运行";
+        TABLE_TESTS: "tests", "测试数";
+        TABLE_PASSED: "passed", "通过";
+        TABLE_VS_UNMASKED: "vs. the unmasked run before", "与之前未屏蔽的运行相比";
+        TABLE_RETRIEVAL_HEADS: "retrieval heads (mean > 0.1)", "检索头（平均分 > 0.1）";
+        PASSED_COUNT: "{passed} ({pct} %)", "{passed}（{pct}%）";
+        POINTS: "{delta} points", "{delta} 个百分点";
+        MASKED_RUN: "(masked run)", "（屏蔽运行）";
+        WATCHING_HEAD: "running the test again, watching head {head}…", "正在重新运行测试，观察头 {head}…";
+        HEAD_VIEW_INFO: "Head {head} on test {test}: for each generated token, the context around the position its attention peaked at (needle in green, the answer span darker, the peak outlined) and its attention over the whole {context}-token context (needle band in green). {hits} of {steps} steps copied an answer token.",
+            "头 {head} 在测试 {test} 上：每个生成的词元一行，显示它注意力峰值所在位置周围的上下文（针为绿色，答案片段更深，峰值加框），以及它在整个 {context} 个词元的上下文上的注意力（针所在的带为绿色）。{steps} 步中有 {hits} 步抄写了答案词元。";
+        HEAD_TABLE_STEP: "step", "步";
+        HEAD_TABLE_TOKEN: "token", "词元";
+        HEAD_TABLE_PEAK: "peak at", "峰值位置";
+        HEAD_TABLE_WEIGHT: "weight", "权重";
+        HEAD_TABLE_CONTEXT: "context around the peak", "峰值周围的上下文";
+        HEAD_TABLE_ATTENTION: "attention over the context", "在上下文上的注意力";
+        RERUNNING: "running the test without and with the mask…", "正在分别不加屏蔽和加屏蔽运行测试…";
+        BEFORE_MASK: "Before (no heads masked)", "之前（未屏蔽任何头）";
+        AFTER_MASK: "After: {count} heads masked", "之后：屏蔽了 {count} 个头";
+        INTERNAL_ERROR: "internal error: {info}. Reload the page to start over.", "内部错误：{info}。请重新载入页面。";
+        WORKER_RESTART_FAILED: "the worker could not be restarted: {error}", "无法重启后台线程：{error}";
+        LINK_OPENED: "opened the experiment of the link: press Run to run it", "已打开链接中的实验：按“运行”来运行它";
+        LINK_COPIED: "link copied (also in the address bar): it opens this experiment on any machine", "链接已复制（地址栏里也有）：它在任何电脑上都能打开这个实验";
+        LINK_COPIED_NO_HAYSTACK: "link copied (also in the address bar). The haystack is longer than {chars} characters, too long for a link: it opens with the page's default haystack",
+            "链接已复制（地址栏里也有）。干草堆超过 {chars} 个字符，放不进链接：打开时使用页面默认的干草堆";
+        FIELD_NEW_TOKENS: "new tokens", "新词元数";
+        CHOSEN_FILES: "chosen files", "所选文件";
+        LESSON_COUNT: "step {i} of {n}", "第 {i} 步，共 {n} 步";
+        LESSON_TRY: "Try: ", "试一试：";
+        LESSON_QUESTION: "Question: ", "问题：";
+        NO_ANSWER: "(no answer)", "（没有回答）";
+    }
+}
+
 /// The text of `key` in `lang`.
 pub fn lookup(key: &str, lang: Lang) -> Option<&'static str> {
     UI.iter().find(|(k, _)| *k == key).map(|(_, text)| text.get(lang))
@@ -208,6 +393,96 @@ mod tests {
         assert!(unused.is_empty(), "in the table, not on the page: {unused:?}");
         let keys: BTreeSet<_> = UI.iter().map(|(k, _)| k).collect();
         assert_eq!(keys.len(), UI.len(), "a key is in the table twice");
+    }
+
+    /// The `{name}` slots of a message.
+    fn slots(text: &str) -> BTreeSet<String> {
+        text.split('{').skip(1).filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_string())).collect()
+    }
+
+    #[test]
+    fn every_message_is_translated_with_the_same_slots() {
+        let chinese = |c: char| ('\u{4e00}'..='\u{9fff}').contains(&c);
+        let mut names = BTreeSet::new();
+        for (name, text) in msg::MESSAGES {
+            assert!(names.insert(*name), "{name} twice");
+            assert_eq!(slots(text.en), slots(text.zh), "{name}: the two languages fill different slots");
+            // A message that is only a number, a percent or a name in slots reads the same in both.
+            let only_slots = text.en.chars().filter(|c| c.is_alphabetic()).count() == slots(text.en).iter().map(|s| s.len()).sum::<usize>();
+            let full_width = text.zh.chars().any(|c| ('\u{ff00}'..='\u{ffef}').contains(&c));
+            assert!(only_slots || text.zh.chars().any(chinese) || full_width, "{name} is not translated: {}", text.zh);
+        }
+        let filled = msg::RUNNING_MASKED.fill(Lang::Zh, &[("total", &15), ("masked", &"3")]);
+        assert_eq!(filled, "正在运行 15 个测试，屏蔽了 3 个头");
+        assert_eq!(msg::RUNNING.fill(Lang::En, &[("total", &2)]), "running 2 tests");
+    }
+
+    /// The string literals of `code` (plain `"..."` ones), with their line numbers.
+    fn literals(code: &str) -> Vec<(usize, String)> {
+        let mut out = vec![];
+        let (mut line, mut chars) = (1, code.chars().peekable());
+        let mut comment = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '\n' => {
+                    line += 1;
+                    comment = false;
+                }
+                '/' if chars.peek() == Some(&'/') => comment = true,
+                '\'' if !comment => {
+                    // A char literal ('"', '\\'), or a lifetime: skip what a char literal holds.
+                    let rest: String = chars.clone().take(3).collect();
+                    if rest.starts_with("\\") && rest.len() == 3 {
+                        chars.nth(2);
+                    } else if rest.chars().nth(1) == Some('\'') {
+                        chars.nth(1);
+                    }
+                }
+                '"' if !comment => {
+                    let mut lit = String::new();
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '\\' => {
+                                chars.next();
+                            }
+                            '"' => break,
+                            '\n' => {
+                                line += 1;
+                                lit.push(c)
+                            }
+                            _ => lit.push(c),
+                        }
+                    }
+                    out.push((line, lit));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// No code file of the page writes English text into the page but through [`msg`]: every string
+    /// literal with a word and a space in it is a console message, a CSS class list or a name.
+    #[test]
+    fn the_page_code_shows_no_text_outside_the_table() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        // CSS class lists, and a browser fault no working browser shows (a canvas without a 2-D context).
+        let not_shown = ["badge gpu", "badge cpu", "needle ", "answer ", "the canvas has no 2-D context"];
+        let mut offenders = vec![];
+        for file in ["app.rs", "render/mod.rs", "render/charts.rs", "render/results.rs"] {
+            let code = std::fs::read_to_string(src.join(file)).unwrap();
+            let code = &code[..code.find("#[cfg(test)]").unwrap_or(code.len())];
+            let lines: Vec<&str> = code.lines().collect();
+            for (n, lit) in literals(code) {
+                let near = |l: &str| l.contains("console::") || l.contains("js_error") || l.contains("expect(");
+                let console = lines[n.saturating_sub(3)..n.min(lines.len())].iter().any(|l| near(l));
+                let words = lit.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| w.len() >= 3).count();
+                if words > 0 && lit.contains(' ') && !console && !not_shown.contains(&lit.as_str()) {
+                    offenders.push(format!("{file}:{n}: {lit:?}"));
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "text shown outside the table:\n{}", offenders.join("\n"));
     }
 
     #[test]

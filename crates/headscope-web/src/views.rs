@@ -10,6 +10,21 @@ use headscope_plot::Grid;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::session::SavedRun;
+use crate::strings::{msg, Lang};
+
+/// How a mask came about, as the page keeps it (in links and saved runs; [`origin_label`] words it):
+/// `top-K`, `random-K, seed S`, or chosen by hand.
+pub const TOP_ORIGIN: &str = "top-";
+pub const RANDOM_ORIGIN: &str = "random-";
+pub const BY_HAND_ORIGIN: &str = "chosen by hand";
+const SEED_SEPARATOR: &str = ", seed ";
+
+/// The record of a random-K mask drawn with `seed`.
+pub fn random_origin(k: u64, seed: u64) -> String {
+    format!("{RANDOM_ORIGIN}{k}{SEED_SEPARATOR}{seed}")
+}
+
 /// Layers x heads grid of a per-head value, for [`headscope_plot::draw_head_heatmap`].
 pub fn head_grid(shape: HeadShape, value: impl Fn(HeadId) -> f64) -> Grid {
     let mut grid = Grid::new(shape.layers, shape.heads);
@@ -142,6 +157,45 @@ pub fn check_haystack_text(name: &str, text: &str) -> Result<(), String> {
 /// Pass rate of the records: (passed, total) at recall >= `pass`.
 pub fn pass_rate(records: &[TestRecord], pass: f64) -> (usize, usize) {
     (records.iter().filter(|r| r.recall >= pass).count(), records.len())
+}
+
+/// How masked heads were chosen, in `lang`, from the page's record of it ([`TOP_ORIGIN`] and the
+/// rest): "top-3", "random-3, seed 1", anything else is "chosen by hand".
+pub fn origin_label(lang: Lang, origin: &str) -> String {
+    if let Some(k) = origin.strip_prefix(TOP_ORIGIN).filter(|k| k.parse::<usize>().is_ok()) {
+        return msg::ORIGIN_TOP.fill(lang, &[("k", &k)]);
+    }
+    if let Some((k, seed)) = origin.strip_prefix(RANDOM_ORIGIN).and_then(|r| r.split_once(SEED_SEPARATOR)) {
+        return msg::ORIGIN_RANDOM.fill(lang, &[("k", &k), ("seed", &seed)]);
+    }
+    msg::ORIGIN_BY_HAND.get(lang).to_string()
+}
+
+/// A mask mode (`uniform`, `zero`) in `lang`.
+pub fn mode_label(lang: Lang, mode: &str) -> String {
+    match mode {
+        "uniform" => msg::MODE_UNIFORM.get(lang).to_string(),
+        "zero" => msg::MODE_ZERO.get(lang).to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The label of the `index`-th run (0-based) in `lang`: "run 2: 3 heads masked (top-3; uniform)".
+/// A masked run from a file of an earlier version, which does not say how its heads were chosen,
+/// keeps the name it was saved with.
+pub fn run_label(lang: Lang, index: usize, run: &SavedRun) -> String {
+    let what = match &run.mask {
+        None => msg::RUN_UNMASKED.get(lang).to_string(),
+        Some(_) if run.origin.is_empty() && !run.name.is_empty() => return run.name.clone(),
+        Some(m) => msg::RUN_MASKED
+            .fill(lang, &[("count", &m.heads.len()), ("origin", &origin_label(lang, &run.origin)), ("mode", &mode_label(lang, &m.mode))]),
+    };
+    msg::RUN_NAME.fill(lang, &[("n", &(index + 1)), ("what", &what)])
+}
+
+/// "run 2" in `lang`.
+pub fn run_short_label(lang: Lang, index: usize) -> String {
+    msg::RUN_SHORT.fill(lang, &[("n", &(index + 1))])
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! message at once) or between tests (the CPU path computes without yielding).
 
 use crate::lab::{self, LabError, LabModel};
-use crate::protocol::{BackendChoice, Event, MaskRequest, ModelSource, Request, TestAt, TestSetup};
+use crate::protocol::{BackendChoice, ErrorContext, Event, Fallback, MaskRequest, ModelSource, Request, Status, TestAt, TestSetup};
+use crate::strings::msg;
 use headscope_engine::{Engine, SweepRunner};
 use headscope_model::{HeadMask, ModelFiles, Probe};
 use std::cell::{Cell, RefCell};
@@ -53,8 +54,8 @@ fn post(event: &Event) {
     }
 }
 
-fn post_error(context: &str, e: impl std::fmt::Display) {
-    post(&Event::Error { context: context.into(), message: e.to_string() });
+fn post_error(context: ErrorContext, e: impl std::fmt::Display) {
+    post(&Event::Error { context, message: e.to_string() });
 }
 
 /// Starts the worker: installs the panic reporter and the message handler, and says it is ready.
@@ -80,14 +81,14 @@ fn on_message(state: &Rc<State>, e: web_sys::MessageEvent) {
         .and_then(|r| serde_wasm_bindgen::from_value(r).map_err(|e| e.to_string()))
     {
         Ok(r) => r,
-        Err(e) => return post_error("reading the page's message", e),
+        Err(e) => return post_error(ErrorContext::ReadingMessage, e),
     };
     if request == Request::Cancel {
         state.cancel.set(true);
         return;
     }
     if state.busy.get() {
-        return post_error("starting", "the worker is still busy with the previous request: wait for it or cancel it");
+        return post_error(ErrorContext::Starting, msg::WORKER_BUSY.en);
     }
     let buffers: Vec<js_sys::ArrayBuffer> = js_sys::Reflect::get(&data, &"buffers".into())
         .ok()
@@ -107,35 +108,35 @@ async fn handle(state: &Rc<State>, request: Request, buffers: Vec<js_sys::ArrayB
     match request {
         Request::LoadModel { source, backend } => {
             if let Err(e) = load(state, source, backend, buffers).await {
-                post_error("loading the model", e);
+                post_error(ErrorContext::Loading, e);
             }
         }
         Request::Sweep { setup, lengths, depths, mask } => {
             let Some(mut model) = state.model.borrow_mut().take() else {
-                return post_error("running the sweep", "no model is loaded yet");
+                return post_error(ErrorContext::Sweep, msg::NO_MODEL_YET.en);
             };
             let result = sweep(state, &mut model, &setup, &lengths, depths, mask.as_ref()).await;
             let _ = model.engine.set_mask(None);
             *state.model.borrow_mut() = Some(model);
             if let Err(e) = result {
-                post_error("running the sweep", e);
+                post_error(ErrorContext::Sweep, e);
             }
         }
         Request::Rerun { setup, at, mask } => {
             let Some(mut model) = state.model.borrow_mut().take() else {
-                return post_error("rerunning the test", "no model is loaded yet");
+                return post_error(ErrorContext::Rerun, msg::NO_MODEL_YET.en);
             };
             let result = rerun(state, &mut model, &setup, at, &mask).await;
             let _ = model.engine.set_mask(None);
             *state.model.borrow_mut() = Some(model);
             match result {
                 Ok(e) => post(&e),
-                Err(e) => post_error("rerunning the test", e),
+                Err(e) => post_error(ErrorContext::Rerun, e),
             }
         }
         Request::HeadView { setup, at, head, mask } => {
             let Some(mut model) = state.model.borrow_mut().take() else {
-                return post_error("showing the head", "no model is loaded yet");
+                return post_error(ErrorContext::HeadView(head), msg::NO_MODEL_YET.en);
             };
             let cancel = state.clone();
             let result = async {
@@ -147,7 +148,7 @@ async fn handle(state: &Rc<State>, request: Request, buffers: Vec<js_sys::ArrayB
             *state.model.borrow_mut() = Some(model);
             match result {
                 Ok(v) => post(&Event::HeadView(Box::new(v))),
-                Err(e) => post_error(&format!("showing head {head}"), e),
+                Err(e) => post_error(ErrorContext::HeadView(head), e),
             }
         }
         Request::Cancel => {}
@@ -161,7 +162,7 @@ async fn load(state: &Rc<State>, source: ModelSource, backend: BackendChoice, bu
     state.model.borrow_mut().take();
     let files = match source {
         ModelSource::Bundled => {
-            post(&Event::Status { message: "fetching the bundled lab model".into() });
+            post(&Event::Status(Status::FetchingBundled));
             fetch_model(BUNDLED_MODEL_URL, "lab model (bundled)", false).await?
         }
         ModelSource::Url { url } => fetch_model(&url, &url, true).await?,
@@ -173,7 +174,7 @@ async fn load(state: &Rc<State>, source: ModelSource, backend: BackendChoice, bu
             ModelFiles::from_named(&name, files)?
         }
     };
-    post(&Event::Status { message: format!("loading {} ({} MB of weights)", files.name, weight_bytes(&files) >> 20) });
+    post(&Event::Status(Status::Loading { name: files.name.clone(), megabytes: weight_bytes(&files) >> 20 }));
     let model = match backend {
         BackendChoice::Cpu => LabModel::load_cpu(&files)?,
         BackendChoice::Gpu => load_gpu(state, &files).await?,
@@ -181,21 +182,14 @@ async fn load(state: &Rc<State>, source: ModelSource, backend: BackendChoice, bu
             // A software adapter (SwiftShader, a browser's fallback) emulates the GPU on the CPU, where
             // candle's CPU path is faster: auto takes WebGPU only on real hardware.
             let gpu = match gpu_context(state).await {
-                Ok(ctx) if ctx.adapter().is_software() => {
-                    let name = &ctx.adapter().name;
-                    let what = if name.is_empty() { "a software emulation".to_string() } else { format!("{name}, a software emulation") };
-                    Err(format!(
-                        "this browser's WebGPU runs on the CPU ({what}), where the lab's CPU path is faster; \
-                         choose \"WebGPU only\" to use it anyway"
-                    ))
-                }
-                Ok(_) => load_gpu(state, &files).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(ctx) if ctx.adapter().is_software() => Err(Fallback::Software { adapter: ctx.adapter().name.clone() }),
+                Ok(_) => load_gpu(state, &files).await.map_err(|e| Fallback::Unavailable { error: e.to_string() }),
+                Err(e) => Err(Fallback::Unavailable { error: e.to_string() }),
             };
             match gpu {
                 Ok(m) => m,
                 Err(reason) => {
-                    post(&Event::Status { message: format!("not using WebGPU ({reason}); loading on the CPU") });
+                    post(&Event::Status(Status::CpuFallback(reason.clone())));
                     let mut m = LabModel::load_cpu(&files)?;
                     m.fallback_reason = Some(reason);
                     m
@@ -253,7 +247,7 @@ async fn fetch_model(base: &str, name: &str, cache: bool) -> Result<ModelFiles, 
         None => vec!["model.safetensors".to_string()],
     };
     for (i, shard) in shards.iter().enumerate() {
-        post(&Event::Status { message: format!("fetching {shard} ({}/{})", i + 1, shards.len()) });
+        post(&Event::Status(Status::FetchingShard { shard: shard.clone(), index: i, count: shards.len() }));
         if let Some(bytes) = fetch_file(&base, shard, true, store.as_ref()).await? {
             files.push((shard.clone(), bytes));
         }

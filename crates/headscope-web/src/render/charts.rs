@@ -3,6 +3,7 @@
 
 use crate::app::{App, SweepView};
 use crate::dom::{self, js_error, Res};
+use crate::strings::msg;
 use crate::views;
 use headscope_core::{HeadId, HeadScores};
 use headscope_plot::plotters;
@@ -11,8 +12,6 @@ use plotters::prelude::*;
 use plotters_canvas::CanvasBackend;
 use wasm_bindgen::JsCast;
 use web_sys::HtmlCanvasElement;
-
-const NIAH_TITLE: &str = "needle in a haystack";
 
 /// The shown head scores and their title ([`App::shown_scores`]), computed once per drawing.
 pub(super) type Shown<'a> = Option<&'a (HeadScores, String)>;
@@ -23,22 +22,19 @@ pub(super) fn charts(a: &App, shown: Shown) -> Res<()> {
         let grid = niah_grid_of(s);
         let palette = palette(a);
         draw_on(&a.dom.niah_canvas, (720, 400), |area| {
-            headscope_plot::draw_niah_grid_in(area, &grid, &s.lengths, &s.depths, NIAH_TITLE, palette)
+            headscope_plot::draw_niah_grid_in(area, &grid, &s.lengths, &s.depths, &niah_title(a), palette, &niah_names(a))
         })?;
         let (passed, total) = views::pass_rate(&s.records(), 0.5);
-        let mut summary = format!("{}: {passed} of {total} tests passed (answer recall ≥ 0.5)", s.name);
+        let run = views::run_label(a.lang, a.shown_run, s);
+        let mut summary = a.say(msg::SUMMARY, &[("run", &run), ("passed", &passed), ("total", &total)]);
         if let Some((scores, _)) = shown.filter(|_| a.shown == crate::app::Source::Sweep) {
             let heads = scores.retrieval_heads(headscope_core::RETRIEVAL_THRESHOLD);
-            summary += &format!(
-                "; {} tests scored (recall ≥ {}); retrieval heads (mean > 0.1): {}",
-                scores.tests(),
-                a.gate(),
-                if heads.is_empty() {
-                    "none yet".to_string()
-                } else {
-                    heads.iter().map(|(h, m)| format!("{h} ({m:.2})")).collect::<Vec<_>>().join(", ")
-                }
-            );
+            let heads = if heads.is_empty() {
+                a.say(msg::NONE_YET, &[])
+            } else {
+                heads.iter().map(|(h, m)| format!("{h} ({m:.2})")).collect::<Vec<_>>().join(", ")
+            };
+            summary += &a.say(msg::SUMMARY_SCORES, &[("tests", &scores.tests()), ("gate", &a.gate()), ("heads", &heads)]);
         }
         a.dom.summary.set_text_content(Some(&summary));
     }
@@ -46,12 +42,14 @@ pub(super) fn charts(a: &App, shown: Shown) -> Res<()> {
     // Head heatmaps.
     if let Some((grid, title)) = heads_grid(a, shown) {
         let size = headscope_plot::head_heatmap_size(&grid);
-        draw_on(&a.dom.heads_canvas, size, |area| headscope_plot::draw_head_heatmap(area, &grid, &title))?;
+        draw_on(&a.dom.heads_canvas, size, |area| {
+            headscope_plot::draw_head_heatmap_named(area, &grid, &title, &head_names(a, msg::AXIS_SCORE))
+        })?;
         mark_heads(a, &grid, &title)?;
         let activation = shown.filter(|(s, _)| s.tests() > 0).map(|(s, _)| views::activation_grid(s));
         let activation = activation.unwrap_or_else(|| Grid::new(grid.rows, grid.cols));
         draw_on(&a.dom.activation_canvas, size, |area| {
-            headscope_plot::draw_head_heatmap_captioned(area, &activation, "activation frequency", "share")
+            headscope_plot::draw_head_heatmap_named(area, &activation, &a.say(msg::ACTIVATION_TITLE, &[]), &head_names(a, msg::AXIS_SHARE))
         })?;
     }
     Ok(())
@@ -71,19 +69,30 @@ fn compare(a: &App, shown_scores: Shown) -> Res<()> {
         let (passed, total) = views::pass_rate(&run.records(), 0.5);
         (passed, total, (total > 0).then(|| 100.0 * passed as f64 / total as f64))
     };
-    let describe = |run: &SweepView| {
+    let other_index = a.compared().map_or(0, |(i, _)| i);
+    let describe = |index: usize, run: &SweepView| {
         let (passed, total, pct) = rate(run);
-        format!("{}: {passed} of {total} passed{}", run.name, pct.map_or(String::new(), |p| format!(" ({p:.0} %)")))
+        let label = views::run_label(a.lang, index, run);
+        let pct = pct.map_or(String::new(), |p| a.say(msg::PERCENT, &[("pct", &format!("{p:.0}"))]));
+        a.say(msg::COMPARE_RUN, &[("run", &label), ("passed", &passed), ("total", &total)]) + &pct
     };
-    let mut summary = format!("{} · {}", describe(shown), describe(other));
+    let mut summary = format!("{} · {}", describe(a.shown_run, shown), describe(other_index, other));
     if let (Some(p), Some(q)) = (rate(shown).2, rate(other).2) {
-        summary += &format!(" · pass rate {:+.0} points", p - q);
+        summary += &a.say(msg::COMPARE_CHANGE, &[("delta", &format!("{:+.0}", p - q))]);
     }
     if !other.lengths.is_empty() && !other.depths.is_empty() {
         let grid = niah_grid_of(other);
         let palette = palette(a);
         draw_on(&d.compare_niah_canvas, (720, 400), |area| {
-            headscope_plot::draw_niah_grid_in(area, &grid, &other.lengths, &other.depths, &other.name, palette)
+            headscope_plot::draw_niah_grid_in(
+                area,
+                &grid,
+                &other.lengths,
+                &other.depths,
+                &views::run_label(a.lang, other_index, other),
+                palette,
+                &niah_names(a),
+            )
         })?;
     }
     let after = match shown_scores.filter(|_| a.shown == crate::app::Source::Sweep) {
@@ -93,20 +102,31 @@ fn compare(a: &App, shown_scores: Shown) -> Res<()> {
     match (after, a.run_scores(other)) {
         (Some(after), Some(before)) if after.tests() > 0 && before.tests() > 0 => {
             let change = views::score_change(&after, &before)?;
-            let title = format!("score change: {} minus {}", short_name(&shown.name), short_name(&other.name));
+            let (this, that) = (views::run_short_label(a.lang, a.shown_run), views::run_short_label(a.lang, other_index));
+            let title = a.say(msg::SCORE_CHANGE_TITLE, &[("a", &this), ("b", &that)]);
             draw_on(&d.compare_diff_canvas, headscope_plot::head_heatmap_size(&change), |area| {
-                headscope_plot::draw_head_difference(area, &change, &title)
+                headscope_plot::draw_head_difference(area, &change, &title, &head_names(a, msg::AXIS_CHANGE))
             })?;
         }
-        _ => summary += " · (no score change: a run has no test that reached the score gate)",
+        _ => summary += &a.say(msg::COMPARE_NO_SCORES, &[]),
     }
     d.compare_summary.set_text_content(Some(&summary));
     Ok(())
 }
 
-/// "run 2" of "run 2: 3 heads masked (...)".
-fn short_name(name: &str) -> &str {
-    name.split(':').next().unwrap_or(name)
+/// The NIAH grid's title in the page's language.
+fn niah_title(a: &App) -> String {
+    a.say(msg::NIAH_TITLE, &[])
+}
+
+/// The NIAH grid's axis words in the page's language.
+fn niah_names(a: &App) -> headscope_plot::AxisNames<'static> {
+    headscope_plot::AxisNames { x: msg::AXIS_LENGTH.get(a.lang), y: msg::AXIS_DEPTH.get(a.lang), legend: msg::AXIS_RECALL.get(a.lang) }
+}
+
+/// A head chart's axis words in the page's language, its legend captioned `legend`.
+fn head_names(a: &App, legend: crate::strings::Text) -> headscope_plot::AxisNames<'static> {
+    headscope_plot::AxisNames { x: msg::AXIS_HEAD.get(a.lang), y: msg::AXIS_LAYER.get(a.lang), legend: legend.get(a.lang) }
 }
 
 fn palette(a: &App) -> RecallPalette {
@@ -125,13 +145,13 @@ fn heads_grid(a: &App, shown: Shown) -> Option<(Grid, String)> {
         }
     }
     let m = a.model.as_ref()?;
-    Some((Grid::new(m.layers, m.heads), format!("retrieval scores: {} (no scored test yet)", m.name)))
+    Some((Grid::new(m.layers, m.heads), a.say(msg::SCORES_TITLE_EMPTY, &[("model", &m.name)])))
 }
 
 /// Outlines the selected head and crosses out masked heads on the score heatmap.
 fn mark_heads(a: &App, grid: &Grid, title: &str) -> Res<()> {
     let canvas = &a.dom.heads_canvas;
-    let cells = cells_of(canvas, |area| headscope_plot::head_heatmap_cells(area, grid, title))?;
+    let cells = cells_of(canvas, |area| headscope_plot::head_heatmap_cells(area, grid, title, &head_names(a, msg::AXIS_SCORE)))?;
     if let Ok(window) = dom::window() {
         let json =
             serde_json::json!({"x0": cells.x0, "y0": cells.y0, "x1": cells.x1, "y1": cells.y1, "rows": cells.rows, "cols": cells.cols});
@@ -189,20 +209,24 @@ pub(crate) fn heads_shape(a: &App) -> Option<(usize, usize)> {
 pub(super) fn head_cursor_text(a: &App, shown: Shown) -> String {
     let Some(h) = a.head_cursor else { return String::new() };
     let score = shown.filter(|(s, _)| s.tests() > 0 && s.shape().check(&[h]).is_ok()).map(|(s, _)| s.mean(h));
-    let mut text = format!("head {h}");
+    let mut text = a.say(msg::HEAD_CURSOR, &[("head", &h)]);
     if let Some(m) = score {
-        text += &format!(": retrieval score {m:.2}{}", if m > headscope_core::RETRIEVAL_THRESHOLD { " (a retrieval head)" } else { "" });
+        text += &a.say(msg::HEAD_CURSOR_SCORE, &[("score", &format!("{m:.2}"))]);
+        if m > headscope_core::RETRIEVAL_THRESHOLD {
+            text += msg::HEAD_CURSOR_RETRIEVAL.get(a.lang);
+        }
     }
     if a.masked.contains(&h) {
-        text += ", masked";
+        text += msg::HEAD_CURSOR_MASKED.get(a.lang);
     }
-    text + ". Enter: where it looked; Shift+Enter: mask or unmask."
+    text + msg::HEAD_CURSOR_KEYS.get(a.lang)
 }
 
 /// The head under canvas pixel (`x`, `y`) of the score heatmap, if any.
 pub(crate) fn head_at(a: &App, x: i32, y: i32) -> Res<Option<HeadId>> {
     let Some((grid, title)) = heads_grid(a, a.shown_scores().as_ref()) else { return Ok(None) };
-    let cells = cells_of(&a.dom.heads_canvas, |area| headscope_plot::head_heatmap_cells(area, &grid, &title))?;
+    let cells =
+        cells_of(&a.dom.heads_canvas, |area| headscope_plot::head_heatmap_cells(area, &grid, &title, &head_names(a, msg::AXIS_SCORE)))?;
     Ok(cells.cell_at(x, y).map(|(layer, head)| HeadId::new(layer, head)))
 }
 
@@ -210,7 +234,9 @@ pub(crate) fn head_at(a: &App, x: i32, y: i32) -> Res<Option<HeadId>> {
 pub(crate) fn test_at(a: &App, x: i32, y: i32) -> Res<Option<usize>> {
     let Some(s) = a.sweep() else { return Ok(None) };
     let grid = niah_grid_of(s);
-    let cells = cells_of(&a.dom.niah_canvas, |area| headscope_plot::niah_grid_cells(area, &grid, &s.lengths, &s.depths, NIAH_TITLE))?;
+    let cells = cells_of(&a.dom.niah_canvas, |area| {
+        headscope_plot::niah_grid_cells(area, &grid, &s.lengths, &s.depths, &niah_title(a), &niah_names(a))
+    })?;
     let Some((d, l)) = cells.cell_at(x, y) else { return Ok(None) };
     Ok(s.results.iter().position(|r| r.record.length == s.lengths[l] && r.record.depth_percent == s.depths[d]))
 }

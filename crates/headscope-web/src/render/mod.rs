@@ -9,7 +9,7 @@ pub(crate) use charts::{export_png, head_at, heads_shape, test_at};
 
 use crate::app::{rate, App, Busy, Source};
 use crate::dom::{self, by_id, Res};
-use crate::strings::{self, Lang};
+use crate::strings::{self, msg, Lang};
 use crate::{lessons, views};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -184,10 +184,10 @@ pub(crate) fn render(a: &App) {
     progress(a);
     a.dom.heads_cursor.set_text_content(Some(&charts::head_cursor_text(a, shown.as_ref())));
     if let Err(e) = charts::charts(a, shown.as_ref()) {
-        a.dom.summary.set_text_content(Some(&format!("the charts could not be drawn: {e}")));
+        a.dom.summary.set_text_content(Some(&a.say(msg::CHARTS_FAILED, &[("error", &e)])));
     }
     for (part, r) in
-        [("runs", results::runs(a)), ("tests", results::tests(a)), ("masks", results::masks(a)), ("head view", results::head_view(a))]
+        [("runs", results::runs(a)), ("tests", results::tests(a)), ("masks", results::masks(a)), ("head-view", results::head_view(a))]
     {
         if let Err(e) = r {
             web_sys::console::warn_1(&format!("the {part} could not be drawn: {e}").into());
@@ -201,7 +201,7 @@ pub(crate) fn render(a: &App) {
         }
     }
     if let Err(e) = results::rerun(a) {
-        a.dom.rerun_result.set_text_content(Some(&format!("the rerun could not be shown: {e}")));
+        a.dom.rerun_result.set_text_content(Some(&a.say(msg::RERUN_FAILED, &[("error", &e)])));
     }
     publish(a, shown.as_ref());
 }
@@ -215,7 +215,7 @@ pub(crate) fn light(a: &App) {
 
 fn status_lines(a: &App) {
     let d = &a.dom;
-    d.status.set_text_content(Some(&a.status));
+    d.status.set_text_content(Some(&(a.status)(a.lang)));
     match &a.banner {
         Some(message) => {
             d.error_text.set_text_content(Some(message));
@@ -226,7 +226,7 @@ fn status_lines(a: &App) {
             d.error.set_hidden(true);
         }
     }
-    d.haystack_info.set_text_content(Some(&format!("({} characters)", d.haystack.value().chars().count())));
+    d.haystack_info.set_text_content(Some(&a.say(msg::HAYSTACK_SIZE, &[("count", &d.haystack.value().chars().count())])));
     let classes = d.model_panel.class_list();
     let _ = if a.dragging { classes.add_1("dragging") } else { classes.remove_1("dragging") };
 }
@@ -280,10 +280,7 @@ fn lesson(a: &App) {
         let _ = if step.is_some() { classes.add_1("lesson-open") } else { classes.remove_1("lesson-open") };
     }
     let Some((i, step)) = step else { return };
-    let count = match a.lang {
-        Lang::En => format!("step {} of {}", i + 1, lessons::STEPS.len()),
-        Lang::Zh => format!("第 {} 步，共 {} 步", i + 1, lessons::STEPS.len()),
-    };
+    let count = a.say(msg::LESSON_COUNT, &[("i", &(i + 1)), ("n", &lessons::STEPS.len())]);
     d.lesson_count.set_text_content(Some(&count));
     d.lesson_title.set_text_content(Some(step.title.get(a.lang)));
     // Drawn only when the step changed: a redraw must not reset a student's text selection.
@@ -302,10 +299,7 @@ fn lesson_body(body: &HtmlElement, step: &lessons::Step, lang: Lang) -> Res<()> 
     for p in step.explain {
         dom::append(body, &dom::el("p", "", p.get(lang))?)?;
     }
-    let labels = match lang {
-        Lang::En => ["Try: ", "Question: "],
-        Lang::Zh => ["试一试：", "问题："],
-    };
+    let labels = [msg::LESSON_TRY.get(lang), msg::LESSON_QUESTION.get(lang)];
     for (class, label, text) in [("try", labels[0], step.try_this), ("ask", labels[1], step.question)] {
         let p = dom::el("p", class, "")?;
         dom::append(&p, &dom::el("b", "", label)?)?;
@@ -329,32 +323,37 @@ fn glossary(lang: Lang) -> Res<()> {
 fn model_panel(a: &App) {
     let d = &a.dom;
     let (badge, class) = match (&a.model, a.busy) {
-        (Some(m), _) if m.gpu => (m.backend.clone(), "badge gpu"),
-        (Some(m), _) => (m.backend.clone(), "badge cpu"),
-        (None, Busy::Loading) => ("loading…".to_string(), "badge"),
-        (None, _) => ("no model".to_string(), "badge"),
+        (Some(m), _) if m.gpu => {
+            let adapter = m.adapter.as_ref().map_or(String::new(), |ad| ad.say(a.lang));
+            (a.say(msg::BACKEND_WEBGPU, &[("adapter", &adapter)]), "badge gpu")
+        }
+        (Some(_), _) => (a.say(msg::BACKEND_CPU, &[]), "badge cpu"),
+        (None, Busy::Loading) => (a.say(msg::BADGE_LOADING, &[]), "badge"),
+        (None, _) => (a.say(msg::BADGE_NO_MODEL, &[]), "badge"),
     };
     d.badge.set_text_content(Some(&badge));
     d.badge.set_class_name(class);
     let info = match &a.model {
-        Some(m) => format!(
-            "{}: {} ({:.1} M parameters), {} layers x {} heads ({} KV heads), context {} tokens{}",
-            m.name,
-            m.model_type,
-            m.parameters as f64 / 1e6,
-            m.layers,
-            m.heads,
-            m.kv_heads,
-            m.max_positions,
-            if m.chat_template { ", has a chat template" } else { "" }
-        ),
-        None if a.busy == Busy::Loading => "loading…".into(),
-        None => "no model loaded".into(),
+        Some(m) => {
+            let params = format!("{:.1}", m.parameters as f64 / 1e6);
+            let args: [(&str, &dyn std::fmt::Display); 7] = [
+                ("name", &m.name),
+                ("type", &m.model_type),
+                ("params", &params),
+                ("layers", &m.layers),
+                ("heads", &m.heads),
+                ("kv", &m.kv_heads),
+                ("context", &m.max_positions),
+            ];
+            a.say(msg::MODEL_INFO, &args) + if m.chat_template { msg::MODEL_INFO_CHAT.get(a.lang) } else { "" }
+        }
+        None if a.busy == Busy::Loading => a.say(msg::BADGE_LOADING, &[]),
+        None => a.say(msg::NO_MODEL_LOADED, &[]),
     };
     d.model_info.set_text_content(Some(&info));
     match &a.needles {
         Some((name, n)) => {
-            d.needles_info.set_text_content(Some(&format!("{} needles from {name} (the single needle above is not used)", n.len())));
+            d.needles_info.set_text_content(Some(&a.say(msg::NEEDLES_INFO, &[("count", &n.len()), ("name", name)])));
             dom::show(&d.needles_clear, true);
         }
         None => {
@@ -365,7 +364,11 @@ fn model_panel(a: &App) {
     for e in [&d.needle as &HtmlElement, &d.question, &d.answer] {
         let _ = e.class_list().toggle_with_force("unused", a.needles.is_some());
     }
-    d.import_info.set_text_content(Some(&a.import_info));
+    let import_info = a.imported.as_ref().map_or(String::new(), |(name, scores)| {
+        let shape = scores.shape();
+        a.say(msg::IMPORT_INFO, &[("name", name), ("layers", &shape.layers), ("heads", &shape.heads), ("tests", &scores.tests())])
+    });
+    d.import_info.set_text_content(Some(&import_info));
 }
 
 fn controls(a: &App, has_scores: bool) {
@@ -387,7 +390,7 @@ fn controls(a: &App, has_scores: bool) {
     if let Ok(opts) = d.scores_source.options().item(1).ok_or(()).and_then(|o| o.dyn_into::<web_sys::HtmlOptionElement>().map_err(|_| ())) {
         opts.set_disabled(a.imported.is_none());
         if let Some((name, _)) = &a.imported {
-            opts.set_text(&format!("imported: {name}"));
+            opts.set_text(&a.say(msg::IMPORTED, &[("name", name)]));
         }
     }
     d.scores_source.set_value(if a.shown == Source::Imported { "imported" } else { "sweep" });
@@ -407,12 +410,13 @@ fn progress(a: &App) {
     let tokens: usize = s.results.iter().map(|r| r.decode_tokens).sum();
     let seconds: f64 = s.results.iter().map(|r| r.decode_seconds).sum();
     let text = if s.total == 0 {
-        "starting…".to_string()
+        a.say(msg::PROGRESS_STARTING, &[])
     } else if s.done.is_some() {
-        format!("{n} of {} tests · {:.0} tokens/s decoding", s.total, rate(tokens, seconds))
+        a.say(msg::PROGRESS_DONE, &[("n", &n), ("total", &s.total), ("rate", &format!("{:.0}", rate(tokens, seconds)))])
     } else {
-        let elapsed = crate::clock::now() - s.started;
-        format!("test {} of {} · {:.0} tokens/s decoding · {:.0} s", (n + 1).min(s.total), s.total, rate(tokens, seconds), elapsed)
+        let elapsed = format!("{:.0}", crate::clock::now() - s.started);
+        let (i, r) = ((n + 1).min(s.total), format!("{:.0}", rate(tokens, seconds)));
+        a.say(msg::PROGRESS_RUNNING, &[("i", &i), ("total", &s.total), ("rate", &r), ("seconds", &elapsed)])
     };
     d.progress_text.set_text_content(Some(&text));
 }

@@ -5,6 +5,7 @@ use super::charts::context_2d;
 use crate::app::{App, Rerun};
 use crate::dom::{self, append, el, js_error, Res};
 use crate::protocol::{HeadViewResult, TestResult};
+use crate::strings::msg;
 use crate::views;
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlCanvasElement, HtmlElement};
@@ -22,8 +23,9 @@ pub(super) fn tests(a: &App) -> Res<()> {
             append(&li, &el("span", "question", &format!("{} ", shortened(&n.question, 60)))?)?;
         }
         let pass = r.record.recall >= 0.5;
-        append(&li, &el("span", if pass { "pass" } else { "fail" }, &format!("recall {:.2} ", r.record.recall))?)?;
-        append(&li, &answer_element(r)?)?;
+        let recall = a.say(msg::RECALL, &[("recall", &format!("{:.2}", r.record.recall))]) + " ";
+        append(&li, &el("span", if pass { "pass" } else { "fail" }, &recall)?)?;
+        append(&li, &answer_element(a, r)?)?;
         append(list, &li)?;
     }
     Ok(())
@@ -35,7 +37,7 @@ pub(super) fn runs(a: &App) -> Res<()> {
     let select = &a.dom.run_shown;
     dom::clear(select);
     for (i, run) in a.runs.iter().enumerate() {
-        let option = el("option", "", &run.name)?;
+        let option = el("option", "", &views::run_label(a.lang, i, run))?;
         let _ = option.set_attribute("value", &i.to_string());
         append(select, &option)?;
     }
@@ -43,11 +45,11 @@ pub(super) fn runs(a: &App) -> Res<()> {
     select.set_disabled(a.runs.len() < 2);
     let compare = &a.dom.run_compare;
     dom::clear(compare);
-    let none = el("option", "", "nothing")?;
+    let none = el("option", "", msg::COMPARE_NOTHING.get(a.lang))?;
     let _ = none.set_attribute("value", "");
     append(compare, &none)?;
     for (i, run) in a.runs.iter().enumerate().filter(|&(i, _)| i != a.shown_run) {
-        let option = el("option", "", &run.name)?;
+        let option = el("option", "", &views::run_label(a.lang, i, run))?;
         let _ = option.set_attribute("value", &i.to_string());
         append(compare, &option)?;
     }
@@ -59,8 +61,8 @@ pub(super) fn runs(a: &App) -> Res<()> {
         return Ok(());
     }
     let head = el("tr", "", "")?;
-    for t in ["run", "tests", "passed", "vs. the unmasked run before", "retrieval heads (mean > 0.1)"] {
-        append(&head, &el("th", "", t)?)?;
+    for t in [msg::TABLE_RUN, msg::TABLE_TESTS, msg::TABLE_PASSED, msg::TABLE_VS_UNMASKED, msg::TABLE_RETRIEVAL_HEADS] {
+        append(&head, &el("th", "", t.get(a.lang))?)?;
     }
     append(table, &head)?;
     let mut baseline: Option<f64> = None;
@@ -68,11 +70,12 @@ pub(super) fn runs(a: &App) -> Res<()> {
         let (passed, total) = views::pass_rate(&run.records(), 0.5);
         let rate = (total > 0).then(|| passed as f64 / total as f64);
         let tr = el("tr", if i == a.shown_run { "selected" } else { "" }, "")?;
-        append(&tr, &el("td", "", &run.name)?)?;
+        append(&tr, &el("td", "", &views::run_label(a.lang, i, run))?)?;
         append(&tr, &el("td", "", &total.to_string())?)?;
-        append(&tr, &el("td", "", &rate.map_or("-".into(), |r| format!("{passed} ({:.0} %)", 100.0 * r)))?)?;
+        let passed = rate.map_or("-".into(), |r| a.say(msg::PASSED_COUNT, &[("passed", &passed), ("pct", &format!("{:.0}", 100.0 * r))]));
+        append(&tr, &el("td", "", &passed)?)?;
         let change = match (run.mask.is_some(), baseline, rate) {
-            (true, Some(b), Some(r)) => format!("{:+.0} points", 100.0 * (r - b)),
+            (true, Some(b), Some(r)) => a.say(msg::POINTS, &[("delta", &format!("{:+.0}", 100.0 * (r - b)))]),
             _ => "-".into(),
         };
         append(&tr, &el("td", "", &change)?)?;
@@ -80,13 +83,13 @@ pub(super) fn runs(a: &App) -> Res<()> {
             (true, Some(scores)) if scores.tests() > 0 => {
                 let heads = scores.retrieval_heads(headscope_core::RETRIEVAL_THRESHOLD);
                 if heads.is_empty() {
-                    "none".to_string()
+                    a.say(msg::NONE, &[])
                 } else {
                     heads.iter().map(|(h, _)| h.to_string()).collect::<Vec<_>>().join(", ")
                 }
             }
             // A masked run's scores are not the model's: its masked heads cannot hit.
-            (false, _) => "(masked run)".into(),
+            (false, _) => a.say(msg::MASKED_RUN, &[]),
             _ => "-".into(),
         };
         append(&tr, &el("td", "", &heads)?)?;
@@ -110,7 +113,7 @@ pub(super) fn masks(a: &App) -> Res<()> {
     let d = &a.dom;
     dom::clear(&d.masked_list);
     if a.masked.is_empty() {
-        d.masked_list.set_text_content(Some("none"));
+        d.masked_list.set_text_content(Some(msg::NONE.get(a.lang)));
     }
     for h in &a.masked {
         append(&d.masked_list, &el("span", "chip", &h.to_string())?)?;
@@ -122,7 +125,7 @@ pub(super) fn head_view(a: &App) -> Res<()> {
     let d = &a.dom;
     dom::clear(&d.head_steps);
     if let Some(head) = a.watching {
-        d.head_info.set_text_content(Some(&format!("running the test again, watching head {head}…")));
+        d.head_info.set_text_content(Some(&a.say(msg::WATCHING_HEAD, &[("head", &head)])));
         return Ok(());
     }
     let Some(v) = &a.head_view else { return Ok(()) };
@@ -130,19 +133,20 @@ pub(super) fn head_view(a: &App) -> Res<()> {
         return Ok(());
     }
     let hits = v.steps.iter().filter(|s| s.hit).count();
-    d.head_info.set_text_content(Some(&format!(
-        "Head {} on test {}: for each generated token, the context around the position its attention peaked at (needle in green, \
-         the answer span darker, the peak outlined) and its attention over the whole {}-token context (needle band in green). \
-         {hits} of {} steps copied an answer token.",
-        v.head,
-        v.test_id,
-        v.context,
-        v.steps.len()
-    )));
+    let args: [(&str, &dyn std::fmt::Display); 5] =
+        [("head", &v.head), ("test", &v.test_id), ("context", &v.context), ("hits", &hits), ("steps", &v.steps.len())];
+    d.head_info.set_text_content(Some(&a.say(msg::HEAD_VIEW_INFO, &args)));
     let table = el("table", "", "")?;
     let head = el("tr", "", "")?;
-    for t in ["step", "token", "peak at", "weight", "context around the peak", "attention over the context"] {
-        append(&head, &el("th", "", t)?)?;
+    for t in [
+        msg::HEAD_TABLE_STEP,
+        msg::HEAD_TABLE_TOKEN,
+        msg::HEAD_TABLE_PEAK,
+        msg::HEAD_TABLE_WEIGHT,
+        msg::HEAD_TABLE_CONTEXT,
+        msg::HEAD_TABLE_ATTENTION,
+    ] {
+        append(&head, &el("th", "", t.get(a.lang))?)?;
     }
     append(&table, &head)?;
     for (i, s) in v.steps.iter().enumerate() {
@@ -181,17 +185,18 @@ pub(super) fn rerun(a: &App) -> Res<()> {
     let (before, after, masked) = match &a.rerun {
         Rerun::None => return Ok(()),
         Rerun::Running => {
-            d.set_text_content(Some("running the test without and with the mask…"));
+            d.set_text_content(Some(msg::RERUNNING.get(a.lang)));
             return Ok(());
         }
         Rerun::Done { before, after, masked } => (before, after, masked),
     };
-    for (title, result) in [("Before (no heads masked)".to_string(), before), (format!("After: {} heads masked", masked.len()), after)] {
+    for (title, result) in [(a.say(msg::BEFORE_MASK, &[]), before), (a.say(msg::AFTER_MASK, &[("count", &masked.len())]), after)] {
         let col = el("div", "", "")?;
         append(&col, &el("h4", "", &title)?)?;
         let pass = result.record.recall >= 0.5;
-        append(&col, &el("div", if pass { "pass" } else { "fail" }, &format!("recall {:.2}", result.record.recall))?)?;
-        append(&col, &answer_element(result)?)?;
+        let recall = a.say(msg::RECALL, &[("recall", &format!("{:.2}", result.record.recall))]);
+        append(&col, &el("div", if pass { "pass" } else { "fail" }, &recall)?)?;
+        append(&col, &answer_element(a, result)?)?;
         append(d, &col)?;
     }
     let list: Vec<String> = masked.iter().map(|h| h.to_string()).collect();
@@ -202,14 +207,14 @@ pub(super) fn rerun(a: &App) -> Res<()> {
 }
 
 /// The answer of a test with copied tokens marked.
-fn answer_element(r: &TestResult) -> Res<HtmlElement> {
+fn answer_element(a: &App, r: &TestResult) -> Res<HtmlElement> {
     let span = el("span", "answer", "")?;
     for t in &r.answer {
         let piece = el(if t.copied { "mark" } else { "span" }, "", &t.text)?;
         append(&span, &piece)?;
     }
     if r.answer.is_empty() {
-        span.set_text_content(Some("(no answer)"));
+        span.set_text_content(Some(msg::NO_ANSWER.get(a.lang)));
     }
     Ok(span)
 }
