@@ -16,7 +16,6 @@ pub mod loader;
 pub mod mlp;
 pub mod rope;
 pub mod tokenizer;
-pub mod train;
 pub mod train_attention;
 pub mod train_ops;
 pub mod transformer;

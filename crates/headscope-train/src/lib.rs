@@ -3,6 +3,8 @@
 //! core crate's NIAH builder) followed by the answer. Each batch is a pure function of the seed and the
 //! step, so a resumed run sees the same data as an uninterrupted one.
 
+pub mod trainer;
+
 use anyhow::{bail, Context, Result};
 use headscope_core::exercises::ExerciseGenerator;
 use headscope_core::niah::NiahBuilder;
@@ -11,7 +13,6 @@ use headscope_core::rng::SplitMix64;
 use headscope_core::sentence_exercises::{insert_sentences, SentenceExerciseGenerator, SentenceExerciseSettings, SentencePool};
 use headscope_core::TextTokenizer;
 use headscope_model::tokenizer::train_byte_level_bpe;
-use headscope_model::train::{AdamWConfig, Trainer};
 use headscope_model::{DType, Device, HfTokenizer, ModelSpec};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use trainer::{AdamWConfig, Trainer};
 
 /// The recipe file.
 #[derive(Debug, Deserialize)]

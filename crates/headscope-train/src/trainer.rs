@@ -1,14 +1,13 @@
 //! Training the instrumented transformer with candle autograd: the same [`Transformer`] that inference
-//! uses, built over trainable variables, with AdamW whose state is saved beside the weights so a run
-//! resumes exactly where it stopped. Knows nothing about what the token batches contain.
+//! uses (the model crate's), built over trainable variables, with AdamW (the model crate's fused
+//! update kernel) whose state is saved beside the weights so a run resumes exactly where it stopped.
+//! Knows nothing about what the token batches contain.
 
-use crate::error::{ModelError, Result};
-use crate::spec::ModelSpec;
-use crate::train_ops::{adamw_update, AdamWStep};
-use crate::transformer::Transformer;
-use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::{VarBuilder, VarMap};
 use headscope_core::rng::SplitMix64;
+use headscope_model::candle_core::{self, DType, Device, Tensor, Var, D};
+use headscope_model::candle_nn::{VarBuilder, VarMap};
+use headscope_model::train_ops::{adamw_update, AdamWStep};
+use headscope_model::{ModelError, ModelSpec, Result, Transformer};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -149,7 +148,7 @@ impl Trainer {
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Tensor> {
         let logits = self.model.forward_sequence_differentiable(inputs)?;
         let vocab = logits.dim(D::Minus1)?;
-        let nll = crate::train_ops::cross_entropy(&logits.reshape(((), vocab))?, &targets.flatten_all()?)?;
+        let nll = headscope_model::train_ops::cross_entropy(&logits.reshape(((), vocab))?, &targets.flatten_all()?)?;
         let total = weights.sum_all()?;
         Ok((nll.mul(&weights.flatten_all()?)?.sum_all()? / total)?)
     }

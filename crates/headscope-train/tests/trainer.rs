@@ -1,10 +1,10 @@
 //! Training: the differentiable forward equals the inference forward, loss falls on a learnable task,
 //! and a checkpoint resumes to exactly the same trajectory.
 
-use candle_core::{DType, Device, Tensor};
+use headscope_model::candle_core::{DType, Device, Tensor};
 use headscope_model::testkit::{TinyArch, TinyModel};
-use headscope_model::train::{AdamWConfig, Trainer};
 use headscope_model::ModelSpec;
+use headscope_train::trainer::{AdamWConfig, Trainer};
 use std::path::Path;
 
 fn spec() -> ModelSpec {
@@ -86,9 +86,9 @@ fn loss_falls_and_checkpoints_resume_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     t.export(&path, DType::F16).unwrap();
-    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let tensors = headscope_model::candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     assert!(tensors.contains_key("model.layers.1.self_attn.k_proj.weight") && tensors["lm_head.weight"].dtype() == DType::F16);
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    let vb = headscope_model::candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
     let exported = headscope_model::Transformer::new(&spec(), vb).unwrap();
     let d = (exported.forward_sequence(&x).unwrap() - t.model().forward_sequence(&x).unwrap())
         .unwrap()
@@ -101,4 +101,39 @@ fn loss_falls_and_checkpoints_resume_exactly() {
         .to_scalar::<f32>()
         .unwrap();
     assert!(d < 0.05, "f16 export changes logits by {d}");
+}
+
+/// The CUDA device, where this build has one (`--features cuda`) and the machine a GPU.
+fn gpu() -> Option<Device> {
+    match Device::new_cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipping: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+#[test]
+fn training_steps_on_the_gpu_follow_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let c = TinyModel { vocab: 300, ..TinyModel::new(TinyArch::Llama) }.config_json();
+    let spec = headscope_model::ModelSpec::from_config_json(&c.to_string(), std::path::Path::new("config.json")).unwrap();
+    let mut rng = headscope_core::rng::SplitMix64::new(5);
+    let (b, t) = (4, 40);
+    let ids: Vec<u32> = (0..b * (t + 1)).map(|_| rng.below(300) as u32).collect();
+    let rows = |skip: usize| -> Vec<u32> { ids.chunks(t + 1).flat_map(|r| r[skip..skip + t].to_vec()).collect() };
+    let weights: Vec<f32> = (0..b * t).map(|i| 1.0 + (i % 3) as f32).collect();
+    let losses = |dev: &Device| {
+        let mut trainer = Trainer::new(&spec, dev, 11, AdamWConfig::default()).unwrap();
+        let inputs = Tensor::from_vec(rows(0), (b, t), dev).unwrap();
+        let targets = Tensor::from_vec(rows(1), (b, t), dev).unwrap();
+        let w = Tensor::from_vec(weights.clone(), (b, t), dev).unwrap();
+        (0..5).map(|_| trainer.train_step(&inputs, &targets, &w, 3e-3).unwrap().loss).collect::<Vec<f32>>()
+    };
+    let (on_cpu, on_gpu) = (losses(&Device::Cpu), losses(&gpu));
+    assert!(on_cpu[4] < on_cpu[0] - 0.05, "the loss falls: {on_cpu:?}");
+    for (c, g) in on_cpu.iter().zip(&on_gpu) {
+        assert!((c - g).abs() <= 2e-3 * c.abs().max(1.0), "losses on the CPU {on_cpu:?}, on the GPU {on_gpu:?}");
+    }
 }
