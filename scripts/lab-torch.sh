@@ -12,7 +12,7 @@
 #   .carry/headscope.xz      a CUDA build of headscope (see scripts/lab-gpu.sh), xz-compressed
 #   .carry/corpus.tar.xz     the recipes' corpus files from scripts/prepare-corpus.sh, as a tar
 #   .carry/tok/tokenizer.json  optional: the tokenizer `headscope train --stop-at 0` trains (deterministic)
-#   .carry/eval/natural.jsonl  cargo run --release -p headscope-core --example natural_facts -- 48 77
+#   .carry/eval/natural.jsonl  cargo run --release -p headscope-train --example natural_facts -- 48 77
 #   .carry/eval/heldout-stories.txt  from scripts/prepare-corpus.sh
 # Results come back in $OUT: each stage's loss.csv, each evaluation's tests, the last model (its
 # model.safetensors in 15 MB parts: join them with cat).

@@ -13,8 +13,6 @@
 
 pub mod analysis;
 pub mod error;
-pub mod exercises;
-pub mod fact_grammar;
 pub mod files;
 pub mod head;
 pub mod masking;
@@ -24,7 +22,6 @@ pub mod prompt;
 pub mod qa;
 pub mod rng;
 pub mod score;
-pub mod sentence_exercises;
 pub mod sweep;
 pub mod tokenize;
 

@@ -3,14 +3,17 @@
 //! core crate's NIAH builder) followed by the answer. Each batch is a pure function of the seed and the
 //! step, so a resumed run sees the same data as an uninterrupted one.
 
+pub mod exercises;
+pub mod fact_grammar;
+pub mod sentence_exercises;
 pub mod trainer;
 
+use crate::exercises::ExerciseGenerator;
+use crate::sentence_exercises::{insert_sentences, SentenceExerciseGenerator, SentenceExerciseSettings, SentencePool};
 use anyhow::{bail, Context, Result};
-use headscope_core::exercises::ExerciseGenerator;
 use headscope_core::niah::NiahBuilder;
 use headscope_core::prompt::PromptFormat;
 use headscope_core::rng::SplitMix64;
-use headscope_core::sentence_exercises::{insert_sentences, SentenceExerciseGenerator, SentenceExerciseSettings, SentencePool};
 use headscope_core::TextTokenizer;
 use headscope_model::tokenizer::train_byte_level_bpe;
 use headscope_model::{DType, Device, HfTokenizer, ModelSpec};
@@ -84,7 +87,7 @@ struct DataRecipe {
     #[serde(default)]
     vary_prompt_length: bool,
     /// Exercises of any sentence shape whose answer restates the needle sentence
-    /// (`headscope_core::sentence_exercises`), instead of template facts answered by their span.
+    /// (`headscope_train::sentence_exercises`), instead of template facts answered by their span.
     #[serde(default)]
     restate: bool,
     /// With `restate`: share of needles that are corpus sentences (the rest are template facts).
@@ -97,7 +100,7 @@ struct DataRecipe {
     #[serde(default = "default_elsewhere_facts")]
     elsewhere_facts: usize,
     /// With `restate`: share of needles that are everyday facts with natural questions
-    /// (`headscope_core::fact_grammar`), drawn before `corpus_sentences` divides the rest.
+    /// (`headscope_train::fact_grammar`), drawn before `corpus_sentences` divides the rest.
     #[serde(default)]
     natural_facts: f64,
     /// With `restate`: corpus sentences come from the text the haystack passage is cut from (but not
@@ -956,7 +959,7 @@ mod tests {
         };
         // The words a model could recall: the corpus's and those of the grammar's lists.
         let mut known: std::collections::HashSet<String> = words_of(&s.corpus_text.concat()).into_iter().collect();
-        let mut grammar = headscope_core::fact_grammar::FactGrammar::new(1);
+        let mut grammar = crate::fact_grammar::FactGrammar::new(1);
         for _ in 0..20_000 {
             known.extend(words_of(&grammar.fact(true).needle));
         }

@@ -1,7 +1,7 @@
-//! Prints natural facts of the lab model's training kind as needles JSONL (`headscope_core::fact_grammar`):
-//!   cargo run --release -p headscope-core --example natural_facts -- COUNT SEED > needles.jsonl
-use headscope_core::fact_grammar::FactGrammar;
+//! Prints natural facts of the lab model's training kind as needles JSONL (`headscope_train::fact_grammar`):
+//!   cargo run --release -p headscope-train --example natural_facts -- COUNT SEED > needles.jsonl
 use headscope_core::niah::Needle;
+use headscope_train::fact_grammar::FactGrammar;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -16,7 +16,7 @@
 //! held-out needles (`public/needles/handwritten.jsonl`), and the exercise generator also refuses any
 //! sentence naming two of a reserved needle's distinctive words.
 
-use crate::rng::SplitMix64;
+use headscope_core::rng::SplitMix64;
 
 /// A verb's forms: base, third person singular present, past, past participle.
 #[derive(Debug, Clone, Copy)]

@@ -1,9 +1,9 @@
 //! Prints sentence exercises of the lab model's kind as needles JSONL, drawn from the given texts:
 //! a needle set in the training distribution, to tell "cannot retrieve" from "cannot retrieve this
 //! shape" (run it on text the model never trained on).
-//!   cargo run --release -p headscope-core --example exercises -- COUNT SEED TEXT... > needles.jsonl
-use headscope_core::exercises::ExerciseGenerator;
-use headscope_core::sentence_exercises::{SentenceExerciseGenerator, SentenceExerciseSettings, SentencePool};
+//!   cargo run --release -p headscope-train --example exercises -- COUNT SEED TEXT... > needles.jsonl
+use headscope_train::exercises::ExerciseGenerator;
+use headscope_train::sentence_exercises::{SentenceExerciseGenerator, SentenceExerciseSettings, SentencePool};
 use std::sync::Arc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

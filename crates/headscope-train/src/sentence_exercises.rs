@@ -17,8 +17,8 @@
 
 use crate::exercises::ExerciseGenerator;
 use crate::fact_grammar::FactGrammar;
-use crate::niah::Needle;
-use crate::rng::SplitMix64;
+use headscope_core::niah::Needle;
+use headscope_core::rng::SplitMix64;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -706,7 +706,7 @@ fn inflect(word: &str, draw: u64) -> String {
 
 /// A sentence reduced to its lower-case words, for comparing needles regardless of spacing and case.
 fn normalise(s: &str) -> String {
-    crate::metrics::words(s).join(" ")
+    headscope_core::metrics::words(s).join(" ")
 }
 
 /// The reserved needles' sentences, normalised, made once (a generator is built for every training row).

@@ -4,8 +4,8 @@
 //! HeadScope's own set ([`heldout_needles`]); the generator never produces any of them, nor uses their
 //! distinctive names.
 
-use crate::niah::{san_francisco_needle, Needle};
-use crate::rng::SplitMix64;
+use headscope_core::niah::{san_francisco_needle, Needle};
+use headscope_core::rng::SplitMix64;
 
 const PLACES: &[&str] = &[
     "Lisbon",
@@ -166,7 +166,7 @@ pub fn heldout_needles() -> Vec<Needle> {
 /// v4 and never trained on.
 pub fn handwritten_needles() -> Vec<Needle> {
     let text = include_str!("../../../public/needles/handwritten.jsonl");
-    crate::niah::parse_needles_jsonl(text, std::path::Path::new("public/needles/handwritten.jsonl"))
+    headscope_core::niah::parse_needles_jsonl(text, std::path::Path::new("public/needles/handwritten.jsonl"))
         .expect("the shipped hand-written needles parse (a test pins them)")
 }
 
@@ -707,7 +707,7 @@ mod tests {
 #[cfg(test)]
 mod shipped_file {
     use super::*;
-    use crate::niah::read_needles_jsonl;
+    use headscope_core::niah::read_needles_jsonl;
 
     /// public/needles/heldout.jsonl is the San Francisco needle plus [`heldout_needles`], verbatim.
     #[test]
