@@ -14,6 +14,18 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// `headscope train` of the smoke recipe on the bundled haystacks into `out`, with `extra` flags:
+/// whether it succeeded, and its stderr.
+fn train_smoke(out: &Path, extra: &[&str]) -> (bool, String) {
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipe-smoke.toml");
+    let corpus = repo().join("public/haystacks");
+    let mut args =
+        vec!["train", "--recipe", recipe.to_str().unwrap(), "--corpus", corpus.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend(extra);
+    let (ok, stdout, stderr) = headscope(&args);
+    (ok, format!("{stdout}{stderr}"))
+}
+
 fn losses(dir: &Path) -> Vec<(usize, String)> {
     let text = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
     text.lines()
@@ -31,23 +43,13 @@ fn train_resumes_exactly_and_exports_a_loadable_model() {
     let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipe-smoke.toml");
     let corpus = repo().join("public/haystacks");
     let run = |out: &Path, steps: Option<&str>| {
-        let mut a = vec![
-            "train",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--workers",
-            "2",
-        ];
+        let mut a = vec!["--workers", "2"];
         if let Some(s) = steps {
             a.extend(["--stop-at", s]);
         }
-        let (ok, stdout, stderr) = headscope(&a);
-        assert!(ok, "train failed: {stdout}\n{stderr}");
-        stderr
+        let (ok, output) = train_smoke(out, &a);
+        assert!(ok, "train failed: {output}");
+        output
     };
     // Interrupted: 6 steps, then resumed to the recipe's 12.
     let resumed = tmp.path().join("resumed");
@@ -77,21 +79,7 @@ fn train_resumes_exactly_and_exports_a_loadable_model() {
     // A further stage starts from the trained weights (and keeps their tokenizer): its first loss is
     // already below the fresh model's.
     let stage = tmp.path().join("stage2");
-    let (ok, _, stderr) = headscope(&[
-        "train",
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--out",
-        stage.to_str().unwrap(),
-        "--init-from",
-        straight.to_str().unwrap(),
-        "--stop-at",
-        "1",
-        "--workers",
-        "1",
-    ]);
+    let (ok, stderr) = train_smoke(&stage, &["--init-from", straight.to_str().unwrap(), "--stop-at", "1", "--workers", "1"]);
     assert!(ok && stderr.contains("starting from the weights"), "{stderr}");
     assert_eq!(std::fs::read(stage.join("tokenizer.json")).unwrap(), std::fs::read(straight.join("tokenizer.json")).unwrap());
     let staged: f64 = losses(&stage)[0].1.parse().unwrap();
@@ -238,17 +226,7 @@ fn train_data_streams_the_batches_that_train_draws() {
     assert_eq!(part, all[5..8].to_vec());
     // The shapes are the ones `train` logs for the same steps.
     let trained = tmp.path().join("trained");
-    let (ok, _, stderr) = headscope(&[
-        "train",
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--out",
-        trained.to_str().unwrap(),
-        "--workers",
-        "2",
-    ]);
+    let (ok, stderr) = train_smoke(&trained, &["--workers", "2"]);
     assert!(ok, "{stderr}");
     let log = std::fs::read_to_string(trained.join("loss.csv")).unwrap();
     let logged: Vec<(usize, usize)> = log
