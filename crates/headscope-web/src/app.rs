@@ -876,6 +876,7 @@ impl App {
                 if matches!(self.rerun, Rerun::Running) {
                     self.rerun = Rerun::None;
                 }
+                let message = crate::strings::reword(&message, self.lang);
                 let m = self.say(msg::ERROR_IN, &[("context", &context.say(self.lang)), ("message", &message)]);
                 self.error(&m);
             }

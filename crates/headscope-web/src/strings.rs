@@ -346,6 +346,15 @@ pub mod msg {
     }
 }
 
+/// `text` in `lang` where it is one of the table's messages without slots as another part of the
+/// program wrote it in English (the worker, which does not know the page's language); else as it is.
+pub fn reword(text: &str, lang: Lang) -> String {
+    msg::MESSAGES
+        .iter()
+        .find(|(_, m)| m.en == text && !m.en.contains('{'))
+        .map_or_else(|| text.to_string(), |(_, m)| m.get(lang).to_string())
+}
+
 /// The text of `key` in `lang`.
 pub fn lookup(key: &str, lang: Lang) -> Option<&'static str> {
     UI.iter().find(|(k, _)| *k == key).map(|(_, text)| text.get(lang))
@@ -415,6 +424,8 @@ mod tests {
         let filled = msg::RUNNING_MASKED.fill(Lang::Zh, &[("total", &15), ("masked", &"3")]);
         assert_eq!(filled, "正在运行 15 个测试，屏蔽了 3 个头");
         assert_eq!(msg::RUNNING.fill(Lang::En, &[("total", &2)]), "running 2 tests");
+        assert_eq!(reword(msg::NO_MODEL_YET.en, Lang::Zh), msg::NO_MODEL_YET.zh);
+        assert_eq!(reword("a parser's own words", Lang::Zh), "a parser's own words");
     }
 
     /// The string literals of `code` (plain `"..."` ones), with their line numbers.
