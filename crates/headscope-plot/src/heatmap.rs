@@ -60,15 +60,24 @@ fn head_spec<T>(values: &Grid, title: &str, names: &AxisNames, scale: Scale, f: 
     f(&spec)
 }
 
-/// Builds the chart description of a head heatmap and hands it to `f`.
-fn with_spec<T>(scores: &Grid, title: &str, f: impl FnOnce(&ChartSpec) -> T) -> T {
-    head_spec(scores, title, &AxisNames::HEAD_SCORES, Scale::FromZero, f)
+/// Lays out and draws a head grid on `area`.
+fn draw_head_grid<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    values: &Grid,
+    title: &str,
+    names: &AxisNames,
+    scale: Scale,
+) -> Result<(), PlotError> {
+    head_spec(values, title, names, scale, |spec| {
+        let layout = Layout::compute(area, spec)?;
+        render(area, spec, &layout)
+    })
 }
 
 /// Where a head heatmap of `scores` goes on `area` (the same layout [`draw_head_heatmap`] uses).
 #[cfg(test)]
 pub(crate) fn heatmap_layout<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scores: &Grid, title: &str) -> Result<Layout, PlotError> {
-    with_spec(scores, title, |spec| Layout::compute(area, spec))
+    head_spec(scores, title, &AxisNames::HEAD_SCORES, Scale::FromZero, |spec| Layout::compute(area, spec))
 }
 
 /// Layers x heads heatmap of retrieval scores (paper fig. 5): y axis = layer (layer 0 at the TOP),
@@ -76,10 +85,7 @@ pub(crate) fn heatmap_layout<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, 
 /// does not stretch noise), a colour bar legend with ticks, the caller's title, axis labels "head"
 /// and "layer"; missing/NaN cells are grey.
 pub fn draw_head_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scores: &Grid, title: &str) -> Result<(), PlotError> {
-    with_spec(scores, title, |spec| {
-        let layout = Layout::compute(area, spec)?;
-        render(area, spec, &layout)
-    })
+    draw_head_grid(area, scores, title, &AxisNames::HEAD_SCORES, Scale::FromZero)
 }
 
 /// [`draw_head_heatmap`] of any per-head value (e.g. activation frequency) with the axis and legend
@@ -90,10 +96,7 @@ pub fn draw_head_heatmap_named<DB: DrawingBackend>(
     title: &str,
     names: &AxisNames,
 ) -> Result<(), PlotError> {
-    head_spec(values, title, names, Scale::FromZero, |spec| {
-        let layout = Layout::compute(area, spec)?;
-        render(area, spec, &layout)
-    })
+    draw_head_grid(area, values, title, names, Scale::FromZero)
 }
 
 /// Where the cells of [`draw_head_heatmap_named`] with `names` lie on `area`: row = layer, column = head.
@@ -123,8 +126,5 @@ pub fn draw_head_difference<DB: DrawingBackend>(
     title: &str,
     names: &AxisNames,
 ) -> Result<(), PlotError> {
-    head_spec(diff, title, names, Scale::Symmetric, |spec| {
-        let layout = Layout::compute(area, spec)?;
-        render(area, spec, &layout)
-    })
+    draw_head_grid(area, diff, title, names, Scale::Symmetric)
 }
