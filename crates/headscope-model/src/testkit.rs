@@ -10,6 +10,18 @@ use headscope_core::rng::SplitMix64;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The first CUDA device, or `None` (saying why) where the build has no CUDA or the machine no GPU:
+/// GPU tests call it and skip without one.
+pub fn cuda_device() -> Option<Device> {
+    match Device::new_cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipping: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
 /// Which family's config and tensor names to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TinyArch {

@@ -1,24 +1,14 @@
 //! The fused CUDA prefill kernel against plain attention on the same device, and a whole model's
 //! prefill through it against the chunked path; the training kernels (attention's softmax, the
-//! cross-entropy, AdamW, and the RMSNorm and RoPE nodes) against their CPU versions, and whole training
-//! steps on the GPU against the same steps on the CPU. Runs only in a CUDA build on a machine with a GPU
+//! cross-entropy, AdamW, and the RMSNorm and RoPE nodes) against their CPU versions (whole training
+//! steps are compared in headscope-train's tests). Runs only in a CUDA build on a machine with a GPU
 //! (`cargo test -p headscope-model --features cuda --test flash`); other builds compile it to nothing.
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor, D};
 use headscope_model::flash::{decode_attention, prefill_attention, prefill_attention_variant, prefill_variants};
-use headscope_model::testkit::{TinyArch, TinyModel};
+use headscope_model::testkit::{cuda_device, TinyArch, TinyModel};
 use headscope_model::{LoadOptions, LoadedModel, Probe};
-
-fn gpu() -> Option<Device> {
-    match Device::new_cuda(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            eprintln!("skipping: no CUDA device ({e})");
-            None
-        }
-    }
-}
 
 /// The largest absolute difference between two tensors of one shape, compared in f32.
 fn max_abs_difference(a: &Tensor, b: &Tensor) -> f32 {
@@ -54,7 +44,7 @@ fn reference(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>) -> Tenso
 
 #[test]
 fn fused_prefill_matches_plain_attention() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = cuda_device() else { return };
     // (heads, kv heads, head dim, queries, keys, window, dtype): partial tiles, a cached prefix,
     // grouped queries, sliding windows shorter and longer than a tile, both half types.
     let cases = [
@@ -95,7 +85,7 @@ fn fused_prefill_matches_plain_attention() {
 
 #[test]
 fn fused_ops_equal_the_candle_ops_they_replace() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = cuda_device() else { return };
     for dtype in [DType::BF16, DType::F16, DType::F32] {
         let gate = (Tensor::randn(0f32, 3.0, (1, 37, 264), &dev).unwrap()).to_dtype(dtype).unwrap();
         let up = Tensor::randn(0f32, 1.0, (1, 37, 264), &dev).unwrap().to_dtype(dtype).unwrap();
@@ -135,7 +125,7 @@ fn fused_ops_equal_the_candle_ops_they_replace() {
 #[test]
 #[ignore]
 fn time_prefill_variants() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = cuda_device() else { return };
     let (heads, d, c) = (32, 128, 4096);
     let longest = 65536;
     let q = Tensor::randn(0f32, 1.0, (1, heads, c, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
@@ -177,7 +167,7 @@ fn time_prefill_variants() {
 #[ignore]
 fn time_prefill_layer_ops() {
     use candle_nn::Module;
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = cuda_device() else { return };
     let (c, hidden, inter, heads, d) = (4096, 4096, 11008, 32, 128);
     let bf = |shape: &[usize]| Tensor::randn(0f32, 0.02, shape, &dev).unwrap().to_dtype(DType::BF16).unwrap();
     let x = bf(&[1, c, hidden]);
@@ -248,7 +238,7 @@ fn time_prefill_layer_ops() {
 #[test]
 #[ignore]
 fn time_decode_attention() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = cuda_device() else { return };
     for (name, kv) in [("llama-2-7b", 32), ("mistral-7b", 8)] {
         let (heads, d) = (32, 128);
         let q = Tensor::randn(0f32, 1.0, (1, heads, 1, d), &dev).unwrap().to_dtype(DType::BF16).unwrap();
@@ -278,7 +268,7 @@ fn time_decode_attention() {
 
 #[test]
 fn decode_kernels_match_plain_attention_and_its_argmax() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = cuda_device() else { return };
     // (heads, kv heads, head dim, keys, dtype, period): MHA, GQA groups of 4 and 8, spans past one value
     // block, spans of two weight tiles (1024 keys; over 64K keys with 32 KV heads); with a period, the
     // keys repeat, so that every score ties with its copies in other blocks of keys.
@@ -334,7 +324,7 @@ fn decode_kernels_match_plain_attention_and_its_argmax() {
 
 #[test]
 fn a_model_prefilled_by_the_fused_kernel_is_as_close_to_f32_as_the_chunked_path() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = cuda_device() else { return };
     for (arch, head_dim) in [(TinyArch::Llama, 64), (TinyArch::Mistral(Some(400)), 128)] {
         let dir = tempfile::tempdir().unwrap();
         let tiny = TinyModel { seed: 5, head_dim, heads: 8, kv_heads: 2, layers: 3, intermediate: 512, ..TinyModel::new(arch) };
@@ -388,7 +378,7 @@ fn a_model_prefilled_by_the_fused_kernel_is_as_close_to_f32_as_the_chunked_path(
 
 #[test]
 fn training_attention_on_the_gpu_matches_the_cpu_with_its_gradients() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = cuda_device() else { return };
     use candle_core::Var;
     use headscope_model::train_attention::causal_attention;
     for window in [None, Some(50)] {
@@ -420,7 +410,7 @@ fn difference_and_scale(a: &Tensor, b: &Tensor) -> (f32, f32) {
 
 #[test]
 fn training_ops_on_the_gpu_match_the_cpu_with_their_gradients() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = cuda_device() else { return };
     use candle_core::Var;
     use headscope_model::train_ops::{adamw_update, cross_entropy, rms_norm, rope, AdamWStep};
     let host = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap();

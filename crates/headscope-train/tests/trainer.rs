@@ -2,7 +2,7 @@
 //! and a checkpoint resumes to exactly the same trajectory.
 
 use headscope_model::candle_core::{DType, Device, Tensor};
-use headscope_model::testkit::{TinyArch, TinyModel};
+use headscope_model::testkit::{cuda_device, TinyArch, TinyModel};
 use headscope_model::ModelSpec;
 use headscope_train::trainer::{AdamWConfig, Trainer};
 use std::path::Path;
@@ -103,20 +103,9 @@ fn loss_falls_and_checkpoints_resume_exactly() {
     assert!(d < 0.05, "f16 export changes logits by {d}");
 }
 
-/// The CUDA device, where this build has one (`--features cuda`) and the machine a GPU.
-fn gpu() -> Option<Device> {
-    match Device::new_cuda(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            eprintln!("skipping: no CUDA device ({e})");
-            None
-        }
-    }
-}
-
 #[test]
 fn training_steps_on_the_gpu_follow_the_cpu() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = cuda_device() else { return };
     let c = TinyModel { vocab: 300, ..TinyModel::new(TinyArch::Llama) }.config_json();
     let spec = headscope_model::ModelSpec::from_config_json(&c.to_string(), std::path::Path::new("config.json")).unwrap();
     let mut rng = headscope_core::rng::SplitMix64::new(5);
