@@ -5,8 +5,8 @@
 #   STAGES="n1:docs/lab-v4/recipe-next-stage1.toml n2:docs/lab-v4/recipe-next-stage2.toml:n1" \
 #     EVAL="n2" scripts/lab-torch.sh 570
 # STAGES: name:recipe[:init], init being an earlier stage's name or a model folder (with a '/');
-# a stage whose loss log reached its recipe's last step is skipped, one stopped by the time limit
-# resumes (while the machine stays warm: its state is under /root). DET=1 first trains 60 steps of
+# the stages train in one process; a stage whose loss log reached its recipe's last step is skipped,
+# one stopped by the time limit resumes (while the machine stays warm: its state is under /root). DET=1 first trains 60 steps of
 # next stage 1 twice and prints both weights' md5 (they must agree).
 # Carried (git-ignored, made here):
 #   .carry/headscope.xz      a CUDA build of headscope (see scripts/lab-gpu.sh), xz-compressed
@@ -14,8 +14,8 @@
 #   .carry/tok/tokenizer.json  optional: the tokenizer `headscope train --stop-at 0` trains (deterministic)
 #   .carry/eval/natural.jsonl  cargo run --release -p headscope-train --example natural_facts -- 48 77
 #   .carry/eval/heldout-stories.txt  from scripts/prepare-corpus.sh
-# Results come back in $OUT: each stage's loss.csv, each evaluation's tests, the last model (its
-# model.safetensors in 15 MB parts: join them with cat).
+# Results come back in $OUT (at most 8 files): losses.tgz (each stage's loss.csv), each evaluation's
+# tests, the last model (its model.safetensors in 16 MiB parts: join them with cat).
 set -u
 budget=${1:-560}
 left() { echo $((budget - SECONDS)); }
@@ -27,46 +27,37 @@ mkdir -p "$out"
 chmod +x $hs
 if [ ! -f /root/corpus/.ok ]; then mkdir -p /root/corpus && tar xJf .carry/corpus.tar.xz -C /root/corpus && touch /root/corpus/.ok; fi
 workers=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
-train() { # out recipe [init] [extra flags...]
-  local dir=$1 recipe=$2 init=${3:-}
-  shift 3
-  mkdir -p "$dir"
-  [ -f .carry/tok/tokenizer.json ] && [ -z "$init" ] && cp -n .carry/tok/tokenizer.json "$dir/"
-  python3 $py --bin $hs --recipe "$recipe" --corpus /root/corpus --out "$dir" ${init:+--init-from "$init"} --workers $workers "$@" 2>&1 \
-    | grep -v Warning | grep -E "step +[0-9]*[05]00 |step +[0-9]+ loss .* (60|50) |finished|stopped|time limit|Error|error|resumed|parameters|nothing" | tail -30
-}
 if [ "${DET:-0}" = 1 ]; then
-  for r in a b; do train /root/det$r docs/lab-v4/recipe-next-stage1.toml "" --stop-at 60; done
+  for r in a b; do
+    mkdir -p /root/det$r && cp -n .carry/tok/tokenizer.json /root/det$r/ 2>/dev/null
+    python3 $py --bin $hs --corpus /root/corpus --workers $workers --deterministic --stop-at 60 --stage /root/det$r:docs/lab-v4/recipe-next-stage1.toml 2>&1 | grep -E "finished|stopped|rror"
+  done
   md5sum /root/det?/model.safetensors
 fi
-finished() { python3 - "$1" <<'PY'
-import csv, sys, tomllib
-d = sys.argv[1]
-try:
-    rows = list(csv.DictReader(open(d + "/loss.csv")))
-    steps = tomllib.load(open(d + "/recipe.toml", "rb"))["train"]["steps"]
-except OSError:
-    sys.exit(1)
-sys.exit(0 if rows and int(rows[-1]["step"]) >= steps else 1)
-PY
-}
-last=""
+# The whole chain trains in one process, so that the compiled graphs serve every stage.
+# Each evaluation takes about 100 s (five yardsticks); the chain gets the rest, less a margin.
+stage_args=() names=()
 for s in ${STAGES:-}; do
   IFS=: read -r name recipe init <<< "$s"
   case "$init" in */*) ;; "") ;; *) init=/root/$init ;; esac
-  if ! finished /root/$name; then
-    if [ "$(left)" -lt 120 ]; then echo "no time for $name"; break; fi
-    # Each evaluation takes about 100 s (five yardsticks); the stage gets the rest, less a margin.
-    reserve=$(( $(echo ${EVAL:-} | wc -w) * 100 + 45 ))
-    minutes=$(python3 -c "print(round(max(1, $(left) - $reserve) / 60, 2))")
-    echo "== $name: $recipe from ${init:-scratch}, at most $minutes min ($(left) s left)"
-    train /root/$name "$recipe" "$init" --max-minutes "$minutes"
-  fi
-  mkdir -p "$out/$name" && cp /root/$name/loss.csv "$out/$name/" 2>/dev/null
-  md5sum /root/$name/model.safetensors
-  last=$name
-  finished /root/$name || break
+  mkdir -p /root/$name
+  [ -f .carry/tok/tokenizer.json ] && [ -z "$init" ] && cp -n .carry/tok/tokenizer.json /root/$name/
+  stage_args+=(--stage "/root/$name:$recipe:$init") names+=("$name")
 done
+last=""
+if [ ${#names[@]} -gt 0 ]; then
+  reserve=$(( $(echo ${EVAL:-} | wc -w) * 100 + 45 ))
+  minutes=$(python3 -c "print(round(max(1, $(left) - $reserve) / 60, 2))")
+  echo "== ${names[*]}: at most $minutes min ($(left) s left)"
+  python3 $py --bin $hs --corpus /root/corpus --workers $workers --max-minutes "$minutes" "${stage_args[@]}" 2>&1 \
+    | grep -v Warning | grep -E "step +[0-9]*[05]00 |finished|stopped|time limit|Error|error|resumed|parameters|nothing" | tail -60
+  for name in "${names[@]}"; do
+    [ -f /root/$name/loss.csv ] || break
+    echo "$name: $(md5sum < /root/$name/model.safetensors | cut -c1-32) $(tail -1 /root/$name/loss.csv 2>/dev/null | cut -d, -f1) steps"
+    last=$name
+  done
+  (cd /root && tar czf "$out/losses.tgz" $(for n in "${names[@]}"; do [ -f $n/loss.csv ] && echo $n/loss.csv; done) 2>/dev/null)
+fi
 # The five yardsticks: pass rate (recall >= 0.5) of 48 needles x 5 depths each.
 for name in ${EVAL:-}; do
   dir=/root/$name; case "$name" in */*) dir=$name ;; esac
@@ -83,6 +74,6 @@ for name in ${EVAL:-}; do
 done
 if [ -n "$last" ]; then
   (cd /root/$last && tar czf "$out/$last-files.tgz" config.json generation_config.json tokenizer.json tokenizer_config.json recipe.toml loss.csv \
-    && split -b 15M -d model.safetensors "$out/$last-model.part")
+    && split -b 16M -d model.safetensors "$out/$last-model.part")
 fi
 echo "done at ${SECONDS}s"

@@ -11,8 +11,10 @@ against 145-176 K tokens/s for lab model v4's shape, fixed row shape), for the s
   (answers and their opening tokens count more);
 - the starting weights are `headscope train --stop-at 0`'s: the Rust trainer's seeded initialisation,
   or the `--init-from` model's weights;
-- deterministic kernels (torch.use_deterministic_algorithms), so that a rerun on the same GPU and
-  software gives the same weights;
+- with --deterministic, deterministic kernels (torch.use_deterministic_algorithms), so that a rerun on
+  the same GPU and software gives the same weights; they halve the compiled step's speed (H100, 8 x
+  2048 rows: 248 K against 481 K tokens/s, determinism_cost.py compile), so they are off by default and
+  a rerun then agrees with the first run in its losses, not in every bit;
 - checkpoints (model, optimiser, step) every `checkpoint_every` steps and at a time limit; rerunning the
   same command resumes where it stopped, with the same batches as an uninterrupted run;
 - writes model.safetensors (f16, the names the Rust loader and transformers read) and loss.csv in the
@@ -21,6 +23,9 @@ against 145-176 K tokens/s for lab model v4's shape, fixed row shape), for the s
 Usage (on the GPU machine, from the repository root):
   python3 crates/headscope-train/torch/train_lab.py --bin HEADSCOPE --recipe R --corpus C --out DIR \
       [--init-from MODEL_DIR] [--max-minutes M] [--stop-at STEP]
+or a chain of stages in one process (the compiled graphs serve every stage of the same shape):
+  python3 crates/headscope-train/torch/train_lab.py --bin HEADSCOPE --corpus C --max-minutes M \
+      --stage runs/a:RECIPE_A --stage runs/b:RECIPE_B:runs/a
 """
 import argparse, json, math, os, queue, struct, subprocess, sys, threading, time, tomllib
 
@@ -64,7 +69,10 @@ def batch_reader(proc, first, last, out_q):
             n = rows * tokens
             ids = np.frombuffer(read_exact(f, 8 * n), dtype="<u4").astype(np.int64).reshape(2, rows, tokens)
             w = np.frombuffer(read_exact(f, 4 * n), dtype="<f4").reshape(rows, tokens)
-            out_q.put((step, torch.from_numpy(ids).pin_memory(), torch.from_numpy(w.copy()).pin_memory()))
+            ids, w = torch.from_numpy(ids), torch.from_numpy(w.copy())
+            if torch.cuda.is_available():  # pinned pages copy to the GPU without a staging copy
+                ids, w = ids.pin_memory(), w.pin_memory()
+            out_q.put((step, ids, w))
         out_q.put(None)
     except BaseException as e:  # handed to the training loop, which reports it
         out_q.put(e)
@@ -80,47 +88,79 @@ def export(model, cfg, path):
     os.replace(tmp, path)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bin", required=True, help="the headscope binary (any build: it only makes batches)")
-    ap.add_argument("--recipe", required=True)
-    ap.add_argument("--corpus", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--init-from")
-    ap.add_argument("--max-minutes", type=float)
-    ap.add_argument("--stop-at", type=int)
-    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
-    ap.add_argument("--no-compile", action="store_true", help="eager mode (slower; for debugging)")
-    a = ap.parse_args()
+def stage_finished(out, steps):
+    """Whether OUT's loss log reached the recipe's last step."""
+    try:
+        with open(os.path.join(out, "loss.csv")) as f:
+            rows = f.read().split()
+        return len(rows) > 1 and int(rows[-1].split(",")[0]) >= steps
+    except (OSError, ValueError):
+        return False
 
-    recipe = tomllib.load(open(a.recipe, "rb"))
+
+class Session:
+    """The model, its compiled loss and the device, kept across the stages of one chain: stages of one
+    shape reuse the compiled graphs (compiling costs about 100 s per process), each stage loading its
+    starting weights into the same parameters."""
+
+    def __init__(self, compile_loss, device):
+        self.compile_loss = compile_loss
+        self.dev = torch.device(device)
+        self.model = self.cfg = self.loss_fn = None
+
+    def load(self, out):
+        cfg = LlamaConfig.from_pretrained(out)
+        cfg._attn_implementation = "sdpa"
+        shape = lambda c: {k: v for k, v in c.to_dict().items() if k not in ("_name_or_path", "transformers_version", "torch_dtype", "dtype")}
+        if self.model is None or shape(cfg) != shape(self.cfg):
+            self.cfg = cfg
+            self.model = LlamaForCausalLM(cfg)
+            self.model.tie_weights()
+            self.model.to(self.dev)
+            model = self.model
+
+            def loss_of(inputs, targets, weights):
+                with torch.autocast(self.dev.type, dtype=torch.bfloat16):
+                    logits = model(input_ids=inputs).logits
+                nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+                return (nll * weights.reshape(-1)).sum() / weights.sum()
+
+            # One static graph per row shape (a recipe has a few): with automatic dynamic shapes the
+            # second shape recompiles symbolically, and the first such run trained at eager speed.
+            self.loss_fn = torch.compile(loss_of, dynamic=False) if self.compile_loss else loss_of
+        state = load_file(os.path.join(out, "model.safetensors"))
+        with torch.no_grad():
+            missing, unexpected = self.model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        missing = [m for m in missing if not (self.cfg.tie_word_embeddings and m == "lm_head.weight")]
+        if missing or unexpected:
+            sys.exit(f"the starting weights do not fit the config: missing {missing}, unexpected {unexpected}")
+        return self.model, self.cfg
+
+
+def train_stage(session, a, recipe_path, out, init_from, deadline):
+    """Trains one stage to its recipe's last step (or --stop-at, or the deadline). Returns whether it
+    got there."""
+    recipe = tomllib.load(open(recipe_path, "rb"))
     t = recipe["train"]
     t.setdefault("warmup", 0)
-    out = a.out
+    t.setdefault("log_every", 50)
+    t.setdefault("checkpoint_every", 500)
+    t.setdefault("grad_clip", 0.0)
+    last = min(a.stop_at, t["steps"]) if a.stop_at is not None else t["steps"]
+    if a.stop_at is None and stage_finished(out, t["steps"]):
+        print(f"{out}: finished earlier (step {t['steps']})", file=sys.stderr)
+        return True
     os.makedirs(out, exist_ok=True)
     ckpt = os.path.join(out, "torch-checkpoint.pt")
-    init_flag = ["--init-from", a.init_from] if a.init_from else []
+    init_flag = ["--init-from", init_from] if init_from else []
     if not os.path.exists(ckpt):
         # The model files and the starting weights, from the Rust trainer (its seeded initialisation or
-        # the earlier stage's weights; also its tokenizer, trained here unless one is in --out).
-        subprocess.run([a.bin, "train", "--recipe", a.recipe, "--corpus", a.corpus, "--out", out, "--stop-at", "0",
+        # the earlier stage's weights; also its tokenizer, trained here unless one is in the folder).
+        subprocess.run([a.bin, "train", "--recipe", recipe_path, "--corpus", a.corpus, "--out", out, "--stop-at", "0",
                         "--device", "cpu", "--workers", str(a.workers)] + init_flag, check=True)
-
     torch.manual_seed(0)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    dev = torch.device("cuda")
-    cfg = LlamaConfig.from_pretrained(out)
-    cfg._attn_implementation = "sdpa"
-    model = LlamaForCausalLM(cfg)
-    state = load_file(os.path.join(out, "model.safetensors"))
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    missing = [m for m in missing if not (cfg.tie_word_embeddings and m == "lm_head.weight")]
-    if missing or unexpected:
-        sys.exit(f"the starting weights do not fit the config: missing {missing}, unexpected {unexpected}")
-    model.tie_weights()
-    model.to(dev)
+    model, cfg = session.load(out)
+    dev = session.dev
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed_tokens" not in n]
     keep = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed_tokens" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]}, {"params": keep, "weight_decay": 0.0}],
@@ -133,18 +173,8 @@ def main():
         step = c["step"]
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
     n_params = sum(p.numel() for p in model.parameters())
-    last = min(a.stop_at, t["steps"]) if a.stop_at is not None else t["steps"]
-    print(f"{n_params} parameters; training to step {last} of {t['steps']} on {torch.cuda.get_device_name()}", file=sys.stderr)
-
-    def loss_of(inputs, targets, weights):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = model(input_ids=inputs).logits
-        nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-        return (nll * weights.reshape(-1)).sum() / weights.sum()
-
-    # One static graph per row shape (a recipe has a few): with automatic dynamic shapes the second
-    # shape recompiles symbolically, and the first such run trained at eager speed (~190 K tokens/s).
-    loss_fn = loss_of if a.no_compile else torch.compile(loss_of, dynamic=False)
+    print(f"{out}: {n_params} parameters; training to step {last} of {t['steps']} on {torch.cuda.get_device_name() if dev.type == 'cuda' else dev}", file=sys.stderr)
+    loss_fn = session.loss_fn
 
     def save():
         tmp = ckpt + ".tmp"
@@ -155,8 +185,8 @@ def main():
     if step >= last:
         export(model, cfg, os.path.join(out, "model.safetensors"))
         print(f"nothing to do: at step {step}", file=sys.stderr)
-        return
-    proc = subprocess.Popen([a.bin, "train-data", "--recipe", a.recipe, "--corpus", a.corpus, "--out", out,
+        return step >= t["steps"]
+    proc = subprocess.Popen([a.bin, "train-data", "--recipe", recipe_path, "--corpus", a.corpus, "--out", out,
                              "--from-step", str(step), "--to-step", str(last), "--workers", str(a.workers)] + init_flag,
                             stdout=subprocess.PIPE, bufsize=1 << 20)
     q = queue.Queue(maxsize=64)
@@ -167,11 +197,14 @@ def main():
     if new_log:
         log.write("step,tokens,rows,loss,grad_norm,lr,seconds\n")
     started = time.time()
-    window_start, window_tokens = time.time(), 0
+    window_start, window_tokens, window_wait = time.time(), 0, 0.0
     pending = []  # (step, tokens, rows, loss tensor, grad-norm tensor, lr), written at each log
     model.train()
+    out_of_time = False
     while step < last:
+        waiting = time.time()
         item = q.get()
+        window_wait += time.time() - waiting
         if isinstance(item, BaseException):
             raise item
         if item is None:
@@ -190,7 +223,7 @@ def main():
         rows, tokens = w.shape
         window_tokens += rows * tokens
         pending.append((step, tokens, rows, loss.detach(), norm.detach(), lr))
-        out_of_time = a.max_minutes is not None and time.time() - started > a.max_minutes * 60
+        out_of_time = deadline is not None and time.time() > deadline
         if step % t["log_every"] == 0 or step == last or out_of_time:
             values = torch.stack([torch.stack([p[3], p[4]]) for p in pending]).float().cpu().tolist()
             elapsed = time.time() - started
@@ -201,8 +234,9 @@ def main():
                 sys.exit(f"the loss became non-finite by step {step}; the last checkpoint in {ckpt} is intact")
             secs = time.time() - window_start
             print(f"step {step:>6} loss {sum(v for v, _ in values) / len(values):.4f} lr {lr:.2e} "
-                  f"{window_tokens / secs:.0f} tokens/s", file=sys.stderr, flush=True)
-            pending, window_start, window_tokens = [], time.time(), 0
+                  f"{window_tokens / secs:.0f} tokens/s, {100 * window_wait / secs:.0f} % waiting for batches",
+                  file=sys.stderr, flush=True)
+            pending, window_start, window_tokens, window_wait = [], time.time(), 0, 0.0
         if step % t["checkpoint_every"] == 0 or step == last or out_of_time:
             save()
             log.flush()
@@ -212,7 +246,48 @@ def main():
     proc.kill()
     log.close()
     done = "finished" if step >= t["steps"] else "stopped at"
-    print(f"{done} step {step} of {t['steps']}; wrote {os.path.join(out, 'model.safetensors')}", file=sys.stderr)
+    print(f"{out}: {done} step {step} of {t['steps']}; wrote {os.path.join(out, 'model.safetensors')}", file=sys.stderr)
+    return step >= last and not out_of_time
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", required=True, help="the headscope binary (any build: it only makes batches)")
+    ap.add_argument("--corpus", required=True)
+    ap.add_argument("--recipe", help="one stage: its recipe (with --out and --init-from)")
+    ap.add_argument("--out")
+    ap.add_argument("--init-from")
+    ap.add_argument("--stage", action="append", default=[], metavar="OUT:RECIPE[:INIT]",
+                    help="a chain of stages in one process (repeat the flag), INIT being a model folder or an "
+                         "earlier stage's OUT; a finished stage is skipped, a stopped one resumes")
+    ap.add_argument("--max-minutes", type=float, help="for the whole chain")
+    ap.add_argument("--stop-at", type=int)
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    ap.add_argument("--no-compile", action="store_true", help="eager mode (slower; for debugging)")
+    ap.add_argument("--deterministic", action="store_true", help="deterministic kernels: bitwise-repeatable, half the speed")
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu to check the trainer's plumbing on a small recipe")
+    a = ap.parse_args()
+    stages = []
+    if a.recipe or a.out:
+        if not (a.recipe and a.out):
+            ap.error("--recipe and --out go together")
+        stages.append((a.out, a.recipe, a.init_from))
+    for spec in a.stage:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not all(parts[:2]):
+            ap.error(f"--stage {spec!r}: expected OUT:RECIPE[:INIT]")
+        stages.append((parts[0], parts[1], parts[2] if len(parts) == 3 and parts[2] else None))
+    if not stages:
+        ap.error("nothing to train: give --recipe and --out, or --stage")
+
+    torch.use_deterministic_algorithms(a.deterministic)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    deadline = time.time() + a.max_minutes * 60 if a.max_minutes is not None else None
+    session = Session(compile_loss=not a.no_compile, device=a.device)
+    for out, recipe, init in stages:
+        if not train_stage(session, a, recipe, out, init, deadline):
+            break
 
 
 if __name__ == "__main__":
