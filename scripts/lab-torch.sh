@@ -7,7 +7,8 @@
 # STAGES: name:recipe[:init], init being an earlier stage's name or a model folder (with a '/');
 # the stages train in one process; a stage whose loss log reached its recipe's last step is skipped,
 # one stopped by the time limit resumes (while the machine stays warm: its state is under /root). DET=1 first trains 60 steps of
-# next stage 1 twice and prints both weights' md5 (they must agree).
+# next stage 1 twice and prints both weights' md5 (they must agree). TRAIN_FLAGS go to train_lab.py
+# (e.g. --f32-logits).
 # Carried (git-ignored, made here):
 #   .carry/headscope.xz      a CUDA build of headscope (see scripts/lab-gpu.sh), xz-compressed
 #   .carry/corpus.tar.xz     the recipes' corpus files from scripts/prepare-corpus.sh, as a tar
@@ -49,7 +50,7 @@ if [ ${#names[@]} -gt 0 ]; then
   reserve=$(( $(echo ${EVAL:-} | wc -w) * 100 + 45 ))
   minutes=$(python3 -c "print(round(max(1, $(left) - $reserve) / 60, 2))")
   echo "== ${names[*]}: at most $minutes min ($(left) s left)"
-  python3 $py --bin $hs --corpus /root/corpus --workers $workers --max-minutes "$minutes" "${stage_args[@]}" 2>&1 \
+  python3 $py --bin $hs --corpus /root/corpus --workers $workers --max-minutes "$minutes" ${TRAIN_FLAGS:-} "${stage_args[@]}" 2>&1 \
     | grep -v Warning | grep -E "step +[0-9]*[05]00 |finished|stopped|time limit|Error|error|resumed|parameters|nothing" | tail -60
   for name in "${names[@]}"; do
     [ -f /root/$name/loss.csv ] || break

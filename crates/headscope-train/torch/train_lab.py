@@ -103,8 +103,9 @@ class Session:
     shape reuse the compiled graphs (compiling costs about 100 s per process), each stage loading its
     starting weights into the same parameters."""
 
-    def __init__(self, compile_loss, device):
+    def __init__(self, compile_loss, device, f32_logits=False):
         self.compile_loss = compile_loss
+        self.f32_logits = f32_logits
         self.dev = torch.device(device)
         self.model = self.cfg = self.loss_fn = None
 
@@ -119,9 +120,16 @@ class Session:
             self.model.to(self.dev)
             model = self.model
 
+            f32_logits = self.f32_logits
+
             def loss_of(inputs, targets, weights):
                 with torch.autocast(self.dev.type, dtype=torch.bfloat16):
-                    logits = model(input_ids=inputs).logits
+                    if f32_logits:
+                        hidden = model.model(input_ids=inputs).last_hidden_state
+                    else:
+                        logits = model(input_ids=inputs).logits
+                if f32_logits:  # the LM head outside autocast: logits in f32 (TF32 products)
+                    logits = F.linear(hidden.float(), model.lm_head.weight)
                 nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
                 return (nll * weights.reshape(-1)).sum() / weights.sum()
 
@@ -265,6 +273,8 @@ def main():
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     ap.add_argument("--no-compile", action="store_true", help="eager mode (slower; for debugging)")
     ap.add_argument("--deterministic", action="store_true", help="deterministic kernels: bitwise-repeatable, half the speed")
+    ap.add_argument("--f32-logits", action="store_true",
+                    help="the LM head in f32, the rest in bf16 (to test whether bf16 logits cost loss; unmeasured)")
     ap.add_argument("--device", default="cuda", help="cuda, or cpu to check the trainer's plumbing on a small recipe")
     a = ap.parse_args()
     stages = []
@@ -284,7 +294,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     deadline = time.time() + a.max_minutes * 60 if a.max_minutes is not None else None
-    session = Session(compile_loss=not a.no_compile, device=a.device)
+    session = Session(compile_loss=not a.no_compile, device=a.device, f32_logits=a.f32_logits)
     for out, recipe, init in stages:
         if not train_stage(session, a, recipe, out, init, deadline):
             break
