@@ -30,7 +30,7 @@ if [ ! -f /root/corpus/.ok ]; then mkdir -p /root/corpus && tar xJf .carry/corpu
 workers=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 if [ "${DET:-0}" = 1 ]; then
   for r in a b; do
-    mkdir -p /root/det$r && cp -n .carry/tok/tokenizer.json /root/det$r/ 2>/dev/null
+    mkdir -p /root/det$r && { [ -f /root/det$r/tokenizer.json ] || cp .carry/tok/tokenizer.json /root/det$r/; }
     python3 $py --bin $hs --corpus /root/corpus --workers $workers --deterministic --stop-at 60 --stage /root/det$r:docs/lab-v4/recipe-next-stage1.toml 2>&1 | grep -E "finished|stopped|rror"
   done
   md5sum /root/det?/model.safetensors
@@ -42,7 +42,7 @@ for s in ${STAGES:-}; do
   IFS=: read -r name recipe init <<< "$s"
   case "$init" in */*) ;; "") ;; *) init=/root/$init ;; esac
   mkdir -p /root/$name
-  [ -f .carry/tok/tokenizer.json ] && [ -z "$init" ] && cp -n .carry/tok/tokenizer.json /root/$name/
+  if [ -f .carry/tok/tokenizer.json ] && [ -z "$init" ] && [ ! -f /root/$name/tokenizer.json ]; then cp .carry/tok/tokenizer.json /root/$name/; fi
   stage_args+=(--stage "/root/$name:$recipe:$init") names+=("$name")
 done
 last=""

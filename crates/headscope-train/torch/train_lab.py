@@ -2,8 +2,9 @@
 """The lab model's fast trainer: the recipe's own batches (`headscope train-data`, built by the Rust
 exercise generator, step for step as `headscope train` draws them) fed to Hugging Face's
 LlamaForCausalLM in PyTorch with bf16 matrix products, fused SDPA attention, torch.compile and fused
-AdamW. On the lent H200 that is about 6x the candle trainer's tokens per second (measured: 0.9-1.0 M
-against 145-176 K tokens/s for lab model v4's shape, fixed row shape), for the same optimiser, schedule and loss:
+AdamW. Measured for lab model v4's shape: 530-730 K tokens/s on a lent H100 over whole recipes (next
+stages 1-2), about 4x the candle trainer's ~145 K; a fixed-shape probe reached 0.9-1.0 M on an H200
+(throughput.py). For the same optimiser, schedule and loss:
 
 - AdamW (beta 0.9/0.95, eps 1e-8), decoupled weight decay on matrices but the embeddings, global
   gradient-norm clipping, linear warm-up then cosine decay to `min_lr` (the recipe's `[train]`);
