@@ -6,9 +6,9 @@
 #     EVAL="n2" scripts/lab-torch.sh 570
 # STAGES: name:recipe[:init], init being an earlier stage's name or a model folder (with a '/');
 # the stages train in one process; a stage whose loss log reached its recipe's last step is skipped,
-# one stopped by the time limit resumes (while the machine stays warm: its state is under /root). DET=1 first trains 60 steps of
-# next stage 1 twice and prints both weights' md5 (they must agree). TRAIN_FLAGS go to train_lab.py
-# (e.g. --f32-logits).
+# one stopped by the time limit resumes (while the machine stays warm: its state is under /root).
+# DET=1 first trains 60 steps of next stage 1 twice with deterministic kernels and prints both
+# weights' md5 (they must agree). TRAIN_FLAGS go to train_lab.py (e.g. --f32-logits).
 # Carried (git-ignored, made here):
 #   .carry/headscope.xz      a CUDA build of headscope (see scripts/lab-gpu.sh), xz-compressed
 #   .carry/corpus.tar.xz     the recipes' corpus files from scripts/prepare-corpus.sh, as a tar

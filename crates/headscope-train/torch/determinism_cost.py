@@ -8,7 +8,7 @@ torch.backends.cuda.matmul.allow_tf32 = True
 c = LlamaConfig(vocab_size=8192, hidden_size=384, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=12,
     num_key_value_heads=4, head_dim=32, max_position_embeddings=8448, tie_word_embeddings=True, attn_implementation="sdpa")
 compiled = "compile" in sys.argv[1:]
-def run(det, rows, tokens, shapes_vary=False):
+def run(det, rows, tokens):
     torch.use_deterministic_algorithms(det)
     torch._dynamo.reset()
     m = LlamaForCausalLM(c).cuda()
