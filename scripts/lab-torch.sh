@@ -15,6 +15,9 @@
 #   .carry/tok/tokenizer.json  optional: the tokenizer `headscope train --stop-at 0` trains (deterministic)
 #   .carry/eval/natural.jsonl  cargo run --release -p headscope-train --example natural_facts -- 48 77
 #   .carry/eval/heldout-stories.txt  from scripts/prepare-corpus.sh
+#   .carry/models/NAME.tar.xz  optional: a model folder an earlier session trained (its files at the top
+#     of the tar: config.json, tokenizer files, model.safetensors, loss.csv), unpacked as stage NAME, so
+#     that a chain can go on from it ("n12:RECIPE:NAME") instead of training its stages again
 # Results come back in $OUT (at most 8 files): losses.tgz (each stage's loss.csv), each evaluation's
 # tests, the last model (its model.safetensors in 16 MiB parts: join them with cat).
 set -u
@@ -28,6 +31,11 @@ mkdir -p "$out"
 chmod +x $hs
 if [ ! -f /root/corpus/.ok ]; then mkdir -p /root/corpus && tar xJf .carry/corpus.tar.xz -C /root/corpus && touch /root/corpus/.ok; fi
 workers=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
+for m in .carry/models/*.tar.xz; do
+  [ -f "$m" ] || continue
+  name=$(basename "$m" .tar.xz)
+  if [ ! -f /root/$name/model.safetensors ]; then mkdir -p /root/$name && tar xJf "$m" -C /root/$name && echo "carried model $name: $(md5sum < /root/$name/model.safetensors | cut -c1-32)"; fi
+done
 if [ "${DET:-0}" = 1 ]; then
   for r in a b; do
     mkdir -p /root/det$r && { [ -f /root/det$r/tokenizer.json ] || cp .carry/tok/tokenizer.json /root/det$r/; }

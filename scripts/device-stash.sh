@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Moves the tracked files a GPU job never reads out of the working tree and back, because the device
+# tool carries the whole tree and the carried files together within 64 MiB (a carried 28 MB model
+# and the corpus do not fit beside the shipped lab model, the benchmark records and the lab-v4 records).
+#   scripts/device-stash.sh out     before a `run` call
+#   scripts/device-stash.sh back    after it (also after a failed call: the files wait in $STASH)
+set -eu
+cd "$(dirname "$0")/.."
+stash=${STASH:-/tmp/headscope-device-stash}
+paths=(public/models/lab/model.safetensors bench/results docs/lab-retrain)
+case "${1:-}" in
+  out)
+    if [ -e "$stash/.full" ]; then echo "$stash already holds stashed files: run '$0 back' first" >&2; exit 1; fi
+    mkdir -p "$stash"
+    # docs/lab-v4 without its recipes: loss logs and evaluation records
+    for p in docs/lab-v4/*; do case "$p" in *.toml) ;; *) paths+=("$p") ;; esac; done
+    printf '%s\n' "${paths[@]}" > "$stash/.full"
+    for p in "${paths[@]}"; do mkdir -p "$stash/$(dirname "$p")" && mv "$p" "$stash/$p"; done
+    echo "stashed ${#paths[@]} paths in $stash; tree now $(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1) bytes" ;;
+  back)
+    [ -f "$stash/.full" ] || { echo "nothing stashed in $stash" >&2; exit 1; }
+    while read -r p; do
+      if [ -e "$p" ]; then echo "$p exists in the tree again; left the stashed copy in $stash" >&2; continue; fi
+      mkdir -p "$(dirname "$p")" && mv "$stash/$p" "$p"
+    done < "$stash/.full"
+    rm "$stash/.full"
+    git status --short ;;
+  *) echo "usage: $0 out|back" >&2; exit 2 ;;
+esac
