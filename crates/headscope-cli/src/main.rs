@@ -4,6 +4,7 @@
 mod agreement;
 mod bench;
 mod compare;
+mod convert;
 mod lm;
 mod loss_plot;
 mod outputs;
@@ -47,6 +48,8 @@ enum Command {
     Perplexity(PerplexityArgs),
     /// Correlate the retrieval scores of several models (Pearson and Spearman of per-head means).
     Compare(compare::CompareArgs),
+    /// Convert head scores between the official JSON and DuoAttention's full_attention_heads.tsv.
+    ConvertScores(convert::ConvertArgs),
     /// Draw training-loss curves from `headscope train` logs (stages one after another).
     PlotLoss(PlotLossArgs),
     /// The paper's figures for one model (figs. 3-9, 13): runs or resumes detection, masking and QA
@@ -225,6 +228,11 @@ struct DetectArgs {
     /// A head whose mean score exceeds this is a retrieval head.
     #[arg(long, default_value_t = headscope_core::RETRIEVAL_THRESHOLD)]
     threshold: f64,
+    /// Head scores to write, comma-separated: `eq1` (the paper's eq. 1, distinct positions:
+    /// head_scores.json, always written), `official` (eq. 1 as the official code counts it, repeated
+    /// copies again, so a score can pass 1: head_scores_official.json). All from the same decode steps.
+    #[arg(long, value_name = "KINDS", default_value = "eq1")]
+    score: String,
 }
 
 #[derive(Args, Debug)]
@@ -240,7 +248,8 @@ struct NiahArgs {
     /// Mask these heads: layer-head list, e.g. 16-19,11-15.
     #[arg(long, value_name = "HEADS")]
     mask_heads: Option<String>,
-    /// Head-score file (official format) for --mask-top / --mask-random.
+    /// Head-score file for --mask-top / --mask-random: the official format, or DuoAttention's
+    /// full_attention_heads.tsv (its KV heads' gates spread over their query heads).
     #[arg(long)]
     scores: Option<PathBuf>,
     /// Seed of --mask-random.
@@ -298,7 +307,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Detect(a) => sweep::detect(&a.sweep, a.gate, a.threshold),
+        Command::Detect(a) => sweep::detect(&a.sweep, a.gate, a.threshold, &a.score),
         Command::Niah(a) => niah(a),
         Command::TinyModel(a) => tiny_model(a),
         Command::Train(a) => train(a),
@@ -320,6 +329,7 @@ fn main() {
             lm::perplexity(&a.model, &a.text, a.window, a.max_windows, &headscope_model::LoadOptions { dtype: None, device }).map(|_| ())
         }),
         Command::Compare(a) => compare::compare(&a),
+        Command::ConvertScores(a) => convert::convert(&a),
         Command::PlotLoss(a) => loss_plot::plot_loss(&a.logs, &a.out, a.smooth),
         Command::Report(a) => report::report(&a),
         Command::Bench(a) => bench::bench(&a),

@@ -123,6 +123,7 @@ fn run_info(setup: &QaSetup, items: &[QaItem], run: &QaRun) -> Result<RunInfo> {
             scope: m.scope.to_string(),
         }),
         seed: run.seed,
+        scores: Vec::new(),
     })
 }
 

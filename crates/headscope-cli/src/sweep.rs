@@ -6,6 +6,7 @@ use crate::{ModelArgs, SweepArgs};
 use anyhow::{bail, Context, Result};
 use headscope_core::files::{self, read_head_scores, short_hash, MaskInfo, ModelInfo, RunInfo, TestLog, TestRecord};
 use headscope_core::niah::{read_needles_jsonl, san_francisco_needle, Needle};
+use headscope_core::ScoreKind;
 use headscope_core::{masking, HeadId};
 use headscope_engine::{block_on, Engine, SweepInputs, SweepPlan, SweepRunner, TestOutcome};
 use headscope_gpu::{GpuContext, GpuModel};
@@ -154,6 +155,7 @@ impl Sweep {
             max_new_tokens: args.max_new_tokens,
             mask,
             seed: None,
+            scores: Vec::new(),
         };
         // Checked before any file is written or any weight is loaded: every needle builds at the
         // shortest length, the longest test fits the model's context.
@@ -368,17 +370,28 @@ fn open_out(out: &Path, info: &RunInfo) -> Result<TestLog> {
 }
 
 /// `headscope detect`.
-pub fn detect(args: &SweepArgs, gate: f64, threshold: f64) -> Result<()> {
+pub fn detect(args: &SweepArgs, gate: f64, threshold: f64, score_kinds: &str) -> Result<()> {
     if !(0.0..=1.0).contains(&gate) {
         bail!("--gate must be between 0 and 1");
     }
-    let sweep = Sweep::prepare(args, "detect", open_model(args)?, None)?;
+    let kinds = ScoreKind::parse_list(score_kinds).context("--score")?;
+    let mut sweep = Sweep::prepare(args, "detect", open_model(args)?, None)?;
+    if kinds.iter().any(|&k| k != ScoreKind::Eq1) {
+        sweep.info.scores =
+            ScoreKind::ALL.iter().filter(|k| **k == ScoreKind::Eq1 || kinds.contains(k)).map(|k| k.name().to_string()).collect();
+    }
     let log = open_out(&args.out, &sweep.info)?;
     let (ran, log) = sweep.run(args, log)?;
     let shape = sweep.model_dir.spec.head_shape();
     let scores = files::head_scores_from_records(shape, log.records(), gate)?;
-    let scores_path = args.out.join("head_scores.json");
+    let scores_path = args.out.join(ScoreKind::Eq1.file_name());
     files::write_head_scores(&scores_path, &scores)?;
+    for &kind in kinds.iter().filter(|&&k| k != ScoreKind::Eq1) {
+        let other = files::head_scores_of_kind(shape, log.records(), gate, kind)?;
+        let path = args.out.join(kind.file_name());
+        files::write_head_scores(&path, &other)?;
+        println!("{} scores: {}", kind.name(), path.display());
+    }
     let model_name = model_name(&sweep.model_dir.dir);
     outputs::save_head_heatmap(&args.out.join("heads.png"), &scores, &format!("retrieval scores: {model_name}"))?;
     outputs::save_niah(&args.out.join("niah.png"), log.records(), &format!("NIAH: {model_name}"))?;
@@ -406,16 +419,16 @@ pub struct MaskRun {
 }
 
 /// The mask plan's name for provenance and the heads it picks on a model of `shape`.
-fn resolve_choice(choice: &Option<MaskChoice>, shape: headscope_core::HeadShape) -> Result<(String, Vec<HeadId>)> {
+fn resolve_choice(choice: &Option<MaskChoice>, shape: headscope_core::HeadShape, heads_per_kv: usize) -> Result<(String, Vec<HeadId>)> {
     let (name, heads) = match choice {
         None => (String::new(), vec![]),
         Some(MaskChoice::List(h)) => ("list".to_string(), h.clone()),
         Some(MaskChoice::Top { k, scores }) => {
-            let s = read_scores_for(scores, shape)?;
+            let s = read_scores_for(scores, shape, heads_per_kv)?;
             (format!("top-{k} of {}", scores.display()), masking::top_k(&s, *k)?)
         }
         Some(MaskChoice::Random { k, seed, threshold, scores }) => {
-            let s = read_scores_for(scores, shape)?;
+            let s = read_scores_for(scores, shape, heads_per_kv)?;
             (format!("random-{k} seed {seed} of {} (mean <= {threshold})", scores.display()), masking::random_k(&s, *k, *seed, *threshold)?)
         }
     };
@@ -432,7 +445,7 @@ pub fn niah_batch(args: &SweepArgs, runs: &[MaskRun], mode: MaskMode, scope: Mas
     let shape = model_dir.spec.head_shape();
     let mut plans = Vec::with_capacity(runs.len());
     for run in runs {
-        let (name, heads) = resolve_choice(&run.choice, shape)?;
+        let (name, heads) = resolve_choice(&run.choice, shape, model_dir.spec.heads / model_dir.spec.kv_heads)?;
         plans.push((run.plan_name.clone().unwrap_or(name), heads));
     }
     let sweep = Sweep::prepare(args, "niah", model_dir, None)?;
@@ -466,8 +479,10 @@ pub fn niah_batch(args: &SweepArgs, runs: &[MaskRun], mode: MaskMode, scope: Mas
     Ok(())
 }
 
-fn read_scores_for(path: &Path, shape: headscope_core::HeadShape) -> Result<headscope_core::HeadScores> {
-    let s = read_head_scores(path)?;
+/// Head scores for masking a model of `shape`: an official head-score file, or a DuoAttention head file
+/// (`.tsv`, one gate per KV head, spread over its `heads_per_kv` query heads).
+fn read_scores_for(path: &Path, shape: headscope_core::HeadShape, heads_per_kv: usize) -> Result<headscope_core::HeadScores> {
+    let s = read_scores_file(path, heads_per_kv)?;
     if s.shape() != shape {
         bail!(
             "{}: scores for {} layers x {} heads, but the model has {} x {}",
@@ -479,6 +494,16 @@ fn read_scores_for(path: &Path, shape: headscope_core::HeadShape) -> Result<head
         );
     }
     Ok(s)
+}
+
+/// Reads a head-score file by its extension: `.tsv` is DuoAttention's layout (KV heads of
+/// `heads_per_kv` query heads each), anything else the official JSON.
+pub(crate) fn read_scores_file(path: &Path, heads_per_kv: usize) -> Result<headscope_core::HeadScores> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv")) {
+        Ok(files::read_duo_tsv(path, heads_per_kv)?)
+    } else {
+        Ok(read_head_scores(path)?)
+    }
 }
 
 pub(crate) fn model_name(dir: &Path) -> String {

@@ -270,3 +270,72 @@ fn the_bundled_lab_model_is_the_default() {
     assert_eq!((info.model.dir.as_str(), info.model.layers, info.model.heads, info.model.kv_heads), ("public/models/lab", 6, 8, 2));
     assert_eq!(read_head_scores(&out.join("head_scores.json")).unwrap().shape(), HeadShape::new(6, 8));
 }
+
+/// `--score eq1,official`: both files from one run; the official count equals eq. 1 plus each record's
+/// repeated hits over its span, and run.json names the scores.
+#[test]
+fn detect_writes_the_official_count_beside_eq1() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = tempfile::tempdir().unwrap();
+    // Four hand-written needles; the lab model repeats part of needle 18's answer at depth 100 (its
+    // answer loops), so that record has repeated hits.
+    let all = std::fs::read_to_string(root.join("public/needles/handwritten.jsonl")).unwrap();
+    let needles = tmp.path().join("needles.jsonl");
+    std::fs::write(&needles, all.lines().skip(16).take(4).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let out = tmp.path().join("scores");
+    let o = Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .current_dir(&root)
+        .args(["detect", "--out", out.to_str().unwrap(), "--needles", needles.to_str().unwrap(), "--lengths", "512"])
+        .args(["--depths", "2", "--max-new-tokens", "48", "--gate", "0", "--score", "eq1,official"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let eq1 = read_head_scores(&out.join("head_scores.json")).unwrap();
+    let official = read_head_scores(&out.join("head_scores_official.json")).unwrap();
+    let log = TestLog::open(&out.join("tests.jsonl")).unwrap();
+    let records = headscope_core::files::in_plan_order(log.records());
+    assert_eq!((eq1.tests(), official.tests(), records.len()), (8, 8, 8));
+    let mut repeated = 0;
+    for (t, r) in records.iter().enumerate() {
+        let span = (r.answer_tokens[1] - r.answer_tokens[0]) as f64;
+        for head in eq1.shape().iter() {
+            let extra = r.repeat_hits.get(&head).copied().unwrap_or(0) as f64;
+            let (a, b) = (eq1.scores(head)[t], official.scores(head)[t]);
+            assert!((b - a - extra / span).abs() < 1e-9, "{} {head}: eq1 {a}, official {b}, {extra} repeats", r.id);
+            repeated += (extra > 0.0) as usize;
+        }
+    }
+    assert!(repeated > 0, "no record repeated a hit: the test no longer tells the two counts apart");
+    let info: RunInfo = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info.scores, ["eq1", "official"]);
+    // An unknown score is refused before any work.
+    fails(&["detect", "--out", tmp.path().join("x").to_str().unwrap(), "--score", "eq1,soft"], "unknown score 'soft'");
+}
+
+/// DuoAttention's head file: converted to the official JSON and back, and usable for masking directly.
+#[test]
+fn duoattention_head_files_convert_and_mask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama", 0, false); // 2 layers, 4 query heads sharing 2 KV heads
+    let tsv = p(tmp.path(), "full_attention_heads.tsv");
+    let gates = "0.1000000000\t0.9000000000\n0.3000000000\t0.2000000000\n";
+    std::fs::write(&tsv, gates).unwrap();
+    let json = p(tmp.path(), "gates.json");
+    ok(&["convert-scores", "--from", &tsv, "--to", &json, "--model", &model]);
+    let scores = read_head_scores(Path::new(&json)).unwrap();
+    let means: Vec<f64> = scores.shape().iter().map(|h| scores.mean(h)).collect();
+    assert_eq!(means, [0.1, 0.1, 0.9, 0.9, 0.3, 0.3, 0.2, 0.2]);
+    let back = p(tmp.path(), "back.tsv");
+    ok(&["convert-scores", "--from", &json, "--to", &back, "--heads-per-kv", "2"]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), gates);
+    // The file masks as a score: the best gate's first query head is the top-1 head.
+    let out = p(tmp.path(), "masked");
+    let mut args = vec!["niah", "--model", &model, "--out", &out, "--mask-top", "1", "--scores", &tsv];
+    args.extend(["--lengths", "160", "--depths", "1", "--max-new-tokens", "4"]);
+    ok(&args);
+    let log = TestLog::open(&Path::new(&out).join("tests.jsonl")).unwrap();
+    assert_eq!(log.records()[0].masked_heads, [headscope_core::HeadId::new(0, 2)]);
+    fails(&["convert-scores", "--from", &tsv, "--to", &json], "--heads-per-kv");
+    std::fs::write(&tsv, "0.1\t0.9\n0.3\n").unwrap();
+    fails(&["convert-scores", "--from", &tsv, "--to", &json, "--model", &model], "line 2 has 1 KV heads");
+}

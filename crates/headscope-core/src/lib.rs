@@ -27,7 +27,7 @@ pub mod tokenize;
 
 pub use error::CoreError;
 pub use head::{HeadId, HeadShape};
-pub use score::{DecodeStep, HeadHits, HeadScores, RETRIEVAL_THRESHOLD};
+pub use score::{DecodeStep, HeadHits, HeadScores, ScoreKind, RETRIEVAL_THRESHOLD};
 pub use tokenize::{Encoded, TextTokenizer};
 
 /// The version written into run provenance records.

@@ -6,6 +6,11 @@
 //! the span length, so it lies in [0, 1] (the official code counted repeated hits of one position again and
 //! could exceed 1). The first decode step is the one at the last prompt position, which produces the first
 //! answer token; its attention counts like any other step's.
+//!
+//! The same probes also give the score as the official code counts it ([`ScoreKind::Official`]): every
+//! decode step whose argmax hits counts once, so a position copied twice counts twice and a test's score
+//! can pass 1, as in the published head-score files. HeadScope keeps both from one run, so its numbers
+//! can be put beside the published ones like for like.
 
 use crate::error::{CoreError, Result};
 use crate::head::{HeadId, HeadShape};
@@ -24,12 +29,62 @@ pub struct DecodeStep {
     pub argmax: Vec<u32>,
 }
 
-/// Per head, the distinct answer-span positions it retrieved during one test.
+/// How a head's hits in one test become its score for that test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScoreKind {
+    /// Eq. 1 as the paper defines it: distinct answer positions hit / span length, in [0, 1].
+    Eq1,
+    /// Eq. 1 as the official code counts it (`retrieval_calculate` in `retrieval_head_detection.py`):
+    /// decode steps that hit / span length, so repeated copies of one position count again.
+    Official,
+}
+
+impl ScoreKind {
+    /// Every kind, in the order files and tables list them.
+    pub const ALL: [ScoreKind; 2] = [ScoreKind::Eq1, ScoreKind::Official];
+
+    /// The name used on the command line and in `run.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScoreKind::Eq1 => "eq1",
+            ScoreKind::Official => "official",
+        }
+    }
+
+    /// The head-score file a run writes for this kind: `head_scores.json` for eq. 1 (as always),
+    /// `head_scores_<name>.json` for the others.
+    pub fn file_name(self) -> String {
+        match self {
+            ScoreKind::Eq1 => "head_scores.json".to_string(),
+            other => format!("head_scores_{}.json", other.name()),
+        }
+    }
+
+    /// Parses a comma-separated list (`eq1,official`): each kind once, in the order given.
+    pub fn parse_list(text: &str) -> Result<Vec<ScoreKind>> {
+        let mut kinds = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let kind = ScoreKind::ALL.into_iter().find(|k| k.name() == part).ok_or_else(|| {
+                let known: Vec<&str> = ScoreKind::ALL.iter().map(|k| k.name()).collect();
+                CoreError::invalid(format!("unknown score '{part}' (known: {})", known.join(", ")))
+            })?;
+            if kinds.contains(&kind) {
+                return Err(CoreError::invalid(format!("score '{part}' is listed twice")));
+            }
+            kinds.push(kind);
+        }
+        Ok(kinds)
+    }
+}
+
+/// Per head, the distinct answer-span positions it retrieved during one test, and how many decode
+/// steps hit (more than the positions when a position was copied again).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadHits {
     shape: HeadShape,
     span_len: usize,
     positions: Vec<Vec<u32>>,
+    hit_steps: Vec<u32>,
 }
 
 /// Applies eq. 1 to one test: which answer positions each head copied.
@@ -41,6 +96,7 @@ pub fn retrieval_hits(shape: HeadShape, prompt_ids: &[u32], span: Range<usize>, 
         return Err(CoreError::invalid(format!("answer span {span:?} is empty or outside the {}-token prompt", prompt_ids.len())));
     }
     let mut positions = vec![Vec::new(); shape.count()];
+    let mut hit_steps = vec![0u32; shape.count()];
     for (s, step) in steps.iter().enumerate() {
         if step.argmax.len() != shape.count() {
             return Err(CoreError::invalid(format!(
@@ -53,15 +109,18 @@ pub fn retrieval_hits(shape: HeadShape, prompt_ids: &[u32], span: Range<usize>, 
         }
         for (h, &j) in step.argmax.iter().enumerate() {
             let j_usize = j as usize;
-            if span.contains(&j_usize) && prompt_ids[j_usize] == step.token && !positions[h].contains(&j) {
-                positions[h].push(j);
+            if span.contains(&j_usize) && prompt_ids[j_usize] == step.token {
+                hit_steps[h] += 1;
+                if !positions[h].contains(&j) {
+                    positions[h].push(j);
+                }
             }
         }
     }
     for p in &mut positions {
         p.sort_unstable();
     }
-    Ok(HeadHits { shape, span_len: span.len(), positions })
+    Ok(HeadHits { shape, span_len: span.len(), positions, hit_steps })
 }
 
 impl HeadHits {
@@ -90,6 +149,25 @@ impl HeadHits {
         self.shape.index(head).map_or(0.0, |i| self.score_at(i))
     }
 
+    /// This test's score of the head at flat index `i`, counted as `kind` says.
+    pub fn score_of_kind_at(&self, i: usize, kind: ScoreKind) -> f64 {
+        match kind {
+            ScoreKind::Eq1 => self.score_at(i),
+            ScoreKind::Official => self.hit_steps[i] as f64 / self.span_len as f64,
+        }
+    }
+
+    /// Per head whose decode steps hit a position again: how many hits past the distinct positions
+    /// (the sparse form stored in `tests.jsonl` beside the positions; empty when nothing repeated).
+    pub fn repeats_sparse(&self) -> BTreeMap<HeadId, u32> {
+        self.shape
+            .iter()
+            .zip(self.positions.iter().zip(&self.hit_steps))
+            .filter(|(_, (p, &n))| n as usize > p.len())
+            .map(|(h, (p, &n))| (h, n - p.len() as u32))
+            .collect()
+    }
+
     /// The heads that hit at least once, with their positions: the sparse form stored in `tests.jsonl`.
     pub fn to_sparse(&self) -> BTreeMap<HeadId, Vec<u32>> {
         self.shape.iter().zip(&self.positions).filter(|(_, p)| !p.is_empty()).map(|(h, p)| (h, p.clone())).collect()
@@ -113,7 +191,23 @@ impl HeadHits {
             }
             positions[i] = p;
         }
-        Ok(HeadHits { shape, span_len, positions })
+        let hit_steps = positions.iter().map(|p| p.len() as u32).collect();
+        Ok(HeadHits { shape, span_len, positions, hit_steps })
+    }
+
+    /// Adds the repeated hits of a record (its `repeat_hits`, see [`HeadHits::repeats_sparse`]).
+    pub fn with_repeats(mut self, repeats: &BTreeMap<HeadId, u32>) -> Result<Self> {
+        for (h, &n) in repeats {
+            let i = self
+                .shape
+                .index(*h)
+                .ok_or_else(|| CoreError::invalid(format!("head {h} is outside the {}x{} grid", self.shape.layers, self.shape.heads)))?;
+            if self.positions[i].is_empty() {
+                return Err(CoreError::invalid(format!("head {h} repeats {n} hits but hit no position")));
+            }
+            self.hit_steps[i] = self.positions[i].len() as u32 + n;
+        }
+        Ok(self)
     }
 }
 
@@ -149,13 +243,18 @@ impl HeadScores {
         self.shape
     }
 
-    /// Adds one scored test.
+    /// Adds one scored test (eq. 1).
     pub fn push(&mut self, hits: &HeadHits) -> Result<()> {
+        self.push_kind(hits, ScoreKind::Eq1)
+    }
+
+    /// Adds one scored test, its hits counted as `kind` says.
+    pub fn push_kind(&mut self, hits: &HeadHits, kind: ScoreKind) -> Result<()> {
         if hits.shape != self.shape {
             return Err(CoreError::invalid(format!("a test of a {:?} model cannot join scores of a {:?} model", hits.shape, self.shape)));
         }
         for (i, list) in self.per_head.iter_mut().enumerate() {
-            list.push(hits.score_at(i));
+            list.push(hits.score_of_kind_at(i, kind));
         }
         Ok(())
     }
@@ -240,6 +339,39 @@ mod tests {
         assert!(hits.positions(HeadId::new(0, 2)).is_empty());
         assert!(hits.positions(HeadId::new(0, 3)).is_empty());
         assert!((hits.score(HeadId::new(0, 0)) - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_official_count_adds_repeated_copies_and_can_pass_one() {
+        let shape = HeadShape::new(1, 2);
+        // The model writes 40 50 40 50 40: head 0 copies position 4 three times and position 5 twice
+        // (5 hitting steps over a 3-token span); head 1 copies 4 once and misses the rest.
+        let steps = [step(40, &[4, 4]), step(50, &[5, 9]), step(40, &[4, 9]), step(50, &[5, 9]), step(40, &[4, 9])];
+        let hits = retrieval_hits(shape, &PROMPT, SPAN, &steps).unwrap();
+        assert!((hits.score_of_kind_at(0, ScoreKind::Eq1) - 2.0 / 3.0).abs() < 1e-12);
+        assert!((hits.score_of_kind_at(0, ScoreKind::Official) - 5.0 / 3.0).abs() < 1e-12);
+        assert!((hits.score_of_kind_at(1, ScoreKind::Eq1) - 1.0 / 3.0).abs() < 1e-12);
+        assert!((hits.score_of_kind_at(1, ScoreKind::Official) - 1.0 / 3.0).abs() < 1e-12);
+        // Stored sparsely (positions, and 3 hits past them for head 0 only) and read back, both counts hold.
+        let repeats = hits.repeats_sparse();
+        assert_eq!(repeats, [(HeadId::new(0, 0), 3)].into_iter().collect());
+        let back = HeadHits::from_sparse(shape, 3, &hits.to_sparse()).unwrap().with_repeats(&repeats).unwrap();
+        assert_eq!(back, hits);
+        // A repeat for a head without hits is malformed.
+        let bad = [(HeadId::new(0, 1), 1)].into_iter().collect();
+        assert!(HeadHits::from_sparse(shape, 3, &BTreeMap::new()).unwrap().with_repeats(&bad).is_err());
+        let mut scores = HeadScores::new(shape);
+        scores.push_kind(&hits, ScoreKind::Official).unwrap();
+        assert!(scores.mean(HeadId::new(0, 0)) > 1.0);
+    }
+
+    #[test]
+    fn score_lists_parse_each_known_kind_once() {
+        assert_eq!(ScoreKind::parse_list("eq1, official").unwrap(), [ScoreKind::Eq1, ScoreKind::Official]);
+        assert!(ScoreKind::parse_list("eq1,eq1").unwrap_err().to_string().contains("twice"));
+        assert!(ScoreKind::parse_list("soft").unwrap_err().to_string().contains("unknown score 'soft'"));
+        assert_eq!(ScoreKind::Official.file_name(), "head_scores_official.json");
+        assert_eq!(ScoreKind::Eq1.file_name(), "head_scores.json");
     }
 
     #[test]

@@ -168,6 +168,7 @@ mod tests {
             answer: "under the mat".into(),
             recall: 1.0,
             hits: [(HeadId::new(1, 0), vec![0, 1])].into_iter().collect(),
+            repeat_hits: [(HeadId::new(1, 0), 1)].into_iter().collect(),
             masked_heads: vec![],
             prompt_ids: None,
             head_argmax: None,

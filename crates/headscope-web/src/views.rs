@@ -231,6 +231,7 @@ mod tests {
             answer: String::new(),
             recall,
             hits: hits.iter().cloned().collect(),
+            repeat_hits: BTreeMap::new(),
             masked_heads: vec![],
             prompt_ids: None,
             head_argmax: None,

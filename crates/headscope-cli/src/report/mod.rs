@@ -22,7 +22,7 @@ use clap::Args;
 use figures::{fig13, fig3, fig4, fig5, fig6, fig7, fig8, fig9};
 use headscope_core::files::{read_head_scores, write_atomic, TestLog};
 use headscope_core::qa::read_qa_jsonl;
-use headscope_core::{masking, HeadId, HeadScores, RETRIEVAL_THRESHOLD};
+use headscope_core::{masking, HeadId, HeadScores, ScoreKind, RETRIEVAL_THRESHOLD};
 use headscope_model::{HeadMask, MaskMode, MaskScope, ModelDir};
 use page::Html;
 use std::path::{Path, PathBuf};
@@ -242,7 +242,7 @@ pub fn report(a: &ReportArgs) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
     eprintln!("report 1/3: detection ({})", out.join("detect").display());
-    sweep::detect(&a.sweep_args(out.join("detect")), a.gate, a.threshold)?;
+    sweep::detect(&a.sweep_args(out.join("detect")), a.gate, a.threshold, ScoreKind::Eq1.name())?;
     let scores_path = out.join("detect").join("head_scores.json");
     let scores = read_head_scores(&scores_path)?;
     let plan = Plan::new(a, &scores);

@@ -1,12 +1,14 @@
-//! Files that carry results between runs and tools: the official head-score format, HeadScope's
-//! per-test records (`tests.jsonl`) and run provenance (`run.json`).
+//! Files that carry results between runs and tools: the official head-score format, DuoAttention's
+//! head file, HeadScope's per-test records (`tests.jsonl`) and run provenance (`run.json`).
 
+pub mod duo_tsv;
 pub mod head_scores;
 pub mod records;
 pub mod run_info;
 
+pub use duo_tsv::{read_duo_tsv, write_duo_tsv};
 pub use head_scores::{read_head_scores, write_head_scores};
-pub use records::{head_scores_from_records, in_plan_order, TestLog, TestRecord};
+pub use records::{head_scores_from_records, head_scores_of_kind, in_plan_order, TestLog, TestRecord};
 pub use run_info::{short_hash, MaskInfo, ModelInfo, RunInfo};
 
 use crate::error::{CoreError, Result};

@@ -5,7 +5,7 @@ use crate::error::{CoreError, Result};
 use crate::head::{HeadId, HeadShape};
 use crate::metrics::rouge1_recall;
 use crate::niah::{Needle, NiahTest};
-use crate::score::{passes_gate, retrieval_hits, DecodeStep, HeadHits, HeadScores};
+use crate::score::{passes_gate, retrieval_hits, DecodeStep, HeadHits, HeadScores, ScoreKind};
 use crate::sweep::TestKey;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -42,6 +42,11 @@ pub struct TestRecord {
     pub recall: f64,
     /// Per head that hit: the distinct answer positions it retrieved.
     pub hits: BTreeMap<HeadId, Vec<u32>>,
+    /// Per head whose decode steps hit a position it had hit already: how many hits past its distinct
+    /// positions (what the official code's count adds, [`ScoreKind::Official`]). Absent when no head
+    /// repeated and in files written before the field existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub repeat_hits: BTreeMap<HeadId, u32>,
     /// The heads masked during this test (empty when none).
     #[serde(default)]
     pub masked_heads: Vec<HeadId>,
@@ -87,6 +92,7 @@ impl TestRecord {
             recall: rouge1_recall(&answer, &needle.real_needle),
             answer,
             hits: hits.to_sparse(),
+            repeat_hits: hits.repeats_sparse(),
             masked_heads: Vec::new(),
             prompt_ids: None,
             head_argmax: None,
@@ -97,7 +103,9 @@ impl TestRecord {
     /// The per-head hits of this record on a model of `shape`.
     pub fn head_hits(&self, shape: HeadShape) -> Result<HeadHits> {
         let span = self.answer_tokens[1].saturating_sub(self.answer_tokens[0]);
-        HeadHits::from_sparse(shape, span, &self.hits).map_err(|e| CoreError::invalid(format!("test {}: {e}", self.id)))
+        HeadHits::from_sparse(shape, span, &self.hits)
+            .and_then(|h| h.with_repeats(&self.repeat_hits))
+            .map_err(|e| CoreError::invalid(format!("test {}: {e}", self.id)))
     }
 }
 
@@ -115,10 +123,20 @@ pub fn in_plan_order<'a>(records: impl IntoIterator<Item = &'a TestRecord>) -> V
 /// Head scores over every record whose answer passes `gate` (a per-head list of per-test scores, tests
 /// in plan order: [`in_plan_order`]).
 pub fn head_scores_from_records<'a>(shape: HeadShape, records: impl IntoIterator<Item = &'a TestRecord>, gate: f64) -> Result<HeadScores> {
+    head_scores_of_kind(shape, records, gate, ScoreKind::Eq1)
+}
+
+/// [`head_scores_from_records`] with each test's hits counted as `kind` says.
+pub fn head_scores_of_kind<'a>(
+    shape: HeadShape,
+    records: impl IntoIterator<Item = &'a TestRecord>,
+    gate: f64,
+    kind: ScoreKind,
+) -> Result<HeadScores> {
     let mut scores = HeadScores::new(shape);
     for r in in_plan_order(records) {
         if passes_gate(r.recall, gate) {
-            scores.push(&r.head_hits(shape)?)?;
+            scores.push_kind(&r.head_hits(shape)?, kind)?;
         }
     }
     Ok(scores)
@@ -216,6 +234,7 @@ pub(crate) mod tests {
             answer: "a".into(),
             recall,
             hits: hits.iter().cloned().collect(),
+            repeat_hits: BTreeMap::new(),
             masked_heads: vec![],
             prompt_ids: None,
             head_argmax: None,
@@ -268,6 +287,22 @@ pub(crate) mod tests {
         std::fs::write(&p, format!("{good}\nnot json\n{good}\n")).unwrap();
         let e = TestLog::open(&p).err().unwrap().to_string();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn repeated_hits_survive_the_file_and_count_only_in_the_official_score() {
+        let shape = HeadShape::new(1, 2);
+        let mut r = record("a", 1.0, &[(HeadId::new(0, 0), vec![44, 45])]);
+        r.repeat_hits = [(HeadId::new(0, 0), 1)].into_iter().collect();
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.contains(r#""repeat_hits":{"0-0":1}"#), "{line}");
+        let back: TestRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, r);
+        // A 4-token span: eq. 1 counts 2 distinct positions, the official count 3 hitting steps.
+        assert_eq!(head_scores_of_kind(shape, [&back], 0.5, ScoreKind::Eq1).unwrap().scores(HeadId::new(0, 0)), &[0.5]);
+        assert_eq!(head_scores_of_kind(shape, [&back], 0.5, ScoreKind::Official).unwrap().scores(HeadId::new(0, 0)), &[0.75]);
+        // A record without repeats is written as before the field existed.
+        assert!(!serde_json::to_string(&record("b", 1.0, &[])).unwrap().contains("repeat_hits"));
     }
 
     #[test]

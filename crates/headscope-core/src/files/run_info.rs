@@ -63,6 +63,11 @@ pub struct RunInfo {
     pub mask: Option<MaskInfo>,
     /// Seed of any random choice in the run.
     pub seed: Option<u64>,
+    /// The head scores the run writes (`eq1`, `official`; see [`crate::ScoreKind`]) when more than
+    /// eq. 1's `head_scores.json`; absent for eq. 1 alone. Scores are computed from the records at the
+    /// end of a run, so a resumed run may ask for others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scores: Vec<String>,
 }
 
 impl RunInfo {
@@ -138,6 +143,7 @@ mod tests {
             max_new_tokens: 20,
             mask: None,
             seed: None,
+            scores: Vec::new(),
         }
     }
 
