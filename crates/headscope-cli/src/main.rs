@@ -230,7 +230,9 @@ struct DetectArgs {
     threshold: f64,
     /// Head scores to write, comma-separated: `eq1` (the paper's eq. 1, distinct positions:
     /// head_scores.json, always written), `official` (eq. 1 as the official code counts it, repeated
-    /// copies again, so a score can pass 1: head_scores_official.json). All from the same decode steps.
+    /// copies again, so a score can pass 1: head_scores_official.json), `soft` (HeadKV's attention mass
+    /// on the answer span's top positions: head_scores_soft.json; it reads every head's attention row
+    /// at the first answer-length decode steps). All from the same decode steps.
     #[arg(long, value_name = "KINDS", default_value = "eq1")]
     score: String,
 }

@@ -44,6 +44,8 @@ struct Sweep {
     haystack: Vec<String>,
     plan: SweepPlan,
     info: RunInfo,
+    /// Whether tests measure their answer span's attention mass (for the soft score).
+    span_mass: bool,
 }
 
 /// The `--device` that selects the wgpu engine.
@@ -161,7 +163,7 @@ impl Sweep {
         // shortest length, the longest test fits the model's context.
         let inputs = SweepInputs { needles: &needles, haystack: &haystack, max_new_tokens: args.max_new_tokens };
         let plan = SweepPlan::new(&model_dir.spec, &model_dir.tokenizer, format, &inputs, &args.lengths, args.depths)?;
-        Ok(Sweep { model_dir, options, wgpu, needles, haystack, plan, info })
+        Ok(Sweep { model_dir, options, wgpu, needles, haystack, plan, info, span_mass: false })
     }
 
     /// Runs every test not yet in `log` (no mask); returns how many ran, and the log.
@@ -191,6 +193,7 @@ impl Sweep {
             SweepRunner::new(&md.spec, &md.tokenizer, format, inputs, &self.plan, masks, &md.eos_token_ids, Probe::default(), |k, v| {
                 !variants[v].log.contains(&k.id())
             })?;
+        let runner = if self.span_mass { runner.measuring_span_mass() } else { runner };
         let pending = runner.pending();
         if pending == 0 {
             match variants {
@@ -376,6 +379,7 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64, score_kinds: &str) ->
     }
     let kinds = ScoreKind::parse_list(score_kinds).context("--score")?;
     let mut sweep = Sweep::prepare(args, "detect", open_model(args)?, None)?;
+    sweep.span_mass = kinds.iter().any(|k| k.needs_attention_mass());
     if kinds.iter().any(|&k| k != ScoreKind::Eq1) {
         sweep.info.scores =
             ScoreKind::ALL.iter().filter(|k| **k == ScoreKind::Eq1 || kinds.contains(k)).map(|k| k.name().to_string()).collect();

@@ -271,10 +271,11 @@ fn the_bundled_lab_model_is_the_default() {
     assert_eq!(read_head_scores(&out.join("head_scores.json")).unwrap().shape(), HeadShape::new(6, 8));
 }
 
-/// `--score eq1,official`: both files from one run; the official count equals eq. 1 plus each record's
-/// repeated hits over its span, and run.json names the scores.
+/// `--score eq1,official,soft`: three files from one run; the official count equals eq. 1 plus each
+/// record's repeated hits over its span, the soft file re-aggregates the records' attention mass, and
+/// run.json names the scores.
 #[test]
-fn detect_writes_the_official_count_beside_eq1() {
+fn detect_writes_the_official_count_and_the_soft_score_beside_eq1() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let tmp = tempfile::tempdir().unwrap();
     // Four hand-written needles; the lab model repeats part of needle 18's answer at depth 100 (its
@@ -286,7 +287,7 @@ fn detect_writes_the_official_count_beside_eq1() {
     let o = Command::new(env!("CARGO_BIN_EXE_headscope"))
         .current_dir(&root)
         .args(["detect", "--out", out.to_str().unwrap(), "--needles", needles.to_str().unwrap(), "--lengths", "512"])
-        .args(["--depths", "2", "--max-new-tokens", "48", "--gate", "0", "--score", "eq1,official"])
+        .args(["--depths", "2", "--max-new-tokens", "48", "--gate", "0", "--score", "eq1,official,soft"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -306,10 +307,29 @@ fn detect_writes_the_official_count_beside_eq1() {
         }
     }
     assert!(repeated > 0, "no record repeated a hit: the test no longer tells the two counts apart");
+    let soft = read_head_scores(&out.join("head_scores_soft.json")).unwrap();
+    let shape = eq1.shape();
+    assert_eq!(soft, headscope_core::files::head_scores_of_kind(shape, log.records(), 0.0, headscope_core::ScoreKind::Soft).unwrap());
+    assert!(records.iter().all(|r| r.soft_mass.is_some()));
     let info: RunInfo = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
-    assert_eq!(info.scores, ["eq1", "official"]);
+    assert_eq!(info.scores, ["eq1", "official", "soft"]);
     // An unknown score is refused before any work.
-    fails(&["detect", "--out", tmp.path().join("x").to_str().unwrap(), "--score", "eq1,soft"], "unknown score 'soft'");
+    fails(&["detect", "--out", tmp.path().join("x").to_str().unwrap(), "--score", "eq1,qr"], "unknown score 'qr'");
+    // On the needle the lab model answers, the heads that copy (eq. 1) are those that hold the most
+    // attention on the answer (soft).
+    let out = tmp.path().join("default-needle");
+    let o = Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .current_dir(&root)
+        .args(["detect", "--out", out.to_str().unwrap(), "--lengths", "256:1024:3", "--depths", "3", "--score", "soft"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let top = |file: &str| {
+        let mut heads: Vec<_> = read_head_scores(&out.join(file)).unwrap().ranked()[..3].iter().map(|r| r.0).collect();
+        heads.sort();
+        heads
+    };
+    assert_eq!(top("head_scores.json"), top("head_scores_soft.json"));
 }
 
 /// DuoAttention's head file: converted to the official JSON and back, and usable for masking directly.

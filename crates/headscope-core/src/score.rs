@@ -29,7 +29,7 @@ pub struct DecodeStep {
     pub argmax: Vec<u32>,
 }
 
-/// How a head's hits in one test become its score for that test.
+/// How a head's behaviour in one test becomes its score for that test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ScoreKind {
     /// Eq. 1 as the paper defines it: distinct answer positions hit / span length, in [0, 1].
@@ -37,18 +37,33 @@ pub enum ScoreKind {
     /// Eq. 1 as the official code counts it (`retrieval_calculate` in `retrieval_head_detection.py`):
     /// decode steps that hit / span length, so repeated copies of one position count again.
     Official,
+    /// The retrieval-reasoning score of HeadKV (Fu et al., "Not All Heads Matter", ICLR 2025): at each
+    /// of the first |span| decode steps, the attention weight on those of the head's top-|span|
+    /// positions that lie in the answer span, no token match asked; summed, times 10, divided by
+    /// |span| x |answer tokens| (both the span's length here). See [`top_k_mass_in_span`].
+    Soft,
 }
+
+/// HeadKV's scale factor on its summed attention weights.
+pub const SOFT_SCALE: f64 = 10.0;
 
 impl ScoreKind {
     /// Every kind, in the order files and tables list them.
-    pub const ALL: [ScoreKind; 2] = [ScoreKind::Eq1, ScoreKind::Official];
+    pub const ALL: [ScoreKind; 3] = [ScoreKind::Eq1, ScoreKind::Official, ScoreKind::Soft];
 
     /// The name used on the command line and in `run.json`.
     pub fn name(self) -> &'static str {
         match self {
             ScoreKind::Eq1 => "eq1",
             ScoreKind::Official => "official",
+            ScoreKind::Soft => "soft",
         }
+    }
+
+    /// Whether the kind needs attention weights, not only argmax positions: such a run asks the
+    /// backend for every head's attention row at the first |span| decode steps.
+    pub fn needs_attention_mass(self) -> bool {
+        self == ScoreKind::Soft
     }
 
     /// The head-score file a run writes for this kind: `head_scores.json` for eq. 1 (as always),
@@ -74,6 +89,31 @@ impl ScoreKind {
             kinds.push(kind);
         }
         Ok(kinds)
+    }
+}
+
+/// The attention weight a head put, at one decode step, on those of its `span.len()` highest-weighted
+/// context positions that lie in `span` (HeadKV's top-k with k = the span's length; ties go to the
+/// earlier position). `weights` is the head's attention row over the context.
+pub fn top_k_mass_in_span(weights: &[f32], span: Range<usize>) -> f64 {
+    let k = span.len().min(weights.len());
+    if k == 0 {
+        return 0.0;
+    }
+    let mut order: Vec<(f32, usize)> = weights.iter().copied().zip(0..).collect();
+    let by_weight = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, by_weight);
+    }
+    order[..k].iter().filter(|(_, i)| span.contains(i)).map(|&(w, _)| w as f64).sum()
+}
+
+/// A test's [`ScoreKind::Soft`] score from the head's summed [`top_k_mass_in_span`] over the counted steps.
+pub fn soft_score(summed_mass: f64, span_len: usize) -> f64 {
+    if span_len == 0 {
+        0.0
+    } else {
+        SOFT_SCALE * summed_mass / (span_len * span_len) as f64
     }
 }
 
@@ -150,10 +190,12 @@ impl HeadHits {
     }
 
     /// This test's score of the head at flat index `i`, counted as `kind` says.
-    pub fn score_of_kind_at(&self, i: usize, kind: ScoreKind) -> f64 {
+    /// `None` for [`ScoreKind::Soft`], which is not a count of hits (records carry its attention mass).
+    pub fn score_of_kind_at(&self, i: usize, kind: ScoreKind) -> Option<f64> {
         match kind {
-            ScoreKind::Eq1 => self.score_at(i),
-            ScoreKind::Official => self.hit_steps[i] as f64 / self.span_len as f64,
+            ScoreKind::Eq1 => Some(self.score_at(i)),
+            ScoreKind::Official => Some(self.hit_steps[i] as f64 / self.span_len as f64),
+            ScoreKind::Soft => None,
         }
     }
 
@@ -248,13 +290,28 @@ impl HeadScores {
         self.push_kind(hits, ScoreKind::Eq1)
     }
 
-    /// Adds one scored test, its hits counted as `kind` says.
+    /// Adds one scored test, its hits counted as `kind` says (an argmax kind: eq. 1 or official).
     pub fn push_kind(&mut self, hits: &HeadHits, kind: ScoreKind) -> Result<()> {
         if hits.shape != self.shape {
             return Err(CoreError::invalid(format!("a test of a {:?} model cannot join scores of a {:?} model", hits.shape, self.shape)));
         }
-        for (i, list) in self.per_head.iter_mut().enumerate() {
-            list.push(hits.score_of_kind_at(i, kind));
+        let values = (0..self.shape.count())
+            .map(|i| hits.score_of_kind_at(i, kind))
+            .collect::<Option<Vec<f64>>>()
+            .ok_or_else(|| CoreError::invalid(format!("the {} score is not counted from hits", kind.name())))?;
+        for (list, v) in self.per_head.iter_mut().zip(values) {
+            list.push(v);
+        }
+        Ok(())
+    }
+
+    /// Adds one test's scores as given, one per head in flat order.
+    pub fn push_values(&mut self, values: &[f64]) -> Result<()> {
+        if values.len() != self.shape.count() {
+            return Err(CoreError::invalid(format!("{} scores for {} heads", values.len(), self.shape.count())));
+        }
+        for (list, &v) in self.per_head.iter_mut().zip(values) {
+            list.push(v);
         }
         Ok(())
     }
@@ -348,10 +405,10 @@ mod tests {
         // (5 hitting steps over a 3-token span); head 1 copies 4 once and misses the rest.
         let steps = [step(40, &[4, 4]), step(50, &[5, 9]), step(40, &[4, 9]), step(50, &[5, 9]), step(40, &[4, 9])];
         let hits = retrieval_hits(shape, &PROMPT, SPAN, &steps).unwrap();
-        assert!((hits.score_of_kind_at(0, ScoreKind::Eq1) - 2.0 / 3.0).abs() < 1e-12);
-        assert!((hits.score_of_kind_at(0, ScoreKind::Official) - 5.0 / 3.0).abs() < 1e-12);
-        assert!((hits.score_of_kind_at(1, ScoreKind::Eq1) - 1.0 / 3.0).abs() < 1e-12);
-        assert!((hits.score_of_kind_at(1, ScoreKind::Official) - 1.0 / 3.0).abs() < 1e-12);
+        assert!((hits.score_of_kind_at(0, ScoreKind::Eq1).unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((hits.score_of_kind_at(0, ScoreKind::Official).unwrap() - 5.0 / 3.0).abs() < 1e-12);
+        assert!((hits.score_of_kind_at(1, ScoreKind::Eq1).unwrap() - 1.0 / 3.0).abs() < 1e-12);
+        assert!((hits.score_of_kind_at(1, ScoreKind::Official).unwrap() - 1.0 / 3.0).abs() < 1e-12);
         // Stored sparsely (positions, and 3 hits past them for head 0 only) and read back, both counts hold.
         let repeats = hits.repeats_sparse();
         assert_eq!(repeats, [(HeadId::new(0, 0), 3)].into_iter().collect());
@@ -366,10 +423,24 @@ mod tests {
     }
 
     #[test]
+    fn the_soft_score_sums_top_k_weight_inside_the_span() {
+        // A 3-token span at 4..7 and a row over 10 positions: the top 3 weights are 0.30 (position 5),
+        // 0.20 (position 1) and 0.15 (positions 6 and 8 tie: the earlier, 6, is taken). In the span: 5 and 6.
+        let row = [0.05, 0.20, 0.0, 0.05, 0.10, 0.30, 0.15, 0.0, 0.15, 0.0];
+        assert!((top_k_mass_in_span(&row, 4..7) - 0.45).abs() < 1e-6);
+        // k larger than the row, and an empty span.
+        assert!((top_k_mass_in_span(&[0.5, 0.5], 0..5) - 1.0).abs() < 1e-6);
+        assert_eq!(top_k_mass_in_span(&row, 4..4), 0.0);
+        // Three steps with 0.45 each over a 3-token span: 10 * 1.35 / 9.
+        assert!((soft_score(3.0 * 0.45, 3) - 1.5).abs() < 1e-6);
+    }
+
+    #[test]
     fn score_lists_parse_each_known_kind_once() {
         assert_eq!(ScoreKind::parse_list("eq1, official").unwrap(), [ScoreKind::Eq1, ScoreKind::Official]);
         assert!(ScoreKind::parse_list("eq1,eq1").unwrap_err().to_string().contains("twice"));
-        assert!(ScoreKind::parse_list("soft").unwrap_err().to_string().contains("unknown score 'soft'"));
+        assert!(ScoreKind::parse_list("qr").unwrap_err().to_string().contains("unknown score 'qr'"));
+        assert_eq!(ScoreKind::parse_list("soft").unwrap(), [ScoreKind::Soft]);
         assert_eq!(ScoreKind::Official.file_name(), "head_scores_official.json");
         assert_eq!(ScoreKind::Eq1.file_name(), "head_scores.json");
     }

@@ -9,6 +9,7 @@ use crate::error::EngineError;
 use crate::mask::HeadMask;
 use crate::probe::{AttentionRow, Probe};
 use crate::spec::ModelSpec;
+use headscope_core::score::top_k_mass_in_span;
 use headscope_core::DecodeStep;
 use std::future::Future;
 
@@ -32,6 +33,9 @@ pub struct DecodeTrace {
     pub argmax_position: Vec<Vec<u32>>,
     /// Per step: the probed heads' attention rows.
     pub attention_rows: Vec<Vec<AttentionRow>>,
+    /// With [`Probe::span_mass`]: per step among the first `span.len()`, every head's attention weight
+    /// on its top-`span.len()` positions inside the span (layer-major).
+    pub span_mass: Vec<Vec<f64>>,
     /// Seconds spent in prefill.
     pub prefill_seconds: f64,
     /// Seconds spent in decode steps.
@@ -141,14 +145,31 @@ pub async fn greedy_decode_from<E: Engine>(
 ) -> Result<DecodeTrace, E::Error> {
     check_max_new_tokens(max_new_tokens)?;
     let mut trace = DecodeTrace::default();
+    // The backend is asked for rows only: at the steps that measure span mass, every head's row, reduced
+    // here and dropped but for the heads the caller asked to see.
+    let plain = Probe { rows: probe.rows.clone(), span_mass: None };
+    let every_row = Probe { rows: engine.spec().head_shape().iter().collect(), span_mass: None };
     let t1 = engine.now();
     let mut input = last;
-    for _ in 0..max_new_tokens {
-        let step = engine.step(input, probe).await?;
+    for i in 0..max_new_tokens {
+        let span = probe.span_mass.as_ref().filter(|s| i < s.len());
+        let step = engine.step(input, if span.is_some() { &every_row } else { &plain }).await?;
         let next = step.token;
         trace.tokens.push(next);
         trace.argmax_position.push(step.argmax_position);
-        trace.attention_rows.push(step.attention_rows);
+        let mut rows = step.attention_rows;
+        if let Some(span) = span {
+            let shape = engine.spec().head_shape();
+            let mut mass = vec![0.0; shape.count()];
+            for r in &rows {
+                if let Some(h) = shape.index(r.head) {
+                    mass[h] = top_k_mass_in_span(&r.weights, span.clone());
+                }
+            }
+            trace.span_mass.push(mass);
+            rows.retain(|r| probe.rows.contains(&r.head));
+        }
+        trace.attention_rows.push(rows);
         if stop.contains(&next) || !on_token(next) {
             break;
         }
@@ -238,7 +259,7 @@ mod tests {
     #[test]
     fn the_last_prompt_token_is_the_first_step_and_stop_tokens_end_the_loop() {
         let mut e = Scripted::new();
-        let probe = Probe { rows: vec![HeadId::new(0, 1)] };
+        let probe = Probe { rows: vec![HeadId::new(0, 1)], ..Probe::default() };
         let trace = block_on(greedy_decode(&mut e, &[10, 11, 12], 8, &[15], &probe, |_| true)).unwrap();
         // Prefill [10, 11]; step 12 -> 13, 13 -> 14, 14 -> 15 (stop, kept as the last token).
         assert_eq!(trace.tokens, vec![13, 14, 15]);
@@ -273,7 +294,7 @@ mod tests {
         let json = serde_json::to_string(&mask).unwrap();
         assert!(json.contains("\"zero\"") && json.contains("\"all\""), "{json}");
         assert_eq!(serde_json::from_str::<HeadMask>(&json).unwrap(), mask);
-        let probe = Probe { rows: vec![HeadId::new(0, 0)] };
+        let probe = Probe { rows: vec![HeadId::new(0, 0)], ..Probe::default() };
         assert_eq!(serde_json::from_str::<Probe>(&serde_json::to_string(&probe).unwrap()).unwrap(), probe);
     }
 }

@@ -173,6 +173,8 @@ pub struct SweepRunner<'a, T: TextTokenizer> {
     inputs: SweepInputs<'a>,
     stop: &'a [u32],
     probe: Probe,
+    /// Whether each test measures its answer span's attention mass ([`Probe::span_mass`]).
+    span_mass: bool,
     masks: Vec<Option<HeadMask>>,
     /// Tests still to run, in run order: plan index and the variants that need it.
     queue: std::collections::VecDeque<(usize, Vec<usize>)>,
@@ -224,12 +226,21 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
             inputs,
             stop,
             probe,
+            span_mass: false,
             masks,
             queue: order.into(),
             keys,
             current: None,
             pending,
         })
+    }
+
+    /// Makes every test measure its answer span's attention mass, for the soft score
+    /// ([`headscope_core::ScoreKind::Soft`]): records then carry `soft_mass`. It costs every head's
+    /// attention row at the first |span| decode steps.
+    pub fn measuring_span_mass(mut self) -> Self {
+        self.span_mass = true;
+        self
     }
 
     /// Decodes left to run.
@@ -271,7 +282,8 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
         let key = self.keys[index];
         let mask = self.masks[variant].clone();
         let masked_heads = mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default();
-        let run = decode_test(engine, &test, mask, &self.probe, self.inputs.max_new_tokens, self.stop, on_token).await;
+        let probe = Probe { rows: self.probe.rows.clone(), span_mass: self.span_mass.then(|| test.answer_tokens.clone()) };
+        let run = decode_test(engine, &test, mask, &probe, self.inputs.max_new_tokens, self.stop, on_token).await;
         let outcome = run.and_then(|(trace, reused)| {
             let needle = &self.inputs.needles[key.needle_index];
             let record = score_test(self.tokenizer, self.shape, &key, needle, &test, &trace, masked_heads)?;
@@ -305,7 +317,8 @@ pub async fn decode_test<E: Engine>(
 }
 
 /// The record of one decoded test, as `headscope detect` writes it and the page aggregates it: the
-/// answer text, ROUGE-1 recall, and every head's eq. 1 hits. Its time is the prefill's and the decode's.
+/// answer text, ROUGE-1 recall, every head's eq. 1 hits and, when the trace measured it, every head's
+/// summed attention mass on the answer span. Its time is the prefill's and the decode's.
 pub fn score_test<T: TextTokenizer>(
     tokenizer: &T,
     shape: HeadShape,
@@ -316,8 +329,17 @@ pub fn score_test<T: TextTokenizer>(
     masked_heads: Vec<headscope_core::HeadId>,
 ) -> Result<TestRecord, EngineError> {
     let answer = tokenizer.decode(&trace.tokens)?;
+    let soft_mass = (!trace.span_mass.is_empty()).then(|| {
+        shape
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h, trace.span_mass.iter().map(|step| step[i]).sum::<f64>()))
+            .filter(|(_, m)| *m > 0.0)
+            .collect()
+    });
     Ok(TestRecord {
         masked_heads,
+        soft_mass,
         seconds: trace.prefill_seconds + trace.decode_seconds,
         ..TestRecord::scored(key, needle, test, shape, &trace.steps(), answer)?
     })

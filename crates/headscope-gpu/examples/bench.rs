@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut rng = SplitMix64::new(1);
     let prompt: Vec<u32> = (0..prompt_len).map(|_| 3 + rng.below(spec.vocab_size as u64 - 3) as u32).collect();
-    let probe = Probe { rows: vec![headscope_core::HeadId::new(0, 0)] };
+    let probe = Probe { rows: vec![headscope_core::HeadId::new(0, 0)], ..Probe::default() };
     gpu.reserve(prompt_len + steps)?;
     // One warm-up step compiles whatever the driver compiles lazily.
     pollster::block_on(gpu.step(prompt[0], &probe))?;

@@ -122,7 +122,7 @@ fn compare(pair: &mut Pair, prompt: &[u32], steps: usize, mask: Option<HeadMask>
     pair.gpu.set_mask(mask).unwrap();
     pair.cpu.model.reserve(capacity).unwrap();
     pair.gpu.reserve(capacity).unwrap();
-    let probe = Probe { rows: rows.to_vec() };
+    let probe = Probe { rows: rows.to_vec(), ..Probe::default() };
     let (&last, context) = prompt.split_last().unwrap();
     pair.cpu.model.prefill(context).unwrap();
     block_on(pair.gpu.prefill(context)).unwrap();
@@ -198,7 +198,7 @@ fn masks_change_the_gpu_output_as_on_candle() {
         pair.gpu.set_mask(mask).unwrap();
         pair.gpu.reset();
         block_on(pair.gpu.prefill(&prompt[..39])).unwrap();
-        block_on(pair.gpu.step(prompt[39], &Probe { rows: vec![head] })).unwrap()
+        block_on(pair.gpu.step(prompt[39], &Probe { rows: vec![head], ..Probe::default() })).unwrap()
     };
     let plain = run(None);
     let uniform = run(Some(HeadMask { heads: vec![head], mode: MaskMode::Uniform, scope: MaskScope::Decode }));
@@ -317,7 +317,7 @@ fn prefill_then_decode_equals_stepping_every_token() {
     let (dir, t) = tiny(TinyModel { seed: 13, ..TinyModel::new(TinyArch::Llama) });
     let mut pair = load_pair(ctx, dir.path());
     let prompt = random_ids(80, t.vocab, 8);
-    let probe = Probe { rows: vec![HeadId::new(1, 1)] };
+    let probe = Probe { rows: vec![HeadId::new(1, 1)], ..Probe::default() };
     let gpu = &mut pair.gpu;
     gpu.reserve(128).unwrap();
     block_on(gpu.prefill(&prompt[..79])).unwrap();
@@ -351,7 +351,7 @@ fn prefill_reusing_a_shared_prefix_decodes_as_a_fresh_prefill() {
     let a = [shared.clone(), random_ids(9, t.vocab, 22)].concat();
     let b = [shared, random_ids(7, t.vocab, 23)].concat();
     let (&b_last, b_context) = b.split_last().unwrap();
-    let probe = Probe { rows: vec![HeadId::new(1, 0)] };
+    let probe = Probe { rows: vec![HeadId::new(1, 0)], ..Probe::default() };
     let gpu = &mut pair.gpu;
     gpu.reserve(64).unwrap();
     block_on(gpu.prefill(b_context)).unwrap();
@@ -383,7 +383,7 @@ fn greedy_decode_matches_the_candle_loop() {
     let (dir, t) = tiny(TinyModel { seed: 14, ..TinyModel::new(TinyArch::Llama) });
     let mut pair = load_pair(ctx, dir.path());
     let prompt = random_ids(40, t.vocab, 9);
-    let probe = Probe { rows: vec![HeadId::new(0, 2)] };
+    let probe = Probe { rows: vec![HeadId::new(0, 2)], ..Probe::default() };
     let c = headscope_model::greedy_decode(&mut pair.cpu.model, &prompt, 10, &[], &probe, |_| true).unwrap();
     let g = block_on(greedy_decode(&mut pair.gpu, &prompt, 10, &[], &probe, |_| true)).unwrap();
     assert_eq!(c.tokens, g.tokens);
@@ -400,7 +400,7 @@ fn bad_inputs_are_errors_not_panics() {
     let mut pair = load_pair(ctx, dir.path());
     let gpu = &mut pair.gpu;
     assert!(matches!(block_on(gpu.step(t.vocab as u32, &Probe::default())), Err(GpuError::Invalid(_))));
-    assert!(matches!(block_on(gpu.step(3, &Probe { rows: vec![HeadId::new(9, 0)] })), Err(GpuError::Invalid(_))));
+    assert!(matches!(block_on(gpu.step(3, &Probe { rows: vec![HeadId::new(9, 0)], ..Probe::default() })), Err(GpuError::Invalid(_))));
     let bad_mask = HeadMask { heads: vec![HeadId::new(0, 99)], mode: MaskMode::Zero, scope: MaskScope::All };
     assert!(matches!(gpu.set_mask(Some(bad_mask)), Err(GpuError::Invalid(_))));
     assert!(matches!(gpu.reserve(65), Err(GpuError::TooLong(_))));

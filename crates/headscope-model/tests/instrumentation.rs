@@ -33,7 +33,7 @@ fn argmax_positions_are_the_peaks_of_the_attention_rows() {
     let all: Vec<HeadId> = m.spec.head_shape().iter().collect();
     let prompt = ids(30);
     m.model.prefill(&prompt[..29]).unwrap();
-    let out = m.model.step(prompt[29], &Probe { rows: all.clone() }).unwrap();
+    let out = m.model.step(prompt[29], &Probe { rows: all.clone(), ..Probe::default() }).unwrap();
     assert_eq!(out.attention_rows.len(), tiny.layers * tiny.heads);
     for (i, row) in out.attention_rows.iter().enumerate() {
         assert_eq!(row.head, all[i]);
@@ -56,7 +56,7 @@ fn uniform_mask_flattens_exactly_the_masked_query_head() {
     let prompt = ids(25);
     m.model.prefill(&prompt[..24]).unwrap();
     let all: Vec<HeadId> = m.spec.head_shape().iter().collect();
-    let out = m.model.step(prompt[24], &Probe { rows: all }).unwrap();
+    let out = m.model.step(prompt[24], &Probe { rows: all, ..Probe::default() }).unwrap();
     for row in &out.attention_rows {
         let uniform = row.weights.iter().all(|&w| (w - 1.0 / 25.0).abs() < 1e-6);
         assert_eq!(uniform, row.head == target, "head {}: uniform={uniform}", row.head);
@@ -148,7 +148,7 @@ fn sliding_window_hides_keys_older_than_the_window() {
     m.model.set_prefill_chunk(4);
     m.model.prefill(&prompt[..19]).unwrap();
     let all: Vec<HeadId> = m.spec.head_shape().iter().collect();
-    let out = m.model.step(prompt[19], &Probe { rows: all }).unwrap();
+    let out = m.model.step(prompt[19], &Probe { rows: all, ..Probe::default() }).unwrap();
     for (i, row) in out.attention_rows.iter().enumerate() {
         // Position 19 sees keys 14..=19 (the last `window` positions, itself included), as Hugging Face does.
         assert!(row.weights[..14].iter().all(|&w| w == 0.0), "head {} looked outside its window", row.head);

@@ -116,3 +116,45 @@ fn bad_sweeps_are_named_before_any_decode() {
     let failed = TestError { key: p.keys[0], error: EngineError::Invalid("the GPU was lost".into()) };
     assert_eq!(failed.to_string(), format!("test {}: the GPU was lost", p.keys[0].id()));
 }
+
+/// The soft score's attention mass: the runner's records hold, per head, the sum over the first |span|
+/// steps of what core's `top_k_mass_in_span` gives on that head's full attention row, as a plain decode
+/// that asks for every head's row sees it; the argmax, tokens and hits stay those of a run without it.
+#[test]
+fn measured_span_mass_sums_each_heads_top_k_weight_in_the_span() {
+    use headscope_core::score::top_k_mass_in_span;
+    let dir = tempfile::tempdir().unwrap();
+    TinyModel { seed: 5, ..TinyModel::new(TinyArch::Llama) }.write(dir.path()).unwrap();
+    let mut m = LoadedModel::load(dir.path(), &LoadOptions::default()).unwrap();
+    let (needles, haystack) = (needles(), vec![TINY_TEXT.to_string()]);
+    let inputs = SweepInputs { needles: &needles, haystack: &haystack, max_new_tokens: 6 };
+    let plan = SweepPlan::new(&m.spec, &m.tokenizer, PromptFormat::Plain, &inputs, "160", 2).unwrap();
+    let stop = m.eos_token_ids.clone();
+    let shape = m.spec.head_shape();
+    let mut runner =
+        SweepRunner::new(&m.spec, &m.tokenizer, PromptFormat::Plain, inputs, &plan, vec![None], &stop, Probe::default(), |_, _| true)
+            .unwrap()
+            .measuring_span_mass();
+    m.model.reserve(runner.positions()).unwrap();
+    let mut checked = 0;
+    while let Some(out) = block_on(runner.next(&mut m.model, |_| true)) {
+        let out = out.unwrap();
+        let span = out.test.answer_tokens.clone();
+        let mut fresh = LoadedModel::load(dir.path(), &LoadOptions::default()).unwrap();
+        let every = Probe { rows: shape.iter().collect(), ..Probe::default() };
+        let trace = greedy_decode(&mut fresh.model, &out.test.prompt_ids, 6, &stop, &every, |_| true).unwrap();
+        assert_eq!((&out.trace.tokens, &out.trace.argmax_position), (&trace.tokens, &trace.argmax_position));
+        assert!(out.trace.attention_rows.iter().all(|r| r.is_empty()), "rows asked for the mass are not kept");
+        let counted = span.len().min(trace.tokens.len());
+        assert_eq!(out.trace.span_mass.len(), counted);
+        let mass = out.record.soft_mass.as_ref().expect("a measured run records the mass");
+        for (i, head) in shape.iter().enumerate() {
+            let want: f64 = trace.attention_rows[..counted].iter().map(|rows| top_k_mass_in_span(&rows[i].weights, span.clone())).sum();
+            let got = mass.get(&head).copied().unwrap_or(0.0);
+            assert!((got - want).abs() < 1e-9, "{} {head}: {got} vs {want}", out.record.id);
+            assert!(want <= counted as f64 + 1e-6, "weights of one row sum to at most 1");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}

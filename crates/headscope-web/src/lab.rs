@@ -408,7 +408,7 @@ pub async fn head_view(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<HeadViewResult> {
     model.shape().check(&[head])?;
-    let probe = Probe { rows: vec![head] };
+    let probe = Probe { rows: vec![head], ..Probe::default() };
     let out = run_test(model, setup, at, mask, &probe, cancelled).await?;
     let plain = matches!(model.prompt_format(setup.plain), PromptFormat::Plain);
     head_view_from(&model.tokenizer, model.shape(), head, &out, plain)

@@ -232,6 +232,7 @@ mod tests {
             recall,
             hits: hits.iter().cloned().collect(),
             repeat_hits: BTreeMap::new(),
+            soft_mass: None,
             masked_heads: vec![],
             prompt_ids: None,
             head_argmax: None,

@@ -5,7 +5,7 @@ use crate::error::{CoreError, Result};
 use crate::head::{HeadId, HeadShape};
 use crate::metrics::rouge1_recall;
 use crate::niah::{Needle, NiahTest};
-use crate::score::{passes_gate, retrieval_hits, DecodeStep, HeadHits, HeadScores, ScoreKind};
+use crate::score::{passes_gate, retrieval_hits, soft_score, DecodeStep, HeadHits, HeadScores, ScoreKind};
 use crate::sweep::TestKey;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -47,6 +47,11 @@ pub struct TestRecord {
     /// repeated and in files written before the field existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub repeat_hits: BTreeMap<HeadId, u32>,
+    /// Per head with any, the attention weight summed over the first |span| decode steps on its
+    /// top-|span| positions inside the answer span ([`crate::score::top_k_mass_in_span`]): what
+    /// [`ScoreKind::Soft`] scores. Present (perhaps empty) only in runs that measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_mass: Option<BTreeMap<HeadId, f64>>,
     /// The heads masked during this test (empty when none).
     #[serde(default)]
     pub masked_heads: Vec<HeadId>,
@@ -93,11 +98,31 @@ impl TestRecord {
             answer,
             hits: hits.to_sparse(),
             repeat_hits: hits.repeats_sparse(),
+            soft_mass: None,
             masked_heads: Vec::new(),
             prompt_ids: None,
             head_argmax: None,
             seconds: 0.0,
         })
+    }
+
+    /// This record's [`ScoreKind::Soft`] score of every head of `shape`, in flat order.
+    pub fn soft_scores(&self, shape: HeadShape) -> Result<Vec<f64>> {
+        let mass = self.soft_mass.as_ref().ok_or_else(|| {
+            CoreError::invalid(format!(
+                "test {} was run without measuring attention mass, which the soft score needs: run detect with --score soft into a new --out",
+                self.id
+            ))
+        })?;
+        let mut values = vec![0.0; shape.count()];
+        for (h, &m) in mass {
+            let i = shape.index(*h).ok_or_else(|| CoreError::invalid(format!("test {}: head {h} is outside the model", self.id)))?;
+            if !m.is_finite() || m < 0.0 {
+                return Err(CoreError::invalid(format!("test {}: head {h} has attention mass {m}", self.id)));
+            }
+            values[i] = soft_score(m, self.answer_tokens[1].saturating_sub(self.answer_tokens[0]));
+        }
+        Ok(values)
     }
 
     /// The per-head hits of this record on a model of `shape`.
@@ -135,7 +160,12 @@ pub fn head_scores_of_kind<'a>(
 ) -> Result<HeadScores> {
     let mut scores = HeadScores::new(shape);
     for r in in_plan_order(records) {
-        if passes_gate(r.recall, gate) {
+        if !passes_gate(r.recall, gate) {
+            continue;
+        }
+        if kind.needs_attention_mass() {
+            scores.push_values(&r.soft_scores(shape)?)?;
+        } else {
             scores.push_kind(&r.head_hits(shape)?, kind)?;
         }
     }
@@ -235,6 +265,7 @@ pub(crate) mod tests {
             recall,
             hits: hits.iter().cloned().collect(),
             repeat_hits: BTreeMap::new(),
+            soft_mass: None,
             masked_heads: vec![],
             prompt_ids: None,
             head_argmax: None,
@@ -303,6 +334,23 @@ pub(crate) mod tests {
         assert_eq!(head_scores_of_kind(shape, [&back], 0.5, ScoreKind::Official).unwrap().scores(HeadId::new(0, 0)), &[0.75]);
         // A record without repeats is written as before the field existed.
         assert!(!serde_json::to_string(&record("b", 1.0, &[])).unwrap().contains("repeat_hits"));
+    }
+
+    #[test]
+    fn soft_scores_come_from_the_recorded_mass() {
+        let shape = HeadShape::new(1, 2);
+        // A 4-token span; head 0 put 2.0 of weight on it over the counted steps: 10 * 2 / 16.
+        let mut r = record("a", 1.0, &[]);
+        r.soft_mass = Some([(HeadId::new(0, 0), 2.0)].into_iter().collect());
+        let s = head_scores_of_kind(shape, [&r], 0.5, ScoreKind::Soft).unwrap();
+        assert_eq!((s.scores(HeadId::new(0, 0)), s.scores(HeadId::new(0, 1))), (&[1.25][..], &[0.0][..]));
+        let back: TestRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        // A record of a run that did not measure it is named, not scored as zeros.
+        let e = head_scores_of_kind(shape, [&record("b", 1.0, &[])], 0.5, ScoreKind::Soft).unwrap_err().to_string();
+        assert!(e.contains("test b was run without measuring attention mass"), "{e}");
+        r.soft_mass = Some([(HeadId::new(0, 0), f64::NAN)].into_iter().collect());
+        assert!(head_scores_of_kind(shape, [&r], 0.5, ScoreKind::Soft).is_err());
     }
 
     #[test]
