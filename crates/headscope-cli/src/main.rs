@@ -232,7 +232,10 @@ struct DetectArgs {
     /// head_scores.json, always written), `official` (eq. 1 as the official code counts it, repeated
     /// copies again, so a score can pass 1: head_scores_official.json), `soft` (HeadKV's attention mass
     /// on the answer span's top positions: head_scores_soft.json; it reads every head's attention row
-    /// at the first answer-length decode steps). All from the same decode steps.
+    /// at the first answer-length decode steps), `qr` (QRHead's query-focused attention on the needle,
+    /// calibrated by a null question: head_scores_qr.json; two teacher-forced passes over the question),
+    /// `induction` and `echo` (RazorAttention's data-free scores, one pass over repeated random tokens:
+    /// head_scores_induction.json, head_scores_echo.json). The NIAH kinds come from the same decodes.
     #[arg(long, value_name = "KINDS", default_value = "eq1")]
     score: String,
 }

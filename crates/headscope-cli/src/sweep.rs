@@ -46,7 +46,13 @@ struct Sweep {
     info: RunInfo,
     /// Whether tests measure their answer span's attention mass (for the soft score).
     span_mass: bool,
+    /// Whether tests run the query-focused passes (for the qr score).
+    query_focus: bool,
 }
+
+/// Length of the random block of the data-free scores (RazorAttention repeats 2,500 tokens; 256 keep
+/// the pass short on every model, and any length separates induction and echo heads from the rest).
+pub const REPEATED_PERIOD: usize = 256;
 
 /// The `--device` that selects the wgpu engine.
 pub const WGPU_DEVICE: &str = "wgpu";
@@ -163,7 +169,7 @@ impl Sweep {
         // shortest length, the longest test fits the model's context.
         let inputs = SweepInputs { needles: &needles, haystack: &haystack, max_new_tokens: args.max_new_tokens };
         let plan = SweepPlan::new(&model_dir.spec, &model_dir.tokenizer, format, &inputs, &args.lengths, args.depths)?;
-        Ok(Sweep { model_dir, options, wgpu, needles, haystack, plan, info, span_mass: false })
+        Ok(Sweep { model_dir, options, wgpu, needles, haystack, plan, info, span_mass: false, query_focus: false })
     }
 
     /// Runs every test not yet in `log` (no mask); returns how many ran, and the log.
@@ -194,6 +200,7 @@ impl Sweep {
                 !variants[v].log.contains(&k.id())
             })?;
         let runner = if self.span_mass { runner.measuring_span_mass() } else { runner };
+        let runner = if self.query_focus { runner.measuring_query_focus() } else { runner };
         let pending = runner.pending();
         if pending == 0 {
             match variants {
@@ -225,6 +232,25 @@ impl Sweep {
             self.drive(args, &mut model, runner, variants, &|| headscope_model::loader::device_memory(&self.options.device))?;
         }
         Ok(pending)
+    }
+
+    /// RazorAttention's data-free scores (induction, echo) of the model: one pass over
+    /// [`REPEATED_PERIOD`] random tokens (seed 0) repeated four times, on the run's engine.
+    fn repeated_token_scores(&self, args: &SweepArgs) -> Result<(Vec<f64>, Vec<f64>)> {
+        let md = &self.model_dir;
+        let period = REPEATED_PERIOD.min(md.spec.max_position_embeddings.saturating_sub(2) / headscope_core::score::REPEATED_TIMES);
+        let seq = headscope_core::score::RepeatedTokens::new(md.spec.vocab_size, period, 0, md.spec.bos_token_id)?;
+        eprintln!("induction and echo scores: {} random tokens repeated {} times", period, headscope_core::score::REPEATED_TIMES);
+        if self.wgpu {
+            let mut model = load_wgpu(md)?;
+            Ok(block_on(headscope_engine::repeated::induction_and_echo(&mut model, &seq))?)
+        } else {
+            let mut model = md.load_weights(&self.options)?;
+            if let Some(chunk) = args.run.prefill_chunk {
+                model.set_prefill_chunk(chunk);
+            }
+            Ok(block_on(headscope_engine::repeated::induction_and_echo(&mut model, &seq))?)
+        }
     }
 
     /// Runs what `runner` has left on `engine`, appending each record to its variant's log as it ends.
@@ -380,6 +406,7 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64, score_kinds: &str) ->
     let kinds = ScoreKind::parse_list(score_kinds).context("--score")?;
     let mut sweep = Sweep::prepare(args, "detect", open_model(args)?, None)?;
     sweep.span_mass = kinds.iter().any(|k| k.needs_attention_mass());
+    sweep.query_focus = kinds.contains(&ScoreKind::Qr);
     if kinds.iter().any(|&k| k != ScoreKind::Eq1) {
         sweep.info.scores =
             ScoreKind::ALL.iter().filter(|k| **k == ScoreKind::Eq1 || kinds.contains(k)).map(|k| k.name().to_string()).collect();
@@ -390,11 +417,22 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64, score_kinds: &str) ->
     let scores = files::head_scores_from_records(shape, log.records(), gate)?;
     let scores_path = args.out.join(ScoreKind::Eq1.file_name());
     files::write_head_scores(&scores_path, &scores)?;
-    for &kind in kinds.iter().filter(|&&k| k != ScoreKind::Eq1) {
+    for &kind in kinds.iter().filter(|&&k| k != ScoreKind::Eq1 && k.from_records()) {
         let other = files::head_scores_of_kind(shape, log.records(), gate, kind)?;
         let path = args.out.join(kind.file_name());
         files::write_head_scores(&path, &other)?;
         println!("{} scores: {}", kind.name(), path.display());
+    }
+    let data_free: Vec<ScoreKind> = kinds.iter().copied().filter(|k| !k.from_records()).collect();
+    if data_free.iter().any(|k| !args.out.join(k.file_name()).exists()) {
+        let (induction, echo) = sweep.repeated_token_scores(args)?;
+        for kind in data_free {
+            let values = if kind == ScoreKind::Induction { &induction } else { &echo };
+            let scores = headscope_core::HeadScores::from_lists(shape, values.iter().map(|&v| vec![v]).collect())?;
+            let path = args.out.join(kind.file_name());
+            files::write_head_scores(&path, &scores)?;
+            println!("{} scores: {}", kind.name(), path.display());
+        }
     }
     let model_name = model_name(&sweep.model_dir.dir);
     outputs::save_head_heatmap(&args.out.join("heads.png"), &scores, &format!("retrieval scores: {model_name}"))?;

@@ -271,11 +271,11 @@ fn the_bundled_lab_model_is_the_default() {
     assert_eq!(read_head_scores(&out.join("head_scores.json")).unwrap().shape(), HeadShape::new(6, 8));
 }
 
-/// `--score eq1,official,soft`: three files from one run; the official count equals eq. 1 plus each
-/// record's repeated hits over its span, the soft file re-aggregates the records' attention mass, and
+/// `--score eq1,official,soft,qr`: four files from one run; the official count equals eq. 1 plus each
+/// record's repeated hits over its span, the soft and qr files re-aggregate the records' values, and
 /// run.json names the scores.
 #[test]
-fn detect_writes_the_official_count_and_the_soft_score_beside_eq1() {
+fn detect_writes_every_score_kind_beside_eq1() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let tmp = tempfile::tempdir().unwrap();
     // Four hand-written needles; the lab model repeats part of needle 18's answer at depth 100 (its
@@ -287,7 +287,7 @@ fn detect_writes_the_official_count_and_the_soft_score_beside_eq1() {
     let o = Command::new(env!("CARGO_BIN_EXE_headscope"))
         .current_dir(&root)
         .args(["detect", "--out", out.to_str().unwrap(), "--needles", needles.to_str().unwrap(), "--lengths", "512"])
-        .args(["--depths", "2", "--max-new-tokens", "48", "--gate", "0", "--score", "eq1,official,soft"])
+        .args(["--depths", "2", "--max-new-tokens", "48", "--gate", "0", "--score", "eq1,official,soft,qr"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -310,17 +310,19 @@ fn detect_writes_the_official_count_and_the_soft_score_beside_eq1() {
     let soft = read_head_scores(&out.join("head_scores_soft.json")).unwrap();
     let shape = eq1.shape();
     assert_eq!(soft, headscope_core::files::head_scores_of_kind(shape, log.records(), 0.0, headscope_core::ScoreKind::Soft).unwrap());
-    assert!(records.iter().all(|r| r.soft_mass.is_some()));
+    assert!(records.iter().all(|r| r.soft_mass.is_some() && r.qr.is_some()));
+    let qr = read_head_scores(&out.join("head_scores_qr.json")).unwrap();
+    assert_eq!(qr, headscope_core::files::head_scores_of_kind(shape, log.records(), 0.0, headscope_core::ScoreKind::Qr).unwrap());
     let info: RunInfo = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
-    assert_eq!(info.scores, ["eq1", "official", "soft"]);
+    assert_eq!(info.scores, ["eq1", "official", "soft", "qr"]);
     // An unknown score is refused before any work.
-    fails(&["detect", "--out", tmp.path().join("x").to_str().unwrap(), "--score", "eq1,qr"], "unknown score 'qr'");
+    fails(&["detect", "--out", tmp.path().join("x").to_str().unwrap(), "--score", "eq1,duo"], "unknown score 'duo'");
     // On the needle the lab model answers, the heads that copy (eq. 1) are those that hold the most
-    // attention on the answer (soft).
+    // attention on the answer (soft) and whose question looks at the needle (qr).
     let out = tmp.path().join("default-needle");
     let o = Command::new(env!("CARGO_BIN_EXE_headscope"))
         .current_dir(&root)
-        .args(["detect", "--out", out.to_str().unwrap(), "--lengths", "256:1024:3", "--depths", "3", "--score", "soft"])
+        .args(["detect", "--out", out.to_str().unwrap(), "--lengths", "256:1024:3", "--depths", "3", "--score", "soft,qr,induction,echo"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -330,6 +332,13 @@ fn detect_writes_the_official_count_and_the_soft_score_beside_eq1() {
         heads
     };
     assert_eq!(top("head_scores.json"), top("head_scores_soft.json"));
+    assert_eq!(top("head_scores.json"), top("head_scores_qr.json"));
+    // The data-free scores: one value per head, a share of attention.
+    for file in ["head_scores_induction.json", "head_scores_echo.json"] {
+        let s = read_head_scores(&out.join(file)).unwrap();
+        assert_eq!((s.shape(), s.tests()), (HeadShape::new(6, 8), 1));
+        assert!(s.lists().iter().all(|l| (0.0..=1.0).contains(&l[0])), "{file}");
+    }
 }
 
 /// DuoAttention's head file: converted to the official JSON and back, and usable for masking directly.

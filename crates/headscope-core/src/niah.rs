@@ -137,6 +137,21 @@ pub struct NiahBuilder<'t, T: TextTokenizer + ?Sized> {
     haystack_tokens: Encoded,
 }
 
+/// The null query of QRHead's calibration: the question it asks in place of the real one.
+pub const NULL_QUESTION: &str = "N/A";
+
+/// A built test's calibration prompt for the query-focused score ([`crate::ScoreKind::Qr`]): the same
+/// prompt with the question replaced by [`NULL_QUESTION`]. Both share every token before
+/// `query_start`; the query is everything from there to the prompt's end (the question and the
+/// template after it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NullQuery {
+    /// The first position where the real and the null prompt differ.
+    pub query_start: usize,
+    /// The null prompt's ids (its first `query_start` equal the real prompt's).
+    pub null_ids: Vec<u32>,
+}
+
 /// The longest prompt the builder makes: far beyond any model's context, it stops a mistaken length
 /// (an underflow, a typo) before it asks for gigabytes of haystack.
 pub const MAX_PROMPT_TOKENS: usize = 16 << 20;
@@ -274,6 +289,29 @@ impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
 
     /// The prompt with the haystack cut at byte `cut` and the needle at `depth_percent` of its tokens.
     /// `newline` ends the haystack with a line break (a second way to reach an exact length).
+    /// The null-question prompt of `test` (built from `needle` by this builder): see [`NullQuery`].
+    pub fn null_query(&self, test: &NiahTest, needle: &Needle) -> Result<NullQuery> {
+        let asked = niah_user_message("", &needle.question);
+        let tail = &asked[asked.find("Question:").unwrap_or(0)..];
+        let at = test.prompt_text.rfind(tail).ok_or_else(|| {
+            CoreError::invalid("the question is not found in the test's prompt text (was the test built from this needle?)")
+        })?;
+        let null_message = niah_user_message("", NULL_QUESTION);
+        let null_tail = &null_message[null_message.find("Question:").unwrap_or(0)..];
+        let text = format!("{}{}{}", &test.prompt_text[..at], null_tail, &test.prompt_text[at + tail.len()..]);
+        let add_special_tokens = matches!(self.format, PromptFormat::Plain);
+        let null_ids = self.tokenizer.encode(&text, add_special_tokens)?.ids;
+        let query_start = test.prompt_ids.iter().zip(&null_ids).take_while(|(a, b)| a == b).count();
+        if query_start < test.needle_tokens.end || query_start >= test.prompt_ids.len() || query_start >= null_ids.len() {
+            return Err(CoreError::invalid(format!(
+                "the null question's prompt departs from the test's at token {query_start}, not between the needle (ending at {}) and the prompt's end ({})",
+                test.needle_tokens.end,
+                test.prompt_ids.len()
+            )));
+        }
+        Ok(NullQuery { query_start, null_ids })
+    }
+
     fn candidate(&self, needle: &Needle, cut: usize, depth_percent: f64, newline: bool) -> Result<Candidate> {
         let hay = &self.haystack[..floor_char_boundary(&self.haystack, cut)];
         let n = self.haystack_tokens.offsets.partition_point(|o| o.1 <= hay.len());
@@ -418,6 +456,29 @@ pub(crate) mod tests {
         vec!["The river ran past the mill. Children played by the water! Who built the bridge? Nobody remembers now. \
               Bread was baked every morning in the old stone oven, and the smell filled the lane."
             .to_string()]
+    }
+
+    #[test]
+    fn the_null_query_replaces_only_the_question() {
+        let tok = WordTokenizer;
+        let mut b = NiahBuilder::new(&tok, PromptFormat::Plain, &haystack()).unwrap();
+        let needle = san_francisco_needle();
+        for d in [0.0, 50.0, 100.0] {
+            let t = b.build(&needle, 120, d).unwrap();
+            let null = b.null_query(&t, &needle).unwrap();
+            // Word tokens: "... Question : What is the best ..." against "... Question : N / A ...": the
+            // prompts part at the question's first word and end with the same "\nAnswer:".
+            let question_at = t.prompt_ids.iter().rposition(|&i| i == word_id("Question")).unwrap() + 2;
+            assert_eq!(null.query_start, question_at, "depth {d}");
+            assert_eq!(null.null_ids[..question_at], t.prompt_ids[..question_at]);
+            let n = ["N", "/", "A", "Answer", ":"].map(word_id);
+            assert_eq!(null.null_ids[question_at..], n);
+            assert!(null.query_start >= t.needle_tokens.end);
+        }
+        // A needle other than the one the test was built from is named.
+        let t = b.build(&needle, 120, 50.0).unwrap();
+        let other = Needle { question: "Who built the bridge?".into(), ..needle };
+        assert!(b.null_query(&t, &other).unwrap_err().to_string().contains("question is not found"));
     }
 
     #[test]

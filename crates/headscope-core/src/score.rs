@@ -42,6 +42,18 @@ pub enum ScoreKind {
     /// positions that lie in the answer span, no token match asked; summed, times 10, divided by
     /// |span| x |answer tokens| (both the span's length here). See [`top_k_mass_in_span`].
     Soft,
+    /// The query-focused score of QRHead (Zhang et al., 2025): over the needle's tokens, the attention
+    /// from the query's tokens (mean over them) minus the same from a null query ("N/A") in the same
+    /// prompt, outliers below mean - 2 std dropped, summed ([`query_focus_score`]). From teacher-forced
+    /// passes over the question, not from the answer; it can be negative.
+    Qr,
+    /// RazorAttention's induction score (Tang et al., 2024), data-free: on a random token sequence
+    /// repeated [`REPEATED_TIMES`] times, the attention weight a head puts on the tokens that followed
+    /// earlier occurrences of the current token, averaged over the positions of the repeats
+    /// ([`RepeatedTokens`]).
+    Induction,
+    /// RazorAttention's echo score: the same, on the earlier occurrences of the current token itself.
+    Echo,
 }
 
 /// HeadKV's scale factor on its summed attention weights.
@@ -49,7 +61,8 @@ pub const SOFT_SCALE: f64 = 10.0;
 
 impl ScoreKind {
     /// Every kind, in the order files and tables list them.
-    pub const ALL: [ScoreKind; 3] = [ScoreKind::Eq1, ScoreKind::Official, ScoreKind::Soft];
+    pub const ALL: [ScoreKind; 6] =
+        [ScoreKind::Eq1, ScoreKind::Official, ScoreKind::Soft, ScoreKind::Qr, ScoreKind::Induction, ScoreKind::Echo];
 
     /// The name used on the command line and in `run.json`.
     pub fn name(self) -> &'static str {
@@ -57,13 +70,27 @@ impl ScoreKind {
             ScoreKind::Eq1 => "eq1",
             ScoreKind::Official => "official",
             ScoreKind::Soft => "soft",
+            ScoreKind::Qr => "qr",
+            ScoreKind::Induction => "induction",
+            ScoreKind::Echo => "echo",
         }
+    }
+
+    /// Whether the kind comes from the NIAH tests' records (the others are data-free: one pass over
+    /// repeated random tokens per run).
+    pub fn from_records(self) -> bool {
+        !matches!(self, ScoreKind::Induction | ScoreKind::Echo)
     }
 
     /// Whether the kind needs attention weights, not only argmax positions: such a run asks the
     /// backend for every head's attention row at the first |span| decode steps.
     pub fn needs_attention_mass(self) -> bool {
         self == ScoreKind::Soft
+    }
+
+    /// Whether the kind is counted from eq. 1's hits (argmax positions and tokens).
+    pub fn counts_hits(self) -> bool {
+        matches!(self, ScoreKind::Eq1 | ScoreKind::Official)
     }
 
     /// The head-score file a run writes for this kind: `head_scores.json` for eq. 1 (as always),
@@ -106,6 +133,87 @@ pub fn top_k_mass_in_span(weights: &[f32], span: Range<usize>) -> f64 {
         order.select_nth_unstable_by(k - 1, by_weight);
     }
     order[..k].iter().filter(|(_, i)| span.contains(i)).map(|&(w, _)| w as f64).sum()
+}
+
+/// QRHead's score of one head on one test: `calibrated` holds, per needle token, the query's mean
+/// attention minus the null query's; tokens below mean - 2 x std (sample standard deviation) are
+/// dropped as outliers and the rest summed. With fewer than two tokens nothing is dropped.
+pub fn query_focus_score(calibrated: &[f64]) -> f64 {
+    let n = calibrated.len();
+    if n < 2 {
+        return calibrated.iter().sum();
+    }
+    let mean = calibrated.iter().sum::<f64>() / n as f64;
+    let std = (calibrated.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    let threshold = mean - 2.0 * std;
+    calibrated.iter().filter(|&&v| v > threshold).sum()
+}
+
+/// How many times the random sequence of the data-free scores is repeated (RazorAttention's 4).
+pub const REPEATED_TIMES: usize = 4;
+
+/// The input of the data-free scores ([`ScoreKind::Induction`], [`ScoreKind::Echo`]): `period` random
+/// token ids drawn with `seed` from the upper seven eighths of the vocabulary (the lowest ids are
+/// where tokenizers keep special and byte tokens), repeated [`REPEATED_TIMES`] times, after an
+/// optional BOS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatedTokens {
+    /// The whole sequence, BOS (if any) first.
+    pub ids: Vec<u32>,
+    /// Positions before the first repeat's first token (1 with a BOS).
+    pub offset: usize,
+    /// Length of the repeated block.
+    pub period: usize,
+}
+
+impl RepeatedTokens {
+    /// Draws the sequence.
+    pub fn new(vocab_size: usize, period: usize, seed: u64, bos: Option<u32>) -> Result<Self> {
+        if period < 2 || vocab_size < 16 {
+            return Err(CoreError::invalid(format!("a repeated block of {period} tokens from a {vocab_size}-token vocabulary")));
+        }
+        let low = vocab_size as u64 / 8;
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let block: Vec<u32> = (0..period).map(|_| (low + rng.below(vocab_size as u64 - low)) as u32).collect();
+        let mut ids: Vec<u32> = bos.into_iter().collect();
+        let offset = ids.len();
+        for _ in 0..REPEATED_TIMES {
+            ids.extend_from_slice(&block);
+        }
+        Ok(RepeatedTokens { ids, offset, period })
+    }
+
+    /// A given block repeated [`REPEATED_TIMES`] times after an optional BOS (for text blocks: the
+    /// heads of a small model trained on text may copy text but not random ids).
+    pub fn from_block(block: &[u32], bos: Option<u32>) -> Result<Self> {
+        if block.len() < 2 {
+            return Err(CoreError::invalid(format!("a repeated block of {} tokens", block.len())));
+        }
+        let mut ids: Vec<u32> = bos.into_iter().collect();
+        let offset = ids.len();
+        for _ in 0..REPEATED_TIMES {
+            ids.extend_from_slice(block);
+        }
+        Ok(RepeatedTokens { ids, offset, period: block.len() })
+    }
+
+    /// The first position whose row is scored: the second repeat's first token.
+    pub fn first_scored(&self) -> usize {
+        self.offset + self.period
+    }
+
+    /// The weight a head's attention row at `position` (scored positions only) puts on the earlier
+    /// occurrences of the same token (echo) and on the tokens that followed them (induction).
+    pub fn echo_and_induction(&self, weights: &[f32], position: usize) -> (f64, f64) {
+        let (mut echo, mut induction) = (0.0, 0.0);
+        let mut j = position;
+        while j >= self.offset + self.period {
+            j -= self.period;
+            echo += weights.get(j).copied().unwrap_or(0.0) as f64;
+            induction += weights.get(j + 1).copied().unwrap_or(0.0) as f64;
+        }
+        (echo, induction)
+    }
 }
 
 /// A test's [`ScoreKind::Soft`] score from the head's summed [`top_k_mass_in_span`] over the counted steps.
@@ -195,7 +303,7 @@ impl HeadHits {
         match kind {
             ScoreKind::Eq1 => Some(self.score_at(i)),
             ScoreKind::Official => Some(self.hit_steps[i] as f64 / self.span_len as f64),
-            ScoreKind::Soft => None,
+            ScoreKind::Soft | ScoreKind::Qr | ScoreKind::Induction | ScoreKind::Echo => None,
         }
     }
 
@@ -436,10 +544,43 @@ mod tests {
     }
 
     #[test]
+    fn the_query_focused_score_drops_low_outliers_and_sums_the_rest() {
+        // 20 needle tokens: nineteen at 0.01 and one at -0.5. Mean = (0.19 - 0.5) / 20 = -0.0155; the
+        // sample std is 0.1140 (sum of squared deviations 0.24700 / 19), so the threshold is -0.2435
+        // and the -0.5 token is dropped: the score is 0.19.
+        let mut v = vec![0.01; 19];
+        v.push(-0.5);
+        assert!((query_focus_score(&v) - 0.19).abs() < 1e-12);
+        // Three tokens cannot hold an outlier two sample deviations below their mean: all are summed.
+        assert!((query_focus_score(&[0.3, -0.1, 0.1]) - 0.3).abs() < 1e-12);
+        assert_eq!(query_focus_score(&[0.25]), 0.25);
+        assert_eq!(query_focus_score(&[]), 0.0);
+    }
+
+    #[test]
+    fn repeated_tokens_score_echo_and_induction_positions() {
+        let r = RepeatedTokens::new(1000, 3, 7, Some(1)).unwrap();
+        assert_eq!((r.ids.len(), r.offset, r.first_scored()), (13, 1, 4));
+        assert_eq!(r.ids[1..4], r.ids[4..7]);
+        assert_eq!(r.ids[1..4], r.ids[10..13]);
+        assert!(r.ids[1..].iter().all(|&t| (125..1000).contains(&t)));
+        assert_eq!(RepeatedTokens::new(1000, 3, 7, Some(1)).unwrap(), r, "seeded");
+        // Position 8 (third repeat, block index 1): the same token stood at 5 and 2, the tokens after
+        // them at 6 and 3.
+        let mut w = vec![0.0f32; 9];
+        (w[2], w[5], w[3], w[6], w[8]) = (0.1, 0.2, 0.3, 0.25, 0.15);
+        let (echo, induction) = r.echo_and_induction(&w, 8);
+        assert!((echo - 0.3).abs() < 1e-6 && (induction - 0.55).abs() < 1e-6, "{echo} {induction}");
+        assert!(RepeatedTokens::new(1000, 1, 7, None).is_err());
+    }
+
+    #[test]
     fn score_lists_parse_each_known_kind_once() {
         assert_eq!(ScoreKind::parse_list("eq1, official").unwrap(), [ScoreKind::Eq1, ScoreKind::Official]);
         assert!(ScoreKind::parse_list("eq1,eq1").unwrap_err().to_string().contains("twice"));
-        assert!(ScoreKind::parse_list("qr").unwrap_err().to_string().contains("unknown score 'qr'"));
+        assert!(ScoreKind::parse_list("duo").unwrap_err().to_string().contains("unknown score 'duo'"));
+        assert_eq!(ScoreKind::parse_list("echo,induction").unwrap(), [ScoreKind::Echo, ScoreKind::Induction]);
+        assert_eq!(ScoreKind::parse_list("qr,soft").unwrap(), [ScoreKind::Qr, ScoreKind::Soft]);
         assert_eq!(ScoreKind::parse_list("soft").unwrap(), [ScoreKind::Soft]);
         assert_eq!(ScoreKind::Official.file_name(), "head_scores_official.json");
         assert_eq!(ScoreKind::Eq1.file_name(), "head_scores.json");

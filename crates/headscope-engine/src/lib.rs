@@ -14,6 +14,7 @@ pub mod families;
 pub mod mask;
 pub mod prefix;
 pub mod probe;
+pub mod repeated;
 pub mod rope;
 pub mod spec;
 pub mod sweep;

@@ -13,8 +13,9 @@ use crate::mask::HeadMask;
 use crate::probe::Probe;
 use crate::spec::ModelSpec;
 use headscope_core::files::TestRecord;
-use headscope_core::niah::{Needle, NiahBuilder, NiahTest};
+use headscope_core::niah::{Needle, NiahBuilder, NiahTest, NullQuery};
 use headscope_core::prompt::PromptFormat;
+use headscope_core::score::query_focus_score;
 use headscope_core::sweep::{depths, parse_lengths, plan, TestKey};
 use headscope_core::{HeadShape, TextTokenizer};
 
@@ -175,6 +176,8 @@ pub struct SweepRunner<'a, T: TextTokenizer> {
     probe: Probe,
     /// Whether each test measures its answer span's attention mass ([`Probe::span_mass`]).
     span_mass: bool,
+    /// Whether each unmasked test also runs the query-focused passes ([`query_focus`]).
+    query_focus: bool,
     masks: Vec<Option<HeadMask>>,
     /// Tests still to run, in run order: plan index and the variants that need it.
     queue: std::collections::VecDeque<(usize, Vec<usize>)>,
@@ -227,6 +230,7 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
             stop,
             probe,
             span_mass: false,
+            query_focus: false,
             masks,
             queue: order.into(),
             keys,
@@ -240,6 +244,14 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
     /// attention row at the first |span| decode steps.
     pub fn measuring_span_mass(mut self) -> Self {
         self.span_mass = true;
+        self
+    }
+
+    /// Makes every unmasked test also run QRHead's passes ([`query_focus`]), for the qr score
+    /// ([`headscope_core::ScoreKind::Qr`]): records then carry `qr`. It costs two teacher-forced passes
+    /// over the question (the real one and the null one) with every head's attention row.
+    pub fn measuring_query_focus(mut self) -> Self {
+        self.query_focus = true;
         self
     }
 
@@ -283,12 +295,31 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
         let mask = self.masks[variant].clone();
         let masked_heads = mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default();
         let probe = Probe { rows: self.probe.rows.clone(), span_mass: self.span_mass.then(|| test.answer_tokens.clone()) };
+        let unmasked = mask.is_none();
         let run = decode_test(engine, &test, mask, &probe, self.inputs.max_new_tokens, self.stop, on_token).await;
-        let outcome = run.and_then(|(trace, reused)| {
-            let needle = &self.inputs.needles[key.needle_index];
-            let record = score_test(self.tokenizer, self.shape, &key, needle, &test, &trace, masked_heads)?;
-            Ok(TestOutcome { index, variant, test, trace, record, reused })
-        });
+        let needle = &self.inputs.needles[key.needle_index];
+        let outcome = match run {
+            Ok((trace, reused)) => score_test(self.tokenizer, self.shape, &key, needle, &test, &trace, masked_heads)
+                .map_err(E::Error::from)
+                .map(|record| TestOutcome { index, variant, test, trace, record, reused }),
+            Err(e) => Err(e),
+        };
+        let outcome = match outcome {
+            Ok(mut out) if self.query_focus && unmasked => {
+                let null = self.builder.null_query(&out.test, needle).map_err(|e| E::Error::from(EngineError::Input(e)));
+                match null {
+                    Ok(null) => match query_focus(engine, &out.test, &null).await {
+                        Ok(values) => {
+                            out.record.qr = Some(self.shape.iter().zip(values).filter(|(_, v)| *v != 0.0).collect());
+                            Ok(out)
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
         Some(outcome.map_err(|error| TestError { key, error }))
     }
 }
@@ -314,6 +345,44 @@ pub async fn decode_test<E: Engine>(
     let mut trace = greedy_decode_from(engine, last, max_new_tokens, stop, probe, on_token).await?;
     trace.prefill_seconds = prefill_seconds;
     Ok((trace, reused))
+}
+
+/// QRHead's passes over one built test, unmasked: the prompt before the query is prefilled (reusing the
+/// cache), the query's tokens are fed one by one with every head's attention row kept, then the same for
+/// the null query from the same point; per head and needle token, the mean attention from the real
+/// query minus the null query's is scored by core ([`query_focus_score`]). Returns one score per head
+/// (layer-major) and leaves the cache holding the shared prefix.
+pub async fn query_focus<E: Engine>(engine: &mut E, test: &NiahTest, null: &NullQuery) -> Result<Vec<f64>, E::Error> {
+    engine.set_mask(None)?;
+    let shape = engine.spec().head_shape();
+    let every = Probe { rows: shape.iter().collect(), span_mass: None };
+    let (start, needle) = (null.query_start, test.needle_tokens.clone());
+    let mut means = Vec::with_capacity(2);
+    for ids in [&test.prompt_ids, &null.null_ids] {
+        engine.prefill_reusing(&ids[..start]).await?;
+        let query = &ids[start..];
+        let mut sum = vec![vec![0.0f64; needle.len()]; shape.count()];
+        for &id in query {
+            let step = engine.step(id, &every).await?;
+            for row in &step.attention_rows {
+                if let Some(h) = shape.index(row.head) {
+                    for (k, j) in needle.clone().enumerate() {
+                        sum[h][k] += row.weights.get(j).copied().unwrap_or(0.0) as f64;
+                    }
+                }
+            }
+        }
+        for v in sum.iter_mut().flatten() {
+            *v /= query.len() as f64;
+        }
+        means.push(sum);
+    }
+    engine.truncate(start)?;
+    Ok(means[0]
+        .iter()
+        .zip(&means[1])
+        .map(|(real, null)| query_focus_score(&real.iter().zip(null).map(|(a, b)| a - b).collect::<Vec<f64>>()))
+        .collect())
 }
 
 /// The record of one decoded test, as `headscope detect` writes it and the page aggregates it: the

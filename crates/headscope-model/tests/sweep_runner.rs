@@ -158,3 +158,65 @@ fn measured_span_mass_sums_each_heads_top_k_weight_in_the_span() {
     }
     assert_eq!(checked, 4);
 }
+
+/// The qr score's passes: the runner (prefix reuse across tests, the null pass reusing the real one's
+/// prefix, the cache truncated after) gives each record the scores that fresh models give when each
+/// query is fed from a fresh cache; the decoded records are those of a run without the passes.
+#[test]
+fn query_focus_passes_equal_fresh_runs_and_leave_the_decodes_alone() {
+    use headscope_core::score::query_focus_score;
+    let dir = tempfile::tempdir().unwrap();
+    TinyModel { seed: 9, ..TinyModel::new(TinyArch::Llama) }.write(dir.path()).unwrap();
+    let mut m = LoadedModel::load(dir.path(), &LoadOptions::default()).unwrap();
+    let (needles, haystack) = (needles(), vec![TINY_TEXT.to_string()]);
+    let inputs = SweepInputs { needles: &needles, haystack: &haystack, max_new_tokens: 4 };
+    let plan = SweepPlan::new(&m.spec, &m.tokenizer, PromptFormat::Plain, &inputs, "150:190:2", 2).unwrap();
+    let stop = m.eos_token_ids.clone();
+    let shape = m.spec.head_shape();
+    let run = |m: &mut LoadedModel, qr: bool| {
+        let runner =
+            SweepRunner::new(&m.spec, &m.tokenizer, PromptFormat::Plain, inputs, &plan, vec![None], &stop, Probe::default(), |_, _| true)
+                .unwrap();
+        let mut runner = if qr { runner.measuring_query_focus() } else { runner };
+        m.model.reserve(runner.positions()).unwrap();
+        let mut outs = vec![];
+        while let Some(out) = block_on(runner.next(&mut m.model, |_| true)) {
+            outs.push(out.unwrap());
+        }
+        outs
+    };
+    let plain = run(&mut m, false);
+    let measured = run(&mut m, true);
+    assert_eq!(measured.len(), 8);
+    let builder = NiahBuilder::new(&m.tokenizer, PromptFormat::Plain, &haystack).unwrap();
+    let every = Probe { rows: shape.iter().collect(), ..Probe::default() };
+    for (a, b) in plain.iter().zip(&measured) {
+        assert_eq!((&a.record.generated_ids, &a.record.hits), (&b.record.generated_ids, &b.record.hits));
+        assert!(a.record.qr.is_none());
+        let needle = &needles[plan.keys[b.index].needle_index];
+        let null = builder.null_query(&b.test, needle).unwrap();
+        // Per query, a fresh model: prefill the shared prefix, feed the query's tokens one by one.
+        let mean_rows = |ids: &[u32]| {
+            let mut fresh = LoadedModel::load(dir.path(), &LoadOptions::default()).unwrap();
+            fresh.model.prefill(&ids[..null.query_start]).unwrap();
+            let mut sum = vec![vec![0.0f64; b.test.needle_tokens.len()]; shape.count()];
+            for &id in &ids[null.query_start..] {
+                let step = fresh.model.step(id, &every).unwrap();
+                for (h, row) in step.attention_rows.iter().enumerate() {
+                    for (k, j) in b.test.needle_tokens.clone().enumerate() {
+                        sum[h][k] += row.weights[j] as f64 / (ids.len() - null.query_start) as f64;
+                    }
+                }
+            }
+            sum
+        };
+        let (real, nul) = (mean_rows(&b.test.prompt_ids), mean_rows(&null.null_ids));
+        let qr = b.record.qr.as_ref().expect("measured");
+        for (h, head) in shape.iter().enumerate() {
+            let want = query_focus_score(&real[h].iter().zip(&nul[h]).map(|(x, y)| x - y).collect::<Vec<_>>());
+            let got = qr.get(&head).copied().unwrap_or(0.0);
+            assert!((got - want).abs() < 1e-6, "{} {head}: {got} vs {want}", b.record.id);
+        }
+        assert!(qr.values().any(|v| *v != 0.0));
+    }
+}

@@ -170,6 +170,7 @@ mod tests {
             hits: [(HeadId::new(1, 0), vec![0, 1])].into_iter().collect(),
             repeat_hits: [(HeadId::new(1, 0), 1)].into_iter().collect(),
             soft_mass: Some([(HeadId::new(1, 0), 0.75)].into_iter().collect()),
+            qr: Some([(HeadId::new(1, 0), -0.125)].into_iter().collect()),
             masked_heads: vec![],
             prompt_ids: None,
             head_argmax: None,

@@ -233,6 +233,7 @@ mod tests {
             hits: hits.iter().cloned().collect(),
             repeat_hits: BTreeMap::new(),
             soft_mass: None,
+            qr: None,
             masked_heads: vec![],
             prompt_ids: None,
             head_argmax: None,

@@ -52,6 +52,10 @@ pub struct TestRecord {
     /// [`ScoreKind::Soft`] scores. Present (perhaps empty) only in runs that measured it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soft_mass: Option<BTreeMap<HeadId, f64>>,
+    /// Per head (zeros left out), the test's query-focused score ([`ScoreKind::Qr`]). Present (perhaps
+    /// empty) only in runs that measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr: Option<BTreeMap<HeadId, f64>>,
     /// The heads masked during this test (empty when none).
     #[serde(default)]
     pub masked_heads: Vec<HeadId>,
@@ -99,6 +103,7 @@ impl TestRecord {
             hits: hits.to_sparse(),
             repeat_hits: hits.repeats_sparse(),
             soft_mass: None,
+            qr: None,
             masked_heads: Vec::new(),
             prompt_ids: None,
             head_argmax: None,
@@ -121,6 +126,25 @@ impl TestRecord {
                 return Err(CoreError::invalid(format!("test {}: head {h} has attention mass {m}", self.id)));
             }
             values[i] = soft_score(m, self.answer_tokens[1].saturating_sub(self.answer_tokens[0]));
+        }
+        Ok(values)
+    }
+
+    /// This record's [`ScoreKind::Qr`] score of every head of `shape`, in flat order.
+    pub fn qr_scores(&self, shape: HeadShape) -> Result<Vec<f64>> {
+        let qr = self.qr.as_ref().ok_or_else(|| {
+            CoreError::invalid(format!(
+                "test {} was run without the query-focused passes the qr score needs: run detect with --score qr into a new --out",
+                self.id
+            ))
+        })?;
+        let mut values = vec![0.0; shape.count()];
+        for (h, &v) in qr {
+            let i = shape.index(*h).ok_or_else(|| CoreError::invalid(format!("test {}: head {h} is outside the model", self.id)))?;
+            if !v.is_finite() {
+                return Err(CoreError::invalid(format!("test {}: head {h} has qr score {v}", self.id)));
+            }
+            values[i] = v;
         }
         Ok(values)
     }
@@ -163,10 +187,13 @@ pub fn head_scores_of_kind<'a>(
         if !passes_gate(r.recall, gate) {
             continue;
         }
-        if kind.needs_attention_mass() {
-            scores.push_values(&r.soft_scores(shape)?)?;
-        } else {
-            scores.push_kind(&r.head_hits(shape)?, kind)?;
+        match kind {
+            ScoreKind::Eq1 | ScoreKind::Official => scores.push_kind(&r.head_hits(shape)?, kind)?,
+            ScoreKind::Soft => scores.push_values(&r.soft_scores(shape)?)?,
+            ScoreKind::Qr => scores.push_values(&r.qr_scores(shape)?)?,
+            ScoreKind::Induction | ScoreKind::Echo => {
+                return Err(CoreError::invalid(format!("the {} score is data-free: it does not come from test records", kind.name())))
+            }
         }
     }
     Ok(scores)
@@ -266,6 +293,7 @@ pub(crate) mod tests {
             hits: hits.iter().cloned().collect(),
             repeat_hits: BTreeMap::new(),
             soft_mass: None,
+            qr: None,
             masked_heads: vec![],
             prompt_ids: None,
             head_argmax: None,
