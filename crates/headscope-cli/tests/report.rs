@@ -303,3 +303,46 @@ fn bad_report_input_is_refused_before_any_work() {
     run(&with(&["--qa", &s(&bad_qa)]), "occurs in the context");
     assert!(!out.exists(), "nothing is written for bad input");
 }
+
+/// `--scores`: each score's top-K heads are masked in sub-runs of their own, and the causal figure and
+/// the correlation matrix come from those runs and the detection's score files. On the lab model, the
+/// heads eq. 1 finds are those soft finds, and masking them breaks retrieval; induction (which the
+/// lab model lacks) ranks other heads, whose masking does not.
+#[test]
+fn report_sets_the_scores_side_by_side() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("scores");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .current_dir(repo(""))
+        .args(["report", "--out", &s(&out), "--no-qa", "--lengths", "256:512:2", "--depths", "3", "--k-max", "3", "--seeds", "1"])
+        .args(["--scores", "soft,induction"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fig = json(&out.join("figures/fig-scores-causal.json"));
+    let detect = out.join("detect");
+    for (kind, file) in [("eq1", "head_scores.json"), ("soft", "head_scores_soft.json"), ("induction", "head_scores_induction.json")] {
+        let scores = read_head_scores(&detect.join(file)).unwrap();
+        let points = fig["top"][kind].as_array().unwrap_or_else(|| panic!("{kind} curve"));
+        assert_eq!(points.len(), 4, "{kind}: K = 0..3");
+        for p in points.iter().skip(1) {
+            let k = p["k"].as_u64().unwrap() as usize;
+            let run = out.join(p["run"].as_str().unwrap());
+            let summary = json(&run.join("summary.json"));
+            assert!(close(p["pass_rate"].as_f64().unwrap(), summary["pass_rate"].as_f64().unwrap()), "{kind} K={k}");
+            let log = TestLog::open(&run.join("tests.jsonl")).unwrap();
+            let mut want = top_heads(&scores, k);
+            want.sort();
+            let mut got = log.records()[0].masked_heads.clone();
+            got.sort();
+            assert_eq!(got, want, "{kind} K={k}: the score's own top-K heads");
+        }
+    }
+    let rate = |kind: &str, k: usize| fig["top"][kind][k]["pass_rate"].as_f64().unwrap();
+    assert!(rate("eq1", 3) < 0.2 && rate("soft", 3) < 0.2, "masking the retrieval heads breaks retrieval");
+    assert!(rate("induction", 3) > 0.7, "induction's heads are not the ones retrieval needs");
+    let m = json(&out.join("figures/fig-scores-correlation.json"));
+    assert_eq!(m["names"], serde_json::json!(["eq1", "soft", "induction"]));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Which score is causal?") && html.contains("How alike are the scores?"));
+}

@@ -9,9 +9,10 @@ use headscope_core::analysis::{
     always_active, correlation_matrix, head_activity, judge_record, ranking_stability, score_distribution, spread, CorrelationMatrix,
     FailureClass, FailureCounts, FailureJudgement, HeadActivity, ScoreDistribution, Spread, SINK_TOKENS,
 };
+use headscope_core::files::read_head_scores;
 use headscope_core::files::{in_plan_order, write_atomic, TestLog, TestRecord};
 use headscope_core::niah::{read_needles_jsonl, Needle, NiahBuilder};
-use headscope_core::{HeadId, HeadScores};
+use headscope_core::{HeadId, HeadScores, ScoreKind};
 use headscope_model::ModelDir;
 use headscope_plot::{Band, Bars, Series};
 use std::collections::HashMap;
@@ -321,6 +322,139 @@ pub(super) fn fig7(figures: &Path, out: &Path, masked: &[Masked], pass: f64, mod
         Some(&svg),
         &[stem],
     );
+    Ok(())
+}
+
+/// Which score is causal: for each score, the NIAH pass rate with its K best heads masked (the same
+/// grid, mode and scope as fig. 7), beside random-K; and the scores' rank correlations over heads.
+pub(super) fn fig_scores(
+    figures: &Path,
+    out: &Path,
+    kinds: &[ScoreKind],
+    masked: &[Masked],
+    pass: f64,
+    model: &str,
+    html: &mut Html,
+) -> Result<()> {
+    let stem = "fig-scores-causal";
+    let rate = |m: &Masked| summary_pass_rate(&out.join("mask").join(&m.name));
+    let none = masked.iter().find(|m| m.kind == "none").map(rate).transpose()?.unwrap_or(0.0);
+    let mut curves: Vec<(ScoreKind, Vec<RatePoint>)> = Vec::new();
+    for &kind in kinds {
+        let mut points = vec![RatePoint { k: 0, pass_rate: none, run: "mask/none".into() }];
+        for m in masked.iter().filter(|m| m.kind == "top" && m.score == kind.name()) {
+            points.push(RatePoint { k: m.k, pass_rate: rate(m)?, run: format!("mask/{}", m.name) });
+        }
+        curves.push((kind, points));
+    }
+    let mut by_k: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
+    for m in masked.iter().filter(|m| m.kind == "random") {
+        by_k.entry(m.k).or_default().push(rate(m)?);
+    }
+    let random: Vec<(usize, Spread)> = by_k.into_iter().filter_map(|(k, v)| spread(&v).map(|s| (k, s))).collect();
+    // Rank correlations of the scores' per-head means; a score with every head alike has none.
+    let detect = out.join("detect");
+    let mut named = Vec::new();
+    for &kind in kinds {
+        named.push((kind.name().to_string(), read_head_scores(&detect.join(kind.file_name()))?));
+    }
+    let (matrix, note) = match correlation_matrix(&named) {
+        Ok(m) => (Some(m), String::new()),
+        Err(e) => (None, format!("No correlation matrix: {e}.")),
+    };
+    let json_curves: serde_json::Map<String, serde_json::Value> =
+        curves.iter().map(|(k, p)| (k.name().to_string(), serde_json::json!(p))).collect();
+    let json_random: Vec<serde_json::Value> = random.iter().map(|(k, s)| serde_json::json!({"k": k, "spread": s})).collect();
+    write_json(
+        figures,
+        stem,
+        &serde_json::json!({"model": model, "pass_threshold": pass, "top": json_curves, "random": json_random, "correlation": matrix, "note": note}),
+    )?;
+    let mut rows = vec![vec!["score".into(), "k".into(), "pass_rate".into(), "run".into()]];
+    for (kind, points) in &curves {
+        rows.extend(points.iter().map(|p| vec![kind.name().into(), p.k.to_string(), p.pass_rate.to_string(), p.run.clone()]));
+    }
+    rows.extend(random.iter().map(|(k, s)| vec!["random".into(), k.to_string(), s.mean.to_string(), String::new()]));
+    write_csv(figures, stem, &rows)?;
+    let mut series: Vec<Series> = curves
+        .iter()
+        .map(|(kind, points)| Series {
+            name: format!("top-K of {}", kind.name()),
+            points: points.iter().map(|p| (p.k as f64, p.pass_rate)).collect(),
+        })
+        .collect();
+    let mut random_points = vec![(0.0, none)];
+    random_points.extend(random.iter().map(|(k, s)| (*k as f64, s.mean)));
+    series.push(Series { name: "random-K (mean over seeds, range shaded)".into(), points: random_points });
+    let mut band_points = vec![(0.0, none, none)];
+    band_points.extend(random.iter().map(|(k, s)| (*k as f64, s.min, s.max)));
+    let bands = [Band { series: series.len() - 1, points: band_points }];
+    let title = format!("Pass rate with each score's top-K heads masked: {model}");
+    let svg = draw_both(figures, stem, |p| {
+        headscope_plot::save_line_chart_with_bands(p, &series, &bands, Some((0.0, 1.0)), &title, "K (heads masked)", "pass rate")
+    })?;
+    let max_k = curves.iter().map(|(_, p)| p.len()).max().unwrap_or(1);
+    let mut header: Vec<String> = vec!["K".into()];
+    header.extend(curves.iter().map(|(k, _)| format!("top-K of {}", k.name())));
+    header.push("random-K mean".into());
+    let table_rows: Vec<Vec<String>> = (0..max_k)
+        .map(|i| {
+            let k = curves[0].1.get(i).map_or(i, |p| p.k);
+            let mut row = vec![k.to_string()];
+            row.extend(curves.iter().map(|(_, p)| p.get(i).map_or("-".into(), |p| percent(p.pass_rate))));
+            row.push(if k == 0 {
+                percent(none)
+            } else {
+                random.iter().find(|(rk, _)| *rk == k).map_or("-".into(), |(_, s)| percent(s.mean))
+            });
+            row
+        })
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    html.section(
+        "Which score is causal? Masking each score's best heads",
+        &format!(
+            "NIAH pass rate (ROUGE-1 recall &ge; {pass}) over the detection grid with the K best heads of each score masked (scores defined in the README), against K random non-retrieval heads of eq. 1. The score whose curve falls first names the heads the answers need.{}",
+            table(&header, table_rows)
+        ),
+        Some(&svg),
+        &[stem],
+    );
+    let corr_stem = "fig-scores-correlation";
+    match matrix {
+        Some(m) => {
+            let svg = draw_both(figures, corr_stem, |p| {
+                headscope_plot::save_correlation_matrix(p, &m.names, &m.spearman, "Spearman rho of per-head mean scores")
+            })?;
+            let mut header = vec!["Spearman rho".to_owned()];
+            header.extend(m.names.iter().cloned());
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            let body: Vec<Vec<String>> = m
+                .names
+                .iter()
+                .zip(&m.spearman)
+                .map(|(n, row)| std::iter::once(n.clone()).chain(row.iter().map(|v| format!("{v:.2}"))).collect())
+                .collect();
+            let mut rows = vec![vec!["a".into(), "b".into(), "pearson".into(), "spearman".into()]];
+            for i in 0..m.names.len() {
+                for j in 0..m.names.len() {
+                    rows.push(vec![m.names[i].clone(), m.names[j].clone(), m.pearson[i][j].to_string(), m.spearman[i][j].to_string()]);
+                }
+            }
+            write_csv(figures, corr_stem, &rows)?;
+            write_json(figures, corr_stem, &m)?;
+            html.section(
+                "How alike are the scores?",
+                &format!(
+                    "Rank correlation (Spearman) of the per-head mean of each score, heads paired by layer-head.{}",
+                    table(&header, body)
+                ),
+                Some(&svg),
+                &[corr_stem],
+            );
+        }
+        None => html.section("How alike are the scores?", &esc(&note), None, &[]),
+    }
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use crate::sweep::{self, MaskChoice, MaskRun};
 use crate::{ModelArgs, SweepArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use figures::{fig13, fig3, fig4, fig5, fig6, fig7, fig8, fig9};
+use figures::{fig13, fig3, fig4, fig5, fig6, fig7, fig8, fig9, fig_scores};
 use headscope_core::files::{read_head_scores, write_atomic, TestLog};
 use headscope_core::qa::read_qa_jsonl;
 use headscope_core::{masking, HeadId, HeadScores, ScoreKind, RETRIEVAL_THRESHOLD};
@@ -87,6 +87,12 @@ pub struct ReportArgs {
     /// Other models' head-score files (same layers x heads) to correlate with this model (fig. 6).
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub compare: Vec<PathBuf>,
+    /// Head scores to set side by side (`eq1,soft,qr,induction,echo,official`; see detect --score): with
+    /// more than eq1, the detection writes each, every score's top-K heads are masked like eq. 1's
+    /// (K = 1..--k-max) and a figure shows which score's heads the answers need, with the scores'
+    /// rank correlations.
+    #[arg(long, value_name = "KINDS", default_value = "eq1")]
+    pub scores: String,
 }
 
 impl ReportArgs {
@@ -167,41 +173,55 @@ impl Plan {
     }
 }
 
-/// A masked sub-run: which kind, its K and seed, and its directory name.
+/// A masked sub-run: which kind, its K and seed, the score whose heads it masks, and its directory name.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 struct Masked {
     kind: &'static str,
     k: usize,
     seed: Option<u64>,
+    /// The score that ranks the heads ([`ScoreKind::name`]); random-K draws from eq. 1's non-retrieval heads.
+    score: &'static str,
     /// Directory name under `mask/` or `qa/`.
     name: String,
 }
 
 impl Masked {
     fn none() -> Masked {
-        Masked { kind: "none", k: 0, seed: None, name: "none".into() }
+        Masked { kind: "none", k: 0, seed: None, score: ScoreKind::Eq1.name(), name: "none".into() }
     }
     fn top(k: usize) -> Masked {
-        Masked { kind: "top", k, seed: None, name: format!("top-{k}") }
+        Masked::top_of(ScoreKind::Eq1, k)
+    }
+    /// The K best heads of `score`: `top-K` for eq. 1 (as always), `<score>-top-K` for the others.
+    fn top_of(score: ScoreKind, k: usize) -> Masked {
+        let name = if score == ScoreKind::Eq1 { format!("top-{k}") } else { format!("{}-top-{k}", score.name()) };
+        Masked { kind: "top", k, seed: None, score: score.name(), name }
     }
     fn random(k: usize, seed: u64) -> Masked {
-        Masked { kind: "random", k, seed: Some(seed), name: format!("random-{k}-s{seed}") }
+        Masked { kind: "random", k, seed: Some(seed), score: ScoreKind::Eq1.name(), name: format!("random-{k}-s{seed}") }
     }
 
-    /// The mask choice of this sub-run, from the detect run's scores at `scores`.
-    fn choice(&self, scores: &Path, threshold: f64) -> Option<MaskChoice> {
+    /// The head-score file this sub-run's heads come from, inside the detect run.
+    fn scores_file(&self) -> String {
+        ScoreKind::parse_list(self.score).map(|k| k[0].file_name()).unwrap_or_else(|_| ScoreKind::Eq1.file_name())
+    }
+
+    /// The mask choice of this sub-run, from the detect run's scores in `detect`.
+    fn choice(&self, detect: &Path, threshold: f64) -> Option<MaskChoice> {
+        let scores = detect.join(self.scores_file());
         match (self.kind, self.seed) {
-            ("top", _) => Some(MaskChoice::Top { k: self.k, scores: scores.to_owned() }),
-            ("random", Some(seed)) => Some(MaskChoice::Random { k: self.k, seed, threshold, scores: scores.to_owned() }),
+            ("top", _) => Some(MaskChoice::Top { k: self.k, scores }),
+            ("random", Some(seed)) => Some(MaskChoice::Random { k: self.k, seed, threshold, scores }),
             _ => None,
         }
     }
 
     /// The plan's name in run.json, naming the score file relative to the report directory.
     fn plan_name(&self, threshold: f64) -> String {
+        let file = self.scores_file();
         match (self.kind, self.seed) {
-            ("top", _) => format!("top-{} of detect/head_scores.json", self.k),
-            ("random", Some(seed)) => format!("random-{} seed {seed} of detect/head_scores.json (mean <= {threshold})", self.k),
+            ("top", _) => format!("top-{} of detect/{file}", self.k),
+            ("random", Some(seed)) => format!("random-{} seed {seed} of detect/{file} (mean <= {threshold})", self.k),
             _ => String::new(),
         }
     }
@@ -242,25 +262,35 @@ pub fn report(a: &ReportArgs) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
     eprintln!("report 1/3: detection ({})", out.join("detect").display());
-    sweep::detect(&a.sweep_args(out.join("detect")), a.gate, a.threshold, ScoreKind::Eq1.name())?;
-    let scores_path = out.join("detect").join("head_scores.json");
-    let scores = read_head_scores(&scores_path)?;
+    let mut kinds = ScoreKind::parse_list(&a.scores).context("--scores")?;
+    if !kinds.contains(&ScoreKind::Eq1) {
+        kinds.insert(0, ScoreKind::Eq1);
+    }
+    let kind_list: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    sweep::detect(&a.sweep_args(out.join("detect")), a.gate, a.threshold, &kind_list.join(","))?;
+    let detect_dir = out.join("detect");
+    let scores = read_head_scores(&detect_dir.join(ScoreKind::Eq1.file_name()))?;
     let plan = Plan::new(a, &scores);
 
-    let masked = mask_runs(&plan, a.seeds);
+    let mut masked = mask_runs(&plan, a.seeds);
+    let other_kinds: Vec<ScoreKind> = kinds.iter().copied().filter(|&k| k != ScoreKind::Eq1).collect();
+    for &kind in &other_kinds {
+        masked.extend((1..=plan.k_max).map(|k| Masked::top_of(kind, k)));
+    }
     eprintln!(
-        "report 2/3: masking, {} runs (none, top-1..{}, random-1..{} x {} seeds) in {}",
+        "report 2/3: masking, {} runs (none, top-1..{}, random-1..{} x {} seeds{}) in {}",
         masked.len(),
         plan.k_max,
         plan.k_random,
         a.seeds,
+        other_kinds.iter().map(|k| format!(", {}-top-1..{}", k.name(), plan.k_max)).collect::<String>(),
         out.join("mask").display()
     );
     let runs: Vec<MaskRun> = masked
         .iter()
         .map(|m| MaskRun {
             out: out.join("mask").join(&m.name),
-            choice: m.choice(&scores_path, a.threshold),
+            choice: m.choice(&detect_dir, a.threshold),
             plan_name: Some(m.plan_name(a.threshold)),
         })
         .collect();
@@ -285,9 +315,14 @@ pub fn report(a: &ReportArgs) -> Result<()> {
     fig6(&figures, &model_name, &scores, others, &mut html)?;
     let mask_logs = masked
         .iter()
+        .filter(|m| m.score == ScoreKind::Eq1.name())
         .map(|m| Ok((m.clone(), TestLog::open(&out.join("mask").join(&m.name).join("tests.jsonl"))?)))
         .collect::<Result<Vec<_>>>()?;
-    fig7(&figures, out, &masked, a.pass, &model_name, &mut html)?;
+    let eq1_runs: Vec<Masked> = masked.iter().filter(|m| m.score == ScoreKind::Eq1.name()).cloned().collect();
+    fig7(&figures, out, &eq1_runs, a.pass, &model_name, &mut html)?;
+    if !other_kinds.is_empty() {
+        fig_scores(&figures, out, &kinds, &masked, a.pass, &model_name, &mut html)?;
+    }
     match &qa {
         Some((runs, summaries)) => fig8(&figures, runs, summaries, plan.qa_k, &model_name, &mut html)?,
         None => html.section("Fig. 8: extractive QA with heads masked", "Left out (<code>--no-qa</code>).", None, &[]),
