@@ -48,6 +48,8 @@ struct Sweep {
     span_mass: bool,
     /// Whether tests run the query-focused passes (for the qr score).
     query_focus: bool,
+    /// Whether records count repeated hits (for the official score).
+    repeats: bool,
 }
 
 /// Length of the random block of the data-free scores (RazorAttention repeats 2,500 tokens; 256 keep
@@ -169,7 +171,7 @@ impl Sweep {
         // shortest length, the longest test fits the model's context.
         let inputs = SweepInputs { needles: &needles, haystack: &haystack, max_new_tokens: args.max_new_tokens };
         let plan = SweepPlan::new(&model_dir.spec, &model_dir.tokenizer, format, &inputs, &args.lengths, args.depths)?;
-        Ok(Sweep { model_dir, options, wgpu, needles, haystack, plan, info, span_mass: false, query_focus: false })
+        Ok(Sweep { model_dir, options, wgpu, needles, haystack, plan, info, span_mass: false, query_focus: false, repeats: false })
     }
 
     /// Runs every test not yet in `log` (no mask); returns how many ran, and the log.
@@ -201,6 +203,7 @@ impl Sweep {
             })?;
         let runner = if self.span_mass { runner.measuring_span_mass() } else { runner };
         let runner = if self.query_focus { runner.measuring_query_focus() } else { runner };
+        let runner = if self.repeats { runner.counting_repeats() } else { runner };
         let pending = runner.pending();
         if pending == 0 {
             match variants {
@@ -407,6 +410,7 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64, score_kinds: &str) ->
     let mut sweep = Sweep::prepare(args, "detect", open_model(args)?, None)?;
     sweep.span_mass = kinds.iter().any(|k| k.needs_attention_mass());
     sweep.query_focus = kinds.contains(&ScoreKind::Qr);
+    sweep.repeats = kinds.contains(&ScoreKind::Official);
     if kinds.iter().any(|&k| k != ScoreKind::Eq1) {
         sweep.info.scores =
             ScoreKind::ALL.iter().filter(|k| **k == ScoreKind::Eq1 || kinds.contains(k)).map(|k| k.name().to_string()).collect();

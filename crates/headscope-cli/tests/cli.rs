@@ -300,7 +300,7 @@ fn detect_writes_every_score_kind_beside_eq1() {
     for (t, r) in records.iter().enumerate() {
         let span = (r.answer_tokens[1] - r.answer_tokens[0]) as f64;
         for head in eq1.shape().iter() {
-            let extra = r.repeat_hits.get(&head).copied().unwrap_or(0) as f64;
+            let extra = r.repeat_hits.as_ref().expect("counted").get(&head).copied().unwrap_or(0) as f64;
             let (a, b) = (eq1.scores(head)[t], official.scores(head)[t]);
             assert!((b - a - extra / span).abs() < 1e-9, "{} {head}: eq1 {a}, official {b}, {extra} repeats", r.id);
             repeated += (extra > 0.0) as usize;

@@ -307,6 +307,12 @@ impl HeadHits {
         }
     }
 
+    /// This test's score of every head (flat order) counted as `kind` says; zeros for the kinds that
+    /// are not counted from hits.
+    pub(crate) fn scores(&self, kind: ScoreKind) -> Vec<f64> {
+        (0..self.shape.count()).map(|i| self.score_of_kind_at(i, kind).unwrap_or(0.0)).collect()
+    }
+
     /// Per head whose decode steps hit a position again: how many hits past the distinct positions
     /// (the sparse form stored in `tests.jsonl` beside the positions; empty when nothing repeated).
     pub fn repeats_sparse(&self) -> BTreeMap<HeadId, u32> {

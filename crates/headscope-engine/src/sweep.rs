@@ -15,7 +15,7 @@ use crate::spec::ModelSpec;
 use headscope_core::files::TestRecord;
 use headscope_core::niah::{Needle, NiahBuilder, NiahTest, NullQuery};
 use headscope_core::prompt::PromptFormat;
-use headscope_core::score::query_focus_score;
+use headscope_core::score::{query_focus_score, retrieval_hits};
 use headscope_core::sweep::{depths, parse_lengths, plan, TestKey};
 use headscope_core::{HeadShape, TextTokenizer};
 
@@ -178,6 +178,8 @@ pub struct SweepRunner<'a, T: TextTokenizer> {
     span_mass: bool,
     /// Whether each unmasked test also runs the query-focused passes ([`query_focus`]).
     query_focus: bool,
+    /// Whether records count repeated hits (`repeat_hits`, for the official score).
+    repeats: bool,
     masks: Vec<Option<HeadMask>>,
     /// Tests still to run, in run order: plan index and the variants that need it.
     queue: std::collections::VecDeque<(usize, Vec<usize>)>,
@@ -231,6 +233,7 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
             probe,
             span_mass: false,
             query_focus: false,
+            repeats: false,
             masks,
             queue: order.into(),
             keys,
@@ -252,6 +255,14 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
     /// over the question (the real one and the null one) with every head's attention row.
     pub fn measuring_query_focus(mut self) -> Self {
         self.query_focus = true;
+        self
+    }
+
+    /// Makes records count the hits that repeat a position (`repeat_hits`), for the official score
+    /// ([`headscope_core::ScoreKind::Official`]). Without it records hold no such field, as before the
+    /// score existed.
+    pub fn counting_repeats(mut self) -> Self {
+        self.repeats = true;
         self
     }
 
@@ -300,6 +311,13 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
         let needle = &self.inputs.needles[key.needle_index];
         let outcome = match run {
             Ok((trace, reused)) => score_test(self.tokenizer, self.shape, &key, needle, &test, &trace, masked_heads)
+                .and_then(|mut record| {
+                    if self.repeats {
+                        let hits = retrieval_hits(self.shape, &test.prompt_ids, test.answer_tokens.clone(), &trace.steps())?;
+                        record.repeat_hits = Some(hits.repeats_sparse());
+                    }
+                    Ok(record)
+                })
                 .map_err(E::Error::from)
                 .map(|record| TestOutcome { index, variant, test, trace, record, reused }),
             Err(e) => Err(e),

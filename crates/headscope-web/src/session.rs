@@ -168,7 +168,7 @@ mod tests {
             answer: "under the mat".into(),
             recall: 1.0,
             hits: [(HeadId::new(1, 0), vec![0, 1])].into_iter().collect(),
-            repeat_hits: [(HeadId::new(1, 0), 1)].into_iter().collect(),
+            repeat_hits: Some([(HeadId::new(1, 0), 1)].into_iter().collect()),
             soft_mass: Some([(HeadId::new(1, 0), 0.75)].into_iter().collect()),
             qr: Some([(HeadId::new(1, 0), -0.125)].into_iter().collect()),
             masked_heads: vec![],

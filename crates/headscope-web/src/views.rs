@@ -231,7 +231,7 @@ mod tests {
             answer: String::new(),
             recall,
             hits: hits.iter().cloned().collect(),
-            repeat_hits: BTreeMap::new(),
+            repeat_hits: None,
             soft_mass: None,
             qr: None,
             masked_heads: vec![],

@@ -43,10 +43,10 @@ pub struct TestRecord {
     /// Per head that hit: the distinct answer positions it retrieved.
     pub hits: BTreeMap<HeadId, Vec<u32>>,
     /// Per head whose decode steps hit a position it had hit already: how many hits past its distinct
-    /// positions (what the official code's count adds, [`ScoreKind::Official`]). Absent when no head
-    /// repeated and in files written before the field existed.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub repeat_hits: BTreeMap<HeadId, u32>,
+    /// positions (what the official code's count adds, [`ScoreKind::Official`]). Present (perhaps
+    /// empty) only in runs that counted them, so a default run's records are as they always were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_hits: Option<BTreeMap<HeadId, u32>>,
     /// Per head with any, the attention weight summed over the first |span| decode steps on its
     /// top-|span| positions inside the answer span ([`crate::score::top_k_mass_in_span`]): what
     /// [`ScoreKind::Soft`] scores. Present (perhaps empty) only in runs that measured it.
@@ -101,7 +101,7 @@ impl TestRecord {
             recall: rouge1_recall(&answer, &needle.real_needle),
             answer,
             hits: hits.to_sparse(),
-            repeat_hits: hits.repeats_sparse(),
+            repeat_hits: None,
             soft_mass: None,
             qr: None,
             masked_heads: Vec::new(),
@@ -111,49 +111,43 @@ impl TestRecord {
         })
     }
 
-    /// This record's [`ScoreKind::Soft`] score of every head of `shape`, in flat order.
-    pub fn soft_scores(&self, shape: HeadShape) -> Result<Vec<f64>> {
-        let mass = self.soft_mass.as_ref().ok_or_else(|| {
-            CoreError::invalid(format!(
-                "test {} was run without measuring attention mass, which the soft score needs: run detect with --score soft into a new --out",
-                self.id
-            ))
-        })?;
-        let mut values = vec![0.0; shape.count()];
-        for (h, &m) in mass {
-            let i = shape.index(*h).ok_or_else(|| CoreError::invalid(format!("test {}: head {h} is outside the model", self.id)))?;
-            if !m.is_finite() || m < 0.0 {
-                return Err(CoreError::invalid(format!("test {}: head {h} has attention mass {m}", self.id)));
+    /// This record's scores of `kind` for every head of `shape`, in flat order.
+    pub fn scores_of_kind(&self, shape: HeadShape, kind: ScoreKind) -> Result<Vec<f64>> {
+        let span = self.answer_tokens[1].saturating_sub(self.answer_tokens[0]);
+        let (values, what, flag) = match kind {
+            ScoreKind::Eq1 => return Ok(self.head_hits(shape)?.scores(ScoreKind::Eq1)),
+            ScoreKind::Official if self.repeat_hits.is_some() => return Ok(self.head_hits(shape)?.scores(ScoreKind::Official)),
+            ScoreKind::Official => return Err(self.not_measured("counting repeated hits, which the official score needs", "official")),
+            ScoreKind::Soft => (self.soft_mass.as_ref(), "measuring attention mass, which the soft score needs", "soft"),
+            ScoreKind::Qr => (self.qr.as_ref(), "the query-focused passes the qr score needs", "qr"),
+            ScoreKind::Induction | ScoreKind::Echo => {
+                return Err(CoreError::invalid(format!("the {} score is data-free: it does not come from test records", kind.name())))
             }
-            values[i] = soft_score(m, self.answer_tokens[1].saturating_sub(self.answer_tokens[0]));
+        };
+        let values = values.ok_or_else(|| self.not_measured(what, flag))?;
+        let mut out = vec![0.0; shape.count()];
+        for (h, &v) in values {
+            let i = shape.index(*h).ok_or_else(|| CoreError::invalid(format!("test {}: head {h} is outside the model", self.id)))?;
+            if !v.is_finite() || (kind == ScoreKind::Soft && v < 0.0) {
+                return Err(CoreError::invalid(format!("test {}: head {h} has {} value {v}", self.id, kind.name())));
+            }
+            out[i] = if kind == ScoreKind::Soft { soft_score(v, span) } else { v };
         }
-        Ok(values)
+        Ok(out)
     }
 
-    /// This record's [`ScoreKind::Qr`] score of every head of `shape`, in flat order.
-    pub fn qr_scores(&self, shape: HeadShape) -> Result<Vec<f64>> {
-        let qr = self.qr.as_ref().ok_or_else(|| {
-            CoreError::invalid(format!(
-                "test {} was run without the query-focused passes the qr score needs: run detect with --score qr into a new --out",
-                self.id
-            ))
-        })?;
-        let mut values = vec![0.0; shape.count()];
-        for (h, &v) in qr {
-            let i = shape.index(*h).ok_or_else(|| CoreError::invalid(format!("test {}: head {h} is outside the model", self.id)))?;
-            if !v.is_finite() {
-                return Err(CoreError::invalid(format!("test {}: head {h} has qr score {v}", self.id)));
-            }
-            values[i] = v;
-        }
-        Ok(values)
+    fn not_measured(&self, what: &str, flag: &str) -> CoreError {
+        CoreError::invalid(format!("test {} was run without {what}: run detect with --score {flag} into a new --out", self.id))
     }
 
     /// The per-head hits of this record on a model of `shape`.
     pub fn head_hits(&self, shape: HeadShape) -> Result<HeadHits> {
         let span = self.answer_tokens[1].saturating_sub(self.answer_tokens[0]);
         HeadHits::from_sparse(shape, span, &self.hits)
-            .and_then(|h| h.with_repeats(&self.repeat_hits))
+            .and_then(|h| match &self.repeat_hits {
+                Some(repeats) => h.with_repeats(repeats),
+                None => Ok(h),
+            })
             .map_err(|e| CoreError::invalid(format!("test {}: {e}", self.id)))
     }
 }
@@ -187,14 +181,7 @@ pub fn head_scores_of_kind<'a>(
         if !passes_gate(r.recall, gate) {
             continue;
         }
-        match kind {
-            ScoreKind::Eq1 | ScoreKind::Official => scores.push_kind(&r.head_hits(shape)?, kind)?,
-            ScoreKind::Soft => scores.push_values(&r.soft_scores(shape)?)?,
-            ScoreKind::Qr => scores.push_values(&r.qr_scores(shape)?)?,
-            ScoreKind::Induction | ScoreKind::Echo => {
-                return Err(CoreError::invalid(format!("the {} score is data-free: it does not come from test records", kind.name())))
-            }
-        }
+        scores.push_values(&r.scores_of_kind(shape, kind)?)?;
     }
     Ok(scores)
 }
@@ -291,7 +278,7 @@ pub(crate) mod tests {
             answer: "a".into(),
             recall,
             hits: hits.iter().cloned().collect(),
-            repeat_hits: BTreeMap::new(),
+            repeat_hits: None,
             soft_mass: None,
             qr: None,
             masked_heads: vec![],
@@ -352,7 +339,7 @@ pub(crate) mod tests {
     fn repeated_hits_survive_the_file_and_count_only_in_the_official_score() {
         let shape = HeadShape::new(1, 2);
         let mut r = record("a", 1.0, &[(HeadId::new(0, 0), vec![44, 45])]);
-        r.repeat_hits = [(HeadId::new(0, 0), 1)].into_iter().collect();
+        r.repeat_hits = Some([(HeadId::new(0, 0), 1)].into_iter().collect());
         let line = serde_json::to_string(&r).unwrap();
         assert!(line.contains(r#""repeat_hits":{"0-0":1}"#), "{line}");
         let back: TestRecord = serde_json::from_str(&line).unwrap();
@@ -360,8 +347,12 @@ pub(crate) mod tests {
         // A 4-token span: eq. 1 counts 2 distinct positions, the official count 3 hitting steps.
         assert_eq!(head_scores_of_kind(shape, [&back], 0.5, ScoreKind::Eq1).unwrap().scores(HeadId::new(0, 0)), &[0.5]);
         assert_eq!(head_scores_of_kind(shape, [&back], 0.5, ScoreKind::Official).unwrap().scores(HeadId::new(0, 0)), &[0.75]);
-        // A record without repeats is written as before the field existed.
-        assert!(!serde_json::to_string(&record("b", 1.0, &[])).unwrap().contains("repeat_hits"));
+        // A record of a run that did not count repeats is written as before the field existed, and the
+        // official score refuses it rather than reading no repeats.
+        let plain = record("b", 1.0, &[]);
+        assert!(!serde_json::to_string(&plain).unwrap().contains("repeat_hits"));
+        let e = head_scores_of_kind(shape, [&plain], 0.5, ScoreKind::Official).unwrap_err().to_string();
+        assert!(e.contains("test b was run without counting repeated hits"), "{e}");
     }
 
     #[test]
