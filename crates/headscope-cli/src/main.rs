@@ -5,6 +5,7 @@ mod agreement;
 mod bench;
 mod compare;
 mod convert;
+mod cot;
 mod lm;
 mod loss_plot;
 mod outputs;
@@ -50,6 +51,9 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Convert head scores between the official JSON and DuoAttention's full_attention_heads.tsv.
     ConvertScores(convert::ConvertArgs),
+    /// The chain-of-thought experiment (fig. 10): tasks answered directly and step by step, with no
+    /// heads, the top-K heads of --scores and K random heads masked; exact-match accuracy.
+    Cot(cot::CotArgs),
     /// Draw training-loss curves from `headscope train` logs (stages one after another).
     PlotLoss(PlotLossArgs),
     /// The paper's figures for one model (figs. 3-9, 13): runs or resumes detection, masking and QA
@@ -335,6 +339,7 @@ fn main() {
         }),
         Command::Compare(a) => compare::compare(&a),
         Command::ConvertScores(a) => convert::convert(&a),
+        Command::Cot(a) => cot::cot(&a),
         Command::PlotLoss(a) => loss_plot::plot_loss(&a.logs, &a.out, a.smooth),
         Command::Report(a) => report::report(&a),
         Command::Bench(a) => bench::bench(&a),

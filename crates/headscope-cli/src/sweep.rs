@@ -128,7 +128,12 @@ pub(crate) fn model_info(model_dir: &ModelDir, options: &LoadOptions, device: &s
 
 /// Opens `--model`, or the bundled lab model when it is not given.
 pub(crate) fn open_model(args: &SweepArgs) -> Result<ModelDir> {
-    let path = match &args.run.model {
+    open_model_dir(&args.run)
+}
+
+/// The model of `--model`, or the bundled lab model (from the repository root).
+pub(crate) fn open_model_dir(run: &ModelArgs) -> Result<ModelDir> {
+    let path = match &run.model {
         Some(p) => p.clone(),
         None => {
             let lab = PathBuf::from(LAB_MODEL_DIR);

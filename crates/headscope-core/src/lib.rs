@@ -12,6 +12,7 @@
 //! model crate implements, and the model's per-step output arrives as plain vectors ([`DecodeStep`]).
 
 pub mod analysis;
+pub mod cot;
 pub mod error;
 pub mod files;
 pub mod head;
