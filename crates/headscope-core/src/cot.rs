@@ -8,6 +8,7 @@
 
 use crate::error::{CoreError, Result};
 use crate::metrics::squad_tokens;
+use crate::prompt::niah_user_message;
 use std::path::Path;
 
 /// One task: a context, a question whose answer chains facts of it, the answer and a worked reasoning.
@@ -52,6 +53,14 @@ impl CotMode {
             CotMode::StepByStep => "step_by_step",
         }
     }
+
+    /// What the question adds to say how to answer (the lab model's two-hop exercises use the same words).
+    pub fn instruction(self) -> &'static str {
+        match self {
+            CotMode::Direct => "Give only the answer.",
+            CotMode::StepByStep => "Think step by step, then end with \"The answer is ...\".",
+        }
+    }
 }
 
 impl CotTask {
@@ -82,13 +91,11 @@ impl CotTask {
         Ok(())
     }
 
-    /// The user message in `mode`: the context, the question, and how to answer.
+    /// The user message in `mode`: the NIAH layout (the context as a book, then the question), the
+    /// question followed by how to answer ([`CotMode::instruction`]), so that a model trained on NIAH
+    /// prompts meets the wording it knows.
     pub fn message(&self, mode: CotMode) -> String {
-        let how = match mode {
-            CotMode::Direct => "Give only the answer.",
-            CotMode::StepByStep => "Think step by step, then end with \"The answer is ...\".",
-        };
-        format!("{}\n\nQuestion: {}\n{how}\nAnswer:", self.context.trim(), self.question.trim())
+        niah_user_message(self.context.trim(), &format!("{} {}", self.question.trim(), mode.instruction()))
     }
 }
 
@@ -249,7 +256,10 @@ mod tests {
         assert!(task("two_hop", "the cellar", "Ada opens it.").check().unwrap_err().contains("does not end with"));
         assert!(task("riddle", "the cellar", "The answer is the cellar.").check().unwrap_err().contains("unknown kind"));
         let t = task("two_hop", "the cellar", "The answer is the cellar.");
-        assert!(t.message(CotMode::StepByStep).ends_with("Think step by step, then end with \"The answer is ...\".\nAnswer:"));
+        assert!(t
+            .message(CotMode::StepByStep)
+            .ends_with("Ada's key open? Think step by step, then end with \"The answer is ...\".\nAnswer:"));
+        assert!(t.message(CotMode::Direct).starts_with("<book>The red key opens the cellar."));
         let r = CotRecord::scored(
             &t,
             CotMode::StepByStep,

@@ -633,7 +633,7 @@ pub struct NaturalFact {
 
 /// Syllables of invented names and words (a set apart from the place names', so that an invented
 /// person does not read as a place).
-const WORD_SYLLABLES: &[&str] = &[
+pub(crate) const WORD_SYLLABLES: &[&str] = &[
     "ba", "ko", "ri", "tes", "mun", "dra", "vi", "lo", "pe", "zan", "quo", "ith", "el", "sy", "gor", "fa", "nu", "tri", "ska", "we", "jo",
     "mir", "ta", "bel", "os", "ux", "den", "ka", "ly", "pho", "ren", "sa", "gu", "hal", "ne", "vo",
 ];

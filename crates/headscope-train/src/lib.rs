@@ -7,6 +7,7 @@ pub mod exercises;
 pub mod fact_grammar;
 pub mod sentence_exercises;
 pub mod trainer;
+pub mod two_hop;
 
 use crate::exercises::ExerciseGenerator;
 use crate::sentence_exercises::{insert_sentences, SentenceExerciseGenerator, SentenceExerciseSettings, SentencePool};
@@ -121,7 +122,18 @@ struct DataRecipe {
     /// (`SentenceExerciseSettings::natural_invented_words`), so that restating them is copying.
     #[serde(default)]
     natural_invented_words: f64,
+    /// With `restate`: share of exercises that are two-hop lookups (`headscope_train::two_hop`), asked
+    /// directly or step by step in the words `headscope cot` uses (issue 19's chain-of-thought demo).
+    #[serde(default)]
+    two_hop: f64,
+    /// With `two_hop`: share of them asked step by step (both facts restated, then "The answer is ...").
+    #[serde(default = "default_two_hop_reasoning")]
+    two_hop_reasoning: f64,
     lengths: Vec<LengthRecipe>,
+}
+
+fn default_two_hop_reasoning() -> f64 {
+    SentenceExerciseSettings::default().two_hop_reasoning
 }
 
 fn default_corpus_sentences() -> f64 {
@@ -239,6 +251,8 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
         ("repeated_haystacks", r.data.repeated_haystacks),
         ("cue_answers", r.data.cue_answers),
         ("natural_invented_words", r.data.natural_invented_words),
+        ("two_hop", r.data.two_hop),
+        ("two_hop_reasoning", r.data.two_hop_reasoning),
     ] {
         if !(0.0..=1.0).contains(&share) {
             bail!("recipe {}: data.{name} must be a share between 0 and 1, not {share}", path.display());
@@ -248,6 +262,9 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
         if let Some(w) = weight.filter(|w| !w.is_finite() || *w < 0.0) {
             bail!("recipe {}: data.{name} must be a loss weight of 0 or more, not {w}", path.display());
         }
+    }
+    if r.data.two_hop > 0.0 && !r.data.restate {
+        bail!("recipe {}: data.two_hop needs data.restate = true (two-hop lookups are sentence exercises)", path.display());
     }
     if r.data.elsewhere_facts > 16 {
         bail!("recipe {}: data.elsewhere_facts must be at most 16, not {}", path.display(), r.data.elsewhere_facts);
@@ -266,6 +283,8 @@ impl DataRecipe {
             natural_facts: self.natural_facts,
             cue_answers: self.cue_answers,
             natural_invented_words: self.natural_invented_words,
+            two_hop: self.two_hop,
+            two_hop_reasoning: self.two_hop_reasoning,
         })
     }
 }

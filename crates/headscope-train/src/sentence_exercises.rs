@@ -17,6 +17,7 @@
 
 use crate::exercises::ExerciseGenerator;
 use crate::fact_grammar::FactGrammar;
+use headscope_core::cot::CotMode;
 use headscope_core::niah::Needle;
 use headscope_core::rng::SplitMix64;
 use std::collections::HashSet;
@@ -271,12 +272,16 @@ pub struct Exercise {
     /// Byte offset in the needle sentence where the restated answer starts: 0, or with
     /// [`SentenceExerciseSettings::cue_answers`] the first word the question names (see [`cue_start`]).
     pub answer_start: usize,
+    /// The answer when it is not the needle restated: a two-hop lookup's answer alone, or its two facts
+    /// and "The answer is ..." ([`crate::two_hop`]).
+    pub answer_text: Option<String>,
 }
 
 impl Exercise {
-    /// The text the trainer restates after the prompt: the needle sentence, from `answer_start` on.
+    /// The text the trainer writes after the prompt: the needle sentence from `answer_start` on, or
+    /// [`Exercise::answer_text`].
     pub fn answer(&self) -> &str {
-        &self.needle.needle[self.answer_start..]
+        self.answer_text.as_deref().unwrap_or(&self.needle.needle[self.answer_start..])
     }
 
     /// The needle as inserted into the haystack: the near sentences around the needle sentence, with
@@ -314,6 +319,13 @@ pub struct SentenceExerciseSettings {
     /// ([`FactGrammar::with_invented_words`]): what the model restates must then be copied from the
     /// needle, not recalled from the grammar's word lists.
     pub natural_invented_words: f64,
+    /// Share of exercises that are two-hop lookups ([`crate::two_hop`]): the answer fact is the needle,
+    /// the bridge fact and facts of the same shape go elsewhere in the context, and the question asks
+    /// for the answer alone or to think step by step ([`headscope_core::cot::CotMode`]'s wording).
+    pub two_hop: f64,
+    /// Of the two-hop exercises, the share asked step by step (answered with both facts, then "The
+    /// answer is ..."); the others are asked for the answer alone.
+    pub two_hop_reasoning: f64,
 }
 
 impl Default for SentenceExerciseSettings {
@@ -326,6 +338,8 @@ impl Default for SentenceExerciseSettings {
             natural_facts: 0.0,
             cue_answers: 0.0,
             natural_invented_words: 0.0,
+            two_hop: 0.0,
+            two_hop_reasoning: 0.5,
         }
     }
 }
@@ -400,12 +414,40 @@ impl SentenceExerciseGenerator {
     }
 
     fn draw(&mut self) -> Exercise {
+        // No draw at all when the share is 0, so that recipes without two-hop lookups keep their stream.
+        if self.settings.two_hop > 0.0 && self.rng.unit() < self.settings.two_hop {
+            return self.two_hop_exercise();
+        }
         let mut e = self.draw_restating_whole();
         // No draw at all when the share is 0, so that recipes without cue answers keep their stream.
         if self.settings.cue_answers > 0.0 && self.rng.unit() < self.settings.cue_answers {
             e.answer_start = cue_start(&e.needle);
         }
         e
+    }
+
+    /// A two-hop lookup: the answer fact as the needle, the bridge and the other chains' facts elsewhere
+    /// (in random order), the question with the wording of the mode it is asked in.
+    fn two_hop_exercise(&mut self) -> Exercise {
+        let fact = crate::two_hop::draw(&mut self.rng);
+        let step_by_step = self.rng.unit() < self.settings.two_hop_reasoning;
+        let mode = if step_by_step { CotMode::StepByStep } else { CotMode::Direct };
+        let mut elsewhere = fact.distractors.clone();
+        elsewhere.push(fact.bridge.clone());
+        self.rng.shuffle(&mut elsewhere);
+        let answer_text = if step_by_step { fact.reasoning() } else { fact.answer.clone() };
+        Exercise {
+            needle: Needle {
+                needle: fact.answer_fact,
+                question: format!("{} {}", fact.question, mode.instruction()),
+                real_needle: fact.answer,
+            },
+            before: Vec::new(),
+            after: Vec::new(),
+            elsewhere,
+            answer_start: 0,
+            answer_text: Some(answer_text),
+        }
     }
 
     fn draw_restating_whole(&mut self) -> Exercise {
@@ -428,7 +470,7 @@ impl SentenceExerciseGenerator {
         }
         let n_else = self.rng.below(self.settings.elsewhere as u64 + 1) as usize;
         let elsewhere = (0..n_else).map(|_| self.other_fact()).collect();
-        Exercise { needle, before, after, elsewhere, answer_start: 0 }
+        Exercise { needle, before, after, elsewhere, answer_start: 0, answer_text: None }
     }
 
     /// A fact of [`FactGrammar`] with its own near sentences (as often as `distractors` says), and
@@ -452,6 +494,7 @@ impl SentenceExerciseGenerator {
             after,
             elsewhere,
             answer_start: 0,
+            answer_text: None,
         }
     }
 
@@ -826,6 +869,39 @@ mod tests {
         let pool = SentencePool::from_texts(&texts());
         assert_eq!(pool.len(), 8, "{:?}", pool.sentences);
         assert!(pool.sentences.iter().all(|s| usable_sentence(s)));
+    }
+
+    #[test]
+    fn two_hop_exercises_chain_a_fact_elsewhere_to_the_needle() {
+        let settings = SentenceExerciseSettings { two_hop: 0.3, two_hop_reasoning: 0.5, ..Default::default() };
+        let mut g = generator(5, settings);
+        let (mut two_hop, mut reasoned) = (0, 0);
+        for _ in 0..2000 {
+            let e = g.next_exercise();
+            let Some(answer) = &e.answer_text else { continue };
+            two_hop += 1;
+            let span = &e.needle.real_needle;
+            assert!(e.needle.needle.contains(span.as_str()), "the answer is a span of the needle: {e:?}");
+            assert!(e.elsewhere.iter().all(|f| !f.contains(span.as_str())), "{e:?}");
+            if answer.starts_with(span.as_str()) && answer.len() == span.len() {
+                assert!(e.needle.question.ends_with(CotMode::Direct.instruction()));
+            } else {
+                reasoned += 1;
+                assert!(e.needle.question.ends_with(CotMode::StepByStep.instruction()));
+                assert!(answer.ends_with(&format!("{} The answer is {span}.", e.needle.needle)), "{answer}");
+                // The bridge fact it restates first is one of the facts placed elsewhere.
+                let bridge = &answer[..answer.find(&e.needle.needle).unwrap()].trim();
+                assert!(e.elsewhere.iter().any(|f| f == bridge), "{bridge:?} not in {:?}", e.elsewhere);
+            }
+        }
+        assert!((500..700).contains(&two_hop), "{two_hop} of 2000 two-hop");
+        assert!((two_hop * 4 / 10..two_hop * 6 / 10).contains(&reasoned), "{reasoned} of {two_hop} step by step");
+        // At share 0 nothing is drawn for it: the stream is the one without the setting.
+        let mut a = generator(9, SentenceExerciseSettings::default());
+        let mut b = generator(9, SentenceExerciseSettings { two_hop: 0.0, two_hop_reasoning: 0.9, ..Default::default() });
+        for _ in 0..50 {
+            assert_eq!(a.next_exercise(), b.next_exercise());
+        }
     }
 
     #[test]
