@@ -8,7 +8,10 @@
 # the stages train in one process; a stage whose loss log reached its recipe's last step is skipped,
 # one stopped by the time limit resumes (while the machine stays warm: its state is under /root).
 # DET=1 first trains 60 steps of next stage 1 twice with deterministic kernels and prints both
-# weights' md5 (they must agree). TRAIN_FLAGS go to train_lab.py (e.g. --f32-logits).
+# weights' md5 (they must agree). TRAIN_FLAGS go to train_lab.py (e.g. --f32-logits). LONG=1 adds a sixth
+# yardstick at 8192 tokens (hws8192). COT=1 also runs, per evaluated model, `headscope detect` (default
+# grid) and `headscope cot` with its head scores (public/cot tasks, 1 random seed, 96-token reasoning).
+# Each extra costs GPU time: plan on about 60 s for LONG and 150 s for COT per model.
 # Carried (git-ignored, made here):
 #   .carry/headscope.xz      a CUDA build of headscope (see scripts/lab-gpu.sh), xz-compressed
 #   .carry/corpus.tar.xz     the recipes' corpus files from scripts/prepare-corpus.sh, as a tar
@@ -55,7 +58,7 @@ for s in ${STAGES:-}; do
 done
 last=""
 if [ ${#names[@]} -gt 0 ]; then
-  reserve=$(( $(echo ${EVAL:-} | wc -w) * 100 + 45 ))
+  reserve=$(( $(echo ${EVAL:-} | wc -w) * (100 + ${LONG:-0} * 60 + ${COT:-0} * 150) + 45 ))
   minutes=$(python3 -c "print(round(max(1, $(left) - $reserve) / 60, 2))")
   echo "== ${names[*]}: at most $minutes min ($(left) s left)"
   python3 $py --bin $hs --corpus /root/corpus --workers $workers --max-minutes "$minutes" ${TRAIN_FLAGS:-} "${stage_args[@]}" 2>&1 \
@@ -72,14 +75,22 @@ for name in ${EVAL:-}; do
   dir=/root/$name; case "$name" in */*) dir=$name ;; esac
   [ -f "$dir/model.safetensors" ] || continue
   hw=public/needles/handwritten.jsonl vil=public/haystacks/village.txt sto=.carry/eval/heldout-stories.txt
-  for y in "hwv256 $hw $vil 256" "hwv1024 $hw $vil 1024" "hws1024 $hw $sto 1024" "natv1024 .carry/eval/natural.jsonl $vil 1024" "hws4096 $hw $sto 4096"; do
+  yardsticks=("hwv256 $hw $vil 256" "hwv1024 $hw $vil 1024" "hws1024 $hw $sto 1024" "natv1024 .carry/eval/natural.jsonl $vil 1024" "hws4096 $hw $sto 4096")
+  [ "${LONG:-0}" = 1 ] && yardsticks+=("hws8192 $hw $sto 8192")
+  for y in "${yardsticks[@]}"; do
     read -r tag needles hay len <<< "$y"
     if [ "$(left)" -lt 30 ]; then echo "no time for $name $tag"; break; fi
     echo -n "$(basename $dir) $tag: "
     $hs niah --model "$dir" --device cuda --dtype f32 --plain --depths 5 --needles $needles --haystack $hay --lengths $len \
       --out /root/ev-$(basename $dir)/$tag 2>&1 | grep -i "pass" | tail -1
   done
-  (cd /root/ev-$(basename $dir) && tar czf "$out/ev-$(basename $dir).tgz" */tests.jsonl */summary.json 2>/dev/null)
+  if [ "${COT:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then
+    ev=/root/ev-$(basename $dir)
+    $hs detect --model "$dir" --device cuda --dtype f32 --plain --out $ev/detect 2>&1 | grep -E "pass rate|retrieval heads" | tail -2
+    $hs cot --model "$dir" --device cuda --dtype f32 --plain --scores $ev/detect/head_scores.json --seeds 1 --max-new-tokens-step 96 \
+      --out $ev/cot 2>&1 | grep -E "^ +(word_problem|two_hop)" | tail -12
+  fi
+  (cd /root/ev-$(basename $dir) && tar czf "$out/ev-$(basename $dir).tgz" */tests.jsonl */summary.json cot/*/cot.jsonl 2>/dev/null)
 done
 if [ -n "$last" ]; then
   (cd /root/$last && tar czf "$out/$last-files.tgz" config.json generation_config.json tokenizer.json tokenizer_config.json recipe.toml loss.csv \
