@@ -88,11 +88,6 @@ impl ScoreKind {
         self == ScoreKind::Soft
     }
 
-    /// Whether the kind is counted from eq. 1's hits (argmax positions and tokens).
-    pub fn counts_hits(self) -> bool {
-        matches!(self, ScoreKind::Eq1 | ScoreKind::Official)
-    }
-
     /// The head-score file a run writes for this kind: `head_scores.json` for eq. 1 (as always),
     /// `head_scores_<name>.json` for the others.
     pub fn file_name(self) -> String {
@@ -297,8 +292,8 @@ impl HeadHits {
         self.shape.index(head).map_or(0.0, |i| self.score_at(i))
     }
 
-    /// This test's score of the head at flat index `i`, counted as `kind` says.
-    /// `None` for [`ScoreKind::Soft`], which is not a count of hits (records carry its attention mass).
+    /// This test's score of the head at flat index `i`, counted as `kind` says: `None` for the kinds
+    /// that are not counts of hits (soft, qr: records carry their values; induction, echo: data-free).
     pub fn score_of_kind_at(&self, i: usize, kind: ScoreKind) -> Option<f64> {
         match kind {
             ScoreKind::Eq1 => Some(self.score_at(i)),
