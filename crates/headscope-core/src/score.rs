@@ -356,7 +356,9 @@ impl HeadHits {
             if self.positions[i].is_empty() {
                 return Err(CoreError::invalid(format!("head {h} repeats {n} hits but hit no position")));
             }
-            self.hit_steps[i] = self.positions[i].len() as u32 + n;
+            self.hit_steps[i] = (self.positions[i].len() as u32)
+                .checked_add(n)
+                .ok_or_else(|| CoreError::invalid(format!("head {h} repeats {n} hits: more than a decode can make")))?;
         }
         Ok(self)
     }

@@ -6,12 +6,14 @@
 //! Each returns whether the input was accepted (parsed, loaded, planned), so that tests can check that
 //! the seeds are valid inputs. Seeds come from the repository's own files ([`seeds`]).
 
+use headscope_core::cot::{parse_cot_jsonl, CotMode, CotRecord};
+use headscope_core::files::duo_tsv::{format_duo_tsv, parse_duo_tsv};
 use headscope_core::files::head_scores::parse_head_scores;
 use headscope_core::files::{RunInfo, TestLog};
 use headscope_core::niah::{parse_needles_jsonl, Needle, NiahBuilder};
 use headscope_core::prompt::PromptFormat;
 use headscope_core::rng::SplitMix64;
-use headscope_core::{HeadShape, TextTokenizer};
+use headscope_core::{HeadShape, ScoreKind, TextTokenizer};
 use headscope_model::testkit::{TinyArch, TinyModel};
 use headscope_model::{HfTokenizer, LoadOptions, LoadedModel, ModelFiles};
 use headscope_web::lab::{self, LabModel};
@@ -35,6 +37,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("needles_jsonl", needles_jsonl),
     ("haystack", haystack),
     ("head_scores", head_scores),
+    ("duo_tsv", duo_tsv),
+    ("cot_tasks", cot_tasks),
     ("tests_jsonl", tests_jsonl),
     ("run_json", run_json),
     ("recipe", recipe),
@@ -142,13 +146,63 @@ pub fn head_scores(data: &[u8]) -> bool {
     parse_head_scores(text, Path::new("head_scores.json")).map(|s| s.ranked()).is_ok()
 }
 
-/// `tests.jsonl` as read back on resume, and each record's hits over a 2 x 2 grid.
+/// A DuoAttention head file (`full_attention_heads.tsv`), read for KV groups of 1 and 2 query heads
+/// and written back.
+pub fn duo_tsv(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else { return false };
+    let mut accepted = true;
+    for heads_per_kv in [1, 2] {
+        match parse_duo_tsv(text, Path::new("full_attention_heads.tsv"), heads_per_kv) {
+            Ok(s) => accepted &= format_duo_tsv(&s, heads_per_kv).is_ok(),
+            Err(_) => accepted = false,
+        }
+    }
+    accepted
+}
+
+/// A chain-of-thought task file: parsed, each task laid out in both modes, its reasoning cut and
+/// scored as a generated answer would be.
+pub fn cot_tasks(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else { return false };
+    let Ok(tasks) = parse_cot_jsonl(text, Path::new("tasks.jsonl")) else { return false };
+    tasks.iter().take(16).all(|t| {
+        CotMode::ALL.iter().all(|&m| !t.message(m).is_empty())
+            && CotRecord::scored(t, CotMode::StepByStep, t.reasoning.clone(), 1, 1).correct
+    })
+}
+
+/// The seed records with the fields of a run that measured every score (`repeat_hits`, `soft_mass`, `qr`).
+fn seed_scored_records() -> Vec<u8> {
+    let text = std::fs::read_to_string(repo().join("crates/headscope-fuzz/seeds/tests.jsonl")).expect("the records seed");
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut r: headscope_core::files::TestRecord = serde_json::from_str(line).expect("a seed record");
+        let head = r.hits.keys().next().copied().unwrap_or(headscope_core::HeadId::new(0, 0));
+        r.repeat_hits = Some(r.hits.keys().map(|&h| (h, 1)).collect());
+        r.soft_mass = Some([(head, 0.75)].into_iter().collect());
+        r.qr = Some([(head, -0.125)].into_iter().collect());
+        out.push_str(&serde_json::to_string(&r).expect("a record"));
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// `tests.jsonl` as read back on resume, and each record's scores of every kind that records carry
+/// over a 2 x 4 grid (eq. 1 and official from the hits and repeats, soft and qr from their values).
 pub fn tests_jsonl(data: &[u8]) -> bool {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let path = dir.path().join("tests.jsonl");
     std::fs::write(&path, data).expect("a temporary file");
     let Ok(log) = TestLog::open(&path) else { return false };
-    log.records().iter().map(|r| r.head_hits(HeadShape::new(2, 4)).is_ok()).fold(true, |a, b| a & b)
+    let shape = HeadShape::new(2, 4);
+    let kinds = [ScoreKind::Official, ScoreKind::Soft, ScoreKind::Qr];
+    for r in log.records() {
+        // Kinds a record was not measured for are errors; they must never panic.
+        for kind in kinds {
+            let _ = r.scores_of_kind(shape, kind);
+        }
+    }
+    log.records().iter().map(|r| r.head_hits(shape).is_ok()).fold(true, |a, b| a & b)
 }
 
 /// `run.json` as a rerun reads it: compared with the run about to start.
@@ -318,7 +372,9 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "needles_jsonl" => vec![read("public/needles/heldout.jsonl"), read("public/needles/handwritten.jsonl")],
         "haystack" => vec![read("public/haystacks/village.txt"), read("public/haystacks/kjv-john.txt")[..4000].to_vec()],
         "head_scores" => vec![read("crates/headscope-fuzz/seeds/head_scores.json")],
-        "tests_jsonl" => vec![read("crates/headscope-fuzz/seeds/tests.jsonl")],
+        "duo_tsv" => vec![b"0.1000000000\t0.9000000000\n0.3000000000\t0.2000000000\n".to_vec()],
+        "cot_tasks" => vec![read("public/cot/word-problems.jsonl"), read("public/cot/two-hop.jsonl")],
+        "tests_jsonl" => vec![read("crates/headscope-fuzz/seeds/tests.jsonl"), seed_scored_records()],
         "run_json" => vec![seed_run_json()],
         "recipe" => vec![read("public/models/lab/recipe.toml"), read("docs/lab-v4/recipe-next-stage5.toml")],
         "share_state" => {

@@ -47,7 +47,11 @@ pub fn parse_duo_tsv(text: &str, origin: &Path, heads_per_kv: usize) -> Result<H
     let Some(kv_heads) = rows.first().map(Vec::len) else {
         return Err(CoreError::malformed(origin, "no layers in the file"));
     };
-    let shape = HeadShape::new(rows.len(), kv_heads * heads_per_kv);
+    let heads = kv_heads
+        .checked_mul(heads_per_kv)
+        .filter(|&h| h <= 1 << 16)
+        .ok_or_else(|| CoreError::invalid(format!("{kv_heads} KV heads of {heads_per_kv} query heads each is no model's layer")))?;
+    let shape = HeadShape::new(rows.len(), heads);
     let lists = shape.iter().map(|h| vec![rows[h.layer][h.head / heads_per_kv].clamp(0.0, 1.0)]).collect();
     HeadScores::from_lists(shape, lists)
 }
@@ -124,5 +128,6 @@ mod tests {
             assert!(e.contains(expect) && e.contains("full_attention_heads.tsv"), "{text:?}: {e}");
         }
         assert!(parse_duo_tsv("1\n", p, 0).is_err());
+        assert!(parse_duo_tsv("1\t1\n", p, usize::MAX).unwrap_err().to_string().contains("no model's layer"));
     }
 }
