@@ -11,12 +11,11 @@ use crate::ModelArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use headscope_core::cot::{accuracy, read_cot_jsonl, CotMode, CotRecord, CotTask};
-use headscope_core::files::{read_head_scores, short_hash, write_atomic, MaskInfo, RunInfo};
+use headscope_core::files::{read_head_scores, short_hash, write_atomic, JsonlLog, MaskInfo, RunInfo};
 use headscope_core::{masking, TextTokenizer, RETRIEVAL_THRESHOLD};
 use headscope_engine::{block_on, greedy_decode_from, Engine};
 use headscope_model::{HeadMask, MaskMode, MaskScope, ModelDir, Probe};
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Flags of `headscope cot`.
@@ -65,41 +64,23 @@ struct Variant {
     seed: Option<u64>,
 }
 
-/// A variant's `cot.jsonl`: the records in it, appended to one by one; a line cut off by a crash is dropped.
+/// A variant's `cot.jsonl` ([`JsonlLog`]) and the (task, mode) pairs it already answered.
 struct CotLog {
-    path: PathBuf,
-    file: std::fs::File,
-    records: Vec<CotRecord>,
+    log: JsonlLog<CotRecord>,
     done: HashSet<(String, CotMode)>,
 }
 
 impl CotLog {
     fn open(path: &Path) -> Result<CotLog> {
-        let mut records: Vec<CotRecord> = Vec::new();
-        if path.exists() {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let complete = text.rfind('\n').map_or(0, |i| i + 1);
-            for (i, line) in text[..complete].lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                records.push(serde_json::from_str(line).with_context(|| format!("{}: line {}", path.display(), i + 1))?);
-            }
-            if complete < text.len() {
-                let f = std::fs::OpenOptions::new().write(true).open(path)?;
-                f.set_len(complete as u64).with_context(|| format!("truncating {}", path.display()))?;
-            }
-        }
-        let file =
-            std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
-        let done = records.iter().map(|r| (r.id.clone(), r.mode)).collect();
-        Ok(CotLog { path: path.to_owned(), file, records, done })
+        let log = JsonlLog::open(path)?;
+        let done = log.records().iter().map(|r: &CotRecord| (r.id.clone(), r.mode)).collect();
+        Ok(CotLog { log, done })
     }
 
     fn append(&mut self, record: CotRecord) -> Result<()> {
-        let mut line = serde_json::to_string(&record)?;
-        line.push('\n');
-        self.file.write_all(line.as_bytes()).with_context(|| format!("writing {}", self.path.display()))?;
-        self.file.sync_data()?;
-        self.done.insert((record.id.clone(), record.mode));
-        self.records.push(record);
+        let key = (record.id.clone(), record.mode);
+        self.log.append(record)?;
+        self.done.insert(key);
         Ok(())
     }
 }
@@ -274,7 +255,7 @@ fn summarise(a: &CotArgs, tasks: &[CotTask], variants: &[Variant], logs: &[CotLo
             for (i, (group, group_logs)) in groups.iter().enumerate() {
                 let records: Vec<&CotRecord> = group_logs
                     .iter()
-                    .flat_map(|l| &l.records)
+                    .flat_map(|l| l.log.records())
                     .filter(|r| ids.contains(r.id.as_str()) && r.kind == *kind && r.mode == mode)
                     .collect();
                 let acc = accuracy(records.iter().copied());

@@ -6,13 +6,12 @@
 
 use crate::sweep::{load_wgpu, model_info};
 use anyhow::{bail, Context, Result};
-use headscope_core::files::{short_hash, write_atomic, MaskInfo, RunInfo};
+use headscope_core::files::{short_hash, write_atomic, JsonlLog, MaskInfo, RunInfo};
 use headscope_core::qa::{mean_f1, prediction, QaItem, QaRecord};
 use headscope_core::{HeadId, TextTokenizer};
 use headscope_engine::{block_on, greedy_decode_from, Engine};
 use headscope_model::{HeadMask, LoadOptions, ModelDir, Probe};
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// One QA run: where it goes, what it masks, and how the mask was chosen (for run.json).
@@ -46,44 +45,23 @@ pub struct QaSetup<'a> {
     pub prefill_chunk: Option<usize>,
 }
 
-/// A QA run's `qa.jsonl`: the records already in it, appended to (and flushed) one by one. A last line
-/// cut off by a crash is dropped (that item is answered again).
+/// A QA run's `qa.jsonl` ([`JsonlLog`]) and the items it already answered.
 struct QaLog {
-    path: PathBuf,
-    file: std::fs::File,
-    records: Vec<QaRecord>,
+    log: JsonlLog<QaRecord>,
     done: HashSet<usize>,
 }
 
 impl QaLog {
     fn open(path: &Path) -> Result<QaLog> {
-        let mut records = Vec::new();
-        if path.exists() {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let complete = text.rfind('\n').map_or(0, |i| i + 1);
-            for (i, line) in text[..complete].lines().enumerate() {
-                if !line.trim().is_empty() {
-                    records.push(serde_json::from_str(line).with_context(|| format!("{}: line {}", path.display(), i + 1))?);
-                }
-            }
-            if complete < text.len() {
-                let f = std::fs::OpenOptions::new().write(true).open(path)?;
-                f.set_len(complete as u64).with_context(|| format!("truncating {}", path.display()))?;
-            }
-        }
-        let file =
-            std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
-        let done = records.iter().map(|r: &QaRecord| r.index).collect();
-        Ok(QaLog { path: path.to_owned(), file, records, done })
+        let log = JsonlLog::open(path)?;
+        let done = log.records().iter().map(|r: &QaRecord| r.index).collect();
+        Ok(QaLog { log, done })
     }
 
     fn append(&mut self, record: QaRecord) -> Result<()> {
-        let mut line = serde_json::to_string(&record)?;
-        line.push('\n');
-        self.file.write_all(line.as_bytes()).with_context(|| format!("writing {}", self.path.display()))?;
-        self.file.sync_data()?;
-        self.done.insert(record.index);
-        self.records.push(record);
+        let key = record.index;
+        self.log.append(record)?;
+        self.done.insert(key);
         Ok(())
     }
 }
@@ -157,7 +135,7 @@ pub fn run_qa(setup: &QaSetup, items: &[QaItem], runs: &[QaRun]) -> Result<Vec<Q
         std::fs::create_dir_all(&run.out).with_context(|| format!("creating {}", run.out.display()))?;
         let log = QaLog::open(&run.out.join("qa.jsonl"))?;
         let run_json = run.out.join("run.json");
-        if log.records.is_empty() && run_json.exists() {
+        if log.log.records().is_empty() && run_json.exists() {
             std::fs::remove_file(&run_json).with_context(|| format!("replacing {}", run_json.display()))?;
         }
         run_info(setup, items, run)?.check_and_write(&run_json)?;
@@ -181,7 +159,7 @@ pub fn run_qa(setup: &QaSetup, items: &[QaItem], runs: &[QaRun]) -> Result<Vec<Q
     let mut summaries = Vec::with_capacity(runs.len());
     for (run, log) in runs.iter().zip(&logs) {
         // Only the items of this QA file count (a log may hold no others: run.json pins the file).
-        let records: Vec<QaRecord> = log.records.iter().filter(|r| r.index < items.len()).cloned().collect();
+        let records: Vec<QaRecord> = log.log.records().iter().filter(|r| r.index < items.len()).cloned().collect();
         let summary = QaSummary {
             out: run.out.clone(),
             items: records.len(),

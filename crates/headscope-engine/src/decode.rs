@@ -148,12 +148,16 @@ pub async fn greedy_decode_from<E: Engine>(
     // The backend is asked for rows only: at the steps that measure span mass, every head's row, reduced
     // here and dropped but for the heads the caller asked to see.
     let plain = Probe { rows: probe.rows.clone(), span_mass: None };
-    let every_row = Probe { rows: engine.spec().head_shape().iter().collect(), span_mass: None };
+    let every_row = probe.span_mass.is_some().then(|| Probe { rows: engine.spec().head_shape().iter().collect(), span_mass: None });
     let t1 = engine.now();
     let mut input = last;
     for i in 0..max_new_tokens {
         let span = probe.span_mass.as_ref().filter(|s| i < s.len());
-        let step = engine.step(input, if span.is_some() { &every_row } else { &plain }).await?;
+        let step_probe = match (span, &every_row) {
+            (Some(_), Some(every)) => every,
+            _ => &plain,
+        };
+        let step = engine.step(input, step_probe).await?;
         let next = step.token;
         trace.tokens.push(next);
         trace.argmax_position.push(step.argmax_position);

@@ -309,35 +309,22 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
         let unmasked = mask.is_none();
         let run = decode_test(engine, &test, mask, &probe, self.inputs.max_new_tokens, self.stop, on_token).await;
         let needle = &self.inputs.needles[key.needle_index];
-        let outcome = match run {
-            Ok((trace, reused)) => score_test(self.tokenizer, self.shape, &key, needle, &test, &trace, masked_heads)
-                .and_then(|mut record| {
-                    if self.repeats {
-                        let hits = retrieval_hits(self.shape, &test.prompt_ids, test.answer_tokens.clone(), &trace.steps())?;
-                        record.repeat_hits = Some(hits.repeats_sparse());
-                    }
-                    Ok(record)
-                })
-                .map_err(E::Error::from)
-                .map(|record| TestOutcome { index, variant, test, trace, record, reused }),
-            Err(e) => Err(e),
-        };
-        let outcome = match outcome {
-            Ok(mut out) if self.query_focus && unmasked => {
-                let null = self.builder.null_query(&out.test, needle).map_err(|e| E::Error::from(EngineError::Input(e)));
-                match null {
-                    Ok(null) => match query_focus(engine, &out.test, &null).await {
-                        Ok(values) => {
-                            out.record.qr = Some(self.shape.iter().zip(values).filter(|(_, v)| *v != 0.0).collect());
-                            Ok(out)
-                        }
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                }
+        let outcome = async {
+            let (trace, reused) = run?;
+            let mut record = score_test(self.tokenizer, self.shape, &key, needle, &test, &trace, masked_heads)?;
+            if self.repeats {
+                let hits =
+                    retrieval_hits(self.shape, &test.prompt_ids, test.answer_tokens.clone(), &trace.steps()).map_err(EngineError::Input)?;
+                record.repeat_hits = Some(hits.repeats_sparse());
             }
-            other => other,
-        };
+            if self.query_focus && unmasked {
+                let null = self.builder.null_query(&test, needle).map_err(EngineError::Input)?;
+                let values = query_focus(engine, &test, &null).await?;
+                record.qr = Some(self.shape.iter().zip(values).filter(|(_, v)| *v != 0.0).collect());
+            }
+            Ok(TestOutcome { index, variant, test, trace, record, reused })
+        }
+        .await;
         Some(outcome.map_err(|error| TestError { key, error }))
     }
 }

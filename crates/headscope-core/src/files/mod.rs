@@ -3,11 +3,13 @@
 
 pub mod duo_tsv;
 pub mod head_scores;
+pub mod jsonl;
 pub mod records;
 pub mod run_info;
 
 pub use duo_tsv::{read_duo_tsv, write_duo_tsv};
 pub use head_scores::{read_head_scores, write_head_scores};
+pub use jsonl::JsonlLog;
 pub use records::{head_scores_from_records, head_scores_of_kind, in_plan_order, TestLog, TestRecord};
 pub use run_info::{short_hash, MaskInfo, ModelInfo, RunInfo};
 

@@ -1,6 +1,7 @@
 //! `tests.jsonl`: one record per finished test, appended and flushed as each test ends, so a run that
 //! stops (crash, Ctrl-C, time limit) loses at most the test in flight and resumes where it stopped.
 
+use super::jsonl::JsonlLog;
 use crate::error::{CoreError, Result};
 use crate::head::{HeadId, HeadShape};
 use crate::metrics::rouge1_recall;
@@ -8,8 +9,7 @@ use crate::niah::{Needle, NiahTest};
 use crate::score::{passes_gate, retrieval_hits, soft_score, DecodeStep, HeadHits, HeadScores, ScoreKind};
 use crate::sweep::TestKey;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Everything about one finished NIAH test.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -186,11 +186,9 @@ pub fn head_scores_of_kind<'a>(
     Ok(scores)
 }
 
-/// An append-only `tests.jsonl`, with the records already in it.
+/// An append-only `tests.jsonl` ([`JsonlLog`]), with the records already in it indexed by test id.
 pub struct TestLog {
-    path: PathBuf,
-    file: std::fs::File,
-    records: Vec<TestRecord>,
+    log: JsonlLog<TestRecord>,
     index: HashMap<String, usize>,
 }
 
@@ -198,29 +196,9 @@ impl TestLog {
     /// Opens (or creates) the log at `path` and reads its records. A last line cut off by a crash is
     /// dropped from the file (that test runs again); a malformed line elsewhere is an error.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut records = Vec::new();
-        if path.exists() {
-            let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
-            let complete = match text.rfind('\n') {
-                Some(i) => i + 1,
-                None => 0,
-            };
-            for (i, line) in text[..complete].lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let r: TestRecord = serde_json::from_str(line).map_err(|e| CoreError::malformed(path, format!("line {}: {e}", i + 1)))?;
-                records.push(r);
-            }
-            if complete < text.len() {
-                tracing::warn!("{}: dropping an unfinished last line (a run stopped while writing it)", path.display());
-                let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| CoreError::io(path, e))?;
-                f.set_len(complete as u64).map_err(|e| CoreError::io(path, e))?;
-            }
-        }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| CoreError::io(path, e))?;
-        let index = records.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
-        Ok(TestLog { path: path.to_owned(), file, records, index })
+        let log = JsonlLog::open(path)?;
+        let index = log.records().iter().enumerate().map(|(i, r): (usize, &TestRecord)| (r.id.clone(), i)).collect();
+        Ok(TestLog { log, index })
     }
 
     /// Whether a test with this id is already recorded.
@@ -230,30 +208,23 @@ impl TestLog {
 
     /// The recorded test with this id.
     pub fn get(&self, id: &str) -> Option<&TestRecord> {
-        self.index.get(id).map(|&i| &self.records[i])
+        self.index.get(id).map(|&i| &self.log.records()[i])
     }
 
     /// All records, in the order they were written.
     pub fn records(&self) -> &[TestRecord] {
-        &self.records
+        self.log.records()
     }
 
     /// Appends a record and flushes it to disk before returning. Where the write fails (a full disk),
     /// the file is cut back to its records before it, and the error returned.
     pub fn append(&mut self, record: TestRecord) -> Result<()> {
         if self.contains(&record.id) {
-            return Err(CoreError::invalid(format!("test {} is already recorded in {}", record.id, self.path.display())));
+            return Err(CoreError::invalid(format!("test {} is already recorded in {}", record.id, self.log.path().display())));
         }
-        let mut line = serde_json::to_string(&record).map_err(|e| CoreError::invalid(format!("test {}: {e}", record.id)))?;
-        line.push('\n');
-        let before = self.file.metadata().map_err(|e| CoreError::io(&self.path, e))?.len();
-        if let Err(e) = self.file.write_all(line.as_bytes()).and_then(|()| self.file.sync_data()) {
-            // A full disk can take part of the line: cut it off, so the file keeps whole records only.
-            let _ = self.file.set_len(before);
-            return Err(CoreError::io(&self.path, e));
-        }
-        self.index.insert(record.id.clone(), self.records.len());
-        self.records.push(record);
+        let (id, at) = (record.id.clone(), self.log.records().len());
+        self.log.append(record)?;
+        self.index.insert(id, at);
         Ok(())
     }
 }
@@ -261,6 +232,7 @@ impl TestLog {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::io::Write;
 
     pub(crate) fn record(id: &str, recall: f64, hits: &[(HeadId, Vec<u32>)]) -> TestRecord {
         TestRecord {
