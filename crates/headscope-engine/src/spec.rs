@@ -26,6 +26,60 @@ pub enum RopeScaling {
         /// The pre-training context.
         original_max_position_embeddings: usize,
     },
+    /// LongRoPE (Phi-3's `longrope`, formerly `su`): per rotary pair, the wavelength is stretched by a
+    /// factor from `short_factor` while the sequence is within the pre-training length and from
+    /// `long_factor` past it, and cos/sin are multiplied by `attention_factor`. Which set applies is
+    /// decided per forward call by the longest position it reaches, as transformers decides it: keys
+    /// cached before the switch keep their rotation.
+    LongRope {
+        /// Per rotary pair, the stretch within the pre-training length.
+        short_factor: Vec<f64>,
+        /// Per rotary pair, the stretch past it.
+        long_factor: Vec<f64>,
+        /// The pre-training context.
+        original_max_position_embeddings: usize,
+        /// The factor cos and sin are multiplied by.
+        attention_factor: f64,
+    },
+}
+
+impl RopeScaling {
+    /// The sequence length past which LongRoPE's long factors apply (None for other scalings).
+    pub fn long_from(&self) -> Option<usize> {
+        match self {
+            RopeScaling::LongRope { original_max_position_embeddings, .. } => Some(*original_max_position_embeddings),
+            _ => None,
+        }
+    }
+}
+
+/// The rotary embedding of a group of layers: base and scaling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeSpec {
+    /// RoPE base.
+    pub theta: f64,
+    /// Scaling.
+    pub scaling: RopeScaling,
+}
+
+/// How an RMSNorm applies its weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NormStyle {
+    /// `weight * x_normed` (Llama).
+    #[default]
+    Plain,
+    /// `(1 + weight) * x_normed`, computed in f32 and cast back (Gemma).
+    OffsetByOne,
+}
+
+/// The feed-forward gate's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// SiLU (SwiGLU: Llama, Mistral, Qwen, Phi-3).
+    #[default]
+    Silu,
+    /// GELU, tanh approximation (GeGLU: Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
 }
 
 /// Mixture-of-experts feed-forward settings (Mixtral).
@@ -82,10 +136,42 @@ pub struct ModelSpec {
     pub eos_token_ids: Vec<u32>,
     /// `torch_dtype` (or `dtype`) from config.json.
     pub torch_dtype: Option<String>,
+    /// Width of the rotated part of each head (Phi-3's `partial_rotary_factor` rotates only the first
+    /// part; every other family rotates all of `head_dim`).
+    pub rotary_dim: usize,
+    /// The rotary embedding of the sliding-window layers where it differs from the others' (Gemma-3:
+    /// base 10000 there, 1e6 with scaling on its global layers).
+    pub sliding_rope: Option<RopeSpec>,
+    /// Whether queries and keys are RMS-normalised per head before the rotation (Qwen3, Gemma-3:
+    /// `self_attn.q_norm` / `k_norm`).
+    pub qk_norm: bool,
+    /// How every RMSNorm applies its weight.
+    pub norm_style: NormStyle,
+    /// What the embeddings are multiplied by (Gemma: sqrt(hidden_size), rounded to the weights' dtype).
+    pub embedding_scale: Option<f64>,
+    /// What query-key products are multiplied by before the softmax: 1/sqrt(head_dim), or Gemma's
+    /// 1/sqrt(query_pre_attn_scalar).
+    pub attention_scale: f64,
+    /// Attention scores soft-capped to (-cap, cap) by `cap * tanh(score / cap)` (Gemma-2).
+    pub attention_softcap: Option<f64>,
+    /// Output logits soft-capped likewise (Gemma-2, and Gemma-3 where the config sets it).
+    pub final_logit_softcap: Option<f64>,
+    /// The feed-forward gate's activation.
+    pub activation: Activation,
+    /// Gemma-2/3's norms around both blocks: the attention output is normalised
+    /// (`post_attention_layernorm`) before the residual add, and the MLP sits between
+    /// `pre_feedforward_layernorm` and `post_feedforward_layernorm`.
+    pub sandwich_norms: bool,
+    /// Phi-3's fused projections: `self_attn.qkv_proj` (q, k, v rows in that order) and
+    /// `mlp.gate_up_proj` (gate rows, then up rows).
+    pub fused_projections: bool,
+    /// The prefix of the decoder's tensors (`model`; Gemma-3's multimodal checkpoints keep the text
+    /// model under `language_model.model` or, saved by transformers 5, `model.language_model`).
+    pub weight_prefix: String,
 }
 
 /// The architectures HeadScope runs, by `model_type`.
-pub const SUPPORTED_MODEL_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "mixtral"];
+pub const SUPPORTED_MODEL_TYPES: [&str; 9] = ["llama", "mistral", "qwen2", "mixtral", "qwen3", "phi3", "gemma2", "gemma3_text", "gemma3"];
 
 /// The largest size of any one dimension (vocabulary, widths, layers, heads, context) a config may
 /// declare: 2^26, 67 M (the largest released: vocabularies of 256 K, contexts of 10 M).
@@ -116,7 +202,11 @@ impl ModelSpec {
             Some(m) => m.experts as u64 * 3 * h * i + h * m.experts as u64,
             None => dense,
         };
-        let per_layer = 2 * h + attention + ffn;
+        if self.qk_norm {
+            attention += 2 * self.head_dim as u64;
+        }
+        let norms = if self.sandwich_norms { 4 * h } else { 2 * h };
+        let per_layer = norms + attention + ffn;
         let lm_head = if self.tie_word_embeddings { 0 } else { v * h };
         v * h + self.layers as u64 * per_layer + h + lm_head
     }
@@ -136,6 +226,11 @@ impl ModelSpec {
             "mistral" => crate::families::mistral::spec(&value),
             "qwen2" => crate::families::qwen2::spec(&value),
             "mixtral" => crate::families::mixtral::spec(&value),
+            "qwen3" => crate::families::qwen3::spec(&value),
+            "phi3" => crate::families::phi3::spec(&value),
+            "gemma2" => crate::families::gemma::gemma2(&value),
+            "gemma3_text" => crate::families::gemma::gemma3_text(&value),
+            "gemma3" => crate::families::gemma::gemma3(&value),
             "" => return Err(EngineError::config(origin, "no `model_type`: is this a Hugging Face config.json?")),
             other => {
                 return Err(EngineError::Unsupported(format!(
@@ -187,12 +282,59 @@ impl ModelSpec {
         if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {} is odd: rotary embeddings need an even width", self.head_dim));
         }
+        if self.rotary_dim == 0 || self.rotary_dim > self.head_dim || !self.rotary_dim.is_multiple_of(2) {
+            return Err(format!(
+                "the rotated width {} (partial_rotary_factor x head_dim) must be even and within head_dim {}",
+                self.rotary_dim, self.head_dim
+            ));
+        }
+        let ropes = std::iter::once(&self.rope_scaling).chain(self.sliding_rope.as_ref().map(|r| &r.scaling));
+        for scaling in ropes {
+            if let RopeScaling::LongRope { short_factor, long_factor, original_max_position_embeddings, .. } = scaling {
+                let pairs = self.rotary_dim / 2;
+                if short_factor.len() != pairs || long_factor.len() != pairs {
+                    return Err(format!(
+                        "LongRoPE needs one short and one long factor per rotary pair ({pairs}); the config has {} and {}",
+                        short_factor.len(),
+                        long_factor.len()
+                    ));
+                }
+                if *original_max_position_embeddings == 0 {
+                    return Err("LongRoPE's original_max_position_embeddings must be positive".into());
+                }
+            }
+        }
+        let caps = [("attn_logit_softcapping", self.attention_softcap), ("final_logit_softcapping", self.final_logit_softcap)];
+        if let Some((name, cap)) = caps.iter().find(|(_, c)| c.is_some_and(|c| !(c.is_finite() && c > 0.0))) {
+            return Err(format!("`{name}` = {} must be a positive number", cap.unwrap_or_default()));
+        }
+        if !(self.attention_scale.is_finite() && self.attention_scale > 0.0) {
+            return Err(format!("the attention scale {} (1/sqrt(query_pre_attn_scalar)) must be a positive number", self.attention_scale));
+        }
         if let Some(m) = &self.moe {
             if m.experts == 0 || m.experts_per_token == 0 || m.experts_per_token > m.experts || m.experts > MAX_EXPERTS {
                 return Err(format!("{} experts per token of {} experts", m.experts_per_token, m.experts));
             }
         }
         Ok(())
+    }
+
+    /// The RoPE of the global (non-sliding) layers.
+    pub fn global_rope(&self) -> RopeSpec {
+        RopeSpec { theta: self.rope_theta, scaling: self.rope_scaling.clone() }
+    }
+
+    /// The RoPE layer `layer` rotates with: the sliding layers' own where the model has one.
+    pub fn rope_of_layer(&self, layer: usize) -> RopeSpec {
+        match (&self.sliding_rope, self.sliding_windows.get(layer).copied().flatten()) {
+            (Some(local), Some(_)) => local.clone(),
+            _ => self.global_rope(),
+        }
+    }
+
+    /// Whether every layer rotates with the same RoPE.
+    pub fn one_rope(&self) -> bool {
+        (0..self.layers).all(|l| self.rope_of_layer(l) == self.global_rope())
     }
 
     /// Query heads that share one key/value head.

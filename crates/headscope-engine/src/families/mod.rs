@@ -1,13 +1,16 @@
 //! One module per Hugging Face model family: each reads its own `config.json` fields and quirks into a
 //! [`ModelSpec`]. The fields every Llama-family config shares are read once, by [`common`].
 
+pub mod gemma;
 pub mod llama;
 pub mod mistral;
 pub mod mixtral;
+pub mod phi3;
 pub mod qwen2;
+pub mod qwen3;
 
 use crate::error::{EngineError, Result};
-use crate::spec::{fields::*, ModelSpec, RopeScaling};
+use crate::spec::{fields::*, Activation, ModelSpec, NormStyle, RopeScaling};
 use serde_json::Value;
 
 /// The fields all supported families share, with `rope_theta_default` for configs that omit it.
@@ -18,6 +21,8 @@ pub(crate) fn common(v: &Value, model_type: &str, rope_theta_default: f64) -> Re
     if heads == 0 {
         return Err(EngineError::Invalid("`num_attention_heads` must be positive".into()));
     }
+    let head_dim = usize_opt(v, "head_dim")?.unwrap_or(hidden_size / heads);
+    let max_position_embeddings = usize_opt(v, "max_position_embeddings")?.unwrap_or(4096);
     Ok(ModelSpec {
         model_type: model_type.to_owned(),
         vocab_size: usize_req(v, "vocab_size")?,
@@ -26,11 +31,11 @@ pub(crate) fn common(v: &Value, model_type: &str, rope_theta_default: f64) -> Re
         layers,
         heads,
         kv_heads: usize_opt(v, "num_key_value_heads")?.unwrap_or(heads),
-        head_dim: usize_opt(v, "head_dim")?.unwrap_or(hidden_size / heads),
+        head_dim,
         rms_norm_eps: f64_or(v, "rms_norm_eps", 1e-6)?,
         rope_theta: rope_theta(v, rope_theta_default)?,
-        rope_scaling: rope_scaling(v)?,
-        max_position_embeddings: usize_opt(v, "max_position_embeddings")?.unwrap_or(4096),
+        rope_scaling: rope_scaling(v, rope_object(v), max_position_embeddings)?,
+        max_position_embeddings,
         sliding_windows: vec![None; layers],
         qkv_bias: false,
         o_bias: false,
@@ -40,12 +45,38 @@ pub(crate) fn common(v: &Value, model_type: &str, rope_theta_default: f64) -> Re
         bos_token_id: usize_opt(v, "bos_token_id")?.map(|x| x as u32),
         eos_token_ids: token_ids(v, "eos_token_id"),
         torch_dtype: str_opt(v, "torch_dtype").or_else(|| str_opt(v, "dtype")),
+        rotary_dim: rotary_dim(v, head_dim)?,
+        sliding_rope: None,
+        qk_norm: false,
+        norm_style: NormStyle::Plain,
+        embedding_scale: None,
+        attention_scale: 1.0 / (head_dim as f64).sqrt(),
+        attention_softcap: None,
+        final_logit_softcap: None,
+        activation: Activation::Silu,
+        sandwich_norms: false,
+        fused_projections: false,
+        weight_prefix: "model".into(),
     })
+}
+
+/// The rotated width: `partial_rotary_factor` (inside the RoPE settings, or at the top level as
+/// transformers 4 wrote it) times `head_dim`, rounded down as transformers does; all of it when absent.
+fn rotary_dim(v: &Value, head_dim: usize) -> Result<usize> {
+    let inner = rope_object(v).and_then(|r| r.get("partial_rotary_factor")).filter(|x| !x.is_null());
+    let factor = match inner {
+        Some(_) => f64_or(rope_object(v).unwrap_or(v), "partial_rotary_factor", 1.0)?,
+        None => f64_or(v, "partial_rotary_factor", 1.0)?,
+    };
+    if !(factor > 0.0 && factor <= 1.0) {
+        return Err(EngineError::Invalid(format!("`partial_rotary_factor` = {factor} must be in (0, 1]")));
+    }
+    Ok((head_dim as f64 * factor) as usize)
 }
 
 /// The RoPE settings object: `rope_scaling` (transformers 4), else `rope_parameters` (transformers 5
 /// writes this one, with `rope_theta` inside and no top-level `rope_theta` or `rope_scaling`).
-fn rope_object(v: &Value) -> Option<&Value> {
+pub(crate) fn rope_object(v: &Value) -> Option<&Value> {
     v.get("rope_scaling").filter(|x| !x.is_null()).or_else(|| v.get("rope_parameters").filter(|x| !x.is_null()))
 }
 
@@ -61,10 +92,12 @@ fn rope_theta(v: &Value, default: f64) -> Result<f64> {
     }
 }
 
-/// `rope_scaling` / `rope_parameters`: absent/null/default, `linear`, or `llama3`; anything else is
-/// refused by name.
-fn rope_scaling(v: &Value) -> Result<RopeScaling> {
-    let Some(rs) = rope_object(v) else {
+/// The scaling of the RoPE settings object `rs` (`rope_scaling` / `rope_parameters`, or one layer
+/// type's entry of Gemma-3's): absent/null/default, `linear`, `llama3` or `longrope` (`su`); anything
+/// else is refused by name. `v` is the whole config, where transformers 4 kept LongRoPE's pre-training
+/// length.
+pub(crate) fn rope_scaling(v: &Value, rs: Option<&Value>, max_position_embeddings: usize) -> Result<RopeScaling> {
+    let Some(rs) = rs else {
         return Ok(RopeScaling::None);
     };
     let kind = str_opt(rs, "rope_type").or_else(|| str_opt(rs, "type")).unwrap_or_default();
@@ -78,7 +111,44 @@ fn rope_scaling(v: &Value) -> Result<RopeScaling> {
             high_freq_factor: f64_or(rs, "high_freq_factor", 4.0)?,
             original_max_position_embeddings: usize_opt(rs, "original_max_position_embeddings")?.unwrap_or(8192),
         }),
-        other => Err(EngineError::Unsupported(format!("rope_scaling type `{other}` is not supported (supported: linear, llama3)"))),
+        "longrope" | "su" => {
+            let original = match usize_opt(rs, "original_max_position_embeddings")? {
+                Some(o) => o,
+                None => usize_opt(v, "original_max_position_embeddings")?.ok_or_else(|| {
+                    EngineError::Invalid("LongRoPE scaling needs `original_max_position_embeddings` (the pre-training context)".into())
+                })?,
+            };
+            let factors = |key: &str| -> Result<Vec<f64>> {
+                let list = rs
+                    .get(key)
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| EngineError::Invalid(format!("LongRoPE scaling needs a `{key}` list")))?;
+                list.iter()
+                    .map(|x| x.as_f64().filter(|f| f.is_finite() && *f > 0.0))
+                    .collect::<Option<Vec<f64>>>()
+                    .ok_or_else(|| EngineError::Invalid(format!("`{key}` holds something other than positive numbers")))
+            };
+            // transformers: the factor defaults to the context's growth, and the attention factor to
+            // sqrt(1 + ln(factor) / ln(original)) when the context grew.
+            let factor = match rs.get("factor").filter(|x| !x.is_null()) {
+                Some(_) => factor()?,
+                None => max_position_embeddings as f64 / original.max(1) as f64,
+            };
+            let attention_factor = match rs.get("attention_factor").filter(|x| !x.is_null()) {
+                Some(_) => f64_or(rs, "attention_factor", 1.0)?,
+                None if factor <= 1.0 => 1.0,
+                None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+            };
+            Ok(RopeScaling::LongRope {
+                short_factor: factors("short_factor")?,
+                long_factor: factors("long_factor")?,
+                original_max_position_embeddings: original,
+                attention_factor,
+            })
+        }
+        other => {
+            Err(EngineError::Unsupported(format!("rope_scaling type `{other}` is not supported (supported: linear, llama3, longrope)")))
+        }
     }
 }
 
