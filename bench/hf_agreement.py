@@ -50,6 +50,24 @@ TINY = {
     "mistral": dict(model_type="mistral", rope_theta=1000000.0, sliding_window=40),
     "qwen2": dict(model_type="qwen2", rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False),
     "mixtral": dict(model_type="mixtral", rope_theta=1000000.0, num_local_experts=4, num_experts_per_tok=2),
+    # q/k RMSNorm per head, a head width that is not hidden / heads, tied embeddings.
+    "qwen3": dict(model_type="qwen3", rope_theta=1000000.0, head_dim=16, tie_word_embeddings=True, use_sliding_window=False),
+    # Fused qkv and gate_up projections, half the head width rotated, a sliding window, and LongRoPE
+    # whose pre-training length (170) the decode crosses: the first steps rotate with the short
+    # factors, the later ones with the long factors, as transformers switches them.
+    "phi3": dict(model_type="phi3", rope_theta=10000.0, sliding_window=50, partial_rotary_factor=0.5,
+                 original_max_position_embeddings=170,
+                 rope_scaling={"rope_type": "longrope", "short_factor": [1.0, 1.3], "long_factor": [1.7, 3.1]}),
+    # Soft-capped attention and logits (caps low enough to bite), the query_pre_attn_scalar scale, norms
+    # of 1 + weight around attention and MLP, sqrt(hidden)-scaled embeddings, GeGLU, sliding layers.
+    "gemma2": dict(model_type="gemma2", rope_theta=10000.0, head_dim=16, query_pre_attn_scalar=24, sliding_window=40,
+                   attn_logit_softcapping=5.0, final_logit_softcapping=10.0, hidden_activation="gelu_pytorch_tanh",
+                   tie_word_embeddings=True),
+    # Gemma-2's layout with q/k norms, no soft-capping, and two RoPEs: the sliding layers' base 10000, the
+    # global layers' 1e6 with linear scaling x8.
+    "gemma3": dict(model_type="gemma3_text", rope_theta=1000000.0, rope_local_base_freq=10000.0,
+                   rope_scaling={"rope_type": "linear", "factor": 8.0}, head_dim=16, query_pre_attn_scalar=24,
+                   sliding_window=40, sliding_window_pattern=2, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
 }
 
 

@@ -291,7 +291,7 @@ struct TinyArgs {
     /// Directory to write.
     #[arg(long)]
     out: PathBuf,
-    /// Family: llama, mistral, qwen2, mixtral.
+    /// Family: llama, mistral, qwen2, mixtral, qwen3, phi3, gemma2, gemma3 (gemma3_text).
     #[arg(long, default_value = "llama")]
     arch: String,
     /// Seed of the random weights.
@@ -391,12 +391,9 @@ fn train(a: TrainArgs) -> Result<()> {
 
 fn tiny_model(a: TinyArgs) -> Result<()> {
     use headscope_model::testkit::{TinyArch, TinyModel};
-    let arch = match a.arch.as_str() {
-        "llama" => TinyArch::Llama,
-        "mistral" => TinyArch::Mistral(None),
-        "qwen2" => TinyArch::Qwen2,
-        "mixtral" => TinyArch::Mixtral,
-        other => bail!("--arch `{other}`: expected llama, mistral, qwen2 or mixtral"),
+    let Some(arch) = TinyArch::from_name(&a.arch) else {
+        let names: Vec<&str> = TinyArch::NAMES.iter().map(|(n, _)| *n).collect();
+        bail!("--arch `{}`: expected one of {}", a.arch, names.join(", "));
     };
     TinyModel { seed: a.seed, chat_template: a.chat, ..TinyModel::new(arch) }
         .write(&a.out)

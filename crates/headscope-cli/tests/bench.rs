@@ -159,13 +159,13 @@ fn bench_and_agreement_refuse_bad_input_clearly() {
 #[test]
 fn hf_agreement_fixture_matches_transformers_and_catches_a_wrong_rope_base() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-agreement");
-    let cases = ["llama", "llama-rope", "mistral", "qwen2", "mixtral"];
+    let cases = ["llama", "llama-rope", "mistral", "qwen2", "mixtral", "qwen3", "phi3", "gemma2", "gemma3"];
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("agreement.json");
     let mut args: Vec<String> = vec!["hf-agreement".into(), "--json".into(), report.to_string_lossy().into_owned()];
     args.extend(cases.iter().map(|c| fixture.join(c).join("expected.json").to_string_lossy().into_owned()));
     let stdout = ok_stdout(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(stdout.contains("5 case(s) agree"), "{stdout}");
+    assert!(stdout.contains("9 case(s) agree"), "{stdout}");
     for r in json(&report).as_array().unwrap() {
         assert_eq!(r["tokens_equal"], r["steps"], "{r}");
         assert_eq!(r["argmax_equal"], r["argmax_total"], "{r}");
@@ -188,19 +188,37 @@ fn hf_agreement_fixture_matches_transformers_and_catches_a_wrong_rope_base() {
     assert!(f["headscope_max_logit_difference"].as_f64().unwrap() > 0.0, "bf16 rounding shows");
 
     // The same weights read with the default RoPE base instead of the saved one must disagree.
-    let copy = tmp.path().join("llama-rope");
+    let (stdout, stderr) =
+        disagreeing_copy(&fixture, tmp.path(), "llama-rope", |c| c["rope_parameters"]["rope_theta"] = serde_json::json!(10000.0));
+    assert!(stdout.contains("DISAGREES") && stderr.contains("disagree on: llama-rope"), "{stdout}{stderr}");
+    // Phi-3's decode crosses its LongRoPE pre-training length (170) at step 11: with the long factors
+    // replaced by the short ones, the first 11 tokens still agree and the first difference is there.
+    let (stdout, stderr) = disagreeing_copy(&fixture, tmp.path(), "phi3", |c| {
+        c["rope_parameters"]["long_factor"] = c["rope_parameters"]["short_factor"].clone()
+    });
+    assert!(stdout.contains("greedy tokens 1") && stderr.contains("disagree on: phi3"), "{stdout}{stderr}");
+    let report = tmp.path().join("phi3-short.json");
+    let out = headscope(&["hf-agreement", "--json", report.to_str().unwrap(), tmp.path().join("phi3/expected.json").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&report)[0]["first_token_difference"], 11, "the switch to the long factors is where the runs part");
+}
+
+/// A copy of fixture `case` in `tmp` with its config edited by `edit`, compared with transformers: it
+/// must fail (exit status 1). Returns stdout and stderr.
+fn disagreeing_copy(fixture: &Path, tmp: &Path, case: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (String, String) {
+    let copy = tmp.join(case);
     std::fs::create_dir_all(copy.join("model")).unwrap();
-    std::fs::copy(fixture.join("llama-rope/expected.json"), copy.join("expected.json")).unwrap();
-    for f in std::fs::read_dir(fixture.join("llama-rope/model")).unwrap() {
+    std::fs::copy(fixture.join(case).join("expected.json"), copy.join("expected.json")).unwrap();
+    for f in std::fs::read_dir(fixture.join(case).join("model")).unwrap() {
         let f = f.unwrap().path();
         std::fs::copy(&f, copy.join("model").join(f.file_name().unwrap())).unwrap();
     }
     let config = copy.join("model/config.json");
     let mut c = json(&config);
-    c["rope_parameters"]["rope_theta"] = serde_json::json!(10000.0);
+    edit(&mut c);
     std::fs::write(&config, c.to_string()).unwrap();
     let out = headscope(&["hf-agreement", copy.join("expected.json").to_str().unwrap()]);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert!(stdout.contains("DISAGREES") && stderr.contains("disagree on: llama-rope"), "{stdout}{stderr}");
+    (stdout, stderr)
 }

@@ -5,6 +5,7 @@
 //! SwiGLU epilogue finds each gate next to its up).
 
 use crate::error::{GpuError, Result};
+use headscope_engine::spec::{Activation, NormStyle};
 use headscope_engine::ModelSpec;
 use safetensors::{Dtype, SafeTensors};
 
@@ -113,6 +114,30 @@ pub(crate) fn check_supported(spec: &ModelSpec) -> Result<()> {
             spec.model_type
         )));
     }
+    let default_scale = (spec.attention_scale * (spec.head_dim as f64).sqrt() - 1.0).abs() < 1e-12;
+    let missing: Vec<&str> = [
+        (spec.qk_norm, "q/k norms"),
+        (spec.norm_style != NormStyle::Plain, "norms of 1 + weight"),
+        (spec.sandwich_norms, "norms around the MLP"),
+        (spec.embedding_scale.is_some(), "scaled embeddings"),
+        (!default_scale, "a query_pre_attn_scalar scale"),
+        (spec.attention_softcap.is_some() || spec.final_logit_softcap.is_some(), "soft-capping"),
+        (spec.activation != Activation::Silu, "GeGLU"),
+        (spec.fused_projections, "fused qkv/gate_up projections"),
+        (spec.rotary_dim != spec.head_dim, "partial rotary embeddings"),
+        (!spec.one_rope() || spec.rope_scaling.long_from().is_some(), "per-layer or LongRoPE rotary tables"),
+        (spec.weight_prefix != "model", "a multimodal checkpoint's text model"),
+    ]
+    .into_iter()
+    .filter_map(|(needed, what)| needed.then_some(what))
+    .collect();
+    if !missing.is_empty() {
+        return Err(GpuError::Unsupported(format!(
+            "`{}` needs {}, which the WebGPU forward does not implement: it runs Llama, Mistral and Qwen2 models; use the CPU/CUDA path (the native `headscope`) for this family",
+            spec.model_type,
+            missing.join(", ")
+        )));
+    }
     if !spec.hidden_size.is_multiple_of(4) || !spec.intermediate_size.is_multiple_of(4) {
         return Err(GpuError::Unsupported(format!(
             "hidden_size {} / intermediate_size {} (the matmul kernels read inputs 4 at a time: both must be multiples of 4)",
@@ -123,4 +148,29 @@ pub(crate) fn check_supported(spec: &ModelSpec) -> Result<()> {
         return Err(GpuError::Unsupported(format!("head_dim {} (the attention kernel needs a multiple of 4, at most 256)", spec.head_dim)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use headscope_model::testkit::{TinyArch, TinyModel};
+    use std::path::Path;
+
+    #[test]
+    fn families_the_wgsl_forward_lacks_are_refused_naming_what_they_need() {
+        let spec = |arch| ModelSpec::from_config_json(&TinyModel::new(arch).config_json().to_string(), Path::new("config.json")).unwrap();
+        for arch in [TinyArch::Llama, TinyArch::Mistral(Some(8)), TinyArch::Qwen2] {
+            check_supported(&spec(arch)).unwrap();
+        }
+        let needs = [
+            (TinyArch::Qwen3, "q/k norms"),
+            (TinyArch::Phi3, "fused qkv/gate_up projections, partial rotary embeddings, per-layer or LongRoPE"),
+            (TinyArch::Gemma2, "norms of 1 + weight, norms around the MLP, scaled embeddings"),
+            (TinyArch::Gemma3, "per-layer or LongRoPE rotary tables"),
+        ];
+        for (arch, what) in needs {
+            let err = check_supported(&spec(arch)).unwrap_err().to_string();
+            assert!(err.contains(what) && err.contains("CPU/CUDA path"), "{arch:?}: {err}");
+        }
+    }
 }

@@ -9,6 +9,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::mask::MaskMode;
+use crate::norm::RmsNorm;
 use crate::rope::Rope;
 use crate::spec::ModelSpec;
 use candle_core::{DType, Device, Tensor, D};
@@ -100,26 +101,86 @@ pub struct Attention {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    /// Per-head RMSNorms of queries and keys before the rotation (Qwen3, Gemma-3).
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
     window: Option<usize>,
+    /// What query-key products are multiplied by.
+    scale: f64,
+    /// Scores soft-capped to (-cap, cap) before the softmax (Gemma-2).
+    softcap: Option<f64>,
 }
 
 impl Attention {
-    /// Loads `self_attn.{q,k,v,o}_proj` for layer `layer`.
+    /// Loads `self_attn.{q,k,v,o}_proj` (Phi-3: the fused `qkv_proj`) for layer `layer`, and the
+    /// q/k norms where the family has them.
     pub fn new(spec: &ModelSpec, layer: usize, vb: VarBuilder) -> Result<Self> {
         let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
+        let (q_proj, k_proj, v_proj) = if spec.fused_projections {
+            // One matrix of q, k, v rows: each projection is a row range of it (a view, no copy).
+            let fused = candle_nn::linear_b(spec.hidden_size, (h + 2 * kv) * d, spec.qkv_bias, vb.pp("qkv_proj"))?;
+            let part = |start: usize, rows: usize| -> Result<Linear> {
+                let bias = fused.bias().map(|b| b.narrow(0, start, rows)).transpose()?;
+                Ok(Linear::new(fused.weight().narrow(0, start, rows)?, bias))
+            };
+            (part(0, h * d)?, part(h * d, kv * d)?, part((h + kv) * d, kv * d)?)
+        } else {
+            (
+                candle_nn::linear_b(spec.hidden_size, h * d, spec.qkv_bias, vb.pp("q_proj"))?,
+                candle_nn::linear_b(spec.hidden_size, kv * d, spec.qkv_bias, vb.pp("k_proj"))?,
+                candle_nn::linear_b(spec.hidden_size, kv * d, spec.qkv_bias, vb.pp("v_proj"))?,
+            )
+        };
+        let (q_norm, k_norm) = if spec.qk_norm {
+            (
+                Some(RmsNorm::load(&vb.pp("q_norm"), d, spec.rms_norm_eps, spec.norm_style)?),
+                Some(RmsNorm::load(&vb.pp("k_norm"), d, spec.rms_norm_eps, spec.norm_style)?),
+            )
+        } else {
+            (None, None)
+        };
         Ok(Attention {
-            q_proj: candle_nn::linear_b(spec.hidden_size, h * d, spec.qkv_bias, vb.pp("q_proj"))?,
-            k_proj: candle_nn::linear_b(spec.hidden_size, kv * d, spec.qkv_bias, vb.pp("k_proj"))?,
-            v_proj: candle_nn::linear_b(spec.hidden_size, kv * d, spec.qkv_bias, vb.pp("v_proj"))?,
+            q_proj,
+            k_proj,
+            v_proj,
             o_proj: candle_nn::linear_b(h * d, spec.hidden_size, spec.o_bias, vb.pp("o_proj"))?,
+            q_norm,
+            k_norm,
             heads: h,
             kv_heads: kv,
             head_dim: d,
             window: spec.sliding_windows.get(layer).copied().flatten(),
+            scale: spec.attention_scale,
+            softcap: spec.attention_softcap,
         })
+    }
+
+    /// Whether the fused CUDA kernels compute this layer's scores as the family defines them: they
+    /// scale by 1/sqrt(head_dim) (another scale is folded into the queries) and do not soft-cap.
+    fn kernels_apply(&self) -> bool {
+        self.softcap.is_none()
+    }
+
+    /// Queries for the fused kernels: scaled so that the kernels' 1/sqrt(head_dim) gives this layer's
+    /// scale.
+    fn kernel_queries(&self, q: Tensor) -> Result<Tensor> {
+        let fold = self.scale * (self.head_dim as f64).sqrt();
+        if (fold - 1.0).abs() < 1e-12 {
+            return Ok(q);
+        }
+        Ok((q * fold)?)
+    }
+
+    /// `t` (`[.., n, seq, d]` or `[.., seq, n, d]`) through `norm` over its last dimension, if any.
+    fn head_norm(norm: &Option<RmsNorm>, t: Tensor, differentiable: bool) -> Result<Tensor> {
+        match norm {
+            None => Ok(t),
+            Some(n) if differentiable => n.forward_differentiable(&t),
+            Some(n) => n.forward(&t),
+        }
     }
 
     /// The sliding window of this layer, if any.
@@ -136,7 +197,8 @@ impl Attention {
 
     /// Rotated queries `[b, heads, seq, d]` of `x`.
     fn queries(&self, x: &Tensor, pos: usize, rope: &Rope, differentiable: bool) -> Result<Tensor> {
-        rope.apply(&self.split_heads(self.q_proj.forward(x)?, self.heads)?, pos, differentiable)
+        let q = Self::head_norm(&self.q_norm, self.split_heads(self.q_proj.forward(x)?, self.heads)?, differentiable)?;
+        rope.apply(&q, pos, differentiable)
     }
 
     /// `[b, seq, n * d]` -> contiguous `[b, n, seq, d]`.
@@ -147,7 +209,8 @@ impl Attention {
 
     /// Rotated keys and values `[b, kv, seq, d]` of `x`, in the cache's layout.
     fn kv(&self, x: &Tensor, pos: usize, rope: &Rope, differentiable: bool) -> Result<(Tensor, Tensor)> {
-        let k = rope.apply(&self.split_heads(self.k_proj.forward(x)?, self.kv_heads)?, pos, differentiable)?;
+        let k = Self::head_norm(&self.k_norm, self.split_heads(self.k_proj.forward(x)?, self.kv_heads)?, differentiable)?;
+        let k = rope.apply(&k, pos, differentiable)?;
         let v = self.split_heads(self.v_proj.forward(x)?, self.kv_heads)?;
         Ok((k, v))
     }
@@ -158,8 +221,8 @@ impl Attention {
     /// back) that cost about a tenth of a long prefill's time outside attention on the H100.
     fn token_major_queries(&self, x: &Tensor, pos: usize, rope: &Rope) -> Result<Tensor> {
         let (b, c, _) = x.dims3()?;
-        let q = self.q_proj.forward(x)?.reshape((b, c, self.heads, self.head_dim))?;
-        Ok(rope.apply_token_major(&q, pos)?.transpose(1, 2)?)
+        let q = Self::head_norm(&self.q_norm, self.q_proj.forward(x)?.reshape((b, c, self.heads, self.head_dim))?, false)?;
+        Ok(self.kernel_queries(rope.apply_token_major(&q, pos)?)?.transpose(1, 2)?)
     }
 
     /// Writes the rotated keys and the values of `x` (`[1, c, hidden]`, positions `pos..pos+c`) into
@@ -174,7 +237,8 @@ impl Attention {
             // Token-major keys and values go straight into the cache (one pass each, not two).
             let (b, c, _) = x.dims3()?;
             let shape = (b, c, self.kv_heads, self.head_dim);
-            let k = rope.apply_token_major(&self.k_proj.forward(x)?.reshape(shape)?, pos)?;
+            let k = Self::head_norm(&self.k_norm, self.k_proj.forward(x)?.reshape(shape)?, false)?;
+            let k = rope.apply_token_major(&k, pos)?;
             crate::fused_ops::write_token_major(&cache.k, &k, pos)?;
             crate::fused_ops::write_token_major(&cache.v, &self.v_proj.forward(x)?.reshape(shape)?, pos)?;
         } else {
@@ -192,8 +256,12 @@ impl Attention {
         let s = k.dims()[2];
         let group = self.heads / self.kv_heads;
         let qg = control.masked_queries(q)?.reshape((b, self.kv_heads, group * c, d))?;
-        let scores = (qg.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let scores = (qg.matmul(&k.t()?)? * self.scale)?;
         let mut scores = scores.to_dtype(DType::F32)?.reshape((b, self.kv_heads, group, c, s))?;
+        if let Some(cap) = self.softcap {
+            // Before the mask, as transformers does: a blocked key stays at -inf.
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
         match mask {
             Some(ChunkMask::Full(mask)) => scores = scores.broadcast_add(mask)?,
             Some(ChunkMask::Tail(mask)) => {
@@ -222,7 +290,7 @@ impl Attention {
         v: &Tensor,
         control: &AttentionControl,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        let decoded = crate::flash::decode_attention(&control.masked_queries(q)?, k, v)?;
+        let decoded = crate::flash::decode_attention(&self.kernel_queries(control.masked_queries(q)?)?, k, v)?;
         Ok((control.masked_outputs(decoded.out)?, decoded.weights, Some(decoded.argmax)))
     }
 
@@ -254,7 +322,7 @@ impl Attention {
         let s = pos + c - first;
         let keys = cache.k.narrow(2, first, s)?;
         let values = cache.v.narrow(2, first, s)?;
-        if c > 1 && control.fused && crate::flash::supported(x, &keys) {
+        if c > 1 && control.fused && self.kernels_apply() && crate::flash::supported(x, &keys) {
             // A prefill chunk observes nothing, so the fused kernel can take it: no score block at all.
             let q = self.token_major_queries(x, pos, rope)?;
             let out = crate::flash::prefill_attention(&control.masked_queries(&q)?, &keys, &values, self.window)?;
@@ -267,7 +335,8 @@ impl Attention {
             (_, None) => Some(ChunkMask::Tail(masks.tail(c, x.device())?)),
             (_, Some(_)) => Some(ChunkMask::Full(masks.get(pos, c, first, self.window, x.device())?)),
         };
-        let (out, weights, kernel_argmax) = if c == 1 && control.fused && crate::flash::decode_supported(&q, &keys) {
+        let (out, weights, kernel_argmax) = if c == 1 && control.fused && self.kernels_apply() && crate::flash::decode_supported(&q, &keys)
+        {
             self.attend_decode_kernels(&q, &keys, &values, control)?
         } else {
             let (out, weights) = self.attend(&q, &keys, &values, mask.as_ref(), control)?;
@@ -295,7 +364,8 @@ impl Attention {
     pub fn forward_sequence(&self, x: &Tensor, rope: &Rope, masks: &mut MaskCache, control: &AttentionControl) -> Result<Tensor> {
         let t = x.dims()[1];
         let (q, k, v) = self.qkv(x, 0, rope, control.differentiable)?;
-        if control.differentiable && q.dtype() == DType::F32 {
+        let default_scale = (self.scale * (self.head_dim as f64).sqrt() - 1.0).abs() < 1e-12;
+        if control.differentiable && q.dtype() == DType::F32 && default_scale && self.softcap.is_none() {
             // One autograd node instead of a graph of elementary ops over every t x t score.
             let out = crate::train_attention::causal_attention(&control.masked_queries(&q)?, &k, &v, self.window)?;
             return self.merge(control.masked_outputs(out)?);

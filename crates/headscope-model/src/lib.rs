@@ -14,6 +14,7 @@ pub mod fused_ops;
 pub mod generate;
 pub mod loader;
 pub mod mlp;
+pub mod norm;
 pub mod rope;
 pub mod tokenizer;
 pub mod train_attention;

@@ -1,16 +1,18 @@
-//! Feed-forward blocks: the SwiGLU MLP of the Llama family, and Mixtral's sparse mixture of experts.
+//! Feed-forward blocks: the gated MLP of the Llama family (SwiGLU; GeGLU for Gemma; Phi-3's fused
+//! gate and up projections), and Mixtral's sparse mixture of experts.
 
 use crate::error::Result;
-use crate::spec::ModelSpec;
+use crate::spec::{Activation, ModelSpec};
 use candle_core::{DType, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
-/// `down(silu(gate(x)) * up(x))`.
+/// `down(act(gate(x)) * up(x))`: SwiGLU with SiLU, GeGLU with GELU.
 #[derive(Debug, Clone)]
 pub struct SwiGlu {
     gate: Linear,
     up: Linear,
     down: Linear,
+    activation: Activation,
 }
 
 impl SwiGlu {
@@ -21,11 +23,27 @@ impl SwiGlu {
             gate: candle_nn::linear_b(h, i, bias, vb.pp(names[0]))?,
             up: candle_nn::linear_b(h, i, bias, vb.pp(names[1]))?,
             down: candle_nn::linear_b(i, h, bias, vb.pp(names[2]))?,
+            activation: spec.activation,
         })
     }
 
+    /// Loads Phi-3's `gate_up_proj` (gate rows, then up rows: each a view of it) and `down_proj`.
+    fn load_fused(spec: &ModelSpec, vb: &VarBuilder, bias: bool) -> Result<Self> {
+        let (h, i) = (spec.hidden_size, spec.intermediate_size);
+        let fused = candle_nn::linear_b(h, 2 * i, bias, vb.pp("gate_up_proj"))?;
+        let part = |start: usize| -> Result<Linear> {
+            let b = fused.bias().map(|b| b.narrow(0, start, i)).transpose()?;
+            Ok(Linear::new(fused.weight().narrow(0, start, i)?, b))
+        };
+        Ok(SwiGlu { gate: part(0)?, up: part(i)?, down: candle_nn::linear_b(i, h, bias, vb.pp("down_proj"))?, activation: spec.activation })
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gated = crate::fused_ops::silu_mul(&self.gate.forward(x)?, &self.up.forward(x)?)?;
+        let gated = match self.activation {
+            Activation::Silu => crate::fused_ops::silu_mul(&self.gate.forward(x)?, &self.up.forward(x)?)?,
+            // candle's `gelu` is the tanh approximation (transformers' gelu_pytorch_tanh).
+            Activation::GeluTanh => (self.gate.forward(x)?.gelu()? * self.up.forward(x)?)?,
+        };
         Ok(self.down.forward(&gated)?)
     }
 }
@@ -83,6 +101,7 @@ impl FeedForward {
     /// Loads the block of one layer (`vb` at `model.layers.N`).
     pub fn new(spec: &ModelSpec, vb: &VarBuilder) -> Result<Self> {
         match &spec.moe {
+            None if spec.fused_projections => Ok(FeedForward::Dense(SwiGlu::load_fused(spec, &vb.pp("mlp"), spec.mlp_bias)?)),
             None => Ok(FeedForward::Dense(SwiGlu::load(spec, &vb.pp("mlp"), ["gate_proj", "up_proj", "down_proj"], spec.mlp_bias)?)),
             Some(moe) => {
                 let vb = vb.pp("block_sparse_moe");

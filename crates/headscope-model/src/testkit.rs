@@ -33,6 +33,57 @@ pub enum TinyArch {
     Qwen2,
     /// `mixtral` with 4 experts, 2 per token.
     Mixtral,
+    /// `qwen3` (q/k norms, tied embeddings).
+    Qwen3,
+    /// `phi3` (fused projections, half of each head rotated, LongRoPE from 256 tokens on, a window of 512).
+    Phi3,
+    /// `gemma2` (norms of 1 + weight around both blocks, GeGLU, soft-capping, alternating window of 64).
+    Gemma2,
+    /// `gemma3_text` (Gemma-2's layout with q/k norms and a second RoPE for the sliding layers).
+    Gemma3,
+}
+
+impl TinyArch {
+    /// The `--arch` names of `headscope tiny-model`, with the family each makes.
+    pub const NAMES: [(&'static str, TinyArch); 8] = [
+        ("llama", TinyArch::Llama),
+        ("mistral", TinyArch::Mistral(None)),
+        ("qwen2", TinyArch::Qwen2),
+        ("mixtral", TinyArch::Mixtral),
+        ("qwen3", TinyArch::Qwen3),
+        ("phi3", TinyArch::Phi3),
+        ("gemma2", TinyArch::Gemma2),
+        ("gemma3", TinyArch::Gemma3),
+    ];
+
+    /// The family named `name` (see [`TinyArch::NAMES`]).
+    pub fn from_name(name: &str) -> Option<TinyArch> {
+        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+    }
+
+    /// `model_type` and the architecture class of config.json.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            TinyArch::Llama => ("llama", "LlamaForCausalLM"),
+            TinyArch::Mistral(_) => ("mistral", "MistralForCausalLM"),
+            TinyArch::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+            TinyArch::Mixtral => ("mixtral", "MixtralForCausalLM"),
+            TinyArch::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
+            TinyArch::Phi3 => ("phi3", "Phi3ForCausalLM"),
+            TinyArch::Gemma2 => ("gemma2", "Gemma2ForCausalLM"),
+            TinyArch::Gemma3 => ("gemma3_text", "Gemma3ForCausalLM"),
+        }
+    }
+
+    /// Whether the LM head is the embedding matrix.
+    fn tied(self) -> bool {
+        matches!(self, TinyArch::Qwen2 | TinyArch::Qwen3 | TinyArch::Gemma2 | TinyArch::Gemma3)
+    }
+
+    /// Gemma's norms (weights applied as 1 + weight) and layout.
+    fn gemma(self) -> bool {
+        matches!(self, TinyArch::Gemma2 | TinyArch::Gemma3)
+    }
 }
 
 /// The shape and files of a tiny model.
@@ -89,15 +140,10 @@ impl TinyModel {
 
     /// The config.json this model is described by.
     pub fn config_json(&self) -> serde_json::Value {
-        let model_type = match self.arch {
-            TinyArch::Llama => "llama",
-            TinyArch::Mistral(_) => "mistral",
-            TinyArch::Qwen2 => "qwen2",
-            TinyArch::Mixtral => "mixtral",
-        };
+        let (model_type, class) = self.arch.names();
         let mut c = serde_json::json!({
             "model_type": model_type,
-            "architectures": [format!("{}ForCausalLM", match self.arch { TinyArch::Llama => "Llama", TinyArch::Mistral(_) => "Mistral", TinyArch::Qwen2 => "Qwen2", TinyArch::Mixtral => "Mixtral" })],
+            "architectures": [class],
             "vocab_size": self.vocab,
             "hidden_size": self.hidden(),
             "intermediate_size": self.intermediate,
@@ -110,7 +156,7 @@ impl TinyModel {
             "bos_token_id": 1,
             "eos_token_id": 2,
             "hidden_act": "silu",
-            "tie_word_embeddings": matches!(self.arch, TinyArch::Qwen2),
+            "tie_word_embeddings": self.arch.tied(),
             "torch_dtype": match self.dtype { DType::F16 => "float16", DType::BF16 => "bfloat16", _ => "float32" },
         });
         match self.arch {
@@ -126,6 +172,41 @@ impl TinyModel {
                 c["sliding_window"] = serde_json::Value::Null;
                 c["router_aux_loss_coef"] = serde_json::json!(0.02);
             }
+            TinyArch::Qwen3 => {
+                c["attention_bias"] = serde_json::json!(false);
+                c["head_dim"] = serde_json::json!(self.head_dim);
+                c["use_sliding_window"] = serde_json::json!(false);
+            }
+            TinyArch::Phi3 => {
+                let pairs = self.head_dim / 4;
+                c["partial_rotary_factor"] = serde_json::json!(0.5);
+                c["sliding_window"] = serde_json::json!(512);
+                c["original_max_position_embeddings"] = serde_json::json!(256);
+                c["rope_scaling"] = serde_json::json!({
+                    "type": "longrope",
+                    "short_factor": (0..pairs).map(|p| 1.0 + 0.25 * p as f64).collect::<Vec<_>>(),
+                    "long_factor": (0..pairs).map(|p| 1.0 + 2.0 * p as f64).collect::<Vec<_>>(),
+                });
+            }
+            TinyArch::Gemma2 | TinyArch::Gemma3 => {
+                c["attention_bias"] = serde_json::json!(false);
+                c["head_dim"] = serde_json::json!(self.head_dim);
+                c["hidden_activation"] = serde_json::json!("gelu_pytorch_tanh");
+                // Gemma-2 2B and 9B scale by 1/sqrt(head_dim), as candle-transformers' Gemma-2 always does
+                // (the reference test compares with it); Gemma-3 by another scale, as the 27B models do.
+                let scalar = if self.arch == TinyArch::Gemma2 { self.head_dim } else { self.head_dim * 2 };
+                c["query_pre_attn_scalar"] = serde_json::json!(scalar);
+                c["sliding_window"] = serde_json::json!(64);
+                if self.arch == TinyArch::Gemma2 {
+                    c["attn_logit_softcapping"] = serde_json::json!(50.0);
+                    c["final_logit_softcapping"] = serde_json::json!(30.0);
+                } else {
+                    c["sliding_window_pattern"] = serde_json::json!(2);
+                    c["rope_theta"] = serde_json::json!(1_000_000.0);
+                    c["rope_local_base_freq"] = serde_json::json!(10_000.0);
+                    c["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": 8.0});
+                }
+            }
             TinyArch::Llama => {}
         }
         c
@@ -137,17 +218,37 @@ impl TinyModel {
         let h = self.hidden();
         let (q, kv, i) = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate);
         let lin = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
-        w.put("model.embed_tokens.weight", &[self.vocab, h], 0.0, 1.0)?;
+        // Embeddings of std 1 (Gemma multiplies them by sqrt(hidden): 1/sqrt(hidden) there).
+        let embed_std = if self.arch.gemma() { lin(h) } else { 1.0 };
+        w.put("model.embed_tokens.weight", &[self.vocab, h], 0.0, embed_std)?;
+        // Norm weights around 1, not 0 (Gemma's apply as 1 + weight: around 0 there).
+        let norm_mean = if self.arch.gemma() { 0.0 } else { 1.0 };
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
-            // Norm weights around 1, not 0.
-            w.put(&format!("{p}.input_layernorm.weight"), &[h], 1.0, 0.1)?;
-            w.put(&format!("{p}.post_attention_layernorm.weight"), &[h], 1.0, 0.1)?;
+            w.put(&format!("{p}.input_layernorm.weight"), &[h], norm_mean, 0.1)?;
+            w.put(&format!("{p}.post_attention_layernorm.weight"), &[h], norm_mean, 0.1)?;
+            if self.arch.gemma() {
+                w.put(&format!("{p}.pre_feedforward_layernorm.weight"), &[h], norm_mean, 0.1)?;
+                w.put(&format!("{p}.post_feedforward_layernorm.weight"), &[h], norm_mean, 0.1)?;
+            }
             // Queries and keys larger than usual, so attention is peaked rather than near uniform.
-            w.put(&format!("{p}.self_attn.q_proj.weight"), &[q, h], 0.0, 3.0 * lin(h))?;
-            w.put(&format!("{p}.self_attn.k_proj.weight"), &[kv, h], 0.0, 3.0 * lin(h))?;
-            w.put(&format!("{p}.self_attn.v_proj.weight"), &[kv, h], 0.0, lin(h))?;
+            if self.arch == TinyArch::Phi3 {
+                // q, k and v rows in one matrix, each block drawn as the separate ones are.
+                let mut rows = Vec::new();
+                for (n, std) in [(q, 3.0 * lin(h)), (kv, 3.0 * lin(h)), (kv, lin(h))] {
+                    rows.push(w.draw(&[n, h], 0.0, std)?);
+                }
+                w.insert(&format!("{p}.self_attn.qkv_proj.weight"), Tensor::cat(&rows, 0)?)?;
+            } else {
+                w.put(&format!("{p}.self_attn.q_proj.weight"), &[q, h], 0.0, 3.0 * lin(h))?;
+                w.put(&format!("{p}.self_attn.k_proj.weight"), &[kv, h], 0.0, 3.0 * lin(h))?;
+                w.put(&format!("{p}.self_attn.v_proj.weight"), &[kv, h], 0.0, lin(h))?;
+            }
             w.put(&format!("{p}.self_attn.o_proj.weight"), &[h, q], 0.0, lin(q))?;
+            if matches!(self.arch, TinyArch::Qwen3 | TinyArch::Gemma3) {
+                w.put(&format!("{p}.self_attn.q_norm.weight"), &[self.head_dim], norm_mean, 0.1)?;
+                w.put(&format!("{p}.self_attn.k_norm.weight"), &[self.head_dim], norm_mean, 0.1)?;
+            }
             if self.arch == TinyArch::Qwen2 {
                 w.put(&format!("{p}.self_attn.q_proj.bias"), &[q], 0.0, 0.1)?;
                 w.put(&format!("{p}.self_attn.k_proj.bias"), &[kv], 0.0, 0.1)?;
@@ -161,14 +262,18 @@ impl TinyModel {
                     w.put(&format!("{ep}.w3.weight"), &[i, h], 0.0, lin(h))?;
                     w.put(&format!("{ep}.w2.weight"), &[h, i], 0.0, lin(i))?;
                 }
+            } else if self.arch == TinyArch::Phi3 {
+                let gate_up = w.draw(&[2 * i, h], 0.0, lin(h))?;
+                w.insert(&format!("{p}.mlp.gate_up_proj.weight"), gate_up)?;
+                w.put(&format!("{p}.mlp.down_proj.weight"), &[h, i], 0.0, lin(i))?;
             } else {
                 w.put(&format!("{p}.mlp.gate_proj.weight"), &[i, h], 0.0, lin(h))?;
                 w.put(&format!("{p}.mlp.up_proj.weight"), &[i, h], 0.0, lin(h))?;
                 w.put(&format!("{p}.mlp.down_proj.weight"), &[h, i], 0.0, lin(i))?;
             }
         }
-        w.put("model.norm.weight", &[h], 1.0, 0.0)?;
-        if self.arch != TinyArch::Qwen2 {
+        w.put("model.norm.weight", &[h], norm_mean, 0.0)?;
+        if !self.arch.tied() {
             w.put("lm_head.weight", &[self.vocab, h], 0.0, lin(h))?;
         }
         Ok(w.out)
@@ -221,9 +326,19 @@ struct WeightWriter {
 
 impl WeightWriter {
     fn put(&mut self, name: &str, shape: &[usize], mean: f32, std: f32) -> Result<()> {
+        let t = self.draw(shape, mean, std)?;
+        self.insert(name, t)
+    }
+
+    /// The next `shape` of values, f32.
+    fn draw(&mut self, shape: &[usize], mean: f32, std: f32) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = (0..n).map(|_| mean + self.rng.normal() * std).collect();
-        self.out.insert(name.to_owned(), Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(self.dtype)?);
+        Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+    }
+
+    fn insert(&mut self, name: &str, t: Tensor) -> Result<()> {
+        self.out.insert(name.to_owned(), t.to_dtype(self.dtype)?);
         Ok(())
     }
 }

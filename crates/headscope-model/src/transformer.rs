@@ -9,6 +9,7 @@ use crate::attention::{Attention, AttentionControl, LayerCache, MaskCache};
 use crate::error::{ModelError, Result};
 use crate::mask::{HeadMask, MaskMode, MaskScope};
 use crate::mlp::FeedForward;
+use crate::norm::RmsNorm;
 use crate::rope::Rope;
 use crate::spec::ModelSpec;
 use candle_core::{DType, Device, Tensor};
@@ -38,11 +39,40 @@ impl StepOutput {
 
 #[derive(Debug, Clone)]
 struct Layer {
-    input_norm: Tensor,
+    input_norm: RmsNorm,
     attention: Attention,
-    post_attention_norm: Tensor,
+    post_attention_norm: RmsNorm,
     feed_forward: FeedForward,
+    /// Gemma's norms before and after the MLP; with them, `post_attention_norm` normalises the
+    /// attention output instead of preceding the MLP.
+    feed_forward_norms: Option<(RmsNorm, RmsNorm)>,
+    /// Which of the model's RoPEs the layer rotates with.
+    rope: usize,
 }
+
+impl Layer {
+    /// The residual stream after this layer's attention output `a` and its feed-forward block, the
+    /// norms placed as the family places them.
+    fn finish(&self, x: &Tensor, a: Tensor, differentiable: bool) -> Result<Tensor> {
+        let norm = |n: &RmsNorm, t: &Tensor| if differentiable { n.forward_differentiable(t) } else { n.forward(t) };
+        match &self.feed_forward_norms {
+            None => {
+                let x = (x + a)?;
+                let h = norm(&self.post_attention_norm, &x)?;
+                Ok((&x + self.feed_forward.forward(&h)?)?)
+            }
+            Some((pre, post)) => {
+                let x = (x + norm(&self.post_attention_norm, &a)?)?;
+                let h = norm(pre, &x)?;
+                Ok((&x + norm(post, &self.feed_forward.forward(&h)?)?)?)
+            }
+        }
+    }
+}
+
+/// What the cached positions were computed under: the mask effect, and whether LongRoPE's long factors
+/// rotated them (a prompt rotated with the other set cannot reuse them).
+type CacheKey = (Option<MaskEffect>, bool);
 
 /// A mask as applied: per layer, the `[1, heads, 1, 1]` keep vector of layers that have masked heads.
 #[derive(Debug, Clone)]
@@ -75,14 +105,17 @@ pub struct Transformer {
     spec: ModelSpec,
     embed: Embedding,
     layers: Vec<Layer>,
-    norm: Tensor,
+    norm: RmsNorm,
     lm_head: Linear,
-    rope: Rope,
+    /// The model's RoPEs: the global one, and the sliding layers' own where it differs (Gemma-3).
+    ropes: Vec<Rope>,
+    /// What the embeddings are multiplied by, in the weights' dtype (Gemma), or None.
+    embedding_scale: Option<Tensor>,
     cache: Vec<LayerCache>,
     position: usize,
     /// What the cache holds, for [`Transformer::prefill_reusing`]; the effect is that of the mask a
     /// prefill ran under (None: no mask, or one of scope `decode`).
-    contents: CachedPrefix<Option<MaskEffect>>,
+    contents: CachedPrefix<CacheKey>,
     mask: Option<ActiveMask>,
     prefill_chunk: Option<usize>,
     score_budget: usize,
@@ -103,50 +136,70 @@ pub const DEFAULT_FLASH_PREFILL_CHUNK: usize = 4096;
 /// flat as the context grows instead of growing with it.
 pub const DEFAULT_PREFILL_SCORE_BUDGET: usize = 1 << 30;
 
-fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    Ok(candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?)
-}
-
-/// RMSNorm autograd can differentiate (candle's fused kernel has no backward): the training node for
-/// f32, candle's composed version otherwise.
-fn rms_norm_differentiable(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
-        return crate::train_ops::rms_norm(x, weight, eps);
-    }
-    Ok(candle_nn::ops::rms_norm_slow(x, weight, eps as f32)?)
-}
-
 impl Transformer {
     /// Builds the model from weights named as in Hugging Face checkpoints (`vb` at the root).
     pub fn new(spec: &ModelSpec, vb: VarBuilder) -> Result<Self> {
         let device = vb.device().clone();
         let dtype = vb.dtype();
-        let m = vb.pp("model");
+        // The decoder's prefix: the family's, or where transformers 5 saves Gemma-3's text model.
+        let prefix = [spec.weight_prefix.as_str(), "model.language_model"]
+            .into_iter()
+            .find(|p| vb.contains_tensor(&format!("{p}.embed_tokens.weight")))
+            .unwrap_or(&spec.weight_prefix);
+        let m = vb.pp(prefix);
         let embed = candle_nn::embedding(spec.vocab_size, spec.hidden_size, m.pp("embed_tokens"))?;
+        let (eps, style) = (spec.rms_norm_eps, spec.norm_style);
+        let global_rope = spec.global_rope();
+        let mut rope_specs = vec![global_rope.clone()];
         let mut layers = Vec::with_capacity(spec.layers);
         for i in 0..spec.layers {
             let l = m.pp("layers").pp(i);
+            let layer_rope = spec.rope_of_layer(i);
+            let rope = match rope_specs.iter().position(|r| *r == layer_rope) {
+                Some(r) => r,
+                None => {
+                    rope_specs.push(layer_rope);
+                    rope_specs.len() - 1
+                }
+            };
+            let feed_forward_norms = if spec.sandwich_norms {
+                Some((
+                    RmsNorm::load(&l.pp("pre_feedforward_layernorm"), spec.hidden_size, eps, style)?,
+                    RmsNorm::load(&l.pp("post_feedforward_layernorm"), spec.hidden_size, eps, style)?,
+                ))
+            } else {
+                None
+            };
             layers.push(Layer {
-                input_norm: l.pp("input_layernorm").get(spec.hidden_size, "weight")?,
+                input_norm: RmsNorm::load(&l.pp("input_layernorm"), spec.hidden_size, eps, style)?,
                 attention: Attention::new(spec, i, l.pp("self_attn"))?,
-                post_attention_norm: l.pp("post_attention_layernorm").get(spec.hidden_size, "weight")?,
+                post_attention_norm: RmsNorm::load(&l.pp("post_attention_layernorm"), spec.hidden_size, eps, style)?,
                 feed_forward: FeedForward::new(spec, &l)?,
+                feed_forward_norms,
+                rope,
             });
         }
-        let norm = m.pp("norm").get(spec.hidden_size, "weight")?;
-        let lm_head = if spec.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-            Linear::new(embed.embeddings().clone(), None)
-        } else {
-            candle_nn::linear_no_bias(spec.hidden_size, spec.vocab_size, vb.pp("lm_head"))?
+        let norm = RmsNorm::load(&m.pp("norm"), spec.hidden_size, eps, style)?;
+        // Gemma-3's multimodal checkpoints (transformers 4) keep the head beside the text model.
+        let head_names = ["lm_head", "language_model.lm_head"];
+        let head = head_names.into_iter().find(|n| vb.contains_tensor(&format!("{n}.weight")));
+        let lm_head = match head {
+            None if spec.tie_word_embeddings => Linear::new(embed.embeddings().clone(), None),
+            // A head the checkpoint holds is used even where the config says tied.
+            name => candle_nn::linear_no_bias(spec.hidden_size, spec.vocab_size, vb.pp(name.unwrap_or("lm_head")))?,
         };
-        let rope = Rope::new(spec, 0, dtype, &device)?;
+        let ropes =
+            rope_specs.iter().map(|r| Rope::of(r, spec.rotary_dim, spec.head_dim, 0, dtype, &device)).collect::<Result<Vec<_>>>()?;
+        // transformers multiplies by the scale cast to the weights' dtype (Gemma in bf16: 55.5, not 55.43).
+        let embedding_scale = spec.embedding_scale.map(|f| Tensor::new(f as f32, &device)?.to_dtype(dtype)).transpose()?;
         Ok(Transformer {
             spec: spec.clone(),
             embed,
             layers,
             norm,
             lm_head,
-            rope,
+            ropes,
+            embedding_scale,
             cache: Vec::new(),
             position: 0,
             contents: CachedPrefix::default(),
@@ -258,7 +311,9 @@ impl Transformer {
                 self.cache.push(LayerCache::new(&self.spec, capacity, self.dtype, &self.device)?);
             }
         }
-        self.rope.ensure(capacity)?;
+        for rope in &mut self.ropes {
+            rope.ensure(capacity)?;
+        }
         self.position = 0;
         self.contents.forget();
         Ok(())
@@ -297,7 +352,7 @@ impl Transformer {
     /// `ids`, or 0 when the cache was computed under another mask effect than a prefill applies now (a
     /// mask of scope `all` changes the prefill; one of scope `decode`, or none, does not).
     pub fn reusable_prefix(&self, ids: &[u32]) -> usize {
-        self.contents.reusable(ids, &effect_of(&self.mask, false).cloned())
+        self.contents.reusable(ids, &(effect_of(&self.mask, false).cloned(), self.long_rope_for(ids.len())))
     }
 
     /// [`Transformer::prefill`] of `ids` as a new sequence, computing only what the cache does not
@@ -336,8 +391,40 @@ impl Transformer {
                 self.cache.iter().map(|c| c.grown(&self.spec, capacity, keep)).collect::<Result<_>>()?
             };
         }
-        self.rope.ensure(need)?;
+        for rope in &mut self.ropes {
+            rope.ensure(need)?;
+        }
         Ok(())
+    }
+
+    /// Whether a forward call reaching `length` tokens rotates with LongRoPE's long factors.
+    fn long_rope_for(&self, length: usize) -> bool {
+        self.ropes.iter().any(|r| r.long_for(length))
+    }
+
+    /// Picks every RoPE's tables for a forward call reaching `length` tokens.
+    fn select_ropes(&mut self, length: usize) {
+        for rope in &mut self.ropes {
+            rope.select(length);
+        }
+    }
+
+    /// The embeddings of `ids` (`[batch, seq]`), scaled where the family scales them.
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let x = self.embed.forward(ids)?;
+        Ok(match &self.embedding_scale {
+            Some(scale) => x.broadcast_mul(scale)?,
+            None => x,
+        })
+    }
+
+    /// Final-norm output `[.., hidden]` to f32 logits, soft-capped where the family caps them.
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let logits = self.lm_head.forward(x)?.to_dtype(DType::F32)?;
+        Ok(match self.spec.final_logit_softcap {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
     }
 
     /// Applies `mask` to subsequent calls (`None` removes it). Unknown heads are an error.
@@ -393,14 +480,18 @@ impl Transformer {
     pub fn prefill(&mut self, ids: &[u32]) -> Result<()> {
         self.check_ids(ids)?;
         self.make_room(ids.len())?;
+        // transformers prefills in one call, whose length decides LongRoPE's factors for all of it.
+        let end = self.position + ids.len();
+        self.select_ropes(end);
+        let key = (effect_of(&self.mask, false).cloned(), self.long_rope_for(end));
         let mut masks = MaskCache::default();
         let mut rest = ids;
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(self.prefill_chunk_at(rest.len()));
-            let x = self.embed.forward(&Tensor::new(chunk, &self.device)?.unsqueeze(0)?)?;
+            let x = self.embed(&Tensor::new(chunk, &self.device)?.unsqueeze(0)?)?;
             self.run_layers(x, false, &mut masks, &[])?;
             // Chunk by chunk, so that a prefill that fails part-way still knows what it computed.
-            self.contents.written(self.position, chunk, &effect_of(&self.mask, false).cloned());
+            self.contents.written(self.position, chunk, &key);
             self.position += chunk.len();
             rest = tail;
         }
@@ -413,16 +504,17 @@ impl Transformer {
         self.make_room(1)?;
         let shape = self.spec.head_shape();
         shape.check(&probe.rows).map_err(|e| ModelError::Invalid(e.to_string()))?;
-        let x = self.embed.forward(&Tensor::new(&[id], &self.device)?.unsqueeze(0)?)?;
+        self.select_ropes(self.position + 1);
+        let x = self.embed(&Tensor::new(&[id], &self.device)?.unsqueeze(0)?)?;
         let mut masks = MaskCache::default();
         let (x, observed) = self.run_layers(x, true, &mut masks, &probe.rows)?;
         // A step computes its position as a prefill under the same mask effect would: a later prompt that
         // continues with this token may reuse it. Under a decode-scope mask it was not computed as a
         // prefill computes it, so the known run ends before it.
-        self.contents.written(self.position, &[id], &effect_of(&self.mask, true).cloned());
+        let key = (effect_of(&self.mask, true).cloned(), self.long_rope_for(self.position + 1));
+        self.contents.written(self.position, &[id], &key);
         self.position += 1;
-        let x = rms_norm(&x, &self.norm, self.spec.rms_norm_eps)?;
-        let logits = self.lm_head.forward(&x)?.flatten_all()?.to_dtype(DType::F32)?;
+        let logits = self.logits(&self.norm.forward(&x)?)?.flatten_all()?;
         // One device-to-host copy for every layer's argmax.
         let (argmax_tensors, first_keys, rows): (Vec<Tensor>, Vec<usize>, Vec<AttentionRow>) = observed;
         let raw = Tensor::cat(&argmax_tensors, 0)?.to_vec1::<u32>()?;
@@ -442,7 +534,6 @@ impl Transformer {
         masks: &mut MaskCache,
         rows: &[HeadId],
     ) -> Result<(Tensor, (Vec<Tensor>, Vec<usize>, Vec<AttentionRow>))> {
-        let eps = self.spec.rms_norm_eps;
         let mut argmax = Vec::new();
         let mut first_keys = Vec::new();
         let mut out_rows = Vec::new();
@@ -459,17 +550,16 @@ impl Transformer {
                 fused: self.fused_attention,
             };
             let layer = &self.layers[i];
-            let h = rms_norm(&x, &layer.input_norm, eps)?;
+            let h = layer.input_norm.forward(&x)?;
+            let rope = &self.ropes[layer.rope];
             if !decoding && i + 1 == self.layers.len() {
                 // A prefill makes no logits, so no one reads the last layer's output: only its keys
                 // and values are needed (a thirty-second of a 7B model's prefill).
-                layer.attention.fill_cache(&h, position, &mut self.cache[i], &self.rope)?;
+                layer.attention.fill_cache(&h, position, &mut self.cache[i], rope)?;
                 break;
             }
-            let (a, probe) = layer.attention.forward_cached(&h, position, &mut self.cache[i], &self.rope, masks, &control)?;
-            x = (x + a)?;
-            let h = rms_norm(&x, &layer.post_attention_norm, eps)?;
-            x = (&x + layer.feed_forward.forward(&h)?)?;
+            let (a, probe) = layer.attention.forward_cached(&h, position, &mut self.cache[i], rope, masks, &control)?;
+            x = layer.finish(&x, a, false)?;
             if let Some(p) = probe {
                 if let Some(a) = p.argmax {
                     argmax.push(a);
@@ -497,23 +587,23 @@ impl Transformer {
     }
 
     fn forward_sequence_with(&self, ids: &Tensor, differentiable: bool) -> Result<Tensor> {
-        let norm = if differentiable { rms_norm_differentiable } else { rms_norm };
+        let norm = |n: &RmsNorm, t: &Tensor| if differentiable { n.forward_differentiable(t) } else { n.forward(t) };
         let (_, t) = ids.dims2()?;
         self.check_fits(t)?;
-        let mut rope = self.rope.clone();
-        rope.ensure(t)?;
-        let eps = self.spec.rms_norm_eps;
+        let mut ropes = self.ropes.clone();
+        for rope in &mut ropes {
+            rope.ensure(t)?;
+            rope.select(t);
+        }
         let mut masks = MaskCache::default();
-        let mut x = self.embed.forward(ids)?;
+        let mut x = self.embed(ids)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let (keep, mode) = self.keep_for(i, false);
             let control = AttentionControl { keep: keep.as_ref(), mode, differentiable, ..Default::default() };
-            let h = norm(&x, &layer.input_norm, eps)?;
-            x = (&x + layer.attention.forward_sequence(&h, &rope, &mut masks, &control)?)?;
-            let h = norm(&x, &layer.post_attention_norm, eps)?;
-            x = (&x + layer.feed_forward.forward(&h)?)?;
+            let h = norm(&layer.input_norm, &x)?;
+            let a = layer.attention.forward_sequence(&h, &ropes[layer.rope], &mut masks, &control)?;
+            x = layer.finish(&x, a, differentiable)?;
         }
-        let x = norm(&x, &self.norm, eps)?;
-        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+        self.logits(&norm(&self.norm, &x)?)
     }
 }
