@@ -211,3 +211,28 @@ fn truncation_resets_and_memory_probes_keep_the_record_exact() {
     assert!(m.model.prefill_reusing(&[prompt[0], 100_000]).is_err());
     assert_eq!(m.model.cached_ids(), prompt.as_slice());
 }
+
+/// LongRoPE (the tiny Phi-3 switches to its long factors past 256 tokens) rotates a whole prefill with
+/// the factors of the length it reaches: a cache filled by a short prompt is not reused by a prompt
+/// past the switch (its positions were rotated otherwise), and is reused by one that stays short.
+#[test]
+fn longrope_prompts_on_either_side_of_the_switch_share_nothing() {
+    let (_d, mut m) = load(TinyArch::Phi3);
+    let shared = ids(200, 7);
+    let long_prompt = join(&shared, &ids(100, 8));
+    let short_prompt = join(&shared, &ids(40, 9));
+    let want_long = fresh(&mut m, &long_prompt, 4);
+    let want_short = fresh(&mut m, &short_prompt, 4);
+
+    // The cache holds the short prompt (rotated with the short factors).
+    m.model.reset();
+    m.model.prefill(&short_prompt[..short_prompt.len() - 1]).unwrap();
+    assert_eq!(m.model.reusable_prefix(&long_prompt[..long_prompt.len() - 1]), 0, "past the switch nothing is reusable");
+    assert_eq!(m.model.prefill_reusing(&long_prompt[..long_prompt.len() - 1]).unwrap(), 0);
+    assert_same(&decode(&mut m, *long_prompt.last().unwrap(), 4), &want_long, "long prompt after a short one");
+
+    m.model.reset();
+    m.model.prefill(&shared[..150]).unwrap();
+    assert_eq!(m.model.prefill_reusing(&short_prompt[..short_prompt.len() - 1]).unwrap(), 150, "both short: the shared part is reused");
+    assert_same(&decode(&mut m, *short_prompt.last().unwrap(), 4), &want_short, "short prompt after a short one");
+}
