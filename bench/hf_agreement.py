@@ -65,6 +65,11 @@ TINY = {
                    tie_word_embeddings=True),
     # Gemma-2's layout with q/k norms, no soft-capping, and two RoPEs: the sliding layers' base 10000, the
     # global layers' 1e6 with linear scaling x8.
+    # Mamba layers between attention layers (attention in layers 1 and 3, no positional encoding), a
+    # mixture of experts every other layer with its router's probabilities not renormalised.
+    "jamba": dict(model_type="jamba", num_hidden_layers=4, attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2,
+                  expert_layer_offset=1, num_experts=4, num_experts_per_tok=2, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2,
+                  mamba_dt_rank=4, use_mamba_kernels=False),
     "gemma3": dict(model_type="gemma3_text", rope_theta=1000000.0, rope_local_base_freq=10000.0,
                    rope_scaling={"rope_type": "linear", "factor": 8.0}, head_dim=16, query_pre_attn_scalar=24,
                    sliding_window=40, sliding_window_pattern=2, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
@@ -191,7 +196,8 @@ def one_case(name, config, args, tokenizer_json):
         case=name,
         model_type=config.model_type,
         model_dir="model",
-        layers=config.num_hidden_layers,
+        # Rows of the argmax grid: the layers that attend (a hybrid's Mamba layers have no heads).
+        layers=len(result["argmax"][0]) // config.num_attention_heads,
         heads=config.num_attention_heads,
         dtype=args.dtype,
         device=args.device,

@@ -1,5 +1,5 @@
 //! With the `cuda` feature, compiles the CUDA kernels in `kernels/` to PTX (loaded at run time by
-//! `src/flash.rs`, `src/fused_ops.rs`, `src/train_attention.rs` and `src/train_ops.rs`). nvcc comes from `NVCC`,
+//! `src/flash.rs`, `src/fused_ops.rs`, `src/mamba.rs`, `src/train_attention.rs` and `src/train_ops.rs`). nvcc comes from `NVCC`,
 //! `$CUDA_HOME/bin` or `PATH`, as for candle's own kernels.
 //! The PTX targets compute_80 (the first with bf16 tensor-core mma); the driver compiles it for the
 //! GPU at hand, so one build serves Ampere, Ada and Hopper. `flash_hopper.cu` uses Hopper-only
@@ -17,6 +17,7 @@ fn main() {
         ("causal_softmax", "compute_80"),
         ("train_ops", "compute_80"),
         ("fused_ops", "compute_80"),
+        ("selective_scan", "compute_80"),
     ];
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=kernels/half_tiles.cuh");

@@ -226,9 +226,10 @@ fn compare(path: &Path, args: &AgreementArgs, device: &headscope_model::Device) 
         );
         md.spec.max_position_embeddings = positions;
     }
-    let heads = md.spec.layers * md.spec.heads;
-    if (md.spec.layers, md.spec.heads) != (e.layers, e.heads) || e.argmax.iter().any(|a| a.len() != heads) {
-        bail!("the file's argmax grid is not the model's {} layers x {} heads", md.spec.layers, md.spec.heads);
+    let shape = md.spec.head_shape();
+    let heads = shape.count();
+    if (shape.layers, shape.heads) != (e.layers, e.heads) || e.argmax.iter().any(|a| a.len() != heads) {
+        bail!("the file's argmax grid is not the model's {} attention layers x {} heads", shape.layers, shape.heads);
     }
     let options = LoadOptions { dtype, device: device.clone() };
     let used = ModelDir::resolve_dtype(&options);

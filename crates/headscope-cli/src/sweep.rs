@@ -123,6 +123,7 @@ pub(crate) fn model_info(model_dir: &ModelDir, options: &LoadOptions, device: &s
         kv_heads: spec.kv_heads,
         dtype: dtype_name(ModelDir::resolve_dtype(options)).to_string(),
         device: device.to_string(),
+        attention_layers: (spec.head_shape().layers != spec.layers).then(|| spec.attention_layers()),
     }
 }
 
@@ -217,8 +218,20 @@ impl Sweep {
             }
             return Ok(0);
         }
+        let attending = md.spec.attention_layers();
+        let hybrid = if attending.len() == md.spec.layers {
+            String::new()
+        } else {
+            // Head `l-h` of a hybrid is head h of the l-th attention layer.
+            format!(
+                "; heads scored in the {} attention layers {:?}, numbered 0..{} in the head grid",
+                attending.len(),
+                attending,
+                attending.len() - 1
+            )
+        };
         eprintln!(
-            "loading {} ({} layers x {} heads, {} KV heads) on {}",
+            "loading {} ({} layers x {} heads, {} KV heads{hybrid}) on {}",
             md.dir.display(),
             md.spec.layers,
             md.spec.heads,

@@ -82,13 +82,55 @@ pub enum Activation {
     GeluTanh,
 }
 
-/// Mixture-of-experts feed-forward settings (Mixtral).
+/// Mixture-of-experts feed-forward settings (Mixtral, Jamba).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MoeSpec {
     /// Number of experts per layer.
     pub experts: usize,
     /// Experts each token is routed to.
     pub experts_per_token: usize,
+    /// Whether the chosen experts' router probabilities are rescaled to sum to 1 (Mixtral) or used as
+    /// they are (Jamba).
+    pub renormalize: bool,
+    /// Per layer, whether its feed-forward block is the mixture (Jamba: every other layer; Mixtral: all).
+    pub layers: Vec<bool>,
+}
+
+/// What mixes the tokens in a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayerKind {
+    /// Self-attention (every layer of a transformer).
+    #[default]
+    Attention,
+    /// A Mamba selective state-space mixer (Jamba): no attention, so no heads to score or mask.
+    Mamba,
+}
+
+/// A Mamba mixer's shape (Jamba's `mamba_*` fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MambaSpec {
+    /// State size per channel (`mamba_d_state`).
+    pub state: usize,
+    /// Width of the causal depthwise convolution (`mamba_d_conv`).
+    pub conv: usize,
+    /// Inner channels (`mamba_expand` x hidden_size).
+    pub inner: usize,
+    /// Rank of the time-step projection (`mamba_dt_rank`).
+    pub dt_rank: usize,
+    /// Whether the convolution has a bias (`mamba_conv_bias`).
+    pub conv_bias: bool,
+    /// Whether the in and out projections have biases (`mamba_proj_bias`).
+    pub proj_bias: bool,
+}
+
+/// How a checkpoint names its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TensorNames {
+    /// The Llama family's: `post_attention_layernorm`, `mlp` (Mixtral: `block_sparse_moe`), `norm`.
+    #[default]
+    Llama,
+    /// Jamba's: `pre_ff_layernorm`, `feed_forward` (with `router` and `experts`), `mamba`, `final_layernorm`.
+    Jamba,
 }
 
 /// Everything the forward pass needs to know about an architecture.
@@ -168,10 +210,17 @@ pub struct ModelSpec {
     /// The prefix of the decoder's tensors (`model`; Gemma-3's multimodal checkpoints keep the text
     /// model under `language_model.model` or, saved by transformers 5, `model.language_model`).
     pub weight_prefix: String,
+    /// Per layer, what mixes its tokens (all attention but in Jamba).
+    pub layer_kinds: Vec<LayerKind>,
+    /// The Mamba mixers' shape, for models that have them.
+    pub mamba: Option<MambaSpec>,
+    /// How the checkpoint names its tensors.
+    pub tensor_names: TensorNames,
 }
 
 /// The architectures HeadScope runs, by `model_type`.
-pub const SUPPORTED_MODEL_TYPES: [&str; 9] = ["llama", "mistral", "qwen2", "mixtral", "qwen3", "phi3", "gemma2", "gemma3_text", "gemma3"];
+pub const SUPPORTED_MODEL_TYPES: [&str; 10] =
+    ["llama", "mistral", "qwen2", "mixtral", "qwen3", "phi3", "gemma2", "gemma3_text", "gemma3", "jamba"];
 
 /// The largest size of any one dimension (vocabulary, widths, layers, heads, context) a config may
 /// declare: 2^26, 67 M (the largest released: vocabularies of 256 K, contexts of 10 M).
@@ -198,17 +247,43 @@ impl ModelSpec {
             attention += h;
         }
         let dense = 3 * h * i + if self.mlp_bias { 2 * i + h } else { 0 };
-        let ffn = match &self.moe {
-            Some(m) => m.experts as u64 * 3 * h * i + h * m.experts as u64,
-            None => dense,
-        };
         if self.qk_norm {
             attention += 2 * self.head_dim as u64;
         }
+        let mamba = self.mamba.as_ref().map_or(0, |m| {
+            let (e, n, r, k) = (m.inner as u64, m.state as u64, m.dt_rank as u64, m.conv as u64);
+            let bias = |b: bool, n: u64| if b { n } else { 0 };
+            // in_proj, conv, x_proj, dt_proj, A_log, D, out_proj, and the dt/B/C norms.
+            h * 2 * e
+                + bias(m.proj_bias, 2 * e)
+                + e * k
+                + bias(m.conv_bias, e)
+                + e * (r + 2 * n)
+                + r * e
+                + e
+                + e * n
+                + e
+                + e * h
+                + bias(m.proj_bias, h)
+                + r
+                + 2 * n
+        });
         let norms = if self.sandwich_norms { 4 * h } else { 2 * h };
-        let per_layer = norms + attention + ffn;
+        let layers: u64 = (0..self.layers)
+            .map(|l| {
+                let ffn = match &self.moe {
+                    Some(m) if m.layers.get(l).copied().unwrap_or(true) => m.experts as u64 * 3 * h * i + h * m.experts as u64,
+                    _ => dense,
+                };
+                let mixer = match self.layer_kinds.get(l) {
+                    Some(LayerKind::Mamba) => mamba,
+                    _ => attention,
+                };
+                norms + mixer + ffn
+            })
+            .sum();
         let lm_head = if self.tie_word_embeddings { 0 } else { v * h };
-        v * h + self.layers as u64 * per_layer + h + lm_head
+        v * h + layers + h + lm_head
     }
 
     /// Reads config.json and describes its architecture.
@@ -231,6 +306,7 @@ impl ModelSpec {
             "gemma2" => crate::families::gemma::gemma2(&value),
             "gemma3_text" => crate::families::gemma::gemma3_text(&value),
             "gemma3" => crate::families::gemma::gemma3(&value),
+            "jamba" => crate::families::jamba::spec(&value),
             "" => return Err(EngineError::config(origin, "no `model_type`: is this a Hugging Face config.json?")),
             other => {
                 return Err(EngineError::Unsupported(format!(
@@ -282,7 +358,7 @@ impl ModelSpec {
         if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {} is odd: rotary embeddings need an even width", self.head_dim));
         }
-        if self.rotary_dim == 0 || self.rotary_dim > self.head_dim || !self.rotary_dim.is_multiple_of(2) {
+        if self.rotary_dim > self.head_dim || !self.rotary_dim.is_multiple_of(2) {
             return Err(format!(
                 "the rotated width {} (partial_rotary_factor x head_dim) must be even and within head_dim {}",
                 self.rotary_dim, self.head_dim
@@ -315,6 +391,29 @@ impl ModelSpec {
             if m.experts == 0 || m.experts_per_token == 0 || m.experts_per_token > m.experts || m.experts > MAX_EXPERTS {
                 return Err(format!("{} experts per token of {} experts", m.experts_per_token, m.experts));
             }
+            if m.layers.len() != self.layers {
+                return Err(format!("mixture-of-experts flags for {} layers in a model of {}", m.layers.len(), self.layers));
+            }
+        }
+        if self.layer_kinds.len() != self.layers {
+            return Err(format!("layer kinds for {} layers in a model of {}", self.layer_kinds.len(), self.layers));
+        }
+        if self.layer_kinds.contains(&LayerKind::Mamba) {
+            let Some(m) = &self.mamba else {
+                return Err("Mamba layers without Mamba settings".into());
+            };
+            let sizes = [
+                ("mamba_d_state", m.state),
+                ("mamba_d_conv", m.conv),
+                ("mamba_expand x hidden_size", m.inner),
+                ("mamba_dt_rank", m.dt_rank),
+            ];
+            if let Some((name, v)) = sizes.iter().find(|(_, v)| *v == 0 || *v > MAX_DIMENSION) {
+                return Err(format!("`{name}` = {v} must be positive and at most {MAX_DIMENSION}"));
+            }
+        }
+        if self.attention_layers().is_empty() {
+            return Err("no attention layer: HeadScope scores attention heads, and this model has none".into());
         }
         Ok(())
     }
@@ -337,6 +436,12 @@ impl ModelSpec {
         (0..self.layers).all(|l| self.rope_of_layer(l) == self.global_rope())
     }
 
+    /// The layers that attend (all but a hybrid's Mamba layers), in order. The head grid counts these
+    /// only: head `l-h` is query head h of the l-th attention layer.
+    pub fn attention_layers(&self) -> Vec<usize> {
+        (0..self.layers).filter(|&l| self.layer_kinds.get(l).copied().unwrap_or_default() == LayerKind::Attention).collect()
+    }
+
     /// Query heads that share one key/value head.
     pub fn group_size(&self) -> usize {
         self.heads / self.kv_heads
@@ -344,7 +449,7 @@ impl ModelSpec {
 
     /// The grid of query heads, in the core crate's terms.
     pub fn head_shape(&self) -> headscope_core::HeadShape {
-        headscope_core::HeadShape::new(self.layers, self.heads)
+        headscope_core::HeadShape::new(self.attention_layers().len(), self.heads)
     }
 }
 
@@ -426,7 +531,8 @@ mod tests {
         assert_eq!(spec.parameter_count(), 40 + 2 * 136 + 4);
         let untied = ModelSpec { tie_word_embeddings: false, ..spec.clone() };
         assert_eq!(untied.parameter_count(), spec.parameter_count() + 40);
-        let moe = ModelSpec { moe: Some(MoeSpec { experts: 3, experts_per_token: 2 }), ..spec.clone() };
+        let moe =
+            ModelSpec { moe: Some(MoeSpec { experts: 3, experts_per_token: 2, renormalize: true, layers: vec![true; 2] }), ..spec.clone() };
         // Three experts and a 4x3 router replace the one MLP.
         assert_eq!(moe.parameter_count(), spec.parameter_count() + 2 * (2 * 72 + 12));
     }

@@ -3,7 +3,7 @@
 //! model transformers 5.25 builds from the same file (on the meta device, vision towers left out), and
 //! each family's quirks come out as its modeling code applies them.
 
-use headscope_engine::spec::{Activation, ModelSpec, NormStyle, RopeScaling};
+use headscope_engine::spec::{Activation, LayerKind, ModelSpec, NormStyle, RopeScaling, TensorNames};
 use std::path::Path;
 
 fn spec(name: &str) -> ModelSpec {
@@ -25,6 +25,7 @@ fn parameter_counts_equal_those_of_the_models_transformers_builds() {
         ("gemma-2-9b", 9_241_705_984),
         ("gemma-3-1b", 999_885_952),
         ("gemma-3-4b", 3_880_263_168),
+        ("jamba-v0.1", 51_570_323_328),
     ];
     for (name, count) in counted_by_transformers {
         assert_eq!(spec(name).parameter_count(), count, "{name}");
@@ -93,4 +94,19 @@ fn gemma3_multimodal_configs_describe_their_text_model_with_the_class_defaults()
     assert_eq!(s.sliding_rope.as_ref().map(|r| r.scaling.clone()), Some(RopeScaling::None));
     assert_eq!(s.weight_prefix, "language_model.model");
     assert_eq!(s.eos_token_ids, vec![1, 106], "the top-level eos ids");
+}
+
+#[test]
+fn jamba_attends_in_four_layers_of_thirty_two_and_routes_every_other() {
+    let s = spec("jamba-v0.1");
+    assert_eq!(s.attention_layers(), vec![4, 12, 20, 28]);
+    assert_eq!(s.layer_kinds.iter().filter(|k| **k == LayerKind::Mamba).count(), 28);
+    // The head grid is the attention layers' heads only.
+    assert_eq!((s.head_shape().layers, s.head_shape().heads), (4, 32));
+    let moe = s.moe.as_ref().unwrap();
+    assert_eq!((moe.experts, moe.experts_per_token, moe.renormalize), (16, 2, false));
+    assert!(moe.layers.iter().enumerate().all(|(i, m)| *m == (i % 2 == 1)));
+    let m = s.mamba.as_ref().unwrap();
+    assert_eq!((m.state, m.conv, m.inner, m.dt_rank, m.conv_bias, m.proj_bias), (16, 4, 8192, 256, true, false));
+    assert_eq!((s.rotary_dim, s.tensor_names), (0, TensorNames::Jamba), "no positional encoding in the attention");
 }

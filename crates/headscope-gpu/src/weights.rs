@@ -108,14 +108,9 @@ pub(crate) fn interleaved(i: usize) -> Vec<usize> {
 
 /// Refuses what the GPU forward does not implement, naming it.
 pub(crate) fn check_supported(spec: &ModelSpec) -> Result<()> {
-    if spec.moe.is_some() {
-        return Err(GpuError::Unsupported(format!(
-            "`{}` is a mixture-of-experts model (Mixtral); the GPU forward runs dense Llama-family models only — use the CPU/CUDA path (headscope-model)",
-            spec.model_type
-        )));
-    }
     let default_scale = (spec.attention_scale * (spec.head_dim as f64).sqrt() - 1.0).abs() < 1e-12;
     let missing: Vec<&str> = [
+        (spec.mamba.is_some(), "Mamba layers"),
         (spec.qk_norm, "q/k norms"),
         (spec.norm_style != NormStyle::Plain, "norms of 1 + weight"),
         (spec.sandwich_norms, "norms around the MLP"),
@@ -136,6 +131,12 @@ pub(crate) fn check_supported(spec: &ModelSpec) -> Result<()> {
             "`{}` needs {}, which the WebGPU forward does not implement: it runs Llama, Mistral and Qwen2 models; use the CPU/CUDA path (the native `headscope`) for this family",
             spec.model_type,
             missing.join(", ")
+        )));
+    }
+    if spec.moe.is_some() {
+        return Err(GpuError::Unsupported(format!(
+            "`{}` is a mixture-of-experts model (Mixtral); the GPU forward runs dense Llama-family models only — use the CPU/CUDA path (headscope-model)",
+            spec.model_type
         )));
     }
     if !spec.hidden_size.is_multiple_of(4) || !spec.intermediate_size.is_multiple_of(4) {
@@ -167,6 +168,7 @@ mod tests {
             (TinyArch::Phi3, "fused qkv/gate_up projections, partial rotary embeddings, per-layer or LongRoPE"),
             (TinyArch::Gemma2, "norms of 1 + weight, norms around the MLP, scaled embeddings"),
             (TinyArch::Gemma3, "per-layer or LongRoPE rotary tables"),
+            (TinyArch::Jamba, "Mamba layers"),
         ];
         for (arch, what) in needs {
             let err = check_supported(&spec(arch)).unwrap_err().to_string();

@@ -13,6 +13,7 @@ pub mod flash;
 pub mod fused_ops;
 pub mod generate;
 pub mod loader;
+pub mod mamba;
 pub mod mlp;
 pub mod norm;
 pub mod rope;

@@ -2,7 +2,7 @@
 //! gate and up projections), and Mixtral's sparse mixture of experts.
 
 use crate::error::Result;
-use crate::spec::{Activation, ModelSpec};
+use crate::spec::{Activation, ModelSpec, TensorNames};
 use candle_core::{DType, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
@@ -48,12 +48,14 @@ impl SwiGlu {
     }
 }
 
-/// Mixtral's router and experts.
+/// Mixtral's and Jamba's router and experts.
 #[derive(Debug, Clone)]
 pub struct SparseMoe {
     router: Linear,
     experts: Vec<SwiGlu>,
     top_k: usize,
+    /// Rescale the chosen experts' probabilities to sum to 1 (Mixtral) or not (Jamba).
+    renormalize: bool,
 }
 
 impl SparseMoe {
@@ -68,7 +70,7 @@ impl SparseMoe {
             let mut order: Vec<usize> = (0..p.len()).collect();
             order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
             let chosen = &order[..self.top_k];
-            let total: f32 = chosen.iter().map(|&e| p[e]).sum();
+            let total: f32 = if self.renormalize { chosen.iter().map(|&e| p[e]).sum() } else { 1.0 };
             for &e in chosen {
                 rows[e].push(r as u32);
                 weights[e].push(p[e] / total);
@@ -98,19 +100,27 @@ pub enum FeedForward {
 }
 
 impl FeedForward {
-    /// Loads the block of one layer (`vb` at `model.layers.N`).
-    pub fn new(spec: &ModelSpec, vb: &VarBuilder) -> Result<Self> {
+    /// Loads the block of layer `layer` (`vb` at `model.layers.N`).
+    pub fn new(spec: &ModelSpec, layer: usize, vb: &VarBuilder) -> Result<Self> {
+        let dense_names = ["gate_proj", "up_proj", "down_proj"];
+        let (block, router, expert_names) = match spec.tensor_names {
+            TensorNames::Llama => ("block_sparse_moe", "gate", ["w1", "w3", "w2"]),
+            TensorNames::Jamba => ("feed_forward", "router", dense_names),
+        };
         match &spec.moe {
-            None if spec.fused_projections => Ok(FeedForward::Dense(SwiGlu::load_fused(spec, &vb.pp("mlp"), spec.mlp_bias)?)),
-            None => Ok(FeedForward::Dense(SwiGlu::load(spec, &vb.pp("mlp"), ["gate_proj", "up_proj", "down_proj"], spec.mlp_bias)?)),
-            Some(moe) => {
-                let vb = vb.pp("block_sparse_moe");
-                let router = candle_nn::linear_no_bias(spec.hidden_size, moe.experts, vb.pp("gate"))?;
+            Some(moe) if moe.layers.get(layer).copied().unwrap_or(true) => {
+                let vb = vb.pp(block);
+                let router = candle_nn::linear_no_bias(spec.hidden_size, moe.experts, vb.pp(router))?;
                 let experts = (0..moe.experts)
-                    .map(|e| SwiGlu::load(spec, &vb.pp("experts").pp(e), ["w1", "w3", "w2"], false))
+                    .map(|e| SwiGlu::load(spec, &vb.pp("experts").pp(e), expert_names, false))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(FeedForward::Moe(SparseMoe { router, experts, top_k: moe.experts_per_token }))
+                Ok(FeedForward::Moe(SparseMoe { router, experts, top_k: moe.experts_per_token, renormalize: moe.renormalize }))
             }
+            _ if spec.tensor_names == TensorNames::Jamba => {
+                Ok(FeedForward::Dense(SwiGlu::load(spec, &vb.pp("feed_forward"), dense_names, spec.mlp_bias)?))
+            }
+            _ if spec.fused_projections => Ok(FeedForward::Dense(SwiGlu::load_fused(spec, &vb.pp("mlp"), spec.mlp_bias)?)),
+            _ => Ok(FeedForward::Dense(SwiGlu::load(spec, &vb.pp("mlp"), dense_names, spec.mlp_bias)?)),
         }
     }
 

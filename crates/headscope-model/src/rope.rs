@@ -44,7 +44,9 @@ impl Rope {
     /// Tables of `rope` rotating the first `rotary_dim` of `head_dim` channels.
     pub fn of(rope: &RopeSpec, rotary_dim: usize, head_dim: usize, capacity: usize, dtype: DType, device: &Device) -> Result<Self> {
         let factor = attention_factor(rope);
-        let inv_freq = inverse_frequencies_of(rope, rotary_dim, false);
+        // A model that rotates nothing (Jamba's attention) still gets one-column tables, never used: no
+        // zero-element tensor reaches the device (see `tables`).
+        let inv_freq = if rotary_dim == 0 { vec![0.0] } else { inverse_frequencies_of(rope, rotary_dim, false) };
         let (cos, sin) = Self::tables(&inv_freq, factor, capacity, dtype, device)?;
         let long = match rope.scaling.long_from() {
             Some(from) => {
@@ -137,6 +139,9 @@ impl Rope {
     fn partial(&self, x: &Tensor, rotate: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         if self.rotary_dim == self.head_dim {
             return rotate(x);
+        }
+        if self.rotary_dim == 0 {
+            return Ok(x.contiguous()?);
         }
         let last = x.rank() - 1;
         let rotated = rotate(&x.narrow(last, 0, self.rotary_dim)?.contiguous()?)?;

@@ -41,11 +41,13 @@ pub enum TinyArch {
     Gemma2,
     /// `gemma3_text` (Gemma-2's layout with q/k norms and a second RoPE for the sliding layers).
     Gemma3,
+    /// `jamba` with 4 layers: Mamba, attention, Mamba, attention; 4 experts (top 2) in layers 1 and 3.
+    Jamba,
 }
 
 impl TinyArch {
     /// The `--arch` names of `headscope tiny-model`, with the family each makes.
-    pub const NAMES: [(&'static str, TinyArch); 8] = [
+    pub const NAMES: [(&'static str, TinyArch); 9] = [
         ("llama", TinyArch::Llama),
         ("mistral", TinyArch::Mistral(None)),
         ("qwen2", TinyArch::Qwen2),
@@ -54,6 +56,7 @@ impl TinyArch {
         ("phi3", TinyArch::Phi3),
         ("gemma2", TinyArch::Gemma2),
         ("gemma3", TinyArch::Gemma3),
+        ("jamba", TinyArch::Jamba),
     ];
 
     /// The family named `name` (see [`TinyArch::NAMES`]).
@@ -72,6 +75,7 @@ impl TinyArch {
             TinyArch::Phi3 => ("phi3", "Phi3ForCausalLM"),
             TinyArch::Gemma2 => ("gemma2", "Gemma2ForCausalLM"),
             TinyArch::Gemma3 => ("gemma3_text", "Gemma3ForCausalLM"),
+            TinyArch::Jamba => ("jamba", "JambaForCausalLM"),
         }
     }
 
@@ -116,12 +120,12 @@ pub struct TinyModel {
 }
 
 impl TinyModel {
-    /// A 2-layer GQA model (4 query heads over 2 KV heads) of `arch`.
+    /// A 2-layer (Jamba: 4-layer) GQA model (4 query heads over 2 KV heads) of `arch`.
     pub fn new(arch: TinyArch) -> Self {
         TinyModel {
             arch,
             seed: 0,
-            layers: 2,
+            layers: if arch == TinyArch::Jamba { 4 } else { 2 },
             heads: 4,
             kv_heads: 2,
             head_dim: 16,
@@ -207,6 +211,24 @@ impl TinyModel {
                     c["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": 8.0});
                 }
             }
+            TinyArch::Jamba => {
+                for (k, v) in [
+                    ("attn_layer_period", 2),
+                    ("attn_layer_offset", 1),
+                    ("expert_layer_period", 2),
+                    ("expert_layer_offset", 1),
+                    ("num_experts", 4),
+                    ("num_experts_per_tok", 2),
+                    ("mamba_d_state", 8),
+                    ("mamba_d_conv", 4),
+                    ("mamba_expand", 2),
+                    ("mamba_dt_rank", 8),
+                ] {
+                    c[k] = serde_json::json!(v);
+                }
+                c["mamba_conv_bias"] = serde_json::json!(true);
+                c["mamba_proj_bias"] = serde_json::json!(false);
+            }
             TinyArch::Llama => {}
         }
         c
@@ -223,6 +245,9 @@ impl TinyModel {
         w.put("model.embed_tokens.weight", &[self.vocab, h], 0.0, embed_std)?;
         // Norm weights around 1, not 0 (Gemma's apply as 1 + weight: around 0 there).
         let norm_mean = if self.arch.gemma() { 0.0 } else { 1.0 };
+        if self.arch == TinyArch::Jamba {
+            return self.jamba_weights(w);
+        }
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
             w.put(&format!("{p}.input_layernorm.weight"), &[h], norm_mean, 0.1)?;
@@ -276,6 +301,54 @@ impl TinyModel {
         if !self.arch.tied() {
             w.put("lm_head.weight", &[self.vocab, h], 0.0, lin(h))?;
         }
+        Ok(w.out)
+    }
+
+    /// Jamba's tensors: odd layers attend, even layers are Mamba blocks; odd layers route to experts.
+    fn jamba_weights(&self, mut w: WeightWriter) -> Result<HashMap<String, Tensor>> {
+        let h = self.hidden();
+        let (q, kv, i) = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate);
+        let (e, n, r, k) = (2 * h, 8, 8, 4);
+        let lin = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
+        for l in 0..self.layers {
+            let p = format!("model.layers.{l}");
+            w.put(&format!("{p}.input_layernorm.weight"), &[h], 1.0, 0.1)?;
+            w.put(&format!("{p}.pre_ff_layernorm.weight"), &[h], 1.0, 0.1)?;
+            if l % 2 == 1 {
+                w.put(&format!("{p}.self_attn.q_proj.weight"), &[q, h], 0.0, 3.0 * lin(h))?;
+                w.put(&format!("{p}.self_attn.k_proj.weight"), &[kv, h], 0.0, 3.0 * lin(h))?;
+                w.put(&format!("{p}.self_attn.v_proj.weight"), &[kv, h], 0.0, lin(h))?;
+                w.put(&format!("{p}.self_attn.o_proj.weight"), &[h, q], 0.0, lin(q))?;
+                w.put(&format!("{p}.feed_forward.router.weight"), &[4, h], 0.0, lin(h))?;
+                for x in 0..4 {
+                    let ep = format!("{p}.feed_forward.experts.{x}");
+                    w.put(&format!("{ep}.gate_proj.weight"), &[i, h], 0.0, lin(h))?;
+                    w.put(&format!("{ep}.up_proj.weight"), &[i, h], 0.0, lin(h))?;
+                    w.put(&format!("{ep}.down_proj.weight"), &[h, i], 0.0, lin(i))?;
+                }
+            } else {
+                let m = format!("{p}.mamba");
+                w.put(&format!("{m}.in_proj.weight"), &[2 * e, h], 0.0, lin(h))?;
+                w.put(&format!("{m}.conv1d.weight"), &[e, 1, k], 0.0, lin(k))?;
+                w.put(&format!("{m}.conv1d.bias"), &[e], 0.0, 0.1)?;
+                w.put(&format!("{m}.x_proj.weight"), &[r + 2 * n, e], 0.0, lin(e))?;
+                w.put(&format!("{m}.dt_proj.weight"), &[e, r], 0.0, lin(r))?;
+                w.put(&format!("{m}.dt_proj.bias"), &[e], -2.0, 0.5)?;
+                // A_log = log(1..=n) per channel, as Mamba initialises it, plus noise.
+                let a_log: Vec<f32> = (0..e * n).map(|j| ((j % n + 1) as f32).ln() + 0.1 * w.rng.normal()).collect();
+                w.insert(&format!("{m}.A_log"), Tensor::from_vec(a_log, (e, n), &Device::Cpu)?)?;
+                w.put(&format!("{m}.D"), &[e], 1.0, 0.1)?;
+                w.put(&format!("{m}.out_proj.weight"), &[h, e], 0.0, lin(e))?;
+                w.put(&format!("{m}.dt_layernorm.weight"), &[r], 1.0, 0.1)?;
+                w.put(&format!("{m}.b_layernorm.weight"), &[n], 1.0, 0.1)?;
+                w.put(&format!("{m}.c_layernorm.weight"), &[n], 1.0, 0.1)?;
+                w.put(&format!("{p}.feed_forward.gate_proj.weight"), &[i, h], 0.0, lin(h))?;
+                w.put(&format!("{p}.feed_forward.up_proj.weight"), &[i, h], 0.0, lin(h))?;
+                w.put(&format!("{p}.feed_forward.down_proj.weight"), &[h, i], 0.0, lin(i))?;
+            }
+        }
+        w.put("model.final_layernorm.weight", &[h], 1.0, 0.0)?;
+        w.put("lm_head.weight", &[self.vocab, h], 0.0, lin(h))?;
         Ok(w.out)
     }
 

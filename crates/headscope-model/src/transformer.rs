@@ -7,11 +7,12 @@
 
 use crate::attention::{Attention, AttentionControl, LayerCache, MaskCache};
 use crate::error::{ModelError, Result};
+use crate::mamba::{MambaMixer, MambaState};
 use crate::mask::{HeadMask, MaskMode, MaskScope};
 use crate::mlp::FeedForward;
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
-use crate::spec::ModelSpec;
+use crate::spec::{LayerKind, ModelSpec, TensorNames};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use headscope_core::HeadId;
@@ -37,10 +38,20 @@ impl StepOutput {
     }
 }
 
+/// What mixes a layer's tokens.
+#[derive(Debug, Clone)]
+enum Mixer {
+    /// Self-attention; `index` counts the attention layers before it (its row in the head grid and its
+    /// KV cache).
+    Attention { attention: Attention, index: usize },
+    /// A Mamba block (Jamba); `index` counts the Mamba layers before it (its state).
+    Mamba { mamba: MambaMixer, index: usize },
+}
+
 #[derive(Debug, Clone)]
 struct Layer {
     input_norm: RmsNorm,
-    attention: Attention,
+    mixer: Mixer,
     post_attention_norm: RmsNorm,
     feed_forward: FeedForward,
     /// Gemma's norms before and after the MLP; with them, `post_attention_norm` normalises the
@@ -116,6 +127,12 @@ pub struct Transformer {
     /// What the cache holds, for [`Transformer::prefill_reusing`]; the effect is that of the mask a
     /// prefill ran under (None: no mask, or one of scope `decode`).
     contents: CachedPrefix<CacheKey>,
+    /// The Mamba layers' states at the current position (empty for transformers).
+    mamba_states: Vec<MambaState>,
+    /// The Mamba states where the last prefill ended, and that position: a Mamba state cannot be
+    /// rewound, so [`Transformer::truncate`] goes back only to here (where several decodes start from
+    /// one prefilled prompt) or to 0.
+    mamba_snapshot: Option<(usize, Vec<MambaState>)>,
     mask: Option<ActiveMask>,
     prefill_chunk: Option<usize>,
     score_budget: usize,
@@ -152,6 +169,11 @@ impl Transformer {
         let global_rope = spec.global_rope();
         let mut rope_specs = vec![global_rope.clone()];
         let mut layers = Vec::with_capacity(spec.layers);
+        let (mut attention_layers, mut mamba_layers) = (0, 0);
+        let post_attention_name = match spec.tensor_names {
+            TensorNames::Llama => "post_attention_layernorm",
+            TensorNames::Jamba => "pre_ff_layernorm",
+        };
         for i in 0..spec.layers {
             let l = m.pp("layers").pp(i);
             let layer_rope = spec.rope_of_layer(i);
@@ -170,16 +192,30 @@ impl Transformer {
             } else {
                 None
             };
+            let mixer = match spec.layer_kinds.get(i).copied().unwrap_or_default() {
+                LayerKind::Attention => {
+                    attention_layers += 1;
+                    Mixer::Attention { attention: Attention::new(spec, i, l.pp("self_attn"))?, index: attention_layers - 1 }
+                }
+                LayerKind::Mamba => {
+                    mamba_layers += 1;
+                    Mixer::Mamba { mamba: MambaMixer::new(spec, l.pp("mamba"))?, index: mamba_layers - 1 }
+                }
+            };
             layers.push(Layer {
                 input_norm: RmsNorm::load(&l.pp("input_layernorm"), spec.hidden_size, eps, style)?,
-                attention: Attention::new(spec, i, l.pp("self_attn"))?,
-                post_attention_norm: RmsNorm::load(&l.pp("post_attention_layernorm"), spec.hidden_size, eps, style)?,
-                feed_forward: FeedForward::new(spec, &l)?,
+                mixer,
+                post_attention_norm: RmsNorm::load(&l.pp(post_attention_name), spec.hidden_size, eps, style)?,
+                feed_forward: FeedForward::new(spec, i, &l)?,
                 feed_forward_norms,
                 rope,
             });
         }
-        let norm = RmsNorm::load(&m.pp("norm"), spec.hidden_size, eps, style)?;
+        let final_norm = match spec.tensor_names {
+            TensorNames::Llama => "norm",
+            TensorNames::Jamba => "final_layernorm",
+        };
+        let norm = RmsNorm::load(&m.pp(final_norm), spec.hidden_size, eps, style)?;
         // Gemma-3's multimodal checkpoints (transformers 4) keep the head beside the text model.
         let head_names = ["lm_head", "language_model.lm_head"];
         let head = head_names.into_iter().find(|n| vb.contains_tensor(&format!("{n}.weight")));
@@ -203,6 +239,8 @@ impl Transformer {
             cache: Vec::new(),
             position: 0,
             contents: CachedPrefix::default(),
+            mamba_states: Vec::new(),
+            mamba_snapshot: None,
             mask: None,
             prefill_chunk: None,
             fused_attention: true,
@@ -307,7 +345,7 @@ impl Transformer {
         self.check_fits(capacity)?;
         if self.cache.first().is_none_or(|c| c.capacity() < capacity) {
             self.cache.clear();
-            for _ in 0..self.spec.layers {
+            for _ in 0..self.spec.head_shape().layers {
                 self.cache.push(LayerCache::new(&self.spec, capacity, self.dtype, &self.device)?);
             }
         }
@@ -328,12 +366,26 @@ impl Transformer {
     /// Forgets every position from `position` on and keeps the cache before it, so that several decodes
     /// (with different masks) can start from one prefilled prompt. Only prompts prefilled without a mask,
     /// or with a mask of scope `decode`, are the same for every such decode.
+    ///
+    /// A hybrid's Mamba layers hold a state, not a cache, and it cannot be rewound: such a model goes
+    /// back only to where its last prefill ended, or to 0.
     pub fn truncate(&mut self, position: usize) -> Result<()> {
         if position > self.position {
             return Err(ModelError::Invalid(format!(
                 "cannot truncate to position {position}: the cache holds {} positions",
                 self.position
             )));
+        }
+        if self.has_mamba() && position != self.position && position != 0 {
+            match &self.mamba_snapshot {
+                Some((at, states)) if *at == position => self.mamba_states = states.clone(),
+                _ => {
+                    return Err(ModelError::Invalid(format!(
+                        "cannot go back to position {position}: a Mamba layer's state can return only to where the last prefill ended{} or to 0",
+                        self.mamba_snapshot.as_ref().map(|(at, _)| format!(" ({at})")).unwrap_or_default()
+                    )))
+                }
+            }
         }
         self.position = position;
         self.contents.truncate(position);
@@ -352,7 +404,32 @@ impl Transformer {
     /// `ids`, or 0 when the cache was computed under another mask effect than a prefill applies now (a
     /// mask of scope `all` changes the prefill; one of scope `decode`, or none, does not).
     pub fn reusable_prefix(&self, ids: &[u32]) -> usize {
-        self.contents.reusable(ids, &(effect_of(&self.mask, false).cloned(), self.long_rope_for(ids.len())))
+        let shared = self.contents.reusable(ids, &(effect_of(&self.mask, false).cloned(), self.long_rope_for(ids.len())));
+        if !self.has_mamba() {
+            return shared;
+        }
+        // Mamba states exist only where the cache ends and where the last prefill ended.
+        match &self.mamba_snapshot {
+            _ if shared >= self.position => self.position,
+            Some((at, _)) if shared >= *at => *at,
+            _ => 0,
+        }
+    }
+
+    /// Whether some layer is a Mamba block (Jamba).
+    fn has_mamba(&self) -> bool {
+        self.spec.layer_kinds.contains(&LayerKind::Mamba)
+    }
+
+    /// At position 0, zero states for the Mamba layers (a new sequence starts).
+    fn start_mamba_states(&mut self) -> Result<()> {
+        if self.position != 0 || !self.has_mamba() {
+            return Ok(());
+        }
+        let Some(shape) = self.spec.mamba.clone() else { return Ok(()) };
+        let count = self.spec.layer_kinds.iter().filter(|k| **k == LayerKind::Mamba).count();
+        self.mamba_states = (0..count).map(|_| MambaState::zeros(&shape, 1, self.dtype, &self.device)).collect::<Result<_>>()?;
+        Ok(())
     }
 
     /// [`Transformer::prefill`] of `ids` as a new sequence, computing only what the cache does not
@@ -386,7 +463,9 @@ impl Transformer {
             tracing::debug!("growing the KV cache from {have} to {capacity} positions");
             let keep = self.position;
             self.cache = if self.cache.is_empty() {
-                (0..self.spec.layers).map(|_| LayerCache::new(&self.spec, capacity, self.dtype, &self.device)).collect::<Result<_>>()?
+                (0..self.spec.head_shape().layers)
+                    .map(|_| LayerCache::new(&self.spec, capacity, self.dtype, &self.device))
+                    .collect::<Result<_>>()?
             } else {
                 self.cache.iter().map(|c| c.grown(&self.spec, capacity, keep)).collect::<Result<_>>()?
             };
@@ -437,8 +516,9 @@ impl Transformer {
         };
         let shape = self.spec.head_shape();
         shape.check(&mask.heads).map_err(|e| ModelError::Invalid(e.to_string()))?;
-        let mut keep = Vec::with_capacity(self.spec.layers);
-        for layer in 0..self.spec.layers {
+        // One keep vector per row of the head grid: per attention layer.
+        let mut keep = Vec::with_capacity(shape.layers);
+        for layer in 0..shape.layers {
             let masked: Vec<usize> = mask.heads.iter().filter(|h| h.layer == layer).map(|h| h.head).collect();
             keep.push(if masked.is_empty() {
                 None
@@ -483,6 +563,9 @@ impl Transformer {
         // transformers prefills in one call, whose length decides LongRoPE's factors for all of it.
         let end = self.position + ids.len();
         self.select_ropes(end);
+        self.start_mamba_states()?;
+        // Should the prefill fail part-way, no snapshot claims a position it did not reach.
+        self.mamba_snapshot = None;
         let key = (effect_of(&self.mask, false).cloned(), self.long_rope_for(end));
         let mut masks = MaskCache::default();
         let mut rest = ids;
@@ -495,6 +578,9 @@ impl Transformer {
             self.position += chunk.len();
             rest = tail;
         }
+        if self.has_mamba() {
+            self.mamba_snapshot = Some((self.position, self.mamba_states.clone()));
+        }
         Ok(())
     }
 
@@ -505,6 +591,7 @@ impl Transformer {
         let shape = self.spec.head_shape();
         shape.check(&probe.rows).map_err(|e| ModelError::Invalid(e.to_string()))?;
         self.select_ropes(self.position + 1);
+        self.start_mamba_states()?;
         let x = self.embed(&Tensor::new(&[id], &self.device)?.unsqueeze(0)?)?;
         let mut masks = MaskCache::default();
         let (x, observed) = self.run_layers(x, true, &mut masks, &probe.rows)?;
@@ -539,8 +626,22 @@ impl Transformer {
         let mut out_rows = Vec::new();
         let position = self.position;
         for i in 0..self.layers.len() {
-            let (keep, mode) = self.keep_for(i, decoding);
-            let layer_rows: Vec<usize> = rows.iter().filter(|h| h.layer == i).map(|h| h.head).collect();
+            let layer = &self.layers[i];
+            let h = layer.input_norm.forward(&x)?;
+            let last_of_prefill = !decoding && i + 1 == self.layers.len();
+            let (attention, a) = match &layer.mixer {
+                Mixer::Mamba { mamba, index } => {
+                    let out = mamba.forward(&h, &mut self.mamba_states[*index])?;
+                    if last_of_prefill {
+                        break; // the state is advanced; no one reads the output
+                    }
+                    x = layer.finish(&x, out, false)?;
+                    continue;
+                }
+                Mixer::Attention { attention, index } => (attention, *index),
+            };
+            let (keep, mode) = self.keep_for(a, decoding);
+            let layer_rows: Vec<usize> = rows.iter().filter(|h| h.layer == a).map(|h| h.head).collect();
             let control = AttentionControl {
                 keep: keep.as_ref(),
                 mode,
@@ -549,17 +650,15 @@ impl Transformer {
                 differentiable: false,
                 fused: self.fused_attention,
             };
-            let layer = &self.layers[i];
-            let h = layer.input_norm.forward(&x)?;
             let rope = &self.ropes[layer.rope];
-            if !decoding && i + 1 == self.layers.len() {
+            if last_of_prefill {
                 // A prefill makes no logits, so no one reads the last layer's output: only its keys
                 // and values are needed (a thirty-second of a 7B model's prefill).
-                layer.attention.fill_cache(&h, position, &mut self.cache[i], rope)?;
+                attention.fill_cache(&h, position, &mut self.cache[a], rope)?;
                 break;
             }
-            let (a, probe) = layer.attention.forward_cached(&h, position, &mut self.cache[i], rope, masks, &control)?;
-            x = layer.finish(&x, a, false)?;
+            let (out, probe) = attention.forward_cached(&h, position, &mut self.cache[a], rope, masks, &control)?;
+            x = layer.finish(&x, out, false)?;
             if let Some(p) = probe {
                 if let Some(a) = p.argmax {
                     argmax.push(a);
@@ -568,7 +667,7 @@ impl Transformer {
                 for (head, w) in p.rows {
                     let mut weights = vec![0f32; p.first_key];
                     weights.extend(w);
-                    out_rows.push(AttentionRow { head: HeadId::new(i, head), weights });
+                    out_rows.push(AttentionRow { head: HeadId::new(a, head), weights });
                 }
             }
         }
@@ -597,12 +696,21 @@ impl Transformer {
         }
         let mut masks = MaskCache::default();
         let mut x = self.embed(ids)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (keep, mode) = self.keep_for(i, false);
-            let control = AttentionControl { keep: keep.as_ref(), mode, differentiable, ..Default::default() };
+        for layer in &self.layers {
             let h = norm(&layer.input_norm, &x)?;
-            let a = layer.attention.forward_sequence(&h, &ropes[layer.rope], &mut masks, &control)?;
-            x = layer.finish(&x, a, differentiable)?;
+            let out = match &layer.mixer {
+                Mixer::Attention { attention, index } => {
+                    let (keep, mode) = self.keep_for(*index, false);
+                    let control = AttentionControl { keep: keep.as_ref(), mode, differentiable, ..Default::default() };
+                    attention.forward_sequence(&h, &ropes[layer.rope], &mut masks, &control)?
+                }
+                Mixer::Mamba { mamba, .. } => {
+                    // A fresh state per call: these sequences start at position 0.
+                    let mut state = MambaState::zeros(mamba.shape(), h.dims()[0], self.dtype, &self.device)?;
+                    mamba.forward(&h, &mut state)?
+                }
+            };
+            x = layer.finish(&x, out, differentiable)?;
         }
         self.logits(&norm(&self.norm, &x)?)
     }

@@ -469,3 +469,36 @@ fn training_ops_on_the_gpu_match_the_cpu_with_their_gradients() {
         assert!(diff <= 1e-5 * scale.max(1.0), "adamw: {name} differ by {diff}");
     }
 }
+
+/// The new families on CUDA give the CPU's logits and argmax positions: Jamba's Mamba layers through the
+/// selective-scan kernel (state carried over prefill chunks and decode steps), Qwen3's and Gemma-3's
+/// q/k norms and Gemma-3's other scale through the fused attention kernels (bf16 against the CPU in
+/// bf16 would differ by rounding; f32 takes the plain attention path and the scan kernel).
+#[test]
+fn new_families_on_cuda_match_the_cpu() {
+    let Some(dev) = cuda_device() else { return };
+    for arch in [TinyArch::Jamba, TinyArch::Qwen3, TinyArch::Phi3, TinyArch::Gemma2, TinyArch::Gemma3] {
+        let dir = tempfile::tempdir().unwrap();
+        TinyModel { seed: 3, ..TinyModel::new(arch) }.write(dir.path()).unwrap();
+        let run = |device: Device| {
+            let mut m = LoadedModel::load(dir.path(), &LoadOptions { dtype: Some(DType::F32), device }).unwrap();
+            m.model.set_prefill_chunk(7);
+            let ids: Vec<u32> = (0..60).map(|i| 3 + (i * 37 % 300) as u32).collect();
+            m.model.prefill(&ids[..59]).unwrap();
+            let mut out = Vec::new();
+            let mut next = ids[59];
+            for _ in 0..5 {
+                let step = m.model.step(next, &Probe::default()).unwrap();
+                next = step.greedy_token().unwrap();
+                out.push((step.logits.to_device(&Device::Cpu).unwrap(), step.argmax_position));
+            }
+            out
+        };
+        let (cpu, gpu) = (run(Device::Cpu), run(dev.clone()));
+        for (step, ((lc, ac), (lg, ag))) in cpu.iter().zip(&gpu).enumerate() {
+            let d = max_abs_difference(lc, lg);
+            assert!(d < 1e-3, "{arch:?} step {step}: logits differ by {d}");
+            assert_eq!(ac, ag, "{arch:?} step {step}: argmax positions");
+        }
+    }
+}

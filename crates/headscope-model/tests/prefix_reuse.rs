@@ -236,3 +236,44 @@ fn longrope_prompts_on_either_side_of_the_switch_share_nothing() {
     assert_eq!(m.model.prefill_reusing(&short_prompt[..short_prompt.len() - 1]).unwrap(), 150, "both short: the shared part is reused");
     assert_same(&decode(&mut m, *short_prompt.last().unwrap(), 4), &want_short, "short prompt after a short one");
 }
+
+/// A Jamba's Mamba layers keep a state, not a cache: it goes back only to where its last prefill ended
+/// (several decodes under different masks from one prefilled prompt, as the sweep runner does) or to 0;
+/// a prompt sharing only part of what was prefilled is prefilled whole. Every route decodes as a fresh
+/// prefill does.
+#[test]
+fn jamba_rewinds_only_to_its_last_prefill_and_otherwise_starts_over() {
+    let (_d, mut m) = load(TinyArch::Jamba);
+    let shared = ids(30, 1);
+    let (a, b) = (join(&shared, &ids(14, 2)), join(&shared, &ids(11, 3)));
+    let want_b = fresh(&mut m, &b, 6);
+    let mask = HeadMask { heads: vec![HeadId::new(0, 1), HeadId::new(1, 2)], mode: MaskMode::Uniform, scope: MaskScope::Decode };
+    m.model.set_mask(Some(mask.clone())).unwrap();
+    let want_b_masked = fresh(&mut m, &b, 6);
+    m.model.set_mask(None).unwrap();
+
+    // One prefill, two decodes: the second starts from the state the prefill left.
+    m.model.set_prefill_chunk(8);
+    m.model.reset();
+    m.model.prefill(&b[..b.len() - 1]).unwrap();
+    let end = m.model.position();
+    assert_same(&decode(&mut m, *b.last().unwrap(), 6), &want_b, "first decode");
+    m.model.truncate(end).unwrap();
+    m.model.set_mask(Some(mask)).unwrap();
+    assert_same(&decode(&mut m, *b.last().unwrap(), 6), &want_b_masked, "second decode, masked, after truncate");
+    m.model.set_mask(None).unwrap();
+
+    // Anywhere else the state cannot go, and says so.
+    let err = m.model.truncate(20).unwrap_err().to_string();
+    assert!(err.contains("Mamba") && err.contains(&format!("({end})")), "{err}");
+
+    // A prompt that shares 30 tokens with the cached one: no state at 30, so it is prefilled whole.
+    m.model.reset();
+    m.model.prefill(&a[..a.len() - 1]).unwrap();
+    assert_eq!(m.model.reusable_prefix(&b[..b.len() - 1]), 0);
+    assert_eq!(m.model.prefill_reusing(&b[..b.len() - 1]).unwrap(), 0);
+    assert_same(&decode(&mut m, *b.last().unwrap(), 6), &want_b, "after a full prefill");
+    // The same prompt again, after its decode: the prefill's end is reused, nothing recomputed.
+    assert_eq!(m.model.prefill_reusing(&b[..b.len() - 1]).unwrap(), b.len() - 1);
+    assert_same(&decode(&mut m, *b.last().unwrap(), 6), &want_b, "after reusing the whole prompt");
+}

@@ -217,9 +217,10 @@ struct SavedTest {
     headscope_argmax: Vec<Vec<u32>>,
 }
 
-/// KV-cache bytes per context token in `dtype_bytes`-byte elements.
+/// KV-cache bytes per context token in `dtype_bytes`-byte elements: the attention layers' (a hybrid's
+/// Mamba layers keep a fixed-size state instead).
 pub fn kv_bytes_per_token(spec: &ModelSpec, dtype_bytes: u64) -> u64 {
-    2 * spec.layers as u64 * spec.kv_heads as u64 * spec.head_dim as u64 * dtype_bytes
+    2 * spec.head_shape().layers as u64 * spec.kv_heads as u64 * spec.head_dim as u64 * dtype_bytes
 }
 
 /// Elements stored in safetensors files, read from their headers only.

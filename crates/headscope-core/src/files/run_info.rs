@@ -25,6 +25,10 @@ pub struct ModelInfo {
     pub dtype: String,
     /// Device the run computed on.
     pub device: String,
+    /// For a hybrid (Jamba), the model layers that attend, in order: row `l` of the head grid (head
+    /// `l-h`) is layer `attention_layers[l]`. Absent when every layer attends (then row `l` is layer `l`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_layers: Option<Vec<usize>>,
 }
 
 /// The heads a run masked, and how.
@@ -135,6 +139,7 @@ mod tests {
                 kv_heads: 2,
                 dtype: "f32".into(),
                 device: "cpu".into(),
+                attention_layers: None,
             },
             tokenizer_hash: "t".into(),
             prompt_format: "plain".into(),

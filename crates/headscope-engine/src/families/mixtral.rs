@@ -10,7 +10,11 @@ use serde_json::Value;
 pub fn spec(v: &Value) -> Result<ModelSpec> {
     let mut s = super::common(v, "mixtral", 1_000_000.0)?;
     s.sliding_windows = super::uniform_window(v, s.layers)?;
-    s.moe =
-        Some(MoeSpec { experts: usize_req(v, "num_local_experts")?, experts_per_token: usize_opt(v, "num_experts_per_tok")?.unwrap_or(2) });
+    s.moe = Some(MoeSpec {
+        experts: usize_req(v, "num_local_experts")?,
+        experts_per_token: usize_opt(v, "num_experts_per_tok")?.unwrap_or(2),
+        renormalize: true,
+        layers: vec![true; s.layers],
+    });
     Ok(s)
 }

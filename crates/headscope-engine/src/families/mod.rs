@@ -2,6 +2,7 @@
 //! [`ModelSpec`]. The fields every Llama-family config shares are read once, by [`common`].
 
 pub mod gemma;
+pub mod jamba;
 pub mod llama;
 pub mod mistral;
 pub mod mixtral;
@@ -10,7 +11,7 @@ pub mod qwen2;
 pub mod qwen3;
 
 use crate::error::{EngineError, Result};
-use crate::spec::{fields::*, Activation, ModelSpec, NormStyle, RopeScaling};
+use crate::spec::{fields::*, Activation, LayerKind, ModelSpec, NormStyle, RopeScaling, TensorNames};
 use serde_json::Value;
 
 /// The fields all supported families share, with `rope_theta_default` for configs that omit it.
@@ -57,6 +58,9 @@ pub(crate) fn common(v: &Value, model_type: &str, rope_theta_default: f64) -> Re
         sandwich_norms: false,
         fused_projections: false,
         weight_prefix: "model".into(),
+        layer_kinds: vec![LayerKind::Attention; layers],
+        mamba: None,
+        tensor_names: TensorNames::Llama,
     })
 }
 
