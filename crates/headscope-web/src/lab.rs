@@ -247,7 +247,7 @@ impl LabModel {
         ModelSummary {
             name: self.name.clone(),
             model_type: self.spec.model_type.clone(),
-            layers: self.spec.layers,
+            layers: self.spec.head_shape().layers,
             heads: self.spec.heads,
             kv_heads: self.spec.kv_heads,
             max_positions: self.spec.max_position_embeddings,

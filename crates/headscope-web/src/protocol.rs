@@ -141,7 +141,7 @@ pub struct ModelSummary {
     pub name: String,
     /// `model_type` of config.json.
     pub model_type: String,
-    /// Layers.
+    /// Rows of the head grid: the layers that attend (all of them but a hybrid's Mamba layers).
     pub layers: usize,
     /// Query heads per layer.
     pub heads: usize,
