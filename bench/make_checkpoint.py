@@ -21,8 +21,9 @@ needs 13.5 GB of GPU memory and disk; Yi-34B-200K 69 GB (fits an 80 GB GPU).
 
 --stream, for checkpoints larger than the machine can hold twice (Mixtral-8x7B: 93 GB, against the
 128 GB of RAM and 64 GB of disk of an nvidia-h200 machine): transformers builds and saves the model with
-one layer only, which gives the checkpoint's tensor names, shapes and dtypes in its save format (for
-Mixtral, transformers 5 splits its fused expert tensors back into per-expert ones); then each layer's
+one layer only (a hybrid: one period of its layers, Jamba's 8), which gives the checkpoint's tensor
+names, shapes and dtypes in its save format (for Mixtral, transformers 5 splits its fused expert
+tensors back into per-expert ones); then each layer's
 tensors are drawn on --device by the same rule as randomize() and written as one shard, so at most one
 layer is in memory. Same distributions as the whole-model path, not the same numbers. Shards that do
 not fit on --out's disk (keeping --keep-free-gb free) go to --overflow (e.g. /dev/shm) with a symbolic
@@ -78,8 +79,15 @@ def stream_checkpoint(config, args, dtype):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    # The template: one layer, or for a hybrid whose layers differ by a period (Jamba: attention every 8th
+    # layer, experts every 2nd) one period of layers, whose names and shapes repeat.
+    period = 1
+    for field in ("attn_layer_period", "expert_layer_period"):
+        if getattr(config, field, None):
+            period = math.lcm(period, getattr(config, field))
+    period = min(period, config.num_hidden_layers)
     one = copy.deepcopy(config)
-    one.num_hidden_layers = 1
+    one.num_hidden_layers = period
     model = build_model(one, dtype, args.device)
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -93,16 +101,17 @@ def stream_checkpoint(config, args, dtype):
                         layout.append((name, tuple(t.get_shape()), t.get_dtype()))
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
-    per_layer = [(re.sub(r"^model\.layers\.0\.", "", n), shape) for n, shape, _ in layout if n.startswith("model.layers.0.")]
+    per_layer = [[(re.sub(rf"^model\.layers\.{k}\.", "", n), shape) for n, shape, _ in layout if n.startswith(f"model.layers.{k}.")]
+                 for k in range(period)]
     others = [(n, shape) for n, shape, _ in layout if not n.startswith("model.layers.")]
-    if not per_layer or len(per_layer) + len(others) != len(layout):
-        sys.exit(f"unexpected tensor names in the one-layer save: {[n for n, _, _ in layout]}")
+    if not all(per_layer) or sum(map(len, per_layer)) + len(others) != len(layout):
+        sys.exit(f"unexpected tensor names in the template save: {[n for n, _, _ in layout]}")
 
     weight_map, total, params = {}, 0, 0
     shards = config.num_hidden_layers + 1
     for index in range(shards):
         if index < config.num_hidden_layers:
-            names = [(f"model.layers.{index}.{n}", shape) for n, shape in per_layer]
+            names = [(f"model.layers.{index}.{n}", shape) for n, shape in per_layer[index % period]]
         else:
             names = others
         g = torch.Generator(device=args.device).manual_seed(args.seed * 100003 + index)
