@@ -79,12 +79,13 @@ fn load_with(name: &str, data: &[u8]) -> bool {
     LoadedModel::from_files(&files, &LoadOptions::default()).is_ok()
 }
 
-/// `config.json` of a model.
+/// `config.json` of a model: read into a spec, and loaded beside the tiny model's other files. Accepted
+/// when the spec reads (a config of another family or size reads but does not fit the tiny weights).
 pub fn config_json(data: &[u8]) -> bool {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = headscope_engine::spec::ModelSpec::from_config_json(text, Path::new("config.json"));
-    }
-    load_with("config.json", data)
+    let spec =
+        std::str::from_utf8(data).ok().map(|text| headscope_engine::spec::ModelSpec::from_config_json(text, Path::new("config.json")));
+    let loaded = load_with("config.json", data);
+    loaded || spec.is_some_and(|s| s.is_ok())
 }
 
 /// A `model.safetensors` file: its header, tensor table and data.
@@ -361,7 +362,16 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
     let read = |rel: &str| std::fs::read(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
     let tiny = |file: &str| tiny_files().iter().find(|(n, _)| n == file).map(|(_, b)| b.clone()).unwrap_or_default();
     match name {
-        "config_json" => vec![tiny("config.json")],
+        "config_json" => {
+            // Besides the tiny Llama, a published config of each family with its own fields (LongRoPE's
+            // factor lists, Gemma's defaults and per-layer RoPE, Gemma-3's nested text_config, Jamba's
+            // periods and Mamba shapes).
+            let mut configs = vec![tiny("config.json")];
+            for family in ["qwen3-8b", "phi-3-128k", "gemma-2-9b", "gemma-3-4b", "jamba-v0.1"] {
+                configs.push(read(&format!("bench/configs/{family}/config.json")));
+            }
+            configs
+        }
         "safetensors" => vec![tiny("model.safetensors")],
         "tokenizer_json" => vec![tiny("tokenizer.json")],
         "tokenizer_config" => vec![

@@ -225,3 +225,31 @@ fn models_too_large_for_wasm_are_refused_before_loading() {
     let e = LabModel::load_cpu(&files).err().unwrap().to_string();
     assert!(e.contains("broken"), "{e}");
 }
+
+/// The families the WGSL forward lacks load on the page's CPU path: a test runs, its record has the
+/// model's head grid (a Jamba's attention layers only), the last head of the grid can be viewed and
+/// masked, and the summary sizes the page's heat map by that grid.
+#[test]
+fn every_family_runs_on_the_pages_cpu_path() {
+    for arch in [TinyArch::Qwen3, TinyArch::Phi3, TinyArch::Gemma2, TinyArch::Gemma3, TinyArch::Jamba] {
+        let dir = tempfile::tempdir().unwrap();
+        TinyModel::new(arch).write(dir.path()).unwrap();
+        let mut model = LabModel::load_cpu(&files_of(dir.path(), "tiny")).unwrap();
+        let shape = model.shape();
+        let summary = model.summary(0.0);
+        assert_eq!((summary.layers, summary.heads), (shape.layers, shape.heads), "{arch:?}");
+        if arch == TinyArch::Jamba {
+            assert_eq!((shape.layers, model.spec.layers), (2, 4), "two of Jamba's four layers attend");
+        }
+        let good = setup(vec![san_francisco_needle()], TINY_TEXT.to_string(), 4);
+        let at = TestAt { needle_index: 0, length: 250, depth_percent: 50.0 };
+        let plain = block_on(lab::run_test(&mut model, &good, at, None, &Probe::default(), &|| false)).unwrap().result;
+        assert!(plain.argmax.iter().all(|step| step.len() == shape.count()), "{arch:?}: one argmax per head of the grid");
+        let last = HeadId::new(shape.layers - 1, shape.heads - 1);
+        let view = block_on(lab::head_view(&mut model, &good, at, last, None, &|| false)).unwrap();
+        assert_eq!(view.steps.len(), plain.argmax.len(), "{arch:?}");
+        let mask = model.head_mask(&MaskRequest { heads: shape.iter().collect(), mode: "zero".into(), scope: "decode".into() }).unwrap();
+        let masked = block_on(lab::run_test(&mut model, &good, at, Some(mask), &Probe::default(), &|| false)).unwrap().result;
+        assert_eq!(masked.record.masked_heads.len(), shape.count(), "{arch:?}");
+    }
+}
