@@ -65,6 +65,15 @@ TINY = {
                    tie_word_embeddings=True),
     # Gemma-2's layout with q/k norms, no soft-capping, and two RoPEs: the sliding layers' base 10000, the
     # global layers' 1e6 with linear scaling x8.
+    # Gemma-3's multimodal checkpoints (4B and up): the text model inside Gemma3ForConditionalGeneration,
+    # saved under language_model.model beside a vision tower HeadScope does not read.
+    "gemma3-multimodal": dict(model_type="gemma3", text_config=dict(
+        hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        vocab_size=300, max_position_embeddings=1024, rms_norm_eps=1e-5, query_pre_attn_scalar=24, sliding_window=40,
+        sliding_window_pattern=2, rope_theta=1000000.0, rope_local_base_freq=10000.0, rope_scaling={"rope_type": "linear", "factor": 8.0},
+        bos_token_id=None, eos_token_id=None, pad_token_id=None), vision_config=dict(
+        hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14),
+        mm_tokens_per_image=4, image_token_index=299, boi_token_index=297, eoi_token_index=298),
     # Mamba layers between attention layers (attention in layers 1 and 3, no positional encoding), a
     # mixture of experts every other layer with its router's probabilities not renormalised.
     "jamba": dict(model_type="jamba", num_hidden_layers=4, attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2,
@@ -174,6 +183,7 @@ def text_prompt(path, tokenizer_json, length):
 
 def one_case(name, config, args, tokenizer_json):
     dtype = getattr(torch, args.dtype)
+    text = config.get_text_config()  # the language model's settings (multimodal configs nest them)
     out_dir = os.path.join(args.out, name)
     model_dir = os.path.join(out_dir, "model")
     os.makedirs(model_dir, exist_ok=True)
@@ -187,8 +197,10 @@ def one_case(name, config, args, tokenizer_json):
         prompt = text_prompt(args.text, tokenizer_json, args.context)
     else:
         g = torch.Generator().manual_seed(args.seed + 1)
-        prompt = torch.randint(0, config.vocab_size, (args.context,), generator=g).tolist()
-    keep_logits = config.vocab_size * args.steps <= 4_000_000
+        # Ids of the byte-level tokenizer at most (a multimodal vocabulary ends in image tokens that a
+        # text-only prompt must not hold).
+        prompt = torch.randint(0, min(text.vocab_size, 256), (args.context,), generator=g).tolist()
+    keep_logits = text.vocab_size * args.steps <= 4_000_000
     result = run(model, prompt, args.steps, args.device, keep_logits)
     noise = noise_floor(model, prompt, args, result) if args.noise_floor and dtype != torch.float32 else None
     expected = dict(
@@ -197,8 +209,8 @@ def one_case(name, config, args, tokenizer_json):
         model_type=config.model_type,
         model_dir="model",
         # Rows of the argmax grid: the layers that attend (a hybrid's Mamba layers have no heads).
-        layers=len(result["argmax"][0]) // config.num_attention_heads,
-        heads=config.num_attention_heads,
+        layers=len(result["argmax"][0]) // text.num_attention_heads,
+        heads=text.num_attention_heads,
         dtype=args.dtype,
         device=args.device,
         transformers=transformers.__version__,
@@ -214,7 +226,7 @@ def one_case(name, config, args, tokenizer_json):
         print(f"{name}: transformers {args.dtype} vs f32 on the same weights: argmax {noise['argmax_equal']}/{noise['argmax_total']} "
               f"({noise['argmax_equal_strict']} without ties), greedy tokens {noise['tokens_equal']}/{args.steps}, "
               f"max |logit diff| {noise['max_logit_difference']:.3g}")
-    print(f"{name}: {config.model_type} {config.num_hidden_layers}x{config.num_attention_heads} heads, "
+    print(f"{name}: {config.model_type} {text.num_hidden_layers}x{text.num_attention_heads} heads, "
           f"{args.context} prompt tokens, {args.steps} steps, {result['seconds']:.2f}s -> {out_dir}/expected.json")
     del model
     if args.device.startswith("cuda"):
@@ -261,7 +273,8 @@ def main():
             one_case(name, config, args, tokenizer_json)
     else:
         for name in args.cases.split(","):
-            spec = dict(COMMON, **TINY[name])
+            # A multimodal config's own fields replace the common ones (its text model's are in text_config).
+            spec = dict(TINY[name]) if "text_config" in TINY[name] else dict(COMMON, **TINY[name])
             model_type = spec.pop("model_type")
             config = transformers.AutoConfig.for_model(model_type, **spec)
             one_case(name, config, args, tokenizer_json)

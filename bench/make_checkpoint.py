@@ -189,6 +189,8 @@ def main():
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(args.config)))
+    # The language model's settings (a multimodal config such as Gemma-3-4B's keeps them in text_config).
+    text = config.get_text_config()
     dtype = getattr(torch, args.dtype)
     os.makedirs(args.out, exist_ok=True)
     if args.tokenizer == "byte-level":
@@ -197,8 +199,8 @@ def main():
     else:
         tokenizer_json = args.tokenizer
     vocab = tokenizer_vocab(tokenizer_json)
-    if vocab > config.vocab_size:
-        sys.exit(f"the tokenizer has {vocab} tokens but the model's vocab_size is {config.vocab_size}")
+    if vocab > text.vocab_size:
+        sys.exit(f"the tokenizer has {vocab} tokens but the model's vocab_size is {text.vocab_size}")
 
     t0 = time.time()
     if args.stream:
@@ -206,9 +208,9 @@ def main():
         if os.path.abspath(tokenizer_json) != os.path.abspath(os.path.join(args.out, "tokenizer.json")):
             shutil.copyfile(tokenizer_json, os.path.join(args.out, "tokenizer.json"))
         print(
-            f"{args.out}: {config.model_type} {config.num_hidden_layers} layers x {config.num_attention_heads} heads, "
+            f"{args.out}: {config.model_type} {text.num_hidden_layers} layers x {text.num_attention_heads} heads, "
             f"{params / 1e9:.2f} B parameters, {args.dtype}; drawn and written a layer at a time in {time.time() - t0:.1f} s "
-            f"on {args.device}; tokenizer {os.path.basename(tokenizer_json)} ({vocab} ids of {config.vocab_size})"
+            f"on {args.device}; tokenizer {os.path.basename(tokenizer_json)} ({vocab} ids of {text.vocab_size})"
         )
         return
     model = build_model(config, dtype, args.device)
@@ -230,9 +232,9 @@ def main():
         shutil.copyfile(tokenizer_json, os.path.join(args.out, "tokenizer.json"))
     t2 = time.time()
     print(
-        f"{args.out}: {config.model_type} {config.num_hidden_layers} layers x {config.num_attention_heads} heads, "
+        f"{args.out}: {config.model_type} {text.num_hidden_layers} layers x {text.num_attention_heads} heads, "
         f"{params / 1e9:.2f} B parameters, {args.dtype}; built in {t1 - t0:.1f} s on {args.device}, saved in {t2 - t1:.1f} s; "
-        f"tokenizer {os.path.basename(tokenizer_json)} ({vocab} ids of {config.vocab_size})"
+        f"tokenizer {os.path.basename(tokenizer_json)} ({vocab} ids of {text.vocab_size})"
     )
 
 

@@ -159,13 +159,13 @@ fn bench_and_agreement_refuse_bad_input_clearly() {
 #[test]
 fn hf_agreement_fixture_matches_transformers_and_catches_a_wrong_rope_base() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-agreement");
-    let cases = ["llama", "llama-rope", "mistral", "qwen2", "mixtral", "qwen3", "phi3", "gemma2", "gemma3", "jamba"];
+    let cases = ["llama", "llama-rope", "mistral", "qwen2", "mixtral", "qwen3", "phi3", "gemma2", "gemma3", "gemma3-multimodal", "jamba"];
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("agreement.json");
     let mut args: Vec<String> = vec!["hf-agreement".into(), "--json".into(), report.to_string_lossy().into_owned()];
     args.extend(cases.iter().map(|c| fixture.join(c).join("expected.json").to_string_lossy().into_owned()));
     let stdout = ok_stdout(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(stdout.contains("10 case(s) agree"), "{stdout}");
+    assert!(stdout.contains("11 case(s) agree"), "{stdout}");
     for r in json(&report).as_array().unwrap() {
         assert_eq!(r["tokens_equal"], r["steps"], "{r}");
         assert_eq!(r["argmax_equal"], r["argmax_total"], "{r}");
