@@ -34,6 +34,16 @@ pub(crate) struct NormOp {
     pub pad: [u32; 2],
 }
 
+/// `head_norm.wgsl`'s Op.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub(crate) struct HeadNormOp {
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub dim: u32,
+    pub eps: f32,
+}
+
 /// Epilogue of a matmul: store, add into the output (residual), or SwiGLU of interleaved pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Epilogue {
@@ -121,6 +131,8 @@ pub(crate) struct Kernels {
     pub gemv: wgpu::ComputePipeline,
     pub gemm: Kernel,
     pub rope: Kernel,
+    /// Per-head RMSNorm of queries and keys (Qwen3), in place before `rope`.
+    pub head_norm: Kernel,
     /// Attention of a prefill chunk (online softmax, nothing observed).
     pub attention_prefill: Kernel,
     /// Decode-step attention in three passes sharing `attention_values.layout`.
@@ -244,6 +256,7 @@ impl Kernels {
                 include_str!("shaders/rope.wgsl"),
                 &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
             ),
+            head_norm: kernel(device, "head_norm", include_str!("shaders/head_norm.wgsl"), &[Uniform, Uniform, ReadWrite, Read, Read]),
             attention_prefill: kernel(
                 device,
                 "attention_prefill",

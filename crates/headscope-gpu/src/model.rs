@@ -14,7 +14,9 @@
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::kernels::{AttentionOp, EmbedOp, Epilogue, Kernels, MatOp, NormOp, RopeOp, RunUniform, PREFILL_ATTENTION_ROWS, WORKGROUP};
+use crate::kernels::{
+    AttentionOp, EmbedOp, Epilogue, HeadNormOp, Kernels, MatOp, NormOp, RopeOp, RunUniform, PREFILL_ATTENTION_ROWS, WORKGROUP,
+};
 use crate::signal::signal;
 use crate::weights::{check_supported, interleaved, pad4, reorder_bias, straight, transpose_columns, Checkpoint, HostTensor};
 use headscope_core::HeadId;
@@ -71,6 +73,8 @@ struct LayerWeights {
     gate_up_bias: Option<wgpu::Buffer>,
     down: wgpu::Buffer,
     down_bias: Option<wgpu::Buffer>,
+    /// Qwen3's per-head query and key norm weights.
+    qk_norm: Option<(wgpu::Buffer, wgpu::Buffer)>,
 }
 
 /// Every weight on the GPU, plus the static per-kernel uniforms.
@@ -88,12 +92,14 @@ struct Weights {
     gate_up_op: wgpu::Buffer,
     down_op: wgpu::Buffer,
     lm_op: wgpu::Buffer,
+    head_norm_op: wgpu::Buffer,
 }
 
 /// Bind groups of one layer.
 struct LayerGroups {
     norm_in: wgpu::BindGroup,
     qkv: wgpu::BindGroup,
+    head_norm: Option<wgpu::BindGroup>,
     rope: wgpu::BindGroup,
     attention: wgpu::BindGroup,
     attention_prefill: wgpu::BindGroup,
@@ -280,6 +286,13 @@ impl GpuModel {
                 )?,
                 down: put(&format!("{m}.down_proj.weight"), &transpose_columns(&[&down], &straight(hidden)))?,
                 down_bias: bias(spec.mlp_bias, &[(&format!("{m}.down_proj.bias"), hidden)], &straight(hidden))?,
+                qk_norm: if spec.qk_norm {
+                    let d = spec.head_dim;
+                    let (qn, kn) = (format!("{a}.q_norm.weight"), format!("{a}.k_norm.weight"));
+                    Some((put(&qn, &ck.get(&qn, &[d])?.data)?, put(&kn, &ck.get(&kn, &[d])?.data)?))
+                } else {
+                    None
+                },
             });
         }
         let norm = ck.get("model.norm.weight", &[hidden])?;
@@ -298,6 +311,11 @@ impl GpuModel {
             no_bias: storage(device, "no bias", 16, wgpu::BufferUsages::empty()),
             embed_op: uniform(device, "embed op", &EmbedOp { hidden: hidden as u32, pad: [0; 3] }),
             norm_op: uniform(device, "norm op", &NormOp { n: hidden as u32, eps, pad: [0; 2] }),
+            head_norm_op: uniform(
+                device,
+                "head norm op",
+                &HeadNormOp { heads: spec.heads as u32, kv_heads: spec.kv_heads as u32, dim: spec.head_dim as u32, eps },
+            ),
             qkv_op: uniform(device, "qkv op", &MatOp::new(hidden, qw + 2 * kvw, Epilogue::Store, spec.qkv_bias)),
             o_op: uniform(device, "o op", &MatOp::new(qw, hidden, Epilogue::Accumulate, spec.o_bias)),
             gate_up_op: uniform(device, "gate_up op", &MatOp::new(hidden, 2 * inter, Epilogue::SwiGlu, spec.mlp_bias)),
@@ -557,6 +575,10 @@ impl GpuModel {
             layers.push(LayerGroups {
                 norm_in: group(device, &k.norm.layout, "norm_in", &[&run, &w.norm_op, &x, &lw.input_norm, &h]),
                 qkv: group(device, &k.gemm.layout, "qkv", &[&run, &w.qkv_op, &h, &lw.qkv, qkv_b, &qkv]),
+                head_norm: lw
+                    .qk_norm
+                    .as_ref()
+                    .map(|(qn, kn)| group(device, &k.head_norm.layout, "head norm", &[&run, &w.head_norm_op, &qkv, qn, kn])),
                 rope: group(device, &k.rope.layout, "rope", &[&run, &rope_op, &qkv, &rope, &q, &cache_k[l], &cache_v[l]]),
                 attention: group(
                     device,
@@ -629,6 +651,11 @@ impl GpuModel {
             pass.set_bind_group(0, &g.norm_in, &[]);
             pass.dispatch_workgroups(groups(rows as usize), 1, 1);
             matmul(pass, &g.qkv, qw + 2 * kvw);
+            if let Some(norm) = &g.head_norm {
+                pass.set_pipeline(&k.head_norm.pipeline);
+                pass.set_bind_group(0, norm, &[]);
+                pass.dispatch_workgroups(groups(rows as usize * (spec.heads + spec.kv_heads)), 1, 1);
+            }
             pass.set_pipeline(&k.rope.pipeline);
             pass.set_bind_group(0, &g.rope, &[]);
             pass.dispatch_workgroups(groups(rope_items), rows, 1);

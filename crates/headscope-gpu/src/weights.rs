@@ -111,7 +111,7 @@ pub(crate) fn check_supported(spec: &ModelSpec) -> Result<()> {
     let default_scale = (spec.attention_scale * (spec.head_dim as f64).sqrt() - 1.0).abs() < 1e-12;
     let missing: Vec<&str> = [
         (spec.mamba.is_some(), "Mamba layers"),
-        (spec.qk_norm, "q/k norms"),
+        (spec.qk_norm && spec.norm_style != NormStyle::Plain, "q/k norms of 1 + weight"),
         (spec.norm_style != NormStyle::Plain, "norms of 1 + weight"),
         (spec.sandwich_norms, "norms around the MLP"),
         (spec.embedding_scale.is_some(), "scaled embeddings"),
@@ -128,7 +128,7 @@ pub(crate) fn check_supported(spec: &ModelSpec) -> Result<()> {
     .collect();
     if !missing.is_empty() {
         return Err(GpuError::Unsupported(format!(
-            "`{}` needs {}, which the WebGPU forward does not implement: it runs Llama, Mistral and Qwen2 models; use the CPU/CUDA path (the native `headscope`) for this family",
+            "`{}` needs {}, which the WebGPU forward does not implement: it runs Llama, Mistral, Qwen2 and Qwen3 models; use the CPU/CUDA path (the native `headscope`) for this family",
             spec.model_type,
             missing.join(", ")
         )));
@@ -160,11 +160,10 @@ mod tests {
     #[test]
     fn families_the_wgsl_forward_lacks_are_refused_naming_what_they_need() {
         let spec = |arch| ModelSpec::from_config_json(&TinyModel::new(arch).config_json().to_string(), Path::new("config.json")).unwrap();
-        for arch in [TinyArch::Llama, TinyArch::Mistral(Some(8)), TinyArch::Qwen2] {
+        for arch in [TinyArch::Llama, TinyArch::Mistral(Some(8)), TinyArch::Qwen2, TinyArch::Qwen3] {
             check_supported(&spec(arch)).unwrap();
         }
         let needs = [
-            (TinyArch::Qwen3, "q/k norms"),
             (TinyArch::Phi3, "fused qkv/gate_up projections, partial rotary embeddings, per-layer or LongRoPE"),
             (TinyArch::Gemma2, "norms of 1 + weight, norms around the MLP, scaled embeddings"),
             (TinyArch::Gemma3, "per-layer or LongRoPE rotary tables"),

@@ -224,6 +224,19 @@ fn qwen2_biases_and_tied_embeddings_match_candle() {
 }
 
 #[test]
+fn qwen3_query_and_key_norms_match_candle() {
+    let Some(ctx) = gpu() else { return };
+    let (dir, t) = tiny(TinyModel { seed: 8, ..TinyModel::new(TinyArch::Qwen3) });
+    let mut pair = load_pair(ctx, dir.path());
+    let prompt = random_ids(60, t.vocab, 5);
+    let rows = all_heads(pair.gpu.spec());
+    for (what, mask) in masks(vec![HeadId::new(1, 2)]) {
+        let a = compare(&mut pair, &prompt, 8, mask, &rows, 128);
+        a.assert_close(&format!("tiny qwen3, {what}"));
+    }
+}
+
+#[test]
 fn mistral_sliding_window_matches_candle() {
     let Some(ctx) = gpu() else { return };
     // A window much shorter than the prompt: prefill chunks and decode steps both cut keys off.

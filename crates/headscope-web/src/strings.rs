@@ -79,7 +79,7 @@ pub const UI: &[(&str, Text)] = &[
     ("paper", t("The paper:", "论文：")),
     ("model.drop", t("You can also drop a model folder's files here (config.json, *.safetensors, tokenizer.json)", "也可以把模型文件夹里的文件拖到这里（config.json、*.safetensors、tokenizer.json）")),
     ("model.h", t("1. Model", "1. 模型")),
-    ("model.families", t("WebGPU runs Llama, Mistral and Qwen2 models; Qwen3, Phi-3, Gemma-2, Gemma-3, Mixtral and Jamba run on the CPU path.", "WebGPU 运行 Llama、Mistral 和 Qwen2 模型；Qwen3、Phi-3、Gemma-2、Gemma-3、Mixtral 和 Jamba 在 CPU 路径上运行。")),
+    ("model.families", t("WebGPU runs Llama, Mistral, Qwen2 and Qwen3 models; Phi-3, Gemma-2, Gemma-3, Mixtral and Jamba run on the CPU path.", "WebGPU 运行 Llama、Mistral、Qwen2 和 Qwen3 模型；Phi-3、Gemma-2、Gemma-3、Mixtral 和 Jamba 在 CPU 路径上运行。")),
     ("model.bundled", t("Bundled lab model", "自带的实验模型")),
     ("model.open", t("Open (or drop here) a model folder…", "打开（或拖到这里）一个模型文件夹…")),
     ("model.url", t("https://huggingface.co/org/model or a model folder's URL", "https://huggingface.co/org/model 或模型文件夹的网址")),
