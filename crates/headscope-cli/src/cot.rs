@@ -143,6 +143,7 @@ pub fn cot(a: &CotArgs) -> Result<()> {
             }),
             seed: v.seed,
             scores: Vec::new(),
+            kv_cache: None,
         };
         info.check_and_write(&dir.join("run.json"))?;
         logs.push(CotLog::open(&dir.join("cot.jsonl"))?);

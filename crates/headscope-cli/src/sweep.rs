@@ -8,7 +8,7 @@ use headscope_core::files::{self, read_head_scores, short_hash, MaskInfo, ModelI
 use headscope_core::niah::{read_needles_jsonl, san_francisco_needle, Needle};
 use headscope_core::ScoreKind;
 use headscope_core::{masking, HeadId};
-use headscope_engine::{block_on, Engine, SweepInputs, SweepPlan, SweepRunner, TestOutcome};
+use headscope_engine::{block_on, Engine, KvPlan, ModelSpec, SweepInputs, SweepPlan, SweepRunner, TestOutcome};
 use headscope_gpu::{GpuContext, GpuModel};
 use headscope_model::loader::{dtype_name, parse_dtype, weight_files};
 use headscope_model::{Device, HeadMask, HfTokenizer, LoadOptions, MaskMode, MaskScope, ModelDir, Probe};
@@ -50,6 +50,8 @@ struct Sweep {
     query_focus: bool,
     /// Whether records count repeated hits (for the official score).
     repeats: bool,
+    /// The head-level KV plan of `--kv-cache` (None: the whole cache).
+    kv: Option<KvPlan>,
 }
 
 /// Length of the random block of the data-free scores (RazorAttention repeats 2,500 tokens; 256 keep
@@ -172,12 +174,31 @@ impl Sweep {
             mask,
             seed: None,
             scores: Vec::new(),
+            kv_cache: None,
         };
+        let kv = kv_plan(args, &model_dir.spec)?;
+        if kv.is_some() && wgpu {
+            bail!("--kv-cache runs on the candle backend (cpu, cuda); --device wgpu keeps every position");
+        }
+        let mut info = info;
+        info.kv_cache = kv.as_ref().map(|(_, name)| name.clone());
         // Checked before any file is written or any weight is loaded: every needle builds at the
         // shortest length, the longest test fits the model's context.
         let inputs = SweepInputs { needles: &needles, haystack: &haystack, max_new_tokens: args.max_new_tokens };
         let plan = SweepPlan::new(&model_dir.spec, &model_dir.tokenizer, format, &inputs, &args.lengths, args.depths)?;
-        Ok(Sweep { model_dir, options, wgpu, needles, haystack, plan, info, span_mass: false, query_focus: false, repeats: false })
+        Ok(Sweep {
+            model_dir,
+            options,
+            wgpu,
+            needles,
+            haystack,
+            plan,
+            info,
+            span_mass: false,
+            query_focus: false,
+            repeats: false,
+            kv: kv.map(|(plan, _)| plan),
+        })
     }
 
     /// Runs every test not yet in `log` (no mask); returns how many ran, and the log.
@@ -249,6 +270,21 @@ impl Sweep {
             })?;
             if let Some(chunk) = args.run.prefill_chunk {
                 model.set_prefill_chunk(chunk);
+            }
+            if let Some(plan) = &self.kv {
+                model.set_kv_plan(Some(plan.clone()))?;
+                let positions = runner.positions();
+                let bytes = ModelDir::resolve_dtype(&self.options).size_in_bytes();
+                let whole = KvPlan::all_windowed(&md.spec, 0, positions)?.cache_bytes(&md.spec, positions, bytes);
+                eprintln!(
+                    "KV cache: {} of {} KV heads keep every position, the others {} sink + {} recent: {:.2} MB at {positions} positions (the whole cache: {:.2} MB)",
+                    plan.full_heads(),
+                    plan.full.iter().flatten().count(),
+                    plan.sink,
+                    plan.window,
+                    plan.cache_bytes(&md.spec, positions, bytes) as f64 / 1e6,
+                    whole as f64 / 1e6
+                );
             }
             self.drive(args, &mut model, runner, variants, &|| headscope_model::loader::device_memory(&self.options.device))?;
         }
@@ -462,6 +498,34 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64, score_kinds: &str) ->
     outputs::print_detect_summary(&args.out, log.records(), ran, &scores, gate, threshold)?;
     println!("wrote {}/{{head_scores.json, tests.jsonl, heads.png, niah.png, summary.json, run.json}}", args.out.display());
     Ok(())
+}
+
+/// The head-level KV plan `--kv-cache` names for a model of `spec`, with its name for run.json; None for
+/// `full`.
+fn kv_plan(args: &SweepArgs, spec: &ModelSpec) -> Result<Option<(KvPlan, String)>> {
+    let policy = args.kv_cache.trim();
+    let (sink, window) = (args.kv_sink, args.kv_window);
+    let number = |s: &str, what: &str| -> Result<usize> {
+        s.parse().with_context(|| format!("--kv-cache `{policy}`: {what} `{s}` is not a whole number"))
+    };
+    let plan = if policy == "full" {
+        return Ok(None);
+    } else if let Some(w) = policy.strip_prefix("window:") {
+        KvPlan::all_windowed(spec, sink, number(w, "the window")?)?
+    } else if let Some(rest) = policy.strip_prefix("heads:") {
+        let (file, k) = rest.rsplit_once(':').with_context(|| format!("--kv-cache `{policy}`: expected heads:FILE:K"))?;
+        let scores = read_scores_for(Path::new(file), spec.head_shape(), spec.group_size())?;
+        KvPlan::keeping_heads(spec, &masking::top_k(&scores, number(k, "K")?)?, sink, window)?
+    } else if let Some(rest) = policy.strip_prefix("random:") {
+        let (k, seed) = rest.split_once(':').with_context(|| format!("--kv-cache `{policy}`: expected random:K:SEED"))?;
+        KvPlan::random(spec, number(k, "K")?, number(seed, "the seed")? as u64, sink, window)?
+    } else {
+        bail!("--kv-cache `{policy}`: expected full, window:W, heads:FILE:K or random:K:SEED");
+    };
+    let window = if policy.starts_with("window:") { plan.window } else { window };
+    let name =
+        format!("{policy} (sink {sink}, window {window}; {} of {} KV heads whole)", plan.full_heads(), plan.full.iter().flatten().count());
+    Ok(Some((plan, name)))
 }
 
 /// `headscope niah`.

@@ -11,6 +11,7 @@
 pub mod decode;
 pub mod error;
 pub mod families;
+pub mod kv;
 pub mod mask;
 pub mod prefix;
 pub mod probe;
@@ -21,6 +22,7 @@ pub mod sweep;
 
 pub use decode::{block_on, greedy_decode, greedy_decode_from, DecodeTrace, Engine, Step};
 pub use error::{EngineError, Result};
+pub use kv::KvPlan;
 pub use mask::{HeadMask, MaskMode, MaskScope};
 pub use probe::{AttentionRow, Probe};
 pub use spec::{ModelSpec, SUPPORTED_MODEL_TYPES};

@@ -8,6 +8,7 @@
 //! copying keys and values per query head.
 
 use crate::error::{ModelError, Result};
+use crate::kv_window::WindowedHeads;
 use crate::mask::MaskMode;
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
@@ -15,18 +16,46 @@ use crate::spec::ModelSpec;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
 
-/// A layer's key/value cache: `[1, kv_heads, capacity, head_dim]` each, written in place.
+/// A layer's key/value cache: `[1, kv_heads, capacity, head_dim]` each, written in place. Under a KV
+/// plan ([`crate::kv_window`]) it holds only the KV heads kept whole, and `windowed` the others' sinks and
+/// recent positions.
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     k: Tensor,
     v: Tensor,
+    /// The windowed KV heads, where a plan windows some.
+    pub(crate) windowed: Option<WindowedHeads>,
 }
 
 impl LayerCache {
     /// A zeroed cache for `capacity` positions.
     pub fn new(spec: &ModelSpec, capacity: usize, dtype: DType, device: &Device) -> Result<Self> {
-        let shape = (1, spec.kv_heads, capacity, spec.head_dim);
-        Ok(LayerCache { k: Tensor::zeros(shape, dtype, device)?, v: Tensor::zeros(shape, dtype, device)? })
+        Self::with_heads(spec.kv_heads, spec.head_dim, capacity, dtype, device)
+    }
+
+    fn with_heads(heads: usize, head_dim: usize, capacity: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let shape = (1, heads, capacity, head_dim);
+        Ok(LayerCache { k: Tensor::zeros(shape, dtype, device)?, v: Tensor::zeros(shape, dtype, device)?, windowed: None })
+    }
+
+    /// A zeroed cache for `capacity` positions under a KV plan: `full[h]` says whether KV head h keeps
+    /// every position; the others keep `sink` + `window` (their memory is all that is allocated).
+    pub fn planned(
+        spec: &ModelSpec,
+        capacity: usize,
+        dtype: DType,
+        device: &Device,
+        full: &[bool],
+        sink: usize,
+        window: usize,
+    ) -> Result<Self> {
+        if full.iter().all(|f| *f) {
+            return Self::new(spec, capacity, dtype, device);
+        }
+        let kept: Vec<usize> = (0..full.len()).filter(|&h| full[h]).collect();
+        let mut cache = Self::with_heads(kept.len(), spec.head_dim, capacity, dtype, device)?;
+        cache.windowed = Some(WindowedHeads::new(full, sink, window, spec.head_dim, dtype, device)?);
+        Ok(cache)
     }
 
     /// Positions the cache holds.
@@ -34,13 +63,20 @@ impl LayerCache {
         self.k.dims()[2]
     }
 
-    /// A larger cache holding the first `keep` positions of this one.
+    /// Bytes its tensors take.
+    pub fn bytes(&self) -> usize {
+        let own = (self.k.elem_count() + self.v.elem_count()) * self.k.dtype().size_in_bytes();
+        own + self.windowed.as_ref().map_or(0, WindowedHeads::bytes)
+    }
+
+    /// A larger cache holding the first `keep` positions of this one (a windowed part is kept as is).
     pub fn grown(&self, spec: &ModelSpec, capacity: usize, keep: usize) -> Result<Self> {
-        let bigger = LayerCache::new(spec, capacity, self.k.dtype(), self.k.device())?;
-        if keep > 0 {
+        let mut bigger = Self::with_heads(self.k.dims()[1], spec.head_dim, capacity, self.k.dtype(), self.k.device())?;
+        if keep > 0 && self.k.dims()[1] > 0 {
             bigger.k.slice_set(&self.k.narrow(2, 0, keep)?.contiguous()?, 2, 0)?;
             bigger.v.slice_set(&self.v.narrow(2, 0, keep)?.contiguous()?, 2, 0)?;
         }
+        bigger.windowed = self.windowed.clone();
         Ok(bigger)
     }
 }
@@ -229,6 +265,11 @@ impl Attention {
     /// `cache`: the first step of every cached attention call, and all that the last layer of a
     /// prefill needs (no one reads its output: a prefill makes no logits).
     pub fn fill_cache(&self, x: &Tensor, pos: usize, cache: &mut LayerCache, rope: &Rope) -> Result<()> {
+        if cache.windowed.is_some() {
+            // The windowed heads' ring is written after their attention; the output is not needed.
+            self.forward_planned(x, pos, cache, rope, &mut MaskCache::default(), &AttentionControl::default())?;
+            return Ok(());
+        }
         let c = x.dims()[1];
         if pos + c > cache.capacity() {
             return Err(ModelError::TooLong(format!("position {} is past the KV cache ({} positions)", pos + c, cache.capacity())));
@@ -252,12 +293,13 @@ impl Attention {
     /// Softmax attention of q `[b, heads, c, d]` over k, v `[b, kv, s, d]` with an additive f32 `mask`.
     /// Returns the head outputs `[b, heads, c, d]` and the weights `[b, kv, group, c, s]` (f32).
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&ChunkMask>, control: &AttentionControl) -> Result<(Tensor, Tensor)> {
-        let (b, _, c, d) = q.dims4()?;
-        let s = k.dims()[2];
-        let group = self.heads / self.kv_heads;
-        let qg = control.masked_queries(q)?.reshape((b, self.kv_heads, group * c, d))?;
+        let (b, heads, c, d) = q.dims4()?;
+        // The heads of the tensors given: all of the layer's, or one part of them under a KV plan.
+        let (kv_heads, s) = (k.dims()[1], k.dims()[2]);
+        let group = heads / kv_heads;
+        let qg = control.masked_queries(q)?.reshape((b, kv_heads, group * c, d))?;
         let scores = (qg.matmul(&k.t()?)? * self.scale)?;
-        let mut scores = scores.to_dtype(DType::F32)?.reshape((b, self.kv_heads, group, c, s))?;
+        let mut scores = scores.to_dtype(DType::F32)?.reshape((b, kv_heads, group, c, s))?;
         if let Some(cap) = self.softcap {
             // Before the mask, as transformers does: a blocked key stays at -inf.
             scores = ((scores / cap)?.tanh()? * cap)?;
@@ -276,8 +318,8 @@ impl Attention {
             if control.differentiable { candle_nn::ops::softmax(&scores, D::Minus1)? } else { candle_nn::ops::softmax_last_dim(&scores)? };
         // `v` may be a view of the preallocated cache (strided over its capacity): the batched matmul
         // takes that stride as is, where a contiguous copy would move the whole V cache at every step.
-        let out = weights.to_dtype(v.dtype())?.reshape((b, self.kv_heads, group * c, s))?.matmul(v)?;
-        let out = control.masked_outputs(out.reshape((b, self.heads, c, d))?)?;
+        let out = weights.to_dtype(v.dtype())?.reshape((b, kv_heads, group * c, s))?.matmul(v)?;
+        let out = control.masked_outputs(out.reshape((b, heads, c, d))?)?;
         Ok((out, weights))
     }
 
@@ -316,6 +358,9 @@ impl Attention {
         masks: &mut MaskCache,
         control: &AttentionControl,
     ) -> Result<(Tensor, Option<AttentionProbe>)> {
+        if cache.windowed.is_some() {
+            return self.forward_planned(x, pos, cache, rope, masks, control);
+        }
         let c = x.dims()[1];
         self.fill_cache(x, pos, cache, rope)?;
         let first = self.first_visible(pos);
@@ -354,6 +399,88 @@ impl Attention {
                 rows.push((h, flat.get(h)?.to_vec1::<f32>()?));
             }
             Some(AttentionProbe { argmax, first_key: first, rows })
+        } else {
+            None
+        };
+        Ok((self.merge(out)?, probe))
+    }
+
+    /// [`Attention::forward_cached`] under a KV plan: the query heads of the whole KV heads attend to
+    /// every position, those of the windowed ones to the sink positions and the last `window` positions
+    /// up to their own (StreamingLLM's shape; keys keep the rotation of their true positions). Each part
+    /// attends on its own; the outputs go back into head order before the output projection. Argmax
+    /// positions and attention rows are absolute positions, as on the plain path.
+    fn forward_planned(
+        &self,
+        x: &Tensor,
+        pos: usize,
+        cache: &mut LayerCache,
+        rope: &Rope,
+        masks: &mut MaskCache,
+        control: &AttentionControl,
+    ) -> Result<(Tensor, Option<AttentionProbe>)> {
+        let c = x.dims()[1];
+        let device = x.device();
+        let (q, k, v) = self.qkv(x, pos, rope, false)?;
+        let q = control.masked_queries(&q)?;
+        let group = self.heads / self.kv_heads;
+        let index = |ids: &[usize]| -> Result<Tensor> {
+            Ok(Tensor::from_vec(ids.iter().map(|&i| i as u32).collect::<Vec<u32>>(), ids.len(), device)?)
+        };
+        let query_heads = |kv: &[usize]| -> Vec<usize> { kv.iter().flat_map(|&h| h * group..(h + 1) * group).collect() };
+        let windowed = cache.windowed.as_ref().ok_or_else(|| ModelError::Invalid("no windowed heads in this layer".into()))?;
+        let (full, win) = (windowed.full.clone(), windowed.windowed.clone());
+        let plain = AttentionControl::default();
+        // (query heads, outputs, weights [1, n, group, c, keys], each key's position)
+        let mut parts: Vec<(Vec<usize>, Tensor, Tensor, Vec<usize>)> = Vec::with_capacity(2);
+        if !full.is_empty() {
+            let ids = index(&full)?;
+            cache.k.slice_set(&k.index_select(&ids, 1)?.contiguous()?, 2, pos)?;
+            cache.v.slice_set(&v.index_select(&ids, 1)?.contiguous()?, 2, pos)?;
+            let (keys, values) = (cache.k.narrow(2, 0, pos + c)?, cache.v.narrow(2, 0, pos + c)?);
+            let heads = query_heads(&full);
+            let mask = if c > 1 { Some(ChunkMask::Tail(masks.tail(c, device)?)) } else { None };
+            let (out, weights) = self.attend(&q.index_select(&index(&heads)?, 1)?, &keys, &values, mask.as_ref(), &plain)?;
+            parts.push((heads, out, weights, (0..pos + c).collect()));
+        }
+        if !win.is_empty() {
+            let ids = index(&win)?;
+            let (kw, vw) = (k.index_select(&ids, 1)?.contiguous()?, v.index_select(&ids, 1)?.contiguous()?);
+            let ring = cache.windowed.as_mut().expect("checked above");
+            let (keys, values, positions) = ring.keys_with(&kw, &vw, pos)?;
+            let mask = ChunkMask::Full(ring.visibility(pos, c, &positions, device)?);
+            let heads = query_heads(&win);
+            let (out, weights) = self.attend(&q.index_select(&index(&heads)?, 1)?, &keys, &values, Some(&mask), &plain)?;
+            ring.write(&kw, &vw, pos)?;
+            parts.push((heads, out, weights, positions));
+        }
+        // Back into head order.
+        let order: Vec<usize> = parts.iter().flat_map(|p| p.0.iter().copied()).collect();
+        let mut inverse = vec![0usize; self.heads];
+        for (i, &h) in order.iter().enumerate() {
+            inverse[h] = i;
+        }
+        let out = Tensor::cat(&parts.iter().map(|p| &p.1).collect::<Vec<_>>(), 1)?.index_select(&index(&inverse)?, 1)?;
+        let out = control.masked_outputs(out)?;
+        let probe = if c == 1 && (control.argmax || !control.rows.is_empty()) {
+            let mut argmax = vec![0u32; self.heads];
+            let mut rows = Vec::with_capacity(control.rows.len());
+            for (heads, _, weights, positions) in &parts {
+                let table = weights.reshape((heads.len(), positions.len()))?.to_vec2::<f32>()?;
+                for (row, &h) in table.iter().zip(heads) {
+                    let best = row.iter().enumerate().fold(0, |b, (i, &w)| if w > row[b] { i } else { b });
+                    argmax[h] = positions[best] as u32;
+                    if control.rows.contains(&h) {
+                        let mut full_row = vec![0f32; pos + 1];
+                        for (&p, &w) in positions.iter().zip(row) {
+                            full_row[p] = w;
+                        }
+                        rows.push((h, full_row));
+                    }
+                }
+            }
+            let argmax = control.argmax.then(|| Tensor::from_vec(argmax, self.heads, device)).transpose()?;
+            Some(AttentionProbe { argmax, first_key: 0, rows })
         } else {
             None
         };

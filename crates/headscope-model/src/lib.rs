@@ -12,6 +12,7 @@ pub mod error;
 pub mod flash;
 pub mod fused_ops;
 pub mod generate;
+pub mod kv_window;
 pub mod loader;
 pub mod mamba;
 pub mod mlp;

@@ -7,6 +7,7 @@
 
 use crate::attention::{Attention, AttentionControl, LayerCache, MaskCache};
 use crate::error::{ModelError, Result};
+use crate::kv_window::WindowedHeads;
 use crate::mamba::{MambaMixer, MambaState};
 use crate::mask::{HeadMask, MaskMode, MaskScope};
 use crate::mlp::FeedForward;
@@ -17,6 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use headscope_core::HeadId;
 use headscope_engine::prefix::CachedPrefix;
+use headscope_engine::KvPlan;
 
 pub use headscope_engine::{AttentionRow, Probe};
 
@@ -81,6 +83,15 @@ impl Layer {
     }
 }
 
+/// The states that cannot be rewound, at a position.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    position: usize,
+    mamba: Vec<MambaState>,
+    /// Per attention layer, its windowed heads' ring (deep copies).
+    rings: Vec<Option<WindowedHeads>>,
+}
+
 /// What the cached positions were computed under: the mask effect, and whether LongRoPE's long factors
 /// rotated them (a prompt rotated with the other set cannot reuse them).
 type CacheKey = (Option<MaskEffect>, bool);
@@ -129,10 +140,12 @@ pub struct Transformer {
     contents: CachedPrefix<CacheKey>,
     /// The Mamba layers' states at the current position (empty for transformers).
     mamba_states: Vec<MambaState>,
-    /// The Mamba states where the last prefill ended, and that position: a Mamba state cannot be
-    /// rewound, so [`Transformer::truncate`] goes back only to here (where several decodes start from
-    /// one prefilled prompt) or to 0.
-    mamba_snapshot: Option<(usize, Vec<MambaState>)>,
+    /// The states that cannot be rewound (Mamba states, windowed KV heads' rings) where the last prefill
+    /// ended: [`Transformer::truncate`] goes back only to there (where several decodes start from one
+    /// prefilled prompt) or to 0.
+    snapshot: Option<Snapshot>,
+    /// The head-level KV plan in effect (None: every head keeps the whole cache).
+    kv_plan: Option<KvPlan>,
     mask: Option<ActiveMask>,
     prefill_chunk: Option<usize>,
     score_budget: usize,
@@ -240,7 +253,8 @@ impl Transformer {
             position: 0,
             contents: CachedPrefix::default(),
             mamba_states: Vec::new(),
-            mamba_snapshot: None,
+            snapshot: None,
+            kv_plan: None,
             mask: None,
             prefill_chunk: None,
             fused_attention: true,
@@ -345,8 +359,8 @@ impl Transformer {
         self.check_fits(capacity)?;
         if self.cache.first().is_none_or(|c| c.capacity() < capacity) {
             self.cache.clear();
-            for _ in 0..self.spec.head_shape().layers {
-                self.cache.push(LayerCache::new(&self.spec, capacity, self.dtype, &self.device)?);
+            for a in 0..self.spec.head_shape().layers {
+                self.cache.push(self.new_cache(a, capacity)?);
             }
         }
         for rope in &mut self.ropes {
@@ -376,14 +390,20 @@ impl Transformer {
                 self.position
             )));
         }
-        if self.has_mamba() && position != self.position && position != 0 {
-            match &self.mamba_snapshot {
-                Some((at, states)) if *at == position => self.mamba_states = states.clone(),
+        if self.rolling_state() && position != self.position && position != 0 {
+            match &self.snapshot {
+                Some(snap) if snap.position == position => {
+                    self.mamba_states = snap.mamba.clone();
+                    for (cache, ring) in self.cache.iter_mut().zip(&snap.rings) {
+                        cache.windowed = ring.clone();
+                    }
+                }
                 _ => {
+                    let what = if self.has_mamba() { "a Mamba layer's state" } else { "a windowed KV head's ring" };
                     return Err(ModelError::Invalid(format!(
-                        "cannot go back to position {position}: a Mamba layer's state can return only to where the last prefill ended{} or to 0",
-                        self.mamba_snapshot.as_ref().map(|(at, _)| format!(" ({at})")).unwrap_or_default()
-                    )))
+                        "cannot go back to position {position}: {what} can return only to where the last prefill ended{} or to 0",
+                        self.snapshot.as_ref().map(|s| format!(" ({})", s.position)).unwrap_or_default()
+                    )));
                 }
             }
         }
@@ -405,15 +425,59 @@ impl Transformer {
     /// mask of scope `all` changes the prefill; one of scope `decode`, or none, does not).
     pub fn reusable_prefix(&self, ids: &[u32]) -> usize {
         let shared = self.contents.reusable(ids, &(effect_of(&self.mask, false).cloned(), self.long_rope_for(ids.len())));
-        if !self.has_mamba() {
+        if !self.rolling_state() {
             return shared;
         }
-        // Mamba states exist only where the cache ends and where the last prefill ended.
-        match &self.mamba_snapshot {
+        // Mamba states and rings exist only where the cache ends and where the last prefill ended.
+        match &self.snapshot {
             _ if shared >= self.position => self.position,
-            Some((at, _)) if shared >= *at => *at,
+            Some(snap) if shared >= snap.position => snap.position,
             _ => 0,
         }
+    }
+
+    /// Whether some state cannot be rewound to an arbitrary position: Mamba layers, or KV heads a plan
+    /// windows.
+    fn rolling_state(&self) -> bool {
+        self.has_mamba() || self.kv_plan.is_some()
+    }
+
+    /// The KV cache of attention layer `a` for `capacity` positions, under the plan in effect.
+    fn new_cache(&self, a: usize, capacity: usize) -> Result<LayerCache> {
+        match &self.kv_plan {
+            Some(plan) => LayerCache::planned(&self.spec, capacity, self.dtype, &self.device, &plan.full[a], plan.sink, plan.window),
+            None => LayerCache::new(&self.spec, capacity, self.dtype, &self.device),
+        }
+    }
+
+    /// Keeps the whole KV cache only for the KV heads `plan` names, the others a sink and a window of
+    /// recent positions (their memory is all that is allocated); None: every head keeps everything. The
+    /// cache is emptied. Layers with a sliding window of their own refuse a plan.
+    pub fn set_kv_plan(&mut self, plan: Option<KvPlan>) -> Result<()> {
+        if let Some(p) = &plan {
+            p.check(&self.spec).map_err(|e| ModelError::Invalid(e.to_string()))?;
+            if self.spec.sliding_windows.iter().any(Option::is_some) && !p.is_full() {
+                return Err(ModelError::Invalid(format!(
+                    "`{}` has sliding-window layers, which keep their own window: a KV plan applies to models whose layers see the whole context",
+                    self.spec.model_type
+                )));
+            }
+        }
+        self.kv_plan = plan.filter(|p| !p.is_full());
+        self.release_cache();
+        self.snapshot = None;
+        Ok(())
+    }
+
+    /// The KV plan in effect (None also when the plan set kept every head whole).
+    pub fn kv_plan(&self) -> Option<&KvPlan> {
+        self.kv_plan.as_ref()
+    }
+
+    /// Bytes the KV cache's tensors take now (whole heads at the reserved capacity, windowed heads
+    /// their ring).
+    pub fn kv_cache_bytes(&self) -> usize {
+        self.cache.iter().map(LayerCache::bytes).sum()
     }
 
     /// Whether some layer is a Mamba block (Jamba).
@@ -421,9 +485,16 @@ impl Transformer {
         self.spec.layer_kinds.contains(&LayerKind::Mamba)
     }
 
-    /// At position 0, zero states for the Mamba layers (a new sequence starts).
+    /// At position 0, zero states for the Mamba layers and empty rings for windowed KV heads (a new
+    /// sequence starts).
     fn start_mamba_states(&mut self) -> Result<()> {
-        if self.position != 0 || !self.has_mamba() {
+        if self.position != 0 {
+            return Ok(());
+        }
+        for ring in self.cache.iter_mut().filter_map(|c| c.windowed.as_mut()) {
+            ring.clear();
+        }
+        if !self.has_mamba() {
             return Ok(());
         }
         let Some(shape) = self.spec.mamba.clone() else { return Ok(()) };
@@ -463,9 +534,7 @@ impl Transformer {
             tracing::debug!("growing the KV cache from {have} to {capacity} positions");
             let keep = self.position;
             self.cache = if self.cache.is_empty() {
-                (0..self.spec.head_shape().layers)
-                    .map(|_| LayerCache::new(&self.spec, capacity, self.dtype, &self.device))
-                    .collect::<Result<_>>()?
+                (0..self.spec.head_shape().layers).map(|a| self.new_cache(a, capacity)).collect::<Result<_>>()?
             } else {
                 self.cache.iter().map(|c| c.grown(&self.spec, capacity, keep)).collect::<Result<_>>()?
             };
@@ -565,7 +634,7 @@ impl Transformer {
         self.select_ropes(end);
         self.start_mamba_states()?;
         // Should the prefill fail part-way, no snapshot claims a position it did not reach.
-        self.mamba_snapshot = None;
+        self.snapshot = None;
         let key = (effect_of(&self.mask, false).cloned(), self.long_rope_for(end));
         let mut masks = MaskCache::default();
         let mut rest = ids;
@@ -578,8 +647,9 @@ impl Transformer {
             self.position += chunk.len();
             rest = tail;
         }
-        if self.has_mamba() {
-            self.mamba_snapshot = Some((self.position, self.mamba_states.clone()));
+        if self.rolling_state() {
+            let rings = self.cache.iter().map(|c| c.windowed.clone()).collect();
+            self.snapshot = Some(Snapshot { position: self.position, mamba: self.mamba_states.clone(), rings });
         }
         Ok(())
     }

@@ -72,6 +72,10 @@ pub struct RunInfo {
     /// end of a run, so a resumed run may ask for others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scores: Vec<String>,
+    /// The head-level KV-cache policy the run decoded under (`window:W`, `heads:FILE:K`, `random:K:SEED`
+    /// with its sink and window, and how many KV heads kept everything); absent: the whole cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache: Option<String>,
 }
 
 impl RunInfo {
@@ -87,6 +91,7 @@ impl RunInfo {
             ("haystack", self.haystack_hash.clone()),
             ("max new tokens", self.max_new_tokens.to_string()),
             ("mask", format!("{:?}", self.mask)),
+            ("KV cache", self.kv_cache.clone().unwrap_or_else(|| "full".into())),
         ]
     }
 
@@ -149,6 +154,7 @@ mod tests {
             mask: None,
             seed: None,
             scores: Vec::new(),
+            kv_cache: None,
         }
     }
 
