@@ -502,3 +502,30 @@ fn new_families_on_cuda_match_the_cpu() {
         }
     }
 }
+
+/// A head-level KV plan on CUDA computes what it computes on the CPU (the split attention takes the
+/// plain path; an all-windowed layer holds no whole head at all).
+#[test]
+fn kv_plans_on_cuda_match_the_cpu() {
+    let Some(dev) = cuda_device() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    TinyModel { seed: 4, ..TinyModel::new(TinyArch::Llama) }.write(dir.path()).unwrap();
+    let spec = headscope_model::ModelSpec::from_config_file(&dir.path().join("config.json")).unwrap();
+    for plan in [
+        headscope_engine::KvPlan::all_windowed(&spec, 2, 9).unwrap(),
+        headscope_engine::KvPlan::keeping_heads(&spec, &[headscope_core::HeadId::new(1, 3)], 2, 9).unwrap(),
+    ] {
+        let run = |device: Device| {
+            let mut m = LoadedModel::load(dir.path(), &LoadOptions { dtype: Some(DType::F32), device }).unwrap();
+            m.model.set_kv_plan(Some(plan.clone())).unwrap();
+            m.model.set_prefill_chunk(7);
+            let ids: Vec<u32> = (0..50).map(|i| 3 + (i * 31 % 300) as u32).collect();
+            m.model.prefill(&ids[..49]).unwrap();
+            let step = m.model.step(ids[49], &Probe::default()).unwrap();
+            (step.logits.to_device(&Device::Cpu).unwrap(), step.argmax_position)
+        };
+        let ((lc, ac), (lg, ag)) = (run(Device::Cpu), run(dev.clone()));
+        assert!(max_abs_difference(&lc, &lg) < 1e-3);
+        assert_eq!(ac, ag);
+    }
+}
