@@ -6,6 +6,7 @@ mod bench;
 mod compare;
 mod convert;
 mod cot;
+mod kv;
 mod lm;
 mod loss_plot;
 mod outputs;
@@ -54,6 +55,10 @@ enum Command {
     /// The chain-of-thought experiment (fig. 10): tasks answered directly and step by step, with no
     /// heads, the top-K heads of --scores and K random heads masked; exact-match accuracy.
     Cot(cot::CotArgs),
+    /// What the retrieval heads buy in KV memory: NIAH pass rate with only their KV heads keeping the
+    /// whole cache (the others a sink and a window), against as many random KV heads and against every
+    /// head windowed, over several windows; kv.png, kv.json, kv.csv.
+    Kv(kv::KvArgs),
     /// Draw training-loss curves from `headscope train` logs (stages one after another).
     PlotLoss(PlotLossArgs),
     /// The paper's figures for one model (figs. 3-9, 13): runs or resumes detection, masking and QA
@@ -353,6 +358,7 @@ fn main() {
         Command::Compare(a) => compare::compare(&a),
         Command::ConvertScores(a) => convert::convert(&a),
         Command::Cot(a) => cot::cot(&a),
+        Command::Kv(a) => kv::kv(&a),
         Command::PlotLoss(a) => loss_plot::plot_loss(&a.logs, &a.out, a.smooth),
         Command::Report(a) => report::report(&a),
         Command::Bench(a) => bench::bench(&a),

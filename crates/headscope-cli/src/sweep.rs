@@ -609,7 +609,7 @@ pub fn niah_batch(args: &SweepArgs, runs: &[MaskRun], mode: MaskMode, scope: Mas
 
 /// Head scores for masking a model of `shape`: an official head-score file, or a DuoAttention head file
 /// (`.tsv`, one gate per KV head, spread over its `heads_per_kv` query heads).
-fn read_scores_for(path: &Path, shape: headscope_core::HeadShape, heads_per_kv: usize) -> Result<headscope_core::HeadScores> {
+pub(crate) fn read_scores_for(path: &Path, shape: headscope_core::HeadShape, heads_per_kv: usize) -> Result<headscope_core::HeadScores> {
     let s = read_scores_file(path, heads_per_kv)?;
     if s.shape() != shape {
         bail!(

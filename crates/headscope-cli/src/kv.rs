@@ -1,0 +1,221 @@
+//! `headscope kv`: what the retrieval heads buy in KV memory. For each window W, the same NIAH grid
+//! runs with the KV heads of the top-K retrieval heads keeping the whole cache (the others a sink and
+//! the last W positions), with as many randomly chosen KV heads kept whole instead (several seeds),
+//! with every KV head windowed, and once with the whole cache; each run is an ordinary `niah` run in
+//! its own folder (resumable). Pass rate against KV memory goes to kv.png, kv.json and kv.csv.
+
+use crate::sweep::{self, open_model, read_scores_for};
+use crate::SweepArgs;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use headscope_core::files::write_atomic;
+use headscope_core::{masking, RETRIEVAL_THRESHOLD};
+use headscope_engine::KvPlan;
+use headscope_model::{MaskMode, MaskScope};
+use headscope_plot::{Band, Series};
+use std::path::{Path, PathBuf};
+
+/// Flags of `headscope kv`.
+#[derive(Args, Debug)]
+pub struct KvArgs {
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+    /// Head scores (a `detect` run's head_scores.json) whose top heads' KV heads keep the whole cache.
+    #[arg(long)]
+    pub scores: PathBuf,
+    /// How many top heads: default, the retrieval heads (mean score above --threshold).
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// A head whose mean score exceeds this is a retrieval head (for the default --top).
+    #[arg(long, default_value_t = RETRIEVAL_THRESHOLD)]
+    pub threshold: f64,
+    /// Windows W to try, comma-separated (recent positions a windowed KV head keeps).
+    #[arg(long, default_value = "64,128,256,512")]
+    pub windows: String,
+    /// Random plans per window (seeds 1..N), each keeping as many KV heads whole as the retrieval plan.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Answers with at least this ROUGE-1 recall pass.
+    #[arg(long, default_value_t = 0.5)]
+    pub pass: f64,
+}
+
+/// One run of the sweep: its folder, policy, window and what family of plan it is.
+struct KvRun {
+    dir: PathBuf,
+    policy: String,
+    window: usize,
+    family: &'static str,
+}
+
+/// `headscope kv`.
+pub fn kv(a: &KvArgs) -> Result<()> {
+    if a.sweep.kv_cache != "full" {
+        bail!("headscope kv chooses the KV policies itself: leave --kv-cache out");
+    }
+    let windows: Vec<usize> = a
+        .windows
+        .split(',')
+        .map(|w| w.trim().parse::<usize>().with_context(|| format!("--windows: `{w}` is not a whole number")))
+        .collect::<Result<_>>()?;
+    if windows.is_empty() || windows.contains(&0) {
+        bail!("--windows needs positive windows");
+    }
+    let md = open_model(&a.sweep)?;
+    let spec = md.spec.clone();
+    let scores = read_scores_for(&a.scores, spec.head_shape(), spec.group_size())?;
+    let k = match a.top {
+        Some(k) => k,
+        None => scores.retrieval_heads(a.threshold).len(),
+    };
+    if k == 0 {
+        bail!("{}: no head's mean score is above {}: give --top K", a.scores.display(), a.threshold);
+    }
+    let retrieval = KvPlan::keeping_heads(&spec, &masking::top_k(&scores, k)?, a.sweep.kv_sink, windows[0])?;
+    let whole = retrieval.full_heads();
+    let total = retrieval.full.iter().flatten().count();
+    eprintln!("the top {k} heads of {} read {whole} of the {total} KV heads", a.scores.display());
+    let scores_path = std::fs::canonicalize(&a.scores).unwrap_or_else(|_| a.scores.clone());
+    let mut runs = vec![KvRun { dir: a.sweep.out.join("full"), policy: "full".into(), window: 0, family: "full" }];
+    for &w in &windows {
+        runs.push(KvRun {
+            dir: a.sweep.out.join(format!("retrieval-w{w}")),
+            policy: format!("heads:{}:{k}", scores_path.display()),
+            window: w,
+            family: "retrieval",
+        });
+        for seed in 1..=a.seeds {
+            runs.push(KvRun {
+                dir: a.sweep.out.join(format!("random-w{w}-s{seed}")),
+                policy: format!("random:{whole}:{seed}"),
+                window: w,
+                family: "random",
+            });
+        }
+        runs.push(KvRun { dir: a.sweep.out.join(format!("window-w{w}")), policy: format!("window:{w}"), window: w, family: "window" });
+    }
+    for (i, run) in runs.iter().enumerate() {
+        eprintln!("kv run {}/{}: {} (window {}) -> {}", i + 1, runs.len(), run.policy, run.window, run.dir.display());
+        let args = SweepArgs { out: run.dir.clone(), kv_cache: run.policy.clone(), kv_window: run.window.max(1), ..a.sweep.clone() };
+        sweep::niah(&args, None, MaskMode::Uniform, MaskScope::Decode, a.pass)?;
+    }
+
+    // Memory at the longest prompt of the grid, as a share of the whole cache.
+    let longest = runs_longest(&runs[0].dir)?;
+    let full_bytes = KvPlan::all_windowed(&spec, 0, longest)?.cache_bytes(&spec, longest, 2);
+    let mut points = Vec::new();
+    for run in &runs {
+        let rate = pass_rate(&run.dir)?;
+        let plan = match run.family {
+            "full" => None,
+            "retrieval" => Some(KvPlan::keeping_heads(&spec, &masking::top_k(&scores, k)?, a.sweep.kv_sink, run.window)?),
+            "random" => {
+                let seed = run.policy.rsplit(':').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                Some(KvPlan::random(&spec, whole, seed, a.sweep.kv_sink, run.window)?)
+            }
+            _ => Some(KvPlan::all_windowed(&spec, a.sweep.kv_sink, run.window)?),
+        };
+        let bytes = plan.map_or(full_bytes, |p| p.cache_bytes(&spec, longest, 2));
+        points.push(serde_json::json!({
+            "family": run.family, "policy": run.policy, "window": run.window, "pass_rate": rate,
+            "kv_share": bytes as f64 / full_bytes as f64, "kv_bytes_bf16": bytes, "dir": run.dir.display().to_string(),
+        }));
+    }
+    let summary = serde_json::json!({
+        "model": md.dir.display().to_string(), "scores": a.scores.display().to_string(), "top": k,
+        "whole_kv_heads": whole, "kv_heads": total, "sink": a.sweep.kv_sink, "longest_prompt": longest, "points": points,
+    });
+    write_atomic(&a.sweep.out.join("kv.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    let mut csv = String::from("family,policy,window,pass_rate,kv_share\n");
+    for p in &points {
+        csv.push_str(&format!(
+            "{},{},{},{},{}\n",
+            p["family"].as_str().unwrap_or(""),
+            p["policy"].as_str().unwrap_or(""),
+            p["window"],
+            p["pass_rate"],
+            p["kv_share"]
+        ));
+    }
+    write_atomic(&a.sweep.out.join("kv.csv"), csv.as_bytes())?;
+    draw(&a.sweep.out.join("kv.png"), &points, &windows, whole, total)?;
+    for p in &points {
+        println!(
+            "{:<9} window {:>4}: pass rate {:>5.1}% with {:>5.1}% of the KV memory",
+            p["family"].as_str().unwrap_or(""),
+            p["window"],
+            100.0 * p["pass_rate"].as_f64().unwrap_or(0.0),
+            100.0 * p["kv_share"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!("wrote {}/{{kv.png, kv.json, kv.csv}}", a.sweep.out.display());
+    Ok(())
+}
+
+/// The pass rate a finished `niah` run wrote into its summary.json.
+fn pass_rate(dir: &Path) -> Result<f64> {
+    let path = dir.join("summary.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    v["pass_rate"].as_f64().with_context(|| format!("{}: no pass_rate", path.display()))
+}
+
+/// The longest prompt plus answer budget of a run's tests (its records' prompt lengths).
+fn runs_longest(dir: &Path) -> Result<usize> {
+    let log = headscope_core::files::TestLog::open(&dir.join("tests.jsonl"))?;
+    log.records().iter().map(|r| r.length + r.generated_ids.len()).max().context("the full-cache run has no records")
+}
+
+/// Pass rate (y) against KV memory as a share of the whole cache (x): one line per family over the
+/// windows; random's line is its mean over seeds, with their range shaded; the whole cache one point.
+fn draw(path: &Path, points: &[serde_json::Value], windows: &[usize], whole: usize, total: usize) -> Result<()> {
+    let of = |family: &str, w: usize| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .filter(|p| p["family"] == family && p["window"].as_u64() == Some(w as u64))
+            .map(|p| (100.0 * p["kv_share"].as_f64().unwrap_or(0.0), 100.0 * p["pass_rate"].as_f64().unwrap_or(0.0)))
+            .collect()
+    };
+    let line = |family: &str| -> Vec<(f64, f64)> {
+        let mut l: Vec<(f64, f64)> = windows
+            .iter()
+            .filter_map(|&w| {
+                let at = of(family, w);
+                (!at.is_empty())
+                    .then(|| (at.iter().map(|p| p.0).sum::<f64>() / at.len() as f64, at.iter().map(|p| p.1).sum::<f64>() / at.len() as f64))
+            })
+            .collect();
+        l.sort_by(|a, b| a.0.total_cmp(&b.0));
+        l
+    };
+    let band: Vec<(f64, f64, f64)> = {
+        let mut b: Vec<(f64, f64, f64)> = windows
+            .iter()
+            .filter_map(|&w| {
+                let at = of("random", w);
+                (!at.is_empty()).then(|| {
+                    let x = at.iter().map(|p| p.0).sum::<f64>() / at.len() as f64;
+                    (x, at.iter().map(|p| p.1).fold(f64::INFINITY, f64::min), at.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max))
+                })
+            })
+            .collect();
+        b.sort_by(|a, b| a.0.total_cmp(&b.0));
+        b
+    };
+    let series = vec![
+        Series { name: format!("retrieval heads' KV heads whole ({whole} of {total})"), points: line("retrieval") },
+        Series { name: format!("{whole} random KV heads whole (mean over seeds)"), points: line("random") },
+        Series { name: "every KV head windowed".into(), points: line("window") },
+        Series { name: "whole cache".into(), points: of("full", 0) },
+    ];
+    headscope_plot::save_line_chart_with_bands(
+        path,
+        &series,
+        &[Band { series: 1, points: band }],
+        Some((0.0, 100.0)),
+        "NIAH pass rate against KV-cache memory",
+        "KV memory at the longest prompt (% of the whole cache)",
+        "pass rate (%)",
+    )?;
+    Ok(())
+}

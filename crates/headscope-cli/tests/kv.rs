@@ -1,0 +1,84 @@
+//! End to end: `headscope kv` and `--kv-cache` on a tiny random model. Every plan family runs as its
+//! own resumable `niah` run recording its policy, the memory shares follow the plans (the retrieval
+//! heads' plan and its random controls hold as many whole KV heads, every-head-windowed holds none),
+//! the figure and its data are written, and bad policies are named.
+
+use headscope_core::files::RunInfo;
+use std::path::Path;
+mod common;
+use common::{fails, ok_stdout};
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn kv_runs_every_plan_family_and_charts_pass_rate_against_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let model = t.join("tiny").to_string_lossy().into_owned();
+    ok_stdout(&["tiny-model", "--out", &model]);
+    // 2 layers x 4 heads over 2 KV heads: heads 1-2 and 1-3 (KV head 1 of layer 1) retrieve.
+    let scores = t.join("scores.json");
+    std::fs::write(&scores, r#"{"0-0": [0], "0-1": [0], "0-2": [0], "0-3": [0.05], "1-0": [0], "1-1": [0], "1-2": [0.6], "1-3": [0.4]}"#)
+        .unwrap();
+    let out = t.join("kv");
+    let (scores_s, out_s) = (scores.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
+    let args = [
+        "kv",
+        "--model",
+        &model,
+        "--out",
+        &out_s,
+        "--scores",
+        &scores_s,
+        "--windows",
+        "16,40",
+        "--seeds",
+        "2",
+        "--lengths",
+        "200",
+        "--depths",
+        "2",
+        "--max-new-tokens",
+        "4",
+    ];
+    let stdout = ok_stdout(&args);
+    assert!(stdout.contains("kv.png"), "{stdout}");
+    assert!(out.join("kv.png").exists() && out.join("kv.csv").exists());
+    let summary = json(&out.join("kv.json"));
+    assert_eq!((summary["top"].as_u64(), summary["whole_kv_heads"].as_u64(), summary["kv_heads"].as_u64()), (Some(2), Some(1), Some(4)));
+    let points = summary["points"].as_array().unwrap();
+    assert_eq!(points.len(), 1 + 2 * (1 + 2 + 1), "full, then per window: retrieval, 2 random, window");
+    let share = |family: &str, w: u64| -> Vec<f64> {
+        points.iter().filter(|p| p["family"] == family && p["window"] == w).map(|p| p["kv_share"].as_f64().unwrap()).collect()
+    };
+    assert_eq!(share("full", 0), vec![1.0]);
+    for w in [16, 40] {
+        let (r, rand, win) = (share("retrieval", w), share("random", w), share("window", w));
+        assert_eq!(rand, vec![r[0]; 2], "random plans keep as many whole KV heads as the retrieval plan");
+        assert!(win[0] < r[0] && r[0] < 1.0, "window {w}: {win:?} < {r:?} < 1");
+    }
+    assert!(share("window", 16)[0] < share("window", 40)[0]);
+    // Each run is an ordinary niah run that recorded its policy.
+    let info: RunInfo = serde_json::from_value(json(&out.join("retrieval-w16/run.json"))).unwrap();
+    let policy = info.kv_cache.unwrap();
+    assert!(policy.starts_with("heads:") && policy.contains("window 16") && policy.contains("1 of 4 KV heads whole"), "{policy}");
+    let info: RunInfo = serde_json::from_value(json(&out.join("full/run.json"))).unwrap();
+    assert_eq!(info.kv_cache, None);
+    // A rerun runs nothing new.
+    let again = ok_stdout(&args);
+    assert_eq!(again, stdout);
+
+    // Bad policies and a wgpu run are named.
+    let niah = |policy: &str, extra: &[&str], expect: &str| {
+        let o = t.join("bad").to_string_lossy().into_owned();
+        let mut a = vec!["niah", "--model", model.as_str(), "--out", o.as_str(), "--lengths", "200", "--depths", "1", "--kv-cache", policy];
+        a.extend_from_slice(extra);
+        fails(&a, expect)
+    };
+    niah("bogus", &[], "expected full, window:W, heads:FILE:K or random:K:SEED");
+    niah("window:x", &[], "not a whole number");
+    niah("random:9:1", &[], "9 random KV heads of a model with 4");
+    niah(&format!("heads:{scores_s}:2"), &["--device", "wgpu"], "--device wgpu");
+}
