@@ -144,6 +144,7 @@ pub fn cot(a: &CotArgs) -> Result<()> {
             seed: v.seed,
             scores: Vec::new(),
             kv_cache: None,
+            decode: None,
         };
         info.check_and_write(&dir.join("run.json"))?;
         logs.push(CotLog::open(&dir.join("cot.jsonl"))?);

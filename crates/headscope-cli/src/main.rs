@@ -238,6 +238,11 @@ pub struct SweepArgs {
     /// Recent positions a windowed KV head keeps, its own included (heads: and random: policies).
     #[arg(long, default_value_t = 256)]
     pub kv_window: usize,
+    /// How the next token is chosen (candle backend): `greedy`, or `decore:FILE:K[:CAP]`: DeCoRe, the
+    /// model's logits contrasted with those of a copy that masks the top-K heads of score file FILE,
+    /// weighted by the entropy of the model's next-token distribution (capped at CAP).
+    #[arg(long, default_value = "greedy", value_name = "HOW")]
+    pub decode: String,
 }
 
 #[derive(Args, Debug)]

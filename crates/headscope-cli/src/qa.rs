@@ -103,6 +103,7 @@ fn run_info(setup: &QaSetup, items: &[QaItem], run: &QaRun) -> Result<RunInfo> {
         seed: run.seed,
         scores: Vec::new(),
         kv_cache: None,
+        decode: None,
     })
 }
 

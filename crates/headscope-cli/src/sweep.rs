@@ -52,6 +52,17 @@ struct Sweep {
     repeats: bool,
     /// The head-level KV plan of `--kv-cache` (None: the whole cache).
     kv: Option<KvPlan>,
+    /// DeCoRe decoding of `--decode` (None: greedy).
+    decore: Option<DecoreChoice>,
+}
+
+/// What `--decode decore:FILE:K[:CAP]` asks for.
+#[derive(Debug, Clone)]
+struct DecoreChoice {
+    heads: Vec<HeadId>,
+    cap: Option<f64>,
+    /// As run.json records it.
+    name: String,
 }
 
 /// Length of the random block of the data-free scores (RazorAttention repeats 2,500 tokens; 256 keep
@@ -175,13 +186,19 @@ impl Sweep {
             seed: None,
             scores: Vec::new(),
             kv_cache: None,
+            decode: None,
         };
         let kv = kv_plan(args, &model_dir.spec)?;
+        let decore = decore_choice(args, &model_dir.spec)?;
+        if decore.is_some() && wgpu {
+            bail!("--decode decore runs on the candle backend (cpu, cuda)");
+        }
         if kv.is_some() && wgpu {
             bail!("--kv-cache runs on the candle backend (cpu, cuda); --device wgpu keeps every position");
         }
         let mut info = info;
         info.kv_cache = kv.as_ref().map(|(_, name)| name.clone());
+        info.decode = decore.as_ref().map(|d| d.name.clone());
         // Checked before any file is written or any weight is loaded: every needle builds at the
         // shortest length, the longest test fits the model's context.
         let inputs = SweepInputs { needles: &needles, haystack: &haystack, max_new_tokens: args.max_new_tokens };
@@ -198,6 +215,7 @@ impl Sweep {
             query_focus: false,
             repeats: false,
             kv: kv.map(|(plan, _)| plan),
+            decore,
         })
     }
 
@@ -286,7 +304,16 @@ impl Sweep {
                     whole as f64 / 1e6
                 );
             }
-            self.drive(args, &mut model, runner, variants, &|| headscope_model::loader::device_memory(&self.options.device))?;
+            let memory = || headscope_model::loader::device_memory(&self.options.device);
+            match &self.decore {
+                Some(d) => {
+                    let mut engine = headscope_model::generate::Decore::new(&mut model, d.heads.clone(), MaskMode::Uniform, d.cap)?;
+                    self.drive(args, &mut engine, runner, variants, &memory)?;
+                    let mean = engine.alphas.iter().sum::<f64>() / engine.alphas.len().max(1) as f64;
+                    eprintln!("DeCoRe: {} steps, mean contrast weight {mean:.3}", engine.alphas.len());
+                }
+                None => self.drive(args, &mut model, runner, variants, &memory)?,
+            }
         }
         Ok(pending)
     }
@@ -526,6 +553,35 @@ fn kv_plan(args: &SweepArgs, spec: &ModelSpec) -> Result<Option<(KvPlan, String)
     let name =
         format!("{policy} (sink {sink}, window {window}; {} of {} KV heads whole)", plan.full_heads(), plan.full.iter().flatten().count());
     Ok(Some((plan, name)))
+}
+
+/// The DeCoRe decoding `--decode` names for a model of `spec`; None for `greedy`.
+fn decore_choice(args: &SweepArgs, spec: &ModelSpec) -> Result<Option<DecoreChoice>> {
+    let how = args.decode.trim();
+    if how == "greedy" {
+        return Ok(None);
+    }
+    let Some(rest) = how.strip_prefix("decore:") else {
+        bail!("--decode `{how}`: expected greedy or decore:FILE:K[:CAP]");
+    };
+    // FILE may hold ':'; K and the optional CAP are the last fields.
+    let expected = || format!("--decode `{how}`: expected decore:FILE:K or decore:FILE:K:CAP");
+    let (head, last) = rest.rsplit_once(':').with_context(expected)?;
+    let (file, k, cap) = match head.rsplit_once(':') {
+        Some((file, k)) if k.parse::<usize>().is_ok() && last.parse::<f64>().is_ok() => {
+            (file, k.parse::<usize>()?, Some(last.parse::<f64>()?))
+        }
+        _ => (head, last.parse::<usize>().with_context(expected)?, None),
+    };
+    if cap.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
+        bail!("--decode `{how}`: the cap must be a non-negative number");
+    }
+    if k == 0 {
+        bail!("--decode `{how}`: K must be at least 1");
+    }
+    let scores = read_scores_for(Path::new(&file), spec.head_shape(), spec.group_size())?;
+    let heads = masking::top_k(&scores, k)?;
+    Ok(Some(DecoreChoice { heads, cap, name: how.to_string() }))
 }
 
 /// `headscope niah`.

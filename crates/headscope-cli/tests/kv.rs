@@ -82,3 +82,56 @@ fn kv_runs_every_plan_family_and_charts_pass_rate_against_memory() {
     niah("random:9:1", &[], "9 random KV heads of a model with 4");
     niah(&format!("heads:{scores_s}:2"), &["--device", "wgpu"], "--device wgpu");
 }
+
+/// `--decode decore:FILE:K[:CAP]`: with the contrast weight capped at 0 its answers are greedy
+/// decoding's; uncapped it runs and records itself; bad specifications and the wgpu backend are named.
+#[test]
+fn decore_decoding_runs_records_itself_and_reduces_to_greedy_at_weight_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let model = t.join("tiny").to_string_lossy().into_owned();
+    ok_stdout(&["tiny-model", "--out", &model]);
+    let scores = t.join("scores.json");
+    std::fs::write(&scores, r#"{"0-0": [0], "0-1": [0.3], "0-2": [0], "0-3": [0.05], "1-0": [0], "1-1": [0], "1-2": [0.6], "1-3": [0]}"#)
+        .unwrap();
+    let scores_s = scores.to_string_lossy().into_owned();
+    let run = |name: &str, decode: &str| -> Vec<String> {
+        let out = t.join(name).to_string_lossy().into_owned();
+        ok_stdout(&[
+            "niah",
+            "--model",
+            &model,
+            "--out",
+            &out,
+            "--lengths",
+            "200",
+            "--depths",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--decode",
+            decode,
+        ]);
+        std::fs::read_to_string(t.join(name).join("tests.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["answer"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let greedy = run("greedy", "greedy");
+    assert_eq!(run("capped", &format!("decore:{scores_s}:2:0")), greedy);
+    run("decore", &format!("decore:{scores_s}:2"));
+    let info: RunInfo = serde_json::from_value(json(&t.join("decore/run.json"))).unwrap();
+    assert_eq!(info.decode.as_deref(), Some(format!("decore:{scores_s}:2").as_str()));
+    assert_eq!(serde_json::from_value::<RunInfo>(json(&t.join("greedy/run.json"))).unwrap().decode, None);
+    let bad = t.join("bad").to_string_lossy().into_owned();
+    let fail = |decode: &str, extra: &[&str], expect: &str| {
+        let mut a = vec!["niah", "--model", model.as_str(), "--out", bad.as_str(), "--lengths", "200", "--decode", decode];
+        a.extend_from_slice(extra);
+        fails(&a, expect)
+    };
+    fail("beam", &[], "expected greedy or decore:FILE:K[:CAP]");
+    fail(&format!("decore:{scores_s}"), &[], "expected decore:FILE:K or decore:FILE:K:CAP");
+    fail(&format!("decore:{scores_s}:0"), &[], "K must be at least 1");
+    fail(&format!("decore:{scores_s}:2"), &["--device", "wgpu"], "candle backend");
+}

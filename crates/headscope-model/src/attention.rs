@@ -69,6 +69,11 @@ impl LayerCache {
         own + self.windowed.as_ref().map_or(0, WindowedHeads::bytes)
     }
 
+    /// A copy whose tensors do not share this one's storage (the cache is written in place).
+    pub fn deep_copy(&self) -> Result<Self> {
+        Ok(LayerCache { k: self.k.copy()?, v: self.v.copy()?, windowed: self.windowed.clone() })
+    }
+
     /// A larger cache holding the first `keep` positions of this one (a windowed part is kept as is).
     pub fn grown(&self, spec: &ModelSpec, capacity: usize, keep: usize) -> Result<Self> {
         let mut bigger = Self::with_heads(self.k.dims()[1], spec.head_dim, capacity, self.k.dtype(), self.k.device())?;

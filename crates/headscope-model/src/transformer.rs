@@ -122,7 +122,9 @@ fn effect_of(mask: &Option<ActiveMask>, decoding: bool) -> Option<&MaskEffect> {
     }
 }
 
-/// The instrumented transformer.
+/// The instrumented transformer. A clone shares the weights and the cache's storage; see
+/// [`Transformer::fork`] for one with a cache of its own.
+#[derive(Clone)]
 pub struct Transformer {
     spec: ModelSpec,
     embed: Embedding,
@@ -434,6 +436,14 @@ impl Transformer {
             Some(snap) if shared >= snap.position => snap.position,
             _ => 0,
         }
+    }
+
+    /// A second model over the same weights (shared, not copied) with a copy of this one's cache and
+    /// states: both go on from here independently (DeCoRe decodes a masked copy beside the model).
+    pub fn fork(&self) -> Result<Transformer> {
+        let mut other = self.clone();
+        other.cache = self.cache.iter().map(LayerCache::deep_copy).collect::<Result<_>>()?;
+        Ok(other)
     }
 
     /// Whether some state cannot be rewound to an arbitrary position: Mamba layers, or KV heads a plan

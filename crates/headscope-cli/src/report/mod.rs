@@ -111,6 +111,7 @@ impl ReportArgs {
             kv_cache: "full".into(),
             kv_sink: 4,
             kv_window: 256,
+            decode: "greedy".into(),
         }
     }
 

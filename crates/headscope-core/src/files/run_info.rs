@@ -76,6 +76,10 @@ pub struct RunInfo {
     /// with its sink and window, and how many KV heads kept everything); absent: the whole cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_cache: Option<String>,
+    /// How tokens were chosen when not greedily (`decore:FILE:K[:CAP]`: DeCoRe contrasting the model
+    /// with a copy that masks FILE's top-K heads); absent: greedy decoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<String>,
 }
 
 impl RunInfo {
@@ -92,6 +96,7 @@ impl RunInfo {
             ("max new tokens", self.max_new_tokens.to_string()),
             ("mask", format!("{:?}", self.mask)),
             ("KV cache", self.kv_cache.clone().unwrap_or_else(|| "full".into())),
+            ("decoding", self.decode.clone().unwrap_or_else(|| "greedy".into())),
         ]
     }
 
@@ -155,6 +160,7 @@ mod tests {
             seed: None,
             scores: Vec::new(),
             kv_cache: None,
+            decode: None,
         }
     }
 
