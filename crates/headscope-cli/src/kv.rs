@@ -23,9 +23,10 @@ pub struct KvArgs {
     /// Head scores (a `detect` run's head_scores.json) whose top heads' KV heads keep the whole cache.
     #[arg(long)]
     pub scores: PathBuf,
-    /// How many top heads: default, the retrieval heads (mean score above --threshold).
-    #[arg(long)]
-    pub top: Option<usize>,
+    /// How many top heads, comma-separated for several (each with its random controls): default, the
+    /// retrieval heads (mean score above --threshold).
+    #[arg(long, value_name = "K,...")]
+    pub top: Option<String>,
     /// A head whose mean score exceeds this is a retrieval head (for the default --top).
     #[arg(long, default_value_t = RETRIEVAL_THRESHOLD)]
     pub threshold: f64,
@@ -40,11 +41,12 @@ pub struct KvArgs {
     pub pass: f64,
 }
 
-/// One run of the sweep: its folder, policy, window and what family of plan it is.
+/// One run of the sweep: its folder, policy, window, top-K (0 where none) and what family of plan it is.
 struct KvRun {
     dir: PathBuf,
     policy: String,
     window: usize,
+    top: usize,
     family: &'static str,
 }
 
@@ -64,35 +66,43 @@ pub fn kv(a: &KvArgs) -> Result<()> {
     let md = open_model(&a.sweep)?;
     let spec = md.spec.clone();
     let scores = read_scores_for(&a.scores, spec.head_shape(), spec.group_size())?;
-    let k = match a.top {
-        Some(k) => k,
-        None => scores.retrieval_heads(a.threshold).len(),
+    let tops: Vec<usize> = match &a.top {
+        Some(list) => list
+            .split(',')
+            .map(|k| k.trim().parse::<usize>().with_context(|| format!("--top: `{k}` is not a whole number")))
+            .collect::<Result<_>>()?,
+        None => vec![scores.retrieval_heads(a.threshold).len()],
     };
-    if k == 0 {
-        bail!("{}: no head's mean score is above {}: give --top K", a.scores.display(), a.threshold);
+    if tops.is_empty() || tops.contains(&0) {
+        bail!("{}: no head's mean score is above {} (or a top-K of 0): give --top K", a.scores.display(), a.threshold);
     }
-    let retrieval = KvPlan::keeping_heads(&spec, &masking::top_k(&scores, k)?, a.sweep.kv_sink, windows[0])?;
-    let whole = retrieval.full_heads();
-    let total = retrieval.full.iter().flatten().count();
-    eprintln!("the top {k} heads of {} read {whole} of the {total} KV heads", a.scores.display());
+    let retrieval_plan =
+        |k: usize, w: usize| -> Result<KvPlan> { Ok(KvPlan::keeping_heads(&spec, &masking::top_k(&scores, k)?, a.sweep.kv_sink, w)?) };
+    let total = spec.head_shape().layers * spec.kv_heads;
+    let whole_of: Vec<usize> = tops.iter().map(|&k| retrieval_plan(k, windows[0]).map(|p| p.full_heads())).collect::<Result<_>>()?;
+    for (k, whole) in tops.iter().zip(&whole_of) {
+        eprintln!("the top {k} heads of {} read {whole} of the {total} KV heads", a.scores.display());
+    }
     let scores_path = std::fs::canonicalize(&a.scores).unwrap_or_else(|_| a.scores.clone());
-    let mut runs = vec![KvRun { dir: a.sweep.out.join("full"), policy: "full".into(), window: 0, family: "full" }];
+    let mut runs = vec![KvRun { dir: a.sweep.out.join("full"), policy: "full".into(), window: 0, top: 0, family: "full" }];
+    // A single top-K keeps the short folder names.
+    let tag = |k: usize| if tops.len() == 1 { String::new() } else { format!("k{k}-") };
     for &w in &windows {
-        runs.push(KvRun {
-            dir: a.sweep.out.join(format!("retrieval-w{w}")),
-            policy: format!("heads:{}:{k}", scores_path.display()),
-            window: w,
-            family: "retrieval",
-        });
-        for seed in 1..=a.seeds {
-            runs.push(KvRun {
-                dir: a.sweep.out.join(format!("random-w{w}-s{seed}")),
-                policy: format!("random:{whole}:{seed}"),
-                window: w,
-                family: "random",
-            });
+        for (&k, &whole) in tops.iter().zip(&whole_of) {
+            let policy = format!("heads:{}:{k}", scores_path.display());
+            runs.push(KvRun { dir: a.sweep.out.join(format!("retrieval-{}w{w}", tag(k))), policy, window: w, top: k, family: "retrieval" });
+            for seed in 1..=a.seeds {
+                let dir = a.sweep.out.join(format!("random-{}w{w}-s{seed}", tag(k)));
+                runs.push(KvRun { dir, policy: format!("random:{whole}:{seed}"), window: w, top: k, family: "random" });
+            }
         }
-        runs.push(KvRun { dir: a.sweep.out.join(format!("window-w{w}")), policy: format!("window:{w}"), window: w, family: "window" });
+        runs.push(KvRun {
+            dir: a.sweep.out.join(format!("window-w{w}")),
+            policy: format!("window:{w}"),
+            window: w,
+            top: 0,
+            family: "window",
+        });
     }
     for (i, run) in runs.iter().enumerate() {
         eprintln!("kv run {}/{}: {} (window {}) -> {}", i + 1, runs.len(), run.policy, run.window, run.dir.display());
@@ -108,42 +118,49 @@ pub fn kv(a: &KvArgs) -> Result<()> {
         let rate = pass_rate(&run.dir)?;
         let plan = match run.family {
             "full" => None,
-            "retrieval" => Some(KvPlan::keeping_heads(&spec, &masking::top_k(&scores, k)?, a.sweep.kv_sink, run.window)?),
+            "retrieval" => Some(retrieval_plan(run.top, run.window)?),
             "random" => {
-                let seed = run.policy.rsplit(':').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let mut fields = run.policy.rsplit(':');
+                let seed = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let whole = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
                 Some(KvPlan::random(&spec, whole, seed, a.sweep.kv_sink, run.window)?)
             }
             _ => Some(KvPlan::all_windowed(&spec, a.sweep.kv_sink, run.window)?),
         };
+        let whole = plan.as_ref().map_or(total, KvPlan::full_heads);
         let bytes = plan.map_or(full_bytes, |p| p.cache_bytes(&spec, longest, 2));
         points.push(serde_json::json!({
-            "family": run.family, "policy": run.policy, "window": run.window, "pass_rate": rate,
-            "kv_share": bytes as f64 / full_bytes as f64, "kv_bytes_bf16": bytes, "dir": run.dir.display().to_string(),
+            "family": run.family, "policy": run.policy, "window": run.window, "top": run.top, "whole_kv_heads": whole,
+            "pass_rate": rate, "kv_share": bytes as f64 / full_bytes as f64, "kv_bytes_bf16": bytes, "dir": run.dir.display().to_string(),
         }));
     }
     let summary = serde_json::json!({
-        "model": md.dir.display().to_string(), "scores": a.scores.display().to_string(), "top": k,
-        "whole_kv_heads": whole, "kv_heads": total, "sink": a.sweep.kv_sink, "longest_prompt": longest, "points": points,
+        "model": md.dir.display().to_string(), "scores": a.scores.display().to_string(), "tops": tops,
+        "whole_kv_heads": whole_of, "kv_heads": total, "sink": a.sweep.kv_sink, "longest_prompt": longest, "points": points,
     });
     write_atomic(&a.sweep.out.join("kv.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    let mut csv = String::from("family,policy,window,pass_rate,kv_share\n");
+    let mut csv = String::from("family,policy,window,top,whole_kv_heads,pass_rate,kv_share\n");
     for p in &points {
+        let text = |k: &str| p[k].as_str().unwrap_or("").to_string();
         csv.push_str(&format!(
-            "{},{},{},{},{}\n",
-            p["family"].as_str().unwrap_or(""),
-            p["policy"].as_str().unwrap_or(""),
+            "{},{},{},{},{},{},{}\n",
+            text("family"),
+            text("policy"),
             p["window"],
+            p["top"],
+            p["whole_kv_heads"],
             p["pass_rate"],
             p["kv_share"]
         ));
     }
     write_atomic(&a.sweep.out.join("kv.csv"), csv.as_bytes())?;
-    draw(&a.sweep.out.join("kv.png"), &points, &windows, whole, total)?;
+    draw(&a.sweep.out.join("kv.png"), &points, total)?;
     for p in &points {
         println!(
-            "{:<9} window {:>4}: pass rate {:>5.1}% with {:>5.1}% of the KV memory",
+            "{:<9} window {:>4}, {:>3} of {total} KV heads whole: pass rate {:>5.1}% with {:>5.1}% of the KV memory",
             p["family"].as_str().unwrap_or(""),
             p["window"],
+            p["whole_kv_heads"],
             100.0 * p["pass_rate"].as_f64().unwrap_or(0.0),
             100.0 * p["kv_share"].as_f64().unwrap_or(0.0)
         );
@@ -166,47 +183,45 @@ fn runs_longest(dir: &Path) -> Result<usize> {
     log.records().iter().map(|r| r.length + r.generated_ids.len()).max().context("the full-cache run has no records")
 }
 
-/// Pass rate (y) against KV memory as a share of the whole cache (x): one line per family over the
-/// windows; random's line is its mean over seeds, with their range shaded; the whole cache one point.
-fn draw(path: &Path, points: &[serde_json::Value], windows: &[usize], whole: usize, total: usize) -> Result<()> {
-    let of = |family: &str, w: usize| -> Vec<(f64, f64)> {
-        points
-            .iter()
-            .filter(|p| p["family"] == family && p["window"].as_u64() == Some(w as u64))
-            .map(|p| (100.0 * p["kv_share"].as_f64().unwrap_or(0.0), 100.0 * p["pass_rate"].as_f64().unwrap_or(0.0)))
-            .collect()
-    };
-    let line = |family: &str| -> Vec<(f64, f64)> {
-        let mut l: Vec<(f64, f64)> = windows
-            .iter()
-            .filter_map(|&w| {
-                let at = of(family, w);
-                (!at.is_empty())
-                    .then(|| (at.iter().map(|p| p.0).sum::<f64>() / at.len() as f64, at.iter().map(|p| p.1).sum::<f64>() / at.len() as f64))
-            })
-            .collect();
+/// Pass rate (y) against KV memory as a share of the whole cache (x): one line per family through its
+/// plans (windows, and top-K for the retrieval and random ones); random's points are means over seeds,
+/// their range shaded; the whole cache one point.
+fn draw(path: &Path, points: &[serde_json::Value], total: usize) -> Result<()> {
+    let xy = |p: &serde_json::Value| (100.0 * p["kv_share"].as_f64().unwrap_or(0.0), 100.0 * p["pass_rate"].as_f64().unwrap_or(0.0));
+    let of = |family: &str| -> Vec<&serde_json::Value> { points.iter().filter(|p| p["family"] == family).collect() };
+    let sorted = |mut l: Vec<(f64, f64)>| {
         l.sort_by(|a, b| a.0.total_cmp(&b.0));
         l
     };
-    let band: Vec<(f64, f64, f64)> = {
-        let mut b: Vec<(f64, f64, f64)> = windows
-            .iter()
-            .filter_map(|&w| {
-                let at = of("random", w);
-                (!at.is_empty()).then(|| {
-                    let x = at.iter().map(|p| p.0).sum::<f64>() / at.len() as f64;
-                    (x, at.iter().map(|p| p.1).fold(f64::INFINITY, f64::min), at.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max))
-                })
-            })
-            .collect();
-        b.sort_by(|a, b| a.0.total_cmp(&b.0));
-        b
-    };
+    // Random plans: one point per (window, top), the mean over seeds, and the seeds' range.
+    let mut groups: Vec<((u64, u64), Vec<(f64, f64)>)> = Vec::new();
+    for p in of("random") {
+        let key = (p["window"].as_u64().unwrap_or(0), p["top"].as_u64().unwrap_or(0));
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(xy(p)),
+            None => groups.push((key, vec![xy(p)])),
+        }
+    }
+    let mean =
+        |v: &[(f64, f64)]| (v.iter().map(|p| p.0).sum::<f64>() / v.len() as f64, v.iter().map(|p| p.1).sum::<f64>() / v.len() as f64);
+    let mut band: Vec<(f64, f64, f64)> = groups
+        .iter()
+        .map(|(_, v)| {
+            (mean(v).0, v.iter().map(|p| p.1).fold(f64::INFINITY, f64::min), v.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max))
+        })
+        .collect();
+    band.sort_by(|a, b| a.0.total_cmp(&b.0));
     let series = vec![
-        Series { name: format!("retrieval heads' KV heads whole ({whole} of {total})"), points: line("retrieval") },
-        Series { name: format!("{whole} random KV heads whole (mean over seeds)"), points: line("random") },
-        Series { name: "every KV head windowed".into(), points: line("window") },
-        Series { name: "whole cache".into(), points: of("full", 0) },
+        Series {
+            name: "the KV heads of the top retrieval heads whole".into(),
+            points: sorted(of("retrieval").into_iter().map(xy).collect()),
+        },
+        Series {
+            name: "as many random KV heads whole (mean over seeds)".into(),
+            points: sorted(groups.iter().map(|(_, v)| mean(v)).collect()),
+        },
+        Series { name: "every KV head windowed".into(), points: sorted(of("window").into_iter().map(xy).collect()) },
+        Series { name: format!("whole cache ({total} KV heads)"), points: of("full").into_iter().map(xy).collect() },
     ];
     headscope_plot::save_line_chart_with_bands(
         path,

@@ -47,7 +47,10 @@ fn kv_runs_every_plan_family_and_charts_pass_rate_against_memory() {
     assert!(stdout.contains("kv.png"), "{stdout}");
     assert!(out.join("kv.png").exists() && out.join("kv.csv").exists());
     let summary = json(&out.join("kv.json"));
-    assert_eq!((summary["top"].as_u64(), summary["whole_kv_heads"].as_u64(), summary["kv_heads"].as_u64()), (Some(2), Some(1), Some(4)));
+    assert_eq!(
+        (summary["tops"][0].as_u64(), summary["whole_kv_heads"][0].as_u64(), summary["kv_heads"].as_u64()),
+        (Some(2), Some(1), Some(4))
+    );
     let points = summary["points"].as_array().unwrap();
     assert_eq!(points.len(), 1 + 2 * (1 + 2 + 1), "full, then per window: retrieval, 2 random, window");
     let share = |family: &str, w: u64| -> Vec<f64> {
@@ -69,6 +72,38 @@ fn kv_runs_every_plan_family_and_charts_pass_rate_against_memory() {
     // A rerun runs nothing new.
     let again = ok_stdout(&args);
     assert_eq!(again, stdout);
+
+    // Several top-K: each with its own random controls, named by K.
+    let many = t.join("kv-tops");
+    let many_s = many.to_string_lossy().into_owned();
+    ok_stdout(&[
+        "kv",
+        "--model",
+        &model,
+        "--out",
+        &many_s,
+        "--scores",
+        &scores_s,
+        "--top",
+        "1,4",
+        "--windows",
+        "16",
+        "--seeds",
+        "1",
+        "--lengths",
+        "200",
+        "--depths",
+        "1",
+        "--max-new-tokens",
+        "2",
+    ]);
+    let summary = json(&many.join("kv.json"));
+    // Top-1 (1-2) reads KV head 1 of layer 1; top-4 adds 1-3 (the same KV head), 0-3 (KV head 1 of
+    // layer 0) and, of the heads tied at 0, the first in head order, 0-0 (KV head 0 of layer 0).
+    assert_eq!(summary["whole_kv_heads"], serde_json::json!([1, 3]));
+    for dir in ["retrieval-k1-w16", "retrieval-k4-w16", "random-k1-w16-s1", "random-k4-w16-s1", "window-w16", "full"] {
+        assert!(many.join(dir).join("summary.json").exists(), "{dir}");
+    }
 
     // Bad policies and a wgpu run are named.
     let niah = |policy: &str, extra: &[&str], expect: &str| {
