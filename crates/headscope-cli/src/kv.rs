@@ -183,6 +183,9 @@ fn runs_longest(dir: &Path) -> Result<usize> {
     log.records().iter().map(|r| r.length + r.generated_ids.len()).max().context("the full-cache run has no records")
 }
 
+/// The random plans of one (window, top-K): their (memory %, pass rate %) points, one per seed.
+type RandomGroup = ((u64, u64), Vec<(f64, f64)>);
+
 /// Pass rate (y) against KV memory as a share of the whole cache (x): one line per family through its
 /// plans (windows, and top-K for the retrieval and random ones); random's points are means over seeds,
 /// their range shaded; the whole cache one point.
@@ -194,7 +197,7 @@ fn draw(path: &Path, points: &[serde_json::Value], total: usize) -> Result<()> {
         l
     };
     // Random plans: one point per (window, top), the mean over seeds, and the seeds' range.
-    let mut groups: Vec<((u64, u64), Vec<(f64, f64)>)> = Vec::new();
+    let mut groups: Vec<RandomGroup> = Vec::new();
     for p in of("random") {
         let key = (p["window"].as_u64().unwrap_or(0), p["top"].as_u64().unwrap_or(0));
         match groups.iter_mut().find(|(k, _)| *k == key) {
