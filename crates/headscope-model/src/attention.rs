@@ -71,10 +71,11 @@ impl LayerCache {
 
     /// A copy whose tensors do not share this one's storage (the cache is written in place).
     pub fn deep_copy(&self) -> Result<Self> {
-        Ok(LayerCache { k: self.k.copy()?, v: self.v.copy()?, windowed: self.windowed.clone() })
+        Ok(LayerCache { k: self.k.copy()?, v: self.v.copy()?, windowed: self.windowed.as_ref().map(WindowedHeads::deep_copy).transpose()? })
     }
 
-    /// A larger cache holding the first `keep` positions of this one (a windowed part is kept as is).
+    /// A larger cache holding the first `keep` positions of this one (a windowed part is kept as is: it
+    /// moves to the new cache, which replaces this one).
     pub fn grown(&self, spec: &ModelSpec, capacity: usize, keep: usize) -> Result<Self> {
         let mut bigger = Self::with_heads(self.k.dims()[1], spec.head_dim, capacity, self.k.dtype(), self.k.device())?;
         if keep > 0 && self.k.dims()[1] > 0 {

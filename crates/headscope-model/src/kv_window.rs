@@ -6,8 +6,9 @@
 use crate::error::{ModelError, Result};
 use candle_core::{DType, Device, Tensor};
 
-/// The windowed KV heads of one layer.
-#[derive(Debug)]
+/// The windowed KV heads of one layer. A clone shares the ring's storage, which is written in place:
+/// [`WindowedHeads::deep_copy`] makes one that does not (snapshots, forks).
+#[derive(Debug, Clone)]
 pub struct WindowedHeads {
     /// KV heads that keep every position (in the order of the layer cache's tensors).
     pub(crate) full: Vec<usize>,
@@ -20,22 +21,6 @@ pub struct WindowedHeads {
     slots: Vec<Option<usize>>,
     sink: usize,
     window: usize,
-}
-
-impl Clone for WindowedHeads {
-    /// A deep copy: the ring is written in place, so a snapshot must not share its storage.
-    fn clone(&self) -> Self {
-        let copy = |t: &Tensor| t.copy().expect("a tensor copy of the ring");
-        WindowedHeads {
-            full: self.full.clone(),
-            windowed: self.windowed.clone(),
-            ring_k: copy(&self.ring_k),
-            ring_v: copy(&self.ring_v),
-            slots: self.slots.clone(),
-            sink: self.sink,
-            window: self.window,
-        }
-    }
 }
 
 impl WindowedHeads {
@@ -56,6 +41,11 @@ impl WindowedHeads {
             sink,
             window,
         })
+    }
+
+    /// A copy whose ring does not share this one's storage.
+    pub fn deep_copy(&self) -> Result<Self> {
+        Ok(WindowedHeads { ring_k: self.ring_k.copy()?, ring_v: self.ring_v.copy()?, ..self.clone() })
     }
 
     /// Bytes the ring takes.

@@ -396,8 +396,9 @@ impl Transformer {
             match &self.snapshot {
                 Some(snap) if snap.position == position => {
                     self.mamba_states = snap.mamba.clone();
+                    // Copies: the snapshot stays intact for the next return to it.
                     for (cache, ring) in self.cache.iter_mut().zip(&snap.rings) {
-                        cache.windowed = ring.clone();
+                        cache.windowed = ring.as_ref().map(WindowedHeads::deep_copy).transpose()?;
                     }
                 }
                 _ => {
@@ -658,7 +659,7 @@ impl Transformer {
             rest = tail;
         }
         if self.rolling_state() {
-            let rings = self.cache.iter().map(|c| c.windowed.clone()).collect();
+            let rings = self.cache.iter().map(|c| c.windowed.as_ref().map(WindowedHeads::deep_copy).transpose()).collect::<Result<_>>()?;
             self.snapshot = Some(Snapshot { position: self.position, mamba: self.mamba_states.clone(), rings });
         }
         Ok(())
