@@ -625,6 +625,8 @@ fn resolve_choice(choice: &Option<MaskChoice>, shape: headscope_core::HeadShape,
 /// summary.json), run test by test so that decode-scope masks share each prompt's prefill. `watch`
 /// names heads whose argmax positions every record keeps. Finished tests are skipped, as in `niah`.
 pub fn niah_batch(args: &SweepArgs, runs: &[MaskRun], mode: MaskMode, scope: MaskScope, pass: f64, watch: &[HeadId]) -> Result<()> {
+    // Read before any test runs: a malformed list is named at once.
+    let distractors = distractor_answers(args)?;
     let model_dir = open_model(args)?;
     let shape = model_dir.spec.head_shape();
     let mut plans = Vec::with_capacity(runs.len());
@@ -659,7 +661,84 @@ pub fn niah_batch(args: &SweepArgs, runs: &[MaskRun], mode: MaskMode, scope: Mas
         };
         outputs::save_niah(&v.out.join("niah.png"), v.log.records(), &title)?;
         outputs::print_niah_summary(&v.out, v.log.records(), pass, heads, plan_name)?;
+        if let Some(distractors) = &distractors {
+            distractor_summary(&sweep, args, &v.out, v.log.records(), distractors, pass)?;
+        }
     }
+    Ok(())
+}
+
+/// Per needle of `--needles`, its `distractor_answers` (the answer spans of the distractor sentences
+/// placed beside it in its `needle` text); None when no needle has any.
+fn distractor_answers(args: &SweepArgs) -> Result<Option<Vec<Vec<String>>>> {
+    let Some(path) = &args.needles else { return Ok(None) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut all = Vec::new();
+    for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}: line {} is not JSON", path.display(), i + 1))?;
+        let answers = match v.get("distractor_answers") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .with_context(|| format!("{}: needle {}: distractor_answers must be a list of strings", path.display(), i + 1))?,
+            Some(_) => bail!("{}: needle {}: distractor_answers must be a list of strings", path.display(), i + 1),
+        };
+        all.push(answers);
+    }
+    Ok(all.iter().any(|a| !a.is_empty()).then_some(all))
+}
+
+/// DeCoRe's hallucination count for a run whose needles sit beside distractors: every answer sorted
+/// into correct, a distractor's fact, made up, or other (each prompt rebuilt for its context and
+/// checked against the recorded hash), printed and written into summary.json as `distractors`.
+fn distractor_summary(
+    sweep: &Sweep,
+    args: &SweepArgs,
+    out: &Path,
+    records: &[TestRecord],
+    distractors: &[Vec<String>],
+    pass: f64,
+) -> Result<()> {
+    use headscope_core::analysis::{classify_with_distractors, DistractorClass};
+    let md = &sweep.model_dir;
+    let mut builder = headscope_core::niah::NiahBuilder::new(&md.tokenizer, md.prompt_format(args.run.plain), &sweep.haystack)?;
+    let mut counts: std::collections::BTreeMap<&'static str, usize> = std::collections::BTreeMap::new();
+    for r in records {
+        let needle = sweep.needles.get(r.needle_index).with_context(|| format!("test {}: no needle {}", r.id, r.needle_index))?;
+        let test = builder.build(needle, r.length, r.depth_percent).with_context(|| format!("rebuilding test {}", r.id))?;
+        if test.prompt_hash() != r.prompt_hash {
+            bail!("test {}: the rebuilt prompt differs from the recorded one: were the needles or haystack changed?", r.id);
+        }
+        let no_distractors = Vec::new();
+        let d = distractors.get(r.needle_index).unwrap_or(&no_distractors);
+        let class = classify_with_distractors(&r.answer, &needle.real_needle, d, &test.prompt_text, pass);
+        let name = match class {
+            DistractorClass::Correct => "correct",
+            DistractorClass::Distractor => "distractor",
+            DistractorClass::Fabricated => "fabricated",
+            DistractorClass::Other => "other",
+        };
+        *counts.entry(name).or_default() += 1;
+    }
+    let n = records.len();
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let hallucinated = get("distractor") + get("fabricated");
+    println!(
+        "with distractors: {hallucinated}/{n} hallucinated ({} copied a distractor, {} made up), {} correct, {} other",
+        get("distractor"),
+        get("fabricated"),
+        get("correct"),
+        get("other")
+    );
+    let path = out.join("summary.json");
+    let mut summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    summary["distractors"] = serde_json::json!({
+        "tests": n, "correct": get("correct"), "distractor": get("distractor"), "fabricated": get("fabricated"),
+        "other": get("other"), "hallucination_rate": if n == 0 { 0.0 } else { hallucinated as f64 / n as f64 },
+    });
+    files::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(())
 }
 

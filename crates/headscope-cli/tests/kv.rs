@@ -170,3 +170,56 @@ fn decore_decoding_runs_records_itself_and_reduces_to_greedy_at_weight_zero() {
     fail(&format!("decore:{scores_s}:0"), &[], "K must be at least 1");
     fail(&format!("decore:{scores_s}:2"), &["--device", "wgpu"], "candle backend");
 }
+
+/// Needles with `distractor_answers` get DeCoRe's hallucination count in niah's summary: every test in
+/// exactly one class, and the shipped distractor needles read by the needles parser unchanged.
+#[test]
+fn needles_with_distractors_count_hallucinations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let model = t.join("tiny").to_string_lossy().into_owned();
+    ok_stdout(&["tiny-model", "--out", &model]);
+    let needles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../public/needles/distractors.jsonl");
+    let out = t.join("niah");
+    let stdout = ok_stdout(&[
+        "niah",
+        "--model",
+        &model,
+        "--out",
+        out.to_str().unwrap(),
+        "--needles",
+        needles.to_str().unwrap(),
+        "--lengths",
+        "300",
+        "--depths",
+        "2",
+        "--max-new-tokens",
+        "8",
+    ]);
+    assert!(stdout.contains("with distractors:"), "{stdout}");
+    let d = &json(&out.join("summary.json"))["distractors"];
+    let sum: u64 = ["correct", "distractor", "fabricated", "other"].iter().map(|k| d[*k].as_u64().unwrap()).sum();
+    assert_eq!(sum, d["tests"].as_u64().unwrap());
+    assert_eq!(d["tests"], 18, "9 needles x 2 depths");
+    let rate = (d["distractor"].as_u64().unwrap() + d["fabricated"].as_u64().unwrap()) as f64 / 18.0;
+    assert!((d["hallucination_rate"].as_f64().unwrap() - rate).abs() < 1e-12);
+    // A malformed distractor list is named.
+    let bad = t.join("bad.jsonl");
+    std::fs::write(&bad, r#"{"needle": "The key is under the mat.", "question": "Where is the key?", "real_needle": "under the mat", "distractor_answers": "on the hook"}"#).unwrap();
+    fails(
+        &[
+            "niah",
+            "--model",
+            &model,
+            "--out",
+            t.join("bad").to_str().unwrap(),
+            "--needles",
+            bad.to_str().unwrap(),
+            "--lengths",
+            "300",
+            "--depths",
+            "1",
+        ],
+        "distractor_answers must be a list of strings",
+    );
+}

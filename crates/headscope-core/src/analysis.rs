@@ -340,6 +340,50 @@ pub fn classify_failure(answer: &str, expected: &str, context: &str, pass: f64) 
     }
 }
 
+/// An answer to a needle placed beside distractor sentences (same shape, another fact), as DeCoRe's
+/// evaluation counts hallucinations: copying a distractor's fact, or nothing from the context at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistractorClass {
+    /// The expected answer (ROUGE-1 recall at least the pass threshold).
+    Correct,
+    /// A distractor's answer instead (its recall at least the pass threshold; the expected one's not).
+    Distractor,
+    /// Made up: fig. 9's hallucination (fewer than half of the answer's content words are in the
+    /// context) or no words at all.
+    Fabricated,
+    /// Anything else: part of the answer, or words of the context that are neither answer.
+    Other,
+}
+
+impl DistractorClass {
+    /// Whether the answer is a hallucination in DeCoRe's sense (a distractor's fact, or made up).
+    pub fn is_hallucination(self) -> bool {
+        matches!(self, DistractorClass::Distractor | DistractorClass::Fabricated)
+    }
+}
+
+/// Sorts an answer to a needle with distractors: [`DistractorClass::Distractor`] when it recalls one of
+/// `distractors` (each a distractor sentence's answer span) at least `pass` and more than `expected`
+/// (distractors share the needle's shape and so its function words: "a morning train that leaves from
+/// the market" recalls 5 of the 8 words of "a night bus that leaves from the cathedral"), else
+/// [`DistractorClass::Correct`] when it recalls `expected` at least `pass`, else by
+/// [`classify_failure`]: made up or empty -> [`DistractorClass::Fabricated`], the rest
+/// [`DistractorClass::Other`].
+pub fn classify_with_distractors(answer: &str, expected: &str, distractors: &[String], context: &str, pass: f64) -> DistractorClass {
+    let recall = rouge1_recall(answer, expected);
+    if distractors.iter().map(|d| rouge1_recall(answer, d)).any(|r| r >= pass && r > recall) {
+        return DistractorClass::Distractor;
+    }
+    if recall >= pass {
+        return DistractorClass::Correct;
+    }
+    match classify_failure(answer, expected, context, pass) {
+        FailureClass::Hallucination | FailureClass::Empty => DistractorClass::Fabricated,
+        _ => DistractorClass::Other,
+    }
+}
+
 /// Whether the heads looked at the attention sink: more than half of `argmax_positions` (one per
 /// decode step and head, as gathered by the caller) lie on the first `sink_len` prompt tokens. False
 /// when no positions are given. Fig. 9's hallucinations come with retrieval heads parked on the sink.
@@ -648,6 +692,31 @@ mod tests {
 
     fn class(answer: &str) -> FailureClass {
         classify_failure(answer, EXPECTED, CONTEXT, 0.5)
+    }
+
+    #[test]
+    fn answers_beside_a_distractor_are_correct_copied_made_up_or_other() {
+        let expected = "soak in a geothermal pool and watch the northern lights at midnight";
+        let distractors = vec!["ride the ferry past the islands at dawn".to_string()];
+        let context = "The best thing to do in Oslo is to ride the ferry past the islands at dawn. The best thing to do in \
+                       Reykjavik is to soak in a geothermal pool and watch the northern lights at midnight.";
+        let class = |a: &str| classify_with_distractors(a, expected, &distractors, context, 0.5);
+        assert_eq!(class("soak in a geothermal pool and watch the northern lights at midnight."), DistractorClass::Correct);
+        assert_eq!(class("ride the ferry past the islands at dawn"), DistractorClass::Distractor);
+        assert_eq!(class("climb the volcano with a troll"), DistractorClass::Fabricated);
+        assert_eq!(class(""), DistractorClass::Fabricated);
+        assert_eq!(class("the best thing to do in Oslo"), DistractorClass::Other, "words of the context, neither answer");
+        // A distractor sharing the needle's function words is still the distractor.
+        let bus = "a night bus that leaves from the cathedral";
+        let train = vec!["a morning train that leaves from the market".to_string()];
+        assert!(rouge1_recall("a morning train that leaves from the nor", bus) >= 0.5);
+        assert_eq!(
+            classify_with_distractors("a morning train that leaves from the nor", bus, &train, "", 0.5),
+            DistractorClass::Distractor
+        );
+        assert_eq!(classify_with_distractors("a night bus that leaves from the market", bus, &train, "", 0.5), DistractorClass::Correct);
+        assert!(DistractorClass::Distractor.is_hallucination() && DistractorClass::Fabricated.is_hallucination());
+        assert!(!DistractorClass::Other.is_hallucination() && !DistractorClass::Correct.is_hallucination());
     }
 
     #[test]
