@@ -41,13 +41,15 @@ pub struct KvArgs {
     pub pass: f64,
 }
 
-/// One run of the sweep: its folder, policy, window, top-K (0 where none) and what family of plan it is.
+/// One run of the sweep: its folder, policy, window, top-K (0 where none), what family of plan it is,
+/// and the plan itself (None: the whole cache), for its memory.
 struct KvRun {
     dir: PathBuf,
     policy: String,
     window: usize,
     top: usize,
     family: &'static str,
+    plan: Option<KvPlan>,
 }
 
 /// `headscope kv`.
@@ -84,16 +86,18 @@ pub fn kv(a: &KvArgs) -> Result<()> {
         eprintln!("the top {k} heads of {} read {whole} of the {total} KV heads", a.scores.display());
     }
     let scores_path = std::fs::canonicalize(&a.scores).unwrap_or_else(|_| a.scores.clone());
-    let mut runs = vec![KvRun { dir: a.sweep.out.join("full"), policy: "full".into(), window: 0, top: 0, family: "full" }];
+    let mut runs = vec![KvRun { dir: a.sweep.out.join("full"), policy: "full".into(), window: 0, top: 0, family: "full", plan: None }];
     // A single top-K keeps the short folder names.
     let tag = |k: usize| if tops.len() == 1 { String::new() } else { format!("k{k}-") };
     for &w in &windows {
         for (&k, &whole) in tops.iter().zip(&whole_of) {
             let policy = format!("heads:{}:{k}", scores_path.display());
-            runs.push(KvRun { dir: a.sweep.out.join(format!("retrieval-{}w{w}", tag(k))), policy, window: w, top: k, family: "retrieval" });
+            let dir = a.sweep.out.join(format!("retrieval-{}w{w}", tag(k)));
+            runs.push(KvRun { dir, policy, window: w, top: k, family: "retrieval", plan: Some(retrieval_plan(k, w)?) });
             for seed in 1..=a.seeds {
                 let dir = a.sweep.out.join(format!("random-{}w{w}-s{seed}", tag(k)));
-                runs.push(KvRun { dir, policy: format!("random:{whole}:{seed}"), window: w, top: k, family: "random" });
+                let plan = Some(KvPlan::random(&spec, whole, seed, a.sweep.kv_sink, w)?);
+                runs.push(KvRun { dir, policy: format!("random:{whole}:{seed}"), window: w, top: k, family: "random", plan });
             }
         }
         runs.push(KvRun {
@@ -102,6 +106,7 @@ pub fn kv(a: &KvArgs) -> Result<()> {
             window: w,
             top: 0,
             family: "window",
+            plan: Some(KvPlan::all_windowed(&spec, a.sweep.kv_sink, w)?),
         });
     }
     for (i, run) in runs.iter().enumerate() {
@@ -112,23 +117,12 @@ pub fn kv(a: &KvArgs) -> Result<()> {
 
     // Memory at the longest prompt of the grid, as a share of the whole cache.
     let longest = runs_longest(&runs[0].dir)?;
-    let full_bytes = KvPlan::all_windowed(&spec, 0, longest)?.cache_bytes(&spec, longest, 2);
+    let full_bytes = crate::bench::kv_bytes_per_token(&spec, 2) * longest as u64;
     let mut points = Vec::new();
     for run in &runs {
         let rate = pass_rate(&run.dir)?;
-        let plan = match run.family {
-            "full" => None,
-            "retrieval" => Some(retrieval_plan(run.top, run.window)?),
-            "random" => {
-                let mut fields = run.policy.rsplit(':');
-                let seed = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                let whole = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                Some(KvPlan::random(&spec, whole, seed, a.sweep.kv_sink, run.window)?)
-            }
-            _ => Some(KvPlan::all_windowed(&spec, a.sweep.kv_sink, run.window)?),
-        };
-        let whole = plan.as_ref().map_or(total, KvPlan::full_heads);
-        let bytes = plan.map_or(full_bytes, |p| p.cache_bytes(&spec, longest, 2));
+        let whole = run.plan.as_ref().map_or(total, KvPlan::full_heads);
+        let bytes = run.plan.as_ref().map_or(full_bytes, |p| p.cache_bytes(&spec, longest, 2));
         points.push(serde_json::json!({
             "family": run.family, "policy": run.policy, "window": run.window, "top": run.top, "whole_kv_heads": whole,
             "pass_rate": rate, "kv_share": bytes as f64 / full_bytes as f64, "kv_bytes_bf16": bytes, "dir": run.dir.display().to_string(),

@@ -293,7 +293,7 @@ impl Sweep {
                 model.set_kv_plan(Some(plan.clone()))?;
                 let positions = runner.positions();
                 let bytes = ModelDir::resolve_dtype(&self.options).size_in_bytes();
-                let whole = KvPlan::all_windowed(&md.spec, 0, positions)?.cache_bytes(&md.spec, positions, bytes);
+                let whole = crate::bench::kv_bytes_per_token(&md.spec, bytes as u64) * positions as u64;
                 eprintln!(
                     "KV cache: {} of {} KV heads keep every position, the others {} sink + {} recent: {:.2} MB at {positions} positions (the whole cache: {:.2} MB)",
                     plan.full_heads(),

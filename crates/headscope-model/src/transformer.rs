@@ -498,7 +498,7 @@ impl Transformer {
 
     /// At position 0, zero states for the Mamba layers and empty rings for windowed KV heads (a new
     /// sequence starts).
-    fn start_mamba_states(&mut self) -> Result<()> {
+    fn start_sequence_states(&mut self) -> Result<()> {
         if self.position != 0 {
             return Ok(());
         }
@@ -643,7 +643,7 @@ impl Transformer {
         // transformers prefills in one call, whose length decides LongRoPE's factors for all of it.
         let end = self.position + ids.len();
         self.select_ropes(end);
-        self.start_mamba_states()?;
+        self.start_sequence_states()?;
         // Should the prefill fail part-way, no snapshot claims a position it did not reach.
         self.snapshot = None;
         let key = (effect_of(&self.mask, false).cloned(), self.long_rope_for(end));
@@ -672,7 +672,7 @@ impl Transformer {
         let shape = self.spec.head_shape();
         shape.check(&probe.rows).map_err(|e| ModelError::Invalid(e.to_string()))?;
         self.select_ropes(self.position + 1);
-        self.start_mamba_states()?;
+        self.start_sequence_states()?;
         let x = self.embed(&Tensor::new(&[id], &self.device)?.unsqueeze(0)?)?;
         let mut masks = MaskCache::default();
         let (x, observed) = self.run_layers(x, true, &mut masks, &probe.rows)?;
