@@ -8,7 +8,7 @@ const FILES = [
   'worker_loader.js', 'worker.js', 'worker_bg.wasm', 'fonts/DejaVuSans.ttf',
   'models/lab/config.json', 'models/lab/generation_config.json', 'models/lab/tokenizer.json',
   'models/lab/tokenizer_config.json', 'models/lab/model.safetensors',
-  'haystacks/kjv-john.txt', 'needles/heldout.jsonl',
+  'haystacks/kjv-john.txt', 'needles/heldout.jsonl', 'cot/two-hop.jsonl', 'cot/word-problems.jsonl',
 ];
 
 self.addEventListener('install', (event) => {

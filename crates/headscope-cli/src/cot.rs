@@ -13,7 +13,8 @@ use clap::Args;
 use headscope_core::cot::{accuracy, read_cot_jsonl, CotMode, CotRecord, CotTask};
 use headscope_core::files::{read_head_scores, short_hash, write_atomic, JsonlLog, MaskInfo, RunInfo};
 use headscope_core::{masking, TextTokenizer, RETRIEVAL_THRESHOLD};
-use headscope_engine::{block_on, greedy_decode_from, Engine};
+use headscope_engine::sweep::decode_prompt;
+use headscope_engine::{block_on, Engine};
 use headscope_model::{HeadMask, MaskMode, MaskScope, ModelDir, Probe};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -106,17 +107,7 @@ pub fn cot(a: &CotArgs) -> Result<()> {
     let mut prompts = Vec::with_capacity(tasks.len() * 2);
     for t in &tasks {
         for mode in CotMode::ALL {
-            let rendered = format.render(&t.message(mode))?;
-            let ids = md.tokenizer.encode(&rendered.text, rendered.add_special_tokens)?.ids;
-            let need = ids.len() + max_new_tokens(a, mode);
-            if ids.len() < 2 || need > md.spec.max_position_embeddings {
-                bail!(
-                    "task {} ({}) needs {need} positions, the model's context is {} tokens",
-                    t.id,
-                    mode.name(),
-                    md.spec.max_position_embeddings
-                );
-            }
+            let ids = t.prompt_ids(mode, &format, &md.tokenizer, max_new_tokens(a, mode), md.spec.max_position_embeddings)?;
             prompts.push((t, mode, ids));
         }
     }
@@ -213,17 +204,14 @@ where
     let longest = prompts.iter().map(|(_, m, ids)| ids.len() + max_new_tokens(a, *m)).max().unwrap_or(0);
     block_on(engine.reserve(longest))?;
     for (task, mode, ids) in prompts {
-        let (&last, context) = ids.split_last().context("empty prompt")?;
         for (v, log) in variants.iter().zip(logs.iter_mut()) {
             if log.done.contains(&(task.id.clone(), *mode)) {
                 continue;
             }
             let what = || format!("task {} ({}, {})", task.id, mode.name(), v.name);
-            engine.set_mask(v.mask.clone()).with_context(what)?;
-            block_on(engine.prefill_reusing(context)).with_context(what)?;
-            let trace =
-                block_on(greedy_decode_from(engine, last, max_new_tokens(a, *mode), &md.eos_token_ids, &Probe::default(), |_| true))
-                    .with_context(what)?;
+            let max_new = max_new_tokens(a, *mode);
+            let (trace, _) = block_on(decode_prompt(engine, ids, v.mask.clone(), &Probe::default(), max_new, &md.eos_token_ids, |_| true))
+                .with_context(what)?;
             let text = md.tokenizer.decode(&trace.tokens)?;
             let record = CotRecord::scored(task, *mode, text, ids.len(), trace.tokens.len());
             eprintln!("{}: {:?} -> {:?} ({})", what(), task.answer, record.predicted, if record.correct { "right" } else { "wrong" });

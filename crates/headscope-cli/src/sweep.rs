@@ -65,10 +65,6 @@ struct DecoreChoice {
     name: String,
 }
 
-/// Length of the random block of the data-free scores (RazorAttention repeats 2,500 tokens; 256 keep
-/// the pass short on every model, and any length separates induction and echo heads from the rest).
-pub const REPEATED_PERIOD: usize = 256;
-
 /// The `--device` that selects the wgpu engine.
 pub const WGPU_DEVICE: &str = "wgpu";
 
@@ -319,12 +315,12 @@ impl Sweep {
     }
 
     /// RazorAttention's data-free scores (induction, echo) of the model: one pass over
-    /// [`REPEATED_PERIOD`] random tokens (seed 0) repeated four times, on the run's engine.
+    /// random tokens ([`headscope_core::score::RepeatedTokens::for_model`]) on the run's engine.
     fn repeated_token_scores(&self, args: &SweepArgs) -> Result<(Vec<f64>, Vec<f64>)> {
         let md = &self.model_dir;
-        let period = REPEATED_PERIOD.min(md.spec.max_position_embeddings.saturating_sub(2) / headscope_core::score::REPEATED_TIMES);
-        let seq = headscope_core::score::RepeatedTokens::new(md.spec.vocab_size, period, 0, md.spec.bos_token_id)?;
-        eprintln!("induction and echo scores: {} random tokens repeated {} times", period, headscope_core::score::REPEATED_TIMES);
+        let seq =
+            headscope_core::score::RepeatedTokens::for_model(md.spec.vocab_size, md.spec.max_position_embeddings, md.spec.bos_token_id)?;
+        eprintln!("induction and echo scores: {} random tokens repeated {} times", seq.period, headscope_core::score::REPEATED_TIMES);
         if self.wgpu {
             let mut model = load_wgpu(md)?;
             Ok(block_on(headscope_engine::repeated::induction_and_echo(&mut model, &seq))?)

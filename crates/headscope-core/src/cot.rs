@@ -8,7 +8,8 @@
 
 use crate::error::{CoreError, Result};
 use crate::metrics::squad_tokens;
-use crate::prompt::niah_user_message;
+use crate::prompt::{niah_user_message, PromptFormat};
+use crate::tokenize::TextTokenizer;
 use std::path::Path;
 
 /// One task: a context, a question whose answer chains facts of it, the answer and a worked reasoning.
@@ -96,6 +97,29 @@ impl CotTask {
     /// prompts meets the wording it knows.
     pub fn message(&self, mode: CotMode) -> String {
         niah_user_message(self.context.trim(), &format!("{} {}", self.question.trim(), mode.instruction()))
+    }
+
+    /// The prompt's token ids in `mode` ([`CotTask::message`] rendered in `format`), checked to leave
+    /// room for `max_new_tokens` within a context of `max_positions`.
+    pub fn prompt_ids(
+        &self,
+        mode: CotMode,
+        format: &PromptFormat,
+        tokenizer: &dyn TextTokenizer,
+        max_new_tokens: usize,
+        max_positions: usize,
+    ) -> Result<Vec<u32>> {
+        let rendered = format.render(&self.message(mode))?;
+        let ids = tokenizer.encode(&rendered.text, rendered.add_special_tokens)?.ids;
+        let need = ids.len() + max_new_tokens;
+        if ids.len() < 2 || need > max_positions {
+            return Err(CoreError::invalid(format!(
+                "task {} ({}) needs {need} positions, the model's context is {max_positions} tokens",
+                self.id,
+                mode.name()
+            )));
+        }
+        Ok(ids)
     }
 }
 

@@ -30,7 +30,8 @@ pub struct DecodeStep {
 }
 
 /// How a head's behaviour in one test becomes its score for that test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ScoreKind {
     /// Eq. 1 as the paper defines it: distinct answer positions hit / span length, in [0, 1].
     Eq1,
@@ -147,6 +148,11 @@ pub fn query_focus_score(calibrated: &[f64]) -> f64 {
 /// How many times the random sequence of the data-free scores is repeated (RazorAttention's 4).
 pub const REPEATED_TIMES: usize = 4;
 
+/// The period of the data-free scores' random sequence on a model with room for it
+/// ([`RepeatedTokens::for_model`]). RazorAttention repeats 2,500 tokens; 256 keep the pass short on
+/// every model (and in the page), and any length separates induction and echo heads from the rest.
+pub const REPEATED_PERIOD: usize = 256;
+
 /// The input of the data-free scores ([`ScoreKind::Induction`], [`ScoreKind::Echo`]): `period` random
 /// token ids drawn with `seed` from the upper seven eighths of the vocabulary (the lowest ids are
 /// where tokenizers keep special and byte tokens), repeated [`REPEATED_TIMES`] times, after an
@@ -176,6 +182,12 @@ impl RepeatedTokens {
             ids.extend_from_slice(&block);
         }
         Ok(RepeatedTokens { ids, offset, period })
+    }
+
+    /// The sequence every front end scores a model's heads on: [`REPEATED_PERIOD`] tokens (fewer where
+    /// the model's context cannot hold [`REPEATED_TIMES`] of them and a BOS), seed 0.
+    pub fn for_model(vocab_size: usize, max_positions: usize, bos: Option<u32>) -> Result<Self> {
+        RepeatedTokens::new(vocab_size, REPEATED_PERIOD.min(max_positions.saturating_sub(2) / REPEATED_TIMES), 0, bos)
     }
 
     /// A given block repeated [`REPEATED_TIMES`] times after an optional BOS (for text blocks: the

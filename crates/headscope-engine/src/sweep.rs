@@ -329,10 +329,8 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
     }
 }
 
-/// Decodes one built test on `engine` under `mask` (which stays set afterwards): the prompt but its
-/// last token is prefilled, reusing what the cache holds of it ([`Engine::prefill_reusing`]), and the
-/// last token is fed as the first decode step. Returns the trace (prefill time included) and how many
-/// prompt positions were reused.
+/// Decodes one built test on `engine` under `mask` (which stays set afterwards): [`decode_prompt`] on
+/// its prompt.
 pub async fn decode_test<E: Engine>(
     engine: &mut E,
     test: &NiahTest,
@@ -342,7 +340,23 @@ pub async fn decode_test<E: Engine>(
     stop: &[u32],
     on_token: impl FnMut(u32) -> bool,
 ) -> Result<(DecodeTrace, usize), E::Error> {
-    let (&last, context) = test.prompt_ids.split_last().ok_or_else(|| EngineError::Invalid("the prompt is empty".into()))?;
+    decode_prompt(engine, &test.prompt_ids, mask, probe, max_new_tokens, stop, on_token).await
+}
+
+/// Decodes a prompt greedily on `engine` under `mask` (which stays set afterwards), as the official
+/// code does: the prompt but its last token is prefilled, reusing what the cache holds of it
+/// ([`Engine::prefill_reusing`]), and the last token is fed as the first decode step. Returns the
+/// trace (prefill time included) and how many prompt positions were reused.
+pub async fn decode_prompt<E: Engine>(
+    engine: &mut E,
+    prompt_ids: &[u32],
+    mask: Option<HeadMask>,
+    probe: &Probe,
+    max_new_tokens: usize,
+    stop: &[u32],
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<(DecodeTrace, usize), E::Error> {
+    let (&last, context) = prompt_ids.split_last().ok_or_else(|| EngineError::Invalid("the prompt is empty".into()))?;
     engine.set_mask(mask)?;
     let started = engine.now();
     let reused = engine.prefill_reusing(context).await?;

@@ -18,15 +18,16 @@
 use crate::dom::{self, by_id, Res};
 use crate::lessons::{self, MaskPreset, NeedlePreset};
 use crate::protocol::{
-    BackendChoice, Event, HeadViewResult, MaskRequest, ModelSource, ModelSummary, Request, TestAt, TestResult, TestSetup,
+    BackendChoice, CotMask, Event, HeadViewResult, MaskRequest, ModelSource, ModelSummary, Request, TestAt, TestResult, TestSetup,
 };
 use crate::session::{self, SavedModel, SavedRun, SavedSession};
 use crate::share::{PageState, LINK_HAYSTACK_CHARS, LINK_KEY};
 use crate::strings::{msg, Lang, Text};
 use crate::views::{BY_HAND_ORIGIN, TOP_ORIGIN};
 use crate::{render, views, wire};
+use headscope_core::cot::{CotRecord, CotTask};
 use headscope_core::niah::Needle;
-use headscope_core::{HeadId, HeadScores, HeadShape};
+use headscope_core::{HeadId, HeadScores, HeadShape, ScoreKind};
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -37,6 +38,8 @@ use web_sys::HtmlElement;
 /// Where the default haystack and example needles are served, beside the page.
 const DEFAULT_HAYSTACK_URL: &str = "haystacks/kjv-john.txt";
 const EXAMPLE_NEEDLES_URL: &str = "needles/heldout.jsonl";
+/// Most tokens of a direct answer in the chain-of-thought demo (`headscope cot`'s default).
+const COT_DIRECT_TOKENS: usize = 24;
 /// Where the browser keeps the last session's inputs (localStorage: read at once when the page starts).
 const STORAGE_KEY: &str = "headscope-state";
 /// Haystacks longer than this are not remembered (the browser's storage holds a few megabytes).
@@ -56,8 +59,32 @@ pub(crate) enum Busy {
     Loading,
     /// Running a sweep.
     Sweep,
-    /// Rerunning a test or showing a head.
+    /// Rerunning a test, showing a head or scoring heads on repeated tokens.
     Test,
+    /// Running the chain-of-thought demo.
+    Cot,
+}
+
+/// RazorAttention's data-free scores of one model, as the worker computed them.
+pub(crate) struct DataFree {
+    /// The model's content hash.
+    pub hash: String,
+    pub induction: Vec<f64>,
+    pub echo: Vec<f64>,
+}
+
+/// The chain-of-thought demo as the page follows it.
+pub(crate) struct CotRun {
+    /// The tasks asked.
+    pub tasks: Vec<CotTask>,
+    /// Each mask's name and heads, in the order the table shows them.
+    pub masks: Vec<(String, Vec<HeadId>)>,
+    /// Answers expected.
+    pub total: usize,
+    /// Each answer with its mask's name, as they came.
+    pub answers: Vec<(String, CotRecord)>,
+    /// Set when it ended: whether it was cancelled.
+    pub done: Option<bool>,
 }
 
 /// A sweep as the page follows it: one run of the session, kept when the next one starts (and saved
@@ -145,6 +172,12 @@ pub(crate) enum Msg {
         scores: HeadScores,
     },
     ScoresSourceChanged,
+    /// Another head score was chosen for the heatmaps.
+    ScoreKindChanged,
+    /// Start the chain-of-thought demo: fetch its tasks first.
+    CotRun,
+    /// The demo's tasks arrived.
+    CotTasksLoaded(Vec<CotTask>),
     /// Another run of the session was chosen for the charts.
     RunChosen,
     /// Download every run and the inputs as one file.
@@ -271,6 +304,12 @@ pub(crate) struct App {
     pub head_cursor: Option<HeadId>,
     /// The run shown beside the shown run (an index into `runs`).
     pub compare_run: Option<usize>,
+    /// The head score the heatmaps show for a sweep.
+    pub score_kind: ScoreKind,
+    /// The data-free scores of the loaded model, once computed.
+    pub data_free: Option<DataFree>,
+    /// The last chain-of-thought demo.
+    pub cot: Option<CotRun>,
     /// The page's language.
     pub lang: Lang,
     /// The language the markup's strings were last set in.
@@ -345,6 +384,9 @@ fn boot() -> Res<()> {
         lesson: None,
         head_cursor: None,
         compare_run: None,
+        score_kind: ScoreKind::Eq1,
+        data_free: None,
+        cot: None,
         lang: dom::browser_lang().unwrap_or_default(),
         lang_shown: std::cell::Cell::new(None),
     }));
@@ -507,14 +549,14 @@ impl App {
             }
             Msg::MaskTop => {
                 let k = parse_number(&self.dom.mask_k.value(), msg::FIELD_TOP_K, self.lang)?;
-                let (scores, shape) = self.scores_for_masking()?;
+                let (scores, shape) = self.scores_for_masking(self.score_kind)?;
                 self.masked = views::mask_top(&scores, shape, k as usize).map_err(|e| e.to_string())?;
                 self.mask_origin = format!("{TOP_ORIGIN}{k}");
             }
             Msg::MaskRandom => {
                 let k = parse_number(&self.dom.mask_random_k.value(), msg::FIELD_RANDOM_K, self.lang)?;
                 let seed = parse_number(&self.dom.mask_seed.value(), msg::FIELD_SEED, self.lang)?;
-                let (scores, shape) = self.scores_for_masking()?;
+                let (scores, shape) = self.scores_for_masking(ScoreKind::Eq1)?;
                 self.masked = views::mask_random(&scores, shape, k as usize, seed).map_err(|e| e.to_string())?;
                 self.mask_origin = views::random_origin(k, seed);
             }
@@ -601,6 +643,33 @@ impl App {
             Msg::ScoresSourceChanged => {
                 self.shown = if self.dom.scores_source.value() == "imported" { Source::Imported } else { Source::Sweep };
             }
+            Msg::ScoreKindChanged => {
+                self.score_kind =
+                    ScoreKind::parse_list(&self.dom.score_kind.value()).ok().and_then(|k| k.first().copied()).unwrap_or(ScoreKind::Eq1);
+                self.shown = Source::Sweep;
+                self.request_data_free();
+            }
+            Msg::CotRun => {
+                if self.model.is_none() {
+                    return Err(self.say(msg::NO_MODEL_YET, &[]));
+                }
+                let set = self.dom.cot_set.value();
+                let count = parse_number(&self.dom.cot_count.value(), msg::FIELD_COT_COUNT, self.lang)?.max(1) as usize;
+                return Ok(later(async move {
+                    let name = format!("cot/{set}.jsonl");
+                    let tasks = dom::fetch_text(&name).await.and_then(|text| {
+                        headscope_core::cot::parse_cot_jsonl(&text, std::path::Path::new(&name)).map_err(|e| e.to_string())
+                    });
+                    match tasks {
+                        Ok(mut tasks) => {
+                            tasks.truncate(count);
+                            Msg::CotTasksLoaded(tasks)
+                        }
+                        Err(e) => Msg::Failed(e),
+                    }
+                }));
+            }
+            Msg::CotTasksLoaded(tasks) => self.start_cot(tasks)?,
             // The gate and the palette are read from their fields when the charts are drawn.
             Msg::ChartSettingChanged => {}
             Msg::Export(what) => self.export(what)?,
@@ -738,13 +807,13 @@ impl App {
         match preset.mask {
             MaskPreset::Keep | MaskPreset::Clear => {}
             MaskPreset::Top(k) => {
-                let (scores, shape) = self.scores_for_masking().map_err(|_| needs_scores.clone())?;
+                let (scores, shape) = self.scores_for_masking(ScoreKind::Eq1).map_err(|_| needs_scores.clone())?;
                 self.masked = views::mask_top(&scores, shape, k).map_err(|e| e.to_string())?;
                 self.mask_origin = format!("{TOP_ORIGIN}{k}");
             }
         }
         if preset.select_best_head {
-            let (scores, _) = self.scores_for_masking().map_err(|_| needs_scores.clone())?;
+            let (scores, _) = self.scores_for_masking(ScoreKind::Eq1).map_err(|_| needs_scores.clone())?;
             let best = scores.ranked().into_iter().next().ok_or(needs_scores)?;
             self.selected_head = Some(best.0);
             self.request_head_view()?;
@@ -801,6 +870,7 @@ impl App {
                 self.loaded_hash = Some(summary.hash.clone());
                 self.model = Some(summary);
                 self.head_view = None;
+                self.request_data_free();
             }
             Event::SweepStarted { total, lengths, depths, masked } => {
                 if let Some(s) = self.runs.last_mut() {
@@ -861,6 +931,30 @@ impl App {
                 self.watching = None;
                 self.head_view = Some(*view);
             }
+            Event::RepeatedScores { induction, echo, period } => {
+                self.busy = Busy::Idle;
+                let hash = self.loaded_hash.clone().unwrap_or_default();
+                self.data_free = Some(DataFree { hash, induction, echo });
+                self.status = Rc::new(move |l| msg::REPEATED_DONE.fill(l, &[("period", &period)]));
+            }
+            Event::CotStarted { total } => {
+                if let Some(c) = self.cot.as_mut() {
+                    c.total = total;
+                }
+            }
+            Event::CotAnswer { mask, record } => {
+                if let Some(c) = self.cot.as_mut() {
+                    c.answers.push((mask, record));
+                }
+            }
+            Event::CotDone { cancelled } => {
+                self.busy = Busy::Idle;
+                if let Some(c) = self.cot.as_mut() {
+                    c.done = Some(cancelled);
+                }
+                let m = if cancelled { msg::COT_CANCELLED } else { msg::COT_FINISHED };
+                self.status = Rc::new(move |l| m.get(l).into());
+            }
             Event::Error { context, message } => {
                 if self.busy == Busy::Loading {
                     self.model = None;
@@ -870,6 +964,11 @@ impl App {
                     self.runs.pop();
                     self.shown_run = self.runs.len().saturating_sub(1);
                     self.compare_run = self.compare_run.filter(|&i| i < self.runs.len() && i != self.shown_run);
+                }
+                if self.busy == Busy::Cot {
+                    if let Some(c) = self.cot.as_mut() {
+                        c.done = Some(true);
+                    }
                 }
                 self.busy = Busy::Idle;
                 self.watching = None;
@@ -1126,7 +1225,12 @@ impl App {
         // Checked here too, so that a typo is answered at once and the shown run stays.
         headscope_core::sweep::parse_lengths(&lengths).map_err(|e| e.to_string())?;
         headscope_core::sweep::depths(depths).map_err(|e| e.to_string())?;
-        self.send(&Request::Sweep { setup: setup.clone(), lengths, depths, mask: mask.clone() }, &[]);
+        // The official count costs nothing; soft and qr cost passes, so they are asked for.
+        let mut scores = vec![ScoreKind::Official];
+        if self.dom.measure_every.checked() {
+            scores.extend([ScoreKind::Soft, ScoreKind::Qr]);
+        }
+        self.send(&Request::Sweep { setup: setup.clone(), lengths, depths, mask: mask.clone(), scores }, &[]);
         let origin = match &mask {
             None => String::new(),
             Some(_) if self.mask_origin.is_empty() => BY_HAND_ORIGIN.to_string(),
@@ -1208,7 +1312,9 @@ impl App {
         match what {
             Export::Scores => {
                 let (scores, _) = self.shown_scores().ok_or_else(|| self.say(msg::NO_SCORES_TO_EXPORT, &[]))?;
-                dom::download_bytes("head_scores.json", "application/json", views::head_scores_json(&scores).as_bytes())
+                // Named as `headscope detect --score` names each kind's file.
+                let name = if self.shown == Source::Imported { ScoreKind::Eq1.file_name() } else { self.score_kind.file_name() };
+                dom::download_bytes(&name, "application/json", views::head_scores_json(&scores).as_bytes())
             }
             Export::Tests => {
                 let records = self.records().filter(|r| !r.is_empty()).ok_or_else(|| self.say(msg::NO_TESTS_TO_EXPORT, &[]))?;
@@ -1259,22 +1365,101 @@ impl App {
         match self.shown {
             Source::Imported => self.imported.as_ref().map(|(n, s)| (s.clone(), self.say(msg::IMPORTED, &[("name", n)]))),
             Source::Sweep => {
-                let run = self.sweep()?;
-                let scores = self.run_scores(run)?;
                 let model = self.model.as_ref()?;
-                let label = views::run_label(self.lang, self.shown_run, run);
-                Some((scores, self.say(msg::SCORES_TITLE, &[("model", &model.name), ("run", &label)])))
+                let scores = self.kind_scores(self.sweep(), self.score_kind).ok()?;
+                let title = match (self.score_kind, self.sweep()) {
+                    (k, _) if !k.from_records() => self.say(msg::DATA_FREE_TITLE, &[("model", &model.name), ("kind", &k.name())]),
+                    (k, Some(run)) => {
+                        let label = views::run_label(self.lang, self.shown_run, run);
+                        let title = self.say(msg::SCORES_TITLE, &[("model", &model.name), ("run", &label)]);
+                        if k == ScoreKind::Eq1 {
+                            title
+                        } else {
+                            format!("{title} · {}", k.name())
+                        }
+                    }
+                    (_, None) => return None,
+                };
+                Some((scores, title))
             }
         }
     }
 
+    /// The scores of `kind` for the loaded model: from `run`'s records, or (data-free kinds) from the
+    /// worker's pass over repeated tokens; else why there are none, for the page to say.
+    pub(crate) fn kind_scores(&self, run: Option<&SweepView>, kind: ScoreKind) -> Res<HeadScores> {
+        let model = self.model.as_ref().ok_or_else(|| self.say(msg::LOAD_MODEL_FIRST, &[]))?;
+        let shape = HeadShape::new(model.layers, model.heads);
+        if !kind.from_records() {
+            let d = self.data_free.as_ref().filter(|d| self.loaded_hash.as_ref() == Some(&d.hash));
+            let d = d.ok_or_else(|| self.say(msg::DATA_FREE_PENDING, &[("kind", &kind.name())]))?;
+            let values = if kind == ScoreKind::Induction { &d.induction } else { &d.echo };
+            return HeadScores::from_lists(shape, values.iter().map(|&v| vec![v]).collect()).map_err(|e| e.to_string());
+        }
+        let run = run.ok_or_else(|| self.say(msg::NO_SCORES_TO_EXPORT, &[]))?;
+        headscope_core::files::head_scores_of_kind(shape, &run.records(), self.gate(), kind)
+            .map_err(|_| self.say(msg::SCORE_NOT_MEASURED, &[("kind", &kind.name())]))
+    }
+
+    /// Asks the worker for the data-free scores when they are shown and missing.
+    fn request_data_free(&mut self) {
+        if self.score_kind.from_records() || self.busy != Busy::Idle || self.model.is_none() {
+            return;
+        }
+        if self.data_free.as_ref().is_some_and(|d| self.loaded_hash.as_ref() == Some(&d.hash)) {
+            return;
+        }
+        self.send(&Request::RepeatedScores, &[]);
+        self.busy = Busy::Test;
+        self.status = Rc::new(|l| msg::REPEATED_RUNNING.get(l).into());
+    }
+
+    /// Starts the chain-of-thought demo on `tasks`: no mask, the top-K heads of the shown scores and K
+    /// random heads outside eq. 1's retrieval heads (as `headscope cot` draws them), with the mask
+    /// panel's mode and scope.
+    fn start_cot(&mut self, tasks: Vec<CotTask>) -> Res<()> {
+        if self.model.is_none() {
+            return Err(self.say(msg::NO_MODEL_YET, &[]));
+        }
+        if self.busy != Busy::Idle {
+            return Err(self.say(msg::WORKER_BUSY, &[]));
+        }
+        let k = parse_number(&self.dom.cot_k.value(), msg::FIELD_TOP_K, self.lang)?.max(1) as usize;
+        let seed = parse_number(&self.dom.cot_seed.value(), msg::FIELD_SEED, self.lang)?;
+        let max_step = parse_number(&self.dom.cot_max.value(), msg::FIELD_NEW_TOKENS, self.lang)?.max(1) as usize;
+        let (top_scores, shape) = self.scores_for_masking(self.score_kind)?;
+        let top = views::mask_top(&top_scores, shape, k).map_err(|e| e.to_string())?;
+        let (eq1, _) = self.scores_for_masking(ScoreKind::Eq1)?;
+        let random = views::mask_random(&eq1, shape, k, seed).map_err(|e| e.to_string())?;
+        let (mode, scope) = (self.dom.mask_mode.value(), self.dom.mask_scope.value());
+        let request = |heads: &Vec<HeadId>| MaskRequest { heads: heads.clone(), mode: mode.clone(), scope: scope.clone() };
+        let masks = vec![("none".to_string(), vec![]), (format!("top-{k}"), top), (format!("random-{k}-s{seed}"), random)];
+        let wire: Vec<CotMask> =
+            masks.iter().map(|(name, heads)| CotMask { name: name.clone(), mask: (!heads.is_empty()).then(|| request(heads)) }).collect();
+        self.send(
+            &Request::Cot {
+                tasks: tasks.clone(),
+                masks: wire,
+                plain: self.dom.plain.checked(),
+                max_new_direct: COT_DIRECT_TOKENS,
+                max_new_step: max_step,
+            },
+            &[],
+        );
+        self.cot = Some(CotRun { tasks, masks, total: 0, answers: vec![], done: None });
+        self.busy = Busy::Cot;
+        self.status = Rc::new(|l| msg::COT_RUNNING.get(l).into());
+        Ok(())
+    }
+
     /// The scores masking plans rank heads by: the imported file while it is shown, else the last run
     /// without a mask (a masked run's scores are not the model's: its masked heads cannot hit).
-    fn scores_for_masking(&self) -> Res<(HeadScores, HeadShape)> {
+    fn scores_for_masking(&self, kind: ScoreKind) -> Res<(HeadScores, HeadShape)> {
         let model = self.model.as_ref().ok_or_else(|| self.say(msg::LOAD_MODEL_FIRST, &[]))?;
         let scores = match self.shown {
             Source::Imported => self.shown_scores().map(|(s, _)| s),
-            Source::Sweep => self.runs.iter().rev().find(|r| r.mask.is_none()).and_then(|r| self.run_scores(r)),
+            Source::Sweep if kind == ScoreKind::Eq1 => self.runs.iter().rev().find(|r| r.mask.is_none()).and_then(|r| self.run_scores(r)),
+            Source::Sweep => Some(self.kind_scores(self.runs.iter().rev().find(|r| r.mask.is_none()), kind)?),
         };
         let scores = scores.ok_or_else(|| self.say(msg::NO_SCORES_TO_RANK, &[]))?;
         if scores.tests() == 0 {

@@ -12,13 +12,14 @@ use crate::clock;
 use crate::protocol::{
     AdapterInfo, AnswerToken, Fallback, HeadStep, HeadViewResult, MaskRequest, ModelSummary, TestAt, TestResult, TestSetup,
 };
+use headscope_core::cot::{CotMode, CotRecord, CotTask};
 use headscope_core::files::TestRecord;
 use headscope_core::niah::{NiahBuilder, NiahTest};
 use headscope_core::prompt::PromptFormat;
-use headscope_core::score::{retrieval_hits, DecodeStep};
+use headscope_core::score::{retrieval_hits, DecodeStep, RepeatedTokens};
 use headscope_core::sweep::TestKey;
 use headscope_core::{CoreError, HeadId, HeadShape, TextTokenizer};
-use headscope_engine::sweep::{check_fits, decode_test, score_test};
+use headscope_engine::sweep::{check_fits, decode_prompt, decode_test, score_test};
 pub use headscope_engine::SweepPlan;
 use headscope_engine::{DecodeTrace, Engine, EngineError, Step, SweepInputs};
 use headscope_gpu::{GpuContext, GpuError, GpuModel};
@@ -347,6 +348,66 @@ pub async fn run_test(
     }
     let record = score_test(&*tokenizer, model.shape(), &key, needle, &test, &trace, masked_heads)?;
     Ok(RunOutput { result: page_result(&tokenizer, model.shape(), &test, &trace, reused, record)?, test, trace })
+}
+
+/// RazorAttention's data-free scores of `model` ([`headscope_engine::repeated::induction_and_echo`] on
+/// [`RepeatedTokens::for_model`], as `headscope detect --score induction,echo` computes them): per
+/// head (layer-major) induction and echo, and the random block's length.
+pub async fn repeated_scores(model: &mut LabModel) -> Result<(Vec<f64>, Vec<f64>, usize)> {
+    let spec = &model.spec;
+    let seq = RepeatedTokens::for_model(spec.vocab_size, spec.max_position_embeddings, spec.bos_token_id)?;
+    let (induction, echo) = headscope_engine::repeated::induction_and_echo(&mut model.engine, &seq).await?;
+    Ok((induction, echo, seq.period))
+}
+
+/// One prompt of the chain-of-thought demo: a task (index into the request's tasks) in one mode.
+pub struct CotPrompt {
+    pub task: usize,
+    pub mode: CotMode,
+    pub ids: Vec<u32>,
+    pub max_new_tokens: usize,
+}
+
+/// Every task in both modes, tokenized as `headscope cot` does ([`CotTask::prompt_ids`]); a task the
+/// model's context cannot hold fails before anything runs.
+pub fn cot_prompts(model: &LabModel, tasks: &[CotTask], plain: bool, max_direct: usize, max_step: usize) -> Result<Vec<CotPrompt>> {
+    if tasks.is_empty() || max_direct == 0 || max_step == 0 {
+        return Err(LabError::Invalid("the chain-of-thought demo needs at least one task and room for at least one answer token".into()));
+    }
+    let format = model.prompt_format(plain);
+    let mut out = Vec::with_capacity(tasks.len() * 2);
+    for (task, t) in tasks.iter().enumerate() {
+        t.check().map_err(LabError::Invalid)?;
+        for mode in CotMode::ALL {
+            let max_new_tokens = if mode == CotMode::Direct { max_direct } else { max_step };
+            let ids = t.prompt_ids(mode, &format, &*model.tokenizer, max_new_tokens, model.spec.max_position_embeddings)?;
+            out.push(CotPrompt { task, mode, ids, max_new_tokens });
+        }
+    }
+    Ok(out)
+}
+
+/// Answers one prompt of the demo under `mask` (which stays set afterwards), greedily as `headscope
+/// cot` does, and scores it by exact match; `None` when `cancelled` stopped it.
+pub async fn cot_answer(
+    model: &mut LabModel,
+    task: &CotTask,
+    prompt: &CotPrompt,
+    mask: Option<HeadMask>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<CotRecord>> {
+    let mut stopped = false;
+    let (trace, _) =
+        decode_prompt(&mut model.engine, &prompt.ids, mask, &Probe::default(), prompt.max_new_tokens, &model.eos_token_ids, |_| {
+            stopped = cancelled();
+            !stopped
+        })
+        .await?;
+    if stopped {
+        return Ok(None);
+    }
+    let text = model.tokenizer.decode(&trace.tokens)?;
+    Ok(Some(CotRecord::scored(task, prompt.mode, text, prompt.ids.len(), trace.tokens.len())))
 }
 
 /// The page's view of a decoded test: its record, the answer token by token, and the timings (`reused`

@@ -3,9 +3,10 @@
 //! proceeds. Both sides are this crate, so one set of serde types describes the wire format.
 
 use crate::strings::{msg, Lang};
+use headscope_core::cot::{CotRecord, CotTask};
 use headscope_core::files::TestRecord;
 use headscope_core::niah::Needle;
-use headscope_core::HeadId;
+use headscope_core::{HeadId, ScoreKind};
 use serde::{Deserialize, Serialize};
 
 /// Which compute path the worker should use.
@@ -88,6 +89,15 @@ pub struct TestAt {
     pub depth_percent: f64,
 }
 
+/// One mask of the chain-of-thought demo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CotMask {
+    /// How its records and table name it.
+    pub name: String,
+    /// The heads, or none for the unmasked answers.
+    pub mask: Option<MaskRequest>,
+}
+
 /// What the page asks of the worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -109,6 +119,26 @@ pub enum Request {
         depths: usize,
         /// Heads to mask during the sweep, if any.
         mask: Option<MaskRequest>,
+        /// Scores measured besides eq. 1 (`official`, `soft`, `qr`): what each test's record carries.
+        #[serde(default)]
+        scores: Vec<ScoreKind>,
+    },
+    /// RazorAttention's data-free scores (induction, echo) of the loaded model: one unmasked pass over
+    /// repeated random tokens.
+    RepeatedScores,
+    /// The chain-of-thought demo (the paper's fig. 10): every task asked directly and step by step,
+    /// under every mask, each answer reported as it ends.
+    Cot {
+        /// The tasks.
+        tasks: Vec<CotTask>,
+        /// The masks, by name (`none`, `top-3`, `random-3-s0`).
+        masks: Vec<CotMask>,
+        /// Use the plain prompt even when the model has a chat template.
+        plain: bool,
+        /// Most tokens of a direct answer.
+        max_new_direct: usize,
+        /// Most tokens of a step-by-step answer.
+        max_new_step: usize,
     },
     /// Stop the running sweep after the current step or test.
     Cancel,
@@ -295,6 +325,32 @@ pub enum Event {
     },
     /// A head view is ready.
     HeadView(Box<HeadViewResult>),
+    /// The data-free scores of the loaded model, one value per head (layer-major).
+    RepeatedScores {
+        /// Weight on the tokens after earlier occurrences of the current token.
+        induction: Vec<f64>,
+        /// Weight on the earlier occurrences themselves.
+        echo: Vec<f64>,
+        /// Random tokens per repeat.
+        period: usize,
+    },
+    /// The chain-of-thought demo has started.
+    CotStarted {
+        /// Answers to make (tasks x 2 modes x masks).
+        total: usize,
+    },
+    /// One answer of the chain-of-thought demo.
+    CotAnswer {
+        /// The mask's name.
+        mask: String,
+        /// The answer, scored.
+        record: CotRecord,
+    },
+    /// The chain-of-thought demo ended (all answers made, or cancelled).
+    CotDone {
+        /// Whether it stopped early.
+        cancelled: bool,
+    },
     /// A request failed; the worker is ready for the next one.
     Error {
         /// What was being done.
@@ -396,6 +452,8 @@ pub enum ErrorContext {
     Sweep,
     Rerun,
     HeadView(HeadId),
+    RepeatedScores,
+    Cot,
 }
 
 impl ErrorContext {
@@ -407,6 +465,8 @@ impl ErrorContext {
             ErrorContext::Sweep => msg::CONTEXT_SWEEP.get(lang).to_string(),
             ErrorContext::Rerun => msg::CONTEXT_RERUN.get(lang).to_string(),
             ErrorContext::HeadView(head) => msg::CONTEXT_HEAD_VIEW.fill(lang, &[("head", head)]),
+            ErrorContext::RepeatedScores => msg::CONTEXT_REPEATED.get(lang).to_string(),
+            ErrorContext::Cot => msg::CONTEXT_COT.get(lang).to_string(),
         }
     }
 }

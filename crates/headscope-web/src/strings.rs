@@ -103,6 +103,8 @@ pub const UI: &[(&str, Text)] = &[
     ("test.gate", t("Score gate", "计分门槛")),
     ("test.gate.title", t("tests whose answer has at least this ROUGE-1 recall are scored", "答案的 ROUGE-1 召回率至少达到这个值的测试才计分")),
     ("test.plain", t("plain prompt (ignore a chat template)", "纯文本提示（忽略聊天模板）")),
+    ("test.every", t("also measure the soft and qr scores (slower)", "同时测量 soft 和 qr 分数（较慢）")),
+    ("test.every.title", t("eq. 1 and the official code's count are always measured; HeadKV's soft score and QRHead's qr score cost extra passes", "eq. 1 和官方代码的计数总会测量；HeadKV 的 soft 分数和 QRHead 的 qr 分数需要额外的计算")),
     ("test.run", t("Run the sweep", "运行测试")),
     ("test.cancel", t("Cancel", "取消")),
     ("results.h", t("3. Results", "3. 结果")),
@@ -124,6 +126,14 @@ pub const UI: &[(&str, Text)] = &[
     ("chart.source.label", t("which head scores the heatmaps show", "热力图显示哪一组头分数")),
     ("chart.source.sweep", t("this sweep", "这次测试")),
     ("chart.source.imported", t("an imported file", "导入的文件")),
+    ("chart.kind", t("scored by", "打分方式")),
+    ("chart.kind.label", t("which head score the heatmaps show", "热力图显示哪一种头分数")),
+    ("chart.kind.eq1", t("eq. 1 (the paper)", "eq. 1（论文）")),
+    ("chart.kind.official", t("official code (repeats count again)", "官方代码（重复命中再次计数）")),
+    ("chart.kind.soft", t("soft (HeadKV)", "soft（HeadKV）")),
+    ("chart.kind.qr", t("qr (QRHead)", "qr（QRHead）")),
+    ("chart.kind.induction", t("induction (RazorAttention, data-free)", "induction（RazorAttention，无需数据）")),
+    ("chart.kind.echo", t("echo (RazorAttention, data-free)", "echo（RazorAttention，无需数据）")),
     ("chart.activation.label", t("Activation frequency of every head, layers by heads", "每个头的激活频率，按层和头排列")),
     ("chart.activation", t("Activation frequency: the share of scored tests in which a head copied at least one answer token.", "激活频率：在计分的测试中，一个头至少抄写了一个答案词元的比例。")),
     ("compare.h", t("Side by side", "并排对比")),
@@ -153,7 +163,16 @@ pub const UI: &[(&str, Text)] = &[
     ("mask.scope.all", t("everywhere", "所有位置")),
     ("mask.rerun", t("Rerun the selected test: before / after", "重跑选中的测试：屏蔽前 / 屏蔽后")),
     ("mask.sweep", t("Run the sweep with these heads masked", "屏蔽这些头后运行测试")),
-    ("files.h", t("6. Export and import", "6. 导出与导入")),
+    ("files.h", t("7. Export and import", "7. 导出与导入")),
+    ("cot.h", t("6. Chain of thought", "6. 思维链")),
+    ("cot.intro", t("The paper's fig. 10: questions that chain facts of a short passage, answered directly and step by step, with no heads masked, the top-K retrieval heads masked and K random non-retrieval heads masked. Masking retrieval heads should hurt step-by-step answers most.", "论文的图 10：需要把一段短文中的几条事实串起来的问题，分别直接回答和逐步推理回答；不屏蔽头、屏蔽得分最高的 K 个检索头、屏蔽 K 个随机的非检索头。屏蔽检索头应当对逐步推理的回答伤害最大。")),
+    ("cot.tasks", t("Tasks", "任务")),
+    ("cot.set.two", t("two-hop questions", "两跳问题")),
+    ("cot.set.word", t("word problems", "应用题")),
+    ("cot.count", t("how many", "数量")),
+    ("cot.k.title", t("heads masked (the top-K of the shown scores; as many random non-retrieval heads)", "屏蔽的头数（当前显示分数的前 K 个；以及同样数量的随机非检索头）")),
+    ("cot.steps", t("step-by-step tokens", "逐步推理的词元数")),
+    ("cot.run", t("Run the demo", "运行演示")),
     ("files.save", t("Save the session…", "保存这次会话…")),
     ("files.save.title", t("every run of this session with its results, and the inputs, in one file", "把这次会话的每次运行、结果和输入存进一个文件")),
     ("files.open", t("Open a saved session…", "打开保存的会话…")),
@@ -233,6 +252,22 @@ pub mod msg {
         CONTEXT_SWEEP: "running the sweep", "运行扫描时";
         CONTEXT_RERUN: "rerunning the test", "重新运行测试时";
         CONTEXT_HEAD_VIEW: "showing head {head}", "显示头 {head} 时";
+        REPEATED_RUNNING: "scoring every head on repeated random tokens…", "正在用重复的随机词元给每个头打分…";
+        REPEATED_DONE: "data-free scores ready ({period} random tokens repeated four times)", "无需数据的分数已就绪（{period} 个随机词元重复四次）";
+        DATA_FREE_TITLE: "{kind} scores (data-free): {model}", "{kind} 分数（无需数据）：{model}";
+        DATA_FREE_PENDING: "the {kind} score is computed on repeated random tokens once the model is free", "模型空闲后会在重复的随机词元上计算 {kind} 分数";
+        SCORE_NOT_MEASURED: "this run did not measure the {kind} score: tick \"also measure the soft and qr scores\" and run the sweep again", "这次运行没有测量 {kind} 分数：勾选“同时测量 soft 和 qr 分数”后重新运行扫描";
+        COT_RUNNING: "chain-of-thought demo: answering…", "思维链演示：正在回答…";
+        COT_FINISHED: "chain-of-thought demo finished", "思维链演示完成";
+        COT_CANCELLED: "chain-of-thought demo cancelled", "思维链演示已取消";
+        COT_INFO: "{done} of {total} answers ({tasks} tasks, each asked directly and step by step); masked: {masks}", "已回答 {total} 个中的 {done} 个（{tasks} 个任务，每个都直接回答并逐步推理回答）；屏蔽：{masks}";
+        COT_DIRECT: "answer only", "只给答案";
+        COT_STEP: "step by step", "逐步推理";
+        COT_CELL: "{right}/{n} right ({pct} %)", "{right}/{n} 正确（{pct} %）";
+        COT_EXPECTED: "(expected: {answer})", "（应为：{answer}）";
+        FIELD_COT_COUNT: "the number of tasks", "任务数量";
+        CONTEXT_REPEATED: "scoring the heads on repeated random tokens", "在重复的随机词元上给头打分时";
+        CONTEXT_COT: "running the chain-of-thought demo", "运行思维链演示时";
         WORKER_BUSY: "the worker is still busy with the previous request: wait for it or cancel it", "后台线程仍在处理上一个请求：请等待或取消";
         NO_HEADS_MASKED: "no heads are masked: Shift+click heads in the heatmap, or use mask top-K / random-K", "没有屏蔽任何头：在热图中按住 Shift 点击头，或使用“屏蔽最高 K 个”/“随机 K 个”";
         NO_MODEL_YET: "no model is loaded yet", "还没有载入模型";

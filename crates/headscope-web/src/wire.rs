@@ -14,7 +14,7 @@ type Control<'a> = (&'a HtmlElement, fn() -> Msg);
 /// Listens to every control of the page.
 pub(crate) fn wire(app: &Shared) -> Res<()> {
     let d = &app.borrow().dom;
-    let controls: [Control; 32] = [
+    let controls: [Control; 34] = [
         (&by_id("error-close")?, || Msg::CloseError),
         (&by_id("load-bundled")?, || Msg::LoadBundled),
         (&by_id("load-url")?, || Msg::LoadUrl),
@@ -35,6 +35,8 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
         (&d.export_buttons[4], || Msg::Export(Export::ActivationPng)),
         (&d.backend, || Msg::BackendChanged),
         (&d.scores_source, || Msg::ScoresSourceChanged),
+        (&d.score_kind, || Msg::ScoreKindChanged),
+        (&d.cot_run, || Msg::CotRun),
         (&d.run_shown, || Msg::RunChosen),
         (&by_id("copy-link")?, || Msg::CopyLink),
         (&by_id("start-over")?, || Msg::StartOver),

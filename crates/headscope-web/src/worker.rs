@@ -7,8 +7,12 @@
 //! message at once) or between tests (the CPU path computes without yielding).
 
 use crate::lab::{self, LabError, LabModel};
-use crate::protocol::{BackendChoice, ErrorContext, Event, Fallback, MaskRequest, ModelSource, Request, Status, TestAt, TestSetup};
+use crate::protocol::{
+    BackendChoice, CotMask, ErrorContext, Event, Fallback, MaskRequest, ModelSource, Request, Status, TestAt, TestSetup,
+};
 use crate::strings::msg;
+use headscope_core::cot::CotTask;
+use headscope_core::ScoreKind;
 use headscope_engine::{Engine, SweepRunner};
 use headscope_model::{HeadMask, ModelFiles, Probe};
 use std::cell::{Cell, RefCell};
@@ -111,11 +115,11 @@ async fn handle(state: &Rc<State>, request: Request, buffers: Vec<js_sys::ArrayB
                 post_error(ErrorContext::Loading, e);
             }
         }
-        Request::Sweep { setup, lengths, depths, mask } => {
+        Request::Sweep { setup, lengths, depths, mask, scores } => {
             let Some(mut model) = state.model.borrow_mut().take() else {
                 return post_error(ErrorContext::Sweep, msg::NO_MODEL_YET.en);
             };
-            let result = sweep(state, &mut model, &setup, &lengths, depths, mask.as_ref()).await;
+            let result = sweep(state, &mut model, &setup, &lengths, depths, mask.as_ref(), &scores).await;
             let _ = model.engine.set_mask(None);
             *state.model.borrow_mut() = Some(model);
             if let Err(e) = result {
@@ -151,8 +155,67 @@ async fn handle(state: &Rc<State>, request: Request, buffers: Vec<js_sys::ArrayB
                 Err(e) => post_error(ErrorContext::HeadView(head), e),
             }
         }
+        Request::RepeatedScores => {
+            let Some(mut model) = state.model.borrow_mut().take() else {
+                return post_error(ErrorContext::RepeatedScores, msg::NO_MODEL_YET.en);
+            };
+            let result = lab::repeated_scores(&mut model).await;
+            *state.model.borrow_mut() = Some(model);
+            match result {
+                Ok((induction, echo, period)) => post(&Event::RepeatedScores { induction, echo, period }),
+                Err(e) => post_error(ErrorContext::RepeatedScores, e),
+            }
+        }
+        Request::Cot { tasks, masks, plain, max_new_direct, max_new_step } => {
+            let Some(mut model) = state.model.borrow_mut().take() else {
+                return post_error(ErrorContext::Cot, msg::NO_MODEL_YET.en);
+            };
+            let result = cot(state, &mut model, &tasks, &masks, plain, max_new_direct, max_new_step).await;
+            let _ = model.engine.set_mask(None);
+            *state.model.borrow_mut() = Some(model);
+            if let Err(e) = result {
+                post_error(ErrorContext::Cot, e);
+            }
+        }
         Request::Cancel => {}
     }
+}
+
+/// The chain-of-thought demo: each prompt (task and mode) under every mask in turn, so that the
+/// decode-scope masks share its prefill; each answer is posted as it ends.
+async fn cot(
+    state: &Rc<State>,
+    model: &mut LabModel,
+    tasks: &[CotTask],
+    masks: &[CotMask],
+    plain: bool,
+    max_new_direct: usize,
+    max_new_step: usize,
+) -> Result<(), LabError> {
+    let prompts = lab::cot_prompts(model, tasks, plain, max_new_direct, max_new_step)?;
+    let masks: Vec<(String, Option<HeadMask>)> = masks
+        .iter()
+        .map(|m| Ok((m.name.clone(), m.mask.as_ref().map(|r| model.head_mask(r)).transpose()?)))
+        .collect::<Result<_, LabError>>()?;
+    post(&Event::CotStarted { total: prompts.len() * masks.len() });
+    let longest = prompts.iter().map(|p| p.ids.len() + p.max_new_tokens).max().unwrap_or(0);
+    model.engine.reserve(longest).await?;
+    let mut cancelled = false;
+    'prompts: for prompt in &prompts {
+        for (name, mask) in &masks {
+            yield_now().await;
+            let answer = lab::cot_answer(model, &tasks[prompt.task], prompt, mask.clone(), &|| state.cancel.get()).await?;
+            match answer {
+                Some(record) if !state.cancel.get() => post(&Event::CotAnswer { mask: name.clone(), record }),
+                _ => {
+                    cancelled = true;
+                    break 'prompts;
+                }
+            }
+        }
+    }
+    post(&Event::CotDone { cancelled });
+    Ok(())
 }
 
 /// Fetches or takes the model's files and loads them on the chosen backend.
@@ -369,6 +432,7 @@ async fn sweep(
     lengths: &str,
     depths: usize,
     mask: Option<&MaskRequest>,
+    scores: &[ScoreKind],
 ) -> Result<(), LabError> {
     let plan = lab::plan_sweep(model, setup, lengths, depths)?;
     let mask: Option<HeadMask> = mask.map(|m| model.head_mask(m)).transpose()?;
@@ -380,6 +444,16 @@ async fn sweep(
     let format = model.prompt_format(setup.plain);
     let mut runner =
         SweepRunner::new(&spec, &*tokenizer, format, lab::inputs(setup), &plan, vec![mask], &stop, Probe::default(), |_, _| true)?;
+    // The same switches as `headscope detect --score`: each kind's records carry what it needs.
+    if scores.contains(&ScoreKind::Official) {
+        runner = runner.counting_repeats();
+    }
+    if scores.iter().any(|k| k.needs_attention_mass()) {
+        runner = runner.measuring_span_mass();
+    }
+    if scores.contains(&ScoreKind::Qr) {
+        runner = runner.measuring_query_focus();
+    }
     model.engine.reserve(runner.positions()).await?;
     let started = crate::clock::now();
     let (mut decode_tokens, mut decode_seconds, mut prefill_tokens, mut prefill_seconds) = (0, 0.0, 0, 0.0);

@@ -253,3 +253,61 @@ fn every_family_runs_on_the_pages_cpu_path() {
         assert_eq!(masked.record.masked_heads.len(), shape.count(), "{arch:?}");
     }
 }
+
+/// The page's chain-of-thought demo answers each task as an independent decode does (the whole prompt
+/// through the model crate's greedy loop, masked the same way), cutting and scoring the answer as
+/// `headscope cot` does, and a decode-scope mask changes nothing but the answer.
+#[test]
+fn the_cot_demo_answers_as_an_independent_decode_does() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tasks = headscope_core::cot::read_cot_jsonl(&root.join("public/cot/two-hop.jsonl")).unwrap();
+    let tasks = &tasks[..2];
+    let mut model = LabModel::load_cpu(&files_of(&lab_dir(), "lab")).unwrap();
+    let prompts = lab::cot_prompts(&model, tasks, true, 12, 40).unwrap();
+    assert_eq!(prompts.len(), 4, "each task directly and step by step");
+    let reference = LoadedModel::load(&lab_dir(), &LoadOptions::default()).unwrap();
+    let mut transformer = reference.model;
+    let top = MaskRequest { heads: vec![HeadId::new(5, 0), HeadId::new(5, 1)], mode: "uniform".into(), scope: "decode".into() };
+    for request in [None, Some(top)] {
+        let mask = request.as_ref().map(|r| model.head_mask(r).unwrap());
+        for p in &prompts {
+            let task = &tasks[p.task];
+            let record = block_on(lab::cot_answer(&mut model, task, p, mask.clone(), &|| false)).unwrap().unwrap();
+            transformer.set_mask(mask.clone()).unwrap();
+            let trace =
+                greedy_decode(&mut transformer, &p.ids, p.max_new_tokens, &reference.eos_token_ids, &Probe::default(), |_| true).unwrap();
+            let text = reference.tokenizer.decode(&trace.tokens).unwrap();
+            let expected = headscope_core::cot::CotRecord::scored(task, p.mode, text, p.ids.len(), trace.tokens.len());
+            assert_eq!(record, expected, "task {} ({}), mask {:?}", task.id, p.mode.name(), request.as_ref().map(|r| &r.heads));
+        }
+    }
+    // Cancelled between tokens: no record.
+    assert!(block_on(lab::cot_answer(&mut model, &tasks[0], &prompts[1], None, &|| true)).unwrap().is_none());
+    // A task the context cannot hold is refused by name before anything runs.
+    let e = lab::cot_prompts(&model, tasks, true, 12, 1_000_000).err().unwrap().to_string();
+    assert!(e.contains(&tasks[0].id) && e.contains("positions"), "{e}");
+    assert!(lab::cot_prompts(&model, &[], true, 12, 40).is_err());
+}
+
+/// The page's data-free scores are RazorAttention's on the CLI's sequence: one value per head, each
+/// a mean attention weight in [0, 1] (a head's induction and echo weights lie on different positions,
+/// so they sum to at most 1).
+#[test]
+fn the_pages_data_free_scores_are_the_clis() {
+    let mut model = LabModel::load_cpu(&files_of(&lab_dir(), "lab")).unwrap();
+    let (induction, echo, period) = block_on(lab::repeated_scores(&mut model)).unwrap();
+    assert_eq!(period, headscope_core::score::REPEATED_PERIOD);
+    let reference = LoadedModel::load(&lab_dir(), &LoadOptions::default()).unwrap();
+    let spec = &reference.model.spec().clone();
+    let seq = headscope_core::score::RepeatedTokens::for_model(spec.vocab_size, spec.max_position_embeddings, spec.bos_token_id).unwrap();
+    let mut transformer = reference.model;
+    let (i2, e2) = block_on(headscope_engine::repeated::induction_and_echo(&mut transformer, &seq)).unwrap();
+    assert_eq!((induction.len(), echo.len()), (model.shape().count(), model.shape().count()));
+    for (a, b) in induction.iter().zip(&i2).chain(echo.iter().zip(&e2)) {
+        assert!((a - b).abs() < 1e-6 && (0.0..=1.0).contains(a), "{a} vs {b}");
+    }
+    for (i, e) in induction.iter().zip(&echo) {
+        assert!(i + e <= 1.0 + 1e-6, "{i} + {e}");
+    }
+    assert!(echo.iter().any(|&e| e > 0.0), "some head looks back at the repeated tokens");
+}

@@ -49,6 +49,18 @@ pub(crate) struct Dom {
     pub heads_canvas: HtmlCanvasElement,
     pub activation_canvas: HtmlCanvasElement,
     pub scores_source: HtmlSelectElement,
+    pub score_kind: HtmlSelectElement,
+    pub score_note: HtmlElement,
+    pub measure_every: HtmlInputElement,
+    pub cot_set: HtmlSelectElement,
+    pub cot_count: HtmlInputElement,
+    pub cot_k: HtmlInputElement,
+    pub cot_seed: HtmlInputElement,
+    pub cot_max: HtmlInputElement,
+    pub cot_run: HtmlButtonElement,
+    pub cot_info: HtmlElement,
+    pub cot_table: HtmlElement,
+    pub cot_answers: HtmlElement,
     pub run_shown: HtmlSelectElement,
     pub runs: HtmlElement,
     pub tests: HtmlElement,
@@ -120,6 +132,18 @@ impl Dom {
             heads_canvas: by_id("heads-canvas")?,
             activation_canvas: by_id("activation-canvas")?,
             scores_source: by_id("scores-source")?,
+            score_kind: by_id("score-kind")?,
+            score_note: by_id("score-note")?,
+            measure_every: by_id("measure-every")?,
+            cot_set: by_id("cot-set")?,
+            cot_count: by_id("cot-count")?,
+            cot_k: by_id("cot-k")?,
+            cot_seed: by_id("cot-seed")?,
+            cot_max: by_id("cot-max")?,
+            cot_run: by_id("cot-run")?,
+            cot_info: by_id("cot-info")?,
+            cot_table: by_id("cot-table")?,
+            cot_answers: by_id("cot-answers")?,
             run_shown: by_id("run-shown")?,
             runs: by_id("runs")?,
             tests: by_id("tests")?,
@@ -168,6 +192,7 @@ pub(crate) fn render(a: &App) {
         Busy::Loading => "loading",
         Busy::Sweep => "running",
         Busy::Test => "testing",
+        Busy::Cot => "cot",
         Busy::Idle if a.model.is_some() => "ready",
         Busy::Idle => "no-model",
     };
@@ -186,9 +211,13 @@ pub(crate) fn render(a: &App) {
     if let Err(e) = charts::charts(a, shown.as_ref()) {
         a.dom.summary.set_text_content(Some(&a.say(msg::CHARTS_FAILED, &[("error", &e)])));
     }
-    for (part, r) in
-        [("runs", results::runs(a)), ("tests", results::tests(a)), ("masks", results::masks(a)), ("head-view", results::head_view(a))]
-    {
+    for (part, r) in [
+        ("runs", results::runs(a)),
+        ("tests", results::tests(a)),
+        ("masks", results::masks(a)),
+        ("head-view", results::head_view(a)),
+        ("chain of thought", results::cot(a)),
+    ] {
         if let Err(e) = r {
             web_sys::console::warn_1(&format!("the {part} could not be drawn: {e}").into());
         }
@@ -375,7 +404,8 @@ fn controls(a: &App, has_scores: bool) {
     let d = &a.dom;
     let idle = a.busy == Busy::Idle && a.model.is_some();
     d.run.set_disabled(!idle);
-    d.cancel.set_disabled(a.busy != Busy::Sweep);
+    d.cancel.set_disabled(!matches!(a.busy, Busy::Sweep | Busy::Cot));
+    d.cot_run.set_disabled(!idle);
     d.rerun.set_disabled(!idle || a.masked.is_empty());
     d.sweep_masked.set_disabled(!idle || a.masked.is_empty());
     let has_results = a.sweep().is_some_and(|s| !s.results.is_empty());
@@ -394,6 +424,15 @@ fn controls(a: &App, has_scores: bool) {
         }
     }
     d.scores_source.set_value(if a.shown == Source::Imported { "imported" } else { "sweep" });
+    d.score_kind.set_value(a.score_kind.name());
+    d.score_kind.set_disabled(a.shown == Source::Imported);
+    // Why the chosen score shows nothing, where it does not.
+    let note = if a.shown == Source::Sweep && a.model.is_some() && (a.sweep().is_some() || !a.score_kind.from_records()) {
+        a.kind_scores(a.sweep(), a.score_kind).err().unwrap_or_default()
+    } else {
+        String::new()
+    };
+    d.score_note.set_text_content(Some(&note));
 }
 
 fn progress(a: &App) {

@@ -7,6 +7,7 @@ use crate::dom::{self, append, el, js_error, Res};
 use crate::protocol::{HeadViewResult, TestResult};
 use crate::strings::msg;
 use crate::views;
+use headscope_core::cot::{accuracy, CotMode, CotRecord};
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlCanvasElement, HtmlElement};
 
@@ -246,4 +247,62 @@ fn strip_canvas(v: &HeadViewResult, strip: &[f32]) -> Res<HtmlCanvasElement> {
         ctx.fill_rect(x as f64, h as f64 - 1.0 - bar, 1.0, bar.max(1.0));
     }
     Ok(canvas)
+}
+
+/// The chain-of-thought demo: accuracy per mode (rows) and mask (columns), and every answer.
+pub(super) fn cot(a: &App) -> Res<()> {
+    let d = &a.dom;
+    dom::clear(&d.cot_table);
+    dom::clear(&d.cot_answers);
+    let Some(c) = &a.cot else {
+        d.cot_info.set_text_content(Some(""));
+        return Ok(());
+    };
+    let heads = |h: &[headscope_core::HeadId]| h.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ");
+    let masks: Vec<String> = c.masks.iter().filter(|(_, h)| !h.is_empty()).map(|(n, h)| format!("{n}: {}", heads(h))).collect();
+    let info = a.say(
+        msg::COT_INFO,
+        &[("done", &c.answers.len()), ("total", &c.total.max(c.answers.len())), ("tasks", &c.tasks.len()), ("masks", &masks.join("; "))],
+    );
+    d.cot_info.set_text_content(Some(&info));
+    let header = el("tr", "", "")?;
+    append(&header, &el("th", "", "")?)?;
+    for (name, _) in &c.masks {
+        append(&header, &el("th", "", name)?)?;
+    }
+    append(&d.cot_table, &header)?;
+    for mode in CotMode::ALL {
+        let row = el("tr", "", "")?;
+        let label = if mode == CotMode::Direct { msg::COT_DIRECT } else { msg::COT_STEP };
+        append(&row, &el("th", "", label.get(a.lang))?)?;
+        for (name, _) in &c.masks {
+            let records: Vec<&CotRecord> = c.answers.iter().filter(|(m, r)| m == name && r.mode == mode).map(|(_, r)| r).collect();
+            let right = records.iter().filter(|r| r.correct).count();
+            let cell = if records.is_empty() {
+                "–".to_string()
+            } else {
+                let pct = format!("{:.0}", 100.0 * accuracy(records.iter().copied()));
+                a.say(msg::COT_CELL, &[("right", &right), ("n", &records.len()), ("pct", &pct)])
+            };
+            let td = el("td", "", &cell)?;
+            let _ = td.set_attribute("data-mask", name);
+            let _ = td.set_attribute("data-mode", mode.name());
+            append(&row, &td)?;
+        }
+        append(&d.cot_table, &row)?;
+    }
+    for (mask, r) in &c.answers {
+        let li = el("li", "", "")?;
+        let mode = if r.mode == CotMode::Direct { msg::COT_DIRECT } else { msg::COT_STEP };
+        append(&li, &el("span", "id", &format!("{} · {} · {mask} ", r.id, mode.get(a.lang)))?)?;
+        let verdict = if r.correct { "pass" } else { "fail" };
+        let predicted = if r.predicted.is_empty() { "–" } else { &r.predicted };
+        append(&li, &el("span", verdict, &format!("{} ", shortened(predicted, 60)))?)?;
+        append(&li, &el("span", "question", &a.say(msg::COT_EXPECTED, &[("answer", &r.gold)]))?)?;
+        let text = el("div", "answer", &shortened(r.generated.trim(), 240))?;
+        text.set_title(&r.generated);
+        append(&li, &text)?;
+        append(&d.cot_answers, &li)?;
+    }
+    Ok(())
 }
