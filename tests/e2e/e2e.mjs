@@ -20,6 +20,10 @@ import { serve, launch, openLab, runSweep, labState, waitState, until, clickAndW
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DIST = process.env.HEADSCOPE_DIST ?? path.join(ROOT, 'dist');
 const SWEEP = { lengths: '256:512:2', depths: 2, maxNew: 16 };
+// Every score the page offers, measured by the CLI's reference run too.
+const SCORE_KINDS = ['eq1', 'official', 'soft', 'qr', 'induction', 'echo'];
+// The chain-of-thought demo: two two-hop tasks, K heads, 48-token reasoning.
+const COT = { tasks: 2, k: 2, maxStep: 48 };
 const failures = [];
 
 function check(ok, what, detail = '') {
@@ -33,14 +37,31 @@ function cliDetect() {
   const args = [
     'run', '-q', '--locked', '-p', 'headscope-cli', '--', 'detect', '--out', out,
     '--haystack', 'public/haystacks/kjv-john.txt', '--lengths', SWEEP.lengths, '--depths', String(SWEEP.depths),
-    '--max-new-tokens', String(SWEEP.maxNew), '--plain',
+    '--max-new-tokens', String(SWEEP.maxNew), '--plain', '--score', SCORE_KINDS.join(','),
   ];
   console.log(`reference: cargo ${args.join(' ')}`);
   execFileSync('cargo', args, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
   const scores = JSON.parse(fs.readFileSync(path.join(out, 'head_scores.json'), 'utf8'));
+  const kinds = Object.fromEntries(SCORE_KINDS.filter((k) => k !== 'eq1')
+    .map((k) => [k, JSON.parse(fs.readFileSync(path.join(out, `head_scores_${k}.json`), 'utf8'))]));
   const tests = fs.readFileSync(path.join(out, 'tests.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  // The chain-of-thought reference: `headscope cot` on the first tasks, masks from these scores.
+  const tasks = path.join(out, 'cot-tasks.jsonl');
+  const taskLines = fs.readFileSync(path.join(ROOT, 'public/cot/two-hop.jsonl'), 'utf8').trim().split('\n').slice(0, COT.tasks);
+  fs.writeFileSync(tasks, taskLines.join('\n') + '\n');
+  const cotArgs = [
+    'run', '-q', '--locked', '-p', 'headscope-cli', '--', 'cot', '--out', path.join(out, 'cot'), '--tasks', tasks,
+    '--scores', path.join(out, 'head_scores.json'), '--k', String(COT.k), '--seeds', '1',
+    '--max-new-tokens-step', String(COT.maxStep), '--plain',
+  ];
+  console.log(`reference: cargo ${cotArgs.join(' ')}`);
+  execFileSync('cargo', cotArgs, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  const cot = {};
+  for (const mask of ['none', `top-${COT.k}`, `random-${COT.k}-s0`]) {
+    cot[mask] = fs.readFileSync(path.join(out, 'cot', mask, 'cot.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  }
   fs.rmSync(out, { recursive: true, force: true });
-  return { scores, tests };
+  return { scores, kinds, tests, cot };
 }
 
 const mean = (v) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : 0);
@@ -105,6 +126,7 @@ async function main() {
     const cpu = await openLab(browser, srv.url, 'cpu');
     const cpuModel = (await labState(cpu.page)).model;
     check(cpuModel && !cpuModel.gpu, 'the CPU path loads the lab model', cpuModel?.backend);
+    await cpu.page.check('#measure-every');
     const c = await runSweep(cpu.page, { ...SWEEP, log: cpu.log });
     check(c.tests.length === reference.tests.length, 'the page ran every test of the sweep', `${c.tests.length} of ${reference.tests.length}`);
     for (const id of ['niah-canvas', 'heads-canvas', 'activation-canvas']) {
@@ -129,6 +151,55 @@ async function main() {
     check(sameHits === reference.tests.length, 'CPU page and CLI find the same retrieval hits', `${sameHits}/${reference.tests.length} tests`);
     const d = scoreDiff(pageScores, reference.scores);
     check(d.max <= 1e-6, 'head_scores.json of the page equals the CLI\'s', `max |mean difference| ${d.max} over ${d.heads} heads`);
+
+    // Every other score from the same sweep (the data-free ones from one more pass), exported under
+    // the CLI's file names with the CLI's values; soft and qr come from attention weights, so they
+    // agree to float rounding (wasm's and the native build's sums run in other orders).
+    for (const kind of SCORE_KINDS.filter((k) => k !== 'eq1')) {
+      await cpu.page.selectOption('#score-kind', kind);
+      await waitState(cpu.page, ['ready'], 300_000, cpu.log);
+      const f = await download(cpu.page, '#export-scores');
+      const kd = scoreDiff(JSON.parse(f.text), reference.kinds[kind]);
+      check(f.name === `head_scores_${kind}.json` && kd.max <= 1e-4, `the page's ${kind} scores equal the CLI's`,
+        `${f.name}, max |mean difference| ${kd.max} over ${kd.heads} heads`);
+    }
+    await cpu.page.selectOption('#score-kind', 'eq1');
+
+    // The chain-of-thought demo answers as `headscope cot` does, under the same three masks.
+    await cpu.page.selectOption('#cot-set', 'two-hop');
+    await cpu.page.fill('#cot-count', String(COT.tasks));
+    await cpu.page.fill('#cot-k', String(COT.k));
+    await cpu.page.fill('#cot-seed', '0');
+    await cpu.page.fill('#cot-max', String(COT.maxStep));
+    await clickAndWait(cpu.page, '#cot-run', cpu.log, 600_000);
+    const cot = (await labState(cpu.page)).cot;
+    let cotSame = 0;
+    let cotAll = 0;
+    for (const [mask, records] of Object.entries(reference.cot)) {
+      for (const r of records) {
+        cotAll++;
+        const p = cot.find((a) => a.mask === mask && a.record.id === r.id && a.record.mode === r.mode);
+        if (p && p.record.generated === r.generated && p.record.correct === r.correct) cotSame++;
+      }
+    }
+    const cells = await cpu.page.locator('#cot-table td').count();
+    check(cotAll === COT.tasks * 2 * 3 && cotSame === cotAll && cot.length === cotAll && cells === 6,
+      'the chain-of-thought demo answers as headscope cot does under no mask, top-K and random-K', `${cotSame}/${cotAll} answers, ${cells} table cells`);
+
+    // The KV-budget slider: letting go of it reruns the selected test with the top-K heads' KV heads
+    // whole and a 32-position window elsewhere, and says what memory that saved.
+    await cpu.page.selectOption('#kv-policy', 'heads');
+    await cpu.page.fill('#mask-k', '2');
+    await cpu.page.$eval('#kv-window', (e) => { e.value = '32'; e.dispatchEvent(new Event('input')); e.dispatchEvent(new Event('change')); });
+    await cpu.page.waitForFunction(() => document.body.dataset.state !== 'ready', null, { timeout: 5_000 }).catch(() => {});
+    await waitState(cpu.page, ['ready'], 300_000, cpu.log);
+    const kv = await cpu.page.evaluate(() => {
+      const r = document.getElementById('kv-result');
+      return { saved: Number(r.dataset.saved), columns: r.children.length, info: document.getElementById('kv-info').textContent,
+        shown: document.getElementById('kv-window-value').textContent };
+    });
+    check(kv.columns === 2 && kv.saved > 50 && kv.info.includes('KiB') && kv.shown === '32',
+      'the KV slider reruns the test under the plan and shows the memory saved', `${kv.info}`);
 
     // ---- WebGPU vs the CPU path --------------------------------------------------------------------
     const gpu = await openLab(browser, srv.url, 'gpu');

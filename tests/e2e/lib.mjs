@@ -111,6 +111,7 @@ export async function labState(page) {
       traces: h.tracesJson ? JSON.parse(h.tracesJson) : {},
       sweep: h.sweepDone ? JSON.parse(h.sweepDone) : null,
       headView: h.headView ? JSON.parse(h.headView) : null,
+      cot: h.cotJson ? JSON.parse(h.cotJson) : [],
       errors: h.errors ?? [],
     };
   });

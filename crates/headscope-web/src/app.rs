@@ -18,7 +18,8 @@
 use crate::dom::{self, by_id, Res};
 use crate::lessons::{self, MaskPreset, NeedlePreset};
 use crate::protocol::{
-    BackendChoice, CotMask, Event, HeadViewResult, MaskRequest, ModelSource, ModelSummary, Request, TestAt, TestResult, TestSetup,
+    BackendChoice, CotMask, Event, HeadViewResult, KvPolicy, KvRequest, MaskRequest, ModelSource, ModelSummary, Request, TestAt,
+    TestResult, TestSetup,
 };
 use crate::session::{self, SavedModel, SavedRun, SavedSession};
 use crate::share::{PageState, LINK_HAYSTACK_CHARS, LINK_KEY};
@@ -71,6 +72,29 @@ pub(crate) struct DataFree {
     pub hash: String,
     pub induction: Vec<f64>,
     pub echo: Vec<f64>,
+}
+
+/// The KV-budget rerun: one test with the whole cache and under a plan.
+pub(crate) enum KvView {
+    None,
+    /// Running with this sink and window.
+    Running {
+        sink: usize,
+        window: usize,
+    },
+    Done {
+        before: Box<TestResult>,
+        after: Box<TestResult>,
+        /// What the plan kept: KV heads whole of all, sink, window.
+        full_kv_heads: usize,
+        kv_heads: usize,
+        sink: usize,
+        window: usize,
+        /// Positions of the test's context (prompt and answer) the bytes are counted at.
+        positions: usize,
+        full_bytes: u64,
+        plan_bytes: u64,
+    },
 }
 
 /// The chain-of-thought demo as the page follows it.
@@ -178,6 +202,8 @@ pub(crate) enum Msg {
     CotRun,
     /// The demo's tasks arrived.
     CotTasksLoaded(Vec<CotTask>),
+    /// Rerun the selected test under the KV plan the slider sets.
+    KvRerun,
     /// Another run of the session was chosen for the charts.
     RunChosen,
     /// Download every run and the inputs as one file.
@@ -310,6 +336,8 @@ pub(crate) struct App {
     pub data_free: Option<DataFree>,
     /// The last chain-of-thought demo.
     pub cot: Option<CotRun>,
+    /// The last KV-budget rerun.
+    pub kv: KvView,
     /// The page's language.
     pub lang: Lang,
     /// The language the markup's strings were last set in.
@@ -387,6 +415,7 @@ fn boot() -> Res<()> {
         score_kind: ScoreKind::Eq1,
         data_free: None,
         cot: None,
+        kv: KvView::None,
         lang: dom::browser_lang().unwrap_or_default(),
         lang_shown: std::cell::Cell::new(None),
     }));
@@ -670,6 +699,7 @@ impl App {
                 }));
             }
             Msg::CotTasksLoaded(tasks) => self.start_cot(tasks)?,
+            Msg::KvRerun => self.start_kv_rerun()?,
             // The gate and the palette are read from their fields when the charts are drawn.
             Msg::ChartSettingChanged => {}
             Msg::Export(what) => self.export(what)?,
@@ -931,6 +961,12 @@ impl App {
                 self.watching = None;
                 self.head_view = Some(*view);
             }
+            Event::KvRerunDone { before, after, full_kv_heads, kv_heads, positions, full_bytes, plan_bytes } => {
+                self.busy = Busy::Idle;
+                let KvView::Running { sink, window } = self.kv else { return None };
+                self.kv = KvView::Done { before, after, full_kv_heads, kv_heads, sink, window, positions, full_bytes, plan_bytes };
+                self.status = Rc::new(|_| String::new());
+            }
             Event::RepeatedScores { induction, echo, period } => {
                 self.busy = Busy::Idle;
                 let hash = self.loaded_hash.clone().unwrap_or_default();
@@ -972,6 +1008,9 @@ impl App {
                 }
                 self.busy = Busy::Idle;
                 self.watching = None;
+                if matches!(self.kv, KvView::Running { .. }) {
+                    self.kv = KvView::None;
+                }
                 if matches!(self.rerun, Rerun::Running) {
                     self.rerun = Rerun::None;
                 }
@@ -1375,7 +1414,7 @@ impl App {
                         if k == ScoreKind::Eq1 {
                             title
                         } else {
-                            format!("{title} · {}", k.name())
+                            self.say(msg::SCORES_KIND_TITLE, &[("title", &title), ("kind", &k.name())])
                         }
                     }
                     (_, None) => return None,
@@ -1412,6 +1451,46 @@ impl App {
         self.send(&Request::RepeatedScores, &[]);
         self.busy = Busy::Test;
         self.status = Rc::new(|l| msg::REPEATED_RUNNING.get(l).into());
+    }
+
+    /// The slider's sink and window.
+    fn kv_settings(&self) -> Res<(usize, usize)> {
+        let sink = parse_number(&self.dom.kv_sink.value(), msg::FIELD_KV_SINK, self.lang)? as usize;
+        let window = parse_number(&self.dom.kv_window.value(), msg::FIELD_KV_WINDOW, self.lang)?.max(1) as usize;
+        Ok((sink, window))
+    }
+
+    /// Reruns the selected test with the whole KV cache and under the slider's plan: the KV heads of
+    /// the top-K heads of the shown scores whole (K of the mask panel), as many random KV heads
+    /// (the mask panel's seed), or none; the rest keep the sink and the window.
+    fn start_kv_rerun(&mut self) -> Res<()> {
+        if self.model.is_none() {
+            return Err(self.say(msg::NO_MODEL_YET, &[]));
+        }
+        if self.busy != Busy::Idle {
+            return Err(self.say(msg::WORKER_BUSY, &[]));
+        }
+        let (sink, window) = self.kv_settings()?;
+        let policy = match self.dom.kv_policy.value().as_str() {
+            "window" => KvPolicy::Window,
+            other => {
+                let k = parse_number(&self.dom.mask_k.value(), msg::FIELD_TOP_K, self.lang)?.max(1) as usize;
+                let (scores, shape) = self.scores_for_masking(self.score_kind)?;
+                let heads = views::mask_top(&scores, shape, k).map_err(|e| e.to_string())?;
+                if other == "random" {
+                    let seed = parse_number(&self.dom.mask_seed.value(), msg::FIELD_SEED, self.lang)?;
+                    KvPolicy::Random { like: heads, seed }
+                } else {
+                    KvPolicy::Heads { heads }
+                }
+            }
+        };
+        let (setup, at, _) = self.current_test()?;
+        self.send(&Request::KvRerun { setup, at, kv: KvRequest { policy, sink, window } }, &[]);
+        self.busy = Busy::Test;
+        self.kv = KvView::Running { sink, window };
+        self.status = Rc::new(|l| msg::KV_RUNNING.get(l).into());
+        Ok(())
     }
 
     /// Starts the chain-of-thought demo on `tasks`: no mask, the top-K heads of the shown scores and K

@@ -21,7 +21,7 @@ use headscope_core::sweep::TestKey;
 use headscope_core::{CoreError, HeadId, HeadShape, TextTokenizer};
 use headscope_engine::sweep::{check_fits, decode_prompt, decode_test, score_test};
 pub use headscope_engine::SweepPlan;
-use headscope_engine::{DecodeTrace, Engine, EngineError, Step, SweepInputs};
+use headscope_engine::{DecodeTrace, Engine, EngineError, KvPlan, Step, SweepInputs};
 use headscope_gpu::{GpuContext, GpuError, GpuModel};
 use headscope_model::{
     HeadMask, HfTokenizer, LoadOptions, LoadedModel, MaskMode, MaskScope, ModelError, ModelFiles, ModelMeta, ModelSpec, Probe, Transformer,
@@ -348,6 +348,84 @@ pub async fn run_test(
     }
     let record = score_test(&*tokenizer, model.shape(), &key, needle, &test, &trace, masked_heads)?;
     Ok(RunOutput { result: page_result(&tokenizer, model.shape(), &test, &trace, reused, record)?, test, trace })
+}
+
+/// The KV cache a rerun keeps, as the page's slider sets it (`headscope niah --kv-cache`'s policies).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KvRequest {
+    /// Which KV heads keep the whole cache.
+    pub policy: KvPolicy,
+    /// Leading positions every windowed head keeps.
+    pub sink: usize,
+    /// Recent positions every windowed head keeps.
+    pub window: usize,
+}
+
+/// Which KV heads keep the whole cache.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KvPolicy {
+    /// The KV heads of these query heads (the top-K retrieval heads).
+    Heads { heads: Vec<HeadId> },
+    /// As many KV heads as `like` would keep, drawn at random with `seed`.
+    Random { like: Vec<HeadId>, seed: u64 },
+    /// None: every head windowed.
+    Window,
+}
+
+/// A test run with the whole cache and again under a KV plan, with the cache's size under each.
+pub struct KvRerun {
+    pub before: TestResult,
+    pub after: TestResult,
+    /// KV heads that kept the whole cache, of all.
+    pub full_kv_heads: usize,
+    pub kv_heads: usize,
+    /// Positions the bytes are counted at: the prompt and the most tokens an answer may take.
+    pub positions: usize,
+    /// Bytes of keys and values (f32) the test's context holds with the whole cache and under the plan.
+    pub full_bytes: u64,
+    pub plan_bytes: u64,
+}
+
+/// Reruns test `at` with the whole KV cache and then under `kv`'s plan (the CPU path: the windowed
+/// heads' memory is really not allocated). The model keeps the whole cache afterwards.
+pub async fn kv_rerun(
+    model: &mut LabModel,
+    setup: &TestSetup,
+    at: TestAt,
+    kv: &KvRequest,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<KvRerun> {
+    let spec = model.spec.clone();
+    let plan = match &kv.policy {
+        KvPolicy::Heads { heads } => KvPlan::keeping_heads(&spec, heads, kv.sink, kv.window),
+        KvPolicy::Random { like, seed } => KvPlan::keeping_heads(&spec, like, kv.sink, kv.window)
+            .and_then(|p| KvPlan::random(&spec, p.full_heads(), *seed, kv.sink, kv.window)),
+        KvPolicy::Window => KvPlan::all_windowed(&spec, kv.sink, kv.window),
+    }?;
+    let Backend::Cpu(_) = &model.engine else {
+        return Err(LabError::Invalid("KV-cache plans run on the CPU path: choose CPU as the backend to try one".into()));
+    };
+    let before = run_test(model, setup, at, None, &Probe::default(), cancelled).await?.result;
+    let set = |model: &mut LabModel, plan| match &mut model.engine {
+        Backend::Cpu(m) => Ok::<_, LabError>(m.set_kv_plan(plan)?),
+        Backend::Gpu(_) => Ok(()),
+    };
+    set(model, Some(plan.clone()))?;
+    let after = run_test(model, setup, at, None, &Probe::default(), cancelled).await;
+    set(model, None)?;
+    let after = after?.result;
+    let whole = KvPlan { full: vec![vec![true; spec.kv_heads]; plan.full.len()], ..plan.clone() };
+    let positions = at.length + setup.max_new_tokens;
+    Ok(KvRerun {
+        before,
+        after,
+        full_kv_heads: plan.full_heads(),
+        kv_heads: plan.full.iter().flatten().count(),
+        positions,
+        full_bytes: whole.cache_bytes(&spec, positions, 4),
+        plan_bytes: plan.cache_bytes(&spec, positions, 4),
+    })
 }
 
 /// RazorAttention's data-free scores of `model` ([`headscope_engine::repeated::induction_and_echo`] on

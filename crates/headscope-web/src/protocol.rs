@@ -2,6 +2,7 @@
 //! travel beside them as transferred `ArrayBuffer`s); the worker answers with [`Event`]s as work
 //! proceeds. Both sides are this crate, so one set of serde types describes the wire format.
 
+pub use crate::lab::{KvPolicy, KvRequest};
 use crate::strings::{msg, Lang};
 use headscope_core::cot::{CotRecord, CotTask};
 use headscope_core::files::TestRecord;
@@ -122,6 +123,15 @@ pub enum Request {
         /// Scores measured besides eq. 1 (`official`, `soft`, `qr`): what each test's record carries.
         #[serde(default)]
         scores: Vec<ScoreKind>,
+    },
+    /// Run one test with the whole KV cache and again under a KV plan (the page's KV-budget slider).
+    KvRerun {
+        /// Shared inputs.
+        setup: TestSetup,
+        /// The test.
+        at: TestAt,
+        /// The plan.
+        kv: KvRequest,
     },
     /// RazorAttention's data-free scores (induction, echo) of the loaded model: one unmasked pass over
     /// repeated random tokens.
@@ -325,6 +335,23 @@ pub enum Event {
     },
     /// A head view is ready.
     HeadView(Box<HeadViewResult>),
+    /// A KV rerun finished.
+    KvRerunDone {
+        /// With the whole cache.
+        before: Box<TestResult>,
+        /// Under the plan.
+        after: Box<TestResult>,
+        /// KV heads that kept the whole cache.
+        full_kv_heads: usize,
+        /// KV heads of the model.
+        kv_heads: usize,
+        /// Positions (prompt and answer) the bytes are counted at.
+        positions: usize,
+        /// Bytes of keys and values (f32) of the test's context with the whole cache.
+        full_bytes: u64,
+        /// The same under the plan.
+        plan_bytes: u64,
+    },
     /// The data-free scores of the loaded model, one value per head (layer-major).
     RepeatedScores {
         /// Weight on the tokens after earlier occurrences of the current token.
@@ -454,6 +481,7 @@ pub enum ErrorContext {
     HeadView(HeadId),
     RepeatedScores,
     Cot,
+    KvRerun,
 }
 
 impl ErrorContext {
@@ -467,6 +495,7 @@ impl ErrorContext {
             ErrorContext::HeadView(head) => msg::CONTEXT_HEAD_VIEW.fill(lang, &[("head", head)]),
             ErrorContext::RepeatedScores => msg::CONTEXT_REPEATED.get(lang).to_string(),
             ErrorContext::Cot => msg::CONTEXT_COT.get(lang).to_string(),
+            ErrorContext::KvRerun => msg::CONTEXT_KV.get(lang).to_string(),
         }
     }
 }

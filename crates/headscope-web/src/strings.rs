@@ -103,8 +103,8 @@ pub const UI: &[(&str, Text)] = &[
     ("test.gate", t("Score gate", "计分门槛")),
     ("test.gate.title", t("tests whose answer has at least this ROUGE-1 recall are scored", "答案的 ROUGE-1 召回率至少达到这个值的测试才计分")),
     ("test.plain", t("plain prompt (ignore a chat template)", "纯文本提示（忽略聊天模板）")),
-    ("test.every", t("also measure the soft and qr scores (slower)", "同时测量 soft 和 qr 分数（较慢）")),
-    ("test.every.title", t("eq. 1 and the official code's count are always measured; HeadKV's soft score and QRHead's qr score cost extra passes", "eq. 1 和官方代码的计数总会测量；HeadKV 的 soft 分数和 QRHead 的 qr 分数需要额外的计算")),
+    ("test.every", t("soft + qr scores", "soft + qr 分数")),
+    ("test.every.title", t("also measure HeadKV's soft score and QRHead's qr score in the sweep (they cost extra passes; eq. 1 and the official code's count are always measured)", "在扫描中同时测量 HeadKV 的 soft 分数和 QRHead 的 qr 分数（需要额外的计算；eq. 1 和官方代码的计数总会测量）")),
     ("test.run", t("Run the sweep", "运行测试")),
     ("test.cancel", t("Cancel", "取消")),
     ("results.h", t("3. Results", "3. 结果")),
@@ -164,6 +164,16 @@ pub const UI: &[(&str, Text)] = &[
     ("mask.rerun", t("Rerun the selected test: before / after", "重跑选中的测试：屏蔽前 / 屏蔽后")),
     ("mask.sweep", t("Run the sweep with these heads masked", "屏蔽这些头后运行测试")),
     ("files.h", t("7. Export and import", "7. 导出与导入")),
+    ("kv.h", t("KV cache:", "KV 缓存：")),
+    ("kv.keep", t("keep every position for", "保留全部位置的是")),
+    ("kv.policy.heads", t("the KV heads of the top-K heads", "得分最高的 K 个头所用的 KV 头")),
+    ("kv.policy.random", t("as many random KV heads", "同样数量的随机 KV 头")),
+    ("kv.policy.window", t("no head", "没有头")),
+    ("kv.window", t("window", "窗口")),
+    ("kv.window.title", t("recent positions the other KV heads keep", "其余 KV 头保留的最近位置数")),
+    ("kv.sink", t("sink", "汇聚位置")),
+    ("kv.sink.title", t("leading positions the other KV heads keep (attention sinks)", "其余 KV 头保留的开头位置数（注意力汇聚点）")),
+    ("kv.rerun", t("Rerun the selected test with this cache", "用这个缓存重新运行所选测试")),
     ("cot.h", t("6. Chain of thought", "6. 思维链")),
     ("cot.intro", t("The paper's fig. 10: questions that chain facts of a short passage, answered directly and step by step, with no heads masked, the top-K retrieval heads masked and K random non-retrieval heads masked. Masking retrieval heads should hurt step-by-step answers most.", "论文的图 10：需要把一段短文中的几条事实串起来的问题，分别直接回答和逐步推理回答；不屏蔽头、屏蔽得分最高的 K 个检索头、屏蔽 K 个随机的非检索头。屏蔽检索头应当对逐步推理的回答伤害最大。")),
     ("cot.tasks", t("Tasks", "任务")),
@@ -256,18 +266,27 @@ pub mod msg {
         REPEATED_DONE: "data-free scores ready ({period} random tokens repeated four times)", "无需数据的分数已就绪（{period} 个随机词元重复四次）";
         DATA_FREE_TITLE: "{kind} scores (data-free): {model}", "{kind} 分数（无需数据）：{model}";
         DATA_FREE_PENDING: "the {kind} score is computed on repeated random tokens once the model is free", "模型空闲后会在重复的随机词元上计算 {kind} 分数";
-        SCORE_NOT_MEASURED: "this run did not measure the {kind} score: tick \"also measure the soft and qr scores\" and run the sweep again", "这次运行没有测量 {kind} 分数：勾选“同时测量 soft 和 qr 分数”后重新运行扫描";
+        SCORE_NOT_MEASURED: "this run did not measure the {kind} score: tick \"soft + qr scores\" and run the sweep again", "这次运行没有测量 {kind} 分数：勾选“soft + qr 分数”后重新运行扫描";
         COT_RUNNING: "chain-of-thought demo: answering…", "思维链演示：正在回答…";
         COT_FINISHED: "chain-of-thought demo finished", "思维链演示完成";
         COT_CANCELLED: "chain-of-thought demo cancelled", "思维链演示已取消";
+        KV_RUNNING: "running the test with the whole KV cache and with the smaller one…", "正在用完整的 KV 缓存和较小的缓存分别运行测试…";
+        KV_WHOLE: "whole KV cache", "完整的 KV 缓存";
+        KV_PLAN: "{full} of {total} KV heads whole, the rest {sink} + {window} positions", "{total} 个 KV 头中 {full} 个完整，其余保留 {sink} + {window} 个位置";
+        KV_SAVED: "KV memory at {positions} positions: {plan} KiB instead of {whole} KiB ({saved} % saved)", "{positions} 个位置时的 KV 内存：{plan} KiB，而不是 {whole} KiB（节省 {saved} %）";
         COT_INFO: "{done} of {total} answers ({tasks} tasks, each asked directly and step by step); masked: {masks}", "已回答 {total} 个中的 {done} 个（{tasks} 个任务，每个都直接回答并逐步推理回答）；屏蔽：{masks}";
+        SCORES_KIND_TITLE: "{title} · {kind}", "{title} · {kind}";
+        COT_ANSWER_ID: "{id} · {mode} · {mask} ", "{id} · {mode} · {mask} ";
         COT_DIRECT: "answer only", "只给答案";
         COT_STEP: "step by step", "逐步推理";
         COT_CELL: "{right}/{n} right ({pct} %)", "{right}/{n} 正确（{pct} %）";
         COT_EXPECTED: "(expected: {answer})", "（应为：{answer}）";
+        FIELD_KV_SINK: "the KV sink", "KV 汇聚位置数";
+        FIELD_KV_WINDOW: "the KV window", "KV 窗口";
         FIELD_COT_COUNT: "the number of tasks", "任务数量";
         CONTEXT_REPEATED: "scoring the heads on repeated random tokens", "在重复的随机词元上给头打分时";
         CONTEXT_COT: "running the chain-of-thought demo", "运行思维链演示时";
+        CONTEXT_KV: "rerunning the test with a smaller KV cache", "用更小的 KV 缓存重新运行测试时";
         WORKER_BUSY: "the worker is still busy with the previous request: wait for it or cancel it", "后台线程仍在处理上一个请求：请等待或取消";
         NO_HEADS_MASKED: "no heads are masked: Shift+click heads in the heatmap, or use mask top-K / random-K", "没有屏蔽任何头：在热图中按住 Shift 点击头，或使用“屏蔽最高 K 个”/“随机 K 个”";
         NO_MODEL_YET: "no model is loaded yet", "还没有载入模型";
@@ -560,7 +579,7 @@ mod tests {
             "简体中文",
             ".",
         ];
-        let written_by_the_page = ["starting…", "step 1 of 7", "Lesson", "none"];
+        let written_by_the_page = ["starting…", "step 1 of 7", "Lesson", "none", "128"];
         let mut untranslated = vec![];
         let mut rest = body;
         while let Some(open) = rest.find('<') {

@@ -14,7 +14,7 @@ type Control<'a> = (&'a HtmlElement, fn() -> Msg);
 /// Listens to every control of the page.
 pub(crate) fn wire(app: &Shared) -> Res<()> {
     let d = &app.borrow().dom;
-    let controls: [Control; 34] = [
+    let controls: [Control; 35] = [
         (&by_id("error-close")?, || Msg::CloseError),
         (&by_id("load-bundled")?, || Msg::LoadBundled),
         (&by_id("load-url")?, || Msg::LoadUrl),
@@ -37,6 +37,7 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
         (&d.scores_source, || Msg::ScoresSourceChanged),
         (&d.score_kind, || Msg::ScoreKindChanged),
         (&d.cot_run, || Msg::CotRun),
+        (&d.kv_rerun, || Msg::KvRerun),
         (&d.run_shown, || Msg::RunChosen),
         (&by_id("copy-link")?, || Msg::CopyLink),
         (&by_id("start-over")?, || Msg::StartOver),
@@ -58,6 +59,11 @@ pub(crate) fn wire(app: &Shared) -> Res<()> {
     }
     let a = app.clone();
     on(&d.gate, "change", move |_: web_sys::Event| dispatch(&a, Msg::ChartSettingChanged))?;
+    // The KV slider shows its value while it moves and reruns the test where it is let go.
+    let a = app.clone();
+    let (window, shown) = (d.kv_window.clone(), d.kv_window_value.clone());
+    on(&d.kv_window, "input", move |_: web_sys::Event| shown.set_text_content(Some(&window.value())))?;
+    on(&d.kv_window, "change", move |_: web_sys::Event| dispatch(&a, Msg::KvRerun))?;
     // Typing in the form: the haystack's size and the remembered inputs follow every edit.
     let fields: [&HtmlElement; 14] = [
         &d.needle,

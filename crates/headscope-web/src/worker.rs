@@ -155,6 +155,25 @@ async fn handle(state: &Rc<State>, request: Request, buffers: Vec<js_sys::ArrayB
                 Err(e) => post_error(ErrorContext::HeadView(head), e),
             }
         }
+        Request::KvRerun { setup, at, kv } => {
+            let Some(mut model) = state.model.borrow_mut().take() else {
+                return post_error(ErrorContext::KvRerun, msg::NO_MODEL_YET.en);
+            };
+            let result = lab::kv_rerun(&mut model, &setup, at, &kv, &|| state.cancel.get()).await;
+            *state.model.borrow_mut() = Some(model);
+            match result {
+                Ok(r) => post(&Event::KvRerunDone {
+                    before: Box::new(r.before),
+                    after: Box::new(r.after),
+                    full_kv_heads: r.full_kv_heads,
+                    kv_heads: r.kv_heads,
+                    positions: r.positions,
+                    full_bytes: r.full_bytes,
+                    plan_bytes: r.plan_bytes,
+                }),
+                Err(e) => post_error(ErrorContext::KvRerun, e),
+            }
+        }
         Request::RepeatedScores => {
             let Some(mut model) = state.model.borrow_mut().take() else {
                 return post_error(ErrorContext::RepeatedScores, msg::NO_MODEL_YET.en);

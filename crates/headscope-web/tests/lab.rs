@@ -311,3 +311,40 @@ fn the_pages_data_free_scores_are_the_clis() {
     }
     assert!(echo.iter().any(|&e| e > 0.0), "some head looks back at the repeated tokens");
 }
+
+/// The page's KV rerun: a window that covers the whole context changes nothing, a small one saves the
+/// memory the plan says (the whole heads grow with the context, the others stop at sink + window), and
+/// the model keeps the whole cache afterwards.
+#[test]
+fn the_kv_rerun_keeps_what_its_plan_says() {
+    use headscope_web::lab::{KvPolicy, KvRequest};
+    let mut model = LabModel::load_cpu(&files_of(&lab_dir(), "lab")).unwrap();
+    let setup = setup(vec![san_francisco_needle()], kjv(), 12);
+    let at = TestAt { needle_index: 0, length: 400, depth_percent: 50.0 };
+    let heads = vec![HeadId::new(5, 0), HeadId::new(5, 1)];
+    let wide = KvRequest { policy: KvPolicy::Heads { heads: heads.clone() }, sink: 4, window: 1024 };
+    let r = block_on(lab::kv_rerun(&mut model, &setup, at, &wide, &|| false)).unwrap();
+    assert_eq!(r.after.record.generated_ids, r.before.record.generated_ids, "a window over everything is the whole cache");
+    let spec = model.spec.clone();
+    let per_position = 2 * spec.head_dim as u64 * 4;
+    let kv_heads = (spec.head_shape().layers * spec.kv_heads) as u64;
+    assert_eq!((r.positions, r.kv_heads as u64), (412, kv_heads));
+    assert_eq!(r.full_bytes, per_position * kv_heads * 412);
+    // Query heads 5-0 and 5-1 share one KV head (GQA).
+    assert_eq!(r.full_kv_heads, 1);
+
+    let narrow = KvRequest { policy: KvPolicy::Heads { heads: heads.clone() }, sink: 4, window: 32 };
+    let r = block_on(lab::kv_rerun(&mut model, &setup, at, &narrow, &|| false)).unwrap();
+    assert_eq!(r.plan_bytes, per_position * (412 + (kv_heads - 1) * 36));
+    let random = KvRequest { policy: KvPolicy::Random { like: heads.clone(), seed: 3 }, sink: 4, window: 32 };
+    let q = block_on(lab::kv_rerun(&mut model, &setup, at, &random, &|| false)).unwrap();
+    assert_eq!((q.full_kv_heads, q.plan_bytes), (1, r.plan_bytes), "random keeps as many KV heads whole");
+    let none = KvRequest { policy: KvPolicy::Window, sink: 4, window: 32 };
+    let w = block_on(lab::kv_rerun(&mut model, &setup, at, &none, &|| false)).unwrap();
+    assert_eq!((w.full_kv_heads, w.plan_bytes), (0, per_position * kv_heads * 36));
+    // Afterwards the model runs with the whole cache again.
+    let again = block_on(lab::run_test(&mut model, &setup, at, None, &Probe::default(), &|| false)).unwrap().result;
+    assert_eq!(again.record.generated_ids, r.before.record.generated_ids);
+    let bad = KvRequest { policy: KvPolicy::Window, sink: 4, window: 0 };
+    assert!(block_on(lab::kv_rerun(&mut model, &setup, at, &bad, &|| false)).err().unwrap().to_string().contains("window"));
+}

@@ -61,6 +61,13 @@ pub(crate) struct Dom {
     pub cot_info: HtmlElement,
     pub cot_table: HtmlElement,
     pub cot_answers: HtmlElement,
+    pub kv_policy: HtmlSelectElement,
+    pub kv_window: HtmlInputElement,
+    pub kv_window_value: HtmlElement,
+    pub kv_sink: HtmlInputElement,
+    pub kv_rerun: HtmlButtonElement,
+    pub kv_info: HtmlElement,
+    pub kv_result: HtmlElement,
     pub run_shown: HtmlSelectElement,
     pub runs: HtmlElement,
     pub tests: HtmlElement,
@@ -144,6 +151,13 @@ impl Dom {
             cot_info: by_id("cot-info")?,
             cot_table: by_id("cot-table")?,
             cot_answers: by_id("cot-answers")?,
+            kv_policy: by_id("kv-policy")?,
+            kv_window: by_id("kv-window")?,
+            kv_window_value: by_id("kv-window-value")?,
+            kv_sink: by_id("kv-sink")?,
+            kv_rerun: by_id("kv-rerun")?,
+            kv_info: by_id("kv-info")?,
+            kv_result: by_id("kv-result")?,
             run_shown: by_id("run-shown")?,
             runs: by_id("runs")?,
             tests: by_id("tests")?,
@@ -216,7 +230,8 @@ pub(crate) fn render(a: &App) {
         ("tests", results::tests(a)),
         ("masks", results::masks(a)),
         ("head-view", results::head_view(a)),
-        ("chain of thought", results::cot(a)),
+        ("cot", results::cot(a)),
+        ("kv", results::kv(a)),
     ] {
         if let Err(e) = r {
             web_sys::console::warn_1(&format!("the {part} could not be drawn: {e}").into());
@@ -406,6 +421,8 @@ fn controls(a: &App, has_scores: bool) {
     d.run.set_disabled(!idle);
     d.cancel.set_disabled(!matches!(a.busy, Busy::Sweep | Busy::Cot));
     d.cot_run.set_disabled(!idle);
+    d.kv_rerun.set_disabled(!idle);
+    d.kv_window_value.set_text_content(Some(&d.kv_window.value()));
     d.rerun.set_disabled(!idle || a.masked.is_empty());
     d.sweep_masked.set_disabled(!idle || a.masked.is_empty());
     let has_results = a.sweep().is_some_and(|s| !s.results.is_empty());
@@ -482,6 +499,10 @@ fn publish(a: &App, shown: charts::Shown) {
     }
     if let Ok(cells) = js_sys::Reflect::get(&window, &"__headscopeHeadCells".into()) {
         set("headCells", cells);
+    }
+    if let Some(c) = &a.cot {
+        let answers: Vec<serde_json::Value> = c.answers.iter().map(|(mask, r)| serde_json::json!({"mask": mask, "record": r})).collect();
+        set("cotJson", serde_json::Value::Array(answers).to_string().into());
     }
     if let Some(v) = &a.head_view {
         set("headView", serde_json::to_string(v).map_or(JsValue::NULL, |s| s.into()));

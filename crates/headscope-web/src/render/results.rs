@@ -2,7 +2,7 @@
 //! before/after rerun with the mask.
 
 use super::charts::context_2d;
-use crate::app::{App, Rerun};
+use crate::app::{App, KvView, Rerun};
 use crate::dom::{self, append, el, js_error, Res};
 use crate::protocol::{HeadViewResult, TestResult};
 use crate::strings::msg;
@@ -294,7 +294,7 @@ pub(super) fn cot(a: &App) -> Res<()> {
     for (mask, r) in &c.answers {
         let li = el("li", "", "")?;
         let mode = if r.mode == CotMode::Direct { msg::COT_DIRECT } else { msg::COT_STEP };
-        append(&li, &el("span", "id", &format!("{} · {} · {mask} ", r.id, mode.get(a.lang)))?)?;
+        append(&li, &el("span", "id", &a.say(msg::COT_ANSWER_ID, &[("id", &r.id), ("mode", &mode.get(a.lang)), ("mask", mask)]))?)?;
         let verdict = if r.correct { "pass" } else { "fail" };
         let predicted = if r.predicted.is_empty() { "–" } else { &r.predicted };
         append(&li, &el("span", verdict, &format!("{} ", shortened(predicted, 60)))?)?;
@@ -304,5 +304,43 @@ pub(super) fn cot(a: &App) -> Res<()> {
         append(&li, &text)?;
         append(&d.cot_answers, &li)?;
     }
+    Ok(())
+}
+
+/// The KV-budget rerun: the answer with the whole cache and under the plan, and the memory saved.
+pub(super) fn kv(a: &App) -> Res<()> {
+    let d = &a.dom;
+    dom::clear(&d.kv_result);
+    let (before, after, full_kv_heads, kv_heads, sink, window, positions, full_bytes, plan_bytes) = match &a.kv {
+        KvView::None => {
+            d.kv_info.set_text_content(Some(""));
+            return Ok(());
+        }
+        KvView::Running { .. } => {
+            d.kv_info.set_text_content(Some(msg::KV_RUNNING.get(a.lang)));
+            return Ok(());
+        }
+        KvView::Done { before, after, full_kv_heads, kv_heads, sink, window, positions, full_bytes, plan_bytes } => {
+            (before, after, full_kv_heads, kv_heads, sink, window, positions, full_bytes, plan_bytes)
+        }
+    };
+    let kib = |b: u64| format!("{:.0}", b as f64 / 1024.0);
+    let saved = format!("{:.0}", 100.0 * (1.0 - *plan_bytes as f64 / (*full_bytes).max(1) as f64));
+    let info =
+        a.say(msg::KV_SAVED, &[("positions", positions), ("plan", &kib(*plan_bytes)), ("whole", &kib(*full_bytes)), ("saved", &saved)]);
+    d.kv_info.set_text_content(Some(&info));
+    let plan = a.say(msg::KV_PLAN, &[("full", full_kv_heads), ("total", kv_heads), ("sink", sink), ("window", window)]);
+    for (title, result) in [(a.say(msg::KV_WHOLE, &[]), before), (plan, after)] {
+        let col = el("div", "", "")?;
+        append(&col, &el("h4", "", &title)?)?;
+        let pass = result.record.recall >= 0.5;
+        let recall = a.say(msg::RECALL, &[("recall", &format!("{:.2}", result.record.recall))]);
+        append(&col, &el("div", if pass { "pass" } else { "fail" }, &recall)?)?;
+        append(&col, &answer_element(a, result)?)?;
+        append(&d.kv_result, &col)?;
+    }
+    let _ = d.kv_result.set_attribute("data-before", &before.record.answer);
+    let _ = d.kv_result.set_attribute("data-after", &after.record.answer);
+    let _ = d.kv_result.set_attribute("data-saved", &saved);
     Ok(())
 }
