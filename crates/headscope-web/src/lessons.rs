@@ -238,8 +238,8 @@ pub const STEPS: &[Step] = &[
              them for full-size models on a GPU.", "研究者把分数发布为头分数文件：每个头（“层-头”）在每个测试里的分数。页面能打开这样的文件，像自己的结果一样画出来。HeadScope 的命令行工具可以在 GPU 上为完整大小的模型计算它们。"),
         ],
         preset: Preset::KEEP,
-        try_this: t("Import a head-score file (section 6: \"Import head scores\"), for example one of the paper's \
-                   head_score/*.json files or one you exported from this page.", "导入一个头分数文件（第 6 部分：“导入头分数”），比如论文的某个 head_score/*.json 文件，或你从本页导出的文件。"),
+        try_this: t("Import a head-score file (section 7: \"Import head scores\"), for example one of the paper's \
+                   head_score/*.json files or one you exported from this page.", "导入一个头分数文件（第 7 部分：“导入头分数”），比如论文的某个 head_score/*.json 文件，或你从本页导出的文件。"),
         question: t("How many heads of the imported model score above 0.1? In which layers do they sit: early, middle or late?", "导入的模型有几个头分数高于 0.1？它们在哪些层：前面、中间还是后面？"),
     },
 ];
