@@ -18,6 +18,8 @@
 #   scripts/gpu-bench.sh table1 MODEL...  each model loads, runs a short detect sweep, and a masked sweep
 #                                          (uniform and zero) on the same tests; masked.md says how many
 #                                          answers masking changed (checkpoints are deleted after each model)
+#   scripts/gpu-bench.sh kv MODEL [LENGTHS] decode step and KV memory with the whole KV cache and with a
+#                                          quarter of the KV heads whole (issue 20; 16384,65536)
 #   scripts/gpu-bench.sh report           results.md over every model folder in $OUT
 #
 # Build the binary first, on the Rust machine (see README, "Full-size checkpoints on CUDA"):
@@ -78,7 +80,7 @@ both_sides() { # NAME MODEL_DIR LENGTHS [extra headscope bench flags...]
   cat "$d/results.md"
 }
 
-case "${1:?smoke, bench MODEL, agree MODEL..., table1 MODEL..., or report}" in
+case "${1:?smoke, bench MODEL, kv MODEL, agree MODEL..., table1 MODEL..., or report}" in
   smoke)
     # The known CUDA bug: auto dtype (bf16) loading the lab model's f16 weights.
     "$bin" generate --model public/models/lab --device "$device" --prompt "In the beginning was the Word" --max-new-tokens 12 \
@@ -102,6 +104,21 @@ EOF
     # also times a depth sweep of N depths per length with prefix reuse (headscope bench --sweep-depths).
     both_sides "$m" "$ckpt/$m" "${3:-4096,16384,32768,65536}" --max-context ${SCORE_BUDGET_MIB:+--score-budget-mib "$SCORE_BUDGET_MIB"} \
       ${SWEEP_DEPTHS:+--sweep-depths "$SWEEP_DEPTHS"}
+    ;;
+  kv)
+    # The retrieval-head KV cache at long context (issue 20): decode step time and KV memory with the
+    # whole cache and with a quarter of the KV heads whole (random: a random-weight checkpoint has no
+    # retrieval heads; the cost does not depend on which heads), the rest a sink of 4 and KV_WINDOW.
+    m=${2:?model: a folder of bench/configs}
+    checkpoint "$m"
+    kv_heads=$($py -c "import json; c = json.load(open('bench/configs/$m/config.json')); print(c['num_hidden_layers'] * c.get('num_key_value_heads', c['num_attention_heads']))")
+    d="$out/$m-kv"
+    mkdir -p "$d"
+    for policy in full "random:$((kv_heads / 4)):0"; do
+      name=${policy%%:*}
+      "$bin" bench --model "$ckpt/$m" --device "$device" --lengths "${3:-16384,65536}" --steps "${STEPS:-20}" \
+        --kv-cache "$policy" --kv-window "${KV_WINDOW:-256}" --json "$d/$name.json" 2>&1 | tee "$d/$name.log"
+    done
     ;;
   agree)
     shift
@@ -157,7 +174,7 @@ EOF2
     $py bench/bench_report.py "${dirs[@]}" --out "$out/results.md"
     ;;
   *)
-    echo "usage: scripts/gpu-bench.sh smoke | bench MODEL [LENGTHS] | agree MODEL... | table1 MODEL... | report" >&2
+    echo "usage: scripts/gpu-bench.sh smoke | bench MODEL [LENGTHS] | kv MODEL [LENGTHS] | agree MODEL... | table1 MODEL... | report" >&2
     exit 2
     ;;
 esac

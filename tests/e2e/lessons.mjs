@@ -222,7 +222,7 @@ async function main() {
     // text, i.e. needles, answers, contexts and file or model names, stays as it is).
     const english = await page.evaluate(() => {
       const content = 'textarea, input, .answer, .question, .ctx, .id, #head-steps td:nth-child(2), a[href^="http"], #lang, #error';
-      const names = /lab model \(bundled\)|HeadScope lab|HeadScope|JSON|WebGPU|WebAssembly|CPU|GPU|KV|GQA|ROUGE|JSONL|Shift|Enter|Llama|llama|Mistral|Mixtral|Qwen|\bYi\b|[\w.*-]*\.(json|jsonl|txt|png)|head_score|\bK\b/g;
+      const names = /lab model \(bundled\)|HeadScope lab|HeadScope|JSON|WebGPU|WebAssembly|CPU|GPU|KV|GQA|ROUGE|HeadKV|QRHead|RazorAttention|\bsoft\b|\bqr\b|JSONL|Shift|Enter|Llama|llama|Mistral|Mixtral|Qwen|\bYi\b|[\w.*-]*\.(json|jsonl|txt|png)|head_score|\bK\b/g;
       const found = [];
       const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
       for (let n = walk.nextNode(); n; n = walk.nextNode()) {

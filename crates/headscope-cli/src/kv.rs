@@ -54,7 +54,7 @@ struct KvRun {
 
 /// `headscope kv`.
 pub fn kv(a: &KvArgs) -> Result<()> {
-    if a.sweep.kv_cache != "full" {
+    if a.sweep.kv.kv_cache != "full" {
         bail!("headscope kv chooses the KV policies itself: leave --kv-cache out");
     }
     let windows: Vec<usize> = a
@@ -79,7 +79,7 @@ pub fn kv(a: &KvArgs) -> Result<()> {
         bail!("{}: no head's mean score is above {} (or a top-K of 0): give --top K", a.scores.display(), a.threshold);
     }
     let retrieval_plan =
-        |k: usize, w: usize| -> Result<KvPlan> { Ok(KvPlan::keeping_heads(&spec, &masking::top_k(&scores, k)?, a.sweep.kv_sink, w)?) };
+        |k: usize, w: usize| -> Result<KvPlan> { Ok(KvPlan::keeping_heads(&spec, &masking::top_k(&scores, k)?, a.sweep.kv.kv_sink, w)?) };
     let total = spec.head_shape().layers * spec.kv_heads;
     let whole_of: Vec<usize> = tops.iter().map(|&k| retrieval_plan(k, windows[0]).map(|p| p.full_heads())).collect::<Result<_>>()?;
     for (k, whole) in tops.iter().zip(&whole_of) {
@@ -96,7 +96,7 @@ pub fn kv(a: &KvArgs) -> Result<()> {
             runs.push(KvRun { dir, policy, window: w, top: k, family: "retrieval", plan: Some(retrieval_plan(k, w)?) });
             for seed in 1..=a.seeds {
                 let dir = a.sweep.out.join(format!("random-{}w{w}-s{seed}", tag(k)));
-                let plan = Some(KvPlan::random(&spec, whole, seed, a.sweep.kv_sink, w)?);
+                let plan = Some(KvPlan::random(&spec, whole, seed, a.sweep.kv.kv_sink, w)?);
                 runs.push(KvRun { dir, policy: format!("random:{whole}:{seed}"), window: w, top: k, family: "random", plan });
             }
         }
@@ -106,12 +106,16 @@ pub fn kv(a: &KvArgs) -> Result<()> {
             window: w,
             top: 0,
             family: "window",
-            plan: Some(KvPlan::all_windowed(&spec, a.sweep.kv_sink, w)?),
+            plan: Some(KvPlan::all_windowed(&spec, a.sweep.kv.kv_sink, w)?),
         });
     }
     for (i, run) in runs.iter().enumerate() {
         eprintln!("kv run {}/{}: {} (window {}) -> {}", i + 1, runs.len(), run.policy, run.window, run.dir.display());
-        let args = SweepArgs { out: run.dir.clone(), kv_cache: run.policy.clone(), kv_window: run.window.max(1), ..a.sweep.clone() };
+        let args = SweepArgs {
+            out: run.dir.clone(),
+            kv: crate::KvCacheArgs { kv_cache: run.policy.clone(), kv_window: run.window.max(1), ..a.sweep.kv.clone() },
+            ..a.sweep.clone()
+        };
         sweep::niah(&args, None, MaskMode::Uniform, MaskScope::Decode, a.pass)?;
     }
 
@@ -130,7 +134,7 @@ pub fn kv(a: &KvArgs) -> Result<()> {
     }
     let summary = serde_json::json!({
         "model": md.dir.display().to_string(), "scores": a.scores.display().to_string(), "tops": tops,
-        "whole_kv_heads": whole_of, "kv_heads": total, "sink": a.sweep.kv_sink, "longest_prompt": longest, "points": points,
+        "whole_kv_heads": whole_of, "kv_heads": total, "sink": a.sweep.kv.kv_sink, "longest_prompt": longest, "points": points,
     });
     write_atomic(&a.sweep.out.join("kv.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     let mut csv = String::from("family,policy,window,top,whole_kv_heads,pass_rate,kv_share\n");

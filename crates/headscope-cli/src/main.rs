@@ -199,6 +199,24 @@ pub struct ModelArgs {
     pub prefill_chunk: Option<usize>,
 }
 
+/// The head-level KV cache flags (`detect`, `niah`, `bench`).
+#[derive(Args, Debug, Clone)]
+pub struct KvCacheArgs {
+    /// Head-level KV cache (candle backend): `full` (every KV head keeps every position), `window:W`
+    /// (every KV head keeps --kv-sink positions and the last W), `heads:FILE:K` (the KV heads of the
+    /// top-K heads of score file FILE keep everything, the others --kv-sink and --kv-window),
+    /// `random:K:SEED` (K KV heads drawn with SEED keep everything, the others likewise). A KV head
+    /// stays whole when any of its query heads is chosen; windowed heads' memory is not allocated.
+    #[arg(long, default_value = "full", value_name = "POLICY")]
+    pub kv_cache: String,
+    /// Leading positions a windowed KV head keeps (attention sinks).
+    #[arg(long, default_value_t = 4)]
+    pub kv_sink: usize,
+    /// Recent positions a windowed KV head keeps, its own included (heads: and random: policies).
+    #[arg(long, default_value_t = 256)]
+    pub kv_window: usize,
+}
+
 /// Flags shared by every command that runs a sweep.
 #[derive(Args, Debug, Clone)]
 pub struct SweepArgs {
@@ -225,19 +243,8 @@ pub struct SweepArgs {
     /// Also store every prompt's token ids in tests.jsonl.
     #[arg(long)]
     pub save_prompts: bool,
-    /// Head-level KV cache (candle backend): `full` (every KV head keeps every position), `window:W`
-    /// (every KV head keeps --kv-sink positions and the last W), `heads:FILE:K` (the KV heads of the
-    /// top-K heads of score file FILE keep everything, the others --kv-sink and --kv-window),
-    /// `random:K:SEED` (K KV heads drawn with SEED keep everything, the others likewise). A KV head
-    /// stays whole when any of its query heads is chosen; windowed heads' memory is not allocated.
-    #[arg(long, default_value = "full", value_name = "POLICY")]
-    pub kv_cache: String,
-    /// Leading positions a windowed KV head keeps (attention sinks).
-    #[arg(long, default_value_t = 4)]
-    pub kv_sink: usize,
-    /// Recent positions a windowed KV head keeps, its own included (heads: and random: policies).
-    #[arg(long, default_value_t = 256)]
-    pub kv_window: usize,
+    #[command(flatten)]
+    pub kv: KvCacheArgs,
     /// How the next token is chosen (candle backend): `greedy`, or `decore:FILE:K[:CAP]`: DeCoRe, the
     /// model's logits contrasted with those of a copy that masks the top-K heads of score file FILE,
     /// weighted by the entropy of the model's next-token distribution (capped at CAP).

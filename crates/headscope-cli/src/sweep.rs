@@ -2,7 +2,7 @@
 //! run the rest (each written to tests.jsonl as it ends), then aggregate.
 
 use crate::outputs;
-use crate::{ModelArgs, SweepArgs};
+use crate::{KvCacheArgs, ModelArgs, SweepArgs};
 use anyhow::{bail, Context, Result};
 use headscope_core::files::{self, read_head_scores, short_hash, MaskInfo, ModelInfo, RunInfo, TestLog, TestRecord};
 use headscope_core::niah::{read_needles_jsonl, san_francisco_needle, Needle};
@@ -184,7 +184,7 @@ impl Sweep {
             kv_cache: None,
             decode: None,
         };
-        let kv = kv_plan(args, &model_dir.spec)?;
+        let kv = kv_plan(&args.kv, &model_dir.spec)?;
         let decore = decore_choice(args, &model_dir.spec)?;
         if decore.is_some() && wgpu {
             bail!("--decode decore runs on the candle backend (cpu, cuda)");
@@ -525,7 +525,7 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64, score_kinds: &str) ->
 
 /// The head-level KV plan `--kv-cache` names for a model of `spec`, with its name for run.json; None for
 /// `full`.
-fn kv_plan(args: &SweepArgs, spec: &ModelSpec) -> Result<Option<(KvPlan, String)>> {
+pub fn kv_plan(args: &KvCacheArgs, spec: &ModelSpec) -> Result<Option<(KvPlan, String)>> {
     let policy = args.kv_cache.trim();
     let (sink, window) = (args.kv_sink, args.kv_window);
     let number = |s: &str, what: &str| -> Result<usize> {

@@ -130,6 +130,49 @@ fn bench_times_a_depth_sweep_with_prefix_reuse() {
     }
 }
 
+/// Under `--kv-cache` the tests decode with the plan and the report gives the plan's KV bytes at each
+/// length: the whole KV heads grow with the context, the windowed ones stop at sink + window.
+#[test]
+fn bench_decodes_under_a_kv_plan_and_reports_its_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama");
+    let report = tmp.path().join("bench.json");
+    let stdout = ok_stdout(&[
+        "bench",
+        "--model",
+        &model,
+        "--lengths",
+        "160,320",
+        "--steps",
+        "3",
+        "--kv-cache",
+        "random:1:2",
+        "--kv-sink",
+        "2",
+        "--kv-window",
+        "16",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    let r = json(&report);
+    let plan = r["kv_cache"].as_str().unwrap();
+    assert!(plan.starts_with("random:1:2 (sink 2, window 16; 1 of "), "{plan}");
+    assert!(stdout.contains("KV cache: random:1:2"), "{stdout}");
+    let per_token = r["kv_bytes_per_token"].as_u64().unwrap();
+    let kv_heads = r["layers"].as_u64().unwrap() * r["kv_heads"].as_u64().unwrap();
+    let per_head = per_token / kv_heads;
+    for l in r["lengths"].as_array().unwrap() {
+        let positions = l["length"].as_u64().unwrap() + 3;
+        assert_eq!(l["kv_cache_bytes"].as_u64().unwrap(), per_head * (positions + (kv_heads - 1) * 18), "{l}");
+        assert!(l["decode_step_ms"].as_f64().unwrap() > 0.0);
+    }
+    let whole = tmp.path().join("whole.json");
+    ok_stdout(&["bench", "--model", &model, "--lengths", "160", "--steps", "3", "--json", whole.to_str().unwrap()]);
+    assert!(json(&whole)["kv_cache"].is_null() && json(&whole)["lengths"][0]["kv_cache_bytes"].is_null());
+    let out = headscope(&["bench", "--model", &model, "--lengths", "160", "--kv-cache", "window:8", "--max-context", "--memory-gib", "1"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--max-context"));
+}
+
 #[test]
 fn bench_and_agreement_refuse_bad_input_clearly() {
     let tmp = tempfile::tempdir().unwrap();

@@ -437,8 +437,19 @@ impl Attention {
         let windowed = cache.windowed.as_ref().ok_or_else(|| ModelError::Invalid("no windowed heads in this layer".into()))?;
         let (full, win) = (windowed.full.clone(), windowed.windowed.clone());
         let plain = AttentionControl::default();
-        // (query heads, outputs, weights [1, n, group, c, keys], each key's position)
-        let mut parts: Vec<(Vec<usize>, Tensor, Tensor, Vec<usize>)> = Vec::with_capacity(2);
+        // A decode step runs each part through the fused decode kernels where they apply (the windowed
+        // part over its visible keys only, as the kernels take no mask), with the argmax on the device.
+        let kernels = c == 1 && control.fused && self.kernels_apply() && crate::flash::decode_supported(&q, &k);
+        let attend = |q: &Tensor, keys: &Tensor, values: &Tensor, mask: Option<&ChunkMask>| -> Result<(Tensor, Tensor, Option<Tensor>)> {
+            if kernels {
+                let d = crate::flash::decode_attention(&self.kernel_queries(q.clone())?, keys, values)?;
+                Ok((d.out, d.weights, Some(d.argmax)))
+            } else {
+                let (out, weights) = self.attend(q, keys, values, mask, &plain)?;
+                Ok((out, weights, None))
+            }
+        };
+        let mut parts: Vec<PlanPart> = Vec::with_capacity(2);
         if !full.is_empty() {
             let ids = index(&full)?;
             cache.k.slice_set(&k.index_select(&ids, 1)?.contiguous()?, 2, pos)?;
@@ -446,35 +457,58 @@ impl Attention {
             let (keys, values) = (cache.k.narrow(2, 0, pos + c)?, cache.v.narrow(2, 0, pos + c)?);
             let heads = query_heads(&full);
             let mask = if c > 1 { Some(ChunkMask::Tail(masks.tail(c, device)?)) } else { None };
-            let (out, weights) = self.attend(&q.index_select(&index(&heads)?, 1)?, &keys, &values, mask.as_ref(), &plain)?;
-            parts.push((heads, out, weights, (0..pos + c).collect()));
+            let (out, weights, argmax) = attend(&q.index_select(&index(&heads)?, 1)?, &keys, &values, mask.as_ref())?;
+            parts.push(PlanPart { heads, out, weights, positions: (0..pos + c).collect(), argmax });
         }
         if !win.is_empty() {
             let ids = index(&win)?;
             let (kw, vw) = (k.index_select(&ids, 1)?.contiguous()?, v.index_select(&ids, 1)?.contiguous()?);
             let ring = cache.windowed.as_mut().expect("checked above");
-            let (keys, values, positions) = ring.keys_with(&kw, &vw, pos)?;
-            let mask = ChunkMask::Full(ring.visibility(pos, c, &positions, device)?);
             let heads = query_heads(&win);
-            let (out, weights) = self.attend(&q.index_select(&index(&heads)?, 1)?, &keys, &values, Some(&mask), &plain)?;
+            let qw = q.index_select(&index(&heads)?, 1)?;
+            let (out, weights, positions, argmax) = if kernels {
+                let (keys, values, positions) = ring.visible_keys(&kw, &vw, pos)?;
+                let (out, weights, argmax) = attend(&qw, &keys, &values, None)?;
+                (out, weights, positions, argmax)
+            } else {
+                let (keys, values, positions) = ring.keys_with(&kw, &vw, pos)?;
+                let mask = ChunkMask::Full(ring.visibility(pos, c, &positions, device)?);
+                let (out, weights, argmax) = attend(&qw, &keys, &values, Some(&mask))?;
+                (out, weights, positions, argmax)
+            };
             ring.write(&kw, &vw, pos)?;
-            parts.push((heads, out, weights, positions));
+            parts.push(PlanPart { heads, out, weights, positions, argmax });
         }
         // Back into head order.
-        let order: Vec<usize> = parts.iter().flat_map(|p| p.0.iter().copied()).collect();
+        let order: Vec<usize> = parts.iter().flat_map(|p| p.heads.iter().copied()).collect();
         let mut inverse = vec![0usize; self.heads];
         for (i, &h) in order.iter().enumerate() {
             inverse[h] = i;
         }
-        let out = Tensor::cat(&parts.iter().map(|p| &p.1).collect::<Vec<_>>(), 1)?.index_select(&index(&inverse)?, 1)?;
+        let out = Tensor::cat(&parts.iter().map(|p| &p.out).collect::<Vec<_>>(), 1)?.index_select(&index(&inverse)?, 1)?;
         let out = control.masked_outputs(out)?;
-        let probe = if c == 1 && (control.argmax || !control.rows.is_empty()) {
+        let on_device = parts.iter().all(|p| p.argmax.is_some());
+        let probe = if c == 1 && control.rows.is_empty() && control.argmax && on_device {
+            // The kernels' argmax indices become positions on the device: no weights leave it.
+            let mut found = Vec::with_capacity(parts.len());
+            for PlanPart { positions, argmax, .. } in &parts {
+                let at = Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<u32>>(), positions.len(), device)?;
+                found.push(at.index_select(argmax.as_ref().expect("checked above"), 0)?);
+            }
+            let argmax = Tensor::cat(&found, 0)?.index_select(&index(&inverse)?, 0)?;
+            Some(AttentionProbe { argmax: Some(argmax), first_key: 0, rows: vec![] })
+        } else if c == 1 && (control.argmax || !control.rows.is_empty()) {
             let mut argmax = vec![0u32; self.heads];
             let mut rows = Vec::with_capacity(control.rows.len());
-            for (heads, _, weights, positions) in &parts {
+            for PlanPart { heads, weights, positions, argmax: kernel_argmax, .. } in &parts {
                 let table = weights.reshape((heads.len(), positions.len()))?.to_vec2::<f32>()?;
-                for (row, &h) in table.iter().zip(heads) {
-                    let best = row.iter().enumerate().fold(0, |b, (i, &w)| if w > row[b] { i } else { b });
+                // The kernels' argmax where they ran (the first largest score, as on the plain path).
+                let kernel_argmax = kernel_argmax.as_ref().map(|a| a.to_vec1::<u32>()).transpose()?;
+                for (i, (row, &h)) in table.iter().zip(heads).enumerate() {
+                    let best = match &kernel_argmax {
+                        Some(a) => a[i] as usize,
+                        None => row.iter().enumerate().fold(0, |b, (i, &w)| if w > row[b] { i } else { b }),
+                    };
                     argmax[h] = positions[best] as u32;
                     if control.rows.contains(&h) {
                         let mut full_row = vec![0f32; pos + 1];
@@ -566,4 +600,19 @@ fn build_mask(pos: usize, c: usize, first: usize, window: Option<usize>, device:
     let zero = Tensor::zeros((), DType::F32, device)?.broadcast_as((c, s))?;
     let blocked = Tensor::new(f32::NEG_INFINITY, device)?.broadcast_as((c, s))?;
     Ok(visible.where_cond(&zero, &blocked)?)
+}
+
+/// One part of a layer's heads under a KV plan (the query heads of the whole KV heads, or of the
+/// windowed ones), as [`Attention::forward_planned`] computed it.
+struct PlanPart {
+    /// The query heads.
+    heads: Vec<usize>,
+    /// Their outputs `[1, n, c, d]`.
+    out: Tensor,
+    /// Their weights `[1, kv, group, c, keys]`.
+    weights: Tensor,
+    /// Each key's position.
+    positions: Vec<usize>,
+    /// The decode kernels' argmax, as an index into `positions`, where they ran.
+    argmax: Option<Tensor>,
 }

@@ -84,6 +84,28 @@ impl WindowedHeads {
         Ok((keys, values, positions))
     }
 
+    /// The keys and values a single query at `pos` sees: the held positions it can see (sinks, and those
+    /// less than `window` back), in position order, then its own `k`, `v` (`[1, windowed, 1, d]`); with
+    /// each key's position. No mask is needed over them (the fused decode kernel takes none).
+    pub fn visible_keys(&self, k: &Tensor, v: &Tensor, pos: usize) -> Result<(Tensor, Tensor, Vec<usize>)> {
+        let mut held: Vec<(usize, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(s, p)| p.filter(|&p| p < pos && (p < self.sink || pos - p < self.window)).map(|p| (p, s)))
+            .collect();
+        held.sort_unstable();
+        let mut positions: Vec<usize> = held.iter().map(|(p, _)| *p).collect();
+        positions.push(pos);
+        if held.is_empty() {
+            return Ok((k.clone(), v.clone(), positions));
+        }
+        let slots = Tensor::from_vec(held.iter().map(|(_, s)| *s as u32).collect::<Vec<u32>>(), held.len(), k.device())?;
+        let keys = Tensor::cat(&[&self.ring_k.index_select(&slots, 2)?, k], 2)?;
+        let values = Tensor::cat(&[&self.ring_v.index_select(&slots, 2)?, v], 2)?;
+        Ok((keys, values, positions))
+    }
+
     /// The additive `[c, keys]` mask of a chunk of `c` queries at `pos` over keys at `positions`: a
     /// query at q sees a key at p <= q when p is a sink or q - p < window.
     pub fn visibility(&self, pos: usize, c: usize, positions: &[usize], device: &Device) -> Result<Tensor> {

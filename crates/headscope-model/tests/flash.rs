@@ -529,3 +529,75 @@ fn kv_plans_on_cuda_match_the_cpu() {
         assert_eq!(ac, ag);
     }
 }
+
+/// Decode steps under a KV plan run each part (whole and windowed KV heads) through the fused decode
+/// kernels, the windowed part over its visible keys: as close to an f32 run of the same plan as the
+/// plain planned path in bf16 is, with the argmax found on the device equal to the one a probed step
+/// computes from the weights on the host.
+#[test]
+fn fused_decode_under_a_kv_plan_is_as_close_to_f32_as_the_plain_planned_path() {
+    let Some(dev) = cuda_device() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = TinyModel { seed: 6, head_dim: 64, heads: 8, kv_heads: 2, layers: 3, intermediate: 512, ..TinyModel::new(TinyArch::Llama) };
+    tiny.write(dir.path()).unwrap();
+    let spec = headscope_model::ModelSpec::from_config_file(&dir.path().join("config.json")).unwrap();
+    let mut r = headscope_core::rng::SplitMix64::new(9);
+    let prompt: Vec<u32> = (0..1200).map(|_| 3 + r.below(300) as u32).collect();
+    for plan in [
+        headscope_engine::KvPlan::keeping_heads(&spec, &[headscope_core::HeadId::new(1, 5)], 4, 100).unwrap(),
+        headscope_engine::KvPlan::all_windowed(&spec, 4, 100).unwrap(),
+    ] {
+        let mut fed = vec![prompt[1199]];
+        let mut runs: Vec<Vec<(Vec<f32>, Vec<u32>)>> = Vec::new();
+        for (dtype, fused) in [(DType::F32, false), (DType::BF16, true), (DType::BF16, false)] {
+            let mut m = LoadedModel::load(dir.path(), &LoadOptions { dtype: Some(dtype), device: dev.clone() }).unwrap();
+            m.model.set_fused_attention(fused);
+            m.model.set_kv_plan(Some(plan.clone())).unwrap();
+            m.model.prefill(&prompt[..1199]).unwrap();
+            let mut steps = Vec::new();
+            for i in 0..8 {
+                // One step also asks for two heads' rows: the host path must find the same argmax.
+                let probe = if i == 3 {
+                    Probe { rows: vec![headscope_core::HeadId::new(1, 5), headscope_core::HeadId::new(2, 0)], ..Probe::default() }
+                } else {
+                    Probe::default()
+                };
+                let out = m.model.step(fed[i], &probe).unwrap();
+                for row in &out.attention_rows {
+                    let h = row.head.layer * 8 + row.head.head;
+                    let best = row.weights.iter().enumerate().fold(0, |b, (j, &w)| if w > row.weights[b] { j } else { b });
+                    assert_eq!(
+                        row.weights[out.argmax_position[h] as usize], row.weights[best],
+                        "{:?}: argmax on a largest weight",
+                        row.head
+                    );
+                }
+                if dtype == DType::F32 {
+                    fed.push(out.greedy_token().unwrap());
+                }
+                steps.push((out.logits.to_vec1::<f32>().unwrap(), out.argmax_position));
+            }
+            runs.push(steps);
+        }
+        let compare = |other: &Vec<(Vec<f32>, Vec<u32>)>| {
+            let (mut same, mut total, mut worst) = (0, 0, 0f32);
+            for ((la, aa), (lb, ab)) in runs[0].iter().zip(other) {
+                same += aa.iter().zip(ab).filter(|(a, b)| a == b).count();
+                total += aa.len();
+                let spread = la.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let err = la.iter().zip(lb).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                worst = worst.max(err / spread.max(1e-6));
+            }
+            (same as f64 / total as f64, worst)
+        };
+        let ((fused_agree, fused_err), (plain_agree, plain_err)) = (compare(&runs[1]), compare(&runs[2]));
+        eprintln!(
+            "plan with {} whole KV heads vs f32: fused bf16 argmax {:.1} %, logit error {fused_err:.3}; plain bf16 argmax {:.1} %, logit error {plain_err:.3}",
+            plan.full_heads(),
+            100.0 * fused_agree,
+            100.0 * plain_agree
+        );
+        assert!(fused_err <= 1.5 * plain_err + 0.01, "fused logit error {fused_err} vs plain {plain_err}");
+        assert!(fused_agree >= plain_agree - 0.02, "fused argmax agreement {fused_agree} vs plain {plain_agree}");
+    }
+}

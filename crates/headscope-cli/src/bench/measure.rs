@@ -143,6 +143,7 @@ impl Work<'_> {
                     sweep_reused_share: swept.map(|s| s.1),
                     peak_memory_bytes,
                     heads_with_hits,
+                    kv_cache_bytes: None,
                 },
                 Err(e) => {
                     if !is_out_of_memory(&e) {
@@ -162,6 +163,7 @@ impl Work<'_> {
                         sweep_reused_share: None,
                         peak_memory_bytes,
                         heads_with_hits: 0,
+                        kv_cache_bytes: None,
                     }
                 }
             };

@@ -101,6 +101,9 @@ pub struct BenchArgs {
     /// per-step argmax positions, for bench/official_loop.py (same prompts) and the argmax comparison.
     #[arg(long)]
     pub save_prompts: Option<PathBuf>,
+    /// The KV cache the tests decode with (`--kv-cache` of detect and niah; candle backend).
+    #[command(flatten)]
+    pub kv: crate::KvCacheArgs,
 }
 
 /// Timing of one prompt length (means over the repeats).
@@ -133,6 +136,10 @@ pub struct LengthResult {
     pub peak_memory_bytes: Option<u64>,
     /// Heads with at least one eq. 1 hit in the last test (random weights: usually none).
     pub heads_with_hits: usize,
+    /// Under a KV plan (`--kv-cache`): bytes of keys and values the plan keeps for this length's context
+    /// (prompt and decode steps); the whole cache's are `kv_bytes_per_token` times as many positions.
+    #[serde(default)]
+    pub kv_cache_bytes: Option<u64>,
 }
 
 /// Result of the longest-context search.
@@ -198,6 +205,9 @@ pub struct BenchReport {
     pub warmup_seconds: f64,
     /// The model's trained context (max_position_embeddings); longer tests are timing only.
     pub max_position_embeddings: usize,
+    /// The KV plan the tests decoded with (`--kv-cache`), None for the whole cache.
+    #[serde(default)]
+    pub kv_cache: Option<String>,
     /// Per prompt length.
     pub lengths: Vec<LengthResult>,
     /// The longest-context search, when asked for.
@@ -269,6 +279,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         if args.max_context {
             bail!("--max-context probes memory on the candle path only: use --device cpu or cuda");
         }
+        if args.kv.kv_cache.trim() != "full" {
+            bail!("--kv-cache runs on the candle path only: use --device cpu or cuda");
+        }
+    }
+    if args.max_context && args.kv.kv_cache.trim() != "full" {
+        bail!("--max-context searches the longest context of the whole KV cache: leave --kv-cache out");
     }
     // The wgpu engine takes its weights from the candle loader's files, as f32.
     let device = if wgpu { Device::Cpu } else { crate::sweep::parse_device(&args.device)? };
@@ -282,6 +298,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let stored = stored_parameters(&md.weight_files)?;
     let weight_bytes = stored.max(parameters) * dtype_bytes;
     let kv_per_token = kv_bytes_per_token(&spec, dtype_bytes);
+    let kv_plan = crate::sweep::kv_plan(&args.kv, &spec)?;
     // wgpu reports no memory use: no figure there rather than the host process's.
     let monitor = (!wgpu).then(|| memory::Monitor::start(&device));
     let memory_bytes = match (args.memory_gib, monitor.as_ref().and_then(|m| m.total())) {
@@ -367,6 +384,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             model.set_prefill_chunk(chunk);
         }
         model.set_prefill_score_budget((args.score_budget_mib as usize) << 20);
+        if let Some((plan, name)) = &kv_plan {
+            model.set_kv_plan(Some(plan.clone()))?;
+            eprintln!("KV cache: {name}");
+        }
         let measured = work.measure(&mut model, load_seconds)?;
         let max_context = if args.max_context {
             let memory = memory_bytes.expect("checked above");
@@ -378,7 +399,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         };
         (measured, model.prefill_chunk(), model.uses_fused_attention(), max_context)
     };
-    let Measured { results, saved, load_seconds, warmup_seconds } = measured;
+    let Measured { mut results, saved, load_seconds, warmup_seconds } = measured;
+    if let Some((plan, _)) = &kv_plan {
+        for r in &mut results {
+            r.kv_cache_bytes = Some(plan.cache_bytes(&spec, r.length + args.steps, dtype_bytes as usize));
+        }
+    }
 
     let report = BenchReport {
         headscope_version: headscope_core::VERSION.to_string(),
@@ -403,6 +429,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         load_seconds,
         warmup_seconds,
         max_position_embeddings: trained,
+        kv_cache: kv_plan.as_ref().map(|(_, name)| name.clone()),
         lengths: results,
         max_context,
     };

@@ -97,6 +97,21 @@ pub fn render(r: &BenchReport) -> String {
         s += &row(l, sweep);
         s.push('\n');
     }
+    if let Some(plan) = &r.kv_cache {
+        s += &format!("\nKV cache: {plan}\n");
+        for l in r.lengths.iter().filter(|l| l.fits) {
+            if let Some(b) = l.kv_cache_bytes {
+                let whole = r.kv_bytes_per_token * (l.length + r.steps) as u64;
+                s += &format!(
+                    "- {} positions: {} of keys and values ({:.1} % of the whole cache's {})\n",
+                    l.length + r.steps,
+                    bytes(b),
+                    100.0 * b as f64 / whole.max(1) as f64,
+                    bytes(whole)
+                );
+            }
+        }
+    }
     if let Some(m) = &r.max_context {
         s += &format!(
             "\nlongest context that fits in {}: {} tokens (physical limit (memory - weights) / KV per token: {} tokens)\n",

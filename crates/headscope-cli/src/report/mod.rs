@@ -108,9 +108,7 @@ impl ReportArgs {
             max_new_tokens: self.max_new_tokens,
             save_prompts: false,
             // The report's figures are of the model as it is: the whole cache.
-            kv_cache: "full".into(),
-            kv_sink: 4,
-            kv_window: 256,
+            kv: crate::KvCacheArgs { kv_cache: "full".into(), kv_sink: 4, kv_window: 256 },
             decode: "greedy".into(),
         }
     }
