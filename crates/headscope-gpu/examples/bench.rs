@@ -1,10 +1,11 @@
 //! Times the GPU forward natively: load, prefill and decode steps of a model directory (default: the
-//! bundled lab model), next to the candle CPU path for scale. Prints figures; asserts nothing.
+//! bundled lab model) with each choice of decode-step attention kernels (serial, parallel), next to
+//! the candle CPU path for scale. Prints figures; asserts nothing.
 //!
 //! `cargo run --release -p headscope-gpu --example bench -- [MODEL_DIR] [PROMPT_TOKENS] [STEPS]`
 
 use headscope_core::rng::SplitMix64;
-use headscope_gpu::{GpuContext, GpuModel, ModelSpec, Probe};
+use headscope_gpu::{DecodeKernels, GpuContext, GpuModel, ModelSpec, Probe};
 use headscope_model::loader::weight_files;
 use headscope_model::{LoadOptions, LoadedModel};
 use std::path::PathBuf;
@@ -38,42 +39,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(32);
 
     let ctx = pollster::block_on(GpuContext::new())?;
-    println!("adapter: {}", ctx.adapter().describe());
+    println!("adapter: {} (decode kernels it chooses: {:?})", ctx.adapter().describe(), ctx.decode_kernels());
     let spec = ModelSpec::from_config_file(&dir.join("config.json"))?;
     let bytes: Vec<Vec<u8>> = weight_files(&dir)?.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
-    let t = Instant::now();
-    let mut gpu = pollster::block_on(GpuModel::load(&ctx, &spec, &refs))?;
-    println!("gpu load: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
-
     let mut rng = SplitMix64::new(1);
     let prompt: Vec<u32> = (0..prompt_len).map(|_| 3 + rng.below(spec.vocab_size as u64 - 3) as u32).collect();
     let probe = Probe { rows: vec![headscope_core::HeadId::new(0, 0)], ..Probe::default() };
-    gpu.reserve(prompt_len + steps)?;
-    // One warm-up step compiles whatever the driver compiles lazily.
-    pollster::block_on(gpu.step(prompt[0], &probe))?;
-    gpu.reset();
-    let (r, prefill, prefill_cpu) = timed(|| pollster::block_on(gpu.prefill(&prompt[..prompt_len - 1])));
-    r?;
-    let (r, decode, decode_cpu) = timed(|| -> Result<(), headscope_gpu::GpuError> {
-        let mut id = prompt[prompt_len - 1];
-        for _ in 0..steps {
-            id = pollster::block_on(gpu.step(id, &probe))?.greedy_token();
-        }
-        Ok(())
-    });
-    r?;
-    println!(
-        "gpu: prefill {} tokens in {:.0} ms{} ({:.0} tokens/s, {} rows per chunk); decode {:.2} ms/step{} at context {}",
-        prompt_len - 1,
-        prefill * 1e3,
-        cpu_text(prefill_cpu, 1.0),
-        (prompt_len - 1) as f64 / prefill,
-        gpu.prefill_chunk(),
-        decode * 1e3 / steps as f64,
-        cpu_text(decode_cpu, steps as f64),
-        prompt_len
-    );
+    // Both decode-step attention kernels on the same adapter, so that their figures compare.
+    for kernels in [DecodeKernels::Serial, DecodeKernels::Parallel] {
+        let ctx = ctx.clone().with_decode_kernels(kernels);
+        let t = Instant::now();
+        let mut gpu = pollster::block_on(GpuModel::load(&ctx, &spec, &refs))?;
+        println!("gpu load ({kernels:?} decode kernels): {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+        gpu.reserve(prompt_len + steps)?;
+        // One warm-up step compiles whatever the driver compiles lazily.
+        pollster::block_on(gpu.step(prompt[0], &probe))?;
+        gpu.reset();
+        let (r, prefill, prefill_cpu) = timed(|| pollster::block_on(gpu.prefill(&prompt[..prompt_len - 1])));
+        r?;
+        let (r, decode, decode_cpu) = timed(|| -> Result<(), headscope_gpu::GpuError> {
+            let mut id = prompt[prompt_len - 1];
+            for _ in 0..steps {
+                id = pollster::block_on(gpu.step(id, &probe))?.greedy_token();
+            }
+            Ok(())
+        });
+        r?;
+        println!(
+            "gpu ({kernels:?}): prefill {} tokens in {:.0} ms{} ({:.0} tokens/s, {} rows per chunk); decode {:.2} ms/step{} at context {}",
+            prompt_len - 1,
+            prefill * 1e3,
+            cpu_text(prefill_cpu, 1.0),
+            (prompt_len - 1) as f64 / prefill,
+            gpu.prefill_chunk(),
+            decode * 1e3 / steps as f64,
+            cpu_text(decode_cpu, steps as f64),
+            prompt_len
+        );
+    }
 
     let mut cpu = LoadedModel::load(&dir, &LoadOptions::default())?;
     cpu.model.reserve(prompt_len + steps)?;

@@ -4,6 +4,7 @@
 //! heatmap (a real GPU, or SwiftShader/lavapipe on the CPU).
 
 use crate::error::{GpuError, Result};
+pub use crate::kernels::DecodeKernels;
 use std::sync::{Arc, Mutex};
 
 /// `device_type` of CPU implementations.
@@ -72,6 +73,8 @@ pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     summary: AdapterSummary,
+    /// The decode-step attention kernels models loaded here compile.
+    decode: DecodeKernels,
     /// Errors the device reported outside any error scope (wgpu's default handler would panic).
     pub(crate) errors: Arc<Mutex<Vec<String>>>,
 }
@@ -105,7 +108,20 @@ impl GpuContext {
                 v.push(e.to_string());
             }
         }));
-        Ok(GpuContext { device, queue, summary, errors })
+        let decode = if summary.is_software() { DecodeKernels::Serial } else { DecodeKernels::Parallel };
+        Ok(GpuContext { device, queue, summary, decode, errors })
+    }
+
+    /// The decode-step attention kernels models loaded on this context compile: parallel on a real GPU,
+    /// serial on a CPU implementation (see [`DecodeKernels`]).
+    pub fn decode_kernels(&self) -> DecodeKernels {
+        self.decode
+    }
+
+    /// This context with another choice of decode kernels (tests run both on any adapter).
+    pub fn with_decode_kernels(mut self, decode: DecodeKernels) -> Self {
+        self.decode = decode;
+        self
     }
 
     /// What the adapter is.

@@ -135,10 +135,32 @@ pub(crate) struct Kernels {
     pub head_norm: Kernel,
     /// Attention of a prefill chunk (online softmax, nothing observed).
     pub attention_prefill: Kernel,
-    /// Decode-step attention in three passes sharing `attention_values.layout`.
+    /// Decode-step attention in three passes sharing `attention_values.layout` (four with the parallel
+    /// kernels: `attention_values` then writes per-chunk partial sums that `attention_values_sum` adds).
     pub attention_scores: wgpu::ComputePipeline,
     pub attention_softmax: wgpu::ComputePipeline,
     pub attention_values: Kernel,
+    pub attention_values_sum: Option<wgpu::ComputePipeline>,
+}
+
+/// Which decode-step attention kernels a model compiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeKernels {
+    /// One invocation per head walks the score row (attention_decode.wgsl): no barriers, the faster
+    /// choice on CPU implementations of WebGPU (SwiftShader, lavapipe).
+    Serial,
+    /// Workgroups share each head's softmax and split its values over chunks of positions
+    /// (attention_decode_wg.wgsl): for real GPUs. Heads up to 256 wide; wider ones run `Serial`.
+    Parallel,
+}
+
+/// Positions per workgroup of the parallel values pass (`CHUNK` in attention_decode_wg.wgsl).
+pub(crate) const VALUES_CHUNK: usize = 256;
+
+/// Scratch floats a decode step needs at `capacity` positions: a score row per head, and with the
+/// parallel kernels each head's partial value sums per chunk of positions.
+pub(crate) fn scratch_floats(heads: usize, head_dim: usize, capacity: usize, parallel: bool) -> usize {
+    heads * capacity + if parallel { heads * capacity.div_ceil(VALUES_CHUNK) * head_dim } else { 0 }
 }
 
 /// Invocations per workgroup of every kernel but `gemv` (16) and `gemm` (32).
@@ -237,14 +259,20 @@ fn kernel(device: &wgpu::Device, label: &str, source: &str, slots: &[Slot]) -> K
 impl Kernels {
     /// Compiles every kernel for heads of `head_dim`, turning validation errors (WGSL the platform
     /// rejects) into an error.
-    pub async fn build(device: &wgpu::Device, head_dim: usize) -> Result<Self> {
+    pub async fn build(device: &wgpu::Device, head_dim: usize, decode: DecodeKernels) -> Result<Self> {
         use Slot::*;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mm_layout = layout(device, "matmul", &[Uniform, Uniform, Read, Read, Read, ReadWrite]);
         let mm_source = include_str!("shaders/matmul.wgsl");
         let decode_layout =
             layout(device, "attention_decode", &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite, Read, ReadWrite]);
-        let decode_source = attention_source(include_str!("shaders/attention_decode.wgsl"), head_dim);
+        let parallel = decode == DecodeKernels::Parallel && head_dim <= 256;
+        let mut decode_source = include_str!("shaders/attention_decode.wgsl").to_string();
+        if parallel {
+            decode_source += &include_str!("shaders/attention_decode_wg.wgsl").replace("{{STRIPES}}", &(256 / head_dim).to_string());
+        }
+        let decode_source = attention_source(&decode_source, head_dim);
+        let (softmax, values) = if parallel { ("softmax_wg", "values_split") } else { ("softmax", "values") };
         let kernels = Kernels {
             embed: kernel(device, "embed", include_str!("shaders/embed.wgsl"), &[Uniform, Uniform, Read, Read, ReadWrite]),
             norm: kernel(device, "rmsnorm", include_str!("shaders/rmsnorm.wgsl"), &[Uniform, Uniform, Read, Read, ReadWrite]),
@@ -264,9 +292,10 @@ impl Kernels {
                 &[Uniform, Uniform, Read, Read, Read, ReadWrite, Read],
             ),
             attention_scores: pipeline(device, "attention_scores", &decode_source, &decode_layout, "scores"),
-            attention_softmax: pipeline(device, "attention_softmax", &decode_source, &decode_layout, "softmax"),
+            attention_softmax: pipeline(device, "attention_softmax", &decode_source, &decode_layout, softmax),
+            attention_values_sum: parallel.then(|| pipeline(device, "attention_values_sum", &decode_source, &decode_layout, "values_sum")),
             attention_values: Kernel {
-                pipeline: pipeline(device, "attention_values", &decode_source, &decode_layout, "values"),
+                pipeline: pipeline(device, "attention_values", &decode_source, &decode_layout, values),
                 layout: decode_layout,
             },
         };

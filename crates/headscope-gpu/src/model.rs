@@ -15,7 +15,8 @@
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{
-    AttentionOp, EmbedOp, Epilogue, HeadNormOp, Kernels, MatOp, NormOp, RopeOp, RunUniform, PREFILL_ATTENTION_ROWS, WORKGROUP,
+    scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, Kernels, MatOp, NormOp, RopeOp, RunUniform, PREFILL_ATTENTION_ROWS,
+    VALUES_CHUNK, WORKGROUP,
 };
 use crate::signal::signal;
 use crate::weights::{check_supported, interleaved, pad4, reorder_bias, straight, transpose_columns, Checkpoint, HostTensor};
@@ -200,7 +201,7 @@ impl GpuModel {
         check_supported(spec)?;
         let checkpoint = Checkpoint::parse(safetensors_files)?;
         let device = &ctx.device;
-        let kernels = Kernels::build(device, spec.head_dim).await?;
+        let kernels = Kernels::build(device, spec.head_dim, ctx.decode_kernels()).await?;
         let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let weights = Self::upload(ctx, spec, &checkpoint);
@@ -503,11 +504,13 @@ impl GpuModel {
         let (qw, kvw) = (heads * dim, spec.kv_heads as u64 * dim);
         let total = (spec.layers * spec.heads) as u64;
         let cap = capacity as u64;
+        let parallel = self.kernels.attention_values_sum.is_some();
+        let scratch_bytes = (scratch_floats(spec.heads, spec.head_dim, capacity, parallel) * 4) as u64;
         let chunk = PREFILL_CHUNK;
         let rows = chunk as u64;
         let sizes = [
             ("the key/value cache of one layer", cap * kvw * 4),
-            ("the attention scores of a decode step", heads * cap * 4),
+            ("the attention scores of a decode step", scratch_bytes),
             ("the RoPE tables", 2 * cap * dim / 2 * 4),
             ("the attention rows", (total + row_slots as u64 * cap) * 4),
             ("the fused q/k/v activations", rows * (qw + 2 * kvw) * 4),
@@ -533,7 +536,7 @@ impl GpuModel {
             contents: bytemuck::cast_slice(&rope_tables(spec, capacity)),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        let scratch = storage(device, "scratch", heads * cap * 4, none);
+        let scratch = storage(device, "scratch", scratch_bytes, none);
         let control = storage(device, "control", 3 * total * 4, wgpu::BufferUsages::COPY_DST);
         let probe = storage(device, "probe", (total + row_slots as u64 * cap) * 4, wgpu::BufferUsages::COPY_SRC);
         let logits = storage(device, "logits", pad4(spec.vocab_size) as u64 * 4, wgpu::BufferUsages::COPY_SRC);
@@ -670,9 +673,20 @@ impl GpuModel {
                 pass.set_pipeline(&k.attention_scores);
                 pass.dispatch_workgroups(groups(visible.div_ceil(4)), heads, 1);
                 pass.set_pipeline(&k.attention_softmax);
-                pass.dispatch_workgroups(groups(spec.heads), 1, 1);
-                pass.set_pipeline(&k.attention_values.pipeline);
-                pass.dispatch_workgroups(groups(qw / 4), 1, 1);
+                // The parallel softmax takes a workgroup per head, the serial one an invocation.
+                pass.dispatch_workgroups(if k.attention_values_sum.is_some() { heads } else { groups(spec.heads) }, 1, 1);
+                match &k.attention_values_sum {
+                    None => {
+                        pass.set_pipeline(&k.attention_values.pipeline);
+                        pass.dispatch_workgroups(groups(qw / 4), 1, 1);
+                    }
+                    Some(sum) => {
+                        pass.set_pipeline(&k.attention_values.pipeline);
+                        pass.dispatch_workgroups(visible.div_ceil(VALUES_CHUNK) as u32, heads, 1);
+                        pass.set_pipeline(sum);
+                        pass.dispatch_workgroups(groups(qw / 4), 1, 1);
+                    }
+                }
             }
             matmul(pass, &g.o, spec.hidden_size);
             pass.set_pipeline(&k.norm.pipeline);

@@ -16,7 +16,7 @@ use headscope_core::rng::SplitMix64;
 use headscope_core::tokenize::TextTokenizer;
 use headscope_core::HeadId;
 use headscope_engine::Engine;
-use headscope_gpu::{greedy_decode, GpuContext, GpuError, GpuModel, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};
+use headscope_gpu::{greedy_decode, DecodeKernels, GpuContext, GpuError, GpuModel, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};
 use headscope_model::loader::weight_files;
 use headscope_model::testkit::{TinyArch, TinyModel};
 use headscope_model::{DType, LoadOptions, LoadedModel};
@@ -49,6 +49,24 @@ fn gpu() -> Option<&'static GpuContext> {
         }
     })
     .as_ref()
+}
+
+/// The shared GPU with the other decode kernels than it chose (parallel on lavapipe, serial on a real
+/// GPU), so that both kinds are held to candle on any adapter.
+fn gpu_other_kernels() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        gpu().map(|c| {
+            let other = if c.decode_kernels() == DecodeKernels::Serial { DecodeKernels::Parallel } else { DecodeKernels::Serial };
+            c.clone().with_decode_kernels(other)
+        })
+    })
+    .as_ref()
+}
+
+/// Both decode-kernel choices of the shared GPU (none without an adapter).
+fn contexts() -> Vec<&'static GpuContext> {
+    gpu().into_iter().chain(gpu_other_kernels()).collect()
 }
 
 /// Both paths on one model directory.
@@ -173,16 +191,18 @@ fn masks(heads: Vec<HeadId>) -> Vec<(String, Option<HeadMask>)> {
 
 #[test]
 fn tiny_llama_gqa_matches_candle_with_and_without_masks() {
-    let Some(ctx) = gpu() else { return };
-    let (dir, t) = tiny(TinyModel { seed: 5, ..TinyModel::new(TinyArch::Llama) });
-    let mut pair = load_pair(ctx, dir.path());
-    assert!(pair.gpu.spec().kv_heads < pair.gpu.spec().heads, "the tiny model is GQA");
-    let prompt = random_ids(90, t.vocab, 1);
-    let rows = vec![HeadId::new(1, 2), HeadId::new(0, 1), HeadId::new(1, 3)];
-    let masked = vec![HeadId::new(0, 1), HeadId::new(1, 2), HeadId::new(1, 3)];
-    for (what, mask) in masks(masked) {
-        let a = compare(&mut pair, &prompt, 12, mask, &rows, 256);
-        a.assert_close(&format!("tiny llama, {what}"));
+    for ctx in contexts() {
+        let (dir, t) = tiny(TinyModel { seed: 5, ..TinyModel::new(TinyArch::Llama) });
+        let mut pair = load_pair(ctx, dir.path());
+        assert!(pair.gpu.spec().kv_heads < pair.gpu.spec().heads, "the tiny model is GQA");
+        // Past 256 positions: the parallel values pass sums more than one chunk.
+        let prompt = random_ids(290, t.vocab, 1);
+        let rows = vec![HeadId::new(1, 2), HeadId::new(0, 1), HeadId::new(1, 3)];
+        let masked = vec![HeadId::new(0, 1), HeadId::new(1, 2), HeadId::new(1, 3)];
+        for (what, mask) in masks(masked) {
+            let a = compare(&mut pair, &prompt, 12, mask, &rows, 320);
+            a.assert_close(&format!("tiny llama, {what}, {:?} decode kernels", ctx.decode_kernels()));
+        }
     }
 }
 
@@ -238,15 +258,16 @@ fn qwen3_query_and_key_norms_match_candle() {
 
 #[test]
 fn mistral_sliding_window_matches_candle() {
-    let Some(ctx) = gpu() else { return };
-    // A window much shorter than the prompt: prefill chunks and decode steps both cut keys off.
-    let (dir, t) = tiny(TinyModel { seed: 7, ..TinyModel::new(TinyArch::Mistral(Some(24))) });
-    let mut pair = load_pair(ctx, dir.path());
-    let prompt = random_ids(70, t.vocab, 4);
-    let rows = all_heads(pair.gpu.spec());
-    for (what, mask) in masks(vec![HeadId::new(0, 3), HeadId::new(1, 0)]) {
-        let a = compare(&mut pair, &prompt, 10, mask, &rows, 128);
-        a.assert_close(&format!("tiny mistral window 24, {what}"));
+    for ctx in contexts() {
+        // A window much shorter than the prompt: prefill chunks and decode steps both cut keys off.
+        let (dir, t) = tiny(TinyModel { seed: 7, ..TinyModel::new(TinyArch::Mistral(Some(24))) });
+        let mut pair = load_pair(ctx, dir.path());
+        let prompt = random_ids(70, t.vocab, 4);
+        let rows = all_heads(pair.gpu.spec());
+        for (what, mask) in masks(vec![HeadId::new(0, 3), HeadId::new(1, 0)]) {
+            let a = compare(&mut pair, &prompt, 10, mask, &rows, 128);
+            a.assert_close(&format!("tiny mistral window 24, {what}, {:?} decode kernels", ctx.decode_kernels()));
+        }
     }
 }
 
@@ -286,7 +307,12 @@ fn f16_and_bf16_checkpoints_match_candle() {
 
 #[test]
 fn long_prompts_use_several_prefill_chunks_and_grow_the_cache() {
-    let Some(ctx) = gpu() else { return };
+    for ctx in contexts() {
+        long_prompts_on(ctx);
+    }
+}
+
+fn long_prompts_on(ctx: &GpuContext) {
     // Wide heads (head_dim 64 >= the workgroup) exercise the other value-sum path; a long prompt
     // needs several prefill chunks and, with a small reservation, cache growth mid-run.
     let (dir, t) = tiny(TinyModel { seed: 11, heads: 4, kv_heads: 1, head_dim: 64, ..TinyModel::new(TinyArch::Llama) });
@@ -449,7 +475,12 @@ fn lab_dir() -> Option<std::path::PathBuf> {
 
 #[test]
 fn lab_model_matches_candle_with_and_without_masks() {
-    let Some(ctx) = gpu() else { return };
+    for ctx in contexts() {
+        lab_model_on(ctx);
+    }
+}
+
+fn lab_model_on(ctx: &GpuContext) {
     let Some(dir) = lab_dir() else { return };
     let mut pair = load_pair(ctx, &dir);
     let text = include_str!("../../../public/haystacks/kjv-john.txt");
@@ -469,7 +500,8 @@ fn lab_model_matches_candle_with_and_without_masks() {
         overall.argmax_total += a.argmax_total;
     }
     say(&format!(
-        "lab model overall argmax agreement: {}/{} ({:.3}%)",
+        "lab model overall argmax agreement ({:?} decode kernels): {}/{} ({:.3}%)",
+        ctx.decode_kernels(),
         overall.argmax_agree,
         overall.argmax_total,
         100.0 * overall.share()

@@ -330,6 +330,8 @@ pub(crate) struct App {
     pub head_cursor: Option<HeadId>,
     /// The run shown beside the shown run (an index into `runs`).
     pub compare_run: Option<usize>,
+    /// WebGPU's decode kernels as the address asks (`?decode=serial|parallel`), else the adapter's choice.
+    pub decode_kernels: Option<String>,
     /// The head score the heatmaps show for a sweep.
     pub score_kind: ScoreKind,
     /// The data-free scores of the loaded model, once computed.
@@ -412,6 +414,7 @@ fn boot() -> Res<()> {
         lesson: None,
         head_cursor: None,
         compare_run: None,
+        decode_kernels: params.get("decode"),
         score_kind: ScoreKind::Eq1,
         data_free: None,
         cot: None,
@@ -1224,7 +1227,10 @@ impl App {
         if matches!(self.busy, Busy::Sweep | Busy::Test) {
             self.send(&Request::Cancel, &[]);
         }
-        self.send(&Request::LoadModel { source: source.clone(), backend: self.backend }, &buffers);
+        self.send(
+            &Request::LoadModel { source: source.clone(), backend: self.backend, decode_kernels: self.decode_kernels.clone() },
+            &buffers,
+        );
         self.source = source;
         self.source_buffers = buffers;
         self.busy = Busy::Loading;
