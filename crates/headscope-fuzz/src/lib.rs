@@ -237,7 +237,12 @@ pub fn worker_request(data: &[u8]) -> bool {
         let Some(model) = lab else { return false };
         let mask_ok = |m: &Option<headscope_web::protocol::MaskRequest>| m.as_ref().is_none_or(|m| model.head_mask(m).is_ok());
         match &request {
-            Request::Sweep { setup, lengths, depths, mask } => lab::plan_sweep(model, setup, lengths, *depths).is_ok() & mask_ok(mask),
+            Request::Sweep { setup, lengths, depths, mask, .. } => lab::plan_sweep(model, setup, lengths, *depths).is_ok() & mask_ok(mask),
+            Request::Cot { tasks, masks, plain, max_new_direct, max_new_step } => {
+                let masks_ok = masks.iter().all(|m| mask_ok(&m.mask));
+                lab::cot_prompts(model, tasks, *plain, *max_new_direct, *max_new_step).is_ok() & masks_ok
+            }
+            Request::KvRerun { setup, .. } => model.builder(&model.tokenizer, setup).is_ok(),
             Request::Rerun { setup, mask, .. } => model.head_mask(mask).is_ok() & model.builder(&model.tokenizer, setup).is_ok(),
             Request::HeadView { setup, mask, head, .. } => {
                 model.shape().check(std::slice::from_ref(head)).is_ok() & mask_ok(mask) & model.builder(&model.tokenizer, setup).is_ok()
