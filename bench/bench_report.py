@@ -61,18 +61,24 @@ def folder(path):
     name = os.path.basename(os.path.normpath(path))
     rows = []
     by_len_off = {t["length"]: t for t in (off or {}).get("tests", [])}
+    fixed = load(os.path.join(path, "fixed.json"))
+    by_len_fixed = {t["length"]: t for t in (fixed or {}).get("tests", [])}
     by_len_prompt = {t["length"]: t for t in (prompts or {}).get("tests", [])}
     for r in (hs or {}).get("lengths", []):
         o = by_len_off.get(r["length"])
         p = by_len_prompt.get(r["length"])
-        row = dict(model=name, length=r["length"], headscope=r, official=o)
+        x = by_len_fixed.get(r["length"])
+        row = dict(model=name, length=r["length"], headscope=r, official=o, fixed=x)
         if o and o.get("fits") and p:
             row["agreement"] = argmax_agreement(p["headscope_tokens"], p["headscope_argmax"], o["tokens"], o["argmax"])
+        if x and x.get("fits") and p:
+            row["fixed_agreement"] = argmax_agreement(p["headscope_tokens"], p["headscope_argmax"], x["tokens"], x["argmax"])
         rows.append(row)
     return dict(
         model=name,
         headscope=hs,
         official={k: v for k, v in (off or {}).items() if k != "tests"} if off else None,
+        fixed={k: v for k, v in (fixed or {}).items() if k != "tests"} if fixed else None,
         rows=rows,
         smi_headscope=smi_peak(os.path.join(path, "smi-headscope.csv")),
         smi_official=smi_peak(os.path.join(path, "smi-official.csv")),
@@ -121,6 +127,20 @@ def markdown(folders):
                     sweep_cell = (f"{t:.3f} s ({100 * (h.get('sweep_reused_share') or 0):.0f} % of prefill reused) | " if t is not None else "- | ")
                 out.append(f"| {row['length']} | {hcells[0]} | {sweep_cell}{ocells[0]} | {speed} | {hcells[1] if h['fits'] else ''} | {ocells[1]} | "
                            f"{hcells[2] if h['fits'] else ''} | {ocells[2]} | {hcells[3] if h['fits'] else ''} | {ocells[3]} | {agree} |")
+        if f.get("fixed") and f["rows"]:
+            out += ["", "Against the detection loop with the obvious fixes (bench/fixed_loop.py: SDPA prefill of the last logits, a static "
+                    "KV cache, every head's argmax on the GPU with one host sync per test):", "",
+                    "| context | HeadScope per test | fixed loop per test | speed-up | fixed loop prefill | fixed loop decode step | "
+                    "fixed loop peak (reserved) | argmax equal |", "|---|---|---|---|---|---|---|---|"]
+            for row in f["rows"]:
+                h, x = row["headscope"], row.get("fixed")
+                if not (h["fits"] and x and x.get("fits")):
+                    out.append(f"| {row['length']} | {'' if h['fits'] else 'does not fit'} | {'not run' if not x else ('' if x.get('fits') else 'does not fit')} | | | | | |")
+                    continue
+                a = row.get("fixed_agreement")
+                agree = f"{100 * a['argmax_equal'] / max(1, a['argmax_total']):.1f} % ({a['steps_compared']} steps)" if a else ""
+                out.append(f"| {row['length']} | {h['test_seconds']:.3f} s | {x['seconds']:.3f} s | {x['seconds'] / h['test_seconds']:.2f}x | "
+                           f"{x['prefill_seconds']:.3f} s | {x['decode_step_ms']:.1f} ms | {gib(x.get('peak_reserved_bytes'))} | {agree} |")
         out.append("")
         if f["smi_headscope"] or f["smi_official"]:
             out.append(f"nvidia-smi peak memory.used over the whole run: HeadScope {gib(f['smi_headscope'])}, official loop {gib(f['smi_official'])}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HeadScope against the official detection loop on full-size checkpoints, on the lent GPU machine
+# HeadScope against the official detection loop (and the loop with the obvious fixes, bench/fixed_loop.py) on full-size checkpoints, on the lent GPU machine
 # (PyTorch + transformers, no Rust, no network). A CUDA build of `headscope` travels as
 # .carry/headscope.gz; checkpoints are random weights at the real configs of bench/configs, built
 # there by bench/make_checkpoint.py into $CKPT (/root/ckpt; kept while the machine stays warm).
@@ -76,6 +76,11 @@ both_sides() { # NAME MODEL_DIR LENGTHS [extra headscope bench flags...]
   $py bench/official_loop.py --model "$dir" --device "$device" --prompts "$d/prompts.json" --json "$d/official.json" 2>&1 \
     | grep -v "Loading weights" | tee "$d/official.log"
   smi_stop "$pid"
+  # The loop with the obvious fixes (issue 24), on the same prompts; FIXED=0 leaves it out.
+  if [ "${FIXED:-1}" = 1 ]; then
+    $py bench/fixed_loop.py --model "$dir" --device "$device" --prompts "$d/prompts.json" --json "$d/fixed.json" 2>&1 \
+      | grep -v "Loading weights\|FutureWarning\|return forward_call" | tee "$d/fixed.log"
+  fi
   $py bench/bench_report.py "$d" --out "$d/results.md" > /dev/null
   cat "$d/results.md"
 }

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""The second baseline HeadScope is timed against (issue 24): the detection loop in PyTorch with the
+obvious fixes to the official code's loop (bench/official_loop.py), on the same GPU, weights and prompts:
+
+  - prefill of prompt[:-1] with PyTorch SDPA (flash_attention_2 when installed) asking for the last
+    position's logits only (`logits_to_keep=1`), into a static KV cache sized for the whole test;
+  - decode steps with eager attention (the weights are needed), the next token chosen on the GPU and fed
+    back without a host round trip;
+  - each step's argmax position for every layer and head taken on the GPU in one stacked op, kept on the
+    GPU; one host synchronisation per test, after the last step; eq. 1 hits and ROUGE-1 recall are then
+    scored on the host from those positions (inside the timed region, as HeadScope's per-test time
+    includes its scoring).
+
+Input and output as bench/official_loop.py: the prompts of `headscope bench --save-prompts`, results as
+JSON (per test: seconds, prefill, decode step, tokens, argmax) for bench/bench_report.py.
+
+    python bench/fixed_loop.py --model /root/ckpt/llama-2-7b --prompts OUT/prompts.json --json OUT/fixed.json
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+
+import torch
+
+from official_loop import REAL_NEEDLE, load, rouge1_recall
+
+
+def set_attn(model, name):
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(name)
+    else:
+        model.config._attn_implementation = name
+
+
+def evaluate(model, enc, prompt_ids, steps, answer_span, device, prefill_attn, real_needle):
+    """One test: prefill, `steps` greedy decode steps, eq. 1 hits and recall. Returns a result dict."""
+    from transformers import StaticCache
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    t0 = time.time()
+    ids = torch.tensor([prompt_ids], device=device)
+    cache = StaticCache(config=model.config, max_cache_len=len(prompt_ids) + steps)
+    with torch.no_grad():
+        set_attn(model, prefill_attn)
+        model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        sync()
+        t_prefill = time.time()
+        set_attn(model, "eager")
+        inp = ids[:, -1:]
+        tokens, argmax = [], []
+        for step in range(steps):
+            position = len(prompt_ids) - 1 + step
+            out = model(
+                input_ids=inp,
+                past_key_values=cache,
+                use_cache=True,
+                output_attentions=True,
+                cache_position=torch.tensor([position], device=device),
+                logits_to_keep=1,
+            )
+            inp = out.logits[:, -1].argmax(-1, keepdim=True)
+            tokens.append(inp[0, 0])
+            # [layers, heads] argmax over this step's context, on the GPU.
+            argmax.append(torch.stack([a[0, :, -1, : position + 1] for a in out.attentions]).argmax(-1))
+        tokens = torch.stack(tokens).cpu().tolist()  # the one synchronisation
+        argmax = torch.stack(argmax).cpu().tolist()
+        t_decode = time.time()
+    start, end = answer_span
+    hits = set()
+    for step, (token, at) in enumerate(zip(tokens, argmax)):
+        for layer, row in enumerate(at):
+            for head, j in enumerate(row):
+                if start <= j < end and prompt_ids[j] == token:
+                    hits.add((layer, head, j))
+    response = enc.decode(tokens, skip_special_tokens=True).strip()
+    score = rouge1_recall(real_needle, response)
+    t_end = time.time()
+    return dict(
+        length=len(prompt_ids),
+        seconds=t_end - t0,
+        prefill_seconds=t_prefill - t0,
+        decode_seconds=t_decode - t_prefill,
+        decode_step_ms=1e3 * (t_decode - t_prefill) / max(1, steps),
+        steps=steps,
+        tokens=tokens,
+        argmax=[[j for row in at for j in row] for at in argmax],
+        hits=len(hits),
+        rouge1_recall=score,
+    )
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--prompts", required=True, help="prompts.json of headscope bench --save-prompts")
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    ap.add_argument("--steps", type=int, help="decode steps (default: those of the prompts file)")
+    ap.add_argument("--prefill-attn", default="auto", help="auto (flash_attention_2 if installed, else sdpa), sdpa, flash_attention_2")
+    args = ap.parse_args()
+    with open(args.prompts) as f:
+        prompts = json.load(f)
+    steps = args.steps or prompts["steps"]
+    prefill_attn = args.prefill_attn
+    if prefill_attn == "auto":
+        prefill_attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+    cuda = args.device.startswith("cuda")
+    real_needle = prompts.get("real_needle", REAL_NEEDLE)
+    t0 = time.time()
+    model, enc = load(args.model, getattr(torch, args.dtype), args.device, prefill_attn)
+    load_seconds = time.time() - t0
+    first = prompts["tests"][0]
+    t0 = time.time()
+    evaluate(model, enc, first["prompt_ids"][:64], 2, (0, 1), args.device, prefill_attn, real_needle)
+    warmup_seconds = time.time() - t0
+    results = []
+    for test in prompts["tests"]:
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            r = evaluate(model, enc, test["prompt_ids"], steps, tuple(test["answer_tokens"]), args.device, prefill_attn, real_needle)
+            r["fits"] = True
+        except torch.cuda.OutOfMemoryError as e:
+            r = dict(length=len(test["prompt_ids"]), fits=False, error=str(e).splitlines()[0])
+        if cuda:
+            r["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+            r["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+        r["prompt_hash"] = test.get("prompt_hash")
+        results.append(r)
+        if r["fits"]:
+            print(f"fixed loop {r['length']} tokens: test {r['seconds']:.3f} s (prefill {r['prefill_seconds']:.3f} s, "
+                  f"decode {r['decode_step_ms']:.1f} ms/step x {r['steps']})", flush=True)
+        else:
+            print(f"fixed loop {r['length']} tokens: does not fit: {r['error']}", flush=True)
+    import transformers
+
+    doc = dict(
+        implementation="bench/fixed_loop.py (the detection loop with SDPA prefill of the last logits, a static cache and on-GPU argmax)",
+        model=args.model,
+        dtype=args.dtype,
+        device=args.device,
+        gpu=torch.cuda.get_device_name() if cuda else None,
+        prefill_attention=prefill_attn,
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        load_seconds=load_seconds,
+        warmup_seconds=warmup_seconds,
+        tests=results,
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(doc, f)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
