@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from official_loop import REAL_NEEDLE, load, rouge1_recall
+from official_loop import REAL_NEEDLE, load, rouge1_recall, run_tests
 
 
 def set_attn(model, name):
@@ -119,26 +119,12 @@ def main():
     t0 = time.time()
     evaluate(model, enc, first["prompt_ids"][:64], 2, (0, 1), args.device, prefill_attn, real_needle)
     warmup_seconds = time.time() - t0
-    results = []
-    for test in prompts["tests"]:
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        try:
-            r = evaluate(model, enc, test["prompt_ids"], steps, tuple(test["answer_tokens"]), args.device, prefill_attn, real_needle)
-            r["fits"] = True
-        except torch.cuda.OutOfMemoryError as e:
-            r = dict(length=len(test["prompt_ids"]), fits=False, error=str(e).splitlines()[0])
-        if cuda:
-            r["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
-            r["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
-        r["prompt_hash"] = test.get("prompt_hash")
-        results.append(r)
-        if r["fits"]:
-            print(f"fixed loop {r['length']} tokens: test {r['seconds']:.3f} s (prefill {r['prefill_seconds']:.3f} s, "
-                  f"decode {r['decode_step_ms']:.1f} ms/step x {r['steps']})", flush=True)
-        else:
-            print(f"fixed loop {r['length']} tokens: does not fit: {r['error']}", flush=True)
+    results = run_tests(
+        prompts,
+        lambda test: evaluate(model, enc, test["prompt_ids"], steps, tuple(test["answer_tokens"]), args.device, prefill_attn, real_needle),
+        cuda,
+        "fixed loop",
+    )
     import transformers
 
     doc = dict(

@@ -173,6 +173,34 @@ def load(model_dir, dtype, device, prefill_attn):
     return model.eval(), enc
 
 
+def run_tests(prompts, evaluate, cuda, label):
+    """Runs `evaluate(test)` on every test of a prompts file, with the GPU's peak memory per test; a test
+    that runs out of memory is recorded as not fitting. Prints a line per test."""
+    results = []
+    for test in prompts["tests"]:
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            r = evaluate(test)
+            r["fits"] = True
+        except torch.cuda.OutOfMemoryError as e:
+            r = dict(length=len(test["prompt_ids"]), fits=False, error=str(e).splitlines()[0])
+        if cuda:
+            r["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+            r["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+        r["prompt_hash"] = test.get("prompt_hash")
+        results.append(r)
+        if r["fits"]:
+            search = f"needle search {r['find_needle_seconds']:.3f} s, " if "find_needle_seconds" in r else ""
+            print(f"{label} {r['length']} tokens: test {r['seconds']:.3f} s ({search}prefill {r['prefill_seconds']:.3f} s, "
+                  f"decode {r['decode_step_ms']:.1f} ms/step x {r['steps']})"
+                  + (f", peak reserved {r['peak_reserved_bytes'] / 2**30:.2f} GiB" if cuda else ""), flush=True)
+        else:
+            print(f"{label} {r['length']} tokens: does not fit: {r['error']}", flush=True)
+    return results
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="Hugging Face model directory (bench/make_checkpoint.py)")
@@ -204,27 +232,7 @@ def main():
     loop.evaluate(first["prompt_ids"][:64], 2, (0, 1), args.device)
     warmup_seconds = time.time() - t0
 
-    results = []
-    for test in prompts["tests"]:
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        try:
-            r = loop.evaluate(test["prompt_ids"], steps, tuple(test["answer_tokens"]), args.device)
-            r["fits"] = True
-        except torch.cuda.OutOfMemoryError as e:
-            r = dict(length=len(test["prompt_ids"]), fits=False, error=str(e).splitlines()[0])
-        if cuda:
-            r["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
-            r["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
-        r["prompt_hash"] = test.get("prompt_hash")
-        results.append(r)
-        if r["fits"]:
-            print(f"official loop {r['length']} tokens: test {r['seconds']:.3f} s (needle search {r['find_needle_seconds']:.3f} s, "
-                  f"prefill {r['prefill_seconds']:.3f} s, decode {r['decode_step_ms']:.1f} ms/step x {r['steps']})"
-                  + (f", peak reserved {r['peak_reserved_bytes'] / 2**30:.2f} GiB" if cuda else ""), flush=True)
-        else:
-            print(f"official loop {r['length']} tokens: does not fit: {r['error']}", flush=True)
+    results = run_tests(prompts, lambda test: loop.evaluate(test["prompt_ids"], steps, tuple(test["answer_tokens"]), args.device), cuda, "official loop")
 
     import transformers
 

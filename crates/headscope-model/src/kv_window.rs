@@ -69,9 +69,14 @@ impl WindowedHeads {
     /// The keys and values a chunk at `pos` attends to: what the ring holds before `pos` (in position
     /// order), then the chunk's own `k`, `v` (`[1, windowed, c, d]`); with each key's position.
     pub fn keys_with(&self, k: &Tensor, v: &Tensor, pos: usize) -> Result<(Tensor, Tensor, Vec<usize>)> {
+        self.held_then(k, v, pos, |p| p < pos)
+    }
+
+    /// The held positions `keep` selects, in position order, then the chunk's own keys and values.
+    fn held_then(&self, k: &Tensor, v: &Tensor, pos: usize, keep: impl Fn(usize) -> bool) -> Result<(Tensor, Tensor, Vec<usize>)> {
         let c = k.dims()[2];
         let mut held: Vec<(usize, usize)> =
-            self.slots.iter().enumerate().filter_map(|(s, p)| p.filter(|&p| p < pos).map(|p| (p, s))).collect();
+            self.slots.iter().enumerate().filter_map(|(s, p)| p.filter(|&p| keep(p)).map(|p| (p, s))).collect();
         held.sort_unstable();
         let mut positions: Vec<usize> = held.iter().map(|(p, _)| *p).collect();
         positions.extend(pos..pos + c);
@@ -88,22 +93,7 @@ impl WindowedHeads {
     /// less than `window` back), in position order, then its own `k`, `v` (`[1, windowed, 1, d]`); with
     /// each key's position. No mask is needed over them (the fused decode kernel takes none).
     pub fn visible_keys(&self, k: &Tensor, v: &Tensor, pos: usize) -> Result<(Tensor, Tensor, Vec<usize>)> {
-        let mut held: Vec<(usize, usize)> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(s, p)| p.filter(|&p| p < pos && (p < self.sink || pos - p < self.window)).map(|p| (p, s)))
-            .collect();
-        held.sort_unstable();
-        let mut positions: Vec<usize> = held.iter().map(|(p, _)| *p).collect();
-        positions.push(pos);
-        if held.is_empty() {
-            return Ok((k.clone(), v.clone(), positions));
-        }
-        let slots = Tensor::from_vec(held.iter().map(|(_, s)| *s as u32).collect::<Vec<u32>>(), held.len(), k.device())?;
-        let keys = Tensor::cat(&[&self.ring_k.index_select(&slots, 2)?, k], 2)?;
-        let values = Tensor::cat(&[&self.ring_v.index_select(&slots, 2)?, v], 2)?;
-        Ok((keys, values, positions))
+        self.held_then(k, v, pos, |p| p < pos && (p < self.sink || pos - p < self.window))
     }
 
     /// The additive `[c, keys]` mask of a chunk of `c` queries at `pos` over keys at `positions`: a

@@ -10,6 +10,20 @@ use headscope_model::flash::{decode_attention, prefill_attention, prefill_attent
 use headscope_model::testkit::{cuda_device, TinyArch, TinyModel};
 use headscope_model::{LoadOptions, LoadedModel, Probe};
 
+/// Of decode steps `(logits, argmax positions)` against a reference run's: the share of equal argmax
+/// positions and the worst logit error relative to the reference step's largest logit.
+fn agreement(reference: &[(Vec<f32>, Vec<u32>)], other: &[(Vec<f32>, Vec<u32>)]) -> (f64, f32) {
+    let (mut same, mut total, mut worst) = (0, 0, 0f32);
+    for ((la, aa), (lb, ab)) in reference.iter().zip(other) {
+        same += aa.iter().zip(ab).filter(|(a, b)| a == b).count();
+        total += aa.len();
+        let spread = la.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let err = la.iter().zip(lb).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        worst = worst.max(err / spread.max(1e-6));
+    }
+    (same as f64 / total as f64, worst)
+}
+
 /// The largest absolute difference between two tensors of one shape, compared in f32.
 fn max_abs_difference(a: &Tensor, b: &Tensor) -> f32 {
     let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
@@ -353,17 +367,7 @@ fn a_model_prefilled_by_the_fused_kernel_is_as_close_to_f32_as_the_chunked_path(
             }
             runs.push(steps);
         }
-        let compare = |other: &Vec<(Vec<f32>, Vec<u32>)>| {
-            let (mut same, mut total, mut worst) = (0, 0, 0f32);
-            for ((la, aa), (lb, ab)) in runs[0].iter().zip(other) {
-                same += aa.iter().zip(ab).filter(|(a, b)| a == b).count();
-                total += aa.len();
-                let spread = la.iter().fold(0f32, |m, x| m.max(x.abs()));
-                let err = la.iter().zip(lb).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                worst = worst.max(err / spread.max(1e-6));
-            }
-            (same as f64 / total as f64, worst)
-        };
+        let compare = |other: &Vec<(Vec<f32>, Vec<u32>)>| agreement(&runs[0], other);
         let (fused_agree, fused_err) = compare(&runs[1]);
         let (chunked_agree, chunked_err) = compare(&runs[2]);
         eprintln!(
@@ -579,17 +583,7 @@ fn fused_decode_under_a_kv_plan_is_as_close_to_f32_as_the_plain_planned_path() {
             }
             runs.push(steps);
         }
-        let compare = |other: &Vec<(Vec<f32>, Vec<u32>)>| {
-            let (mut same, mut total, mut worst) = (0, 0, 0f32);
-            for ((la, aa), (lb, ab)) in runs[0].iter().zip(other) {
-                same += aa.iter().zip(ab).filter(|(a, b)| a == b).count();
-                total += aa.len();
-                let spread = la.iter().fold(0f32, |m, x| m.max(x.abs()));
-                let err = la.iter().zip(lb).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                worst = worst.max(err / spread.max(1e-6));
-            }
-            (same as f64 / total as f64, worst)
-        };
+        let compare = |other: &Vec<(Vec<f32>, Vec<u32>)>| agreement(&runs[0], other);
         let ((fused_agree, fused_err), (plain_agree, plain_err)) = (compare(&runs[1]), compare(&runs[2]));
         eprintln!(
             "plan with {} whole KV heads vs f32: fused bf16 argmax {:.1} %, logit error {fused_err:.3}; plain bf16 argmax {:.1} %, logit error {plain_err:.3}",

@@ -191,19 +191,25 @@ pub(super) fn rerun(a: &App) -> Res<()> {
         }
         Rerun::Done { before, after, masked } => (before, after, masked),
     };
-    for (title, result) in [(a.say(msg::BEFORE_MASK, &[]), before), (a.say(msg::AFTER_MASK, &[("count", &masked.len())]), after)] {
+    before_after(a, d, [(a.say(msg::BEFORE_MASK, &[]), before), (a.say(msg::AFTER_MASK, &[("count", &masked.len())]), after)])?;
+    let list: Vec<String> = masked.iter().map(|h| h.to_string()).collect();
+    let _ = d.set_attribute("data-masked", &list.join(","));
+    let _ = d.set_attribute("data-before", &before.record.answer);
+    let _ = d.set_attribute("data-after", &after.record.answer);
+    Ok(())
+}
+
+/// Two results side by side, each under its title with its recall and answer.
+fn before_after(a: &App, into: &HtmlElement, columns: [(String, &TestResult); 2]) -> Res<()> {
+    for (title, result) in columns {
         let col = el("div", "", "")?;
         append(&col, &el("h4", "", &title)?)?;
         let pass = result.record.recall >= 0.5;
         let recall = a.say(msg::RECALL, &[("recall", &format!("{:.2}", result.record.recall))]);
         append(&col, &el("div", if pass { "pass" } else { "fail" }, &recall)?)?;
         append(&col, &answer_element(a, result)?)?;
-        append(d, &col)?;
+        append(into, &col)?;
     }
-    let list: Vec<String> = masked.iter().map(|h| h.to_string()).collect();
-    let _ = d.set_attribute("data-masked", &list.join(","));
-    let _ = d.set_attribute("data-before", &before.record.answer);
-    let _ = d.set_attribute("data-after", &after.record.answer);
     Ok(())
 }
 
@@ -330,15 +336,7 @@ pub(super) fn kv(a: &App) -> Res<()> {
         a.say(msg::KV_SAVED, &[("positions", positions), ("plan", &kib(*plan_bytes)), ("whole", &kib(*full_bytes)), ("saved", &saved)]);
     d.kv_info.set_text_content(Some(&info));
     let plan = a.say(msg::KV_PLAN, &[("full", full_kv_heads), ("total", kv_heads), ("sink", sink), ("window", window)]);
-    for (title, result) in [(a.say(msg::KV_WHOLE, &[]), before), (plan, after)] {
-        let col = el("div", "", "")?;
-        append(&col, &el("h4", "", &title)?)?;
-        let pass = result.record.recall >= 0.5;
-        let recall = a.say(msg::RECALL, &[("recall", &format!("{:.2}", result.record.recall))]);
-        append(&col, &el("div", if pass { "pass" } else { "fail" }, &recall)?)?;
-        append(&col, &answer_element(a, result)?)?;
-        append(&d.kv_result, &col)?;
-    }
+    before_after(a, &d.kv_result, [(a.say(msg::KV_WHOLE, &[]), before), (plan, after)])?;
     let _ = d.kv_result.set_attribute("data-before", &before.record.answer);
     let _ = d.kv_result.set_attribute("data-after", &after.record.answer);
     let _ = d.kv_result.set_attribute("data-saved", &saved);
