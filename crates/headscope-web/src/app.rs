@@ -865,6 +865,20 @@ impl App {
 
     /// What a worker's event does.
     fn on_event(&mut self, event: Event) -> Option<Effect> {
+        // Work that leaves the worker free: data-free scores chosen meanwhile are asked for then (not
+        // after an error, which could be their own request failing).
+        let frees = matches!(
+            event,
+            Event::SweepDone { .. } | Event::RerunDone { .. } | Event::HeadView(_) | Event::CotDone { .. } | Event::KvRerunDone { .. }
+        );
+        let effect = self.handle_event(event);
+        if frees {
+            self.request_data_free();
+        }
+        effect
+    }
+
+    fn handle_event(&mut self, event: Event) -> Option<Effect> {
         match event {
             Event::Crashed { message } => {
                 let m = self.say(msg::WORKER_CRASHED, &[("error", &message)]);
