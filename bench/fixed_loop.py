@@ -18,15 +18,12 @@ JSON (per test: seconds, prefill, decode step, tokens, argmax) for bench/bench_r
 """
 
 import argparse
-import importlib.util
-import json
-import os
 import sys
 import time
 
 import torch
 
-from official_loop import REAL_NEEDLE, load, rouge1_recall, run_tests
+from official_loop import REAL_NEEDLE, add_baseline_arguments, baseline_setup, load, rouge1_recall, run_tests, write_report
 
 
 def set_attn(model, name):
@@ -96,21 +93,9 @@ def evaluate(model, enc, prompt_ids, steps, answer_span, device, prefill_attn, r
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--prompts", required=True, help="prompts.json of headscope bench --save-prompts")
-    ap.add_argument("--json", required=True)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    ap.add_argument("--steps", type=int, help="decode steps (default: those of the prompts file)")
-    ap.add_argument("--prefill-attn", default="auto", help="auto (flash_attention_2 if installed, else sdpa), sdpa, flash_attention_2")
+    add_baseline_arguments(ap)
     args = ap.parse_args()
-    with open(args.prompts) as f:
-        prompts = json.load(f)
-    steps = args.steps or prompts["steps"]
-    prefill_attn = args.prefill_attn
-    if prefill_attn == "auto":
-        prefill_attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
-    cuda = args.device.startswith("cuda")
+    prompts, steps, prefill_attn, cuda = baseline_setup(args)
     real_needle = prompts.get("real_needle", REAL_NEEDLE)
     t0 = time.time()
     model, enc = load(args.model, getattr(torch, args.dtype), args.device, prefill_attn)
@@ -125,24 +110,15 @@ def main():
         cuda,
         "fixed loop",
     )
-    import transformers
-
-    doc = dict(
-        implementation="bench/fixed_loop.py (the detection loop with SDPA prefill of the last logits, a static cache and on-GPU argmax)",
-        model=args.model,
-        dtype=args.dtype,
-        device=args.device,
-        gpu=torch.cuda.get_device_name() if cuda else None,
-        prefill_attention=prefill_attn,
-        torch=torch.__version__,
-        transformers=transformers.__version__,
+    write_report(
+        args,
+        "bench/fixed_loop.py (the detection loop with SDPA prefill of the last logits, a static cache and on-GPU argmax)",
+        prefill_attn,
+        cuda,
         load_seconds=load_seconds,
         warmup_seconds=warmup_seconds,
         tests=results,
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(doc, f)
 
 
 if __name__ == "__main__":

@@ -201,8 +201,8 @@ def run_tests(prompts, evaluate, cuda, label):
     return results
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_baseline_arguments(ap):
+    """The flags every baseline takes (this one and bench/fixed_loop.py)."""
     ap.add_argument("--model", required=True, help="Hugging Face model directory (bench/make_checkpoint.py)")
     ap.add_argument("--prompts", required=True, help="prompts.json of headscope bench --save-prompts")
     ap.add_argument("--json", required=True, help="where to write the results")
@@ -210,16 +210,46 @@ def main():
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--steps", type=int, help="decode steps (default: those of the prompts file)")
     ap.add_argument("--prefill-attn", default="auto", help="auto (flash_attention_2 if installed, else sdpa), sdpa, flash_attention_2")
-    ap.add_argument("--stop-at-newline", action="store_true", help="stop decoding at a newline token, as the original does")
-    args = ap.parse_args()
 
+
+def baseline_setup(args):
+    """The prompts file, the decode steps, the prefill attention chosen, and whether the device is CUDA."""
     with open(args.prompts) as f:
         prompts = json.load(f)
     steps = args.steps or prompts["steps"]
     prefill_attn = args.prefill_attn
     if prefill_attn == "auto":
         prefill_attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
-    cuda = args.device.startswith("cuda")
+    return prompts, steps, prefill_attn, args.device.startswith("cuda")
+
+
+def write_report(args, implementation, prefill_attn, cuda, **fields):
+    """The results file of a baseline: what ran where, with `fields` (timings, tests) after it."""
+    import transformers
+
+    doc = dict(
+        implementation=implementation,
+        model=args.model,
+        dtype=args.dtype,
+        device=args.device,
+        gpu=torch.cuda.get_device_name() if cuda else None,
+        prefill_attention=prefill_attn,
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        memory_method="torch.cuda.max_memory_allocated / max_memory_reserved per test (the caching allocator's view; the CUDA context is not included)" if cuda else None,
+        **fields,
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(doc, f)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_baseline_arguments(ap)
+    ap.add_argument("--stop-at-newline", action="store_true", help="stop decoding at a newline token, as the original does")
+    args = ap.parse_args()
+    prompts, steps, prefill_attn, cuda = baseline_setup(args)
 
     t0 = time.time()
     model, enc = load(args.model, getattr(torch, args.dtype), args.device, prefill_attn)
@@ -233,28 +263,17 @@ def main():
     warmup_seconds = time.time() - t0
 
     results = run_tests(prompts, lambda test: loop.evaluate(test["prompt_ids"], steps, tuple(test["answer_tokens"]), args.device), cuda, "official loop")
-
-    import transformers
-
-    doc = dict(
-        implementation="bench/official_loop.py (port of nightdessert/Retrieval_Head's detection loop)",
-        model=args.model,
-        dtype=args.dtype,
-        device=args.device,
-        gpu=torch.cuda.get_device_name() if cuda else None,
-        prefill_attention=prefill_attn,
-        torch=torch.__version__,
-        transformers=transformers.__version__,
+    write_report(
+        args,
+        "bench/official_loop.py (port of nightdessert/Retrieval_Head's detection loop)",
+        prefill_attn,
+        cuda,
         layers=loop.layer_num,
         heads=loop.head_num,
         load_seconds=load_seconds,
         warmup_seconds=warmup_seconds,
-        memory_method="torch.cuda.max_memory_allocated / max_memory_reserved per test (the caching allocator's view; the CUDA context is not included)" if cuda else None,
         tests=results,
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(doc, f)
 
 
 if __name__ == "__main__":
