@@ -307,7 +307,7 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
         let masked_heads = mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default();
         let probe = Probe { rows: self.probe.rows.clone(), span_mass: self.span_mass.then(|| test.answer_tokens.clone()) };
         let unmasked = mask.is_none();
-        let run = decode_test(engine, &test, mask, &probe, self.inputs.max_new_tokens, self.stop, on_token).await;
+        let run = decode_prompt(engine, &test.prompt_ids, mask, &probe, self.inputs.max_new_tokens, self.stop, on_token).await;
         let needle = &self.inputs.needles[key.needle_index];
         let outcome = async {
             let (trace, reused) = run?;
@@ -327,20 +327,6 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
         .await;
         Some(outcome.map_err(|error| TestError { key, error }))
     }
-}
-
-/// Decodes one built test on `engine` under `mask` (which stays set afterwards): [`decode_prompt`] on
-/// its prompt.
-pub async fn decode_test<E: Engine>(
-    engine: &mut E,
-    test: &NiahTest,
-    mask: Option<HeadMask>,
-    probe: &Probe,
-    max_new_tokens: usize,
-    stop: &[u32],
-    on_token: impl FnMut(u32) -> bool,
-) -> Result<(DecodeTrace, usize), E::Error> {
-    decode_prompt(engine, &test.prompt_ids, mask, probe, max_new_tokens, stop, on_token).await
 }
 
 /// Decodes a prompt greedily on `engine` under `mask` (which stays set afterwards), as the official

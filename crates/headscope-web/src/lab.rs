@@ -19,7 +19,7 @@ use headscope_core::prompt::PromptFormat;
 use headscope_core::score::{retrieval_hits, DecodeStep, RepeatedTokens};
 use headscope_core::sweep::TestKey;
 use headscope_core::{CoreError, HeadId, HeadShape, TextTokenizer};
-use headscope_engine::sweep::{check_fits, decode_prompt, decode_test, score_test};
+use headscope_engine::sweep::{check_fits, decode_prompt, score_test};
 pub use headscope_engine::SweepPlan;
 use headscope_engine::{DecodeTrace, Engine, EngineError, KvPlan, Step, SweepInputs};
 use headscope_gpu::{GpuContext, GpuError, GpuModel};
@@ -338,11 +338,12 @@ pub async fn run_test(
         return Err(LabError::Cancelled);
     }
     let mut stopped = false;
-    let (trace, reused) = decode_test(&mut model.engine, &test, mask, probe, setup.max_new_tokens, &model.eos_token_ids, |_| {
-        stopped = cancelled();
-        !stopped
-    })
-    .await?;
+    let (trace, reused) =
+        decode_prompt(&mut model.engine, &test.prompt_ids, mask, probe, setup.max_new_tokens, &model.eos_token_ids, |_| {
+            stopped = cancelled();
+            !stopped
+        })
+        .await?;
     if stopped {
         return Err(LabError::Cancelled);
     }
