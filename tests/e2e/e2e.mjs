@@ -231,16 +231,16 @@ async function main() {
     }
     await gpu.page.close();
 
-    // The parallel decode kernels (what a real GPU gets) compiled by the browser's WebGPU and held to
+    // The parallel kernel set (what a real GPU gets: tiled matmul, flash prefill, parallel decode) compiled by the browser's WebGPU and held to
     // the CPU path on the same sweep (SwiftShader would choose the serial ones by itself).
     {
-      const par = await openLab(browser, srv.url, 'gpu&decode=parallel');
+      const par = await openLab(browser, srv.url, 'gpu&kernels=parallel');
       const parModel = (await labState(par.page)).model;
       if (parModel?.gpu) {
         const g = await runSweep(par.page, { ...SWEEP, log: par.log });
         const same = c.tests.filter((t) => JSON.stringify(g.tests.find((x) => x.id === t.id)?.generated_ids) === JSON.stringify(t.generated_ids)).length;
         const gd = scoreDiff(g.scores, c.scores);
-        check(same === c.tests.length && gd.max <= 0.02, 'WebGPU with the parallel decode kernels generates the CPU path\'s tokens and scores',
+        check(same === c.tests.length && gd.max <= 0.02, 'WebGPU with the parallel kernel set generates the CPU path\'s tokens and scores',
           `${same}/${c.tests.length} tests, max |mean difference| ${gd.max}`);
       } else {
         check(false, 'WebGPU with the parallel decode kernels loads the lab model', JSON.stringify(parModel));

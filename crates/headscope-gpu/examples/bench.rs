@@ -1,11 +1,12 @@
 //! Times the GPU forward natively: load, prefill and decode steps of a model directory (default: the
-//! bundled lab model) with each choice of decode-step attention kernels (serial, parallel), next to
-//! the candle CPU path for scale. Prints figures; asserts nothing.
+//! bundled lab model) with each kernel set (serial, parallel), next to the candle CPU path for scale
+//! (`BENCH_CPU=0` leaves it out). Prints figures, the prefill's arithmetic rate among them; asserts
+//! nothing.
 //!
 //! `cargo run --release -p headscope-gpu --example bench -- [MODEL_DIR] [PROMPT_TOKENS] [STEPS]`
 
 use headscope_core::rng::SplitMix64;
-use headscope_gpu::{DecodeKernels, GpuContext, GpuModel, ModelSpec, Probe};
+use headscope_gpu::{GpuContext, GpuModel, KernelSet, ModelSpec, Probe};
 use headscope_model::loader::weight_files;
 use headscope_model::{LoadOptions, LoadedModel};
 use std::path::PathBuf;
@@ -32,6 +33,17 @@ fn cpu_text(cpu: Option<f64>, per: f64) -> String {
     cpu.map_or(String::new(), |c| format!(" (CPU {:.0} ms)", c * 1e3 / per))
 }
 
+/// Floating-point operations of a prefill of `tokens` tokens (no logits): 2 per weight of the layers'
+/// matrices per token, and causal attention's 4 per head dimension per (query, visible key) pair.
+fn prefill_flops(spec: &ModelSpec, tokens: usize) -> f64 {
+    let (hidden, inter) = (spec.hidden_size as f64, spec.intermediate_size as f64);
+    let (qw, kvw) = ((spec.heads * spec.head_dim) as f64, (spec.kv_heads * spec.head_dim) as f64);
+    let weights = hidden * (qw + 2.0 * kvw) + qw * hidden + 3.0 * hidden * inter;
+    let t = tokens as f64;
+    let pairs = t * (t + 1.0) / 2.0;
+    spec.layers as f64 * (2.0 * weights * t + 4.0 * spec.heads as f64 * spec.head_dim as f64 * pairs)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = args.first().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../public/models/lab"));
@@ -39,19 +51,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(32);
 
     let ctx = pollster::block_on(GpuContext::new())?;
-    println!("adapter: {} (decode kernels it chooses: {:?})", ctx.adapter().describe(), ctx.decode_kernels());
+    println!("adapter: {} (kernel set it chooses: {:?})", ctx.adapter().describe(), ctx.kernel_set());
     let spec = ModelSpec::from_config_file(&dir.join("config.json"))?;
     let bytes: Vec<Vec<u8>> = weight_files(&dir)?.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
     let mut rng = SplitMix64::new(1);
     let prompt: Vec<u32> = (0..prompt_len).map(|_| 3 + rng.below(spec.vocab_size as u64 - 3) as u32).collect();
     let probe = Probe { rows: vec![headscope_core::HeadId::new(0, 0)], ..Probe::default() };
-    // Both decode-step attention kernels on the same adapter, so that their figures compare.
-    for kernels in [DecodeKernels::Serial, DecodeKernels::Parallel] {
-        let ctx = ctx.clone().with_decode_kernels(kernels);
+    // Both kernel sets on the same adapter, so that their figures compare.
+    for kernels in [KernelSet::Serial, KernelSet::Parallel] {
+        let ctx = ctx.clone().with_kernel_set(kernels);
         let t = Instant::now();
         let mut gpu = pollster::block_on(GpuModel::load(&ctx, &spec, &refs))?;
-        println!("gpu load ({kernels:?} decode kernels): {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+        println!("gpu load ({kernels:?} kernels): {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
         gpu.reserve(prompt_len + steps)?;
         // One warm-up step compiles whatever the driver compiles lazily.
         pollster::block_on(gpu.step(prompt[0], &probe))?;
@@ -67,11 +79,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         r?;
         println!(
-            "gpu ({kernels:?}): prefill {} tokens in {:.0} ms{} ({:.0} tokens/s, {} rows per chunk); decode {:.2} ms/step{} at context {}",
+            "gpu ({kernels:?}): prefill {} tokens in {:.0} ms{} ({:.0} tokens/s, {:.2} TFLOP/s, {} rows per chunk); decode {:.2} ms/step{} at context {}",
             prompt_len - 1,
             prefill * 1e3,
             cpu_text(prefill_cpu, 1.0),
             (prompt_len - 1) as f64 / prefill,
+            prefill_flops(&spec, prompt_len - 1) / prefill / 1e12,
             gpu.prefill_chunk(),
             decode * 1e3 / steps as f64,
             cpu_text(decode_cpu, steps as f64),
@@ -79,6 +92,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    if std::env::var("BENCH_CPU").is_ok_and(|v| v == "0") {
+        return Ok(());
+    }
     let mut cpu = LoadedModel::load(&dir, &LoadOptions::default())?;
     cpu.model.reserve(prompt_len + steps)?;
     let (r, prefill, prefill_cpu) = timed(|| cpu.model.prefill(&prompt[..prompt_len - 1]));

@@ -4,7 +4,7 @@
 //! heatmap (a real GPU, or SwiftShader/lavapipe on the CPU).
 
 use crate::error::{GpuError, Result};
-pub use crate::kernels::DecodeKernels;
+pub use crate::kernels::KernelSet;
 use std::sync::{Arc, Mutex};
 
 /// `device_type` of CPU implementations.
@@ -73,8 +73,10 @@ pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     summary: AdapterSummary,
-    /// The decode-step attention kernels models loaded here compile.
-    decode: DecodeKernels,
+    /// The kernels models loaded here compile.
+    kernels: KernelSet,
+    /// At most this many prompt tokens per prefill submission, where set (below the kernels' own).
+    prefill_chunk: Option<usize>,
     /// Errors the device reported outside any error scope (wgpu's default handler would panic).
     pub(crate) errors: Arc<Mutex<Vec<String>>>,
 }
@@ -108,20 +110,32 @@ impl GpuContext {
                 v.push(e.to_string());
             }
         }));
-        let decode = if summary.is_software() { DecodeKernels::Serial } else { DecodeKernels::Parallel };
-        Ok(GpuContext { device, queue, summary, decode, errors })
+        let kernels = if summary.is_software() { KernelSet::Serial } else { KernelSet::Parallel };
+        Ok(GpuContext { device, queue, summary, kernels, prefill_chunk: None, errors })
     }
 
-    /// The decode-step attention kernels models loaded on this context compile: parallel on a real GPU,
-    /// serial on a CPU implementation (see [`DecodeKernels`]).
-    pub fn decode_kernels(&self) -> DecodeKernels {
-        self.decode
+    /// The kernels models loaded on this context compile: parallel on a real GPU, serial on a CPU
+    /// implementation (see [`KernelSet`]).
+    pub fn kernel_set(&self) -> KernelSet {
+        self.kernels
     }
 
-    /// This context with another choice of decode kernels (tests run both on any adapter).
-    pub fn with_decode_kernels(mut self, decode: DecodeKernels) -> Self {
-        self.decode = decode;
+    /// This context with another choice of kernels (tests run both on any adapter).
+    pub fn with_kernel_set(mut self, kernels: KernelSet) -> Self {
+        self.kernels = kernels;
         self
+    }
+
+    /// This context with prefill submissions of at most `rows` prompt tokens (at least 1): tests use it to
+    /// cut short prompts into several chunks.
+    pub fn with_prefill_chunk(mut self, rows: usize) -> Self {
+        self.prefill_chunk = Some(rows.max(1));
+        self
+    }
+
+    /// The cap [`GpuContext::with_prefill_chunk`] set.
+    pub(crate) fn prefill_chunk_cap(&self) -> Option<usize> {
+        self.prefill_chunk
     }
 
     /// What the adapter is.

@@ -127,8 +127,10 @@ pub(crate) struct Kernel {
 pub(crate) struct Kernels {
     pub embed: Kernel,
     pub norm: Kernel,
-    /// One-row matmul (decode steps); shares `gemm.layout`.
+    /// One-row matmul (decode steps): `gemv` or, in the parallel set, `gemv_split` (the same 16 column
+    /// groups per workgroup); shares `gemm.layout`.
     pub gemv: wgpu::ComputePipeline,
+    /// Several-row matmul (prefill): `gemm` or, in the parallel set, `gemm_tiled`.
     pub gemm: Kernel,
     pub rope: Kernel,
     /// Per-head RMSNorm of queries and keys (Qwen3), in place before `rope`.
@@ -141,18 +143,34 @@ pub(crate) struct Kernels {
     pub attention_softmax: wgpu::ComputePipeline,
     pub attention_values: Kernel,
     pub attention_values_sum: Option<wgpu::ComputePipeline>,
+    /// The set these are.
+    pub set: KernelSet,
 }
 
-/// Which decode-step attention kernels a model compiles.
+/// Which kernels a model compiles: the matmul of several rows, prefill attention and decode-step
+/// attention each come in two shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecodeKernels {
-    /// One invocation per head walks the score row (attention_decode.wgsl): no barriers, the faster
-    /// choice on CPU implementations of WebGPU (SwiftShader, lavapipe).
+pub enum KernelSet {
+    /// No workgroup memory and no barriers, the faster choice on CPU implementations of WebGPU
+    /// (SwiftShader, lavapipe), where a barrier turns invocations into coroutines: `gemm` keeps a
+    /// register tile, prefill attention walks a few query rows per invocation (attention_prefill.wgsl),
+    /// one invocation per head walks a decode step's score row (attention_decode.wgsl); prefill runs in
+    /// chunks of 256 rows.
     Serial,
-    /// Workgroups share each head's softmax and split its values over chunks of positions
-    /// (attention_decode_wg.wgsl): for real GPUs. Heads up to 256 wide; wider ones run `Serial`.
+    /// Workgroups share staged data, for real GPUs: `gemm_tiled` stages inputs and weights, `gemv_split`
+    /// splits a decode step's products over their inputs, prefill attention stages key/value tiles for
+    /// 64 query rows (attention_prefill_wg.wgsl), a decode step's softmax is shared per head and its
+    /// values split over chunks of positions (attention_decode_wg.wgsl; heads up to 256 wide, wider ones
+    /// keep the serial decode); prefill runs in chunks of up to 2048 rows, so that the tiles fill the GPU.
     Parallel,
 }
+
+/// Query rows per workgroup of the parallel prefill attention (attention_prefill_wg.wgsl).
+pub(crate) const PREFILL_WG_ROWS: usize = 64;
+
+/// Rows and column groups per `gemm_tiled` workgroup (`TILE_ROWS`, `TILE_GROUPS` in matmul.wgsl).
+pub(crate) const TILED_ROWS: usize = 64;
+pub(crate) const TILED_GROUPS: usize = 32;
 
 /// Positions per workgroup of the parallel values pass (`CHUNK` in attention_decode_wg.wgsl).
 pub(crate) const VALUES_CHUNK: usize = 256;
@@ -163,7 +181,7 @@ pub(crate) fn scratch_floats(heads: usize, head_dim: usize, capacity: usize, par
     heads * capacity + if parallel { heads * capacity.div_ceil(VALUES_CHUNK) * head_dim } else { 0 }
 }
 
-/// Invocations per workgroup of every kernel but `gemv` (16) and `gemm` (32).
+/// Invocations per workgroup of every kernel but `gemv` (16), `gemm` (32) and `gemm_tiled` (256).
 pub(crate) const WORKGROUP: u32 = 64;
 
 /// Query rows per prefill attention invocation (they share every key and value load).
@@ -207,6 +225,23 @@ fn attention_source(kernel: &str, head_dim: usize) -> String {
         .replace("{{ROW_STORE}}", &store.join("\n"))
         .replace("{{LOAD_Q}}", &each(&|i| format!("    let q{i} = q[qb + {i}u] * keep;")))
         .replace("{{DOT}}", &dot.join(" + "))
+}
+
+/// The parallel prefill attention for heads of `head_dim`: key/value tiles of at most 16 KiB together
+/// and the per-row query, accumulators and score unrolled over the head's vec4s.
+fn prefill_wg_source(head_dim: usize) -> String {
+    let d4 = head_dim / 4;
+    let tile = (512 / d4).clamp(1, 64);
+    let each = |f: &dyn Fn(usize) -> String| (0..d4).map(f).collect::<Vec<_>>().join("\n");
+    let dot = (0..d4).map(|i| format!("dot(q{i}, tile_k[kb + {i}u])")).collect::<Vec<_>>().join(" + ");
+    format!("{}\n{}", include_str!("shaders/attention.wgsl"), include_str!("shaders/attention_prefill_wg.wgsl"))
+        .replace("{{D4}}", &d4.to_string())
+        .replace("{{TILE}}", &tile.to_string())
+        .replace("{{TILE_D4}}", &(tile * d4).to_string())
+        .replace("{{LOAD_Q}}", &each(&|i| format!("    let q{i} = q[qb + {i}u] * keep;\n    var a{i} = vec4<f32>(0.0);")))
+        .replace("{{DOT}}", &dot)
+        .replace("{{ACC_STEP}}", &each(&|i| format!("            a{i} = a{i} * c + e * tile_v[kb + {i}u];")))
+        .replace("{{STORE}}", &each(&|i| format!("        out[qb + {i}u] = a{i} * inv;")))
 }
 
 fn layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::BindGroupLayout {
@@ -259,14 +294,14 @@ fn kernel(device: &wgpu::Device, label: &str, source: &str, slots: &[Slot]) -> K
 impl Kernels {
     /// Compiles every kernel for heads of `head_dim`, turning validation errors (WGSL the platform
     /// rejects) into an error.
-    pub async fn build(device: &wgpu::Device, head_dim: usize, decode: DecodeKernels) -> Result<Self> {
+    pub async fn build(device: &wgpu::Device, head_dim: usize, set: KernelSet) -> Result<Self> {
         use Slot::*;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mm_layout = layout(device, "matmul", &[Uniform, Uniform, Read, Read, Read, ReadWrite]);
         let mm_source = include_str!("shaders/matmul.wgsl");
         let decode_layout =
             layout(device, "attention_decode", &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite, Read, ReadWrite]);
-        let parallel = decode == DecodeKernels::Parallel && head_dim <= 256;
+        let parallel = set == KernelSet::Parallel && head_dim <= 256;
         let mut decode_source = include_str!("shaders/attention_decode.wgsl").to_string();
         if parallel {
             decode_source += &include_str!("shaders/attention_decode_wg.wgsl").replace("{{STRIPES}}", &(256 / head_dim).to_string());
@@ -276,8 +311,11 @@ impl Kernels {
         let kernels = Kernels {
             embed: kernel(device, "embed", include_str!("shaders/embed.wgsl"), &[Uniform, Uniform, Read, Read, ReadWrite]),
             norm: kernel(device, "rmsnorm", include_str!("shaders/rmsnorm.wgsl"), &[Uniform, Uniform, Read, Read, ReadWrite]),
-            gemv: pipeline(device, "gemv", mm_source, &mm_layout, "gemv"),
-            gemm: Kernel { pipeline: pipeline(device, "gemm", mm_source, &mm_layout, "gemm"), layout: mm_layout },
+            gemv: pipeline(device, "gemv", mm_source, &mm_layout, if set == KernelSet::Parallel { "gemv_split" } else { "gemv" }),
+            gemm: Kernel {
+                pipeline: pipeline(device, "gemm", mm_source, &mm_layout, if set == KernelSet::Parallel { "gemm_tiled" } else { "gemm" }),
+                layout: mm_layout,
+            },
             rope: kernel(
                 device,
                 "rope",
@@ -288,7 +326,10 @@ impl Kernels {
             attention_prefill: kernel(
                 device,
                 "attention_prefill",
-                &attention_source(include_str!("shaders/attention_prefill.wgsl"), head_dim),
+                &match set {
+                    KernelSet::Serial => attention_source(include_str!("shaders/attention_prefill.wgsl"), head_dim),
+                    KernelSet::Parallel => prefill_wg_source(head_dim),
+                },
                 &[Uniform, Uniform, Read, Read, Read, ReadWrite, Read],
             ),
             attention_scores: pipeline(device, "attention_scores", &decode_source, &decode_layout, "scores"),
@@ -298,6 +339,7 @@ impl Kernels {
                 pipeline: pipeline(device, "attention_values", &decode_source, &decode_layout, values),
                 layout: decode_layout,
             },
+            set,
         };
         if let Some(e) = scope.pop().await {
             return Err(GpuError::Validation(e.to_string()));

@@ -57,7 +57,7 @@ pub mod model;
 mod signal;
 mod weights;
 
-pub use context::{AdapterSummary, DecodeKernels, GpuContext};
+pub use context::{AdapterSummary, GpuContext, KernelSet};
 pub use decode::greedy_decode;
 pub use error::{GpuError, Result};
 pub use model::{GpuModel, StepOutput};

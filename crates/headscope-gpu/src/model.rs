@@ -15,8 +15,8 @@
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{
-    scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, Kernels, MatOp, NormOp, RopeOp, RunUniform, PREFILL_ATTENTION_ROWS,
-    VALUES_CHUNK, WORKGROUP,
+    scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, KernelSet, Kernels, MatOp, NormOp, RopeOp, RunUniform,
+    PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, TILED_GROUPS, TILED_ROWS, VALUES_CHUNK, WORKGROUP,
 };
 use crate::signal::signal;
 use crate::weights::{check_supported, interleaved, pad4, reorder_bias, straight, transpose_columns, Checkpoint, HostTensor};
@@ -30,9 +30,14 @@ const GEMV_GROUPS: usize = 16;
 /// Column groups per `gemm` workgroup, and rows.
 const GEMM_GROUPS: usize = 64;
 const GEMM_ROWS: u32 = 8;
-/// Prompt tokens per prefill submission: enough rows to fill the matmul tiles, few enough that one
-/// submission stays short (a browser may reset a GPU whose work runs for seconds).
+/// Prompt tokens per prefill submission with the serial kernels: enough rows to fill the matmul tiles,
+/// few enough that one submission stays short on a CPU implementation (a browser may reset a GPU whose
+/// work runs for seconds).
 const PREFILL_CHUNK: usize = 256;
+/// The same with the parallel kernels (a real GPU): enough rows that the tiles of a small model's
+/// matmuls and attention fill the GPU (2048 rows of a 576-wide model are 160-768 workgroups), halved
+/// while a buffer would pass the device's limits.
+const PREFILL_CHUNK_PARALLEL: usize = 2048;
 /// Attention-row slots allocated before any probe asks for more.
 const INITIAL_ROW_SLOTS: usize = 4;
 /// `control` value of a head with no attention-row slot.
@@ -113,7 +118,7 @@ struct LayerGroups {
 /// Buffers and bind groups of a run, sized for `capacity` positions.
 struct RunState {
     capacity: usize,
-    /// Prefill rows per submission ([`PREFILL_CHUNK`]).
+    /// Prefill rows per submission ([`PREFILL_CHUNK`], [`PREFILL_CHUNK_PARALLEL`]).
     chunk: usize,
     /// Attention rows the probe buffer can hold per step.
     row_slots: usize,
@@ -201,7 +206,7 @@ impl GpuModel {
         check_supported(spec)?;
         let checkpoint = Checkpoint::parse(safetensors_files)?;
         let device = &ctx.device;
-        let kernels = Kernels::build(device, spec.head_dim, ctx.decode_kernels()).await?;
+        let kernels = Kernels::build(device, spec.head_dim, ctx.kernel_set()).await?;
         let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let weights = Self::upload(ctx, spec, &checkpoint);
@@ -506,7 +511,18 @@ impl GpuModel {
         let cap = capacity as u64;
         let parallel = self.kernels.attention_values_sum.is_some();
         let scratch_bytes = (scratch_floats(spec.heads, spec.head_dim, capacity, parallel) * 4) as u64;
-        let chunk = PREFILL_CHUNK;
+        let fits = |rows: u64| {
+            [rows * (qw + 2 * kvw) * 4, rows * inter * 4]
+                .iter()
+                .all(|&b| b <= limits.max_storage_buffer_binding_size.min(limits.max_buffer_size))
+        };
+        let mut chunk = if self.kernels.set == KernelSet::Parallel { PREFILL_CHUNK_PARALLEL } else { PREFILL_CHUNK };
+        while chunk > PREFILL_CHUNK && !fits(chunk as u64) {
+            chunk /= 2;
+        }
+        if let Some(cap) = self.ctx.prefill_chunk_cap() {
+            chunk = chunk.min(cap);
+        }
         let rows = chunk as u64;
         let sizes = [
             ("the key/value cache of one layer", cap * kvw * 4),
@@ -636,6 +652,10 @@ impl GpuModel {
                 pass.set_pipeline(&k.gemv);
                 pass.set_bind_group(0, g, &[]);
                 pass.dispatch_workgroups(n4.div_ceil(GEMV_GROUPS) as u32, 1, 1);
+            } else if k.set == KernelSet::Parallel {
+                pass.set_pipeline(&k.gemm.pipeline);
+                pass.set_bind_group(0, g, &[]);
+                pass.dispatch_workgroups(n4.div_ceil(TILED_GROUPS) as u32, (rows as usize).div_ceil(TILED_ROWS) as u32, 1);
             } else {
                 pass.set_pipeline(&k.gemm.pipeline);
                 pass.set_bind_group(0, g, &[]);
@@ -665,7 +685,11 @@ impl GpuModel {
             if rows > 1 {
                 pass.set_pipeline(&k.attention_prefill.pipeline);
                 pass.set_bind_group(0, &g.attention_prefill, &[]);
-                pass.dispatch_workgroups(groups((rows as usize).div_ceil(PREFILL_ATTENTION_ROWS)), heads, 1);
+                let workgroups = match k.set {
+                    KernelSet::Serial => groups((rows as usize).div_ceil(PREFILL_ATTENTION_ROWS)),
+                    KernelSet::Parallel => (rows as usize).div_ceil(PREFILL_WG_ROWS) as u32,
+                };
+                pass.dispatch_workgroups(workgroups, heads, 1);
             } else {
                 // Keys this step's query sees in this layer (its window may cut the context).
                 let visible = spec.sliding_windows.get(l).copied().flatten().map_or(pos + 1, |w| w.min(pos + 1));

@@ -16,7 +16,7 @@ use headscope_core::rng::SplitMix64;
 use headscope_core::tokenize::TextTokenizer;
 use headscope_core::HeadId;
 use headscope_engine::Engine;
-use headscope_gpu::{greedy_decode, DecodeKernels, GpuContext, GpuError, GpuModel, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};
+use headscope_gpu::{greedy_decode, GpuContext, GpuError, GpuModel, HeadMask, KernelSet, MaskMode, MaskScope, ModelSpec, Probe};
 use headscope_model::loader::weight_files;
 use headscope_model::testkit::{TinyArch, TinyModel};
 use headscope_model::{DType, LoadOptions, LoadedModel};
@@ -51,20 +51,20 @@ fn gpu() -> Option<&'static GpuContext> {
     .as_ref()
 }
 
-/// The shared GPU with the other decode kernels than it chose (parallel on lavapipe, serial on a real
+/// The shared GPU with the other kernel set than it chose (parallel on lavapipe, serial on a real
 /// GPU), so that both kinds are held to candle on any adapter.
 fn gpu_other_kernels() -> Option<&'static GpuContext> {
     static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
     CTX.get_or_init(|| {
         gpu().map(|c| {
-            let other = if c.decode_kernels() == DecodeKernels::Serial { DecodeKernels::Parallel } else { DecodeKernels::Serial };
-            c.clone().with_decode_kernels(other)
+            let other = if c.kernel_set() == KernelSet::Serial { KernelSet::Parallel } else { KernelSet::Serial };
+            c.clone().with_kernel_set(other)
         })
     })
     .as_ref()
 }
 
-/// Both decode-kernel choices of the shared GPU (none without an adapter).
+/// Both kernel sets of the shared GPU (none without an adapter).
 fn contexts() -> Vec<&'static GpuContext> {
     gpu().into_iter().chain(gpu_other_kernels()).collect()
 }
@@ -201,7 +201,7 @@ fn tiny_llama_gqa_matches_candle_with_and_without_masks() {
         let masked = vec![HeadId::new(0, 1), HeadId::new(1, 2), HeadId::new(1, 3)];
         for (what, mask) in masks(masked) {
             let a = compare(&mut pair, &prompt, 12, mask, &rows, 320);
-            a.assert_close(&format!("tiny llama, {what}, {:?} decode kernels", ctx.decode_kernels()));
+            a.assert_close(&format!("tiny llama, {what}, {:?} kernels", ctx.kernel_set()));
         }
     }
 }
@@ -266,7 +266,7 @@ fn mistral_sliding_window_matches_candle() {
         let rows = all_heads(pair.gpu.spec());
         for (what, mask) in masks(vec![HeadId::new(0, 3), HeadId::new(1, 0)]) {
             let a = compare(&mut pair, &prompt, 10, mask, &rows, 128);
-            a.assert_close(&format!("tiny mistral window 24, {what}, {:?} decode kernels", ctx.decode_kernels()));
+            a.assert_close(&format!("tiny mistral window 24, {what}, {:?} kernels", ctx.kernel_set()));
         }
     }
 }
@@ -341,12 +341,13 @@ fn long_prompts_on(ctx: &GpuContext) {
     }
     a.assert_close("300-token prompt, head_dim 64, grown cache");
 
-    // A small capacity forces prefill chunks shorter than the prompt: the result must not change.
+    // Chunks of 200 rows (not a multiple of any kernel's tile) cut the prompt in four: the result must
+    // not change.
     let (dir2, t2) = tiny(TinyModel { seed: 12, ..TinyModel::new(TinyArch::Llama) });
-    let mut pair2 = load_pair(ctx, dir2.path());
+    let mut pair2 = load_pair(&ctx.clone().with_prefill_chunk(200), dir2.path());
     let prompt2 = random_ids(700, t2.vocab, 7);
     let a2 = compare(&mut pair2, &prompt2, 4, None, &[HeadId::new(1, 1)], 710);
-    assert!(pair2.gpu.prefill_chunk() < 700, "the prompt spans several chunks ({} rows each)", pair2.gpu.prefill_chunk());
+    assert_eq!(pair2.gpu.prefill_chunk(), 200, "the prompt spans four chunks");
     a2.assert_close("700-token prompt in chunks");
 }
 
@@ -500,8 +501,8 @@ fn lab_model_on(ctx: &GpuContext) {
         overall.argmax_total += a.argmax_total;
     }
     say(&format!(
-        "lab model overall argmax agreement ({:?} decode kernels): {}/{} ({:.3}%)",
-        ctx.decode_kernels(),
+        "lab model overall argmax agreement ({:?} kernels): {}/{} ({:.3}%)",
+        ctx.kernel_set(),
         overall.argmax_agree,
         overall.argmax_total,
         100.0 * overall.share()

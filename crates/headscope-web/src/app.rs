@@ -330,8 +330,9 @@ pub(crate) struct App {
     pub head_cursor: Option<HeadId>,
     /// The run shown beside the shown run (an index into `runs`).
     pub compare_run: Option<usize>,
-    /// WebGPU's decode kernels as the address asks (`?decode=serial|parallel`), else the adapter's choice.
-    pub decode_kernels: Option<String>,
+    /// WebGPU's kernel set as the address asks (`?kernels=serial|parallel`; `?decode=` is its older
+    /// name), else the adapter's choice.
+    pub kernel_set: Option<String>,
     /// The head score the heatmaps show for a sweep.
     pub score_kind: ScoreKind,
     /// The data-free scores of the loaded model, once computed.
@@ -414,7 +415,7 @@ fn boot() -> Res<()> {
         lesson: None,
         head_cursor: None,
         compare_run: None,
-        decode_kernels: params.get("decode"),
+        kernel_set: params.get("kernels").or_else(|| params.get("decode")),
         score_kind: ScoreKind::Eq1,
         data_free: None,
         cot: None,
@@ -1241,10 +1242,7 @@ impl App {
         if matches!(self.busy, Busy::Sweep | Busy::Test) {
             self.send(&Request::Cancel, &[]);
         }
-        self.send(
-            &Request::LoadModel { source: source.clone(), backend: self.backend, decode_kernels: self.decode_kernels.clone() },
-            &buffers,
-        );
+        self.send(&Request::LoadModel { source: source.clone(), backend: self.backend, kernel_set: self.kernel_set.clone() }, &buffers);
         self.source = source;
         self.source_buffers = buffers;
         self.busy = Busy::Loading;

@@ -109,10 +109,10 @@ pub enum Request {
         source: ModelSource,
         /// Which backend.
         backend: BackendChoice,
-        /// WebGPU's decode-step attention kernels, `serial` or `parallel` (the page's `?decode=`);
-        /// none: the adapter decides (serial on a software adapter, parallel on a GPU).
+        /// WebGPU's kernel set, `serial` or `parallel` (the page's `?kernels=`); none: the adapter
+        /// decides (serial on a software adapter, parallel on a GPU).
         #[serde(default)]
-        decode_kernels: Option<String>,
+        kernel_set: Option<String>,
     },
     /// Run a NIAH sweep: every needle x length x depth, reporting each test as it ends.
     Sweep {

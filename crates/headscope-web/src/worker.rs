@@ -110,8 +110,8 @@ fn on_message(state: &Rc<State>, e: web_sys::MessageEvent) {
 
 async fn handle(state: &Rc<State>, request: Request, buffers: Vec<js_sys::ArrayBuffer>) {
     match request {
-        Request::LoadModel { source, backend, decode_kernels } => {
-            if let Err(e) = load(state, source, backend, decode_kernels.as_deref(), buffers).await {
+        Request::LoadModel { source, backend, kernel_set } => {
+            if let Err(e) = load(state, source, backend, kernel_set.as_deref(), buffers).await {
                 post_error(ErrorContext::Loading, e);
             }
         }
@@ -242,7 +242,7 @@ async fn load(
     state: &Rc<State>,
     source: ModelSource,
     backend: BackendChoice,
-    decode_kernels: Option<&str>,
+    kernel_set: Option<&str>,
     buffers: Vec<js_sys::ArrayBuffer>,
 ) -> Result<(), LabError> {
     let started = crate::clock::now();
@@ -265,13 +265,13 @@ async fn load(
     post(&Event::Status(Status::Loading { name: files.name.clone(), megabytes: weight_bytes(&files) >> 20 }));
     let model = match backend {
         BackendChoice::Cpu => LabModel::load_cpu(&files)?,
-        BackendChoice::Gpu => load_gpu(state, &files, decode_kernels).await?,
+        BackendChoice::Gpu => load_gpu(state, &files, kernel_set).await?,
         BackendChoice::Auto => {
             // A software adapter (SwiftShader, a browser's fallback) emulates the GPU on the CPU, where
             // candle's CPU path is faster: auto takes WebGPU only on real hardware.
             let gpu = match gpu_context(state).await {
                 Ok(ctx) if ctx.adapter().is_software() => Err(Fallback::Software { adapter: ctx.adapter().name.clone() }),
-                Ok(_) => load_gpu(state, &files, decode_kernels).await.map_err(|e| Fallback::Unavailable { error: e.to_string() }),
+                Ok(_) => load_gpu(state, &files, kernel_set).await.map_err(|e| Fallback::Unavailable { error: e.to_string() }),
                 Err(e) => Err(Fallback::Unavailable { error: e.to_string() }),
             };
             match gpu {
@@ -311,14 +311,14 @@ async fn gpu_context(state: &Rc<State>) -> Result<Rc<headscope_gpu::GpuContext>,
     }
 }
 
-/// Loads `files` on WebGPU, with the decode kernels asked for (else the adapter's choice).
-async fn load_gpu(state: &Rc<State>, files: &ModelFiles, decode_kernels: Option<&str>) -> Result<LabModel, LabError> {
+/// Loads `files` on WebGPU, with the kernel set asked for (else the adapter's choice).
+async fn load_gpu(state: &Rc<State>, files: &ModelFiles, kernel_set: Option<&str>) -> Result<LabModel, LabError> {
     let ctx = gpu_context(state).await?;
-    let ctx = match decode_kernels {
+    let ctx = match kernel_set {
         None => ctx,
-        Some("serial") => Rc::new((*ctx).clone().with_decode_kernels(headscope_gpu::DecodeKernels::Serial)),
-        Some("parallel") => Rc::new((*ctx).clone().with_decode_kernels(headscope_gpu::DecodeKernels::Parallel)),
-        Some(other) => return Err(LabError::Invalid(format!("decode kernels `{other}`: expected serial or parallel"))),
+        Some("serial") => Rc::new((*ctx).clone().with_kernel_set(headscope_gpu::KernelSet::Serial)),
+        Some("parallel") => Rc::new((*ctx).clone().with_kernel_set(headscope_gpu::KernelSet::Parallel)),
+        Some(other) => return Err(LabError::Invalid(format!("kernel set `{other}`: expected serial or parallel"))),
     };
     LabModel::load_gpu(&ctx, files).await
 }

@@ -90,6 +90,37 @@ fn gemv(@builtin(global_invocation_id) gid: vec3<u32>) {
     finish(0u, c4, a + b);
 }
 
+// One row on a real GPU (`KernelSet::Parallel`): `gemv` gives a 576-wide model's q/k/v product 240
+// invocations, each walking all 576 inputs, too few to hide memory latency. Here a workgroup of 16 x 16
+// takes 16 column groups (as `gemv`'s does) and splits the inputs 16 ways: invocation (c, s) sums inputs
+// s, s + 16, ... of column group c, and row 0 adds the 16 partial sums from workgroup memory.
+var<workgroup> gemv_partial: array<vec4<f32>, 256>;
+
+@compute @workgroup_size(16, 16)
+fn gemv_split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n4 = op.n4;
+    let c4 = wid.x * 16u + lid.x;
+    // Out-of-range column groups read the last valid one and store nothing (every invocation must
+    // reach the barrier).
+    let cc = min(c4, n4 - 1u);
+    let k4 = op.k / 4u;
+    var a = vec4<f32>(0.0);
+    for (var kk = lid.y; kk < k4; kk += 16u) {
+        let wa = kk * 4u * n4 + cc;
+        let xa = x[kk];
+        a += xa.x * w[wa] + xa.y * w[wa + n4] + xa.z * w[wa + 2u * n4] + xa.w * w[wa + 3u * n4];
+    }
+    gemv_partial[lid.y * 16u + lid.x] = a;
+    workgroupBarrier();
+    if (lid.y == 0u && c4 < n4) {
+        var sum = vec4<f32>(0.0);
+        for (var s = 0u; s < 16u; s++) {
+            sum += gemv_partial[s * 16u + lid.x];
+        }
+        finish(0u, c4, sum);
+    }
+}
+
 // Several rows (prefill): invocation = 8 rows x column groups `ca` and `ca + 32`; a workgroup covers
 // 8 rows x 64 column groups (256 outputs per row). 8 x 2 measured best on SwiftShader and lavapipe:
 // fewer loads per multiply-add than smaller tiles, without the register spills of larger ones.
@@ -212,6 +243,89 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         finish(m0 + 7u, ca, a7);
         if (cb < n4) {
             finish(m0 + 7u, cb, b7);
+        }
+    }
+}
+
+// Several rows on a real GPU (`KernelSet::Parallel`): a workgroup of 16 x 16 invocations computes a tile
+// of 64 rows x 32 column groups (128 outputs per row), staging 16 inputs of the tile's rows and weights
+// in workgroup memory at a time, so that each value fetched from memory serves 32 (a weight) or 128
+// (an input) multiply-adds instead of 8 and 2 in `gemm`. Invocation (tx, ty) keeps rows 4ty..4ty+3 x
+// column groups tx and tx + 16 in registers: per staged input one vec4 of `tile_x` (its four rows, stored
+// transposed) and two of `tile_w` feed 32 multiply-adds. Every invocation reaches every barrier:
+// out-of-range rows and columns load zeros and store nothing.
+const TILE_ROWS: u32 = 64u;
+const TILE_GROUPS: u32 = 32u;
+const TILE_K: u32 = 16u;
+// tile_x[k * 16 + r4] = inputs k of rows 4 r4 .. 4 r4 + 3; tile_w[k * 32 + c] = column group c of input k.
+var<workgroup> tile_x: array<vec4<f32>, 256>;
+var<workgroup> tile_w: array<vec4<f32>, 512>;
+
+@compute @workgroup_size(16, 16)
+fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n4 = op.n4;
+    let k4 = op.k / 4u;
+    let rows = run.rows;
+    let m0 = wid.y * TILE_ROWS;
+    let c0 = wid.x * TILE_GROUPS;
+    let t = lid.y * 16u + lid.x;
+    // What this invocation stages: one vec4 of inputs (row m0 + t / 4, inputs 4 (t % 4) .. + 3 of the
+    // step) and two weight vec4s (inputs t / 32 and t / 32 + 8 of the step, column group c0 + t % 32).
+    let load_row = m0 + t / 4u;
+    let load_q = t % 4u;
+    let load_c = c0 + t % 32u;
+    let load_k = t / 32u;
+    var acc: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    for (var k0 = 0u; k0 < op.k; k0 += TILE_K) {
+        let kq = k0 / 4u + load_q;
+        var xv = vec4<f32>(0.0);
+        if (load_row < rows && kq < k4) {
+            xv = x[load_row * k4 + kq];
+        }
+        let r4 = (t / 4u) / 4u;
+        let lane = (t / 4u) % 4u;
+        tile_x[(load_q * 4u + 0u) * 16u + r4][lane] = xv.x;
+        tile_x[(load_q * 4u + 1u) * 16u + r4][lane] = xv.y;
+        tile_x[(load_q * 4u + 2u) * 16u + r4][lane] = xv.z;
+        tile_x[(load_q * 4u + 3u) * 16u + r4][lane] = xv.w;
+        for (var s = 0u; s < 2u; s++) {
+            let kk = load_k + s * 8u;
+            var wv = vec4<f32>(0.0);
+            if (k0 + kk < op.k && load_c < n4) {
+                wv = w[(k0 + kk) * n4 + load_c];
+            }
+            tile_w[kk * TILE_GROUPS + t % 32u] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let xs = tile_x[kk * 16u + lid.y];
+            let wa = tile_w[kk * TILE_GROUPS + lid.x];
+            let wb = tile_w[kk * TILE_GROUPS + lid.x + 16u];
+            acc[0] += xs.x * wa;
+            acc[1] += xs.y * wa;
+            acc[2] += xs.z * wa;
+            acc[3] += xs.w * wa;
+            acc[4] += xs.x * wb;
+            acc[5] += xs.y * wb;
+            acc[6] += xs.z * wb;
+            acc[7] += xs.w * wb;
+        }
+        workgroupBarrier();
+    }
+    let ca = c0 + lid.x;
+    let cb = ca + 16u;
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + lid.y * 4u + i;
+        if (m < rows) {
+            if (ca < n4) {
+                finish(m, ca, acc[i]);
+            }
+            if (cb < n4) {
+                finish(m, cb, acc[4u + i]);
+            }
         }
     }
 }
