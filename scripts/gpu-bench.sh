@@ -20,6 +20,12 @@
 #                                          answers masking changed (checkpoints are deleted after each model)
 #   scripts/gpu-bench.sh kv MODEL [LENGTHS] decode step and KV memory with the whole KV cache and with a
 #                                          quarter of the KV heads whole (issue 20; 16384,65536)
+#   scripts/gpu-bench.sh wgsl [MODEL...]  the page's WGSL forward natively through Vulkan with both kernel
+#                                          sets, beside the CUDA path, on the lab model and MODEL
+#                                          (smollm-135m qwen2.5-0.5b) at $WGSL_LENGTHS (1000 4000) (issue 25);
+#                                          carry .carry/wgpu-bench.xz (headscope-gpu's bench example,
+#                                          stripped) and .gl/ (the Vulkan loader as Debian packages: README
+#                                          of the device tool, "Headless rendering")
 #   scripts/gpu-bench.sh report           results.md over every model folder in $OUT
 #
 # Build the binary first, on the Rust machine (see README, "Full-size checkpoints on CUDA"):
@@ -123,6 +129,26 @@ EOF
       name=${policy%%:*}
       "$bin" bench --model "$ckpt/$m" --device "$device" --lengths "${3:-16384,65536}" --steps "${STEPS:-20}" \
         --kv-cache "$policy" --kv-window "${KV_WINDOW:-256}" --json "$d/$name.json" 2>&1 | tee "$d/$name.log"
+    done
+    ;;
+  wgsl)
+    shift
+    [ $# -gt 0 ] || set -- smollm-135m qwen2.5-0.5b
+    wb=/root/wgpu-bench
+    $py -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' .carry/wgpu-bench.xz "$wb"
+    chmod +x "$wb"
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+    icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+    for m in lab "$@"; do
+      dir=${LAB_DIR:-public/models/lab}
+      if [ "$m" != lab ]; then checkpoint "$m"; dir=$ckpt/$m; fi
+      for n in ${WGSL_LENGTHS:-1000 4000}; do
+        echo "-- $m at $n"
+        BENCH_CPU=0 "$wb" "$dir" "$n" 16 2>&1 | grep -E "adapter|gpu \(|rror" | sed 's/^/   /' || true
+        "$bin" bench --model "$dir" --device "$device" --lengths "$n" --steps 16 2>&1 | grep -E "^\| [0-9]" | head -1 | sed 's/^/   cuda: /' || true
+      done
     done
     ;;
   agree)

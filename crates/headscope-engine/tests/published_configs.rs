@@ -26,6 +26,8 @@ fn parameter_counts_equal_those_of_the_models_transformers_builds() {
         ("gemma-3-1b", 999_885_952),
         ("gemma-3-4b", 3_880_263_168),
         ("jamba-v0.1", 51_570_323_328),
+        ("smollm-135m", 134_515_008),
+        ("qwen2.5-0.5b", 494_032_768),
     ];
     for (name, count) in counted_by_transformers {
         assert_eq!(spec(name).parameter_count(), count, "{name}");
