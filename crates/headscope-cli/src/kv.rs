@@ -3,12 +3,17 @@
 //! the last W positions), with as many randomly chosen KV heads kept whole instead (several seeds),
 //! with every KV head windowed, and once with the whole cache; each run is an ordinary `niah` run in
 //! its own folder (resumable). Pass rate against KV memory goes to kv.png, kv.json and kv.csv.
+//!
+//! A windowed head still sees a needle that lies in the sink or in the last W positions, so the pass
+//! rate over the whole grid mixes tests a window cannot lose with those it can. Each windowed point
+//! therefore also reports the tests whose needle lies wholly beyond its window (after the sink, ending
+//! at least W positions before the prompt's end), and the whole cache's pass rate on those same tests.
 
 use crate::sweep::{self, open_model, read_scores_for};
 use crate::SweepArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use headscope_core::files::write_atomic;
+use headscope_core::files::{write_atomic, TestRecord};
 use headscope_core::{masking, RETRIEVAL_THRESHOLD};
 use headscope_engine::KvPlan;
 use headscope_model::{MaskMode, MaskScope};
@@ -122,40 +127,64 @@ pub fn kv(a: &KvArgs) -> Result<()> {
     // Memory at the longest prompt of the grid, as a share of the whole cache.
     let longest = runs_longest(&runs[0].dir)?;
     let full_bytes = crate::bench::kv_bytes_per_token(&spec, 2) * longest as u64;
+    let full_records = records(&runs[0].dir)?;
     let mut points = Vec::new();
     for run in &runs {
         let rate = pass_rate(&run.dir)?;
         let whole = run.plan.as_ref().map_or(total, KvPlan::full_heads);
         let bytes = run.plan.as_ref().map_or(full_bytes, |p| p.cache_bytes(&spec, longest, 2));
-        points.push(serde_json::json!({
+        let mut point = serde_json::json!({
             "family": run.family, "policy": run.policy, "window": run.window, "top": run.top, "whole_kv_heads": whole,
             "pass_rate": rate, "kv_share": bytes as f64 / full_bytes as f64, "kv_bytes_bf16": bytes, "dir": run.dir.display().to_string(),
-        }));
+        });
+        if run.plan.is_some() {
+            let beyond = |r: &TestRecord| beyond_window(r, a.sweep.kv.kv_sink, run.window);
+            let here = records(&run.dir)?;
+            let (tests, rate) = beyond_rate(&here, &beyond, a.pass);
+            let (_, full_rate) = beyond_rate(&full_records, &beyond, a.pass);
+            point["beyond_window"] = serde_json::json!({ "tests": tests, "pass_rate": rate, "full_cache_pass_rate": full_rate });
+        }
+        points.push(point);
     }
     let summary = serde_json::json!({
         "model": md.dir.display().to_string(), "scores": a.scores.display().to_string(), "tops": tops,
         "whole_kv_heads": whole_of, "kv_heads": total, "sink": a.sweep.kv.kv_sink, "longest_prompt": longest, "points": points,
     });
     write_atomic(&a.sweep.out.join("kv.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    let mut csv = String::from("family,policy,window,top,whole_kv_heads,pass_rate,kv_share\n");
+    let mut csv = String::from(
+        "family,policy,window,top,whole_kv_heads,pass_rate,kv_share,beyond_window_tests,beyond_window_pass_rate,beyond_window_full_cache_pass_rate\n",
+    );
     for p in &points {
         let text = |k: &str| p[k].as_str().unwrap_or("").to_string();
+        // Empty where the point has no window (the whole cache) or no test lies beyond it.
+        let beyond = |k: &str| if p["beyond_window"][k].is_null() { String::new() } else { p["beyond_window"][k].to_string() };
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{}\n",
             text("family"),
             text("policy"),
             p["window"],
             p["top"],
             p["whole_kv_heads"],
             p["pass_rate"],
-            p["kv_share"]
+            p["kv_share"],
+            beyond("tests"),
+            beyond("pass_rate"),
+            beyond("full_cache_pass_rate")
         ));
     }
     write_atomic(&a.sweep.out.join("kv.csv"), csv.as_bytes())?;
     draw(&a.sweep.out.join("kv.png"), &points, total)?;
     for p in &points {
+        let b = &p["beyond_window"];
+        let beyond = match (b["tests"].as_u64(), b["pass_rate"].as_f64(), b["full_cache_pass_rate"].as_f64()) {
+            (Some(n), Some(r), Some(f)) if n > 0 => {
+                format!("; needle beyond the window: {:>5.1}% of {n} tests (whole cache {:.1}%)", 100.0 * r, 100.0 * f)
+            }
+            (Some(0), ..) => "; no needle beyond the window".to_string(),
+            _ => String::new(),
+        };
         println!(
-            "{:<9} window {:>4}, {:>3} of {total} KV heads whole: pass rate {:>5.1}% with {:>5.1}% of the KV memory",
+            "{:<9} window {:>4}, {:>3} of {total} KV heads whole: pass rate {:>5.1}% with {:>5.1}% of the KV memory{beyond}",
             p["family"].as_str().unwrap_or(""),
             p["window"],
             p["whole_kv_heads"],
@@ -173,6 +202,25 @@ fn pass_rate(dir: &Path) -> Result<f64> {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)?;
     v["pass_rate"].as_f64().with_context(|| format!("{}: no pass_rate", path.display()))
+}
+
+/// A run's test records.
+fn records(dir: &Path) -> Result<Vec<TestRecord>> {
+    Ok(headscope_core::files::TestLog::open(&dir.join("tests.jsonl"))?.records().to_vec())
+}
+
+/// Whether a test's needle lies wholly where a windowed KV head cannot see it when the answer starts:
+/// after the `sink` leading positions and before the prompt's last `window` positions.
+fn beyond_window(r: &TestRecord, sink: usize, window: usize) -> bool {
+    let [start, end] = r.needle_tokens;
+    start >= sink && end + window <= r.prompt_tokens
+}
+
+/// How many of `records` `chosen` picks, and the share of those that pass (None where it picks none).
+fn beyond_rate(records: &[TestRecord], chosen: &dyn Fn(&TestRecord) -> bool, pass: f64) -> (usize, Option<f64>) {
+    let picked: Vec<&TestRecord> = records.iter().filter(|r| chosen(r)).collect();
+    let passed = picked.iter().filter(|r| r.recall >= pass).count();
+    (picked.len(), (!picked.is_empty()).then(|| passed as f64 / picked.len() as f64))
 }
 
 /// The longest prompt plus answer budget of a run's tests (its records' prompt lengths).

@@ -63,6 +63,31 @@ fn kv_runs_every_plan_family_and_charts_pass_rate_against_memory() {
         assert!(win[0] < r[0] && r[0] < 1.0, "window {w}: {win:?} < {r:?} < 1");
     }
     assert!(share("window", 16)[0] < share("window", 40)[0]);
+    // Each windowed point counts the tests whose needle lies beyond its window (after the sink of 4,
+    // ending at least W positions before the prompt's end) and the whole cache's rate on those tests.
+    let full_tests: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("full/tests.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for w in [16u64, 40] {
+        let beyond: Vec<&serde_json::Value> = full_tests
+            .iter()
+            .filter(|t| {
+                t["needle_tokens"][0].as_u64().unwrap() >= 4
+                    && t["needle_tokens"][1].as_u64().unwrap() + w <= t["prompt_tokens"].as_u64().unwrap()
+            })
+            .collect();
+        assert!(!beyond.is_empty(), "window {w}: the needle at depth 0 lies beyond it");
+        let full_rate = beyond.iter().filter(|t| t["recall"].as_f64().unwrap() >= 0.5).count() as f64 / beyond.len() as f64;
+        for p in points.iter().filter(|p| p["window"] == w) {
+            let b = &p["beyond_window"];
+            assert_eq!(b["tests"].as_u64(), Some(beyond.len() as u64), "{p}");
+            assert_eq!(b["full_cache_pass_rate"].as_f64(), Some(full_rate), "{p}");
+            assert!((0.0..=1.0).contains(&b["pass_rate"].as_f64().unwrap()), "{p}");
+        }
+    }
+    assert!(points.iter().find(|p| p["family"] == "full").unwrap()["beyond_window"].is_null());
+    let csv = std::fs::read_to_string(out.join("kv.csv")).unwrap();
+    assert!(csv.starts_with("family,policy,window,top,whole_kv_heads,pass_rate,kv_share,beyond_window_tests,"), "{csv}");
+    assert!(stdout.contains("needle beyond the window"), "{stdout}");
     // Each run is an ordinary niah run that recorded its policy.
     let info: RunInfo = serde_json::from_value(json(&out.join("retrieval-w16/run.json"))).unwrap();
     let policy = info.kv_cache.unwrap();
