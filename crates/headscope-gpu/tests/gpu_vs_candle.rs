@@ -235,24 +235,27 @@ fn masks_change_the_gpu_output_as_on_candle() {
 
 #[test]
 fn qwen2_biases_and_tied_embeddings_match_candle() {
-    let Some(ctx) = gpu() else { return };
-    let (dir, t) = tiny(TinyModel { seed: 6, ..TinyModel::new(TinyArch::Qwen2) });
-    let mut pair = load_pair(ctx, dir.path());
-    let prompt = random_ids(50, t.vocab, 3);
-    let a = compare(&mut pair, &prompt, 8, None, &[HeadId::new(0, 0)], 128);
-    a.assert_close("tiny qwen2");
+    // Both kernel sets: the biases go through each set's matmul epilogue.
+    for ctx in contexts() {
+        let (dir, t) = tiny(TinyModel { seed: 6, ..TinyModel::new(TinyArch::Qwen2) });
+        let mut pair = load_pair(ctx, dir.path());
+        let prompt = random_ids(50, t.vocab, 3);
+        let a = compare(&mut pair, &prompt, 8, None, &[HeadId::new(0, 0)], 128);
+        a.assert_close(&format!("tiny qwen2, {:?} kernels", ctx.kernel_set()));
+    }
 }
 
 #[test]
 fn qwen3_query_and_key_norms_match_candle() {
-    let Some(ctx) = gpu() else { return };
-    let (dir, t) = tiny(TinyModel { seed: 8, ..TinyModel::new(TinyArch::Qwen3) });
-    let mut pair = load_pair(ctx, dir.path());
-    let prompt = random_ids(60, t.vocab, 5);
-    let rows = all_heads(pair.gpu.spec());
-    for (what, mask) in masks(vec![HeadId::new(1, 2)]) {
-        let a = compare(&mut pair, &prompt, 8, mask, &rows, 128);
-        a.assert_close(&format!("tiny qwen3, {what}"));
+    for ctx in contexts() {
+        let (dir, t) = tiny(TinyModel { seed: 8, ..TinyModel::new(TinyArch::Qwen3) });
+        let mut pair = load_pair(ctx, dir.path());
+        let prompt = random_ids(60, t.vocab, 5);
+        let rows = all_heads(pair.gpu.spec());
+        for (what, mask) in masks(vec![HeadId::new(1, 2)]) {
+            let a = compare(&mut pair, &prompt, 8, mask, &rows, 128);
+            a.assert_close(&format!("tiny qwen3, {what}, {:?} kernels", ctx.kernel_set()));
+        }
     }
 }
 
