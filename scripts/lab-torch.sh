@@ -7,6 +7,8 @@
 # STAGES: name:recipe[:init], init being an earlier stage's name or a model folder (with a '/');
 # the stages train in one process; a stage whose loss log reached its recipe's last step is skipped,
 # one stopped by the time limit resumes (while the machine stays warm: its state is under /root).
+# ROPE_THETA=B trains every stage with RoPE base B in place of its recipe's (docs/lab-v4/README.md, "The
+# RoPE base": the chain from scratch at 10000000).
 # DET=1 first trains 60 steps of next stage 1 twice with deterministic kernels and prints both
 # weights' md5 (they must agree). TRAIN_FLAGS go to train_lab.py (e.g. --f32-logits). LONG=1 adds a sixth
 # yardstick at 8192 tokens (hws8192). COT=1 also runs, per evaluated model, `headscope detect` (default
@@ -53,6 +55,13 @@ for s in ${STAGES:-}; do
   IFS=: read -r name recipe init <<< "$s"
   case "$init" in */*) ;; "") ;; *) init=/root/$init ;; esac
   mkdir -p /root/$name
+  if [ -n "${ROPE_THETA:-}" ]; then
+    # The stage's recipe with another RoPE base (the trainer copies it into the model folder as its record).
+    mkdir -p /root/recipes
+    grep -q '^rope_theta = ' "$recipe" || { echo "$recipe has no rope_theta line for ROPE_THETA to replace" >&2; exit 2; }
+    sed "s/^rope_theta = .*/rope_theta = $ROPE_THETA   # ROPE_THETA of scripts\/lab-torch.sh; the recipe says otherwise/" "$recipe" > /root/recipes/$name.toml
+    recipe=/root/recipes/$name.toml
+  fi
   if [ -f .carry/tok/tokenizer.json ] && [ -z "$init" ] && [ ! -f /root/$name/tokenizer.json ]; then cp .carry/tok/tokenizer.json /root/$name/; fi
   stage_args+=(--stage "/root/$name:$recipe:$init") names+=("$name")
 done
