@@ -137,7 +137,8 @@ EOF
     wb=/root/wgpu-bench
     $py -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' .carry/wgpu-bench.xz "$wb"
     chmod +x "$wb"
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    # Machines with a Vulkan loader (this one's lavapipe, for a dry run) need no .gl/.
+    for f in .gl/*.deb; do if [ -e "$f" ]; then dpkg -x "$f" /; fi; done
     ldconfig
     icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
@@ -147,7 +148,7 @@ EOF
       for n in ${WGSL_LENGTHS:-1000 4000}; do
         echo "-- $m at $n"
         BENCH_CPU=0 "$wb" "$dir" "$n" 16 2>&1 | grep -E "adapter|gpu \(|rror" | sed 's/^/   /' || true
-        "$bin" bench --model "$dir" --device "$device" --lengths "$n" --steps 16 2>&1 | grep -E "^\| [0-9]" | head -1 | sed 's/^/   cuda: /' || true
+        "$bin" bench --model "$dir" --device "$device" --lengths "$n" --steps 16 2>&1 | grep -E "^\| [0-9]|rror" | head -1 | sed "s/^/   $device: /" || true
       done
     done
     ;;
