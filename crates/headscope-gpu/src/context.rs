@@ -76,7 +76,7 @@ pub struct GpuContext {
     /// The kernels models loaded here compile.
     kernels: KernelSet,
     /// At most this many prompt tokens per prefill submission, where set (below the kernels' own).
-    prefill_chunk: Option<usize>,
+    pub(crate) prefill_chunk: Option<usize>,
     /// Errors the device reported outside any error scope (wgpu's default handler would panic).
     pub(crate) errors: Arc<Mutex<Vec<String>>>,
 }
@@ -131,11 +131,6 @@ impl GpuContext {
     pub fn with_prefill_chunk(mut self, rows: usize) -> Self {
         self.prefill_chunk = Some(rows.max(1));
         self
-    }
-
-    /// The cap [`GpuContext::with_prefill_chunk`] set.
-    pub(crate) fn prefill_chunk_cap(&self) -> Option<usize> {
-        self.prefill_chunk
     }
 
     /// What the adapter is.

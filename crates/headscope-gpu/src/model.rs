@@ -29,7 +29,7 @@ use wgpu::util::DeviceExt;
 const GEMV_GROUPS: usize = 16;
 /// Column groups per `gemm` workgroup, and rows.
 const GEMM_GROUPS: usize = 64;
-const GEMM_ROWS: u32 = 8;
+const GEMM_ROWS: usize = 8;
 /// Prompt tokens per prefill submission with the serial kernels: enough rows to fill the matmul tiles,
 /// few enough that one submission stays short on a CPU implementation (a browser may reset a GPU whose
 /// work runs for seconds).
@@ -186,9 +186,14 @@ fn or<'a>(bias: &'a Option<wgpu::Buffer>, none: &'a wgpu::Buffer) -> &'a wgpu::B
     bias.as_ref().unwrap_or(none)
 }
 
+/// The largest buffer this device can both create and bind.
+fn binding_limit(limits: &wgpu::Limits) -> u64 {
+    limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
+}
+
 /// Checks that a buffer of `bytes` can be created and bound on this device.
 fn check_size(limits: &wgpu::Limits, what: &str, bytes: u64) -> Result<()> {
-    let max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+    let max = binding_limit(limits);
     if bytes > max {
         return Err(GpuError::Limits(format!(
             "{what} needs {:.1} MiB, more than this device binds in one buffer ({:.1} MiB)",
@@ -511,16 +516,12 @@ impl GpuModel {
         let cap = capacity as u64;
         let parallel = self.kernels.attention_values_sum.is_some();
         let scratch_bytes = (scratch_floats(spec.heads, spec.head_dim, capacity, parallel) * 4) as u64;
-        let fits = |rows: u64| {
-            [rows * (qw + 2 * kvw) * 4, rows * inter * 4]
-                .iter()
-                .all(|&b| b <= limits.max_storage_buffer_binding_size.min(limits.max_buffer_size))
-        };
+        let fits = |rows: u64| [rows * (qw + 2 * kvw) * 4, rows * inter * 4].iter().all(|&b| b <= binding_limit(&limits));
         let mut chunk = if self.kernels.set == KernelSet::Parallel { PREFILL_CHUNK_PARALLEL } else { PREFILL_CHUNK };
         while chunk > PREFILL_CHUNK && !fits(chunk as u64) {
             chunk /= 2;
         }
-        if let Some(cap) = self.ctx.prefill_chunk_cap() {
+        if let Some(cap) = self.ctx.prefill_chunk {
             chunk = chunk.min(cap);
         }
         let rows = chunk as u64;
@@ -648,19 +649,14 @@ impl GpuModel {
         let k = &self.kernels;
         let matmul = |pass: &mut wgpu::ComputePass, g: &wgpu::BindGroup, n: usize| {
             let n4 = n.div_ceil(4);
-            if rows == 1 {
-                pass.set_pipeline(&k.gemv);
-                pass.set_bind_group(0, g, &[]);
-                pass.dispatch_workgroups(n4.div_ceil(GEMV_GROUPS) as u32, 1, 1);
-            } else if k.set == KernelSet::Parallel {
-                pass.set_pipeline(&k.gemm.pipeline);
-                pass.set_bind_group(0, g, &[]);
-                pass.dispatch_workgroups(n4.div_ceil(TILED_GROUPS) as u32, (rows as usize).div_ceil(TILED_ROWS) as u32, 1);
-            } else {
-                pass.set_pipeline(&k.gemm.pipeline);
-                pass.set_bind_group(0, g, &[]);
-                pass.dispatch_workgroups(n4.div_ceil(GEMM_GROUPS) as u32, rows.div_ceil(GEMM_ROWS), 1);
-            }
+            let (pipeline, x, y) = match (rows, k.set) {
+                (1, _) => (&k.gemv, n4.div_ceil(GEMV_GROUPS), 1),
+                (_, KernelSet::Parallel) => (&k.gemm.pipeline, n4.div_ceil(TILED_GROUPS), (rows as usize).div_ceil(TILED_ROWS)),
+                (_, KernelSet::Serial) => (&k.gemm.pipeline, n4.div_ceil(GEMM_GROUPS), (rows as usize).div_ceil(GEMM_ROWS)),
+            };
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, g, &[]);
+            pass.dispatch_workgroups(x as u32, y as u32, 1);
         };
         let groups = |n: usize| n.div_ceil(WORKGROUP as usize) as u32;
         let (qw, kvw) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
