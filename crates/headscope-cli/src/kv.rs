@@ -125,9 +125,9 @@ pub fn kv(a: &KvArgs) -> Result<()> {
     }
 
     // Memory at the longest prompt of the grid, as a share of the whole cache.
-    let longest = runs_longest(&runs[0].dir)?;
-    let full_bytes = crate::bench::kv_bytes_per_token(&spec, 2) * longest as u64;
     let full_records = records(&runs[0].dir)?;
+    let longest = longest_positions(&full_records)?;
+    let full_bytes = crate::bench::kv_bytes_per_token(&spec, 2) * longest as u64;
     let mut points = Vec::new();
     for run in &runs {
         let rate = pass_rate(&run.dir)?;
@@ -224,9 +224,8 @@ fn beyond_rate(records: &[TestRecord], chosen: &dyn Fn(&TestRecord) -> bool, pas
 }
 
 /// The longest prompt plus answer budget of a run's tests (its records' prompt lengths).
-fn runs_longest(dir: &Path) -> Result<usize> {
-    let log = headscope_core::files::TestLog::open(&dir.join("tests.jsonl"))?;
-    log.records().iter().map(|r| r.length + r.generated_ids.len()).max().context("the full-cache run has no records")
+fn longest_positions(records: &[TestRecord]) -> Result<usize> {
+    records.iter().map(|r| r.length + r.generated_ids.len()).max().context("the full-cache run has no records")
 }
 
 /// The random plans of one (window, top-K): their (memory %, pass rate %) points, one per seed.
