@@ -7,7 +7,7 @@
 #                                      back in $OUT, model.safetensors in parts of 15 MB (join them with cat)
 #   scripts/lab-gpu.sh eval DIR        detection, NIAH and masking curves of model DIR into .carry/lab-eval
 #                                      (NEEDLES, LENGTHS and CURVE_LENGTHS change the grids)
-#   scripts/lab-gpu.sh reproduce SECS  the model card's twelve stages, one after another, into $LAB_TRAIN/sN,
+#   scripts/lab-gpu.sh reproduce SECS  lab model v3's twelve stages (docs/lab-v3), one after another, into $LAB_TRAIN/sN,
 #                                      as many whole stages as fit in SECS; FROM_STAGE=N INIT_FROM=DIR goes on
 #                                      from stage N-1's model DIR (what an earlier call packed into $OUT);
 #                                      LAST_STAGE=N stops after stage N
@@ -59,7 +59,8 @@ case "${1:?train or eval}" in
     exit "${status:-0}"
     ;;
   reproduce)
-    # The card's stages and where a command's time limit stopped them when they were first trained.
+    # Lab model v3's stages (docs/lab-v3/MODEL_CARD.md) and where a command's time limit stopped them when
+    # they were first trained. (v4 trains with scripts/lab-torch.sh: public/models/lab/MODEL_CARD.md.)
     declare -A stop_at=([3]=3456 [5]=1500 [6]=1468)
     root=${LAB_TRAIN:-/root/lab-repro}
     budget=${2:-540}
@@ -67,8 +68,8 @@ case "${1:?train or eval}" in
     trained_steps=0 trained_seconds=0
     mkdir -p "$out/repro"
     for i in $(seq "${FROM_STAGE:-1}" "${LAST_STAGE:-12}"); do
-      recipe=public/models/lab/recipe-stage$i.toml
-      [ "$i" = 1 ] && recipe=public/models/lab/recipe.toml
+      recipe=docs/lab-v3/recipe-stage$i.toml
+      [ "$i" = 1 ] && recipe=docs/lab-v3/recipe.toml
       dir=$root/s$i
       [ -f "$dir/done" ] && { prev=$dir; continue; }
       steps=${stop_at[$i]:-$(sed -n 's/^steps = \([0-9]*\).*/\1/p' "$recipe")}

@@ -16,7 +16,7 @@ const { browser, close } = await launch();
 try {
   // A laptop's screen: the page must show inputs, Run and results at once there.
   const { page, log } = await openLab(browser, srv.url, 'cpu', { width: 1366, height: 768 });
-  const s = await runSweep(page, { lengths: '256:1024:4', depths: 5, maxNew: 24, log });
+  const s = await runSweep(page, { lengths: '256:1024:4', depths: 5, maxNew: 32, log });
   const mean = (v) => v.reduce((a, b) => a + b, 0) / Math.max(v.length, 1);
   const best = Object.entries(s.scores).sort((a, b) => mean(b[1]) - mean(a[1]))[0][0];
   // A passing test at the longest length, the needle nearest mid-context, for the head view and the rerun.

@@ -306,16 +306,21 @@ fn bad_report_input_is_refused_before_any_work() {
 
 /// `--scores`: each score's top-K heads are masked in sub-runs of their own, and the causal figure and
 /// the correlation matrix come from those runs and the detection's score files. On the lab model, the
-/// heads eq. 1 finds are those soft finds, and masking them breaks retrieval; induction (which the
-/// lab model lacks) ranks other heads, whose masking does not.
+/// heads eq. 1 finds are those soft finds, and masking three of them breaks retrieval. (In lab model
+/// v4 the retrieval heads are also its induction heads, so induction's top heads break it too; in v3
+/// they were not.)
 #[test]
 fn report_sets_the_scores_side_by_side() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("scores");
+    // Two held-out needles at one length keep the 13 sub-runs short.
+    let needles = tmp.path().join("needles.jsonl");
+    let heldout = std::fs::read_to_string(repo("public/needles/heldout.jsonl")).unwrap();
+    std::fs::write(&needles, heldout.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_headscope"))
         .current_dir(repo(""))
-        .args(["report", "--out", &s(&out), "--no-qa", "--lengths", "256:512:2", "--depths", "3", "--k-max", "3", "--seeds", "1"])
-        .args(["--scores", "soft,induction"])
+        .args(["report", "--out", &s(&out), "--no-qa", "--needles", &s(&needles), "--lengths", "256", "--depths", "2"])
+        .args(["--k-max", "3", "--seeds", "1", "--scores", "soft,induction"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -339,8 +344,8 @@ fn report_sets_the_scores_side_by_side() {
         }
     }
     let rate = |kind: &str, k: usize| fig["top"][kind][k]["pass_rate"].as_f64().unwrap();
+    assert!(rate("eq1", 0) >= 0.75, "the lab model finds these needles unmasked");
     assert!(rate("eq1", 3) < 0.2 && rate("soft", 3) < 0.2, "masking the retrieval heads breaks retrieval");
-    assert!(rate("induction", 3) > 0.7, "induction's heads are not the ones retrieval needs");
     let m = json(&out.join("figures/fig-scores-correlation.json"));
     assert_eq!(m["names"], serde_json::json!(["eq1", "soft", "induction"]));
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();

@@ -466,7 +466,7 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(matches!(err, GpuError::Unsupported(_)) && err.to_string().contains("Mixtral"), "{err}");
 }
 
-/// The bundled lab model (Llama, 6 layers x 8 query heads over 2 KV heads), if this checkout has it.
+/// The bundled lab model (Llama, 8 layers x 12 query heads over 4 KV heads), if this checkout has it.
 fn lab_dir() -> Option<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../public/models/lab");
     if dir.join("config.json").exists() {

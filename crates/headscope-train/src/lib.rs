@@ -944,7 +944,7 @@ mod tests {
     fn every_committed_recipe_parses() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let mut checked = 0;
-        for dir in ["public/models/lab", "docs/lab-v4", "docs/lab-retrain"] {
+        for dir in ["public/models/lab", "docs/lab-v3", "docs/lab-v4", "docs/lab-retrain"] {
             for entry in std::fs::read_dir(root.join(dir)).unwrap() {
                 let path = entry.unwrap().path();
                 if path.extension().is_some_and(|e| e == "toml") {

@@ -308,6 +308,9 @@ pub(crate) struct App {
     pub selected_head: Option<HeadId>,
     /// The head whose view the worker is computing.
     pub watching: Option<HeadId>,
+    /// A head's view was asked for while a short job (a rerun, another view, the data-free scores) held
+    /// the worker: it is asked for as soon as the worker is free, for the head and test selected then.
+    pub head_view_queued: bool,
     pub head_view: Option<HeadViewResult>,
     pub rerun: Rerun,
     /// The status line, worded in whichever language the page shows when it is drawn.
@@ -403,6 +406,7 @@ fn boot() -> Res<()> {
         selected_test: None,
         selected_head: None,
         watching: None,
+        head_view_queued: false,
         head_view: None,
         rerun: Rerun::None,
         status: Rc::new(|_| String::new()),
@@ -874,6 +878,11 @@ impl App {
         );
         let effect = self.handle_event(event);
         if frees {
+            if self.head_view_queued && self.busy == Busy::Idle {
+                if let Err(e) = self.request_head_view() {
+                    self.error(&e);
+                }
+            }
             self.request_data_free();
         }
         effect
@@ -1343,9 +1352,14 @@ impl App {
         let Some(head) = self.selected_head else { return Ok(()) };
         let model = self.model.as_ref().ok_or_else(|| self.say(msg::LOAD_MODEL_FIRST, &[]))?;
         HeadShape::new(model.layers, model.heads).check(&[head]).map_err(|e| self.say(msg::OTHER_MODELS_SCORES, &[("error", &e)]))?;
-        if self.busy != Busy::Idle {
+        if self.busy == Busy::Sweep {
             return Err(self.say(msg::BUSY_FOR_HEAD_VIEW, &[]));
         }
+        if self.busy != Busy::Idle {
+            self.head_view_queued = true;
+            return Ok(());
+        }
+        self.head_view_queued = false;
         let (setup, at, mask) = self.current_test()?;
         self.send(&Request::HeadView { setup, at, head, mask }, &[]);
         self.busy = Busy::Test;
