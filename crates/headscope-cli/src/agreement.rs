@@ -231,7 +231,7 @@ fn compare(path: &Path, args: &AgreementArgs, device: &headscope_model::Device) 
     if (shape.layers, shape.heads) != (e.layers, e.heads) || e.argmax.iter().any(|a| a.len() != heads) {
         bail!("the file's argmax grid is not the model's {} attention layers x {} heads", shape.layers, shape.heads);
     }
-    let options = LoadOptions { dtype, device: device.clone() };
+    let options = LoadOptions::on(device.clone(), dtype);
     let used = ModelDir::resolve_dtype(&options);
     let mut model = md.load_weights(&options)?;
     let (&last, context) = e.prompt_ids.split_last().expect("checked above");

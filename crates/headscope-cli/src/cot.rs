@@ -136,6 +136,7 @@ pub fn cot(a: &CotArgs) -> Result<()> {
             scores: Vec::new(),
             kv_cache: None,
             decode: None,
+            shard: None,
         };
         info.check_and_write(&dir.join("run.json"))?;
         logs.push(CotLog::open(&dir.join("cot.jsonl"))?);

@@ -59,6 +59,12 @@ struct KvRun {
 
 /// `headscope kv`.
 pub fn kv(a: &KvArgs) -> Result<()> {
+    if let Some(shard) = a.sweep.shard {
+        // Its chart compares whole runs against each other; parts of them would be compared instead.
+        bail!(
+            "--shard {shard}: headscope kv cannot be split over machines; split `headscope niah --kv-cache ... --shard I/N` runs instead"
+        );
+    }
     if a.sweep.kv.kv_cache != "full" {
         bail!("headscope kv chooses the KV policies itself: leave --kv-cache out");
     }

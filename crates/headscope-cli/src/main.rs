@@ -9,6 +9,7 @@ mod cot;
 mod kv;
 mod lm;
 mod loss_plot;
+mod merge;
 mod outputs;
 mod qa;
 mod report;
@@ -67,6 +68,9 @@ enum Command {
     /// Time the detection loop per NIAH test at several context lengths (prefill, decode step, peak
     /// memory) and, with --max-context, find the longest context that fits on the device.
     Bench(bench::BenchArgs),
+    /// Join the folders of a sweep split with --shard I/N (detect or niah) into one run folder: the
+    /// files one unsharded run writes (tests.jsonl, head scores, summary.json, figures, run.json).
+    Merge(merge::MergeArgs),
     /// Compare HeadScope with Hugging Face transformers on the same weights (expected.json files of
     /// bench/hf_agreement.py): greedy tokens, logits, per-head argmax positions.
     HfAgreement(agreement::AgreementArgs),
@@ -188,7 +192,8 @@ pub struct ModelArgs {
     #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// Device: cpu, or cuda / cuda:N (needs a build with --features cuda), or wgpu (`detect`, `niah`, `report`:
-    /// the page's WGSL forward on Vulkan / Metal / DX12, f32).
+    /// the page's WGSL forward on Vulkan / Metal / DX12, f32). A list (`cuda:0,1`, `cuda:0,cuda:1`, `cpu,cpu`)
+    /// splits the decoder layers into contiguous blocks over those devices, balanced by weight bytes.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Use the plain prompt even if the model has a chat template (else the template is used).
@@ -250,6 +255,13 @@ pub struct SweepArgs {
     /// weighted by the entropy of the model's next-token distribution (capped at CAP).
     #[arg(long, default_value = "greedy", value_name = "HOW")]
     pub decode: String,
+    /// Run only part I of N of the test plan (1 <= I <= N: a SLURM array's task id, or a 0-based
+    /// index plus 1), into its own --out; `headscope merge` then joins the parts into the run one
+    /// machine would have written. The parts are chosen from the plan alone, whole (needle, length)
+    /// groups each, so every machine must be given the same flags but --shard and --out. `detect` and
+    /// `niah` only: `report`, `bench` and `kv` refuse it (they need the whole run, or time it).
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<headscope_core::sweep::Shard>,
 }
 
 #[derive(Args, Debug)]
@@ -308,6 +320,10 @@ struct NiahArgs {
     pass: f64,
 }
 
+pub(crate) fn parse_shard(s: &str) -> Result<headscope_core::sweep::Shard, String> {
+    s.parse().map_err(|e: headscope_core::CoreError| e.to_string())
+}
+
 fn parse_mode(s: &str) -> Result<MaskMode, String> {
     s.parse()
 }
@@ -330,6 +346,9 @@ struct TinyArgs {
     /// Add a chat template to tokenizer_config.json.
     #[arg(long)]
     chat: bool,
+    /// Decoder layers (the family's default, 2 or Jamba's 4, when left out).
+    #[arg(long)]
+    layers: Option<usize>,
 }
 
 fn main() {
@@ -362,11 +381,11 @@ fn main() {
             },
             &mut std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
         ),
-        Command::Generate(a) => sweep::parse_device(&a.device)
-            .and_then(|device| lm::generate(&a.model, &a.prompt, a.max_new_tokens, &headscope_model::LoadOptions { dtype: None, device })),
-        Command::Perplexity(a) => sweep::parse_device(&a.device).and_then(|device| {
-            lm::perplexity(&a.model, &a.text, a.window, a.max_windows, &headscope_model::LoadOptions { dtype: None, device }).map(|_| ())
-        }),
+        Command::Generate(a) => {
+            sweep::load_options(&a.device, None).and_then(|options| lm::generate(&a.model, &a.prompt, a.max_new_tokens, &options))
+        }
+        Command::Perplexity(a) => sweep::load_options(&a.device, None)
+            .and_then(|options| lm::perplexity(&a.model, &a.text, a.window, a.max_windows, &options).map(|_| ())),
         Command::Compare(a) => compare::compare(&a),
         Command::ConvertScores(a) => convert::convert(&a),
         Command::Cot(a) => cot::cot(&a),
@@ -375,6 +394,7 @@ fn main() {
         Command::Report(a) => report::report(&a),
         Command::Bench(a) => bench::bench(&a),
         Command::HfAgreement(a) => agreement::hf_agreement(&a),
+        Command::Merge(a) => merge::merge(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -426,7 +446,12 @@ fn tiny_model(a: TinyArgs) -> Result<()> {
         let names: Vec<&str> = TinyArch::NAMES.iter().map(|(n, _)| *n).collect();
         bail!("--arch `{}`: expected one of {}", a.arch, names.join(", "));
     };
-    TinyModel { seed: a.seed, chat_template: a.chat, ..TinyModel::new(arch) }
+    let base = TinyModel::new(arch);
+    let layers = a.layers.unwrap_or(base.layers);
+    if layers == 0 || (arch == TinyArch::Jamba && layers != base.layers) {
+        bail!("--layers {layers}: expected at least 1 (Jamba's layout has exactly {})", base.layers);
+    }
+    TinyModel { seed: a.seed, chat_template: a.chat, layers, ..base }
         .write(&a.out)
         .with_context(|| format!("writing {}", a.out.display()))?;
     println!("wrote a tiny random {} model to {}", a.arch, a.out.display());

@@ -1,11 +1,61 @@
-//! What a run leaves behind besides tests.jsonl: heatmaps and printed summaries.
+//! What a run leaves behind besides tests.jsonl: head scores, heatmaps and printed summaries, all made
+//! from the records. A sweep finishes with [`finish_detect`] or [`finish_niah`], and `headscope merge`
+//! calls the same on the shards' records, so a merged run's files are those of one unsharded run.
 
 use anyhow::{Context, Result};
-use headscope_core::files::{in_plan_order, write_atomic, TestRecord};
-use headscope_core::{HeadId, HeadScores};
+use headscope_core::files::{self, in_plan_order, write_atomic, TestRecord};
+use headscope_core::{HeadId, HeadScores, HeadShape, ScoreKind};
 use headscope_plot::Grid;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// Writes what `detect` makes of its records in `out`: the head scores of every kind in `kinds` that
+/// comes from records (eq. 1's head_scores.json always), heads.png, niah.png and summary.json, and
+/// prints the summary (`ran`: tests run by this invocation). Returns eq. 1's scores.
+#[allow(clippy::too_many_arguments)]
+pub fn finish_detect(
+    out: &Path,
+    shape: HeadShape,
+    records: &[TestRecord],
+    kinds: &[ScoreKind],
+    gate: f64,
+    threshold: f64,
+    model_name: &str,
+    ran: usize,
+) -> Result<HeadScores> {
+    let scores = files::head_scores_from_records(shape, records, gate)?;
+    files::write_head_scores(&out.join(ScoreKind::Eq1.file_name()), &scores)?;
+    for &kind in kinds.iter().filter(|&&k| k != ScoreKind::Eq1 && k.from_records()) {
+        let other = files::head_scores_of_kind(shape, records, gate, kind)?;
+        let path = out.join(kind.file_name());
+        files::write_head_scores(&path, &other)?;
+        println!("{} scores: {}", kind.name(), path.display());
+    }
+    save_head_heatmap(&out.join("heads.png"), &scores, &format!("retrieval scores: {model_name}"))?;
+    save_niah(&out.join("niah.png"), records, &format!("NIAH: {model_name}"))?;
+    print_detect_summary(out, records, ran, &scores, gate, threshold)?;
+    Ok(scores)
+}
+
+/// Writes what `niah` makes of its records in `out` (niah.png, summary.json) and prints the pass rate:
+/// `masked` are the heads masked by `plan` in `mode`.
+pub fn finish_niah(
+    out: &Path,
+    records: &[TestRecord],
+    model_name: &str,
+    masked: &[HeadId],
+    plan: &str,
+    mode: &str,
+    pass: f64,
+) -> Result<()> {
+    let title = if masked.is_empty() {
+        format!("NIAH: {model_name}")
+    } else {
+        format!("NIAH: {model_name}, {} heads masked ({mode})", masked.len())
+    };
+    save_niah(&out.join("niah.png"), records, &title)?;
+    print_niah_summary(out, records, pass, masked, plan)
+}
 
 /// Layers x heads heatmap of mean retrieval scores.
 pub fn save_head_heatmap(path: &Path, scores: &HeadScores, title: &str) -> Result<()> {

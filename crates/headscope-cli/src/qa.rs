@@ -104,6 +104,7 @@ fn run_info(setup: &QaSetup, items: &[QaItem], run: &QaRun) -> Result<RunInfo> {
         scores: Vec::new(),
         kv_cache: None,
         decode: None,
+        shard: None,
     })
 }
 

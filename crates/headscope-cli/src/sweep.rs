@@ -4,7 +4,7 @@
 use crate::outputs;
 use crate::{KvCacheArgs, ModelArgs, SweepArgs};
 use anyhow::{bail, Context, Result};
-use headscope_core::files::{self, read_head_scores, short_hash, MaskInfo, ModelInfo, RunInfo, TestLog, TestRecord};
+use headscope_core::files::{self, read_head_scores, short_hash, MaskInfo, ModelInfo, RunInfo, ShardInfo, TestLog, TestRecord};
 use headscope_core::niah::{read_needles_jsonl, san_francisco_needle, Needle};
 use headscope_core::ScoreKind;
 use headscope_core::{masking, HeadId};
@@ -70,6 +70,11 @@ pub const WGPU_DEVICE: &str = "wgpu";
 
 /// The candle device named by `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device> {
+    if s.contains(',') {
+        bail!(
+            "--device `{s}`: a list of devices (which splits a model's layers) is taken by detect, niah, report, kv, cot, generate and perplexity; this command runs on one device"
+        );
+    }
     match s {
         "cpu" => Ok(Device::Cpu),
         WGPU_DEVICE => bail!("--device wgpu runs `detect`, `niah`, `report` and `bench` only; use cpu or cuda here"),
@@ -100,11 +105,48 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
+/// The candle devices of a `--device` list that splits the decoder layers over them: `cpu,cpu`,
+/// `cuda:0,cuda:1`, or `cuda:0,1` (a bare number after a cuda entry is another cuda ordinal). One entry
+/// is [`parse_device`]'s single device. The devices are all of one kind: the attention path is chosen
+/// once for the whole model, and a CPU block would hold a CUDA pipeline up anyway.
+pub fn parse_devices(s: &str) -> Result<Vec<Device>> {
+    if !s.contains(',') {
+        return Ok(vec![parse_device(s)?]);
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (i, entry) in s.split(',').map(str::trim).enumerate() {
+        if entry.is_empty() {
+            bail!("--device `{s}`: entry {} of the list is empty (expected e.g. cpu,cpu or cuda:0,1)", i + 1);
+        }
+        if entry == WGPU_DEVICE {
+            bail!("--device `{s}`: wgpu runs on one device; a list splits the layers over cpu or cuda devices");
+        }
+        let after_cuda = names.last().is_some_and(|n| n.starts_with("cuda"));
+        let name = if after_cuda && entry.parse::<usize>().is_ok() { format!("cuda:{entry}") } else { entry.to_owned() };
+        if name != "cpu" && !name.starts_with("cuda") {
+            bail!("--device `{s}`: unknown device `{entry}` in the list (expected cpu, cuda, cuda:N, or a number after a cuda entry)");
+        }
+        names.push(name);
+    }
+    let cpus = names.iter().filter(|n| *n == "cpu").count();
+    if cpus != 0 && cpus != names.len() {
+        bail!("--device `{s}`: mixes cpu and cuda; split the layers over devices of one kind");
+    }
+    names.iter().map(|n| parse_device(n)).collect()
+}
+
+/// Load options for the candle backend on `--device` (one device, or a list that splits the layers).
+pub(crate) fn load_options(device: &str, dtype: Option<headscope_model::DType>) -> Result<LoadOptions> {
+    let mut devices = parse_devices(device)?;
+    let first = devices.remove(0);
+    Ok(LoadOptions { dtype, device: first, later_devices: devices })
+}
+
 /// The engine that `--device` and `--dtype` choose: candle's load options, and whether the wgpu engine
 /// runs instead (its options then only name f32, which run.json records).
 pub(crate) fn engine_options(run: &ModelArgs) -> Result<(LoadOptions, bool)> {
     if run.device != WGPU_DEVICE {
-        return Ok((LoadOptions { dtype: parse_dtype(&run.dtype)?, device: parse_device(&run.device)? }, false));
+        return Ok((load_options(&run.device, parse_dtype(&run.dtype)?)?, false));
     }
     // The WGSL forward computes in f32 whatever the checkpoint stores.
     if !matches!(run.dtype.as_str(), "auto" | "f32") {
@@ -113,7 +155,7 @@ pub(crate) fn engine_options(run: &ModelArgs) -> Result<(LoadOptions, bool)> {
     if run.prefill_chunk.is_some() {
         bail!("--prefill-chunk sets the candle path's chunks; --device wgpu chooses its own (256 tokens per submission)");
     }
-    Ok((LoadOptions { dtype: Some(headscope_model::DType::F32), device: Device::Cpu }, true))
+    Ok((LoadOptions::on(Device::Cpu, Some(headscope_model::DType::F32)), true))
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -183,6 +225,7 @@ impl Sweep {
             scores: Vec::new(),
             kv_cache: None,
             decode: None,
+            shard: None,
         };
         let kv = kv_plan(&args.kv, &model_dir.spec)?;
         let decore = decore_choice(args, &model_dir.spec)?;
@@ -198,7 +241,28 @@ impl Sweep {
         // Checked before any file is written or any weight is loaded: every needle builds at the
         // shortest length, the longest test fits the model's context.
         let inputs = SweepInputs { needles: &needles, haystack: &haystack, max_new_tokens: args.max_new_tokens };
-        let plan = SweepPlan::new(&model_dir.spec, &model_dir.tokenizer, format, &inputs, &args.lengths, args.depths)?;
+        let mut plan = SweepPlan::new(&model_dir.spec, &model_dir.tokenizer, format, &inputs, &args.lengths, args.depths)?;
+        if let Some(shard) = args.shard {
+            info.shard = Some(ShardInfo {
+                shard,
+                needles: needles.len(),
+                lengths: plan.lengths.clone(),
+                depths: plan.depths.clone(),
+                model_name: model_name(&model_dir.dir),
+                gate: None,
+                threshold: None,
+                pass: None,
+            });
+            let whole = plan.keys.len();
+            plan.keys = shard.select(&plan.keys);
+            eprintln!("shard {shard}: {} of the plan's {whole} tests", plan.keys.len());
+            if plan.keys.is_empty() {
+                eprintln!(
+                    "shard {shard} has no test: the plan's (needle, length) groups, which are not split, are fewer than {} shards",
+                    shard.count
+                );
+            }
+        }
         Ok(Sweep {
             model_dir,
             options,
@@ -213,6 +277,14 @@ impl Sweep {
             kv: kv.map(|(plan, _)| plan),
             decore,
         })
+    }
+
+    /// Sets what a shard's run.json records of the command's own settings (gate, pass, ...); nothing
+    /// for an unsharded run.
+    fn record_shard(&mut self, set: impl FnOnce(&mut ShardInfo)) {
+        if let Some(s) = self.info.shard.as_mut() {
+            set(s);
+        }
     }
 
     /// Runs every test not yet in `log` (no mask); returns how many ran, and the log.
@@ -492,18 +564,13 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64, score_kinds: &str) ->
         sweep.info.scores =
             ScoreKind::ALL.iter().filter(|k| **k == ScoreKind::Eq1 || kinds.contains(k)).map(|k| k.name().to_string()).collect();
     }
+    sweep.record_shard(|s| {
+        s.gate = Some(gate);
+        s.threshold = Some(threshold);
+    });
     let log = open_out(&args.out, &sweep.info)?;
     let (ran, log) = sweep.run(args, log)?;
     let shape = sweep.model_dir.spec.head_shape();
-    let scores = files::head_scores_from_records(shape, log.records(), gate)?;
-    let scores_path = args.out.join(ScoreKind::Eq1.file_name());
-    files::write_head_scores(&scores_path, &scores)?;
-    for &kind in kinds.iter().filter(|&&k| k != ScoreKind::Eq1 && k.from_records()) {
-        let other = files::head_scores_of_kind(shape, log.records(), gate, kind)?;
-        let path = args.out.join(kind.file_name());
-        files::write_head_scores(&path, &other)?;
-        println!("{} scores: {}", kind.name(), path.display());
-    }
     let data_free: Vec<ScoreKind> = kinds.iter().copied().filter(|k| !k.from_records()).collect();
     if data_free.iter().any(|k| !args.out.join(k.file_name()).exists()) {
         let (induction, echo) = sweep.repeated_token_scores(args)?;
@@ -516,9 +583,7 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64, score_kinds: &str) ->
         }
     }
     let model_name = model_name(&sweep.model_dir.dir);
-    outputs::save_head_heatmap(&args.out.join("heads.png"), &scores, &format!("retrieval scores: {model_name}"))?;
-    outputs::save_niah(&args.out.join("niah.png"), log.records(), &format!("NIAH: {model_name}"))?;
-    outputs::print_detect_summary(&args.out, log.records(), ran, &scores, gate, threshold)?;
+    outputs::finish_detect(&args.out, shape, log.records(), &kinds, gate, threshold, &model_name, ran)?;
     println!("wrote {}/{{head_scores.json, tests.jsonl, heads.png, niah.png, summary.json, run.json}}", args.out.display());
     Ok(())
 }
@@ -630,7 +695,14 @@ pub fn niah_batch(args: &SweepArgs, runs: &[MaskRun], mode: MaskMode, scope: Mas
         let (name, heads) = resolve_choice(&run.choice, shape, model_dir.spec.heads / model_dir.spec.kv_heads)?;
         plans.push((run.plan_name.clone().unwrap_or(name), heads));
     }
-    let sweep = Sweep::prepare(args, "niah", model_dir, None)?;
+    let mut sweep = Sweep::prepare(args, "niah", model_dir, None)?;
+    if sweep.info.shard.is_some() && distractors.is_some() {
+        // Their counts need every prompt rebuilt, which merge (with no model) cannot do yet.
+        bail!(
+            "--shard: needles with distractor_answers are not split yet (headscope merge does not count distractors); run this sweep whole"
+        );
+    }
+    sweep.record_shard(|s| s.pass = Some(pass));
     let mut variants = Vec::with_capacity(runs.len());
     for (run, (plan_name, heads)) in runs.iter().zip(&plans) {
         let mask = (!heads.is_empty()).then(|| HeadMask { heads: heads.clone(), mode, scope });
@@ -650,13 +722,7 @@ pub fn niah_batch(args: &SweepArgs, runs: &[MaskRun], mode: MaskMode, scope: Mas
     sweep.run_variants(args, &mut variants)?;
     let model_name = model_name(&sweep.model_dir.dir);
     for (v, (plan_name, heads)) in variants.iter().zip(&plans) {
-        let title = if heads.is_empty() {
-            format!("NIAH: {model_name}")
-        } else {
-            format!("NIAH: {model_name}, {} heads masked ({mode})", heads.len())
-        };
-        outputs::save_niah(&v.out.join("niah.png"), v.log.records(), &title)?;
-        outputs::print_niah_summary(&v.out, v.log.records(), pass, heads, plan_name)?;
+        outputs::finish_niah(&v.out, v.log.records(), &model_name, heads, plan_name, &mode.to_string(), pass)?;
         if let Some(distractors) = &distractors {
             distractor_summary(&sweep, args, &v.out, v.log.records(), distractors, pass)?;
         }
@@ -775,6 +841,33 @@ pub(crate) fn model_name(dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_lists_split_over_devices_of_one_kind() {
+        assert_eq!(parse_devices("cpu").unwrap().len(), 1);
+        assert!(parse_devices("cpu,cpu").unwrap().iter().all(Device::is_cpu));
+        assert_eq!(parse_devices("cpu, cpu,cpu").unwrap().len(), 3);
+        let options = load_options("cpu,cpu,cpu", None).unwrap();
+        assert!(options.device.is_cpu());
+        assert_eq!(options.later_devices.len(), 2);
+        assert!(load_options("cpu", None).unwrap().later_devices.is_empty());
+        let error = |s: &str| format!("{:#}", parse_devices(s).unwrap_err());
+        assert!(error("cpu,,cpu").contains("entry 2 of the list is empty"), "{}", error("cpu,,cpu"));
+        assert!(error("cpu,").contains("entry 2 of the list is empty"));
+        assert!(error(",cpu").contains("entry 1 of the list is empty"));
+        assert!(error("cpu,tpu").contains("unknown device `tpu`"), "{}", error("cpu,tpu"));
+        // A bare number names a cuda ordinal only after a cuda entry.
+        assert!(error("cpu,1").contains("unknown device `1`"));
+        assert!(error("cpu,cuda:0").contains("mixes cpu and cuda"), "{}", error("cpu,cuda:0"));
+        assert!(error("cuda:0,cpu").contains("mixes cpu and cuda"));
+        assert!(error("wgpu,wgpu").contains("wgpu runs on one device"));
+        // Commands that take one device say so instead of failing on the comma.
+        assert!(format!("{:#}", parse_device("cpu,cpu").unwrap_err()).contains("this command runs on one device"));
+        #[cfg(not(feature = "cuda"))]
+        for list in ["cuda:0,1", "cuda:0,cuda:1", "cuda,cuda"] {
+            assert!(error(list).contains("CUDA is not available"), "{list}: {}", error(list));
+        }
+    }
 
     #[test]
     fn out_of_memory_errors_name_the_test_the_memory_and_what_is_kept() {

@@ -16,7 +16,7 @@ use headscope_core::files::TestRecord;
 use headscope_core::niah::{Needle, NiahBuilder, NiahTest, NullQuery};
 use headscope_core::prompt::PromptFormat;
 use headscope_core::score::{query_focus_score, retrieval_hits};
-use headscope_core::sweep::{depths, parse_lengths, plan, TestKey};
+use headscope_core::sweep::{depths, parse_lengths, plan, run_order, TestKey};
 use headscope_core::{HeadShape, TextTokenizer};
 
 /// What every sweep and every single test needs, whatever its grid.
@@ -211,18 +211,12 @@ impl<'a, T: TextTokenizer> SweepRunner<'a, T> {
             shape.check(&m.heads)?;
         }
         shape.check(&probe.rows)?;
-        let mut order: Vec<(usize, Vec<usize>)> = plan
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (i, (0..masks.len()).filter(|&v| needed(k, v)).collect::<Vec<_>>()))
+        let order: Vec<(usize, Vec<usize>)> = run_order(&plan.keys)
+            .into_iter()
+            .map(|i| (i, (0..masks.len()).filter(|&v| needed(&plan.keys[i], v)).collect::<Vec<_>>()))
             .filter(|(_, v)| !v.is_empty())
             .collect();
         let keys = plan.keys.clone();
-        order.sort_by(|&(a, _), &(b, _)| {
-            let (a, b) = (&keys[a], &keys[b]);
-            (a.needle_index, a.length).cmp(&(b.needle_index, b.length)).then(b.depth_percent.total_cmp(&a.depth_percent))
-        });
         let pending = order.iter().map(|(_, v)| v.len()).sum();
         Ok(SweepRunner {
             builder: NiahBuilder::new(tokenizer, format, inputs.haystack)?,

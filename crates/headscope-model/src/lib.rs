@@ -18,6 +18,7 @@ pub mod mamba;
 pub mod mlp;
 pub mod norm;
 pub mod rope;
+pub mod split;
 pub mod tokenizer;
 pub mod train_attention;
 pub mod train_ops;

@@ -31,13 +31,23 @@ pub fn device_memory(device: &Device) -> Option<(u64, u64)> {
 pub struct LoadOptions {
     /// Compute dtype; `None` picks f32 on CPU and bf16 on CUDA.
     pub dtype: Option<DType>,
-    /// Where the weights go.
+    /// Where the weights go (with `later_devices`, the first of the devices the layers are split over).
     pub device: Device,
+    /// Devices after `device` that hold later blocks of the decoder layers, a pipeline: the layers are
+    /// split by weight bytes ([`crate::split::plan_layer_split`]). Empty: everything on `device`.
+    pub later_devices: Vec<Device>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { dtype: None, device: Device::Cpu }
+        LoadOptions { dtype: None, device: Device::Cpu, later_devices: Vec::new() }
+    }
+}
+
+impl LoadOptions {
+    /// Options that load onto one device.
+    pub fn on(device: Device, dtype: Option<DType>) -> Self {
+        LoadOptions { dtype, device, later_devices: Vec::new() }
     }
 }
 
@@ -218,9 +228,22 @@ impl ModelDir {
         let dtype = Self::resolve_dtype(options);
         // SAFETY: the files are memory-mapped read-only and candle validates headers and offsets; a file
         // changed underneath would give wrong weights, not unsafety in code that checks every length.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&self.weight_files, dtype, &options.device) }
-            .map_err(|e| ModelError::Weights(format!("{}: {e}", self.dir.display())))?;
-        Transformer::new(&self.spec, vb).map_err(|e| match e {
+        let weights_error = |e: candle_core::Error| ModelError::Weights(format!("{}: {e}", self.dir.display()));
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&self.weight_files, dtype, &options.device) }.map_err(weights_error)?;
+        let built = if options.later_devices.is_empty() {
+            Transformer::new(&self.spec, vb)
+        } else {
+            let devices: Vec<&Device> = std::iter::once(&options.device).chain(&options.later_devices).collect();
+            let blocks = self.layer_split(&devices)?;
+            let mut vbs = vec![vb];
+            for device in &devices[1..] {
+                // SAFETY: as above; each device's builder maps the same files.
+                vbs.push(unsafe { VarBuilder::from_mmaped_safetensors(&self.weight_files, dtype, device) }.map_err(weights_error)?);
+            }
+            tracing::info!("decoder layers split over {} devices: {blocks:?}", devices.len());
+            Transformer::new_split(&self.spec, &vbs, &blocks)
+        };
+        built.map_err(|e| match e {
             ModelError::Candle(c) => ModelError::Weights(format!("{}: {c}", self.dir.display())),
             other => other,
         })
@@ -229,6 +252,34 @@ impl ModelDir {
     /// The prompt format: the chat template if the tokenizer has one and `plain` is not forced.
     pub fn prompt_format(&self, plain: bool) -> PromptFormat {
         prompt_format(&self.tokenizer, plain)
+    }
+
+    /// The blocks of decoder layers each of `devices` holds: balanced by the checkpoint's bytes per
+    /// layer (read from the safetensors headers), the embeddings counted on the first device and the
+    /// rest (final norm, LM head) on the last, in proportion to free memory where every device reports
+    /// it (CUDA), else equal shares.
+    pub fn layer_split(&self, devices: &[&Device]) -> Result<Vec<std::ops::Range<usize>>> {
+        // SAFETY: read-only maps of the headers and sizes; no tensor data is read.
+        let files = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&self.weight_files) }
+            .map_err(|e| ModelError::Weights(format!("{}: {e}", self.dir.display())))?;
+        let mut layer_bytes = vec![0u64; self.spec.layers];
+        let (mut embed_bytes, mut other_bytes) = (0u64, 0u64);
+        for (name, view) in files.tensors() {
+            let bytes = view.data().len() as u64;
+            let layer = name.split(".layers.").nth(1).and_then(|rest| rest.split('.').next()).and_then(|i| i.parse::<usize>().ok());
+            match layer {
+                Some(i) if i < layer_bytes.len() => layer_bytes[i] += bytes,
+                _ if name.contains("embed_tokens") => embed_bytes += bytes,
+                _ => other_bytes += bytes,
+            }
+        }
+        if self.spec.tie_word_embeddings && !files.tensors().iter().any(|(n, _)| n.ends_with("lm_head.weight")) {
+            // The last device holds a copy of the tied embeddings as its LM head.
+            other_bytes += embed_bytes;
+        }
+        let free: Option<Vec<f64>> = devices.iter().map(|d| device_memory(d).map(|(free, _)| free as f64)).collect();
+        let shares = free.filter(|f| f.iter().all(|b| *b > 0.0)).unwrap_or_else(|| vec![1.0; devices.len()]);
+        crate::split::plan_layer_split(&layer_bytes, embed_bytes, other_bytes, &shares)
     }
 }
 

@@ -59,8 +59,10 @@ struct Layer {
     /// Gemma's norms before and after the MLP; with them, `post_attention_norm` normalises the
     /// attention output instead of preceding the MLP.
     feed_forward_norms: Option<(RmsNorm, RmsNorm)>,
-    /// Which of the model's RoPEs the layer rotates with.
+    /// Which of the model's RoPEs the layer rotates with (on the layer's device).
     rope: usize,
+    /// Which of the model's devices holds the layer (its weights, cache and states).
+    device: usize,
 }
 
 impl Layer {
@@ -153,6 +155,8 @@ pub struct Transformer {
     score_budget: usize,
     fused_attention: bool,
     device: Device,
+    /// Every device the layers are split over, the first being `device` (one entry: no split).
+    devices: Vec<Device>,
     dtype: DType,
 }
 
@@ -171,6 +175,31 @@ pub const DEFAULT_PREFILL_SCORE_BUDGET: usize = 1 << 30;
 impl Transformer {
     /// Builds the model from weights named as in Hugging Face checkpoints (`vb` at the root).
     pub fn new(spec: &ModelSpec, vb: VarBuilder) -> Result<Self> {
+        let layers = 0..spec.layers;
+        Self::new_split(spec, &[vb], &[layers])
+    }
+
+    /// Builds the model with its decoder layers split over devices: `vbs[d]` loads onto device `d` the
+    /// layers of `blocks[d]` (contiguous, in order, covering every layer once; see
+    /// [`crate::split::plan_layer_split`]). The embeddings go to the first device, the final norm and
+    /// LM head to the last.
+    pub fn new_split(spec: &ModelSpec, vbs: &[VarBuilder], blocks: &[std::ops::Range<usize>]) -> Result<Self> {
+        let covered = blocks.len() == vbs.len()
+            && blocks.first().is_some_and(|b| b.start == 0)
+            && blocks.last().is_some_and(|b| b.end == spec.layers)
+            && blocks.windows(2).all(|w| w[0].end == w[1].start)
+            && (blocks.len() == 1 || blocks.iter().all(|b| !b.is_empty()));
+        if !covered {
+            return Err(ModelError::Invalid(format!(
+                "a layer split needs one non-empty contiguous block per device covering layers 0..{}: got {blocks:?} for {} devices",
+                spec.layers,
+                vbs.len()
+            )));
+        }
+        let vb = vbs[0].clone();
+        let last_vb = vbs[vbs.len() - 1].clone();
+        let devices: Vec<Device> = vbs.iter().map(|v| v.device().clone()).collect();
+        let device_of = |layer: usize| blocks.iter().position(|b| b.contains(&layer)).unwrap_or(0);
         let device = vb.device().clone();
         let dtype = vb.dtype();
         // The decoder's prefix: the family's, or where transformers 5 saves Gemma-3's text model.
@@ -179,10 +208,12 @@ impl Transformer {
             .find(|p| vb.contains_tensor(&format!("{p}.embed_tokens.weight")))
             .unwrap_or(&spec.weight_prefix);
         let m = vb.pp(prefix);
+        let ms: Vec<VarBuilder> = vbs.iter().map(|v| v.pp(prefix)).collect();
         let embed = candle_nn::embedding(spec.vocab_size, spec.hidden_size, m.pp("embed_tokens"))?;
         let (eps, style) = (spec.rms_norm_eps, spec.norm_style);
         let global_rope = spec.global_rope();
-        let mut rope_specs = vec![global_rope.clone()];
+        // One RoPE per (spec, device): each layer rotates with tables on its own device.
+        let mut rope_specs = vec![(global_rope.clone(), 0)];
         let mut layers = Vec::with_capacity(spec.layers);
         let (mut attention_layers, mut mamba_layers) = (0, 0);
         let post_attention_name = match spec.tensor_names {
@@ -190,8 +221,9 @@ impl Transformer {
             TensorNames::Jamba => "pre_ff_layernorm",
         };
         for i in 0..spec.layers {
-            let l = m.pp("layers").pp(i);
-            let layer_rope = spec.rope_of_layer(i);
+            let d = device_of(i);
+            let l = ms[d].pp("layers").pp(i);
+            let layer_rope = (spec.rope_of_layer(i), d);
             let rope = match rope_specs.iter().position(|r| *r == layer_rope) {
                 Some(r) => r,
                 None => {
@@ -224,23 +256,27 @@ impl Transformer {
                 feed_forward: FeedForward::new(spec, i, &l)?,
                 feed_forward_norms,
                 rope,
+                device: d,
             });
         }
         let final_norm = match spec.tensor_names {
             TensorNames::Llama => "norm",
             TensorNames::Jamba => "final_layernorm",
         };
-        let norm = RmsNorm::load(&m.pp(final_norm), spec.hidden_size, eps, style)?;
+        let norm = RmsNorm::load(&ms[ms.len() - 1].pp(final_norm), spec.hidden_size, eps, style)?;
         // Gemma-3's multimodal checkpoints (transformers 4) keep the head beside the text model.
         let head_names = ["lm_head", "language_model.lm_head"];
         let head = head_names.into_iter().find(|n| vb.contains_tensor(&format!("{n}.weight")));
         let lm_head = match head {
-            None if spec.tie_word_embeddings => Linear::new(embed.embeddings().clone(), None),
+            // Tied to the embeddings: a copy where the head sits on another device than they do.
+            None if spec.tie_word_embeddings => Linear::new(embed.embeddings().to_device(last_vb.device())?, None),
             // A head the checkpoint holds is used even where the config says tied.
-            name => candle_nn::linear_no_bias(spec.hidden_size, spec.vocab_size, vb.pp(name.unwrap_or("lm_head")))?,
+            name => candle_nn::linear_no_bias(spec.hidden_size, spec.vocab_size, last_vb.pp(name.unwrap_or("lm_head")))?,
         };
-        let ropes =
-            rope_specs.iter().map(|r| Rope::of(r, spec.rotary_dim, spec.head_dim, 0, dtype, &device)).collect::<Result<Vec<_>>>()?;
+        let ropes = rope_specs
+            .iter()
+            .map(|(r, d)| Rope::of(r, spec.rotary_dim, spec.head_dim, 0, dtype, &devices[*d]))
+            .collect::<Result<Vec<_>>>()?;
         // transformers multiplies by the scale cast to the weights' dtype (Gemma in bf16: 55.5, not 55.43).
         let embedding_scale = spec.embedding_scale.map(|f| Tensor::new(f as f32, &device)?.to_dtype(dtype)).transpose()?;
         Ok(Transformer {
@@ -262,6 +298,7 @@ impl Transformer {
             fused_attention: true,
             score_budget: DEFAULT_PREFILL_SCORE_BUDGET,
             device,
+            devices,
             dtype,
         })
     }
@@ -271,9 +308,40 @@ impl Transformer {
         &self.spec
     }
 
-    /// The device the weights live on.
+    /// The device the weights live on; with the layers split, the first (embeddings, and where logits
+    /// and argmax positions are returned).
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Every device the decoder layers are split over, in order (one: no split).
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
+    /// Per device of [`Transformer::devices`], the decoder layers it holds.
+    pub fn layer_blocks(&self) -> Vec<std::ops::Range<usize>> {
+        (0..self.devices.len())
+            .map(|d| {
+                let start = self.layers.iter().position(|l| l.device == d).unwrap_or(0);
+                let end = self.layers.iter().rposition(|l| l.device == d).map_or(start, |e| e + 1);
+                start..end
+            })
+            .collect()
+    }
+
+    /// Whether the layers are split over several devices.
+    fn is_split(&self) -> bool {
+        self.devices.len() > 1
+    }
+
+    /// The device of the layer that mixes with attention layer `a` (or Mamba layer `a`, `mamba`).
+    fn mixer_device(&self, a: usize, mamba: bool) -> &Device {
+        let layer = self.layers.iter().find(|l| match &l.mixer {
+            Mixer::Attention { index, .. } => !mamba && *index == a,
+            Mixer::Mamba { index, .. } => mamba && *index == a,
+        });
+        &self.devices[layer.map_or(0, |l| l.device)]
     }
 
     /// The dtype of weights and cache.
@@ -456,8 +524,10 @@ impl Transformer {
     /// The KV cache of attention layer `a` for `capacity` positions, under the plan in effect.
     fn new_cache(&self, a: usize, capacity: usize) -> Result<LayerCache> {
         match &self.kv_plan {
-            Some(plan) => LayerCache::planned(&self.spec, capacity, self.dtype, &self.device, &plan.full[a], plan.sink, plan.window),
-            None => LayerCache::new(&self.spec, capacity, self.dtype, &self.device),
+            Some(plan) => {
+                LayerCache::planned(&self.spec, capacity, self.dtype, self.mixer_device(a, false), &plan.full[a], plan.sink, plan.window)
+            }
+            None => LayerCache::new(&self.spec, capacity, self.dtype, self.mixer_device(a, false)),
         }
     }
 
@@ -510,7 +580,8 @@ impl Transformer {
         }
         let Some(shape) = self.spec.mamba.clone() else { return Ok(()) };
         let count = self.spec.layer_kinds.iter().filter(|k| **k == LayerKind::Mamba).count();
-        self.mamba_states = (0..count).map(|_| MambaState::zeros(&shape, 1, self.dtype, &self.device)).collect::<Result<_>>()?;
+        self.mamba_states =
+            (0..count).map(|m| MambaState::zeros(&shape, 1, self.dtype, self.mixer_device(m, true))).collect::<Result<_>>()?;
         Ok(())
     }
 
@@ -604,7 +675,7 @@ impl Transformer {
                 None
             } else {
                 let v: Vec<f32> = (0..self.spec.heads).map(|h| if masked.contains(&h) { 0.0 } else { 1.0 }).collect();
-                Some(Tensor::from_vec(v, (1, self.spec.heads, 1, 1), &self.device)?.to_dtype(self.dtype)?)
+                Some(Tensor::from_vec(v, (1, self.spec.heads, 1, 1), self.mixer_device(layer, false))?.to_dtype(self.dtype)?)
             });
         }
         let mut heads = mask.heads.clone();
@@ -647,7 +718,7 @@ impl Transformer {
         // Should the prefill fail part-way, no snapshot claims a position it did not reach.
         self.snapshot = None;
         let key = (effect_of(&self.mask, false).cloned(), self.long_rope_for(end));
-        let mut masks = MaskCache::default();
+        let mut masks = self.mask_caches();
         let mut rest = ids;
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(self.prefill_chunk_at(rest.len()));
@@ -674,7 +745,7 @@ impl Transformer {
         self.select_ropes(self.position + 1);
         self.start_sequence_states()?;
         let x = self.embed(&Tensor::new(&[id], &self.device)?.unsqueeze(0)?)?;
-        let mut masks = MaskCache::default();
+        let mut masks = self.mask_caches();
         let (x, observed) = self.run_layers(x, true, &mut masks, &probe.rows)?;
         // A step computes its position as a prefill under the same mask effect would: a later prompt that
         // continues with this token may reuse it. Under a decode-scope mask it was not computed as a
@@ -683,6 +754,8 @@ impl Transformer {
         self.contents.written(self.position, &[id], &key);
         self.position += 1;
         let logits = self.logits(&self.norm.forward(&x)?)?.flatten_all()?;
+        // Split: the LM head ran on the last device; callers find the logits on the model's device.
+        let logits = if self.is_split() { logits.to_device(&self.device)? } else { logits };
         // One device-to-host copy for every layer's argmax.
         let (argmax_tensors, first_keys, rows): (Vec<Tensor>, Vec<usize>, Vec<AttentionRow>) = observed;
         let raw = Tensor::cat(&argmax_tensors, 0)?.to_vec1::<u32>()?;
@@ -699,15 +772,21 @@ impl Transformer {
         &mut self,
         mut x: Tensor,
         decoding: bool,
-        masks: &mut MaskCache,
+        masks: &mut [MaskCache],
         rows: &[HeadId],
     ) -> Result<(Tensor, (Vec<Tensor>, Vec<usize>, Vec<AttentionRow>))> {
         let mut argmax = Vec::new();
         let mut first_keys = Vec::new();
         let mut out_rows = Vec::new();
         let position = self.position;
+        let split = self.is_split();
         for i in 0..self.layers.len() {
             let layer = &self.layers[i];
+            if split {
+                // Pipeline: the hidden state follows the layers to their device (a no-op within a block).
+                x = x.to_device(&self.devices[layer.device])?;
+            }
+            let masks = &mut masks[layer.device];
             let h = layer.input_norm.forward(&x)?;
             let last_of_prefill = !decoding && i + 1 == self.layers.len();
             let (attention, a) = match &layer.mixer {
@@ -742,7 +821,8 @@ impl Transformer {
             x = layer.finish(&x, out, false)?;
             if let Some(p) = probe {
                 if let Some(a) = p.argmax {
-                    argmax.push(a);
+                    // Gathered on the first device, so that one copy to the host reads them all.
+                    argmax.push(if split { a.to_device(&self.device)? } else { a });
                     first_keys.push(p.first_key);
                 }
                 for (head, w) in p.rows {
@@ -775,24 +855,34 @@ impl Transformer {
             rope.ensure(t)?;
             rope.select(t);
         }
-        let mut masks = MaskCache::default();
+        let mut masks = self.mask_caches();
         let mut x = self.embed(ids)?;
         for layer in &self.layers {
+            if self.is_split() {
+                x = x.to_device(&self.devices[layer.device])?;
+            }
+            let masks = &mut masks[layer.device];
             let h = norm(&layer.input_norm, &x)?;
             let out = match &layer.mixer {
                 Mixer::Attention { attention, index } => {
                     let (keep, mode) = self.keep_for(*index, false);
                     let control = AttentionControl { keep: keep.as_ref(), mode, differentiable, ..Default::default() };
-                    attention.forward_sequence(&h, &ropes[layer.rope], &mut masks, &control)?
+                    attention.forward_sequence(&h, &ropes[layer.rope], masks, &control)?
                 }
                 Mixer::Mamba { mamba, .. } => {
                     // A fresh state per call: these sequences start at position 0.
-                    let mut state = MambaState::zeros(mamba.shape(), h.dims()[0], self.dtype, &self.device)?;
+                    let mut state = MambaState::zeros(mamba.shape(), h.dims()[0], self.dtype, &self.devices[layer.device])?;
                     mamba.forward(&h, &mut state)?
                 }
             };
             x = layer.finish(&x, out, differentiable)?;
         }
-        self.logits(&norm(&self.norm, &x)?)
+        let logits = self.logits(&norm(&self.norm, &x)?)?;
+        Ok(if self.is_split() { logits.to_device(&self.device)? } else { logits })
+    }
+
+    /// One cache of attention masks per device: a mask is built on the device that uses it.
+    fn mask_caches(&self) -> Vec<MaskCache> {
+        self.devices.iter().map(|_| MaskCache::default()).collect()
     }
 }

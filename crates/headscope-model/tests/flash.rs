@@ -352,7 +352,7 @@ fn a_model_prefilled_by_the_fused_kernel_is_as_close_to_f32_as_the_chunked_path(
         let mut fed = vec![prompt[1499]];
         let mut runs: Vec<Vec<(Vec<f32>, Vec<u32>)>> = Vec::new();
         for (dtype, fused) in [(DType::F32, false), (DType::BF16, true), (DType::BF16, false)] {
-            let options = LoadOptions { dtype: Some(dtype), device: dev.clone() };
+            let options = LoadOptions::on(dev.clone(), Some(dtype));
             let mut m = LoadedModel::load(dir.path(), &options).unwrap();
             m.model.set_fused_attention(fused);
             assert_eq!(m.model.uses_fused_attention(), fused);
@@ -485,7 +485,7 @@ fn new_families_on_cuda_match_the_cpu() {
         let dir = tempfile::tempdir().unwrap();
         TinyModel { seed: 3, ..TinyModel::new(arch) }.write(dir.path()).unwrap();
         let run = |device: Device| {
-            let mut m = LoadedModel::load(dir.path(), &LoadOptions { dtype: Some(DType::F32), device }).unwrap();
+            let mut m = LoadedModel::load(dir.path(), &LoadOptions::on(device, Some(DType::F32))).unwrap();
             m.model.set_prefill_chunk(7);
             let ids: Vec<u32> = (0..60).map(|i| 3 + (i * 37 % 300) as u32).collect();
             m.model.prefill(&ids[..59]).unwrap();
@@ -520,7 +520,7 @@ fn kv_plans_on_cuda_match_the_cpu() {
         headscope_engine::KvPlan::keeping_heads(&spec, &[headscope_core::HeadId::new(1, 3)], 2, 9).unwrap(),
     ] {
         let run = |device: Device| {
-            let mut m = LoadedModel::load(dir.path(), &LoadOptions { dtype: Some(DType::F32), device }).unwrap();
+            let mut m = LoadedModel::load(dir.path(), &LoadOptions::on(device, Some(DType::F32))).unwrap();
             m.model.set_kv_plan(Some(plan.clone())).unwrap();
             m.model.set_prefill_chunk(7);
             let ids: Vec<u32> = (0..50).map(|i| 3 + (i * 31 % 300) as u32).collect();
@@ -554,7 +554,7 @@ fn fused_decode_under_a_kv_plan_is_as_close_to_f32_as_the_plain_planned_path() {
         let mut fed = vec![prompt[1199]];
         let mut runs: Vec<Vec<(Vec<f32>, Vec<u32>)>> = Vec::new();
         for (dtype, fused) in [(DType::F32, false), (DType::BF16, true), (DType::BF16, false)] {
-            let mut m = LoadedModel::load(dir.path(), &LoadOptions { dtype: Some(dtype), device: dev.clone() }).unwrap();
+            let mut m = LoadedModel::load(dir.path(), &LoadOptions::on(dev.clone(), Some(dtype))).unwrap();
             m.model.set_fused_attention(fused);
             m.model.set_kv_plan(Some(plan.clone())).unwrap();
             m.model.prefill(&prompt[..1199]).unwrap();

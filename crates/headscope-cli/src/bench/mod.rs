@@ -104,6 +104,10 @@ pub struct BenchArgs {
     /// The KV cache the tests decode with (`--kv-cache` of detect and niah; candle backend).
     #[command(flatten)]
     pub kv: crate::KvCacheArgs,
+    /// Not available: bench times tests on one device, and timings of different machines do not add up
+    /// to one table; run one bench per machine. Given, bench stops with that error.
+    #[arg(long, value_name = "I/N", value_parser = crate::parse_shard)]
+    pub shard: Option<headscope_core::sweep::Shard>,
 }
 
 /// Timing of one prompt length (means over the repeats).
@@ -262,6 +266,11 @@ pub fn stored_parameters(files: &[PathBuf]) -> Result<u64> {
 
 /// `headscope bench`.
 pub fn bench(args: &BenchArgs) -> Result<()> {
+    if let Some(shard) = args.shard {
+        bail!(
+            "--shard {shard}: bench cannot be split over machines (it times tests on one device, and timings of different machines do not make one table); run one bench per machine"
+        );
+    }
     if args.lengths.is_empty() || args.lengths.contains(&0) {
         bail!("--lengths needs positive prompt lengths");
     }
@@ -289,7 +298,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     // The wgpu engine takes its weights from the candle loader's files, as f32.
     let device = if wgpu { Device::Cpu } else { crate::sweep::parse_device(&args.device)? };
     let dtype = if wgpu { Some(DType::F32) } else { parse_dtype(&args.dtype)? };
-    let options = LoadOptions { dtype, device: device.clone() };
+    let options = LoadOptions::on(device.clone(), dtype);
     let dtype = ModelDir::resolve_dtype(&options);
     let mut md = ModelDir::open(&args.model)?;
     let spec = md.spec.clone();

@@ -93,6 +93,11 @@ pub struct ReportArgs {
     /// rank correlations.
     #[arg(long, value_name = "KINDS", default_value = "eq1")]
     pub scores: String,
+    /// Not available: a report cannot be split over machines, because its masking runs need the head
+    /// scores of the whole detection. Split the sweeps themselves (`detect --shard I/N`, `niah --shard
+    /// I/N`, then `headscope merge`). Given, the report stops with that error.
+    #[arg(long, value_name = "I/N", value_parser = crate::parse_shard)]
+    pub shard: Option<headscope_core::sweep::Shard>,
 }
 
 impl ReportArgs {
@@ -110,6 +115,7 @@ impl ReportArgs {
             // The report's figures are of the model as it is: the whole cache.
             kv: crate::KvCacheArgs { kv_cache: "full".into(), kv_sink: 4, kv_window: 256 },
             decode: "greedy".into(),
+            shard: None,
         }
     }
 
@@ -242,6 +248,11 @@ fn mask_runs(plan: &Plan, seeds: u64) -> Vec<Masked> {
 
 /// `headscope report`.
 pub fn report(a: &ReportArgs) -> Result<()> {
+    if let Some(shard) = a.shard {
+        bail!(
+            "--shard {shard}: a report cannot be split over machines (its masking runs need the head scores of the whole detection); split its sweeps instead with `headscope detect --shard I/N` or `niah --shard I/N` and join them with `headscope merge`"
+        );
+    }
     a.check()?;
     let out = &a.out;
     let model_dir = sweep::open_model(&a.sweep_args(out.join("detect")))?;

@@ -37,3 +37,46 @@ pub fn fails_all(args: &[&str], expect: &[&str]) {
     }
 }
 pub mod fault_sweep;
+
+/// A tiny random Llama in `tmp` (`tiny-model`, plus `model_flags`) and the first two held-out needles;
+/// returns the flags of a small sweep over them (the KJV haystack, 6 new tokens).
+pub fn tiny_sweep(tmp: &std::path::Path, model_flags: &[&str], lengths: &str, depths: &str) -> Vec<String> {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let model = tmp.join("tiny");
+    let mut args = vec!["tiny-model", "--out", model.to_str().unwrap(), "--arch", "llama"];
+    args.extend(model_flags);
+    ok(&args);
+    let needles = tmp.join("needles.jsonl");
+    let heldout = std::fs::read_to_string(repo.join("public/needles/heldout.jsonl")).unwrap();
+    std::fs::write(&needles, heldout.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let haystack = repo.join("public/haystacks/kjv-john.txt");
+    [
+        "--model",
+        model.to_str().unwrap(),
+        "--needles",
+        needles.to_str().unwrap(),
+        "--haystack",
+        haystack.to_str().unwrap(),
+        "--lengths",
+        lengths,
+        "--depths",
+        depths,
+        "--max-new-tokens",
+        "6",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The lines of a tests.jsonl as JSON, each without its timing (which differs between two runs).
+pub fn records_without_seconds(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds").expect("a record has its time");
+            v
+        })
+        .collect()
+}

@@ -19,13 +19,8 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> JsonlLog<R> {
         let mut records = Vec::new();
         if path.exists() {
             let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
-            let complete = text.rfind('\n').map_or(0, |i| i + 1);
-            for (i, line) in text[..complete].lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                records.push(serde_json::from_str(line).map_err(|e| CoreError::malformed(path, format!("line {}: {e}", i + 1)))?);
-            }
+            let complete;
+            (records, complete) = parse_complete_lines(path, &text)?;
             if complete < text.len() {
                 tracing::warn!("{}: dropping an unfinished last line (a run stopped while writing it)", path.display());
                 let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| CoreError::io(path, e))?;
@@ -34,6 +29,14 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> JsonlLog<R> {
         }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| CoreError::io(path, e))?;
         Ok(JsonlLog { path: path.to_owned(), file, records })
+    }
+
+    /// The records of the file at `path`, read without opening it for writing (another process's run
+    /// folder, a shard being merged). A last line cut off by a crash is left out, as [`JsonlLog::open`]
+    /// leaves it out, but the file is not changed.
+    pub fn read(path: &Path) -> Result<Vec<R>> {
+        let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+        Ok(parse_complete_lines(path, &text)?.0)
     }
 
     /// The file's path.
@@ -60,4 +63,17 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> JsonlLog<R> {
         self.records.push(record);
         Ok(())
     }
+}
+
+/// The records of the complete lines of `text` (the file at `path`), and the byte length of those lines.
+fn parse_complete_lines<R: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<(Vec<R>, usize)> {
+    let complete = text.rfind('\n').map_or(0, |i| i + 1);
+    let mut records = Vec::new();
+    for (i, line) in text[..complete].lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        records.push(serde_json::from_str(line).map_err(|e| CoreError::malformed(path, format!("line {}: {e}", i + 1)))?);
+    }
+    Ok((records, complete))
 }

@@ -6,12 +6,14 @@ pub mod head_scores;
 pub mod jsonl;
 pub mod records;
 pub mod run_info;
+pub mod shards;
 
 pub use duo_tsv::{read_duo_tsv, write_duo_tsv};
 pub use head_scores::{read_head_scores, write_head_scores};
 pub use jsonl::JsonlLog;
-pub use records::{head_scores_from_records, head_scores_of_kind, in_plan_order, TestLog, TestRecord};
-pub use run_info::{short_hash, MaskInfo, ModelInfo, RunInfo};
+pub use records::{head_scores_from_records, head_scores_of_kind, in_plan_order, read_records, TestLog, TestRecord};
+pub use run_info::{short_hash, MaskInfo, ModelInfo, RunInfo, ShardInfo};
+pub use shards::{merge_shards, MergedRun, ShardRun};
 
 use crate::error::{CoreError, Result};
 use std::path::Path;

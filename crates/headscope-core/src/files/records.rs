@@ -186,6 +186,11 @@ pub fn head_scores_of_kind<'a>(
     Ok(scores)
 }
 
+/// The records of the `tests.jsonl` at `path`, read only ([`JsonlLog::read`]).
+pub fn read_records(path: &Path) -> Result<Vec<TestRecord>> {
+    JsonlLog::read(path)
+}
+
 /// An append-only `tests.jsonl` ([`JsonlLog`]), with the records already in it indexed by test id.
 pub struct TestLog {
     log: JsonlLog<TestRecord>,

@@ -4,6 +4,7 @@
 use super::write_atomic;
 use crate::error::{CoreError, Result};
 use crate::head::HeadId;
+use crate::sweep::Shard;
 use std::path::Path;
 
 /// The model a run used.
@@ -80,6 +81,37 @@ pub struct RunInfo {
     /// with a copy that masks FILE's top-K heads); absent: greedy decoding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode: Option<String>,
+    /// Set when the run is one part of a sweep split over machines (`--shard I/N`); absent: the
+    /// whole plan. `headscope merge` joins the parts into the run one machine would have written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+}
+
+/// What a shard's run.json keeps beyond an unsharded one's: which part it is, the whole plan it is a
+/// part of, and the settings that turn records into the run's other files. An unsharded run.json
+/// keeps neither (a resumed run may extend the grid or change the gate), but `headscope merge` has
+/// only the shards' folders to check coverage against and to write those files from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ShardInfo {
+    /// Which part of how many, `I/N`.
+    pub shard: Shard,
+    /// Needles in the plan.
+    pub needles: usize,
+    /// The plan's context lengths.
+    pub lengths: Vec<usize>,
+    /// The plan's needle depths in percent.
+    pub depths: Vec<f64>,
+    /// The model's name in figure titles.
+    pub model_name: String,
+    /// `detect --gate`: the recall a test needs to be scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<f64>,
+    /// `detect --threshold`: the mean score that makes a retrieval head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// `niah --pass`: the recall an answer needs to pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<f64>,
 }
 
 impl RunInfo {
@@ -97,7 +129,39 @@ impl RunInfo {
             ("mask", format!("{:?}", self.mask)),
             ("KV cache", self.kv_cache.clone().unwrap_or_else(|| "full".into())),
             ("decoding", self.decode.clone().unwrap_or_else(|| "greedy".into())),
+            ("shard", self.shard.as_ref().map_or_else(|| "the whole plan".into(), |s| s.shard.to_string())),
         ]
+    }
+
+    /// How this run differs from `other` in what decides whether their records belong to one sweep:
+    /// everything a resume checks but the shard's index, the head scores written, the plan and the
+    /// settings that turn records into files. Empty: shards of one sweep. Each entry names the field
+    /// with both values.
+    pub fn differences_as_shards(&self, other: &RunInfo) -> Vec<String> {
+        let fields = |r: &RunInfo| {
+            let mut f: Vec<(&'static str, String)> = r.identity().into_iter().filter(|(name, _)| *name != "shard").collect();
+            f.push(("head scores", format!("{:?}", r.scores)));
+            match &r.shard {
+                None => f.push(("shard", "none (not run with --shard)".into())),
+                Some(s) => f.extend([
+                    ("number of shards", s.shard.count.to_string()),
+                    ("needles in the plan", s.needles.to_string()),
+                    ("lengths", format!("{:?}", s.lengths)),
+                    ("depths", format!("{:?}", s.depths)),
+                    ("model name", s.model_name.clone()),
+                    ("gate", format!("{:?}", s.gate)),
+                    ("threshold", format!("{:?}", s.threshold)),
+                    ("pass", format!("{:?}", s.pass)),
+                ]),
+            }
+            f
+        };
+        fields(self)
+            .into_iter()
+            .zip(fields(other))
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("{}: {} against {}", a.0, a.1, b.1))
+            .collect()
     }
 
     /// Checks that a run directory's existing `run.json` (if any) describes the same setup, then writes
@@ -161,6 +225,7 @@ mod tests {
             scores: Vec::new(),
             kv_cache: None,
             decode: None,
+            shard: None,
         }
     }
 
