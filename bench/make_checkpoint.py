@@ -36,6 +36,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 import torch
@@ -172,6 +173,24 @@ def build_model(config, dtype, device, attn_implementation=None):
     return model.eval()
 
 
+def config_dir_for_transformers(config_json):
+    """The folder of `config_json`, or a temporary copy that older transformers accept. Transformers 5.17
+    (the GPU machine's) validates Phi-3's longrope parameters before moving the top-level
+    `original_max_position_embeddings` into them, and refuses the published config ("Missing required
+    keys ... original_max_position_embeddings"); 5.25 moves it first. The copy puts it there itself."""
+    with open(config_json) as f:
+        raw = json.load(f)
+    scaling = raw.get("rope_scaling") or {}
+    if scaling.get("type", scaling.get("rope_type")) in ("su", "longrope") and "original_max_position_embeddings" in raw \
+            and "original_max_position_embeddings" not in scaling:
+        scaling["original_max_position_embeddings"] = raw["original_max_position_embeddings"]
+        folder = tempfile.mkdtemp(prefix="hs-config-")
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump(raw, f)
+        return folder
+    return os.path.dirname(os.path.abspath(config_json))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="a config.json (e.g. bench/configs/llama-2-7b/config.json)")
@@ -188,7 +207,7 @@ def main():
 
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(args.config)))
+    config = AutoConfig.from_pretrained(config_dir_for_transformers(args.config))
     # The language model's settings (a multimodal config such as Gemma-3-4B's keeps them in text_config).
     text = config.get_text_config()
     dtype = getattr(torch, args.dtype)
