@@ -11,8 +11,9 @@
 # RoPE base": the chain from scratch at 10000000).
 # DET=1 first trains 60 steps of next stage 1 twice with deterministic kernels and prints both
 # weights' md5 (they must agree). TRAIN_FLAGS go to train_lab.py (e.g. --f32-logits). LONG=1 adds a sixth
-# yardstick at 8192 tokens (hws8192). COT=1 also runs, per evaluated model, `headscope detect` (default
-# grid) and `headscope cot` with its head scores (public/cot tasks, 1 random seed, 96-token reasoning).
+# yardstick at 8192 tokens (hws8192); EXTRA="tag:needles:haystack:length ..." adds more (5 depths each).
+# COT=1 also runs, per evaluated model, `headscope detect` (default grid) and `headscope cot`
+# with its head scores (public/cot tasks, 1 random seed, 96-token reasoning).
 # Each extra costs GPU time: plan on about 60 s for LONG and 150 s for COT per model.
 # Carried (git-ignored, made here):
 #   .carry/headscope.xz      a CUDA build of headscope (see scripts/lab-gpu.sh), xz-compressed
@@ -86,6 +87,8 @@ for name in ${EVAL:-}; do
   hw=public/needles/handwritten.jsonl vil=public/haystacks/village.txt sto=.carry/eval/heldout-stories.txt
   yardsticks=("hwv256 $hw $vil 256" "hwv1024 $hw $vil 1024" "hws1024 $hw $sto 1024" "natv1024 .carry/eval/natural.jsonl $vil 1024" "hws4096 $hw $sto 4096")
   [ "${LONG:-0}" = 1 ] && yardsticks+=("hws8192 $hw $sto 8192")
+  # EXTRA="tag:needles:haystack:length ..." adds yardsticks of its own (e.g. needles written for a trial).
+  for x in ${EXTRA:-}; do IFS=: read -r tag needles hay len <<< "$x"; yardsticks+=("$tag $needles $hay $len"); done
   for y in "${yardsticks[@]}"; do
     read -r tag needles hay len <<< "$y"
     if [ "$(left)" -lt 30 ]; then echo "no time for $name $tag"; break; fi

@@ -122,6 +122,11 @@ struct DataRecipe {
     /// (`SentenceExerciseSettings::natural_invented_words`), so that restating them is copying.
     #[serde(default)]
     natural_invented_words: f64,
+    /// With `natural_facts`: share of them written in a clause form (a person named by a relative
+    /// clause, a condition in front, an existential, a reason fronted by "As" or "Since"; see
+    /// `FactGrammar::with_clauses`). 0 leaves the facts of earlier recipes as they were.
+    #[serde(default)]
+    natural_clauses: f64,
     /// With `restate`: share of exercises that are two-hop lookups (`headscope_train::two_hop`), asked
     /// directly or step by step in the words `headscope cot` uses (issue 19's chain-of-thought demo).
     #[serde(default)]
@@ -251,6 +256,7 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
         ("repeated_haystacks", r.data.repeated_haystacks),
         ("cue_answers", r.data.cue_answers),
         ("natural_invented_words", r.data.natural_invented_words),
+        ("natural_clauses", r.data.natural_clauses),
         ("two_hop", r.data.two_hop),
         ("two_hop_reasoning", r.data.two_hop_reasoning),
     ] {
@@ -283,6 +289,7 @@ impl DataRecipe {
             natural_facts: self.natural_facts,
             cue_answers: self.cue_answers,
             natural_invented_words: self.natural_invented_words,
+            natural_clauses: self.natural_clauses,
             two_hop: self.two_hop,
             two_hop_reasoning: self.two_hop_reasoning,
         })
@@ -944,7 +951,7 @@ mod tests {
     fn every_committed_recipe_parses() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let mut checked = 0;
-        for dir in ["public/models/lab", "docs/lab-v3", "docs/lab-v4", "docs/lab-retrain"] {
+        for dir in ["public/models/lab", "docs/lab-v3", "docs/lab-v4", "docs/lab-v5", "docs/lab-retrain"] {
             for entry in std::fs::read_dir(root.join(dir)).unwrap() {
                 let path = entry.unwrap().path();
                 if path.extension().is_some_and(|e| e == "toml") {

@@ -319,6 +319,8 @@ pub struct SentenceExerciseSettings {
     /// ([`FactGrammar::with_invented_words`]): what the model restates must then be copied from the
     /// needle, not recalled from the grammar's word lists.
     pub natural_invented_words: f64,
+    /// Share of the natural facts written in a clause form ([`FactGrammar::with_clauses`]).
+    pub natural_clauses: f64,
     /// Share of exercises that are two-hop lookups ([`crate::two_hop`]): the answer fact is the needle,
     /// the bridge fact and facts of the same shape go elsewhere in the context, and the question asks
     /// for the answer alone or to think step by step ([`headscope_core::cot::CotMode`]'s wording).
@@ -338,6 +340,7 @@ impl Default for SentenceExerciseSettings {
             natural_facts: 0.0,
             cue_answers: 0.0,
             natural_invented_words: 0.0,
+            natural_clauses: 0.0,
             two_hop: 0.0,
             two_hop_reasoning: 0.5,
         }
@@ -476,7 +479,9 @@ impl SentenceExerciseGenerator {
     /// A fact of [`FactGrammar`] with its own near sentences (as often as `distractors` says), and
     /// further facts elsewhere: natural facts or corpus sentences.
     fn natural_exercise(&mut self) -> Exercise {
-        let mut grammar = FactGrammar::new(self.rng.next_u64()).with_invented_words(self.settings.natural_invented_words);
+        let mut grammar = FactGrammar::new(self.rng.next_u64())
+            .with_invented_words(self.settings.natural_invented_words)
+            .with_clauses(self.settings.natural_clauses);
         let fact = grammar.fact(self.rng.unit() < self.settings.distractors);
         let (mut before, mut after) = (Vec::new(), Vec::new());
         for near in fact.near {

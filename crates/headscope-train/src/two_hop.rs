@@ -117,9 +117,39 @@ fn distinct(rng: &mut SplitMix64, used: &mut Vec<String>, n: usize, mut draw: im
     out
 }
 
+/// The sentences of the two-hop tasks `headscope cot` asks (`public/cot/two-hop.jsonl`), lower-cased:
+/// the lab model's chain-of-thought figure is measured on them, so training never states one of them.
+fn reserved_sentences() -> &'static std::collections::HashSet<String> {
+    static RESERVED: std::sync::OnceLock<std::collections::HashSet<String>> = std::sync::OnceLock::new();
+    RESERVED.get_or_init(|| {
+        let tasks = headscope_core::cot::parse_cot_jsonl(
+            include_str!("../../../public/cot/two-hop.jsonl"),
+            std::path::Path::new("public/cot/two-hop.jsonl"),
+        )
+        .expect("the committed two-hop tasks parse");
+        tasks
+            .iter()
+            .flat_map(|t| t.context.split_inclusive('.').map(|s| s.trim().to_lowercase()).collect::<Vec<_>>())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
 /// Draws a chain with one or two others of its shape beside it (each other entity with its own second
-/// hop), all distinct. A pure function of the generator's state.
+/// hop), all distinct, none of its sentences one of the evaluation's (`public/cot/two-hop.jsonl`): a
+/// chain that states one is drawn again. A pure function of the generator's state.
 pub fn draw(rng: &mut SplitMix64) -> TwoHopFact {
+    loop {
+        let fact = draw_any(rng);
+        let reserved = reserved_sentences();
+        let said = |s: &String| reserved.contains(&s.trim().to_lowercase());
+        if !said(&fact.bridge) && !said(&fact.answer_fact) && !fact.distractors.iter().any(said) {
+            return fact;
+        }
+    }
+}
+
+fn draw_any(rng: &mut SplitMix64) -> TwoHopFact {
     let chain = CHAINS[rng.below(CHAINS.len() as u64) as usize];
     let n = 2 + rng.below(2) as usize; // the asked chain and one or two others
     let mut used = Vec::new();
@@ -207,5 +237,25 @@ mod tests {
         }
         let (mut a, mut b) = (SplitMix64::new(3), SplitMix64::new(3));
         assert_eq!(draw(&mut a), draw(&mut b), "a pure function of the seed");
+    }
+
+    #[test]
+    fn no_chain_states_a_sentence_of_the_evaluation_tasks() {
+        let reserved = reserved_sentences();
+        assert!(reserved.len() > 150, "{}", reserved.len());
+        // Without the check the generator does state some of them (its lists share the tasks' words).
+        let (mut rng, mut raw) = (SplitMix64::new(11), 0);
+        for _ in 0..20_000 {
+            let f = draw_any(&mut rng);
+            raw += usize::from([&f.bridge, &f.answer_fact].into_iter().chain(&f.distractors).any(|s| reserved.contains(&s.to_lowercase())));
+        }
+        assert!(raw > 0, "the check is not needed: no raw chain states a task's sentence");
+        let mut rng = SplitMix64::new(11);
+        for _ in 0..20_000 {
+            let f = draw(&mut rng);
+            for s in [&f.bridge, &f.answer_fact].into_iter().chain(&f.distractors) {
+                assert!(!reserved.contains(&s.to_lowercase()), "{s:?} is a sentence of public/cot/two-hop.jsonl");
+            }
+        }
     }
 }
