@@ -63,7 +63,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ctx = ctx.clone().with_kernel_set(kernels);
         let t = Instant::now();
         let mut gpu = pollster::block_on(GpuModel::load(&ctx, &spec, &refs))?;
-        println!("gpu load ({kernels:?} kernels): {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "gpu load ({kernels:?} kernels): {:.0} ms; weights {:?}, {:.1} MB on the GPU (embedding and LM head in {:?} blocks)",
+            t.elapsed().as_secs_f64() * 1e3,
+            gpu.weight_format(),
+            gpu.weight_bytes() as f64 / 1e6,
+            gpu.weight_blocks()
+        );
         gpu.reserve(prompt_len + steps)?;
         // One warm-up step compiles whatever the driver compiles lazily.
         pollster::block_on(gpu.step(prompt[0], &probe))?;

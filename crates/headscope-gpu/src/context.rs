@@ -77,6 +77,8 @@ pub struct GpuContext {
     kernels: KernelSet,
     /// At most this many prompt tokens per prefill submission, where set (below the kernels' own).
     pub(crate) prefill_chunk: Option<usize>,
+    /// At most this many bytes per weight buffer, where set (below the device's binding limit).
+    pub(crate) weight_block: Option<u64>,
     /// Errors the device reported outside any error scope (wgpu's default handler would panic).
     pub(crate) errors: Arc<Mutex<Vec<String>>>,
 }
@@ -111,7 +113,7 @@ impl GpuContext {
             }
         }));
         let kernels = if summary.is_software() { KernelSet::Serial } else { KernelSet::Parallel };
-        Ok(GpuContext { device, queue, summary, kernels, prefill_chunk: None, errors })
+        Ok(GpuContext { device, queue, summary, kernels, prefill_chunk: None, weight_block: None, errors })
     }
 
     /// The kernels models loaded on this context compile: parallel on a real GPU, serial on a CPU
@@ -130,6 +132,14 @@ impl GpuContext {
     /// cut short prompts into several chunks.
     pub fn with_prefill_chunk(mut self, rows: usize) -> Self {
         self.prefill_chunk = Some(rows.max(1));
+        self
+    }
+
+    /// This context with weight buffers of at most `bytes` (at least 4 KiB): the embedding table and the
+    /// LM head, which are split into blocks where the device cannot bind them whole, are split at this
+    /// size instead. Tests use it to split a small model as a browser splits a large one.
+    pub fn with_weight_block(mut self, bytes: u64) -> Self {
+        self.weight_block = Some(bytes.max(4096));
         self
     }
 

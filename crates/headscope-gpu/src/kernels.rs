@@ -22,7 +22,10 @@ pub(crate) struct RunUniform {
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub(crate) struct EmbedOp {
     pub hidden: u32,
-    pub pad: [u32; 3],
+    /// The block of the table this dispatch reads: its first row and its number of rows.
+    pub row0: u32,
+    pub rows: u32,
+    pub pad: u32,
 }
 
 /// `rmsnorm.wgsl`'s Op.
@@ -62,7 +65,9 @@ pub(crate) struct MatOp {
     pub ld: u32,
     pub mode: u32,
     pub has_bias: u32,
-    pub pad: [u32; 2],
+    /// First output column (a column block of a matrix split to fit the binding limit).
+    pub col0: u32,
+    pub pad: u32,
 }
 
 impl MatOp {
@@ -76,7 +81,73 @@ impl MatOp {
             ld: ld as u32,
             mode: epilogue as u32,
             has_bias: has_bias as u32,
-            pad: [0; 2],
+            col0: 0,
+            pad: 0,
+        }
+    }
+
+    /// The product of columns `col0 .. col0 + n` of a matrix of `ld` columns (stored alone), written
+    /// into those columns of the output.
+    pub fn column_block(k: usize, col0: usize, n: usize, ld: usize) -> Self {
+        MatOp {
+            k: k as u32,
+            n: n as u32,
+            n4: n.div_ceil(4) as u32,
+            ld: ld as u32,
+            mode: Epilogue::Store as u32,
+            has_bias: 0,
+            col0: col0 as u32,
+            pad: 0,
+        }
+    }
+}
+
+/// How a model's matrices (and its embedding table) are stored on the GPU: as f32, or in the
+/// checkpoint's own 16-bit format, two values to a u32, widened to f32 as the kernels read them
+/// (`unpack2x16float` for f16, a shift for bf16: both exact, so the products equal those of f32
+/// copies of the same weights, and no `shader-f16` feature is needed). Half the memory and half the
+/// bytes a decode step reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl WeightFormat {
+    /// Bytes per weight.
+    pub fn bytes(self) -> u64 {
+        match self {
+            WeightFormat::F32 => 4,
+            WeightFormat::F16 | WeightFormat::Bf16 => 2,
+        }
+    }
+
+    /// `matmul.wgsl`'s binding 3 and `wv4(i)`: column group `i` as four f32.
+    fn matmul_prelude(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => {
+                "@group(0) @binding(3) var<storage, read> w: array<vec4<f32>>;\nfn wv4(i: u32) -> vec4<f32> {\n    return w[i];\n}"
+            }
+            WeightFormat::F16 => {
+                "@group(0) @binding(3) var<storage, read> w: array<vec2<u32>>;\nfn wv4(i: u32) -> vec4<f32> {\n    let p = w[i];\n    return vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y));\n}"
+            }
+            WeightFormat::Bf16 => {
+                "@group(0) @binding(3) var<storage, read> w: array<vec2<u32>>;\nfn wv4(i: u32) -> vec4<f32> {\n    let p = w[i];\n    return vec4<f32>(bitcast<f32>(p.x << 16u), bitcast<f32>(p.x & 0xffff0000u), bitcast<f32>(p.y << 16u), bitcast<f32>(p.y & 0xffff0000u));\n}"
+            }
+        }
+    }
+
+    /// `embed.wgsl`'s binding 3 and `table_at(i)`: value `i` of the table block as f32.
+    fn embed_prelude(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "@group(0) @binding(3) var<storage, read> table: array<f32>;\nfn table_at(i: u32) -> f32 {\n    return table[i];\n}",
+            WeightFormat::F16 => {
+                "@group(0) @binding(3) var<storage, read> table: array<u32>;\nfn table_at(i: u32) -> f32 {\n    return unpack2x16float(table[i / 2u])[i % 2u];\n}"
+            }
+            WeightFormat::Bf16 => {
+                "@group(0) @binding(3) var<storage, read> table: array<u32>;\nfn table_at(i: u32) -> f32 {\n    let p = table[i / 2u];\n    return bitcast<f32>(select(p << 16u, p & 0xffff0000u, i % 2u == 1u));\n}"
+            }
         }
     }
 }
@@ -145,6 +216,8 @@ pub(crate) struct Kernels {
     pub attention_values_sum: Option<wgpu::ComputePipeline>,
     /// The set these are.
     pub set: KernelSet,
+    /// How the matrices' weights are stored (the matmul and embedding kernels read that format).
+    pub weights: WeightFormat,
 }
 
 /// Which kernels a model compiles: the matmul of several rows, prefill attention and decode-step
@@ -294,11 +367,12 @@ fn kernel(device: &wgpu::Device, label: &str, source: &str, slots: &[Slot]) -> K
 impl Kernels {
     /// Compiles every kernel for heads of `head_dim`, turning validation errors (WGSL the platform
     /// rejects) into an error.
-    pub async fn build(device: &wgpu::Device, head_dim: usize, set: KernelSet) -> Result<Self> {
+    pub async fn build(device: &wgpu::Device, head_dim: usize, set: KernelSet, weights: WeightFormat) -> Result<Self> {
         use Slot::*;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mm_layout = layout(device, "matmul", &[Uniform, Uniform, Read, Read, Read, ReadWrite]);
-        let mm_source = include_str!("shaders/matmul.wgsl");
+        let mm_source = &include_str!("shaders/matmul.wgsl").replace("{{WEIGHTS}}", weights.matmul_prelude());
+        let embed_source = include_str!("shaders/embed.wgsl").replace("{{TABLE}}", weights.embed_prelude());
         let decode_layout =
             layout(device, "attention_decode", &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite, Read, ReadWrite]);
         let parallel = set == KernelSet::Parallel && head_dim <= 256;
@@ -309,7 +383,7 @@ impl Kernels {
         let decode_source = attention_source(&decode_source, head_dim);
         let (softmax, values) = if parallel { ("softmax_wg", "values_split") } else { ("softmax", "values") };
         let kernels = Kernels {
-            embed: kernel(device, "embed", include_str!("shaders/embed.wgsl"), &[Uniform, Uniform, Read, Read, ReadWrite]),
+            embed: kernel(device, "embed", &embed_source, &[Uniform, Uniform, Read, Read, ReadWrite]),
             norm: kernel(device, "rmsnorm", include_str!("shaders/rmsnorm.wgsl"), &[Uniform, Uniform, Read, Read, ReadWrite]),
             gemv: pipeline(device, "gemv", mm_source, &mm_layout, if set == KernelSet::Parallel { "gemv_split" } else { "gemv" }),
             gemm: Kernel {
@@ -340,6 +414,7 @@ impl Kernels {
                 layout: decode_layout,
             },
             set,
+            weights,
         };
         if let Some(e) = scope.pop().await {
             return Err(GpuError::Validation(e.to_string()));

@@ -60,6 +60,7 @@ mod weights;
 pub use context::{AdapterSummary, GpuContext, KernelSet};
 pub use decode::greedy_decode;
 pub use error::{GpuError, Result};
+pub use kernels::WeightFormat;
 pub use model::{GpuModel, StepOutput};
 
 pub use headscope_engine::{AttentionRow, DecodeTrace, Engine, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};

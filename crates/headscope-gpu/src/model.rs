@@ -15,7 +15,7 @@
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{
-    scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, KernelSet, Kernels, MatOp, NormOp, RopeOp, RunUniform,
+    scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, KernelSet, Kernels, MatOp, NormOp, RopeOp, RunUniform, WeightFormat,
     PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, TILED_GROUPS, TILED_ROWS, VALUES_CHUNK, WORKGROUP,
 };
 use crate::signal::signal;
@@ -85,19 +85,22 @@ struct LayerWeights {
 
 /// Every weight on the GPU, plus the static per-kernel uniforms.
 struct Weights {
-    embed: wgpu::Buffer,
+    /// The embedding table in blocks of rows (one block unless the device cannot bind it whole), each
+    /// with its op (first row, rows).
+    embed: Vec<(wgpu::Buffer, wgpu::Buffer)>,
     layers: Vec<LayerWeights>,
     norm: wgpu::Buffer,
-    lm_head: wgpu::Buffer,
+    /// The LM head in blocks of columns, likewise, each with its op and its number of columns.
+    lm_head: Vec<(wgpu::Buffer, wgpu::Buffer, usize)>,
     /// Bound where a matmul has no bias (a binding cannot be left empty).
     no_bias: wgpu::Buffer,
-    embed_op: wgpu::Buffer,
+    /// Bytes of GPU memory the weights take.
+    bytes: u64,
     norm_op: wgpu::Buffer,
     qkv_op: wgpu::Buffer,
     o_op: wgpu::Buffer,
     gate_up_op: wgpu::Buffer,
     down_op: wgpu::Buffer,
-    lm_op: wgpu::Buffer,
     head_norm_op: wgpu::Buffer,
 }
 
@@ -135,10 +138,12 @@ struct RunState {
     /// Activations, RoPE tables, score scratch and per-layer uniforms: only the bind groups use them,
     /// held here so the run visibly owns its memory.
     _held: Vec<wgpu::Buffer>,
-    embed_group: wgpu::BindGroup,
+    /// One per block of the embedding table.
+    embed_groups: Vec<wgpu::BindGroup>,
     layers: Vec<LayerGroups>,
     norm_final: wgpu::BindGroup,
-    lm_head: wgpu::BindGroup,
+    /// One per block of the LM head, with its number of columns.
+    lm_head: Vec<(wgpu::BindGroup, usize)>,
 }
 
 /// The instrumented transformer on the GPU.
@@ -181,6 +186,46 @@ fn group(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, label: &str, buf
     device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
 }
 
+/// The format of the model's matrices on the GPU: the checkpoint's own 16-bit type when every matrix
+/// (and the embedding table, and the LM head if it has its own) has it, else f32.
+fn weight_format(spec: &ModelSpec, ck: &Checkpoint) -> WeightFormat {
+    let mut names = vec!["model.embed_tokens.weight".to_string()];
+    if ck.contains("lm_head.weight") {
+        names.push("lm_head.weight".into());
+    }
+    for l in 0..spec.layers {
+        for m in [
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ] {
+            names.push(format!("model.layers.{l}.{m}.weight"));
+        }
+    }
+    let types: Vec<Option<safetensors::Dtype>> = names.iter().map(|n| ck.dtype(n)).collect();
+    if types.iter().all(|t| *t == Some(safetensors::Dtype::F16)) {
+        WeightFormat::F16
+    } else if types.iter().all(|t| *t == Some(safetensors::Dtype::BF16)) {
+        WeightFormat::Bf16
+    } else {
+        WeightFormat::F32
+    }
+}
+
+/// `data` as the GPU stores it in `format`: f32 as is, or 16-bit values two to a u32, the lower half
+/// first. The values came from weights of that type, so the conversion is exact.
+fn pack_weights(data: &[f32], format: WeightFormat) -> Vec<u8> {
+    match format {
+        WeightFormat::F32 => bytemuck::cast_slice(data).to_vec(),
+        WeightFormat::F16 => data.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect(),
+        WeightFormat::Bf16 => data.iter().flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes()).collect(),
+    }
+}
+
 /// The bias buffer if the layer has one, else the placeholder.
 fn or<'a>(bias: &'a Option<wgpu::Buffer>, none: &'a wgpu::Buffer) -> &'a wgpu::Buffer {
     bias.as_ref().unwrap_or(none)
@@ -206,15 +251,18 @@ fn check_size(limits: &wgpu::Limits, what: &str, bytes: u64) -> Result<()> {
 
 impl GpuModel {
     /// Uploads a checkpoint described by `spec` from the bytes of its safetensors files (one, or every
-    /// shard) and builds the pipelines. f16/bf16 weights become f32 on upload.
+    /// shard) and builds the pipelines. The matrices and the embedding table stay in the checkpoint's
+    /// f16 or bf16 where all of them have that type ([`WeightFormat`]); otherwise, and for norms and
+    /// biases, weights become f32.
     pub async fn load(ctx: &GpuContext, spec: &ModelSpec, safetensors_files: &[&[u8]]) -> Result<Self> {
         check_supported(spec)?;
         let checkpoint = Checkpoint::parse(safetensors_files)?;
         let device = &ctx.device;
-        let kernels = Kernels::build(device, spec.head_dim, ctx.kernel_set()).await?;
+        let format = weight_format(spec, &checkpoint);
+        let kernels = Kernels::build(device, spec.head_dim, ctx.kernel_set(), format).await?;
         let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let weights = Self::upload(ctx, spec, &checkpoint);
+        let weights = Self::upload(ctx, spec, &checkpoint, format);
         let invalid = validation.pop().await;
         let oom = memory.pop().await;
         let weights = weights?;
@@ -239,17 +287,47 @@ impl GpuModel {
         })
     }
 
-    fn upload(ctx: &GpuContext, spec: &ModelSpec, ck: &Checkpoint) -> Result<Weights> {
+    /// The weight format of this model's matrices on the GPU.
+    pub fn weight_format(&self) -> WeightFormat {
+        self.kernels.weights
+    }
+
+    /// Bytes of GPU memory the model's weights take (in [`GpuModel::weight_format`]).
+    pub fn weight_bytes(&self) -> u64 {
+        self.weights.bytes
+    }
+
+    /// Blocks the embedding table and the LM head are split into (1 and 1 when they fit whole).
+    pub fn weight_blocks(&self) -> (usize, usize) {
+        (self.weights.embed.len(), self.weights.lm_head.len())
+    }
+
+    fn upload(ctx: &GpuContext, spec: &ModelSpec, ck: &Checkpoint, format: WeightFormat) -> Result<Weights> {
         let device = &ctx.device;
         let limits = device.limits();
+        let bytes_held = std::cell::Cell::new(0u64);
         let put = |name: &str, data: &[f32]| -> Result<wgpu::Buffer> {
             check_size(&limits, &format!("weight {name}"), 4 * data.len() as u64)?;
+            bytes_held.set(bytes_held.get() + 4 * data.len() as u64);
             Ok(device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(name),
                 contents: bytemuck::cast_slice(data),
                 usage: wgpu::BufferUsages::STORAGE,
             }))
         };
+        // A matrix (or table block) in the model's weight format.
+        let put_matrix = |name: &str, data: &[f32]| -> Result<wgpu::Buffer> {
+            check_size(&limits, &format!("weight {name}"), format.bytes() * data.len() as u64)?;
+            let bytes = pack_weights(data, format);
+            bytes_held.set(bytes_held.get() + bytes.len() as u64);
+            Ok(device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(name),
+                contents: &bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+            }))
+        };
+        // The largest weight buffer: the device's binding limit, or the context's smaller block.
+        let block_bytes = ctx.weight_block.map_or(binding_limit(&limits), |b| b.min(binding_limit(&limits)));
         let (hidden, inter) = (spec.hidden_size, spec.intermediate_size);
         let (qw, kvw) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
         let embed = ck.get("model.embed_tokens.weight", &[spec.vocab_size, hidden])?;
@@ -281,21 +359,21 @@ impl GpuModel {
                     &format!("{p}.post_attention_layernorm.weight"),
                     &ck.get(&format!("{p}.post_attention_layernorm.weight"), &[hidden])?.data,
                 )?,
-                qkv: put(&format!("{a}.qkv (fused)"), &transpose_columns(&[&q, &k, &v], &qkv_order))?,
+                qkv: put_matrix(&format!("{a}.qkv (fused)"), &transpose_columns(&[&q, &k, &v], &qkv_order))?,
                 qkv_bias: bias(
                     spec.qkv_bias,
                     &[(&format!("{a}.q_proj.bias"), qw), (&format!("{a}.k_proj.bias"), kvw), (&format!("{a}.v_proj.bias"), kvw)],
                     &qkv_order,
                 )?,
-                o: put(&format!("{a}.o_proj.weight"), &transpose_columns(&[&o], &straight(hidden)))?,
+                o: put_matrix(&format!("{a}.o_proj.weight"), &transpose_columns(&[&o], &straight(hidden)))?,
                 o_bias: bias(spec.o_bias, &[(&format!("{a}.o_proj.bias"), hidden)], &straight(hidden))?,
-                gate_up: put(&format!("{m}.gate_up (interleaved)"), &transpose_columns(&[&gate, &up], &gu_order))?,
+                gate_up: put_matrix(&format!("{m}.gate_up (interleaved)"), &transpose_columns(&[&gate, &up], &gu_order))?,
                 gate_up_bias: bias(
                     spec.mlp_bias,
                     &[(&format!("{m}.gate_proj.bias"), inter), (&format!("{m}.up_proj.bias"), inter)],
                     &gu_order,
                 )?,
-                down: put(&format!("{m}.down_proj.weight"), &transpose_columns(&[&down], &straight(hidden)))?,
+                down: put_matrix(&format!("{m}.down_proj.weight"), &transpose_columns(&[&down], &straight(hidden)))?,
                 down_bias: bias(spec.mlp_bias, &[(&format!("{m}.down_proj.bias"), hidden)], &straight(hidden))?,
                 qk_norm: if spec.qk_norm {
                     let d = spec.head_dim;
@@ -308,19 +386,48 @@ impl GpuModel {
         }
         let norm = ck.get("model.norm.weight", &[hidden])?;
         // As candle's loader: tied embeddings serve as the LM head unless the checkpoint has its own.
-        let lm = if spec.tie_word_embeddings && !ck.contains("lm_head.weight") {
-            transpose_columns(&[&embed], &straight(spec.vocab_size))
+        let own_head = if spec.tie_word_embeddings && !ck.contains("lm_head.weight") {
+            None
         } else {
-            transpose_columns(&[&ck.get("lm_head.weight", &[spec.vocab_size, hidden])?], &straight(spec.vocab_size))
+            Some(ck.get("lm_head.weight", &[spec.vocab_size, hidden])?)
         };
+        let head = own_head.as_ref().unwrap_or(&embed);
         let eps = spec.rms_norm_eps as f32;
+        // The embedding table by blocks of rows, the LM head (stored as [hidden, vocab padded to 4]) by
+        // blocks of 4-column groups, each block within `block_bytes`.
+        let rows_per_block = (block_bytes / (format.bytes() * hidden as u64)).max(1) as usize;
+        let embed_blocks = (0..spec.vocab_size)
+            .step_by(rows_per_block)
+            .map(|row0| {
+                let rows = rows_per_block.min(spec.vocab_size - row0);
+                let data = &embed.data[row0 * hidden..(row0 + rows) * hidden];
+                let op = EmbedOp { hidden: hidden as u32, row0: row0 as u32, rows: rows as u32, pad: 0 };
+                Ok((put_matrix(&format!("model.embed_tokens.weight rows {row0}.."), data)?, uniform(device, "embed op", &op)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let padded = pad4(spec.vocab_size);
+        let groups_per_block = (block_bytes / (format.bytes() * 4 * hidden as u64)).max(1) as usize;
+        let lm_blocks = (0..padded / 4)
+            .step_by(groups_per_block)
+            .map(|g0| {
+                let g1 = (g0 + groups_per_block).min(padded / 4);
+                let n = (4 * g1).min(spec.vocab_size) - 4 * g0;
+                // Rows 4 g0 .. 4 g0 + n of [vocab, hidden], transposed into this block's own columns
+                // (the whole transposed head is never built: for a large vocabulary it is as big as
+                // the table).
+                let data = transpose_columns(&[head], &(4 * g0..4 * g0 + n).collect::<Vec<_>>());
+                let op = MatOp::column_block(hidden, 4 * g0, n, spec.vocab_size);
+                Ok((put_matrix(&format!("lm_head.weight columns {}..", 4 * g0), &data)?, uniform(device, "lm_head op", &op), n))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = put("model.norm.weight", &norm.data)?;
         Ok(Weights {
-            embed: put("model.embed_tokens.weight", &embed.data)?,
+            embed: embed_blocks,
             layers,
-            norm: put("model.norm.weight", &norm.data)?,
-            lm_head: put("lm_head.weight", &lm)?,
+            norm,
+            lm_head: lm_blocks,
             no_bias: storage(device, "no bias", 16, wgpu::BufferUsages::empty()),
-            embed_op: uniform(device, "embed op", &EmbedOp { hidden: hidden as u32, pad: [0; 3] }),
+            bytes: bytes_held.get(),
             norm_op: uniform(device, "norm op", &NormOp { n: hidden as u32, eps, pad: [0; 2] }),
             head_norm_op: uniform(
                 device,
@@ -331,7 +438,6 @@ impl GpuModel {
             o_op: uniform(device, "o op", &MatOp::new(qw, hidden, Epilogue::Accumulate, spec.o_bias)),
             gate_up_op: uniform(device, "gate_up op", &MatOp::new(hidden, 2 * inter, Epilogue::SwiGlu, spec.mlp_bias)),
             down_op: uniform(device, "down op", &MatOp::new(inter, hidden, Epilogue::Accumulate, spec.mlp_bias)),
-            lm_op: uniform(device, "lm_head op", &MatOp::new(hidden, spec.vocab_size, Epilogue::Store, false)),
         })
     }
 
@@ -618,9 +724,14 @@ impl GpuModel {
                 down: group(device, &k.gemm.layout, "down", &[&run, &w.down_op, &mlp, &lw.down, down_b, &x]),
             });
         }
-        let embed_group = group(device, &k.embed.layout, "embed", &[&run, &w.embed_op, &ids, &w.embed, &x]);
+        let embed_groups =
+            w.embed.iter().map(|(table, op)| group(device, &k.embed.layout, "embed", &[&run, op, &ids, table, &x])).collect();
         let norm_final = group(device, &k.norm.layout, "norm_final", &[&run, &w.norm_op, &x, &w.norm, &h]);
-        let lm_head = group(device, &k.gemm.layout, "lm_head", &[&run, &w.lm_op, &h, &w.lm_head, &w.no_bias, &logits]);
+        let lm_head = w
+            .lm_head
+            .iter()
+            .map(|(weights, op, n)| (group(device, &k.gemm.layout, "lm_head", &[&run, op, &h, weights, &w.no_bias, &logits]), *n))
+            .collect();
         let state = RunState {
             capacity,
             chunk,
@@ -634,7 +745,7 @@ impl GpuModel {
             logits,
             staging,
             _held: [x, h, qkv, q, attn, mlp, rope, scratch, rope_op].into_iter().chain(attention_ops).collect(),
-            embed_group,
+            embed_groups,
             layers,
             norm_final,
             lm_head,
@@ -662,8 +773,10 @@ impl GpuModel {
         let (qw, kvw) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
         let heads = spec.heads as u32;
         pass.set_pipeline(&k.embed.pipeline);
-        pass.set_bind_group(0, &s.embed_group, &[]);
-        pass.dispatch_workgroups(groups(spec.hidden_size), rows, 1);
+        for g in &s.embed_groups {
+            pass.set_bind_group(0, g, &[]);
+            pass.dispatch_workgroups(groups(spec.hidden_size), rows, 1);
+        }
         let rope_items = (spec.heads + spec.kv_heads) * spec.head_dim / 2 + kvw;
         for (l, g) in s.layers.iter().enumerate() {
             pass.set_pipeline(&k.norm.pipeline);
@@ -793,8 +906,10 @@ impl GpuModel {
             pass.set_bind_group(0, &s.norm_final, &[]);
             pass.dispatch_workgroups(1, 1, 1);
             pass.set_pipeline(&self.kernels.gemv);
-            pass.set_bind_group(0, &s.lm_head, &[]);
-            pass.dispatch_workgroups(spec.vocab_size.div_ceil(4).div_ceil(GEMV_GROUPS) as u32, 1, 1);
+            for (g, n) in &s.lm_head {
+                pass.set_bind_group(0, g, &[]);
+                pass.dispatch_workgroups(n.div_ceil(4).div_ceil(GEMV_GROUPS) as u32, 1, 1);
+            }
         }
         let vocab = spec.vocab_size as u64;
         let row_len = (pos + 1) as u64;

@@ -35,6 +35,11 @@ impl<'a> Checkpoint<'a> {
     }
 
     /// Whether some file holds `name`.
+    /// The stored type of tensor `name`, if the checkpoint has it.
+    pub fn dtype(&self, name: &str) -> Option<Dtype> {
+        self.files.iter().find_map(|f| f.tensor(name).ok()).map(|t| t.dtype())
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.files.iter().any(|f| f.tensor(name).is_ok())
     }

@@ -16,7 +16,9 @@ use headscope_core::rng::SplitMix64;
 use headscope_core::tokenize::TextTokenizer;
 use headscope_core::HeadId;
 use headscope_engine::Engine;
-use headscope_gpu::{greedy_decode, GpuContext, GpuError, GpuModel, HeadMask, KernelSet, MaskMode, MaskScope, ModelSpec, Probe};
+use headscope_gpu::{
+    greedy_decode, GpuContext, GpuError, GpuModel, HeadMask, KernelSet, MaskMode, MaskScope, ModelSpec, Probe, WeightFormat,
+};
 use headscope_model::loader::weight_files;
 use headscope_model::testkit::{TinyArch, TinyModel};
 use headscope_model::{DType, LoadOptions, LoadedModel};
@@ -305,6 +307,50 @@ fn f16_and_bf16_checkpoints_match_candle() {
         let prompt = random_ids(30, t.vocab, 5);
         let a = compare(&mut pair, &prompt, 6, None, &[], 64);
         a.assert_close(&format!("tiny llama {dtype:?}"));
+    }
+}
+
+/// Logits of every step of a prefill and `steps` greedy decode steps (all heads' argmax positions too).
+fn trace(gpu: &mut GpuModel, prompt: &[u32], steps: usize) -> Vec<(Vec<f32>, Vec<u32>)> {
+    gpu.set_mask(None).unwrap();
+    gpu.reserve(prompt.len() + steps + 1).unwrap();
+    let (&last, context) = prompt.split_last().unwrap();
+    block_on(gpu.prefill(context)).unwrap();
+    let mut input = last;
+    (0..steps)
+        .map(|_| {
+            let out = block_on(gpu.step(input, &Probe::default())).unwrap();
+            input = out.greedy_token();
+            (out.logits, out.argmax_position)
+        })
+        .collect()
+}
+
+#[test]
+fn weights_stay_16_bit_and_split_tables_equal_whole_ones() {
+    // 16-bit checkpoints keep their type on the GPU (half the memory), read exactly as their f32
+    // widening; an embedding table and LM head split into blocks (as a browser splits a large model's)
+    // give bit-identical logits and argmaxes, with Llama's own LM head and with Qwen2's tied one.
+    for ctx in contexts() {
+        for (arch, dtype, format) in [
+            (TinyArch::Llama, DType::F16, WeightFormat::F16),
+            (TinyArch::Llama, DType::BF16, WeightFormat::Bf16),
+            (TinyArch::Llama, DType::F32, WeightFormat::F32),
+            (TinyArch::Qwen2, DType::BF16, WeightFormat::Bf16),
+        ] {
+            let (dir, t) = tiny(TinyModel { seed: 12, dtype, ..TinyModel::new(arch) });
+            let what = format!("tiny {arch:?} {dtype:?}, {:?} kernels", ctx.kernel_set());
+            let mut pair = load_pair(ctx, dir.path());
+            assert_eq!((pair.gpu.weight_format(), pair.gpu.weight_blocks()), (format, (1, 1)), "{what}");
+            let prompt = random_ids(40, t.vocab, 8);
+            compare(&mut pair, &prompt, 6, None, &[], 64).assert_close(&what);
+            let whole = trace(&mut pair.gpu, &prompt, 6);
+            let small = ctx.clone().with_weight_block(4096);
+            let mut split = load_pair(&small, dir.path()).gpu;
+            let (embed_blocks, head_blocks) = split.weight_blocks();
+            assert!(embed_blocks > 2 && head_blocks > 2, "{what}: {embed_blocks} and {head_blocks} blocks");
+            assert!(whole == trace(&mut split, &prompt, 6), "{what}: the split model's logits differ");
+        }
     }
 }
 

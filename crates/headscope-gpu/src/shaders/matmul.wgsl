@@ -1,4 +1,4 @@
-// out = x · W (+ bias), with W stored transposed and padded on upload: `w[k * n4 + c]` holds output
+// out = x · W (+ bias), with W stored transposed and padded on upload: `wv4(k * n4 + c)` holds output
 // columns 4c..4c+4 of input k, so neighbouring invocations read neighbouring memory (coalesced on GPUs,
 // plain vector loads on CPU implementations). `x` rows are read as vec4 (the input width is a multiple
 // of 4, checked at load).
@@ -18,14 +18,17 @@ struct Op {
     ld: u32,
     mode: u32,
     has_bias: u32,
-    pad0: u32,
+    // First output column of this product (a block of a matrix split to fit the binding limit).
+    col0: u32,
     pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> run: Run;
 @group(0) @binding(1) var<uniform> op: Op;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> w: array<vec4<f32>>;
+// Binding 3, the weights `w`, and `wv4(i)` (column group i as four f32) come from the prelude of the
+// model's weight format (`WeightFormat::matmul_prelude`): f32, or f16 / bf16 pairs packed in u32s.
+{{WEIGHTS}}
 @group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
@@ -37,10 +40,10 @@ fn silu(v: f32) -> f32 {
 fn finish(m: u32, c4: u32, acc: vec4<f32>) {
     var v = acc;
     if (op.has_bias != 0u) {
-        v += bias[c4];
+        v += bias[op.col0 / 4u + c4];
     }
     if (op.mode == 2u) {
-        let j = c4 * 2u;
+        let j = op.col0 / 2u + c4 * 2u;
         if (j < op.ld) {
             out[m * op.ld + j] = silu(v.x) * v.y;
         }
@@ -52,7 +55,7 @@ fn finish(m: u32, c4: u32, acc: vec4<f32>) {
     for (var i = 0u; i < 4u; i++) {
         let col = c4 * 4u + i;
         if (col < op.n) {
-            let o = m * op.ld + col;
+            let o = m * op.ld + op.col0 + col;
             if (op.mode == 1u) {
                 out[o] += v[i];
             } else {
@@ -77,15 +80,15 @@ fn gemv(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (; kk + 1u < k4; kk += 2u) {
         let wa = kk * 4u * n4 + c4;
         let xa = x[kk];
-        a += xa.x * w[wa] + xa.y * w[wa + n4] + xa.z * w[wa + 2u * n4] + xa.w * w[wa + 3u * n4];
+        a += xa.x * wv4(wa) + xa.y * wv4(wa + n4) + xa.z * wv4(wa + 2u * n4) + xa.w * wv4(wa + 3u * n4);
         let wb = wa + 4u * n4;
         let xb = x[kk + 1u];
-        b += xb.x * w[wb] + xb.y * w[wb + n4] + xb.z * w[wb + 2u * n4] + xb.w * w[wb + 3u * n4];
+        b += xb.x * wv4(wb) + xb.y * wv4(wb + n4) + xb.z * wv4(wb + 2u * n4) + xb.w * wv4(wb + 3u * n4);
     }
     if (kk < k4) {
         let wa = kk * 4u * n4 + c4;
         let xa = x[kk];
-        a += xa.x * w[wa] + xa.y * w[wa + n4] + xa.z * w[wa + 2u * n4] + xa.w * w[wa + 3u * n4];
+        a += xa.x * wv4(wa) + xa.y * wv4(wa + n4) + xa.z * wv4(wa + 2u * n4) + xa.w * wv4(wa + 3u * n4);
     }
     finish(0u, c4, a + b);
 }
@@ -108,7 +111,7 @@ fn gemv_split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     for (var kk = lid.y; kk < k4; kk += 16u) {
         let wa = kk * 4u * n4 + cc;
         let xa = x[kk];
-        a += xa.x * w[wa] + xa.y * w[wa + n4] + xa.z * w[wa + 2u * n4] + xa.w * w[wa + 3u * n4];
+        a += xa.x * wv4(wa) + xa.y * wv4(wa + n4) + xa.z * wv4(wa + 2u * n4) + xa.w * wv4(wa + 3u * n4);
     }
     gemv_partial[lid.y * 16u + lid.x] = a;
     workgroupBarrier();
@@ -171,10 +174,10 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let x5 = x[r5 + kk];
         let x6 = x[r6 + kk];
         let x7 = x[r7 + kk];
-        let w0 = w[base + ca];
-        let w1 = w[base + n4 + ca];
-        let w2 = w[base + 2u * n4 + ca];
-        let w3 = w[base + 3u * n4 + ca];
+        let w0 = wv4(base + ca);
+        let w1 = wv4(base + n4 + ca);
+        let w2 = wv4(base + 2u * n4 + ca);
+        let w3 = wv4(base + 3u * n4 + ca);
         a0 += x0.x * w0 + x0.y * w1 + x0.z * w2 + x0.w * w3;
         a1 += x1.x * w0 + x1.y * w1 + x1.z * w2 + x1.w * w3;
         a2 += x2.x * w0 + x2.y * w1 + x2.z * w2 + x2.w * w3;
@@ -183,10 +186,10 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         a5 += x5.x * w0 + x5.y * w1 + x5.z * w2 + x5.w * w3;
         a6 += x6.x * w0 + x6.y * w1 + x6.z * w2 + x6.w * w3;
         a7 += x7.x * w0 + x7.y * w1 + x7.z * w2 + x7.w * w3;
-        let v0 = w[base + cbm];
-        let v1 = w[base + n4 + cbm];
-        let v2 = w[base + 2u * n4 + cbm];
-        let v3 = w[base + 3u * n4 + cbm];
+        let v0 = wv4(base + cbm);
+        let v1 = wv4(base + n4 + cbm);
+        let v2 = wv4(base + 2u * n4 + cbm);
+        let v3 = wv4(base + 3u * n4 + cbm);
         b0 += x0.x * v0 + x0.y * v1 + x0.z * v2 + x0.w * v3;
         b1 += x1.x * v0 + x1.y * v1 + x1.z * v2 + x1.w * v3;
         b2 += x2.x * v0 + x2.y * v1 + x2.z * v2 + x2.w * v3;
@@ -295,7 +298,7 @@ fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
             let kk = load_k + s * 8u;
             var wv = vec4<f32>(0.0);
             if (k0 + kk < op.k && load_c < n4) {
-                wv = w[(k0 + kk) * n4 + load_c];
+                wv = wv4((k0 + kk) * n4 + load_c);
             }
             tile_w[kk * TILE_GROUPS + t % 32u] = wv;
         }
