@@ -18,6 +18,10 @@
 #   scripts/gpu-bench.sh table1 MODEL...  each model loads, runs a short detect sweep, and a masked sweep
 #                                          (uniform and zero) on the same tests; masked.md says how many
 #                                          answers masking changed (checkpoints are deleted after each model)
+#   scripts/gpu-bench.sh grid [MODEL]     the official code's default detection grid (llama-2-7b-80k: 20 lengths
+#                                          1K-50K, 10 depths) timed end to end by `headscope bench --grid
+#                                          official`, start-up included; the official loop's time for it computed
+#                                          from one measured test at GRID_SAMPLES lengths (bench/grid_estimate.py)
 #   scripts/gpu-bench.sh kv MODEL [LENGTHS] decode step and KV memory with the whole KV cache and with a
 #                                          quarter of the KV heads whole (issue 20; 16384,65536)
 #   scripts/gpu-bench.sh wgsl [MODEL...]  the page's WGSL forward natively through Vulkan with both kernel
@@ -91,7 +95,7 @@ both_sides() { # NAME MODEL_DIR LENGTHS [extra headscope bench flags...]
   cat "$d/results.md"
 }
 
-case "${1:?smoke, bench MODEL, kv MODEL, agree MODEL..., table1 MODEL..., or report}" in
+case "${1:?smoke, bench MODEL, grid [MODEL], kv MODEL, agree MODEL..., table1 MODEL..., or report}" in
   smoke)
     # The known CUDA bug: auto dtype (bf16) loading the lab model's f16 weights.
     "$bin" generate --model public/models/lab --device "$device" --prompt "In the beginning was the Word" --max-new-tokens 12 \
@@ -115,6 +119,23 @@ EOF
     # also times a depth sweep of N depths per length with prefix reuse (headscope bench --sweep-depths).
     both_sides "$m" "$ckpt/$m" "${3:-4096,16384,32768,65536}" --max-context ${SCORE_BUDGET_MIB:+--score-budget-mib "$SCORE_BUDGET_MIB"} \
       ${SWEEP_DEPTHS:+--sweep-depths "$SWEEP_DEPTHS"}
+    ;;
+  grid)
+    m=${2:-llama-2-7b-80k}
+    checkpoint "$m"
+    d="$out/$m-grid"
+    mkdir -p "$d"
+    rm -rf "$d/run"
+    "$bin" bench --model "$ckpt/$m" --device "$device" --grid official --grid-out "$d/run" --json "$d/grid.json" 2>&1 | tee "$d/grid.log" | grep -v "^\["
+    # The official loop (and the fixed one) on one test at each of a few of the grid's lengths, on the
+    # prompts HeadScope builds for them; the grid's time is computed from those.
+    "$bin" bench --model "$ckpt/$m" --device "$device" --lengths "${GRID_SAMPLES:-1000,13895,26789,38684,50000}" --steps 20 \
+      --json "$d/headscope.json" --save-prompts "$d/prompts.json" > "$d/samples.log" 2>&1
+    $py bench/official_loop.py --model "$ckpt/$m" --device "$device" --prompts "$d/prompts.json" --json "$d/official.json" 2>&1 \
+      | grep -v "Loading weights" | tee "$d/official.log"
+    $py bench/fixed_loop.py --model "$ckpt/$m" --device "$device" --prompts "$d/prompts.json" --json "$d/fixed.json" 2>&1 \
+      | grep -v "Loading weights\|FutureWarning\|return forward_call" | tee "$d/fixed.log"
+    $py bench/grid_estimate.py --grid "$d/grid.json" --official "$d/official.json" --fixed "$d/fixed.json" | tee "$d/estimate.md"
     ;;
   kv)
     # The retrieval-head KV cache at long context (issue 20): decode step time and KV memory with the

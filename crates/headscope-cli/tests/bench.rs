@@ -130,6 +130,30 @@ fn bench_times_a_depth_sweep_with_prefix_reuse() {
     }
 }
 
+/// `--grid official` runs the grid through `detect` (here with small lengths of the same shape: 10
+/// depths, 20 new tokens, the San Francisco needle) and times it end to end: every test of the grid is
+/// counted, the wall time covers the tests' own, and the run's files are those of detect.
+#[test]
+fn bench_times_a_whole_grid_as_detect_runs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama");
+    let (out, report) = (tmp.path().join("grid"), tmp.path().join("grid.json"));
+    let args = ["bench", "--model", &model, "--grid", "official", "--grid-lengths", "200:300:2", "--grid-out", out.to_str().unwrap()];
+    let stdout = ok_stdout(&[&args[..], &["--json", report.to_str().unwrap()]].concat());
+    assert!(stdout.contains("grid official on"), "{stdout}");
+    let r = json(&report);
+    assert_eq!((r["tests"].as_u64(), r["depths"].as_u64(), r["max_new_tokens"].as_u64()), (Some(20), Some(10), Some(20)));
+    let lengths: Vec<u64> = r["per_length"].as_array().unwrap().iter().map(|l| l["length"].as_u64().unwrap()).collect();
+    assert_eq!(lengths, [200, 300]);
+    assert!(r["wall_seconds"].as_f64().unwrap() >= r["test_seconds"].as_f64().unwrap(), "{r}");
+    assert!(out.join("head_scores.json").exists() && out.join("tests.jsonl").exists());
+    // The same folder again would time a resumed run: refused.
+    let o = headscope(&args);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("already holds a run"));
+    let o = headscope(&["bench", "--model", &model, "--grid", "nightly"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("expected one of official"));
+}
+
 /// Under `--kv-cache` the tests decode with the plan and the report gives the plan's KV bytes at each
 /// length: the whole KV heads grow with the context, the windowed ones stop at sink + window.
 #[test]

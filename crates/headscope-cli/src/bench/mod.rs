@@ -20,6 +20,7 @@
 //! that ran without running out of memory. Next to it stands the physical limit from the config:
 //! (device memory - weight bytes) / KV-cache bytes per token.
 
+mod grid;
 mod measure;
 mod memory;
 mod render;
@@ -108,6 +109,19 @@ pub struct BenchArgs {
     /// to one table; run one bench per machine. Given, bench stops with that error.
     #[arg(long, value_name = "I/N", value_parser = crate::parse_shard)]
     pub shard: Option<headscope_core::sweep::Shard>,
+    /// Instead of timing tests one by one, run a whole detection grid as `headscope detect` runs it
+    /// and time it end to end, start-up included (`detect` in a child process; its records give the
+    /// time per length). `official`: the official code's default grid for Llama-2-7B-80K (20 lengths
+    /// from 1,000 to 50,000 tokens, 10 depths, the San Francisco needle, 20 new tokens). Uses --model,
+    /// --device, --dtype, --haystack and --json; the other timing flags do not apply.
+    #[arg(long, value_name = "NAME")]
+    pub grid: Option<String>,
+    /// The grid's lengths instead of its own (`detect --lengths`: a smaller run of the same shape).
+    #[arg(long, value_name = "LENGTHS", requires = "grid")]
+    pub grid_lengths: Option<String>,
+    /// Where the grid's detect run goes [default: runs/bench-grid-NAME]; it must not hold a run yet.
+    #[arg(long, requires = "grid")]
+    pub grid_out: Option<PathBuf>,
 }
 
 /// Timing of one prompt length (means over the repeats).
@@ -270,6 +284,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         bail!(
             "--shard {shard}: bench cannot be split over machines (it times tests on one device, and timings of different machines do not make one table); run one bench per machine"
         );
+    }
+    if let Some(name) = &args.grid {
+        return grid::run(args, name);
     }
     if args.lengths.is_empty() || args.lengths.contains(&0) {
         bail!("--lengths needs positive prompt lengths");
