@@ -1073,12 +1073,7 @@ impl FactGrammar {
                 format!("{front}, {}", join(&[&s.full, verb, &e.object, &tail(false)]))
             }
             Shape::Passive => {
-                let be = match (e.past, plural_object(&e.object)) {
-                    (true, true) => "were",
-                    (true, false) => "was",
-                    (false, true) => "are",
-                    (false, false) => "is",
-                };
+                let be = be_form(e.past, plural_object(&e.object));
                 let object = capitalise_first(&e.object);
                 join(&[&object, be, v.participle, &middle.join(" "), "by", &s.full, &last.join(" ")])
             }
@@ -1129,12 +1124,7 @@ impl FactGrammar {
             }
             Shape::Existential => {
                 // "There are 40 lanterns behind the stove, which Nell polished by hand."
-                let be = match (e.past, plural_object(&e.object)) {
-                    (true, true) => "were",
-                    (true, false) => "was",
-                    (false, true) => "are",
-                    (false, false) => "is",
-                };
+                let be = be_form(e.past, plural_object(&e.object));
                 let place = if e.asked == Role::Place {
                     e.circumstance.clone()
                 } else {
@@ -1296,6 +1286,16 @@ const CONDITIONS: &[(&str, &str)] = &[
     ("should the post be late", "whenever the post was late"),
     ("even in the coldest weeks of the year", "even in the coldest weeks of the year"),
 ];
+
+/// "is", "are", "was" or "were".
+fn be_form(past: bool, plural: bool) -> &'static str {
+    match (past, plural) {
+        (true, true) => "were",
+        (true, false) => "was",
+        (false, true) => "are",
+        (false, false) => "is",
+    }
+}
 
 /// An object phrase as an existential names it: "her red lantern" becomes "a red lantern" ("There is
 /// her red lantern" is not English), "their jars" becomes "jars".
