@@ -217,12 +217,13 @@ fn weight_format(spec: &ModelSpec, ck: &Checkpoint) -> WeightFormat {
 }
 
 /// `data` as the GPU stores it in `format`: f32 as is, or 16-bit values two to a u32, the lower half
-/// first. The values came from weights of that type, so the conversion is exact.
-fn pack_weights(data: &[f32], format: WeightFormat) -> Vec<u8> {
+/// first (f32 is borrowed, not copied). The values came from weights of that type, so the conversion
+/// is exact.
+fn pack_weights(data: &[f32], format: WeightFormat) -> std::borrow::Cow<'_, [u8]> {
     match format {
-        WeightFormat::F32 => bytemuck::cast_slice(data).to_vec(),
-        WeightFormat::F16 => data.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect(),
-        WeightFormat::Bf16 => data.iter().flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes()).collect(),
+        WeightFormat::F32 => bytemuck::cast_slice(data).into(),
+        WeightFormat::F16 => data.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect::<Vec<u8>>().into(),
+        WeightFormat::Bf16 => data.iter().flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes()).collect::<Vec<u8>>().into(),
     }
 }
 
@@ -306,19 +307,10 @@ impl GpuModel {
         let device = &ctx.device;
         let limits = device.limits();
         let bytes_held = std::cell::Cell::new(0u64);
-        let put = |name: &str, data: &[f32]| -> Result<wgpu::Buffer> {
-            check_size(&limits, &format!("weight {name}"), 4 * data.len() as u64)?;
-            bytes_held.set(bytes_held.get() + 4 * data.len() as u64);
-            Ok(device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(name),
-                contents: bytemuck::cast_slice(data),
-                usage: wgpu::BufferUsages::STORAGE,
-            }))
-        };
-        // A matrix (or table block) in the model's weight format.
-        let put_matrix = |name: &str, data: &[f32]| -> Result<wgpu::Buffer> {
-            check_size(&limits, &format!("weight {name}"), format.bytes() * data.len() as u64)?;
-            let bytes = pack_weights(data, format);
+        // A weight in `as_format`: norms and biases in f32, matrices and table blocks in the model's format.
+        let put_in = |as_format: WeightFormat, name: &str, data: &[f32]| -> Result<wgpu::Buffer> {
+            check_size(&limits, &format!("weight {name}"), as_format.bytes() * data.len() as u64)?;
+            let bytes = pack_weights(data, as_format);
             bytes_held.set(bytes_held.get() + bytes.len() as u64);
             Ok(device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(name),
@@ -326,6 +318,8 @@ impl GpuModel {
                 usage: wgpu::BufferUsages::STORAGE,
             }))
         };
+        let put = |name: &str, data: &[f32]| put_in(WeightFormat::F32, name, data);
+        let put_matrix = |name: &str, data: &[f32]| put_in(format, name, data);
         // The largest weight buffer: the device's binding limit, or the context's smaller block.
         let block_bytes = ctx.weight_block.map_or(binding_limit(&limits), |b| b.min(binding_limit(&limits)));
         let (hidden, inter) = (spec.hidden_size, spec.intermediate_size);
