@@ -12,8 +12,8 @@
 # DET=1 first trains 60 steps of next stage 1 twice with deterministic kernels and prints both
 # weights' md5 (they must agree). TRAIN_FLAGS go to train_lab.py (e.g. --f32-logits). LONG=1 adds a sixth
 # yardstick at 8192 tokens (hws8192); EXTRA="tag:needles:haystack:length ..." adds more (5 depths each).
-# COT=1 also runs, per evaluated model, `headscope detect` (default grid) and `headscope cot`
-# with its head scores (public/cot tasks, 1 random seed, 96-token reasoning).
+# Every evaluated model also runs `headscope detect` (default grid: the paper's needle in the village
+# haystack, yardstick "village"). COT=1 then runs `headscope cot` with its head scores (public/cot tasks, 1 random seed, 96-token reasoning).
 # Each extra costs GPU time: plan on about 60 s for LONG and 150 s for COT per model.
 # Carried (git-ignored, made here):
 #   .carry/headscope.xz      a CUDA build of headscope (see scripts/lab-gpu.sh), xz-compressed
@@ -96,9 +96,14 @@ for name in ${EVAL:-}; do
     $hs niah --model "$dir" --device cuda --dtype f32 --plain --depths 5 --needles $needles --haystack $hay --lengths $len \
       --out /root/ev-$(basename $dir)/$tag 2>&1 | grep -i "pass" | tail -1
   done
-  if [ "${COT:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then
-    ev=/root/ev-$(basename $dir)
-    $hs detect --model "$dir" --device cuda --dtype f32 --plain --out $ev/detect 2>&1 | grep -E "pass rate|retrieval heads" | tail -2
+  ev=/root/ev-$(basename $dir)
+  # Yardstick village: the paper's needle in the page's default haystack, which holds a look-alike
+  # sentence; a model that copies the look-alike still "passes" at recall 0.5, but no head scores.
+  if [ "$(left)" -gt 30 ]; then
+    echo "$(basename $dir) village: $($hs detect --model "$dir" --device cuda --dtype f32 --plain --out $ev/detect 2>&1 \
+      | grep -E "pass rate|retrieval heads" | tail -2 | tr '\n' ' ')"
+  fi
+  if [ "${COT:-0}" = 1 ] && [ "$(left)" -gt 60 ] && [ -f $ev/detect/head_scores.json ]; then
     $hs cot --model "$dir" --device cuda --dtype f32 --plain --scores $ev/detect/head_scores.json --seeds 1 --max-new-tokens-step 96 \
       --out $ev/cot 2>&1 | grep -E "^ +(word_problem|two_hop)" | tail -12
   fi
