@@ -26,7 +26,8 @@
 #                                          quarter of the KV heads whole (issue 20; 16384,65536)
 #   scripts/gpu-bench.sh wgsl [MODEL...]  the page's WGSL forward natively through Vulkan with both kernel
 #                                          sets, beside the CUDA path, on the lab model and MODEL
-#                                          (smollm-135m qwen2.5-0.5b) at $WGSL_LENGTHS (1000 4000) (issue 25);
+#                                          (smollm-135m qwen2.5-0.5b) at $WGSL_LENGTHS (1000 4000) (issue 25), and
+#                                          the page's default sweep on the lab model through both, timed whole;
 #                                          carry .carry/wgpu-bench.xz (headscope-gpu's bench example,
 #                                          stripped) and .gl/ (the Vulkan loader as Debian packages: README
 #                                          of the device tool, "Headless rendering")
@@ -171,6 +172,17 @@ EOF
         BENCH_CPU=0 "$wb" "$dir" "$n" 16 2>&1 | grep -E "adapter|gpu \(|rror" | sed 's/^/   /' || true
         "$bin" bench --model "$dir" --device "$device" --lengths "$n" --steps 16 2>&1 | grep -E "^\| [0-9]|rror" | head -1 | sed "s/^/   $device: /" || true
       done
+      if [ "$m" = lab ]; then
+        # The page's default sweep (its form's defaults: 256:1024:3 tokens, 5 depths, 32 new tokens, the
+        # paper's needle in the village haystack) through the same engine, start-up and loading included.
+        for dev in wgpu "$device"; do
+          rm -rf /tmp/default-sweep
+          s=$(date +%s.%N)
+          "$bin" detect --model "$dir" --device "$dev" --plain --lengths 256:1024:3 --depths 5 --max-new-tokens 32 \
+            --out /tmp/default-sweep 2>&1 | grep -E "pass rate|rror" | tail -1 | sed "s/^/   default sweep on $dev: /" || true
+          echo "   default sweep on $dev: $($py -c "import time; print(f'{time.time() - $s:.2f}')") s wall, start-up included"
+        done
+      fi
     done
     ;;
   agree)
