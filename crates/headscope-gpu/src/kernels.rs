@@ -230,7 +230,7 @@ pub enum KernelSet {
     /// one invocation per head walks a decode step's score row (attention_decode.wgsl); prefill runs in
     /// chunks of 256 rows.
     Serial,
-    /// Workgroups share staged data, for real GPUs: `gemm_tiled` stages inputs and weights, `gemv_split`
+    /// Workgroups share staged data, for real GPUs: RMSNorm takes a workgroup per row, `gemm_tiled` stages inputs and weights, `gemv_split`
     /// splits a decode step's products over their inputs, prefill attention stages key/value tiles for
     /// 64 query rows (attention_prefill_wg.wgsl), a decode step's softmax is shared per head and its
     /// values split over chunks of positions (attention_decode_wg.wgsl; heads up to 256 wide, wider ones
@@ -384,7 +384,11 @@ impl Kernels {
         let (softmax, values) = if parallel { ("softmax_wg", "values_split") } else { ("softmax", "values") };
         let kernels = Kernels {
             embed: kernel(device, "embed", &embed_source, &[Uniform, Uniform, Read, Read, ReadWrite]),
-            norm: kernel(device, "rmsnorm", include_str!("shaders/rmsnorm.wgsl"), &[Uniform, Uniform, Read, Read, ReadWrite]),
+            norm: {
+                let layout = layout(device, "rmsnorm", &[Uniform, Uniform, Read, Read, ReadWrite]);
+                let entry = if set == KernelSet::Parallel { "main_wg" } else { "main" };
+                Kernel { pipeline: pipeline(device, "rmsnorm", include_str!("shaders/rmsnorm.wgsl"), &layout, entry), layout }
+            },
             gemv: pipeline(device, "gemv", mm_source, &mm_layout, if set == KernelSet::Parallel { "gemv_split" } else { "gemv" }),
             gemm: Kernel {
                 pipeline: pipeline(device, "gemm", mm_source, &mm_layout, if set == KernelSet::Parallel { "gemm_tiled" } else { "gemm" }),

@@ -764,6 +764,7 @@ impl GpuModel {
             pass.dispatch_workgroups(x as u32, y as u32, 1);
         };
         let groups = |n: usize| n.div_ceil(WORKGROUP as usize) as u32;
+        let norm_groups = norm_workgroups(k.set, rows);
         let (qw, kvw) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
         let heads = spec.heads as u32;
         pass.set_pipeline(&k.embed.pipeline);
@@ -775,7 +776,7 @@ impl GpuModel {
         for (l, g) in s.layers.iter().enumerate() {
             pass.set_pipeline(&k.norm.pipeline);
             pass.set_bind_group(0, &g.norm_in, &[]);
-            pass.dispatch_workgroups(groups(rows as usize), 1, 1);
+            pass.dispatch_workgroups(norm_groups, 1, 1);
             matmul(pass, &g.qkv, qw + 2 * kvw);
             if let Some(norm) = &g.head_norm {
                 pass.set_pipeline(&k.head_norm.pipeline);
@@ -818,7 +819,7 @@ impl GpuModel {
             matmul(pass, &g.o, spec.hidden_size);
             pass.set_pipeline(&k.norm.pipeline);
             pass.set_bind_group(0, &g.norm_post, &[]);
-            pass.dispatch_workgroups(groups(rows as usize), 1, 1);
+            pass.dispatch_workgroups(norm_groups, 1, 1);
             matmul(pass, &g.gate_up, 2 * spec.intermediate_size);
             matmul(pass, &g.down, spec.hidden_size);
         }
@@ -898,7 +899,7 @@ impl GpuModel {
             self.encode_layers(s, &mut pass, 1, pos);
             pass.set_pipeline(&self.kernels.norm.pipeline);
             pass.set_bind_group(0, &s.norm_final, &[]);
-            pass.dispatch_workgroups(1, 1, 1);
+            pass.dispatch_workgroups(norm_workgroups(self.kernels.set, 1), 1, 1);
             pass.set_pipeline(&self.kernels.gemv);
             for (g, n) in &s.lm_head {
                 pass.set_bind_group(0, g, &[]);
@@ -957,6 +958,15 @@ impl GpuModel {
 
 /// cos then sin tables, `[capacity, head_dim / 2]` each, built as the candle path builds them: angles
 /// in f64 rounded to f32, then f32 cos/sin.
+/// Workgroups of the RMSNorm kernel for `rows` rows: one a row in the parallel set, one per
+/// `WORKGROUP` rows (an invocation a row) in the serial one.
+fn norm_workgroups(set: KernelSet, rows: u32) -> u32 {
+    match set {
+        KernelSet::Parallel => rows,
+        KernelSet::Serial => rows.div_ceil(WORKGROUP),
+    }
+}
+
 fn rope_tables(spec: &ModelSpec, capacity: usize) -> Vec<f32> {
     let inv = headscope_engine::rope::inverse_frequencies(spec);
     let half = inv.len();
