@@ -169,7 +169,7 @@ EOF
       if [ "$m" != lab ]; then checkpoint "$m"; dir=$ckpt/$m; fi
       for n in ${WGSL_LENGTHS:-1000 4000}; do
         echo "-- $m at $n"
-        BENCH_CPU=0 "$wb" "$dir" "$n" 16 2>&1 | grep -E "adapter|gpu \(|rror" | sed 's/^/   /' || true
+        BENCH_CPU=0 "$wb" "$dir" "$n" 16 2>&1 | grep -E "adapter|gpu \(|rror|profile| x[0-9]" | sed 's/^/   /' || true
         "$bin" bench --model "$dir" --device "$device" --lengths "$n" --steps 16 2>&1 | grep -E "^\| [0-9]|rror" | head -1 | sed "s/^/   $device: /" || true
       done
       if [ "$m" = lab ]; then

@@ -99,7 +99,8 @@ impl GpuContext {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("headscope"),
-                required_features: wgpu::Features::empty(),
+                // Timestamps where offered, for GpuModel::start_profile; nothing else depends on them.
+                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
                 required_limits: adapter.limits(),
                 ..Default::default()
             })
@@ -141,6 +142,12 @@ impl GpuContext {
     pub fn with_weight_block(mut self, bytes: u64) -> Self {
         self.weight_block = Some(bytes.max(4096));
         self
+    }
+
+    /// Whether models on this context can be profiled (the device has timestamp queries; see
+    /// [`crate::GpuModel::start_profile`]).
+    pub fn can_profile(&self) -> bool {
+        self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     /// What the adapter is.

@@ -54,6 +54,7 @@ pub mod decode;
 pub mod error;
 mod kernels;
 pub mod model;
+mod profile;
 mod signal;
 mod weights;
 
@@ -62,5 +63,6 @@ pub use decode::greedy_decode;
 pub use error::{GpuError, Result};
 pub use kernels::WeightFormat;
 pub use model::{GpuModel, StepOutput};
+pub use profile::{DispatchTime, StepProfile};
 
 pub use headscope_engine::{AttentionRow, DecodeTrace, Engine, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};

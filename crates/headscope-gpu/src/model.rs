@@ -9,8 +9,11 @@
 //! attention (masks; at decode steps argmax and rows) -> output matmul added into the residual ->
 //! RMSNorm -> fused gate|up matmul with a SwiGLU epilogue -> down matmul added into the residual.
 //!
-//! The kernels avoid workgroup barriers altogether: the GPU a student's browser falls back to is often
-//! SwiftShader on the CPU, where barriers are expensive coroutine switches (see shaders/matmul.wgsl).
+//! The serial kernel set avoids workgroup barriers altogether: the GPU a student's browser falls back to
+//! is often SwiftShader on the CPU, where barriers are expensive coroutine switches (see
+//! shaders/matmul.wgsl); the parallel set, for real GPUs, shares data in workgroup memory ([`KernelSet`]).
+//! A step's dispatches are built as a list ([`Dispatch`]) and recorded into one pass, or, while
+//! profiling ([`GpuModel::start_profile`]), each into a timed pass of its own.
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
@@ -18,6 +21,7 @@ use crate::kernels::{
     scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, KernelSet, Kernels, MatOp, NormOp, RopeOp, RunUniform, WeightFormat,
     PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, TILED_GROUPS, TILED_ROWS, VALUES_CHUNK, WORKGROUP,
 };
+use crate::profile::{record, Dispatch, Profiler, StepProfile};
 use crate::signal::signal;
 use crate::weights::{check_supported, interleaved, pad4, reorder_bias, straight, transpose_columns, Checkpoint, HostTensor};
 use headscope_core::HeadId;
@@ -161,6 +165,8 @@ pub struct GpuModel {
     /// What the cache holds, for [`GpuModel::reusable_prefix`]; the effect is the mask codes the
     /// positions were computed under.
     contents: CachedPrefix<Vec<u32>>,
+    /// Timestamps per dispatch of each decode step, while profiling ([`GpuModel::start_profile`]).
+    profile: Option<Profiler>,
 }
 
 fn storage(device: &wgpu::Device, label: &str, bytes: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -285,6 +291,7 @@ impl GpuModel {
             prefill_codes: vec![0; total],
             decode_codes: vec![0; total],
             contents: CachedPrefix::default(),
+            profile: None,
         })
     }
 
@@ -534,6 +541,31 @@ impl GpuModel {
         self.mask.as_ref()
     }
 
+    /// From the next decode step on, times each dispatch on the GPU (timestamp queries; the adapter
+    /// must offer them) until [`GpuModel::stop_profile`]; [`GpuModel::take_profile`] reads the means.
+    /// Profiled steps run each dispatch in a compute pass of its own (slower than a plain step), and
+    /// give the same results.
+    pub fn start_profile(&mut self) -> Result<()> {
+        let spec = &self.spec;
+        // Dispatches a step has at most: a dozen a layer, the final norm, and the embedding table's
+        // and LM head's blocks.
+        let blocks = self.weights.embed.len() + self.weights.lm_head.len();
+        let capacity = spec.layers * 12 + 1 + blocks;
+        self.profile = Some(Profiler::new(&self.ctx.device, &self.ctx.queue, capacity)?);
+        Ok(())
+    }
+
+    /// The mean GPU time per decode step of each kind of dispatch since profiling started or was last
+    /// taken; `None` when not profiling.
+    pub fn take_profile(&mut self) -> Option<StepProfile> {
+        self.profile.as_mut().map(Profiler::take)
+    }
+
+    /// Ends profiling: decode steps record one compute pass again.
+    pub fn stop_profile(&mut self) {
+        self.profile = None;
+    }
+
     fn write_masks(&self, s: &RunState) {
         let codes: Vec<u32> = self.prefill_codes.iter().chain(&self.decode_codes).copied().collect();
         self.ctx.queue.write_buffer(&s.control, 0, bytemuck::cast_slice(&codes));
@@ -749,80 +781,68 @@ impl GpuModel {
     }
 
     /// Records the layers for `rows` rows at positions `pos..` (embedding included) into `pass`.
-    fn encode_layers(&self, s: &RunState, pass: &mut wgpu::ComputePass, rows: u32, pos: usize) {
+    /// The dispatches of the embedding and every layer for `rows` rows starting at position `pos`, in
+    /// order (about ten a layer).
+    fn layer_dispatches<'a>(&'a self, s: &'a RunState, rows: u32, pos: usize) -> Vec<Dispatch<'a>> {
         let spec = &self.spec;
         let k = &self.kernels;
-        let matmul = |pass: &mut wgpu::ComputePass, g: &wgpu::BindGroup, n: usize| {
+        let mut list = Vec::with_capacity(2 + spec.layers * 12);
+        let matmul = |list: &mut Vec<Dispatch<'a>>, what: &'static str, group: &'a wgpu::BindGroup, n: usize| {
             let n4 = n.div_ceil(4);
             let (pipeline, x, y) = match (rows, k.set) {
                 (1, _) => (&k.gemv, n4.div_ceil(GEMV_GROUPS), 1),
                 (_, KernelSet::Parallel) => (&k.gemm.pipeline, n4.div_ceil(TILED_GROUPS), (rows as usize).div_ceil(TILED_ROWS)),
                 (_, KernelSet::Serial) => (&k.gemm.pipeline, n4.div_ceil(GEMM_GROUPS), (rows as usize).div_ceil(GEMM_ROWS)),
             };
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, g, &[]);
-            pass.dispatch_workgroups(x as u32, y as u32, 1);
+            list.push(Dispatch { what, pipeline, group, grid: (x as u32, y as u32) });
         };
         let groups = |n: usize| n.div_ceil(WORKGROUP as usize) as u32;
         let norm_groups = norm_workgroups(k.set, rows);
         let (qw, kvw) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
         let heads = spec.heads as u32;
-        pass.set_pipeline(&k.embed.pipeline);
         for g in &s.embed_groups {
-            pass.set_bind_group(0, g, &[]);
-            pass.dispatch_workgroups(groups(spec.hidden_size), rows, 1);
+            list.push(Dispatch { what: "embed", pipeline: &k.embed.pipeline, group: g, grid: (groups(spec.hidden_size), rows) });
         }
         let rope_items = (spec.heads + spec.kv_heads) * spec.head_dim / 2 + kvw;
         for (l, g) in s.layers.iter().enumerate() {
-            pass.set_pipeline(&k.norm.pipeline);
-            pass.set_bind_group(0, &g.norm_in, &[]);
-            pass.dispatch_workgroups(norm_groups, 1, 1);
-            matmul(pass, &g.qkv, qw + 2 * kvw);
+            list.push(Dispatch { what: "norm", pipeline: &k.norm.pipeline, group: &g.norm_in, grid: (norm_groups, 1) });
+            matmul(&mut list, "qkv", &g.qkv, qw + 2 * kvw);
             if let Some(norm) = &g.head_norm {
-                pass.set_pipeline(&k.head_norm.pipeline);
-                pass.set_bind_group(0, norm, &[]);
-                pass.dispatch_workgroups(groups(rows as usize * (spec.heads + spec.kv_heads)), 1, 1);
+                let grid = (groups(rows as usize * (spec.heads + spec.kv_heads)), 1);
+                list.push(Dispatch { what: "head_norm", pipeline: &k.head_norm.pipeline, group: norm, grid });
             }
-            pass.set_pipeline(&k.rope.pipeline);
-            pass.set_bind_group(0, &g.rope, &[]);
-            pass.dispatch_workgroups(groups(rope_items), rows, 1);
+            list.push(Dispatch { what: "rope", pipeline: &k.rope.pipeline, group: &g.rope, grid: (groups(rope_items), rows) });
             if rows > 1 {
-                pass.set_pipeline(&k.attention_prefill.pipeline);
-                pass.set_bind_group(0, &g.attention_prefill, &[]);
                 let workgroups = match k.set {
                     KernelSet::Serial => groups((rows as usize).div_ceil(PREFILL_ATTENTION_ROWS)),
                     KernelSet::Parallel => (rows as usize).div_ceil(PREFILL_WG_ROWS) as u32,
                 };
-                pass.dispatch_workgroups(workgroups, heads, 1);
+                let pipeline = &k.attention_prefill.pipeline;
+                list.push(Dispatch { what: "attention_prefill", pipeline, group: &g.attention_prefill, grid: (workgroups, heads) });
             } else {
                 // Keys this step's query sees in this layer (its window may cut the context).
                 let visible = spec.sliding_windows.get(l).copied().flatten().map_or(pos + 1, |w| w.min(pos + 1));
-                pass.set_bind_group(0, &g.attention, &[]);
-                pass.set_pipeline(&k.attention_scores);
-                pass.dispatch_workgroups(groups(visible.div_ceil(4)), heads, 1);
-                pass.set_pipeline(&k.attention_softmax);
+                let group = &g.attention;
+                list.push(Dispatch { what: "scores", pipeline: &k.attention_scores, group, grid: (groups(visible.div_ceil(4)), heads) });
                 // The parallel softmax takes a workgroup per head, the serial one an invocation.
-                pass.dispatch_workgroups(if k.attention_values_sum.is_some() { heads } else { groups(spec.heads) }, 1, 1);
+                let softmax = if k.attention_values_sum.is_some() { heads } else { groups(spec.heads) };
+                list.push(Dispatch { what: "softmax", pipeline: &k.attention_softmax, group, grid: (softmax, 1) });
+                let values = &k.attention_values.pipeline;
                 match &k.attention_values_sum {
-                    None => {
-                        pass.set_pipeline(&k.attention_values.pipeline);
-                        pass.dispatch_workgroups(groups(qw / 4), 1, 1);
-                    }
+                    None => list.push(Dispatch { what: "values", pipeline: values, group, grid: (groups(qw / 4), 1) }),
                     Some(sum) => {
-                        pass.set_pipeline(&k.attention_values.pipeline);
-                        pass.dispatch_workgroups(visible.div_ceil(VALUES_CHUNK) as u32, heads, 1);
-                        pass.set_pipeline(sum);
-                        pass.dispatch_workgroups(groups(qw / 4), 1, 1);
+                        let chunks = visible.div_ceil(VALUES_CHUNK) as u32;
+                        list.push(Dispatch { what: "values", pipeline: values, group, grid: (chunks, heads) });
+                        list.push(Dispatch { what: "values_sum", pipeline: sum, group, grid: (groups(qw / 4), 1) });
                     }
                 }
             }
-            matmul(pass, &g.o, spec.hidden_size);
-            pass.set_pipeline(&k.norm.pipeline);
-            pass.set_bind_group(0, &g.norm_post, &[]);
-            pass.dispatch_workgroups(norm_groups, 1, 1);
-            matmul(pass, &g.gate_up, 2 * spec.intermediate_size);
-            matmul(pass, &g.down, spec.hidden_size);
+            matmul(&mut list, "o", &g.o, spec.hidden_size);
+            list.push(Dispatch { what: "norm", pipeline: &k.norm.pipeline, group: &g.norm_post, grid: (norm_groups, 1) });
+            matmul(&mut list, "gate_up", &g.gate_up, 2 * spec.intermediate_size);
+            matmul(&mut list, "down", &g.down, spec.hidden_size);
         }
+        list
     }
 
     /// Runs `ids` through the model in chunks, filling the cache; produces no logits. The prompt's last
@@ -844,7 +864,7 @@ impl GpuModel {
             let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("prefill") });
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("prefill"), timestamp_writes: None });
-                self.encode_layers(s, &mut pass, rows, self.position);
+                record(&mut pass, &self.layer_dispatches(s, rows, self.position));
             }
             self.ctx.queue.submit([enc.finish()]);
             self.position += chunk.len();
@@ -894,18 +914,34 @@ impl GpuModel {
         queue.write_buffer(&s.run, 0, bytemuck::bytes_of(&RunUniform { rows: 1, pos: pos as u32, decoding: 1, pad: 0 }));
         queue.write_buffer(&s.ids, 0, bytemuck::bytes_of(&id));
         let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
-            self.encode_layers(s, &mut pass, 1, pos);
-            pass.set_pipeline(&self.kernels.norm.pipeline);
-            pass.set_bind_group(0, &s.norm_final, &[]);
-            pass.dispatch_workgroups(norm_workgroups(self.kernels.set, 1), 1, 1);
-            pass.set_pipeline(&self.kernels.gemv);
-            for (g, n) in &s.lm_head {
-                pass.set_bind_group(0, g, &[]);
-                pass.dispatch_workgroups(n.div_ceil(4).div_ceil(GEMV_GROUPS) as u32, 1, 1);
-            }
+        let mut dispatches = self.layer_dispatches(s, 1, pos);
+        let k = &self.kernels;
+        dispatches.push(Dispatch {
+            what: "final_norm",
+            pipeline: &k.norm.pipeline,
+            group: &s.norm_final,
+            grid: (norm_workgroups(k.set, 1), 1),
+        });
+        for (g, n) in &s.lm_head {
+            dispatches.push(Dispatch {
+                what: "lm_head",
+                pipeline: &k.gemv,
+                group: g,
+                grid: (n.div_ceil(4).div_ceil(GEMV_GROUPS) as u32, 1),
+            });
         }
+        let timing = match &self.profile {
+            Some(p) if dispatches.len() <= p.capacity() => {
+                p.record(&mut enc, &dispatches);
+                Some(dispatches.iter().map(|d| d.what).collect::<Vec<_>>())
+            }
+            _ => {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+                record(&mut pass, &dispatches);
+                None
+            }
+        };
+        drop(dispatches);
         let vocab = spec.vocab_size as u64;
         let row_len = (pos + 1) as u64;
         enc.copy_buffer_to_buffer(&s.logits, 0, &s.staging, 0, vocab * 4);
@@ -919,6 +955,10 @@ impl GpuModel {
         queue.submit([enc.finish()]);
         let (tx, rx) = signal();
         s.staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+        let timestamps = match (&timing, &self.profile) {
+            (Some(what), Some(p)) => Some(p.map(what.len())),
+            _ => None,
+        };
         self.wait().await?;
         let mapped = rx.await.ok_or_else(|| GpuError::Readback("the GPU dropped the map callback".into()))?;
         if let Err(e) = mapped {
@@ -930,6 +970,14 @@ impl GpuModel {
             bytemuck::cast_slice::<u8, u32>(&view).to_vec()
         };
         s.staging.unmap();
+        if let (Some(what), Some(mapped)) = (&timing, timestamps) {
+            let profile = self.profile.as_mut().expect("a profiled step has a profiler");
+            match mapped.await {
+                Some(Ok(())) => profile.add(what)?,
+                Some(Err(e)) => return Err(GpuError::Readback(format!("profile timestamps: {e}"))),
+                None => return Err(GpuError::Readback("the GPU dropped the profile's map callback".into())),
+            }
+        }
         self.ctx.take_errors()?;
         let vocab = vocab as usize;
         let logits: Vec<f32> = values[..vocab].iter().map(|&b| f32::from_bits(b)).collect();
@@ -956,8 +1004,6 @@ impl GpuModel {
     }
 }
 
-/// cos then sin tables, `[capacity, head_dim / 2]` each, built as the candle path builds them: angles
-/// in f64 rounded to f32, then f32 cos/sin.
 /// Workgroups of the RMSNorm kernel for `rows` rows: one a row in the parallel set, one per
 /// `WORKGROUP` rows (an invocation a row) in the serial one.
 fn norm_workgroups(set: KernelSet, rows: u32) -> u32 {
@@ -967,6 +1013,8 @@ fn norm_workgroups(set: KernelSet, rows: u32) -> u32 {
     }
 }
 
+/// cos then sin tables, `[capacity, head_dim / 2]` each, built as the candle path builds them: angles
+/// in f64 rounded to f32, then f32 cos/sin.
 fn rope_tables(spec: &ModelSpec, capacity: usize) -> Vec<f32> {
     let inv = headscope_engine::rope::inverse_frequencies(spec);
     let half = inv.len();

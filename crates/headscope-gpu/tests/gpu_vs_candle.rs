@@ -557,3 +557,45 @@ fn lab_model_on(ctx: &GpuContext) {
         100.0 * overall.share()
     ));
 }
+
+#[test]
+fn profiled_steps_give_the_same_results_and_time_every_dispatch() {
+    // A profiled step runs each dispatch in a pass of its own between timestamps: the logits and
+    // argmaxes must be bit-identical to a plain step's, and the profile must name every kind of
+    // dispatch a decode step has, with the counts the model's shape implies.
+    for ctx in contexts() {
+        if !ctx.can_profile() {
+            say(&format!("SKIPPING the profile test on {}: no timestamp queries", ctx.adapter().describe()));
+            return;
+        }
+        let (dir, t) = tiny(TinyModel { seed: 14, ..TinyModel::new(TinyArch::Qwen3) });
+        let what = format!("tiny Qwen3, {:?} kernels", ctx.kernel_set());
+        let mut gpu = load_pair(ctx, dir.path()).gpu;
+        let prompt = random_ids(30, t.vocab, 6);
+        assert!(gpu.take_profile().is_none(), "{what}: a profile before profiling started");
+        let plain = trace(&mut gpu, &prompt, 4);
+        gpu.start_profile().unwrap();
+        let profiled = trace(&mut gpu, &prompt, 4);
+        assert!(plain == profiled, "{what}: profiled steps changed the results");
+        let profile = gpu.take_profile().unwrap();
+        assert_eq!(profile.steps, 4, "{what}");
+        let layers = gpu.spec().layers;
+        let count = |name: &str| profile.dispatches.iter().find(|d| d.what == name).map_or(0, |d| d.per_step);
+        for name in ["norm", "qkv", "head_norm", "rope", "scores", "softmax", "values", "o", "gate_up", "down"] {
+            let expected = if name == "norm" { 2 * layers } else { layers };
+            assert_eq!(count(name), expected, "{what}: {name} dispatches per step");
+        }
+        assert_eq!(count("values_sum"), if ctx.kernel_set() == KernelSet::Parallel { layers } else { 0 }, "{what}");
+        assert_eq!((count("embed"), count("final_norm"), count("lm_head")), (1, 1, 1), "{what}");
+        assert!(
+            profile.dispatches.iter().all(|d| d.seconds_per_step >= 0.0) && profile.total_seconds_per_step() > 0.0,
+            "{what}: {profile:?}"
+        );
+        say(&format!("{what}: profiled decode step {:.1} us on the GPU", profile.total_seconds_per_step() * 1e6));
+        // Taking the profile starts the next one afresh; stopping returns to plain steps.
+        assert_eq!(gpu.take_profile().unwrap().steps, 0, "{what}");
+        gpu.stop_profile();
+        assert!(gpu.take_profile().is_none(), "{what}");
+        assert!(plain == trace(&mut gpu, &prompt, 4), "{what}: plain steps after profiling differ");
+    }
+}
