@@ -12,7 +12,7 @@
 //! The serial kernel set avoids workgroup barriers altogether: the GPU a student's browser falls back to
 //! is often SwiftShader on the CPU, where barriers are expensive coroutine switches (see
 //! shaders/matmul.wgsl); the parallel set, for real GPUs, shares data in workgroup memory ([`KernelSet`]).
-//! A step's dispatches are built as a list ([`Dispatch`]) and recorded into one pass, or, while
+//! A step's dispatches are built as a list (`Dispatch`) and recorded into one pass, or, while
 //! profiling ([`GpuModel::start_profile`]), each into a timed pass of its own.
 
 use crate::context::GpuContext;
