@@ -8,7 +8,7 @@
 # the stages train in one process; a stage whose loss log reached its recipe's last step is skipped,
 # one stopped by the time limit resumes (while the machine stays warm: its state is under /root).
 # ROPE_THETA=B trains every stage with RoPE base B in place of its recipe's (docs/lab-v4/README.md, "The
-# RoPE base": the chain from scratch at 10000000).
+# RoPE base": the chain from scratch at 10000000); RECIPE_SET="key=value ..." replaces any recipe lines.
 # DET=1 first trains 60 steps of next stage 1 twice with deterministic kernels and prints both
 # weights' md5 (they must agree). TRAIN_FLAGS go to train_lab.py (e.g. --f32-logits). LONG=1 adds a sixth
 # yardstick at 8192 tokens (hws8192); EXTRA="tag:needles:haystack:length ..." adds more (5 depths each).
@@ -56,11 +56,18 @@ for s in ${STAGES:-}; do
   IFS=: read -r name recipe init <<< "$s"
   case "$init" in */*) ;; "") ;; *) init=/root/$init ;; esac
   mkdir -p /root/$name
-  if [ -n "${ROPE_THETA:-}" ]; then
-    # The stage's recipe with another RoPE base (the trainer copies it into the model folder as its record).
+  # ROPE_THETA=B is RECIPE_SET="rope_theta=B"; RECIPE_SET="key=value ..." replaces those lines of every
+  # stage's recipe (e.g. "num_attention_heads=6 num_key_value_heads=2": heads of width 64 at the same
+  # hidden size). The trainer copies the recipe it was given into the model folder as its record.
+  sets="${RECIPE_SET:-}${ROPE_THETA:+ rope_theta=$ROPE_THETA}"
+  if [ -n "${sets// /}" ]; then
     mkdir -p /root/recipes
-    grep -q '^rope_theta = ' "$recipe" || { echo "$recipe has no rope_theta line for ROPE_THETA to replace" >&2; exit 2; }
-    sed "s/^rope_theta = .*/rope_theta = $ROPE_THETA   # ROPE_THETA of scripts\/lab-torch.sh; the recipe says otherwise/" "$recipe" > /root/recipes/$name.toml
+    cp "$recipe" /root/recipes/$name.toml
+    for kv in $sets; do
+      key=${kv%%=*} value=${kv#*=}
+      grep -q "^$key = " /root/recipes/$name.toml || { echo "$recipe has no '$key = ' line for RECIPE_SET to replace" >&2; exit 2; }
+      sed -i "s/^$key = .*/$key = $value   # RECIPE_SET of scripts\/lab-torch.sh; the recipe says otherwise/" /root/recipes/$name.toml
+    done
     recipe=/root/recipes/$name.toml
   fi
   if [ -f .carry/tok/tokenizer.json ] && [ -z "$init" ] && [ ! -f /root/$name/tokenizer.json ]; then cp .carry/tok/tokenizer.json /root/$name/; fi
