@@ -1,8 +1,9 @@
 //! Times the GPU forward natively: load, prefill and decode steps of a model directory (default: the
 //! bundled lab model) with each kernel set (serial, parallel), next to the candle CPU path for scale
 //! (`BENCH_CPU=0` leaves it out). Prints figures, the prefill's arithmetic rate among them; asserts
-//! nothing. Where the adapter has timestamp queries, it then profiles as many more decode steps and
-//! prints each kind of dispatch's GPU time per step (`BENCH_PROFILE=0` leaves that out).
+//! nothing. Where the adapter has timestamp queries, it then profiles the prefill and decode steps again
+//! and prints each kind of dispatch's GPU time per prefill chunk and per step (`BENCH_PROFILE=0` leaves
+//! that out).
 //!
 //! `cargo run --release -p headscope-gpu --example bench -- [MODEL_DIR] [PROMPT_TOKENS] [STEPS]`
 
@@ -45,34 +46,37 @@ fn prefill_flops(spec: &ModelSpec, tokens: usize) -> f64 {
     spec.layers as f64 * (2.0 * weights * t + 4.0 * spec.heads as f64 * spec.head_dim as f64 * pairs)
 }
 
-/// Decode steps from the same prompt again, each dispatch timed on the GPU: one line per kind of
-/// dispatch, the most time first, with its share of the summed dispatch time.
-fn profile_decode(gpu: &mut GpuModel, prompt: &[u32], steps: usize, probe: &Probe) -> Result<(), headscope_gpu::GpuError> {
+/// The prefill and decode steps again, each dispatch timed on the GPU: per phase, one line per kind
+/// of dispatch, the most time first, with its share of the phase's summed dispatch time.
+fn profile_forward(gpu: &mut GpuModel, prompt: &[u32], steps: usize, probe: &Probe) -> Result<(), headscope_gpu::GpuError> {
     gpu.reset();
-    pollster::block_on(gpu.prefill(&prompt[..prompt.len() - 1]))?;
     gpu.start_profile()?;
+    pollster::block_on(gpu.prefill(&prompt[..prompt.len() - 1]))?;
     let mut id = prompt[prompt.len() - 1];
     for _ in 0..steps {
         id = pollster::block_on(gpu.step(id, probe))?.greedy_token();
     }
     let profile = gpu.take_profile().expect("profiling was started");
     gpu.stop_profile();
-    let total = profile.total_seconds_per_step();
-    println!(
-        "   profile of {} decode steps: {} dispatches, {:.3} ms a step on the GPU in the dispatches themselves",
-        profile.steps,
-        profile.dispatches.iter().map(|d| d.per_step).sum::<usize>(),
-        total * 1e3
-    );
-    for d in &profile.dispatches {
+    for (name, phase) in [("prefill chunk", &profile.prefill), ("decode step", &profile.decode)] {
+        let total = phase.seconds_per_run();
         println!(
-            "   {:>12} x{:<4} {:>8.1} us  {:>5.1} %  ({:.1} us each)",
-            d.what,
-            d.per_step,
-            d.seconds_per_step * 1e6,
-            100.0 * d.seconds_per_step / total.max(f64::MIN_POSITIVE),
-            d.seconds_per_step * 1e6 / d.per_step.max(1) as f64
+            "   profile, {name}: {} runs of {:.0} tokens, {} dispatches, {:.3} ms a run on the GPU in the dispatches themselves",
+            phase.runs,
+            phase.tokens as f64 / phase.runs.max(1) as f64,
+            phase.dispatches.iter().map(|d| d.per_run).sum::<usize>(),
+            total * 1e3
         );
+        for d in &phase.dispatches {
+            println!(
+                "   {:>17} x{:<4} {:>9.1} us  {:>5.1} %  ({:.1} us each)",
+                d.what,
+                d.per_run,
+                d.seconds_per_run * 1e6,
+                100.0 * d.seconds_per_run / total.max(f64::MIN_POSITIVE),
+                d.seconds_per_run * 1e6 / d.per_run.max(1) as f64
+            );
+        }
     }
     Ok(())
 }
@@ -130,7 +134,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             prompt_len
         );
         if gpu.context().can_profile() && !std::env::var("BENCH_PROFILE").is_ok_and(|v| v == "0") {
-            profile_decode(&mut gpu, &prompt, steps, &probe)?;
+            profile_forward(&mut gpu, &prompt, steps, &probe)?;
         }
     }
 

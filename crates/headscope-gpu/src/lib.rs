@@ -63,6 +63,6 @@ pub use decode::greedy_decode;
 pub use error::{GpuError, Result};
 pub use kernels::WeightFormat;
 pub use model::{GpuModel, StepOutput};
-pub use profile::{DispatchTime, StepProfile};
+pub use profile::{DispatchTime, ForwardProfile, PhaseProfile};
 
 pub use headscope_engine::{AttentionRow, DecodeTrace, Engine, HeadMask, MaskMode, MaskScope, ModelSpec, Probe};

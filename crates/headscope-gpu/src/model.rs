@@ -21,7 +21,7 @@ use crate::kernels::{
     scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, KernelSet, Kernels, MatOp, NormOp, RopeOp, RunUniform, WeightFormat,
     PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, TILED_GROUPS, TILED_ROWS, VALUES_CHUNK, WORKGROUP,
 };
-use crate::profile::{record, Dispatch, Profiler, StepProfile};
+use crate::profile::{record, Dispatch, ForwardProfile, Phase, Profiler};
 use crate::signal::signal;
 use crate::weights::{check_supported, interleaved, pad4, reorder_bias, straight, transpose_columns, Checkpoint, HostTensor};
 use headscope_core::HeadId;
@@ -541,23 +541,23 @@ impl GpuModel {
         self.mask.as_ref()
     }
 
-    /// From the next decode step on, times each dispatch on the GPU (timestamp queries; the adapter
-    /// must offer them) until [`GpuModel::stop_profile`]; [`GpuModel::take_profile`] reads the means.
-    /// Profiled steps run each dispatch in a compute pass of its own (slower than a plain step), and
-    /// give the same results.
+    /// From the next prefill or decode step on, times each dispatch on the GPU (timestamp queries; the
+    /// adapter must offer them) until [`GpuModel::stop_profile`]; [`GpuModel::take_profile`] reads the
+    /// means. A profiled forward runs each dispatch in a compute pass of its own (slower than a plain
+    /// one; a prefill also waits for each chunk), and gives the same results.
     pub fn start_profile(&mut self) -> Result<()> {
         let spec = &self.spec;
-        // Dispatches a step has at most: a dozen a layer, the final norm, and the embedding table's
-        // and LM head's blocks.
+        // Dispatches a run has at most: a dozen a layer, the final norm, and the embedding table's and
+        // LM head's blocks.
         let blocks = self.weights.embed.len() + self.weights.lm_head.len();
         let capacity = spec.layers * 12 + 1 + blocks;
         self.profile = Some(Profiler::new(&self.ctx.device, &self.ctx.queue, capacity)?);
         Ok(())
     }
 
-    /// The mean GPU time per decode step of each kind of dispatch since profiling started or was last
-    /// taken; `None` when not profiling.
-    pub fn take_profile(&mut self) -> Option<StepProfile> {
+    /// The mean GPU time per decode step and per prefill chunk of each kind of dispatch since profiling
+    /// started or was last taken; `None` when not profiling.
+    pub fn take_profile(&mut self) -> Option<ForwardProfile> {
         self.profile.as_mut().map(Profiler::take)
     }
 
@@ -862,12 +862,32 @@ impl GpuModel {
             self.ctx.queue.write_buffer(&s.run, 0, bytemuck::bytes_of(&run));
             self.ctx.queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(chunk));
             let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("prefill") });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("prefill"), timestamp_writes: None });
-                record(&mut pass, &self.layer_dispatches(s, rows, self.position));
-            }
+            let dispatches = self.layer_dispatches(s, rows, self.position);
+            let timing = match &self.profile {
+                Some(p) if dispatches.len() <= p.capacity() => {
+                    p.record(&mut enc, &dispatches);
+                    Some(dispatches.iter().map(|d| d.what).collect::<Vec<_>>())
+                }
+                _ => {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("prefill"), timestamp_writes: None });
+                    record(&mut pass, &dispatches);
+                    None
+                }
+            };
+            drop(dispatches);
             self.ctx.queue.submit([enc.finish()]);
             self.position += chunk.len();
+            if let (Some(what), Some(profile)) = (timing, self.profile.as_ref()) {
+                // Each chunk's timestamps are read before the next chunk reuses the query set.
+                let mapped = profile.map(what.len());
+                self.wait().await?;
+                let profile = self.profile.as_mut().expect("a profiled chunk has a profiler");
+                match mapped.await {
+                    Some(Ok(())) => profile.add(Phase::Prefill, chunk.len(), &what)?,
+                    Some(Err(e)) => return Err(GpuError::Readback(format!("profile timestamps: {e}"))),
+                    None => return Err(GpuError::Readback("the GPU dropped the profile's map callback".into())),
+                }
+            }
         }
         let (tx, rx) = signal::<()>();
         self.ctx.queue.on_submitted_work_done(move || tx.send(()));
@@ -973,7 +993,7 @@ impl GpuModel {
         if let (Some(what), Some(mapped)) = (&timing, timestamps) {
             let profile = self.profile.as_mut().expect("a profiled step has a profiler");
             match mapped.await {
-                Some(Ok(())) => profile.add(what)?,
+                Some(Ok(())) => profile.add(Phase::Decode, 1, what)?,
                 Some(Err(e)) => return Err(GpuError::Readback(format!("profile timestamps: {e}"))),
                 None => return Err(GpuError::Readback("the GPU dropped the profile's map callback".into())),
             }

@@ -1,8 +1,9 @@
-//! GPU time per kind of dispatch in decode steps, from timestamp queries: where a step's time goes
-//! (issue 25: the larger models' WGSL decode step is 1.6-2.4x the CUDA path's). Profiled steps record
-//! each dispatch in a compute pass of its own with timestamps at its beginning and end, so a profiled
-//! step runs slower than a plain one; what it reports is each dispatch's own time on the GPU. The
-//! results are the same as a plain step's (tests/gpu_forward.rs checks it).
+//! GPU time per kind of dispatch in decode steps and prefill chunks, from timestamp queries: where the
+//! forward's time goes (issue 25: the larger models' WGSL decode step is 1.6-2.4x the CUDA path's,
+//! their prefill 3-15x). While profiling, each dispatch is recorded in a compute pass of its own with
+//! timestamps at its beginning and end, so a profiled forward runs slower than a plain one; what it
+//! reports is each dispatch's own time on the GPU. The results are the same as a plain forward's
+//! (tests/gpu_vs_candle.rs checks it).
 
 use crate::error::{GpuError, Result};
 use crate::signal::{signal, Signal};
@@ -33,55 +34,73 @@ pub(crate) fn record(pass: &mut wgpu::ComputePass, dispatches: &[Dispatch]) {
     }
 }
 
-/// GPU time of one kind of dispatch, summed over the profiled decode steps.
+/// GPU time of one kind of dispatch in one phase of the forward.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DispatchTime {
-    /// The dispatch's name: `embed`, `norm`, `qkv`, `head_norm`, `rope`, `scores`, `softmax`, `values`,
-    /// `values_sum`, `o`, `gate_up`, `down`, `final_norm`, `lm_head`.
+    /// The dispatch's name: `embed`, `norm`, `qkv`, `head_norm`, `rope`, `attention_prefill`, `scores`,
+    /// `softmax`, `values`, `values_sum`, `o`, `gate_up`, `down`, `final_norm`, `lm_head`.
     pub what: &'static str,
-    /// Dispatches of this kind per step.
-    pub per_step: usize,
-    /// Mean GPU seconds per step of all of them together.
-    pub seconds_per_step: f64,
+    /// Dispatches of this kind per run (a decode step or a prefill chunk).
+    pub per_run: usize,
+    /// Mean GPU seconds per run of all of them together.
+    pub seconds_per_run: f64,
 }
 
-/// What [`crate::GpuModel::take_profile`] returns: the profiled steps and their dispatches' times.
+/// The profiled runs of one phase: decode steps, or prefill chunks (a prompt's prefill submits one
+/// chunk per [`crate::GpuModel::prefill_chunk`] tokens).
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct StepProfile {
-    pub steps: usize,
+pub struct PhaseProfile {
+    pub runs: usize,
+    /// Tokens the runs processed (one a decode step; a chunk's rows).
+    pub tokens: usize,
     /// By kind, the most time first.
     pub dispatches: Vec<DispatchTime>,
 }
 
-impl StepProfile {
-    /// Mean GPU seconds per step of every dispatch (the passes' gaps not included).
-    pub fn total_seconds_per_step(&self) -> f64 {
-        self.dispatches.iter().map(|d| d.seconds_per_step).sum()
+impl PhaseProfile {
+    /// Mean GPU seconds per run of every dispatch (the gaps between passes not included).
+    pub fn seconds_per_run(&self) -> f64 {
+        self.dispatches.iter().map(|d| d.seconds_per_run).sum()
     }
 }
 
-/// Timestamp queries and their readback for the dispatches of one step.
+/// What [`crate::GpuModel::take_profile`] returns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ForwardProfile {
+    pub decode: PhaseProfile,
+    pub prefill: PhaseProfile,
+}
+
+/// The phases a profile keeps apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    Decode,
+    Prefill,
+}
+
+/// Timestamp queries and their readback for the dispatches of one run (a step or a prefill chunk).
 pub(crate) struct Profiler {
     queries: wgpu::QuerySet,
     resolved: wgpu::Buffer,
     readback: wgpu::Buffer,
-    /// Dispatches a step may have (two timestamps each).
+    /// Dispatches a run may have (two timestamps each).
     capacity: usize,
     period_ns: f64,
-    steps: usize,
-    /// Per kind: dispatches and nanoseconds over every profiled step.
-    totals: BTreeMap<&'static str, (usize, f64)>,
+    /// Per phase: runs and tokens.
+    runs: BTreeMap<Phase, (usize, usize)>,
+    /// Per phase and kind: dispatches and nanoseconds over every profiled run.
+    totals: BTreeMap<(Phase, &'static str), (usize, f64)>,
 }
 
 impl Profiler {
-    /// Needs a device created with `Features::TIMESTAMP_QUERY`; `capacity` dispatches a step.
+    /// Needs a device created with `Features::TIMESTAMP_QUERY`; `capacity` dispatches a run.
     pub fn new(device: &wgpu::Device, queue: &wgpu::Queue, capacity: usize) -> Result<Self> {
         if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             return Err(GpuError::Invalid("profiling needs timestamp queries, which this adapter does not offer".into()));
         }
         let queries = 2 * capacity as u32;
         if queries > wgpu::QUERY_SET_MAX_QUERIES {
-            return Err(GpuError::Invalid(format!("a step of {capacity} dispatches needs more timestamp queries than a query set holds")));
+            return Err(GpuError::Invalid(format!("a run of {capacity} dispatches needs more timestamp queries than a query set holds")));
         }
         let bytes = queries as u64 * 8;
         let buffer = |label: &str, usage: wgpu::BufferUsages| {
@@ -97,7 +116,7 @@ impl Profiler {
             readback: buffer("profile readback", wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST),
             capacity,
             period_ns: queue.get_timestamp_period() as f64,
-            steps: 0,
+            runs: BTreeMap::new(),
             totals: BTreeMap::new(),
         })
     }
@@ -123,7 +142,7 @@ impl Profiler {
         enc.copy_buffer_to_buffer(&self.resolved, 0, &self.readback, 0, queries as u64 * 8);
     }
 
-    /// Asks for the readback of a submitted step's timestamps; resolves once the caller has waited for
+    /// Asks for the readback of a submitted run's timestamps; resolves once the caller has waited for
     /// the device.
     pub fn map(&self, dispatches: usize) -> Signal<std::result::Result<(), wgpu::BufferAsyncError>> {
         let (tx, rx) = signal();
@@ -131,8 +150,8 @@ impl Profiler {
         rx
     }
 
-    /// Adds a mapped step's times, dispatch by dispatch, to the totals by kind.
-    pub fn add(&mut self, what: &[&'static str]) -> Result<()> {
+    /// Adds a mapped run's times, dispatch by dispatch, to the totals of `phase`.
+    pub fn add(&mut self, phase: Phase, tokens: usize, what: &[&'static str]) -> Result<()> {
         let stamps: Vec<u64> = {
             let view = self.readback.slice(..what.len() as u64 * 16).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
             bytemuck::cast_slice::<u8, u64>(&view).to_vec()
@@ -140,26 +159,34 @@ impl Profiler {
         self.readback.unmap();
         for (i, w) in what.iter().enumerate() {
             let ns = stamps[2 * i + 1].saturating_sub(stamps[2 * i]) as f64 * self.period_ns;
-            let entry = self.totals.entry(w).or_insert((0, 0.0));
+            let entry = self.totals.entry((phase, w)).or_insert((0, 0.0));
             entry.0 += 1;
             entry.1 += ns;
         }
-        self.steps += 1;
+        let runs = self.runs.entry(phase).or_insert((0, 0));
+        runs.0 += 1;
+        runs.1 += tokens;
         Ok(())
     }
 
-    /// The totals so far as means per step, and a fresh start.
-    pub fn take(&mut self) -> StepProfile {
-        let steps = std::mem::take(&mut self.steps);
-        let mut dispatches: Vec<DispatchTime> = std::mem::take(&mut self.totals)
-            .into_iter()
-            .map(|(what, (count, ns))| DispatchTime {
-                what,
-                per_step: count / steps.max(1),
-                seconds_per_step: ns * 1e-9 / steps.max(1) as f64,
-            })
-            .collect();
-        dispatches.sort_by(|a, b| b.seconds_per_step.total_cmp(&a.seconds_per_step));
-        StepProfile { steps, dispatches }
+    /// The totals so far as means per run, and a fresh start.
+    pub fn take(&mut self) -> ForwardProfile {
+        let runs = std::mem::take(&mut self.runs);
+        let totals = std::mem::take(&mut self.totals);
+        let phase = |phase: Phase| {
+            let (n, tokens) = runs.get(&phase).copied().unwrap_or((0, 0));
+            let mut dispatches: Vec<DispatchTime> = totals
+                .iter()
+                .filter(|((p, _), _)| *p == phase)
+                .map(|((_, what), (count, ns))| DispatchTime {
+                    what,
+                    per_run: count / n.max(1),
+                    seconds_per_run: ns * 1e-9 / n.max(1) as f64,
+                })
+                .collect();
+            dispatches.sort_by(|a, b| b.seconds_per_run.total_cmp(&a.seconds_per_run));
+            PhaseProfile { runs: n, tokens, dispatches }
+        };
+        ForwardProfile { decode: phase(Phase::Decode), prefill: phase(Phase::Prefill) }
     }
 }

@@ -559,10 +559,10 @@ fn lab_model_on(ctx: &GpuContext) {
 }
 
 #[test]
-fn profiled_steps_give_the_same_results_and_time_every_dispatch() {
-    // A profiled step runs each dispatch in a pass of its own between timestamps: the logits and
-    // argmaxes must be bit-identical to a plain step's, and the profile must name every kind of
-    // dispatch a decode step has, with the counts the model's shape implies.
+fn profiled_forwards_give_the_same_results_and_time_every_dispatch() {
+    // While profiling, each dispatch runs in a pass of its own between timestamps: the logits and
+    // argmaxes must be bit-identical to a plain forward's, and the profile must name every kind of
+    // dispatch of a decode step and of a prefill chunk, with the counts the model's shape implies.
     for ctx in contexts() {
         if !ctx.can_profile() {
             say(&format!("SKIPPING the profile test on {}: no timestamp queries", ctx.adapter().describe()));
@@ -576,26 +576,39 @@ fn profiled_steps_give_the_same_results_and_time_every_dispatch() {
         let plain = trace(&mut gpu, &prompt, 4);
         gpu.start_profile().unwrap();
         let profiled = trace(&mut gpu, &prompt, 4);
-        assert!(plain == profiled, "{what}: profiled steps changed the results");
+        assert!(plain == profiled, "{what}: profiled forwards changed the results");
         let profile = gpu.take_profile().unwrap();
-        assert_eq!(profile.steps, 4, "{what}");
         let layers = gpu.spec().layers;
-        let count = |name: &str| profile.dispatches.iter().find(|d| d.what == name).map_or(0, |d| d.per_step);
-        for name in ["norm", "qkv", "head_norm", "rope", "scores", "softmax", "values", "o", "gate_up", "down"] {
+        let count =
+            |phase: &headscope_gpu::PhaseProfile, name: &str| phase.dispatches.iter().find(|d| d.what == name).map_or(0, |d| d.per_run);
+        let (decode, prefill) = (&profile.decode, &profile.prefill);
+        assert_eq!((decode.runs, decode.tokens), (4, 4), "{what}");
+        assert_eq!((prefill.runs, prefill.tokens), (1, prompt.len() - 1), "{what}: one chunk of the prompt less its last token");
+        for name in ["norm", "qkv", "head_norm", "rope", "o", "gate_up", "down"] {
             let expected = if name == "norm" { 2 * layers } else { layers };
-            assert_eq!(count(name), expected, "{what}: {name} dispatches per step");
+            assert_eq!((count(decode, name), count(prefill, name)), (expected, expected), "{what}: {name} dispatches per run");
         }
-        assert_eq!(count("values_sum"), if ctx.kernel_set() == KernelSet::Parallel { layers } else { 0 }, "{what}");
-        assert_eq!((count("embed"), count("final_norm"), count("lm_head")), (1, 1, 1), "{what}");
-        assert!(
-            profile.dispatches.iter().all(|d| d.seconds_per_step >= 0.0) && profile.total_seconds_per_step() > 0.0,
-            "{what}: {profile:?}"
-        );
-        say(&format!("{what}: profiled decode step {:.1} us on the GPU", profile.total_seconds_per_step() * 1e6));
-        // Taking the profile starts the next one afresh; stopping returns to plain steps.
-        assert_eq!(gpu.take_profile().unwrap().steps, 0, "{what}");
+        for name in ["scores", "softmax", "values"] {
+            assert_eq!((count(decode, name), count(prefill, name)), (layers, 0), "{what}: {name}");
+        }
+        assert_eq!(count(prefill, "attention_prefill"), layers, "{what}");
+        assert_eq!(count(decode, "values_sum"), if ctx.kernel_set() == KernelSet::Parallel { layers } else { 0 }, "{what}");
+        assert_eq!((count(decode, "embed"), count(decode, "final_norm"), count(decode, "lm_head")), (1, 1, 1), "{what}");
+        assert_eq!((count(prefill, "embed"), count(prefill, "final_norm"), count(prefill, "lm_head")), (1, 0, 0), "{what}");
+        for phase in [decode, prefill] {
+            assert!(phase.dispatches.iter().all(|d| d.seconds_per_run >= 0.0) && phase.seconds_per_run() > 0.0, "{what}: {phase:?}");
+        }
+        say(&format!(
+            "{what}: profiled decode step {:.1} us, prefill of {} tokens {:.1} us on the GPU",
+            decode.seconds_per_run() * 1e6,
+            prefill.tokens,
+            prefill.seconds_per_run() * 1e6
+        ));
+        // Taking the profile starts the next one afresh; stopping returns to plain forwards.
+        let next = gpu.take_profile().unwrap();
+        assert_eq!((next.decode.runs, next.prefill.runs), (0, 0), "{what}");
         gpu.stop_profile();
         assert!(gpu.take_profile().is_none(), "{what}");
-        assert!(plain == trace(&mut gpu, &prompt, 4), "{what}: plain steps after profiling differ");
+        assert!(plain == trace(&mut gpu, &prompt, 4), "{what}: plain forwards after profiling differ");
     }
 }
