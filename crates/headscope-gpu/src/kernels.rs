@@ -230,11 +230,12 @@ pub enum KernelSet {
     /// one invocation per head walks a decode step's score row (attention_decode.wgsl); prefill runs in
     /// chunks of 256 rows.
     Serial,
-    /// Workgroups share staged data, for real GPUs: RMSNorm takes a workgroup per row, `gemm_tiled` stages inputs and weights, `gemv_split`
-    /// splits a decode step's products over their inputs, prefill attention stages key/value tiles for
-    /// 64 query rows (attention_prefill_wg.wgsl), a decode step's softmax is shared per head and its
-    /// values split over chunks of positions (attention_decode_wg.wgsl; heads up to 256 wide, wider ones
-    /// keep the serial decode); prefill runs in chunks of up to 2048 rows, so that the tiles fill the GPU.
+    /// Workgroups share staged data, for real GPUs: RMSNorm takes a workgroup per row, `gemm_tiled`
+    /// stages inputs and weights, `gemv_split` splits a decode step's products over their inputs,
+    /// prefill attention stages key/value tiles for 64 query rows (attention_prefill_wg.wgsl), a decode
+    /// step's softmax is shared per head and its values split over chunks of positions
+    /// (attention_decode_wg.wgsl; heads up to 256 wide, wider ones keep the serial decode); prefill runs
+    /// in chunks of up to 2048 rows, so that the tiles fill the GPU.
     Parallel,
 }
 

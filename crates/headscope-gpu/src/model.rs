@@ -165,7 +165,8 @@ pub struct GpuModel {
     /// What the cache holds, for [`GpuModel::reusable_prefix`]; the effect is the mask codes the
     /// positions were computed under.
     contents: CachedPrefix<Vec<u32>>,
-    /// Timestamps per dispatch of each decode step, while profiling ([`GpuModel::start_profile`]).
+    /// Timestamps per dispatch of each decode step and prefill chunk, while profiling
+    /// ([`GpuModel::start_profile`]).
     profile: Option<Profiler>,
 }
 
@@ -561,7 +562,7 @@ impl GpuModel {
         self.profile.as_mut().map(Profiler::take)
     }
 
-    /// Ends profiling: decode steps record one compute pass again.
+    /// Ends profiling: each prefill chunk and decode step records one compute pass again.
     pub fn stop_profile(&mut self) {
         self.profile = None;
     }
@@ -780,7 +781,6 @@ impl GpuModel {
         Ok(state)
     }
 
-    /// Records the layers for `rows` rows at positions `pos..` (embedding included) into `pass`.
     /// The dispatches of the embedding and every layer for `rows` rows starting at position `pos`, in
     /// order (about ten a layer).
     fn layer_dispatches<'a>(&'a self, s: &'a RunState, rows: u32, pos: usize) -> Vec<Dispatch<'a>> {
