@@ -271,6 +271,33 @@ fn the_bundled_lab_model_is_the_default() {
     assert_eq!(read_head_scores(&out.join("head_scores.json")).unwrap().shape(), HeadShape::new(8, 12));
 }
 
+/// The page's first screen: the paper's needle in the default village haystack, which holds a look-alike
+/// on purpose ("The best thing to do on a sunny day was to sit by the water ..."). The shipped lab model
+/// must answer from the needle, not the look-alike (both pass at recall 0.5, so the pass rate cannot
+/// tell them apart; lab stage 7 copied the look-alike in every test), and retrieval heads must light up.
+#[test]
+fn the_bundled_lab_model_answers_the_default_needle_not_its_look_alike() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("village");
+    let o = Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .current_dir(&root)
+        .args(["detect", "--out", out.to_str().unwrap(), "--lengths", "256:512:2", "--depths", "2", "--max-new-tokens", "24", "--plain"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = TestLog::open(&out.join("tests.jsonl")).unwrap();
+    let records = log.records();
+    assert_eq!(records.len(), 4);
+    for r in records {
+        assert!(r.needle.contains("San Francisco"), "the default needle is the paper's: {}", r.needle);
+        // "sandwich" is the needle's and not the look-alike's; "the water" is the look-alike's alone.
+        assert!(r.answer.contains("sandwich") && !r.answer.contains("the water"), "{}: {:?}", r.id, r.answer);
+    }
+    let scores = read_head_scores(&out.join("head_scores.json")).unwrap();
+    assert!(!scores.retrieval_heads(0.1).is_empty(), "no retrieval head on the page's default needle");
+}
+
 /// `--score eq1,official,soft,qr`: four files from one run; the official count equals eq. 1 plus each
 /// record's repeated hits over its span, the soft and qr files re-aggregate the records' values, and
 /// run.json names the scores.
