@@ -845,6 +845,22 @@ impl GpuModel {
         list
     }
 
+    /// Records `dispatches` into `enc`: into one compute pass, or while profiling each into a timed pass
+    /// of its own, returning then their names in order (what the timestamps will be read as).
+    fn encode(&self, enc: &mut wgpu::CommandEncoder, label: &str, dispatches: &[Dispatch]) -> Option<Vec<&'static str>> {
+        match &self.profile {
+            Some(p) if dispatches.len() <= p.capacity() => {
+                p.record(enc, dispatches);
+                Some(dispatches.iter().map(|d| d.what).collect())
+            }
+            _ => {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+                record(&mut pass, dispatches);
+                None
+            }
+        }
+    }
+
     /// Runs `ids` through the model in chunks, filling the cache; produces no logits. The prompt's last
     /// token should go to [`GpuModel::step`] instead, so that its attention is observed. Resolves when
     /// the GPU has finished.
@@ -863,17 +879,7 @@ impl GpuModel {
             self.ctx.queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(chunk));
             let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("prefill") });
             let dispatches = self.layer_dispatches(s, rows, self.position);
-            let timing = match &self.profile {
-                Some(p) if dispatches.len() <= p.capacity() => {
-                    p.record(&mut enc, &dispatches);
-                    Some(dispatches.iter().map(|d| d.what).collect::<Vec<_>>())
-                }
-                _ => {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("prefill"), timestamp_writes: None });
-                    record(&mut pass, &dispatches);
-                    None
-                }
-            };
+            let timing = self.encode(&mut enc, "prefill", &dispatches);
             drop(dispatches);
             self.ctx.queue.submit([enc.finish()]);
             self.position += chunk.len();
@@ -950,17 +956,7 @@ impl GpuModel {
                 grid: (n.div_ceil(4).div_ceil(GEMV_GROUPS) as u32, 1),
             });
         }
-        let timing = match &self.profile {
-            Some(p) if dispatches.len() <= p.capacity() => {
-                p.record(&mut enc, &dispatches);
-                Some(dispatches.iter().map(|d| d.what).collect::<Vec<_>>())
-            }
-            _ => {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
-                record(&mut pass, &dispatches);
-                None
-            }
-        };
+        let timing = self.encode(&mut enc, "step", &dispatches);
         drop(dispatches);
         let vocab = spec.vocab_size as u64;
         let row_len = (pos + 1) as u64;
