@@ -887,12 +887,8 @@ impl GpuModel {
                 // Each chunk's timestamps are read before the next chunk reuses the query set.
                 let mapped = profile.map(what.len());
                 self.wait().await?;
-                let profile = self.profile.as_mut().expect("a profiled chunk has a profiler");
-                match mapped.await {
-                    Some(Ok(())) => profile.add(Phase::Prefill, chunk.len(), &what)?,
-                    Some(Err(e)) => return Err(GpuError::Readback(format!("profile timestamps: {e}"))),
-                    None => return Err(GpuError::Readback("the GPU dropped the profile's map callback".into())),
-                }
+                let mapped = mapped.await;
+                self.profile.as_mut().expect("a profiled chunk has a profiler").add(mapped, Phase::Prefill, chunk.len(), &what)?;
             }
         }
         let (tx, rx) = signal::<()>();
@@ -987,12 +983,8 @@ impl GpuModel {
         };
         s.staging.unmap();
         if let (Some(what), Some(mapped)) = (&timing, timestamps) {
-            let profile = self.profile.as_mut().expect("a profiled step has a profiler");
-            match mapped.await {
-                Some(Ok(())) => profile.add(Phase::Decode, 1, what)?,
-                Some(Err(e)) => return Err(GpuError::Readback(format!("profile timestamps: {e}"))),
-                None => return Err(GpuError::Readback("the GPU dropped the profile's map callback".into())),
-            }
+            let mapped = mapped.await;
+            self.profile.as_mut().expect("a profiled step has a profiler").add(mapped, Phase::Decode, 1, what)?;
         }
         self.ctx.take_errors()?;
         let vocab = vocab as usize;

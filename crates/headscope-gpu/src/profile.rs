@@ -150,8 +150,20 @@ impl Profiler {
         rx
     }
 
-    /// Adds a mapped run's times, dispatch by dispatch, to the totals of `phase`.
-    pub fn add(&mut self, phase: Phase, tokens: usize, what: &[&'static str]) -> Result<()> {
+    /// Adds a run's times, dispatch by dispatch, to the totals of `phase`, once [`Profiler::map`]'s
+    /// signal has resolved to `mapped` (a failed or dropped map is an error).
+    pub fn add(
+        &mut self,
+        mapped: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+        phase: Phase,
+        tokens: usize,
+        what: &[&'static str],
+    ) -> Result<()> {
+        match mapped {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(GpuError::Readback(format!("profile timestamps: {e}"))),
+            None => return Err(GpuError::Readback("the GPU dropped the profile's map callback".into())),
+        }
         let stamps: Vec<u64> = {
             let view = self.readback.slice(..what.len() as u64 * 16).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
             bytemuck::cast_slice::<u8, u64>(&view).to_vec()
