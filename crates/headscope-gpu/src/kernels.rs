@@ -201,6 +201,9 @@ pub(crate) struct Kernels {
     /// One-row matmul (decode steps): `gemv` or, in the parallel set, `gemv_split` (the same 16 column
     /// groups per workgroup); shares `gemm.layout`.
     pub gemv: wgpu::ComputePipeline,
+    /// The parallel set's `gemv_norm`: a decode step's product of a normalised residual row, the
+    /// RMSNorm computed in the same dispatch (`None` in the serial set, which dispatches the norm).
+    pub gemv_norm: Option<Kernel>,
     /// Several-row matmul (prefill): `gemm` or, in the parallel set, `gemm_tiled`.
     pub gemm: Kernel,
     pub rope: Kernel,
@@ -391,6 +394,10 @@ impl Kernels {
                 Kernel { pipeline: pipeline(device, "rmsnorm", include_str!("shaders/rmsnorm.wgsl"), &layout, entry), layout }
             },
             gemv: pipeline(device, "gemv", mm_source, &mm_layout, if set == KernelSet::Parallel { "gemv_split" } else { "gemv" }),
+            gemv_norm: (set == KernelSet::Parallel).then(|| {
+                let layout = layout(device, "gemv_norm", &[Uniform, Uniform, Read, Read, Read, ReadWrite, Read, Uniform]);
+                Kernel { pipeline: pipeline(device, "gemv_norm", mm_source, &layout, "gemv_norm"), layout }
+            }),
             gemm: Kernel {
                 pipeline: pipeline(device, "gemm", mm_source, &mm_layout, if set == KernelSet::Parallel { "gemm_tiled" } else { "gemm" }),
                 layout: mm_layout,

@@ -120,6 +120,10 @@ struct LayerGroups {
     norm_post: wgpu::BindGroup,
     gate_up: wgpu::BindGroup,
     down: wgpu::BindGroup,
+    /// With `gemv_norm` (parallel set): a decode step's q/k/v and gate/up products straight from the
+    /// residual stream, each with its norm's weights.
+    qkv_norm: Option<wgpu::BindGroup>,
+    gate_up_norm: Option<wgpu::BindGroup>,
 }
 
 /// Buffers and bind groups of a run, sized for `capacity` positions.
@@ -148,6 +152,8 @@ struct RunState {
     norm_final: wgpu::BindGroup,
     /// One per block of the LM head, with its number of columns.
     lm_head: Vec<(wgpu::BindGroup, usize)>,
+    /// The same blocks for `gemv_norm`, the final norm folded in (empty without it).
+    lm_head_norm: Vec<wgpu::BindGroup>,
 }
 
 /// The instrumented transformer on the GPU.
@@ -725,6 +731,9 @@ impl GpuModel {
         for (l, lw) in w.layers.iter().enumerate() {
             let (qkv_b, o_b, gu_b, down_b) =
                 (or(&lw.qkv_bias, &w.no_bias), or(&lw.o_bias, &w.no_bias), or(&lw.gate_up_bias, &w.no_bias), or(&lw.down_bias, &w.no_bias));
+            let fused = |label, op, weights, bias, out, norm| {
+                k.gemv_norm.as_ref().map(|f| group(device, &f.layout, label, &[&run, op, &x, weights, bias, out, norm, &w.norm_op]))
+            };
             layers.push(LayerGroups {
                 norm_in: group(device, &k.norm.layout, "norm_in", &[&run, &w.norm_op, &x, &lw.input_norm, &h]),
                 qkv: group(device, &k.gemm.layout, "qkv", &[&run, &w.qkv_op, &h, &lw.qkv, qkv_b, &qkv]),
@@ -749,6 +758,8 @@ impl GpuModel {
                 norm_post: group(device, &k.norm.layout, "norm_post", &[&run, &w.norm_op, &x, &lw.post_norm, &h]),
                 gate_up: group(device, &k.gemm.layout, "gate_up", &[&run, &w.gate_up_op, &h, &lw.gate_up, gu_b, &mlp]),
                 down: group(device, &k.gemm.layout, "down", &[&run, &w.down_op, &mlp, &lw.down, down_b, &x]),
+                qkv_norm: fused("qkv_norm", &w.qkv_op, &lw.qkv, qkv_b, &qkv, &lw.input_norm),
+                gate_up_norm: fused("gate_up_norm", &w.gate_up_op, &lw.gate_up, gu_b, &mlp, &lw.post_norm),
             });
         }
         let embed_groups =
@@ -759,6 +770,16 @@ impl GpuModel {
             .iter()
             .map(|(weights, op, n)| (group(device, &k.gemm.layout, "lm_head", &[&run, op, &h, weights, &w.no_bias, &logits]), *n))
             .collect();
+        let lm_head_norm = match &k.gemv_norm {
+            Some(f) => w
+                .lm_head
+                .iter()
+                .map(|(weights, op, _)| {
+                    group(device, &f.layout, "lm_head_norm", &[&run, op, &x, weights, &w.no_bias, &logits, &w.norm, &w.norm_op])
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let state = RunState {
             capacity,
             chunk,
@@ -776,6 +797,7 @@ impl GpuModel {
             layers,
             norm_final,
             lm_head,
+            lm_head_norm,
         };
         self.write_masks(&state);
         Ok(state)
@@ -804,9 +826,25 @@ impl GpuModel {
             list.push(Dispatch { what: "embed", pipeline: &k.embed.pipeline, group: g, grid: (groups(spec.hidden_size), rows) });
         }
         let rope_items = (spec.heads + spec.kv_heads) * spec.head_dim / 2 + kvw;
+        // A decode step's norms ride in the products that read them where the set has `gemv_norm`.
+        let normed_gemv = |list: &mut Vec<Dispatch<'a>>,
+                           what: &'static str,
+                           norm: &'a wgpu::BindGroup,
+                           fused: &'a Option<wgpu::BindGroup>,
+                           plain: &'a wgpu::BindGroup,
+                           n: usize| {
+            match (rows, &k.gemv_norm, fused) {
+                (1, Some(f), Some(group)) => {
+                    list.push(Dispatch { what, pipeline: &f.pipeline, group, grid: (n.div_ceil(4).div_ceil(GEMV_GROUPS) as u32, 1) })
+                }
+                _ => {
+                    list.push(Dispatch { what: "norm", pipeline: &k.norm.pipeline, group: norm, grid: (norm_groups, 1) });
+                    matmul(list, what, plain, n);
+                }
+            }
+        };
         for (l, g) in s.layers.iter().enumerate() {
-            list.push(Dispatch { what: "norm", pipeline: &k.norm.pipeline, group: &g.norm_in, grid: (norm_groups, 1) });
-            matmul(&mut list, "qkv", &g.qkv, qw + 2 * kvw);
+            normed_gemv(&mut list, "qkv", &g.norm_in, &g.qkv_norm, &g.qkv, qw + 2 * kvw);
             if let Some(norm) = &g.head_norm {
                 let grid = (groups(rows as usize * (spec.heads + spec.kv_heads)), 1);
                 list.push(Dispatch { what: "head_norm", pipeline: &k.head_norm.pipeline, group: norm, grid });
@@ -838,8 +876,7 @@ impl GpuModel {
                 }
             }
             matmul(&mut list, "o", &g.o, spec.hidden_size);
-            list.push(Dispatch { what: "norm", pipeline: &k.norm.pipeline, group: &g.norm_post, grid: (norm_groups, 1) });
-            matmul(&mut list, "gate_up", &g.gate_up, 2 * spec.intermediate_size);
+            normed_gemv(&mut list, "gate_up", &g.norm_post, &g.gate_up_norm, &g.gate_up, 2 * spec.intermediate_size);
             matmul(&mut list, "down", &g.down, spec.hidden_size);
         }
         list
@@ -938,19 +975,29 @@ impl GpuModel {
         let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         let mut dispatches = self.layer_dispatches(s, 1, pos);
         let k = &self.kernels;
-        dispatches.push(Dispatch {
-            what: "final_norm",
-            pipeline: &k.norm.pipeline,
-            group: &s.norm_final,
-            grid: (norm_workgroups(k.set, 1), 1),
-        });
-        for (g, n) in &s.lm_head {
-            dispatches.push(Dispatch {
-                what: "lm_head",
-                pipeline: &k.gemv,
-                group: g,
-                grid: (n.div_ceil(4).div_ceil(GEMV_GROUPS) as u32, 1),
-            });
+        match &k.gemv_norm {
+            Some(f) => {
+                for ((_, n), g) in s.lm_head.iter().zip(&s.lm_head_norm) {
+                    let grid = (n.div_ceil(4).div_ceil(GEMV_GROUPS) as u32, 1);
+                    dispatches.push(Dispatch { what: "lm_head", pipeline: &f.pipeline, group: g, grid });
+                }
+            }
+            None => {
+                dispatches.push(Dispatch {
+                    what: "final_norm",
+                    pipeline: &k.norm.pipeline,
+                    group: &s.norm_final,
+                    grid: (norm_workgroups(k.set, 1), 1),
+                });
+                for (g, n) in &s.lm_head {
+                    dispatches.push(Dispatch {
+                        what: "lm_head",
+                        pipeline: &k.gemv,
+                        group: g,
+                        grid: (n.div_ceil(4).div_ceil(GEMV_GROUPS) as u32, 1),
+                    });
+                }
+            }
         }
         let timing = self.encode(&mut enc, "step", &dispatches);
         drop(dispatches);

@@ -584,16 +584,18 @@ fn profiled_forwards_give_the_same_results_and_time_every_dispatch() {
         let (decode, prefill) = (&profile.decode, &profile.prefill);
         assert_eq!((decode.runs, decode.tokens), (4, 4), "{what}");
         assert_eq!((prefill.runs, prefill.tokens), (1, prompt.len() - 1), "{what}: one chunk of the prompt less its last token");
-        for name in ["norm", "qkv", "head_norm", "rope", "o", "gate_up", "down"] {
-            let expected = if name == "norm" { 2 * layers } else { layers };
-            assert_eq!((count(decode, name), count(prefill, name)), (expected, expected), "{what}: {name} dispatches per run");
+        // The parallel set folds a decode step's norms into the products that read them (`gemv_norm`).
+        let fused = ctx.kernel_set() == KernelSet::Parallel;
+        assert_eq!((count(decode, "norm"), count(prefill, "norm")), (if fused { 0 } else { 2 * layers }, 2 * layers), "{what}");
+        for name in ["qkv", "head_norm", "rope", "o", "gate_up", "down"] {
+            assert_eq!((count(decode, name), count(prefill, name)), (layers, layers), "{what}: {name} dispatches per run");
         }
         for name in ["scores", "softmax", "values"] {
             assert_eq!((count(decode, name), count(prefill, name)), (layers, 0), "{what}: {name}");
         }
         assert_eq!(count(prefill, "attention_prefill"), layers, "{what}");
         assert_eq!(count(decode, "values_sum"), if ctx.kernel_set() == KernelSet::Parallel { layers } else { 0 }, "{what}");
-        assert_eq!((count(decode, "embed"), count(decode, "final_norm"), count(decode, "lm_head")), (1, 1, 1), "{what}");
+        assert_eq!((count(decode, "embed"), count(decode, "final_norm"), count(decode, "lm_head")), (1, usize::from(!fused), 1), "{what}");
         assert_eq!((count(prefill, "embed"), count(prefill, "final_norm"), count(prefill, "lm_head")), (1, 0, 0), "{what}");
         for phase in [decode, prefill] {
             assert!(phase.dispatches.iter().all(|d| d.seconds_per_run >= 0.0) && phase.seconds_per_run() > 0.0, "{what}: {phase:?}");

@@ -124,6 +124,57 @@ fn gemv_split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     }
 }
 
+// `gemv_split` with the layer's RMSNorm folded in (decode steps in the parallel set): `x` is the raw
+// residual stream and the product is of norm(x) = x / root * norm_weight, root = sqrt(mean(x^2) + eps).
+// Since the root is one number per row, sum_k (x_k / root * g_k) W_kn = (sum_k x_k g_k W_kn) / root: each
+// invocation multiplies its inputs by the norm's weights and also sums their squares; invocations of
+// column 0 leave those sums in workgroup memory beside the partial products, and row 0 reads them after
+// the barrier that `gemv_split` already has. One dispatch, not two, for each norm of a decode step
+// (twice a layer and before the LM head): on a real GPU a step's time goes on dispatches, not on
+// arithmetic.
+@group(0) @binding(6) var<storage, read> norm_weight: array<vec4<f32>>;
+@group(0) @binding(7) var<uniform> norm_op: NormOp;
+var<workgroup> norm_partial: array<f32, 16>;
+
+struct NormOp {
+    n: u32,
+    eps: f32,
+    pad0: u32,
+    pad1: u32,
+}
+
+@compute @workgroup_size(16, 16)
+fn gemv_norm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n4 = op.n4;
+    let c4 = wid.x * 16u + lid.x;
+    let cc = min(c4, n4 - 1u);
+    let k4 = op.k / 4u;
+    var a = vec4<f32>(0.0);
+    var squares = vec4<f32>(0.0);
+    for (var kk = lid.y; kk < k4; kk += 16u) {
+        let raw = x[kk];
+        squares += raw * raw;
+        let xa = raw * norm_weight[kk];
+        let wa = kk * 4u * n4 + cc;
+        a += xa.x * wv4(wa) + xa.y * wv4(wa + n4) + xa.z * wv4(wa + 2u * n4) + xa.w * wv4(wa + 3u * n4);
+    }
+    gemv_partial[lid.y * 16u + lid.x] = a;
+    if (lid.x == 0u) {
+        norm_partial[lid.y] = squares.x + squares.y + squares.z + squares.w;
+    }
+    workgroupBarrier();
+    if (lid.y == 0u && c4 < n4) {
+        var sum = vec4<f32>(0.0);
+        var total = 0.0;
+        for (var s = 0u; s < 16u; s++) {
+            sum += gemv_partial[s * 16u + lid.x];
+            total += norm_partial[s];
+        }
+        let root = sqrt(total / f32(norm_op.n) + norm_op.eps);
+        finish(0u, c4, sum / root);
+    }
+}
+
 // Several rows (prefill): invocation = 8 rows x column groups `ca` and `ca + 32`; a workgroup covers
 // 8 rows x 64 column groups (256 outputs per row). 8 x 2 measured best on SwiftShader and lavapipe:
 // fewer loads per multiply-add than smaller tiles, without the register spills of larger ones.
