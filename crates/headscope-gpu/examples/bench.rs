@@ -108,7 +108,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             gpu.weight_blocks()
         );
         gpu.reserve(prompt_len + steps)?;
-        // One warm-up step compiles whatever the driver compiles lazily.
+        // A warm-up prefill and step compile whatever the driver compiles lazily, as `headscope bench`
+        // warms the CUDA path up (64 prompt tokens and 2 steps) before it times anything: the first
+        // timed prefill otherwise carried the prefill kernels' first use.
+        pollster::block_on(gpu.prefill(&prompt[..64.min(prompt_len - 1)]))?;
         pollster::block_on(gpu.step(prompt[0], &probe))?;
         gpu.reset();
         let (r, prefill, prefill_cpu) = timed(|| pollster::block_on(gpu.prefill(&prompt[..prompt_len - 1])));
