@@ -304,17 +304,56 @@ fn attention_source(kernel: &str, head_dim: usize) -> String {
         .replace("{{DOT}}", &dot.join(" + "))
 }
 
+/// Invocations sharing each query row in the parallel prefill attention (`SPLITS` in
+/// attention_prefill_wg.wgsl): 64 rows x 4 = 256 invocations a workgroup, WebGPU's default maximum.
+pub(crate) const PREFILL_WG_SPLITS: usize = 4;
+
 /// The parallel prefill attention for heads of `head_dim`: key/value tiles of at most 16 KiB together
-/// and the per-row query, accumulators and score unrolled over the head's vec4s.
+/// and the per-row query, accumulators and score unrolled over the head's vec4s; the splits of a row
+/// merge through the tile memory, `chunk` accumulators a row at a time.
 fn prefill_wg_source(head_dim: usize) -> String {
     let d4 = head_dim / 4;
-    let tile = (512 / d4).clamp(1, 64);
+    let splits = PREFILL_WG_SPLITS;
+    let rows = PREFILL_WG_ROWS;
+    // The merge needs the two tiles to hold a (max, sum) vec4 per invocation.
+    let tile = (512 / d4).clamp(1, 64).max((rows * splits).div_ceil(2 * d4));
+    let tile_d4 = tile * d4;
     let each = |f: &dyn Fn(usize) -> String| (0..d4).map(f).collect::<Vec<_>>().join("\n");
     let dot = (0..d4).map(|i| format!("dot(q{i}, tile_k[kb + {i}u])")).collect::<Vec<_>>().join(" + ");
+    // Merging: every split's (max, sum) through the tiles; then, for each chunk of a row's accumulators
+    // that fits both tiles (64 rows x `chunk` vec4s), splits 1.. write theirs in turn and split 0 adds.
+    let chunk = d4.min(2 * tile_d4 / rows).max(1);
+    let mut merge = vec![
+        "    part_store(t, vec4<f32>(m, l, 0.0, 0.0));".to_string(),
+        "    workgroupBarrier();".to_string(),
+        "    var top = neg;".to_string(),
+        "    for (var s = 0u; s < SPLITS; s++) {\n        top = max(top, part_load(s * 64u + row).x);\n    }".to_string(),
+        "    var total = 0.0;".to_string(),
+        "    for (var s = 0u; s < SPLITS; s++) {\n        let ml = part_load(s * 64u + row);\n        total += ml.y * exp(ml.x - top);\n    }"
+            .to_string(),
+        "    let own = exp(m - top);".to_string(),
+        "    l = total;".to_string(),
+        each(&|i| format!("    a{i} = a{i} * own;")),
+        "    workgroupBarrier();".to_string(),
+    ];
+    for c0 in (0..d4).step_by(chunk) {
+        let range = c0..(c0 + chunk).min(d4);
+        let writes = range.clone().map(|i| format!("            part_store({}u * 64u + row, a{i});", i - c0)).collect::<Vec<_>>();
+        let adds = range.map(|i| format!("            a{i} += part_load({}u * 64u + row);", i - c0)).collect::<Vec<_>>();
+        merge.push(format!(
+            "    for (var s = 1u; s < SPLITS; s++) {{\n        if (split == s) {{\n{}\n        }}\n        workgroupBarrier();\n        \
+             if (split == 0u) {{\n{}\n        }}\n        workgroupBarrier();\n    }}",
+            writes.join("\n"),
+            adds.join("\n")
+        ));
+    }
     format!("{}\n{}", include_str!("shaders/attention.wgsl"), include_str!("shaders/attention_prefill_wg.wgsl"))
         .replace("{{D4}}", &d4.to_string())
         .replace("{{TILE}}", &tile.to_string())
-        .replace("{{TILE_D4}}", &(tile * d4).to_string())
+        .replace("{{TILE_D4}}", &tile_d4.to_string())
+        .replace("{{SPLITS}}", &splits.to_string())
+        .replace("{{WG}}", &(rows * splits).to_string())
+        .replace("{{MERGE}}", &merge.join("\n"))
         .replace("{{LOAD_Q}}", &each(&|i| format!("    let q{i} = q[qb + {i}u] * keep;\n    var a{i} = vec4<f32>(0.0);")))
         .replace("{{DOT}}", &dot)
         .replace("{{ACC_STEP}}", &each(&|i| format!("            a{i} = a{i} * c + e * tile_v[kb + {i}u];")))

@@ -398,6 +398,13 @@ fn long_prompts_on(ctx: &GpuContext) {
     let a2 = compare(&mut pair2, &prompt2, 4, None, &[HeadId::new(1, 1)], 710);
     assert_eq!(pair2.gpu.prefill_chunk(), 200, "the prompt spans four chunks");
     a2.assert_close("700-token prompt in chunks");
+
+    // Heads 128 wide (Llama-2's and Mistral's): the parallel prefill's key splits merge their
+    // accumulators through the tile memory in two chunks a row.
+    let (dir3, t3) = tiny(TinyModel { seed: 13, heads: 2, kv_heads: 1, head_dim: 128, ..TinyModel::new(TinyArch::Llama) });
+    let mut pair3 = load_pair(ctx, dir3.path());
+    let a3 = compare(&mut pair3, &random_ids(150, t3.vocab, 8), 4, None, &[HeadId::new(0, 1)], 160);
+    a3.assert_close("150-token prompt, head_dim 128");
 }
 
 #[test]

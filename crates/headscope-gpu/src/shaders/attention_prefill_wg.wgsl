@@ -5,23 +5,47 @@
 @group(0) @binding(6) var<storage, read> control: array<u32>;
 
 // Prefill attention on a real GPU (`KernelSet::Parallel`), flash-attention style: a workgroup takes 64
-// consecutive query rows of one head, an invocation one row. The keys and values its rows see are
-// staged through workgroup memory TILE positions at a time (TILE * D4 vec4s of each, 16 KiB in all:
-// WebGPU's default limit), so each one read from the cache serves 64 rows instead of the two of
-// attention_prefill.wgsl; every row keeps its query, running max, sum and accumulators in registers
-// (`q{i}`, `m`, `l`, `a{i}`) and counts only the keys it sees, branch-free. The tile loop's bounds are
-// the same for the whole workgroup, so every invocation reaches both barriers.
+// consecutive query rows of one head. The keys and values its rows see are staged through workgroup
+// memory TILE positions at a time (TILE * D4 vec4s of each, 16 KiB in all: WebGPU's default limit), so
+// each one read from the cache serves 64 rows; every row keeps its query, running max, sum and
+// accumulators in registers (`q{i}`, `m`, `l`, `a{i}`) and counts only the keys it sees, branch-free.
+//
+// Each row is shared by SPLITS invocations (invocation t: row t % 64, split t / 64), split s taking the
+// keys s, s + SPLITS, ... of every tile with its own online softmax. With one invocation a row, a 2,000-row
+// chunk of a 9-head model is 18,000 invocations, a few warps an SM, each walking thousands of keys in one
+// dependent chain: the H100 profile had this kernel at 59 % of SmolLM's 4K prefill. At the end the splits
+// merge through the tile memory (max, then sums and accumulators rescaled; kernels.rs writes it out).
+// The tile loop's bounds are the same for the whole workgroup, so every invocation reaches every barrier.
 const TILE: u32 = {{TILE}}u;
+const SPLITS: u32 = {{SPLITS}}u;
 var<workgroup> tile_k: array<vec4<f32>, {{TILE_D4}}>;
 var<workgroup> tile_v: array<vec4<f32>, {{TILE_D4}}>;
 
-@compute @workgroup_size(64)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+// The two tiles as one array of 2 * TILE_D4 vec4s, where the splits merge their accumulators.
+fn part_store(i: u32, v: vec4<f32>) {
+    if (i < {{TILE_D4}}u) {
+        tile_k[i] = v;
+    } else {
+        tile_v[i - {{TILE_D4}}u] = v;
+    }
+}
+
+fn part_load(i: u32) -> vec4<f32> {
+    if (i < {{TILE_D4}}u) {
+        return tile_k[i];
+    }
+    return tile_v[i - {{TILE_D4}}u];
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let h = wid.y;
     let first = wid.x * 64u;
     let last = run.rows - 1u;
+    let row = t % 64u;
+    let split = t / 64u;
     // Rows past the chunk's end repeat the last row and store nothing.
-    let r = min(first + lid.x, last);
+    let r = min(first + row, last);
     let p = run.pos + r;
     let lo = first_visible(p);
     let mode = mask_mode(h);
@@ -40,14 +64,14 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let j_start = first_visible(run.pos + first);
     let j_end = run.pos + min(first + 63u, last);
     for (var t0 = j_start; t0 <= j_end; t0 += TILE) {
-        for (var slot = lid.x; slot < TILE * D4; slot += 64u) {
+        for (var slot = t; slot < TILE * D4; slot += {{WG}}u) {
             let src = min(t0 + slot / D4, j_end) * stride + kv + slot % D4;
             tile_k[slot] = cache_k[src];
             tile_v[slot] = cache_v[src];
         }
         workgroupBarrier();
         let n = min(TILE, j_end + 1u - t0);
-        for (var jj = 0u; jj < n; jj++) {
+        for (var jj = split; jj < n; jj += SPLITS) {
             let j = t0 + jj;
             let seen = j >= lo && j <= p;
             let kb = jj * D4;
@@ -61,11 +85,12 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
         workgroupBarrier();
     }
+{{MERGE}}
     var zero = 1.0;
     if (mode == 2u) {
         zero = 0.0;
     }
-    if (first + lid.x <= last) {
+    if (split == 0u && first + row <= last) {
         let inv = zero / l;
 {{STORE}}
     }
