@@ -12,8 +12,10 @@ case "${1:-}" in
   out)
     if [ -e "$stash/.full" ]; then echo "$stash already holds stashed files: run '$0 back' first" >&2; exit 1; fi
     mkdir -p "$stash"
-    # docs/lab-v4 without its recipes: loss logs and evaluation records
+    # docs/lab-v4 without its recipes: loss logs and evaluation records; lab v3's loss logs and the
+    # lab-v5 candidates' records (the tree grew past the limit beside a 28 MB carried model without them)
     for p in docs/lab-v4/*; do case "$p" in *.toml) ;; *) paths+=("$p") ;; esac; done
+    for p in docs/lab-v3/*.csv docs/lab-v5/s7*; do [ -e "$p" ] && paths+=("$p"); done
     printf '%s\n' "${paths[@]}" > "$stash/.full"
     for p in "${paths[@]}"; do mkdir -p "$stash/$(dirname "$p")" && mv "$p" "$stash/$p"; done
     echo "stashed ${#paths[@]} paths in $stash; tree now $(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1) bytes" ;;
