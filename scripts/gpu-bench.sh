@@ -24,8 +24,9 @@
 #                                          from one measured test at GRID_SAMPLES lengths (bench/grid_estimate.py)
 #   scripts/gpu-bench.sh kv MODEL [LENGTHS] decode step and KV memory with the whole KV cache and with a
 #                                          quarter of the KV heads whole (issue 20; 16384,65536)
-#   scripts/gpu-bench.sh wgsl [MODEL...]  the page's WGSL forward natively through Vulkan with both kernel
-#                                          sets, beside the CUDA path, on the lab model and MODEL
+#   scripts/gpu-bench.sh wgsl [MODEL...]  the page's WGSL forward natively through Vulkan (its parallel
+#                                          kernel set; WGSL_SERIAL=1 adds the serial one), beside the CUDA
+#                                          path, both as means of 3 runs, on the lab model and MODEL
 #                                          (smollm-135m qwen2.5-0.5b) at $WGSL_LENGTHS (1000 4000) (issue 25), and
 #                                          the page's default sweep on the lab model through both, timed whole;
 #                                          carry .carry/wgpu-bench.xz (headscope-gpu's bench example,
@@ -169,8 +170,8 @@ EOF
       if [ "$m" != lab ]; then checkpoint "$m"; dir=$ckpt/$m; fi
       for n in ${WGSL_LENGTHS:-1000 4000}; do
         echo "-- $m at $n"
-        BENCH_CPU=0 "$wb" "$dir" "$n" 16 2>&1 | grep -E "adapter|gpu \(|rror|profile| x[0-9]" | sed 's/^/   /' || true
-        "$bin" bench --model "$dir" --device "$device" --lengths "$n" --steps 16 2>&1 | grep -E "^\| [0-9]|rror" | head -1 | sed "s/^/   $device: /" || true
+        BENCH_CPU=0 BENCH_SERIAL=${WGSL_SERIAL:-0} "$wb" "$dir" "$n" 16 3 2>&1 | grep -E "adapter|gpu \(|rror|profile| x[0-9]" | sed 's/^/   /' || true
+        "$bin" bench --model "$dir" --device "$device" --lengths "$n" --steps 16 --repeats 3 2>&1 | grep -E "^\| [0-9]|rror" | head -1 | sed "s/^/   $device: /" || true
       done
       if [ "$m" = lab ]; then
         # The page's default sweep (its form's defaults: 256:1024:3 tokens, 5 depths, 32 new tokens, the

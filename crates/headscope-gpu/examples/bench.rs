@@ -1,11 +1,15 @@
 //! Times the GPU forward natively: load, prefill and decode steps of a model directory (default: the
 //! bundled lab model) with each kernel set (serial, parallel), next to the candle CPU path for scale
-//! (`BENCH_CPU=0` leaves it out). Prints figures, the prefill's arithmetic rate among them; asserts
+//! (`BENCH_CPU=0` leaves it out, `BENCH_SERIAL=0` the serial set). Prints figures, the prefill's arithmetic rate among them; asserts
 //! nothing. Where the adapter has timestamp queries, it then profiles the prefill and decode steps again
 //! and prints each kind of dispatch's GPU time per prefill chunk and per step (`BENCH_PROFILE=0` leaves
 //! that out).
 //!
-//! `cargo run --release -p headscope-gpu --example bench -- [MODEL_DIR] [PROMPT_TOKENS] [STEPS]`
+//! `cargo run --release -p headscope-gpu --example bench -- [MODEL_DIR] [PROMPT_TOKENS] [STEPS] [REPEATS]`
+//!
+//! The prefill and the decode steps are timed REPEATS times (default 3) from an empty cache; the figures
+//! are means, as `headscope bench --repeats` gives them, and each prefill's own time is printed beside
+//! them so that a first-use cost (a driver allocating or compiling on first touch) shows.
 
 use headscope_core::rng::SplitMix64;
 use headscope_gpu::{GpuContext, GpuModel, KernelSet, ModelSpec, Probe};
@@ -86,6 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args.first().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../public/models/lab"));
     let prompt_len: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
     let steps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(32);
+    let repeats: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3).max(1);
 
     let ctx = pollster::block_on(GpuContext::new())?;
     println!("adapter: {} (kernel set it chooses: {:?})", ctx.adapter().describe(), ctx.kernel_set());
@@ -96,7 +101,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prompt: Vec<u32> = (0..prompt_len).map(|_| 3 + rng.below(spec.vocab_size as u64 - 3) as u32).collect();
     let probe = Probe { rows: vec![headscope_core::HeadId::new(0, 0)], ..Probe::default() };
     // Both kernel sets on the same adapter, so that their figures compare.
-    for kernels in [KernelSet::Serial, KernelSet::Parallel] {
+    // `BENCH_SERIAL=0` leaves the serial set (the one CPU emulators get) out, where only a real GPU's
+    // figures are wanted.
+    let serial = !std::env::var("BENCH_SERIAL").is_ok_and(|v| v == "0");
+    for kernels in [KernelSet::Serial, KernelSet::Parallel].into_iter().filter(|k| serial || *k != KernelSet::Serial) {
         let ctx = ctx.clone().with_kernel_set(kernels);
         let t = Instant::now();
         let mut gpu = pollster::block_on(GpuModel::load(&ctx, &spec, &refs))?;
@@ -113,25 +121,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // timed prefill otherwise carried the prefill kernels' first use.
         pollster::block_on(gpu.prefill(&prompt[..64.min(prompt_len - 1)]))?;
         pollster::block_on(gpu.step(prompt[0], &probe))?;
-        gpu.reset();
-        let (r, prefill, prefill_cpu) = timed(|| pollster::block_on(gpu.prefill(&prompt[..prompt_len - 1])));
-        r?;
-        let (r, decode, decode_cpu) = timed(|| -> Result<(), headscope_gpu::GpuError> {
-            let mut id = prompt[prompt_len - 1];
-            for _ in 0..steps {
-                id = pollster::block_on(gpu.step(id, &probe))?.greedy_token();
-            }
-            Ok(())
-        });
-        r?;
+        let (mut prefills, mut prefill_cpu, mut decode, mut decode_cpu) = (Vec::new(), Some(0.0), 0.0, Some(0.0));
+        for _ in 0..repeats {
+            gpu.reset();
+            let (r, seconds, cpu) = timed(|| pollster::block_on(gpu.prefill(&prompt[..prompt_len - 1])));
+            r?;
+            prefills.push(seconds);
+            prefill_cpu = prefill_cpu.zip(cpu).map(|(a, b)| a + b / repeats as f64);
+            let (r, seconds, cpu) = timed(|| -> Result<(), headscope_gpu::GpuError> {
+                let mut id = prompt[prompt_len - 1];
+                for _ in 0..steps {
+                    id = pollster::block_on(gpu.step(id, &probe))?.greedy_token();
+                }
+                Ok(())
+            });
+            r?;
+            decode += seconds / repeats as f64;
+            decode_cpu = decode_cpu.zip(cpu).map(|(a, b)| a + b / repeats as f64);
+        }
+        let prefill = prefills.iter().sum::<f64>() / repeats as f64;
+        let each: Vec<String> = prefills.iter().map(|p| format!("{:.0}", p * 1e3)).collect();
         println!(
-            "gpu ({kernels:?}): prefill {} tokens in {:.0} ms{} ({:.0} tokens/s, {:.2} TFLOP/s, {} rows per chunk); decode {:.2} ms/step{} at context {}",
+            "gpu ({kernels:?}): prefill {} tokens in {:.0} ms{} ({:.0} tokens/s, {:.2} TFLOP/s, {} rows per chunk; runs {} ms); decode {:.2} ms/step{} at context {}",
             prompt_len - 1,
             prefill * 1e3,
             cpu_text(prefill_cpu, 1.0),
             (prompt_len - 1) as f64 / prefill,
             prefill_flops(&spec, prompt_len - 1) / prefill / 1e12,
             gpu.prefill_chunk(),
+            each.join("/"),
             decode * 1e3 / steps as f64,
             cpu_text(decode_cpu, steps as f64),
             prompt_len
