@@ -67,7 +67,9 @@ pub(crate) struct MatOp {
     pub has_bias: u32,
     /// First output column (a column block of a matrix split to fit the binding limit).
     pub col0: u32,
-    pub pad: u32,
+    /// Parts the input range of a `gemm_tiled` product is split into ([`k_splits`]; 1: none), set
+    /// before each prefill chunk.
+    pub splits: u32,
 }
 
 impl MatOp {
@@ -82,7 +84,7 @@ impl MatOp {
             mode: epilogue as u32,
             has_bias: has_bias as u32,
             col0: 0,
-            pad: 0,
+            splits: 1,
         }
     }
 
@@ -97,7 +99,7 @@ impl MatOp {
             mode: Epilogue::Store as u32,
             has_bias: 0,
             col0: col0 as u32,
-            pad: 0,
+            splits: 1,
         }
     }
 }
@@ -206,6 +208,8 @@ pub(crate) struct Kernels {
     pub gemv_norm: Option<Kernel>,
     /// Several-row matmul (prefill): `gemm` or, in the parallel set, `gemm_tiled`.
     pub gemm: Kernel,
+    /// The parallel set's `gemm_sum`: adds a split `gemm_tiled`'s partial sums (shares `gemm.layout`).
+    pub gemm_sum: Option<wgpu::ComputePipeline>,
     pub rope: Kernel,
     /// Per-head RMSNorm of queries and keys (Qwen3), in place before `rope`.
     pub head_norm: Kernel,
@@ -248,6 +252,28 @@ pub(crate) const PREFILL_WG_ROWS: usize = 64;
 /// Rows and column groups per `gemm_tiled` workgroup (`TILE_ROWS`, `TILE_GROUPS` in matmul.wgsl).
 pub(crate) const TILED_ROWS: usize = 64;
 pub(crate) const TILED_GROUPS: usize = 32;
+
+/// Workgroups a `gemm_tiled` product should have before its input range is split ([`k_splits`]): a few
+/// per compute unit of a large GPU (an H100 has 132), so that a narrow product (the MLP's down
+/// projection of a 576-wide model has 5 column tiles) still fills it.
+pub(crate) const SPLIT_TARGET_WORKGROUPS: usize = 512;
+
+/// The fewest inputs a split part sums, and the most parts: past these, the partial sums' traffic and
+/// the extra pass cost more than the idle compute units.
+const SPLIT_MIN_INPUTS: usize = 256;
+const SPLIT_MAX: usize = 8;
+
+/// Floats of the partial-sum buffer of split products: `splits x rows x columns` never exceeds
+/// [`SPLIT_TARGET_WORKGROUPS`] tiles of `TILED_ROWS x 4 TILED_GROUPS` (16 MiB).
+pub(crate) const SPLIT_PARTIAL_FLOATS: usize = SPLIT_TARGET_WORKGROUPS * TILED_ROWS * 4 * TILED_GROUPS;
+
+/// Parts the input range of a `[rows, k] x [k, n]` `gemm_tiled` product is split into: 1 where its
+/// tiles alone make [`SPLIT_TARGET_WORKGROUPS`], else as many as bring it near that, each part at
+/// least [`SPLIT_MIN_INPUTS`] inputs, at most [`SPLIT_MAX`] parts.
+pub(crate) fn k_splits(rows: usize, n: usize, k: usize) -> usize {
+    let tiles = rows.div_ceil(TILED_ROWS) * n.div_ceil(4).div_ceil(TILED_GROUPS);
+    (SPLIT_TARGET_WORKGROUPS / tiles.max(1)).min(k / SPLIT_MIN_INPUTS).clamp(1, SPLIT_MAX)
+}
 
 /// Positions per workgroup of the parallel values pass (`CHUNK` in attention_decode_wg.wgsl).
 pub(crate) const VALUES_CHUNK: usize = 256;
@@ -413,7 +439,7 @@ impl Kernels {
     pub async fn build(device: &wgpu::Device, head_dim: usize, set: KernelSet, weights: WeightFormat) -> Result<Self> {
         use Slot::*;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mm_layout = layout(device, "matmul", &[Uniform, Uniform, Read, Read, Read, ReadWrite]);
+        let mm_layout = layout(device, "matmul", &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite]);
         let mm_source = &include_str!("shaders/matmul.wgsl").replace("{{WEIGHTS}}", weights.matmul_prelude());
         let embed_source = include_str!("shaders/embed.wgsl").replace("{{TABLE}}", weights.embed_prelude());
         let decode_layout =
@@ -434,9 +460,10 @@ impl Kernels {
             },
             gemv: pipeline(device, "gemv", mm_source, &mm_layout, if set == KernelSet::Parallel { "gemv_split" } else { "gemv" }),
             gemv_norm: (set == KernelSet::Parallel).then(|| {
-                let layout = layout(device, "gemv_norm", &[Uniform, Uniform, Read, Read, Read, ReadWrite, Read, Uniform]);
+                let layout = layout(device, "gemv_norm", &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite, Read, Uniform]);
                 Kernel { pipeline: pipeline(device, "gemv_norm", mm_source, &layout, "gemv_norm"), layout }
             }),
+            gemm_sum: (set == KernelSet::Parallel).then(|| pipeline(device, "gemm_sum", mm_source, &mm_layout, "gemm_sum")),
             gemm: Kernel {
                 pipeline: pipeline(device, "gemm", mm_source, &mm_layout, if set == KernelSet::Parallel { "gemm_tiled" } else { "gemm" }),
                 layout: mm_layout,
@@ -471,5 +498,30 @@ impl Kernels {
             return Err(GpuError::Validation(e.to_string()));
         }
         Ok(kernels)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_split_only_where_their_tiles_leave_the_gpu_idle() {
+        // SmolLM-135M's down projection at 1,000 rows: 16 x 5 tiles, split in 6 (at most 1536 / 256).
+        assert_eq!(k_splits(1000, 576, 1536), 6);
+        // Its gate/up product has 16 x 24 tiles, but 576 inputs make only two parts of 256.
+        assert_eq!(k_splits(1000, 2 * 1536, 576), 1);
+        // Qwen2.5-0.5B's gate/up at 2,000 rows fills the GPU alone.
+        assert_eq!(k_splits(2000, 2 * 4864, 896), 1);
+        // Few rows: as many parts as the inputs allow, at most SPLIT_MAX.
+        assert_eq!(k_splits(3, 64, 4096), SPLIT_MAX);
+        assert_eq!(k_splits(3, 64, 300), 1);
+        // A split product's partial sums always fit their buffer (unsplit ones write none).
+        for rows in [2, 63, 64, 65, 999, 2048] {
+            for (n, k) in [(576, 1536), (896, 4864), (64, 1000), (4096, 11008), (960, 576)] {
+                let s = k_splits(rows, n, k);
+                assert!(s == 1 || s * rows * n.div_ceil(4) * 4 <= SPLIT_PARTIAL_FLOATS, "{rows} x {n} in {s} parts");
+            }
+        }
     }
 }

@@ -18,8 +18,8 @@
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{
-    scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, KernelSet, Kernels, MatOp, NormOp, RopeOp, RunUniform, WeightFormat,
-    PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, TILED_GROUPS, TILED_ROWS, VALUES_CHUNK, WORKGROUP,
+    k_splits, scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, KernelSet, Kernels, MatOp, NormOp, RopeOp, RunUniform,
+    WeightFormat, PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, SPLIT_PARTIAL_FLOATS, TILED_GROUPS, TILED_ROWS, VALUES_CHUNK, WORKGROUP,
 };
 use crate::profile::{record, Dispatch, ForwardProfile, Phase, Profiler};
 use crate::signal::signal;
@@ -693,6 +693,9 @@ impl GpuModel {
             usage: wgpu::BufferUsages::STORAGE,
         });
         let scratch = storage(device, "scratch", scratch_bytes, none);
+        // Partial sums of split products (`k_splits`): only the parallel set splits.
+        let partial_bytes = if self.kernels.gemm_sum.is_some() { SPLIT_PARTIAL_FLOATS as u64 * 4 } else { 16 };
+        let partial = storage(device, "split partial sums", partial_bytes, none);
         let control = storage(device, "control", 3 * total * 4, wgpu::BufferUsages::COPY_DST);
         let probe = storage(device, "probe", (total + row_slots as u64 * cap) * 4, wgpu::BufferUsages::COPY_SRC);
         let logits = storage(device, "logits", pad4(spec.vocab_size) as u64 * 4, wgpu::BufferUsages::COPY_SRC);
@@ -732,11 +735,13 @@ impl GpuModel {
             let (qkv_b, o_b, gu_b, down_b) =
                 (or(&lw.qkv_bias, &w.no_bias), or(&lw.o_bias, &w.no_bias), or(&lw.gate_up_bias, &w.no_bias), or(&lw.down_bias, &w.no_bias));
             let fused = |label, op, weights, bias, out, norm| {
-                k.gemv_norm.as_ref().map(|f| group(device, &f.layout, label, &[&run, op, &x, weights, bias, out, norm, &w.norm_op]))
+                k.gemv_norm
+                    .as_ref()
+                    .map(|f| group(device, &f.layout, label, &[&run, op, &x, weights, bias, out, &partial, norm, &w.norm_op]))
             };
             layers.push(LayerGroups {
                 norm_in: group(device, &k.norm.layout, "norm_in", &[&run, &w.norm_op, &x, &lw.input_norm, &h]),
-                qkv: group(device, &k.gemm.layout, "qkv", &[&run, &w.qkv_op, &h, &lw.qkv, qkv_b, &qkv]),
+                qkv: group(device, &k.gemm.layout, "qkv", &[&run, &w.qkv_op, &h, &lw.qkv, qkv_b, &qkv, &partial]),
                 head_norm: lw
                     .qk_norm
                     .as_ref()
@@ -754,10 +759,10 @@ impl GpuModel {
                     "attention_prefill",
                     &[&run, &attention_ops[l], &q, &cache_k[l], &cache_v[l], &attn, &control],
                 ),
-                o: group(device, &k.gemm.layout, "o", &[&run, &w.o_op, &attn, &lw.o, o_b, &x]),
+                o: group(device, &k.gemm.layout, "o", &[&run, &w.o_op, &attn, &lw.o, o_b, &x, &partial]),
                 norm_post: group(device, &k.norm.layout, "norm_post", &[&run, &w.norm_op, &x, &lw.post_norm, &h]),
-                gate_up: group(device, &k.gemm.layout, "gate_up", &[&run, &w.gate_up_op, &h, &lw.gate_up, gu_b, &mlp]),
-                down: group(device, &k.gemm.layout, "down", &[&run, &w.down_op, &mlp, &lw.down, down_b, &x]),
+                gate_up: group(device, &k.gemm.layout, "gate_up", &[&run, &w.gate_up_op, &h, &lw.gate_up, gu_b, &mlp, &partial]),
+                down: group(device, &k.gemm.layout, "down", &[&run, &w.down_op, &mlp, &lw.down, down_b, &x, &partial]),
                 qkv_norm: fused("qkv_norm", &w.qkv_op, &lw.qkv, qkv_b, &qkv, &lw.input_norm),
                 gate_up_norm: fused("gate_up_norm", &w.gate_up_op, &lw.gate_up, gu_b, &mlp, &lw.post_norm),
             });
@@ -768,14 +773,14 @@ impl GpuModel {
         let lm_head = w
             .lm_head
             .iter()
-            .map(|(weights, op, n)| (group(device, &k.gemm.layout, "lm_head", &[&run, op, &h, weights, &w.no_bias, &logits]), *n))
+            .map(|(weights, op, n)| (group(device, &k.gemm.layout, "lm_head", &[&run, op, &h, weights, &w.no_bias, &logits, &partial]), *n))
             .collect();
         let lm_head_norm = match &k.gemv_norm {
             Some(f) => w
                 .lm_head
                 .iter()
                 .map(|(weights, op, _)| {
-                    group(device, &f.layout, "lm_head_norm", &[&run, op, &x, weights, &w.no_bias, &logits, &w.norm, &w.norm_op])
+                    group(device, &f.layout, "lm_head_norm", &[&run, op, &x, weights, &w.no_bias, &logits, &partial, &w.norm, &w.norm_op])
                 })
                 .collect(),
             None => Vec::new(),
@@ -792,7 +797,7 @@ impl GpuModel {
             probe,
             logits,
             staging,
-            _held: [x, h, qkv, q, attn, mlp, rope, scratch, rope_op].into_iter().chain(attention_ops).collect(),
+            _held: [x, h, qkv, q, attn, mlp, rope, scratch, partial, rope_op].into_iter().chain(attention_ops).collect(),
             embed_groups,
             layers,
             norm_final,
@@ -809,16 +814,26 @@ impl GpuModel {
         let spec = &self.spec;
         let k = &self.kernels;
         let mut list = Vec::with_capacity(2 + spec.layers * 12);
-        let matmul = |list: &mut Vec<Dispatch<'a>>, what: &'static str, group: &'a wgpu::BindGroup, n: usize| {
+        let groups = |n: usize| n.div_ceil(WORKGROUP as usize) as u32;
+        // A `[rows, inputs] x [inputs, n]` product. Split ones (`k_splits`, the parallel set) add their
+        // parts in a second pass; `prefill` has written the same split count into the op.
+        let matmul = |list: &mut Vec<Dispatch<'a>>, what: &'static str, group: &'a wgpu::BindGroup, inputs: usize, n: usize| {
             let n4 = n.div_ceil(4);
             let (pipeline, x, y) = match (rows, k.set) {
                 (1, _) => (&k.gemv, n4.div_ceil(GEMV_GROUPS), 1),
                 (_, KernelSet::Parallel) => (&k.gemm.pipeline, n4.div_ceil(TILED_GROUPS), (rows as usize).div_ceil(TILED_ROWS)),
                 (_, KernelSet::Serial) => (&k.gemm.pipeline, n4.div_ceil(GEMM_GROUPS), (rows as usize).div_ceil(GEMM_ROWS)),
             };
-            list.push(Dispatch { what, pipeline, group, grid: (x as u32, y as u32) });
+            match (&k.gemm_sum, rows) {
+                (Some(sum), 2..) if k_splits(rows as usize, n, inputs) > 1 => {
+                    let splits = k_splits(rows as usize, n, inputs);
+                    list.push(Dispatch { what, pipeline, group, grid: ((x * splits) as u32, y as u32) });
+                    let grid = (groups(n4), rows);
+                    list.push(Dispatch { what: "split_sum", pipeline: sum, group, grid });
+                }
+                _ => list.push(Dispatch { what, pipeline, group, grid: (x as u32, y as u32) }),
+            }
         };
-        let groups = |n: usize| n.div_ceil(WORKGROUP as usize) as u32;
         let norm_groups = norm_workgroups(k.set, rows);
         let (qw, kvw) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
         let heads = spec.heads as u32;
@@ -839,7 +854,7 @@ impl GpuModel {
                 }
                 _ => {
                     list.push(Dispatch { what: "norm", pipeline: &k.norm.pipeline, group: norm, grid: (norm_groups, 1) });
-                    matmul(list, what, plain, n);
+                    matmul(list, what, plain, spec.hidden_size, n);
                 }
             }
         };
@@ -875,9 +890,9 @@ impl GpuModel {
                     }
                 }
             }
-            matmul(&mut list, "o", &g.o, spec.hidden_size);
+            matmul(&mut list, "o", &g.o, qw, spec.hidden_size);
             normed_gemv(&mut list, "gate_up", &g.norm_post, &g.gate_up_norm, &g.gate_up, 2 * spec.intermediate_size);
-            matmul(&mut list, "down", &g.down, spec.hidden_size);
+            matmul(&mut list, "down", &g.down, spec.intermediate_size, spec.hidden_size);
         }
         list
     }
@@ -914,6 +929,9 @@ impl GpuModel {
             let run = RunUniform { rows, pos: self.position as u32, decoding: 0, pad: 0 };
             self.ctx.queue.write_buffer(&s.run, 0, bytemuck::bytes_of(&run));
             self.ctx.queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(chunk));
+            if self.kernels.gemm_sum.is_some() {
+                self.write_splits(chunk.len());
+            }
             let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("prefill") });
             let dispatches = self.layer_dispatches(s, rows, self.position);
             let timing = self.encode(&mut enc, "prefill", &dispatches);
@@ -935,6 +953,22 @@ impl GpuModel {
         self.ctx.take_errors()?;
         self.contents.written(start, ids, &self.prefill_codes);
         Ok(())
+    }
+
+    /// Writes into the layers' product ops the split counts their prefill dispatches of `rows` rows use
+    /// (`layer_dispatches` asks `k_splits` the same), before the chunk is submitted.
+    fn write_splits(&self, rows: usize) {
+        let spec = &self.spec;
+        let (hidden, inter, qw, kvw) =
+            (spec.hidden_size, spec.intermediate_size, spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
+        let w = &self.weights;
+        let offset = std::mem::offset_of!(MatOp, splits) as u64;
+        for (op, inputs, n) in
+            [(&w.qkv_op, hidden, qw + 2 * kvw), (&w.o_op, qw, hidden), (&w.gate_up_op, hidden, 2 * inter), (&w.down_op, inter, hidden)]
+        {
+            let splits = k_splits(rows, n, inputs) as u32;
+            self.ctx.queue.write_buffer(op, offset, bytemuck::bytes_of(&splits));
+        }
     }
 
     /// Natively, blocks until submitted work is done and callbacks ran; in the browser this is a no-op

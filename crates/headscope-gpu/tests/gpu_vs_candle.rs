@@ -405,6 +405,14 @@ fn long_prompts_on(ctx: &GpuContext) {
     let mut pair3 = load_pair(ctx, dir3.path());
     let a3 = compare(&mut pair3, &random_ids(150, t3.vocab, 8), 4, None, &[HeadId::new(0, 1)], 160);
     a3.assert_close("150-token prompt, head_dim 128");
+
+    // A 1000-wide MLP: the parallel set splits the down projection's inputs in three (the last part
+    // shorter than the others, not a multiple of the 16-input step) and adds the parts in a second
+    // pass, in each of the four chunks (the last one 99 rows).
+    let (dir4, t4) = tiny(TinyModel { seed: 14, intermediate: 1000, ..TinyModel::new(TinyArch::Qwen2) });
+    let mut pair4 = load_pair(&ctx.clone().with_prefill_chunk(200), dir4.path());
+    let a4 = compare(&mut pair4, &random_ids(700, t4.vocab, 9), 4, None, &[HeadId::new(1, 0)], 710);
+    a4.assert_close("700-token prompt, 1000-wide MLP");
 }
 
 #[test]

@@ -20,7 +20,9 @@ struct Op {
     has_bias: u32,
     // First output column of this product (a block of a matrix split to fit the binding limit).
     col0: u32,
-    pad1: u32,
+    // `gemm_tiled` only: the input range is split into this many parts, each workgroup column of the
+    // grid summing one into `partial`, and `gemm_sum` adds them and writes the epilogue (1: no split).
+    splits: u32,
 }
 
 @group(0) @binding(0) var<uniform> run: Run;
@@ -31,6 +33,8 @@ struct Op {
 {{WEIGHTS}}
 @group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+// `gemm_tiled`'s partial sums when the input is split: `[split][row][column group]`.
+@group(0) @binding(6) var<storage, read_write> partial: array<vec4<f32>>;
 
 fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
@@ -132,8 +136,8 @@ fn gemv_split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
 // the barrier that `gemv_split` already has. One dispatch, not two, for each norm of a decode step
 // (twice a layer and before the LM head): on a real GPU a step's time goes on dispatches, not on
 // arithmetic.
-@group(0) @binding(6) var<storage, read> norm_weight: array<vec4<f32>>;
-@group(0) @binding(7) var<uniform> norm_op: NormOp;
+@group(0) @binding(7) var<storage, read> norm_weight: array<vec4<f32>>;
+@group(0) @binding(8) var<uniform> norm_op: NormOp;
 var<workgroup> norm_partial: array<f32, 16>;
 
 struct NormOp {
@@ -318,10 +322,18 @@ var<workgroup> tile_w: array<vec4<f32>, 512>;
 @compute @workgroup_size(16, 16)
 fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let n4 = op.n4;
-    let k4 = op.k / 4u;
     let rows = run.rows;
     let m0 = wid.y * TILE_ROWS;
-    let c0 = wid.x * TILE_GROUPS;
+    // The grid's x covers the column tiles `op.splits` times over, one input range each; a range is a
+    // multiple of TILE_K inputs (the last one shorter).
+    let tiles_x = (n4 + TILE_GROUPS - 1u) / TILE_GROUPS;
+    let split = wid.x / tiles_x;
+    let c0 = (wid.x % tiles_x) * TILE_GROUPS;
+    let per = (op.k + op.splits * TILE_K - 1u) / (op.splits * TILE_K) * TILE_K;
+    let k_begin = split * per;
+    let k_end = min(op.k, k_begin + per);
+    let k4 = op.k / 4u;
+    let k4_end = k_end / 4u;
     let t = lid.y * 16u + lid.x;
     // What this invocation stages: one vec4 of inputs (row m0 + t / 4, inputs 4 (t % 4) .. + 3 of the
     // step) and two weight vec4s (inputs t / 32 and t / 32 + 8 of the step, column group c0 + t % 32).
@@ -333,10 +345,10 @@ fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     for (var i = 0u; i < 8u; i++) {
         acc[i] = vec4<f32>(0.0);
     }
-    for (var k0 = 0u; k0 < op.k; k0 += TILE_K) {
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
         let kq = k0 / 4u + load_q;
         var xv = vec4<f32>(0.0);
-        if (load_row < rows && kq < k4) {
+        if (load_row < rows && kq < k4_end) {
             xv = x[load_row * k4 + kq];
         }
         let r4 = (t / 4u) / 4u;
@@ -348,7 +360,7 @@ fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
         for (var s = 0u; s < 2u; s++) {
             let kk = load_k + s * 8u;
             var wv = vec4<f32>(0.0);
-            if (k0 + kk < op.k && load_c < n4) {
+            if (k0 + kk < k_end && load_c < n4) {
                 wv = wv4((k0 + kk) * n4 + load_c);
             }
             tile_w[kk * TILE_GROUPS + t % 32u] = wv;
@@ -374,12 +386,38 @@ fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     for (var i = 0u; i < 4u; i++) {
         let m = m0 + lid.y * 4u + i;
         if (m < rows) {
-            if (ca < n4) {
-                finish(m, ca, acc[i]);
-            }
-            if (cb < n4) {
-                finish(m, cb, acc[4u + i]);
+            if (op.splits > 1u) {
+                let at = (split * rows + m) * n4;
+                if (ca < n4) {
+                    partial[at + ca] = acc[i];
+                }
+                if (cb < n4) {
+                    partial[at + cb] = acc[4u + i];
+                }
+            } else {
+                if (ca < n4) {
+                    finish(m, ca, acc[i]);
+                }
+                if (cb < n4) {
+                    finish(m, cb, acc[4u + i]);
+                }
             }
         }
     }
+}
+
+// Adds the `op.splits` partial sums of a split `gemm_tiled` and writes them through the epilogue:
+// invocation = one column group of one row (the grid's y).
+@compute @workgroup_size(64)
+fn gemm_sum(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c4 = gid.x;
+    let m = gid.y;
+    if (c4 >= op.n4 || m >= run.rows) {
+        return;
+    }
+    var sum = vec4<f32>(0.0);
+    for (var s = 0u; s < op.splits; s++) {
+        sum += partial[(s * run.rows + m) * op.n4 + c4];
+    }
+    finish(m, c4, sum);
 }
