@@ -25,7 +25,8 @@
 #     of the tar: config.json, tokenizer files, model.safetensors, loss.csv), unpacked as stage NAME, so
 #     that a chain can go on from it ("n12:RECIPE:NAME") instead of training its stages again
 # Results come back in $OUT (at most 8 files): losses.tgz (each stage's loss.csv), each evaluation's
-# tests, the last model (its model.safetensors in 16 MiB parts: join them with cat).
+# tests, the last model (its model.safetensors in 16 MiB parts: join them with cat) and, where that
+# one stopped at the time limit, the last finished one.
 set -u
 budget=${1:-560}
 left() { echo $((budget - SECONDS)); }
@@ -73,7 +74,7 @@ for s in ${STAGES:-}; do
   if [ -f .carry/tok/tokenizer.json ] && [ -z "$init" ] && [ ! -f /root/$name/tokenizer.json ]; then cp .carry/tok/tokenizer.json /root/$name/; fi
   stage_args+=(--stage "/root/$name:$recipe:$init") names+=("$name")
 done
-last=""
+last="" finished=""
 if [ ${#names[@]} -gt 0 ]; then
   reserve=$(( $(echo ${EVAL:-} | wc -w) * (100 + ${LONG:-0} * 60 + ${COT:-0} * 150) + 45 ))
   minutes=$(python3 -c "print(round(max(1, $(left) - $reserve) / 60, 2))")
@@ -82,8 +83,11 @@ if [ ${#names[@]} -gt 0 ]; then
     | grep -v Warning | grep -E "step +[0-9]*[05]00 |finished|stopped|time limit|Error|error|resumed|parameters|nothing" | tail -60
   for name in "${names[@]}"; do
     [ -f /root/$name/loss.csv ] || break
-    echo "$name: $(md5sum < /root/$name/model.safetensors | cut -c1-32) $(tail -1 /root/$name/loss.csv 2>/dev/null | cut -d, -f1) steps"
+    done_steps=$(tail -1 /root/$name/loss.csv 2>/dev/null | cut -d, -f1)
+    echo "$name: $(md5sum < /root/$name/model.safetensors | cut -c1-32) $done_steps steps"
     last=$name
+    # The recipe the trainer copied into the folder names the stage's steps.
+    [ "$done_steps" = "$(sed -n 's/^steps = \([0-9]*\).*/\1/p' /root/$name/recipe.toml | head -1)" ] && finished=$name
   done
   (cd /root && tar czf "$out/losses.tgz" $(for n in "${names[@]}"; do [ -f $n/loss.csv ] && echo $n/loss.csv; done) 2>/dev/null)
 fi
@@ -116,8 +120,11 @@ for name in ${EVAL:-}; do
   fi
   (cd /root/ev-$(basename $dir) && tar czf "$out/ev-$(basename $dir).tgz" */tests.jsonl */summary.json cot/*/cot.jsonl 2>/dev/null)
 done
-if [ -n "$last" ]; then
-  (cd /root/$last && tar czf "$out/$last-files.tgz" config.json generation_config.json tokenizer.json tokenizer_config.json recipe.toml loss.csv \
-    && split -b 16M -d model.safetensors "$out/$last-model.part")
-fi
+# The last stage trained, and where that one stopped short (time limit), the last finished one too:
+# a machine may be released between calls, and a chain can then go on from the finished stage
+# (carried as .carry/models/NAME.tar.xz) instead of training it again.
+for keep in $(echo "$last $finished" | tr ' ' '\n' | awk 'NF && !seen[$0]++'); do
+  (cd /root/$keep && tar czf "$out/$keep-files.tgz" config.json generation_config.json tokenizer.json tokenizer_config.json recipe.toml loss.csv \
+    && split -b 16M -d model.safetensors "$out/$keep-model.part")
+done
 echo "done at ${SECONDS}s"
