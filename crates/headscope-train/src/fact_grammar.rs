@@ -646,12 +646,27 @@ pub struct FactGrammar {
     invented: f64,
     /// Share of facts written with one of the clause forms of [`FactGrammar::with_clauses`].
     clauses: f64,
+    /// Near sentences always answer the question otherwise ([`FactGrammar::with_distinct_near_answers`]).
+    distinct_near_answers: bool,
 }
 
 impl FactGrammar {
     /// A grammar seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        FactGrammar { rng: SplitMix64::new(seed), invented: 0.0, clauses: 0.0 }
+        FactGrammar { rng: SplitMix64::new(seed), invented: 0.0, clauses: 0.0, distinct_near_answers: false }
+    }
+
+    /// Gives every near sentence another answer than the needle's: its asked part is drawn afresh, and
+    /// one whose answer still comes out the same is left out. Without it a near sentence changes what
+    /// the question names (subject, object, verb, circumstance) but often keeps the asked part ("If the
+    /// market was closed, Freya loaded his wooden recipe book ..." beside the needle's goatherd loading
+    /// the same book, asked "What did the goatherd load?"), so copying the wrong sentence of a pair that
+    /// matches the question in part cost nothing; lab stages trained on clause forms, whose questions
+    /// repeat less of their needle, learnt to copy look-alikes. Off, no extra random numbers are drawn
+    /// and the facts of a seed stay what they were.
+    pub fn with_distinct_near_answers(mut self, on: bool) -> Self {
+        self.distinct_near_answers = on;
+        self
     }
 
     /// Writes this share of the facts with a clause form English uses all the time and the plain event
@@ -739,8 +754,9 @@ impl FactGrammar {
         if near_sentences {
             for _ in 0..1 + self.rng.below(2) {
                 let other = self.near_event(&event);
-                let s = self.realise(&other, shape).0;
-                if s != needle && !near.contains(&s) {
+                let (s, near_answer) = self.realise(&other, shape);
+                let same_answer = self.distinct_near_answers && near_answer.eq_ignore_ascii_case(&answer);
+                if s != needle && !near.contains(&s) && !same_answer {
                     near.push(s);
                 }
             }
@@ -1000,6 +1016,18 @@ impl FactGrammar {
                 } else {
                     other.object = self.object(e.subject.pronoun, e.asked == Role::Quantity).0;
                 }
+            }
+        }
+        if self.distinct_near_answers {
+            // The asked part afresh: a near sentence shares some of the question's words, never its answer.
+            match e.asked {
+                Role::Object | Role::Quantity => {
+                    let (object, many) = self.object(other.subject.pronoun, e.asked == Role::Quantity);
+                    other.object = object;
+                    other.object_plural_noun = many;
+                }
+                Role::Subject => other.subject = self.person(),
+                _ => other.circumstance = self.circumstance(e.asked, &other.subject).0,
             }
         }
         other
@@ -1457,6 +1485,37 @@ mod tests {
             g.realise(&past, Shape::Perfect).0.split(" since ").next().unwrap(),
             "Nell Voss has kept their spare keys under the stairs"
         );
+    }
+
+    #[test]
+    fn near_sentences_can_answer_otherwise_and_off_leave_the_facts_as_they_were() {
+        let (mut a, mut b) = (FactGrammar::new(9), FactGrammar::new(9).with_distinct_near_answers(false));
+        assert!((0..500).all(|_| a.fact(true) == b.fact(true)));
+        let n = 3000;
+        let lower = |s: &str| s.to_lowercase();
+        for clauses in [0.0, 0.35] {
+            // Without the setting, near sentences often hold the needle's answer word for word.
+            let mut plain = FactGrammar::new(4).with_clauses(clauses);
+            let with_answer =
+                (0..n).map(|_| plain.fact(true)).filter(|f| f.near.iter().any(|s| lower(s).contains(&lower(&f.answer)))).count();
+            assert!(with_answer * 10 > n, "clauses {clauses}: {with_answer} of {n} facts have a near sentence with the answer");
+            let mut g = FactGrammar::new(4).with_clauses(clauses).with_distinct_near_answers(true);
+            let (mut with_near, mut same) = (0, Vec::new());
+            for _ in 0..n {
+                let f = g.fact(true);
+                with_near += usize::from(!f.near.is_empty());
+                same.extend(f.near.iter().filter(|s| lower(s).contains(&lower(&f.answer))).map(|s| (s.clone(), f.answer.clone())));
+            }
+            // A near sentence may still hold the answer's words in another part (a short answer such as
+            // "the oven" inside a longer spot), but rarely; and most facts keep their near sentences.
+            assert!(
+                same.len() * 100 <= n,
+                "clauses {clauses}: {} near sentences hold the answer: {:?}",
+                same.len(),
+                &same[..same.len().min(5)]
+            );
+            assert!(with_near * 10 >= n * 9, "clauses {clauses}: {with_near} of {n} facts kept a near sentence");
+        }
     }
 
     #[test]

@@ -127,6 +127,11 @@ struct DataRecipe {
     /// `FactGrammar::with_clauses`). 0 leaves the facts of earlier recipes as they were.
     #[serde(default)]
     natural_clauses: f64,
+    /// With `natural_facts`: their near sentences always answer the question otherwise (the asked part
+    /// drawn afresh; `FactGrammar::with_distinct_near_answers`). false leaves earlier recipes' facts as
+    /// they were.
+    #[serde(default)]
+    near_answers_differ: bool,
     /// With `restate`: share of exercises that are two-hop lookups (`headscope_train::two_hop`), asked
     /// directly or step by step in the words `headscope cot` uses (issue 19's chain-of-thought demo).
     #[serde(default)]
@@ -290,6 +295,7 @@ impl DataRecipe {
             cue_answers: self.cue_answers,
             natural_invented_words: self.natural_invented_words,
             natural_clauses: self.natural_clauses,
+            near_answers_differ: self.near_answers_differ,
             two_hop: self.two_hop,
             two_hop_reasoning: self.two_hop_reasoning,
         })

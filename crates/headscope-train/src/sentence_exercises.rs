@@ -321,6 +321,8 @@ pub struct SentenceExerciseSettings {
     pub natural_invented_words: f64,
     /// Share of the natural facts written in a clause form ([`FactGrammar::with_clauses`]).
     pub natural_clauses: f64,
+    /// The natural facts' near sentences always answer otherwise ([`FactGrammar::with_distinct_near_answers`]).
+    pub near_answers_differ: bool,
     /// Share of exercises that are two-hop lookups ([`crate::two_hop`]): the answer fact is the needle,
     /// the bridge fact and facts of the same shape go elsewhere in the context, and the question asks
     /// for the answer alone or to think step by step ([`headscope_core::cot::CotMode`]'s wording).
@@ -341,6 +343,7 @@ impl Default for SentenceExerciseSettings {
             cue_answers: 0.0,
             natural_invented_words: 0.0,
             natural_clauses: 0.0,
+            near_answers_differ: false,
             two_hop: 0.0,
             two_hop_reasoning: 0.5,
         }
@@ -481,7 +484,8 @@ impl SentenceExerciseGenerator {
     fn natural_exercise(&mut self) -> Exercise {
         let mut grammar = FactGrammar::new(self.rng.next_u64())
             .with_invented_words(self.settings.natural_invented_words)
-            .with_clauses(self.settings.natural_clauses);
+            .with_clauses(self.settings.natural_clauses)
+            .with_distinct_near_answers(self.settings.near_answers_differ);
         let fact = grammar.fact(self.rng.unit() < self.settings.distractors);
         let (mut before, mut after) = (Vec::new(), Vec::new());
         for near in fact.near {
