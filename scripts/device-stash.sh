@@ -18,7 +18,9 @@ case "${1:-}" in
     for p in docs/lab-v3/*.csv docs/lab-v5/s7*; do [ -e "$p" ] && paths+=("$p"); done
     printf '%s\n' "${paths[@]}" > "$stash/.full"
     for p in "${paths[@]}"; do mkdir -p "$stash/$(dirname "$p")" && mv "$p" "$stash/$p"; done
-    echo "stashed ${#paths[@]} paths in $stash; tree now $(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1) bytes" ;;
+    echo "stashed ${#paths[@]} paths in $stash; tree now $(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1) bytes"
+    # `git add DIR` or `commit -a` would now record them as deleted (the nineteenth session did once).
+    echo "until '$0 back': add files to git by name, not by folder" ;;
   back)
     [ -f "$stash/.full" ] || { echo "nothing stashed in $stash" >&2; exit 1; }
     while read -r p; do
