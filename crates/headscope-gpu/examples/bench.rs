@@ -1,6 +1,7 @@
 //! Times the GPU forward natively: load, prefill and decode steps of a model directory (default: the
 //! bundled lab model) with each kernel set (serial, parallel), next to the candle CPU path for scale
-//! (`BENCH_CPU=0` leaves it out, `BENCH_SERIAL=0` the serial set). Prints figures, the prefill's arithmetic rate among them; asserts
+//! (`BENCH_CPU=0` leaves it out, `BENCH_SERIAL=0` the serial set; `BENCH_GEMM=64,128` times the parallel
+//! set with each prefill product tile). Prints figures, the prefill's arithmetic rate among them; asserts
 //! nothing. Where the adapter has timestamp queries, it then profiles the prefill and decode steps again
 //! and prints each kind of dispatch's GPU time per prefill chunk and per step (`BENCH_PROFILE=0` leaves
 //! that out).
@@ -12,7 +13,7 @@
 //! them so that a first-use cost (a driver allocating or compiling on first touch) shows.
 
 use headscope_core::rng::SplitMix64;
-use headscope_gpu::{GpuContext, GpuModel, KernelSet, ModelSpec, Probe};
+use headscope_gpu::{GemmTile, GpuContext, GpuModel, KernelSet, ModelSpec, Probe};
 use headscope_model::loader::weight_files;
 use headscope_model::{LoadOptions, LoadedModel};
 use std::path::PathBuf;
@@ -104,12 +105,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `BENCH_SERIAL=0` leaves the serial set (the one CPU emulators get) out, where only a real GPU's
     // figures are wanted.
     let serial = !std::env::var("BENCH_SERIAL").is_ok_and(|v| v == "0");
-    for kernels in [KernelSet::Serial, KernelSet::Parallel].into_iter().filter(|k| serial || *k != KernelSet::Serial) {
-        let ctx = ctx.clone().with_kernel_set(kernels);
+    // `BENCH_GEMM=64,128` times the parallel set once per prefill product tile (default: 64 alone).
+    let tiles: Vec<GemmTile> = std::env::var("BENCH_GEMM")
+        .unwrap_or_else(|_| "64".into())
+        .split(',')
+        .map(|t| match t.trim() {
+            "64" => Ok(GemmTile::Rows64),
+            "128" => Ok(GemmTile::Rows128),
+            other => Err(format!("BENCH_GEMM: no {other}-row tile (64 or 128)")),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut configs: Vec<(KernelSet, GemmTile)> = if serial { vec![(KernelSet::Serial, GemmTile::default())] } else { Vec::new() };
+    configs.extend(tiles.iter().map(|&t| (KernelSet::Parallel, t)));
+    for (kernels, tile) in configs {
+        let ctx = ctx.clone().with_kernel_set(kernels).with_gemm_tile(tile);
+        // Named as "Parallel" alone for the default tile, so that earlier logs compare line for line.
+        let kernels = match (kernels, tile) {
+            (KernelSet::Parallel, GemmTile::Rows128) => "Parallel, 128-row tile".to_string(),
+            _ => format!("{kernels:?}"),
+        };
         let t = Instant::now();
         let mut gpu = pollster::block_on(GpuModel::load(&ctx, &spec, &refs))?;
         println!(
-            "gpu load ({kernels:?} kernels): {:.0} ms; weights {:?}, {:.1} MB on the GPU (embedding and LM head in {:?} blocks)",
+            "gpu load ({kernels} kernels): {:.0} ms; weights {:?}, {:.1} MB on the GPU (embedding and LM head in {:?} blocks)",
             t.elapsed().as_secs_f64() * 1e3,
             gpu.weight_format(),
             gpu.weight_bytes() as f64 / 1e6,
@@ -142,7 +160,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let prefill = prefills.iter().sum::<f64>() / repeats as f64;
         let each: Vec<String> = prefills.iter().map(|p| format!("{:.0}", p * 1e3)).collect();
         println!(
-            "gpu ({kernels:?}): prefill {} tokens in {:.0} ms{} ({:.0} tokens/s, {:.2} TFLOP/s, {} rows per chunk; runs {} ms); decode {:.2} ms/step{} at context {}",
+            "gpu ({kernels}): prefill {} tokens in {:.0} ms{} ({:.0} tokens/s, {:.2} TFLOP/s, {} rows per chunk; runs {} ms); decode {:.2} ms/step{} at context {}",
             prompt_len - 1,
             prefill * 1e3,
             cpu_text(prefill_cpu, 1.0),

@@ -4,7 +4,7 @@
 //! heatmap (a real GPU, or SwiftShader/lavapipe on the CPU).
 
 use crate::error::{GpuError, Result};
-pub use crate::kernels::KernelSet;
+pub use crate::kernels::{GemmTile, KernelSet};
 use std::sync::{Arc, Mutex};
 
 /// `device_type` of CPU implementations.
@@ -75,6 +75,8 @@ pub struct GpuContext {
     summary: AdapterSummary,
     /// The kernels models loaded here compile.
     kernels: KernelSet,
+    /// The parallel set's prefill product tile.
+    gemm_tile: GemmTile,
     /// At most this many prompt tokens per prefill submission, where set (below the kernels' own).
     pub(crate) prefill_chunk: Option<usize>,
     /// At most this many bytes per weight buffer, where set (below the device's binding limit).
@@ -114,7 +116,7 @@ impl GpuContext {
             }
         }));
         let kernels = if summary.is_software() { KernelSet::Serial } else { KernelSet::Parallel };
-        Ok(GpuContext { device, queue, summary, kernels, prefill_chunk: None, weight_block: None, errors })
+        Ok(GpuContext { device, queue, summary, kernels, gemm_tile: GemmTile::default(), prefill_chunk: None, weight_block: None, errors })
     }
 
     /// The kernels models loaded on this context compile: parallel on a real GPU, serial on a CPU
@@ -126,6 +128,17 @@ impl GpuContext {
     /// This context with another choice of kernels (tests run both on any adapter).
     pub fn with_kernel_set(mut self, kernels: KernelSet) -> Self {
         self.kernels = kernels;
+        self
+    }
+
+    /// The parallel set's prefill product tile models loaded here use.
+    pub fn gemm_tile(&self) -> GemmTile {
+        self.gemm_tile
+    }
+
+    /// This context with another prefill product tile (the bench times both; tests hold both to candle).
+    pub fn with_gemm_tile(mut self, tile: GemmTile) -> Self {
+        self.gemm_tile = tile;
         self
     }
 

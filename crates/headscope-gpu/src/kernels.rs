@@ -210,6 +210,8 @@ pub(crate) struct Kernels {
     pub gemm: Kernel,
     /// The parallel set's `gemm_sum`: adds a split `gemm_tiled`'s partial sums (shares `gemm.layout`).
     pub gemm_sum: Option<wgpu::ComputePipeline>,
+    /// The parallel set's prefill product tile.
+    pub gemm_tile: GemmTile,
     pub rope: Kernel,
     /// Per-head RMSNorm of queries and keys (Qwen3), in place before `rope`.
     pub head_norm: Kernel,
@@ -249,14 +251,42 @@ pub enum KernelSet {
 /// Query rows per workgroup of the parallel prefill attention (attention_prefill_wg.wgsl).
 pub(crate) const PREFILL_WG_ROWS: usize = 64;
 
-/// Rows and column groups per `gemm_tiled` workgroup (`TILE_ROWS`, `TILE_GROUPS` in matmul.wgsl).
-pub(crate) const TILED_ROWS: usize = 64;
+/// Column groups per `gemm_tiled` workgroup (`TILE_GROUPS` in matmul.wgsl): 128 outputs a row.
 pub(crate) const TILED_GROUPS: usize = 32;
 
-/// Workgroups a `gemm_tiled` product should have before its input range is split ([`k_splits`]): a few
-/// per compute unit of a large GPU (an H100 has 132), so that a narrow product (the MLP's down
-/// projection of a 576-wide model has 5 column tiles) still fills it.
-pub(crate) const SPLIT_TARGET_WORKGROUPS: usize = 512;
+/// Rows per workgroup of the parallel set's prefill products (the register tile of each invocation:
+/// 4 or 8 rows by two column groups). Which is faster depends on the GPU; `Rows64` is the default, and
+/// the WGSL bench times both (`BENCH_GEMM=64,128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GemmTile {
+    /// `gemm_tiled`: 64 rows, 32 outputs an invocation.
+    #[default]
+    Rows64,
+    /// `gemm_tiled128`: 128 rows, 64 outputs an invocation (more registers, fewer staged loads).
+    Rows128,
+}
+
+impl GemmTile {
+    /// Rows a workgroup covers.
+    pub fn rows(self) -> usize {
+        match self {
+            GemmTile::Rows64 => 64,
+            GemmTile::Rows128 => 128,
+        }
+    }
+
+    fn entry(self) -> &'static str {
+        match self {
+            GemmTile::Rows64 => "gemm_tiled",
+            GemmTile::Rows128 => "gemm_tiled128",
+        }
+    }
+}
+
+/// Outputs of a `gemm_tiled` product's workgroups before its input range is split ([`k_splits`]): 512
+/// workgroups of the 64-row tile, a few per compute unit of a large GPU (an H100 has 132), so that a
+/// narrow product (the MLP's down projection of a 576-wide model has 5 column tiles) still fills it.
+const SPLIT_TARGET_OUTPUTS: usize = 512 * 64 * 4 * TILED_GROUPS;
 
 /// The fewest inputs a split part sums, and the most parts: past these, the partial sums' traffic and
 /// the extra pass cost more than the idle compute units.
@@ -264,15 +294,16 @@ const SPLIT_MIN_INPUTS: usize = 256;
 const SPLIT_MAX: usize = 8;
 
 /// Floats of the partial-sum buffer of split products: `splits x rows x columns` never exceeds
-/// [`SPLIT_TARGET_WORKGROUPS`] tiles of `TILED_ROWS x 4 TILED_GROUPS` (16 MiB).
-pub(crate) const SPLIT_PARTIAL_FLOATS: usize = SPLIT_TARGET_WORKGROUPS * TILED_ROWS * 4 * TILED_GROUPS;
+/// [`SPLIT_TARGET_OUTPUTS`] (16 MiB), whatever the tile.
+pub(crate) const SPLIT_PARTIAL_FLOATS: usize = SPLIT_TARGET_OUTPUTS;
 
-/// Parts the input range of a `[rows, k] x [k, n]` `gemm_tiled` product is split into: 1 where its
-/// tiles alone make [`SPLIT_TARGET_WORKGROUPS`], else as many as bring it near that, each part at
-/// least [`SPLIT_MIN_INPUTS`] inputs, at most [`SPLIT_MAX`] parts.
-pub(crate) fn k_splits(rows: usize, n: usize, k: usize) -> usize {
-    let tiles = rows.div_ceil(TILED_ROWS) * n.div_ceil(4).div_ceil(TILED_GROUPS);
-    (SPLIT_TARGET_WORKGROUPS / tiles.max(1)).min(k / SPLIT_MIN_INPUTS).clamp(1, SPLIT_MAX)
+/// Parts the input range of a `[rows, k] x [k, n]` product of `tile` is split into: 1 where its tiles
+/// alone cover [`SPLIT_TARGET_OUTPUTS`], else as many as bring it near that, each part at least
+/// [`SPLIT_MIN_INPUTS`] inputs, at most [`SPLIT_MAX`] parts.
+pub(crate) fn k_splits(rows: usize, n: usize, k: usize, tile: GemmTile) -> usize {
+    let tiles = rows.div_ceil(tile.rows()) * n.div_ceil(4).div_ceil(TILED_GROUPS);
+    let target = SPLIT_TARGET_OUTPUTS / (tile.rows() * 4 * TILED_GROUPS);
+    (target / tiles.max(1)).min(k / SPLIT_MIN_INPUTS).clamp(1, SPLIT_MAX)
 }
 
 /// Positions per workgroup of the parallel values pass (`CHUNK` in attention_decode_wg.wgsl).
@@ -436,7 +467,7 @@ fn kernel(device: &wgpu::Device, label: &str, source: &str, slots: &[Slot]) -> K
 impl Kernels {
     /// Compiles every kernel for heads of `head_dim`, turning validation errors (WGSL the platform
     /// rejects) into an error.
-    pub async fn build(device: &wgpu::Device, head_dim: usize, set: KernelSet, weights: WeightFormat) -> Result<Self> {
+    pub async fn build(device: &wgpu::Device, head_dim: usize, set: KernelSet, weights: WeightFormat, gemm_tile: GemmTile) -> Result<Self> {
         use Slot::*;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mm_layout = layout(device, "matmul", &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite]);
@@ -465,7 +496,13 @@ impl Kernels {
             }),
             gemm_sum: (set == KernelSet::Parallel).then(|| pipeline(device, "gemm_sum", mm_source, &mm_layout, "gemm_sum")),
             gemm: Kernel {
-                pipeline: pipeline(device, "gemm", mm_source, &mm_layout, if set == KernelSet::Parallel { "gemm_tiled" } else { "gemm" }),
+                pipeline: pipeline(
+                    device,
+                    "gemm",
+                    mm_source,
+                    &mm_layout,
+                    if set == KernelSet::Parallel { gemm_tile.entry() } else { "gemm" },
+                ),
                 layout: mm_layout,
             },
             rope: kernel(
@@ -491,6 +528,7 @@ impl Kernels {
                 pipeline: pipeline(device, "attention_values", &decode_source, &decode_layout, values),
                 layout: decode_layout,
             },
+            gemm_tile,
             set,
             weights,
         };
@@ -508,19 +546,25 @@ mod tests {
     #[test]
     fn products_split_only_where_their_tiles_leave_the_gpu_idle() {
         // SmolLM-135M's down projection at 1,000 rows: 16 x 5 tiles, split in 6 (at most 1536 / 256).
-        assert_eq!(k_splits(1000, 576, 1536), 6);
+        assert_eq!(k_splits(1000, 576, 1536, GemmTile::Rows64), 6);
         // Its gate/up product has 16 x 24 tiles, but 576 inputs make only two parts of 256.
-        assert_eq!(k_splits(1000, 2 * 1536, 576), 1);
+        assert_eq!(k_splits(1000, 2 * 1536, 576, GemmTile::Rows64), 1);
         // Qwen2.5-0.5B's gate/up at 2,000 rows fills the GPU alone.
-        assert_eq!(k_splits(2000, 2 * 4864, 896), 1);
+        assert_eq!(k_splits(2000, 2 * 4864, 896, GemmTile::Rows64), 1);
+        // The 128-row tile has half the workgroups and half the target of the 64-row one (the same
+        // outputs): Qwen2.5-0.5B's down projection at 2,000 rows splits in two with either.
+        assert_eq!(k_splits(2000, 896, 4864, GemmTile::Rows64), 2);
+        assert_eq!(k_splits(2000, 896, 4864, GemmTile::Rows128), 2);
         // Few rows: as many parts as the inputs allow, at most SPLIT_MAX.
-        assert_eq!(k_splits(3, 64, 4096), SPLIT_MAX);
-        assert_eq!(k_splits(3, 64, 300), 1);
+        assert_eq!(k_splits(3, 64, 4096, GemmTile::Rows64), SPLIT_MAX);
+        assert_eq!(k_splits(3, 64, 300, GemmTile::Rows64), 1);
         // A split product's partial sums always fit their buffer (unsplit ones write none).
         for rows in [2, 63, 64, 65, 999, 2048] {
             for (n, k) in [(576, 1536), (896, 4864), (64, 1000), (4096, 11008), (960, 576)] {
-                let s = k_splits(rows, n, k);
-                assert!(s == 1 || s * rows * n.div_ceil(4) * 4 <= SPLIT_PARTIAL_FLOATS, "{rows} x {n} in {s} parts");
+                for tile in [GemmTile::Rows64, GemmTile::Rows128] {
+                    let s = k_splits(rows, n, k, tile);
+                    assert!(s == 1 || s * rows * n.div_ceil(4) * 4 <= SPLIT_PARTIAL_FLOATS, "{rows} x {n} in {s} parts ({tile:?})");
+                }
             }
         }
     }

@@ -58,7 +58,7 @@ mod profile;
 mod signal;
 mod weights;
 
-pub use context::{AdapterSummary, GpuContext, KernelSet};
+pub use context::{AdapterSummary, GemmTile, GpuContext, KernelSet};
 pub use decode::greedy_decode;
 pub use error::{GpuError, Result};
 pub use kernels::WeightFormat;

@@ -19,7 +19,7 @@ use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{
     k_splits, scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, KernelSet, Kernels, MatOp, NormOp, RopeOp, RunUniform,
-    WeightFormat, PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, SPLIT_PARTIAL_FLOATS, TILED_GROUPS, TILED_ROWS, VALUES_CHUNK, WORKGROUP,
+    WeightFormat, PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, SPLIT_PARTIAL_FLOATS, TILED_GROUPS, VALUES_CHUNK, WORKGROUP,
 };
 use crate::profile::{record, Dispatch, ForwardProfile, Phase, Profiler};
 use crate::signal::signal;
@@ -273,7 +273,7 @@ impl GpuModel {
         let checkpoint = Checkpoint::parse(safetensors_files)?;
         let device = &ctx.device;
         let format = weight_format(spec, &checkpoint);
-        let kernels = Kernels::build(device, spec.head_dim, ctx.kernel_set(), format).await?;
+        let kernels = Kernels::build(device, spec.head_dim, ctx.kernel_set(), format, ctx.gemm_tile()).await?;
         let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let weights = Self::upload(ctx, spec, &checkpoint, format);
@@ -821,12 +821,12 @@ impl GpuModel {
             let n4 = n.div_ceil(4);
             let (pipeline, x, y) = match (rows, k.set) {
                 (1, _) => (&k.gemv, n4.div_ceil(GEMV_GROUPS), 1),
-                (_, KernelSet::Parallel) => (&k.gemm.pipeline, n4.div_ceil(TILED_GROUPS), (rows as usize).div_ceil(TILED_ROWS)),
+                (_, KernelSet::Parallel) => (&k.gemm.pipeline, n4.div_ceil(TILED_GROUPS), (rows as usize).div_ceil(k.gemm_tile.rows())),
                 (_, KernelSet::Serial) => (&k.gemm.pipeline, n4.div_ceil(GEMM_GROUPS), (rows as usize).div_ceil(GEMM_ROWS)),
             };
             match (&k.gemm_sum, rows) {
-                (Some(sum), 2..) if k_splits(rows as usize, n, inputs) > 1 => {
-                    let splits = k_splits(rows as usize, n, inputs);
+                (Some(sum), 2..) if k_splits(rows as usize, n, inputs, k.gemm_tile) > 1 => {
+                    let splits = k_splits(rows as usize, n, inputs, k.gemm_tile);
                     list.push(Dispatch { what, pipeline, group, grid: ((x * splits) as u32, y as u32) });
                     let grid = (groups(n4), rows);
                     list.push(Dispatch { what: "split_sum", pipeline: sum, group, grid });
@@ -966,7 +966,7 @@ impl GpuModel {
         for (op, inputs, n) in
             [(&w.qkv_op, hidden, qw + 2 * kvw), (&w.o_op, qw, hidden), (&w.gate_up_op, hidden, 2 * inter), (&w.down_op, inter, hidden)]
         {
-            let splits = k_splits(rows, n, inputs) as u32;
+            let splits = k_splits(rows, n, inputs, self.kernels.gemm_tile) as u32;
             self.ctx.queue.write_buffer(op, offset, bytemuck::bytes_of(&splits));
         }
     }

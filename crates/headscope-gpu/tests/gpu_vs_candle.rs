@@ -17,7 +17,7 @@ use headscope_core::tokenize::TextTokenizer;
 use headscope_core::HeadId;
 use headscope_engine::Engine;
 use headscope_gpu::{
-    greedy_decode, GpuContext, GpuError, GpuModel, HeadMask, KernelSet, MaskMode, MaskScope, ModelSpec, Probe, WeightFormat,
+    greedy_decode, GemmTile, GpuContext, GpuError, GpuModel, HeadMask, KernelSet, MaskMode, MaskScope, ModelSpec, Probe, WeightFormat,
 };
 use headscope_model::loader::weight_files;
 use headscope_model::testkit::{TinyArch, TinyModel};
@@ -413,6 +413,21 @@ fn long_prompts_on(ctx: &GpuContext) {
     let mut pair4 = load_pair(&ctx.clone().with_prefill_chunk(200), dir4.path());
     let a4 = compare(&mut pair4, &random_ids(700, t4.vocab, 9), 4, None, &[HeadId::new(1, 0)], 710);
     a4.assert_close("700-token prompt, 1000-wide MLP");
+}
+
+/// The parallel set's 128-row prefill product tile (`GemmTile::Rows128`), unsplit and split, with
+/// partial row tiles: held to candle like the default tile.
+#[test]
+fn the_128_row_prefill_tile_matches_candle() {
+    let Some(base) = gpu() else { return };
+    let ctx = base.clone().with_kernel_set(KernelSet::Parallel).with_gemm_tile(GemmTile::Rows128);
+    let (dir, t) = tiny(TinyModel { seed: 15, ..TinyModel::new(TinyArch::Llama) });
+    let mut pair = load_pair(&ctx, dir.path());
+    compare(&mut pair, &random_ids(300, t.vocab, 10), 4, None, &[HeadId::new(0, 1)], 310).assert_close("300 rows, 128-row tile");
+    let (dir2, t2) = tiny(TinyModel { seed: 16, intermediate: 1000, ..TinyModel::new(TinyArch::Qwen2) });
+    let mut pair2 = load_pair(&ctx.clone().with_prefill_chunk(200), dir2.path());
+    compare(&mut pair2, &random_ids(500, t2.vocab, 11), 4, None, &[HeadId::new(1, 0)], 510)
+        .assert_close("500 rows in chunks of 200, 1000-wide MLP split, 128-row tile");
 }
 
 #[test]

@@ -406,6 +406,111 @@ fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     }
 }
 
+// `gemm_tiled` with twice the rows a workgroup (`GemmTile::Rows128`): 128 rows x 32 column groups,
+// invocation (tx, ty) keeping rows 8ty..8ty+7 x column groups tx and tx + 16, 64 outputs. Per staged
+// input two vec4s of `tile_x128` and two of `tile_w` feed 64 multiply-adds (the 64-row tile: three
+// for 32), at twice the registers and the workgroup's staged inputs. The same split of the input range
+// (`op.splits`, `partial`) and the same epilogue.
+const TILE_ROWS_128: u32 = 128u;
+// tile_x128[k * 32 + r4] = inputs k of rows 4 r4 .. 4 r4 + 3 of the tile.
+var<workgroup> tile_x128: array<vec4<f32>, 512>;
+
+@compute @workgroup_size(16, 16)
+fn gemm_tiled128(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n4 = op.n4;
+    let rows = run.rows;
+    let m0 = wid.y * TILE_ROWS_128;
+    let tiles_x = (n4 + TILE_GROUPS - 1u) / TILE_GROUPS;
+    let split = wid.x / tiles_x;
+    let c0 = (wid.x % tiles_x) * TILE_GROUPS;
+    let per = (op.k + op.splits * TILE_K - 1u) / (op.splits * TILE_K) * TILE_K;
+    let k_begin = split * per;
+    let k_end = min(op.k, k_begin + per);
+    let k4 = op.k / 4u;
+    let k4_end = k_end / 4u;
+    let t = lid.y * 16u + lid.x;
+    // Staged by this invocation: inputs 4 (t % 4) .. + 3 of the step for rows t / 4 and t / 4 + 64 of the
+    // tile, and the weights as in `gemm_tiled`.
+    let load_q = t % 4u;
+    let load_c = c0 + t % 32u;
+    let load_k = t / 32u;
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
+        let kq = k0 / 4u + load_q;
+        for (var h = 0u; h < 2u; h++) {
+            let r = t / 4u + h * 64u;
+            var xv = vec4<f32>(0.0);
+            if (m0 + r < rows && kq < k4_end) {
+                xv = x[(m0 + r) * k4 + kq];
+            }
+            let r4 = r / 4u;
+            let lane = r % 4u;
+            tile_x128[(load_q * 4u + 0u) * 32u + r4][lane] = xv.x;
+            tile_x128[(load_q * 4u + 1u) * 32u + r4][lane] = xv.y;
+            tile_x128[(load_q * 4u + 2u) * 32u + r4][lane] = xv.z;
+            tile_x128[(load_q * 4u + 3u) * 32u + r4][lane] = xv.w;
+        }
+        for (var s = 0u; s < 2u; s++) {
+            let kk = load_k + s * 8u;
+            var wv = vec4<f32>(0.0);
+            if (k0 + kk < k_end && load_c < n4) {
+                wv = wv4((k0 + kk) * n4 + load_c);
+            }
+            tile_w[kk * TILE_GROUPS + t % 32u] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let xa = tile_x128[kk * 32u + 2u * lid.y];
+            let xb = tile_x128[kk * 32u + 2u * lid.y + 1u];
+            let wa = tile_w[kk * TILE_GROUPS + lid.x];
+            let wb = tile_w[kk * TILE_GROUPS + lid.x + 16u];
+            acc[0] += xa.x * wa;
+            acc[1] += xa.y * wa;
+            acc[2] += xa.z * wa;
+            acc[3] += xa.w * wa;
+            acc[4] += xb.x * wa;
+            acc[5] += xb.y * wa;
+            acc[6] += xb.z * wa;
+            acc[7] += xb.w * wa;
+            acc[8] += xa.x * wb;
+            acc[9] += xa.y * wb;
+            acc[10] += xa.z * wb;
+            acc[11] += xa.w * wb;
+            acc[12] += xb.x * wb;
+            acc[13] += xb.y * wb;
+            acc[14] += xb.z * wb;
+            acc[15] += xb.w * wb;
+        }
+        workgroupBarrier();
+    }
+    let ca = c0 + lid.x;
+    let cb = ca + 16u;
+    for (var i = 0u; i < 8u; i++) {
+        let m = m0 + lid.y * 8u + i;
+        if (m < rows) {
+            if (op.splits > 1u) {
+                let at = (split * rows + m) * n4;
+                if (ca < n4) {
+                    partial[at + ca] = acc[i];
+                }
+                if (cb < n4) {
+                    partial[at + cb] = acc[8u + i];
+                }
+            } else {
+                if (ca < n4) {
+                    finish(m, ca, acc[i]);
+                }
+                if (cb < n4) {
+                    finish(m, cb, acc[8u + i]);
+                }
+            }
+        }
+    }
+}
+
 // Adds the `op.splits` partial sums of a split `gemm_tiled` and writes them through the epilogue:
 // invocation = one column group of one row (the grid's y).
 @compute @workgroup_size(64)
