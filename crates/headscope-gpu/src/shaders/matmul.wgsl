@@ -312,6 +312,29 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 // column groups tx and tx + 16 in registers: per staged input one vec4 of `tile_x` (its four rows, stored
 // transposed) and two of `tile_w` feed 32 multiply-adds. Every invocation reaches every barrier:
 // out-of-range rows and columns load zeros and store nothing.
+// The tiled products' shared parts. A workgroup's column tile and input range: the grid's x covers the
+// column tiles `op.splits` times over, one input range each, a multiple of TILE_K inputs (the last one
+// shorter). Returns (split, first column group, first input, end of inputs).
+fn tile_range(wx: u32) -> vec4<u32> {
+    let tiles_x = (op.n4 + TILE_GROUPS - 1u) / TILE_GROUPS;
+    let split = wx / tiles_x;
+    let per = (op.k + op.splits * TILE_K - 1u) / (op.splits * TILE_K) * TILE_K;
+    let k_begin = split * per;
+    return vec4<u32>(split, (wx % tiles_x) * TILE_GROUPS, k_begin, min(op.k, k_begin + per));
+}
+
+// One output vec4 of a tiled product: through the epilogue, or into `partial` where the inputs are split.
+fn tile_store(split: u32, m: u32, c4: u32, v: vec4<f32>) {
+    if (m >= run.rows || c4 >= op.n4) {
+        return;
+    }
+    if (op.splits > 1u) {
+        partial[(split * run.rows + m) * op.n4 + c4] = v;
+    } else {
+        finish(m, c4, v);
+    }
+}
+
 const TILE_ROWS: u32 = 64u;
 const TILE_GROUPS: u32 = 32u;
 const TILE_K: u32 = 16u;
@@ -319,19 +342,29 @@ const TILE_K: u32 = 16u;
 var<workgroup> tile_x: array<vec4<f32>, 256>;
 var<workgroup> tile_w: array<vec4<f32>, 512>;
 
+// Stages the weights of one step of a tiled product: invocation t loads two vec4s, inputs t / 32 and
+// t / 32 + 8 of the step for column group c0 + t % 32 (zeros past the input range or the columns).
+fn stage_weights(t: u32, c0: u32, k0: u32, k_end: u32) {
+    let c = c0 + t % 32u;
+    for (var s = 0u; s < 2u; s++) {
+        let kk = t / 32u + s * 8u;
+        var wv = vec4<f32>(0.0);
+        if (k0 + kk < k_end && c < op.n4) {
+            wv = wv4((k0 + kk) * op.n4 + c);
+        }
+        tile_w[kk * TILE_GROUPS + t % 32u] = wv;
+    }
+}
+
 @compute @workgroup_size(16, 16)
 fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let n4 = op.n4;
     let rows = run.rows;
     let m0 = wid.y * TILE_ROWS;
-    // The grid's x covers the column tiles `op.splits` times over, one input range each; a range is a
-    // multiple of TILE_K inputs (the last one shorter).
-    let tiles_x = (n4 + TILE_GROUPS - 1u) / TILE_GROUPS;
-    let split = wid.x / tiles_x;
-    let c0 = (wid.x % tiles_x) * TILE_GROUPS;
-    let per = (op.k + op.splits * TILE_K - 1u) / (op.splits * TILE_K) * TILE_K;
-    let k_begin = split * per;
-    let k_end = min(op.k, k_begin + per);
+    let range = tile_range(wid.x);
+    let split = range.x;
+    let c0 = range.y;
+    let k_begin = range.z;
+    let k_end = range.w;
     let k4 = op.k / 4u;
     let k4_end = k_end / 4u;
     let t = lid.y * 16u + lid.x;
@@ -339,8 +372,6 @@ fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     // step) and two weight vec4s (inputs t / 32 and t / 32 + 8 of the step, column group c0 + t % 32).
     let load_row = m0 + t / 4u;
     let load_q = t % 4u;
-    let load_c = c0 + t % 32u;
-    let load_k = t / 32u;
     var acc: array<vec4<f32>, 8>;
     for (var i = 0u; i < 8u; i++) {
         acc[i] = vec4<f32>(0.0);
@@ -357,14 +388,7 @@ fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
         tile_x[(load_q * 4u + 1u) * 16u + r4][lane] = xv.y;
         tile_x[(load_q * 4u + 2u) * 16u + r4][lane] = xv.z;
         tile_x[(load_q * 4u + 3u) * 16u + r4][lane] = xv.w;
-        for (var s = 0u; s < 2u; s++) {
-            let kk = load_k + s * 8u;
-            var wv = vec4<f32>(0.0);
-            if (k0 + kk < k_end && load_c < n4) {
-                wv = wv4((k0 + kk) * n4 + load_c);
-            }
-            tile_w[kk * TILE_GROUPS + t % 32u] = wv;
-        }
+        stage_weights(t, c0, k0, k_end);
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
             let xs = tile_x[kk * 16u + lid.y];
@@ -381,28 +405,10 @@ fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
         }
         workgroupBarrier();
     }
-    let ca = c0 + lid.x;
-    let cb = ca + 16u;
     for (var i = 0u; i < 4u; i++) {
         let m = m0 + lid.y * 4u + i;
-        if (m < rows) {
-            if (op.splits > 1u) {
-                let at = (split * rows + m) * n4;
-                if (ca < n4) {
-                    partial[at + ca] = acc[i];
-                }
-                if (cb < n4) {
-                    partial[at + cb] = acc[4u + i];
-                }
-            } else {
-                if (ca < n4) {
-                    finish(m, ca, acc[i]);
-                }
-                if (cb < n4) {
-                    finish(m, cb, acc[4u + i]);
-                }
-            }
-        }
+        tile_store(split, m, c0 + lid.x, acc[i]);
+        tile_store(split, m, c0 + lid.x + 16u, acc[4u + i]);
     }
 }
 
@@ -417,23 +423,19 @@ var<workgroup> tile_x128: array<vec4<f32>, 512>;
 
 @compute @workgroup_size(16, 16)
 fn gemm_tiled128(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let n4 = op.n4;
     let rows = run.rows;
     let m0 = wid.y * TILE_ROWS_128;
-    let tiles_x = (n4 + TILE_GROUPS - 1u) / TILE_GROUPS;
-    let split = wid.x / tiles_x;
-    let c0 = (wid.x % tiles_x) * TILE_GROUPS;
-    let per = (op.k + op.splits * TILE_K - 1u) / (op.splits * TILE_K) * TILE_K;
-    let k_begin = split * per;
-    let k_end = min(op.k, k_begin + per);
+    let range = tile_range(wid.x);
+    let split = range.x;
+    let c0 = range.y;
+    let k_begin = range.z;
+    let k_end = range.w;
     let k4 = op.k / 4u;
     let k4_end = k_end / 4u;
     let t = lid.y * 16u + lid.x;
     // Staged by this invocation: inputs 4 (t % 4) .. + 3 of the step for rows t / 4 and t / 4 + 64 of the
     // tile, and the weights as in `gemm_tiled`.
     let load_q = t % 4u;
-    let load_c = c0 + t % 32u;
-    let load_k = t / 32u;
     var acc: array<vec4<f32>, 16>;
     for (var i = 0u; i < 16u; i++) {
         acc[i] = vec4<f32>(0.0);
@@ -453,14 +455,7 @@ fn gemm_tiled128(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
             tile_x128[(load_q * 4u + 2u) * 32u + r4][lane] = xv.z;
             tile_x128[(load_q * 4u + 3u) * 32u + r4][lane] = xv.w;
         }
-        for (var s = 0u; s < 2u; s++) {
-            let kk = load_k + s * 8u;
-            var wv = vec4<f32>(0.0);
-            if (k0 + kk < k_end && load_c < n4) {
-                wv = wv4((k0 + kk) * n4 + load_c);
-            }
-            tile_w[kk * TILE_GROUPS + t % 32u] = wv;
-        }
+        stage_weights(t, c0, k0, k_end);
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
             let xa = tile_x128[kk * 32u + 2u * lid.y];
@@ -486,28 +481,10 @@ fn gemm_tiled128(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
         }
         workgroupBarrier();
     }
-    let ca = c0 + lid.x;
-    let cb = ca + 16u;
     for (var i = 0u; i < 8u; i++) {
         let m = m0 + lid.y * 8u + i;
-        if (m < rows) {
-            if (op.splits > 1u) {
-                let at = (split * rows + m) * n4;
-                if (ca < n4) {
-                    partial[at + ca] = acc[i];
-                }
-                if (cb < n4) {
-                    partial[at + cb] = acc[8u + i];
-                }
-            } else {
-                if (ca < n4) {
-                    finish(m, ca, acc[i]);
-                }
-                if (cb < n4) {
-                    finish(m, cb, acc[8u + i]);
-                }
-            }
-        }
+        tile_store(split, m, c0 + lid.x, acc[i]);
+        tile_store(split, m, c0 + lid.x + 16u, acc[8u + i]);
     }
 }
 
