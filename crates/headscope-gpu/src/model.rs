@@ -824,12 +824,11 @@ impl GpuModel {
                 (_, KernelSet::Parallel) => (&k.gemm.pipeline, n4.div_ceil(TILED_GROUPS), (rows as usize).div_ceil(k.gemm_tile.rows())),
                 (_, KernelSet::Serial) => (&k.gemm.pipeline, n4.div_ceil(GEMM_GROUPS), (rows as usize).div_ceil(GEMM_ROWS)),
             };
-            match (&k.gemm_sum, rows) {
-                (Some(sum), 2..) if k_splits(rows as usize, n, inputs, k.gemm_tile) > 1 => {
-                    let splits = k_splits(rows as usize, n, inputs, k.gemm_tile);
+            let split = k.gemm_sum.as_ref().filter(|_| rows > 1).map(|sum| (sum, k_splits(rows as usize, n, inputs, k.gemm_tile)));
+            match split {
+                Some((sum, splits)) if splits > 1 => {
                     list.push(Dispatch { what, pipeline, group, grid: ((x * splits) as u32, y as u32) });
-                    let grid = (groups(n4), rows);
-                    list.push(Dispatch { what: "split_sum", pipeline: sum, group, grid });
+                    list.push(Dispatch { what: "split_sum", pipeline: sum, group, grid: (groups(n4), rows) });
                 }
                 _ => list.push(Dispatch { what, pipeline, group, grid: (x as u32, y as u32) }),
             }
