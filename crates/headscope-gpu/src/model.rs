@@ -664,6 +664,8 @@ impl GpuModel {
             chunk = chunk.min(cap);
         }
         let rows = chunk as u64;
+        // Partial sums of split products (`k_splits`): only the parallel set splits.
+        let partial_bytes = if self.kernels.gemm_sum.is_some() { SPLIT_PARTIAL_FLOATS as u64 * 4 } else { 16 };
         let sizes = [
             ("the key/value cache of one layer", cap * kvw * 4),
             ("the attention scores of a decode step", scratch_bytes),
@@ -671,6 +673,7 @@ impl GpuModel {
             ("the attention rows", (total + row_slots as u64 * cap) * 4),
             ("the fused q/k/v activations", rows * (qw + 2 * kvw) * 4),
             ("the MLP activations", rows * inter * 4),
+            ("the split products' partial sums", partial_bytes),
         ];
         for (what, bytes) in sizes {
             check_size(&limits, what, bytes)?;
@@ -693,8 +696,6 @@ impl GpuModel {
             usage: wgpu::BufferUsages::STORAGE,
         });
         let scratch = storage(device, "scratch", scratch_bytes, none);
-        // Partial sums of split products (`k_splits`): only the parallel set splits.
-        let partial_bytes = if self.kernels.gemm_sum.is_some() { SPLIT_PARTIAL_FLOATS as u64 * 4 } else { 16 };
         let partial = storage(device, "split partial sums", partial_bytes, none);
         let control = storage(device, "control", 3 * total * 4, wgpu::BufferUsages::COPY_DST);
         let probe = storage(device, "probe", (total + row_slots as u64 * cap) * 4, wgpu::BufferUsages::COPY_SRC);
