@@ -286,16 +286,14 @@ impl GemmTile {
 /// Outputs of a `gemm_tiled` product's workgroups before its input range is split ([`k_splits`]): 512
 /// workgroups of the 64-row tile, a few per compute unit of a large GPU (an H100 has 132), so that a
 /// narrow product (the MLP's down projection of a 576-wide model has 5 column tiles) still fills it.
-const SPLIT_TARGET_OUTPUTS: usize = 512 * 64 * 4 * TILED_GROUPS;
+/// Also the floats of the split products' partial-sum buffer (16 MiB): `splits x rows x columns` never
+/// exceeds it, whatever the tile.
+pub(crate) const SPLIT_TARGET_OUTPUTS: usize = 512 * 64 * 4 * TILED_GROUPS;
 
 /// The fewest inputs a split part sums, and the most parts: past these, the partial sums' traffic and
 /// the extra pass cost more than the idle compute units.
 const SPLIT_MIN_INPUTS: usize = 256;
 const SPLIT_MAX: usize = 8;
-
-/// Floats of the partial-sum buffer of split products: `splits x rows x columns` never exceeds
-/// [`SPLIT_TARGET_OUTPUTS`] (16 MiB), whatever the tile.
-pub(crate) const SPLIT_PARTIAL_FLOATS: usize = SPLIT_TARGET_OUTPUTS;
 
 /// Parts the input range of a `[rows, k] x [k, n]` product of `tile` is split into: 1 where its tiles
 /// alone cover [`SPLIT_TARGET_OUTPUTS`], else as many as bring it near that, each part at least
@@ -563,7 +561,7 @@ mod tests {
             for (n, k) in [(576, 1536), (896, 4864), (64, 1000), (4096, 11008), (960, 576)] {
                 for tile in [GemmTile::Rows64, GemmTile::Rows128] {
                     let s = k_splits(rows, n, k, tile);
-                    assert!(s == 1 || s * rows * n.div_ceil(4) * 4 <= SPLIT_PARTIAL_FLOATS, "{rows} x {n} in {s} parts ({tile:?})");
+                    assert!(s == 1 || s * rows * n.div_ceil(4) * 4 <= SPLIT_TARGET_OUTPUTS, "{rows} x {n} in {s} parts ({tile:?})");
                 }
             }
         }

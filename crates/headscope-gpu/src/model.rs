@@ -19,7 +19,7 @@ use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{
     k_splits, scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, KernelSet, Kernels, MatOp, NormOp, RopeOp, RunUniform,
-    WeightFormat, PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, SPLIT_PARTIAL_FLOATS, TILED_GROUPS, VALUES_CHUNK, WORKGROUP,
+    WeightFormat, PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, SPLIT_TARGET_OUTPUTS, TILED_GROUPS, VALUES_CHUNK, WORKGROUP,
 };
 use crate::profile::{record, Dispatch, ForwardProfile, Phase, Profiler};
 use crate::signal::signal;
@@ -665,7 +665,7 @@ impl GpuModel {
         }
         let rows = chunk as u64;
         // Partial sums of split products (`k_splits`): only the parallel set splits.
-        let partial_bytes = if self.kernels.gemm_sum.is_some() { SPLIT_PARTIAL_FLOATS as u64 * 4 } else { 16 };
+        let partial_bytes = if self.kernels.gemm_sum.is_some() { SPLIT_TARGET_OUTPUTS as u64 * 4 } else { 16 };
         let sizes = [
             ("the key/value cache of one layer", cap * kvw * 4),
             ("the attention scores of a decode step", scratch_bytes),
