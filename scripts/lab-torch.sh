@@ -13,7 +13,8 @@
 # weights' md5 (they must agree). TRAIN_FLAGS go to train_lab.py (e.g. --f32-logits). LONG=1 adds a sixth
 # yardstick at 8192 tokens (hws8192); EXTRA="tag:needles:haystack:length ..." adds more (5 depths each).
 # Every evaluated model also runs `headscope detect` (default grid: the paper's needle in the village
-# haystack, yardstick "village"). COT=1 then runs `headscope cot` with its head scores (public/cot tasks, 1 random seed, 96-token reasoning).
+# haystack, yardstick "village"). ONLY="village hws1024 ..." runs those yardsticks alone (a short call
+# that checks one behaviour: about 25 s each is kept back from training). COT=1 then runs `headscope cot` with its head scores (public/cot tasks, 1 random seed, 96-token reasoning).
 # Each extra costs GPU time: plan on about 60 s for LONG and 150 s for COT per model.
 # Carried (git-ignored, made here):
 #   .carry/headscope.xz      a CUDA build of headscope (see scripts/lab-gpu.sh), xz-compressed
@@ -76,7 +77,9 @@ for s in ${STAGES:-}; do
 done
 last="" finished=""
 if [ ${#names[@]} -gt 0 ]; then
-  reserve=$(( $(echo ${EVAL:-} | wc -w) * (100 + ${LONG:-0} * 60 + ${COT:-0} * 150) + 45 ))
+  per_model=$(( 100 + ${LONG:-0} * 60 + ${COT:-0} * 150 ))
+  [ -n "${ONLY:-}" ] && per_model=$(( $(echo $ONLY | wc -w) * 25 ))
+  reserve=$(( $(echo ${EVAL:-} | wc -w) * per_model + 45 ))
   minutes=$(python3 -c "print(round(max(1, $(left) - $reserve) / 60, 2))")
   echo "== ${names[*]}: at most $minutes min ($(left) s left)"
   python3 $py --bin $hs --corpus /root/corpus --workers $workers --max-minutes "$minutes" ${TRAIN_FLAGS:-} "${stage_args[@]}" 2>&1 \
@@ -102,6 +105,7 @@ for name in ${EVAL:-}; do
   for x in ${EXTRA:-}; do IFS=: read -r tag needles hay len <<< "$x"; yardsticks+=("$tag $needles $hay $len"); done
   for y in "${yardsticks[@]}"; do
     read -r tag needles hay len <<< "$y"
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $tag "* ]]; then continue; fi
     if [ "$(left)" -lt 30 ]; then echo "no time for $name $tag"; break; fi
     echo -n "$(basename $dir) $tag: "
     $hs niah --model "$dir" --device cuda --dtype f32 --plain --depths 5 --needles $needles --haystack $hay --lengths $len \
@@ -110,7 +114,7 @@ for name in ${EVAL:-}; do
   ev=/root/ev-$(basename $dir)
   # Yardstick village: the paper's needle in the page's default haystack, which holds a look-alike
   # sentence; a model that copies the look-alike still "passes" at recall 0.5, but no head scores.
-  if [ "$(left)" -gt 30 ]; then
+  if [ "$(left)" -gt 30 ] && { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" village "* ]]; }; then
     echo "$(basename $dir) village: $($hs detect --model "$dir" --device cuda --dtype f32 --plain --out $ev/detect 2>&1 \
       | grep -E "pass rate|retrieval heads" | tail -2 | tr '\n' ' ')"
   fi

@@ -132,6 +132,10 @@ struct DataRecipe {
     /// they were.
     #[serde(default)]
     near_answers_differ: bool,
+    /// With `restate`: share of near sentences placed elsewhere in the context, not beside the needle
+    /// (`SentenceExerciseSettings::near_elsewhere`). 0 leaves earlier recipes' exercises as they were.
+    #[serde(default)]
+    near_elsewhere: f64,
     /// With `restate`: share of exercises that are two-hop lookups (`headscope_train::two_hop`), asked
     /// directly or step by step in the words `headscope cot` uses (issue 19's chain-of-thought demo).
     #[serde(default)]
@@ -262,6 +266,7 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
         ("cue_answers", r.data.cue_answers),
         ("natural_invented_words", r.data.natural_invented_words),
         ("natural_clauses", r.data.natural_clauses),
+        ("near_elsewhere", r.data.near_elsewhere),
         ("two_hop", r.data.two_hop),
         ("two_hop_reasoning", r.data.two_hop_reasoning),
     ] {
@@ -296,6 +301,7 @@ impl DataRecipe {
             natural_invented_words: self.natural_invented_words,
             natural_clauses: self.natural_clauses,
             near_answers_differ: self.near_answers_differ,
+            near_elsewhere: self.near_elsewhere,
             two_hop: self.two_hop,
             two_hop_reasoning: self.two_hop_reasoning,
         })

@@ -323,6 +323,13 @@ pub struct SentenceExerciseSettings {
     pub natural_clauses: f64,
     /// The natural facts' near sentences always answer otherwise ([`FactGrammar::with_distinct_near_answers`]).
     pub near_answers_differ: bool,
+    /// Share of near sentences placed elsewhere in the context instead of beside the needle. A
+    /// sentence that matches the question in part is not always the needle's neighbour: the page's
+    /// village haystack holds "The best thing to do on a sunny day was ..." far from the paper's
+    /// needle, and repeats it with the haystack. Models trained with near sentences only beside the
+    /// needle learnt to pick between neighbours, and the wide-head chain copied the far look-alike
+    /// in all 20 village tests. At 0 no extra random numbers are drawn.
+    pub near_elsewhere: f64,
     /// Share of exercises that are two-hop lookups ([`crate::two_hop`]): the answer fact is the needle,
     /// the bridge fact and facts of the same shape go elsewhere in the context, and the question asks
     /// for the answer alone or to think step by step ([`headscope_core::cot::CotMode`]'s wording).
@@ -344,6 +351,7 @@ impl Default for SentenceExerciseSettings {
             natural_invented_words: 0.0,
             natural_clauses: 0.0,
             near_answers_differ: false,
+            near_elsewhere: 0.0,
             two_hop: 0.0,
             two_hop_reasoning: 0.5,
         }
@@ -463,20 +471,29 @@ impl SentenceExerciseGenerator {
         }
         let from_corpus = !self.pool.is_empty() && self.rng.unit() < self.settings.corpus_sentences;
         let (needle, cues) = if from_corpus { self.corpus_needle() } else { self.template_needle() };
-        let (mut before, mut after) = (Vec::new(), Vec::new());
+        let (mut before, mut after, mut far) = (Vec::new(), Vec::new(), Vec::new());
         if self.rng.unit() < self.settings.distractors {
             for _ in 0..1 + self.rng.below(2) {
                 let Some(d) = self.distractor(&needle.needle, &cues) else { continue };
-                if self.rng.below(2) == 0 {
-                    before.push(d);
-                } else {
-                    after.push(d);
-                }
+                self.place_near(d, &mut before, &mut after, &mut far);
             }
         }
         let n_else = self.rng.below(self.settings.elsewhere as u64 + 1) as usize;
-        let elsewhere = (0..n_else).map(|_| self.other_fact()).collect();
+        let mut elsewhere: Vec<String> = (0..n_else).map(|_| self.other_fact()).collect();
+        elsewhere.extend(far);
         Exercise { needle, before, after, elsewhere, answer_start: 0, answer_text: None }
+    }
+
+    /// Puts a near sentence before or after the needle, or (as often as `near_elsewhere` says) among
+    /// the sentences placed elsewhere in the context.
+    fn place_near(&mut self, near: String, before: &mut Vec<String>, after: &mut Vec<String>, far: &mut Vec<String>) {
+        if self.settings.near_elsewhere > 0.0 && self.rng.unit() < self.settings.near_elsewhere {
+            far.push(near);
+        } else if self.rng.below(2) == 0 {
+            before.push(near);
+        } else {
+            after.push(near);
+        }
     }
 
     /// A fact of [`FactGrammar`] with its own near sentences (as often as `distractors` says), and
@@ -487,16 +504,14 @@ impl SentenceExerciseGenerator {
             .with_clauses(self.settings.natural_clauses)
             .with_distinct_near_answers(self.settings.near_answers_differ);
         let fact = grammar.fact(self.rng.unit() < self.settings.distractors);
-        let (mut before, mut after) = (Vec::new(), Vec::new());
+        let (mut before, mut after, mut far) = (Vec::new(), Vec::new(), Vec::new());
         for near in fact.near {
-            if self.rng.below(2) == 0 {
-                before.push(near);
-            } else {
-                after.push(near);
-            }
+            self.place_near(near, &mut before, &mut after, &mut far);
         }
         let n_else = self.rng.below(self.settings.elsewhere as u64 + 1) as usize;
-        let elsewhere = (0..n_else).map(|_| if self.rng.below(2) == 0 { grammar.fact(false).needle } else { self.other_fact() }).collect();
+        let mut elsewhere: Vec<String> =
+            (0..n_else).map(|_| if self.rng.below(2) == 0 { grammar.fact(false).needle } else { self.other_fact() }).collect();
+        elsewhere.extend(far);
         Exercise {
             needle: Needle { needle: fact.needle, question: fact.question, real_needle: fact.answer },
             before,
@@ -941,6 +956,49 @@ mod tests {
         let mut a = generator(3, SentenceExerciseSettings::default());
         let mut b = generator(3, SentenceExerciseSettings::default());
         assert_eq!(a.next_exercise(), b.next_exercise());
+    }
+
+    #[test]
+    fn near_sentences_go_elsewhere_as_often_as_asked() {
+        // Natural facts and corpus needles alike; no facts elsewhere, so `elsewhere` holds only near sentences.
+        for natural_facts in [0.0, 1.0] {
+            let settings = |share| SentenceExerciseSettings {
+                distractors: 1.0,
+                elsewhere: 0,
+                natural_facts,
+                near_answers_differ: true,
+                near_elsewhere: share,
+                ..Default::default()
+            };
+            let (mut beside, mut far) = (0, 0);
+            let mut g = generator(5, settings(0.5));
+            for _ in 0..600 {
+                let e = g.next_exercise();
+                beside += e.before.len() + e.after.len();
+                far += e.elsewhere.len();
+                for s in &e.elsewhere {
+                    assert_ne!(normalise(s), normalise(&e.needle.needle), "a near sentence is never the needle");
+                }
+            }
+            let all = beside + far;
+            assert!(all > 500, "natural {natural_facts}: only {all} near sentences");
+            assert!(far * 10 > all * 4 && far * 10 < all * 6, "natural {natural_facts}: {far} of {all} elsewhere at share 0.5");
+            let mut g = generator(5, settings(1.0));
+            for _ in 0..100 {
+                let e = g.next_exercise();
+                assert!(e.before.is_empty() && e.after.is_empty(), "share 1 leaves none beside the needle");
+            }
+            // Share 0 keeps every near sentence beside the needle (and draws nothing extra: the pinned
+            // stream of `the_stream_is_the_one_the_v4_recipes_trained_on` has it at 0).
+            let mut g = generator(8, settings(0.0));
+            let mut with_near = 0;
+            for _ in 0..100 {
+                let e = g.next_exercise();
+                assert!(e.elsewhere.is_empty());
+                with_near += usize::from(!e.before.is_empty() || !e.after.is_empty());
+            }
+            assert!(with_near > 80, "natural {natural_facts}: {with_near} of 100 with near sentences beside the needle");
+        }
     }
 
     #[test]
