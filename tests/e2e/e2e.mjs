@@ -377,6 +377,14 @@ async function main() {
     } else {
       console.log('skip: ../shared/refs/head_score is absent (published files ship with the developers\' shared folder)');
     }
+    // A hybrid's file: Jamba-v0.1's detect run on the lent H200 (4 attention layers of 32 heads; random
+    // weights, so no test passed and every list is empty). It opens and its grid is drawn.
+    await page.setInputFiles('#import-scores', path.join(ROOT, 'bench/results/2026-12-06/table1/jamba-v0.1/detect/head_scores.json'));
+    await page.waitForFunction(() => document.getElementById('import-info').textContent.includes('4 layers x 32 heads'), null, { timeout: 30_000 });
+    const jambaInk = await canvasInk(page, 'heads-canvas');
+    const jambaCells = JSON.parse(await page.evaluate(() => window.__headscopeHeadCells || '{}'));
+    check(jambaInk.width > 640 && jambaCells.rows === 4 && jambaCells.cols === 32,
+      'a Jamba head-score file (4 attention layers x 32 heads) imports and its grid is drawn', `${jambaInk.width}x${jambaInk.height}, ${jambaCells.rows} x ${jambaCells.cols} cells`);
 
     // Remember and share: a copied link opens the same experiment in a fresh browser and runs to the
     // same head scores; a reload restores the session; "Start over" forgets it.

@@ -87,7 +87,17 @@ pub fn merge(a: &MergeArgs) -> Result<()> {
                 std::fs::copy(first.join(kind.file_name()), a.out.join(kind.file_name()))
                     .with_context(|| format!("copying {} from {}", kind.file_name(), first.display()))?;
             }
-            outputs::finish_detect(&a.out, shape, records, &kinds, gate, threshold, &s.model_name, 0)?;
+            outputs::finish_detect(
+                &a.out,
+                shape,
+                info.model.attention_layers.as_deref(),
+                records,
+                &kinds,
+                gate,
+                threshold,
+                &s.model_name,
+                0,
+            )?;
         }
         Finish::Niah { pass } => {
             let (heads, plan, mode) = match &info.mask {

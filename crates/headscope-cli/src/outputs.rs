@@ -11,11 +11,13 @@ use std::path::Path;
 
 /// Writes what `detect` makes of its records in `out`: the head scores of every kind in `kinds` that
 /// comes from records (eq. 1's head_scores.json always), heads.png, niah.png and summary.json, and
-/// prints the summary (`ran`: tests run by this invocation). Returns eq. 1's scores.
+/// prints the summary (`ran`: tests run by this invocation). `rows`: a hybrid's attention layers, the
+/// heatmap's row labels. Returns eq. 1's scores.
 #[allow(clippy::too_many_arguments)]
 pub fn finish_detect(
     out: &Path,
     shape: HeadShape,
+    rows: Option<&[usize]>,
     records: &[TestRecord],
     kinds: &[ScoreKind],
     gate: f64,
@@ -31,7 +33,7 @@ pub fn finish_detect(
         files::write_head_scores(&path, &other)?;
         println!("{} scores: {}", kind.name(), path.display());
     }
-    save_head_heatmap(&out.join("heads.png"), &scores, &format!("retrieval scores: {model_name}"))?;
+    save_head_heatmap(&out.join("heads.png"), &scores, rows, &format!("retrieval scores: {model_name}"))?;
     save_niah(&out.join("niah.png"), records, &format!("NIAH: {model_name}"))?;
     print_detect_summary(out, records, ran, &scores, gate, threshold)?;
     Ok(scores)
@@ -57,14 +59,23 @@ pub fn finish_niah(
     print_niah_summary(out, records, pass, masked, plan)
 }
 
-/// Layers x heads heatmap of mean retrieval scores.
-pub fn save_head_heatmap(path: &Path, scores: &HeadScores, title: &str) -> Result<()> {
+/// Layers x heads heatmap of mean retrieval scores, its rows labelled with `rows` where given (a
+/// hybrid's attention layers).
+pub fn save_head_heatmap(path: &Path, scores: &HeadScores, rows: Option<&[usize]>, title: &str) -> Result<()> {
+    headscope_plot::save_head_heatmap(path, &head_grid(scores, rows), title).with_context(|| format!("drawing {}", path.display()))
+}
+
+/// The plot grid of `scores`' means, its rows labelled with `rows` where given.
+pub fn head_grid(scores: &HeadScores, rows: Option<&[usize]>) -> Grid {
     let shape = scores.shape();
     let mut grid = Grid::new(shape.layers, shape.heads);
     for h in shape.iter() {
         grid.set(h.layer, h.head, scores.mean(h));
     }
-    headscope_plot::save_head_heatmap(path, &grid, title).with_context(|| format!("drawing {}", path.display()))
+    match rows {
+        Some(rows) => grid.with_row_numbers(rows.to_vec()),
+        None => grid,
+    }
 }
 
 /// The NIAH grid of the records: mean answer recall per (depth, length) cell over needles.

@@ -174,7 +174,7 @@ pub(crate) fn model_info(model_dir: &ModelDir, options: &LoadOptions, device: &s
         kv_heads: spec.kv_heads,
         dtype: dtype_name(ModelDir::resolve_dtype(options)).to_string(),
         device: device.to_string(),
-        attention_layers: (spec.head_shape().layers != spec.layers).then(|| spec.attention_layers()),
+        attention_layers: spec.hybrid_attention_layers(),
     }
 }
 
@@ -583,7 +583,8 @@ pub fn detect(args: &SweepArgs, gate: f64, threshold: f64, score_kinds: &str) ->
         }
     }
     let model_name = model_name(&sweep.model_dir.dir);
-    outputs::finish_detect(&args.out, shape, log.records(), &kinds, gate, threshold, &model_name, ran)?;
+    let rows = sweep.model_dir.spec.hybrid_attention_layers();
+    outputs::finish_detect(&args.out, shape, rows.as_deref(), log.records(), &kinds, gate, threshold, &model_name, ran)?;
     println!("wrote {}/{{head_scores.json, tests.jsonl, heads.png, niah.png, summary.json, run.json}}", args.out.display());
     Ok(())
 }

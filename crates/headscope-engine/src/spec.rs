@@ -442,6 +442,13 @@ impl ModelSpec {
         (0..self.layers).filter(|&l| self.layer_kinds.get(l).copied().unwrap_or_default() == LayerKind::Attention).collect()
     }
 
+    /// The model layers the head grid's rows stand for where they are not 0..layers: a hybrid's
+    /// attention layers (run.json's `attention_layers`, the heatmaps' row labels); None otherwise.
+    pub fn hybrid_attention_layers(&self) -> Option<Vec<usize>> {
+        let attending = self.attention_layers();
+        (attending.len() != self.layers).then_some(attending)
+    }
+
     /// Query heads that share one key/value head.
     pub fn group_size(&self) -> usize {
         self.heads / self.kv_heads

@@ -9,12 +9,21 @@ pub struct Grid {
     pub cols: usize,
     /// `rows * cols` cells, row by row; `values[r * cols + c]` is row `r`, column `c`.
     pub values: Vec<Option<f64>>,
+    /// What each row is labelled where it is not its index: a hybrid model's head grid has a row per
+    /// attention layer, and these are those layers' numbers in the model (Jamba-v0.1: 4, 12, 20, 28).
+    pub row_numbers: Option<Vec<usize>>,
 }
 
 impl Grid {
     /// A `rows` x `cols` grid with every cell empty (None).
     pub fn new(rows: usize, cols: usize) -> Self {
-        Grid { rows, cols, values: vec![None; rows.saturating_mul(cols)] }
+        Grid { rows, cols, values: vec![None; rows.saturating_mul(cols)], row_numbers: None }
+    }
+
+    /// Labels the rows with `numbers` instead of 0..rows (see [`Grid::row_numbers`]).
+    pub fn with_row_numbers(mut self, numbers: Vec<usize>) -> Self {
+        self.row_numbers = Some(numbers);
+        self
     }
 
     /// The value at row `r`, column `c`; None when the cell is empty or outside the grid.

@@ -51,13 +51,23 @@ fn head_spec<T>(values: &Grid, title: &str, names: &AxisNames, scale: Scale, f: 
         title,
         grid: values,
         x_name: names.x,
-        y_name: names.y,
+        // A hybrid's rows are its attention layers, labelled with their numbers in the model.
+        y_name: if values.row_numbers.is_some() { "attention layer" } else { names.y },
         col_labels: (0..values.cols).map(|c| c.to_string()).collect(),
-        row_labels: (0..values.rows).map(|r| r.to_string()).collect(),
+        row_labels: row_labels(values),
         legend,
         color: &*color,
     };
     f(&spec)
+}
+
+/// A head grid's row labels: its layers' numbers ([`Grid::row_numbers`], a hybrid's attention
+/// layers), or 0..rows.
+pub(crate) fn row_labels(values: &Grid) -> Vec<String> {
+    match &values.row_numbers {
+        Some(numbers) => numbers.iter().map(|n| n.to_string()).collect(),
+        None => (0..values.rows).map(|r| r.to_string()).collect(),
+    }
 }
 
 /// Lays out and draws a head grid on `area`.

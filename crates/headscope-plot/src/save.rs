@@ -92,7 +92,7 @@ fn save_png(
 /// Saves [`draw_head_heatmap`] to `path`, PNG or SVG by extension, sized by [`head_heatmap_size`]
 /// (width grows with heads, at least 640x480).
 pub fn save_head_heatmap(path: &Path, scores: &Grid, title: &str) -> Result<(), PlotError> {
-    crate::chart::check_shape(scores, scores.rows, scores.cols)?;
+    crate::chart::check_shape(scores, scores.row_numbers.as_ref().map_or(scores.rows, Vec::len), scores.cols)?;
     format_of(path)?;
     save_with(path, head_heatmap_size(scores), |a| draw_head_heatmap(a, scores, title), |a| draw_head_heatmap(a, scores, title))
 }

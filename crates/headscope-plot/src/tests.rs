@@ -425,7 +425,7 @@ fn empty_grid_is_a_shape_error() {
 
 #[test]
 fn values_of_the_wrong_length_are_a_shape_error() {
-    let g = Grid { rows: 2, cols: 2, values: vec![Some(1.0); 3] };
+    let g = Grid { rows: 2, cols: 2, values: vec![Some(1.0); 3], row_numbers: None };
     let dir = tempfile::tempdir().unwrap();
     let err = save_head_heatmap(&dir.path().join("bad.svg"), &g, "bad").unwrap_err();
     assert!(matches!(err, PlotError::Shape { rows: 2, cols: 2, .. }), "{err:?}");
@@ -725,4 +725,23 @@ fn cell_maps_find_the_cell_under_every_pixel_and_ignore_the_margins() {
     assert_eq!((n.rows, n.cols), (3, 3));
     let (x0, y0, _, _) = n.cell_rect(2, 1);
     assert_eq!(n.cell_at(x0, y0), Some((2, 1)));
+}
+
+#[test]
+fn a_hybrids_rows_are_labelled_with_its_attention_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Grid::new(4, 3).with_row_numbers(vec![4, 12, 20, 28]);
+    g.set(3, 1, 0.5);
+    // Text is drawn as glyph outlines, so the labels are checked where the chart takes them from.
+    assert_eq!(crate::heatmap::row_labels(&g), ["4", "12", "20", "28"]);
+    assert_eq!(crate::heatmap::row_labels(&Grid::new(2, 3)), ["0", "1"]);
+    let png = dir.path().join("hybrid.png");
+    save_head_heatmap(&png, &g, "hybrid").unwrap();
+    check_png(&png, (640, 480));
+    // As many numbers as rows, or a shape error before any file is written.
+    let bad = Grid::new(4, 3).with_row_numbers(vec![4, 12]);
+    let path = dir.path().join("bad.svg");
+    let err = save_head_heatmap(&path, &bad, "bad").unwrap_err();
+    assert!(matches!(err, PlotError::Shape { .. }), "{err:?}");
+    assert!(!path.exists());
 }

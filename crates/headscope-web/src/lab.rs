@@ -249,6 +249,7 @@ impl LabModel {
             name: self.name.clone(),
             model_type: self.spec.model_type.clone(),
             layers: self.spec.head_shape().layers,
+            attention_layers: self.spec.hybrid_attention_layers(),
             heads: self.spec.heads,
             kv_heads: self.spec.kv_heads,
             max_positions: self.spec.max_position_embeddings,

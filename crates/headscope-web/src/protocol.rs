@@ -187,6 +187,10 @@ pub struct ModelSummary {
     pub model_type: String,
     /// Rows of the head grid: the layers that attend (all of them but a hybrid's Mamba layers).
     pub layers: usize,
+    /// A hybrid's attention layers, the model layers the head grid's rows stand for (the heatmap's row
+    /// labels); None where every layer attends.
+    #[serde(default)]
+    pub attention_layers: Option<Vec<usize>>,
     /// Query heads per layer.
     pub heads: usize,
     /// Key/value heads per layer.

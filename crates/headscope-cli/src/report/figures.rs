@@ -128,7 +128,7 @@ pub(super) fn fig4(figures: &Path, scores: &HeadScores, model: &str, html: &mut 
 }
 
 /// Fig. 5: the layers x heads heatmap.
-pub(super) fn fig5(figures: &Path, scores: &HeadScores, model: &str, html: &mut Html) -> Result<()> {
+pub(super) fn fig5(figures: &Path, scores: &HeadScores, attention_rows: Option<&[usize]>, model: &str, html: &mut Html) -> Result<()> {
     let stem = "fig5-heatmap";
     let shape = scores.shape();
     write_json(
@@ -144,13 +144,8 @@ pub(super) fn fig5(figures: &Path, scores: &HeadScores, model: &str, html: &mut 
     );
     write_csv(figures, stem, &rows)?;
     let title = format!("Retrieval scores: {model}");
-    let svg = draw_both(figures, stem, |p| {
-        let mut grid = headscope_plot::Grid::new(shape.layers, shape.heads);
-        for h in shape.iter() {
-            grid.set(h.layer, h.head, scores.mean(h));
-        }
-        headscope_plot::save_head_heatmap(p, &grid, &title)
-    })?;
+    let grid = crate::outputs::head_grid(scores, attention_rows);
+    let svg = draw_both(figures, stem, |p| headscope_plot::save_head_heatmap(p, &grid, &title))?;
     html.section(
         "Fig. 5: retrieval scores by layer and head",
         "Mean retrieval score of every head (layer 0 at the top).",

@@ -325,7 +325,7 @@ pub fn report(a: &ReportArgs) -> Result<()> {
     let mut html = Html::new(a, &model_dir, &model_name, &scores, &plan, detect_log.records());
     fig3(&figures, &scores, &model_name, &mut html)?;
     fig4(&figures, &scores, &model_name, &mut html)?;
-    fig5(&figures, &scores, &model_name, &mut html)?;
+    fig5(&figures, &scores, model_dir.spec.hybrid_attention_layers().as_deref(), &model_name, &mut html)?;
     fig6(&figures, &model_name, &scores, others, &mut html)?;
     let mask_logs = masked
         .iter()

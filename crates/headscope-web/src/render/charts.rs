@@ -5,7 +5,7 @@ use crate::app::{App, SweepView};
 use crate::dom::{self, js_error, Res};
 use crate::strings::msg;
 use crate::views;
-use headscope_core::{HeadId, HeadScores};
+use headscope_core::{HeadId, HeadScores, HeadShape};
 use headscope_plot::plotters;
 use headscope_plot::{CellMap, Grid, RecallPalette};
 use plotters::prelude::*;
@@ -137,15 +137,24 @@ fn palette(a: &App) -> RecallPalette {
     }
 }
 
-/// The head heatmap's grid and title: the shown scores, or an empty grid of the model's shape.
+/// The head heatmap's grid and title: the shown scores, or an empty grid of the model's shape; a
+/// hybrid model's rows labelled with its attention layers.
 fn heads_grid(a: &App, shown: Shown) -> Option<(Grid, String)> {
-    if let Some((scores, title)) = shown {
-        if scores.tests() > 0 {
-            return Some((views::score_grid(scores), title.clone()));
+    let (grid, title) = match shown {
+        // Scores of no tests yet draw the model's empty grid, unless they are of another shape (an
+        // imported file of a model whose detect run scored no test: its grid, all zero).
+        Some((scores, title))
+            if scores.tests() > 0 || a.model.as_ref().is_none_or(|m| HeadShape::new(m.layers, m.heads) != scores.shape()) =>
+        {
+            (views::score_grid(scores), title.clone())
         }
-    }
-    let m = a.model.as_ref()?;
-    Some((Grid::new(m.layers, m.heads), a.say(msg::SCORES_TITLE_EMPTY, &[("model", &m.name)])))
+        _ => {
+            let m = a.model.as_ref()?;
+            (Grid::new(m.layers, m.heads), a.say(msg::SCORES_TITLE_EMPTY, &[("model", &m.name)]))
+        }
+    };
+    let rows = a.model.as_ref().and_then(|m| m.attention_layers.clone()).filter(|rows| rows.len() == grid.rows);
+    Some((views::with_attention_rows(grid, rows), title))
 }
 
 /// Outlines the selected head and crosses out masked heads on the score heatmap.
