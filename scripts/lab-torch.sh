@@ -22,6 +22,8 @@
 #   .carry/tok/tokenizer.json  optional: the tokenizer `headscope train --stop-at 0` trains (deterministic)
 #   .carry/eval/natural.jsonl  cargo run --release -p headscope-train --example natural_facts -- 48 77
 #   .carry/eval/heldout-stories.txt  from scripts/prepare-corpus.sh
+#   .carry/eval/lookalikes/  optional: cargo run --release -p headscope-train --example lookalikes --
+#     .carry/eval/lookalikes 24 4242 .carry/eval/heldout-stories.txt (yardstick look1024)
 #   .carry/models/NAME.tar.xz  optional: a model folder an earlier session trained (its files at the top
 #     of the tar: config.json, tokenizer files, model.safetensors, loss.csv), unpacked as stage NAME, so
 #     that a chain can go on from it ("n12:RECIPE:NAME") instead of training its stages again
@@ -78,7 +80,8 @@ done
 last="" finished=""
 if [ ${#names[@]} -gt 0 ]; then
   per_model=$(( 100 + ${LONG:-0} * 60 + ${COT:-0} * 150 ))
-  [ -n "${ONLY:-}" ] && per_model=$(( $(echo $ONLY | wc -w) * 25 ))
+  [ -f .carry/eval/lookalikes/needles.jsonl ] && per_model=$(( per_model + 75 )) # 24 model loads
+  [ -n "${ONLY:-}" ] && per_model=$(( $(echo $ONLY | wc -w) * 25 + $([[ " $ONLY " == *" look1024 "* ]] && echo 60 || echo 0) ))
   reserve=$(( $(echo ${EVAL:-} | wc -w) * per_model + 45 ))
   minutes=$(python3 -c "print(round(max(1, $(left) - $reserve) / 60, 2))")
   echo "== ${names[*]}: at most $minutes min ($(left) s left)"
@@ -103,10 +106,18 @@ for name in ${EVAL:-}; do
   [ "${LONG:-0}" = 1 ] && yardsticks+=("hws8192 $hw $sto 8192")
   # EXTRA="tag:needles:haystack:length ..." adds yardsticks of its own (e.g. needles written for a trial).
   for x in ${EXTRA:-}; do IFS=: read -r tag needles hay len <<< "$x"; yardsticks+=("$tag $needles $hay $len"); done
+  # Yardstick look1024: each needle of .carry/eval/lookalikes (the lookalikes example) in its own short
+  # haystack holding a look-alike sentence, as the village haystack holds one for the paper's needle.
+  [ -f .carry/eval/lookalikes/needles.jsonl ] && yardsticks+=("look1024 - - 1024")
   for y in "${yardsticks[@]}"; do
     read -r tag needles hay len <<< "$y"
     if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $tag "* ]]; then continue; fi
     if [ "$(left)" -lt 30 ]; then echo "no time for $name $tag"; break; fi
+    if [ "$tag" = look1024 ]; then
+      echo "$(basename $dir) $tag: $(HS=$hs scripts/lookalike-eval.sh "$dir" .carry/eval/lookalikes $len /root/ev-$(basename $dir)/$tag \
+        --device cuda --dtype f32 2>&1 | tail -1)"
+      continue
+    fi
     echo -n "$(basename $dir) $tag: "
     $hs niah --model "$dir" --device cuda --dtype f32 --plain --depths 5 --needles $needles --haystack $hay --lengths $len \
       --out /root/ev-$(basename $dir)/$tag 2>&1 | grep -i "pass" | tail -1
@@ -122,7 +133,7 @@ for name in ${EVAL:-}; do
     $hs cot --model "$dir" --device cuda --dtype f32 --plain --scores $ev/detect/head_scores.json --seeds 1 --max-new-tokens-step 96 \
       --out $ev/cot 2>&1 | grep -E "^ +(word_problem|two_hop)" | tail -12
   fi
-  (cd /root/ev-$(basename $dir) && tar czf "$out/ev-$(basename $dir).tgz" */tests.jsonl */summary.json cot/*/cot.jsonl 2>/dev/null)
+  (cd /root/ev-$(basename $dir) && tar czf "$out/ev-$(basename $dir).tgz" */tests.jsonl */summary.json look1024/*/tests.jsonl cot/*/cot.jsonl 2>/dev/null)
 done
 # The last stage trained, and where that one stopped short (time limit), the last finished one too:
 # a machine may be released between calls, and a chain can then go on from the finished stage
