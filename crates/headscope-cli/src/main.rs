@@ -337,7 +337,7 @@ struct TinyArgs {
     /// Directory to write.
     #[arg(long)]
     out: PathBuf,
-    /// Family: llama, mistral, qwen2, mixtral, qwen3, phi3, gemma2, gemma3 (gemma3_text).
+    /// Family: llama, mistral, qwen2, mixtral, qwen3, phi3, gemma2, gemma3 (gemma3_text), jamba.
     #[arg(long, default_value = "llama")]
     arch: String,
     /// Seed of the random weights.

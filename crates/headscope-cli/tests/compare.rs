@@ -145,3 +145,58 @@ fn bad_input_exits_with_1_and_a_message() {
     fails_all(&["compare", &a, &b, "--plot", &s(&tmp.path().join("corr.bmp"))], &["corr.bmp", "neither .png nor .svg"]);
     fails_all(&["compare", &a, &b, "--plot", &s(&tmp.path().join("no-dir/corr.png"))], &["no-dir"]);
 }
+
+/// A hybrid's files: a tiny random Jamba's detect run writes eq. 1 and the data-free scores (which
+/// differ between heads even on random weights), `compare` correlates two Jamba runs, and an
+/// all-zero eq. 1 file (random weights find no needle) is named as the reason, not a panic; the
+/// Jamba-v0.1 file from the lent GPU (committed beside BENCHMARKS.md) reads the same way.
+#[test]
+fn a_jamba_runs_head_score_files_open_in_compare() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for seed in ["0", "1"] {
+        let model = tmp.path().join(format!("jamba-{seed}"));
+        ok_stdout(&["tiny-model", "--arch", "jamba", "--seed", seed, "--out", &s(&model)]);
+        let out = tmp.path().join(format!("detect-{seed}"));
+        let haystack = format!("{}/../../public/haystacks/village.txt", env!("CARGO_MANIFEST_DIR"));
+        let heldout = std::fs::read_to_string(format!("{}/../../public/needles/heldout.jsonl", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let needles = s(&tmp.path().join("needles.jsonl"));
+        std::fs::write(&needles, heldout.lines().take(2).collect::<Vec<_>>().join("\n")).unwrap();
+        ok_stdout(&[
+            "detect",
+            "--model",
+            &s(&model),
+            "--haystack",
+            &haystack,
+            "--needles",
+            &needles,
+            "--lengths",
+            "200",
+            "--depths",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--gate",
+            "0",
+            "--score",
+            "eq1,induction,echo",
+            "--out",
+            &s(&out),
+        ]);
+        let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+        assert_eq!(run["model"]["attention_layers"], serde_json::json!([1, 3]), "the tiny Jamba's attention layers are recorded");
+        runs.push(out);
+    }
+    let stdout =
+        ok_stdout(&["compare", "--json", &s(&runs[0].join("head_scores_induction.json")), &s(&runs[1].join("head_scores_induction.json"))]);
+    let m = json(&stdout);
+    let r = m["pearson"][0][1].as_f64().expect("a correlation between the two Jamba runs");
+    assert!((-1.0..=1.0).contains(&r) && r != 1.0, "two random Jambas' induction scores differ: {r}");
+    let stdout = ok_stdout(&["compare", &s(&runs[0].join("head_scores_induction.json")), &s(&runs[0].join("head_scores_echo.json"))]);
+    assert!(stdout.contains("Spearman"), "{stdout}");
+    let eq1 = s(&runs[0].join("head_scores.json"));
+    fails_all(&["compare", &eq1, &eq1], &["same mean score", "undefined"]);
+    let gpu = format!("{}/../../bench/results/2026-12-06/table1/jamba-v0.1/detect/head_scores.json", env!("CARGO_MANIFEST_DIR"));
+    fails_all(&["compare", &gpu, &gpu], &["same mean score", "undefined"]);
+    fails_all(&["compare", &gpu, &eq1], &["4 layers x 32 heads", "2 layers x 4 heads"]);
+}

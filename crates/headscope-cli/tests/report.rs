@@ -351,3 +351,33 @@ fn report_sets_the_scores_side_by_side() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("Which score is causal?") && html.contains("How alike are the scores?"));
 }
+
+/// A hybrid: the report of a tiny random Jamba runs its sub-runs and writes every figure; fig. 5's
+/// data is the 2 attention layers' grid (Jamba's Mamba layers have no heads).
+#[test]
+fn report_runs_on_a_jamba() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("jamba");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .args(["tiny-model", "--arch", "jamba", "--out", &s(&model)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let needles = tmp.path().join("needles.jsonl");
+    let heldout = std::fs::read_to_string(repo("public/needles/heldout.jsonl")).unwrap();
+    std::fs::write(&needles, heldout.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let out = tmp.path().join("report");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .current_dir(repo(""))
+        .args(["report", "--model", &s(&model), "--out", &s(&out), "--no-qa", "--needles", &s(&needles), "--lengths", "256"])
+        .args(["--depths", "2", "--max-new-tokens", "4", "--gate", "0", "--k-max", "2", "--seeds", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fig5 = json(&out.join("figures/fig5-heatmap.json"));
+    assert_eq!((fig5["layers"].as_u64(), fig5["heads"].as_u64()), (Some(2), Some(4)), "{fig5}");
+    for f in ["fig5-heatmap.png", "fig5-heatmap.svg", "fig7-masking.png"] {
+        assert!(out.join("figures").join(f).is_file(), "{f}");
+    }
+    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("Fig. 5"));
+}
