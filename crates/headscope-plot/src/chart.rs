@@ -32,17 +32,20 @@ pub struct AxisNames<'a> {
     pub x: &'a str,
     /// Beside the y axis.
     pub y: &'a str,
+    /// Beside the y axis of a head grid whose rows are a hybrid's attention layers ([`Grid::row_numbers`]).
+    pub y_attention: &'a str,
     /// Over the colour bar.
     pub legend: &'a str,
 }
 
 impl AxisNames<'static> {
     /// The NIAH grid's.
-    pub const NIAH: AxisNames<'static> = AxisNames { x: "context length (tokens)", y: "needle depth", legend: "recall" };
+    pub const NIAH: AxisNames<'static> =
+        AxisNames { x: "context length (tokens)", y: "needle depth", y_attention: "needle depth", legend: "recall" };
     /// A head heatmap of retrieval scores.
-    pub const HEAD_SCORES: AxisNames<'static> = AxisNames { x: "head", y: "layer", legend: "score" };
+    pub const HEAD_SCORES: AxisNames<'static> = AxisNames { x: "head", y: "layer", y_attention: "attention layer", legend: "score" };
     /// A head heatmap of a change between two runs.
-    pub const HEAD_CHANGE: AxisNames<'static> = AxisNames { x: "head", y: "layer", legend: "change" };
+    pub const HEAD_CHANGE: AxisNames<'static> = AxisNames { x: "head", y: "layer", y_attention: "attention layer", legend: "change" };
 }
 const TEXT: RGBColor = RGBColor(0x20, 0x20, 0x20);
 const FRAME: RGBColor = RGBColor(0x60, 0x60, 0x60);

@@ -52,7 +52,7 @@ fn head_spec<T>(values: &Grid, title: &str, names: &AxisNames, scale: Scale, f: 
         grid: values,
         x_name: names.x,
         // A hybrid's rows are its attention layers, labelled with their numbers in the model.
-        y_name: if values.row_numbers.is_some() { "attention layer" } else { names.y },
+        y_name: if values.row_numbers.is_some() { names.y_attention } else { names.y },
         col_labels: (0..values.cols).map(|c| c.to_string()).collect(),
         row_labels: row_labels(values),
         legend,

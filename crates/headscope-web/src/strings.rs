@@ -334,6 +334,7 @@ pub mod msg {
         AXIS_RECALL: "recall", "召回率";
         AXIS_HEAD: "head", "头";
         AXIS_LAYER: "layer", "层";
+        AXIS_ATTENTION_LAYER: "attention layer", "注意力层";
         AXIS_SCORE: "score", "得分";
         AXIS_SHARE: "share", "比例";
         AXIS_CHANGE: "change", "变化";

@@ -121,12 +121,22 @@ fn niah_title(a: &App) -> String {
 
 /// The NIAH grid's axis words in the page's language.
 fn niah_names(a: &App) -> headscope_plot::AxisNames<'static> {
-    headscope_plot::AxisNames { x: msg::AXIS_LENGTH.get(a.lang), y: msg::AXIS_DEPTH.get(a.lang), legend: msg::AXIS_RECALL.get(a.lang) }
+    headscope_plot::AxisNames {
+        x: msg::AXIS_LENGTH.get(a.lang),
+        y: msg::AXIS_DEPTH.get(a.lang),
+        y_attention: msg::AXIS_DEPTH.get(a.lang),
+        legend: msg::AXIS_RECALL.get(a.lang),
+    }
 }
 
 /// A head chart's axis words in the page's language, its legend captioned `legend`.
 fn head_names(a: &App, legend: crate::strings::Text) -> headscope_plot::AxisNames<'static> {
-    headscope_plot::AxisNames { x: msg::AXIS_HEAD.get(a.lang), y: msg::AXIS_LAYER.get(a.lang), legend: legend.get(a.lang) }
+    headscope_plot::AxisNames {
+        x: msg::AXIS_HEAD.get(a.lang),
+        y: msg::AXIS_LAYER.get(a.lang),
+        y_attention: msg::AXIS_ATTENTION_LAYER.get(a.lang),
+        legend: legend.get(a.lang),
+    }
 }
 
 fn palette(a: &App) -> RecallPalette {
