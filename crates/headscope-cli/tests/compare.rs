@@ -158,31 +158,14 @@ fn a_jamba_runs_head_score_files_open_in_compare() {
         let model = tmp.path().join(format!("jamba-{seed}"));
         ok_stdout(&["tiny-model", "--arch", "jamba", "--seed", seed, "--out", &s(&model)]);
         let out = tmp.path().join(format!("detect-{seed}"));
+        let (model_s, out_s) = (s(&model), s(&out));
         let haystack = format!("{}/../../public/haystacks/village.txt", env!("CARGO_MANIFEST_DIR"));
         let heldout = std::fs::read_to_string(format!("{}/../../public/needles/heldout.jsonl", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let needles = s(&tmp.path().join("needles.jsonl"));
         std::fs::write(&needles, heldout.lines().take(2).collect::<Vec<_>>().join("\n")).unwrap();
-        ok_stdout(&[
-            "detect",
-            "--model",
-            &s(&model),
-            "--haystack",
-            &haystack,
-            "--needles",
-            &needles,
-            "--lengths",
-            "200",
-            "--depths",
-            "2",
-            "--max-new-tokens",
-            "4",
-            "--gate",
-            "0",
-            "--score",
-            "eq1,induction,echo",
-            "--out",
-            &s(&out),
-        ]);
+        let mut args = vec!["detect", "--model", &model_s, "--haystack", &haystack, "--needles", &needles, "--out", &out_s];
+        args.extend("--lengths 200 --depths 2 --max-new-tokens 4 --gate 0 --score eq1,induction,echo".split_whitespace());
+        ok_stdout(&args);
         let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
         assert_eq!(run["model"]["attention_layers"], serde_json::json!([1, 3]), "the tiny Jamba's attention layers are recorded");
         runs.push(out);
