@@ -72,10 +72,7 @@ pub fn head_grid(scores: &HeadScores, rows: Option<&[usize]>) -> Grid {
     for h in shape.iter() {
         grid.set(h.layer, h.head, scores.mean(h));
     }
-    match rows {
-        Some(rows) => grid.with_row_numbers(rows.to_vec()),
-        None => grid,
-    }
+    grid.with_row_numbers(rows.map(<[usize]>::to_vec))
 }
 
 /// The NIAH grid of the records: mean answer recall per (depth, length) cell over needles.

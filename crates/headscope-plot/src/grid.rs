@@ -20,9 +20,9 @@ impl Grid {
         Grid { rows, cols, values: vec![None; rows.saturating_mul(cols)], row_numbers: None }
     }
 
-    /// Labels the rows with `numbers` instead of 0..rows (see [`Grid::row_numbers`]).
-    pub fn with_row_numbers(mut self, numbers: Vec<usize>) -> Self {
-        self.row_numbers = Some(numbers);
+    /// Labels the rows with `numbers` where given, else 0..rows (see [`Grid::row_numbers`]).
+    pub fn with_row_numbers(mut self, numbers: Option<Vec<usize>>) -> Self {
+        self.row_numbers = numbers;
         self
     }
 

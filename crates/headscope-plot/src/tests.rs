@@ -730,7 +730,7 @@ fn cell_maps_find_the_cell_under_every_pixel_and_ignore_the_margins() {
 #[test]
 fn a_hybrids_rows_are_labelled_with_its_attention_layers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut g = Grid::new(4, 3).with_row_numbers(vec![4, 12, 20, 28]);
+    let mut g = Grid::new(4, 3).with_row_numbers(Some(vec![4, 12, 20, 28]));
     g.set(3, 1, 0.5);
     // Text is drawn as glyph outlines, so the labels are checked where the chart takes them from.
     assert_eq!(crate::heatmap::row_labels(&g), ["4", "12", "20", "28"]);
@@ -739,7 +739,7 @@ fn a_hybrids_rows_are_labelled_with_its_attention_layers() {
     save_head_heatmap(&png, &g, "hybrid").unwrap();
     check_png(&png, (640, 480));
     // As many numbers as rows, or a shape error before any file is written.
-    let bad = Grid::new(4, 3).with_row_numbers(vec![4, 12]);
+    let bad = Grid::new(4, 3).with_row_numbers(Some(vec![4, 12]));
     let path = dir.path().join("bad.svg");
     let err = save_head_heatmap(&path, &bad, "bad").unwrap_err();
     assert!(matches!(err, PlotError::Shape { .. }), "{err:?}");

@@ -34,14 +34,6 @@ pub fn head_grid(shape: HeadShape, value: impl Fn(HeadId) -> f64) -> Grid {
     grid
 }
 
-/// `grid` with its rows labelled by `rows` (a hybrid's attention layers) where given.
-pub fn with_attention_rows(grid: Grid, rows: Option<Vec<usize>>) -> Grid {
-    match rows {
-        Some(rows) => grid.with_row_numbers(rows),
-        None => grid,
-    }
-}
-
 /// Mean retrieval score per head.
 pub fn score_grid(scores: &HeadScores) -> Grid {
     head_grid(scores.shape(), |h| scores.mean(h))

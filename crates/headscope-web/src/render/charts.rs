@@ -164,7 +164,7 @@ fn heads_grid(a: &App, shown: Shown) -> Option<(Grid, String)> {
         }
     };
     let rows = a.model.as_ref().and_then(|m| m.attention_layers.clone()).filter(|rows| rows.len() == grid.rows);
-    Some((views::with_attention_rows(grid, rows), title))
+    Some((grid.with_row_numbers(rows), title))
 }
 
 /// Outlines the selected head and crosses out masked heads on the score heatmap.
