@@ -374,7 +374,20 @@ fn prefill_wg_source(head_dim: usize) -> String {
     let tile = (512 / d4).clamp(1, 64).max((rows * splits).div_ceil(2 * d4));
     let tile_d4 = tile * d4;
     let each = |f: &dyn Fn(usize) -> String| (0..d4).map(f).collect::<Vec<_>>().join("\n");
-    let dot = (0..d4).map(|i| format!("dot(q{i}, tile_k[kb + {i}u])")).collect::<Vec<_>>().join(" + ");
+    // Keys a block (`KB`): the most, up to 8, that split every split's share of a tile evenly.
+    let kb = [8, 4, 2, 1].into_iter().find(|kb| tile % (splits * kb) == 0).unwrap_or(1);
+    let keys = |f: &dyn Fn(usize) -> String| (0..kb).map(f).collect::<Vec<_>>().join("\n");
+    let dot = |k: usize| (0..d4).map(|i| format!("dot(q{i}, tile_k[kb{k} + {i}u])")).collect::<Vec<_>>().join(" + ");
+    let block_step = [
+        keys(&|k| format!("            let j{k} = t0 + b + {k}u * SPLITS;\n            let seen{k} = j{k} >= lo && j{k} <= p;\n            let kb{k} = (b + {k}u * SPLITS) * D4;\n            let s{k} = select(neg, ({}) * op.scale, seen{k});", dot(k))),
+        format!("            let mn = max(m, {});", (1..kb).fold("s0".to_string(), |acc, k| format!("max({acc}, s{k})"))),
+        "            let c = exp(m - mn);".to_string(),
+        keys(&|k| format!("            let e{k} = select(0.0, exp(s{k} - mn), seen{k});")),
+        format!("            l = l * c + {};", (0..kb).map(|k| format!("e{k}")).collect::<Vec<_>>().join(" + ")),
+        "            m = mn;".to_string(),
+        each(&|i| format!("            a{i} = a{i} * c + {};", (0..kb).map(|k| format!("e{k} * tile_v[kb{k} + {i}u]")).collect::<Vec<_>>().join(" + "))),
+    ]
+    .join("\n");
     // Merging: every split's (max, sum) through the tiles; then, for each chunk of a row's accumulators
     // that fits both tiles (64 rows x `chunk` vec4s), splits 1.. write theirs in turn and split 0 adds.
     let chunk = d4.min(2 * tile_d4 / rows).max(1);
@@ -410,8 +423,8 @@ fn prefill_wg_source(head_dim: usize) -> String {
         .replace("{{WG}}", &(rows * splits).to_string())
         .replace("{{MERGE}}", &merge.join("\n"))
         .replace("{{LOAD_Q}}", &each(&|i| format!("    let q{i} = q[qb + {i}u] * keep;\n    var a{i} = vec4<f32>(0.0);")))
-        .replace("{{DOT}}", &dot)
-        .replace("{{ACC_STEP}}", &each(&|i| format!("            a{i} = a{i} * c + e * tile_v[kb + {i}u];")))
+        .replace("{{KB}}", &kb.to_string())
+        .replace("{{BLOCK_STEP}}", &block_step)
         .replace("{{STORE}}", &each(&|i| format!("        out[qb + {i}u] = a{i} * inv;")))
 }
 

@@ -18,6 +18,7 @@
 // The tile loop's bounds are the same for the whole workgroup, so every invocation reaches every barrier.
 const TILE: u32 = {{TILE}}u;
 const SPLITS: u32 = {{SPLITS}}u;
+const KB: u32 = {{KB}}u;
 var<workgroup> tile_k: array<vec4<f32>, {{TILE_D4}}>;
 var<workgroup> tile_v: array<vec4<f32>, {{TILE_D4}}>;
 
@@ -70,18 +71,11 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
             tile_v[slot] = cache_v[src];
         }
         workgroupBarrier();
-        let n = min(TILE, j_end + 1u - t0);
-        for (var jj = split; jj < n; jj += SPLITS) {
-            let j = t0 + jj;
-            let seen = j >= lo && j <= p;
-            let kb = jj * D4;
-            let s = select(neg, ({{DOT}}) * op.scale, seen);
-            let mn = max(m, s);
-            let c = exp(m - mn);
-            let e = select(0.0, exp(s - mn), seen);
-            l = l * c + e;
-            m = mn;
-{{ACC_STEP}}
+        // Keys in blocks of KB: one rescale of the accumulators and one new max a block, not a key
+        // (the rescale is a third of a key's arithmetic). A block walks the whole tile; keys past the
+        // last row's (clamped loads) are unseen like any key after a row's own position.
+        for (var b = split; b < TILE; b += SPLITS * KB) {
+{{BLOCK_STEP}}
         }
         workgroupBarrier();
     }
