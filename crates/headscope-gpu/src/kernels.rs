@@ -375,7 +375,7 @@ fn prefill_wg_source(head_dim: usize) -> String {
     let tile_d4 = tile * d4;
     let each = |f: &dyn Fn(usize) -> String| (0..d4).map(f).collect::<Vec<_>>().join("\n");
     // Keys a block (`KB`): the most, up to 8, that split every split's share of a tile evenly.
-    let kb = [8, 4, 2, 1].into_iter().find(|kb| tile % (splits * kb) == 0).unwrap_or(1);
+    let kb = [8, 4, 2, 1].into_iter().find(|kb| tile.is_multiple_of(splits * kb)).unwrap_or(1);
     let keys = |f: &dyn Fn(usize) -> String| (0..kb).map(f).collect::<Vec<_>>().join("\n");
     let dot = |k: usize| (0..d4).map(|i| format!("dot(q{i}, tile_k[kb{k} + {i}u])")).collect::<Vec<_>>().join(" + ");
     let block_step = [
