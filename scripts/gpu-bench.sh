@@ -32,7 +32,8 @@
 #                                          the page's default sweep on the lab model through both, timed whole;
 #                                          carry .carry/wgpu-bench.xz (headscope-gpu's bench example,
 #                                          stripped) and .gl/ (the Vulkan loader as Debian packages: README
-#                                          of the device tool, "Headless rendering")
+#                                          of the device tool, "Headless rendering"); WGPU_BENCH=PATH.xz
+#                                          times another build of it (an A/B on one machine)
 #   scripts/gpu-bench.sh report           results.md over every model folder in $OUT
 #
 # Build the binary first, on the Rust machine (see README, "Full-size checkpoints on CUDA"):
@@ -159,7 +160,7 @@ EOF
     shift
     [ $# -gt 0 ] || set -- smollm-135m qwen2.5-0.5b
     wb=/root/wgpu-bench
-    $py -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' .carry/wgpu-bench.xz "$wb"
+    $py -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "${WGPU_BENCH:-.carry/wgpu-bench.xz}" "$wb"
     chmod +x "$wb"
     # Machines with a Vulkan loader (this one's lavapipe, for a dry run) need no .gl/.
     for f in .gl/*.deb; do if [ -e "$f" ]; then dpkg -x "$f" /; fi; done

@@ -415,12 +415,41 @@ fn prefill_wg_source(head_dim: usize) -> String {
             adds.join("\n")
         ));
     }
+    // The tile's slots an invocation stages (the last may fall past the tile).
+    let wg = rows * splits;
+    let slots = tile_d4.div_ceil(wg);
+    let slot_guard = |s: usize, body: String| {
+        if (s + 1) * wg <= tile_d4 {
+            body
+        } else {
+            format!("if (t + {}u < TILE * D4) {{ {body} }}", s * wg)
+        }
+    };
+    let prefetch = (0..slots)
+        .map(|s| {
+            let load = format!(
+                "let src{s} = min(next + (t + {o}u) / D4, j_end) * stride + kv + (t + {o}u) % D4; pk{s} = cache_k[src{s}]; pv{s} = cache_v[src{s}];",
+                o = s * wg
+            );
+            format!("    {}", slot_guard(s, load))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let declare =
+        (0..slots).map(|s| format!("    var pk{s} = vec4<f32>(0.0);\n    var pv{s} = vec4<f32>(0.0);")).collect::<Vec<_>>().join("\n");
+    let stage = (0..slots)
+        .map(|s| format!("        {}", slot_guard(s, format!("tile_k[t + {o}u] = pk{s}; tile_v[t + {o}u] = pv{s};", o = s * wg))))
+        .collect::<Vec<_>>()
+        .join("\n");
     format!("{}\n{}", include_str!("shaders/attention.wgsl"), include_str!("shaders/attention_prefill_wg.wgsl"))
+        .replacen("{{PREFETCH}}", &format!("{declare}\n{prefetch}"), 1)
+        .replace("{{PREFETCH}}", &prefetch.replace("\n    ", "\n        ").replacen("    ", "        ", 1))
+        .replace("{{STAGE}}", &stage)
         .replace("{{D4}}", &d4.to_string())
         .replace("{{TILE}}", &tile.to_string())
         .replace("{{TILE_D4}}", &tile_d4.to_string())
         .replace("{{SPLITS}}", &splits.to_string())
-        .replace("{{WG}}", &(rows * splits).to_string())
+        .replace("{{WG}}", &wg.to_string())
         .replace("{{MERGE}}", &merge.join("\n"))
         .replace("{{LOAD_Q}}", &each(&|i| format!("    let q{i} = q[qb + {i}u] * keep;\n    var a{i} = vec4<f32>(0.0);")))
         .replace("{{KB}}", &kb.to_string())
@@ -553,6 +582,20 @@ impl Kernels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prefill_attention_source_is_valid_wgsl_for_every_head_width() {
+        // The tile, key block and staged slots change with the width: widths of real models (64, 80,
+        // 96, 128, 256) and of the test models, each parsed and validated as wgpu would.
+        for head_dim in [8, 16, 32, 64, 80, 96, 128, 160, 256] {
+            let source = format!("{COMMON}\n{}", prefill_wg_source(head_dim));
+            let module =
+                naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("head_dim {head_dim}: {}", e.emit_to_string(&source)));
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("head_dim {head_dim}: {e:?}"));
+        }
+    }
 
     #[test]
     fn products_split_only_where_their_tiles_leave_the_gpu_idle() {

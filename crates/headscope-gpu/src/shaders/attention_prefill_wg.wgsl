@@ -64,13 +64,15 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     // The keys some row of the workgroup sees: from the first row's first visible one to the last row.
     let j_start = first_visible(run.pos + first);
     let j_end = run.pos + min(first + 63u, last);
+    // Each invocation's share of a tile is read into registers (`pk{s}`, `pv{s}`: slot t + s * WG) one
+    // tile ahead, so the cache reads of the next tile are in flight while this one is walked.
+    var next = j_start;
+{{PREFETCH}}
     for (var t0 = j_start; t0 <= j_end; t0 += TILE) {
-        for (var slot = t; slot < TILE * D4; slot += {{WG}}u) {
-            let src = min(t0 + slot / D4, j_end) * stride + kv + slot % D4;
-            tile_k[slot] = cache_k[src];
-            tile_v[slot] = cache_v[src];
-        }
+{{STAGE}}
         workgroupBarrier();
+        next = t0 + TILE;
+{{PREFETCH}}
         // Keys in blocks of KB: one rescale of the accumulators and one new max a block, not a key
         // (the rescale is a third of a key's arithmetic). A block walks the whole tile; keys past the
         // last row's (clamped loads) are unseen like any key after a row's own position.
