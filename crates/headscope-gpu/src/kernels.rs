@@ -457,6 +457,17 @@ fn prefill_wg_source(head_dim: usize) -> String {
         .replace("{{STORE}}", &each(&|i| format!("        out[qb + {i}u] = a{i} * inv;")))
 }
 
+/// The decode step's attention for heads of `head_dim`: the serial passes, and with `parallel` the
+/// workgroup softmax and values (attention_decode_wg.wgsl: 256 invocations a values chunk, `STRIPES`
+/// positions apart).
+fn decode_source(head_dim: usize, parallel: bool) -> String {
+    let mut source = include_str!("shaders/attention_decode.wgsl").to_string();
+    if parallel {
+        source += &include_str!("shaders/attention_decode_wg.wgsl").replace("{{STRIPES}}", &(1024 / head_dim).to_string());
+    }
+    attention_source(&source, head_dim)
+}
+
 fn layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::BindGroupLayout {
     let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
         .iter()
@@ -516,11 +527,7 @@ impl Kernels {
         let decode_layout =
             layout(device, "attention_decode", &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite, Read, ReadWrite]);
         let parallel = set == KernelSet::Parallel && head_dim <= 256;
-        let mut decode_source = include_str!("shaders/attention_decode.wgsl").to_string();
-        if parallel {
-            decode_source += &include_str!("shaders/attention_decode_wg.wgsl").replace("{{STRIPES}}", &(256 / head_dim).to_string());
-        }
-        let decode_source = attention_source(&decode_source, head_dim);
+        let decode_source = decode_source(head_dim, parallel);
         let (softmax, values) = if parallel { ("softmax_wg", "values_split") } else { ("softmax", "values") };
         let kernels = Kernels {
             embed: kernel(device, "embed", &embed_source, &[Uniform, Uniform, Read, Read, ReadWrite]),
@@ -584,16 +591,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_prefill_attention_source_is_valid_wgsl_for_every_head_width() {
-        // The tile, key block and staged slots change with the width: widths of real models (64, 80,
-        // 96, 128, 256) and of the test models, each parsed and validated as wgpu would.
+    fn the_attention_sources_are_valid_wgsl_for_every_head_width() {
+        // The prefill's tile, key block and staged slots and the decode's stripes change with the width:
+        // widths of real models (64, 80, 96, 128, 256) and of the test models, each parsed and
+        // validated as wgpu would.
         for head_dim in [8, 16, 32, 64, 80, 96, 128, 160, 256] {
-            let source = format!("{COMMON}\n{}", prefill_wg_source(head_dim));
-            let module =
-                naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("head_dim {head_dim}: {}", e.emit_to_string(&source)));
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("head_dim {head_dim}: {e:?}"));
+            for source in [prefill_wg_source(head_dim), decode_source(head_dim, true)] {
+                let source = format!("{COMMON}\n{source}");
+                let module =
+                    naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("head_dim {head_dim}: {}", e.emit_to_string(&source)));
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("head_dim {head_dim}: {e:?}"));
+            }
         }
     }
 
