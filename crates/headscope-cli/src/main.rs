@@ -248,6 +248,12 @@ pub struct SweepArgs {
     /// Also store every prompt's token ids in tests.jsonl.
     #[arg(long)]
     pub save_prompts: bool,
+    /// Heads (layer-head, comma-separated, e.g. 7-0,7-1) whose argmax position at every decode step
+    /// goes into each test's record (`head_argmax` in tests.jsonl): where each one looked while the
+    /// answer was written, as the page shows a clicked head. With --save-prompts the positions can be
+    /// read back as text.
+    #[arg(long, value_name = "HEADS")]
+    pub watch_heads: Option<String>,
     #[command(flatten)]
     pub kv: KvCacheArgs,
     /// How the next token is chosen (candle backend): `greedy`, or `decore:FILE:K[:CAP]`: DeCoRe, the

@@ -289,7 +289,7 @@ impl Sweep {
 
     /// Runs every test not yet in `log` (no mask); returns how many ran, and the log.
     fn run(&self, args: &SweepArgs, log: TestLog) -> Result<(usize, TestLog)> {
-        let mut variants = [Variant { out: args.out.clone(), log, mask: None, watch: vec![] }];
+        let mut variants = [Variant { out: args.out.clone(), log, mask: None, watch: watched_heads(args)? }];
         let ran = self.run_variants(args, &mut variants)?;
         let [v] = variants;
         Ok((ran, v.log))
@@ -648,7 +648,7 @@ fn decore_choice(args: &SweepArgs, spec: &ModelSpec) -> Result<Option<DecoreChoi
 
 /// `headscope niah`.
 pub fn niah(args: &SweepArgs, choice: Option<MaskChoice>, mode: MaskMode, scope: MaskScope, pass: f64) -> Result<()> {
-    niah_batch(args, &[MaskRun { out: args.out.clone(), choice, plan_name: None }], mode, scope, pass, &[])
+    niah_batch(args, &[MaskRun { out: args.out.clone(), choice, plan_name: None }], mode, scope, pass, &watched_heads(args)?)
 }
 
 /// One `niah` run of a batch ([`niah_batch`]): its output directory and the heads it masks.
@@ -837,6 +837,14 @@ pub(crate) fn model_name(dir: &Path) -> String {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| dir.display().to_string())
+}
+
+/// The heads of `--watch-heads` (none without it): each test's record keeps their argmax positions.
+fn watched_heads(args: &SweepArgs) -> Result<Vec<HeadId>> {
+    Ok(match &args.watch_heads {
+        Some(list) => headscope_core::head::parse_head_list(list).with_context(|| "--watch-heads")?,
+        None => Vec::new(),
+    })
 }
 
 #[cfg(test)]

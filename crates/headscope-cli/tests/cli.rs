@@ -417,3 +417,46 @@ fn duoattention_head_files_convert_and_mask() {
     std::fs::write(&tsv, "0.1\t0.9\n0.3\n").unwrap();
     fails(&["convert-scores", "--from", &tsv, "--to", &json, "--model", &model], "line 2 has 1 KV heads");
 }
+
+#[test]
+fn watched_heads_record_where_they_looked_at_every_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama", 3, false);
+    let out = tmp.path().join("watch");
+    let out_s = out.to_str().unwrap();
+    let mut args = vec!["niah", "--model", &model, "--out", out_s, "--save-prompts", "--watch-heads", "1-0, 0-1,1-0"];
+    args.extend(SWEEP);
+    ok(&args);
+    let log = TestLog::open(&out.join("tests.jsonl")).unwrap();
+    assert_eq!(log.records().len(), 9);
+    let (mut hits_seen, watched) = (0, ["1-0".parse().unwrap(), "0-1".parse().unwrap()]);
+    for r in log.records() {
+        let argmax = r.head_argmax.as_ref().expect("--watch-heads keeps the watched heads' argmax");
+        assert_eq!(
+            argmax.keys().copied().collect::<Vec<_>>(),
+            {
+                let mut w = watched.to_vec();
+                w.sort();
+                w
+            },
+            "each head once"
+        );
+        let context = r.prompt_ids.as_ref().unwrap().len() + r.generated_ids.len();
+        for (head, positions) in argmax {
+            // One position a step, inside what the step could see; every eq. 1 hit is one of them.
+            assert_eq!(positions.len(), r.generated_ids.len(), "{head}");
+            assert!(positions.iter().all(|&p| (p as usize) < context), "{head}: {positions:?}");
+            for hit in r.hits.get(head).into_iter().flatten() {
+                assert!(positions.contains(hit), "{head}: hit {hit} is not where it looked: {positions:?}");
+                hits_seen += 1;
+            }
+        }
+    }
+    eprintln!("{hits_seen} hits of the watched heads found among their argmax positions");
+    // A head the model lacks, or a list that is not one, is refused before any test runs.
+    for (bad, says) in [("9-0", "9-0"), ("seven", "--watch-heads")] {
+        let mut args = vec!["niah", "--model", &model, "--out", out_s, "--watch-heads", bad];
+        args.extend(SWEEP);
+        fails(&args, says);
+    }
+}

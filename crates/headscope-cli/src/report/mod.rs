@@ -112,6 +112,7 @@ impl ReportArgs {
             depths: self.depths,
             max_new_tokens: self.max_new_tokens,
             save_prompts: false,
+            watch_heads: None,
             // The report's figures are of the model as it is: the whole cache.
             kv: crate::KvCacheArgs { kv_cache: "full".into(), kv_sink: 4, kv_window: 256 },
             decode: "greedy".into(),
