@@ -460,3 +460,22 @@ fn watched_heads_record_where_they_looked_at_every_step() {
         fails(&args, says);
     }
 }
+
+#[test]
+fn a_haystack_repeated_to_the_length_is_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama", 4, false);
+    let short = tmp.path().join("short.txt");
+    std::fs::write(&short, "The lamp by the window was lit every evening at seven.").unwrap();
+    let long = tmp.path().join("long.txt");
+    let sentences: Vec<String> = (0..400).map(|i| format!("Sentence {i} of the long haystack says nothing in particular.")).collect();
+    std::fs::write(&long, sentences.join(" ")).unwrap();
+    let run = |hay: &Path, out: &str| {
+        let (out, hay) = (p(tmp.path(), out), hay.to_str().unwrap().to_string());
+        ok(&["niah", "--model", &model, "--out", &out, "--haystack", &hay, "--lengths", "400", "--depths", "1", "--max-new-tokens", "2"]).1
+    };
+    let stderr = run(&short, "short");
+    assert!(stderr.contains("note: the haystack is") && stderr.contains("400-token prompts repeat it about"), "{stderr}");
+    let stderr = run(&long, "long");
+    assert!(!stderr.contains("repeat it"), "{stderr}");
+}
