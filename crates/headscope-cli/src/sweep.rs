@@ -6,8 +6,8 @@ use crate::{KvCacheArgs, ModelArgs, SweepArgs};
 use anyhow::{bail, Context, Result};
 use headscope_core::files::{self, read_head_scores, short_hash, MaskInfo, ModelInfo, RunInfo, ShardInfo, TestLog, TestRecord};
 use headscope_core::niah::{read_needles_jsonl, san_francisco_needle, Needle};
+use headscope_core::ScoreKind;
 use headscope_core::{masking, HeadId};
-use headscope_core::{ScoreKind, TextTokenizer};
 use headscope_engine::{block_on, Engine, KvPlan, ModelSpec, SweepInputs, SweepPlan, SweepRunner, TestOutcome};
 use headscope_gpu::{GpuContext, GpuModel};
 use headscope_model::loader::{dtype_name, parse_dtype, weight_files};
@@ -245,7 +245,7 @@ impl Sweep {
         // A short haystack is repeated to the length, and every sentence in it with it: a sentence that
         // resembles the needle then stands there several times against the needle's once, and copying
         // heads follow the repeated text (docs/lab-v5/README.md, "A look-alike that repeats").
-        let haystack_tokens = model_dir.tokenizer.encode(&haystack.join("\n\n"), false)?.ids.len().max(1);
+        let haystack_tokens = plan.haystack_tokens.max(1);
         if let Some(&longest) = plan.lengths.iter().max() {
             if longest > 2 * haystack_tokens {
                 eprintln!(

@@ -133,6 +133,8 @@ pub struct NiahBuilder<'t, T: TextTokenizer + ?Sized> {
     format: PromptFormat,
     /// The haystack source texts, joined; repeated into `haystack` as long as needed.
     source: String,
+    /// Tokens of one copy of `source`.
+    source_tokens: usize,
     haystack: String,
     haystack_tokens: Encoded,
 }
@@ -170,7 +172,12 @@ impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
         if haystack_tokens.ids.is_empty() {
             return Err(CoreError::invalid("the haystack encodes to no tokens"));
         }
-        Ok(NiahBuilder { tokenizer, format, haystack: source.clone(), source, haystack_tokens })
+        Ok(NiahBuilder { tokenizer, format, haystack: source.clone(), source, source_tokens: haystack_tokens.ids.len(), haystack_tokens })
+    }
+
+    /// Tokens of one copy of the haystack's texts: a prompt longer than that repeats them.
+    pub fn source_tokens(&self) -> usize {
+        self.source_tokens
     }
 
     /// The prompt format in use.

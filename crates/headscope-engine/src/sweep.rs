@@ -75,6 +75,8 @@ pub struct SweepPlan {
     pub depths: Vec<f64>,
     /// Every test, needle-major, then length, then depth: the order records are read in.
     pub keys: Vec<TestKey>,
+    /// Tokens of one copy of the haystack: longer prompts repeat it ([`NiahBuilder::source_tokens`]).
+    pub haystack_tokens: usize,
 }
 
 impl SweepPlan {
@@ -110,7 +112,7 @@ impl SweepPlan {
             builder.build(n, shortest, 50.0).map_err(|e| EngineError::Invalid(format!("needle {} ({:?}): {e}", i + 1, n.needle)))?;
         }
         let keys = plan(inputs.needles.len(), &lengths, &depths);
-        Ok(SweepPlan { lengths, depths, keys })
+        Ok(SweepPlan { lengths, depths, keys, haystack_tokens: builder.source_tokens() })
     }
 
     /// The longest test's positions, prompt and answer: what to [`Engine::reserve`] once.
