@@ -648,12 +648,14 @@ pub struct FactGrammar {
     clauses: f64,
     /// Near sentences always answer the question otherwise ([`FactGrammar::with_distinct_near_answers`]).
     distinct_near_answers: bool,
+    /// Share of near sentences that are someone else doing the same ([`FactGrammar::with_same_event_near`]).
+    same_event: f64,
 }
 
 impl FactGrammar {
     /// A grammar seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        FactGrammar { rng: SplitMix64::new(seed), invented: 0.0, clauses: 0.0, distinct_near_answers: false }
+        FactGrammar { rng: SplitMix64::new(seed), invented: 0.0, clauses: 0.0, distinct_near_answers: false, same_event: 0.0 }
     }
 
     /// Gives every near sentence another answer than the needle's: its asked part is drawn afresh, and
@@ -666,6 +668,20 @@ impl FactGrammar {
     /// and the facts of a seed stay what they were.
     pub fn with_distinct_near_answers(mut self, on: bool) -> Self {
         self.distinct_near_answers = on;
+        self
+    }
+
+    /// Makes this share of the near sentences someone else doing the same thing: the needle's verb and
+    /// object, another subject and (with [`FactGrammar::with_distinct_near_answers`]) another answer,
+    /// where the question does not ask for the subject. Such a sentence shares a long run of words with
+    /// the needle right before the answer ("The students of Salmouth Park printed photographs, ladders
+    /// and hammers for 16 hours" beside the needle's twins of Ravulness Farm doing it for 6 days): a
+    /// model that copies by matching the last few words drifts from the needle into it at the end of
+    /// the run, and more so where a short haystack repeats it (the wide-head stages' look-alike
+    /// failures, docs/lab-v5/README.md). Otherwise a near sentence is one of three kinds, this being
+    /// one. At 0 no extra random numbers are drawn, so the facts of a seed stay what they were.
+    pub fn with_same_event_near(mut self, share: f64) -> Self {
+        self.same_event = share;
         self
     }
 
@@ -997,14 +1013,16 @@ impl FactGrammar {
     /// object or circumstance, or someone else doing the same.
     fn near_event(&mut self, e: &Event) -> Event {
         let mut other = e.clone();
-        match self.rng.below(3) {
+        let someone_else = !matches!(e.asked, Role::Subject | Role::Companion | Role::Beneficiary);
+        let kind = if self.same_event > 0.0 && someone_else && self.chance(self.same_event) { 1 } else { self.rng.below(3) };
+        match kind {
             0 if !matches!(e.asked, Role::Object | Role::Quantity) => {
                 other.object = self.object(e.subject.pronoun, false).0;
                 if self.chance(0.5) {
                     other.circumstance = self.circumstance(e.asked, &e.subject).0;
                 }
             }
-            1 if !matches!(e.asked, Role::Subject | Role::Companion | Role::Beneficiary) => {
+            1 if someone_else => {
                 other.subject = self.person();
                 other.circumstance = self.circumstance(e.asked, &other.subject).0;
             }
@@ -1516,6 +1534,42 @@ mod tests {
             );
             assert!(with_near * 10 >= n * 9, "clauses {clauses}: {with_near} of {n} facts kept a near sentence");
         }
+    }
+
+    #[test]
+    fn same_event_near_sentences_share_a_long_run_of_the_needle_and_not_its_answer() {
+        // Share 0 draws nothing: the facts of a seed stay those of the recipes written before it.
+        let (mut a, mut b) = (FactGrammar::new(11), FactGrammar::new(11).with_same_event_near(0.0));
+        assert!((0..500).all(|_| a.fact(true) == b.fact(true)));
+        // How many of the needle's words right before its answer a near sentence holds as one run:
+        // someone else doing the same holds the verb and object ("printed photographs, ladders and
+        // hammers"), another verb only the object, another object nothing.
+        let words =
+            |s: &str| s.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()).collect::<Vec<_>>();
+        let run_before_answer = |needle: &[String], answer_at: usize, near: &[String]| {
+            (1..=answer_at).take_while(|&k| near.windows(k).any(|w| w == &needle[answer_at - k..answer_at])).count()
+        };
+        let runs = |share: f64| {
+            let mut g = FactGrammar::new(21).with_distinct_near_answers(true).with_same_event_near(share);
+            let (mut total, mut all, mut with_answer) = (0, 0, 0);
+            for _ in 0..1500 {
+                let f = g.fact(true);
+                let (needle, answer) = (words(&f.needle), words(&f.answer));
+                let Some(answer_at) = needle.windows(answer.len()).position(|w| w == answer.as_slice()) else { continue };
+                for near in &f.near {
+                    // Rarely the answer's words in another form ("to welcome ..." in "in order to welcome ...").
+                    with_answer += usize::from(near.to_lowercase().contains(&f.answer.to_lowercase()));
+                    total += run_before_answer(&needle, answer_at, &words(near));
+                    all += 1;
+                }
+            }
+            assert!(with_answer * 50 <= all, "share {share}: {with_answer} of {all} near sentences hold the answer");
+            (total as f64 / all as f64, all)
+        };
+        let (off, off_all) = runs(0.0);
+        let (on, on_all) = runs(1.0);
+        assert!(off_all > 1000 && on_all > 1000, "{off_all} and {on_all} near sentences");
+        assert!(on > off + 0.6, "words shared right before the answer: {on:.2} at share 1, {off:.2} at share 0");
     }
 
     #[test]

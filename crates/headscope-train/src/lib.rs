@@ -136,6 +136,16 @@ struct DataRecipe {
     /// (`SentenceExerciseSettings::near_elsewhere`). 0 leaves earlier recipes' exercises as they were.
     #[serde(default)]
     near_elsewhere: f64,
+    /// With `near_elsewhere`: a near sentence placed elsewhere stands there 1 to this many times
+    /// (`SentenceExerciseSettings::near_copies`): a look-alike the context repeats. 1 (the default)
+    /// leaves earlier recipes' exercises as they were.
+    #[serde(default = "default_near_copies")]
+    near_copies: usize,
+    /// With `natural_facts`: share of their near sentences that are someone else doing the same, a long
+    /// run of the needle's words right before another answer (`FactGrammar::with_same_event_near`).
+    /// 0 leaves earlier recipes' facts as they were.
+    #[serde(default)]
+    near_same_event: f64,
     /// With `restate`: share of exercises that are two-hop lookups (`headscope_train::two_hop`), asked
     /// directly or step by step in the words `headscope cot` uses (issue 19's chain-of-thought demo).
     #[serde(default)]
@@ -148,6 +158,10 @@ struct DataRecipe {
 
 fn default_two_hop_reasoning() -> f64 {
     SentenceExerciseSettings::default().two_hop_reasoning
+}
+
+fn default_near_copies() -> usize {
+    SentenceExerciseSettings::default().near_copies
 }
 
 fn default_corpus_sentences() -> f64 {
@@ -267,6 +281,7 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
         ("natural_invented_words", r.data.natural_invented_words),
         ("natural_clauses", r.data.natural_clauses),
         ("near_elsewhere", r.data.near_elsewhere),
+        ("near_same_event", r.data.near_same_event),
         ("two_hop", r.data.two_hop),
         ("two_hop_reasoning", r.data.two_hop_reasoning),
     ] {
@@ -281,6 +296,9 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
     }
     if r.data.two_hop > 0.0 && !r.data.restate {
         bail!("recipe {}: data.two_hop needs data.restate = true (two-hop lookups are sentence exercises)", path.display());
+    }
+    if !(1..=8).contains(&r.data.near_copies) {
+        bail!("recipe {}: data.near_copies must be 1 to 8, not {}", path.display(), r.data.near_copies);
     }
     if r.data.elsewhere_facts > 16 {
         bail!("recipe {}: data.elsewhere_facts must be at most 16, not {}", path.display(), r.data.elsewhere_facts);
@@ -302,6 +320,8 @@ impl DataRecipe {
             natural_clauses: self.natural_clauses,
             near_answers_differ: self.near_answers_differ,
             near_elsewhere: self.near_elsewhere,
+            near_copies: self.near_copies,
+            near_same_event: self.near_same_event,
             two_hop: self.two_hop,
             two_hop_reasoning: self.two_hop_reasoning,
         })

@@ -330,6 +330,14 @@ pub struct SentenceExerciseSettings {
     /// needle learnt to pick between neighbours, and the wide-head chain copied the far look-alike
     /// in all 20 village tests. At 0 no extra random numbers are drawn.
     pub near_elsewhere: f64,
+    /// A near sentence placed elsewhere stands there 1 to this many times (uniformly), at different
+    /// places: a look-alike that the context repeats, as a short haystack repeated to the length does,
+    /// against a needle that stands once. A model that copies by matching counts the copies; this makes
+    /// that wrong in long haystacks too. At 0 or 1 no extra random numbers are drawn.
+    pub near_copies: usize,
+    /// Share of the natural facts' near sentences that are someone else doing the same, with a long run
+    /// of the needle's words right before another answer ([`FactGrammar::with_same_event_near`]).
+    pub near_same_event: f64,
     /// Share of exercises that are two-hop lookups ([`crate::two_hop`]): the answer fact is the needle,
     /// the bridge fact and facts of the same shape go elsewhere in the context, and the question asks
     /// for the answer alone or to think step by step ([`headscope_core::cot::CotMode`]'s wording).
@@ -352,6 +360,8 @@ impl Default for SentenceExerciseSettings {
             natural_clauses: 0.0,
             near_answers_differ: false,
             near_elsewhere: 0.0,
+            near_copies: 1,
+            near_same_event: 0.0,
             two_hop: 0.0,
             two_hop_reasoning: 0.5,
         }
@@ -488,6 +498,10 @@ impl SentenceExerciseGenerator {
     /// the sentences placed elsewhere in the context.
     fn place_near(&mut self, near: String, before: &mut Vec<String>, after: &mut Vec<String>, far: &mut Vec<String>) {
         if self.settings.near_elsewhere > 0.0 && self.rng.unit() < self.settings.near_elsewhere {
+            let copies = if self.settings.near_copies > 1 { 1 + self.rng.below(self.settings.near_copies as u64) } else { 1 };
+            for _ in 1..copies {
+                far.push(near.clone());
+            }
             far.push(near);
         } else if self.rng.below(2) == 0 {
             before.push(near);
@@ -502,7 +516,8 @@ impl SentenceExerciseGenerator {
         let mut grammar = FactGrammar::new(self.rng.next_u64())
             .with_invented_words(self.settings.natural_invented_words)
             .with_clauses(self.settings.natural_clauses)
-            .with_distinct_near_answers(self.settings.near_answers_differ);
+            .with_distinct_near_answers(self.settings.near_answers_differ)
+            .with_same_event_near(self.settings.near_same_event);
         let fact = grammar.fact(self.rng.unit() < self.settings.distractors);
         let (mut before, mut after, mut far) = (Vec::new(), Vec::new(), Vec::new());
         for near in fact.near {
@@ -956,6 +971,39 @@ mod tests {
         let mut a = generator(3, SentenceExerciseSettings::default());
         let mut b = generator(3, SentenceExerciseSettings::default());
         assert_eq!(a.next_exercise(), b.next_exercise());
+    }
+
+    #[test]
+    fn near_sentences_elsewhere_repeat_as_often_as_asked() {
+        let settings = |copies| SentenceExerciseSettings {
+            distractors: 1.0,
+            elsewhere: 0,
+            natural_facts: 1.0,
+            near_answers_differ: true,
+            near_elsewhere: 1.0,
+            near_copies: copies,
+            ..Default::default()
+        };
+        // One copy draws nothing more: the exercises stay those of recipes without the setting.
+        let (mut a, mut b) = (generator(8, settings(1)), generator(8, SentenceExerciseSettings { near_copies: 0, ..settings(1) }));
+        assert!((0..300).all(|_| a.next_exercise() == b.next_exercise()));
+        let mut g = generator(8, settings(3));
+        let mut times = [0usize; 4];
+        for _ in 0..600 {
+            let e = g.next_exercise();
+            let mut distinct: Vec<&String> = e.elsewhere.iter().collect();
+            distinct.sort();
+            distinct.dedup();
+            for s in distinct {
+                let n = e.elsewhere.iter().filter(|t| *t == s).count();
+                assert!(n <= 3, "{s:?} stands {n} times");
+                times[n] += 1;
+            }
+        }
+        // 1, 2 or 3 copies, about a third each.
+        for (n, &count) in times.iter().enumerate().skip(1) {
+            assert!(count * 5 > times.iter().sum::<usize>(), "{count} near sentences stand {n} times: {times:?}");
+        }
     }
 
     #[test]
