@@ -129,6 +129,7 @@ async function main() {
     await cpu.page.check('#measure-every');
     const c = await runSweep(cpu.page, { ...SWEEP, log: cpu.log });
     check(c.tests.length === reference.tests.length, 'the page ran every test of the sweep', `${c.tests.length} of ${reference.tests.length}`);
+    check(!(await cpu.page.locator('#sweep-note').isVisible()), 'a haystack longer than the prompts gets no repetition note');
     for (const id of ['niah-canvas', 'heads-canvas', 'activation-canvas']) {
       const ink = await canvasInk(cpu.page, id);
       check(ink.share > 0.1 && ink.colours > 20, `heatmap #${id} is drawn`, `${(ink.share * 100).toFixed(0)} % inked, ${ink.colours} colours, ${ink.width}x${ink.height}`);
@@ -432,7 +433,10 @@ async function main() {
     for (const [i, f] of form.entries()) await page.fill(f, formBefore[i]);
     await page.click('#mask-clear');
 
-    // Cancelling a sweep stops it between tests and keeps what finished.
+    // Cancelling a sweep stops it between tests and keeps what finished. Its haystack is the short
+    // village text, which 1024-token prompts repeat: the page says so.
+    const longHaystack = await page.inputValue('#haystack');
+    await page.fill('#haystack', fs.readFileSync(path.join(ROOT, 'public/haystacks/village.txt'), 'utf8'));
     await page.fill('#answer', 'eat a sandwich and sit in Dolores Park on a sunny day');
     await page.fill('#lengths', '256:1024:5');
     await page.fill('#depths', '5');
@@ -443,6 +447,10 @@ async function main() {
     const cancelled = await labState(page);
     check(cancelled.sweep?.cancelled === true && cancelled.tests.length >= 1 && cancelled.tests.length < 25,
       'Cancel stops a sweep and keeps the finished tests', `${cancelled.tests.length} of 25 ran`);
+    const repeatNote = await page.locator('#sweep-note').isVisible() ? await page.textContent('#sweep-note') : '';
+    check(/1024-token prompts repeat it about [3-4] times/.test(repeatNote),
+      'a haystack the prompts repeat is said to repeat', repeatNote);
+    await page.fill('#haystack', longHaystack);
 
     // Other model sources: a chosen folder, and a URL (fetched once, then served from the Cache API).
     await page.setInputFiles('#model-files', path.join(ROOT, 'public/models/lab'));

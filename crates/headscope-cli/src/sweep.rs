@@ -242,18 +242,14 @@ impl Sweep {
         // shortest length, the longest test fits the model's context.
         let inputs = SweepInputs { needles: &needles, haystack: &haystack, max_new_tokens: args.max_new_tokens };
         let mut plan = SweepPlan::new(&model_dir.spec, &model_dir.tokenizer, format, &inputs, &args.lengths, args.depths)?;
-        // A short haystack is repeated to the length, and every sentence in it with it: a sentence that
-        // resembles the needle then stands there several times against the needle's once, and copying
-        // heads follow the repeated text (docs/lab-v5/README.md, "A look-alike that repeats").
-        let haystack_tokens = plan.haystack_tokens.max(1);
-        if let Some(&longest) = plan.lengths.iter().max() {
-            if longest > 2 * haystack_tokens {
-                eprintln!(
-                    "note: the haystack is {haystack_tokens} tokens, so {longest}-token prompts repeat it about {} times; \
-                     a sentence in it that resembles the needle repeats with it",
-                    longest.div_ceil(haystack_tokens)
-                );
-            }
+        // A short haystack is repeated to the length, and a sentence in it that resembles the needle
+        // with it (`headscope_engine::sweep::haystack_repeats`).
+        if let (Some(times), Some(longest)) = (plan.haystack_repeats(), plan.lengths.iter().max()) {
+            eprintln!(
+                "note: the haystack is {} tokens, so {longest}-token prompts repeat it about {times} times; \
+                 a sentence in it that resembles the needle repeats with it",
+                plan.haystack_tokens
+            );
         }
         if let Some(shard) = args.shard {
             info.shard = Some(ShardInfo {

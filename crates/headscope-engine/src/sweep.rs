@@ -66,6 +66,16 @@ pub fn check_fits(spec: &ModelSpec, length: usize, max_new_tokens: usize) -> Res
     Ok(())
 }
 
+/// About how many copies of a `haystack_tokens`-token haystack a `longest`-token prompt holds, where
+/// that is more than two. A short haystack is repeated to the length, and every sentence in it with
+/// it: a sentence that resembles the needle then stands there several times against the needle's
+/// once, and copying heads follow the repeated text (docs/lab-v5/README.md, "A look-alike that
+/// repeats"). The CLI and the page say so.
+pub fn haystack_repeats(haystack_tokens: usize, longest: usize) -> Option<usize> {
+    let copy = haystack_tokens.max(1);
+    (longest > 2 * copy).then(|| longest.div_ceil(copy))
+}
+
 /// A checked sweep: its grid and every test of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepPlan {
@@ -113,6 +123,12 @@ impl SweepPlan {
         }
         let keys = plan(inputs.needles.len(), &lengths, &depths);
         Ok(SweepPlan { lengths, depths, keys, haystack_tokens: builder.source_tokens() })
+    }
+
+    /// How many times the longest prompt repeats the haystack, where that is more than twice
+    /// ([`haystack_repeats`]).
+    pub fn haystack_repeats(&self) -> Option<usize> {
+        haystack_repeats(self.haystack_tokens, self.lengths.iter().max().copied().unwrap_or(0))
     }
 
     /// The longest test's positions, prompt and answer: what to [`Engine::reserve`] once.
@@ -413,4 +429,21 @@ pub fn score_test<T: TextTokenizer>(
         seconds: trace.prefill_seconds + trace.decode_seconds,
         ..TestRecord::scored(key, needle, test, shape, &trace.steps(), answer)?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::haystack_repeats;
+
+    #[test]
+    fn a_haystack_is_said_to_repeat_only_past_two_copies() {
+        assert_eq!(haystack_repeats(346, 692), None, "two copies exactly");
+        assert_eq!(haystack_repeats(346, 693), Some(3));
+        assert_eq!(haystack_repeats(346, 1024), Some(3));
+        assert_eq!(haystack_repeats(346, 8192), Some(24));
+        assert_eq!(haystack_repeats(100_000, 8192), None, "a long haystack is cut, not repeated");
+        // An empty plan (no lengths) or a haystack of no tokens never divides by zero.
+        assert_eq!(haystack_repeats(346, 0), None);
+        assert_eq!(haystack_repeats(0, 10), Some(10));
+    }
 }

@@ -929,9 +929,10 @@ impl App {
                 self.head_view = None;
                 self.request_data_free();
             }
-            Event::SweepStarted { total, lengths, depths, masked } => {
+            Event::SweepStarted { total, lengths, depths, masked, haystack_tokens } => {
                 if let Some(s) = self.runs.last_mut() {
                     s.total = total;
+                    s.haystack_tokens = haystack_tokens;
                     s.lengths = lengths;
                     s.depths = depths;
                     s.started = crate::clock::now();
@@ -1309,6 +1310,7 @@ impl App {
             lengths: vec![],
             depths: vec![],
             total: 0,
+            haystack_tokens: 0,
             mask,
             results: vec![],
             started: crate::clock::now(),

@@ -305,6 +305,8 @@ pub enum Event {
         depths: Vec<f64>,
         /// Heads masked during the sweep.
         masked: Vec<HeadId>,
+        /// Tokens of one copy of the haystack: longer prompts repeat it.
+        haystack_tokens: usize,
     },
     /// One test of the sweep finished.
     TestDone {

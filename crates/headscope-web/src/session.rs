@@ -42,6 +42,10 @@ pub struct SavedRun {
     pub lengths: Vec<usize>,
     pub depths: Vec<f64>,
     pub total: usize,
+    /// Tokens of one copy of the haystack, so that the page can say when prompts repeat it (0 in
+    /// files of earlier versions: nothing is said).
+    #[serde(default)]
+    pub haystack_tokens: usize,
     pub mask: Option<MaskRequest>,
     pub results: Vec<TestResult>,
     /// When it started (the page's clock, seconds); not saved.
@@ -202,6 +206,7 @@ mod tests {
             lengths: vec![256],
             depths: vec![50.0],
             total: 1,
+            haystack_tokens: 50,
             mask: None,
             results: vec![result],
             started: 0.0,

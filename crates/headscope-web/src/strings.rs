@@ -346,6 +346,7 @@ pub mod msg {
         CHARTS_FAILED: "the charts could not be drawn: {error}", "无法绘制图表：{error}";
         RERUN_FAILED: "the rerun could not be shown: {error}", "无法显示重新运行的结果：{error}";
         HAYSTACK_SIZE: "({count} characters)", "（{count} 个字符）";
+        HAYSTACK_REPEATED: "Note: the haystack is {tokens} tokens, so the {longest}-token prompts repeat it about {times} times, and every sentence in it with it. A sentence that resembles the needle then stands there {times} times against the needle's once, and copying heads may follow it: a longer haystack avoids that.", "注意：干草堆只有 {tokens} 个词元，所以 {longest} 个词元的提示把它重复了大约 {times} 次，其中的每个句子也随之重复。与针相似的句子会出现 {times} 次，而针只出现一次，复制型的头可能会跟随那个句子：用更长的干草堆可以避免。";
         BADGE_LOADING: "loading…", "正在载入…";
         BADGE_NO_MODEL: "no model", "没有模型";
         BACKEND_WEBGPU: "WebGPU on {adapter}", "WebGPU，运行于{adapter}";

@@ -469,7 +469,8 @@ async fn sweep(
     let mask: Option<HeadMask> = mask.map(|m| model.head_mask(m)).transpose()?;
     let masked = mask.as_ref().map(|m| m.heads.clone()).unwrap_or_default();
     let total = plan.keys.len();
-    post(&Event::SweepStarted { total, lengths: plan.lengths.clone(), depths: plan.depths.clone(), masked });
+    let (lengths, depths, haystack_tokens) = (plan.lengths.clone(), plan.depths.clone(), plan.haystack_tokens);
+    post(&Event::SweepStarted { total, lengths, depths, masked, haystack_tokens });
     let tokenizer = model.tokenizer.clone();
     let (spec, shape, stop) = (model.spec.clone(), model.shape(), model.eos_token_ids.clone());
     let format = model.prompt_format(setup.plain);

@@ -14,6 +14,13 @@ use web_sys::{HtmlCanvasElement, HtmlElement};
 pub(super) fn tests(a: &App) -> Res<()> {
     let list = &a.dom.tests;
     dom::clear(list);
+    let note = a.sweep().and_then(|s| {
+        let longest = s.lengths.iter().max().copied()?;
+        let times = headscope_engine::sweep::haystack_repeats(s.haystack_tokens, longest).filter(|_| s.haystack_tokens > 0)?;
+        Some(a.say(msg::HAYSTACK_REPEATED, &[("tokens", &s.haystack_tokens), ("longest", &longest), ("times", &times)]))
+    });
+    a.dom.sweep_note.set_hidden(note.is_none());
+    a.dom.sweep_note.set_text_content(note.as_deref());
     let Some(s) = a.sweep() else { return Ok(()) };
     for (i, r) in s.results.iter().enumerate() {
         let li = el("li", if Some(i) == a.selected_test { "selected" } else { "" }, "")?;
