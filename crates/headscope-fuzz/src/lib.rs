@@ -306,6 +306,7 @@ fn seed_session() -> SavedSession {
         lengths: vec![200],
         depths: vec![0.0, 100.0],
         total: results.len(),
+        haystack_tokens: 80,
         mask: None,
         results,
         started: 0.0,
