@@ -8,6 +8,7 @@ pub mod fact_grammar;
 pub mod sentence_exercises;
 pub mod trainer;
 pub mod two_hop;
+pub mod widen;
 
 use crate::exercises::ExerciseGenerator;
 use crate::sentence_exercises::{insert_sentences, SentenceExerciseGenerator, SentenceExerciseSettings, SentencePool};
@@ -45,6 +46,10 @@ struct ModelRecipe {
     num_hidden_layers: usize,
     num_attention_heads: usize,
     num_key_value_heads: usize,
+    /// Width of one head where it is not hidden_size / num_attention_heads (more or wider heads at the
+    /// same hidden size, e.g. a model grown by `widen::widen_model_dir`); written into config.json.
+    #[serde(default)]
+    head_dim: Option<usize>,
     max_position_embeddings: usize,
     rope_theta: f64,
     rms_norm_eps: f64,
@@ -339,7 +344,7 @@ fn write_model_files(
     out: &Path,
 ) -> Result<()> {
     let m = &r.model;
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "model_type": "llama", "architectures": ["LlamaForCausalLM"],
         "vocab_size": r.tokenizer.vocab_size, "hidden_size": m.hidden_size, "intermediate_size": m.intermediate_size,
         "num_hidden_layers": m.num_hidden_layers, "num_attention_heads": m.num_attention_heads,
@@ -347,6 +352,9 @@ fn write_model_files(
         "rope_theta": m.rope_theta, "rms_norm_eps": m.rms_norm_eps, "hidden_act": "silu",
         "bos_token_id": BOS, "eos_token_id": EOS, "tie_word_embeddings": m.tie_word_embeddings, "torch_dtype": "float16",
     });
+    if let Some(d) = m.head_dim {
+        config["head_dim"] = d.into();
+    }
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)?)?;
     std::fs::write(
         out.join("generation_config.json"),

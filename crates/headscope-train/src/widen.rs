@@ -1,0 +1,208 @@
+//! More attention heads for a trained model, without changing what it computes: every KV group is
+//! copied `factor` times, with its query heads, and the copies' columns of `o_proj` are zero, so the
+//! widened model's logits equal the original's until training moves them (Net2Net-style growth, Chen et
+//! al. 2016). The copies' q/k/v weights carry a little seeded noise so that they do not stay twins of the
+//! heads they came from. The lab model uses it to try more heads on a trained chain (docs/lab-v5) rather
+//! than training a wider one from scratch; the head width stays, so config.json names it (`head_dim`)
+//! once `heads x head_dim` differs from the hidden size.
+
+use anyhow::{bail, ensure, Context, Result};
+use headscope_core::rng::SplitMix64;
+use headscope_model::candle_core::{Device, Tensor, D};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Families whose attention is plain q/k/v/o projections (with optional q/k/v biases) and whose
+/// config reads `head_dim`; others (q/k norms, fused qkv, sliding variants) are refused.
+const WIDENABLE: [&str; 3] = ["llama", "mistral", "qwen2"];
+
+/// The attention shape read from config.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// KV heads.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    fn of_config(c: &serde_json::Value) -> Result<Self> {
+        let get = |k: &str| c.get(k).and_then(serde_json::Value::as_u64).map(|v| v as usize);
+        let need = |k: &str| get(k).with_context(|| format!("config.json has no {k}"));
+        let (layers, heads, hidden) = (need("num_hidden_layers")?, need("num_attention_heads")?, need("hidden_size")?);
+        let kv_heads = get("num_key_value_heads").unwrap_or(heads);
+        ensure!(heads > 0 && kv_heads > 0 && heads.is_multiple_of(kv_heads), "{heads} query heads do not split into {kv_heads} KV groups");
+        let head_dim = match get("head_dim") {
+            Some(d) => d,
+            None => {
+                ensure!(hidden.is_multiple_of(heads), "hidden size {hidden} is not a multiple of {heads} heads");
+                hidden / heads
+            }
+        };
+        Ok(AttentionShape { layers, heads, kv_heads, head_dim })
+    }
+}
+
+/// Widens `src` (a model directory) into `dst`: `factor` times the query and KV heads, the same head
+/// width and hidden size, the same outputs. `noise` is the copies' perturbation relative to the RMS of
+/// the weights they copy (0 makes exact twins). Returns the shapes before and after.
+pub fn widen_model_dir(src: &Path, dst: &Path, factor: usize, noise: f32, seed: u64) -> Result<(AttentionShape, AttentionShape)> {
+    ensure!(factor >= 2, "a factor of {factor} adds no heads: give 2 or more");
+    ensure!(noise.is_finite() && noise >= 0.0, "noise {noise} must be a finite number >= 0");
+    let config_path = src.join("config.json");
+    let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    let mut config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
+    let model_type = config.get("model_type").and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+    if !WIDENABLE.contains(&model_type.as_str()) {
+        bail!("model_type {model_type:?}: widening knows {} only", WIDENABLE.join(", "));
+    }
+    let before = AttentionShape::of_config(&config)?;
+    let after = AttentionShape { heads: before.heads * factor, kv_heads: before.kv_heads * factor, ..before };
+    let files = headscope_model::loader::weight_files(src)?;
+    let mut weights = HashMap::new();
+    for f in &files {
+        weights
+            .extend(headscope_model::candle_core::safetensors::load(f, &Device::Cpu).with_context(|| format!("reading {}", f.display()))?);
+    }
+    let widened = widen_weights(&weights, before, factor, noise, seed)?;
+    std::fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
+    config["num_attention_heads"] = after.heads.into();
+    config["num_key_value_heads"] = after.kv_heads.into();
+    config["head_dim"] = after.head_dim.into();
+    std::fs::write(dst.join("config.json"), serde_json::to_string_pretty(&config)?)?;
+    for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"] {
+        if src.join(name).exists() {
+            std::fs::copy(src.join(name), dst.join(name)).with_context(|| format!("copying {name}"))?;
+        }
+    }
+    headscope_model::candle_core::safetensors::save(&widened, dst.join("model.safetensors"))?;
+    Ok((before, after))
+}
+
+/// The widened tensors (see [`widen_model_dir`]); every tensor but the attention projections as it was.
+pub fn widen_weights(
+    weights: &HashMap<String, Tensor>,
+    shape: AttentionShape,
+    factor: usize,
+    noise: f32,
+    seed: u64,
+) -> Result<HashMap<String, Tensor>> {
+    let AttentionShape { layers, heads, kv_heads, head_dim } = shape;
+    let group = heads / kv_heads;
+    let mut rng = SplitMix64::new(seed);
+    let mut out = weights.clone();
+    for layer in 0..layers {
+        let name = |p: &str| format!("model.layers.{layer}.self_attn.{p}");
+        let get = |n: &str| weights.get(n).with_context(|| format!("the weights lack {n}"));
+        // Rows of q (and its bias) come in KV groups of `group` heads, rows of k and v one head a group.
+        for (proj, rows_per_group) in [("q_proj", group * head_dim), ("k_proj", head_dim), ("v_proj", head_dim)] {
+            for part in ["weight", "bias"] {
+                let n = name(&format!("{proj}.{part}"));
+                let Some(t) = weights.get(&n) else {
+                    ensure!(part == "bias", "the weights lack {n}");
+                    continue;
+                };
+                ensure!(t.dim(0)? == kv_heads * rows_per_group, "{n} has {} rows, not {kv_heads} x {rows_per_group}", t.dim(0)?);
+                let mut blocks = Vec::with_capacity(kv_heads * factor);
+                for g in 0..kv_heads {
+                    let block = t.narrow(0, g * rows_per_group, rows_per_group)?;
+                    blocks.push(block.clone());
+                    for _ in 1..factor {
+                        // Biases are copied as they are: noise on the weights already tells the twins apart.
+                        blocks.push(if part == "weight" && noise > 0.0 { perturbed(&block, noise, &mut rng)? } else { block.clone() });
+                    }
+                }
+                out.insert(n, Tensor::cat(&blocks, 0)?);
+            }
+        }
+        // Columns of o: the original group's heads, then zeros for its copies (they add nothing yet).
+        let n = name("o_proj.weight");
+        let o = get(&n)?;
+        let cols = group * head_dim;
+        ensure!(o.dim(D::Minus1)? == kv_heads * cols, "{n} has {} columns, not {kv_heads} x {cols}", o.dim(D::Minus1)?);
+        let mut blocks = Vec::with_capacity(kv_heads * factor);
+        for g in 0..kv_heads {
+            let block = o.narrow(1, g * cols, cols)?;
+            blocks.push(block.clone());
+            for _ in 1..factor {
+                blocks.push(block.zeros_like()?);
+            }
+        }
+        out.insert(n, Tensor::cat(&blocks, 1)?);
+    }
+    Ok(out)
+}
+
+/// `t` plus seeded Gaussian noise of `relative` times its RMS, in `t`'s dtype.
+fn perturbed(t: &Tensor, relative: f32, rng: &mut SplitMix64) -> Result<Tensor> {
+    let f = t.to_dtype(headscope_model::DType::F32)?;
+    let rms = f.sqr()?.mean_all()?.to_scalar::<f32>()?.sqrt();
+    let n = f.elem_count();
+    let noise: Vec<f32> = (0..n).map(|_| relative * rms * rng.normal()).collect();
+    let noise = Tensor::from_vec(noise, f.shape(), f.device())?;
+    Ok((f + noise)?.to_dtype(t.dtype())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use headscope_model::testkit::{TinyArch, TinyModel};
+    use headscope_model::{LoadOptions, LoadedModel};
+
+    fn logits(dir: &Path, tokens: &[u32]) -> Vec<f32> {
+        let m = LoadedModel::load(dir, &LoadOptions::default()).unwrap();
+        let x = Tensor::new(tokens, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        m.model.forward_sequence(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn widened_model_has_more_heads_and_the_same_logits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        TinyModel::new(TinyArch::Llama).write(&src).unwrap();
+        let (before, after) = widen_model_dir(&src, &dst, 2, 0.05, 7).unwrap();
+        assert_eq!((before.heads, before.kv_heads, before.head_dim), (4, 2, 16));
+        assert_eq!((after.heads, after.kv_heads, after.head_dim), (8, 4, 16));
+        let spec = headscope_model::loader::ModelDir::open(&dst).unwrap().spec;
+        assert_eq!((spec.heads, spec.kv_heads, spec.head_dim, spec.hidden_size), (8, 4, 16, 64));
+
+        let tokens: Vec<u32> = (0..40).map(|i| 3 + (i * 37 % 300) as u32).collect();
+        let (a, b) = (logits(&src, &tokens), logits(&dst, &tokens));
+        assert_eq!(a.len(), b.len());
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "the widened model's logits differ by {worst}");
+
+        // The copies are not twins: their queries differ from the heads they copy, and o ignores them.
+        let w = headscope_model::candle_core::safetensors::load(dst.join("model.safetensors"), &Device::Cpu).unwrap();
+        let q = &w["model.layers.0.self_attn.q_proj.weight"];
+        assert_eq!(q.dims(), &[8 * 16, 64]);
+        let (orig, copy) = (q.narrow(0, 0, 32).unwrap(), q.narrow(0, 32, 32).unwrap());
+        let diff = (orig - copy).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff > 0.0, "the copied queries equal the originals");
+        let o = &w["model.layers.1.self_attn.o_proj.weight"];
+        assert_eq!(o.dims(), &[64, 8 * 16]);
+        let copy_cols = o.narrow(1, 32, 32).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(copy_cols, 0.0);
+        let kept = o.narrow(1, 64, 32).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(kept > 0.0, "the second group's own heads keep their o columns");
+    }
+
+    #[test]
+    fn widening_refuses_what_it_cannot_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        TinyModel::new(TinyArch::Llama).write(&src).unwrap();
+        let e = widen_model_dir(&src, &tmp.path().join("a"), 1, 0.0, 0).unwrap_err();
+        assert!(e.to_string().contains("adds no heads"), "{e}");
+        let gemma = tmp.path().join("gemma");
+        TinyModel::new(TinyArch::Gemma2).write(&gemma).unwrap();
+        let e = widen_model_dir(&gemma, &tmp.path().join("b"), 2, 0.0, 0).unwrap_err();
+        assert!(e.to_string().contains("gemma2"), "{e}");
+        let e = widen_model_dir(&tmp.path().join("none"), &tmp.path().join("c"), 2, 0.0, 0).unwrap_err();
+        assert!(e.to_string().contains("config.json"), "{e}");
+    }
+}
