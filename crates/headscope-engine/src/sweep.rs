@@ -70,10 +70,10 @@ pub fn check_fits(spec: &ModelSpec, length: usize, max_new_tokens: usize) -> Res
 /// that is more than two. A short haystack is repeated to the length, and every sentence in it with
 /// it: a sentence that resembles the needle then stands there several times against the needle's
 /// once, and copying heads follow the repeated text (docs/lab-v5/README.md, "A look-alike that
-/// repeats"). The CLI and the page say so.
+/// repeats"). The CLI and the page say so. A count of 0 tokens means unknown (a session saved before
+/// the page kept it), and gets no answer.
 pub fn haystack_repeats(haystack_tokens: usize, longest: usize) -> Option<usize> {
-    let copy = haystack_tokens.max(1);
-    (longest > 2 * copy).then(|| longest.div_ceil(copy))
+    (haystack_tokens > 0 && longest > 2 * haystack_tokens).then(|| longest.div_ceil(haystack_tokens))
 }
 
 /// A checked sweep: its grid and every test of it.
@@ -442,8 +442,8 @@ mod tests {
         assert_eq!(haystack_repeats(346, 1024), Some(3));
         assert_eq!(haystack_repeats(346, 8192), Some(24));
         assert_eq!(haystack_repeats(100_000, 8192), None, "a long haystack is cut, not repeated");
-        // An empty plan (no lengths) or a haystack of no tokens never divides by zero.
+        // An empty plan (no lengths), or a haystack whose size is unknown (0), says nothing.
         assert_eq!(haystack_repeats(346, 0), None);
-        assert_eq!(haystack_repeats(0, 10), Some(10));
+        assert_eq!(haystack_repeats(0, 10), None);
     }
 }

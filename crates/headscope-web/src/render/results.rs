@@ -16,7 +16,7 @@ pub(super) fn tests(a: &App) -> Res<()> {
     dom::clear(list);
     let note = a.sweep().and_then(|s| {
         let longest = s.lengths.iter().max().copied()?;
-        let times = headscope_engine::sweep::haystack_repeats(s.haystack_tokens, longest).filter(|_| s.haystack_tokens > 0)?;
+        let times = headscope_engine::sweep::haystack_repeats(s.haystack_tokens, longest)?;
         Some(a.say(msg::HAYSTACK_REPEATED, &[("tokens", &s.haystack_tokens), ("longest", &longest), ("times", &times)]))
     });
     a.dom.sweep_note.set_hidden(note.is_none());
