@@ -16,6 +16,11 @@ case "${1:-}" in
     # lab-v5 candidates' records (the tree grew past the limit beside a 28 MB carried model without them)
     for p in docs/lab-v4/*; do case "$p" in *.toml) ;; *) paths+=("$p") ;; esac; done
     for p in docs/lab-v3/*.csv docs/lab-v5/s7*; do [ -e "$p" ] && paths+=("$p"); done
+    # ... and, since a carried model of 12 heads (32 MB) joined them, the lab-v5 records but its recipes
+    # and needle files, the figures of docs and the CLI's agreement fixtures, which no GPU job reads.
+    for p in docs/lab-v5/*/ docs/kv docs/report docs/*.png crates/headscope-cli/tests/fixtures; do
+      p=${p%/}; case " ${paths[*]} " in *" $p "*) continue ;; esac; [ -e "$p" ] && paths+=("$p")
+    done
     printf '%s\n' "${paths[@]}" > "$stash/.full"
     for p in "${paths[@]}"; do mkdir -p "$stash/$(dirname "$p")" && mv "$p" "$stash/$p"; done
     echo "stashed ${#paths[@]} paths in $stash; tree now $(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1) bytes"
