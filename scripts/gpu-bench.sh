@@ -25,7 +25,8 @@
 #   scripts/gpu-bench.sh kv MODEL [LENGTHS] decode step and KV memory with the whole KV cache and with a
 #                                          quarter of the KV heads whole (issue 20; 16384,65536)
 #   scripts/gpu-bench.sh wgsl [MODEL...]  the page's WGSL forward natively through Vulkan (its parallel
-#                                          kernel set with both prefill product tiles, WGSL_GEMM=64,128;
+#                                          kernel set with both prefill product tiles, WGSL_GEMM=64,128 (coop:
+#                                          the cooperative-matrix tile, where the adapter has it);
 #                                          WGSL_SERIAL=1 adds the serial set), beside the CUDA
 #                                          path, both as means of 3 runs, on the lab model and MODEL
 #                                          (smollm-135m qwen2.5-0.5b) at $WGSL_LENGTHS (1000 4000) (issue 25), and
@@ -172,7 +173,7 @@ EOF
       if [ "$m" != lab ]; then checkpoint "$m"; dir=$ckpt/$m; fi
       for n in ${WGSL_LENGTHS:-1000 4000}; do
         echo "-- $m at $n"
-        BENCH_CPU=0 BENCH_SERIAL=${WGSL_SERIAL:-0} BENCH_GEMM=${WGSL_GEMM:-64,128} "$wb" "$dir" "$n" 16 3 2>&1 | grep -E "adapter|gpu \(|rror|profile| x[0-9]" | sed 's/^/   /' || true
+        BENCH_CPU=0 BENCH_SERIAL=${WGSL_SERIAL:-0} BENCH_GEMM=${WGSL_GEMM:-64,128} "$wb" "$dir" "$n" 16 3 2>&1 | grep -E "adapter|cooperative|gpu \(|rror|profile| x[0-9]" | sed 's/^/   /' || true
         "$bin" bench --model "$dir" --device "$device" --lengths "$n" --steps 16 --repeats 3 2>&1 | grep -E "^\| [0-9]|rror" | head -1 | sed "s/^/   $device: /" || true
       done
       if [ "$m" = lab ]; then

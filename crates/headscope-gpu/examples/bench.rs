@@ -106,16 +106,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `BENCH_SERIAL=0` leaves the serial set (the one CPU emulators get) out, where only a real GPU's
     // figures are wanted.
     let serial = !std::env::var("BENCH_SERIAL").is_ok_and(|v| v == "0");
-    // `BENCH_GEMM=64,128` times the parallel set once per prefill product tile (default: 64 alone).
+    // `BENCH_GEMM=64,128,coop` times the parallel set once per prefill product tile (default: 64, and
+    // coop where the adapter has cooperative matrices).
+    println!("cooperative matrices (GemmTile::Coop): {}", if ctx.coop_matrix() { "yes" } else { "no" });
+    let default_tiles = if ctx.coop_matrix() { "64,coop" } else { "64" };
     let tiles: Vec<GemmTile> = std::env::var("BENCH_GEMM")
-        .unwrap_or_else(|_| "64".into())
+        .unwrap_or_else(|_| default_tiles.into())
         .split(',')
         .map(|t| match t.trim() {
             "64" => Ok(GemmTile::Rows64),
             "128" => Ok(GemmTile::Rows128),
-            other => Err(format!("BENCH_GEMM: no {other}-row tile (64 or 128)")),
+            "coop" => Ok(GemmTile::Coop),
+            other => Err(format!("BENCH_GEMM: no tile {other} (64, 128 or coop)")),
         })
         .collect::<Result<_, _>>()?;
+    // The first decode step's logits and the greedy tokens of each configuration: the later ones are
+    // compared with the first (a tile's products must give the same tokens).
+    let mut reference: Option<(String, Vec<f32>, Vec<u32>)> = None;
     let mut configs: Vec<(KernelSet, GemmTile)> = if serial { vec![(KernelSet::Serial, GemmTile::default())] } else { Vec::new() };
     configs.extend(tiles.iter().map(|&t| (KernelSet::Parallel, t)));
     for (kernels, tile) in configs {
@@ -123,6 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Named as "Parallel" alone for the default tile, so that earlier logs compare line for line.
         let kernels = match (kernels, tile) {
             (KernelSet::Parallel, GemmTile::Rows128) => "Parallel, 128-row tile".to_string(),
+            (KernelSet::Parallel, GemmTile::Coop) => "Parallel, cooperative-matrix tile".to_string(),
             _ => format!("{kernels:?}"),
         };
         let t = Instant::now();
@@ -141,8 +149,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // H200). The first use is printed on its own: a page pays it once per model.
         let (r, first_use, _) = timed(|| pollster::block_on(gpu.prefill(&prompt[..prompt_len - 1])));
         r?;
-        pollster::block_on(gpu.step(prompt[prompt_len - 1], &probe))?;
+        let first = pollster::block_on(gpu.step(prompt[prompt_len - 1], &probe))?;
         println!("gpu ({kernels}): first prefill (warm-up, untimed below) {:.0} ms", first_use * 1e3);
+        let mut tokens = vec![first.greedy_token()];
+        for _ in 1..steps.min(16) {
+            tokens.push(pollster::block_on(gpu.step(*tokens.last().unwrap(), &probe))?.greedy_token());
+        }
+        match &reference {
+            None => reference = Some((kernels.clone(), first.logits.clone(), tokens)),
+            Some((name, logits, want)) => {
+                let worst = logits.iter().zip(&first.logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                let scale = logits.iter().map(|v| v.abs()).fold(0f32, f32::max);
+                let same = tokens.iter().zip(want).take_while(|(a, b)| a == b).count();
+                println!(
+                    "gpu ({kernels}) against ({name}): first step's logits differ by {worst:.4} at most (largest |logit| {scale:.2}); greedy tokens agree for {same} of {}",
+                    want.len()
+                );
+            }
+        }
         let (mut prefills, mut prefill_cpu, mut decode, mut decode_cpu) = (Vec::new(), Some(0.0), 0.0, Some(0.0));
         for _ in 0..repeats {
             gpu.reset();

@@ -77,6 +77,8 @@ pub struct GpuContext {
     kernels: KernelSet,
     /// The parallel set's prefill product tile.
     gemm_tile: GemmTile,
+    /// Whether the device was opened with cooperative matrices that [`GemmTile::Coop`] can use.
+    coop_matrix: bool,
     /// At most this many prompt tokens per prefill submission, where set (below the kernels' own).
     pub(crate) prefill_chunk: Option<usize>,
     /// At most this many bytes per weight buffer, where set (below the device's binding limit).
@@ -97,13 +99,26 @@ impl GpuContext {
             })
             .await
             .map_err(|e| GpuError::NoAdapter(no_adapter_hint(&e.to_string())))?;
-        let summary = AdapterSummary::from_info(&adapter.get_info());
+        let info = adapter.get_info();
+        let summary = AdapterSummary::from_info(&info);
+        let coop_matrix = coop_matrix_usable(&adapter, &info);
+        let coop_features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("headscope"),
-                // Timestamps where offered, for GpuModel::start_profile; nothing else depends on them.
-                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+                // Timestamps where offered, for GpuModel::start_profile; cooperative matrices (and f16
+                // in shaders) where GemmTile::Coop can use them.
+                required_features: (adapter.features() & wgpu::Features::TIMESTAMP_QUERY)
+                    | if coop_matrix { coop_features } else { wgpu::Features::empty() },
                 required_limits: adapter.limits(),
+                // SAFETY: the one experimental feature asked for is cooperative matrices, used by one
+                // kernel (matmul_coop.wgsl) whose loads and stores stay inside workgroup arrays it
+                // sizes itself; `headscope-gpu`'s bench compares its products with the other tile's.
+                experimental_features: if coop_matrix {
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
                 ..Default::default()
             })
             .await
@@ -116,7 +131,8 @@ impl GpuContext {
             }
         }));
         let kernels = if summary.is_software() { KernelSet::Serial } else { KernelSet::Parallel };
-        Ok(GpuContext { device, queue, summary, kernels, gemm_tile: GemmTile::default(), prefill_chunk: None, weight_block: None, errors })
+        let gemm_tile = if coop_matrix && kernels == KernelSet::Parallel { GemmTile::Coop } else { GemmTile::default() };
+        Ok(GpuContext { device, queue, summary, kernels, gemm_tile, coop_matrix, prefill_chunk: None, weight_block: None, errors })
     }
 
     /// The kernels models loaded on this context compile: parallel on a real GPU, serial on a CPU
@@ -136,10 +152,18 @@ impl GpuContext {
         self.gemm_tile
     }
 
-    /// This context with another prefill product tile (the bench times both; tests hold both to candle).
+    /// This context with another prefill product tile (the bench times them; tests hold them to candle).
+    /// [`GemmTile::Coop`] needs [`GpuContext::coop_matrix`]: loading a model with it fails otherwise.
     pub fn with_gemm_tile(mut self, tile: GemmTile) -> Self {
         self.gemm_tile = tile;
         self
+    }
+
+    /// Whether this device has the cooperative matrices [`GemmTile::Coop`] runs on (then its default
+    /// tile): native Vulkan (or Metal) adapters offering 16 x 16 x 16 products of f16 into f32 at
+    /// subgroup scope, with subgroups of exactly 32 invocations. Browsers offer none yet.
+    pub fn coop_matrix(&self) -> bool {
+        self.coop_matrix
     }
 
     /// This context with prefill submissions of at most `rows` prompt tokens (at least 1): tests use it to
@@ -193,6 +217,24 @@ fn no_adapter_hint(message: &str) -> String {
             "{message} (no Vulkan driver found; on Debian `apt-get install mesa-vulkan-drivers libvulkan1` gives the lavapipe CPU driver)"
         )
     }
+}
+
+/// Whether `adapter` can run `gemm_coop`: cooperative matrices and f16 in shaders, a 16 x 16 x 16
+/// configuration of f16 inputs with f32 sums, and subgroups of exactly 32 (the kernel's workgroup is one
+/// subgroup). `HEADSCOPE_COOP=0` in the environment turns them off (natively; A/B timing).
+fn coop_matrix_usable(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> bool {
+    let wanted = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+    if !adapter.features().contains(wanted) || info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {
+        return false;
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    if std::env::var("HEADSCOPE_COOP").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    adapter.cooperative_matrix_properties().iter().any(|p| {
+        use wgpu::CooperativeScalarType as T;
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == T::F16 && p.cr_type == T::F32
+    })
 }
 
 #[cfg(test)]

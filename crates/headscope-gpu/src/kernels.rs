@@ -264,6 +264,11 @@ pub enum GemmTile {
     Rows64,
     /// `gemm_tiled128`: 128 rows, 64 outputs an invocation (more registers, fewer staged loads).
     Rows128,
+    /// `gemm_coop` (matmul_coop.wgsl): 32 rows x 64 columns a workgroup of one 32-wide subgroup, on
+    /// tensor cores through cooperative matrices (f16 inputs, f32 sums). Native only, where the adapter
+    /// offers 16 x 16 x 16 f16 matrices with f32 sums and subgroups of exactly 32
+    /// ([`crate::GpuContext::coop_matrix`]); the model's matrices are then uploaded in f16.
+    Coop,
 }
 
 impl GemmTile {
@@ -272,6 +277,15 @@ impl GemmTile {
         match self {
             GemmTile::Rows64 => 64,
             GemmTile::Rows128 => 128,
+            GemmTile::Coop => 32,
+        }
+    }
+
+    /// Column groups (of 4 outputs) a workgroup covers.
+    pub fn groups(self) -> usize {
+        match self {
+            GemmTile::Rows64 | GemmTile::Rows128 => TILED_GROUPS,
+            GemmTile::Coop => 16,
         }
     }
 
@@ -279,6 +293,7 @@ impl GemmTile {
         match self {
             GemmTile::Rows64 => "gemm_tiled",
             GemmTile::Rows128 => "gemm_tiled128",
+            GemmTile::Coop => "gemm_coop",
         }
     }
 }
@@ -299,8 +314,8 @@ const SPLIT_MAX: usize = 8;
 /// alone cover [`SPLIT_TARGET_OUTPUTS`], else as many as bring it near that, each part at least
 /// [`SPLIT_MIN_INPUTS`] inputs, at most [`SPLIT_MAX`] parts.
 pub(crate) fn k_splits(rows: usize, n: usize, k: usize, tile: GemmTile) -> usize {
-    let tiles = rows.div_ceil(tile.rows()) * n.div_ceil(4).div_ceil(TILED_GROUPS);
-    let target = SPLIT_TARGET_OUTPUTS / (tile.rows() * 4 * TILED_GROUPS);
+    let tiles = rows.div_ceil(tile.rows()) * n.div_ceil(4).div_ceil(tile.groups());
+    let target = SPLIT_TARGET_OUTPUTS / (tile.rows() * 4 * tile.groups());
     (target / tiles.max(1)).min(k / SPLIT_MIN_INPUTS).clamp(1, SPLIT_MAX)
 }
 
@@ -490,10 +505,26 @@ fn layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::BindGroup
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries })
 }
 
+/// `source` after the shared declarations (common.wgsl), its `enable` directives (which WGSL wants
+/// before any declaration) first.
+pub(crate) fn with_common(source: &str) -> String {
+    let body = source.trim_start();
+    let mut enables = String::new();
+    let mut rest = body;
+    while let Some(after) = rest.strip_prefix("enable ") {
+        let end = after.find(';').map_or(after.len(), |i| i + 1);
+        enables.push_str("enable ");
+        enables.push_str(&after[..end]);
+        enables.push('\n');
+        rest = after[end..].trim_start();
+    }
+    format!("{enables}{COMMON}\n{rest}")
+}
+
 fn pipeline(device: &wgpu::Device, label: &str, source: &str, layout: &wgpu::BindGroupLayout, entry: &str) -> wgpu::ComputePipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(label),
-        source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{source}").into()),
+        source: wgpu::ShaderSource::Wgsl(with_common(source).into()),
     });
     let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: Some(label),
@@ -510,6 +541,18 @@ fn pipeline(device: &wgpu::Device, label: &str, source: &str, layout: &wgpu::Bin
     })
 }
 
+/// matmul.wgsl with matmul_coop.wgsl after it, its weights f16 four to a vec4 (the buffer the other
+/// kernels read as packed pairs of f16: the same bytes).
+pub(crate) fn coop_source() -> String {
+    const F16_WEIGHTS: &str =
+        "@group(0) @binding(3) var<storage, read> w: array<vec4<f16>>;\nfn wv4(i: u32) -> vec4<f32> {\n    return vec4<f32>(w[i]);\n}";
+    format!(
+        "enable f16;\nenable wgpu_cooperative_matrix;\n{}\n{}",
+        include_str!("shaders/matmul.wgsl").replace("{{WEIGHTS}}", F16_WEIGHTS),
+        include_str!("shaders/matmul_coop.wgsl")
+    )
+}
+
 fn kernel(device: &wgpu::Device, label: &str, source: &str, slots: &[Slot]) -> Kernel {
     let layout = layout(device, label, slots);
     Kernel { pipeline: pipeline(device, label, source, &layout, "main"), layout }
@@ -523,6 +566,11 @@ impl Kernels {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mm_layout = layout(device, "matmul", &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite]);
         let mm_source = &include_str!("shaders/matmul.wgsl").replace("{{WEIGHTS}}", weights.matmul_prelude());
+        let coop = set == KernelSet::Parallel && gemm_tile == GemmTile::Coop;
+        if coop && weights != WeightFormat::F16 {
+            return Err(GpuError::Validation(format!("the cooperative-matrix tile reads f16 matrices, not {weights:?}")));
+        }
+        let gemm_source = if coop { coop_source() } else { mm_source.clone() };
         let embed_source = include_str!("shaders/embed.wgsl").replace("{{TABLE}}", weights.embed_prelude());
         let decode_layout =
             layout(device, "attention_decode", &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite, Read, ReadWrite]);
@@ -546,7 +594,7 @@ impl Kernels {
                 pipeline: pipeline(
                     device,
                     "gemm",
-                    mm_source,
+                    &gemm_source,
                     &mm_layout,
                     if set == KernelSet::Parallel { gemm_tile.entry() } else { "gemm" },
                 ),
@@ -608,6 +656,29 @@ mod tests {
     }
 
     #[test]
+    fn the_cooperative_matrix_product_is_valid_wgsl_and_spirv() {
+        // No adapter here has cooperative matrices (lavapipe, SwiftShader): the source is held to what
+        // naga accepts with the capabilities the context requests, and written as the Vulkan backend
+        // writes it.
+        let source = with_common(&coop_source());
+        assert!(source.starts_with("enable f16;\nenable wgpu_cooperative_matrix;\n"), "{}", &source[..80]);
+        let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{}", e.emit_to_string(&source)));
+        let caps = naga::valid::Capabilities::COOPERATIVE_MATRIX | naga::valid::Capabilities::SHADER_FLOAT16;
+        let info =
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps).validate(&module).unwrap_or_else(|e| panic!("{e:?}"));
+        let options = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
+        let pipeline = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "gemm_coop".into() };
+        let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline)).unwrap();
+        assert!(words.len() > 100);
+        // Without the capability the same source is refused: the enable directive is what asks for it.
+        assert!(naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SHADER_FLOAT16)
+            .validate(&module)
+            .is_err());
+        // The other shaders do not start with enable directives and keep common.wgsl first.
+        assert!(with_common("fn f() {}").starts_with(COMMON));
+    }
+
+    #[test]
     fn products_split_only_where_their_tiles_leave_the_gpu_idle() {
         // SmolLM-135M's down projection at 1,000 rows: 16 x 5 tiles, split in 6 (at most 1536 / 256).
         assert_eq!(k_splits(1000, 576, 1536, GemmTile::Rows64), 6);
@@ -625,7 +696,7 @@ mod tests {
         // A split product's partial sums always fit their buffer (unsplit ones write none).
         for rows in [2, 63, 64, 65, 999, 2048] {
             for (n, k) in [(576, 1536), (896, 4864), (64, 1000), (4096, 11008), (960, 576)] {
-                for tile in [GemmTile::Rows64, GemmTile::Rows128] {
+                for tile in [GemmTile::Rows64, GemmTile::Rows128, GemmTile::Coop] {
                     let s = k_splits(rows, n, k, tile);
                     assert!(s == 1 || s * rows * n.div_ceil(4) * 4 <= SPLIT_TARGET_OUTPUTS, "{rows} x {n} in {s} parts ({tile:?})");
                 }

@@ -18,8 +18,8 @@
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{
-    k_splits, scratch_floats, AttentionOp, EmbedOp, Epilogue, HeadNormOp, KernelSet, Kernels, MatOp, NormOp, RopeOp, RunUniform,
-    WeightFormat, PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, SPLIT_TARGET_OUTPUTS, TILED_GROUPS, VALUES_CHUNK, WORKGROUP,
+    k_splits, scratch_floats, AttentionOp, EmbedOp, Epilogue, GemmTile, HeadNormOp, KernelSet, Kernels, MatOp, NormOp, RopeOp, RunUniform,
+    WeightFormat, PREFILL_ATTENTION_ROWS, PREFILL_WG_ROWS, SPLIT_TARGET_OUTPUTS, VALUES_CHUNK, WORKGROUP,
 };
 use crate::profile::{record, Dispatch, ForwardProfile, Phase, Profiler};
 use crate::signal::signal;
@@ -231,7 +231,7 @@ fn weight_format(spec: &ModelSpec, ck: &Checkpoint) -> WeightFormat {
 
 /// `data` as the GPU stores it in `format`: f32 as is, or 16-bit values two to a u32, the lower half
 /// first (f32 is borrowed, not copied). The values came from weights of that type, so the conversion
-/// is exact.
+/// is exact, but for the cooperative-matrix tile, which rounds any checkpoint's matrices to f16.
 fn pack_weights(data: &[f32], format: WeightFormat) -> std::borrow::Cow<'_, [u8]> {
     match format {
         WeightFormat::F32 => bytemuck::cast_slice(data).into(),
@@ -272,7 +272,10 @@ impl GpuModel {
         check_supported(spec)?;
         let checkpoint = Checkpoint::parse(safetensors_files)?;
         let device = &ctx.device;
-        let format = weight_format(spec, &checkpoint);
+        // The cooperative-matrix tile reads f16 matrices whatever the checkpoint holds (bf16 and f32
+        // values rounded to f16; weights of these magnitudes keep 11 significant bits).
+        let coop = ctx.kernel_set() == KernelSet::Parallel && ctx.gemm_tile() == GemmTile::Coop;
+        let format = if coop { WeightFormat::F16 } else { weight_format(spec, &checkpoint) };
         let kernels = Kernels::build(device, spec.head_dim, ctx.kernel_set(), format, ctx.gemm_tile()).await?;
         let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -822,7 +825,9 @@ impl GpuModel {
             let n4 = n.div_ceil(4);
             let (pipeline, x, y) = match (rows, k.set) {
                 (1, _) => (&k.gemv, n4.div_ceil(GEMV_GROUPS), 1),
-                (_, KernelSet::Parallel) => (&k.gemm.pipeline, n4.div_ceil(TILED_GROUPS), (rows as usize).div_ceil(k.gemm_tile.rows())),
+                (_, KernelSet::Parallel) => {
+                    (&k.gemm.pipeline, n4.div_ceil(k.gemm_tile.groups()), (rows as usize).div_ceil(k.gemm_tile.rows()))
+                }
                 (_, KernelSet::Serial) => (&k.gemm.pipeline, n4.div_ceil(GEMM_GROUPS), (rows as usize).div_ceil(GEMM_ROWS)),
             };
             let split = k.gemm_sum.as_ref().filter(|_| rows > 1).map(|sum| (sum, k_splits(rows as usize, n, inputs, k.gemm_tile)));
