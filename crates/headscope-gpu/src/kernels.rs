@@ -666,7 +666,11 @@ mod tests {
         let caps = naga::valid::Capabilities::COOPERATIVE_MATRIX | naga::valid::Capabilities::SHADER_FLOAT16;
         let info =
             naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps).validate(&module).unwrap_or_else(|e| panic!("{e:?}"));
-        let options = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
+        // Indices clamped as wgpu's Vulkan backend clamps them (not the conditional loads of ReadZeroSkipWrite).
+        let restrict = naga::proc::BoundsCheckPolicy::Restrict;
+        let bounds_check_policies =
+            naga::proc::BoundsCheckPolicies { index: restrict, buffer: restrict, image_load: restrict, binding_array: restrict };
+        let options = naga::back::spv::Options { lang_version: (1, 3), bounds_check_policies, ..Default::default() };
         let pipeline = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "gemm_coop".into() };
         let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline)).unwrap();
         assert!(words.len() > 100);
