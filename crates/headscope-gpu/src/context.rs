@@ -131,8 +131,19 @@ impl GpuContext {
             }
         }));
         let kernels = if summary.is_software() { KernelSet::Serial } else { KernelSet::Parallel };
-        let gemm_tile = if coop_matrix && kernels == KernelSet::Parallel { GemmTile::Coop } else { GemmTile::default() };
-        Ok(GpuContext { device, queue, summary, kernels, gemm_tile, coop_matrix, prefill_chunk: None, weight_block: None, errors })
+        // GemmTile::Coop stays opt-in: on an H100 (twenty-third session) it gave the same tokens as the
+        // 64-row tile but took 2-3x its time (one subgroup a workgroup, staging element by element).
+        Ok(GpuContext {
+            device,
+            queue,
+            summary,
+            kernels,
+            gemm_tile: GemmTile::default(),
+            coop_matrix,
+            prefill_chunk: None,
+            weight_block: None,
+            errors,
+        })
     }
 
     /// The kernels models loaded on this context compile: parallel on a real GPU, serial on a CPU
@@ -159,9 +170,10 @@ impl GpuContext {
         self
     }
 
-    /// Whether this device has the cooperative matrices [`GemmTile::Coop`] runs on (then its default
-    /// tile): native Vulkan (or Metal) adapters offering 16 x 16 x 16 products of f16 into f32 at
-    /// subgroup scope, with subgroups of exactly 32 invocations. Browsers offer none yet.
+    /// Whether this device has the cooperative matrices [`GemmTile::Coop`] runs on (chosen with
+    /// [`GpuContext::with_gemm_tile`]; not the default, which is faster so far): native Vulkan (or
+    /// Metal) adapters offering 16 x 16 x 16 products of f16 into f32 at subgroup scope, with subgroups
+    /// of exactly 32 invocations. Browsers offer none yet.
     pub fn coop_matrix(&self) -> bool {
         self.coop_matrix
     }
@@ -221,7 +233,7 @@ fn no_adapter_hint(message: &str) -> String {
 
 /// Whether `adapter` can run `gemm_coop`: cooperative matrices and f16 in shaders, a 16 x 16 x 16
 /// configuration of f16 inputs with f32 sums, and subgroups of exactly 32 (the kernel's workgroup is one
-/// subgroup). `HEADSCOPE_COOP=0` in the environment turns them off (natively; A/B timing).
+/// subgroup). `HEADSCOPE_COOP=0` in the environment keeps the device from asking for them.
 fn coop_matrix_usable(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> bool {
     let wanted = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
     if !adapter.features().contains(wanted) || info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {

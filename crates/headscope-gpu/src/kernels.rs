@@ -267,7 +267,8 @@ pub enum GemmTile {
     /// `gemm_coop` (matmul_coop.wgsl): 32 rows x 64 columns a workgroup of one 32-wide subgroup, on
     /// tensor cores through cooperative matrices (f16 inputs, f32 sums). Native only, where the adapter
     /// offers 16 x 16 x 16 f16 matrices with f32 sums and subgroups of exactly 32
-    /// ([`crate::GpuContext::coop_matrix`]); the model's matrices are then uploaded in f16.
+    /// ([`crate::GpuContext::coop_matrix`]); the model's matrices are then uploaded in f16. Correct on an
+    /// H100 (the same greedy tokens as `Rows64`) but 2-3x slower there so far: opt-in (BENCHMARKS.md).
     Coop,
 }
 
