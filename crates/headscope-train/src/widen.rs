@@ -9,6 +9,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use headscope_core::rng::SplitMix64;
 use headscope_model::candle_core::{Device, Tensor, D};
+use headscope_model::ModelSpec;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -30,20 +31,9 @@ pub struct AttentionShape {
 }
 
 impl AttentionShape {
-    fn of_config(c: &serde_json::Value) -> Result<Self> {
-        let get = |k: &str| c.get(k).and_then(serde_json::Value::as_u64).map(|v| v as usize);
-        let need = |k: &str| get(k).with_context(|| format!("config.json has no {k}"));
-        let (layers, heads, hidden) = (need("num_hidden_layers")?, need("num_attention_heads")?, need("hidden_size")?);
-        let kv_heads = get("num_key_value_heads").unwrap_or(heads);
-        ensure!(heads > 0 && kv_heads > 0 && heads.is_multiple_of(kv_heads), "{heads} query heads do not split into {kv_heads} KV groups");
-        let head_dim = match get("head_dim") {
-            Some(d) => d,
-            None => {
-                ensure!(hidden.is_multiple_of(heads), "hidden size {hidden} is not a multiple of {heads} heads");
-                hidden / heads
-            }
-        };
-        Ok(AttentionShape { layers, heads, kv_heads, head_dim })
+    /// The attention shape of `spec` (which derives `head_dim` where config.json does not name it).
+    fn of_spec(spec: &ModelSpec) -> Self {
+        AttentionShape { layers: spec.layers, heads: spec.heads, kv_heads: spec.kv_heads, head_dim: spec.head_dim }
     }
 }
 
@@ -56,11 +46,11 @@ pub fn widen_model_dir(src: &Path, dst: &Path, factor: usize, noise: f32, seed: 
     let config_path = src.join("config.json");
     let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
     let mut config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
-    let model_type = config.get("model_type").and_then(serde_json::Value::as_str).unwrap_or("").to_string();
-    if !WIDENABLE.contains(&model_type.as_str()) {
-        bail!("model_type {model_type:?}: widening knows {} only", WIDENABLE.join(", "));
+    let spec = ModelSpec::from_config_json(&text, &config_path)?;
+    if !WIDENABLE.contains(&spec.model_type.as_str()) {
+        bail!("model_type {:?}: widening knows {} only", spec.model_type, WIDENABLE.join(", "));
     }
-    let before = AttentionShape::of_config(&config)?;
+    let before = AttentionShape::of_spec(&spec);
     let after = AttentionShape { heads: before.heads * factor, kv_heads: before.kv_heads * factor, ..before };
     let files = headscope_model::loader::weight_files(src)?;
     let mut weights = HashMap::new();
