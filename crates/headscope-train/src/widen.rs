@@ -127,6 +127,147 @@ pub fn widen_weights(
     Ok(out)
 }
 
+/// Widens every head of `src` (a model directory) into `dst`: the same heads, each `factor` times as
+/// wide, the same outputs. The new channels sit between the old ones in RoPE's frequency order, so that
+/// the old channels keep their frequencies: with rotate-half RoPE over width d, channel pair i turns at
+/// base^(-2i/d), which is pair `factor * i` of width `factor * d`. The old query rows are multiplied by
+/// sqrt(factor) to undo the smaller 1/sqrt(width) scale; the new query rows are zero (so scores do not
+/// change) while the new key and value rows get seeded noise of `noise` times the RMS of the rows they
+/// sit beside (so that training has a gradient into the new query rows and o_proj columns); the new
+/// o_proj columns are zero. Returns the shapes before and after.
+pub fn deepen_model_dir(src: &Path, dst: &Path, factor: usize, noise: f32, seed: u64) -> Result<(AttentionShape, AttentionShape)> {
+    ensure!(factor >= 2, "a factor of {factor} keeps every head as wide as it is: give 2 or more");
+    ensure!(
+        noise.is_finite() && noise > 0.0,
+        "noise {noise} must be a finite number > 0 (zero noise leaves the new channels without a gradient)"
+    );
+    let config_path = src.join("config.json");
+    let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    let mut config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
+    let spec = ModelSpec::from_config_json(&text, &config_path)?;
+    if !WIDENABLE.contains(&spec.model_type.as_str()) {
+        bail!("model_type {:?}: widening knows {} only", spec.model_type, WIDENABLE.join(", "));
+    }
+    ensure!(
+        spec.rotary_dim == spec.head_dim,
+        "the heads rotate {} of {} channels: deepening keeps RoPE's frequencies only where all turn",
+        spec.rotary_dim,
+        spec.head_dim
+    );
+    ensure!(
+        matches!(spec.rope_scaling, headscope_model::spec::RopeScaling::None),
+        "RoPE scaling {:?}: deepening maps plain RoPE's frequencies only",
+        spec.rope_scaling
+    );
+    let plain_scale = 1.0 / (spec.head_dim as f64).sqrt();
+    ensure!(
+        (spec.attention_scale - plain_scale).abs() < 1e-9 * plain_scale,
+        "attention scale {} is not 1/sqrt(head_dim)",
+        spec.attention_scale
+    );
+    ensure!(spec.head_dim % 2 == 0, "head width {} is odd: RoPE pairs channels", spec.head_dim);
+    let before = AttentionShape::of_spec(&spec);
+    let after = AttentionShape { head_dim: before.head_dim * factor, ..before };
+    let files = headscope_model::loader::weight_files(src)?;
+    let mut weights = HashMap::new();
+    for f in &files {
+        weights
+            .extend(headscope_model::candle_core::safetensors::load(f, &Device::Cpu).with_context(|| format!("reading {}", f.display()))?);
+    }
+    let deepened = deepen_weights(&weights, before, factor, noise, seed)?;
+    std::fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
+    config["head_dim"] = after.head_dim.into();
+    std::fs::write(dst.join("config.json"), serde_json::to_string_pretty(&config)?)?;
+    for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"] {
+        if src.join(name).exists() {
+            std::fs::copy(src.join(name), dst.join(name)).with_context(|| format!("copying {name}"))?;
+        }
+    }
+    headscope_model::candle_core::safetensors::save(&deepened, dst.join("model.safetensors"))?;
+    Ok((before, after))
+}
+
+/// Where channel `c` of a rotate-half head `d` wide lands in the head `factor * d` wide: the first half
+/// holds the pairs' first channels, in frequency order, so pair i becomes pair `factor * i`.
+fn deepened_channel(c: usize, d: usize, factor: usize) -> usize {
+    let half = d / 2;
+    if c < half {
+        factor * c
+    } else {
+        factor * half + factor * (c - half)
+    }
+}
+
+/// The deepened tensors (see [`deepen_model_dir`]); every tensor but the attention projections as it was.
+pub fn deepen_weights(
+    weights: &HashMap<String, Tensor>,
+    shape: AttentionShape,
+    factor: usize,
+    noise: f32,
+    seed: u64,
+) -> Result<HashMap<String, Tensor>> {
+    let AttentionShape { layers, heads, kv_heads, head_dim } = shape;
+    let wide = head_dim * factor;
+    let mut rng = SplitMix64::new(seed);
+    let mut out = weights.clone();
+    let f32 = headscope_model::DType::F32;
+    for layer in 0..layers {
+        let name = |p: &str| format!("model.layers.{layer}.self_attn.{p}");
+        for (proj, n_heads) in [("q_proj", heads), ("k_proj", kv_heads), ("v_proj", kv_heads)] {
+            // Queries carry the sqrt(factor) that keeps the scores; the new channels are zero for
+            // queries, noise for keys and values (biases: zero).
+            let scale = if proj == "q_proj" { (factor as f32).sqrt() } else { 1.0 };
+            for part in ["weight", "bias"] {
+                let n = name(&format!("{proj}.{part}"));
+                let Some(t) = weights.get(&n) else {
+                    ensure!(part == "bias", "the weights lack {n}");
+                    continue;
+                };
+                ensure!(t.dim(0)? == n_heads * head_dim, "{n} has {} rows, not {n_heads} x {head_dim}", t.dim(0)?);
+                let cols = t.elem_count() / t.dim(0)?;
+                let old: Vec<f32> = t.to_dtype(f32)?.flatten_all()?.to_vec1()?;
+                let mut new = vec![0f32; n_heads * wide * cols];
+                let noisy = part == "weight" && proj != "q_proj";
+                for h in 0..n_heads {
+                    let rows = &old[h * head_dim * cols..(h + 1) * head_dim * cols];
+                    let rms = (rows.iter().map(|x| x * x).sum::<f32>() / rows.len() as f32).sqrt();
+                    let head = &mut new[h * wide * cols..(h + 1) * wide * cols];
+                    if noisy {
+                        for x in head.iter_mut() {
+                            *x = noise * rms * rng.normal();
+                        }
+                    }
+                    for c in 0..head_dim {
+                        let to = deepened_channel(c, head_dim, factor);
+                        for (dst, src) in head[to * cols..(to + 1) * cols].iter_mut().zip(&rows[c * cols..(c + 1) * cols]) {
+                            *dst = src * scale;
+                        }
+                    }
+                }
+                let dims: Vec<usize> = std::iter::once(n_heads * wide).chain(t.dims()[1..].iter().copied()).collect();
+                out.insert(n, Tensor::from_vec(new, dims, &Device::Cpu)?.to_dtype(t.dtype())?);
+            }
+        }
+        // o_proj's columns: each head's old value channels where they moved (v_proj's rows moved as
+        // queries' and keys' did), zeros for the new ones.
+        let n = name("o_proj.weight");
+        let o = weights.get(&n).with_context(|| format!("the weights lack {n}"))?;
+        let (rows, cols) = o.dims2()?;
+        ensure!(cols == heads * head_dim, "{n} has {cols} columns, not {heads} x {head_dim}");
+        let old: Vec<f32> = o.to_dtype(f32)?.flatten_all()?.to_vec1()?;
+        let mut new = vec![0f32; rows * heads * wide];
+        for r in 0..rows {
+            for h in 0..heads {
+                for c in 0..head_dim {
+                    new[r * heads * wide + h * wide + deepened_channel(c, head_dim, factor)] = old[r * cols + h * head_dim + c];
+                }
+            }
+        }
+        out.insert(n, Tensor::from_vec(new, (rows, heads * wide), &Device::Cpu)?.to_dtype(o.dtype())?);
+    }
+    Ok(out)
+}
+
 /// `t` plus seeded Gaussian noise of `relative` times its RMS, in `t`'s dtype.
 fn perturbed(t: &Tensor, relative: f32, rng: &mut SplitMix64) -> Result<Tensor> {
     let f = t.to_dtype(headscope_model::DType::F32)?;
@@ -179,6 +320,67 @@ mod tests {
         assert_eq!(copy_cols, 0.0);
         let kept = o.narrow(1, 64, 32).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(kept > 0.0, "the second group's own heads keep their o columns");
+    }
+
+    #[test]
+    fn deepened_model_has_wider_heads_and_the_same_logits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        TinyModel::new(TinyArch::Llama).write(&src).unwrap();
+        let (before, after) = deepen_model_dir(&src, &dst, 2, 0.05, 7).unwrap();
+        assert_eq!((before.heads, before.kv_heads, before.head_dim), (4, 2, 16));
+        assert_eq!((after.heads, after.kv_heads, after.head_dim), (4, 2, 32));
+        let spec = headscope_model::loader::ModelDir::open(&dst).unwrap().spec;
+        assert_eq!((spec.heads, spec.kv_heads, spec.head_dim, spec.hidden_size), (4, 2, 32, 64));
+
+        // Far enough that the slow frequencies turn: a wrong channel map would show at once.
+        let tokens: Vec<u32> = (0..90).map(|i| 3 + (i * 37 % 300) as u32).collect();
+        let (a, b) = (logits(&src, &tokens), logits(&dst, &tokens));
+        assert_eq!(a.len(), b.len());
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "the deepened model's logits differ by {worst}");
+
+        let w = headscope_model::candle_core::safetensors::load(dst.join("model.safetensors"), &Device::Cpu).unwrap();
+        let row_max = |t: &Tensor, r: usize| t.narrow(0, r, 1).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        // Channel 1 of the wide head is a new pair's: zero in queries, noise in keys and values.
+        let (q, k, v) = (
+            &w["model.layers.0.self_attn.q_proj.weight"],
+            &w["model.layers.0.self_attn.k_proj.weight"],
+            &w["model.layers.0.self_attn.v_proj.weight"],
+        );
+        assert_eq!(q.dims(), &[4 * 32, 64]);
+        assert_eq!(row_max(q, 1), 0.0);
+        assert!(row_max(k, 1) > 0.0 && row_max(v, 1) > 0.0, "the new key and value channels carry no noise");
+        assert!(row_max(q, 2) > 0.0, "the old second pair is missing from the queries");
+        let o = &w["model.layers.1.self_attn.o_proj.weight"];
+        assert_eq!(o.dims(), &[64, 4 * 32]);
+        let col = |c: usize| o.narrow(1, c, 1).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(col(1), 0.0);
+        assert!(col(2) > 0.0);
+
+        // Biases move with their rows (Qwen2's q/k/v biases), three times as wide.
+        let (qsrc, qdst) = (tmp.path().join("qsrc"), tmp.path().join("qdst"));
+        TinyModel::new(TinyArch::Qwen2).write(&qsrc).unwrap();
+        deepen_model_dir(&qsrc, &qdst, 3, 0.1, 9).unwrap();
+        let (a, b) = (logits(&qsrc, &tokens), logits(&qdst, &tokens));
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        // sqrt(3) is not exact in f32 as sqrt(2) nearly is: a little more rounding than above.
+        assert!(worst < 5e-4, "the deepened Qwen2's logits differ by {worst}");
+    }
+
+    #[test]
+    fn deepening_refuses_what_it_cannot_keep() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        TinyModel::new(TinyArch::Llama).write(&src).unwrap();
+        let e = deepen_model_dir(&src, &tmp.path().join("a"), 1, 0.05, 0).unwrap_err();
+        assert!(e.to_string().contains("as wide as it is"), "{e}");
+        let e = deepen_model_dir(&src, &tmp.path().join("b"), 2, 0.0, 0).unwrap_err();
+        assert!(e.to_string().contains("without a gradient"), "{e}");
+        let phi = tmp.path().join("phi");
+        TinyModel::new(TinyArch::Phi3).write(&phi).unwrap();
+        let e = deepen_model_dir(&phi, &tmp.path().join("c"), 2, 0.05, 0).unwrap_err();
+        assert!(e.to_string().contains("phi3"), "{e}");
     }
 
     #[test]
