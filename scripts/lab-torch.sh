@@ -9,6 +9,8 @@
 # one stopped by the time limit resumes (while the machine stays warm: its state is under /root).
 # ROPE_THETA=B trains every stage with RoPE base B in place of its recipe's (docs/lab-v4/README.md, "The
 # RoPE base": the chain from scratch at 10000000); RECIPE_SET="key=value ..." replaces any recipe lines.
+# TRAIN_FLAGS="--keep-at 1000,2000" also keeps those steps' weights as /root/NAME/at-STEP, which EVAL can name
+# (a stage's held-out trajectory: docs/lab-v5/README.md, "d13").
 # DET=1 first trains 60 steps of next stage 1 twice with deterministic kernels and prints both
 # weights' md5 (they must agree). TRAIN_FLAGS go to train_lab.py (e.g. --f32-logits). LONG=1 adds a sixth
 # yardstick at 8192 tokens (hws8192); EXTRA="tag:needles:haystack:length ..." adds more (5 depths each).
@@ -101,6 +103,10 @@ fi
 for name in ${EVAL:-}; do
   dir=/root/$name; case "$name" in */*) dir=$name ;; esac
   [ -f "$dir/model.safetensors" ] || continue
+  # Records are named after the model; a kept step (NAME/at-STEP) after its stage too, so that two
+  # stages' at-1000 do not share a folder (niah would refuse the second, or resume the first's tests).
+  label=$(basename $dir); case "$label" in at-*) label=$(basename "$(dirname $dir)")-$label ;; esac
+  ev=/root/ev-$label
   hw=public/needles/handwritten.jsonl vil=public/haystacks/village.txt sto=.carry/eval/heldout-stories.txt
   yardsticks=("hwv256 $hw $vil 256" "hwv1024 $hw $vil 1024" "hws1024 $hw $sto 1024" "natv1024 .carry/eval/natural.jsonl $vil 1024" "hws4096 $hw $sto 4096")
   [ "${LONG:-0}" = 1 ] && yardsticks+=("hws8192 $hw $sto 8192")
@@ -114,26 +120,25 @@ for name in ${EVAL:-}; do
     if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $tag "* ]]; then continue; fi
     if [ "$(left)" -lt 30 ]; then echo "no time for $name $tag"; break; fi
     if [ "$tag" = look1024 ]; then
-      echo "$(basename $dir) $tag: $(HS=$hs scripts/lookalike-eval.sh "$dir" .carry/eval/lookalikes $len /root/ev-$(basename $dir)/$tag \
+      echo "$label $tag: $(HS=$hs scripts/lookalike-eval.sh "$dir" .carry/eval/lookalikes $len $ev/$tag \
         --device cuda --dtype f32 2>&1 | tail -1)"
       continue
     fi
-    echo -n "$(basename $dir) $tag: "
+    echo -n "$label $tag: "
     $hs niah --model "$dir" --device cuda --dtype f32 --plain --depths 5 --needles $needles --haystack $hay --lengths $len \
-      --out /root/ev-$(basename $dir)/$tag 2>&1 | grep -i "pass" | tail -1
+      --out $ev/$tag 2>&1 | grep -i "pass" | tail -1
   done
-  ev=/root/ev-$(basename $dir)
   # Yardstick village: the paper's needle in the page's default haystack, which holds a look-alike
   # sentence; a model that copies the look-alike still "passes" at recall 0.5, but no head scores.
   if [ "$(left)" -gt 30 ] && { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" village "* ]]; }; then
-    echo "$(basename $dir) village: $($hs detect --model "$dir" --device cuda --dtype f32 --plain --out $ev/detect 2>&1 \
+    echo "$label village: $($hs detect --model "$dir" --device cuda --dtype f32 --plain --out $ev/detect 2>&1 \
       | grep -E "pass rate|retrieval heads" | tail -2 | tr '\n' ' ')"
   fi
   if [ "${COT:-0}" = 1 ] && [ "$(left)" -gt 60 ] && [ -f $ev/detect/head_scores.json ]; then
     $hs cot --model "$dir" --device cuda --dtype f32 --plain --scores $ev/detect/head_scores.json --seeds 1 --max-new-tokens-step 96 \
       --out $ev/cot 2>&1 | grep -E "^ +(word_problem|two_hop)" | tail -12
   fi
-  (cd /root/ev-$(basename $dir) && tar czf "$out/ev-$(basename $dir).tgz" */tests.jsonl */summary.json look1024/*/tests.jsonl cot/*/cot.jsonl 2>/dev/null)
+  (cd $ev && tar czf "$out/ev-$label.tgz" */tests.jsonl */summary.json look1024/*/tests.jsonl cot/*/cot.jsonl 2>/dev/null)
 done
 # The last stage trained, and where that one stopped short (time limit), the last finished one too:
 # a machine may be released between calls, and a chain can then go on from the finished stage

@@ -23,12 +23,12 @@ stages 1-2), about 4x the candle trainer's ~145 K; a fixed-shape probe reached 0
 
 Usage (on the GPU machine, from the repository root):
   python3 crates/headscope-train/torch/train_lab.py --bin HEADSCOPE --recipe R --corpus C --out DIR \
-      [--init-from MODEL_DIR] [--max-minutes M] [--stop-at STEP]
+      [--init-from MODEL_DIR] [--max-minutes M] [--stop-at STEP] [--keep-at STEP,STEP]
 or a chain of stages in one process (the compiled graphs serve every stage of the same shape):
   python3 crates/headscope-train/torch/train_lab.py --bin HEADSCOPE --corpus C --max-minutes M \
       --stage runs/a:RECIPE_A --stage runs/b:RECIPE_B:runs/a
 """
-import argparse, json, math, os, queue, struct, subprocess, sys, threading, time, tomllib
+import argparse, json, math, os, queue, shutil, struct, subprocess, sys, threading, time, tomllib
 
 import numpy as np
 
@@ -245,6 +245,8 @@ def train_stage(session, a, recipe_path, out, init_from, deadline):
         if step % t["checkpoint_every"] == 0 or step == last or out_of_time:
             save()
             log.flush()
+        if step in a.keep_at:
+            keep_copy(out, step, model, cfg)
         if out_of_time:
             print(f"time limit reached at step {step}: checkpoint saved; rerun the same command to resume", file=sys.stderr)
             break
@@ -253,6 +255,18 @@ def train_stage(session, a, recipe_path, out, init_from, deadline):
     done = "finished" if step >= t["steps"] else "stopped at"
     print(f"{out}: {done} step {step} of {t['steps']}; wrote {os.path.join(out, 'model.safetensors')}", file=sys.stderr)
     return step >= last and not out_of_time
+
+
+def keep_copy(out, step, model, cfg):
+    """A model folder of this step's weights beside the stage (OUT/at-STEP), so that yardsticks can follow
+    one stage's training: continuing a finished chain has cost held-out retrieval (docs/lab-v5)."""
+    at = os.path.join(out, f"at-{step}")
+    os.makedirs(at, exist_ok=True)
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
+        if os.path.exists(os.path.join(out, name)):
+            shutil.copy(os.path.join(out, name), at)
+    export(model, cfg, os.path.join(at, "model.safetensors"))
+    print(f"kept step {step} in {at}", file=sys.stderr)
 
 
 def main():
@@ -267,6 +281,8 @@ def main():
                          "earlier stage's OUT; a finished stage is skipped, a stopped one resumes")
     ap.add_argument("--max-minutes", type=float, help="for the whole chain")
     ap.add_argument("--stop-at", type=int)
+    ap.add_argument("--keep-at", type=lambda v: {int(x) for x in v.split(",") if x}, default=set(),
+                    help="steps (comma-separated) whose weights are also kept as OUT/at-STEP model folders")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     ap.add_argument("--no-compile", action="store_true", help="eager mode (slower; for debugging)")
     ap.add_argument("--deterministic", action="store_true", help="deterministic kernels: bitwise-repeatable, half the speed")
