@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lab model v4 on the lent GPU with the PyTorch trainer (crates/headscope-train/torch/train_lab.py):
-# trains a chain of stages, evaluates models on the five yardsticks of docs/lab-v4/README.md and sends
+# trains a chain of stages, evaluates models on the yardsticks of docs/lab-v4/README.md (and two of docs/lab-v5) and sends
 # the last model back, within one command's time. Run on the GPU machine from the repository root:
 #   STAGES="n1:docs/lab-v4/recipe-next-stage1.toml n2:docs/lab-v4/recipe-next-stage2.toml:n1" \
 #     EVAL="n2" scripts/lab-torch.sh 570
@@ -56,7 +56,7 @@ if [ "${DET:-0}" = 1 ]; then
   md5sum /root/det?/model.safetensors
 fi
 # The whole chain trains in one process, so that the compiled graphs serve every stage.
-# Each evaluation takes about 100 s (five yardsticks); the chain gets the rest, less a margin.
+# Each evaluation takes about 150 s (seven yardsticks); the chain gets the rest, less a margin.
 stage_args=() names=()
 for s in ${STAGES:-}; do
   IFS=: read -r name recipe init <<< "$s"
@@ -81,7 +81,7 @@ for s in ${STAGES:-}; do
 done
 last="" finished=""
 if [ ${#names[@]} -gt 0 ]; then
-  per_model=$(( 100 + ${LONG:-0} * 60 + ${COT:-0} * 150 ))
+  per_model=$(( 150 + ${LONG:-0} * 60 + ${COT:-0} * 150 ))
   [ -f .carry/eval/lookalikes/needles.jsonl ] && per_model=$(( per_model + 75 )) # 24 model loads
   [ -n "${ONLY:-}" ] && per_model=$(( $(echo $ONLY | wc -w) * 25 + $([[ " $ONLY " == *" look1024 "* ]] && echo 60 || echo 0) ))
   reserve=$(( $(echo ${EVAL:-} | wc -w) * per_model + 45 ))
@@ -99,7 +99,7 @@ if [ ${#names[@]} -gt 0 ]; then
   done
   (cd /root && tar czf "$out/losses.tgz" $(for n in "${names[@]}"; do [ -f $n/loss.csv ] && echo $n/loss.csv; done) 2>/dev/null)
 fi
-# The five yardsticks: pass rate (recall >= 0.5) of 48 needles x 5 depths each.
+# The yardsticks: pass rate (recall >= 0.5) of 48 needles x 5 depths each.
 for name in ${EVAL:-}; do
   dir=/root/$name; case "$name" in */*) dir=$name ;; esac
   [ -f "$dir/model.safetensors" ] || continue
@@ -108,7 +108,14 @@ for name in ${EVAL:-}; do
   label=$(basename $dir); case "$label" in at-*) label=$(basename "$(dirname $dir)")-$label ;; esac
   ev=/root/ev-$label
   hw=public/needles/handwritten.jsonl vil=public/haystacks/village.txt sto=.carry/eval/heldout-stories.txt
-  yardsticks=("hwv256 $hw $vil 256" "hwv1024 $hw $vil 1024" "hws1024 $hw $sto 1024" "natv1024 .carry/eval/natural.jsonl $vil 1024" "hws4096 $hw $sto 4096")
+  # hws1024's haystack (the text's first page) holds one sentence that models copy whatever is asked
+  # (docs/lab-v5/README.md, "d13"): hwsmid1024 and hwslate1024 run the same needles in the text's
+  # middle and last quarter.
+  n_lines=$(wc -l < $sto)
+  [ -f /root/hs-mid.txt ] || tail -n +$((n_lines / 2)) $sto > /root/hs-mid.txt
+  [ -f /root/hs-late.txt ] || tail -n +$((n_lines * 3 / 4)) $sto > /root/hs-late.txt
+  yardsticks=("hwv256 $hw $vil 256" "hwv1024 $hw $vil 1024" "hws1024 $hw $sto 1024" "hwsmid1024 $hw /root/hs-mid.txt 1024"
+    "hwslate1024 $hw /root/hs-late.txt 1024" "natv1024 .carry/eval/natural.jsonl $vil 1024" "hws4096 $hw $sto 4096")
   [ "${LONG:-0}" = 1 ] && yardsticks+=("hws8192 $hw $sto 8192")
   # EXTRA="tag:needles:haystack:length ..." adds yardsticks of its own (e.g. needles written for a trial).
   for x in ${EXTRA:-}; do IFS=: read -r tag needles hay len <<< "$x"; yardsticks+=("$tag $needles $hay $len"); done
