@@ -43,6 +43,20 @@ impl AttentionShape {
 pub fn widen_model_dir(src: &Path, dst: &Path, factor: usize, noise: f32, seed: u64) -> Result<(AttentionShape, AttentionShape)> {
     ensure!(factor >= 2, "a factor of {factor} adds no heads: give 2 or more");
     ensure!(noise.is_finite() && noise >= 0.0, "noise {noise} must be a finite number >= 0");
+    grow_model_dir(src, dst, |_, before, weights| {
+        let after = AttentionShape { heads: before.heads * factor, kv_heads: before.kv_heads * factor, ..before };
+        Ok((after, widen_weights(weights, before, factor, noise, seed)?))
+    })
+}
+
+/// Reads the model in `src`, lets `grow` make the new attention shape and tensors from its spec, shape
+/// and weights, and writes the grown model to `dst`: config.json with the new shape, the tokenizer
+/// files as they were, the tensors. Returns the shapes before and after.
+fn grow_model_dir(
+    src: &Path,
+    dst: &Path,
+    grow: impl FnOnce(&ModelSpec, AttentionShape, &HashMap<String, Tensor>) -> Result<(AttentionShape, HashMap<String, Tensor>)>,
+) -> Result<(AttentionShape, AttentionShape)> {
     let config_path = src.join("config.json");
     let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
     let mut config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
@@ -51,14 +65,13 @@ pub fn widen_model_dir(src: &Path, dst: &Path, factor: usize, noise: f32, seed: 
         bail!("model_type {:?}: widening knows {} only", spec.model_type, WIDENABLE.join(", "));
     }
     let before = AttentionShape::of_spec(&spec);
-    let after = AttentionShape { heads: before.heads * factor, kv_heads: before.kv_heads * factor, ..before };
     let files = headscope_model::loader::weight_files(src)?;
     let mut weights = HashMap::new();
     for f in &files {
         weights
             .extend(headscope_model::candle_core::safetensors::load(f, &Device::Cpu).with_context(|| format!("reading {}", f.display()))?);
     }
-    let widened = widen_weights(&weights, before, factor, noise, seed)?;
+    let (after, grown) = grow(&spec, before, &weights)?;
     std::fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
     config["num_attention_heads"] = after.heads.into();
     config["num_key_value_heads"] = after.kv_heads.into();
@@ -69,7 +82,7 @@ pub fn widen_model_dir(src: &Path, dst: &Path, factor: usize, noise: f32, seed: 
             std::fs::copy(src.join(name), dst.join(name)).with_context(|| format!("copying {name}"))?;
         }
     }
-    headscope_model::candle_core::safetensors::save(&widened, dst.join("model.safetensors"))?;
+    headscope_model::candle_core::safetensors::save(&grown, dst.join("model.safetensors"))?;
     Ok((before, after))
 }
 
@@ -141,50 +154,28 @@ pub fn deepen_model_dir(src: &Path, dst: &Path, factor: usize, noise: f32, seed:
         noise.is_finite() && noise > 0.0,
         "noise {noise} must be a finite number > 0 (zero noise leaves the new channels without a gradient)"
     );
-    let config_path = src.join("config.json");
-    let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
-    let mut config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
-    let spec = ModelSpec::from_config_json(&text, &config_path)?;
-    if !WIDENABLE.contains(&spec.model_type.as_str()) {
-        bail!("model_type {:?}: widening knows {} only", spec.model_type, WIDENABLE.join(", "));
-    }
-    ensure!(
-        spec.rotary_dim == spec.head_dim,
-        "the heads rotate {} of {} channels: deepening keeps RoPE's frequencies only where all turn",
-        spec.rotary_dim,
-        spec.head_dim
-    );
-    ensure!(
-        matches!(spec.rope_scaling, headscope_model::spec::RopeScaling::None),
-        "RoPE scaling {:?}: deepening maps plain RoPE's frequencies only",
-        spec.rope_scaling
-    );
-    let plain_scale = 1.0 / (spec.head_dim as f64).sqrt();
-    ensure!(
-        (spec.attention_scale - plain_scale).abs() < 1e-9 * plain_scale,
-        "attention scale {} is not 1/sqrt(head_dim)",
-        spec.attention_scale
-    );
-    ensure!(spec.head_dim % 2 == 0, "head width {} is odd: RoPE pairs channels", spec.head_dim);
-    let before = AttentionShape::of_spec(&spec);
-    let after = AttentionShape { head_dim: before.head_dim * factor, ..before };
-    let files = headscope_model::loader::weight_files(src)?;
-    let mut weights = HashMap::new();
-    for f in &files {
-        weights
-            .extend(headscope_model::candle_core::safetensors::load(f, &Device::Cpu).with_context(|| format!("reading {}", f.display()))?);
-    }
-    let deepened = deepen_weights(&weights, before, factor, noise, seed)?;
-    std::fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
-    config["head_dim"] = after.head_dim.into();
-    std::fs::write(dst.join("config.json"), serde_json::to_string_pretty(&config)?)?;
-    for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"] {
-        if src.join(name).exists() {
-            std::fs::copy(src.join(name), dst.join(name)).with_context(|| format!("copying {name}"))?;
-        }
-    }
-    headscope_model::candle_core::safetensors::save(&deepened, dst.join("model.safetensors"))?;
-    Ok((before, after))
+    grow_model_dir(src, dst, |spec, before, weights| {
+        ensure!(
+            spec.rotary_dim == spec.head_dim,
+            "the heads rotate {} of {} channels: deepening keeps RoPE's frequencies only where all turn",
+            spec.rotary_dim,
+            spec.head_dim
+        );
+        ensure!(
+            matches!(spec.rope_scaling, headscope_model::spec::RopeScaling::None),
+            "RoPE scaling {:?}: deepening maps plain RoPE's frequencies only",
+            spec.rope_scaling
+        );
+        let plain_scale = 1.0 / (spec.head_dim as f64).sqrt();
+        ensure!(
+            (spec.attention_scale - plain_scale).abs() < 1e-9 * plain_scale,
+            "attention scale {} is not 1/sqrt(head_dim)",
+            spec.attention_scale
+        );
+        ensure!(spec.head_dim % 2 == 0, "head width {} is odd: RoPE pairs channels", spec.head_dim);
+        let after = AttentionShape { head_dim: before.head_dim * factor, ..before };
+        Ok((after, deepen_weights(weights, before, factor, noise, seed)?))
+    })
 }
 
 /// Where channel `c` of a rotate-half head `d` wide lands in the head `factor * d` wide: the first half
