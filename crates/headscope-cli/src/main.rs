@@ -236,6 +236,11 @@ pub struct SweepArgs {
     /// Haystack text files, joined and repeated to length. Default: public/haystacks/village.txt (built in).
     #[arg(long, num_args = 1..)]
     pub haystack: Vec<PathBuf>,
+    /// Begin the haystack at the first line at or after this percent of its text, what was before
+    /// following at the end: the same needles from another stretch of the text (a short prompt reads
+    /// only the start, so one sentence there can decide a whole sweep).
+    #[arg(long, value_name = "PERCENT")]
+    pub haystack_start: Option<f64>,
     /// Prompt lengths in tokens: MIN:MAX:N (N evenly spaced) or one length.
     #[arg(long, default_value = "1000:4000:4")]
     pub lengths: String,

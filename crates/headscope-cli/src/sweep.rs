@@ -205,11 +205,15 @@ impl Sweep {
             Some(p) => read_needles_jsonl(p)?,
             None => vec![san_francisco_needle()],
         };
-        let haystack = if args.haystack.is_empty() {
+        let mut haystack = if args.haystack.is_empty() {
             vec![DEFAULT_HAYSTACK.to_string()]
         } else {
             args.haystack.iter().map(|p| read_text(p)).collect::<Result<_>>()?
         };
+        if let Some(percent) = args.haystack_start {
+            // One rotated text: its hash in run.json (and so resuming) tells it from the unrotated one.
+            haystack = vec![headscope_core::niah::haystack_from(&haystack, percent)?];
+        }
         let format = model_dir.prompt_format(args.run.plain);
         let info = RunInfo {
             headscope_version: headscope_core::VERSION.to_string(),

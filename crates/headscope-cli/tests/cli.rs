@@ -238,6 +238,7 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
         "not part of the needle",
     );
     run(&["--haystack", &write("empty.txt", "   \n")], "haystack is empty");
+    run(&["--haystack-start", "150"], "haystack start 150 % is outside 0..100");
     run(&["--lengths", "5:1:2"], "the context lengths `5:1:2`");
     run(&["--dtype", "f64"], "dtype `f64`");
     run(&["--device", "tpu"], "--device `tpu`");
@@ -249,6 +250,42 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
     fails(&["niah", "--model", &model, "--out", &out, "--mask-top", "1", "--scores", &broken], "not JSON");
     // No finished result was lost or made up along the way.
     assert!(!PathBuf::from(&out).join("head_scores.json").exists());
+}
+
+/// --haystack-start runs the same needles in another stretch of the haystack: the prompt's context
+/// begins with the chosen line, and run.json's haystack hash tells the run from one at the start.
+#[test]
+fn a_sweep_can_read_the_haystack_from_another_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(tmp.path(), "llama", 0, false);
+    let lines: Vec<String> = (0..40).map(|i| format!("Line {i} of the haystack tells of the river and the mill.")).collect();
+    let hay = tmp.path().join("hay.txt");
+    std::fs::write(&hay, lines.join("\n")).unwrap();
+    let tok = HfTokenizer::from_dir(Path::new(&model)).unwrap();
+    let run = |name: &str, start: Option<&str>| {
+        let out = tmp.path().join(name);
+        let mut a = vec!["niah", "--model", &model, "--out", out.to_str().unwrap(), "--haystack", hay.to_str().unwrap()];
+        a.extend(["--lengths", "200", "--depths", "1", "--max-new-tokens", "2", "--plain", "--save-prompts"]);
+        if let Some(s) = start {
+            a.extend(["--haystack-start", s]);
+        }
+        ok(&a);
+        let log = TestLog::open(&out.join("tests.jsonl")).unwrap();
+        let prompt = tok.decode(log.records()[0].prompt_ids.as_ref().unwrap()).unwrap();
+        let info: RunInfo = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+        (prompt, info.haystack_hash)
+    };
+    let (first, first_hash) = run("start", None);
+    let (middle, middle_hash) = run("middle", Some("50"));
+    let at = |p: &str, line: &str| p.find(line).unwrap_or(usize::MAX);
+    assert!(at(&first, "Line 0 ") < at(&first, "Line 1 "), "{first}");
+    // 50 % of the text lands inside line 20 (lines 10 and up are a byte longer): line 21 comes first.
+    assert!(at(&middle, "Line 21 ") < at(&middle, "Line 22 ") && middle.contains("Line 22 "), "{middle}");
+    assert!(
+        !middle.contains("Line 0 ") && !middle.contains("Line 20 "),
+        "a 200-token prompt reads only the stretch from line 21: {middle}"
+    );
+    assert_ne!(first_hash, middle_hash);
 }
 
 /// Without --model, the commands use the bundled lab model (run from the repository root).

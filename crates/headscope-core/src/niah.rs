@@ -92,6 +92,35 @@ pub fn read_needles_jsonl(path: &Path) -> Result<Vec<Needle>> {
     parse_needles_jsonl(&text, path)
 }
 
+/// The haystack texts joined (as [`NiahBuilder::new`] joins them) and rotated to begin at the first
+/// line that starts at or after `percent` (0-100) of their bytes; what was before follows at the end,
+/// so a prompt that needs the whole text still gets all of it. A prompt shorter than the text reads
+/// only its start, so one sentence there can decide every test of a sweep (docs/lab-v5/README.md,
+/// "d13": one page held a sentence the lab model copied whatever was asked); running the same needles
+/// from several starts tells the haystack's part from the model's. 0 returns the texts joined.
+pub fn haystack_from(texts: &[String], percent: f64) -> Result<String> {
+    if !(0.0..=100.0).contains(&percent) {
+        return Err(CoreError::invalid(format!("haystack start {percent} % is outside 0..100 percent")));
+    }
+    let joined = texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
+    if joined.is_empty() {
+        return Err(CoreError::invalid("the haystack is empty: give at least one non-empty text"));
+    }
+    let at = floor_char_boundary(&joined, (joined.len() as f64 * percent / 100.0).round() as usize);
+    if at == 0 {
+        return Ok(joined);
+    }
+    // The line that starts at `at` (the byte before it is a line break), or the next one.
+    let start = if joined.as_bytes()[at - 1] == b'\n' { Some(at) } else { joined[at..].find('\n').map(|i| at + i + 1) };
+    match start.filter(|&s| s < joined.len()) {
+        Some(s) => {
+            let (head, tail) = joined.split_at(s);
+            Ok(format!("{}\n\n{}", tail.trim(), head.trim()))
+        }
+        None => Err(CoreError::invalid(format!("no line of the haystack starts at or after {percent} % of it: give a smaller start"))),
+    }
+}
+
 /// One built test: the prompt's token ids and where the needle and its answer sit in them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NiahTest {
@@ -419,6 +448,34 @@ fn floor_char_boundary(s: &str, i: usize) -> usize {
 pub(crate) mod tests {
     use super::*;
     use crate::prompt::ChatTemplate;
+
+    #[test]
+    fn a_haystack_can_start_at_any_line() {
+        let texts = vec!["one\ntwo\nthree".to_string(), "four\nfive".to_string()];
+        // Joined: "one\ntwo\nthree\n\nfour\nfive" (25 bytes).
+        assert_eq!(haystack_from(&texts, 0.0).unwrap(), "one\ntwo\nthree\n\nfour\nfive");
+        // 20 % is byte 5, inside "two": the next line, "three", starts the haystack.
+        assert_eq!(haystack_from(&texts, 20.0).unwrap(), "three\n\nfour\nfive\n\none\ntwo");
+        // Byte 4 starts "two" itself.
+        assert_eq!(haystack_from(&texts, 16.0).unwrap(), "two\nthree\n\nfour\nfive\n\none");
+        // Every line stays, once.
+        let rotated = haystack_from(&texts, 60.0).unwrap();
+        let mut lines: Vec<&str> = rotated.lines().filter(|l| !l.is_empty()).collect();
+        lines.sort_unstable();
+        assert_eq!(lines, ["five", "four", "one", "three", "two"]);
+        // Multi-byte text: the cut never splits a character.
+        let accents = vec!["ééé\nàà\nüüü".to_string()];
+        assert_eq!(haystack_from(&accents, 10.0).unwrap(), "àà\nüüü\n\nééé");
+    }
+
+    #[test]
+    fn a_haystack_start_out_of_range_is_refused() {
+        let texts = vec!["one\ntwo".to_string()];
+        assert!(haystack_from(&texts, 101.0).unwrap_err().to_string().contains("outside 0..100"));
+        assert!(haystack_from(&texts, f64::NAN).unwrap_err().to_string().contains("outside 0..100"));
+        assert!(haystack_from(&texts, 90.0).unwrap_err().to_string().contains("no line"));
+        assert!(haystack_from(&["  ".to_string()], 10.0).unwrap_err().to_string().contains("empty"));
+    }
 
     /// A toy tokenizer: each word and each punctuation mark is a token, whitespace is dropped;
     /// `add_special_tokens` prepends id 1 (BOS) with an empty range.

@@ -108,6 +108,7 @@ impl ReportArgs {
             out,
             needles: Some(self.needles.clone()),
             haystack: self.haystack.clone(),
+            haystack_start: None,
             lengths: self.lengths.clone(),
             depths: self.depths,
             max_new_tokens: self.max_new_tokens,
