@@ -281,6 +281,13 @@ mod tests {
         m.model.forward_sequence(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
     }
 
+    /// The largest difference between two models' logits over `tokens`.
+    fn logit_gap(a: &Path, b: &Path, tokens: &[u32]) -> f32 {
+        let (a, b) = (logits(a, tokens), logits(b, tokens));
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    }
+
     #[test]
     fn widened_model_has_more_heads_and_the_same_logits() {
         let tmp = tempfile::tempdir().unwrap();
@@ -293,9 +300,7 @@ mod tests {
         assert_eq!((spec.heads, spec.kv_heads, spec.head_dim, spec.hidden_size), (8, 4, 16, 64));
 
         let tokens: Vec<u32> = (0..40).map(|i| 3 + (i * 37 % 300) as u32).collect();
-        let (a, b) = (logits(&src, &tokens), logits(&dst, &tokens));
-        assert_eq!(a.len(), b.len());
-        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let worst = logit_gap(&src, &dst, &tokens);
         assert!(worst < 1e-4, "the widened model's logits differ by {worst}");
 
         // The copies are not twins: their queries differ from the heads they copy, and o ignores them.
@@ -326,9 +331,7 @@ mod tests {
 
         // Far enough that the slow frequencies turn: a wrong channel map would show at once.
         let tokens: Vec<u32> = (0..90).map(|i| 3 + (i * 37 % 300) as u32).collect();
-        let (a, b) = (logits(&src, &tokens), logits(&dst, &tokens));
-        assert_eq!(a.len(), b.len());
-        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let worst = logit_gap(&src, &dst, &tokens);
         assert!(worst < 1e-4, "the deepened model's logits differ by {worst}");
 
         let w = headscope_model::candle_core::safetensors::load(dst.join("model.safetensors"), &Device::Cpu).unwrap();
@@ -353,8 +356,7 @@ mod tests {
         let (qsrc, qdst) = (tmp.path().join("qsrc"), tmp.path().join("qdst"));
         TinyModel::new(TinyArch::Qwen2).write(&qsrc).unwrap();
         deepen_model_dir(&qsrc, &qdst, 3, 0.1, 9).unwrap();
-        let (a, b) = (logits(&qsrc, &tokens), logits(&qdst, &tokens));
-        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let worst = logit_gap(&qsrc, &qdst, &tokens);
         // sqrt(3) is not exact in f32 as sqrt(2) nearly is: a little more rounding than above.
         assert!(worst < 5e-4, "the deepened Qwen2's logits differ by {worst}");
     }
