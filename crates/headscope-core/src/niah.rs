@@ -92,6 +92,15 @@ pub fn read_needles_jsonl(path: &Path) -> Result<Vec<Needle>> {
     parse_needles_jsonl(&text, path)
 }
 
+/// The haystack texts, trimmed, the empty ones left out, joined by blank lines; an error if none is left.
+fn joined_haystack(texts: &[String]) -> Result<String> {
+    let joined = texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
+    if joined.is_empty() {
+        return Err(CoreError::invalid("the haystack is empty: give at least one non-empty text"));
+    }
+    Ok(joined)
+}
+
 /// The haystack texts joined (as [`NiahBuilder::new`] joins them) and rotated to begin at the first
 /// line that starts at or after `percent` (0-100) of their bytes; what was before follows at the end,
 /// so a prompt that needs the whole text still gets all of it. A prompt shorter than the text reads
@@ -102,10 +111,7 @@ pub fn haystack_from(texts: &[String], percent: f64) -> Result<String> {
     if !(0.0..=100.0).contains(&percent) {
         return Err(CoreError::invalid(format!("haystack start {percent} % is outside 0..100 percent")));
     }
-    let joined = texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
-    if joined.is_empty() {
-        return Err(CoreError::invalid("the haystack is empty: give at least one non-empty text"));
-    }
+    let joined = joined_haystack(texts)?;
     let at = floor_char_boundary(&joined, (joined.len() as f64 * percent / 100.0).round() as usize);
     if at == 0 {
         return Ok(joined);
@@ -193,10 +199,7 @@ const SENTENCE_ENDS: [char; 3] = ['.', '!', '?'];
 impl<'t, T: TextTokenizer + ?Sized> NiahBuilder<'t, T> {
     /// A builder over the concatenation of `texts` (separated by blank lines).
     pub fn new(tokenizer: &'t T, format: PromptFormat, texts: &[String]) -> Result<Self> {
-        let source = texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
-        if source.is_empty() {
-            return Err(CoreError::invalid("the haystack is empty: give at least one non-empty text"));
-        }
+        let source = joined_haystack(texts)?;
         let haystack_tokens = tokenizer.encode(&source, false)?;
         if haystack_tokens.ids.is_empty() {
             return Err(CoreError::invalid("the haystack encodes to no tokens"));
