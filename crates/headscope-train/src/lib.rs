@@ -14,7 +14,7 @@ use crate::exercises::ExerciseGenerator;
 use crate::sentence_exercises::{insert_sentences, SentenceExerciseGenerator, SentenceExerciseSettings, SentencePool};
 use anyhow::{bail, Context, Result};
 use headscope_core::niah::NiahBuilder;
-use headscope_core::prompt::PromptFormat;
+use headscope_core::prompt::{niah_user_message, PromptFormat};
 use headscope_core::rng::SplitMix64;
 use headscope_core::TextTokenizer;
 use headscope_model::tokenizer::train_byte_level_bpe;
@@ -158,6 +158,17 @@ struct DataRecipe {
     /// With `two_hop`: share of them asked step by step (both facts restated, then "The answer is ...").
     #[serde(default = "default_two_hop_reasoning")]
     two_hop_reasoning: f64,
+    /// With `restate`: further questions after the exercise's answer, each about a sentence of its own
+    /// placed elsewhere in the context and answered as the first ("Based on the content of the book,
+    /// Question: ... Answer: ..."), in exercises of at least `follow_up_min_tokens`. A long exercise
+    /// then teaches several far lookups, not one among thousands of text tokens (lab-v5 "r13": rows of
+    /// one 8,192-token exercise each lost retrieval at every length). 0 leaves earlier recipes' rows
+    /// as they were.
+    #[serde(default)]
+    follow_up_questions: usize,
+    /// With `follow_up_questions`: the shortest exercise (tokens) that gets them.
+    #[serde(default)]
+    follow_up_min_tokens: usize,
     lengths: Vec<LengthRecipe>,
 }
 
@@ -305,6 +316,12 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
     if !(1..=8).contains(&r.data.near_copies) {
         bail!("recipe {}: data.near_copies must be 1 to 8, not {}", path.display(), r.data.near_copies);
     }
+    if r.data.follow_up_questions > 8 {
+        bail!("recipe {}: data.follow_up_questions must be at most 8, not {}", path.display(), r.data.follow_up_questions);
+    }
+    if r.data.follow_up_questions > 0 && !r.data.restate {
+        bail!("recipe {}: data.follow_up_questions needs data.restate = true (they are sentence exercises)", path.display());
+    }
     if r.data.elsewhere_facts > 16 {
         bail!("recipe {}: data.elsewhere_facts must be at most 16, not {}", path.display(), r.data.elsewhere_facts);
     }
@@ -419,6 +436,9 @@ struct DataSource {
     answer_words: [usize; 2],
     recurring_words: f64,
     vary_prompt_length: bool,
+    /// `DataRecipe::follow_up_questions` and `follow_up_min_tokens`.
+    follow_up_questions: usize,
+    follow_up_min_tokens: usize,
     lengths: Vec<LengthRecipe>,
     seed: u64,
 }
@@ -510,14 +530,18 @@ impl DataSource {
         let mut r = SplitMix64::new(seed);
         // With `same_document` the passage comes first: the needle is drawn from its text.
         let early_passage = (self.same_document && self.sentence_settings.is_some()).then(|| self.passage(t, &mut r));
-        let (needle, answer_text, elsewhere) = match self.sentence_settings {
+        let (needle, answer_text, mut elsewhere, follow_ups) = match self.sentence_settings {
             Some(settings) => {
                 let mut g = SentenceExerciseGenerator::new(r.next_u64(), self.sentences.clone(), self.corpus_words.clone(), settings);
                 if let Some((doc, passage)) = &early_passage {
                     g = g.in_document(*doc, passage);
                 }
                 let e = g.next_exercise();
-                (e.inserted(), e.answer().to_owned(), e.elsewhere)
+                // Drawn from the exercise's own generator, after it: rows without follow-ups keep
+                // every random draw they had.
+                let wanted = if t >= self.follow_up_min_tokens { self.follow_up_questions } else { 0 };
+                let follow_ups: Vec<_> = (0..wanted).map(|_| g.next_exercise()).filter(|x| x.answer_text.is_none()).collect();
+                (e.inserted(), e.answer().to_owned(), e.elsewhere, follow_ups)
             }
             None => {
                 let needle = ExerciseGenerator::new(r.next_u64(), self.corpus_words.clone())
@@ -527,7 +551,7 @@ impl DataSource {
                     .with_recurring_words(self.recurring_words)
                     .next_needle();
                 let answer = needle.real_needle.clone();
-                (needle, answer, Vec::new())
+                (needle, answer, Vec::new(), Vec::new())
             }
         };
         let mut answer = self.tokenizer.encode(&format!(" {answer_text}"), false)?.ids;
@@ -536,6 +560,22 @@ impl DataSource {
             // An answer that would crowd out the context is no exercise: use plain text for this row.
             return Ok(self.plain_text(t, seed));
         }
+        // Each follow-up: its needle sentence, then the tokens of its question and of its answer.
+        let mut follow = Vec::with_capacity(follow_ups.len());
+        for x in &follow_ups {
+            let asked = niah_user_message("", &x.needle.question);
+            let question = self.tokenizer.encode(&asked["<book></book>".len()..], false)?.ids;
+            let mut restated = self.tokenizer.encode(&format!(" {}", x.answer()), false)?.ids;
+            restated.push(EOS);
+            follow.push((x.needle.needle.clone(), question, restated));
+        }
+        let mut follow_len: usize = follow.iter().map(|(_, q, a)| q.len() + a.len()).sum();
+        if (answer.len() + follow_len) * 4 > t {
+            // Follow-ups never crowd out the context: the row keeps its first question alone.
+            follow.clear();
+            follow_len = 0;
+        }
+        elsewhere.extend(follow_ups.iter().filter(|_| !follow.is_empty()).map(|x| x.inserted().needle));
         let (_, mut passage) = match early_passage {
             Some(p) => p,
             None => self.passage(t, &mut r),
@@ -546,7 +586,7 @@ impl DataSource {
         }
         let mut builder = NiahBuilder::new(&self.tokenizer, PromptFormat::Plain, &[passage])?;
         let depth = r.below(10_001) as f64 / 100.0;
-        let mut prompt_len = t + 1 - answer.len();
+        let mut prompt_len = t + 1 - answer.len() - follow_len;
         if vary_prompt_length {
             // Anywhere in the last quarter of the row.
             prompt_len -= r.below(prompt_len as u64 / 4 + 1) as usize;
@@ -556,12 +596,27 @@ impl DataSource {
             return Ok(self.plain_text(t, seed));
         }
         let test = builder.build(&needle, prompt_len, depth)?;
+        let context = if follow.is_empty() { String::new() } else { self.tokenizer.decode(&test.prompt_ids)? };
         let mut seq = test.prompt_ids;
         let mut w = vec![1.0; seq.len()];
         seq.extend_from_slice(&answer);
         let opening = answer.len().min(OPENING_TOKENS);
         w.extend(std::iter::repeat_n(self.opening_weight, opening));
         w.extend(std::iter::repeat_n(self.answer_weight, answer.len() - opening));
+        if !follow.is_empty() {
+            // A sentence the prompt's length cut off cannot be asked about: its answer would be invented.
+            for (sentence, question, restated) in &follow {
+                if !context.contains(sentence.as_str()) {
+                    continue;
+                }
+                seq.extend_from_slice(question);
+                w.extend(std::iter::repeat_n(1.0, question.len()));
+                let opening = restated.len().min(OPENING_TOKENS);
+                seq.extend_from_slice(restated);
+                w.extend(std::iter::repeat_n(self.opening_weight, opening));
+                w.extend(std::iter::repeat_n(self.answer_weight, restated.len() - opening));
+            }
+        }
         if vary_prompt_length && seq.len() < t + 1 {
             // The rest of the row is ordinary text, as when documents are packed.
             let (text, _) = self.plain_text(t - seq.len(), r.next_u64());
@@ -706,6 +761,8 @@ fn prepare(recipe_path: &Path, corpus: &Path, out: &Path, init_from: Option<&Pat
         answer_words: recipe.data.answer_words,
         recurring_words: recipe.data.recurring_words,
         vary_prompt_length: recipe.data.vary_prompt_length,
+        follow_up_questions: recipe.data.follow_up_questions,
+        follow_up_min_tokens: recipe.data.follow_up_min_tokens,
         lengths: recipe.data.lengths.clone(),
         seed: recipe.seed,
     });
@@ -932,6 +989,8 @@ mod tests {
             answer_words: default_answer_words(),
             recurring_words: 0.0,
             vary_prompt_length,
+            follow_up_questions: 0,
+            follow_up_min_tokens: 0,
             lengths: vec![LengthRecipe { tokens: 256, batch: 1, share: 1.0, exercise_tokens: None }],
             seed: 1,
         }
@@ -984,6 +1043,59 @@ mod tests {
         s.sentence_settings = Some(SentenceExerciseSettings { distractors: 1.0, ..Default::default() });
         let plain = (0..300u64).filter(|&seed| s.exercise(96, seed, s.vary_prompt_length).unwrap().1.iter().all(|&x| x == 1.0)).count();
         assert!((1..300).contains(&plain), "{plain} of 300 rows of 96 tokens were plain text");
+    }
+
+    #[test]
+    fn follow_up_questions_ask_about_other_sentences_of_the_context() {
+        let mut s = source(false);
+        s.sentence_settings = Some(SentenceExerciseSettings { natural_facts: 0.5, cue_answers: 1.0, ..Default::default() });
+        let before: Vec<_> = (0..6u64).map(|seed| s.exercise(1024, seed, false).unwrap()).collect();
+        // Below their shortest length the rows are those of a recipe without follow-ups.
+        (s.follow_up_questions, s.follow_up_min_tokens) = (3, 2048);
+        let short: Vec<_> = (0..6u64).map(|seed| s.exercise(1024, seed, false).unwrap()).collect();
+        assert_eq!(before, short);
+        s.follow_up_min_tokens = 1024;
+        let (mut rows, mut asked) = (0, 0);
+        for seed in 0..20u64 {
+            let (seq, w) = s.exercise(1024, seed, false).unwrap();
+            assert_eq!((seq.len(), w.len()), (1025, 1025));
+            // Runs of answer weight: the first answer, then one a follow-up.
+            let mut runs = vec![];
+            let mut i = 0;
+            while i < w.len() {
+                if w[i] == 8.0 {
+                    let start = i;
+                    while i < w.len() && w[i] == 8.0 {
+                        i += 1;
+                    }
+                    runs.push(start..i);
+                } else {
+                    i += 1;
+                }
+            }
+            if runs.is_empty() {
+                continue; // a row of plain text
+            }
+            rows += 1;
+            assert!(runs.len() <= 4, "{} answers", runs.len());
+            let prompt = s.tokenizer.decode(&seq[..runs[0].start]).unwrap();
+            let book = &prompt[..prompt.find("</book>").unwrap()];
+            for pair in runs.windows(2) {
+                let (answer, next) = (&pair[0], &pair[1]);
+                assert_eq!(seq[answer.end - 1], EOS, "an answer ends with EOS");
+                let between = s.tokenizer.decode(&seq[answer.end..next.start]).unwrap();
+                assert!(between.starts_with("\nBased on the content of the book, Question: "), "{between:?}");
+                assert!(between.ends_with("\nAnswer:"), "{between:?}");
+                // Its answer restates a sentence of the context, which the first question did not ask about.
+                let restated = s.tokenizer.decode(&seq[next.start..next.end - 1]).unwrap();
+                assert!(book.contains(restated.trim()), "{restated:?} is not in the context");
+                let first = s.tokenizer.decode(&seq[runs[0].start..runs[0].end - 1]).unwrap();
+                assert_ne!(first.trim(), restated.trim());
+                asked += 1;
+            }
+        }
+        assert!(rows >= 15, "only {rows} of 20 rows were exercises");
+        assert!(asked >= rows, "{asked} follow-up questions in {rows} rows");
     }
 
     /// A recipe that only fails on the GPU machine costs a lent session: every committed one parses.
