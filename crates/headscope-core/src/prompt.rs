@@ -36,7 +36,12 @@ pub struct ChatTemplate {
 
 /// The user message of a NIAH test: the context as a book, then the question (the official harness's wording).
 pub fn niah_user_message(context: &str, question: &str) -> String {
-    format!("<book>{context}</book>\nBased on the content of the book, Question: {question}\nAnswer:")
+    format!("<book>{context}</book>{}", niah_question(question))
+}
+
+/// What follows the book in [`niah_user_message`]: the question and the cue to answer it.
+pub fn niah_question(question: &str) -> String {
+    format!("\nBased on the content of the book, Question: {question}\nAnswer:")
 }
 
 /// Byte offset of the context inside [`niah_user_message`].

@@ -14,7 +14,7 @@ use crate::exercises::ExerciseGenerator;
 use crate::sentence_exercises::{insert_sentences, SentenceExerciseGenerator, SentenceExerciseSettings, SentencePool};
 use anyhow::{bail, Context, Result};
 use headscope_core::niah::NiahBuilder;
-use headscope_core::prompt::{niah_user_message, PromptFormat};
+use headscope_core::prompt::{niah_question, PromptFormat};
 use headscope_core::rng::SplitMix64;
 use headscope_core::TextTokenizer;
 use headscope_model::tokenizer::train_byte_level_bpe;
@@ -523,6 +523,15 @@ impl DataSource {
         Ok((seq, w))
     }
 
+    /// Appends an answer's tokens with their loss weights: its opening tokens weigh `opening_weight`,
+    /// the rest `answer_weight`.
+    fn push_answer(&self, seq: &mut Vec<u32>, w: &mut Vec<f32>, answer: &[u32]) {
+        let opening = answer.len().min(OPENING_TOKENS);
+        seq.extend_from_slice(answer);
+        w.extend(std::iter::repeat_n(self.opening_weight, opening));
+        w.extend(std::iter::repeat_n(self.answer_weight, answer.len() - opening));
+    }
+
     /// A NIAH prompt over a random corpus passage, then the answer and EOS: `t + 1` tokens. The answer
     /// is the needle's answer span, or with `restate` the whole needle sentence. With `vary_prompt_length`
     /// the answer ends anywhere in the row's last quarter and corpus text follows.
@@ -563,8 +572,7 @@ impl DataSource {
         // Each follow-up: its needle sentence, then the tokens of its question and of its answer.
         let mut follow = Vec::with_capacity(follow_ups.len());
         for x in &follow_ups {
-            let asked = niah_user_message("", &x.needle.question);
-            let question = self.tokenizer.encode(&asked["<book></book>".len()..], false)?.ids;
+            let question = self.tokenizer.encode(&niah_question(&x.needle.question), false)?.ids;
             let mut restated = self.tokenizer.encode(&format!(" {}", x.answer()), false)?.ids;
             restated.push(EOS);
             follow.push((x.needle.needle.clone(), question, restated));
@@ -575,7 +583,9 @@ impl DataSource {
             follow.clear();
             follow_len = 0;
         }
-        elsewhere.extend(follow_ups.iter().filter(|_| !follow.is_empty()).map(|x| x.inserted().needle));
+        if !follow.is_empty() {
+            elsewhere.extend(follow_ups.iter().map(|x| x.inserted().needle));
+        }
         let (_, mut passage) = match early_passage {
             Some(p) => p,
             None => self.passage(t, &mut r),
@@ -599,23 +609,15 @@ impl DataSource {
         let context = if follow.is_empty() { String::new() } else { self.tokenizer.decode(&test.prompt_ids)? };
         let mut seq = test.prompt_ids;
         let mut w = vec![1.0; seq.len()];
-        seq.extend_from_slice(&answer);
-        let opening = answer.len().min(OPENING_TOKENS);
-        w.extend(std::iter::repeat_n(self.opening_weight, opening));
-        w.extend(std::iter::repeat_n(self.answer_weight, answer.len() - opening));
-        if !follow.is_empty() {
+        self.push_answer(&mut seq, &mut w, &answer);
+        for (sentence, question, restated) in &follow {
             // A sentence the prompt's length cut off cannot be asked about: its answer would be invented.
-            for (sentence, question, restated) in &follow {
-                if !context.contains(sentence.as_str()) {
-                    continue;
-                }
-                seq.extend_from_slice(question);
-                w.extend(std::iter::repeat_n(1.0, question.len()));
-                let opening = restated.len().min(OPENING_TOKENS);
-                seq.extend_from_slice(restated);
-                w.extend(std::iter::repeat_n(self.opening_weight, opening));
-                w.extend(std::iter::repeat_n(self.answer_weight, restated.len() - opening));
+            if !context.contains(sentence.as_str()) {
+                continue;
             }
+            seq.extend_from_slice(question);
+            w.extend(std::iter::repeat_n(1.0, question.len()));
+            self.push_answer(&mut seq, &mut w, restated);
         }
         if vary_prompt_length && seq.len() < t + 1 {
             // The rest of the row is ordinary text, as when documents are packed.
