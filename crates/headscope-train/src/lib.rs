@@ -1100,6 +1100,20 @@ mod tests {
         assert!(asked >= rows, "{asked} follow-up questions in {rows} rows");
     }
 
+    #[test]
+    fn follow_up_settings_out_of_range_are_refused_by_name() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let path = root.join("docs/lab-v5/recipe-f13.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        check_recipe(&text, &path).unwrap();
+        let too_many = text.replace("follow_up_questions = 4 ", "follow_up_questions = 9 ");
+        let err = format!("{:#}", check_recipe(&too_many, &path).unwrap_err());
+        assert!(err.contains("data.follow_up_questions must be at most 8, not 9"), "{err}");
+        let unrestated = text.replace("restate = true", "restate = false");
+        let err = format!("{:#}", check_recipe(&unrestated, &path).unwrap_err());
+        assert!(err.contains("data.follow_up_questions needs data.restate = true"), "{err}");
+    }
+
     /// A recipe that only fails on the GPU machine costs a lent session: every committed one parses.
     #[test]
     fn every_committed_recipe_parses() {
