@@ -123,6 +123,11 @@ struct DataRecipe {
     /// question names, not from the sentence's first word (`SentenceExerciseSettings::cue_answers`).
     #[serde(default)]
     cue_answers: f64,
+    /// With `cue_answers`: a needle whose answer span stands before every word the question names is
+    /// restated from its first word, not from the span
+    /// (`SentenceExerciseSettings::answer_first_from_sentence_start`). false keeps earlier recipes' rows.
+    #[serde(default)]
+    answer_first_from_sentence_start: bool,
     /// With `natural_facts`: share of their names, things, adjectives and spots that are invented words
     /// (`SentenceExerciseSettings::natural_invented_words`), so that restating them is copying.
     #[serde(default)]
@@ -313,6 +318,12 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
     if r.data.two_hop > 0.0 && !r.data.restate {
         bail!("recipe {}: data.two_hop needs data.restate = true (two-hop lookups are sentence exercises)", path.display());
     }
+    if r.data.answer_first_from_sentence_start && r.data.cue_answers == 0.0 {
+        bail!(
+            "recipe {}: data.answer_first_from_sentence_start needs data.cue_answers above 0 (it changes where cue answers start)",
+            path.display()
+        );
+    }
     if !(1..=8).contains(&r.data.near_copies) {
         bail!("recipe {}: data.near_copies must be 1 to 8, not {}", path.display(), r.data.near_copies);
     }
@@ -338,6 +349,7 @@ impl DataRecipe {
             invented_words: self.invented_words,
             natural_facts: self.natural_facts,
             cue_answers: self.cue_answers,
+            answer_first_from_sentence_start: self.answer_first_from_sentence_start,
             natural_invented_words: self.natural_invented_words,
             natural_clauses: self.natural_clauses,
             near_answers_differ: self.near_answers_differ,

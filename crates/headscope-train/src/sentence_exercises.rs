@@ -251,6 +251,30 @@ pub fn cue_start(needle: &Needle) -> usize {
     0
 }
 
+/// [`cue_start`], except that a needle whose answer span stands before every word the question names
+/// ("There are exactly 317 steps between the harbour and the chapel", asked "How many steps are there
+/// between the harbour and the chapel?") is restated from the sentence's first word, not from the span.
+/// Nothing in the question points at the span's first word, so an answer that starts there starts at a
+/// place the model must guess; the sentence's first word follows the previous sentence's end, a place
+/// the text marks, found by looking back from the question's word. Spans that are the whole sentence
+/// and spans that follow a named word start where [`cue_start`] says.
+pub fn cue_start_or_sentence_start(needle: &Needle) -> usize {
+    let start = cue_start(needle);
+    let sentence = needle.needle.as_str();
+    let whole = needle.real_needle.len() + 1 >= sentence.trim_end().len();
+    if whole || start == 0 || sentence.find(needle.real_needle.as_str()) != Some(start) {
+        return start;
+    }
+    // cue_start stopped at the span: was a named word there (the span opens with it) or none before it?
+    let asked: HashSet<String> = needle.question.split_whitespace().map(bare).filter(|w| !w.is_empty()).collect();
+    let first_span_word = sentence[start..].split_whitespace().next().unwrap_or("");
+    if is_content(first_span_word) && asked.contains(&bare(first_span_word)) {
+        start
+    } else {
+        0
+    }
+}
+
 fn is_content(word: &str) -> bool {
     let b = bare(word);
     b.len() >= 3 && !STOPWORDS.contains(&b.as_str())
@@ -315,6 +339,9 @@ pub struct SentenceExerciseSettings {
     /// own word is one the model can see, and copying on from wherever that word stands in the context
     /// finds the needle's words even when the first choice was not the best cue.
     pub cue_answers: f64,
+    /// With `cue_answers`: a needle whose answer span stands before every word the question names is
+    /// restated from its first word ([`cue_start_or_sentence_start`]) instead of from the span.
+    pub answer_first_from_sentence_start: bool,
     /// Share of the natural facts' names, things, adjectives and spots that are invented words
     /// ([`FactGrammar::with_invented_words`]): what the model restates must then be copied from the
     /// needle, not recalled from the grammar's word lists.
@@ -356,6 +383,7 @@ impl Default for SentenceExerciseSettings {
             invented_words: 0.4,
             natural_facts: 0.0,
             cue_answers: 0.0,
+            answer_first_from_sentence_start: false,
             natural_invented_words: 0.0,
             natural_clauses: 0.0,
             near_answers_differ: false,
@@ -445,7 +473,8 @@ impl SentenceExerciseGenerator {
         let mut e = self.draw_restating_whole();
         // No draw at all when the share is 0, so that recipes without cue answers keep their stream.
         if self.settings.cue_answers > 0.0 && self.rng.unit() < self.settings.cue_answers {
-            e.answer_start = cue_start(&e.needle);
+            e.answer_start =
+                if self.settings.answer_first_from_sentence_start { cue_start_or_sentence_start(&e.needle) } else { cue_start(&e.needle) };
         }
         e
     }
@@ -865,6 +894,37 @@ mod tests {
     }
 
     #[test]
+    fn answers_that_come_first_are_restated_from_the_sentence_start() {
+        let first = |needle: &str, question: &str, span: &str| {
+            let n = Needle { needle: needle.into(), question: question.into(), real_needle: span.into() };
+            n.needle[cue_start_or_sentence_start(&n)..].to_owned()
+        };
+        // The span before every named word: from the first word, where cue_start stops at the span.
+        let stairs = "There are exactly 212 stairs between the mill and the bell tower in Oskarby.";
+        let how_many = "How many stairs are there between the mill and the bell tower in Oskarby?";
+        assert_eq!(asked(stairs, how_many, "212"), "212 stairs between the mill and the bell tower in Oskarby.");
+        assert_eq!(first(stairs, how_many, "212"), stairs);
+        let storm = "Because of a storm over the pass, the Vellan choir sang in the barn that year.";
+        assert_eq!(first(storm, "Why did the Vellan choir sing in the barn that year?", "a storm over the pass"), storm);
+        // A span that opens with a named word, or follows one, or is the whole sentence: as cue_start.
+        let lantern = "It was the blue lantern that Ida carried home.";
+        assert_eq!(first(lantern, "Which lantern did Ida carry home?", "blue lantern"), lantern);
+        let glass = "It was the lantern of blue glass that Ida carried home.";
+        let which = "Which lantern did Ida carry home?";
+        assert_eq!(first(glass, which, "lantern of blue glass"), "lantern of blue glass that Ida carried home.");
+        assert_eq!(first(glass, which, "lantern of blue glass"), asked(glass, which, "lantern of blue glass"));
+        let lighthouse = "The lighthouse keeper on Marrow Island paints the door blue every spring to keep the salt away.";
+        let why = "Why does the lighthouse keeper on Marrow Island paint the door blue every spring?";
+        assert_eq!(first(lighthouse, why, "to keep the salt away"), asked(lighthouse, why, "to keep the salt away"));
+        let wool = "Wool from Kestrel Farm is spun in the old chapel.";
+        assert_eq!(
+            first(wool, "Where is the wool from Kestrel Farm spun?", "in the old chapel"),
+            "Wool from Kestrel Farm is spun in the old chapel."
+        );
+        assert_eq!(first("Rain fell all night.", "What happened?", "Rain fell all night"), "Rain fell all night.");
+    }
+
+    #[test]
     fn cue_answers_are_tails_of_the_needle_that_keep_the_answer_span() {
         let plain = SentenceExerciseSettings { natural_facts: 0.5, ..Default::default() };
         let mut a = generator(9, plain);
@@ -879,6 +939,14 @@ mod tests {
             shorter += usize::from(y.answer_start > 0);
         }
         assert!(shorter >= 60, "only {shorter} of 200 cue answers start after the sentence's first word");
+        // Answers that come first start at the sentence's start; the rest of the stream is unchanged.
+        let mut c = generator(9, SentenceExerciseSettings { cue_answers: 1.0, answer_first_from_sentence_start: true, ..plain });
+        let mut b = generator(9, SentenceExerciseSettings { cue_answers: 1.0, ..plain });
+        for _ in 0..200 {
+            let (x, y) = (b.next_exercise(), c.next_exercise());
+            assert_eq!(x.needle, y.needle);
+            assert!(y.answer_start == x.answer_start || y.answer_start == 0, "{:?} moved elsewhere than the start", y.needle);
+        }
     }
 
     use super::*;
