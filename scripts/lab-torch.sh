@@ -140,6 +140,7 @@ for name in ${EVAL:-}; do
   if [ "$(left)" -gt 30 ] && { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" village "* ]]; }; then
     echo "$label village: $($hs detect --model "$dir" --device cuda --dtype f32 --plain --out $ev/detect 2>&1 \
       | grep -E "pass rate|retrieval heads" | tail -2 | tr '\n' ' ')"
+    [ -f $ev/detect/tests.jsonl ] && echo "$label village: $(python3 scripts/failure-kinds.py --line --haystack $vil $ev/detect/tests.jsonl)"
   fi
   if [ "${COT:-0}" = 1 ] && [ "$(left)" -gt 60 ] && [ -f $ev/detect/head_scores.json ]; then
     $hs cot --model "$dir" --device cuda --dtype f32 --plain --scores $ev/detect/head_scores.json --seeds 1 --max-new-tokens-step 96 \
