@@ -1186,7 +1186,6 @@ mod tests {
         assert!(err.contains("data.follow_up_questions needs data.restate = true"), "{err}");
     }
 
-    /// A recipe that only fails on the GPU machine costs a lent session: every committed one parses.
     #[test]
     fn a_stage_whose_recipe_describes_another_model_than_its_start_is_refused() {
         let (init, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -1212,6 +1211,7 @@ mod tests {
         assert!(e.contains("tie_word_embeddings true in") && !e.contains("rope_theta 1"), "{e}");
     }
 
+    /// A recipe that only fails on the GPU machine costs a lent session: every committed one parses.
     #[test]
     fn every_committed_recipe_parses() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -232,23 +232,7 @@ fn names_a_reserved_fact(sentence: &str, reserved: &[HashSet<String>]) -> bool {
 /// shares no such word with its question, or whose span is the whole sentence and comes first, starts
 /// at 0. A span that is the whole sentence (corpus sentences) does not hold the start back.
 pub fn cue_start(needle: &Needle) -> usize {
-    let sentence = needle.needle.as_str();
-    let asked: HashSet<String> = needle.question.split_whitespace().map(bare).filter(|w| !w.is_empty()).collect();
-    let whole = needle.real_needle.len() + 1 >= sentence.trim_end().len();
-    let span_start = if whole { sentence.len() } else { sentence.find(needle.real_needle.as_str()).unwrap_or(0) };
-    let mut offset = 0;
-    for word in sentence.split_inclusive(char::is_whitespace) {
-        let w = word.trim_end();
-        if offset >= span_start {
-            return span_start;
-        }
-        if is_content(w) && asked.contains(&bare(w)) {
-            // From the word's first letter, not from punctuation before it ('"Marrow' starts at 'M').
-            return offset + w.find(|c: char| c.is_alphanumeric()).unwrap_or(0);
-        }
-        offset += word.len();
-    }
-    0
+    cue_scan(needle).0
 }
 
 /// [`cue_start`], except that a needle whose answer span stands before every word the question names
@@ -256,23 +240,37 @@ pub fn cue_start(needle: &Needle) -> usize {
 /// between the harbour and the chapel?") is restated from the sentence's first word, not from the span.
 /// Nothing in the question points at the span's first word, so an answer that starts there starts at a
 /// place the model must guess; the sentence's first word follows the previous sentence's end, a place
-/// the text marks, found by looking back from the question's word. Spans that are the whole sentence
-/// and spans that follow a named word start where [`cue_start`] says.
+/// the text marks, found by looking back from the question's word. Spans that are the whole sentence,
+/// open with a named word or follow one start where [`cue_start`] says.
 pub fn cue_start_or_sentence_start(needle: &Needle) -> usize {
-    let start = cue_start(needle);
+    match cue_scan(needle) {
+        (_, true) => 0,
+        (start, false) => start,
+    }
+}
+
+/// [`cue_start`]'s walk: where it stops, and whether it stopped at the answer span with no word the
+/// question names before it or opening it.
+fn cue_scan(needle: &Needle) -> (usize, bool) {
     let sentence = needle.needle.as_str();
-    let whole = needle.real_needle.len() + 1 >= sentence.trim_end().len();
-    if whole || start == 0 || sentence.find(needle.real_needle.as_str()) != Some(start) {
-        return start;
-    }
-    // cue_start stopped at the span: was a named word there (the span opens with it) or none before it?
     let asked: HashSet<String> = needle.question.split_whitespace().map(bare).filter(|w| !w.is_empty()).collect();
-    let first_span_word = sentence[start..].split_whitespace().next().unwrap_or("");
-    if is_content(first_span_word) && asked.contains(&bare(first_span_word)) {
-        start
-    } else {
-        0
+    let named = |w: &str| is_content(w) && asked.contains(&bare(w));
+    let whole = needle.real_needle.len() + 1 >= sentence.trim_end().len();
+    let span_start = if whole { sentence.len() } else { sentence.find(needle.real_needle.as_str()).unwrap_or(0) };
+    let mut offset = 0;
+    for word in sentence.split_inclusive(char::is_whitespace) {
+        let w = word.trim_end();
+        if offset >= span_start {
+            let opening = sentence[span_start..].split_whitespace().next().unwrap_or("");
+            return (span_start, !named(opening));
+        }
+        if named(w) {
+            // From the word's first letter, not from punctuation before it ('"Marrow' starts at 'M').
+            return (offset + w.find(|c: char| c.is_alphanumeric()).unwrap_or(0), false);
+        }
+        offset += word.len();
     }
+    (0, false)
 }
 
 fn is_content(word: &str) -> bool {
