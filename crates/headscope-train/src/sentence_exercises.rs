@@ -229,8 +229,8 @@ fn names_a_reserved_fact(sentence: &str, reserved: &[HashSet<String>]) -> bool {
 /// content word of the sentence (not a function word, three letters or more) that the question also
 /// names, but never after the answer span (`real_needle`) starts, so that the answer still holds it
 /// ("In 1998 Maria planted ..." asked "When did Maria plant ...?" starts at "In"). A sentence that
-/// shares no such word with its question, or whose span is the whole sentence and comes first, starts
-/// at 0. A span that is the whole sentence (corpus sentences) does not hold the start back.
+/// shares no such word with its question starts at its span, or at 0 where the span is the whole
+/// sentence (corpus sentences): such a span does not hold the start back.
 pub fn cue_start(needle: &Needle) -> usize {
     cue_scan(needle).0
 }
