@@ -711,53 +711,28 @@ struct Prepared {
     source: Arc<DataSource>,
 }
 
-/// The `config.json` fields that decide what a model's weights compute; the context length may grow.
-const SHAPE_FIELDS: [&str; 10] = [
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "head_dim",
-    "rope_theta",
-    "rms_norm_eps",
-    "tie_word_embeddings",
-];
-
-/// Refuses a stage whose recipe describes another model than the weights it starts from. A RoPE base
-/// that differs loads without complaint (it is no tensor) and turns the weights into a model that has
-/// to learn its positions again: two lab-v5 experiments (r13, f13) started v4 (base 10,000,000) with a
-/// recipe copied from a stage whose base the chain's command had replaced (10,000), began at a loss of
+/// Refuses a stage whose recipe describes another model than the weights it starts from (every field of
+/// the two [`ModelSpec`]s that decides what the weights compute; the context length may grow). A RoPE
+/// base that differs loads without complaint (it is no tensor) and turns the weights into a model that
+/// has to learn its positions again: two lab-v5 experiments (r13, f13) started v4 (base 10,000,000) with
+/// a recipe copied from a stage whose base the chain's command had replaced (10,000), began at a loss of
 /// 6.7 instead of v4's ~2 and lost its retrieval; nothing said why.
-fn check_init_matches(recipe_path: &Path, init: &Path, out: &Path) -> Result<()> {
-    let read = |p: &Path| -> Result<serde_json::Value> {
-        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))
-    };
-    let (was, will) = (read(&init.join("config.json"))?, read(&out.join("config.json"))?);
-    // HF's defaults where a field is absent: untied embeddings, heads of hidden_size / heads.
-    let field = |c: &serde_json::Value, k: &str| -> serde_json::Value {
-        match (k, &c[k]) {
-            ("tie_word_embeddings", serde_json::Value::Null) => false.into(),
-            ("head_dim", serde_json::Value::Null) => match (c["hidden_size"].as_u64(), c["num_attention_heads"].as_u64()) {
-                (Some(h), Some(n)) if n > 0 => (h / n).into(),
-                _ => serde_json::Value::Null,
-            },
-            (_, v) => v.clone(),
-        }
-    };
-    let differs: Vec<String> = SHAPE_FIELDS
-        .iter()
-        .filter(|k| {
-            let (a, b) = (field(&was, k), field(&will, k));
-            match (a.as_f64(), b.as_f64()) {
-                (Some(x), Some(y)) => (x - y).abs() > 1e-9 * x.abs().max(y.abs()),
-                _ => a != b,
-            }
-        })
-        .map(|k| format!("{k} {} in {}, {} in the recipe", field(&was, k), init.display(), field(&will, k)))
-        .collect();
+fn check_init_matches(recipe_path: &Path, init: &Path, spec: &ModelSpec) -> Result<()> {
+    let was = ModelSpec::from_config_file(&init.join("config.json"))?;
+    macro_rules! differing {
+        ($($field:ident: $name:literal),*) => {
+            [$(($name, format!("{:?}", was.$field), format!("{:?}", spec.$field))),*]
+        };
+    }
+    let differs: Vec<String> = differing!(model_type: "model_type", vocab_size: "vocab_size", hidden_size: "hidden_size",
+        intermediate_size: "intermediate_size", layers: "num_hidden_layers", heads: "num_attention_heads",
+        kv_heads: "num_key_value_heads", head_dim: "head_dim", rope_theta: "rope_theta", rope_scaling: "rope_scaling",
+        rms_norm_eps: "rms_norm_eps", tie_word_embeddings: "tie_word_embeddings", qkv_bias: "qkv_bias", o_bias: "o_bias",
+        mlp_bias: "mlp_bias", sliding_windows: "sliding_windows", moe: "moe")
+    .into_iter()
+    .filter(|(_, a, b)| a != b)
+    .map(|(name, a, b)| format!("{name} {a} in {}, {b} in the recipe", init.display()))
+    .collect();
     if !differs.is_empty() {
         bail!(
             "recipe {} does not describe the model it starts from: {} (make the recipe's [model] match, e.g. scripts/lab-torch.sh RECIPE_SET=\"rope_theta=...\")",
@@ -794,11 +769,11 @@ fn prepare(recipe_path: &Path, corpus: &Path, out: &Path, init_from: Option<&Pat
     let sentence_settings = recipe.data.sentence_settings();
     let sentences = Arc::new(if sentence_settings.is_some() { SentencePool::from_texts(&corpus_text) } else { SentencePool::default() });
     write_model_files(&recipe, &corpus_text, &corpus_words, &sentences, out)?;
-    if let Some(init) = init_from {
-        check_init_matches(recipe_path, init, out)?;
-    }
     let tokenizer = HfTokenizer::from_dir(out)?;
     let spec = ModelSpec::from_config_file(&out.join("config.json"))?;
+    if let Some(init) = init_from {
+        check_init_matches(recipe_path, init, &spec)?;
+    }
     let t0 = Instant::now();
     let mut corpus_tokens = Vec::new();
     for text in &corpus_text {
@@ -1190,7 +1165,7 @@ mod tests {
     fn a_stage_whose_recipe_describes_another_model_than_its_start_is_refused() {
         let (init, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let config = |theta: f64, positions: usize, tied: Option<bool>| {
-            let mut c = serde_json::json!({"vocab_size": 8192, "hidden_size": 384, "intermediate_size": 1024,
+            let mut c = serde_json::json!({"model_type": "llama", "vocab_size": 8192, "hidden_size": 384, "intermediate_size": 1024,
                 "num_hidden_layers": 8, "num_attention_heads": 12, "num_key_value_heads": 4, "rope_theta": theta,
                 "rms_norm_eps": 1e-5, "max_position_embeddings": positions});
             if let Some(t) = tied {
@@ -1201,7 +1176,7 @@ mod tests {
         let check = |was: String, will: String| {
             std::fs::write(init.path().join("config.json"), was).unwrap();
             std::fs::write(out.path().join("config.json"), will).unwrap();
-            check_init_matches(Path::new("r.toml"), init.path(), out.path())
+            check_init_matches(Path::new("r.toml"), init.path(), &ModelSpec::from_config_file(&out.path().join("config.json")).unwrap())
         };
         // A longer context, and a tie flag written where the other leaves it to the default: the same model.
         check(config(1e7, 4096, None), config(1e7, 8448, Some(false))).unwrap();
