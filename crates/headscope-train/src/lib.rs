@@ -156,6 +156,11 @@ struct DataRecipe {
     /// 0 leaves earlier recipes' facts as they were.
     #[serde(default)]
     near_same_event: f64,
+    /// With `restate`: share of exercises given a look-alike that opens as the needle does and goes on
+    /// otherwise, placed elsewhere 1 to `near_copies` times (`SentenceExerciseSettings::opening_lookalikes`).
+    /// 0 leaves earlier recipes' exercises as they were.
+    #[serde(default)]
+    opening_lookalikes: f64,
     /// With `restate`: share of exercises that are two-hop lookups (`headscope_train::two_hop`), asked
     /// directly or step by step in the words `headscope cot` uses (issue 19's chain-of-thought demo).
     #[serde(default)]
@@ -303,6 +308,7 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
         ("natural_clauses", r.data.natural_clauses),
         ("near_elsewhere", r.data.near_elsewhere),
         ("near_same_event", r.data.near_same_event),
+        ("opening_lookalikes", r.data.opening_lookalikes),
         ("two_hop", r.data.two_hop),
         ("two_hop_reasoning", r.data.two_hop_reasoning),
     ] {
@@ -330,6 +336,9 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
     if r.data.follow_up_questions > 8 {
         bail!("recipe {}: data.follow_up_questions must be at most 8, not {}", path.display(), r.data.follow_up_questions);
     }
+    if r.data.opening_lookalikes > 0.0 && !r.data.restate {
+        bail!("recipe {}: data.opening_lookalikes needs data.restate = true (look-alikes of restated needles)", path.display());
+    }
     if r.data.follow_up_questions > 0 && !r.data.restate {
         bail!("recipe {}: data.follow_up_questions needs data.restate = true (they are sentence exercises)", path.display());
     }
@@ -356,6 +365,7 @@ impl DataRecipe {
             near_elsewhere: self.near_elsewhere,
             near_copies: self.near_copies,
             near_same_event: self.near_same_event,
+            opening_lookalikes: self.opening_lookalikes,
             two_hop: self.two_hop,
             two_hop_reasoning: self.two_hop_reasoning,
         })

@@ -273,6 +273,42 @@ fn cue_scan(needle: &Needle) -> (usize, bool) {
     (0, false)
 }
 
+/// A sentence that opens as `e`'s needle does, up to the last run of words the question names before
+/// the answer span, and goes on with `tail`: "The best thing to do in" + "the evenings people sat
+/// outside." for "The best thing to do in San Francisco is eat a sandwich ...", asked "What is the
+/// best thing to do in San Francisco?". The shared opening holds a word the question names from where
+/// the answer's restatement starts, so an answer copied from either sentence begins the same; `None`
+/// where the needle has no such two places (one run of named words, or the whole sentence is the span),
+/// where the tail names a word of the question, or where the sentence would hold the answer span.
+pub fn opening_lookalike(e: &Exercise, tail: &str) -> Option<String> {
+    let sentence = e.needle.needle.as_str();
+    let span = e.needle.real_needle.as_str();
+    let asked: HashSet<String> = e.needle.question.split_whitespace().map(bare).filter(|w| !w.is_empty()).collect();
+    let named = |w: &str| is_content(w) && asked.contains(&bare(w));
+    let span_start = sentence.find(span).filter(|_| span.len() + 1 < sentence.trim_end().len())?;
+    // Byte offset and word, for the words before the span.
+    let mut words = Vec::new();
+    let mut offset = 0;
+    for word in sentence.split_inclusive(char::is_whitespace) {
+        if offset >= span_start {
+            break;
+        }
+        words.push((offset, word.trim_end()));
+        offset += word.len();
+    }
+    let last = words.iter().rposition(|(_, w)| named(w))?;
+    let run = (0..=last).rev().take_while(|&i| named(words[i].1)).last()?;
+    let cut = words[run].0;
+    if cut <= e.answer_start || !words[..run].iter().any(|&(o, w)| o >= e.answer_start && named(w)) {
+        return None;
+    }
+    if tail.split_whitespace().any(named) || tail.split_whitespace().count() < 3 {
+        return None;
+    }
+    let lookalike = format!("{} {}", sentence[..cut].trim_end(), tail.trim());
+    (!lookalike.contains(span)).then_some(lookalike)
+}
+
 fn is_content(word: &str) -> bool {
     let b = bare(word);
     b.len() >= 3 && !STOPWORDS.contains(&b.as_str())
@@ -363,6 +399,16 @@ pub struct SentenceExerciseSettings {
     /// Share of the natural facts' near sentences that are someone else doing the same, with a long run
     /// of the needle's words right before another answer ([`FactGrammar::with_same_event_near`]).
     pub near_same_event: f64,
+    /// Share of exercises given a look-alike that opens as the needle does and goes on otherwise
+    /// ([`opening_lookalike`]), placed elsewhere in the context 1 to `near_copies` times. Answers restate
+    /// the needle from a word of the question, and most often from the question's first word in it
+    /// (about three exercises in four), so a model can start its answer without finding the needle and
+    /// continue by copying whatever followed those words most often. The page's village haystack holds
+    /// "The best thing to do on a sunny day was ..." for "The best thing to do in San Francisco is ...",
+    /// and the wide-head models answered with it in 19-20 of 20 tests. Where the two part, the needle
+    /// goes on with words the question names ("San Francisco"), the look-alike with words it does not:
+    /// this teaches to keep copying what the question names. At 0 no extra random numbers are drawn.
+    pub opening_lookalikes: f64,
     /// Share of exercises that are two-hop lookups ([`crate::two_hop`]): the answer fact is the needle,
     /// the bridge fact and facts of the same shape go elsewhere in the context, and the question asks
     /// for the answer alone or to think step by step ([`headscope_core::cot::CotMode`]'s wording).
@@ -388,6 +434,7 @@ impl Default for SentenceExerciseSettings {
             near_elsewhere: 0.0,
             near_copies: 1,
             near_same_event: 0.0,
+            opening_lookalikes: 0.0,
             two_hop: 0.0,
             two_hop_reasoning: 0.5,
         }
@@ -474,7 +521,24 @@ impl SentenceExerciseGenerator {
             e.answer_start =
                 if self.settings.answer_first_from_sentence_start { cue_start_or_sentence_start(&e.needle) } else { cue_start(&e.needle) };
         }
+        // No draw at all when the share is 0, so that recipes without them keep their stream.
+        if self.settings.opening_lookalikes > 0.0 && self.rng.unit() < self.settings.opening_lookalikes {
+            let tail = self.pick_tail();
+            if let Some(lookalike) = opening_lookalike(&e, &tail) {
+                let copies = if self.settings.near_copies > 1 { 1 + self.rng.below(self.settings.near_copies as u64) } else { 1 };
+                e.elsewhere.extend(std::iter::repeat_n(lookalike, copies as usize));
+            }
+        }
         e
+    }
+
+    /// The end of another sentence (a corpus sentence, or a template fact where the pool is empty)
+    /// without its first one to three words: how an [`opening_lookalike`] goes on.
+    fn pick_tail(&mut self) -> String {
+        let sentence = if self.pool.is_empty() { self.other_fact() } else { self.pick_sentence() };
+        let words: Vec<&str> = sentence.split_whitespace().collect();
+        let drop = (1 + self.rng.below(3) as usize).min(words.len().saturating_sub(4));
+        words[drop..].join(" ")
     }
 
     /// A two-hop lookup: the answer fact as the needle, the bridge and the other chains' facts elsewhere
@@ -1070,6 +1134,89 @@ mod tests {
         for (n, &count) in times.iter().enumerate().skip(1) {
             assert!(count * 5 > times.iter().sum::<usize>(), "{count} near sentences stand {n} times: {times:?}");
         }
+    }
+
+    #[test]
+    fn an_opening_lookalike_shares_the_needles_opening_and_parts_where_the_question_names_words() {
+        let needle = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.";
+        let exercise = |answer_start| Exercise {
+            needle: Needle {
+                needle: needle.into(),
+                question: "What is the best thing to do in San Francisco?".into(),
+                real_needle: "eat a sandwich and sit in Dolores Park on a sunny day".into(),
+            },
+            before: vec![],
+            after: vec![],
+            elsewhere: vec![],
+            answer_start,
+            answer_text: None,
+        };
+        let e = exercise(needle.find("best").unwrap());
+        assert_eq!(
+            opening_lookalike(&e, "the evenings people sat outside and talked.").as_deref(),
+            Some("The best thing to do in the evenings people sat outside and talked.")
+        );
+        // A tail that names a word of the question would not part from the needle there.
+        assert_eq!(opening_lookalike(&e, "evenings in San Jose people sat outside."), None);
+        // Restated from "San": nothing the two would share from the answer's first word.
+        assert_eq!(opening_lookalike(&exercise(needle.find("San").unwrap()), "the evenings people sat outside."), None);
+        // Two runs of named words ("Maria", "spare keys"; "keeps" is not the question's "keep"): the two
+        // part before the second. With one run there is no such place.
+        let keys = |question: &str| Exercise {
+            needle: Needle {
+                needle: "Maria keeps her spare keys under the blue flowerpot.".into(),
+                question: question.into(),
+                real_needle: "under the blue flowerpot".into(),
+            },
+            ..exercise(0)
+        };
+        assert_eq!(
+            opening_lookalike(&keys("Where does Maria keep her spare keys?"), "the evenings people sat outside.").as_deref(),
+            Some("Maria keeps her the evenings people sat outside.")
+        );
+        let one_run = keys("Where does Maria keep things?");
+        assert_eq!(opening_lookalike(&one_run, "the evenings people sat outside."), None);
+    }
+
+    #[test]
+    fn opening_lookalikes_stand_elsewhere_as_often_as_asked_and_never_hold_the_answer() {
+        let settings = |share, copies| SentenceExerciseSettings {
+            natural_facts: 0.5,
+            cue_answers: 1.0,
+            opening_lookalikes: share,
+            near_copies: copies,
+            ..Default::default()
+        };
+        // At share 0 nothing more is drawn: the exercises stay those of recipes without the setting.
+        let (mut a, mut b) =
+            (generator(5, settings(0.0, 3)), generator(5, SentenceExerciseSettings { near_copies: 3, ..settings(0.0, 1) }));
+        let mut plain = generator(5, SentenceExerciseSettings { cue_answers: 1.0, natural_facts: 0.5, ..Default::default() });
+        assert!((0..300).all(|_| {
+            let x = a.next_exercise();
+            x == b.next_exercise() && x == plain.next_exercise()
+        }));
+        let (mut g, mut with, mut copies) = (generator(5, settings(1.0, 3)), 0, [0usize; 4]);
+        let mut plain = generator(5, SentenceExerciseSettings { cue_answers: 1.0, natural_facts: 0.5, ..Default::default() });
+        let n = 600;
+        for _ in 0..n {
+            let e = g.next_exercise();
+            let _ = plain.next_exercise();
+            // The needle up to the restated answer's second word.
+            let restated: Vec<&str> = e.answer().split_whitespace().collect();
+            if restated.len() < 2 {
+                continue;
+            }
+            let opening = format!("{}{} {}", &e.needle.needle[..e.answer_start], restated[0], restated[1]);
+            let lookalikes: Vec<&String> = e.elsewhere.iter().filter(|s| *s != &e.needle.needle && s.starts_with(&opening)).collect();
+            let Some(first) = lookalikes.first() else { continue };
+            with += 1;
+            let same = lookalikes.iter().filter(|s| s == &first).count();
+            copies[same.min(3)] += 1;
+            assert!(!first.contains(&e.needle.real_needle), "{first:?} holds the answer of {:?}", e.needle);
+        }
+        // Most exercises have two places where the question names words before the span.
+        assert!(with * 4 > n, "{with} of {n} exercises got a look-alike");
+        assert!(copies[1] > 0 && copies[2] > 0 && copies[3] > 0, "{copies:?}");
     }
 
     #[test]
