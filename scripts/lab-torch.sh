@@ -4,7 +4,8 @@
 # the last model back, within one command's time. Run on the GPU machine from the repository root:
 #   STAGES="n1:docs/lab-v4/recipe-next-stage1.toml n2:docs/lab-v4/recipe-next-stage2.toml:n1" \
 #     EVAL="n2" scripts/lab-torch.sh 570
-# STAGES: name:recipe[:init], init being an earlier stage's name or a model folder (with a '/');
+# STAGES: name:recipe[:init[:key=value,...]], init being an earlier stage's name or a model folder (with a '/'),
+# the key=value pairs replacing lines of this stage's recipe (as RECIPE_SET does for every stage);
 # the stages train in one process; a stage whose loss log reached its recipe's last step is skipped,
 # one stopped by the time limit resumes (while the machine stays warm: its state is under /root).
 # ROPE_THETA=B trains every stage with RoPE base B in place of its recipe's (docs/lab-v4/README.md, "The
@@ -59,13 +60,15 @@ fi
 # Each evaluation takes about 150 s (seven yardsticks); the chain gets the rest, less a margin.
 stage_args=() names=()
 for s in ${STAGES:-}; do
-  IFS=: read -r name recipe init <<< "$s"
+  IFS=: read -r name recipe init own <<< "$s"
   case "$init" in */*) ;; "") ;; *) init=/root/$init ;; esac
   mkdir -p /root/$name
   # ROPE_THETA=B is RECIPE_SET="rope_theta=B"; RECIPE_SET="key=value ..." replaces those lines of every
   # stage's recipe (e.g. "num_attention_heads=6 num_key_value_heads=2": heads of width 64 at the same
-  # hidden size). The trainer copies the recipe it was given into the model folder as its record.
-  sets="${RECIPE_SET:-}${ROPE_THETA:+ rope_theta=$ROPE_THETA}"
+  # hidden size); a fourth field, "name:recipe:init:key=value,key=value", those of this stage alone (a
+  # control that differs from its stage by one setting trains in the same call: no second start-up).
+  # The trainer copies the recipe it was given into the model folder as its record.
+  sets="${RECIPE_SET:-}${ROPE_THETA:+ rope_theta=$ROPE_THETA} ${own//,/ }"
   if [ -n "${sets// /}" ]; then
     mkdir -p /root/recipes
     cp "$recipe" /root/recipes/$name.toml
