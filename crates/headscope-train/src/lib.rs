@@ -179,6 +179,16 @@ struct DataRecipe {
     /// With `follow_up_questions`: the shortest exercise (tokens) that gets them.
     #[serde(default)]
     follow_up_min_tokens: usize,
+    /// Share of exercises of at least `far_needles_min_tokens` whose needle stands in the first quarter
+    /// of the prompt, not anywhere in it. With depths drawn evenly a lookup 6,000 tokens back is about
+    /// one exercise in 200 of next stage 12, and the models trained on it pass none or nearly none of
+    /// the hand-written needles at 8,192 tokens with the needle at the start (lab-v5 "h12"). 0 leaves
+    /// earlier recipes' rows as they were.
+    #[serde(default)]
+    far_needles: f64,
+    /// With `far_needles`: the shortest exercise (tokens) whose needle may be moved forward.
+    #[serde(default)]
+    far_needles_min_tokens: usize,
     lengths: Vec<LengthRecipe>,
 }
 
@@ -309,6 +319,7 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
         ("near_elsewhere", r.data.near_elsewhere),
         ("near_same_event", r.data.near_same_event),
         ("opening_lookalikes", r.data.opening_lookalikes),
+        ("far_needles", r.data.far_needles),
         ("two_hop", r.data.two_hop),
         ("two_hop_reasoning", r.data.two_hop_reasoning),
     ] {
@@ -461,6 +472,9 @@ struct DataSource {
     /// `DataRecipe::follow_up_questions` and `follow_up_min_tokens`.
     follow_up_questions: usize,
     follow_up_min_tokens: usize,
+    /// `DataRecipe::far_needles` and `far_needles_min_tokens`.
+    far_needles: f64,
+    far_needles_min_tokens: usize,
     lengths: Vec<LengthRecipe>,
     seed: u64,
 }
@@ -617,7 +631,11 @@ impl DataSource {
             passage = insert_sentences(&passage, &elsewhere, t * 3, &mut r);
         }
         let mut builder = NiahBuilder::new(&self.tokenizer, PromptFormat::Plain, &[passage])?;
-        let depth = r.below(10_001) as f64 / 100.0;
+        let mut depth = r.below(10_001) as f64 / 100.0;
+        // No draw where the share is 0 or the row is short, so that earlier recipes keep their stream.
+        if self.far_needles > 0.0 && t >= self.far_needles_min_tokens && r.unit() < self.far_needles {
+            depth /= 4.0;
+        }
         let mut prompt_len = t + 1 - answer.len() - follow_len;
         if vary_prompt_length {
             // Anywhere in the last quarter of the row.
@@ -822,6 +840,8 @@ fn prepare(recipe_path: &Path, corpus: &Path, out: &Path, init_from: Option<&Pat
         vary_prompt_length: recipe.data.vary_prompt_length,
         follow_up_questions: recipe.data.follow_up_questions,
         follow_up_min_tokens: recipe.data.follow_up_min_tokens,
+        far_needles: recipe.data.far_needles,
+        far_needles_min_tokens: recipe.data.far_needles_min_tokens,
         lengths: recipe.data.lengths.clone(),
         seed: recipe.seed,
     });
@@ -1050,6 +1070,8 @@ mod tests {
             vary_prompt_length,
             follow_up_questions: 0,
             follow_up_min_tokens: 0,
+            far_needles: 0.0,
+            far_needles_min_tokens: 0,
             lengths: vec![LengthRecipe { tokens: 256, batch: 1, share: 1.0, exercise_tokens: None }],
             seed: 1,
         }
@@ -1155,6 +1177,34 @@ mod tests {
         }
         assert!(rows >= 15, "only {rows} of 20 rows were exercises");
         assert!(asked >= rows, "{asked} follow-up questions in {rows} rows");
+    }
+
+    #[test]
+    fn far_needles_stand_in_the_first_quarter_of_long_prompts_and_leave_short_rows_alone() {
+        let mut s = source(false);
+        s.sentence_settings = Some(SentenceExerciseSettings { natural_facts: 0.5, cue_answers: 1.0, ..Default::default() });
+        // Where the restated answer stands in the context, as a share of the context's bytes.
+        let place = |s: &DataSource, seed: u64| -> Option<f64> {
+            let (seq, w) = s.exercise(1024, seed, false).unwrap();
+            let start = w.iter().position(|&x| x > 1.0)?;
+            let end = start + w[start..].iter().position(|&x| x <= 1.0).unwrap_or(w.len() - start);
+            let prompt = s.tokenizer.decode(&seq[..start]).unwrap();
+            let book = &prompt[..prompt.find("</book>")?];
+            let answer = s.tokenizer.decode(&seq[start..end - 1]).unwrap();
+            book.find(answer.trim()).map(|at| at as f64 / book.len() as f64)
+        };
+        let before: Vec<_> = (0..40u64).map(|seed| s.exercise(1024, seed, false).unwrap()).collect();
+        // Rows below the shortest length are those of a recipe without the setting.
+        (s.far_needles, s.far_needles_min_tokens) = (1.0, 2048);
+        assert!((0..40u64).all(|seed| s.exercise(1024, seed, false).unwrap() == before[seed as usize]));
+        s.far_needles_min_tokens = 1024;
+        let far: Vec<f64> = (0..40u64).filter_map(|seed| place(&s, seed)).collect();
+        s.far_needles = 0.0;
+        let anywhere: Vec<f64> = (0..40u64).filter_map(|seed| place(&s, seed)).collect();
+        assert!(far.len() >= 25 && anywhere.len() >= 25, "{} and {} rows with a found answer", far.len(), anywhere.len());
+        // Near sentences before the needle and the restated answer's offset in it leave a little room.
+        assert!(far.iter().all(|&x| x < 0.35), "{far:?}");
+        assert!(anywhere.iter().filter(|&&x| x > 0.5).count() * 4 > anywhere.len(), "{anywhere:?}");
     }
 
     #[test]
