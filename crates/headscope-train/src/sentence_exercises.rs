@@ -525,11 +525,20 @@ impl SentenceExerciseGenerator {
         if self.settings.opening_lookalikes > 0.0 && self.rng.unit() < self.settings.opening_lookalikes {
             let tail = self.pick_tail();
             if let Some(lookalike) = opening_lookalike(&e, &tail) {
-                let copies = if self.settings.near_copies > 1 { 1 + self.rng.below(self.settings.near_copies as u64) } else { 1 };
-                e.elsewhere.extend(std::iter::repeat_n(lookalike, copies as usize));
+                let copies = self.near_copy_count();
+                e.elsewhere.extend(std::iter::repeat_n(lookalike, copies));
             }
         }
         e
+    }
+
+    /// How many times a look-alike placed elsewhere stands there: 1 to `near_copies` (no draw at 1).
+    fn near_copy_count(&mut self) -> usize {
+        if self.settings.near_copies > 1 {
+            1 + self.rng.below(self.settings.near_copies as u64) as usize
+        } else {
+            1
+        }
     }
 
     /// The end of another sentence (a corpus sentence, or a template fact where the pool is empty)
@@ -589,7 +598,7 @@ impl SentenceExerciseGenerator {
     /// the sentences placed elsewhere in the context.
     fn place_near(&mut self, near: String, before: &mut Vec<String>, after: &mut Vec<String>, far: &mut Vec<String>) {
         if self.settings.near_elsewhere > 0.0 && self.rng.unit() < self.settings.near_elsewhere {
-            let copies = if self.settings.near_copies > 1 { 1 + self.rng.below(self.settings.near_copies as u64) } else { 1 };
+            let copies = self.near_copy_count();
             for _ in 1..copies {
                 far.push(near.clone());
             }
@@ -1188,19 +1197,13 @@ mod tests {
             ..Default::default()
         };
         // At share 0 nothing more is drawn: the exercises stay those of recipes without the setting.
-        let (mut a, mut b) =
-            (generator(5, settings(0.0, 3)), generator(5, SentenceExerciseSettings { near_copies: 3, ..settings(0.0, 1) }));
+        let mut a = generator(5, settings(0.0, 3));
         let mut plain = generator(5, SentenceExerciseSettings { cue_answers: 1.0, natural_facts: 0.5, ..Default::default() });
-        assert!((0..300).all(|_| {
-            let x = a.next_exercise();
-            x == b.next_exercise() && x == plain.next_exercise()
-        }));
+        assert!((0..300).all(|_| a.next_exercise() == plain.next_exercise()));
         let (mut g, mut with, mut copies) = (generator(5, settings(1.0, 3)), 0, [0usize; 4]);
-        let mut plain = generator(5, SentenceExerciseSettings { cue_answers: 1.0, natural_facts: 0.5, ..Default::default() });
         let n = 600;
         for _ in 0..n {
             let e = g.next_exercise();
-            let _ = plain.next_exercise();
             // The needle up to the restated answer's second word.
             let restated: Vec<&str> = e.answer().split_whitespace().collect();
             if restated.len() < 2 {
@@ -1214,7 +1217,8 @@ mod tests {
             copies[same.min(3)] += 1;
             assert!(!first.contains(&e.needle.real_needle), "{first:?} holds the answer of {:?}", e.needle);
         }
-        // Most exercises have two places where the question names words before the span.
+        // About 40 % of exercises have two runs of words the question names before the span (at least a
+        // quarter here: the test's texts are short).
         assert!(with * 4 > n, "{with} of {n} exercises got a look-alike");
         assert!(copies[1] > 0 && copies[2] > 0 && copies[3] > 0, "{copies:?}");
     }
