@@ -137,6 +137,12 @@ struct DataRecipe {
     /// `FactGrammar::with_clauses`). 0 leaves the facts of earlier recipes as they were.
     #[serde(default)]
     natural_clauses: f64,
+    /// With `natural_facts`: share of them written with their answer before every word the question
+    /// names (the asked circumstance or reason in front, a cleft, an existential; see
+    /// `FactGrammar::with_answer_first`): the hand-written needles of those shapes were the ones lab
+    /// model h12 missed at every length. 0 leaves the facts of earlier recipes as they were.
+    #[serde(default)]
+    natural_answer_first: f64,
     /// With `natural_facts`: their near sentences always answer the question otherwise (the asked part
     /// drawn afresh; `FactGrammar::with_distinct_near_answers`). false leaves earlier recipes' facts as
     /// they were.
@@ -316,6 +322,7 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
         ("cue_answers", r.data.cue_answers),
         ("natural_invented_words", r.data.natural_invented_words),
         ("natural_clauses", r.data.natural_clauses),
+        ("natural_answer_first", r.data.natural_answer_first),
         ("near_elsewhere", r.data.near_elsewhere),
         ("near_same_event", r.data.near_same_event),
         ("opening_lookalikes", r.data.opening_lookalikes),
@@ -372,6 +379,7 @@ impl DataRecipe {
             answer_first_from_sentence_start: self.answer_first_from_sentence_start,
             natural_invented_words: self.natural_invented_words,
             natural_clauses: self.natural_clauses,
+            natural_answer_first: self.natural_answer_first,
             near_answers_differ: self.near_answers_differ,
             near_elsewhere: self.near_elsewhere,
             near_copies: self.near_copies,
@@ -1244,6 +1252,22 @@ mod tests {
         assert!(e.contains("rope_theta 10000000.0 in") && e.contains("10000.0 in the recipe"), "{e}");
         let e = check(config(1e7, 8448, Some(true)), config(1e7, 8448, None)).unwrap_err().to_string();
         assert!(e.contains("tie_word_embeddings true in") && !e.contains("rope_theta 1"), "{e}");
+    }
+
+    #[test]
+    fn answer_first_facts_reach_the_exercise_settings_and_out_of_range_shares_are_refused() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let path = root.join("docs/lab-v5/recipe-ha14.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let settings = parse_recipe(&text, &path).unwrap().data.sentence_settings().unwrap();
+        assert_eq!(settings.natural_answer_first, 0.3);
+        assert!(settings.answer_first_from_sentence_start);
+        // Recipes without the line keep their facts: the setting is 0.
+        let before = text.replace("natural_answer_first = 0.3 ", "");
+        assert_eq!(parse_recipe(&before, &path).unwrap().data.sentence_settings().unwrap().natural_answer_first, 0.0);
+        let too_much = text.replace("natural_answer_first = 0.3 ", "natural_answer_first = 1.3 ");
+        let err = format!("{:#}", check_recipe(&too_much, &path).unwrap_err());
+        assert!(err.contains("data.natural_answer_first must be a share between 0 and 1, not 1.3"), "{err}");
     }
 
     /// A recipe that only fails on the GPU machine costs a lent session: every committed one parses.

@@ -382,6 +382,11 @@ pub struct SentenceExerciseSettings {
     pub natural_invented_words: f64,
     /// Share of the natural facts written in a clause form ([`FactGrammar::with_clauses`]).
     pub natural_clauses: f64,
+    /// Share of the natural facts written with their answer before every word the question names
+    /// ([`FactGrammar::with_answer_first`]): the asked circumstance or reason in front, a cleft, an
+    /// existential. With `answer_first_from_sentence_start` their answers are restated from the
+    /// sentence's first word.
+    pub natural_answer_first: f64,
     /// The natural facts' near sentences always answer otherwise ([`FactGrammar::with_distinct_near_answers`]).
     pub near_answers_differ: bool,
     /// Share of near sentences placed elsewhere in the context instead of beside the needle. A
@@ -430,6 +435,7 @@ impl Default for SentenceExerciseSettings {
             answer_first_from_sentence_start: false,
             natural_invented_words: 0.0,
             natural_clauses: 0.0,
+            natural_answer_first: 0.0,
             near_answers_differ: false,
             near_elsewhere: 0.0,
             near_copies: 1,
@@ -616,6 +622,7 @@ impl SentenceExerciseGenerator {
         let mut grammar = FactGrammar::new(self.rng.next_u64())
             .with_invented_words(self.settings.natural_invented_words)
             .with_clauses(self.settings.natural_clauses)
+            .with_answer_first(self.settings.natural_answer_first)
             .with_distinct_near_answers(self.settings.near_answers_differ)
             .with_same_event_near(self.settings.near_same_event);
         let fact = grammar.fact(self.rng.unit() < self.settings.distractors);
