@@ -1003,6 +1003,20 @@ mod tests {
     }
 
     #[test]
+    fn answer_first_facts_are_restated_from_their_first_word_in_exercises() {
+        let base =
+            SentenceExerciseSettings { natural_facts: 1.0, cue_answers: 1.0, answer_first_from_sentence_start: true, ..Default::default() };
+        let from_start = |share: f64| {
+            let mut g = generator(21, SentenceExerciseSettings { natural_answer_first: share, ..base });
+            (0..400).filter(|_| g.next_exercise().answer_start == 0).count()
+        };
+        // Answers restated from the needle's first word: where the question names it (a subject), or
+        // where the answer comes first; the setting makes the second kind common.
+        let (off, on) = (from_start(0.0), from_start(0.5));
+        assert!(on >= off + 80, "{off} of 400 exercises restated from the first word at share 0, {on} at 0.5");
+    }
+
+    #[test]
     fn cue_answers_are_tails_of_the_needle_that_keep_the_answer_span() {
         let plain = SentenceExerciseSettings { natural_facts: 0.5, ..Default::default() };
         let mut a = generator(9, plain);
