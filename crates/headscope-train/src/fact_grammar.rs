@@ -898,10 +898,8 @@ impl FactGrammar {
     fn answer_first_event(&mut self) -> (Event, Shape) {
         loop {
             let e = self.event();
-            let frontable = matches!(e.asked, Role::Place | Role::Time | Role::Frequency | Role::Reason | Role::Purpose | Role::Duration)
-                && !e.circumstance.is_empty();
             let mut options = Vec::new();
-            if frontable {
+            if frontable(&e) {
                 options.extend([Shape::Fronted, Shape::Fronted, Shape::Cleft]);
             }
             if e.asked == Role::Reason {
@@ -1104,7 +1102,7 @@ impl FactGrammar {
     }
 
     fn shape(&mut self, e: &Event) -> Shape {
-        let frontable = matches!(e.asked, Role::Place | Role::Time | Role::Frequency | Role::Reason | Role::Purpose | Role::Duration);
+        let frontable = frontable(e);
         loop {
             let s = self.pick(&[
                 Shape::Plain,
@@ -1118,7 +1116,7 @@ impl FactGrammar {
                 Shape::TrailingClause,
             ]);
             let ok = match s {
-                Shape::Fronted | Shape::Cleft => frontable && !e.circumstance.is_empty(),
+                Shape::Fronted | Shape::Cleft => frontable,
                 // English spells out a number that opens a sentence: no passive then.
                 Shape::Passive => e.asked != Role::Object && !e.object.contains(',') && !e.object.starts_with(|c: char| c.is_ascii_digit()),
                 Shape::Perfect => !matches!(e.asked, Role::Time | Role::Frequency | Role::Duration),
@@ -1347,6 +1345,13 @@ impl FactGrammar {
         };
         format!("{}?", capitalise_first(&q))
     }
+}
+
+/// Whether the asked part of `e` is a circumstance that can open the sentence ("Behind the mill, ...",
+/// "It was in 1961 that ...").
+fn frontable(e: &Event) -> bool {
+    matches!(e.asked, Role::Place | Role::Time | Role::Frequency | Role::Reason | Role::Purpose | Role::Duration)
+        && !e.circumstance.is_empty()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
