@@ -195,7 +195,26 @@ struct DataRecipe {
     /// With `far_needles`: the shortest exercise (tokens) whose needle may be moved forward.
     #[serde(default)]
     far_needles_min_tokens: usize,
+    /// Share of rows of at least `far_repeats_min_tokens` that are corpus text in which spans of the
+    /// row's first third stand again, word for word, in its last third (`DataSource::far_repeat_text`):
+    /// each copy is some 400 tokens to be read from a third of the row or more back, where an exercise
+    /// gives one answer of about 20. Lab models h12 and hx13 pass 10 % of lookups 6,000 tokens or more
+    /// back and restate the question, then invent (lab-v5 "hx13"): the copy does not reach that far.
+    /// 0 leaves earlier recipes' rows as they were.
+    #[serde(default)]
+    far_repeats: f64,
+    /// With `far_repeats`: the shortest row (tokens) that may be one.
+    #[serde(default)]
+    far_repeats_min_tokens: usize,
+    /// With `far_repeats`: the loss weight of a copy's tokens after its first `FAR_REPEAT_CUE` (those
+    /// cannot be foreseen and weigh 1, as text does).
+    #[serde(default = "default_far_repeat_weight")]
+    far_repeat_weight: f32,
     lengths: Vec<LengthRecipe>,
+}
+
+fn default_far_repeat_weight() -> f32 {
+    1.0
 }
 
 fn default_two_hop_reasoning() -> f64 {
@@ -278,6 +297,12 @@ const OPENING_TOKENS: usize = 3;
 
 const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
 const BOS: u32 = 1;
+/// `DataSource::far_repeat_text`: a copy's first tokens, which nothing before them foretells (weight 1)...
+const FAR_REPEAT_CUE: usize = 2;
+/// ... and its length in tokens; the shortest row that holds copies of the longest one in its slots.
+const FAR_REPEAT_SHORTEST: usize = 16;
+const FAR_REPEAT_LONGEST: usize = 48;
+const FAR_REPEAT_MIN_ROW: usize = 512;
 const EOS: u32 = 2;
 
 fn read_recipe(path: &Path) -> Result<Recipe> {
@@ -327,6 +352,7 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
         ("near_same_event", r.data.near_same_event),
         ("opening_lookalikes", r.data.opening_lookalikes),
         ("far_needles", r.data.far_needles),
+        ("far_repeats", r.data.far_repeats),
         ("two_hop", r.data.two_hop),
         ("two_hop_reasoning", r.data.two_hop_reasoning),
     ] {
@@ -334,7 +360,11 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
             bail!("recipe {}: data.{name} must be a share between 0 and 1, not {share}", path.display());
         }
     }
-    for (name, weight) in [("answer_weight", Some(r.data.answer_weight)), ("opening_weight", r.data.opening_weight)] {
+    for (name, weight) in [
+        ("answer_weight", Some(r.data.answer_weight)),
+        ("opening_weight", r.data.opening_weight),
+        ("far_repeat_weight", Some(r.data.far_repeat_weight)),
+    ] {
         if let Some(w) = weight.filter(|w| !w.is_finite() || *w < 0.0) {
             bail!("recipe {}: data.{name} must be a loss weight of 0 or more, not {w}", path.display());
         }
@@ -359,6 +389,13 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
     }
     if r.data.follow_up_questions > 0 && !r.data.restate {
         bail!("recipe {}: data.follow_up_questions needs data.restate = true (they are sentence exercises)", path.display());
+    }
+    if r.data.far_repeats > 0.0 && r.data.far_repeats_min_tokens < FAR_REPEAT_MIN_ROW {
+        bail!(
+            "recipe {}: data.far_repeats needs data.far_repeats_min_tokens of at least {FAR_REPEAT_MIN_ROW}, not {} (a third of the row holds each copy)",
+            path.display(),
+            r.data.far_repeats_min_tokens
+        );
     }
     if r.data.elsewhere_facts > 16 {
         bail!("recipe {}: data.elsewhere_facts must be at most 16, not {}", path.display(), r.data.elsewhere_facts);
@@ -483,6 +520,10 @@ struct DataSource {
     /// `DataRecipe::far_needles` and `far_needles_min_tokens`.
     far_needles: f64,
     far_needles_min_tokens: usize,
+    /// `DataRecipe::far_repeats`, `far_repeats_min_tokens` and `far_repeat_weight`.
+    far_repeats: f64,
+    far_repeats_min_tokens: usize,
+    far_repeat_weight: f32,
     lengths: Vec<LengthRecipe>,
     seed: u64,
 }
@@ -508,7 +549,11 @@ impl DataSource {
         let mut b = Batch { tokens: t, rows: len.batch, inputs: vec![], targets: vec![], weights: vec![] };
         for _ in 0..len.batch {
             let row_seed = rng.next_u64();
-            let (seq, w) = if rng.unit() > self.exercise_share {
+            // No draw where the share is 0 or the rows are short, so that earlier recipes keep their stream.
+            let far_repeat = self.far_repeats > 0.0 && t >= self.far_repeats_min_tokens && rng.unit() < self.far_repeats;
+            let (seq, w) = if far_repeat {
+                self.far_repeat_text(t, row_seed)
+            } else if rng.unit() > self.exercise_share {
                 self.plain_text(t, row_seed)
             } else if let Some([lo, hi]) = len.exercise_tokens {
                 self.packed_exercises(t, lo, hi, row_seed)?
@@ -527,6 +572,28 @@ impl DataSource {
         let mut r = SplitMix64::new(seed);
         let start = r.below((self.corpus_tokens.len() - t - 1) as u64) as usize;
         (self.corpus_tokens[start..start + t + 1].to_vec(), vec![1.0; t + 1])
+    }
+
+    /// `t + 1` corpus tokens in which one span of the first third stands again in each of `t / 512`
+    /// equal slots of the last third, word for word (16 to 48 tokens each; the slots keep copies
+    /// apart). Once a copy's first `FAR_REPEAT_CUE` tokens are read, the rest can only be read from at
+    /// least a third of the row back: a dense far lookup, weighted `far_repeat_weight`.
+    fn far_repeat_text(&self, t: usize, seed: u64) -> (Vec<u32>, Vec<f32>) {
+        let mut r = SplitMix64::new(seed);
+        let (mut seq, mut w) = self.plain_text(t, r.next_u64());
+        let third = (t + 1) / 3;
+        let copies = (t / 512).max(1);
+        let slot = third / copies;
+        let first_slot = t + 1 - copies * slot;
+        for k in 0..copies {
+            let len = (FAR_REPEAT_SHORTEST + r.below((FAR_REPEAT_LONGEST - FAR_REPEAT_SHORTEST + 1) as u64) as usize).min(slot);
+            let from = r.below((third - len + 1) as u64) as usize;
+            let to = first_slot + k * slot + r.below((slot - len + 1) as u64) as usize;
+            // Sources lie in the first third and copies in the last: no copy overwrites a source.
+            seq.copy_within(from..from + len, to);
+            w[to + FAR_REPEAT_CUE.min(len)..to + len].fill(self.far_repeat_weight);
+        }
+        (seq, w)
     }
 
     /// A passage long enough for a `t`-token prompt (about 6 bytes per token), or as often as
@@ -850,6 +917,9 @@ fn prepare(recipe_path: &Path, corpus: &Path, out: &Path, init_from: Option<&Pat
         follow_up_min_tokens: recipe.data.follow_up_min_tokens,
         far_needles: recipe.data.far_needles,
         far_needles_min_tokens: recipe.data.far_needles_min_tokens,
+        far_repeats: recipe.data.far_repeats,
+        far_repeats_min_tokens: recipe.data.far_repeats_min_tokens,
+        far_repeat_weight: recipe.data.far_repeat_weight,
         lengths: recipe.data.lengths.clone(),
         seed: recipe.seed,
     });
@@ -1080,6 +1150,9 @@ mod tests {
             follow_up_min_tokens: 0,
             far_needles: 0.0,
             far_needles_min_tokens: 0,
+            far_repeats: 0.0,
+            far_repeats_min_tokens: 0,
+            far_repeat_weight: 1.0,
             lengths: vec![LengthRecipe { tokens: 256, batch: 1, share: 1.0, exercise_tokens: None }],
             seed: 1,
         }
@@ -1213,6 +1286,74 @@ mod tests {
         // Near sentences before the needle and the restated answer's offset in it leave a little room.
         assert!(far.iter().all(|&x| x < 0.35), "{far:?}");
         assert!(anywhere.iter().filter(|&&x| x > 0.5).count() * 4 > anywhere.len(), "{anywhere:?}");
+    }
+
+    #[test]
+    fn far_repeats_copy_spans_of_the_first_third_into_the_last_and_leave_other_rows_alone() {
+        let mut s = source(false);
+        // Distinct consecutive tokens: each copied token has one source, at its id's offset from the row's first.
+        s.corpus_tokens = (0..6000u32).map(|i| 3 + i).collect();
+        s.far_repeat_weight = 3.0;
+        let t = 1536;
+        for seed in 0..20u64 {
+            let (seq, w) = s.far_repeat_text(t, seed);
+            assert_eq!((seq.len(), w.len()), (t + 1, t + 1));
+            let first = seq[0];
+            let changed: Vec<usize> = (0..=t).filter(|&i| seq[i] != first + i as u32).collect();
+            for &i in &changed {
+                let source = (seq[i] - first) as usize;
+                assert!(source < (t + 1) / 3 && i >= t + 1 - (t + 1) / 3, "seed {seed}: token {i} copied from {source}");
+                assert!(i - source >= t / 3, "seed {seed}: a copy {} tokens after its source", i - source);
+            }
+            let weighted: Vec<usize> = (0..=t).filter(|&i| w[i] == 3.0).collect();
+            assert!(weighted.iter().all(|i| changed.contains(i)), "seed {seed}: a weighted token that is no copy");
+            assert!(w.iter().all(|&x| x == 1.0 || x == 3.0));
+            // Each weighted token follows the copied token before it: its cue is in the row.
+            assert!(weighted.iter().all(|&i| changed.contains(&(i - 1)) && seq[i] == seq[i - 1] + 1), "seed {seed}");
+            let copies = t / 512;
+            assert_eq!(changed.len() - weighted.len(), copies * FAR_REPEAT_CUE, "seed {seed}: the copies' unforeseeable first tokens");
+            assert!(weighted.len() >= copies * (FAR_REPEAT_SHORTEST - FAR_REPEAT_CUE), "seed {seed}: {} weighted", weighted.len());
+        }
+        // In batches: rows below the shortest length, or a share of 0, keep the stream of a recipe without it.
+        s.lengths = vec![LengthRecipe { tokens: 1024, batch: 3, share: 1.0, exercise_tokens: None }];
+        let before: Vec<Batch> = (0..6).map(|step| s.batch(step).unwrap()).collect();
+        (s.far_repeats, s.far_repeats_min_tokens) = (1.0, 2048);
+        assert!((0..6).all(|step| s.batch(step).unwrap().weights == before[step].weights));
+        (s.far_repeats, s.far_repeats_min_tokens) = (0.0, 1024);
+        assert!((0..6).all(|step| s.batch(step).unwrap().inputs == before[step].inputs));
+        s.far_repeats = 1.0;
+        for step in 0..6 {
+            let b = s.batch(step).unwrap();
+            let rows: Vec<&[f32]> = b.weights.chunks(1024).collect();
+            assert!(
+                rows.iter().all(|r| r.iter().filter(|&&x| x == 3.0).count() >= 2 * (FAR_REPEAT_SHORTEST - FAR_REPEAT_CUE) - 2),
+                "step {step}"
+            );
+        }
+        s.far_repeats = 0.5;
+        let repeat_rows: usize = (0..20).map(|step| s.batch(step).unwrap().weights.chunks(1024).filter(|r| r.contains(&3.0)).count()).sum();
+        assert!((15..=45).contains(&repeat_rows), "{repeat_rows} of 60 rows at share 0.5");
+    }
+
+    #[test]
+    fn far_repeat_settings_out_of_range_are_refused_by_name() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let path = root.join("docs/lab-v5/recipe-hr13.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        check_recipe(&text, &path).unwrap();
+        for (from, to, says) in [
+            ("far_repeats = 0.3 ", "far_repeats = 1.5 ", "data.far_repeats must be a share between 0 and 1, not 1.5"),
+            (
+                "far_repeats_min_tokens = 4096",
+                "far_repeats_min_tokens = 256",
+                "data.far_repeats needs data.far_repeats_min_tokens of at least 512, not 256",
+            ),
+            ("far_repeat_weight = 2.0", "far_repeat_weight = -1.0", "data.far_repeat_weight must be a loss weight of 0 or more, not -1"),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let err = format!("{:#}", check_recipe(&text.replace(from, to), &path).unwrap_err());
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]
