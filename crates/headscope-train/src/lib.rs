@@ -297,13 +297,15 @@ const OPENING_TOKENS: usize = 3;
 
 const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
 const BOS: u32 = 1;
-/// `DataSource::far_repeat_text`: a copy's first tokens, which nothing before them foretells (weight 1)...
+const EOS: u32 = 2;
+
+/// `DataSource::far_repeat_text`: one copy per this many tokens of a row, which is at least this long...
+const FAR_REPEAT_STRETCH: usize = 512;
+/// ... a copy's first tokens, which nothing before them foretells (weight 1) ...
 const FAR_REPEAT_CUE: usize = 2;
-/// ... and its length in tokens; the shortest row that holds copies of the longest one in its slots.
+/// ... and its length in tokens.
 const FAR_REPEAT_SHORTEST: usize = 16;
 const FAR_REPEAT_LONGEST: usize = 48;
-const FAR_REPEAT_MIN_ROW: usize = 512;
-const EOS: u32 = 2;
 
 fn read_recipe(path: &Path) -> Result<Recipe> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading recipe {}", path.display()))?;
@@ -390,9 +392,9 @@ fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
     if r.data.follow_up_questions > 0 && !r.data.restate {
         bail!("recipe {}: data.follow_up_questions needs data.restate = true (they are sentence exercises)", path.display());
     }
-    if r.data.far_repeats > 0.0 && r.data.far_repeats_min_tokens < FAR_REPEAT_MIN_ROW {
+    if r.data.far_repeats > 0.0 && r.data.far_repeats_min_tokens < FAR_REPEAT_STRETCH {
         bail!(
-            "recipe {}: data.far_repeats needs data.far_repeats_min_tokens of at least {FAR_REPEAT_MIN_ROW}, not {} (a third of the row holds each copy)",
+            "recipe {}: data.far_repeats needs data.far_repeats_min_tokens of at least {FAR_REPEAT_STRETCH}, not {} (a row gets one copy per {FAR_REPEAT_STRETCH} tokens)",
             path.display(),
             r.data.far_repeats_min_tokens
         );
@@ -574,15 +576,16 @@ impl DataSource {
         (self.corpus_tokens[start..start + t + 1].to_vec(), vec![1.0; t + 1])
     }
 
-    /// `t + 1` corpus tokens in which one span of the first third stands again in each of `t / 512`
-    /// equal slots of the last third, word for word (16 to 48 tokens each; the slots keep copies
-    /// apart). Once a copy's first `FAR_REPEAT_CUE` tokens are read, the rest can only be read from at
-    /// least a third of the row back: a dense far lookup, weighted `far_repeat_weight`.
+    /// `t + 1` corpus tokens in which one span of the first third stands again in each of
+    /// `t / FAR_REPEAT_STRETCH` equal slots of the last third, word for word (16 to 48 tokens each;
+    /// the slots keep copies apart). Once a copy's first `FAR_REPEAT_CUE` tokens are read, the rest
+    /// can only be read from at least a third of the row back: a dense far lookup, weighted
+    /// `far_repeat_weight`.
     fn far_repeat_text(&self, t: usize, seed: u64) -> (Vec<u32>, Vec<f32>) {
         let mut r = SplitMix64::new(seed);
         let (mut seq, mut w) = self.plain_text(t, r.next_u64());
         let third = (t + 1) / 3;
-        let copies = (t / 512).max(1);
+        let copies = (t / FAR_REPEAT_STRETCH).max(1);
         let slot = third / copies;
         let first_slot = t + 1 - copies * slot;
         for k in 0..copies {
@@ -1310,7 +1313,7 @@ mod tests {
             assert!(w.iter().all(|&x| x == 1.0 || x == 3.0));
             // Each weighted token follows the copied token before it: its cue is in the row.
             assert!(weighted.iter().all(|&i| changed.contains(&(i - 1)) && seq[i] == seq[i - 1] + 1), "seed {seed}");
-            let copies = t / 512;
+            let copies = t / FAR_REPEAT_STRETCH;
             assert_eq!(changed.len() - weighted.len(), copies * FAR_REPEAT_CUE, "seed {seed}: the copies' unforeseeable first tokens");
             assert!(weighted.len() >= copies * (FAR_REPEAT_SHORTEST - FAR_REPEAT_CUE), "seed {seed}: {} weighted", weighted.len());
         }
