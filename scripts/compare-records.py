@@ -11,17 +11,14 @@ passes alone says little; this says how little.
   scripts/compare-records.py A/tests.jsonl B/tests.jsonl.gz [--gate 0.5]
 """
 import argparse
-import gzip
-import json
 import math
 import sys
 
+from niah_records import records
+
 
 def passes(path, gate):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as f:
-        tests = [json.loads(line) for line in f if line.strip()]
-    return {t["id"]: t["recall"] >= gate for t in tests}
+    return {t["id"]: t["recall"] >= gate for t in records(path)}
 
 
 def mcnemar_p(b, c):

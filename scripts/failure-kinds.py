@@ -19,14 +19,8 @@ copies badly" from "finds nothing" for a lab model candidate.
 """
 import argparse
 import collections
-import gzip
-import json
 
-
-def records(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as f:
-        return [json.loads(line) for line in f if line.strip()]
+from niah_records import records
 
 
 def kind(test, haystack):

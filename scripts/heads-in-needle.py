@@ -11,17 +11,9 @@ invention. Tests group by depth, so that a far and a near needle read side by si
 """
 import ast
 import collections
-import gzip
-import json
 import sys
 
-
-def records(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+from niah_records import records
 
 
 def parsed(value):

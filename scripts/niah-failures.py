@@ -8,10 +8,11 @@ Usage: scripts/niah-failures.py RUN_DIR/tests.jsonl NEEDLES.jsonl
 A needle's `shape` field, where it has one, groups the pass rates.
 """
 import collections
-import gzip
 import json
 import re
 import sys
+
+from niah_records import records
 
 
 def words(text):
@@ -26,9 +27,7 @@ def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     tests_path, needles_path = sys.argv[1:]
-    opener = gzip.open if tests_path.endswith(".gz") else open
-    with opener(tests_path, "rt") as f:
-        tests = [json.loads(line) for line in f if line.strip()]
+    tests = records(tests_path)
     with open(needles_path) as f:
         needles = [json.loads(line) for line in f if line.strip()]
     if not tests:

@@ -6,18 +6,10 @@ this reads `headscope niah` records (tests.jsonl, or .jsonl.gz) and counts passe
   scripts/pass-by-distance.py [--bands 2048,4096,6144] RECORDS... [-- RECORDS...]
 Each group of records (split by `--`) prints one line, so that two models read side by side.
 """
-import gzip
-import json
 import os
 import sys
 
-
-def records(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+from niah_records import records
 
 
 def main(argv):
