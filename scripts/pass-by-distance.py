@@ -6,6 +6,7 @@ this reads `headscope niah` records (tests.jsonl, or .jsonl.gz) and counts passe
   scripts/pass-by-distance.py [--bands 2048,4096,6144] RECORDS... [-- RECORDS...]
 Each group of records (split by `--`) prints one line, so that two models read side by side.
 """
+import bisect
 import os
 import sys
 
@@ -27,7 +28,6 @@ def main(argv):
     groups.append(group)
     if not any(groups):
         sys.exit(__doc__)
-    edges = [0] + bands + [None]
     names = [f"<{bands[0]}"] + [f"{lo}-{hi}" for lo, hi in zip(bands, bands[1:])] + [f">={bands[-1]}"]
     for paths in groups:
         passed, total = [0] * len(names), [0] * len(names)
@@ -35,7 +35,7 @@ def main(argv):
             for r in records(path):
                 # The needle's first token to the last prompt token: what a head must reach back over.
                 distance = r["prompt_tokens"] - r["needle_tokens"][0]
-                band = next(i for i in range(len(names)) if edges[i + 1] is None or distance < edges[i + 1])
+                band = bisect.bisect_right(bands, distance)
                 total[band] += 1
                 passed[band] += r["recall"] >= 0.5
         cells = [f"{n} {p}/{t} ({100 * p / t:.0f} %)" if t else f"{n} -" for n, p, t in zip(names, passed, total)]
